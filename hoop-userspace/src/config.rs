@@ -1,0 +1,347 @@
+//! The one YAML file: interception, admin API, TLS, recording and policy.
+//!
+//! Loading is strict: unknown keys are errors, and every error names the file,
+//! line and column. Names here are the operator-facing contract in
+//! `../shared/DESIGN.md`: extend them, never rename them.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// A whole hoop configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which connections are redirected to the proxy.
+    #[serde(default)]
+    pub intercept: InterceptConfig,
+    /// The admin HTTP listener (`/metrics`, `/healthz`, `/api/holds`) and who may use it.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// TLS on the client leg (termination) and the upstream leg.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Session recordings.
+    #[serde(default)]
+    pub recording: RecordingConfig,
+    /// Protocol limits.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// Masking, guardrails and holds. Kept as raw YAML here; `policy` compiles it.
+    #[serde(default)]
+    pub policy: serde_yaml_ng::Value,
+}
+
+/// `intercept:`: which destinations are redirected, and for which cgroups.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptConfig {
+    /// Destination TCP ports whose connections are redirected (default `[5432]`).
+    #[serde(default = "default_ports")]
+    pub ports: Vec<u16>,
+    /// cgroup v2 directories `hoop agent` governs (absolute, or relative to the cgroup2 mount).
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
+    /// Where the proxy listens for redirected IPv4 connections (default `127.0.0.1:0`, any free port).
+    #[serde(default = "default_listen_v4")]
+    pub listen_v4: SocketAddr,
+    /// Where the proxy listens for redirected IPv6 connections (default `[::1]:0`).
+    #[serde(default = "default_listen_v6")]
+    pub listen_v6: SocketAddr,
+}
+
+impl Default for InterceptConfig {
+    fn default() -> Self {
+        Self {
+            ports: default_ports(),
+            cgroups: Vec::new(),
+            listen_v4: default_listen_v4(),
+            listen_v6: default_listen_v6(),
+        }
+    }
+}
+
+fn default_ports() -> Vec<u16> {
+    vec![5432]
+}
+
+fn default_listen_v4() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn default_listen_v6() -> SocketAddr {
+    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+}
+
+/// `admin:`: the HTTP API and its authentication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address (default `127.0.0.1:9464`). Port 0 picks a free port.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// A YAML list of `{token_sha256, identity, groups}` for static bearer tokens.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// Name of an environment variable holding the same YAML list (for secrets injected by the platform).
+    #[serde(default)]
+    pub tokens_env: Option<String>,
+    /// OIDC verification of approvers' tokens.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// Webhook notified when a hold is created (Slack-compatible JSON body).
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            tokens_file: None,
+            tokens_env: None,
+            oidc: None,
+            webhook: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+/// `admin.oidc:`: verify bearer tokens as OIDC JWTs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+    /// A local JWKS file.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (fetched at start and on an unknown `kid`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The claim holding the caller's groups (default `groups`).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+fn default_groups_claim() -> String {
+    "groups".to_owned()
+}
+
+/// `admin.webhook:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The URL POSTed to when a hold is created.
+    pub url: String,
+    /// Request timeout (default 5s).
+    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `tls:`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain presented to clients that send SSLRequest.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// TLS towards the server (default `prefer`).
+    #[serde(default)]
+    pub upstream: UpstreamTls,
+    /// CA bundle (PEM) for `upstream: verify-full`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `tls.upstream`: libpq's sslmode names, with the same meaning.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTls {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, plaintext otherwise (certificate not verified).
+    #[default]
+    Prefer,
+    /// TLS or fail (certificate not verified).
+    Require,
+    /// TLS, certificate chain verified against `ca_file`, host name checked.
+    VerifyFull,
+}
+
+/// `recording:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Set to false to record nothing.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Directory of recordings, one append-only file per session (default `./recordings`).
+    #[serde(default = "default_recording_dir")]
+    pub dir: PathBuf,
+    /// How much of result rows to record: `none | summary | full` (default `summary`).
+    #[serde(default)]
+    pub rows: RecordRows,
+    /// Largest row (after masking) recorded in full; larger rows are cut and marked (default 64 KiB).
+    #[serde(default = "default_max_row_bytes")]
+    pub max_row_bytes: usize,
+    /// Upper bound on the time between a write and its flush (default 200ms).
+    #[serde(default = "default_flush_interval", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// What to do when a recording cannot be written: `close_session | continue` (default `close_session`).
+    #[serde(default)]
+    pub on_error: RecordingOnError,
+    /// Delete recordings older than this many days.
+    #[serde(default)]
+    pub retain_days: Option<u64>,
+    /// Delete the oldest recordings when the directory grows past this many bytes.
+    #[serde(default)]
+    pub max_total_bytes: Option<u64>,
+    /// Environment variable holding the HMAC key for the trailer.
+    #[serde(default)]
+    pub hmac_key_env: Option<String>,
+    /// File holding the HMAC key for the trailer.
+    #[serde(default)]
+    pub hmac_key_file: Option<PathBuf>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: default_recording_dir(),
+            rows: RecordRows::default(),
+            max_row_bytes: default_max_row_bytes(),
+            flush_interval: default_flush_interval(),
+            on_error: RecordingOnError::default(),
+            retain_days: None,
+            max_total_bytes: None,
+            hmac_key_env: None,
+            hmac_key_file: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_recording_dir() -> PathBuf {
+    PathBuf::from("./recordings")
+}
+
+fn default_max_row_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_flush_interval() -> Duration {
+    Duration::from_millis(200)
+}
+
+/// `recording.rows`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordRows {
+    /// No row data; statements, verdicts and summaries only.
+    None,
+    /// Row counts and command tags (the default).
+    #[default]
+    Summary,
+    /// Every result row, after masking.
+    Full,
+}
+
+/// `recording.on_error`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingOnError {
+    /// Close the session with an error (fail closed; the default).
+    #[default]
+    CloseSession,
+    /// Keep proxying, log and count the failure.
+    Continue,
+}
+
+/// `proxy:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Largest protocol message accepted from either side, in bytes (default 64 MiB).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// How long to wait for the original destination to accept a connection (default 5s).
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self { max_message_size: default_max_message_size(), connect_timeout: default_connect_timeout() }
+    }
+}
+
+fn default_max_message_size() -> usize {
+    64 * 1024 * 1024
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// A configuration file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML or does not fit the schema.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, 0 when unknown.
+        line: usize,
+        /// 1-based column, 0 when unknown.
+        column: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses configuration text; `path` only names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            ConfigError::Invalid { path: path.to_owned(), line, column, message: e.to_string() }
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared helpers for hoop end-to-end tests.
