@@ -1,11 +1,15 @@
 //! hoop: transparent, eBPF-assisted governance for database connections.
 //!
 //! The pure cores (protocol codecs, policy, masking, recording format) do no
-//! I/O; connection tasks in [`proxy`] wire them together. See
-//! `../shared/DESIGN.md` for the architecture.
+//! I/O; connection tasks wire them together. See `../shared/DESIGN.md` for
+//! the architecture.
 
+pub mod agent;
+pub mod app;
 pub mod config;
+pub mod exec;
 pub mod mask;
 pub mod metrics;
+pub mod serve;
 pub mod session;
 pub mod statement;

@@ -1,1 +1,70 @@
-fn main() {}
+//! Developer tasks for hoop.
+//!
+//! - `cargo xtask setup`: install what a fresh machine lacks (nightly
+//!   `rust-src`, a `bpf-linker` built against the nightly's own LLVM), then build.
+//! - `cargo xtask demo`: setup, then run `hoop exec` on the bundled example
+//!   config around a `psql` query.
+//! - `cargo xtask test`: setup, make sure PostgreSQL and MariaDB are up and
+//!   configured for the tests, then run every test tier (unit, end-to-end,
+//!   privileged eBPF). This is what `.ci/run` calls.
+//! - `cargo xtask bench`: the proxy benchmark (pgbench direct vs. through hoop).
+
+mod bench;
+mod services;
+mod setup;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "hoop developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install nightly rust-src and bpf-linker if missing, then build hoop (release).
+    Setup,
+    /// Setup, then run `hoop exec` with examples/hoop.yaml around a psql query.
+    Demo,
+    /// Setup, start and configure the test databases, run all test tiers.
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Start PostgreSQL and MariaDB if they are down, and configure them for the tests.
+    Services,
+    /// Benchmark: pgbench select-only direct vs. through hoop, plus 1M-row COPY.
+    Bench {
+        /// Seconds per pgbench run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::setup(),
+        Command::Demo => setup::setup().and_then(|()| services::ensure_postgres()).and_then(|()| setup::demo()),
+        Command::Test { args } => setup::setup()
+            .and_then(|()| services::ensure_postgres())
+            .and_then(|()| services::ensure_mariadb())
+            .and_then(|()| setup::test(&args)),
+        Command::Services => services::ensure_postgres().and_then(|()| services::ensure_mariadb()),
+        Command::Bench { seconds } => setup::setup()
+            .and_then(|()| services::ensure_postgres())
+            .and_then(|()| bench::run(seconds)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Process-level wiring shared by `hoop exec` and `hoop agent`: config
+//! loading with operator-facing errors, logging, and the governed runtime
+//! (proxy + admin API).
+
+use std::{path::Path, process::ExitCode, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tracing::{info, warn};
+
+use crate::{
+    config::Config,
+    serve::{ServeError, Server},
+};
+
+/// Exit status for a configuration that cannot be loaded.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Loads the config, printing every error with its location on failure.
+pub fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("hoop: invalid configuration: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Sets up `tracing` (RUST_LOG, default `info`) and routes `log` records
+/// (aya-log's kernel messages among them) into it.
+pub fn init_logging() {
+    use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("HOOP_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let registry = tracing_subscriber::registry().with(filter);
+    // try_init also installs the log→tracing bridge (tracing-log feature).
+    let _ = if json {
+        registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init()
+    } else {
+        registry.with(fmt::layer().with_writer(std::io::stderr)).try_init()
+    };
+}
+
+/// The governed runtime: interception, proxy and admin API.
+pub struct Governed {
+    /// Interceptor, listeners and sessions.
+    pub server: Server,
+    admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+/// Why the governed runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Proxy or eBPF failure.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// The admin listener could not be bound.
+    #[error("cannot listen on admin.listen {addr}: {source}")]
+    Admin {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl Governed {
+    /// Starts the proxy and the admin API. With `admin_optional`, an admin
+    /// address already in use (another `hoop exec` on this machine) only
+    /// disables the admin API, so concurrent execs do not interfere.
+    pub async fn start(config: &Config, _config_path: &Path, admin_optional: bool) -> Result<Self, StartError> {
+        let server = Server::start(config).await?;
+        let admin = match TcpListener::bind(config.admin.listen).await {
+            Ok(listener) => {
+                let addr = listener.local_addr().unwrap_or(config.admin.listen);
+                info!(%addr, "admin API listening (/metrics, /healthz, /api/holds)");
+                let (tx, rx) = oneshot::channel::<()>();
+                let refresh = server.metrics_refresher();
+                let handle = tokio::spawn(async move {
+                    crate::admin::serve_basic(listener, refresh, async {
+                        let _ = rx.await;
+                    })
+                    .await;
+                });
+                Some((tx, handle))
+            }
+            Err(e) if admin_optional && e.kind() == std::io::ErrorKind::AddrInUse => {
+                warn!(addr = %config.admin.listen, "admin address in use (another hoop?); admin API disabled for this run");
+                None
+            }
+            Err(source) => return Err(StartError::Admin { addr: config.admin.listen, source }),
+        };
+        Ok(Self { server, admin })
+    }
+
+    /// Drains sessions, detaches the programs and stops the admin API.
+    pub async fn shutdown(self) {
+        self.server.shutdown(Duration::from_secs(2)).await;
+        if let Some((tx, handle)) = self.admin {
+            let _ = tx.send(());
+            let _ = handle.await;
+        }
+    }
+}

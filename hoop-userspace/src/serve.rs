@@ -1,0 +1,273 @@
+//! What `hoop exec` and `hoop agent` share: the eBPF interceptor, the proxy
+//! listeners, the admin API, and the accept loop that turns each redirected
+//! connection into a proxied session.
+
+use std::{
+    net::{SocketAddr, SocketAddrV6},
+    os::fd::AsFd as _,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::watch,
+    task::JoinSet,
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::Config,
+    intercept::{self, InterceptSettings, Interceptor},
+    metrics::metrics,
+    session::SessionIdentity,
+};
+
+/// Why serving could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A proxy listener could not be bound.
+    #[error("cannot listen on {addr} for redirected connections: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The eBPF programs could not be loaded or attached.
+    #[error(transparent)]
+    Intercept(#[from] intercept::InterceptError),
+}
+
+/// The running machinery: interceptor, listeners and accept loops.
+pub struct Server {
+    interceptor: Arc<Mutex<Interceptor>>,
+    /// Listener addresses, for logs and tests.
+    pub listen_v4: SocketAddr,
+    /// The IPv6 listener, when `::1` is available.
+    pub listen_v6: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    redirects_seen: Arc<AtomicU64>,
+}
+
+impl Server {
+    /// Binds the listeners and loads the eBPF programs (not yet attached).
+    pub async fn start(config: &Config) -> Result<Self, ServeError> {
+        let v4 = bind(config.intercept.listen_v4)?;
+        let listen_v4 = v4.local_addr().map_err(|source| ServeError::Listen { addr: config.intercept.listen_v4, source })?;
+        // IPv6 may be disabled on the host: then IPv6 connects are not redirected.
+        let (v6, listen_v6) = match bind(config.intercept.listen_v6) {
+            Ok(l) => {
+                let a = l.local_addr().ok();
+                (Some(l), a)
+            }
+            Err(e) => {
+                warn!(error = %e, "IPv6 proxy listener unavailable; IPv6 connections will not be intercepted");
+                (None, None)
+            }
+        };
+        let SocketAddr::V4(proxy_v4) = listen_v4 else {
+            unreachable!("intercept.listen_v4 is validated to be IPv4")
+        };
+        let proxy_v6 = match listen_v6 {
+            Some(SocketAddr::V6(a)) => a,
+            _ => SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, 0, 0, 0),
+        };
+        let settings = InterceptSettings {
+            ports: config.intercept.ports.clone(),
+            proxy_v4,
+            proxy_v6,
+            skip_mark: intercept::DEFAULT_SKIP_MARK,
+            skip_tgid: std::process::id(),
+        };
+        let interceptor = Arc::new(Mutex::new(Interceptor::load(&settings)?));
+        let (shutdown, _) = watch::channel(false);
+        let mut server = Self {
+            interceptor,
+            listen_v4,
+            listen_v6,
+            shutdown,
+            tasks: JoinSet::new(),
+            redirects_seen: Arc::new(AtomicU64::new(0)),
+        };
+        let ctx = Arc::new(ConnectionContext {
+            interceptor: server.interceptor.clone(),
+            connect_timeout: config.proxy.connect_timeout,
+        });
+        server.spawn_accept_loop(v4, ctx.clone());
+        if let Some(v6) = v6 {
+            server.spawn_accept_loop(v6, ctx);
+        }
+        info!(%listen_v4, listen_v6 = ?listen_v6, ports = ?config.intercept.ports, "proxy listening");
+        Ok(server)
+    }
+
+    /// Attaches the programs to a cgroup v2 directory.
+    pub fn attach(&self, cgroup: &std::path::Path) -> Result<(), ServeError> {
+        self.interceptor.lock().expect("interceptor lock").attach(cgroup)?;
+        info!(cgroup = %cgroup.display(), "governing cgroup");
+        Ok(())
+    }
+
+    /// Brings `hoop_ebpf_redirects_total` up to the kernel's counters.
+    pub fn refresh_metrics(&self) {
+        refresh_redirects(&self.interceptor, &self.redirects_seen);
+    }
+
+    /// A closure for the admin API to refresh kernel-side metrics before a scrape.
+    pub fn metrics_refresher(&self) -> impl Fn() + Send + Sync + 'static {
+        let interceptor = self.interceptor.clone();
+        let seen = self.redirects_seen.clone();
+        move || refresh_redirects(&interceptor, &seen)
+    }
+
+    /// Stops accepting, waits briefly for sessions to end, then drops the
+    /// interceptor, which detaches every program.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.refresh_metrics();
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(grace, async { while self.tasks.join_next().await.is_some() {} }).await;
+        self.tasks.abort_all();
+        // Dropping the last reference to the Ebpf object closes the link fds.
+        drop(self.interceptor);
+    }
+
+    fn spawn_accept_loop(&mut self, listener: TcpListener, ctx: Arc<ConnectionContext>) {
+        let mut shutdown = self.shutdown.subscribe();
+        self.tasks.spawn(async move {
+            let mut sessions = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((socket, peer)) => {
+                            let ctx = ctx.clone();
+                            sessions.spawn(async move { ctx.handle(socket, peer).await });
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: back off rather than spin.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+            // Let live sessions finish within the caller's grace period.
+            while sessions.join_next().await.is_some() {}
+        });
+    }
+}
+
+fn refresh_redirects(interceptor: &Mutex<Interceptor>, seen: &AtomicU64) {
+    let counters = interceptor.lock().expect("interceptor lock").counters();
+    match counters {
+        Ok(c) => {
+            let total = c.redirects_total();
+            let before = seen.swap(total, Ordering::Relaxed);
+            if total > before {
+                metrics().ebpf_redirects_total.inc_by(total - before);
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot read eBPF counters"),
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        .and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(1024)
+        });
+    socket.map_err(|source| ServeError::Listen { addr, source })
+}
+
+/// What each connection task needs.
+struct ConnectionContext {
+    interceptor: Arc<Mutex<Interceptor>>,
+    connect_timeout: Duration,
+}
+
+impl ConnectionContext {
+    async fn handle(&self, client: TcpStream, peer: SocketAddr) {
+        let m = metrics();
+        let original = self.interceptor.lock().expect("interceptor lock").original_destination(peer);
+        let original = match original {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                // Not a redirected connection (someone dialled the listener
+                // directly): there is no destination to govern. Fail closed.
+                warn!(client = %peer, "connection without an original destination; closing");
+                return;
+            }
+            Err(e) => {
+                warn!(client = %peer, error = %e, "cannot look up the original destination; closing");
+                return;
+            }
+        };
+        m.connections_total.inc();
+        m.connections_active.inc();
+        let _active = scopeguard(|| m.connections_active.dec());
+
+        let identity = SessionIdentity {
+            id: next_session_id(),
+            workload: intercept::cgroup::cgroup_path_of_pid(original.tgid),
+            client: Some(peer),
+            original_destination: Some(original.addr),
+            ..SessionIdentity::default()
+        };
+        debug!(session = %identity, "redirected connection accepted");
+        let upstream = match dial(original.addr, self.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                m.upstream_connect_errors_total.inc();
+                warn!(session = %identity, error = %e, "cannot reach the original destination; closing the client");
+                return;
+            }
+        };
+        relay(client, upstream, &identity).await;
+    }
+}
+
+/// Dials the original destination with the skip mark, so our own connection
+/// is never redirected even when this process runs inside a governed cgroup.
+pub async fn dial(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    intercept::mark_socket(socket.as_fd(), intercept::DEFAULT_SKIP_MARK).map_err(std::io::Error::other)?;
+    let stream = tokio::time::timeout(timeout, socket.connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {timeout:?}")))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn relay(mut client: TcpStream, mut upstream: TcpStream, identity: &SessionIdentity) {
+    let _ = client.set_nodelay(true);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => debug!(session = %identity, bytes_up = up, bytes_down = down, "session ended"),
+        Err(e) => debug!(session = %identity, error = %e, "session ended with an error"),
+    }
+}
+
+/// A process-unique, sortable session id: `<unix-ms>-<pid>-<n>`.
+pub fn next_session_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("{ms}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+struct ScopeGuard<F: FnMut()>(F);
+impl<F: FnMut()> Drop for ScopeGuard<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
+    ScopeGuard(f)
+}
+

@@ -1,0 +1,153 @@
+//! Toolchain setup and the build/test/demo commands.
+
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+/// Runs a command, failing with its command line if it does not succeed.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout.
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The workspace root (xtask's parent directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+fn home() -> anyhow::Result<PathBuf> {
+    env::var_os("HOME").map(PathBuf::from).context("HOME is not set")
+}
+
+/// Installs nightly `rust-src` and a matching `bpf-linker`, then builds hoop.
+pub fn setup() -> anyhow::Result<()> {
+    ensure_rust_src()?;
+    ensure_bpf_linker()?;
+    eprintln!("xtask: building hoop (release)");
+    run(Command::new("cargo").current_dir(workspace_root()).args(["build", "--release", "--package", "hoop-userspace"]))
+}
+
+fn ensure_rust_src() -> anyhow::Result<()> {
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("the nightly toolchain is needed to build the eBPF programs (`rustup toolchain install nightly`)")?;
+    let src = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library");
+    if src.is_dir() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing rust-src for nightly");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// `bpf-linker` must link with the very LLVM the nightly was built with. It
+/// is built from crates.io against the nightly's own `libLLVM.so`, through a
+/// prefix directory of symlinks that must outlive the build (the binary's
+/// rpath points into it), so it lives under `~/.local/share/hoop`.
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    let verbose = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let llvm_version = verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("rustc +nightly -vV printed no LLVM version")?
+        .trim()
+        .to_owned();
+    let llvm_major = llvm_version.split('.').next().unwrap_or_default().to_owned();
+    let nightly_commit = verbose.lines().find_map(|l| l.strip_prefix("commit-hash: ")).unwrap_or("unknown");
+
+    let prefix = home()?.join(".local/share/hoop/llvm-prefix");
+    let stamp = prefix.join("bpf-linker.stamp");
+    let want_stamp = format!("{nightly_commit} llvm-{llvm_version}\n");
+    let linker_works = Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success());
+    if linker_works && fs::read_to_string(&stamp).is_ok_and(|s| s == want_stamp) {
+        return Ok(());
+    }
+    if linker_works && !stamp.exists() {
+        // Installed by hand (e.g. following ../shared/notes): trust it once it links.
+        fs::create_dir_all(&prefix)?;
+        fs::write(&stamp, &want_stamp)?;
+        return Ok(());
+    }
+
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib_dir = Path::new(sysroot.trim()).join("lib");
+    let libllvm = fs::read_dir(&lib_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .with_context(|| format!("no libLLVM.so.* in {}", lib_dir.display()))?;
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib)?;
+    for name in ["libLLVM.so".into(), libllvm.file_name().expect("has a name").to_owned()] {
+        let link = prefix_lib.join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), libllvm.display()))?;
+    }
+    eprintln!("xtask: building bpf-linker against LLVM {llvm_version} (about a minute)");
+    run(Command::new("cargo")
+        .args(["+nightly", "install", "--force", "bpf-linker", "--no-default-features", "--features"])
+        .arg(format!("llvm-{llvm_major}"))
+        .env("LLVM_PREFIX", &prefix))?;
+    fs::write(&stamp, want_stamp)?;
+    Ok(())
+}
+
+/// Runs the bundled example: `hoop exec` around a psql query.
+pub fn demo() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let hoop = root.join("target/release/hoop");
+    run(Command::new(&hoop).current_dir(&root).args([
+        "exec",
+        "--config",
+        "examples/hoop.yaml",
+        "--",
+        "psql",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        "5432",
+        "-U",
+        "postgres",
+        "test",
+        "-c",
+        "SELECT 'governed by hoop' AS hello, inet_client_addr() AS seen_client, now()",
+    ]))?;
+    run(Command::new(&hoop).current_dir(&root).args(["policy", "check", "examples/hoop.yaml"]))
+}
+
+/// Runs every test tier. The end-to-end and privileged tiers need root and
+/// the databases; with CI=true they fail instead of skipping when they can't run.
+pub fn test(extra: &[String]) -> anyhow::Result<()> {
+    let root = workspace_root();
+    if !nix_is_root() {
+        bail!("the test suite includes privileged eBPF tests: run it as root");
+    }
+    run(Command::new("cargo").current_dir(&root).args(["build", "--package", "hoop-userspace"]))?;
+    // One test thread per binary: the end-to-end tests move processes between
+    // cgroups and share the databases.
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--no-fail-fast"])
+        .args(extra)
+        .args(["--", "--test-threads=1"])
+        .env("HOOP_BIN", root.join("target/debug/hoop")))
+}
+
+fn nix_is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_ok_and(|s| s.trim() == "0")
+}
