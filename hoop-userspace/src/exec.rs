@@ -90,8 +90,23 @@ async fn run_async(config: Config, config_path: &Path, program: &OsString, args:
     // are detached; then the (now empty) cgroup is removed.
     governed.shutdown().await;
     drop(cgroup);
+    log_resource_usage();
     let _ = std::io::stderr().flush();
     code
+}
+
+/// Logs hoop's own CPU time and peak RSS (the proxy runs in-process, CMD is
+/// not included), for benchmarks and capacity planning.
+fn log_resource_usage() {
+    if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + f64::from(t.tv_usec() as i32) / 1e6;
+        info!(
+            cpu_user_seconds = secs(usage.user_time()),
+            cpu_system_seconds = secs(usage.system_time()),
+            peak_rss_kib = usage.max_rss(),
+            "hoop resource usage"
+        );
+    }
 }
 
 fn spawn_into(cgroup: &ScopedCgroup, program: &OsString, args: &[OsString]) -> std::io::Result<tokio::process::Child> {

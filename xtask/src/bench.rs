@@ -1,5 +1,257 @@
-//! Benchmarks (filled in with the protocol work).
+//! `cargo xtask bench`: how much hoop costs, measured in one run.
+//!
+//! pgbench select-only (`-S`) with 1 and 8 clients, in simple and prepared
+//! modes, against three paths interleaved round by round so machine noise
+//! hits them alike: direct, through `hoop exec`, and through pgbouncer (when
+//! installed; `apt-get install pgbouncer`). For hoop it also reports the
+//! proxy's CPU time per transaction (hoop logs its own rusage at exit; the
+//! client is a separate process). Then a 1,000,000-row × 3-column COPY TO
+//! STDOUT, direct vs. through hoop, with hoop's peak RSS.
+//!
+//! Results are medians of `--rounds` runs; ratios are hoop/direct and
+//! pgbouncer/direct from the same run.
 
-pub fn run(_seconds: u32) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::setup::{self, output, workspace_root};
+
+const DB: &str = "hoop_bench";
+const PGBOUNCER_PORT: u16 = 6439;
+
+struct Sample {
+    tps: f64,
+    latency_ms: f64,
+    /// hoop's user+system CPU seconds, when the path is hoop.
+    proxy_cpu: Option<f64>,
+    transactions: f64,
+}
+
+fn parse_pgbench(stdout: &str) -> anyhow::Result<(f64, f64, f64)> {
+    let field = |prefix: &str| {
+        stdout.lines().find_map(|l| l.trim().strip_prefix(prefix)).and_then(|r| r.split_whitespace().next()).map(str::parse::<f64>)
+    };
+    let tps = field("tps = ").context("no tps in pgbench output")??;
+    let lat = field("latency average = ").context("no latency in pgbench output")??;
+    let txns = field("number of transactions actually processed: ")
+        .context("no transaction count in pgbench output")?
+        .or_else(|_| {
+            stdout
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("number of transactions actually processed: "))
+                .and_then(|r| r.split('/').next())
+                .context("unparsable transaction count")?
+                .parse()
+                .context("unparsable transaction count")
+        })?;
+    Ok((tps, lat, txns))
+}
+
+/// Sums `cpu_user_seconds` and `cpu_system_seconds` from hoop's exit log line.
+fn parse_hoop_cpu(stderr: &str) -> Option<f64> {
+    let line = stderr.lines().rev().find(|l| l.contains("hoop resource usage"))?;
+    let get = |key: &str| {
+        line.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok())
+    };
+    Some(get("cpu_user_seconds=")? + get("cpu_system_seconds=")?)
+}
+
+fn parse_hoop_rss_kib(stderr: &str) -> Option<f64> {
+    let line = stderr.lines().rev().find(|l| l.contains("hoop resource usage"))?;
+    line.split("peak_rss_kib=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+struct Paths {
+    hoop: PathBuf,
+    config: PathBuf,
+    pgbouncer: bool,
+}
+
+fn pgbench(paths: &Paths, via: &str, port: u16, clients: u32, mode: &str, seconds: u32, pin: bool) -> anyhow::Result<Sample> {
+    let mut args: Vec<String> = Vec::new();
+    if pin {
+        args.extend(["taskset", "-c", "0"].map(String::from));
+    }
+    if via == "hoop" {
+        args.push(paths.hoop.display().to_string());
+        args.extend(["exec", "--config"].map(String::from));
+        args.push(paths.config.display().to_string());
+        args.push("--".into());
+    }
+    args.extend(
+        ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-S", "-M", mode]
+            .map(String::from),
+    );
+    args.extend(["-p".into(), port.to_string(), "-c".into(), clients.to_string(), "-j".into(), clients.to_string()]);
+    args.extend(["-T".into(), seconds.to_string(), DB.into()]);
+    let out = Command::new(&args[0]).args(&args[1..]).env("RUST_LOG", "info").output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("pgbench via {via} failed: {stdout}\n{stderr}");
+    }
+    let (tps, latency_ms, transactions) = parse_pgbench(&stdout)?;
+    let proxy_cpu = if via == "hoop" { parse_hoop_cpu(&stderr) } else { None };
+    Ok(Sample { tps, latency_ms, proxy_cpu, transactions })
+}
+
+fn start_pgbouncer(dir: &Path) -> anyhow::Result<Option<std::process::Child>> {
+    let Ok(bin) = which("pgbouncer") else {
+        eprintln!("xtask bench: pgbouncer not installed (apt-get install pgbouncer); skipping that comparison");
+        return Ok(None);
+    };
+    let ini = dir.join("pgbouncer.ini");
+    let users = dir.join("users.txt");
+    fs::write(&users, "\"postgres\" \"\"\n")?;
+    fs::write(
+        &ini,
+        format!(
+            "[databases]\n{DB} = host=127.0.0.1 port=5432 dbname={DB}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {PGBOUNCER_PORT}\n\
+             auth_type = trust\nauth_file = {}\npool_mode = session\nmax_client_conn = 100\ndefault_pool_size = 20\n\
+             logfile = {}\nunix_socket_dir =\n",
+            users.display(),
+            dir.join("pgbouncer.log").display()
+        ),
+    )?;
+    // pgbouncer refuses to run as root without -u; use the postgres user.
+    let _ = Command::new("chown").args(["-R", "postgres", &dir.display().to_string()]).status();
+    let child = Command::new(bin).args(["-u", "postgres"]).arg(&ini).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", PGBOUNCER_PORT)).is_err() {
+        if Instant::now() > deadline {
+            bail!("pgbouncer did not start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(Some(child))
+}
+
+fn which(name: &str) -> anyhow::Result<PathBuf> {
+    let path = output(Command::new("sh").args(["-c", &format!("command -v {name}")]))?;
+    if path.trim().is_empty() {
+        bail!("{name} not found");
+    }
+    Ok(PathBuf::from(path.trim()))
+}
+
+/// Runs the benchmark and prints a report.
+pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let tmp = std::env::temp_dir().join(format!("hoop-bench-{}", std::process::id()));
+    fs::create_dir_all(&tmp)?;
+    let config = tmp.join("hoop.yaml");
+    fs::write(
+        &config,
+        format!(
+            "intercept:\n  ports: [5432, {PGBOUNCER_PORT}]\nadmin:\n  listen: 127.0.0.1:0\nrecording:\n  enabled: false\n  dir: {}\n",
+            tmp.join("rec").display()
+        ),
+    )?;
+    let psql = |sql: &str, db: &str| output(Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-XAtqc", sql]));
+    if psql(&format!("SELECT 1 FROM pg_database WHERE datname = '{DB}'"), "postgres")?.trim() != "1" {
+        psql(&format!("CREATE DATABASE {DB}"), "postgres")?;
+        setup::run(Command::new("pgbench").args(["-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "10", "-q", DB]))?;
+    }
+    let mut pgbouncer = start_pgbouncer(&tmp)?;
+    let paths = Paths { hoop: root.join("target/release/hoop"), config: config.clone(), pgbouncer: pgbouncer.is_some() };
+
+    let mut report = String::new();
+    writeln!(report, "pgbench -S, {seconds}s per run, median of {rounds} interleaved rounds")?;
+    writeln!(report, "{:<28} {:>10} {:>9} {:>10} {:>9} {:>12}", "case", "TPS", "ratio", "lat ms", "", "proxy µs/txn")?;
+    let result = (|| -> anyhow::Result<()> {
+        for pin in [false, true] {
+            for clients in [1u32, 8] {
+                for mode in ["simple", "prepared"] {
+                    let mut direct = Vec::new();
+                    let mut hoop = Vec::new();
+                    let mut bouncer = Vec::new();
+                    for _ in 0..rounds {
+                        direct.push(pgbench(&paths, "direct", 5432, clients, mode, seconds, pin)?);
+                        hoop.push(pgbench(&paths, "hoop", 5432, clients, mode, seconds, pin)?);
+                        if paths.pgbouncer {
+                            bouncer.push(pgbench(&paths, "pgbouncer", PGBOUNCER_PORT, clients, mode, seconds, pin)?);
+                        }
+                    }
+                    let tps = |v: &[Sample]| median(v.iter().map(|s| s.tps).collect());
+                    let lat = |v: &[Sample]| median(v.iter().map(|s| s.latency_ms).collect());
+                    let base = tps(&direct);
+                    let label = format!("{}{clients}c {mode}", if pin { "pinned " } else { "" });
+                    writeln!(report, "{:<28} {:>10.0} {:>9} {:>10.3}", format!("{label} direct"), base, "1.00", lat(&direct))?;
+                    let cpu = median(
+                        hoop.iter().filter_map(|s| s.proxy_cpu.map(|c| c * 1e6 / s.transactions.max(1.0))).collect(),
+                    );
+                    writeln!(
+                        report,
+                        "{:<28} {:>10.0} {:>9.2} {:>10.3} {:>9} {:>12.1}",
+                        format!("{label} hoop"),
+                        tps(&hoop),
+                        tps(&hoop) / base,
+                        lat(&hoop),
+                        "",
+                        cpu
+                    )?;
+                    if !bouncer.is_empty() {
+                        writeln!(
+                            report,
+                            "{:<28} {:>10.0} {:>9.2} {:>10.3}",
+                            format!("{label} pgbouncer"),
+                            tps(&bouncer),
+                            tps(&bouncer) / base,
+                            lat(&bouncer)
+                        )?;
+                    }
+                    eprint!("{report}");
+                    report.clear();
+                }
+            }
+        }
+        copy_bench(&paths)
+    })();
+    if let Some(child) = pgbouncer.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = fs::remove_dir_all(&tmp);
+    result
+}
+
+/// 1M rows × 3 columns as COPY TO STDOUT, direct vs. through hoop.
+fn copy_bench(paths: &Paths) -> anyhow::Result<()> {
+    let sql = "COPY (SELECT g, md5(g::text), g * 2 FROM generate_series(1, 1000000) g) TO STDOUT";
+    let count = "| wc -l";
+    let direct_cmd = format!("psql -h 127.0.0.1 -U postgres -d {DB} -XAtqc '{sql}' {count}");
+    let t = Instant::now();
+    let direct = output(Command::new("sh").args(["-c", &direct_cmd]))?;
+    let direct_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let out = Command::new(&paths.hoop)
+        .args(["exec", "--config"])
+        .arg(&paths.config)
+        .args(["--", "sh", "-c", &direct_cmd])
+        .env("RUST_LOG", "info")
+        .output()?;
+    let hoop_s = t.elapsed().as_secs_f64();
+    let rows = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || rows.trim() != direct.trim() || direct.trim() != "1000000" {
+        bail!("COPY through hoop: {} rows (direct {}): {}", rows.trim(), direct.trim(), String::from_utf8_lossy(&out.stderr));
+    }
+    let rss = parse_hoop_rss_kib(&String::from_utf8_lossy(&out.stderr)).unwrap_or(f64::NAN);
+    eprintln!(
+        "COPY 1M rows x 3 cols: direct {direct_s:.2}s, hoop {hoop_s:.2}s (ratio {:.2}), hoop peak RSS {:.1} MiB",
+        hoop_s / direct_s,
+        rss / 1024.0
+    );
+    Ok(())
 }

@@ -43,6 +43,9 @@ enum Command {
         /// Seconds per pgbench run.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Interleaved rounds per case (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 
@@ -56,9 +59,9 @@ fn main() -> ExitCode {
             .and_then(|()| services::ensure_mariadb())
             .and_then(|()| setup::test(&args)),
         Command::Services => services::ensure_postgres().and_then(|()| services::ensure_mariadb()),
-        Command::Bench { seconds } => setup::setup()
+        Command::Bench { seconds, rounds } => setup::setup()
             .and_then(|()| services::ensure_postgres())
-            .and_then(|()| bench::run(seconds)),
+            .and_then(|()| bench::run(seconds, rounds)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
