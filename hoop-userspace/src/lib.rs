@@ -5,6 +5,7 @@
 //! `../shared/DESIGN.md` for the architecture.
 
 pub mod config;
+pub mod intercept;
 pub mod mask;
 pub mod metrics;
 pub mod session;
