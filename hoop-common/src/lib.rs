@@ -2,7 +2,7 @@
 //!
 //! Everything here is `#[repr(C)]` plain data: it crosses the user/kernel
 //! boundary through BPF maps, so layout must match on both sides. Every struct
-//! is laid out without implicit padding (explicit `_reserved` fields instead),
+//! is laid out without implicit padding (explicit `reserved` fields instead),
 //! so the kernel's byte-wise key hashing never sees uninitialised bytes.
 //!
 //! Address conventions, chosen to match the kernel's context structs so the
@@ -103,7 +103,7 @@ pub struct OriginalDst {
     /// Thread-group id (userspace "pid") of the connecting process.
     pub tgid: u32,
     /// Always zero; keeps the layout free of implicit padding.
-    pub _reserved: u32,
+    pub reserved: u32,
 }
 
 /// Key of [`MAP_ORIGINAL_BY_CLIENT`]: the client's local address and port,
@@ -121,7 +121,7 @@ pub struct ClientKey {
     /// Client port, host order.
     pub port: u16,
     /// Always zero; keeps the layout free of implicit padding.
-    pub _reserved: u16,
+    pub reserved: u16,
 }
 
 /// Indices into the per-CPU [`MAP_COUNTERS`] array.
@@ -161,7 +161,9 @@ pub const fn ipv4_from_word(word: u32) -> Ipv4Addr {
 #[inline]
 pub fn ipv6_to_words(ip: Ipv6Addr) -> [u32; 4] {
     let o = ip.octets();
-    core::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+    core::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    })
 }
 
 /// Converts four kernel words back to an IPv6 address.
@@ -192,13 +194,23 @@ impl ClientKey {
             SocketAddr::V4(v4) => Self::v4(*v4.ip(), v4.port()),
             SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
                 Some(v4) => Self::v4(v4, v6.port()),
-                None => Self { family: AF_INET6, addr: ipv6_to_words(*v6.ip()), port: v6.port(), _reserved: 0 },
+                None => Self {
+                    family: AF_INET6,
+                    addr: ipv6_to_words(*v6.ip()),
+                    port: v6.port(),
+                    reserved: 0,
+                },
             },
         }
     }
 
     fn v4(ip: Ipv4Addr, port: u16) -> Self {
-        Self { family: AF_INET, addr: [ipv4_to_word(ip), 0, 0, 0], port, _reserved: 0 }
+        Self {
+            family: AF_INET,
+            addr: [ipv4_to_word(ip), 0, 0, 0],
+            port,
+            reserved: 0,
+        }
     }
 }
 
@@ -207,8 +219,16 @@ impl OriginalDst {
     /// unknown family (a corrupted entry).
     pub fn socket_addr(&self) -> Option<SocketAddr> {
         match self.family {
-            AF_INET => Some(SocketAddr::V4(SocketAddrV4::new(ipv4_from_word(self.addr[0]), self.port))),
-            AF_INET6 => Some(SocketAddr::V6(SocketAddrV6::new(ipv6_from_words(self.addr), self.port, 0, 0))),
+            AF_INET => Some(SocketAddr::V4(SocketAddrV4::new(
+                ipv4_from_word(self.addr[0]),
+                self.port,
+            ))),
+            AF_INET6 => Some(SocketAddr::V6(SocketAddrV6::new(
+                ipv6_from_words(self.addr),
+                self.port,
+                0,
+                0,
+            ))),
             _ => None,
         }
     }
@@ -230,6 +250,7 @@ const _: () = assert!(core::mem::size_of::<OriginalDst>() == 40);
 const _: () = assert!(core::mem::size_of::<ClientKey>() == 24);
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 mod tests {
     extern crate std;
     use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -238,9 +259,9 @@ mod tests {
 
     #[test]
     fn ipv4_word_has_network_order_bytes() {
-        let w = ipv4_to_word(Ipv4Addr::new(127, 0, 0, 1));
+        let w = ipv4_to_word(Ipv4Addr::LOCALHOST);
         assert_eq!(w.to_ne_bytes(), [127, 0, 0, 1]);
-        assert_eq!(ipv4_from_word(w), Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(ipv4_from_word(w), Ipv4Addr::LOCALHOST);
     }
 
     #[test]
@@ -260,7 +281,10 @@ mod tests {
     fn client_key_folds_v4_mapped_peers() {
         let v4: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().unwrap();
-        assert_eq!(ClientKey::from_socket_addr(v4), ClientKey::from_socket_addr(mapped));
+        assert_eq!(
+            ClientKey::from_socket_addr(v4),
+            ClientKey::from_socket_addr(mapped)
+        );
         let v6: SocketAddr = "[::1]:4000".parse().unwrap();
         assert_eq!(ClientKey::from_socket_addr(v6).family, AF_INET6);
     }

@@ -28,7 +28,9 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, bpf_sock_addr},
-    helpers::generated::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_socket_cookie},
+    helpers::generated::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_socket_cookie,
+    },
     macros::{cgroup_sock_addr, map, sock_ops},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{SockAddrContext, SockOpsContext},
@@ -36,7 +38,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use hoop_common::{
     AF_INET, AF_INET6, COUNTER_COUNT, ClientKey, Counter, IPPROTO_TCP, MAX_PORTS, MAX_SKIP_TGIDS,
-    MAX_TRACKED_CONNECTIONS, OriginalDst, RedirectKind, Settings, V4_MAPPED_PREFIX_WORD, is_v4_mapped,
+    MAX_TRACKED_CONNECTIONS, OriginalDst, RedirectKind, Settings, V4_MAPPED_PREFIX_WORD,
+    is_v4_mapped,
 };
 
 #[map]
@@ -49,7 +52,8 @@ static HOOP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
 static HOOP_SKIP_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_SKIP_TGIDS, 0);
 
 #[map]
-static HOOP_ORIG_BY_COOKIE: LruHashMap<u64, OriginalDst> = LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
+static HOOP_ORIG_BY_COOKIE: LruHashMap<u64, OriginalDst> =
+    LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
 
 #[map]
 static HOOP_ORIG_BY_CLIENT: LruHashMap<ClientKey, OriginalDst> =
@@ -127,7 +131,12 @@ fn settings() -> Option<&'static Settings> {
 #[inline(always)]
 fn intercepted_port(sa: *const bpf_sock_addr) -> Option<u16> {
     // SAFETY: `sa` is the program context; reading its scalar fields is allowed.
-    let (protocol, port) = unsafe { (read_volatile(addr_of!((*sa).protocol)), read_volatile(addr_of!((*sa).user_port))) };
+    let (protocol, port) = unsafe {
+        (
+            read_volatile(addr_of!((*sa).protocol)),
+            read_volatile(addr_of!((*sa).user_port)),
+        )
+    };
     if protocol != IPPROTO_TCP {
         return None;
     }
@@ -156,12 +165,34 @@ fn is_self(sa: *const bpf_sock_addr, settings: &Settings, tgid: u32) -> bool {
 
 /// Stores the original destination under the socket cookie.
 #[inline(always)]
-fn remember(ctx: &SockAddrContext, family: u32, addr: [u32; 4], port: u16, kind: RedirectKind, tgid: u32) -> Result<(), ConnectError> {
+fn remember(
+    ctx: &SockAddrContext,
+    family: u32,
+    addr: [u32; 4],
+    port: u16,
+    kind: RedirectKind,
+    tgid: u32,
+) -> Result<(), ConnectError> {
     // SAFETY: both helpers are allowed in cgroup sock_addr programs and take
     // the program context (or nothing).
-    let (cookie, cgroup_id) = unsafe { (bpf_get_socket_cookie(ctx.as_ptr()), bpf_get_current_cgroup_id()) };
-    let dst = OriginalDst { cgroup_id, family, addr, port, kind: kind as u16, tgid, _reserved: 0 };
-    HOOP_ORIG_BY_COOKIE.insert(&cookie, &dst, 0).map_err(|_| ConnectError::Store)
+    let (cookie, cgroup_id) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_current_cgroup_id(),
+        )
+    };
+    let dst = OriginalDst {
+        cgroup_id,
+        family,
+        addr,
+        port,
+        kind: kind as u16,
+        tgid,
+        reserved: 0,
+    };
+    HOOP_ORIG_BY_COOKIE
+        .insert(&cookie, &dst, 0)
+        .map_err(|_| ConnectError::Store)
 }
 
 #[inline(always)]
@@ -172,8 +203,12 @@ fn current_tgid() -> u32 {
 
 fn try_connect4(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
     let sa = ctx.sock_addr;
-    let Some(port) = intercepted_port(sa) else { return Ok(Outcome::Untouched) };
-    let Some(settings) = settings() else { return Ok(Outcome::Untouched) };
+    let Some(port) = intercepted_port(sa) else {
+        return Ok(Outcome::Untouched);
+    };
+    let Some(settings) = settings() else {
+        return Ok(Outcome::Untouched);
+    };
     // SAFETY: scalar context field read.
     let ip = unsafe { read_volatile(addr_of!((*sa).user_ip4)) };
     if ip == settings.proxy_v4_addr && port == settings.proxy_v4_port {
@@ -189,17 +224,27 @@ fn try_connect4(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
     // SAFETY: user_ip4/user_port are writable in connect4.
     unsafe {
         write_volatile(addr_of_mut!((*sa).user_ip4), settings.proxy_v4_addr);
-        write_volatile(addr_of_mut!((*sa).user_port), u32::from(settings.proxy_v4_port.to_be()));
+        write_volatile(
+            addr_of_mut!((*sa).user_port),
+            u32::from(settings.proxy_v4_port.to_be()),
+        );
     }
     count(Counter::RedirectedV4);
-    debug!(ctx, "hoop: redirected v4 connect to port {} (tgid {})", port, tgid);
+    debug!(
+        ctx,
+        "hoop: redirected v4 connect to port {} (tgid {})", port, tgid
+    );
     Ok(Outcome::Redirected)
 }
 
 fn try_connect6(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
     let sa = ctx.sock_addr;
-    let Some(port) = intercepted_port(sa) else { return Ok(Outcome::Untouched) };
-    let Some(settings) = settings() else { return Ok(Outcome::Untouched) };
+    let Some(port) = intercepted_port(sa) else {
+        return Ok(Outcome::Untouched);
+    };
+    let Some(settings) = settings() else {
+        return Ok(Outcome::Untouched);
+    };
     // SAFETY: scalar context field reads, word by word (the verifier rejects
     // wider or computed accesses to user_ip6).
     let ip = unsafe {
@@ -219,7 +264,12 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
             Counter::RedirectedV4Mapped,
         )
     } else {
-        (settings.proxy_v6_addr, settings.proxy_v6_port, RedirectKind::V6, Counter::RedirectedV6)
+        (
+            settings.proxy_v6_addr,
+            settings.proxy_v6_port,
+            RedirectKind::V6,
+            Counter::RedirectedV6,
+        )
     };
     if ip == target && port == target_port {
         return Ok(Outcome::Untouched);
@@ -236,10 +286,19 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
         write_volatile(addr_of_mut!((*sa).user_ip6[1]), target[1]);
         write_volatile(addr_of_mut!((*sa).user_ip6[2]), target[2]);
         write_volatile(addr_of_mut!((*sa).user_ip6[3]), target[3]);
-        write_volatile(addr_of_mut!((*sa).user_port), u32::from(target_port.to_be()));
+        write_volatile(
+            addr_of_mut!((*sa).user_port),
+            u32::from(target_port.to_be()),
+        );
     }
     count(counter);
-    debug!(ctx, "hoop: redirected v6 connect to port {} (mapped {}, tgid {})", port, u8::from(mapped), tgid);
+    debug!(
+        ctx,
+        "hoop: redirected v6 connect to port {} (mapped {}, tgid {})",
+        port,
+        u8::from(mapped),
+        tgid
+    );
     Ok(Outcome::Redirected)
 }
 
@@ -273,12 +332,27 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), i64> {
     // local_port is in host order (unlike remote_port).
     let port = port as u16;
     let key = if family == AF_INET6 && !is_v4_mapped(&ip6) {
-        ClientKey { family: AF_INET6, addr: ip6, port, _reserved: 0 }
+        ClientKey {
+            family: AF_INET6,
+            addr: ip6,
+            port,
+            reserved: 0,
+        }
     } else if family == AF_INET6 {
         // An IPv4-mapped client reaches the proxy's IPv4 listener as an IPv4 peer.
-        ClientKey { family: AF_INET, addr: [ip6[3], 0, 0, 0], port, _reserved: 0 }
+        ClientKey {
+            family: AF_INET,
+            addr: [ip6[3], 0, 0, 0],
+            port,
+            reserved: 0,
+        }
     } else {
-        ClientKey { family: AF_INET, addr: [ip4, 0, 0, 0], port, _reserved: 0 }
+        ClientKey {
+            family: AF_INET,
+            addr: [ip4, 0, 0, 0],
+            port,
+            reserved: 0,
+        }
     };
     HOOP_ORIG_BY_CLIENT.insert(&key, &dst, 0)?;
     HOOP_ORIG_BY_COOKIE.remove(&cookie)?;

@@ -39,13 +39,14 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps, cgroup_sock_addr::CgroupSockAddrLinkId,
-        sock_ops::SockOpsLinkId,
+        CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps,
+        cgroup_sock_addr::CgroupSockAddrLinkId, sock_ops::SockOpsLinkId,
     },
 };
 use hoop_common::{
-    COUNTER_COUNT, ClientKey, Counter, MAP_COUNTERS, MAP_ORIGINAL_BY_CLIENT, MAP_PORTS, MAP_SETTINGS, MAP_SKIP_TGIDS,
-    MAX_PORTS, OriginalDst, PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS, Settings, ipv4_to_word, ipv6_to_words,
+    COUNTER_COUNT, ClientKey, Counter, MAP_COUNTERS, MAP_ORIGINAL_BY_CLIENT, MAP_PORTS,
+    MAP_SETTINGS, MAP_SKIP_TGIDS, MAX_PORTS, OriginalDst, PROG_CONNECT4, PROG_CONNECT6,
+    PROG_SOCKOPS, Settings, ipv4_to_word, ipv6_to_words,
 };
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP`).
@@ -214,7 +215,12 @@ pub enum InterceptError {
 /// Which of the capabilities interception needs this process has; used in
 /// [`InterceptError::NotPermitted`] messages.
 fn privilege_summary() -> String {
-    const NEEDED: [(u32, &str); 4] = [(39, "CAP_BPF"), (12, "CAP_NET_ADMIN"), (38, "CAP_PERFMON"), (21, "CAP_SYS_ADMIN")];
+    const NEEDED: [(u32, &str); 4] = [
+        (39, "CAP_BPF"),
+        (12, "CAP_NET_ADMIN"),
+        (38, "CAP_PERFMON"),
+        (21, "CAP_SYS_ADMIN"),
+    ];
     let uid = nix::unistd::geteuid();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let cap_eff = status
@@ -224,7 +230,11 @@ fn privilege_summary() -> String {
     let Some(cap_eff) = cap_eff else {
         return format!("euid {uid}, effective capabilities unknown");
     };
-    let missing: Vec<&str> = NEEDED.iter().filter(|(bit, _)| cap_eff & (1 << bit) == 0).map(|(_, name)| *name).collect();
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(bit, _)| cap_eff & (1 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect();
     if missing.is_empty() {
         format!("euid {uid}, all of CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN present")
     } else {
@@ -246,8 +256,15 @@ fn is_eperm(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn not_permitted(action: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> InterceptError {
-    InterceptError::NotPermitted { action: action.into(), privileges: privilege_summary(), source: Box::new(source) }
+fn not_permitted(
+    action: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> InterceptError {
+    InterceptError::NotPermitted {
+        action: action.into(),
+        privileges: privilege_summary(),
+        source: Box::new(source),
+    }
 }
 
 /// A cgroup the programs are attached to, with the links to undo.
@@ -273,7 +290,10 @@ pub struct Interceptor {
 impl fmt::Debug for Interceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Interceptor")
-            .field("attached", &self.attached.iter().map(|a| &a.path).collect::<Vec<_>>())
+            .field(
+                "attached",
+                &self.attached.iter().map(|a| &a.path).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -286,7 +306,10 @@ impl InterceptSettings {
             errors.push("no intercepted ports".to_owned());
         }
         if self.ports.len() > MAX_PORTS as usize {
-            errors.push(format!("{} intercepted ports (at most {MAX_PORTS})", self.ports.len()));
+            errors.push(format!(
+                "{} intercepted ports (at most {MAX_PORTS})",
+                self.ports.len()
+            ));
         }
         if self.ports.contains(&0) {
             errors.push("port 0 cannot be intercepted".to_owned());
@@ -295,7 +318,9 @@ impl InterceptSettings {
             errors.push("the proxy listener ports must be the bound ports, not 0".to_owned());
         }
         if self.proxy_v4.ip().is_unspecified() || self.proxy_v6.ip().is_unspecified() {
-            errors.push("the proxy addresses must be concrete addresses, not 0.0.0.0 or ::".to_owned());
+            errors.push(
+                "the proxy addresses must be concrete addresses, not 0.0.0.0 or ::".to_owned(),
+            );
         }
         if !errors.is_empty() {
             return Err(InterceptError::InvalidSettings(errors.join("; ")));
@@ -331,7 +356,11 @@ impl Interceptor {
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .load(EBPF_OBJECT)
             .map_err(|e| {
-                if is_eperm(&e) { not_permitted("create hoop's eBPF maps", e) } else { InterceptError::Load(e) }
+                if is_eperm(&e) {
+                    not_permitted("create hoop's eBPF maps", e)
+                } else {
+                    InterceptError::Load(e)
+                }
             })?;
 
         for name in CONNECT_PROGRAMS {
@@ -342,16 +371,29 @@ impl Interceptor {
         load_program(PROG_SOCKOPS, sockops.load())?;
 
         let mut settings_map: Array<MapData, Settings> = take_map(&mut ebpf, MAP_SETTINGS)?;
-        settings_map.set(0, kernel_settings, 0).map_err(|source| InterceptError::Map { map: MAP_SETTINGS, source })?;
+        settings_map
+            .set(0, kernel_settings, 0)
+            .map_err(|source| InterceptError::Map {
+                map: MAP_SETTINGS,
+                source,
+            })?;
         let mut ports: HashMap<MapData, u16, u8> = take_map(&mut ebpf, MAP_PORTS)?;
         for port in &settings.ports {
-            ports.insert(port, 1, 0).map_err(|source| InterceptError::Map { map: MAP_PORTS, source })?;
+            ports
+                .insert(port, 1, 0)
+                .map_err(|source| InterceptError::Map {
+                    map: MAP_PORTS,
+                    source,
+                })?;
         }
         let mut skip_tgids: HashMap<MapData, u32, u8> = take_map(&mut ebpf, MAP_SKIP_TGIDS)?;
         if settings.skip_tgid != 0 {
             skip_tgids
                 .insert(settings.skip_tgid, 1, 0)
-                .map_err(|source| InterceptError::Map { map: MAP_SKIP_TGIDS, source })?;
+                .map_err(|source| InterceptError::Map {
+                    map: MAP_SKIP_TGIDS,
+                    source,
+                })?;
         }
         let by_client = take_map(&mut ebpf, MAP_ORIGINAL_BY_CLIENT)?;
         let counters = take_map(&mut ebpf, MAP_COUNTERS)?;
@@ -382,27 +424,37 @@ impl Interceptor {
         })?;
         let attach_err = |program: &'static str, source: ProgramError| {
             if is_eperm(&source) {
-                not_permitted(format!("attach `{program}` to {}", cgroup_dir.display()), source)
+                not_permitted(
+                    format!("attach `{program}` to {}", cgroup_dir.display()),
+                    source,
+                )
             } else {
-                InterceptError::Attach { program, cgroup: cgroup_dir.to_owned(), source }
+                InterceptError::Attach {
+                    program,
+                    cgroup: cgroup_dir.to_owned(),
+                    source,
+                }
             }
         };
 
         let connect4 = program_mut::<CgroupSockAddr>(&mut self.ebpf, PROG_CONNECT4)?
             .attach(&dir, CgroupAttachMode::Single)
             .map_err(|e| attach_err(PROG_CONNECT4, e))?;
-        let connect6 = match program_mut::<CgroupSockAddr>(&mut self.ebpf, PROG_CONNECT6)
-            .and_then(|p| p.attach(&dir, CgroupAttachMode::Single).map_err(|e| attach_err(PROG_CONNECT6, e)))
-        {
-            Ok(id) => id,
-            Err(e) => {
-                self.detach_sock_addr(PROG_CONNECT4, connect4);
-                return Err(e);
-            }
-        };
-        let sockops = match program_mut::<SockOps>(&mut self.ebpf, PROG_SOCKOPS)
-            .and_then(|p| p.attach(&dir, CgroupAttachMode::Single).map_err(|e| attach_err(PROG_SOCKOPS, e)))
-        {
+        let connect6 =
+            match program_mut::<CgroupSockAddr>(&mut self.ebpf, PROG_CONNECT6).and_then(|p| {
+                p.attach(&dir, CgroupAttachMode::Single)
+                    .map_err(|e| attach_err(PROG_CONNECT6, e))
+            }) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.detach_sock_addr(PROG_CONNECT4, connect4);
+                    return Err(e);
+                }
+            };
+        let sockops = match program_mut::<SockOps>(&mut self.ebpf, PROG_SOCKOPS).and_then(|p| {
+            p.attach(&dir, CgroupAttachMode::Single)
+                .map_err(|e| attach_err(PROG_SOCKOPS, e))
+        }) {
             Ok(id) => id,
             Err(e) => {
                 self.detach_sock_addr(PROG_CONNECT4, connect4);
@@ -410,8 +462,17 @@ impl Interceptor {
                 return Err(e);
             }
         };
-        log::debug!("hoop: interception attached to cgroup {} (id {cgroup_id})", cgroup_dir.display());
-        self.attached.push(AttachedCgroup { path: cgroup_dir.to_owned(), cgroup_id, connect4, connect6, sockops });
+        log::debug!(
+            "hoop: interception attached to cgroup {} (id {cgroup_id})",
+            cgroup_dir.display()
+        );
+        self.attached.push(AttachedCgroup {
+            path: cgroup_dir.to_owned(),
+            cgroup_id,
+            connect4,
+            connect6,
+            sockops,
+        });
         Ok(())
     }
 
@@ -424,14 +485,22 @@ impl Interceptor {
         let a = self.attached.swap_remove(pos);
         let mut first_err = None;
         for (name, id) in [(PROG_CONNECT4, a.connect4), (PROG_CONNECT6, a.connect6)] {
-            let r = program_mut::<CgroupSockAddr>(&mut self.ebpf, name)
-                .and_then(|p| p.detach(id).map_err(|source| InterceptError::Program { program: name, source }));
+            let r = program_mut::<CgroupSockAddr>(&mut self.ebpf, name).and_then(|p| {
+                p.detach(id).map_err(|source| InterceptError::Program {
+                    program: name,
+                    source,
+                })
+            });
             if let Err(e) = r {
                 first_err.get_or_insert(e);
             }
         }
         let r = program_mut::<SockOps>(&mut self.ebpf, PROG_SOCKOPS).and_then(|p| {
-            p.detach(a.sockops).map_err(|source| InterceptError::Program { program: PROG_SOCKOPS, source })
+            p.detach(a.sockops)
+                .map_err(|source| InterceptError::Program {
+                    program: PROG_SOCKOPS,
+                    source,
+                })
         });
         if let Err(e) = r {
             first_err.get_or_insert(e);
@@ -441,7 +510,10 @@ impl Interceptor {
 
     fn detach_sock_addr(&mut self, name: &'static str, id: CgroupSockAddrLinkId) {
         if let Err(e) = program_mut::<CgroupSockAddr>(&mut self.ebpf, name).and_then(|p| {
-            p.detach(id).map_err(|source| InterceptError::Program { program: name, source })
+            p.detach(id).map_err(|source| InterceptError::Program {
+                program: name,
+                source,
+            })
         }) {
             log::warn!("hoop: rolling back a partial attach failed: {e}");
         }
@@ -451,30 +523,55 @@ impl Interceptor {
     /// address is `client` (the accepted socket's peer address). The entry is
     /// removed: each connection is resolved once. `None` means the connection
     /// was not redirected by hoop (or was already resolved).
-    pub fn original_destination(&self, client: SocketAddr) -> Result<Option<OriginalDestination>, InterceptError> {
+    pub fn original_destination(
+        &self,
+        client: SocketAddr,
+    ) -> Result<Option<OriginalDestination>, InterceptError> {
         let key = ClientKey::from_socket_addr(client);
-        let mut map = self.by_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .by_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let entry = match map.get(&key, 0) {
             Ok(entry) => entry,
             Err(MapError::KeyNotFound) => return Ok(None),
-            Err(source) => return Err(InterceptError::Map { map: MAP_ORIGINAL_BY_CLIENT, source }),
+            Err(source) => {
+                return Err(InterceptError::Map {
+                    map: MAP_ORIGINAL_BY_CLIENT,
+                    source,
+                });
+            }
         };
         match map.remove(&key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(source) => return Err(InterceptError::Map { map: MAP_ORIGINAL_BY_CLIENT, source }),
+            Err(source) => {
+                return Err(InterceptError::Map {
+                    map: MAP_ORIGINAL_BY_CLIENT,
+                    source,
+                });
+            }
         }
         drop(map);
-        let addr = entry.socket_addr().ok_or(InterceptError::CorruptEntry(entry.family))?;
-        Ok(Some(OriginalDestination { addr, tgid: entry.tgid, cgroup_id: entry.cgroup_id }))
+        let addr = entry
+            .socket_addr()
+            .ok_or(InterceptError::CorruptEntry(entry.family))?;
+        Ok(Some(OriginalDestination {
+            addr,
+            tgid: entry.tgid,
+            cgroup_id: entry.cgroup_id,
+        }))
     }
 
     /// Redirect counters, summed over CPUs.
     pub fn counters(&self) -> Result<RedirectCounters, InterceptError> {
         let read = |counter: Counter| -> Result<u64, InterceptError> {
-            let values = self
-                .counters
-                .get(&(counter as u32), 0)
-                .map_err(|source| InterceptError::Map { map: MAP_COUNTERS, source })?;
+            let values =
+                self.counters
+                    .get(&(counter as u32), 0)
+                    .map_err(|source| InterceptError::Map {
+                        map: MAP_COUNTERS,
+                        source,
+                    })?;
             Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
         };
         debug_assert_eq!(COUNTER_COUNT, 5);
@@ -489,16 +586,29 @@ impl Interceptor {
 
     /// Never redirect connects from `tgid` (e.g. a helper process of the proxy).
     pub fn add_skip_tgid(&self, tgid: u32) -> Result<(), InterceptError> {
-        let mut map = self.skip_tgids.lock().unwrap_or_else(PoisonError::into_inner);
-        map.insert(tgid, 1, 0).map_err(|source| InterceptError::Map { map: MAP_SKIP_TGIDS, source })
+        let mut map = self
+            .skip_tgids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.insert(tgid, 1, 0)
+            .map_err(|source| InterceptError::Map {
+                map: MAP_SKIP_TGIDS,
+                source,
+            })
     }
 
     /// Undoes [`Interceptor::add_skip_tgid`].
     pub fn remove_skip_tgid(&self, tgid: u32) -> Result<(), InterceptError> {
-        let mut map = self.skip_tgids.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .skip_tgids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match map.remove(&tgid) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(InterceptError::Map { map: MAP_SKIP_TGIDS, source }),
+            Err(source) => Err(InterceptError::Map {
+                map: MAP_SKIP_TGIDS,
+                source,
+            }),
         }
     }
 
@@ -522,8 +632,14 @@ impl Interceptor {
     pub fn program_ids(&self) -> Result<Vec<u32>, InterceptError> {
         let mut ids = Vec::new();
         for name in [PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS] {
-            let program = self.ebpf.program(name).ok_or(InterceptError::ProgramMissing(name))?;
-            let info = program.info().map_err(|source| InterceptError::Program { program: name, source })?;
+            let program = self
+                .ebpf
+                .program(name)
+                .ok_or(InterceptError::ProgramMissing(name))?;
+            let info = program.info().map_err(|source| InterceptError::Program {
+                program: name,
+                source,
+            })?;
             ids.push(info.id());
         }
         Ok(ids)
@@ -542,22 +658,45 @@ fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut 
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
-    let program = ebpf.program_mut(name).ok_or(InterceptError::ProgramMissing(name))?;
-    program.try_into().map_err(|source| InterceptError::Program { program: name, source })
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(InterceptError::ProgramMissing(name))?;
+    program
+        .try_into()
+        .map_err(|source| InterceptError::Program {
+            program: name,
+            source,
+        })
 }
 
-fn load_program(name: &'static str, result: Result<(), ProgramError>) -> Result<(), InterceptError> {
+fn load_program(
+    name: &'static str,
+    result: Result<(), ProgramError>,
+) -> Result<(), InterceptError> {
     match result {
         Ok(()) => Ok(()),
-        Err(ProgramError::LoadError { io_error, verifier_log }) => {
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => {
             if io_error.raw_os_error() == Some(nix::libc::EPERM) {
-                Err(not_permitted(format!("load eBPF program `{name}`"), io_error))
+                Err(not_permitted(
+                    format!("load eBPF program `{name}`"),
+                    io_error,
+                ))
             } else {
-                Err(InterceptError::KernelRefused { program: name, verifier_log: verifier_log.to_string(), source: io_error })
+                Err(InterceptError::KernelRefused {
+                    program: name,
+                    verifier_log: verifier_log.to_string(),
+                    source: io_error,
+                })
             }
         }
         Err(e) if is_eperm(&e) => Err(not_permitted(format!("load eBPF program `{name}`"), e)),
-        Err(source) => Err(InterceptError::Program { program: name, source }),
+        Err(source) => Err(InterceptError::Program {
+            program: name,
+            source,
+        }),
     }
 }
 
@@ -565,7 +704,9 @@ fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, InterceptError>
 where
     M: TryFrom<aya::maps::Map, Error = MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(InterceptError::MapMissing(name))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(InterceptError::MapMissing(name))?;
     M::try_from(map).map_err(|source| InterceptError::Map { map: name, source })
 }
 
@@ -592,7 +733,9 @@ fn spawn_log_forwarder(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
     #[allow(unsafe_code)]
     // SAFETY: the fd is the log ring buffer's, owned by `logger` itself: it
     // stays open and unchanged for as long as the `AsyncFd` owns `logger`.
-    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
     let mut logger = match registered {
         Ok(fd) => fd,
         Err(e) => {
@@ -619,10 +762,12 @@ fn spawn_log_forwarder(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
 /// Sets `SO_MARK` on a socket, typically [`DEFAULT_SKIP_MARK`] on the proxy's
 /// upstream sockets before `connect`, so hoop never redirects them.
 pub fn mark_socket(fd: BorrowedFd<'_>, mark: u32) -> Result<(), InterceptError> {
-    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Mark, &mark).map_err(InterceptError::SocketMark)
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Mark, &mark)
+        .map_err(InterceptError::SocketMark)
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 mod tests {
     use super::*;
 
@@ -649,7 +794,9 @@ mod tests {
         let mut s = settings();
         s.ports = vec![0];
         s.proxy_v4 = "0.0.0.0:0".parse().unwrap();
-        let InterceptError::InvalidSettings(msg) = s.to_kernel().unwrap_err() else { panic!("wrong error") };
+        let InterceptError::InvalidSettings(msg) = s.to_kernel().unwrap_err() else {
+            panic!("wrong error")
+        };
         assert!(msg.contains("port 0"), "{msg}");
         assert!(msg.contains("bound ports"), "{msg}");
         assert!(msg.contains("concrete"), "{msg}");
@@ -657,7 +804,13 @@ mod tests {
 
     #[test]
     fn counters_total_sums_families() {
-        let c = RedirectCounters { v4: 1, v6: 2, v4_mapped: 3, skipped_self: 10, refused: 0 };
+        let c = RedirectCounters {
+            v4: 1,
+            v6: 2,
+            v4_mapped: 3,
+            skipped_self: 10,
+            refused: 0,
+        };
         assert_eq!(c.redirects_total(), 6);
     }
 }

@@ -26,11 +26,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// (`/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on hybrid
 /// ones).
 pub fn cgroup2_root() -> Result<PathBuf, InterceptError> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|source| InterceptError::Cgroup {
-        action: "reading mount table",
-        path: PathBuf::from("/proc/self/mountinfo"),
-        source,
-    })?;
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").map_err(|source| InterceptError::Cgroup {
+            action: "reading mount table",
+            path: PathBuf::from("/proc/self/mountinfo"),
+            source,
+        })?;
     parse_cgroup2_mount(&mountinfo).ok_or(InterceptError::NoCgroup2)
 }
 
@@ -57,7 +58,9 @@ fn unescape_mountinfo(field: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4]).ok().and_then(|s| u8::from_str_radix(s, 8).ok())
+            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 8).ok())
         {
             out.push(v);
             i += 4;
@@ -73,17 +76,22 @@ fn unescape_mountinfo(field: &str) -> String {
 /// with `/`), from the `0::` line of `/proc/PID/cgroup`.
 pub fn cgroup_path_of_pid(pid: u32) -> Option<String> {
     let content = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    content.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
+    content
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
 }
 
 /// The cgroup v2 id of a cgroup directory: its inode number, which is what
 /// `bpf_get_current_cgroup_id()` returns.
 pub fn cgroup_id(dir: &Path) -> Result<u64, InterceptError> {
-    fs::metadata(dir).map(|m| m.ino()).map_err(|source| InterceptError::Cgroup {
-        action: "reading the cgroup id",
-        path: dir.to_owned(),
-        source,
-    })
+    fs::metadata(dir)
+        .map(|m| m.ino())
+        .map_err(|source| InterceptError::Cgroup {
+            action: "reading the cgroup id",
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 /// Finds the directory with cgroup id `id` under any of `roots` (inclusive),
@@ -91,12 +99,21 @@ pub fn cgroup_id(dir: &Path) -> Result<u64, InterceptError> {
 pub fn find_cgroup_by_id(roots: &[&Path], id: u64) -> Option<PathBuf> {
     let mut stack: Vec<PathBuf> = roots.iter().map(|r| r.to_path_buf()).collect();
     while let Some(dir) = stack.pop() {
-        let Ok(meta) = fs::metadata(&dir) else { continue };
+        let Ok(meta) = fs::metadata(&dir) else {
+            continue;
+        };
         if meta.ino() == id {
             return Some(dir);
         }
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
-        stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        stack.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
     }
     None
 }
@@ -127,11 +144,21 @@ impl ScopedCgroup {
             match fs::create_dir(&path) {
                 Ok(()) => {
                     let id = cgroup_id(&path)?;
-                    return Ok(Self { path, id, removed: false });
+                    return Ok(Self {
+                        path,
+                        id,
+                        removed: false,
+                    });
                 }
                 // Left over from an earlier process with our pid: try the next name.
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(source) => return Err(InterceptError::Cgroup { action: "creating a cgroup", path, source }),
+                Err(source) => {
+                    return Err(InterceptError::Cgroup {
+                        action: "creating a cgroup",
+                        path,
+                        source,
+                    });
+                }
             }
         }
     }
@@ -201,7 +228,9 @@ impl ScopedCgroup {
                     return Ok(());
                 }
                 // EBUSY: killed processes have not exited yet.
-                Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && Instant::now() < deadline => {
+                Err(e)
+                    if e.raw_os_error() == Some(nix::libc::EBUSY) && Instant::now() < deadline =>
+                {
                     for pid in self.pids().unwrap_or_default() {
                         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
                     }
@@ -212,7 +241,11 @@ impl ScopedCgroup {
                     return Ok(());
                 }
                 Err(source) => {
-                    return Err(InterceptError::Cgroup { action: "removing the cgroup", path: self.path.clone(), source });
+                    return Err(InterceptError::Cgroup {
+                        action: "removing the cgroup",
+                        path: self.path.clone(),
+                        source,
+                    });
                 }
             }
         }
@@ -270,7 +303,10 @@ mod tests {
 
     #[test]
     fn finds_hybrid_cgroup2_mount() {
-        assert_eq!(parse_cgroup2_mount(HYBRID), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            parse_cgroup2_mount(HYBRID),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
     }
 
     #[test]
@@ -279,11 +315,17 @@ mod tests {
 40 1 0:27 /some/sub /mnt/sub rw - cgroup2 cgroup2 rw
 41 1 0:27 / /mnt/with\\040space rw - cgroup2 cgroup2 rw
 ";
-        assert_eq!(parse_cgroup2_mount(info), Some(PathBuf::from("/mnt/with space")));
+        assert_eq!(
+            parse_cgroup2_mount(info),
+            Some(PathBuf::from("/mnt/with space"))
+        );
     }
 
     #[test]
     fn no_cgroup2_mount() {
-        assert_eq!(parse_cgroup2_mount("25 1 0:23 / /sys rw - sysfs sysfs rw\n"), None);
+        assert_eq!(
+            parse_cgroup2_mount("25 1 0:23 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
     }
 }
