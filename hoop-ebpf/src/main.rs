@@ -143,7 +143,7 @@ fn intercepted_port(sa: *const bpf_sock_addr) -> Option<u16> {
     // user_port holds the port in network order in its low 16 bits.
     let port = u16::from_be(port as u16);
     // SAFETY: a shared lookup of a plain `u8`; userspace only inserts/deletes.
-    unsafe { HOOP_PORTS.get(&port) }.map(|_| port)
+    unsafe { HOOP_PORTS.get(port) }.map(|_| port)
 }
 
 /// True when this connect belongs to the proxy itself (skip mark or tgid).
@@ -160,7 +160,7 @@ fn is_self(sa: *const bpf_sock_addr, settings: &Settings, tgid: u32) -> bool {
         }
     }
     // SAFETY: shared lookup of a plain `u8`.
-    unsafe { HOOP_SKIP_TGIDS.get(&tgid) }.is_some()
+    unsafe { HOOP_SKIP_TGIDS.get(tgid) }.is_some()
 }
 
 /// Stores the original destination under the socket cookie.
@@ -191,7 +191,7 @@ fn remember(
         reserved: 0,
     };
     HOOP_ORIG_BY_COOKIE
-        .insert(&cookie, &dst, 0)
+        .insert(cookie, dst, 0)
         .map_err(|_| ConnectError::Store)
 }
 
@@ -312,7 +312,7 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), i64> {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied out immediately; a concurrent delete of the
     // same cookie cannot happen (only this socket's callback deletes it).
-    let Some(dst) = (unsafe { HOOP_ORIG_BY_COOKIE.get(&cookie) }).copied() else {
+    let Some(dst) = (unsafe { HOOP_ORIG_BY_COOKIE.get(cookie) }).copied() else {
         return Ok(());
     };
     // SAFETY: scalar context field reads, word by word.
@@ -354,8 +354,8 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), i64> {
             reserved: 0,
         }
     };
-    HOOP_ORIG_BY_CLIENT.insert(&key, &dst, 0)?;
-    HOOP_ORIG_BY_COOKIE.remove(&cookie)?;
+    HOOP_ORIG_BY_CLIENT.insert(key, dst, 0)?;
+    HOOP_ORIG_BY_COOKIE.remove(cookie)?;
     Ok(())
 }
 
@@ -365,6 +365,9 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// The kernel only accepts a fixed set of license strings as GPL-compatible
+// ("Dual MIT/GPL" is aya-template's). None of the helpers used here is
+// GPL-only; the lead should confirm this string against the project license.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -803,6 +803,12 @@ mod tests {
     }
 
     #[test]
+    fn interceptor_can_be_shared_across_tasks() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Interceptor>();
+    }
+
+    #[test]
     fn counters_total_sums_families() {
         let c = RedirectCounters {
             v4: 1,
