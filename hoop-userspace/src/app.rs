@@ -74,7 +74,7 @@ impl Governed {
                 let (tx, rx) = oneshot::channel::<()>();
                 let refresh = server.metrics_refresher();
                 let handle = tokio::spawn(async move {
-                    crate::admin::serve_basic(listener, refresh, async {
+                    serve_admin(listener, refresh, async {
                         let _ = rx.await;
                     })
                     .await;
@@ -97,5 +97,29 @@ impl Governed {
             let _ = tx.send(());
             let _ = handle.await;
         }
+    }
+}
+
+async fn serve_admin(
+    listener: TcpListener,
+    refresh: impl Fn() + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use axum::{Router, routing::get};
+    let refresh = std::sync::Arc::new(refresh);
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let refresh = refresh.clone();
+                async move {
+                    refresh();
+                    ([("content-type", "text/plain; version=0.0.4")], crate::metrics::encode())
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        warn!(error = %e, "admin API stopped");
     }
 }

@@ -26,8 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::Config,
-    intercept::cgroup::{ScopedCgroup, cgroup2_root},
-    serve::Server,
+    intercept::cgroup::{ScopedCgroup, cgroup2_root, sweep_stale},
 };
 
 /// Exit status when hoop itself fails before or around CMD (as `env`/`timeout` do).
@@ -64,7 +63,12 @@ async fn run_async(config: Config, config_path: &Path, program: &OsString, args:
             return ExitCode::from(EXIT_HOOP_FAILED);
         }
     };
-    let cgroup = match cgroup2_root().and_then(|root| ScopedCgroup::create(&root, "hoop-exec")) {
+    let cgroup = match cgroup2_root().and_then(|root| {
+        for stale in sweep_stale(&root, "hoop-exec") {
+            info!(cgroup = %stale.display(), "removed a cgroup left by a hoop that was killed");
+        }
+        ScopedCgroup::create(&root)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hoop exec: {e}");

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod app;
 pub mod config;
 pub mod exec;
+pub mod intercept;
 pub mod mask;
 pub mod metrics;
 pub mod serve;
