@@ -9,3 +9,5 @@ pub mod mask;
 pub mod metrics;
 pub mod session;
 pub mod statement;
+pub mod admin;
+pub mod hold;
