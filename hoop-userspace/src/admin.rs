@@ -244,4 +244,6 @@ impl IntoResponse for ApiError {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -204,6 +204,14 @@ impl Authenticator {
     /// fetched now is only a warning (it is retried when a token arrives);
     /// anything else wrong is an error.
     pub async fn from_config(admin: &AdminConfig) -> Result<Self, AuthConfigError> {
+        Self::from_config_with_env(admin, |var| std::env::var(var).ok()).await
+    }
+
+    /// [`from_config`](Self::from_config) with the environment read through `env`.
+    async fn from_config_with_env(
+        admin: &AdminConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, AuthConfigError> {
         let mut tokens = Vec::new();
         if let Some(path) = &admin.tokens_file {
             let text = std::fs::read_to_string(path)
@@ -211,8 +219,7 @@ impl Authenticator {
             tokens.extend(parse_tokens(&text, &format!("admin.tokens_file {}", path.display()))?);
         }
         if let Some(var) = &admin.tokens_env {
-            let text =
-                std::env::var(var).map_err(|_| AuthConfigError::TokensEnvMissing { var: var.clone() })?;
+            let text = env(var).ok_or_else(|| AuthConfigError::TokensEnvMissing { var: var.clone() })?;
             tokens.extend(parse_tokens(&text, &format!("admin.tokens_env {var}"))?);
         }
         check_unique(&tokens)?;
@@ -351,7 +358,7 @@ pub struct OidcVerifier {
     groups_claim: String,
     source: JwksSource,
     keys: RwLock<Arc<Vec<VerificationKey>>>,
-    /// When the keys were last (re)loaded or tried; serializes refetches.
+    /// When an unknown `kid` last triggered a reload; serializes refetches.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
 }
 
@@ -385,7 +392,8 @@ impl OidcVerifier {
             groups_claim: config.groups_claim.clone(),
             source,
             keys: RwLock::new(Arc::new(keys)),
-            last_fetch: tokio::sync::Mutex::new(Some(Instant::now())),
+            // The first unknown `kid` may refetch at once; later ones wait out the interval.
+            last_fetch: tokio::sync::Mutex::new(None),
         })
     }
 

@@ -71,6 +71,8 @@ pub enum OutboundError {
 pub struct Response {
     /// The status.
     pub status: StatusCode,
+    /// The response headers.
+    pub headers: hyper::HeaderMap,
     /// The body.
     pub body: Bytes,
 }
@@ -179,6 +181,7 @@ where
     });
     let response = sender.send_request(request).await.map_err(http_error)?;
     let status = response.status();
+    let headers = response.headers().clone();
     let body = Limited::new(response.into_body(), max_body).collect().await.map_err(|e| {
         match e.downcast::<hyper::Error>() {
             Ok(source) => http_error(*source),
@@ -186,7 +189,7 @@ where
         }
     })?;
     driver.abort();
-    Ok(Response { status, body: body.to_bytes() })
+    Ok(Response { status, headers, body: body.to_bytes() })
 }
 
 /// The client TLS configuration: the system's trust roots, loaded once.
