@@ -53,7 +53,11 @@ pub struct AdminState {
 impl AdminState {
     /// State with no metrics refresh hook.
     pub fn new(holds: HoldRegistry, auth: Authenticator) -> Self {
-        Self { holds, auth: Arc::new(auth), refresh_metrics: None }
+        Self {
+            holds,
+            auth: Arc::new(auth),
+            refresh_metrics: None,
+        }
     }
 }
 
@@ -66,7 +70,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin API listening");
     }
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// The admin routes, for embedding or testing.
@@ -107,7 +113,10 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".to_owned())
 }
 
-async fn list_holds(State(state): State<AdminState>, headers: HeaderMap) -> Result<Json<Vec<HoldView>>, ApiError> {
+async fn list_holds(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<HoldView>>, ApiError> {
     authenticate(&state, &headers).await?;
     Ok(Json(state.holds.list()))
 }
@@ -118,7 +127,11 @@ async fn get_hold(
     headers: HeaderMap,
 ) -> Result<Json<HoldView>, ApiError> {
     authenticate(&state, &headers).await?;
-    state.holds.get(&id).map(Json).ok_or_else(|| ApiError::NotFound(format!("no hold with id {id}")))
+    state
+        .holds
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no hold with id {id}")))
 }
 
 async fn approve_hold(
@@ -159,13 +172,26 @@ async fn decide(
     let body: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
         DecisionBody::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
     };
-    let reason = body.reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
-    if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
-        return Err(ApiError::BadRequest(format!("reason is longer than {MAX_REASON_CHARS} characters")));
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "reason is longer than {MAX_REASON_CHARS} characters"
+        )));
     }
-    state.holds.decide(id, &decider, decision, reason).map(Json).map_err(ApiError::from)
+    state
+        .holds
+        .decide(id, &decider, decision, reason)
+        .map(Json)
+        .map_err(ApiError::from)
 }
 
 async fn authenticate(state: &AdminState, headers: &HeaderMap) -> Result<Decider, ApiError> {
@@ -181,7 +207,9 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(ApiError::Unauthorized(auth::AuthError::MissingToken));
     };
-    let value = value.to_str().map_err(|_| ApiError::Unauthorized(auth::AuthError::UnknownToken))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized(auth::AuthError::UnknownToken))?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
         _ => Err(ApiError::Unauthorized(auth::AuthError::MissingToken)),
@@ -215,7 +243,9 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Hold(HoldError::NotFound { .. }) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Hold(HoldError::Forbidden { .. }) => StatusCode::FORBIDDEN,
-            Self::Hold(HoldError::AlreadyFinal { .. } | HoldError::AlreadyApproved { .. }) => StatusCode::CONFLICT,
+            Self::Hold(HoldError::AlreadyFinal { .. } | HoldError::AlreadyApproved { .. }) => {
+                StatusCode::CONFLICT
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -231,13 +261,24 @@ pub struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (status, Json(ErrorBody { error: self.to_string() })).into_response();
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response();
         if let Self::Unauthorized(reason) = &self {
             let challenge = match reason {
-                auth::AuthError::MissingToken | auth::AuthError::NotConfigured => r#"Bearer realm="hoop""#,
+                auth::AuthError::MissingToken | auth::AuthError::NotConfigured => {
+                    r#"Bearer realm="hoop""#
+                }
                 _ => r#"Bearer realm="hoop", error="invalid_token""#,
             };
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

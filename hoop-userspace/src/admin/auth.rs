@@ -56,7 +56,9 @@ pub enum AuthError {
     #[error("missing bearer token (send `Authorization: Bearer <token>`)")]
     MissingToken,
     /// No tokens and no OIDC are configured, so nobody can be authenticated.
-    #[error("the admin API has no authentication configured (set admin.tokens_file, admin.tokens_env or admin.oidc)")]
+    #[error(
+        "the admin API has no authentication configured (set admin.tokens_file, admin.tokens_env or admin.oidc)"
+    )]
     NotConfigured,
     /// The token is neither a known static token nor a JWT.
     #[error("unknown token")]
@@ -104,7 +106,9 @@ pub enum AuthConfigError {
         source: serde_yaml_ng::Error,
     },
     /// A `token_sha256` is not 64 hex digits.
-    #[error("{origin}: entry {index} ({identity}): token_sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)")]
+    #[error(
+        "{origin}: entry {index} ({identity}): token_sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)"
+    )]
     InvalidTokenHash {
         /// Where the list came from.
         origin: String,
@@ -214,12 +218,20 @@ impl Authenticator {
     ) -> Result<Self, AuthConfigError> {
         let mut tokens = Vec::new();
         if let Some(path) = &admin.tokens_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| AuthConfigError::ReadTokensFile { path: path.clone(), source })?;
-            tokens.extend(parse_tokens(&text, &format!("admin.tokens_file {}", path.display()))?);
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                AuthConfigError::ReadTokensFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            tokens.extend(parse_tokens(
+                &text,
+                &format!("admin.tokens_file {}", path.display()),
+            )?);
         }
         if let Some(var) = &admin.tokens_env {
-            let text = env(var).ok_or_else(|| AuthConfigError::TokensEnvMissing { var: var.clone() })?;
+            let text =
+                env(var).ok_or_else(|| AuthConfigError::TokensEnvMissing { var: var.clone() })?;
             tokens.extend(parse_tokens(&text, &format!("admin.tokens_env {var}"))?);
         }
         check_unique(&tokens)?;
@@ -257,7 +269,10 @@ impl Authenticator {
             return Err(AuthError::MissingToken);
         }
         if let Some(found) = self.find_static(token) {
-            return Ok(Decider { identity: found.identity.clone(), groups: found.groups.clone() });
+            return Ok(Decider {
+                identity: found.identity.clone(),
+                groups: found.groups.clone(),
+            });
         }
         match &self.oidc {
             Some(oidc) if looks_like_jwt(token) => oidc.verify(token).await,
@@ -284,15 +299,20 @@ pub fn parse_tokens(yaml: &str, origin: &str) -> Result<Vec<StaticToken>, AuthCo
     let entries: Vec<TokenEntry> = if yaml.trim().is_empty() {
         Vec::new()
     } else {
-        serde_yaml_ng::from_str(yaml)
-            .map_err(|source| AuthConfigError::ParseTokens { origin: origin.to_owned(), source })?
+        serde_yaml_ng::from_str(yaml).map_err(|source| AuthConfigError::ParseTokens {
+            origin: origin.to_owned(),
+            source,
+        })?
     };
     entries
         .into_iter()
         .enumerate()
         .map(|(index, entry)| {
             if entry.identity.trim().is_empty() {
-                return Err(AuthConfigError::EmptyIdentity { origin: origin.to_owned(), index });
+                return Err(AuthConfigError::EmptyIdentity {
+                    origin: origin.to_owned(),
+                    index,
+                });
             }
             let sha256 = hex::decode(entry.token_sha256.trim())
                 .ok()
@@ -302,14 +322,21 @@ pub fn parse_tokens(yaml: &str, origin: &str) -> Result<Vec<StaticToken>, AuthCo
                     index,
                     identity: entry.identity.clone(),
                 })?;
-            Ok(StaticToken { sha256, identity: entry.identity, groups: entry.groups })
+            Ok(StaticToken {
+                sha256,
+                identity: entry.identity,
+                groups: entry.groups,
+            })
         })
         .collect()
 }
 
 fn check_unique(tokens: &[StaticToken]) -> Result<(), AuthConfigError> {
     for (index, token) in tokens.iter().enumerate() {
-        if tokens[..index].iter().any(|earlier| earlier.sha256 == token.sha256) {
+        if tokens[..index]
+            .iter()
+            .any(|earlier| earlier.sha256 == token.sha256)
+        {
             return Err(AuthConfigError::DuplicateToken {
                 origin: "admin tokens".to_owned(),
                 index,
@@ -346,7 +373,10 @@ struct VerificationKey {
 
 impl std::fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerificationKey").field("kid", &self.kid).field("algorithms", &self.algorithms).finish_non_exhaustive()
+        f.debug_struct("VerificationKey")
+            .field("kid", &self.kid)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -428,11 +458,18 @@ impl OidcVerifier {
                 Err(error) => last_error = Some(error),
             }
         }
-        Err(AuthError::InvalidJwt(last_error.expect("at least one key was tried")))
+        Err(AuthError::InvalidJwt(
+            last_error.expect("at least one key was tried"),
+        ))
     }
 
     fn current_keys(&self) -> Arc<Vec<VerificationKey>> {
-        Arc::clone(&self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .keys
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Indexes (into [`current_keys`](Self::current_keys)) of keys that may verify `alg` with `kid`.
@@ -454,14 +491,24 @@ impl OidcVerifier {
             return;
         }
         if last_fetch.is_some_and(|at| at.elapsed() < JWKS_REFETCH_INTERVAL) {
-            tracing::debug!(kid, "unknown OIDC key id; JWKS refetched recently, not again yet");
+            tracing::debug!(
+                kid,
+                "unknown OIDC key id; JWKS refetched recently, not again yet"
+            );
             return;
         }
         *last_fetch = Some(Instant::now());
         match load_jwks(&self.source).await {
             Ok(keys) => {
-                tracing::info!(kid, keys = keys.len(), "OIDC keys reloaded for an unknown key id");
-                *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+                tracing::info!(
+                    kid,
+                    keys = keys.len(),
+                    "OIDC keys reloaded for an unknown key id"
+                );
+                *self
+                    .keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
             }
             Err(error) => tracing::warn!(%error, "OIDC keys could not be reloaded"),
         }
@@ -469,11 +516,21 @@ impl OidcVerifier {
 
     fn decider(&self, claims: &Map<String, Value>) -> Result<Decider, AuthError> {
         let email_unverified = claims.get("email_verified") == Some(&Value::Bool(false));
-        let email = claims.get("email").and_then(Value::as_str).filter(|e| !e.is_empty() && !email_unverified);
-        let sub = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty());
+        let email = claims
+            .get("email")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty() && !email_unverified);
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
         let identity = email.or(sub).ok_or(AuthError::MissingIdentity)?.to_owned();
         let groups = match claim(claims, &self.groups_claim) {
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
             Some(Value::String(text)) => text.split_whitespace().map(str::to_owned).collect(),
             _ => Vec::new(),
         };
@@ -509,7 +566,10 @@ fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 
 async fn load_jwks(source: &JwksSource) -> Result<Vec<VerificationKey>, AuthConfigError> {
     let (text, origin) = match source {
-        JwksSource::File(path) => (read_jwks_file(path)?, format!("admin.oidc.jwks_file {}", path.display())),
+        JwksSource::File(path) => (
+            read_jwks_file(path)?,
+            format!("admin.oidc.jwks_file {}", path.display()),
+        ),
         JwksSource::Url(url) => {
             let shown = outbound::redact(url);
             let response = outbound::send(OutboundRequest {
@@ -521,18 +581,30 @@ async fn load_jwks(source: &JwksSource) -> Result<Vec<VerificationKey>, AuthConf
                 max_body: JWKS_MAX_BYTES,
             })
             .await
-            .map_err(|source| AuthConfigError::FetchJwks { url: shown.clone(), source })?;
+            .map_err(|source| AuthConfigError::FetchJwks {
+                url: shown.clone(),
+                source,
+            })?;
             if response.status != hyper::StatusCode::OK {
-                return Err(AuthConfigError::JwksStatus { url: shown, status: response.status });
+                return Err(AuthConfigError::JwksStatus {
+                    url: shown,
+                    status: response.status,
+                });
             }
-            (String::from_utf8_lossy(&response.body).into_owned(), format!("admin.oidc.jwks_url {shown}"))
+            (
+                String::from_utf8_lossy(&response.body).into_owned(),
+                format!("admin.oidc.jwks_url {shown}"),
+            )
         }
     };
     parse_jwks(&text, &origin)
 }
 
 fn read_jwks_file(path: &Path) -> Result<String, AuthConfigError> {
-    std::fs::read_to_string(path).map_err(|source| AuthConfigError::ReadJwks { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| AuthConfigError::ReadJwks {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The usable signing keys of a JWKS; keys hoop cannot use (encryption keys,
@@ -542,8 +614,10 @@ fn parse_jwks(text: &str, origin: &str) -> Result<Vec<VerificationKey>, AuthConf
     struct RawJwks {
         keys: Vec<Value>,
     }
-    let raw: RawJwks = serde_json::from_str(text)
-        .map_err(|source| AuthConfigError::ParseJwks { origin: origin.to_owned(), source })?;
+    let raw: RawJwks = serde_json::from_str(text).map_err(|source| AuthConfigError::ParseJwks {
+        origin: origin.to_owned(),
+        source,
+    })?;
     let keys = raw
         .keys
         .into_iter()
@@ -579,7 +653,9 @@ fn verification_key(jwk: &Jwk) -> Option<VerificationKey> {
             EllipticCurve::P384 => vec![Algorithm::ES384],
             EllipticCurve::P521 | EllipticCurve::Ed25519 => return None,
         },
-        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            vec![Algorithm::EdDSA]
+        }
         // Symmetric keys never verify OIDC tokens.
         AlgorithmParameters::OctetKey(_) | AlgorithmParameters::OctetKeyPair(_) => return None,
     };
@@ -591,7 +667,11 @@ fn verification_key(jwk: &Jwk) -> Option<VerificationKey> {
         return None;
     }
     let key = DecodingKey::from_jwk(jwk).ok()?;
-    Some(VerificationKey { kid: jwk.common.key_id.clone(), algorithms, key })
+    Some(VerificationKey {
+        kid: jwk.common.key_id.clone(),
+        algorithms,
+        key,
+    })
 }
 
 #[cfg(test)]

@@ -98,17 +98,28 @@ pub struct OutboundRequest<'a> {
 ///
 /// Errors never include the URL's path or query: webhook URLs carry secrets.
 pub async fn send(request: OutboundRequest<'_>) -> Result<Response, OutboundError> {
-    let uri: Uri = request.url.parse().map_err(|_| OutboundError::InvalidUrl(redact(request.url)))?;
+    let uri: Uri = request
+        .url
+        .parse()
+        .map_err(|_| OutboundError::InvalidUrl(redact(request.url)))?;
     let https = match uri.scheme_str() {
         Some("http") => false,
         Some("https") => true,
         _ => return Err(OutboundError::InvalidUrl(redact(request.url))),
     };
-    let host = uri.host().ok_or_else(|| OutboundError::InvalidUrl(redact(request.url)))?.to_owned();
+    let host = uri
+        .host()
+        .ok_or_else(|| OutboundError::InvalidUrl(redact(request.url)))?
+        .to_owned();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let authority = format!("{host}:{port}");
     let timeout = request.timeout;
-    match tokio::time::timeout(timeout, exchange(request, &uri, https, &host, port, &authority)).await {
+    match tokio::time::timeout(
+        timeout,
+        exchange(request, &uri, https, &host, port, &authority),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => Err(OutboundError::Timeout { authority, timeout }),
     }
@@ -126,7 +137,10 @@ async fn exchange(
     let connect_host = host.trim_start_matches('[').trim_end_matches(']');
     let tcp = TcpStream::connect((connect_host, port))
         .await
-        .map_err(|source| OutboundError::Connect { authority: authority.to_owned(), source })?;
+        .map_err(|source| OutboundError::Connect {
+            authority: authority.to_owned(),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
 
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -134,7 +148,10 @@ async fn exchange(
         .method(request.method)
         .uri(path)
         .header(header::HOST, uri.authority().map_or(host, |a| a.as_str()))
-        .header(header::USER_AGENT, concat!("hoop/", env!("CARGO_PKG_VERSION")))
+        .header(
+            header::USER_AGENT,
+            concat!("hoop/", env!("CARGO_PKG_VERSION")),
+        )
         .header(header::ACCEPT, "application/json");
     if let Some(token) = request.bearer {
         let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
@@ -157,7 +174,10 @@ async fn exchange(
         let tls = tokio_rustls::TlsConnector::from(tls_client_config())
             .connect(server_name, tcp)
             .await
-            .map_err(|source| OutboundError::Tls { authority: authority.to_owned(), source })?;
+            .map_err(|source| OutboundError::Tls {
+                authority: authority.to_owned(),
+                source,
+            })?;
         round_trip(TokioIo::new(tls), http_request, authority, request.max_body).await
     } else {
         round_trip(TokioIo::new(tcp), http_request, authority, request.max_body).await
@@ -173,8 +193,13 @@ async fn round_trip<IO>(
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let http_error = |source| OutboundError::Http { authority: authority.to_owned(), source };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(http_error)?;
+    let http_error = |source| OutboundError::Http {
+        authority: authority.to_owned(),
+        source,
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(http_error)?;
     let driver = tokio::spawn(async move {
         // Errors surface through `send_request`; the connection ends with the exchange.
         let _ = connection.await;
@@ -182,14 +207,22 @@ where
     let response = sender.send_request(request).await.map_err(http_error)?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = Limited::new(response.into_body(), max_body).collect().await.map_err(|e| {
-        match e.downcast::<hyper::Error>() {
+    let body = Limited::new(response.into_body(), max_body)
+        .collect()
+        .await
+        .map_err(|e| match e.downcast::<hyper::Error>() {
             Ok(source) => http_error(*source),
-            Err(_) => OutboundError::TooLarge { authority: authority.to_owned(), limit: max_body },
-        }
-    })?;
+            Err(_) => OutboundError::TooLarge {
+                authority: authority.to_owned(),
+                limit: max_body,
+            },
+        })?;
     driver.abort();
-    Ok(Response { status, headers, body: body.to_bytes() })
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_bytes(),
+    })
 }
 
 /// The client TLS configuration: the system's trust roots, loaded once.
@@ -202,12 +235,18 @@ fn tls_client_config() -> Arc<rustls::ClientConfig> {
             tracing::warn!(%error, "could not load some system CA certificates");
         }
         let (added, ignored) = roots.add_parsable_certificates(native.certs);
-        tracing::debug!(added, ignored, "system CA certificates loaded for outbound HTTPS");
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        tracing::debug!(
+            added,
+            ignored,
+            "system CA certificates loaded for outbound HTTPS"
+        );
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         Arc::new(config)
     }))
 }

@@ -2,6 +2,7 @@
 //!
 //! Keys are generated per test run: ES256 with ring, RS256 with the `openssl`
 //! command (ring cannot generate RSA keys).
+#![allow(clippy::unwrap_used)] // A test that cannot set up should fail loudly, right there.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -27,9 +28,14 @@ impl TestKey {
     /// A fresh P-256 key.
     pub(crate) fn es256(kid: &str) -> Self {
         let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8.as_ref(),
+            &rng,
+        )
+        .unwrap();
         // Uncompressed point: 0x04 || X || Y.
         let point = pair.public_key().as_ref();
         let jwk = json!({
@@ -37,7 +43,12 @@ impl TestKey {
             "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
             "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
         });
-        Self { kid: kid.to_owned(), alg: Algorithm::ES256, encoding: EncodingKey::from_ec_der(pkcs8.as_ref()), jwk }
+        Self {
+            kid: kid.to_owned(),
+            alg: Algorithm::ES256,
+            encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk,
+        }
     }
 
     /// A fresh 2048-bit RSA key (needs the `openssl` command).
@@ -63,7 +74,12 @@ impl TestKey {
             "n": URL_SAFE_NO_PAD.encode(&public.n),
             "e": URL_SAFE_NO_PAD.encode(&public.e),
         });
-        Self { kid: kid.to_owned(), alg: Algorithm::RS256, encoding: EncodingKey::from_rsa_der(&der), jwk }
+        Self {
+            kid: kid.to_owned(),
+            alg: Algorithm::RS256,
+            encoding: EncodingKey::from_rsa_der(&der),
+            jwk,
+        }
     }
 
     /// A JWT over `claims`, with this key's `kid`.

@@ -36,7 +36,9 @@ pub enum CliError {
     #[error("no admin token: pass --token or set {TOKEN_ENV}")]
     MissingToken,
     /// The admin API could not be reached.
-    #[error("cannot reach the hoop admin API at {url}: {source} (is `hoop agent` running, and is --admin right?)")]
+    #[error(
+        "cannot reach the hoop admin API at {url}: {source} (is `hoop agent` running, and is --admin right?)"
+    )]
     Unreachable {
         /// The base URL.
         url: String,
@@ -84,8 +86,14 @@ impl AdminEndpoint {
     /// `--admin`: `http://host:port`, `https://host:port[/prefix]`, or a bare `host:port`.
     pub fn parse(text: &str) -> Result<Self, CliError> {
         let text = text.trim().trim_end_matches('/');
-        let base = if text.contains("://") { text.to_owned() } else { format!("http://{text}") };
-        let uri: hyper::Uri = base.parse().map_err(|_| CliError::InvalidAdminUrl(text.to_owned()))?;
+        let base = if text.contains("://") {
+            text.to_owned()
+        } else {
+            format!("http://{text}")
+        };
+        let uri: hyper::Uri = base
+            .parse()
+            .map_err(|_| CliError::InvalidAdminUrl(text.to_owned()))?;
         let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
         if !scheme_ok || uri.host().is_none_or(str::is_empty) || uri.query().is_some() {
             return Err(CliError::InvalidAdminUrl(text.to_owned()));
@@ -101,7 +109,9 @@ impl AdminEndpoint {
             ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
             ip => ip,
         };
-        Self { base: format!("http://{}", SocketAddr::new(ip, listen.port())) }
+        Self {
+            base: format!("http://{}", SocketAddr::new(ip, listen.port())),
+        }
     }
 
     /// The base URL.
@@ -123,7 +133,12 @@ pub fn resolve_token(flag: Option<String>) -> Result<String, CliError> {
 }
 
 /// `hoop holds list [--json]`: JSON array, or a table.
-pub async fn list(admin: &AdminEndpoint, token: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn list(
+    admin: &AdminEndpoint,
+    token: &str,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let body = call(admin, token, Method::GET, "/api/holds", None).await?;
     let holds: Vec<HoldView> = serde_json::from_slice(&body).map_err(CliError::InvalidResponse)?;
     if json {
@@ -168,8 +183,10 @@ async fn decide(
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(CliError::NotFound(format!("no hold with id {id:?}")));
     }
-    let body = serde_json::to_vec(&DecisionBody { reason: reason.map(str::to_owned) })
-        .expect("a decision body serializes");
+    let body = serde_json::to_vec(&DecisionBody {
+        reason: reason.map(str::to_owned),
+    })
+    .expect("a decision body serializes");
     let path = format!("/api/holds/{id}/{action}");
     let response = call(admin, token, Method::POST, &path, Some(body)).await?;
     let hold: HoldView = serde_json::from_slice(&response).map_err(CliError::InvalidResponse)?;
@@ -203,13 +220,18 @@ async fn call(
     .await
     .map_err(|source| match source {
         OutboundError::InvalidUrl(_) => CliError::InvalidAdminUrl(admin.base.clone()),
-        source => CliError::Unreachable { url: outbound::redact(&admin.base), source },
+        source => CliError::Unreachable {
+            url: outbound::redact(&admin.base),
+            source,
+        },
     })?;
     if response.status.is_success() {
         return Ok(response.body);
     }
-    let message = serde_json::from_slice::<ErrorBody>(&response.body)
-        .map_or_else(|_| String::from_utf8_lossy(&response.body).trim().to_owned(), |e| e.error);
+    let message = serde_json::from_slice::<ErrorBody>(&response.body).map_or_else(
+        |_| String::from_utf8_lossy(&response.body).trim().to_owned(),
+        |e| e.error,
+    );
     Err(match response.status {
         StatusCode::BAD_REQUEST => CliError::BadRequest(message),
         StatusCode::UNAUTHORIZED => CliError::Unauthorized(message),
@@ -221,7 +243,11 @@ async fn call(
 }
 
 /// The human-readable listing.
-fn write_table(holds: &[HoldView], now: OffsetDateTime, out: &mut dyn Write) -> std::io::Result<()> {
+fn write_table(
+    holds: &[HoldView],
+    now: OffsetDateTime,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     if holds.is_empty() {
         writeln!(out, "no holds")?;
         return Ok(());
@@ -239,16 +265,31 @@ fn write_table(holds: &[HoldView], now: OffsetDateTime, out: &mut dyn Write) -> 
                 let _ = write!(who, " ({app})");
             }
             let when = match hold.state {
-                HoldState::Pending => format!("expires in {}", short_duration(hold.expires_at - now)),
-                _ => hold.decided_at.map_or_else(String::new, |at| format!("{} ago", short_duration(now - at))),
+                HoldState::Pending => {
+                    format!("expires in {}", short_duration(hold.expires_at - now))
+                }
+                _ => hold.decided_at.map_or_else(String::new, |at| {
+                    format!("{} ago", short_duration(now - at))
+                }),
             };
             let state = match hold.state {
                 HoldState::Pending if hold.min_approvals > 1 => {
-                    format!("pending {}/{}", hold.min_approvals - hold.approvals_needed, hold.min_approvals)
+                    format!(
+                        "pending {}/{}",
+                        hold.min_approvals - hold.approvals_needed,
+                        hold.min_approvals
+                    )
                 }
                 state => state.to_string(),
             };
-            [hold.id.clone(), state, when, hold.rule.clone(), who, one_line(&hold.statement, TABLE_STATEMENT_CHARS)]
+            [
+                hold.id.clone(),
+                state,
+                when,
+                hold.rule.clone(),
+                who,
+                one_line(&hold.statement, TABLE_STATEMENT_CHARS),
+            ]
         })
         .collect();
     let headers = ["ID", "STATE", "WHEN", "RULE", "WHO", "STATEMENT"];
@@ -299,12 +340,20 @@ fn one_line(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
     fn admin_endpoint_accepts_bare_host_port_and_urls() {
-        assert_eq!(AdminEndpoint::parse("127.0.0.1:9464").unwrap().as_str(), "http://127.0.0.1:9464");
-        assert_eq!(AdminEndpoint::parse("http://h:1/").unwrap().as_str(), "http://h:1");
+        assert_eq!(
+            AdminEndpoint::parse("127.0.0.1:9464").unwrap().as_str(),
+            "http://127.0.0.1:9464"
+        );
+        assert_eq!(
+            AdminEndpoint::parse("http://h:1/").unwrap().as_str(),
+            "http://h:1"
+        );
         assert!(AdminEndpoint::parse("ftp://h:1").is_err());
         assert!(AdminEndpoint::parse("http://h:1/?x=1").is_err());
     }

@@ -237,7 +237,9 @@ pub enum HoldError {
         state: HoldState,
     },
     /// This identity already approved; approvals count once per identity.
-    #[error("{identity} already approved hold {id}; it needs {needed} more approval(s) from other approvers")]
+    #[error(
+        "{identity} already approved hold {id}; it needs {needed} more approval(s) from other approvers"
+    )]
     AlreadyApproved {
         /// The hold.
         id: String,
@@ -294,7 +296,12 @@ impl HoldRegistry {
     ///
     /// Must be called inside a Tokio runtime when a webhook is configured (the
     /// notification is sent from a spawned task).
-    pub fn create(&self, session: &SessionIdentity, statement: &str, req: &HoldRequirement) -> HoldTicket {
+    pub fn create(
+        &self,
+        session: &SessionIdentity,
+        statement: &str,
+        req: &HoldRequirement,
+    ) -> HoldTicket {
         let now = now_millis();
         let created = Instant::now();
         let deadline = created + req.timeout;
@@ -330,7 +337,13 @@ impl HoldRegistry {
             };
             book.by_id.insert(
                 id,
-                HoldEntry { view: view.clone(), created, deadline, timeout: req.timeout, waiter: Some(waiter) },
+                HoldEntry {
+                    view: view.clone(),
+                    created,
+                    deadline,
+                    timeout: req.timeout,
+                    waiter: Some(waiter),
+                },
             );
             self.shared.metrics.pending.inc();
             view
@@ -359,10 +372,19 @@ impl HoldRegistry {
     pub fn list(&self) -> Vec<HoldView> {
         let mut book = self.shared.lock();
         book.expire_overdue(self.shared.metrics);
-        let mut pending: Vec<_> =
-            book.by_id.values().filter(|e| !e.view.state.is_final()).map(|e| e.view.clone()).collect();
+        let mut pending: Vec<_> = book
+            .by_id
+            .values()
+            .filter(|e| !e.view.state.is_final())
+            .map(|e| e.view.clone())
+            .collect();
         pending.sort_by_key(|v| v.created_at);
-        let decided = book.decided_order.iter().rev().filter_map(|id| book.by_id.get(id)).map(|e| e.view.clone());
+        let decided = book
+            .decided_order
+            .iter()
+            .rev()
+            .filter_map(|id| book.by_id.get(id))
+            .map(|e| e.view.clone());
         pending.extend(decided);
         pending
     }
@@ -389,7 +411,10 @@ impl HoldRegistry {
         let metrics = self.shared.metrics;
         let mut book = self.shared.lock();
         book.expire_overdue(metrics);
-        let entry = book.by_id.get_mut(id).ok_or_else(|| HoldError::NotFound { id: id.to_owned() })?;
+        let entry = book
+            .by_id
+            .get_mut(id)
+            .ok_or_else(|| HoldError::NotFound { id: id.to_owned() })?;
         let view = &mut entry.view;
         if !may_decide(&view.approvers, decider) {
             return Err(HoldError::Forbidden {
@@ -399,10 +424,16 @@ impl HoldRegistry {
             });
         }
         if view.state.is_final() {
-            return Err(HoldError::AlreadyFinal { id: id.to_owned(), state: view.state });
+            return Err(HoldError::AlreadyFinal {
+                id: id.to_owned(),
+                state: view.state,
+            });
         }
-        let approved_before =
-            |identity: &str| view.decisions.iter().any(|d| d.decision == Decision::Approve && d.identity == identity);
+        let approved_before = |identity: &str| {
+            view.decisions
+                .iter()
+                .any(|d| d.decision == Decision::Approve && d.identity == identity)
+        };
         if decision == Decision::Approve && approved_before(&decider.identity) {
             return Err(HoldError::AlreadyApproved {
                 id: id.to_owned(),
@@ -419,7 +450,10 @@ impl HoldRegistry {
         tracing::info!(hold = %id, approver = %decider.identity, ?decision, "hold decision recorded");
         match decision {
             Decision::Deny => {
-                let outcome = HoldOutcome::Denied { by: Some(decider.identity.clone()), reason: reason.clone() };
+                let outcome = HoldOutcome::Denied {
+                    by: Some(decider.identity.clone()),
+                    reason: reason.clone(),
+                };
                 book.finish(id, HoldState::Denied, reason, outcome, metrics);
             }
             Decision::Approve => {
@@ -432,7 +466,13 @@ impl HoldRegistry {
                 let count = u32::try_from(approvers.len()).unwrap_or(u32::MAX);
                 view.approvals_needed = view.min_approvals.saturating_sub(count);
                 if view.approvals_needed == 0 {
-                    book.finish(id, HoldState::Approved, None, HoldOutcome::Approved { by: approvers }, metrics);
+                    book.finish(
+                        id,
+                        HoldState::Approved,
+                        None,
+                        HoldOutcome::Approved { by: approvers },
+                        metrics,
+                    );
                 }
             }
         }
@@ -442,7 +482,9 @@ impl HoldRegistry {
 
 impl fmt::Debug for HoldRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HoldRegistry").field("webhook", &self.shared.webhook.is_some()).finish_non_exhaustive()
+        f.debug_struct("HoldRegistry")
+            .field("webhook", &self.shared.webhook.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -450,7 +492,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, HoldBook> {
         // A panic while holding the lock leaves the book consistent enough to
         // read: every mutation is a few field writes. Keep serving.
-        self.book.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Ends hold `id` as timed out if it is still pending (its ticket's deadline passed).
@@ -459,7 +503,13 @@ impl Shared {
         let pending = book.by_id.get(id).is_some_and(|e| !e.view.state.is_final());
         if pending {
             let reason = book.by_id[id].timeout_reason();
-            book.finish(id, HoldState::Timeout, Some(reason), HoldOutcome::TimedOut, self.metrics);
+            book.finish(
+                id,
+                HoldState::Timeout,
+                Some(reason),
+                HoldOutcome::TimedOut,
+                self.metrics,
+            );
         }
     }
 
@@ -468,8 +518,17 @@ impl Shared {
         let mut book = self.lock();
         let pending = book.by_id.get(id).is_some_and(|e| !e.view.state.is_final());
         if pending {
-            let outcome = HoldOutcome::Denied { by: None, reason: Some(why.to_owned()) };
-            book.finish(id, HoldState::Withdrawn, Some(why.to_owned()), outcome, self.metrics);
+            let outcome = HoldOutcome::Denied {
+                by: None,
+                reason: Some(why.to_owned()),
+            };
+            book.finish(
+                id,
+                HoldState::Withdrawn,
+                Some(why.to_owned()),
+                outcome,
+                self.metrics,
+            );
             drop(book);
             tracing::info!(hold = %id, why, "hold withdrawn");
         }
@@ -478,7 +537,10 @@ impl Shared {
 
 impl HoldEntry {
     fn timeout_reason(&self) -> String {
-        format!("timed out after {}", humantime::format_duration(self.timeout))
+        format!(
+            "timed out after {}",
+            humantime::format_duration(self.timeout)
+        )
     }
 }
 
@@ -492,7 +554,9 @@ impl HoldBook {
         outcome: HoldOutcome,
         metrics: &HoldMetrics,
     ) {
-        let Some(entry) = self.by_id.get_mut(id) else { return };
+        let Some(entry) = self.by_id.get_mut(id) else {
+            return;
+        };
         debug_assert!(!entry.view.state.is_final(), "a final hold never changes");
         entry.view.state = state;
         entry.view.decided_at = Some(now_millis());
@@ -506,7 +570,9 @@ impl HoldBook {
         }
         metrics.pending.dec();
         metrics.total.with_label_values(&[state.as_str()]).inc();
-        metrics.decision_seconds.observe(entry.created.elapsed().as_secs_f64());
+        metrics
+            .decision_seconds
+            .observe(entry.created.elapsed().as_secs_f64());
         if state == HoldState::Timeout {
             tracing::info!(hold = %id, "hold timed out");
         }
@@ -529,7 +595,13 @@ impl HoldBook {
             .map(|(id, e)| (id.clone(), e.timeout_reason()))
             .collect();
         for (id, reason) in overdue {
-            self.finish(&id, HoldState::Timeout, Some(reason), HoldOutcome::TimedOut, metrics);
+            self.finish(
+                &id,
+                HoldState::Timeout,
+                Some(reason),
+                HoldOutcome::TimedOut,
+                metrics,
+            );
         }
     }
 }
@@ -573,7 +645,10 @@ impl HoldTicket {
     /// single approval can never run a statement twice.
     pub async fn outcome(&mut self) -> HoldOutcome {
         if self.consumed {
-            return HoldOutcome::Denied { by: None, reason: Some("this hold's outcome was already used".to_owned()) };
+            return HoldOutcome::Denied {
+                by: None,
+                reason: Some("this hold's outcome was already used".to_owned()),
+            };
         }
         let outcome = tokio::select! {
             biased;
@@ -599,7 +674,8 @@ impl HoldTicket {
 impl Drop for HoldTicket {
     fn drop(&mut self) {
         if !self.consumed {
-            self.shared.withdraw(&self.id, "the client went away before a decision");
+            self.shared
+                .withdraw(&self.id, "the client went away before a decision");
         }
     }
 }
@@ -607,7 +683,10 @@ impl Drop for HoldTicket {
 /// The outcome when a hold's channel closed without one (it cannot happen
 /// while the ticket lives; fail closed anyway).
 fn lost() -> HoldOutcome {
-    HoldOutcome::Denied { by: None, reason: Some("the hold was lost".to_owned()) }
+    HoldOutcome::Denied {
+        by: None,
+        reason: Some("the hold was lost".to_owned()),
+    }
 }
 
 fn may_decide(approvers: &[String], decider: &Decider) -> bool {
@@ -619,7 +698,9 @@ fn new_hold_id() -> String {
     let mut id = String::with_capacity(2 + ID_RANDOM_CHARS);
     id.push_str("h-");
     for _ in 0..ID_RANDOM_CHARS {
-        id.push(char::from(ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())]));
+        id.push(char::from(
+            ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())],
+        ));
     }
     id
 }
@@ -645,24 +726,42 @@ pub(crate) struct HoldMetrics {
 pub(crate) fn hold_metrics() -> &'static HoldMetrics {
     static METRICS: OnceLock<HoldMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let pending = IntGauge::new("hoop_holds_pending", "Held statements waiting for a decision.")
-            .expect("valid metric");
+        let pending = IntGauge::new(
+            "hoop_holds_pending",
+            "Held statements waiting for a decision.",
+        )
+        .expect("valid metric");
         let total = IntCounterVec::new(
-            Opts::new("hoop_holds_total", "Holds that reached a final state, by outcome."),
+            Opts::new(
+                "hoop_holds_total",
+                "Holds that reached a final state, by outcome.",
+            ),
             &["outcome"],
         )
         .expect("valid metric");
-        for outcome in [HoldState::Approved, HoldState::Denied, HoldState::Timeout, HoldState::Withdrawn] {
+        for outcome in [
+            HoldState::Approved,
+            HoldState::Denied,
+            HoldState::Timeout,
+            HoldState::Withdrawn,
+        ] {
             total.with_label_values(&[outcome.as_str()]);
         }
         let decision_seconds = Histogram::with_opts(
-            HistogramOpts::new("hoop_hold_decision_seconds", "Time from a hold's creation to its final state.")
-                .buckets(vec![0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]),
+            HistogramOpts::new(
+                "hoop_hold_decision_seconds",
+                "Time from a hold's creation to its final state.",
+            )
+            .buckets(vec![
+                0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+            ]),
         )
         .expect("valid metric");
-        let webhook_errors =
-            IntCounter::new("hoop_webhook_errors_total", "Hold notifications the webhook did not accept.")
-                .expect("valid metric");
+        let webhook_errors = IntCounter::new(
+            "hoop_webhook_errors_total",
+            "Hold notifications the webhook did not accept.",
+        )
+        .expect("valid metric");
         let registry = &crate::metrics::metrics().registry;
         for collector in [
             Box::new(pending.clone()) as Box<dyn prometheus::core::Collector>,
@@ -670,9 +769,16 @@ pub(crate) fn hold_metrics() -> &'static HoldMetrics {
             Box::new(decision_seconds.clone()),
             Box::new(webhook_errors.clone()),
         ] {
-            registry.register(collector).expect("hold metrics registered once");
+            registry
+                .register(collector)
+                .expect("hold metrics registered once");
         }
-        HoldMetrics { pending, total, decision_seconds, webhook_errors }
+        HoldMetrics {
+            pending,
+            total,
+            decision_seconds,
+            webhook_errors,
+        }
     })
 }
 
@@ -695,7 +801,10 @@ mod rfc3339 {
         use time::OffsetDateTime;
 
         #[allow(clippy::ref_option)] // serde's `with` hands us `&Option<T>`.
-        pub(in super::super) fn serialize<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        pub(in super::super) fn serialize<S: Serializer>(
+            at: &Option<OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match at {
                 Some(at) => super::serialize(at, s),
                 None => s.serialize_none(),

@@ -117,11 +117,15 @@ fn excerpt(text: &str, max: usize) -> String {
 
 /// Slack treats `<`, `>` and `&` as markup; a statement must not become a link or a mention.
 fn slack_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -132,6 +136,9 @@ mod tests {
 
     #[test]
     fn slack_markup_is_escaped() {
-        assert_eq!(slack_escape("a < b && <!channel>"), "a &lt; b &amp;&amp; &lt;!channel&gt;");
+        assert_eq!(
+            slack_escape("a < b && <!channel>"),
+            "a &lt; b &amp;&amp; &lt;!channel&gt;"
+        );
     }
 }
