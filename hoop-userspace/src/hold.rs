@@ -15,6 +15,6 @@ pub mod registry;
 mod webhook;
 
 pub use registry::{
-    Decider, Decision, DecisionRecord, HoldError, HoldOutcome, HoldRegistry, HoldSession,
-    HoldState, HoldTicket, HoldView,
+    Decider, Decision, DecisionRecord, HOLD_REFUSED_SQLSTATE, HoldError, HoldOutcome, HoldRegistry,
+    HoldSession, HoldState, HoldTicket, HoldView,
 };

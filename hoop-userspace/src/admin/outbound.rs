@@ -266,3 +266,95 @@ pub fn redact(url: &str) -> String {
         Err(_) => "<invalid URL>".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn redaction_keeps_only_scheme_host_and_port() {
+        assert_eq!(
+            redact("https://hooks.slack.com/services/T0/B0/secret"),
+            "https://hooks.slack.com"
+        );
+        assert_eq!(
+            redact("http://user:pw@127.0.0.1:8080/x?token=1"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(redact("not a url"), "<invalid URL>");
+    }
+
+    /// An HTTPS server with a self-signed certificate: the handshake runs,
+    /// and the client refuses the untrusted certificate.
+    #[tokio::test]
+    async fn https_refuses_an_untrusted_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("this test needs the openssl command");
+        assert!(made.success());
+        let certs = rustls_pemfile::certs(&mut std::fs::read(&cert).unwrap().as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut std::fs::read(&key).unwrap().as_slice())
+            .unwrap()
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = acceptor.accept(tcp).await;
+        });
+
+        let url = format!("https://localhost:{port}/jwks.json");
+        let result = send(OutboundRequest {
+            method: Method::GET,
+            url: &url,
+            bearer: None,
+            json_body: None,
+            timeout: Duration::from_secs(5),
+            max_body: 1024,
+        })
+        .await;
+        let error = result.unwrap_err();
+        assert!(matches!(error, OutboundError::Tls { .. }), "{error:?}");
+        assert!(
+            !error.to_string().contains("jwks.json"),
+            "paths stay out of errors: {error}"
+        );
+    }
+}
