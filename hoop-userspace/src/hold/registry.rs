@@ -337,7 +337,7 @@ impl HoldRegistry {
         // A policy timeout too large for the clock is, in effect, "a year".
         let deadline = created
             .checked_add(req.timeout)
-            .unwrap_or_else(|| created + Duration::from_secs(365 * 24 * 3600));
+            .unwrap_or_else(|| created + Duration::from_hours(365 * 24));
         let expires_at = time::Duration::try_from(req.timeout)
             .ok()
             .and_then(|t| now.checked_add(t))
