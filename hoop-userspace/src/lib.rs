@@ -14,3 +14,5 @@ pub mod metrics;
 pub mod serve;
 pub mod session;
 pub mod statement;
+pub mod admin;
+pub mod hold;

@@ -1,0 +1,886 @@
+//! The hold registry: every hold this agent knows, pending and recently
+//! decided, and the state machine that moves them.
+//!
+//! ```text
+//!            ┌─► approved   (min_approvals distinct approvers said yes)
+//! pending ───┼─► denied     (any one approver said no)
+//!            ├─► timeout    (nobody decided before expires_at)
+//!            └─► withdrawn  (the client cancelled or went away)
+//! ```
+//!
+//! A final state never changes again. Each hold belongs to one execution of
+//! one statement in one session: the waiting connection holds its
+//! [`HoldTicket`], and once the ticket has handed out its outcome nothing can
+//! run that statement again on the strength of the same approval.
+//!
+//! The registry's lock is a plain mutex that is never held across an
+//! `.await`, so one session's hold never blocks another session.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt,
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
+    time::Duration,
+};
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::{sync::oneshot, time::Instant};
+
+use crate::{config::WebhookConfig, session::SessionIdentity, statement::HoldRequirement};
+
+/// How many decided holds [`HoldRegistry::list`] keeps showing. Older ones are
+/// forgotten (their outcome lives on in the session recording).
+const DECIDED_HISTORY: usize = 1000;
+
+/// Characters of a hold id after the `h-` prefix: RFC 4648 base32, lower case.
+const ID_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+/// 10 base32 characters = 50 random bits: unguessable for a hold that lives minutes.
+const ID_RANDOM_CHARS: usize = 10;
+
+/// Someone who approves or denies holds, as authenticated by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decider {
+    /// Who they are (a static token's `identity`, or the OIDC `email`/`sub`).
+    pub identity: String,
+    /// The groups they belong to; matched against a rule's `approvers`.
+    pub groups: Vec<String>,
+}
+
+/// What an approver says about a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Let the statement run (once `min_approvals` distinct approvers agree).
+    Approve,
+    /// Refuse the statement. One denial is final.
+    Deny,
+}
+
+/// Where a hold is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldState {
+    /// Waiting for approvers.
+    Pending,
+    /// Approved by enough approvers; the statement may run once.
+    Approved,
+    /// Denied by an approver.
+    Denied,
+    /// Nobody decided in time; treated as a denial.
+    Timeout,
+    /// The client cancelled or disconnected before a decision.
+    Withdrawn,
+}
+
+impl HoldState {
+    /// Whether the hold can no longer change.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending)
+    }
+
+    /// The name used in the API, the CLI and the `outcome` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Timeout => "timeout",
+            Self::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+impl fmt::Display for HoldState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One approver's decision on a hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// The approver's identity.
+    pub identity: String,
+    /// What they decided.
+    pub decision: Decision,
+    /// Why, if they said.
+    pub reason: Option<String>,
+    /// When (RFC 3339).
+    #[serde(with = "rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// The session a held statement came from, as approvers see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldSession {
+    /// The session id (also its recording id).
+    pub id: String,
+    /// The governed workload (cgroup path), where known.
+    pub workload: Option<String>,
+    /// The client's address.
+    pub client: Option<String>,
+    /// Where the client meant to connect.
+    pub original_destination: Option<String>,
+    /// Database user.
+    pub user: Option<String>,
+    /// Database name.
+    pub database: Option<String>,
+    /// `application_name`.
+    pub application_name: Option<String>,
+}
+
+impl From<&SessionIdentity> for HoldSession {
+    fn from(session: &SessionIdentity) -> Self {
+        Self {
+            id: session.id.clone(),
+            workload: session.workload.clone(),
+            client: session.client.map(|a| a.to_string()),
+            original_destination: session.original_destination.map(|a| a.to_string()),
+            user: session.user.clone(),
+            database: session.database.clone(),
+            application_name: session.application_name.clone(),
+        }
+    }
+}
+
+/// A hold as the admin API, the CLI and the webhook show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldView {
+    /// Short, unguessable, URL-safe id (`h-` + 10 base32 characters).
+    pub id: String,
+    /// Where the hold is in its life.
+    pub state: HoldState,
+    /// The held statement, with literals masked by the caller.
+    pub statement: String,
+    /// The hold rule that matched.
+    pub rule: String,
+    /// The rule's message.
+    pub message: String,
+    /// Who asked, from where.
+    pub session: HoldSession,
+    /// When the hold was created (RFC 3339).
+    #[serde(with = "rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When an undecided hold times out (RFC 3339).
+    #[serde(with = "rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// When the hold reached a final state (RFC 3339).
+    #[serde(with = "rfc3339::option", default)]
+    pub decided_at: Option<OffsetDateTime>,
+    /// Every approval and denial, in order.
+    pub decisions: Vec<DecisionRecord>,
+    /// Groups whose members may decide; empty means any authenticated approver.
+    pub approvers: Vec<String>,
+    /// Distinct approvals required.
+    pub min_approvals: u32,
+    /// Approvals still missing (0 once approved).
+    pub approvals_needed: u32,
+    /// Why the hold ended as it did: the denier's reason, "timed out after 5m",
+    /// or why it was withdrawn.
+    pub reason: Option<String>,
+}
+
+/// How a hold ended, as the waiting connection learns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Run the statement, once.
+    Approved {
+        /// The identities that approved.
+        by: Vec<String>,
+    },
+    /// Do not run the statement.
+    Denied {
+        /// Who denied it (`None` when hoop itself refused, e.g. an outcome asked for twice).
+        by: Option<String>,
+        /// The denier's reason.
+        reason: Option<String>,
+    },
+    /// Nobody decided before the rule's timeout; do not run the statement.
+    TimedOut,
+}
+
+impl HoldOutcome {
+    /// Whether the statement may run.
+    pub fn is_approved(&self) -> bool {
+        matches!(self, Self::Approved { .. })
+    }
+
+    /// The ErrorResponse message for a refused statement (SQLSTATE
+    /// [`HOLD_REFUSED_SQLSTATE`]), or `None` when it may run. `ticket`
+    /// names the hold and its timeout.
+    pub fn client_error(&self, ticket: &HoldTicket) -> Option<String> {
+        match self {
+            Self::Approved { .. } => None,
+            Self::Denied { by, reason } => {
+                let by = by
+                    .as_deref()
+                    .map_or_else(String::new, |by| format!(" by {by}"));
+                let reason = reason
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!(": {r}"));
+                Some(format!(
+                    "hoop: statement denied{by} (hold {}){reason}",
+                    ticket.id
+                ))
+            }
+            Self::TimedOut => Some(format!(
+                "hoop: statement not run: hold {} timed out after {} without a decision; ask an approver and retry",
+                ticket.id,
+                humantime::format_duration(ticket.timeout),
+            )),
+        }
+    }
+}
+
+/// SQLSTATE of the error a client gets when its held statement is denied or
+/// times out: `insufficient_privilege`, like any other policy denial.
+pub const HOLD_REFUSED_SQLSTATE: &str = "42501";
+
+/// Why a decision was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HoldError {
+    /// No hold has this id (it never existed, or left the bounded history).
+    #[error("no hold with id {id}")]
+    NotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The decider is in none of the rule's approver groups.
+    #[error("{identity} may not decide hold {id}: approvers are members of {}", approvers.join(", "))]
+    Forbidden {
+        /// The hold.
+        id: String,
+        /// The decider.
+        identity: String,
+        /// The rule's approver groups.
+        approvers: Vec<String>,
+    },
+    /// The hold already reached a final state; decisions are never replayed.
+    #[error("hold {id} is already {state}")]
+    AlreadyFinal {
+        /// The hold.
+        id: String,
+        /// Its final state.
+        state: HoldState,
+    },
+    /// This identity already approved; approvals count once per identity.
+    #[error(
+        "{identity} already approved hold {id}; it needs {needed} more approval(s) from other approvers"
+    )]
+    AlreadyApproved {
+        /// The hold.
+        id: String,
+        /// The decider.
+        identity: String,
+        /// Approvals still missing.
+        needed: u32,
+    },
+}
+
+/// The holds this agent knows. Cheap to clone; clones share one registry.
+#[derive(Clone)]
+pub struct HoldRegistry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    book: Mutex<HoldBook>,
+    webhook: Option<WebhookConfig>,
+    metrics: &'static HoldMetrics,
+}
+
+/// All holds, by id, plus the order in which they reached a final state (for eviction).
+#[derive(Default)]
+struct HoldBook {
+    by_id: HashMap<String, HoldEntry>,
+    decided_order: VecDeque<String>,
+}
+
+struct HoldEntry {
+    view: HoldView,
+    created: Instant,
+    deadline: Instant,
+    timeout: Duration,
+    /// Taken when the hold reaches a final state; the waiting ticket receives the outcome.
+    waiter: Option<oneshot::Sender<HoldOutcome>>,
+}
+
+impl HoldRegistry {
+    /// An empty registry. With a webhook, every new hold is POSTed to it.
+    pub fn new(webhook: Option<WebhookConfig>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                book: Mutex::new(HoldBook::default()),
+                webhook,
+                metrics: hold_metrics(),
+            }),
+        }
+    }
+
+    /// Holds `statement` (whose literals the caller has already masked) for
+    /// approval under `req`. The caller keeps the ticket and awaits
+    /// [`HoldTicket::outcome`]; dropping it withdraws the hold.
+    ///
+    /// Must be called inside a Tokio runtime when a webhook is configured (the
+    /// notification is sent from a spawned task).
+    pub fn create(
+        &self,
+        session: &SessionIdentity,
+        statement: &str,
+        req: &HoldRequirement,
+    ) -> HoldTicket {
+        let now = now_millis();
+        let created = Instant::now();
+        // A policy timeout too large for the clock is, in effect, "a year".
+        let deadline = created
+            .checked_add(req.timeout)
+            .unwrap_or_else(|| created + Duration::from_hours(365 * 24));
+        let expires_at = time::Duration::try_from(req.timeout)
+            .ok()
+            .and_then(|t| now.checked_add(t))
+            .unwrap_or(now);
+        let min_approvals = req.min_approvals.max(1);
+        let (waiter, receiver) = oneshot::channel();
+        let view = {
+            let mut book = self.shared.lock();
+            let id = loop {
+                let candidate = new_hold_id();
+                if !book.by_id.contains_key(&candidate) {
+                    break candidate;
+                }
+            };
+            let view = HoldView {
+                id: id.clone(),
+                state: HoldState::Pending,
+                statement: statement.to_owned(),
+                rule: req.rule.clone(),
+                message: req.message.clone(),
+                session: HoldSession::from(session),
+                created_at: now,
+                expires_at,
+                decided_at: None,
+                decisions: Vec::new(),
+                approvers: req.approvers.clone(),
+                min_approvals,
+                approvals_needed: min_approvals,
+                reason: None,
+            };
+            book.by_id.insert(
+                id,
+                HoldEntry {
+                    view: view.clone(),
+                    created,
+                    deadline,
+                    timeout: req.timeout,
+                    waiter: Some(waiter),
+                },
+            );
+            self.shared.metrics.pending.inc();
+            view
+        };
+        // The statement stays out of the log: it is in the recording and the API.
+        tracing::info!(
+            hold = %view.id,
+            %session,
+            rule = %req.rule,
+            timeout = %humantime::format_duration(req.timeout),
+            "statement held for approval"
+        );
+        if let Some(webhook) = &self.shared.webhook {
+            super::webhook::notify(webhook.clone(), view.clone(), self.shared.metrics);
+        }
+        HoldTicket {
+            id: view.id,
+            shared: Arc::clone(&self.shared),
+            receiver,
+            deadline,
+            timeout: req.timeout,
+            rule: req.rule.clone(),
+            message: req.message.clone(),
+            consumed: false,
+        }
+    }
+
+    /// Pending holds first (oldest first), then decided ones (most recent first).
+    pub fn list(&self) -> Vec<HoldView> {
+        let mut book = self.shared.lock();
+        book.expire_overdue(self.shared.metrics);
+        let mut pending: Vec<_> = book
+            .by_id
+            .values()
+            .filter(|e| !e.view.state.is_final())
+            .map(|e| e.view.clone())
+            .collect();
+        pending.sort_by_key(|v| v.created_at);
+        let decided = book
+            .decided_order
+            .iter()
+            .rev()
+            .filter_map(|id| book.by_id.get(id))
+            .map(|e| e.view.clone());
+        pending.extend(decided);
+        pending
+    }
+
+    /// One hold by id.
+    pub fn get(&self, id: &str) -> Option<HoldView> {
+        let mut book = self.shared.lock();
+        book.expire_overdue(self.shared.metrics);
+        book.by_id.get(id).map(|e| e.view.clone())
+    }
+
+    /// Records `decider`'s decision on hold `id`.
+    ///
+    /// The decider must belong to one of the rule's approver groups (any
+    /// authenticated decider when the rule names none). One denial ends the
+    /// hold; approvals count once per identity until `min_approvals`.
+    pub fn decide(
+        &self,
+        id: &str,
+        decider: &Decider,
+        decision: Decision,
+        reason: Option<String>,
+    ) -> Result<HoldView, HoldError> {
+        let metrics = self.shared.metrics;
+        let mut book = self.shared.lock();
+        book.expire_overdue(metrics);
+        let entry = book
+            .by_id
+            .get_mut(id)
+            .ok_or_else(|| HoldError::NotFound { id: id.to_owned() })?;
+        let view = &mut entry.view;
+        if !may_decide(&view.approvers, decider) {
+            return Err(HoldError::Forbidden {
+                id: id.to_owned(),
+                identity: decider.identity.clone(),
+                approvers: view.approvers.clone(),
+            });
+        }
+        if view.state.is_final() {
+            return Err(HoldError::AlreadyFinal {
+                id: id.to_owned(),
+                state: view.state,
+            });
+        }
+        let approved_before = |identity: &str| {
+            view.decisions
+                .iter()
+                .any(|d| d.decision == Decision::Approve && d.identity == identity)
+        };
+        if decision == Decision::Approve && approved_before(&decider.identity) {
+            return Err(HoldError::AlreadyApproved {
+                id: id.to_owned(),
+                identity: decider.identity.clone(),
+                needed: view.approvals_needed,
+            });
+        }
+        view.decisions.push(DecisionRecord {
+            identity: decider.identity.clone(),
+            decision,
+            reason: reason.clone(),
+            at: now_millis(),
+        });
+        tracing::info!(hold = %id, approver = %decider.identity, ?decision, "hold decision recorded");
+        match decision {
+            Decision::Deny => {
+                let outcome = HoldOutcome::Denied {
+                    by: Some(decider.identity.clone()),
+                    reason: reason.clone(),
+                };
+                book.finish(id, HoldState::Denied, reason, outcome, metrics);
+            }
+            Decision::Approve => {
+                let approvers: Vec<String> = view
+                    .decisions
+                    .iter()
+                    .filter(|d| d.decision == Decision::Approve)
+                    .map(|d| d.identity.clone())
+                    .collect();
+                let count = u32::try_from(approvers.len()).unwrap_or(u32::MAX);
+                view.approvals_needed = view.min_approvals.saturating_sub(count);
+                if view.approvals_needed == 0 {
+                    book.finish(
+                        id,
+                        HoldState::Approved,
+                        None,
+                        HoldOutcome::Approved { by: approvers },
+                        metrics,
+                    );
+                }
+            }
+        }
+        Ok(book.by_id[id].view.clone())
+    }
+}
+
+impl fmt::Debug for HoldRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HoldRegistry")
+            .field("webhook", &self.shared.webhook.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, HoldBook> {
+        // A panic while holding the lock leaves the book consistent enough to
+        // read: every mutation is a few field writes. Keep serving.
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ends hold `id` as timed out if it is still pending (its ticket's deadline passed).
+    fn expire(&self, id: &str) {
+        let mut book = self.lock();
+        let pending = book.by_id.get(id).is_some_and(|e| !e.view.state.is_final());
+        if pending {
+            let reason = book.by_id[id].timeout_reason();
+            book.finish(
+                id,
+                HoldState::Timeout,
+                Some(reason),
+                HoldOutcome::TimedOut,
+                self.metrics,
+            );
+        }
+    }
+
+    /// Ends hold `id` as withdrawn if it is still pending.
+    fn withdraw(&self, id: &str, why: &str) {
+        let mut book = self.lock();
+        let pending = book.by_id.get(id).is_some_and(|e| !e.view.state.is_final());
+        if pending {
+            let outcome = HoldOutcome::Denied {
+                by: None,
+                reason: Some(why.to_owned()),
+            };
+            book.finish(
+                id,
+                HoldState::Withdrawn,
+                Some(why.to_owned()),
+                outcome,
+                self.metrics,
+            );
+            drop(book);
+            tracing::info!(hold = %id, why, "hold withdrawn");
+        }
+    }
+}
+
+impl HoldEntry {
+    fn timeout_reason(&self) -> String {
+        format!(
+            "timed out after {}",
+            humantime::format_duration(self.timeout)
+        )
+    }
+}
+
+impl HoldBook {
+    /// Moves pending hold `id` to the final `state` and wakes its ticket.
+    fn finish(
+        &mut self,
+        id: &str,
+        state: HoldState,
+        reason: Option<String>,
+        outcome: HoldOutcome,
+        metrics: &HoldMetrics,
+    ) {
+        let Some(entry) = self.by_id.get_mut(id) else {
+            return;
+        };
+        debug_assert!(!entry.view.state.is_final(), "a final hold never changes");
+        entry.view.state = state;
+        entry.view.decided_at = Some(now_millis());
+        entry.view.reason = reason;
+        if state == HoldState::Approved {
+            entry.view.approvals_needed = 0;
+        }
+        if let Some(waiter) = entry.waiter.take() {
+            // The ticket may be gone (withdrawn); then nobody needs to hear.
+            let _ = waiter.send(outcome);
+        }
+        metrics.pending.dec();
+        metrics.total.with_label_values(&[state.as_str()]).inc();
+        metrics
+            .decision_seconds
+            .observe(entry.created.elapsed().as_secs_f64());
+        if state == HoldState::Timeout {
+            tracing::info!(hold = %id, "hold timed out");
+        }
+        self.decided_order.push_back(id.to_owned());
+        while self.decided_order.len() > DECIDED_HISTORY {
+            if let Some(oldest) = self.decided_order.pop_front() {
+                self.by_id.remove(&oldest);
+            }
+        }
+    }
+
+    /// Times out every pending hold past its deadline, so the API never shows
+    /// (or accepts a decision on) a hold whose client has already been refused.
+    fn expire_overdue(&mut self, metrics: &HoldMetrics) {
+        let now = Instant::now();
+        let overdue: Vec<(String, String)> = self
+            .by_id
+            .iter()
+            .filter(|(_, e)| !e.view.state.is_final() && e.deadline <= now)
+            .map(|(id, e)| (id.clone(), e.timeout_reason()))
+            .collect();
+        for (id, reason) in overdue {
+            self.finish(
+                &id,
+                HoldState::Timeout,
+                Some(reason),
+                HoldOutcome::TimedOut,
+                metrics,
+            );
+        }
+    }
+}
+
+/// The waiting connection's handle on its hold.
+///
+/// Dropping a ticket whose outcome was never taken withdraws the hold.
+#[derive(Debug)]
+pub struct HoldTicket {
+    id: String,
+    shared: Arc<Shared>,
+    receiver: oneshot::Receiver<HoldOutcome>,
+    deadline: Instant,
+    timeout: Duration,
+    rule: String,
+    message: String,
+    /// Set once [`outcome`](Self::outcome) has returned: the outcome is handed out once.
+    consumed: bool,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HoldRegistry")
+    }
+}
+
+impl HoldTicket {
+    /// The hold's id, for the notice telling the client how to get it approved.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When the hold times out if nobody decides.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The NoticeResponse text sent to the client when its statement is held.
+    pub fn waiting_notice(&self) -> String {
+        format!(
+            "hoop: statement held for approval ({message}; rule {rule}). Hold {id} waits up to {timeout} \
+             for an approver: hoop holds approve {id}",
+            message = self.message,
+            rule = self.rule,
+            id = self.id,
+            timeout = humantime::format_duration(self.timeout),
+        )
+    }
+
+    /// The NoticeResponse text for a periodic reminder while the client waits.
+    pub fn reminder_notice(&self) -> String {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        format!(
+            "hoop: hold {id} is still waiting for an approver ({left} left)",
+            id = self.id,
+            left = humantime::format_duration(Duration::from_secs(left.as_secs())),
+        )
+    }
+
+    /// Waits for the decision, or for the rule's timeout.
+    ///
+    /// Cancel-safe: use it in `tokio::select!` next to a reminder timer or the
+    /// client's socket; nothing is lost when another branch wins.
+    ///
+    /// The outcome is handed out once. Asking again returns a denial, so a
+    /// single approval can never run a statement twice.
+    pub async fn outcome(&mut self) -> HoldOutcome {
+        if self.consumed {
+            return HoldOutcome::Denied {
+                by: None,
+                reason: Some("this hold's outcome was already used".to_owned()),
+            };
+        }
+        let outcome = tokio::select! {
+            biased;
+            received = &mut self.receiver => received.unwrap_or_else(|_| lost()),
+            () = tokio::time::sleep_until(self.deadline) => {
+                self.shared.expire(&self.id);
+                // Either our expiry or a decision that won the race is in the channel now.
+                self.receiver.try_recv().unwrap_or_else(|_| lost())
+            }
+        };
+        self.consumed = true;
+        outcome
+    }
+
+    /// Withdraws the hold (the client cancelled or disconnected). Does
+    /// nothing if it was already decided.
+    pub fn withdraw(mut self, why: &str) {
+        self.consumed = true;
+        self.shared.withdraw(&self.id, why);
+    }
+}
+
+impl Drop for HoldTicket {
+    fn drop(&mut self) {
+        if !self.consumed {
+            self.shared
+                .withdraw(&self.id, "the client went away before a decision");
+        }
+    }
+}
+
+/// The outcome when a hold's channel closed without one (it cannot happen
+/// while the ticket lives; fail closed anyway).
+fn lost() -> HoldOutcome {
+    HoldOutcome::Denied {
+        by: None,
+        reason: Some("the hold was lost".to_owned()),
+    }
+}
+
+fn may_decide(approvers: &[String], decider: &Decider) -> bool {
+    approvers.is_empty() || decider.groups.iter().any(|g| approvers.contains(g))
+}
+
+fn new_hold_id() -> String {
+    let mut rng = rand::rng();
+    let mut id = String::with_capacity(2 + ID_RANDOM_CHARS);
+    id.push_str("h-");
+    for _ in 0..ID_RANDOM_CHARS {
+        id.push(char::from(
+            ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())],
+        ));
+    }
+    id
+}
+
+/// Now, to the millisecond (RFC 3339 with nanoseconds is noise for people).
+fn now_millis() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_millisecond(now.millisecond()).unwrap_or(now)
+}
+
+/// `hoop_holds_*` and `hoop_webhook_errors_total`, registered once on the process registry.
+pub(crate) struct HoldMetrics {
+    /// `hoop_holds_pending`.
+    pub(crate) pending: IntGauge,
+    /// `hoop_holds_total{outcome}`.
+    pub(crate) total: IntCounterVec,
+    /// `hoop_hold_decision_seconds`.
+    pub(crate) decision_seconds: Histogram,
+    /// `hoop_webhook_errors_total`.
+    pub(crate) webhook_errors: IntCounter,
+}
+
+pub(crate) fn hold_metrics() -> &'static HoldMetrics {
+    static METRICS: OnceLock<HoldMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let pending = IntGauge::new(
+            "hoop_holds_pending",
+            "Held statements waiting for a decision.",
+        )
+        .expect("valid metric");
+        let total = IntCounterVec::new(
+            Opts::new(
+                "hoop_holds_total",
+                "Holds that reached a final state, by outcome.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for outcome in [
+            HoldState::Approved,
+            HoldState::Denied,
+            HoldState::Timeout,
+            HoldState::Withdrawn,
+        ] {
+            total.with_label_values(&[outcome.as_str()]);
+        }
+        let decision_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "hoop_hold_decision_seconds",
+                "Time from a hold's creation to its final state.",
+            )
+            .buckets(vec![
+                0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+            ]),
+        )
+        .expect("valid metric");
+        let webhook_errors = IntCounter::new(
+            "hoop_webhook_errors_total",
+            "Hold notifications the webhook did not accept.",
+        )
+        .expect("valid metric");
+        let registry = &crate::metrics::metrics().registry;
+        for collector in [
+            Box::new(pending.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(total.clone()),
+            Box::new(decision_seconds.clone()),
+            Box::new(webhook_errors.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("hold metrics registered once");
+        }
+        HoldMetrics {
+            pending,
+            total,
+            decision_seconds,
+            webhook_errors,
+        }
+    })
+}
+
+/// Serde for RFC 3339 timestamps (`time`'s own serde support is not enabled).
+mod rfc3339 {
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _, ser::Error as _};
+    use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+    pub(super) fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&at.format(&Rfc3339).map_err(S::Error::custom)?)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let text = String::deserialize(d)?;
+        OffsetDateTime::parse(&text, &Rfc3339).map_err(D::Error::custom)
+    }
+
+    pub(super) mod option {
+        use serde::{Deserialize as _, Deserializer, Serializer};
+        use time::OffsetDateTime;
+
+        #[allow(clippy::ref_option)] // serde's `with` hands us `&Option<T>`.
+        pub(in super::super) fn serialize<S: Serializer>(
+            at: &Option<OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<OffsetDateTime>, D::Error> {
+            #[derive(serde::Deserialize)]
+            struct Wrapped(#[serde(with = "super")] OffsetDateTime);
+            Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(at)| at))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
