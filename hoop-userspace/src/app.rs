@@ -5,10 +5,12 @@
 use std::{path::Path, process::ExitCode, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{
+    admin::{AdminState, Authenticator, auth::AuthConfigError},
     config::Config,
+    hold::HoldRegistry,
     serve::{ServeError, Server},
 };
 
@@ -42,6 +44,8 @@ pub fn init_logging() {
 pub struct Governed {
     /// Interceptor, listeners and sessions.
     pub server: Server,
+    /// Pending and recent holds.
+    pub holds: HoldRegistry,
     admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -51,6 +55,9 @@ pub enum StartError {
     /// Proxy or eBPF failure.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The approvers' authentication could not be configured.
+    #[error("admin authentication: {0}")]
+    Auth(#[from] AuthConfigError),
     /// The admin listener could not be bound.
     #[error("cannot listen on admin.listen {addr}: {source}")]
     Admin {
@@ -66,18 +73,22 @@ impl Governed {
     /// address already in use (another `hoop exec` on this machine) only
     /// disables the admin API, so concurrent execs do not interfere.
     pub async fn start(config: &Config, _config_path: &Path, admin_optional: bool) -> Result<Self, StartError> {
-        let server = Server::start(config).await?;
+        let auth = Authenticator::from_config(&config.admin).await?;
+        let holds = HoldRegistry::new(config.admin.webhook.clone());
+        let server = Server::start(config, holds.clone()).await?;
         let admin = match TcpListener::bind(config.admin.listen).await {
             Ok(listener) => {
-                let addr = listener.local_addr().unwrap_or(config.admin.listen);
-                info!(%addr, "admin API listening (/metrics, /healthz, /api/holds)");
                 let (tx, rx) = oneshot::channel::<()>();
-                let refresh = server.metrics_refresher();
+                let mut state = AdminState::new(holds.clone(), auth);
+                state.refresh_metrics = Some(std::sync::Arc::new(server.metrics_refresher()));
                 let handle = tokio::spawn(async move {
-                    serve_admin(listener, refresh, async {
+                    if let Err(e) = crate::admin::serve(listener, state, async {
                         let _ = rx.await;
                     })
-                    .await;
+                    .await
+                    {
+                        warn!(error = %e, "admin API stopped");
+                    }
                 });
                 Some((tx, handle))
             }
@@ -87,7 +98,7 @@ impl Governed {
             }
             Err(source) => return Err(StartError::Admin { addr: config.admin.listen, source }),
         };
-        Ok(Self { server, admin })
+        Ok(Self { server, holds, admin })
     }
 
     /// Drains sessions, detaches the programs and stops the admin API.
@@ -100,26 +111,3 @@ impl Governed {
     }
 }
 
-async fn serve_admin(
-    listener: TcpListener,
-    refresh: impl Fn() + Send + Sync + 'static,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    use axum::{Router, routing::get};
-    let refresh = std::sync::Arc::new(refresh);
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let refresh = refresh.clone();
-                async move {
-                    refresh();
-                    ([("content-type", "text/plain; version=0.0.4")], crate::metrics::encode())
-                }
-            }),
-        );
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        warn!(error = %e, "admin API stopped");
-    }
-}

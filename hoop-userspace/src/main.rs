@@ -33,6 +33,46 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// List, approve and deny held statements (talks to the admin API).
+    Holds {
+        /// The admin API, e.g. http://127.0.0.1:9464 (default: from --config's admin.listen).
+        #[arg(long, global = true)]
+        admin: Option<String>,
+        /// A hoop config whose admin.listen names the API.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Bearer token (default: the HOOP_TOKEN environment variable).
+        #[arg(long, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: HoldsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HoldsCommand {
+    /// Pending and recent holds.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a held statement: it runs once, in its session.
+    Approve {
+        /// The hold id.
+        id: String,
+        /// Why (recorded with the decision).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a held statement: the client gets an error with the reason.
+    Deny {
+        /// The hold id.
+        id: String,
+        /// Why (shown to the client and recorded).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -50,6 +90,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Exec { config, command } => hoop::exec::run(&config, &command),
         Command::Agent { config } => hoop::agent::run(&config),
+        Command::Holds { admin, config, token, command } => holds(admin, config, token, command),
         Command::Policy { command: PolicyCommand::Check { file } } => match hoop::config::Config::load(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
@@ -60,5 +101,39 @@ fn main() -> ExitCode {
                 ExitCode::from(hoop::app::EXIT_CONFIG)
             }
         },
+    }
+}
+
+fn holds(admin: Option<String>, config: Option<PathBuf>, token: Option<String>, command: HoldsCommand) -> ExitCode {
+    use hoop::hold::cli;
+    let endpoint = match (admin, config) {
+        (Some(url), _) => cli::AdminEndpoint::parse(&url).map_err(|e| e.to_string()),
+        (None, Some(path)) => hoop::config::Config::load(&path)
+            .map(|c| cli::AdminEndpoint::from_listen(c.admin.listen))
+            .map_err(|e| e.to_string()),
+        (None, None) => Err("give the admin API with --admin URL or --config FILE".to_owned()),
+    };
+    let result = endpoint.and_then(|endpoint| {
+        let token = cli::resolve_token(token).map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let mut out = std::io::stdout();
+        runtime
+            .block_on(async {
+                match command {
+                    HoldsCommand::List { json } => cli::list(&endpoint, &token, json, &mut out).await,
+                    HoldsCommand::Approve { id, reason } => {
+                        cli::approve(&endpoint, &token, &id, reason.as_deref(), &mut out).await
+                    }
+                    HoldsCommand::Deny { id, reason } => cli::deny(&endpoint, &token, &id, reason.as_deref(), &mut out).await,
+                }
+            })
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hoop holds: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

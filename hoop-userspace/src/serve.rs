@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::Config,
+    hold::HoldRegistry,
     intercept::{self, InterceptSettings, Interceptor},
     metrics::metrics,
     session::SessionIdentity,
@@ -56,7 +57,8 @@ pub struct Server {
 
 impl Server {
     /// Binds the listeners and loads the eBPF programs (not yet attached).
-    pub async fn start(config: &Config) -> Result<Self, ServeError> {
+    pub async fn start(config: &Config, holds: HoldRegistry) -> Result<Self, ServeError> {
+        let _ = &holds;
         let v4 = bind(config.intercept.listen_v4)?;
         let listen_v4 = v4.local_addr().map_err(|source| ServeError::Listen { addr: config.intercept.listen_v4, source })?;
         // IPv6 may be disabled on the host: then IPv6 connects are not redirected.
