@@ -21,10 +21,18 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("hoop-userspace has no parent directory"))?
         .join("hoop-ebpf");
-    let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
+    let ebpf_dir = ebpf_dir
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "hoop-ebpf", root_dir: ebpf_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "hoop-ebpf",
+            root_dir: ebpf_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
-    .context("building hoop-ebpf (run `cargo xtask setup` to install nightly rust-src and bpf-linker)")
+    .context(
+        "building hoop-ebpf (run `cargo xtask setup` to install nightly rust-src and bpf-linker)",
+    )
 }

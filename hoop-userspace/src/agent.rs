@@ -21,7 +21,10 @@ pub fn run(config_path: &Path) -> ExitCode {
         );
         return ExitCode::from(crate::app::EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hoop agent: cannot start the runtime: {e}");
@@ -45,14 +48,21 @@ pub fn run(config_path: &Path) -> ExitCode {
             }
         };
         for cgroup in &config.intercept.cgroups {
-            let path = if cgroup.is_absolute() { cgroup.clone() } else { root.join(cgroup) };
+            let path = if cgroup.is_absolute() {
+                cgroup.clone()
+            } else {
+                root.join(cgroup)
+            };
             if let Err(e) = governed.server.attach(&path) {
                 eprintln!("hoop agent: {}: {e}", path.display());
                 governed.shutdown().await;
                 return ExitCode::FAILURE;
             }
         }
-        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(t), Ok(i)) => (t, i),
             (Err(e), _) | (_, Err(e)) => {
                 error!(error = %e, "cannot install signal handlers");

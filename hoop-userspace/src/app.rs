@@ -34,9 +34,13 @@ pub fn init_logging() {
     let registry = tracing_subscriber::registry().with(filter);
     // try_init also installs the log→tracing bridge (tracing-log feature).
     let _ = if json {
-        registry.with(fmt::layer().json().with_writer(std::io::stderr)).try_init()
+        registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .try_init()
     } else {
-        registry.with(fmt::layer().with_writer(std::io::stderr)).try_init()
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init()
     };
 }
 
@@ -72,7 +76,11 @@ impl Governed {
     /// Starts the proxy and the admin API. With `admin_optional`, an admin
     /// address already in use (another `hoop exec` on this machine) only
     /// disables the admin API, so concurrent execs do not interfere.
-    pub async fn start(config: &Config, _config_path: &Path, admin_optional: bool) -> Result<Self, StartError> {
+    pub async fn start(
+        config: &Config,
+        _config_path: &Path,
+        admin_optional: bool,
+    ) -> Result<Self, StartError> {
         let auth = Authenticator::from_config(&config.admin).await?;
         let holds = HoldRegistry::new(config.admin.webhook.clone());
         let server = Server::start(config, holds.clone()).await?;
@@ -96,9 +104,18 @@ impl Governed {
                 warn!(addr = %config.admin.listen, "admin address in use (another hoop?); admin API disabled for this run");
                 None
             }
-            Err(source) => return Err(StartError::Admin { addr: config.admin.listen, source }),
+            Err(source) => {
+                return Err(StartError::Admin {
+                    addr: config.admin.listen,
+                    source,
+                });
+            }
         };
-        Ok(Self { server, holds, admin })
+        Ok(Self {
+            server,
+            holds,
+            admin,
+        })
     }
 
     /// Drains sessions, detaches the programs and stops the admin API.
@@ -110,4 +127,3 @@ impl Governed {
         }
     }
 }
-

@@ -45,7 +45,10 @@ pub fn run(config_path: &Path, command: &[OsString]) -> ExitCode {
         eprintln!("hoop exec: no command given (usage: hoop exec --config FILE -- CMD [ARGS...])");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hoop exec: cannot start the runtime: {e}");
@@ -55,7 +58,12 @@ pub fn run(config_path: &Path, command: &[OsString]) -> ExitCode {
     runtime.block_on(run_async(config, config_path, program, args))
 }
 
-async fn run_async(config: Config, config_path: &Path, program: &OsString, args: &[OsString]) -> ExitCode {
+async fn run_async(
+    config: Config,
+    config_path: &Path,
+    program: &OsString,
+    args: &[OsString],
+) -> ExitCode {
     let governed = match crate::app::Governed::start(&config, config_path, true).await {
         Ok(g) => g,
         Err(e) => {
@@ -103,7 +111,8 @@ async fn run_async(config: Config, config_path: &Path, program: &OsString, args:
 /// not included), for benchmarks and capacity planning.
 fn log_resource_usage() {
     if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
-        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + f64::from(t.tv_usec() as i32) / 1e6;
+        let secs =
+            |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + f64::from(t.tv_usec() as i32) / 1e6;
         info!(
             cpu_user_seconds = secs(usage.user_time()),
             cpu_system_seconds = secs(usage.system_time()),
@@ -113,8 +122,14 @@ fn log_resource_usage() {
     }
 }
 
-fn spawn_into(cgroup: &ScopedCgroup, program: &OsString, args: &[OsString]) -> std::io::Result<tokio::process::Child> {
-    let procs = std::fs::OpenOptions::new().write(true).open(cgroup.procs_file())?;
+fn spawn_into(
+    cgroup: &ScopedCgroup,
+    program: &OsString,
+    args: &[OsString],
+) -> std::io::Result<tokio::process::Child> {
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.procs_file())?;
     let procs_fd = procs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).kill_on_drop(false);
@@ -124,7 +139,11 @@ fn spawn_into(cgroup: &ScopedCgroup, program: &OsString, args: &[OsString]) -> s
     unsafe {
         cmd.pre_exec(move || {
             let n = libc::write(procs_fd, b"0".as_ptr().cast(), 1);
-            if n == 1 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
         });
     }
     let child = cmd.spawn();
@@ -140,8 +159,8 @@ async fn supervise(mut child: tokio::process::Child) -> ExitCode {
     // When hoop owns the terminal's foreground process group, a Ctrl-C from
     // the terminal already reaches CMD (same process group); forwarding it
     // again would deliver it twice.
-    let terminal_signals_reach_child = nix::unistd::tcgetpgrp(std::io::stdin())
-        .is_ok_and(|fg| fg == nix::unistd::getpgrp());
+    let terminal_signals_reach_child =
+        nix::unistd::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg == nix::unistd::getpgrp());
     let mut streams = Vec::new();
     for (kind, sig) in [
         (SignalKind::interrupt(), Signal::SIGINT),

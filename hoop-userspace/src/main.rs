@@ -5,7 +5,11 @@ use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "hoop", version, about = "Transparent, eBPF-assisted governance for database connections")]
+#[command(
+    name = "hoop",
+    version,
+    about = "Transparent, eBPF-assisted governance for database connections"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,8 +94,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Exec { config, command } => hoop::exec::run(&config, &command),
         Command::Agent { config } => hoop::agent::run(&config),
-        Command::Holds { admin, config, token, command } => holds(admin, config, token, command),
-        Command::Policy { command: PolicyCommand::Check { file } } => match hoop::config::Config::load(&file) {
+        Command::Holds {
+            admin,
+            config,
+            token,
+            command,
+        } => holds(admin, config, token, command),
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => match hoop::config::Config::load(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -104,7 +115,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn holds(admin: Option<String>, config: Option<PathBuf>, token: Option<String>, command: HoldsCommand) -> ExitCode {
+fn holds(
+    admin: Option<String>,
+    config: Option<PathBuf>,
+    token: Option<String>,
+    command: HoldsCommand,
+) -> ExitCode {
     use hoop::hold::cli;
     let endpoint = match (admin, config) {
         (Some(url), _) => cli::AdminEndpoint::parse(&url).map_err(|e| e.to_string()),
@@ -115,16 +131,23 @@ fn holds(admin: Option<String>, config: Option<PathBuf>, token: Option<String>, 
     };
     let result = endpoint.and_then(|endpoint| {
         let token = cli::resolve_token(token).map_err(|e| e.to_string())?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
         let mut out = std::io::stdout();
         runtime
             .block_on(async {
                 match command {
-                    HoldsCommand::List { json } => cli::list(&endpoint, &token, json, &mut out).await,
+                    HoldsCommand::List { json } => {
+                        cli::list(&endpoint, &token, json, &mut out).await
+                    }
                     HoldsCommand::Approve { id, reason } => {
                         cli::approve(&endpoint, &token, &id, reason.as_deref(), &mut out).await
                     }
-                    HoldsCommand::Deny { id, reason } => cli::deny(&endpoint, &token, &id, reason.as_deref(), &mut out).await,
+                    HoldsCommand::Deny { id, reason } => {
+                        cli::deny(&endpoint, &token, &id, reason.as_deref(), &mut out).await
+                    }
                 }
             })
             .map_err(|e| e.to_string())

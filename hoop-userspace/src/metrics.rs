@@ -40,7 +40,9 @@ pub struct Metrics {
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 

@@ -60,7 +60,10 @@ impl Server {
     pub async fn start(config: &Config, holds: HoldRegistry) -> Result<Self, ServeError> {
         let _ = &holds;
         let v4 = bind(config.intercept.listen_v4)?;
-        let listen_v4 = v4.local_addr().map_err(|source| ServeError::Listen { addr: config.intercept.listen_v4, source })?;
+        let listen_v4 = v4.local_addr().map_err(|source| ServeError::Listen {
+            addr: config.intercept.listen_v4,
+            source,
+        })?;
         // IPv6 may be disabled on the host: then IPv6 connects are not redirected.
         let (v6, listen_v6) = match bind(config.intercept.listen_v6) {
             Ok(l) => {
@@ -110,7 +113,10 @@ impl Server {
 
     /// Attaches the programs to a cgroup v2 directory.
     pub fn attach(&self, cgroup: &std::path::Path) -> Result<(), ServeError> {
-        self.interceptor.lock().expect("interceptor lock").attach(cgroup)?;
+        self.interceptor
+            .lock()
+            .expect("interceptor lock")
+            .attach(cgroup)?;
         info!(cgroup = %cgroup.display(), "governing cgroup");
         Ok(())
     }
@@ -132,7 +138,10 @@ impl Server {
     pub async fn shutdown(mut self, grace: Duration) {
         self.refresh_metrics();
         let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(grace, async { while self.tasks.join_next().await.is_some() {} }).await;
+        let _ = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
         self.tasks.abort_all();
         // Dropping the last reference to the Ebpf object closes the link fds.
         drop(self.interceptor);
@@ -180,12 +189,16 @@ fn refresh_redirects(interceptor: &Mutex<Interceptor>, seen: &AtomicU64) {
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-        .and_then(|s| {
-            s.set_reuseaddr(true)?;
-            s.bind(addr)?;
-            s.listen(1024)
-        });
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .and_then(|s| {
+        s.set_reuseaddr(true)?;
+        s.bind(addr)?;
+        s.listen(1024)
+    });
     socket.map_err(|source| ServeError::Listen { addr, source })
 }
 
@@ -198,7 +211,11 @@ struct ConnectionContext {
 impl ConnectionContext {
     async fn handle(&self, client: TcpStream, peer: SocketAddr) {
         let m = metrics();
-        let original = self.interceptor.lock().expect("interceptor lock").original_destination(peer);
+        let original = self
+            .interceptor
+            .lock()
+            .expect("interceptor lock")
+            .original_destination(peer);
         let original = match original {
             Ok(Some(o)) => o,
             Ok(None) => {
@@ -239,11 +256,21 @@ impl ConnectionContext {
 /// Dials the original destination with the skip mark, so our own connection
 /// is never redirected even when this process runs inside a governed cgroup.
 pub async fn dial(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    intercept::mark_socket(socket.as_fd(), intercept::DEFAULT_SKIP_MARK).map_err(std::io::Error::other)?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    intercept::mark_socket(socket.as_fd(), intercept::DEFAULT_SKIP_MARK)
+        .map_err(std::io::Error::other)?;
     let stream = tokio::time::timeout(timeout, socket.connect(addr))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {timeout:?}")))??;
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            )
+        })??;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
@@ -251,7 +278,9 @@ pub async fn dial(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStr
 async fn relay(mut client: TcpStream, mut upstream: TcpStream, identity: &SessionIdentity) {
     let _ = client.set_nodelay(true);
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => debug!(session = %identity, bytes_up = up, bytes_down = down, "session ended"),
+        Ok((up, down)) => {
+            debug!(session = %identity, bytes_up = up, bytes_down = down, "session ended")
+        }
         Err(e) => debug!(session = %identity, error = %e, "session ended with an error"),
     }
 }
@@ -259,8 +288,14 @@ async fn relay(mut client: TcpStream, mut upstream: TcpStream, identity: &Sessio
 /// A process-unique, sortable session id: `<unix-ms>-<pid>-<n>`.
 pub fn next_session_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    format!("{ms}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!(
+        "{ms}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 struct ScopeGuard<F: FnMut()>(F);
@@ -272,4 +307,3 @@ impl<F: FnMut()> Drop for ScopeGuard<F> {
 fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
     ScopeGuard(f)
 }
-

@@ -25,14 +25,24 @@ pub fn hoop_bin() -> PathBuf {
 /// never silently pass.
 pub fn require_privileged() {
     let uid = nix::unistd::Uid::effective();
-    assert!(uid.is_root(), "hoop's end-to-end tests load eBPF programs and must run as root (uid {uid})");
+    assert!(
+        uid.is_root(),
+        "hoop's end-to-end tests load eBPF programs and must run as root (uid {uid})"
+    );
     let bin = hoop_bin();
-    assert!(bin.exists(), "{} is missing: run `cargo xtask test` (it builds hoop first)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo xtask test` (it builds hoop first)",
+        bin.display()
+    );
 }
 
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
 }
 
 /// A temporary directory holding a config file.
@@ -60,7 +70,11 @@ impl TestConfig {
         );
         let path = dir.path().join("hoop.yaml");
         std::fs::write(&path, yaml).expect("write config");
-        Self { dir, path, admin_port }
+        Self {
+            dir,
+            path,
+            admin_port,
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -86,7 +100,10 @@ pub fn hoop_exec_spawn(config: &Path, args: &[&str]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .spawn()
         .expect("spawn hoop")
 }
@@ -118,15 +135,21 @@ pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: out_thread.join().unwrap_or_default(), stderr: err_thread.join().unwrap_or_default() }
+    Output {
+        status,
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr: err_thread.join().unwrap_or_default(),
+    }
 }
 
 /// Reads one sample from Prometheus text (`name` may include labels, e.g.
 /// `hoop_statements_total{kind="select",verdict="allow"}`).
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 /// A shell snippet that prints the admin API's `/metrics` between markers,
@@ -137,7 +160,9 @@ pub fn scrape_snippet(admin_url: &str) -> String {
 
 /// The metrics text printed by [`scrape_snippet`] (the last one in `stdout`).
 pub fn scraped(stdout: &str) -> String {
-    let start = stdout.rfind("--- metrics").map_or(0, |i| i + "--- metrics".len());
+    let start = stdout
+        .rfind("--- metrics")
+        .map_or(0, |i| i + "--- metrics".len());
     let rest = &stdout[start..];
     rest[..rest.find("--- end").unwrap_or(rest.len())].to_owned()
 }
@@ -145,7 +170,11 @@ pub fn scraped(stdout: &str) -> String {
 /// Directories under the cgroup2 root whose names start with `prefix`.
 pub fn cgroups_named(prefix: &str) -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup/unified");
-    let root = if root.exists() { root } else { Path::new("/sys/fs/cgroup") };
+    let root = if root.exists() {
+        root
+    } else {
+        Path::new("/sys/fs/cgroup")
+    };
     std::fs::read_dir(root)
         .map(|rd| {
             rd.filter_map(Result::ok)
@@ -159,14 +188,32 @@ pub fn cgroups_named(prefix: &str) -> Vec<PathBuf> {
 /// Runs psql against 127.0.0.1:5432 directly (not governed), returning stdout.
 pub fn psql_direct(sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-d", "test", "-XAtqc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-XAtqc",
+            sql,
+        ])
         .output()
         .expect("run psql");
-    assert!(out.status.success(), "psql {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// stdout and stderr as strings, for assertions.
 pub fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -9,8 +9,8 @@ use std::{
 };
 
 use hoop_tests::{
-    TestConfig, cgroups_named, free_port, hoop_exec, hoop_exec_spawn, metric, require_privileged, scrape_snippet,
-    scraped, text, wait_output,
+    TestConfig, cgroups_named, free_port, hoop_exec, hoop_exec_spawn, metric, require_privileged,
+    scrape_snippet, scraped, text, wait_output,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -26,26 +26,54 @@ fn psql_over_ipv4_is_proxied() {
     let out = hoop_exec(&cfg.path, &["sh", "-c", &script], T);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "hoop exec failed: {stdout}\n{stderr}");
-    assert!(stdout.lines().any(|l| l == "42"), "query result missing: {stdout}");
+    assert!(
+        stdout.lines().any(|l| l == "42"),
+        "query result missing: {stdout}"
+    );
     let m = scraped(&stdout);
-    assert_eq!(metric(&m, "hoop_connections_total"), Some(1.0), "metrics:\n{m}");
-    assert_eq!(metric(&m, "hoop_ebpf_redirects_total"), Some(1.0), "metrics:\n{m}");
-    assert_eq!(metric(&m, "hoop_connections_active"), Some(0.0), "metrics:\n{m}");
+    assert_eq!(
+        metric(&m, "hoop_connections_total"),
+        Some(1.0),
+        "metrics:\n{m}"
+    );
+    assert_eq!(
+        metric(&m, "hoop_ebpf_redirects_total"),
+        Some(1.0),
+        "metrics:\n{m}"
+    );
+    assert_eq!(
+        metric(&m, "hoop_connections_active"),
+        Some(0.0),
+        "metrics:\n{m}"
+    );
 }
 
 #[test]
 fn psql_over_ipv6_is_proxied() {
     require_privileged();
     let cfg = TestConfig::new(&[5432], "");
-    let script =
-        format!("psql -h ::1 -p 5432 -U postgres -d test -XAtc 'SELECT 7*6' && {}", scrape_snippet(&cfg.admin_url()));
+    let script = format!(
+        "psql -h ::1 -p 5432 -U postgres -d test -XAtc 'SELECT 7*6' && {}",
+        scrape_snippet(&cfg.admin_url())
+    );
     let out = hoop_exec(&cfg.path, &["sh", "-c", &script], T);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "hoop exec failed: {stdout}\n{stderr}");
-    assert!(stdout.lines().any(|l| l == "42"), "query result missing: {stdout}");
+    assert!(
+        stdout.lines().any(|l| l == "42"),
+        "query result missing: {stdout}"
+    );
     let m = scraped(&stdout);
-    assert_eq!(metric(&m, "hoop_connections_total"), Some(1.0), "metrics:\n{m}");
-    assert_eq!(metric(&m, "hoop_ebpf_redirects_total"), Some(1.0), "metrics:\n{m}");
+    assert_eq!(
+        metric(&m, "hoop_connections_total"),
+        Some(1.0),
+        "metrics:\n{m}"
+    );
+    assert_eq!(
+        metric(&m, "hoop_ebpf_redirects_total"),
+        Some(1.0),
+        "metrics:\n{m}"
+    );
 }
 
 #[test]
@@ -62,10 +90,21 @@ fn ipv4_mapped_ipv6_is_proxied() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "hoop exec failed: {stdout}\n{stderr}");
     // The SSLRequest got a one-byte answer ('S' or 'N') through the proxy.
-    assert!(stdout.contains("ssl-answer b'"), "no answer through the proxy: {stdout}");
+    assert!(
+        stdout.contains("ssl-answer b'"),
+        "no answer through the proxy: {stdout}"
+    );
     let m = scraped(&stdout);
-    assert_eq!(metric(&m, "hoop_ebpf_redirects_total"), Some(1.0), "metrics:\n{m}");
-    assert_eq!(metric(&m, "hoop_connections_total"), Some(1.0), "metrics:\n{m}");
+    assert_eq!(
+        metric(&m, "hoop_ebpf_redirects_total"),
+        Some(1.0),
+        "metrics:\n{m}"
+    );
+    assert_eq!(
+        metric(&m, "hoop_connections_total"),
+        Some(1.0),
+        "metrics:\n{m}"
+    );
 }
 
 #[test]
@@ -85,7 +124,18 @@ fn other_ports_and_other_processes_are_not_redirected() {
     let child = hoop_exec_spawn(&cfg.path, &["sh", "-c", &script]);
     std::thread::sleep(Duration::from_millis(700));
     let outside = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-d", "test", "-XAtc", "SELECT 1"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-XAtc",
+            "SELECT 1",
+        ])
         .output()
         .expect("psql");
     assert!(outside.status.success(), "psql outside the cgroup failed");
@@ -95,8 +145,16 @@ fn other_ports_and_other_processes_are_not_redirected() {
     let peer = accepted.join().expect("accept thread").expect("accept");
     assert!(peer.ip().is_loopback());
     let m = scraped(&stdout);
-    assert_eq!(metric(&m, "hoop_ebpf_redirects_total"), Some(0.0), "metrics:\n{m}");
-    assert_eq!(metric(&m, "hoop_connections_total"), Some(0.0), "metrics:\n{m}");
+    assert_eq!(
+        metric(&m, "hoop_ebpf_redirects_total"),
+        Some(0.0),
+        "metrics:\n{m}"
+    );
+    assert_eq!(
+        metric(&m, "hoop_connections_total"),
+        Some(0.0),
+        "metrics:\n{m}"
+    );
 }
 
 fn hoop_programs_loaded() -> Vec<String> {
@@ -115,7 +173,10 @@ fn assert_clean(pid: u32) {
         if cgroups.is_empty() && programs.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "left behind: cgroups {cgroups:?}, programs {programs:?}");
+        assert!(
+            Instant::now() < deadline,
+            "left behind: cgroups {cgroups:?}, programs {programs:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -127,7 +188,12 @@ fn nothing_is_left_after_a_normal_exit_or_a_failing_command() {
     let child = hoop_exec_spawn(&cfg.path, &["sh", "-c", "exit 3"]);
     let pid = child.id();
     let out = wait_output(child, T);
-    assert_eq!(out.status.code(), Some(3), "exit status is CMD's: {}", text(&out).1);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit status is CMD's: {}",
+        text(&out).1
+    );
     assert_clean(pid);
 }
 
@@ -138,29 +204,49 @@ fn nothing_is_left_when_the_command_is_killed() {
     let child = hoop_exec_spawn(&cfg.path, &["sh", "-c", "kill -9 $$"]);
     let pid = child.id();
     let out = wait_output(child, T);
-    assert_eq!(out.status.code(), Some(128 + 9), "128+SIGKILL: {}", text(&out).1);
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 9),
+        "128+SIGKILL: {}",
+        text(&out).1
+    );
     assert_clean(pid);
 }
 
 #[test]
 fn sigterm_and_sigint_are_forwarded_and_everything_is_removed() {
     require_privileged();
-    for (sig, code) in [(nix::sys::signal::Signal::SIGTERM, 143), (nix::sys::signal::Signal::SIGINT, 130)] {
+    for (sig, code) in [
+        (nix::sys::signal::Signal::SIGTERM, 143),
+        (nix::sys::signal::Signal::SIGINT, 130),
+    ] {
         let cfg = TestConfig::new(&[5432], "");
         let child = hoop_exec_spawn(&cfg.path, &["sleep", "30"]);
         let pid = child.id();
         // Wait until the command is inside its cgroup.
         let deadline = Instant::now() + Duration::from_secs(10);
         while cgroups_named(&format!("hoop-exec-{pid}-")).is_empty() {
-            assert!(Instant::now() < deadline, "hoop exec never created its cgroup");
+            assert!(
+                Instant::now() < deadline,
+                "hoop exec never created its cgroup"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(300));
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal hoop");
         let started = Instant::now();
         let out = wait_output(child, Duration::from_secs(20));
-        assert!(started.elapsed() < Duration::from_secs(10), "{sig} was not forwarded promptly");
-        assert_eq!(out.status.code(), Some(code), "{sig}: exit status {:?}: {}", out.status, text(&out).1);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{sig} was not forwarded promptly"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{sig}: exit status {:?}: {}",
+            out.status,
+            text(&out).1
+        );
         assert_clean(pid);
     }
 }
@@ -173,10 +259,17 @@ fn a_stale_cgroup_from_a_killed_hoop_is_removed_by_the_next_exec() {
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(10);
     while cgroups_named(&format!("hoop-exec-{pid}-")).is_empty() {
-        assert!(Instant::now() < deadline, "hoop exec never created its cgroup");
+        assert!(
+            Instant::now() < deadline,
+            "hoop exec never created its cgroup"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
     let _ = wait_output(child, T);
     // The kernel drops the links with the process; the orphaned `sleep` and
     // the directory remain until the next hoop exec sweeps them.
@@ -197,11 +290,25 @@ fn unreachable_destination_closes_the_client_promptly_and_is_counted() {
     let started = Instant::now();
     let out = hoop_exec(&cfg.path, &["sh", "-c", &script], T);
     let (stdout, stderr) = text(&out);
-    assert!(started.elapsed() < Duration::from_secs(15), "not prompt: {:?}", started.elapsed());
-    assert!(stdout.contains("psql-exit=2"), "psql should fail to connect: {stdout}\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "not prompt: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stdout.contains("psql-exit=2"),
+        "psql should fail to connect: {stdout}\n{stderr}"
+    );
     let m = scraped(&stdout);
-    assert_eq!(metric(&m, "hoop_upstream_connect_errors_total"), Some(1.0), "metrics:\n{m}");
-    assert!(stderr.contains("cannot reach the original destination"), "not logged: {stderr}");
+    assert_eq!(
+        metric(&m, "hoop_upstream_connect_errors_total"),
+        Some(1.0),
+        "metrics:\n{m}"
+    );
+    assert!(
+        stderr.contains("cannot reach the original destination"),
+        "not logged: {stderr}"
+    );
 }
 
 #[test]
@@ -222,8 +329,16 @@ fn two_execs_at_once_do_not_interfere() {
         assert!(out.status.success(), "{stdout}\n{stderr}");
         let m = scraped(&stdout);
         // Each hoop saw exactly its own child's three connections.
-        assert_eq!(metric(&m, "hoop_connections_total"), Some(3.0), "metrics:\n{m}");
-        assert_eq!(metric(&m, "hoop_ebpf_redirects_total"), Some(3.0), "metrics:\n{m}");
+        assert_eq!(
+            metric(&m, "hoop_connections_total"),
+            Some(3.0),
+            "metrics:\n{m}"
+        );
+        assert_eq!(
+            metric(&m, "hoop_ebpf_redirects_total"),
+            Some(3.0),
+            "metrics:\n{m}"
+        );
     }
 }
 
@@ -231,10 +346,24 @@ fn two_execs_at_once_do_not_interfere() {
 fn pgbench_through_hoop_has_no_errors() {
     require_privileged();
     let init = Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "1", "-q", "test"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "test",
+        ])
         .output()
         .expect("pgbench -i");
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let cfg = TestConfig::new(&[5432], "");
     let script = format!(
         "pgbench -h 127.0.0.1 -p 5432 -U postgres -c 4 -T 5 test && {}",
@@ -243,10 +372,16 @@ fn pgbench_through_hoop_has_no_errors() {
     let out = hoop_exec(&cfg.path, &["sh", "-c", &script], Duration::from_secs(90));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "pgbench failed: {stdout}\n{stderr}");
-    assert!(stdout.contains("number of failed transactions: 0"), "{stdout}");
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}"
+    );
     let m = scraped(&stdout);
     // 4 clients, each one connection (plus pgbench's initial one).
-    assert!(metric(&m, "hoop_connections_total").is_some_and(|n| n >= 4.0), "metrics:\n{m}");
+    assert!(
+        metric(&m, "hoop_connections_total").is_some_and(|n| n >= 4.0),
+        "metrics:\n{m}"
+    );
 }
 
 #[test]
@@ -260,6 +395,9 @@ fn malformed_config_fails_before_anything_is_attached() {
     let out = wait_output(child, T);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("bad.yaml") && stderr.contains("portz") && stderr.contains(":3:"), "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml") && stderr.contains("portz") && stderr.contains(":3:"),
+        "{stderr}"
+    );
     assert!(cgroups_named(&format!("hoop-exec-{pid}-")).is_empty());
 }

@@ -36,7 +36,11 @@ struct Sample {
 
 fn parse_pgbench(stdout: &str) -> anyhow::Result<(f64, f64, f64)> {
     let field = |prefix: &str| {
-        stdout.lines().find_map(|l| l.trim().strip_prefix(prefix)).and_then(|r| r.split_whitespace().next()).map(str::parse::<f64>)
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::parse::<f64>)
     };
     let tps = field("tps = ").context("no tps in pgbench output")??;
     let lat = field("latency average = ").context("no latency in pgbench output")??;
@@ -45,7 +49,10 @@ fn parse_pgbench(stdout: &str) -> anyhow::Result<(f64, f64, f64)> {
         .or_else(|_| {
             stdout
                 .lines()
-                .find_map(|l| l.trim().strip_prefix("number of transactions actually processed: "))
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix("number of transactions actually processed: ")
+                })
                 .and_then(|r| r.split('/').next())
                 .context("unparsable transaction count")?
                 .parse()
@@ -56,16 +63,28 @@ fn parse_pgbench(stdout: &str) -> anyhow::Result<(f64, f64, f64)> {
 
 /// Sums `cpu_user_seconds` and `cpu_system_seconds` from hoop's exit log line.
 fn parse_hoop_cpu(stderr: &str) -> Option<f64> {
-    let line = stderr.lines().rev().find(|l| l.contains("hoop resource usage"))?;
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("hoop resource usage"))?;
     let get = |key: &str| {
-        line.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok())
+        line.split(key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
     };
     Some(get("cpu_user_seconds=")? + get("cpu_system_seconds=")?)
 }
 
 fn parse_hoop_rss_kib(stderr: &str) -> Option<f64> {
-    let line = stderr.lines().rev().find(|l| l.contains("hoop resource usage"))?;
-    line.split("peak_rss_kib=").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok())
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("hoop resource usage"))?;
+    line.split("peak_rss_kib=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -79,7 +98,15 @@ struct Paths {
     pgbouncer: bool,
 }
 
-fn pgbench(paths: &Paths, via: &str, port: u16, clients: u32, mode: &str, seconds: u32, pin: bool) -> anyhow::Result<Sample> {
+fn pgbench(
+    paths: &Paths,
+    via: &str,
+    port: u16,
+    clients: u32,
+    mode: &str,
+    seconds: u32,
+    pin: bool,
+) -> anyhow::Result<Sample> {
     let mut args: Vec<String> = Vec::new();
     if pin {
         args.extend(["taskset", "-c", "0"].map(String::from));
@@ -91,25 +118,56 @@ fn pgbench(paths: &Paths, via: &str, port: u16, clients: u32, mode: &str, second
         args.push("--".into());
     }
     args.extend(
-        ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-S", "-M", mode]
-            .map(String::from),
+        [
+            "pgbench",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-n",
+            "-S",
+            "-M",
+            mode,
+        ]
+        .map(String::from),
     );
-    args.extend(["-p".into(), port.to_string(), "-c".into(), clients.to_string(), "-j".into(), clients.to_string()]);
+    args.extend([
+        "-p".into(),
+        port.to_string(),
+        "-c".into(),
+        clients.to_string(),
+        "-j".into(),
+        clients.to_string(),
+    ]);
     args.extend(["-T".into(), seconds.to_string(), DB.into()]);
-    let out = Command::new(&args[0]).args(&args[1..]).env("RUST_LOG", "info").output()?;
+    let out = Command::new(&args[0])
+        .args(&args[1..])
+        .env("RUST_LOG", "info")
+        .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         bail!("pgbench via {via} failed: {stdout}\n{stderr}");
     }
     let (tps, latency_ms, transactions) = parse_pgbench(&stdout)?;
-    let proxy_cpu = if via == "hoop" { parse_hoop_cpu(&stderr) } else { None };
-    Ok(Sample { tps, latency_ms, proxy_cpu, transactions })
+    let proxy_cpu = if via == "hoop" {
+        parse_hoop_cpu(&stderr)
+    } else {
+        None
+    };
+    Ok(Sample {
+        tps,
+        latency_ms,
+        proxy_cpu,
+        transactions,
+    })
 }
 
 fn start_pgbouncer(dir: &Path) -> anyhow::Result<Option<std::process::Child>> {
     let Ok(bin) = which("pgbouncer") else {
-        eprintln!("xtask bench: pgbouncer not installed (apt-get install pgbouncer); skipping that comparison");
+        eprintln!(
+            "xtask bench: pgbouncer not installed (apt-get install pgbouncer); skipping that comparison"
+        );
         return Ok(None);
     };
     let ini = dir.join("pgbouncer.ini");
@@ -126,8 +184,15 @@ fn start_pgbouncer(dir: &Path) -> anyhow::Result<Option<std::process::Child>> {
         ),
     )?;
     // pgbouncer refuses to run as root without -u; use the postgres user.
-    let _ = Command::new("chown").args(["-R", "postgres", &dir.display().to_string()]).status();
-    let child = Command::new(bin).args(["-u", "postgres"]).arg(&ini).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let _ = Command::new("chown")
+        .args(["-R", "postgres", &dir.display().to_string()])
+        .status();
+    let child = Command::new(bin)
+        .args(["-u", "postgres"])
+        .arg(&ini)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", PGBOUNCER_PORT)).is_err() {
         if Instant::now() > deadline {
@@ -159,17 +224,55 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
             tmp.join("rec").display()
         ),
     )?;
-    let psql = |sql: &str, db: &str| output(Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-XAtqc", sql]));
-    if psql(&format!("SELECT 1 FROM pg_database WHERE datname = '{DB}'"), "postgres")?.trim() != "1" {
+    let psql = |sql: &str, db: &str| {
+        output(Command::new("psql").args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-XAtqc",
+            sql,
+        ]))
+    };
+    if psql(
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{DB}'"),
+        "postgres",
+    )?
+    .trim()
+        != "1"
+    {
         psql(&format!("CREATE DATABASE {DB}"), "postgres")?;
-        setup::run(Command::new("pgbench").args(["-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "10", "-q", DB]))?;
+        setup::run(Command::new("pgbench").args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-i",
+            "-s",
+            "10",
+            "-q",
+            DB,
+        ]))?;
     }
     let mut pgbouncer = start_pgbouncer(&tmp)?;
-    let paths = Paths { hoop: root.join("target/release/hoop"), config: config.clone(), pgbouncer: pgbouncer.is_some() };
+    let paths = Paths {
+        hoop: root.join("target/release/hoop"),
+        config: config.clone(),
+        pgbouncer: pgbouncer.is_some(),
+    };
 
     let mut report = String::new();
-    writeln!(report, "pgbench -S, {seconds}s per run, median of {rounds} interleaved rounds")?;
-    writeln!(report, "{:<28} {:>10} {:>9} {:>10} {:>9} {:>12}", "case", "TPS", "ratio", "lat ms", "", "proxy µs/txn")?;
+    writeln!(
+        report,
+        "pgbench -S, {seconds}s per run, median of {rounds} interleaved rounds"
+    )?;
+    writeln!(
+        report,
+        "{:<28} {:>10} {:>9} {:>10} {:>9} {:>12}",
+        "case", "TPS", "ratio", "lat ms", "", "proxy µs/txn"
+    )?;
     let result = (|| -> anyhow::Result<()> {
         for pin in [false, true] {
             for clients in [1u32, 8] {
@@ -178,19 +281,38 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
                     let mut hoop = Vec::new();
                     let mut bouncer = Vec::new();
                     for _ in 0..rounds {
-                        direct.push(pgbench(&paths, "direct", 5432, clients, mode, seconds, pin)?);
+                        direct.push(pgbench(
+                            &paths, "direct", 5432, clients, mode, seconds, pin,
+                        )?);
                         hoop.push(pgbench(&paths, "hoop", 5432, clients, mode, seconds, pin)?);
                         if paths.pgbouncer {
-                            bouncer.push(pgbench(&paths, "pgbouncer", PGBOUNCER_PORT, clients, mode, seconds, pin)?);
+                            bouncer.push(pgbench(
+                                &paths,
+                                "pgbouncer",
+                                PGBOUNCER_PORT,
+                                clients,
+                                mode,
+                                seconds,
+                                pin,
+                            )?);
                         }
                     }
                     let tps = |v: &[Sample]| median(v.iter().map(|s| s.tps).collect());
                     let lat = |v: &[Sample]| median(v.iter().map(|s| s.latency_ms).collect());
                     let base = tps(&direct);
                     let label = format!("{}{clients}c {mode}", if pin { "pinned " } else { "" });
-                    writeln!(report, "{:<28} {:>10.0} {:>9} {:>10.3}", format!("{label} direct"), base, "1.00", lat(&direct))?;
+                    writeln!(
+                        report,
+                        "{:<28} {:>10.0} {:>9} {:>10.3}",
+                        format!("{label} direct"),
+                        base,
+                        "1.00",
+                        lat(&direct)
+                    )?;
                     let cpu = median(
-                        hoop.iter().filter_map(|s| s.proxy_cpu.map(|c| c * 1e6 / s.transactions.max(1.0))).collect(),
+                        hoop.iter()
+                            .filter_map(|s| s.proxy_cpu.map(|c| c * 1e6 / s.transactions.max(1.0)))
+                            .collect(),
                     );
                     writeln!(
                         report,
@@ -245,7 +367,12 @@ fn copy_bench(paths: &Paths) -> anyhow::Result<()> {
     let hoop_s = t.elapsed().as_secs_f64();
     let rows = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || rows.trim() != direct.trim() || direct.trim() != "1000000" {
-        bail!("COPY through hoop: {} rows (direct {}): {}", rows.trim(), direct.trim(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "COPY through hoop: {} rows (direct {}): {}",
+            rows.trim(),
+            direct.trim(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let rss = parse_hoop_rss_kib(&String::from_utf8_lossy(&out.stderr)).unwrap_or(f64::NAN);
     eprintln!(

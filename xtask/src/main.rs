@@ -53,7 +53,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::setup(),
-        Command::Demo => setup::setup().and_then(|()| services::ensure_postgres()).and_then(|()| setup::demo()),
+        Command::Demo => setup::setup()
+            .and_then(|()| services::ensure_postgres())
+            .and_then(|()| setup::demo()),
         Command::Test { args } => setup::setup()
             .and_then(|()| services::ensure_postgres())
             .and_then(|()| services::ensure_mariadb())

@@ -34,7 +34,8 @@ host all all ::1/128 trust";
 const CONF: &str = "# Managed by hoop's cargo xtask: the tests need PostgreSQL on ::1 too.\nlisten_addresses = '127.0.0.1,::1'\n";
 
 fn port_open(addr: &str) -> bool {
-    addr.parse().is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
+    addr.parse()
+        .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
 }
 
 fn wait_for(addr: &str, what: &str) -> anyhow::Result<()> {
@@ -72,10 +73,14 @@ pub fn ensure_postgres() -> anyhow::Result<()> {
         changed = true;
     }
     let hba_path = dir.join("pg_hba.conf");
-    let hba = fs::read_to_string(&hba_path).with_context(|| format!("reading {}", hba_path.display()))?;
+    let hba =
+        fs::read_to_string(&hba_path).with_context(|| format!("reading {}", hba_path.display()))?;
     if !hba.contains(HBA_BEGIN) {
-        fs::write(&hba_path, format!("{HBA_BEGIN}\n{HBA_BLOCK}\n{HBA_END}\n{hba}"))
-            .with_context(|| format!("writing {}", hba_path.display()))?;
+        fs::write(
+            &hba_path,
+            format!("{HBA_BEGIN}\n{HBA_BLOCK}\n{HBA_END}\n{hba}"),
+        )
+        .with_context(|| format!("writing {}", hba_path.display()))?;
         changed = true;
     }
 
@@ -83,13 +88,29 @@ pub fn ensure_postgres() -> anyhow::Result<()> {
     if !running || changed {
         let action = if running { "restart" } else { "start" };
         eprintln!("xtask: PostgreSQL {version}: {action}");
-        run(Command::new("pg_ctlcluster").args(["--skip-systemctl-redirect", &version, "main", action]))?;
+        run(Command::new("pg_ctlcluster").args([
+            "--skip-systemctl-redirect",
+            &version,
+            "main",
+            action,
+        ]))?;
     }
     wait_for("127.0.0.1:5432", "PostgreSQL")?;
     wait_for("[::1]:5432", "PostgreSQL (IPv6)")?;
 
     // Roles for the authentication pass-through tests.
-    let psql = |sql: &str| output(Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atqc", sql]));
+    let psql = |sql: &str| {
+        output(Command::new("psql").args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-Atqc",
+            sql,
+        ]))
+    };
     psql(
         "DO $$ BEGIN
            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hoop_scram') THEN CREATE ROLE hoop_scram LOGIN; END IF;
@@ -109,6 +130,12 @@ pub fn ensure_mariadb() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: MariaDB: start");
-    run(Command::new("start-stop-daemon").args(["--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"]))?;
+    run(Command::new("start-stop-daemon").args([
+        "--start",
+        "--oknodo",
+        "--background",
+        "--exec",
+        "/usr/sbin/mariadbd",
+    ]))?;
     wait_for("127.0.0.1:3306", "MariaDB")
 }

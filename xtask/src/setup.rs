@@ -21,18 +21,27 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8(out.stdout)?)
 }
 
 /// The workspace root (xtask's parent directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 fn home() -> anyhow::Result<PathBuf> {
-    env::var_os("HOME").map(PathBuf::from).context("HOME is not set")
+    env::var_os("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set")
 }
 
 /// Installs nightly `rust-src` and a matching `bpf-linker`, then builds hoop.
@@ -40,7 +49,12 @@ pub fn setup() -> anyhow::Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker()?;
     eprintln!("xtask: building hoop (release)");
-    run(Command::new("cargo").current_dir(workspace_root()).args(["build", "--release", "--package", "hoop-userspace"]))
+    run(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "--release",
+        "--package",
+        "hoop-userspace",
+    ]))
 }
 
 fn ensure_rust_src() -> anyhow::Result<()> {
@@ -66,13 +80,23 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         .context("rustc +nightly -vV printed no LLVM version")?
         .trim()
         .to_owned();
-    let llvm_major = llvm_version.split('.').next().unwrap_or_default().to_owned();
-    let nightly_commit = verbose.lines().find_map(|l| l.strip_prefix("commit-hash: ")).unwrap_or("unknown");
+    let llvm_major = llvm_version
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let nightly_commit = verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("commit-hash: "))
+        .unwrap_or("unknown");
 
     let prefix = home()?.join(".local/share/hoop/llvm-prefix");
     let stamp = prefix.join("bpf-linker.stamp");
     let want_stamp = format!("{nightly_commit} llvm-{llvm_version}\n");
-    let linker_works = Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success());
+    let linker_works = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if linker_works && fs::read_to_string(&stamp).is_ok_and(|s| s == want_stamp) {
         return Ok(());
     }
@@ -88,11 +112,18 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     let libllvm = fs::read_dir(&lib_dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
         .with_context(|| format!("no libLLVM.so.* in {}", lib_dir.display()))?;
     let prefix_lib = prefix.join("lib");
     fs::create_dir_all(&prefix_lib)?;
-    for name in ["libLLVM.so".into(), libllvm.file_name().expect("has a name").to_owned()] {
+    for name in [
+        "libLLVM.so".into(),
+        libllvm.file_name().expect("has a name").to_owned(),
+    ] {
         let link = prefix_lib.join(name);
         let _ = fs::remove_file(&link);
         std::os::unix::fs::symlink(&libllvm, &link)
@@ -100,7 +131,14 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     }
     eprintln!("xtask: building bpf-linker against LLVM {llvm_version} (about a minute)");
     run(Command::new("cargo")
-        .args(["+nightly", "install", "--force", "bpf-linker", "--no-default-features", "--features"])
+        .args([
+            "+nightly",
+            "install",
+            "--force",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{llvm_major}"))
         .env("LLVM_PREFIX", &prefix))?;
     fs::write(&stamp, want_stamp)?;
@@ -127,7 +165,9 @@ pub fn demo() -> anyhow::Result<()> {
         "-c",
         "SELECT 'governed by hoop' AS hello, inet_client_addr() AS seen_client, now()",
     ]))?;
-    run(Command::new(&hoop).current_dir(&root).args(["policy", "check", "examples/hoop.yaml"]))
+    run(Command::new(&hoop)
+        .current_dir(&root)
+        .args(["policy", "check", "examples/hoop.yaml"]))
 }
 
 /// Runs every test tier. The end-to-end and privileged tiers need root and
@@ -137,7 +177,9 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     if !nix_is_root() {
         bail!("the test suite includes privileged eBPF tests: run it as root");
     }
-    run(Command::new("cargo").current_dir(&root).args(["build", "--package", "hoop-userspace"]))?;
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--package", "hoop-userspace"]))?;
     // One test thread per binary: the end-to-end tests move processes between
     // cgroups and share the databases.
     run(Command::new("cargo")
