@@ -7,5 +7,6 @@
 pub mod config;
 pub mod mask;
 pub mod metrics;
+pub mod record;
 pub mod session;
 pub mod statement;
