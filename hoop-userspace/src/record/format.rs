@@ -498,6 +498,42 @@ pub fn append_line(out: &mut Vec<u8>, entry: &Entry, previous: &ChainHash) -> Ch
     hash
 }
 
+/// The chain state of a recording being written: the next `seq` and the
+/// previous hash. Pure; the writer owns one per open file.
+#[derive(Debug, Clone)]
+pub struct ChainWriter {
+    session_id: String,
+    previous: ChainHash,
+    next_seq: u64,
+}
+
+impl ChainWriter {
+    /// A chain seeded for `session_id`; the first line appended must be the header.
+    pub fn new(session_id: &str) -> Self {
+        Self { session_id: session_id.to_owned(), previous: chain_seed(session_id), next_seq: 0 }
+    }
+
+    /// The `seq` the next line gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends one line to `out`.
+    pub fn append(&mut self, out: &mut Vec<u8>, mono_ns: u64, ts: String, body: Body) {
+        let entry = Entry { seq: self.next_seq, mono_ns, ts, body };
+        self.previous = append_line(out, &entry, &self.previous);
+        self.next_seq += 1;
+    }
+
+    /// Appends the trailer, with a MAC when `key` is given.
+    pub fn append_trailer(&mut self, out: &mut Vec<u8>, mono_ns: u64, ts: String, key: Option<&[u8]>) {
+        let events = self.next_seq.saturating_sub(1);
+        let last_hash = hex::encode(self.previous);
+        let mac = key.map(|key| trailer_mac(key, &last_hash, events, &self.session_id));
+        self.append(out, mono_ns, ts, Body::Trailer(Trailer { events, last_hash, mac }));
+    }
+}
+
 /// A line split into what its hash covers and the hash it claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitLine {

@@ -51,10 +51,10 @@ use tokio::sync::{oneshot, watch};
 use super::{
     FILE_EXTENSION, RecordError,
     format::{
-        Body, Cell, ChainHash, CopyDataEvent, CopyDirection, Entry, ErrorEvent, FORMAT_NAME, FORMAT_VERSION, Header,
+        Body, Cell, ChainWriter, CopyDataEvent, CopyDirection, ErrorEvent, FORMAT_NAME, FORMAT_VERSION, Header,
         HoldEvent, HoldState, RecordedIdentity, ResultEvent, RowsEvent, RowsLimitEvent, RowsLimitReason, RowsMode,
-        SessionEndEvent, SessionStart, SessionTotals, StatementEvent, Trailer, TruncatedRow, VerdictEvent,
-        VerdictKind, append_line, chain_seed, cut_row, cut_value, trailer_mac,
+        SessionEndEvent, SessionStart, SessionTotals, StatementEvent, TruncatedRow, VerdictEvent, VerdictKind,
+        cut_row, cut_value,
     },
     load_hmac_key, recording_id, retention, rfc3339,
 };
@@ -328,6 +328,15 @@ impl Recorder {
         let Some(shared) = &self.shared else { return };
         let (done, wait) = oneshot::channel();
         if shared.commands.send(Command::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Runs retention now, sparing open recordings, and waits for it.
+    pub async fn enforce_retention(&self) {
+        let Some(shared) = &self.shared else { return };
+        let (done, wait) = oneshot::channel();
+        if shared.commands.send(Command::Retention(done)).is_ok() {
             let _ = wait.await;
         }
     }
@@ -768,6 +777,8 @@ enum Command {
     /// Stop writing without a trailer (the session's recording failed).
     Abandon { key: u64 },
     Flush(oneshot::Sender<()>),
+    /// Run retention now (it also runs at start and every minute).
+    Retention(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -798,8 +809,7 @@ struct OpenRecording {
     session_id: String,
     file: File,
     buf: Vec<u8>,
-    previous: ChainHash,
-    next_seq: u64,
+    chain: ChainWriter,
     last_mono_ns: u64,
     totals: SessionTotals,
     health: Arc<SessionHealth>,
@@ -830,8 +840,7 @@ impl Writer {
                 next_flush = now + self.flush_interval;
             }
             if now >= next_retention {
-                let open: HashSet<PathBuf> = self.sessions.values().map(|r| r.path.clone()).collect();
-                run_retention(&self.dir, &open, &self.retention);
+                self.enforce_retention();
                 next_retention = now + RETENTION_INTERVAL;
             }
         }
@@ -856,8 +865,18 @@ impl Writer {
                 self.flush_all();
                 let _ = done.send(());
             }
+            Command::Retention(done) => {
+                self.enforce_retention();
+                let _ = done.send(());
+            }
             Command::Shutdown(_) => unreachable!("handled by run"),
         }
+    }
+
+    /// Retention, sparing every recording still open.
+    fn enforce_retention(&self) {
+        let open: HashSet<PathBuf> = self.sessions.values().map(|r| r.path.clone()).collect();
+        run_retention(&self.dir, &open, &self.retention);
     }
 
     fn open(&mut self, key: u64, identity: RecordedIdentity, at: SystemTime, health: Arc<SessionHealth>) {
@@ -879,11 +898,10 @@ impl Writer {
         let session_id = identity.id.clone();
         let mut recording = OpenRecording {
             path,
-            previous: chain_seed(&session_id),
+            chain: ChainWriter::new(&session_id),
             session_id: session_id.clone(),
             file,
             buf: Vec::with_capacity(8 << 10),
-            next_seq: 0,
             last_mono_ns: 0,
             totals: SessionTotals::default(),
             health,
@@ -945,10 +963,8 @@ impl Writer {
     fn finish(&self, recording: &mut OpenRecording, mono_ns: u64, at: SystemTime, reason: String) {
         let totals = recording.totals;
         recording.push(mono_ns, at, Body::SessionEnd(SessionEndEvent { reason, totals }), self.metrics);
-        let events = recording.next_seq - 1;
-        let last_hash = hex::encode(recording.previous);
-        let mac = self.key.as_deref().map(|key| trailer_mac(key, &last_hash, events, &recording.session_id));
-        recording.push(mono_ns, at, Body::Trailer(Trailer { events, last_hash, mac }), self.metrics);
+        recording.chain.append_trailer(&mut recording.buf, mono_ns, rfc3339(at), self.key.as_deref());
+        self.metrics.events_total.inc();
         if !self.write_out(recording) {
             return;
         }
@@ -1023,9 +1039,325 @@ impl OpenRecording {
             Body::RowsLimit(l) => self.totals.rows_dropped += l.dropped_rows,
             _ => {}
         }
-        let entry = Entry { seq: self.next_seq, mono_ns, ts: rfc3339(at), body };
-        self.previous = append_line(&mut self.buf, &entry, &self.previous);
-        self.next_seq += 1;
+        self.chain.append(&mut self.buf, mono_ns, rfc3339(at), body);
         metrics.events_total.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::record::{
+        format::Entry,
+        verify::{MacCheck, VerifyStatus, verify_file},
+    };
+
+    fn config(dir: &Path) -> RecordingConfig {
+        RecordingConfig {
+            dir: dir.to_path_buf(),
+            flush_interval: Duration::from_millis(50),
+            ..RecordingConfig::default()
+        }
+    }
+
+    fn identity(id: &str) -> SessionIdentity {
+        SessionIdentity {
+            id: id.into(),
+            workload: Some("/sys/fs/cgroup/app".into()),
+            client: Some(SocketAddr::from(([127, 0, 0, 1], 40000))),
+            original_destination: Some(SocketAddr::from(([10, 0, 0, 5], 5432))),
+            user: Some("alice".into()),
+            database: Some("shop".into()),
+            application_name: Some("psql".into()),
+            backend_pid: Some(4242),
+            client_tls: true,
+            upstream_tls: false,
+        }
+    }
+
+    fn only_recording(dir: &Path) -> PathBuf {
+        let files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].clone()
+    }
+
+    fn entries(path: &Path) -> Vec<Entry> {
+        std::fs::read(path)
+            .expect("read")
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("entry"))
+            .collect()
+    }
+
+    fn types(path: &Path) -> Vec<&'static str> {
+        entries(path).iter().map(|e| e.body.type_name()).collect()
+    }
+
+    fn select(session: &mut SessionRecorder, sql: &str) -> Result<(), RecordError> {
+        session.statement(sql, ProtocolForm::Simple, &[StatementKind::Select], &["customers".into()])
+    }
+
+    #[tokio::test]
+    async fn a_finished_session_is_intact_with_identity_and_trailer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "k3y\n").expect("key");
+        let records = dir.path().join("rec");
+        let cfg = RecordingConfig { hmac_key_file: Some(key_file), ..config(&records) };
+        let recorder = Recorder::start(&cfg).expect("starts");
+        let mut session = recorder.open_session(&identity("s-1")).expect("opens");
+        select(&mut session, "SELECT name FROM customers").expect("recorded");
+        session.verdict(&Verdict::Allow).expect("recorded");
+        session.result(Some("SELECT 2"), 2, None);
+        session.end("client_closed");
+        recorder.flush().await;
+
+        let path = only_recording(&records);
+        assert!(path.file_name().expect("name").to_string_lossy().ends_with("-s-1.jsonl"));
+        let report = verify_file(&path, Some(b"k3y")).expect("reads");
+        assert_eq!((report.status, report.mac), (VerifyStatus::Intact, MacCheck::Verified));
+        assert_eq!(
+            types(&path),
+            ["header", "session_start", "statement", "verdict", "result", "session_end", "trailer"]
+        );
+        let all = entries(&path);
+        let Body::SessionStart(start) = &all[1].body else { panic!("session_start") };
+        assert_eq!(start.identity, RecordedIdentity::from(&identity("s-1")));
+        let Body::SessionEnd(end) = &all[5].body else { panic!("session_end") };
+        assert_eq!((end.reason.as_str(), end.totals.statements), ("client_closed", 1));
+        assert!(all.windows(2).all(|w| w[0].mono_ns <= w[1].mono_ns));
+    }
+
+    #[tokio::test]
+    async fn events_reach_the_disk_within_the_flush_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recorder = Recorder::start(&config(dir.path())).expect("starts");
+        let mut session = recorder.open_session(&identity("s-2")).expect("opens");
+        select(&mut session, "SELECT 1").expect("recorded");
+        // No end, no explicit flush: only the 50ms interval can put it on disk.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let path = only_recording(dir.path());
+        assert_eq!(types(&path), ["header", "session_start", "statement"]);
+        // What a kill -9 now would leave: truncated but intact.
+        assert_eq!(
+            verify_file(&path, None).expect("reads").status,
+            VerifyStatus::TruncatedIntact { torn_tail: false }
+        );
+        drop(session);
+        recorder.flush().await;
+        assert_eq!(types(&path).last(), Some(&"trailer"));
+        let Body::SessionEnd(end) = &entries(&path)[3].body else { panic!("session_end") };
+        assert_eq!(end.reason, "connection_task_ended");
+    }
+
+    #[test]
+    fn an_uncreatable_directory_is_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, b"x").expect("write");
+        let err = Recorder::start(&config(&file.join("recordings"))).expect_err("parent is a file");
+        assert!(matches!(err, RecordError::CreateDir { .. }), "{err}");
+    }
+
+    fn dev_full(_: &Path) -> std::io::Result<File> {
+        File::options().write(true).open("/dev/full")
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_the_session_and_blocks_statements() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recorder = Recorder::start_with(&config(dir.path()), dev_full).expect("starts");
+        let mut session = recorder.open_session(&identity("s-3")).expect("opens");
+        let mut watch = session.failure_watch();
+        select(&mut session, "SELECT 1").expect("queued before the failure is known");
+        recorder.flush().await;
+        assert!(session.failed());
+        let failure = session.failure().expect("failure");
+        assert_eq!(failure.kind, FailureKind::Write);
+        assert!(watch.has_changed().expect("sender alive"));
+        assert!(watch.borrow_and_update().is_some());
+        let err = select(&mut session, "DELETE FROM customers").expect_err("fail closed");
+        assert!(matches!(err, RecordError::SessionFailed(RecordingFailure { kind: FailureKind::Write, .. })));
+        assert_eq!(recorder.on_error(), RecordingOnError::CloseSession);
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_vanishes_fails_new_sessions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let records = dir.path().join("rec");
+        let recorder = Recorder::start(&config(&records)).expect("starts");
+        std::fs::remove_dir(&records).expect("rmdir");
+        std::fs::write(&records, b"now a file").expect("write");
+        let session = recorder.open_session(&identity("s-4")).expect("queued");
+        recorder.flush().await;
+        assert_eq!(session.failure().map(|f| f.kind), Some(FailureKind::Create));
+    }
+
+    #[tokio::test]
+    async fn summary_mode_never_writes_row_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recorder = Recorder::start(&config(dir.path())).expect("starts");
+        let mut session = recorder.open_session(&identity("s-5")).expect("opens");
+        select(&mut session, "SELECT ssn FROM customers").expect("recorded");
+        let columns = [Some(&b"***-**-6789"[..]), None];
+        session.masked_row(MaskedRow::after_masking(&columns));
+        session.copy_data(MaskedCopyChunk::after_masking(CopyDirection::ToClient, b"***-**-6789\n"));
+        session.result(Some("SELECT 1"), 1, None);
+        session.end("client_closed");
+        recorder.flush().await;
+        let path = only_recording(dir.path());
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("6789"), "{text}");
+        assert!(!types(&path).contains(&"rows"));
+        let Body::Result(result) = &entries(&path)[3].body else { panic!("result") };
+        assert_eq!(result.rows, Some(1));
+    }
+
+    #[tokio::test]
+    async fn full_mode_records_masked_rows_batched_and_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = RecordingConfig { rows: RecordRows::Full, max_row_bytes: 8, ..config(dir.path()) };
+        let recorder = Recorder::start(&cfg).expect("starts");
+        let mut session = recorder.open_session(&identity("s-6")).expect("opens");
+        select(&mut session, "SELECT id, ssn FROM customers").expect("recorded");
+        for (id, ssn) in [(&b"1"[..], &b"***-1234"[..]), (b"2", b"***-5678")] {
+            let columns = [Some(id), Some(ssn), None];
+            session.masked_row(MaskedRow::after_masking(&columns));
+        }
+        session.result(Some("SELECT 2"), 2, None);
+        session.copy_data(MaskedCopyChunk::after_masking(CopyDirection::ToClient, b"1\t***-1234\n"));
+        session.end("client_closed");
+        recorder.flush().await;
+        let path = only_recording(dir.path());
+        assert_eq!(
+            types(&path),
+            ["header", "session_start", "statement", "rows", "result", "copy_data", "session_end", "trailer"]
+        );
+        let all = entries(&path);
+        let Body::Rows(rows) = &all[3].body else { panic!("rows") };
+        // "1" + "***-123" = 8 bytes: the ssn is cut and the NULL after it omitted.
+        assert_eq!(rows.rows[0], vec![Some(Cell::Text("1".into())), Some(Cell::Text("***-123".into()))]);
+        assert_eq!(
+            rows.truncated,
+            vec![TruncatedRow { row: 0, original_bytes: 9 }, TruncatedRow { row: 1, original_bytes: 9 }]
+        );
+        let Body::CopyData(copy) = &all[5].body else { panic!("copy_data") };
+        assert_eq!((copy.data.clone(), copy.truncated_from_bytes), (Cell::Text("1\t***-12".into()), Some(11)));
+        let Body::SessionEnd(end) = &all[6].body else { panic!("session_end") };
+        assert_eq!(end.totals.rows_recorded, 3);
+        assert_eq!(verify_file(&path, None).expect("reads").status, VerifyStatus::Intact);
+    }
+
+    #[tokio::test]
+    async fn backpressure_drops_rows_and_says_so_but_keeps_statements() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = RecordingConfig { rows: RecordRows::Full, ..config(dir.path()) };
+        let recorder = Recorder::start(&cfg).expect("starts");
+        let shared = Arc::clone(recorder.shared.as_ref().expect("enabled"));
+        let mut session = recorder.open_session(&identity("s-7")).expect("opens");
+        select(&mut session, "SELECT id FROM customers").expect("recorded");
+        let row = [Some(&b"1"[..])];
+        session.masked_row(MaskedRow::after_masking(&row));
+        session.masked_row(MaskedRow::after_masking(&row));
+        // The writer is (pretend) far behind on row data.
+        shared.backlog.fetch_add(ROW_BACKLOG_LIMIT_BYTES, Ordering::AcqRel);
+        session.masked_row(MaskedRow::after_masking(&row)); // flushes a batch of 3 → dropped
+        // Statements still go through under the hard limit.
+        session.result(Some("SELECT 3"), 3, None);
+        shared.backlog.fetch_sub(ROW_BACKLOG_LIMIT_BYTES, Ordering::AcqRel);
+        session.end("client_closed");
+        recorder.flush().await;
+        let path = only_recording(dir.path());
+        assert_eq!(
+            types(&path),
+            ["header", "session_start", "statement", "rows_limit", "result", "session_end", "trailer"]
+        );
+        let all = entries(&path);
+        let Body::RowsLimit(limit) = &all[3].body else { panic!("rows_limit") };
+        assert_eq!((limit.recorded_rows, limit.dropped_rows), (0, 3));
+        let Body::SessionEnd(end) = &all[5].body else { panic!("session_end") };
+        assert_eq!(end.totals.rows_dropped, 3);
+
+        // Past the hard limit a statement is refused and the recording stops without a trailer.
+        let mut session = recorder.open_session(&identity("s-8")).expect("opens");
+        shared.backlog.fetch_add(BACKLOG_HARD_LIMIT_BYTES, Ordering::AcqRel);
+        let err = select(&mut session, "DELETE FROM customers").expect_err("fail closed");
+        shared.backlog.fetch_sub(BACKLOG_HARD_LIMIT_BYTES, Ordering::AcqRel);
+        assert!(matches!(err, RecordError::SessionFailed(RecordingFailure { kind: FailureKind::Backlog, .. })));
+        session.end("client_closed");
+        recorder.flush().await;
+        let s8 = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.to_string_lossy().ends_with("-s-8.jsonl"))
+            .expect("s-8 recording");
+        assert_eq!(types(&s8), ["header", "session_start"]);
+        assert_eq!(verify_file(&s8, None).expect("reads").status, VerifyStatus::TruncatedIntact { torn_tail: false });
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_the_oldest_but_never_an_open_recording() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = SystemTime::now() - Duration::from_secs(30 * 86_400);
+        let stale = dir.path().join("20200101T000000Z-old.jsonl");
+        std::fs::write(&stale, vec![b'x'; 100]).expect("write");
+        File::options().write(true).open(&stale).expect("open").set_modified(old).expect("mtime");
+        let cfg = RecordingConfig { retain_days: Some(7), max_total_bytes: Some(1), ..config(dir.path()) };
+        // At start: the 30-day-old file goes.
+        let recorder = Recorder::start(&cfg).expect("starts");
+        assert!(!stale.exists());
+
+        let mut live = recorder.open_session(&identity("live")).expect("opens");
+        select(&mut live, "SELECT 1").expect("recorded");
+        recorder.flush().await;
+        let live_path = only_recording(dir.path());
+        // Make the open recording look ancient and the directory over budget.
+        File::options().write(true).open(&live_path).expect("open").set_modified(old).expect("mtime");
+        let closed = dir.path().join("20200102T000000Z-closed.jsonl");
+        std::fs::write(&closed, vec![b'x'; 100]).expect("write");
+        recorder.enforce_retention().await;
+        assert!(!closed.exists(), "over budget: deleted");
+        assert!(live_path.exists(), "open: kept");
+        live.end("client_closed");
+        recorder.enforce_retention().await;
+        assert!(!live_path.exists(), "closed and over budget: deleted");
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_open_recordings_and_later_events_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recorder = Recorder::start(&config(dir.path())).expect("starts");
+        let mut session = recorder.open_session(&identity("s-9")).expect("opens");
+        select(&mut session, "SELECT 1").expect("recorded");
+        recorder.shutdown().await;
+        let path = only_recording(dir.path());
+        assert_eq!(verify_file(&path, None).expect("reads").status, VerifyStatus::Intact);
+        let Body::SessionEnd(end) = &entries(&path)[3].body else { panic!("session_end") };
+        assert_eq!(end.reason, "recorder_shutdown");
+        // The writer is gone: a statement cannot be recorded.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(select(&mut session, "SELECT 2").is_err());
+        assert!(matches!(recorder.open_session(&identity("s-10")), Err(RecordError::Closed)));
+    }
+
+    #[test]
+    fn a_disabled_recorder_records_nothing_and_never_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = RecordingConfig { enabled: false, ..config(&dir.path().join("rec")) };
+        let recorder = Recorder::start(&cfg).expect("starts");
+        assert!(!recorder.is_enabled());
+        let mut session = recorder.open_session(&identity("s")).expect("opens");
+        select(&mut session, "SELECT 1").expect("no-op");
+        session.masked_row(MaskedRow::after_masking(&[Some(b"x")]));
+        assert!(!session.failed());
+        session.end("client_closed");
+        assert!(!dir.path().join("rec").exists());
     }
 }
