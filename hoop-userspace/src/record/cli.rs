@@ -455,3 +455,216 @@ fn display_cell(cell: &Option<Cell>) -> String {
         Some(Cell::Binary { base64 }) => format!("<base64 {base64}>"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::format::{
+        ChainWriter, FORMAT_NAME, FORMAT_VERSION, Header, HoldEvent, ResultEvent, RowsEvent, RowsMode, SessionEndEvent,
+        SessionStart, SessionTotals, StatementEvent, TruncatedRow, VerdictEvent,
+    };
+    use crate::statement::{ProtocolForm, StatementKind};
+
+    const KEY: &[u8] = b"k";
+
+    /// Writes `<dir>/<id>.jsonl` with events at the given `mono_ns` (ms).
+    fn write_recording(dir: &Path, id: &str, session: &str, user: &str, started: &str, key: Option<&[u8]>) {
+        let mut out = Vec::new();
+        let mut chain = ChainWriter::new(session);
+        let ms = |n: u64| n * 1_000_000;
+        let mut push = |chain: &mut ChainWriter, at: u64, body: Body| chain.append(&mut out, ms(at), started.into(), body);
+        push(
+            &mut chain,
+            0,
+            Body::Header(Header {
+                format: FORMAT_NAME.into(),
+                version: FORMAT_VERSION,
+                session_id: session.into(),
+                writer: "test".into(),
+                rows: RowsMode::Full,
+                max_row_bytes: 64,
+            }),
+        );
+        let identity = RecordedIdentity {
+            id: session.into(),
+            user: Some(user.into()),
+            database: Some("shop".into()),
+            application_name: Some("psql".into()),
+            workload: Some("/sys/fs/cgroup/payments".into()),
+            ..RecordedIdentity::default()
+        };
+        push(&mut chain, 0, Body::SessionStart(SessionStart { identity }));
+        push(
+            &mut chain,
+            100,
+            Body::Statement(StatementEvent {
+                sql: "SELECT name, ssn FROM customers".into(),
+                form: ProtocolForm::Extended,
+                kinds: vec![StatementKind::Select],
+                tables: vec!["customers".into()],
+            }),
+        );
+        push(&mut chain, 100, Body::Verdict(VerdictEvent { verdict: VerdictKind::Allow, rule: None, message: None }));
+        push(
+            &mut chain,
+            150,
+            Body::Rows(RowsEvent {
+                rows: vec![vec![Some(Cell::Text("alice".into())), Some(Cell::Text("***-**-6789".into())), None]],
+                truncated: vec![TruncatedRow { row: 0, original_bytes: 99 }],
+            }),
+        );
+        push(&mut chain, 150, Body::Result(ResultEvent { tag: Some("SELECT 1".into()), rows: Some(1), sqlstate: None }));
+        push(
+            &mut chain,
+            300,
+            Body::Statement(StatementEvent {
+                sql: "DELETE FROM orders WHERE id = $1".into(),
+                form: ProtocolForm::Simple,
+                kinds: vec![StatementKind::Delete],
+                tables: vec!["orders".into()],
+            }),
+        );
+        push(
+            &mut chain,
+            300,
+            Body::Verdict(VerdictEvent {
+                verdict: VerdictKind::Hold,
+                rule: Some("hold[0]".into()),
+                message: Some("needs approval".into()),
+            }),
+        );
+        push(
+            &mut chain,
+            300,
+            Body::Hold(HoldEvent { hold_id: "h-1".into(), state: HoldState::Created, decider: None, reason: None }),
+        );
+        push(
+            &mut chain,
+            1300,
+            Body::Hold(HoldEvent {
+                hold_id: "h-1".into(),
+                state: HoldState::Approved,
+                decider: Some("bob".into()),
+                reason: Some("ticket 42".into()),
+            }),
+        );
+        push(
+            &mut chain,
+            1400,
+            Body::SessionEnd(SessionEndEvent {
+                reason: "client_closed".into(),
+                totals: SessionTotals { statements: 2, held: 1, rows_recorded: 1, ..SessionTotals::default() },
+            }),
+        );
+        chain.append_trailer(&mut out, ms(1400), started.into(), key);
+        std::fs::write(dir.join(format!("{id}.jsonl")), out).expect("write");
+    }
+
+    fn fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_recording(dir.path(), "20250101T000000Z-s-1", "s-1", "alice", "2025-01-01T00:00:00Z", Some(KEY));
+        write_recording(dir.path(), "20250301T000000Z-s-2", "s-2", "carol", "2025-03-01T00:00:00Z", Some(KEY));
+        dir
+    }
+
+    fn output(f: impl FnOnce(&mut Vec<u8>) -> Result<(), CliError>) -> String {
+        let mut out = Vec::new();
+        f(&mut out).expect("command succeeds");
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn list_filters_by_user_time_and_workload() {
+        let dir = fixture();
+        let all = output(|o| list(dir.path(), &ListFilter::default(), false, o));
+        assert!(all.contains("20250101T000000Z-s-1") && all.contains("20250301T000000Z-s-2"), "{all}");
+        assert!(all.contains("alice@shop") && all.contains("client_closed"), "{all}");
+
+        let carol = output(|o| list(dir.path(), &ListFilter { user: Some("carol"), ..ListFilter::default() }, false, o));
+        assert!(!carol.contains("s-1 ") && carol.contains("20250301T000000Z-s-2"), "{carol}");
+
+        let since = parse_since("2025-02-01T00:00:00Z", SystemTime::now()).expect("parses");
+        let recent = output(|o| list(dir.path(), &ListFilter { since: Some(since), ..ListFilter::default() }, true, o));
+        let json: serde_json::Value = serde_json::from_str(&recent).expect("json");
+        assert_eq!(json.as_array().map(Vec::len), Some(1));
+        assert_eq!(json[0]["identity"]["user"], "carol");
+        assert_eq!(json[0]["complete"], true);
+        assert_eq!(json[0]["statements"], 2);
+
+        let none = output(|o| list(dir.path(), &ListFilter { workload: Some("billing"), ..ListFilter::default() }, true, o));
+        assert_eq!(none.trim(), "[]");
+        assert!(parse_since("2h", SystemTime::now()).is_ok());
+        assert!(matches!(parse_since("yesterday-ish", SystemTime::now()), Err(CliError::BadSince { .. })));
+    }
+
+    #[test]
+    fn show_is_a_readable_transcript() {
+        let dir = fixture();
+        // By session id, when unambiguous.
+        let text = output(|o| show(dir.path(), "s-1", o));
+        for expected in [
+            "verification: intact",
+            "s-1 alice@shop app=psql",
+            "+0.100s  statement [extended] SELECT name, ssn FROM customers   (select; tables customers)",
+            "verdict: allow",
+            "| alice | ***-**-6789 | NULL | … [row truncated from 99 bytes]",
+            "result: SELECT 1",
+            "verdict: HOLD (rule hold[0]: needs approval)",
+            "hold h-1 approved by bob: \"ticket 42\"",
+            "session end: client_closed (2 statements",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(matches!(show(dir.path(), "nope", &mut Vec::new()), Err(CliError::Read(ReadError::NotFound { .. }))));
+    }
+
+    #[test]
+    fn replay_is_paced_by_the_recorded_gaps() {
+        let dir = fixture();
+        let mut pauses = Vec::new();
+        let mut out = Vec::new();
+        replay_with(dir.path(), "20250101T000000Z-s-1", 2.0, &mut out, |d| pauses.push(d)).expect("replays");
+        // Gaps 100, 50, 150, 1000, 100 ms, at twice the speed.
+        let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [50, 25, 75, 500, 50]);
+        let mut none = Vec::new();
+        replay_with(dir.path(), "s-1", 0.0, &mut Vec::new(), |d| none.push(d)).expect("replays");
+        assert!(none.is_empty());
+        assert!(String::from_utf8(out).expect("utf8").contains("approved by bob"));
+    }
+
+    #[test]
+    fn export_is_one_json_document_with_hashes() {
+        let dir = fixture();
+        let text = output(|o| export(dir.path(), "s-2", ExportFormat::Json, o));
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(doc["header"]["format"], "hoop-recording");
+        assert_eq!(doc["trailer"]["type"], "trailer");
+        assert_eq!(doc["events"].as_array().map(Vec::len), Some(10));
+        assert_eq!(doc["events"][0]["type"], "session_start");
+        assert!(doc["events"][0]["hash"].as_str().is_some_and(|h| h.len() == 64));
+        assert_eq!(doc["verification"]["status"]["status"], "intact");
+    }
+
+    #[test]
+    fn verify_exit_status_reflects_tampering() {
+        let dir = fixture();
+        let mut out = Vec::new();
+        let summary = verify(dir.path(), &[], Some(KEY), &mut out).expect("verifies");
+        assert_eq!((summary.intact, summary.exit_code()), (2, 0));
+        assert!(String::from_utf8_lossy(&out).contains("(MAC verified)"));
+
+        let path = dir.path().join("20250301T000000Z-s-2.jsonl");
+        let text = std::fs::read_to_string(&path).expect("read").replace("DELETE FROM orders", "SELECT 1 FROM orders");
+        std::fs::write(&path, text).expect("write");
+        let mut out = Vec::new();
+        let summary = verify(dir.path(), &[], Some(KEY), &mut out).expect("verifies");
+        assert_eq!((summary.intact, summary.tampered, summary.exit_code()), (1, 1, 1));
+        let out = String::from_utf8(out).expect("utf8");
+        assert!(out.contains("20250301T000000Z-s-2: TAMPERED at seq 6: hash does not match"), "{out}");
+
+        // Only the named one.
+        let summary = verify(dir.path(), &["s-1".into()], Some(KEY), &mut Vec::new()).expect("verifies");
+        assert_eq!(summary.exit_code(), 0);
+    }
+}
