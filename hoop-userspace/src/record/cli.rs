@@ -311,7 +311,7 @@ fn write_preamble(recording: &Recording, out: &mut impl Write) -> Result<(), Cli
     writeln!(out, "recording {}  ({})", recording.id, recording.path.display())?;
     writeln!(out, "verification: {}{}", report.status, mac_note(report.mac, false))?;
     if let Some(identity) = recording.identity() {
-        writeln!(out, "session: {}", describe_identity(identity))?;
+        writeln!(out, "session: {}", without_control_characters(&describe_identity(identity)))?;
     }
     if recording.unreadable_lines > 0 {
         writeln!(out, "warning: {} unreadable lines skipped", recording.unreadable_lines)?;
@@ -358,7 +358,9 @@ fn transcript_line(line: &ReadLine) -> String {
     };
     let at = format!("+{:.3}s", entry.mono_ns as f64 / 1e9);
     let what = match &entry.body {
-        Body::Header(h) => format!("recording v{} by {} (rows: {:?}) started {}", h.version, h.writer, h.rows, entry.ts),
+        Body::Header(h) => {
+            format!("recording v{} by {} (rows: {}) started {}", h.version, h.writer, snake_name(&h.rows), entry.ts)
+        }
         Body::SessionStart(_) => "session start".to_owned(),
         Body::Statement(s) => {
             let kinds: Vec<String> = s.kinds.iter().map(snake_name).collect();
@@ -437,7 +439,19 @@ fn transcript_line(line: &ReadLine) -> String {
             if t.mac.is_some() { "MAC present" } else { "no MAC" }
         ),
     };
-    format!("{at:>10}  {what}")
+    // Recorded text is the client's: never let it drive the auditor's terminal.
+    without_control_characters(&format!("{at:>10}  {what}"))
+}
+
+/// Escapes control characters other than newline and tab (ANSI escapes in a
+/// recorded statement must not reach a terminal raw).
+fn without_control_characters(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' && c != '\t' { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 /// The serde (snake_case) name of a unit enum value, as the file spells it.
@@ -513,7 +527,7 @@ mod tests {
                 truncated: vec![TruncatedRow { row: 0, original_bytes: 99 }],
             }),
         );
-        push(&mut chain, 150, Body::Result(ResultEvent { tag: Some("SELECT 1".into()), rows: Some(1), sqlstate: None }));
+        push(&mut chain, 150, Body::Result(ResultEvent { tag: Some("SELECT 1 -- \u{1b}[2J".into()), rows: Some(1), sqlstate: None }));
         push(
             &mut chain,
             300,
@@ -615,6 +629,8 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
+        assert!(!text.contains('\u{1b}'), "control characters are escaped");
+        assert!(text.contains("SELECT 1 -- \\u{1b}[2J"), "{text}");
         assert!(matches!(show(dir.path(), "nope", &mut Vec::new()), Err(CliError::Read(ReadError::NotFound { .. }))));
     }
 
