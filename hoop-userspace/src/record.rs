@@ -85,9 +85,10 @@ pub fn load_hmac_key(cfg: &RecordingConfig) -> Result<Option<Vec<u8>>, RecordErr
         (Some(name), None) => std::env::var(name)
             .map_err(|_| RecordError::HmacKeyEnvUnset { name: name.clone() })?
             .into_bytes(),
-        (None, Some(path)) => {
-            std::fs::read(path).map_err(|source| RecordError::HmacKeyFile { path: path.clone(), source })?
-        }
+        (None, Some(path)) => std::fs::read(path).map_err(|source| RecordError::HmacKeyFile {
+            path: path.clone(),
+            source,
+        })?,
     };
     let key = strip_one_newline(raw);
     if key.is_empty() {
@@ -116,10 +117,18 @@ pub const FILE_EXTENSION: &str = "jsonl";
 /// across restarts (session ids are only process-unique).
 pub fn recording_id(started: std::time::SystemTime, session_id: &str) -> String {
     let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    let stamp = time::OffsetDateTime::from(started).format(&format).expect("a UTC timestamp formats");
+    let stamp = time::OffsetDateTime::from(started)
+        .format(&format)
+        .expect("a UTC timestamp formats");
     let safe: String = session_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{stamp}-{safe}")
 }
@@ -147,9 +156,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("key");
         std::fs::write(&path, b"secret\n").expect("write");
-        let cfg = RecordingConfig { hmac_key_file: Some(path), ..RecordingConfig::default() };
-        assert_eq!(load_hmac_key(&cfg).expect("loads"), Some(b"secret".to_vec()));
-        let both = RecordingConfig { hmac_key_env: Some("X".into()), ..cfg };
-        assert!(matches!(load_hmac_key(&both), Err(RecordError::TwoHmacKeys)));
+        let cfg = RecordingConfig {
+            hmac_key_file: Some(path),
+            ..RecordingConfig::default()
+        };
+        assert_eq!(
+            load_hmac_key(&cfg).expect("loads"),
+            Some(b"secret".to_vec())
+        );
+        let both = RecordingConfig {
+            hmac_key_env: Some("X".into()),
+            ..cfg
+        };
+        assert!(matches!(
+            load_hmac_key(&both),
+            Err(RecordError::TwoHmacKeys)
+        ));
     }
 }

@@ -32,7 +32,9 @@ pub enum CliError {
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     /// `--since` is neither an RFC 3339 time nor a duration like `2h`.
-    #[error("--since {value:?} is neither an RFC 3339 time (2025-01-31T12:00:00Z) nor a duration (2h, 3days)")]
+    #[error(
+        "--since {value:?} is neither an RFC 3339 time (2025-01-31T12:00:00Z) nor a duration (2h, 3days)"
+    )]
     BadSince {
         /// What was given.
         value: String,
@@ -59,7 +61,9 @@ pub fn parse_since(value: &str, now: SystemTime) -> Result<OffsetDateTime, CliEr
         .ok()
         .and_then(|ago| now.checked_sub(ago))
         .map(OffsetDateTime::from)
-        .ok_or_else(|| CliError::BadSince { value: value.to_owned() })
+        .ok_or_else(|| CliError::BadSince {
+            value: value.to_owned(),
+        })
 }
 
 /// One row of `list --json`.
@@ -78,22 +82,28 @@ struct ListedRecording<'a> {
 }
 
 /// `hoop recordings list`: one line per recording (or a JSON array), oldest first.
-pub fn list(dir: &Path, filter: &ListFilter<'_>, json: bool, out: &mut impl Write) -> Result<(), CliError> {
+pub fn list(
+    dir: &Path,
+    filter: &ListFilter<'_>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     let mut summaries = Vec::new();
     for file in list_files(dir)? {
         let summary = read_summary(&file)?;
         let identity = summary.identity.as_ref();
         if let Some(since) = filter.since {
-            let started = summary
-                .started
-                .as_deref()
-                .and_then(|ts| OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok());
+            let started = summary.started.as_deref().and_then(|ts| {
+                OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()
+            });
             if started.is_none_or(|started| started < since) {
                 continue;
             }
         }
         if let Some(workload) = filter.workload
-            && !identity.and_then(|i| i.workload.as_deref()).is_some_and(|w| w.contains(workload))
+            && !identity
+                .and_then(|i| i.workload.as_deref())
+                .is_some_and(|w| w.contains(workload))
         {
             continue;
         }
@@ -124,7 +134,11 @@ pub fn list(dir: &Path, filter: &ListFilter<'_>, json: bool, out: &mut impl Writ
         writeln!(out)?;
         return Ok(());
     }
-    writeln!(out, "{:<40} {:<20} {:>9} {:<24} {:<16} {:>5} STATUS", "ID", "STARTED", "DURATION", "USER@DB", "APP", "STMTS")?;
+    writeln!(
+        out,
+        "{:<40} {:<20} {:>9} {:<24} {:<16} {:>5} STATUS",
+        "ID", "STARTED", "DURATION", "USER@DB", "APP", "STMTS"
+    )?;
     for s in &summaries {
         let identity = s.identity.clone().unwrap_or_default();
         let user_db = format!(
@@ -132,7 +146,10 @@ pub fn list(dir: &Path, filter: &ListFilter<'_>, json: bool, out: &mut impl Writ
             identity.user.as_deref().unwrap_or("?"),
             identity.database.as_deref().unwrap_or("?")
         );
-        let started = s.started.as_deref().map_or("?", |t| t.get(..19).unwrap_or(t));
+        let started = s
+            .started
+            .as_deref()
+            .map_or("?", |t| t.get(..19).unwrap_or(t));
         let status = match (&s.end, s.complete) {
             (Some(end), true) => end.reason.clone(),
             (_, false) => "open or interrupted (no trailer)".to_owned(),
@@ -146,7 +163,9 @@ pub fn list(dir: &Path, filter: &ListFilter<'_>, json: bool, out: &mut impl Writ
             s.duration_ns as f64 / 1e9,
             user_db,
             identity.application_name.as_deref().unwrap_or("-"),
-            s.end.as_ref().map_or_else(|| "-".to_owned(), |e| e.totals.statements.to_string()),
+            s.end
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |e| e.totals.statements.to_string()),
             status
         )?;
     }
@@ -211,7 +230,12 @@ pub enum ExportFormat {
 /// `hoop recordings export ID`: the recording as one document. Lines are
 /// exported as they are on disk (hashes included), so the export can be
 /// re-verified by hand; `verification` is the verifier's report (MAC unchecked).
-pub fn export(dir: &Path, id: &str, format: ExportFormat, out: &mut impl Write) -> Result<(), CliError> {
+pub fn export(
+    dir: &Path,
+    id: &str,
+    format: ExportFormat,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     let ExportFormat::Json = format;
     let file = resolve(dir, id)?;
     let recording = read_recording(&file)?;
@@ -220,9 +244,19 @@ pub fn export(dir: &Path, id: &str, format: ExportFormat, out: &mut impl Write) 
         .split(|b| *b == b'\n')
         .filter_map(|line| serde_json::from_slice(line).ok())
         .collect();
-    let is_type = |v: &serde_json::Value, t: &str| v.get("type").and_then(serde_json::Value::as_str) == Some(t);
-    let trailer = if lines.last().is_some_and(|v| is_type(v, "trailer")) { lines.pop() } else { None };
-    let header = if lines.first().is_some_and(|v| is_type(v, "header")) { Some(lines.remove(0)) } else { None };
+    let is_type = |v: &serde_json::Value, t: &str| {
+        v.get("type").and_then(serde_json::Value::as_str) == Some(t)
+    };
+    let trailer = if lines.last().is_some_and(|v| is_type(v, "trailer")) {
+        lines.pop()
+    } else {
+        None
+    };
+    let header = if lines.first().is_some_and(|v| is_type(v, "header")) {
+        Some(lines.remove(0))
+    } else {
+        None
+    };
     let document = serde_json::json!({
         "id": recording.id,
         "verification": verify_bytes(&recording.bytes, None),
@@ -264,11 +298,18 @@ impl VerifySummary {
 
 /// `hoop recordings verify [ID…]`: verifies the given recordings (all when
 /// `ids` is empty), one line each, then a summary line.
-pub fn verify(dir: &Path, ids: &[String], key: Option<&[u8]>, out: &mut impl Write) -> Result<VerifySummary, CliError> {
+pub fn verify(
+    dir: &Path,
+    ids: &[String],
+    key: Option<&[u8]>,
+    out: &mut impl Write,
+) -> Result<VerifySummary, CliError> {
     let files = if ids.is_empty() {
         list_files(dir)?
     } else {
-        ids.iter().map(|id| resolve(dir, id)).collect::<Result<Vec<_>, _>>()?
+        ids.iter()
+            .map(|id| resolve(dir, id))
+            .collect::<Result<Vec<_>, _>>()?
     };
     let mut summary = VerifySummary::default();
     for file in &files {
@@ -281,7 +322,13 @@ pub fn verify(dir: &Path, ids: &[String], key: Option<&[u8]>, out: &mut impl Wri
                     VerifyStatus::Tampered { .. } => summary.tampered += 1,
                     VerifyStatus::Unsupported { .. } => summary.unverifiable += 1,
                 }
-                writeln!(out, "{}: {}{}", file.id, report.status, mac_note(report.mac, key.is_some()))?;
+                writeln!(
+                    out,
+                    "{}: {}{}",
+                    file.id,
+                    report.status,
+                    mac_note(report.mac, key.is_some())
+                )?;
             }
             Err(error) => {
                 summary.unverifiable += 1;
@@ -301,20 +348,40 @@ fn mac_note(mac: MacCheck, key_given: bool) -> &'static str {
     match mac {
         MacCheck::Verified => " (MAC verified)",
         MacCheck::NotChecked => " (MAC present, not checked: no key given)",
-        MacCheck::Absent if !key_given => " (no MAC: written without a key; a full rewrite would not be detected)",
+        MacCheck::Absent if !key_given => {
+            " (no MAC: written without a key; a full rewrite would not be detected)"
+        }
         MacCheck::Absent | MacCheck::NoTrailer => "",
     }
 }
 
 fn write_preamble(recording: &Recording, out: &mut impl Write) -> Result<(), CliError> {
     let report = verify_bytes(&recording.bytes, None);
-    writeln!(out, "recording {}  ({})", recording.id, recording.path.display())?;
-    writeln!(out, "verification: {}{}", report.status, mac_note(report.mac, false))?;
+    writeln!(
+        out,
+        "recording {}  ({})",
+        recording.id,
+        recording.path.display()
+    )?;
+    writeln!(
+        out,
+        "verification: {}{}",
+        report.status,
+        mac_note(report.mac, false)
+    )?;
     if let Some(identity) = recording.identity() {
-        writeln!(out, "session: {}", without_control_characters(&describe_identity(identity)))?;
+        writeln!(
+            out,
+            "session: {}",
+            without_control_characters(&describe_identity(identity))
+        )?;
     }
     if recording.unreadable_lines > 0 {
-        writeln!(out, "warning: {} unreadable lines skipped", recording.unreadable_lines)?;
+        writeln!(
+            out,
+            "warning: {} unreadable lines skipped",
+            recording.unreadable_lines
+        )?;
     }
     Ok(())
 }
@@ -339,7 +406,12 @@ fn describe_identity(i: &RecordedIdentity) -> String {
     if let Some(pid) = i.backend_pid {
         let _ = write!(s, " backend_pid={pid}");
     }
-    let _ = write!(s, " tls(client={}, upstream={})", yes_no(i.client_tls), yes_no(i.upstream_tls));
+    let _ = write!(
+        s,
+        " tls(client={}, upstream={})",
+        yes_no(i.client_tls),
+        yes_no(i.upstream_tls)
+    );
     s
 }
 
@@ -352,20 +424,38 @@ fn transcript_line(line: &ReadLine) -> String {
     let entry: &Entry = match line {
         ReadLine::Entry(entry) => entry,
         ReadLine::Other(value) => {
-            let kind = value.get("type").and_then(serde_json::Value::as_str).unwrap_or("?");
+            let kind = value
+                .get("type")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?");
             return format!("{:>10}  ({kind} event: not understood by this version)", "");
         }
     };
     let at = format!("+{:.3}s", entry.mono_ns as f64 / 1e9);
     let what = match &entry.body {
         Body::Header(h) => {
-            format!("recording v{} by {} (rows: {}) started {}", h.version, h.writer, snake_name(&h.rows), entry.ts)
+            format!(
+                "recording v{} by {} (rows: {}) started {}",
+                h.version,
+                h.writer,
+                snake_name(&h.rows),
+                entry.ts
+            )
         }
         Body::SessionStart(_) => "session start".to_owned(),
         Body::Statement(s) => {
             let kinds: Vec<String> = s.kinds.iter().map(snake_name).collect();
-            let tables = if s.tables.is_empty() { String::new() } else { format!("; tables {}", s.tables.join(", ")) };
-            format!("statement [{}] {}   ({}{tables})", snake_name(&s.form), s.sql, kinds.join(", "))
+            let tables = if s.tables.is_empty() {
+                String::new()
+            } else {
+                format!("; tables {}", s.tables.join(", "))
+            };
+            format!(
+                "statement [{}] {}   ({}{tables})",
+                snake_name(&s.form),
+                s.sql,
+                kinds.join(", ")
+            )
         }
         Body::Verdict(v) => {
             let verdict = match v.verdict {
@@ -374,7 +464,9 @@ fn transcript_line(line: &ReadLine) -> String {
                 VerdictKind::Hold => "HOLD",
             };
             match (&v.rule, &v.message) {
-                (Some(rule), Some(message)) => format!("  verdict: {verdict} (rule {rule}: {message})"),
+                (Some(rule), Some(message)) => {
+                    format!("  verdict: {verdict} (rule {rule}: {message})")
+                }
                 (Some(rule), None) => format!("  verdict: {verdict} (rule {rule})"),
                 _ => format!("  verdict: {verdict}"),
             }
@@ -382,7 +474,11 @@ fn transcript_line(line: &ReadLine) -> String {
         Body::Hold(h) => {
             let mut s = format!("  hold {} {}", h.hold_id, h.state.as_str());
             if let Some(decider) = &h.decider {
-                let by = if matches!(h.state, HoldState::Approved | HoldState::Denied) { "by" } else { "decider" };
+                let by = if matches!(h.state, HoldState::Approved | HoldState::Denied) {
+                    "by"
+                } else {
+                    "decider"
+                };
                 let _ = write!(s, " {by} {decider}");
             }
             if let Some(reason) = &h.reason {
@@ -393,12 +489,15 @@ fn transcript_line(line: &ReadLine) -> String {
         Body::Result(r) => match (&r.sqlstate, &r.tag) {
             (Some(state), _) => format!("  result: failed, SQLSTATE {state}"),
             (None, Some(tag)) => format!("  result: {tag}"),
-            (None, None) => format!("  result: {} rows", r.rows.map_or_else(|| "?".into(), |n| n.to_string())),
+            (None, None) => format!(
+                "  result: {} rows",
+                r.rows.map_or_else(|| "?".into(), |n| n.to_string())
+            ),
         },
         Body::Rows(rows) => {
             let mut s = format!("  rows ({}):", rows.rows.len());
             for (i, row) in rows.rows.iter().enumerate() {
-                let cells: Vec<String> = row.iter().map(display_cell).collect();
+                let cells: Vec<String> = row.iter().map(Option::as_ref).map(display_cell).collect();
                 let _ = write!(s, "\n{:>10}    | {} |", "", cells.join(" | "));
                 if let Some(t) = rows.truncated.iter().find(|t| t.row as usize == i) {
                     let _ = write!(s, " … [row truncated from {} bytes]", t.original_bytes);
@@ -411,7 +510,7 @@ fn transcript_line(line: &ReadLine) -> String {
                 CopyDirection::ToServer => "to server",
                 CopyDirection::ToClient => "to client",
             };
-            let mut s = format!("  copy data {direction}: {}", display_cell(&Some(c.data.clone())));
+            let mut s = format!("  copy data {direction}: {}", display_cell(Some(&c.data)));
             if let Some(original) = c.truncated_from_bytes {
                 let _ = write!(s, " … [truncated from {original} bytes]");
             }
@@ -436,7 +535,11 @@ fn transcript_line(line: &ReadLine) -> String {
             "trailer: {} events, last hash {}…, {}",
             t.events,
             t.last_hash.get(..12).unwrap_or(&t.last_hash),
-            if t.mac.is_some() { "MAC present" } else { "no MAC" }
+            if t.mac.is_some() {
+                "MAC present"
+            } else {
+                "no MAC"
+            }
         ),
     };
     // Recorded text is the client's: never let it drive the auditor's terminal.
@@ -446,11 +549,20 @@ fn transcript_line(line: &ReadLine) -> String {
 /// Escapes control characters other than newline and tab (ANSI escapes in a
 /// recorded statement must not reach a terminal raw).
 fn without_control_characters(text: &str) -> String {
-    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return text.to_owned();
     }
     text.chars()
-        .map(|c| if c.is_control() && c != '\n' && c != '\t' { c.escape_default().to_string() } else { c.to_string() })
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 
@@ -462,7 +574,7 @@ fn snake_name(value: &impl Serialize) -> String {
     }
 }
 
-fn display_cell(cell: &Option<Cell>) -> String {
+fn display_cell(cell: Option<&Cell>) -> String {
     match cell {
         None => "NULL".to_owned(),
         Some(Cell::Text(text)) => text.escape_debug().to_string(),
@@ -474,19 +586,29 @@ fn display_cell(cell: &Option<Cell>) -> String {
 mod tests {
     use super::*;
     use crate::record::format::{
-        ChainWriter, FORMAT_NAME, FORMAT_VERSION, Header, HoldEvent, ResultEvent, RowsEvent, RowsMode, SessionEndEvent,
-        SessionStart, SessionTotals, StatementEvent, TruncatedRow, VerdictEvent,
+        ChainWriter, FORMAT_NAME, FORMAT_VERSION, Header, HoldEvent, ResultEvent, RowsEvent,
+        RowsMode, SessionEndEvent, SessionStart, SessionTotals, StatementEvent, TruncatedRow,
+        VerdictEvent,
     };
     use crate::statement::{ProtocolForm, StatementKind};
 
     const KEY: &[u8] = b"k";
 
     /// Writes `<dir>/<id>.jsonl` with events at the given `mono_ns` (ms).
-    fn write_recording(dir: &Path, id: &str, session: &str, user: &str, started: &str, key: Option<&[u8]>) {
+    fn write_recording(
+        dir: &Path,
+        id: &str,
+        session: &str,
+        user: &str,
+        started: &str,
+        key: Option<&[u8]>,
+    ) {
         let mut out = Vec::new();
         let mut chain = ChainWriter::new(session);
         let ms = |n: u64| n * 1_000_000;
-        let mut push = |chain: &mut ChainWriter, at: u64, body: Body| chain.append(&mut out, ms(at), started.into(), body);
+        let mut push = |chain: &mut ChainWriter, at: u64, body: Body| {
+            chain.append(&mut out, ms(at), started.into(), body)
+        };
         push(
             &mut chain,
             0,
@@ -518,16 +640,39 @@ mod tests {
                 tables: vec!["customers".into()],
             }),
         );
-        push(&mut chain, 100, Body::Verdict(VerdictEvent { verdict: VerdictKind::Allow, rule: None, message: None }));
+        push(
+            &mut chain,
+            100,
+            Body::Verdict(VerdictEvent {
+                verdict: VerdictKind::Allow,
+                rule: None,
+                message: None,
+            }),
+        );
         push(
             &mut chain,
             150,
             Body::Rows(RowsEvent {
-                rows: vec![vec![Some(Cell::Text("alice".into())), Some(Cell::Text("***-**-6789".into())), None]],
-                truncated: vec![TruncatedRow { row: 0, original_bytes: 99 }],
+                rows: vec![vec![
+                    Some(Cell::Text("alice".into())),
+                    Some(Cell::Text("***-**-6789".into())),
+                    None,
+                ]],
+                truncated: vec![TruncatedRow {
+                    row: 0,
+                    original_bytes: 99,
+                }],
             }),
         );
-        push(&mut chain, 150, Body::Result(ResultEvent { tag: Some("SELECT 1 -- \u{1b}[2J".into()), rows: Some(1), sqlstate: None }));
+        push(
+            &mut chain,
+            150,
+            Body::Result(ResultEvent {
+                tag: Some("SELECT 1 -- \u{1b}[2J".into()),
+                rows: Some(1),
+                sqlstate: None,
+            }),
+        );
         push(
             &mut chain,
             300,
@@ -550,7 +695,12 @@ mod tests {
         push(
             &mut chain,
             300,
-            Body::Hold(HoldEvent { hold_id: "h-1".into(), state: HoldState::Created, decider: None, reason: None }),
+            Body::Hold(HoldEvent {
+                hold_id: "h-1".into(),
+                state: HoldState::Created,
+                decider: None,
+                reason: None,
+            }),
         );
         push(
             &mut chain,
@@ -567,7 +717,12 @@ mod tests {
             1400,
             Body::SessionEnd(SessionEndEvent {
                 reason: "client_closed".into(),
-                totals: SessionTotals { statements: 2, held: 1, rows_recorded: 1, ..SessionTotals::default() },
+                totals: SessionTotals {
+                    statements: 2,
+                    held: 1,
+                    rows_recorded: 1,
+                    ..SessionTotals::default()
+                },
             }),
         );
         chain.append_trailer(&mut out, ms(1400), started.into(), key);
@@ -576,8 +731,22 @@ mod tests {
 
     fn fixture() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
-        write_recording(dir.path(), "20250101T000000Z-s-1", "s-1", "alice", "2025-01-01T00:00:00Z", Some(KEY));
-        write_recording(dir.path(), "20250301T000000Z-s-2", "s-2", "carol", "2025-03-01T00:00:00Z", Some(KEY));
+        write_recording(
+            dir.path(),
+            "20250101T000000Z-s-1",
+            "s-1",
+            "alice",
+            "2025-01-01T00:00:00Z",
+            Some(KEY),
+        );
+        write_recording(
+            dir.path(),
+            "20250301T000000Z-s-2",
+            "s-2",
+            "carol",
+            "2025-03-01T00:00:00Z",
+            Some(KEY),
+        );
         dir
     }
 
@@ -591,24 +760,66 @@ mod tests {
     fn list_filters_by_user_time_and_workload() {
         let dir = fixture();
         let all = output(|o| list(dir.path(), &ListFilter::default(), false, o));
-        assert!(all.contains("20250101T000000Z-s-1") && all.contains("20250301T000000Z-s-2"), "{all}");
-        assert!(all.contains("alice@shop") && all.contains("client_closed"), "{all}");
+        assert!(
+            all.contains("20250101T000000Z-s-1") && all.contains("20250301T000000Z-s-2"),
+            "{all}"
+        );
+        assert!(
+            all.contains("alice@shop") && all.contains("client_closed"),
+            "{all}"
+        );
 
-        let carol = output(|o| list(dir.path(), &ListFilter { user: Some("carol"), ..ListFilter::default() }, false, o));
-        assert!(!carol.contains("s-1 ") && carol.contains("20250301T000000Z-s-2"), "{carol}");
+        let carol = output(|o| {
+            list(
+                dir.path(),
+                &ListFilter {
+                    user: Some("carol"),
+                    ..ListFilter::default()
+                },
+                false,
+                o,
+            )
+        });
+        assert!(
+            !carol.contains("s-1 ") && carol.contains("20250301T000000Z-s-2"),
+            "{carol}"
+        );
 
         let since = parse_since("2025-02-01T00:00:00Z", SystemTime::now()).expect("parses");
-        let recent = output(|o| list(dir.path(), &ListFilter { since: Some(since), ..ListFilter::default() }, true, o));
+        let recent = output(|o| {
+            list(
+                dir.path(),
+                &ListFilter {
+                    since: Some(since),
+                    ..ListFilter::default()
+                },
+                true,
+                o,
+            )
+        });
         let json: serde_json::Value = serde_json::from_str(&recent).expect("json");
         assert_eq!(json.as_array().map(Vec::len), Some(1));
         assert_eq!(json[0]["identity"]["user"], "carol");
         assert_eq!(json[0]["complete"], true);
         assert_eq!(json[0]["statements"], 2);
 
-        let none = output(|o| list(dir.path(), &ListFilter { workload: Some("billing"), ..ListFilter::default() }, true, o));
+        let none = output(|o| {
+            list(
+                dir.path(),
+                &ListFilter {
+                    workload: Some("billing"),
+                    ..ListFilter::default()
+                },
+                true,
+                o,
+            )
+        });
         assert_eq!(none.trim(), "[]");
         assert!(parse_since("2h", SystemTime::now()).is_ok());
-        assert!(matches!(parse_since("yesterday-ish", SystemTime::now()), Err(CliError::BadSince { .. })));
+        assert!(matches!(
+            parse_since("yesterday-ish", SystemTime::now()),
+            Err(CliError::BadSince { .. })
+        ));
     }
 
     #[test]
@@ -631,7 +842,10 @@ mod tests {
         }
         assert!(!text.contains('\u{1b}'), "control characters are escaped");
         assert!(text.contains("SELECT 1 -- \\u{1b}[2J"), "{text}");
-        assert!(matches!(show(dir.path(), "nope", &mut Vec::new()), Err(CliError::Read(ReadError::NotFound { .. }))));
+        assert!(matches!(
+            show(dir.path(), "nope", &mut Vec::new()),
+            Err(CliError::Read(ReadError::NotFound { .. }))
+        ));
     }
 
     #[test]
@@ -639,14 +853,21 @@ mod tests {
         let dir = fixture();
         let mut pauses = Vec::new();
         let mut out = Vec::new();
-        replay_with(dir.path(), "20250101T000000Z-s-1", 2.0, &mut out, |d| pauses.push(d)).expect("replays");
+        replay_with(dir.path(), "20250101T000000Z-s-1", 2.0, &mut out, |d| {
+            pauses.push(d)
+        })
+        .expect("replays");
         // Gaps 100, 50, 150, 1000, 100 ms, at twice the speed.
         let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, [50, 25, 75, 500, 50]);
         let mut none = Vec::new();
         replay_with(dir.path(), "s-1", 0.0, &mut Vec::new(), |d| none.push(d)).expect("replays");
         assert!(none.is_empty());
-        assert!(String::from_utf8(out).expect("utf8").contains("approved by bob"));
+        assert!(
+            String::from_utf8(out)
+                .expect("utf8")
+                .contains("approved by bob")
+        );
     }
 
     #[test]
@@ -658,7 +879,11 @@ mod tests {
         assert_eq!(doc["trailer"]["type"], "trailer");
         assert_eq!(doc["events"].as_array().map(Vec::len), Some(10));
         assert_eq!(doc["events"][0]["type"], "session_start");
-        assert!(doc["events"][0]["hash"].as_str().is_some_and(|h| h.len() == 64));
+        assert!(
+            doc["events"][0]["hash"]
+                .as_str()
+                .is_some_and(|h| h.len() == 64)
+        );
         assert_eq!(doc["verification"]["status"]["status"], "intact");
     }
 
@@ -671,16 +896,25 @@ mod tests {
         assert!(String::from_utf8_lossy(&out).contains("(MAC verified)"));
 
         let path = dir.path().join("20250301T000000Z-s-2.jsonl");
-        let text = std::fs::read_to_string(&path).expect("read").replace("DELETE FROM orders", "SELECT 1 FROM orders");
+        let text = std::fs::read_to_string(&path)
+            .expect("read")
+            .replace("DELETE FROM orders", "SELECT 1 FROM orders");
         std::fs::write(&path, text).expect("write");
         let mut out = Vec::new();
         let summary = verify(dir.path(), &[], Some(KEY), &mut out).expect("verifies");
-        assert_eq!((summary.intact, summary.tampered, summary.exit_code()), (1, 1, 1));
+        assert_eq!(
+            (summary.intact, summary.tampered, summary.exit_code()),
+            (1, 1, 1)
+        );
         let out = String::from_utf8(out).expect("utf8");
-        assert!(out.contains("20250301T000000Z-s-2: TAMPERED at seq 6: hash does not match"), "{out}");
+        assert!(
+            out.contains("20250301T000000Z-s-2: TAMPERED at seq 6: hash does not match"),
+            "{out}"
+        );
 
         // Only the named one.
-        let summary = verify(dir.path(), &["s-1".into()], Some(KEY), &mut Vec::new()).expect("verifies");
+        let summary =
+            verify(dir.path(), &["s-1".into()], Some(KEY), &mut Vec::new()).expect("verifies");
         assert_eq!(summary.exit_code(), 0);
     }
 }

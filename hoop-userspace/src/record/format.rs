@@ -75,8 +75,16 @@ pub fn trailer_mac(key: &[u8], last_hash_hex: &str, events: u64, session_id: &st
 }
 
 /// Checks a trailer MAC in constant time.
-pub fn trailer_mac_matches(key: &[u8], last_hash_hex: &str, events: u64, session_id: &str, mac_hex: &str) -> bool {
-    let Ok(claimed) = hex::decode(mac_hex) else { return false };
+pub fn trailer_mac_matches(
+    key: &[u8],
+    last_hash_hex: &str,
+    events: u64,
+    session_id: &str,
+    mac_hex: &str,
+) -> bool {
+    let Ok(claimed) = hex::decode(mac_hex) else {
+        return false;
+    };
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(MAC_DOMAIN);
     mac.update(last_hash_hex.as_bytes());
@@ -281,13 +289,21 @@ impl From<&crate::statement::Verdict> for VerdictEvent {
     fn from(verdict: &crate::statement::Verdict) -> Self {
         use crate::statement::Verdict;
         match verdict {
-            Verdict::Allow => Self { verdict: VerdictKind::Allow, rule: None, message: None },
-            Verdict::Deny(d) => {
-                Self { verdict: VerdictKind::Deny, rule: Some(d.rule.clone()), message: Some(d.message.clone()) }
-            }
-            Verdict::Hold(h) => {
-                Self { verdict: VerdictKind::Hold, rule: Some(h.rule.clone()), message: Some(h.message.clone()) }
-            }
+            Verdict::Allow => Self {
+                verdict: VerdictKind::Allow,
+                rule: None,
+                message: None,
+            },
+            Verdict::Deny(d) => Self {
+                verdict: VerdictKind::Deny,
+                rule: Some(d.rule.clone()),
+                message: Some(d.message.clone()),
+            },
+            Verdict::Hold(h) => Self {
+                verdict: VerdictKind::Hold,
+                rule: Some(h.rule.clone()),
+                message: Some(h.message.clone()),
+            },
         }
     }
 }
@@ -362,11 +378,12 @@ pub enum Cell {
 impl Cell {
     /// Encodes bytes: text when valid UTF-8, base64 otherwise.
     pub fn from_bytes(bytes: &[u8]) -> Cell {
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Cell::Text(s.to_owned()),
-            Err(_) => {
-                use base64::Engine as _;
-                Cell::Binary { base64: base64::engine::general_purpose::STANDARD.encode(bytes) }
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            Cell::Text(text.to_owned())
+        } else {
+            use base64::Engine as _;
+            Cell::Binary {
+                base64: base64::engine::general_purpose::STANDARD.encode(bytes),
             }
         }
     }
@@ -510,7 +527,11 @@ pub struct ChainWriter {
 impl ChainWriter {
     /// A chain seeded for `session_id`; the first line appended must be the header.
     pub fn new(session_id: &str) -> Self {
-        Self { session_id: session_id.to_owned(), previous: chain_seed(session_id), next_seq: 0 }
+        Self {
+            session_id: session_id.to_owned(),
+            previous: chain_seed(session_id),
+            next_seq: 0,
+        }
     }
 
     /// The `seq` the next line gets.
@@ -520,17 +541,37 @@ impl ChainWriter {
 
     /// Appends one line to `out`.
     pub fn append(&mut self, out: &mut Vec<u8>, mono_ns: u64, ts: String, body: Body) {
-        let entry = Entry { seq: self.next_seq, mono_ns, ts, body };
+        let entry = Entry {
+            seq: self.next_seq,
+            mono_ns,
+            ts,
+            body,
+        };
         self.previous = append_line(out, &entry, &self.previous);
         self.next_seq += 1;
     }
 
     /// Appends the trailer, with a MAC when `key` is given.
-    pub fn append_trailer(&mut self, out: &mut Vec<u8>, mono_ns: u64, ts: String, key: Option<&[u8]>) {
+    pub fn append_trailer(
+        &mut self,
+        out: &mut Vec<u8>,
+        mono_ns: u64,
+        ts: String,
+        key: Option<&[u8]>,
+    ) {
         let events = self.next_seq.saturating_sub(1);
         let last_hash = hex::encode(self.previous);
         let mac = key.map(|key| trailer_mac(key, &last_hash, events, &self.session_id));
-        self.append(out, mono_ns, ts, Body::Trailer(Trailer { events, last_hash, mac }));
+        self.append(
+            out,
+            mono_ns,
+            ts,
+            Body::Trailer(Trailer {
+                events,
+                last_hash,
+                mac,
+            }),
+        );
     }
 }
 
@@ -561,9 +602,15 @@ pub fn split_line(line: &[u8]) -> Result<SplitLine, LineError> {
         return Err(LineError::NoHashSuffix);
     }
     let (head, suffix) = line.split_at(line.len() - HASH_SUFFIX_LEN);
-    let hex_part = suffix.strip_prefix(HASH_KEY).and_then(|s| s.strip_suffix(HASH_END)).ok_or(LineError::NoHashSuffix)?;
+    let hex_part = suffix
+        .strip_prefix(HASH_KEY)
+        .and_then(|s| s.strip_suffix(HASH_END))
+        .ok_or(LineError::NoHashSuffix)?;
     // Lowercase only, so a line has exactly one valid spelling of its hash.
-    if !hex_part.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if !hex_part
+        .iter()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return Err(LineError::BadHashHex);
     }
     let mut claimed = [0u8; 32];
@@ -582,7 +629,10 @@ pub fn split_line(line: &[u8]) -> Result<SplitLine, LineError> {
 pub fn cut_row(columns: &[Option<&[u8]>], max_bytes: usize) -> (Vec<Option<Vec<u8>>>, Option<u64>) {
     let total: usize = columns.iter().map(|c| c.map_or(0, <[u8]>::len)).sum();
     if total <= max_bytes {
-        return (columns.iter().map(|c| c.map(<[u8]>::to_vec)).collect(), None);
+        return (
+            columns.iter().map(|c| c.map(<[u8]>::to_vec)).collect(),
+            None,
+        );
     }
     let mut budget = max_bytes;
     let mut kept = Vec::with_capacity(columns.len());
@@ -625,14 +675,25 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64, body: Body) -> Entry {
-        Entry { seq, mono_ns: seq * 1000, ts: "2025-01-01T00:00:00Z".into(), body }
+        Entry {
+            seq,
+            mono_ns: seq * 1000,
+            ts: "2025-01-01T00:00:00Z".into(),
+            body,
+        }
     }
 
     #[test]
     fn line_hash_covers_the_bytes_on_disk() {
         let mut out = Vec::new();
         let seed = chain_seed("s-1");
-        let e = entry(1, Body::Error(ErrorEvent { sqlstate: "42501".into(), message: "no".into() }));
+        let e = entry(
+            1,
+            Body::Error(ErrorEvent {
+                sqlstate: "42501".into(),
+                message: "no".into(),
+            }),
+        );
         let hash = append_line(&mut out, &e, &seed);
         assert_eq!(out.last(), Some(&b'\n'));
         let line = &out[..out.len() - 1];
@@ -642,7 +703,12 @@ mod tests {
         // The canonical bytes are exactly what serde_json wrote.
         assert_eq!(split.canonical, serde_json::to_vec(&e).expect("serializes"));
         let text = std::str::from_utf8(line).expect("utf8");
-        assert!(text.starts_with(r#"{"seq":1,"mono_ns":1000,"ts":"2025-01-01T00:00:00Z","type":"error","#), "{text}");
+        assert!(
+            text.starts_with(
+                r#"{"seq":1,"mono_ns":1000,"ts":"2025-01-01T00:00:00Z","type":"error","#
+            ),
+            "{text}"
+        );
         assert!(text.ends_with(&format!(r#","hash":"{}"}}"#, hex::encode(hash))));
         let parsed: Entry = serde_json::from_slice(line).expect("parses back");
         assert_eq!(parsed, e);
@@ -658,12 +724,19 @@ mod tests {
     #[test]
     fn cells_are_text_or_base64_and_null_is_null() {
         let rows = RowsEvent {
-            rows: vec![vec![Some(Cell::from_bytes(b"ab")), None, Some(Cell::from_bytes(&[0xff, 0x00]))]],
+            rows: vec![vec![
+                Some(Cell::from_bytes(b"ab")),
+                None,
+                Some(Cell::from_bytes(&[0xff, 0x00])),
+            ]],
             truncated: vec![],
         };
         let json = serde_json::to_string(&rows).expect("serializes");
         assert_eq!(json, r#"{"rows":[["ab",null,{"base64":"/wA="}]]}"#);
-        assert_eq!(serde_json::from_str::<RowsEvent>(&json).expect("parses"), rows);
+        assert_eq!(
+            serde_json::from_str::<RowsEvent>(&json).expect("parses"),
+            rows
+        );
     }
 
     #[test]
@@ -673,7 +746,10 @@ mod tests {
         let (kept, original) = cut_row(&[Some(a), None, Some(b), Some(b"tail")], 7);
         assert_eq!(original, Some(3 + 6 + 4));
         // 3 bytes of "abc", then 4 bytes left: "é" (2) fits, "€" (3) would not.
-        assert_eq!(kept, vec![Some(b"abc".to_vec()), None, Some("é".as_bytes().to_vec())]);
+        assert_eq!(
+            kept,
+            vec![Some(b"abc".to_vec()), None, Some("é".as_bytes().to_vec())]
+        );
         let (kept, original) = cut_row(&[Some(a)], 3);
         assert_eq!((kept.len(), original), (1, None));
     }
@@ -684,6 +760,12 @@ mod tests {
         assert!(trailer_mac_matches(b"k", &"0".repeat(64), 3, "s-1", &mac));
         assert!(!trailer_mac_matches(b"k", &"0".repeat(64), 4, "s-1", &mac));
         assert!(!trailer_mac_matches(b"k", &"0".repeat(64), 3, "s-2", &mac));
-        assert!(!trailer_mac_matches(b"other", &"0".repeat(64), 3, "s-1", &mac));
+        assert!(!trailer_mac_matches(
+            b"other",
+            &"0".repeat(64),
+            3,
+            "s-1",
+            &mac
+        ));
     }
 }

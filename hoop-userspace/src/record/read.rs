@@ -57,7 +57,10 @@ pub struct RecordingFile {
 
 /// Every recording in `dir`, oldest first (ids start with the start time).
 pub fn list_files(dir: &Path) -> Result<Vec<RecordingFile>, ReadError> {
-    let list_error = |source| ReadError::ListDir { dir: dir.to_path_buf(), source };
+    let list_error = |source| ReadError::ListDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(list_error)? {
         let path = entry.map_err(list_error)?.path();
@@ -65,7 +68,10 @@ pub fn list_files(dir: &Path) -> Result<Vec<RecordingFile>, ReadError> {
             continue;
         }
         if let Some(id) = path.file_stem().and_then(|s| s.to_str()) {
-            files.push(RecordingFile { id: id.to_owned(), path });
+            files.push(RecordingFile {
+                id: id.to_owned(),
+                path,
+            });
         }
     }
     files.sort_by(|a, b| a.id.cmp(&b.id));
@@ -80,12 +86,20 @@ pub fn resolve(dir: &Path, id: &str) -> Result<RecordingFile, ReadError> {
         return Ok(file.clone());
     }
     // `<YYYYMMDDTHHMMSSZ>-<session id>[-N]`: compare what follows the time.
-    let matches: Vec<&RecordingFile> =
-        files.iter().filter(|f| f.id.split_once('-').is_some_and(|(_, session)| session == id)).collect();
+    let matches: Vec<&RecordingFile> = files
+        .iter()
+        .filter(|f| {
+            f.id.split_once('-')
+                .is_some_and(|(_, session)| session == id)
+        })
+        .collect();
     match matches.as_slice() {
         [] => Err(ReadError::NotFound { id: id.to_owned() }),
         [one] => Ok((*one).clone()),
-        many => Err(ReadError::Ambiguous { id: id.to_owned(), matches: many.iter().map(|f| f.id.clone()).collect() }),
+        many => Err(ReadError::Ambiguous {
+            id: id.to_owned(),
+            matches: many.iter().map(|f| f.id.clone()).collect(),
+        }),
     }
 }
 
@@ -143,9 +157,19 @@ impl Recording {
 
 /// Reads and parses a whole recording.
 pub fn read_recording(file: &RecordingFile) -> Result<Recording, ReadError> {
-    let bytes = std::fs::read(&file.path).map_err(|source| ReadError::Read { path: file.path.clone(), source })?;
+    let bytes = std::fs::read(&file.path).map_err(|source| ReadError::Read {
+        path: file.path.clone(),
+        source,
+    })?;
     let (lines, unreadable_lines, torn_tail) = parse_lines(&bytes);
-    Ok(Recording { id: file.id.clone(), path: file.path.clone(), bytes, lines, unreadable_lines, torn_tail })
+    Ok(Recording {
+        id: file.id.clone(),
+        path: file.path.clone(),
+        bytes,
+        lines,
+        unreadable_lines,
+        torn_tail,
+    })
 }
 
 /// Parses the complete lines of `bytes`: (lines, unreadable count, torn tail).
@@ -203,11 +227,17 @@ const SUMMARY_WINDOW: u64 = 64 << 10;
 
 /// Reads a recording's summary from its first and last 64 KiB.
 pub fn read_summary(file: &RecordingFile) -> Result<RecordingSummary, ReadError> {
-    let read_error = |source| ReadError::Read { path: file.path.clone(), source };
+    let read_error = |source| ReadError::Read {
+        path: file.path.clone(),
+        source,
+    };
     let mut f = std::fs::File::open(&file.path).map_err(read_error)?;
     let len = f.metadata().map_err(read_error)?.len();
     let mut head = Vec::new();
-    (&mut f).take(SUMMARY_WINDOW).read_to_end(&mut head).map_err(read_error)?;
+    (&mut f)
+        .take(SUMMARY_WINDOW)
+        .read_to_end(&mut head)
+        .map_err(read_error)?;
     let tail_start = len.saturating_sub(SUMMARY_WINDOW);
     let tail = if tail_start == 0 {
         head.clone()
@@ -233,7 +263,10 @@ pub fn read_summary(file: &RecordingFile) -> Result<RecordingSummary, ReadError>
         id: file.id.clone(),
         path: file.path.clone(),
         bytes: len,
-        started: head_entries.iter().find(|e| matches!(e.body, Body::Header(_))).map(|e| e.ts.clone()),
+        started: head_entries
+            .iter()
+            .find(|e| matches!(e.body, Body::Header(_)))
+            .map(|e| e.ts.clone()),
         identity: head_entries.iter().find_map(|e| match &e.body {
             Body::SessionStart(s) => Some(s.identity.clone()),
             _ => None,
@@ -243,6 +276,8 @@ pub fn read_summary(file: &RecordingFile) -> Result<RecordingSummary, ReadError>
             _ => None,
         }),
         duration_ns: tail_entries.first().map_or(0, |e| e.mono_ns),
-        complete: tail_entries.first().is_some_and(|e| matches!(e.body, Body::Trailer(_))),
+        complete: tail_entries
+            .first()
+            .is_some_and(|e| matches!(e.body, Body::Trailer(_))),
     })
 }

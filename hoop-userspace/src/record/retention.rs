@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashSet,
+    hash::BuildHasher,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -26,7 +27,9 @@ impl RetentionPolicy {
     /// From `recording.retain_days` and `recording.max_total_bytes`.
     pub fn from_config(cfg: &crate::config::RecordingConfig) -> Self {
         Self {
-            max_age: cfg.retain_days.map(|days| Duration::from_secs(days.saturating_mul(24 * 60 * 60))),
+            max_age: cfg
+                .retain_days
+                .map(|days| Duration::from_secs(days.saturating_mul(24 * 60 * 60))),
             max_total_bytes: cfg.max_total_bytes,
         }
     }
@@ -50,23 +53,28 @@ pub struct StoredRecording {
 
 /// The files to delete, oldest first. `open` holds the recordings still being
 /// written; they are never chosen, though their bytes count toward the total.
-pub fn plan(
+pub fn plan<S: BuildHasher>(
     files: &[StoredRecording],
-    open: &HashSet<PathBuf>,
+    open: &HashSet<PathBuf, S>,
     now: SystemTime,
     policy: &RetentionPolicy,
 ) -> Vec<PathBuf> {
     let mut oldest_first: Vec<&StoredRecording> = files.iter().collect();
-    oldest_first.sort_by(|a, b| a.modified.cmp(&b.modified).then_with(|| a.path.cmp(&b.path)));
+    oldest_first.sort_by(|a, b| {
+        a.modified
+            .cmp(&b.modified)
+            .then_with(|| a.path.cmp(&b.path))
+    });
     let mut total: u64 = files.iter().map(|f| f.bytes).sum();
     let mut delete = Vec::new();
     for file in oldest_first {
         if open.contains(&file.path) {
             continue;
         }
-        let too_old = policy
-            .max_age
-            .is_some_and(|max_age| now.duration_since(file.modified).is_ok_and(|age| age > max_age));
+        let too_old = policy.max_age.is_some_and(|max_age| {
+            now.duration_since(file.modified)
+                .is_ok_and(|age| age > max_age)
+        });
         let too_big = policy.max_total_bytes.is_some_and(|max| total > max);
         if too_old || too_big {
             total = total.saturating_sub(file.bytes);
@@ -91,7 +99,10 @@ pub enum RetentionError {
 
 /// The recording files (`*.jsonl`) in `dir`.
 pub fn scan(dir: &Path) -> Result<Vec<StoredRecording>, RetentionError> {
-    let scan_error = |source| RetentionError::Scan { dir: dir.to_path_buf(), source };
+    let scan_error = |source| RetentionError::Scan {
+        dir: dir.to_path_buf(),
+        source,
+    };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(scan_error)? {
         let entry = entry.map_err(scan_error)?;
@@ -104,7 +115,11 @@ pub fn scan(dir: &Path) -> Result<Vec<StoredRecording>, RetentionError> {
         if !meta.is_file() {
             continue;
         }
-        files.push(StoredRecording { path, bytes: meta.len(), modified: meta.modified().unwrap_or(SystemTime::now()) });
+        files.push(StoredRecording {
+            path,
+            bytes: meta.len(),
+            modified: meta.modified().unwrap_or(SystemTime::now()),
+        });
     }
     Ok(files)
 }
@@ -119,9 +134,9 @@ pub struct RetentionOutcome {
 }
 
 /// Scans `dir`, plans and deletes.
-pub fn apply(
+pub fn apply<S: BuildHasher>(
     dir: &Path,
-    open: &HashSet<PathBuf>,
+    open: &HashSet<PathBuf, S>,
     now: SystemTime,
     policy: &RetentionPolicy,
 ) -> Result<RetentionOutcome, RetentionError> {
@@ -156,20 +171,38 @@ mod tests {
     #[test]
     fn deletes_old_files_but_never_open_ones() {
         let now = SystemTime::now();
-        let files = [file("a", 1, 10, now), file("b", 1, 9, now), file("c", 1, 1, now)];
+        let files = [
+            file("a", 1, 10, now),
+            file("b", 1, 9, now),
+            file("c", 1, 1, now),
+        ];
         let open: HashSet<PathBuf> = [PathBuf::from("b")].into();
-        let policy = RetentionPolicy { max_age: Some(Duration::from_secs(5 * 86_400)), max_total_bytes: None };
+        let policy = RetentionPolicy {
+            max_age: Some(Duration::from_hours(5 * 24)),
+            max_total_bytes: None,
+        };
         assert_eq!(plan(&files, &open, now, &policy), vec![PathBuf::from("a")]);
     }
 
     #[test]
     fn trims_oldest_first_to_the_byte_budget() {
         let now = SystemTime::now();
-        let files = [file("new", 40, 0, now), file("old", 50, 3, now), file("mid", 30, 2, now), file("live", 100, 4, now)];
+        let files = [
+            file("new", 40, 0, now),
+            file("old", 50, 3, now),
+            file("mid", 30, 2, now),
+            file("live", 100, 4, now),
+        ];
         let open: HashSet<PathBuf> = [PathBuf::from("live")].into();
         // 220 bytes, budget 150: "live" is the oldest but open; "old" (50) brings it to 170; "mid" to 140.
-        let policy = RetentionPolicy { max_age: None, max_total_bytes: Some(150) };
-        assert_eq!(plan(&files, &open, now, &policy), vec![PathBuf::from("old"), PathBuf::from("mid")]);
+        let policy = RetentionPolicy {
+            max_age: None,
+            max_total_bytes: Some(150),
+        };
+        assert_eq!(
+            plan(&files, &open, now, &policy),
+            vec![PathBuf::from("old"), PathBuf::from("mid")]
+        );
     }
 
     #[test]
@@ -177,8 +210,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("a.jsonl"), b"x").expect("write");
         std::fs::write(dir.path().join("notes.txt"), b"x").expect("write");
-        let policy = RetentionPolicy { max_age: None, max_total_bytes: Some(0) };
-        let outcome = apply(dir.path(), &HashSet::new(), SystemTime::now(), &policy).expect("applies");
+        let policy = RetentionPolicy {
+            max_age: None,
+            max_total_bytes: Some(0),
+        };
+        let outcome =
+            apply(dir.path(), &HashSet::new(), SystemTime::now(), &policy).expect("applies");
         assert_eq!(outcome.deleted, vec![dir.path().join("a.jsonl")]);
         assert!(dir.path().join("notes.txt").exists());
     }

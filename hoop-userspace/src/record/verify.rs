@@ -19,7 +19,8 @@ use std::{fmt, path::Path};
 use serde::Serialize;
 
 use super::format::{
-    ChainHash, FORMAT_NAME, FORMAT_VERSION, LineError, chain_hash, chain_seed, split_line, trailer_mac_matches,
+    ChainHash, FORMAT_NAME, FORMAT_VERSION, LineError, chain_hash, chain_seed, split_line,
+    trailer_mac_matches,
 };
 
 /// The verdict on one recording.
@@ -115,16 +116,27 @@ impl fmt::Display for TamperReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TamperReason::Malformed { detail } => write!(f, "malformed line: {detail}"),
-            TamperReason::NotAHeader => f.write_str("the first line is not a hoop-recording header"),
-            TamperReason::SeqOutOfOrder { expected, found } => {
-                write!(f, "expected seq {expected}, found seq {found} (event deleted, inserted or moved)")
+            TamperReason::NotAHeader => {
+                f.write_str("the first line is not a hoop-recording header")
             }
-            TamperReason::HashMismatch => f.write_str("hash does not match the line's bytes and the chain"),
+            TamperReason::SeqOutOfOrder { expected, found } => {
+                write!(
+                    f,
+                    "expected seq {expected}, found seq {found} (event deleted, inserted or moved)"
+                )
+            }
+            TamperReason::HashMismatch => {
+                f.write_str("hash does not match the line's bytes and the chain")
+            }
             TamperReason::TrailerEventsMismatch { claimed, actual } => {
                 write!(f, "trailer claims {claimed} events, the file has {actual}")
             }
-            TamperReason::TrailerLastHashMismatch => f.write_str("trailer last_hash is not the last event's hash"),
-            TamperReason::MacMismatch => f.write_str("trailer MAC does not match (wrong key or rewritten file)"),
+            TamperReason::TrailerLastHashMismatch => {
+                f.write_str("trailer last_hash is not the last event's hash")
+            }
+            TamperReason::MacMismatch => {
+                f.write_str("trailer MAC does not match (wrong key or rewritten file)")
+            }
             TamperReason::MacMissing => f.write_str("a key was given but the trailer has no MAC"),
             TamperReason::DataAfterTrailer => f.write_str("data after the trailer"),
         }
@@ -135,12 +147,19 @@ impl fmt::Display for VerifyStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VerifyStatus::Intact => f.write_str("intact"),
-            VerifyStatus::TruncatedIntact { torn_tail: false } => f.write_str("truncated-intact (no trailer)"),
+            VerifyStatus::TruncatedIntact { torn_tail: false } => {
+                f.write_str("truncated-intact (no trailer)")
+            }
             VerifyStatus::TruncatedIntact { torn_tail: true } => {
                 f.write_str("truncated-intact (no trailer, torn last line)")
             }
-            VerifyStatus::Tampered { first_bad_seq, reason } => write!(f, "TAMPERED at seq {first_bad_seq}: {reason}"),
-            VerifyStatus::Unsupported { version } => write!(f, "unsupported format version {version}"),
+            VerifyStatus::Tampered {
+                first_bad_seq,
+                reason,
+            } => write!(f, "TAMPERED at seq {first_bad_seq}: {reason}"),
+            VerifyStatus::Unsupported { version } => {
+                write!(f, "unsupported format version {version}")
+            }
         }
     }
 }
@@ -168,13 +187,23 @@ pub enum VerifyError {
 /// Reads and verifies a recording file. `key` is the trailer HMAC key, when
 /// the auditor has it.
 pub fn verify_file(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, VerifyError> {
-    let bytes = std::fs::read(path).map_err(|source| VerifyError::Read { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| VerifyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(verify_bytes(&bytes, key))
 }
 
 /// Verifies a recording held in memory. Pure.
 pub fn verify_bytes(bytes: &[u8], key: Option<&[u8]>) -> VerifyReport {
-    let mut chain = Chain { key, previous: None, session_id: None, expected: 0, trailer_seen: false, mac: MacCheck::NoTrailer };
+    let mut chain = Chain {
+        key,
+        previous: None,
+        session_id: None,
+        expected: 0,
+        trailer_seen: false,
+        mac: MacCheck::NoTrailer,
+    };
     let mut rest = bytes;
     let mut torn_tail = false;
     while !rest.is_empty() {
@@ -196,13 +225,22 @@ pub fn verify_bytes(bytes: &[u8], key: Option<&[u8]>) -> VerifyReport {
             Ok(()) => {}
             // A final line without `\n` that does not verify is a torn write.
             Err(_) if !complete => torn_tail = true,
-            Err(LineFailure::Unsupported(version)) => return chain.report(VerifyStatus::Unsupported { version }),
+            Err(LineFailure::Unsupported(version)) => {
+                return chain.report(VerifyStatus::Unsupported { version });
+            }
             Err(LineFailure::Tampered(reason)) => {
-                return chain.report(VerifyStatus::Tampered { first_bad_seq: chain.expected, reason });
+                return chain.report(VerifyStatus::Tampered {
+                    first_bad_seq: chain.expected,
+                    reason,
+                });
             }
         }
     }
-    let status = if chain.trailer_seen { VerifyStatus::Intact } else { VerifyStatus::TruncatedIntact { torn_tail } };
+    let status = if chain.trailer_seen {
+        VerifyStatus::Intact
+    } else {
+        VerifyStatus::TruncatedIntact { torn_tail }
+    };
     chain.report(status)
 }
 
@@ -222,37 +260,54 @@ enum LineFailure {
 }
 
 fn malformed(detail: impl Into<String>) -> LineFailure {
-    LineFailure::Tampered(TamperReason::Malformed { detail: detail.into() })
+    LineFailure::Tampered(TamperReason::Malformed {
+        detail: detail.into(),
+    })
 }
 
 impl Chain<'_> {
     fn report(&self, status: VerifyStatus) -> VerifyReport {
-        VerifyReport { status, session_id: self.session_id.clone(), lines_verified: self.expected, mac: self.mac }
+        VerifyReport {
+            status,
+            session_id: self.session_id.clone(),
+            lines_verified: self.expected,
+            mac: self.mac,
+        }
     }
 
     /// Checks one line; on success advances the chain.
     fn check(&mut self, line: &[u8]) -> Result<(), LineFailure> {
         let split = split_line(line).map_err(|e: LineError| malformed(e.to_string()))?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&split.canonical).map_err(|e| malformed(format!("not JSON: {e}")))?;
-        let object = value.as_object().ok_or_else(|| malformed("not a JSON object"))?;
-        let seq = object.get("seq").and_then(serde_json::Value::as_u64).ok_or_else(|| malformed("no \"seq\""))?;
-        let kind = object.get("type").and_then(serde_json::Value::as_str).ok_or_else(|| malformed("no \"type\""))?;
+        let value: serde_json::Value = serde_json::from_slice(&split.canonical)
+            .map_err(|e| malformed(format!("not JSON: {e}")))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| malformed("not a JSON object"))?;
+        let seq = object
+            .get("seq")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| malformed("no \"seq\""))?;
+        let kind = object
+            .get("type")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| malformed("no \"type\""))?;
 
-        let previous = match self.previous {
-            Some(previous) => previous,
-            None => {
-                // Line 0: the header seeds the chain from its session id.
-                let session_id = object.get("session_id").and_then(serde_json::Value::as_str);
-                let format = object.get("format").and_then(serde_json::Value::as_str);
-                match (kind, format, session_id) {
-                    ("header", Some(FORMAT_NAME), Some(id)) => chain_seed(id),
-                    _ => return Err(LineFailure::Tampered(TamperReason::NotAHeader)),
-                }
+        let previous = if let Some(previous) = self.previous {
+            previous
+        } else {
+            // Line 0: the header seeds the chain from its session id.
+            let session_id = object.get("session_id").and_then(serde_json::Value::as_str);
+            let format = object.get("format").and_then(serde_json::Value::as_str);
+            match (kind, format, session_id) {
+                ("header", Some(FORMAT_NAME), Some(id)) => chain_seed(id),
+                _ => return Err(LineFailure::Tampered(TamperReason::NotAHeader)),
             }
         };
         if seq != self.expected {
-            return Err(LineFailure::Tampered(TamperReason::SeqOutOfOrder { expected: self.expected, found: seq }));
+            return Err(LineFailure::Tampered(TamperReason::SeqOutOfOrder {
+                expected: self.expected,
+                found: seq,
+            }));
         }
         let hash = chain_hash(&previous, &split.canonical);
         if hash != split.claimed {
@@ -261,11 +316,17 @@ impl Chain<'_> {
         match kind {
             "header" if self.previous.is_some() => return Err(malformed("a second header")),
             "header" => {
-                let version = object.get("version").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                let version = object
+                    .get("version")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0);
                 if version != u64::from(FORMAT_VERSION) {
                     return Err(LineFailure::Unsupported(version));
                 }
-                self.session_id = object.get("session_id").and_then(serde_json::Value::as_str).map(str::to_owned);
+                self.session_id = object
+                    .get("session_id")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned);
             }
             "trailer" => self.check_trailer(object, &previous)?,
             _ => {}
@@ -280,19 +341,30 @@ impl Chain<'_> {
         trailer: &serde_json::Map<String, serde_json::Value>,
         previous: &ChainHash,
     ) -> Result<(), LineFailure> {
-        let claimed = trailer.get("events").and_then(serde_json::Value::as_u64).ok_or_else(|| malformed("trailer without events"))?;
+        let claimed = trailer
+            .get("events")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| malformed("trailer without events"))?;
         let actual = self.expected.saturating_sub(1);
         if claimed != actual {
-            return Err(LineFailure::Tampered(TamperReason::TrailerEventsMismatch { claimed, actual }));
+            return Err(LineFailure::Tampered(TamperReason::TrailerEventsMismatch {
+                claimed,
+                actual,
+            }));
         }
         let last_hash = hex::encode(previous);
-        if trailer.get("last_hash").and_then(serde_json::Value::as_str) != Some(last_hash.as_str()) {
+        if trailer.get("last_hash").and_then(serde_json::Value::as_str) != Some(last_hash.as_str())
+        {
             return Err(LineFailure::Tampered(TamperReason::TrailerLastHashMismatch));
         }
         let mac = trailer.get("mac").and_then(serde_json::Value::as_str);
         let session_id = self.session_id.as_deref().unwrap_or_default();
         self.mac = match (self.key, mac) {
-            (Some(key), Some(mac)) if trailer_mac_matches(key, &last_hash, claimed, session_id, mac) => MacCheck::Verified,
+            (Some(key), Some(mac))
+                if trailer_mac_matches(key, &last_hash, claimed, session_id, mac) =>
+            {
+                MacCheck::Verified
+            }
             (Some(_), Some(_)) => return Err(LineFailure::Tampered(TamperReason::MacMismatch)),
             (Some(_), None) => return Err(LineFailure::Tampered(TamperReason::MacMissing)),
             (None, Some(_)) => MacCheck::NotChecked,
@@ -307,7 +379,8 @@ impl Chain<'_> {
 mod tests {
     use super::*;
     use crate::record::format::{
-        Body, Entry, ErrorEvent, Header, ResultEvent, RowsMode, StatementEvent, Trailer, append_line, trailer_mac,
+        Body, Entry, ErrorEvent, Header, ResultEvent, RowsMode, StatementEvent, Trailer,
+        append_line, trailer_mac,
     };
     use crate::statement::{ProtocolForm, StatementKind};
 
@@ -332,8 +405,15 @@ mod tests {
                 kinds: vec![StatementKind::Select],
                 tables: vec!["t".into()],
             }),
-            1 => Body::Result(ResultEvent { tag: Some("SELECT 1".into()), rows: Some(1), sqlstate: None }),
-            _ => Body::Error(ErrorEvent { sqlstate: "42501".into(), message: "denied".into() }),
+            1 => Body::Result(ResultEvent {
+                tag: Some("SELECT 1".into()),
+                rows: Some(1),
+                sqlstate: None,
+            }),
+            _ => Body::Error(ErrorEvent {
+                sqlstate: "42501".into(),
+                message: "denied".into(),
+            }),
         }
     }
 
@@ -343,7 +423,12 @@ mod tests {
         let mut previous = chain_seed(session);
         let mut seq = 0;
         for body in std::iter::once(header(session)).chain(bodies) {
-            let entry = Entry { seq, mono_ns: seq * 10, ts: "2025-01-01T00:00:00Z".into(), body };
+            let entry = Entry {
+                seq,
+                mono_ns: seq * 10,
+                ts: "2025-01-01T00:00:00Z".into(),
+                body,
+            };
             previous = append_line(&mut out, &entry, &previous);
             seq += 1;
         }
@@ -354,7 +439,11 @@ mod tests {
                 seq,
                 mono_ns: seq * 10,
                 ts: "2025-01-01T00:00:00Z".into(),
-                body: Body::Trailer(Trailer { events: seq - 1, last_hash, mac }),
+                body: Body::Trailer(Trailer {
+                    events: seq - 1,
+                    last_hash,
+                    mac,
+                }),
             };
             append_line(&mut out, &entry, &previous);
         }
@@ -394,9 +483,15 @@ mod tests {
         assert_eq!(report.mac, MacCheck::Absent);
 
         let keyed = verify_bytes(&sample(Some(KEY)), Some(KEY));
-        assert_eq!((keyed.status, keyed.mac), (VerifyStatus::Intact, MacCheck::Verified));
+        assert_eq!(
+            (keyed.status, keyed.mac),
+            (VerifyStatus::Intact, MacCheck::Verified)
+        );
         // Without the key the MAC is present but cannot be checked.
-        assert_eq!(verify_bytes(&sample(Some(KEY)), None).mac, MacCheck::NotChecked);
+        assert_eq!(
+            verify_bytes(&sample(Some(KEY)), None).mac,
+            MacCheck::NotChecked
+        );
     }
 
     #[test]
@@ -431,7 +526,10 @@ mod tests {
             report.status,
             VerifyStatus::Tampered {
                 first_bad_seq: 3,
-                reason: TamperReason::SeqOutOfOrder { expected: 3, found: 4 }
+                reason: TamperReason::SeqOutOfOrder {
+                    expected: 3,
+                    found: 4
+                }
             }
         );
         assert_eq!(report.lines_verified, 3);
@@ -450,7 +548,10 @@ mod tests {
             verify_bytes(&copy, None).status,
             VerifyStatus::Tampered {
                 first_bad_seq: 2,
-                reason: TamperReason::SeqOutOfOrder { expected: 2, found: 3 }
+                reason: TamperReason::SeqOutOfOrder {
+                    expected: 2,
+                    found: 3
+                }
             }
         );
     }
@@ -461,15 +562,24 @@ mod tests {
         let r = lines(&bytes);
         let torn = &bytes[..r[4].start + 20];
         let report = verify_bytes(torn, None);
-        assert_eq!(report.status, VerifyStatus::TruncatedIntact { torn_tail: true });
+        assert_eq!(
+            report.status,
+            VerifyStatus::TruncatedIntact { torn_tail: true }
+        );
         assert_eq!(report.lines_verified, 4);
         assert_eq!(report.mac, MacCheck::NoTrailer);
         // Even a torn trailer.
         let full = sample(Some(KEY));
         let report = verify_bytes(&full[..full.len() - 5], Some(KEY));
-        assert_eq!(report.status, VerifyStatus::TruncatedIntact { torn_tail: true });
+        assert_eq!(
+            report.status,
+            VerifyStatus::TruncatedIntact { torn_tail: true }
+        );
         // A complete last line that only lost its `\n` still counts.
-        assert_eq!(verify_bytes(&full[..full.len() - 1], Some(KEY)).status, VerifyStatus::Intact);
+        assert_eq!(
+            verify_bytes(&full[..full.len() - 1], Some(KEY)).status,
+            VerifyStatus::Intact
+        );
     }
 
     #[test]
@@ -478,9 +588,15 @@ mod tests {
         let r = lines(&bytes);
         let without_trailer = &bytes[..r[7].start];
         let report = verify_bytes(without_trailer, Some(KEY));
-        assert_eq!(report.status, VerifyStatus::TruncatedIntact { torn_tail: false });
+        assert_eq!(
+            report.status,
+            VerifyStatus::TruncatedIntact { torn_tail: false }
+        );
         assert_eq!(report.lines_verified, 7);
-        assert_eq!(verify_bytes(b"", None).status, VerifyStatus::TruncatedIntact { torn_tail: false });
+        assert_eq!(
+            verify_bytes(b"", None).status,
+            VerifyStatus::TruncatedIntact { torn_tail: false }
+        );
     }
 
     #[test]
@@ -496,14 +612,21 @@ mod tests {
             seq: 3,
             mono_ns: 0,
             ts: "2025-01-01T00:00:00Z".into(),
-            body: Body::Trailer(Trailer { events: 5, last_hash: hex::encode(previous), mac: None }),
+            body: Body::Trailer(Trailer {
+                events: 5,
+                last_hash: hex::encode(previous),
+                mac: None,
+            }),
         };
         append_line(&mut out, &entry, &previous);
         assert_eq!(
             verify_bytes(&out, None).status,
             VerifyStatus::Tampered {
                 first_bad_seq: 3,
-                reason: TamperReason::TrailerEventsMismatch { claimed: 5, actual: 2 }
+                reason: TamperReason::TrailerEventsMismatch {
+                    claimed: 5,
+                    actual: 2
+                }
             }
         );
 
@@ -511,7 +634,10 @@ mod tests {
         appended.extend_from_slice(b"{\"seq\":8}\n");
         assert_eq!(
             verify_bytes(&appended, None).status,
-            VerifyStatus::Tampered { first_bad_seq: 8, reason: TamperReason::DataAfterTrailer }
+            VerifyStatus::Tampered {
+                first_bad_seq: 8,
+                reason: TamperReason::DataAfterTrailer
+            }
         );
     }
 
@@ -534,17 +660,26 @@ mod tests {
         let forged_no_mac = rewrite_with_a_changed_event(None);
         assert_eq!(
             verify_bytes(&forged_no_mac, Some(KEY)).status,
-            VerifyStatus::Tampered { first_bad_seq: 7, reason: TamperReason::MacMissing }
+            VerifyStatus::Tampered {
+                first_bad_seq: 7,
+                reason: TamperReason::MacMissing
+            }
         );
         let forged_wrong_key = rewrite_with_a_changed_event(Some(b"guess"));
         assert_eq!(
             verify_bytes(&forged_wrong_key, Some(KEY)).status,
-            VerifyStatus::Tampered { first_bad_seq: 7, reason: TamperReason::MacMismatch }
+            VerifyStatus::Tampered {
+                first_bad_seq: 7,
+                reason: TamperReason::MacMismatch
+            }
         );
         // Without a key nothing can tell: the chain is self-consistent.
         // (Documented in docs/recording.md: configure a key.)
         let report = verify_bytes(&forged_no_mac, None);
-        assert_eq!((report.status, report.mac), (VerifyStatus::Intact, MacCheck::Absent));
+        assert_eq!(
+            (report.status, report.mac),
+            (VerifyStatus::Intact, MacCheck::Absent)
+        );
     }
 
     #[test]
@@ -564,6 +699,9 @@ mod tests {
             }),
         };
         append_line(&mut out, &entry, &chain_seed("s"));
-        assert_eq!(verify_bytes(&out, None).status, VerifyStatus::Unsupported { version: 2 });
+        assert_eq!(
+            verify_bytes(&out, None).status,
+            VerifyStatus::Unsupported { version: 2 }
+        );
     }
 }

@@ -51,10 +51,10 @@ use tokio::sync::{oneshot, watch};
 use super::{
     FILE_EXTENSION, RecordError,
     format::{
-        Body, Cell, ChainWriter, CopyDataEvent, CopyDirection, ErrorEvent, FORMAT_NAME, FORMAT_VERSION, Header,
-        HoldEvent, HoldState, RecordedIdentity, ResultEvent, RowsEvent, RowsLimitEvent, RowsLimitReason, RowsMode,
-        SessionEndEvent, SessionStart, SessionTotals, StatementEvent, TruncatedRow, VerdictEvent, VerdictKind,
-        cut_row, cut_value,
+        Body, Cell, ChainWriter, CopyDataEvent, CopyDirection, ErrorEvent, FORMAT_NAME,
+        FORMAT_VERSION, Header, HoldEvent, HoldState, RecordedIdentity, ResultEvent, RowsEvent,
+        RowsLimitEvent, RowsLimitReason, RowsMode, SessionEndEvent, SessionStart, SessionTotals,
+        StatementEvent, TruncatedRow, VerdictEvent, VerdictKind, cut_row, cut_value,
     },
     load_hmac_key, recording_id, retention, rfc3339,
 };
@@ -77,7 +77,7 @@ const ROW_BYTES_PER_EVENT: usize = 256 << 10;
 /// Fixed per-event cost charged to the backlog (keys, seq, timestamps, hash).
 const EVENT_OVERHEAD_BYTES: usize = 256;
 /// How often retention runs while the recorder is up (it also runs at start).
-const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+const RETENTION_INTERVAL: Duration = Duration::from_mins(1);
 
 /// `hoop_recording_*` metrics.
 pub struct RecordingMetrics {
@@ -97,20 +97,31 @@ pub struct RecordingMetrics {
 pub fn recording_metrics() -> &'static RecordingMetrics {
     static METRICS: OnceLock<RecordingMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let bytes_total = IntCounter::new("hoop_recording_bytes_total", "Bytes written to session recordings.")
-            .expect("valid metric");
-        let events_total = IntCounter::new("hoop_recording_events_total", "Lines appended to session recordings.")
-            .expect("valid metric");
+        let bytes_total = IntCounter::new(
+            "hoop_recording_bytes_total",
+            "Bytes written to session recordings.",
+        )
+        .expect("valid metric");
+        let events_total = IntCounter::new(
+            "hoop_recording_events_total",
+            "Lines appended to session recordings.",
+        )
+        .expect("valid metric");
         let flush_duration_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "hoop_recording_flush_duration_seconds",
                 "Time to write buffered recording data to the files.",
             )
-            .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+            ]),
         )
         .expect("valid metric");
         let errors_total = IntCounterVec::new(
-            Opts::new("hoop_recording_errors_total", "Recording failures, by kind."),
+            Opts::new(
+                "hoop_recording_errors_total",
+                "Recording failures, by kind.",
+            ),
             &["kind"],
         )
         .expect("valid metric");
@@ -129,7 +140,13 @@ pub fn recording_metrics() -> &'static RecordingMetrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
-        RecordingMetrics { bytes_total, events_total, flush_duration_seconds, errors_total, rows_dropped_total }
+        RecordingMetrics {
+            bytes_total,
+            events_total,
+            flush_duration_seconds,
+            errors_total,
+            rows_dropped_total,
+        }
     })
 }
 
@@ -184,7 +201,10 @@ struct SessionHealth {
 
 impl SessionHealth {
     fn new() -> Self {
-        Self { failed: AtomicBool::new(false), failure: watch::Sender::new(None) }
+        Self {
+            failed: AtomicBool::new(false),
+            failure: watch::Sender::new(None),
+        }
     }
 
     /// Raises the signal once; later failures keep the first cause.
@@ -192,8 +212,12 @@ impl SessionHealth {
         if self.failed.swap(true, Ordering::AcqRel) {
             return false;
         }
-        recording_metrics().errors_total.with_label_values(&[kind.as_str()]).inc();
-        self.failure.send_replace(Some(RecordingFailure { kind, detail }));
+        recording_metrics()
+            .errors_total
+            .with_label_values(&[kind.as_str()])
+            .inc();
+        self.failure
+            .send_replace(Some(RecordingFailure { kind, detail }));
         true
     }
 }
@@ -238,12 +262,18 @@ impl Recorder {
         Self::start_with(cfg, create_new)
     }
 
-    pub(crate) fn start_with(cfg: &RecordingConfig, opener: FileOpener) -> Result<Recorder, RecordError> {
+    pub(crate) fn start_with(
+        cfg: &RecordingConfig,
+        opener: FileOpener,
+    ) -> Result<Recorder, RecordError> {
         if !cfg.enabled {
             return Ok(Recorder::disabled());
         }
         let key = load_hmac_key(cfg)?;
-        std::fs::create_dir_all(&cfg.dir).map_err(|source| RecordError::CreateDir { dir: cfg.dir.clone(), source })?;
+        std::fs::create_dir_all(&cfg.dir).map_err(|source| RecordError::CreateDir {
+            dir: cfg.dir.clone(),
+            source,
+        })?;
         probe_writable(&cfg.dir)?;
         let retention = retention::RetentionPolicy::from_config(cfg);
         run_retention(&cfg.dir, &HashSet::new(), &retention);
@@ -292,7 +322,9 @@ impl Recorder {
     /// `recording.on_error`: what the proxy does when [`SessionRecorder::failed`].
     /// (`continue` for a disabled recorder, which never fails.)
     pub fn on_error(&self) -> RecordingOnError {
-        self.shared.as_ref().map_or(RecordingOnError::Continue, |s| s.on_error)
+        self.shared
+            .as_ref()
+            .map_or(RecordingOnError::Continue, |s| s.on_error)
     }
 
     /// Starts recording a session: queues its header and `session_start`.
@@ -300,7 +332,9 @@ impl Recorder {
     /// The file is created by the writer, off the hot path; if that fails the
     /// session's failure signal is raised shortly after.
     pub fn open_session(&self, identity: &SessionIdentity) -> Result<SessionRecorder, RecordError> {
-        let Some(shared) = &self.shared else { return Ok(SessionRecorder { live: None }) };
+        let Some(shared) = &self.shared else {
+            return Ok(SessionRecorder { live: None });
+        };
         let key = shared.next_session.fetch_add(1, Ordering::Relaxed);
         let health = Arc::new(SessionHealth::new());
         let open = Command::Open {
@@ -309,7 +343,10 @@ impl Recorder {
             at: SystemTime::now(),
             health: Arc::clone(&health),
         };
-        shared.commands.send(open).map_err(|_| RecordError::Closed)?;
+        shared
+            .commands
+            .send(open)
+            .map_err(|_| RecordError::Closed)?;
         Ok(SessionRecorder {
             live: Some(LiveSession {
                 shared: Arc::clone(shared),
@@ -357,7 +394,10 @@ fn probe_writable(dir: &Path) -> Result<(), RecordError> {
     let probe = dir.join(format!(".hoop-write-probe-{}", std::process::id()));
     let result = File::create(&probe).and_then(|mut f| f.write_all(b"probe"));
     let _ = std::fs::remove_file(&probe);
-    result.map_err(|source| RecordError::DirNotWritable { dir: dir.to_path_buf(), source })
+    result.map_err(|source| RecordError::DirNotWritable {
+        dir: dir.to_path_buf(),
+        source,
+    })
 }
 
 fn run_retention(dir: &Path, open: &HashSet<PathBuf>, policy: &retention::RetentionPolicy) {
@@ -370,12 +410,18 @@ fn run_retention(dir: &Path, open: &HashSet<PathBuf>, policy: &retention::Retent
                 tracing::info!(path = %path.display(), "recording deleted by retention");
             }
             for (path, error) in &outcome.failed {
-                recording_metrics().errors_total.with_label_values(&["retention"]).inc();
+                recording_metrics()
+                    .errors_total
+                    .with_label_values(&["retention"])
+                    .inc();
                 tracing::warn!(path = %path.display(), %error, "retention could not delete a recording");
             }
         }
         Err(error) => {
-            recording_metrics().errors_total.with_label_values(&["retention"]).inc();
+            recording_metrics()
+                .errors_total
+                .with_label_values(&["retention"])
+                .inc();
             tracing::warn!(%error, "retention skipped");
         }
     }
@@ -396,7 +442,10 @@ pub struct MaskedRow<'a> {
 impl<'a> MaskedRow<'a> {
     /// Wraps the column values of a DataRow **as sent to the client after
     /// masking** (`None` is SQL NULL).
-    #[allow(dead_code, reason = "the mask pipeline calls it once the proxy is wired")]
+    #[allow(
+        dead_code,
+        reason = "the mask pipeline calls it once the proxy is wired"
+    )]
     pub(crate) fn after_masking(columns: &'a [Option<&'a [u8]>]) -> Self {
         Self { columns }
     }
@@ -488,7 +537,9 @@ impl SessionRecorder {
         kinds: &[StatementKind],
         tables: &[String],
     ) -> Result<(), RecordError> {
-        let Some(live) = &mut self.live else { return Ok(()) };
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
         live.close_result_rows();
         let cost = sql.len() + tables.iter().map(String::len).sum::<usize>();
         live.send_event(
@@ -505,9 +556,12 @@ impl SessionRecorder {
     /// Records the verdict for the statement just recorded. Like
     /// [`statement`](Self::statement), an `Err` means it is not recorded.
     pub fn verdict(&mut self, verdict: &Verdict) -> Result<(), RecordError> {
-        let Some(live) = &mut self.live else { return Ok(()) };
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
         let event = VerdictEvent::from(verdict);
-        let cost = event.rule.as_ref().map_or(0, String::len) + event.message.as_ref().map_or(0, String::len);
+        let cost = event.rule.as_ref().map_or(0, String::len)
+            + event.message.as_ref().map_or(0, String::len);
         live.send_event(Body::Verdict(event), cost)
     }
 
@@ -520,7 +574,9 @@ impl SessionRecorder {
         decider: Option<&str>,
         reason: Option<&str>,
     ) -> Result<(), RecordError> {
-        let Some(live) = &mut self.live else { return Ok(()) };
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
         let cost = hold_id.len() + decider.map_or(0, str::len) + reason.map_or(0, str::len);
         live.send_event(
             Body::Hold(HoldEvent {
@@ -539,7 +595,11 @@ impl SessionRecorder {
         let Some(live) = &mut self.live else { return };
         live.close_result_rows();
         let rows = (live.shared.rows != RecordRows::None).then_some(rows);
-        let event = ResultEvent { tag: tag.map(str::to_owned), rows, sqlstate: sqlstate.map(str::to_owned) };
+        let event = ResultEvent {
+            tag: tag.map(str::to_owned),
+            rows,
+            sqlstate: sqlstate.map(str::to_owned),
+        };
         let _ = live.send_event(Body::Result(event), 0);
     }
 
@@ -548,7 +608,10 @@ impl SessionRecorder {
     pub fn error(&mut self, sqlstate: &str, message: &str) {
         let Some(live) = &mut self.live else { return };
         live.close_result_rows();
-        let event = ErrorEvent { sqlstate: sqlstate.to_owned(), message: message.to_owned() };
+        let event = ErrorEvent {
+            sqlstate: sqlstate.to_owned(),
+            message: message.to_owned(),
+        };
         let _ = live.send_event(Body::Error(event), message.len());
     }
 
@@ -569,9 +632,13 @@ impl SessionRecorder {
         if live.batch.first.is_none() {
             live.batch.first = Some((live.mono_ns(), SystemTime::now()));
         }
-        live.batch.rows.push(CutRow { values, original_bytes });
+        live.batch.rows.push(CutRow {
+            values,
+            original_bytes,
+        });
         live.batch.value_bytes += value_bytes;
-        if live.batch.rows.len() >= ROWS_PER_EVENT || live.batch.value_bytes >= ROW_BYTES_PER_EVENT {
+        if live.batch.rows.len() >= ROWS_PER_EVENT || live.batch.value_bytes >= ROW_BYTES_PER_EVENT
+        {
             live.send_row_batch();
         }
     }
@@ -589,13 +656,18 @@ impl SessionRecorder {
             return;
         }
         let kept = cut_value(chunk.data, live.shared.max_row_bytes);
-        let truncated_from_bytes = (kept.len() < chunk.data.len()).then_some(chunk.data.len() as u64);
+        let truncated_from_bytes =
+            (kept.len() < chunk.data.len()).then_some(chunk.data.len() as u64);
         let cost = kept.len() + EVENT_OVERHEAD_BYTES;
         if !live.reserve(cost, ROW_BACKLOG_LIMIT_BYTES) {
             live.drop_rows(1);
             return;
         }
-        let payload = Payload::CopyData { direction: chunk.direction, data: kept.to_vec(), truncated_from_bytes };
+        let payload = Payload::CopyData {
+            direction: chunk.direction,
+            data: kept.to_vec(),
+            truncated_from_bytes,
+        };
         if live.send_reserved(payload, cost) {
             live.result_rows.recorded += 1;
         }
@@ -604,12 +676,16 @@ impl SessionRecorder {
     /// Whether this session's recording has failed; the proxy then applies
     /// `recording.on_error` ([`Recorder::on_error`]).
     pub fn failed(&self) -> bool {
-        self.live.as_ref().is_some_and(|l| l.health.failed.load(Ordering::Acquire))
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.health.failed.load(Ordering::Acquire))
     }
 
     /// The failure, if any.
     pub fn failure(&self) -> Option<RecordingFailure> {
-        self.live.as_ref().and_then(|l| l.health.failure.borrow().clone())
+        self.live
+            .as_ref()
+            .and_then(|l| l.health.failure.borrow().clone())
     }
 
     /// A receiver that changes to `Some` when the recording fails, for a
@@ -657,12 +733,19 @@ impl LiveSession {
 
     /// Sends a payload whose cost is already reserved; false when the writer is gone.
     fn send_reserved(&mut self, payload: Payload, cost: usize) -> bool {
-        let command = Command::Append { key: self.key, mono_ns: self.mono_ns(), at: SystemTime::now(), payload, cost };
+        let command = Command::Append {
+            key: self.key,
+            mono_ns: self.mono_ns(),
+            at: SystemTime::now(),
+            payload,
+            cost,
+        };
         if self.shared.commands.send(command).is_ok() {
             return true;
         }
         self.shared.backlog.fetch_sub(cost, Ordering::AcqRel);
-        self.health.fail(FailureKind::Closed, "the recorder is shut down".into());
+        self.health
+            .fail(FailureKind::Closed, "the recorder is shut down".into());
         false
     }
 
@@ -681,7 +764,11 @@ impl LiveSession {
             self.abandon();
             return self.fail_fast();
         }
-        if self.send_reserved(Payload::Event(body), cost) { Ok(()) } else { self.fail_fast() }
+        if self.send_reserved(Payload::Event(body), cost) {
+            Ok(())
+        } else {
+            self.fail_fast()
+        }
     }
 
     fn fail_fast(&self) -> Result<(), RecordError> {
@@ -694,7 +781,9 @@ impl LiveSession {
 
     fn send_row_batch(&mut self) {
         let batch = std::mem::take(&mut self.batch);
-        let Some((mono_ns, at)) = batch.first else { return };
+        let Some((mono_ns, at)) = batch.first else {
+            return;
+        };
         let n = batch.rows.len() as u64;
         let cost = batch.value_bytes + batch.rows.len() * 16 + EVENT_OVERHEAD_BYTES;
         if self.health.failed.load(Ordering::Acquire) {
@@ -704,12 +793,19 @@ impl LiveSession {
             self.drop_rows(n);
             return;
         }
-        let command = Command::Append { key: self.key, mono_ns, at, payload: Payload::Rows(batch.rows), cost };
+        let command = Command::Append {
+            key: self.key,
+            mono_ns,
+            at,
+            payload: Payload::Rows(batch.rows),
+            cost,
+        };
         if self.shared.commands.send(command).is_ok() {
             self.result_rows.recorded += n;
         } else {
             self.shared.backlog.fetch_sub(cost, Ordering::AcqRel);
-            self.health.fail(FailureKind::Closed, "the recorder is shut down".into());
+            self.health
+                .fail(FailureKind::Closed, "the recorder is shut down".into());
         }
     }
 
@@ -734,7 +830,10 @@ impl LiveSession {
         if self.reserve(EVENT_OVERHEAD_BYTES, BACKLOG_HARD_LIMIT_BYTES) {
             self.send_reserved(Payload::Event(Body::RowsLimit(event)), EVENT_OVERHEAD_BYTES);
         } else {
-            self.health.fail(FailureKind::Backlog, "recording backlog over its hard limit".into());
+            self.health.fail(
+                FailureKind::Backlog,
+                "recording backlog over its hard limit".into(),
+            );
             self.abandon();
         }
     }
@@ -751,7 +850,10 @@ impl LiveSession {
 
     /// Tells the writer to stop this recording without a trailer.
     fn abandon(&mut self) {
-        let _ = self.shared.commands.send(Command::Abandon { key: self.key });
+        let _ = self
+            .shared
+            .commands
+            .send(Command::Abandon { key: self.key });
     }
 
     fn end(&mut self, reason: &str) {
@@ -764,18 +866,41 @@ impl LiveSession {
             self.abandon();
             return;
         }
-        let close = Command::Close { key: self.key, mono_ns: self.mono_ns(), at: SystemTime::now(), reason: reason.into() };
+        let close = Command::Close {
+            key: self.key,
+            mono_ns: self.mono_ns(),
+            at: SystemTime::now(),
+            reason: reason.into(),
+        };
         let _ = self.shared.commands.send(close);
     }
 }
 
 /// What a session sends the writer.
 enum Command {
-    Open { key: u64, identity: RecordedIdentity, at: SystemTime, health: Arc<SessionHealth> },
-    Append { key: u64, mono_ns: u64, at: SystemTime, payload: Payload, cost: usize },
-    Close { key: u64, mono_ns: u64, at: SystemTime, reason: String },
+    Open {
+        key: u64,
+        identity: RecordedIdentity,
+        at: SystemTime,
+        health: Arc<SessionHealth>,
+    },
+    Append {
+        key: u64,
+        mono_ns: u64,
+        at: SystemTime,
+        payload: Payload,
+        cost: usize,
+    },
+    Close {
+        key: u64,
+        mono_ns: u64,
+        at: SystemTime,
+        reason: String,
+    },
     /// Stop writing without a trailer (the session's recording failed).
-    Abandon { key: u64 },
+    Abandon {
+        key: u64,
+    },
     Flush(oneshot::Sender<()>),
     /// Run retention now (it also runs at start and every minute).
     Retention(oneshot::Sender<()>),
@@ -786,7 +911,11 @@ enum Command {
 enum Payload {
     Event(Body),
     Rows(Vec<CutRow>),
-    CopyData { direction: CopyDirection, data: Vec<u8>, truncated_from_bytes: Option<u64> },
+    CopyData {
+        direction: CopyDirection,
+        data: Vec<u8>,
+        truncated_from_bytes: Option<u64>,
+    },
 }
 
 /// The writer thread's state.
@@ -848,13 +977,29 @@ impl Writer {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Open { key, identity, at, health } => self.open(key, identity, at, health),
-            Command::Append { key, mono_ns, at, payload, cost } => {
+            Command::Open {
+                key,
+                identity,
+                at,
+                health,
+            } => self.open(key, identity, at, health),
+            Command::Append {
+                key,
+                mono_ns,
+                at,
+                payload,
+                cost,
+            } => {
                 self.backlog.fetch_sub(cost, Ordering::AcqRel);
-                let body = self.encode(payload);
+                let body = Writer::encode(payload);
                 self.append(key, mono_ns, at, body);
             }
-            Command::Close { key, mono_ns, at, reason } => self.close(key, mono_ns, at, reason),
+            Command::Close {
+                key,
+                mono_ns,
+                at,
+                reason,
+            } => self.close(key, mono_ns, at, reason),
             Command::Abandon { key } => {
                 if let Some(mut recording) = self.sessions.remove(&key) {
                     // Everything appended so far is sound; write it, add no trailer.
@@ -879,18 +1024,33 @@ impl Writer {
         run_retention(&self.dir, &open, &self.retention);
     }
 
-    fn open(&mut self, key: u64, identity: RecordedIdentity, at: SystemTime, health: Arc<SessionHealth>) {
+    fn open(
+        &mut self,
+        key: u64,
+        identity: RecordedIdentity,
+        at: SystemTime,
+        health: Arc<SessionHealth>,
+    ) {
         let stem = recording_id(at, &identity.id);
         let mut attempt = 1;
         let (path, file) = loop {
-            let name = if attempt == 1 { stem.clone() } else { format!("{stem}-{attempt}") };
+            let name = if attempt == 1 {
+                stem.clone()
+            } else {
+                format!("{stem}-{attempt}")
+            };
             let path = self.dir.join(format!("{name}.{FILE_EXTENSION}"));
             match (self.opener)(&path) {
                 Ok(file) => break (path, file),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                    attempt += 1
+                }
                 Err(e) => {
                     tracing::error!(session = %identity.id, path = %path.display(), error = %e, "cannot create recording");
-                    health.fail(FailureKind::Create, format!("cannot create {}: {e}", path.display()));
+                    health.fail(
+                        FailureKind::Create,
+                        format!("cannot create {}: {e}", path.display()),
+                    );
                     return;
                 }
             }
@@ -915,11 +1075,16 @@ impl Writer {
             max_row_bytes: self.max_row_bytes as u64,
         };
         recording.push(0, at, Body::Header(header), self.metrics);
-        recording.push(0, at, Body::SessionStart(SessionStart { identity }), self.metrics);
+        recording.push(
+            0,
+            at,
+            Body::SessionStart(SessionStart { identity }),
+            self.metrics,
+        );
         self.sessions.insert(key, recording);
     }
 
-    fn encode(&self, payload: Payload) -> Body {
+    fn encode(payload: Payload) -> Body {
         match payload {
             Payload::Event(body) => body,
             Payload::Rows(rows) => {
@@ -929,22 +1094,36 @@ impl Writer {
                     .enumerate()
                     .map(|(i, row)| {
                         if let Some(original_bytes) = row.original_bytes {
-                            truncated.push(TruncatedRow { row: i as u32, original_bytes });
+                            truncated.push(TruncatedRow {
+                                row: i as u32,
+                                original_bytes,
+                            });
                         }
-                        row.values.into_iter().map(|v| v.map(|v| Cell::from_bytes(&v))).collect()
+                        row.values
+                            .into_iter()
+                            .map(|v| v.map(|v| Cell::from_bytes(&v)))
+                            .collect()
                     })
                     .collect();
                 Body::Rows(RowsEvent { rows, truncated })
             }
-            Payload::CopyData { direction, data, truncated_from_bytes } => {
-                Body::CopyData(CopyDataEvent { direction, data: Cell::from_bytes(&data), truncated_from_bytes })
-            }
+            Payload::CopyData {
+                direction,
+                data,
+                truncated_from_bytes,
+            } => Body::CopyData(CopyDataEvent {
+                direction,
+                data: Cell::from_bytes(&data),
+                truncated_from_bytes,
+            }),
         }
     }
 
     fn append(&mut self, key: u64, mono_ns: u64, at: SystemTime, body: Body) {
         // Unknown key: the file could not be created, or the recording was abandoned.
-        let Some(recording) = self.sessions.get_mut(&key) else { return };
+        let Some(recording) = self.sessions.get_mut(&key) else {
+            return;
+        };
         recording.push(mono_ns, at, body, self.metrics);
         if recording.buf.len() >= WRITE_BUFFER_BYTES {
             let mut recording = self.sessions.remove(&key).expect("present");
@@ -955,23 +1134,41 @@ impl Writer {
     }
 
     fn close(&mut self, key: u64, mono_ns: u64, at: SystemTime, reason: String) {
-        let Some(mut recording) = self.sessions.remove(&key) else { return };
+        let Some(mut recording) = self.sessions.remove(&key) else {
+            return;
+        };
         self.finish(&mut recording, mono_ns, at, reason);
     }
 
     /// `session_end`, trailer, write, fsync file and directory.
     fn finish(&self, recording: &mut OpenRecording, mono_ns: u64, at: SystemTime, reason: String) {
         let totals = recording.totals;
-        recording.push(mono_ns, at, Body::SessionEnd(SessionEndEvent { reason, totals }), self.metrics);
-        recording.chain.append_trailer(&mut recording.buf, mono_ns, rfc3339(at), self.key.as_deref());
+        recording.push(
+            mono_ns,
+            at,
+            Body::SessionEnd(SessionEndEvent { reason, totals }),
+            self.metrics,
+        );
+        recording.chain.append_trailer(
+            &mut recording.buf,
+            mono_ns,
+            rfc3339(at),
+            self.key.as_deref(),
+        );
         self.metrics.events_total.inc();
         if !self.write_out(recording) {
             return;
         }
-        let synced = recording.file.sync_all().and_then(|()| File::open(&self.dir)?.sync_all());
+        let synced = recording
+            .file
+            .sync_all()
+            .and_then(|()| File::open(&self.dir)?.sync_all());
         if let Err(e) = synced {
             tracing::error!(session = %recording.session_id, path = %recording.path.display(), error = %e, "cannot fsync recording");
-            recording.health.fail(FailureKind::Sync, format!("fsync {}: {e}", recording.path.display()));
+            recording.health.fail(
+                FailureKind::Sync,
+                format!("fsync {}: {e}", recording.path.display()),
+            );
         }
     }
 
@@ -1006,7 +1203,9 @@ impl Writer {
 fn write_buffer(metrics: &'static RecordingMetrics, recording: &mut OpenRecording) -> bool {
     let started = Instant::now();
     let result = recording.file.write_all(&recording.buf);
-    metrics.flush_duration_seconds.observe(started.elapsed().as_secs_f64());
+    metrics
+        .flush_duration_seconds
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(()) => {
             metrics.bytes_total.inc_by(recording.buf.len() as u64);
@@ -1015,7 +1214,10 @@ fn write_buffer(metrics: &'static RecordingMetrics, recording: &mut OpenRecordin
         }
         Err(e) => {
             tracing::error!(session = %recording.session_id, path = %recording.path.display(), error = %e, "cannot write recording");
-            recording.health.fail(FailureKind::Write, format!("write {}: {e}", recording.path.display()));
+            recording.health.fail(
+                FailureKind::Write,
+                format!("write {}: {e}", recording.path.display()),
+            );
             recording.buf.clear();
             false
         }
@@ -1101,7 +1303,12 @@ mod tests {
     }
 
     fn select(session: &mut SessionRecorder, sql: &str) -> Result<(), RecordError> {
-        session.statement(sql, ProtocolForm::Simple, &[StatementKind::Select], &["customers".into()])
+        session.statement(
+            sql,
+            ProtocolForm::Simple,
+            &[StatementKind::Select],
+            &["customers".into()],
+        )
     }
 
     #[tokio::test]
@@ -1110,7 +1317,10 @@ mod tests {
         let key_file = dir.path().join("key");
         std::fs::write(&key_file, "k3y\n").expect("key");
         let records = dir.path().join("rec");
-        let cfg = RecordingConfig { hmac_key_file: Some(key_file), ..config(&records) };
+        let cfg = RecordingConfig {
+            hmac_key_file: Some(key_file),
+            ..config(&records)
+        };
         let recorder = Recorder::start(&cfg).expect("starts");
         let mut session = recorder.open_session(&identity("s-1")).expect("opens");
         select(&mut session, "SELECT name FROM customers").expect("recorded");
@@ -1120,18 +1330,41 @@ mod tests {
         recorder.flush().await;
 
         let path = only_recording(&records);
-        assert!(path.file_name().expect("name").to_string_lossy().ends_with("-s-1.jsonl"));
+        assert!(
+            path.file_name()
+                .expect("name")
+                .to_string_lossy()
+                .ends_with("-s-1.jsonl")
+        );
         let report = verify_file(&path, Some(b"k3y")).expect("reads");
-        assert_eq!((report.status, report.mac), (VerifyStatus::Intact, MacCheck::Verified));
+        assert_eq!(
+            (report.status, report.mac),
+            (VerifyStatus::Intact, MacCheck::Verified)
+        );
         assert_eq!(
             types(&path),
-            ["header", "session_start", "statement", "verdict", "result", "session_end", "trailer"]
+            [
+                "header",
+                "session_start",
+                "statement",
+                "verdict",
+                "result",
+                "session_end",
+                "trailer"
+            ]
         );
         let all = entries(&path);
-        let Body::SessionStart(start) = &all[1].body else { panic!("session_start") };
+        let Body::SessionStart(start) = &all[1].body else {
+            panic!("session_start")
+        };
         assert_eq!(start.identity, RecordedIdentity::from(&identity("s-1")));
-        let Body::SessionEnd(end) = &all[5].body else { panic!("session_end") };
-        assert_eq!((end.reason.as_str(), end.totals.statements), ("client_closed", 1));
+        let Body::SessionEnd(end) = &all[5].body else {
+            panic!("session_end")
+        };
+        assert_eq!(
+            (end.reason.as_str(), end.totals.statements),
+            ("client_closed", 1)
+        );
         assert!(all.windows(2).all(|w| w[0].mono_ns <= w[1].mono_ns));
     }
 
@@ -1153,7 +1386,9 @@ mod tests {
         drop(session);
         recorder.flush().await;
         assert_eq!(types(&path).last(), Some(&"trailer"));
-        let Body::SessionEnd(end) = &entries(&path)[3].body else { panic!("session_end") };
+        let Body::SessionEnd(end) = &entries(&path)[3].body else {
+            panic!("session_end")
+        };
         assert_eq!(end.reason, "connection_task_ended");
     }
 
@@ -1184,7 +1419,13 @@ mod tests {
         assert!(watch.has_changed().expect("sender alive"));
         assert!(watch.borrow_and_update().is_some());
         let err = select(&mut session, "DELETE FROM customers").expect_err("fail closed");
-        assert!(matches!(err, RecordError::SessionFailed(RecordingFailure { kind: FailureKind::Write, .. })));
+        assert!(matches!(
+            err,
+            RecordError::SessionFailed(RecordingFailure {
+                kind: FailureKind::Write,
+                ..
+            })
+        ));
         assert_eq!(recorder.on_error(), RecordingOnError::CloseSession);
     }
 
@@ -1208,7 +1449,10 @@ mod tests {
         select(&mut session, "SELECT ssn FROM customers").expect("recorded");
         let columns = [Some(&b"***-**-6789"[..]), None];
         session.masked_row(MaskedRow::after_masking(&columns));
-        session.copy_data(MaskedCopyChunk::after_masking(CopyDirection::ToClient, b"***-**-6789\n"));
+        session.copy_data(MaskedCopyChunk::after_masking(
+            CopyDirection::ToClient,
+            b"***-**-6789\n",
+        ));
         session.result(Some("SELECT 1"), 1, None);
         session.end("client_closed");
         recorder.flush().await;
@@ -1216,14 +1460,20 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(!text.contains("6789"), "{text}");
         assert!(!types(&path).contains(&"rows"));
-        let Body::Result(result) = &entries(&path)[3].body else { panic!("result") };
+        let Body::Result(result) = &entries(&path)[3].body else {
+            panic!("result")
+        };
         assert_eq!(result.rows, Some(1));
     }
 
     #[tokio::test]
     async fn full_mode_records_masked_rows_batched_and_cut() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = RecordingConfig { rows: RecordRows::Full, max_row_bytes: 8, ..config(dir.path()) };
+        let cfg = RecordingConfig {
+            rows: RecordRows::Full,
+            max_row_bytes: 8,
+            ..config(dir.path())
+        };
         let recorder = Recorder::start(&cfg).expect("starts");
         let mut session = recorder.open_session(&identity("s-6")).expect("opens");
         select(&mut session, "SELECT id, ssn FROM customers").expect("recorded");
@@ -1232,33 +1482,75 @@ mod tests {
             session.masked_row(MaskedRow::after_masking(&columns));
         }
         session.result(Some("SELECT 2"), 2, None);
-        session.copy_data(MaskedCopyChunk::after_masking(CopyDirection::ToClient, b"1\t***-1234\n"));
+        session.copy_data(MaskedCopyChunk::after_masking(
+            CopyDirection::ToClient,
+            b"1\t***-1234\n",
+        ));
         session.end("client_closed");
         recorder.flush().await;
         let path = only_recording(dir.path());
         assert_eq!(
             types(&path),
-            ["header", "session_start", "statement", "rows", "result", "copy_data", "session_end", "trailer"]
+            [
+                "header",
+                "session_start",
+                "statement",
+                "rows",
+                "result",
+                "copy_data",
+                "session_end",
+                "trailer"
+            ]
         );
         let all = entries(&path);
-        let Body::Rows(rows) = &all[3].body else { panic!("rows") };
+        let Body::Rows(rows) = &all[3].body else {
+            panic!("rows")
+        };
         // "1" + "***-123" = 8 bytes: the ssn is cut and the NULL after it omitted.
-        assert_eq!(rows.rows[0], vec![Some(Cell::Text("1".into())), Some(Cell::Text("***-123".into()))]);
+        assert_eq!(
+            rows.rows[0],
+            vec![
+                Some(Cell::Text("1".into())),
+                Some(Cell::Text("***-123".into()))
+            ]
+        );
         assert_eq!(
             rows.truncated,
-            vec![TruncatedRow { row: 0, original_bytes: 9 }, TruncatedRow { row: 1, original_bytes: 9 }]
+            vec![
+                TruncatedRow {
+                    row: 0,
+                    original_bytes: 9
+                },
+                TruncatedRow {
+                    row: 1,
+                    original_bytes: 9
+                }
+            ]
         );
-        let Body::CopyData(copy) = &all[5].body else { panic!("copy_data") };
-        assert_eq!((copy.data.clone(), copy.truncated_from_bytes), (Cell::Text("1\t***-12".into()), Some(11)));
-        let Body::SessionEnd(end) = &all[6].body else { panic!("session_end") };
+        let Body::CopyData(copy) = &all[5].body else {
+            panic!("copy_data")
+        };
+        assert_eq!(
+            (copy.data.clone(), copy.truncated_from_bytes),
+            (Cell::Text("1\t***-12".into()), Some(11))
+        );
+        let Body::SessionEnd(end) = &all[6].body else {
+            panic!("session_end")
+        };
         assert_eq!(end.totals.rows_recorded, 3);
-        assert_eq!(verify_file(&path, None).expect("reads").status, VerifyStatus::Intact);
+        assert_eq!(
+            verify_file(&path, None).expect("reads").status,
+            VerifyStatus::Intact
+        );
     }
 
     #[tokio::test]
     async fn backpressure_drops_rows_and_says_so_but_keeps_statements() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = RecordingConfig { rows: RecordRows::Full, ..config(dir.path()) };
+        let cfg = RecordingConfig {
+            rows: RecordRows::Full,
+            ..config(dir.path())
+        };
         let recorder = Recorder::start(&cfg).expect("starts");
         let shared = Arc::clone(recorder.shared.as_ref().expect("enabled"));
         let mut session = recorder.open_session(&identity("s-7")).expect("opens");
@@ -1267,30 +1559,56 @@ mod tests {
         session.masked_row(MaskedRow::after_masking(&row));
         session.masked_row(MaskedRow::after_masking(&row));
         // The writer is (pretend) far behind on row data.
-        shared.backlog.fetch_add(ROW_BACKLOG_LIMIT_BYTES, Ordering::AcqRel);
+        shared
+            .backlog
+            .fetch_add(ROW_BACKLOG_LIMIT_BYTES, Ordering::AcqRel);
         session.masked_row(MaskedRow::after_masking(&row)); // flushes a batch of 3 → dropped
         // Statements still go through under the hard limit.
         session.result(Some("SELECT 3"), 3, None);
-        shared.backlog.fetch_sub(ROW_BACKLOG_LIMIT_BYTES, Ordering::AcqRel);
+        shared
+            .backlog
+            .fetch_sub(ROW_BACKLOG_LIMIT_BYTES, Ordering::AcqRel);
         session.end("client_closed");
         recorder.flush().await;
         let path = only_recording(dir.path());
         assert_eq!(
             types(&path),
-            ["header", "session_start", "statement", "rows_limit", "result", "session_end", "trailer"]
+            [
+                "header",
+                "session_start",
+                "statement",
+                "rows_limit",
+                "result",
+                "session_end",
+                "trailer"
+            ]
         );
         let all = entries(&path);
-        let Body::RowsLimit(limit) = &all[3].body else { panic!("rows_limit") };
+        let Body::RowsLimit(limit) = &all[3].body else {
+            panic!("rows_limit")
+        };
         assert_eq!((limit.recorded_rows, limit.dropped_rows), (0, 3));
-        let Body::SessionEnd(end) = &all[5].body else { panic!("session_end") };
+        let Body::SessionEnd(end) = &all[5].body else {
+            panic!("session_end")
+        };
         assert_eq!(end.totals.rows_dropped, 3);
 
         // Past the hard limit a statement is refused and the recording stops without a trailer.
         let mut session = recorder.open_session(&identity("s-8")).expect("opens");
-        shared.backlog.fetch_add(BACKLOG_HARD_LIMIT_BYTES, Ordering::AcqRel);
+        shared
+            .backlog
+            .fetch_add(BACKLOG_HARD_LIMIT_BYTES, Ordering::AcqRel);
         let err = select(&mut session, "DELETE FROM customers").expect_err("fail closed");
-        shared.backlog.fetch_sub(BACKLOG_HARD_LIMIT_BYTES, Ordering::AcqRel);
-        assert!(matches!(err, RecordError::SessionFailed(RecordingFailure { kind: FailureKind::Backlog, .. })));
+        shared
+            .backlog
+            .fetch_sub(BACKLOG_HARD_LIMIT_BYTES, Ordering::AcqRel);
+        assert!(matches!(
+            err,
+            RecordError::SessionFailed(RecordingFailure {
+                kind: FailureKind::Backlog,
+                ..
+            })
+        ));
         session.end("client_closed");
         recorder.flush().await;
         let s8 = std::fs::read_dir(dir.path())
@@ -1299,17 +1617,29 @@ mod tests {
             .find(|p| p.to_string_lossy().ends_with("-s-8.jsonl"))
             .expect("s-8 recording");
         assert_eq!(types(&s8), ["header", "session_start"]);
-        assert_eq!(verify_file(&s8, None).expect("reads").status, VerifyStatus::TruncatedIntact { torn_tail: false });
+        assert_eq!(
+            verify_file(&s8, None).expect("reads").status,
+            VerifyStatus::TruncatedIntact { torn_tail: false }
+        );
     }
 
     #[tokio::test]
     async fn retention_deletes_the_oldest_but_never_an_open_recording() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let old = SystemTime::now() - Duration::from_secs(30 * 86_400);
+        let old = SystemTime::now() - Duration::from_hours(30 * 24);
         let stale = dir.path().join("20200101T000000Z-old.jsonl");
         std::fs::write(&stale, vec![b'x'; 100]).expect("write");
-        File::options().write(true).open(&stale).expect("open").set_modified(old).expect("mtime");
-        let cfg = RecordingConfig { retain_days: Some(7), max_total_bytes: Some(1), ..config(dir.path()) };
+        File::options()
+            .write(true)
+            .open(&stale)
+            .expect("open")
+            .set_modified(old)
+            .expect("mtime");
+        let cfg = RecordingConfig {
+            retain_days: Some(7),
+            max_total_bytes: Some(1),
+            ..config(dir.path())
+        };
         // At start: the 30-day-old file goes.
         let recorder = Recorder::start(&cfg).expect("starts");
         assert!(!stale.exists());
@@ -1319,7 +1649,12 @@ mod tests {
         recorder.flush().await;
         let live_path = only_recording(dir.path());
         // Make the open recording look ancient and the directory over budget.
-        File::options().write(true).open(&live_path).expect("open").set_modified(old).expect("mtime");
+        File::options()
+            .write(true)
+            .open(&live_path)
+            .expect("open")
+            .set_modified(old)
+            .expect("mtime");
         let closed = dir.path().join("20200102T000000Z-closed.jsonl");
         std::fs::write(&closed, vec![b'x'; 100]).expect("write");
         recorder.enforce_retention().await;
@@ -1338,19 +1673,30 @@ mod tests {
         select(&mut session, "SELECT 1").expect("recorded");
         recorder.shutdown().await;
         let path = only_recording(dir.path());
-        assert_eq!(verify_file(&path, None).expect("reads").status, VerifyStatus::Intact);
-        let Body::SessionEnd(end) = &entries(&path)[3].body else { panic!("session_end") };
+        assert_eq!(
+            verify_file(&path, None).expect("reads").status,
+            VerifyStatus::Intact
+        );
+        let Body::SessionEnd(end) = &entries(&path)[3].body else {
+            panic!("session_end")
+        };
         assert_eq!(end.reason, "recorder_shutdown");
         // The writer is gone: a statement cannot be recorded.
         std::thread::sleep(Duration::from_millis(20));
         assert!(select(&mut session, "SELECT 2").is_err());
-        assert!(matches!(recorder.open_session(&identity("s-10")), Err(RecordError::Closed)));
+        assert!(matches!(
+            recorder.open_session(&identity("s-10")),
+            Err(RecordError::Closed)
+        ));
     }
 
     #[test]
     fn a_disabled_recorder_records_nothing_and_never_fails() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = RecordingConfig { enabled: false, ..config(&dir.path().join("rec")) };
+        let cfg = RecordingConfig {
+            enabled: false,
+            ..config(&dir.path().join("rec"))
+        };
         let recorder = Recorder::start(&cfg).expect("starts");
         assert!(!recorder.is_enabled());
         let mut session = recorder.open_session(&identity("s")).expect("opens");
