@@ -1691,6 +1691,14 @@ mod tests {
     }
 
     #[test]
+    fn handles_can_move_between_tasks() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Recorder>();
+        send::<SessionRecorder>();
+    }
+
+    #[test]
     fn a_disabled_recorder_records_nothing_and_never_fails() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = RecordingConfig {
