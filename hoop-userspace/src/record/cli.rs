@@ -607,7 +607,7 @@ mod tests {
         let mut chain = ChainWriter::new(session);
         let ms = |n: u64| n * 1_000_000;
         let mut push = |chain: &mut ChainWriter, at: u64, body: Body| {
-            chain.append(&mut out, ms(at), started.into(), body)
+            chain.append(&mut out, ms(at), started.into(), body);
         };
         push(
             &mut chain,
@@ -854,7 +854,7 @@ mod tests {
         let mut pauses = Vec::new();
         let mut out = Vec::new();
         replay_with(dir.path(), "20250101T000000Z-s-1", 2.0, &mut out, |d| {
-            pauses.push(d)
+            pauses.push(d);
         })
         .expect("replays");
         // Gaps 100, 50, 150, 1000, 100 ms, at twice the speed.
