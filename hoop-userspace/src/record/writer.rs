@@ -1043,7 +1043,7 @@ impl Writer {
             match (self.opener)(&path) {
                 Ok(file) => break (path, file),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
-                    attempt += 1
+                    attempt += 1;
                 }
                 Err(e) => {
                     tracing::error!(session = %identity.id, path = %path.display(), error = %e, "cannot create recording");
