@@ -19,7 +19,10 @@ pub mod writer;
 
 use std::path::PathBuf;
 
-pub use writer::{MaskedRow, Recorder, RecordingFailure, SessionRecorder};
+pub use format::{CopyDirection, HoldState};
+pub use writer::{
+    FailureKind, MaskedCopyChunk, MaskedRow, Recorder, RecordingFailure, SessionRecorder,
+};
 
 use crate::config::RecordingConfig;
 
