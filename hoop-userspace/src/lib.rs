@@ -4,15 +4,16 @@
 //! I/O; connection tasks wire them together. See `../shared/DESIGN.md` for
 //! the architecture.
 
+pub mod admin;
 pub mod agent;
 pub mod app;
 pub mod config;
 pub mod exec;
+pub mod hold;
 pub mod intercept;
 pub mod mask;
 pub mod metrics;
+pub mod record;
 pub mod serve;
 pub mod session;
 pub mod statement;
-pub mod admin;
-pub mod hold;

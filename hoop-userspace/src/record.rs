@@ -1,0 +1,179 @@
+//! Session recording: complete, masked, tamper-evident, replayable.
+//!
+//! - [`format`]: the file format (JSON lines, hash chain, MAC'd trailer). Pure.
+//! - [`writer`]: [`Recorder`] and [`SessionRecorder`], the hot-path API the
+//!   proxy calls, and the background writer that owns the files.
+//! - [`retention`]: which recordings to delete (pure plan + apply).
+//! - [`verify`]: classifies a recording as intact, truncated-but-intact or tampered.
+//! - [`read`]: finds and parses recordings for the CLI.
+//! - [`cli`]: `hoop recordings list | show | replay | export | verify`.
+//!
+//! The format and its guarantees are specified in `docs/recording.md`.
+
+pub mod cli;
+pub mod format;
+pub mod read;
+pub mod retention;
+pub mod verify;
+pub mod writer;
+
+use std::path::PathBuf;
+
+pub use format::{CopyDirection, HoldState};
+pub use writer::{
+    FailureKind, MaskedCopyChunk, MaskedRow, Recorder, RecordingFailure, SessionRecorder,
+};
+
+use crate::config::RecordingConfig;
+
+/// Why the recorder could not start, or a session could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The recording directory could not be created.
+    #[error("cannot create the recording directory {dir}: {source}")]
+    CreateDir {
+        /// `recording.dir`.
+        dir: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The recording directory exists but a probe file could not be written in it.
+    #[error("the recording directory {dir} is not writable: {source}")]
+    DirNotWritable {
+        /// `recording.dir`.
+        dir: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `recording.hmac_key_env` and `recording.hmac_key_file` are both set.
+    #[error("set only one of recording.hmac_key_env and recording.hmac_key_file")]
+    TwoHmacKeys,
+    /// The environment variable named by `recording.hmac_key_env` is unset or not UTF-8.
+    #[error("recording.hmac_key_env names {name}, which is not set")]
+    HmacKeyEnvUnset {
+        /// The variable's name.
+        name: String,
+    },
+    /// The file named by `recording.hmac_key_file` could not be read.
+    #[error("cannot read recording.hmac_key_file {path}: {source}")]
+    HmacKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configured key is empty (after trimming a trailing newline).
+    #[error("the recording HMAC key is empty")]
+    HmacKeyEmpty,
+    /// The writer thread could not be spawned.
+    #[error("cannot start the recording writer thread: {0}")]
+    SpawnWriter(#[source] std::io::Error),
+    /// The recorder was shut down (or its writer died); nothing more can be recorded.
+    #[error("the recorder is shut down")]
+    Closed,
+    /// This session's recording failed earlier; see [`SessionRecorder::failure`].
+    #[error("recording of this session failed: {0}")]
+    SessionFailed(RecordingFailure),
+}
+
+/// Loads the trailer HMAC key named by `recording.hmac_key_env` or
+/// `recording.hmac_key_file`; `None` when neither is set.
+///
+/// The key is the raw bytes of the variable or file, with one trailing `\n`
+/// (or `\r\n`) removed so `echo secret > key` does what it looks like.
+pub fn load_hmac_key(cfg: &RecordingConfig) -> Result<Option<Vec<u8>>, RecordError> {
+    let raw = match (&cfg.hmac_key_env, &cfg.hmac_key_file) {
+        (Some(_), Some(_)) => return Err(RecordError::TwoHmacKeys),
+        (None, None) => return Ok(None),
+        (Some(name), None) => std::env::var(name)
+            .map_err(|_| RecordError::HmacKeyEnvUnset { name: name.clone() })?
+            .into_bytes(),
+        (None, Some(path)) => std::fs::read(path).map_err(|source| RecordError::HmacKeyFile {
+            path: path.clone(),
+            source,
+        })?,
+    };
+    let key = strip_one_newline(raw);
+    if key.is_empty() {
+        return Err(RecordError::HmacKeyEmpty);
+    }
+    Ok(Some(key))
+}
+
+fn strip_one_newline(mut raw: Vec<u8>) -> Vec<u8> {
+    if raw.last() == Some(&b'\n') {
+        raw.pop();
+        if raw.last() == Some(&b'\r') {
+            raw.pop();
+        }
+    }
+    raw
+}
+
+/// The extension of recording files.
+pub const FILE_EXTENSION: &str = "jsonl";
+
+/// The recording id (file stem) for a session: `<UTC start, YYYYMMDDTHHMMSSZ>-<session id>`,
+/// with characters outside `[A-Za-z0-9._-]` in the session id replaced by `_`.
+///
+/// The time prefix makes `ls` sort recordings by start and keeps ids unique
+/// across restarts (session ids are only process-unique).
+pub fn recording_id(started: std::time::SystemTime, session_id: &str) -> String {
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let stamp = time::OffsetDateTime::from(started)
+        .format(&format)
+        .expect("a UTC timestamp formats");
+    let safe: String = session_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{stamp}-{safe}")
+}
+
+/// RFC 3339 UTC with nanoseconds, as in `ts`.
+pub(crate) fn rfc3339(at: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC timestamp formats as RFC 3339")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_ids_sort_by_start_and_are_file_safe() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        assert_eq!(recording_id(t, "s-12"), "20231114T221320Z-s-12");
+        assert_eq!(recording_id(t, "a/b c"), "20231114T221320Z-a_b_c");
+    }
+
+    #[test]
+    fn hmac_key_from_file_drops_one_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, b"secret\n").expect("write");
+        let cfg = RecordingConfig {
+            hmac_key_file: Some(path),
+            ..RecordingConfig::default()
+        };
+        assert_eq!(
+            load_hmac_key(&cfg).expect("loads"),
+            Some(b"secret".to_vec())
+        );
+        let both = RecordingConfig {
+            hmac_key_env: Some("X".into()),
+            ..cfg
+        };
+        assert!(matches!(
+            load_hmac_key(&both),
+            Err(RecordError::TwoHmacKeys)
+        ));
+    }
+}
