@@ -51,6 +51,65 @@ enum Command {
         #[command(subcommand)]
         command: HoldsCommand,
     },
+    /// List, show, replay, export and verify session recordings.
+    Recordings {
+        /// The recording directory (default: --config's recording.dir, else ./recordings).
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        /// A hoop config naming recording.dir and the HMAC key.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordingsCommand {
+    /// Recordings, oldest first.
+    List {
+        /// Only sessions started since this RFC 3339 time or this long ago (`2h`, `3days`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only sessions whose workload (cgroup path) contains this.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Only sessions of this database user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A readable transcript: statements, verdicts, holds, summaries, masked rows.
+    Show {
+        /// Recording id (or a unique session id).
+        id: String,
+    },
+    /// Print the session as it happened, paced by its original timing.
+    Replay {
+        /// Recording id.
+        id: String,
+        /// Speed factor: 2 is twice as fast, 0 means no pauses.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// Export a recording as one JSON document.
+    Export {
+        /// Recording id.
+        id: String,
+        /// Output format.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+    /// Verify hash chains and trailers; exit 1 if any recording was tampered with.
+    Verify {
+        /// Recording ids.
+        ids: Vec<String>,
+        /// Verify every recording in the directory.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +215,65 @@ fn holds(
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hoop holds: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn recordings(dir: Option<PathBuf>, config: Option<PathBuf>, command: RecordingsCommand) -> ExitCode {
+    use hoop::record::{self, cli};
+    let recording = match config.as_deref().map(hoop::config::Config::load).transpose() {
+        Ok(c) => c.map(|c| c.recording).unwrap_or_default(),
+        Err(e) => {
+            eprintln!("hoop recordings: {e}");
+            return ExitCode::from(hoop::app::EXIT_CONFIG);
+        }
+    };
+    let dir = dir.unwrap_or_else(|| recording.dir.clone());
+    let mut out = std::io::stdout().lock();
+    let result = match command {
+        RecordingsCommand::List { since, workload, user, json } => {
+            let since = match since.map(|s| cli::parse_since(&s, std::time::SystemTime::now())).transpose() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("hoop recordings list: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let filter = cli::ListFilter { since, workload: workload.as_deref(), user: user.as_deref() };
+            cli::list(&dir, &filter, json, &mut out)
+        }
+        RecordingsCommand::Show { id } => cli::show(&dir, &id, &mut out),
+        RecordingsCommand::Replay { id, speed } => cli::replay(&dir, &id, speed, &mut out),
+        RecordingsCommand::Export { id, format } => {
+            if format != "json" {
+                eprintln!("hoop recordings export: unknown format {format:?} (supported: json)");
+                return ExitCode::from(2);
+            }
+            cli::export(&dir, &id, cli::ExportFormat::Json, &mut out)
+        }
+        RecordingsCommand::Verify { ids, all } => {
+            if ids.is_empty() && !all {
+                eprintln!("hoop recordings verify: give recording ids or --all");
+                return ExitCode::from(2);
+            }
+            let key = match record::load_hmac_key(&recording) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("hoop recordings verify: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match cli::verify(&dir, &ids, key.as_deref(), &mut out) {
+                Ok(summary) => return ExitCode::from(summary.exit_code()),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hoop recordings: {e}");
             ExitCode::FAILURE
         }
     }
