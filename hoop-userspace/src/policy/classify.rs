@@ -125,7 +125,14 @@ pub fn classify(sql: &str) -> Vec<ClassifiedStatement> {
 
 /// Classifies the text of exactly one statement.
 fn classify_one(text: &str) -> ClassifiedStatement {
-    match Parser::parse_sql(&PostgreSqlDialect {}, text) {
+    let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, text);
+    if parsed.is_err() && first_word(text).as_deref() == Some("copy") {
+        // sqlparser reads `COPY … FROM STDIN` as followed by inline data after a
+        // `;`; on the wire the data comes in CopyData messages, so give it an
+        // empty inline block. The piece has no top-level `;` of its own.
+        parsed = Parser::parse_sql(&PostgreSqlDialect {}, &format!("{text};"));
+    }
+    match parsed {
         Ok(statements) if statements.len() == 1 => classify_statement(&statements[0]),
         Ok(statements) => ClassifiedStatement::unparsed(format!(
             "the SQL parser read {} statements where PostgreSQL sees one",
@@ -461,6 +468,11 @@ impl Visitor for Collector {
                 }
             }
             Statement::CreateView { name, .. } => self.real_table(name),
+            Statement::Vacuum(vacuum) => {
+                if let Some(name) = &vacuum.table_name {
+                    self.real_table(name);
+                }
+            }
             Statement::CreateTable(create) => self.real_table(&create.name),
             Statement::Comment { object_type: CommentObject::Table, object_name, .. } => self.real_table(object_name),
             Statement::Grant { objects: Some(GrantObjects::Tables(names)), .. }
@@ -540,5 +552,262 @@ impl Visitor for Collector {
             }
         }
         ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StatementKind as K;
+
+    fn one(sql: &str) -> ClassifiedStatement {
+        let mut all = classify(sql);
+        assert_eq!(all.len(), 1, "{sql}: {all:?}");
+        all.remove(0)
+    }
+
+    fn tables(sql: &str) -> Vec<String> {
+        let mut names: Vec<String> = one(sql).tables.iter().map(ToString::to_string).collect();
+        names.sort();
+        names
+    }
+
+    fn kinds(sql: &str) -> Vec<StatementKind> {
+        one(sql).kinds().collect()
+    }
+
+    #[test]
+    fn basic_kinds() {
+        assert_eq!(one("select 1").kind, K::Select);
+        assert_eq!(one("INSERT INTO t VALUES (1)").kind, K::Insert);
+        assert_eq!(one("update t set a = 1 where id = 2").kind, K::Update);
+        assert_eq!(one("delete from t where id = 1").kind, K::Delete);
+        assert_eq!(one("truncate a, b").kind, K::Truncate);
+        assert_eq!(one("drop table t").kind, K::Drop);
+        assert_eq!(one("alter table t add column c int").kind, K::Alter);
+        assert_eq!(one("create table t (a int)").kind, K::Create);
+        assert_eq!(one("grant select on t to bob").kind, K::Grant);
+        assert_eq!(one("begin").kind, K::Begin);
+        assert_eq!(one("commit").kind, K::Commit);
+        assert_eq!(one("set search_path = app").kind, K::Set);
+        assert_eq!(one("show work_mem").kind, K::Show);
+        assert_eq!(one("RESET ALL").kind, K::Reset);
+        assert_eq!(one("discard all").kind, K::Discard);
+        assert_eq!(one("listen ch").kind, K::Listen);
+    }
+
+    #[test]
+    fn odd_casing_whitespace_and_comments() {
+        let s = one("  \n\t-- leading comment\n /* block */ DeLeTe\n\tFROM   Orders   wHeRe id=1 ");
+        assert_eq!(s.kind, K::Delete);
+        assert_eq!(s.tables, [TableRef { schema: None, name: "orders".into() }]);
+        assert!(s.has_where);
+    }
+
+    #[test]
+    fn comments_do_not_hide_or_invent_statements() {
+        let all = classify("SELECT 1 /* ; DROP TABLE t */");
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].kind, K::Select);
+        assert!(all[0].tables.is_empty());
+        let all = classify("SELECT 1 -- ; DROP TABLE t\n");
+        assert_eq!(all.len(), 1);
+        let all = classify("SELECT 1 /* nested /* ; */ DROP TABLE t; */");
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_ne!(all[0].kind, K::Drop);
+    }
+
+    #[test]
+    fn multi_statement_with_a_drop_at_the_end() {
+        let all = classify("select * from a; update b set x = 1 where id = 1; DROP TABLE c");
+        let kinds: Vec<_> = all.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [K::Select, K::Update, K::Drop]);
+        assert_eq!(all[2].tables[0].name, "c");
+    }
+
+    #[test]
+    fn strings_and_dollar_quotes_are_data() {
+        assert_eq!(classify(r"SELECT E'\'; DROP TABLE t; --'").len(), 1);
+        assert_eq!(classify("SELECT 'it''s; DROP TABLE t'").len(), 1);
+        let all = classify("SELECT $$ ; DROP TABLE t; $$, $tag$ $$ ; $tag$");
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].kind, K::Select);
+        // A literal whose end depends on standard_conforming_strings is unparsed, whole.
+        let all = classify(r"SELECT 'x\''; DROP TABLE t; --'");
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].kind, K::Unparsed);
+    }
+
+    #[test]
+    fn quoted_identifiers_keep_case_unquoted_fold() {
+        assert_eq!(tables(r#"select * from "Orders""#), ["Orders"]);
+        assert_eq!(tables("select * from ORDERS"), ["orders"]);
+        assert_eq!(tables(r#"select * from "orders""#), ["orders"]);
+        assert_eq!(tables(r#"select * from "App"."Order Lines""#), ["App.Order Lines"]);
+    }
+
+    #[test]
+    fn schema_qualified_and_aliased_tables() {
+        assert_eq!(tables("select o.* from public.orders as o join app.customers c on c.id = o.cid"), ["app.customers", "public.orders"]);
+        assert_eq!(tables("select * from mydb.public.orders"), ["public.orders"]);
+    }
+
+    #[test]
+    fn subqueries_joins_and_set_operations() {
+        assert_eq!(
+            tables("select * from a where id in (select aid from b) and exists (select 1 from c) union all select * from d except (select * from e)"),
+            ["a", "b", "c", "d", "e"]
+        );
+        assert_eq!(tables("select (select max(x) from f) from g left join lateral (select * from h) hh on true"), ["f", "g", "h"]);
+        // sqlparser does not know the `TABLE x` statement: unparsed, fail closed.
+        assert_eq!(one("TABLE secrets").kind, K::Unparsed);
+    }
+
+    #[test]
+    fn cte_names_are_not_tables_but_their_contents_are() {
+        assert_eq!(tables("with orders as (select * from archive) select * from orders"), ["archive"]);
+        // Non-recursive: inside its own body, `orders` is the real table.
+        assert_eq!(tables("with orders as (select * from orders) select * from orders"), ["orders"]);
+        // A later CTE sees an earlier one.
+        assert_eq!(tables("with a as (select * from t), b as (select * from a) select * from b"), ["t"]);
+        // An earlier CTE does not see a later one.
+        assert_eq!(tables("with a as (select * from b), b as (select 1) select * from a"), ["b"]);
+        // A CTE in a nested query does not shadow an outer reference.
+        assert_eq!(tables("select * from orders, (with orders as (select 1) select * from orders) x"), ["orders"]);
+        // Schema-qualified names are never CTEs.
+        assert_eq!(tables("with orders as (select 1) select * from public.orders"), ["public.orders"]);
+        assert_eq!(tables("with recursive r as (select 1 union all select * from r) select * from r"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn dml_targets_are_real_tables_even_when_a_cte_has_the_name() {
+        let s = one("with orders as (select 1) delete from orders");
+        assert_eq!(s.kind, K::Delete);
+        assert_eq!(s.tables.iter().map(ToString::to_string).collect::<Vec<_>>(), ["orders"]);
+        assert!(!s.has_where);
+    }
+
+    #[test]
+    fn data_modifying_ctes_are_their_kind_too() {
+        let s = one("with d as (delete from orders returning *) select * from d");
+        assert_eq!(s.kind, K::Select);
+        assert!(s.nested.contains(&K::Delete), "{s:?}");
+        assert!(!s.has_where);
+        assert_eq!(s.tables.iter().map(ToString::to_string).collect::<Vec<_>>(), ["orders"]);
+    }
+
+    #[test]
+    fn dml_sources() {
+        assert_eq!(tables("insert into a (x) select y from b"), ["a", "b"]);
+        assert_eq!(kinds("insert into a (x) select y from b"), [K::Insert, K::Select]);
+        assert_eq!(tables("update a set x = b.y from b where a.id = b.id"), ["a", "b"]);
+        assert_eq!(tables("delete from a using b where a.id = b.id"), ["a", "b"]);
+        assert_eq!(tables("insert into a values (1) on conflict (id) do update set x = 2"), ["a"]);
+    }
+
+    #[test]
+    fn where_clauses() {
+        assert!(!one("delete from t").has_where);
+        assert!(one("delete from t where id = 1").has_where);
+        // A WHERE that references no column restricts nothing.
+        assert!(!one("delete from t where true").has_where);
+        assert!(!one("update t set a = 1 where 1 = 1").has_where);
+        assert!(one("update t set a = 1 where t.id > 10").has_where);
+        assert!(one("select * from t").has_where);
+    }
+
+    #[test]
+    fn truncate_and_drop_lists() {
+        assert_eq!(tables("truncate table a, public.b, \"C\" cascade"), ["C", "a", "public.b"]);
+        assert_eq!(tables("drop table if exists a, b"), ["a", "b"]);
+        assert_eq!(tables("drop view v"), ["v"]);
+        assert_eq!(one("drop schema app cascade").kind, K::Drop);
+        assert!(one("drop schema app cascade").tables.is_empty());
+    }
+
+    #[test]
+    fn merge() {
+        let s = one("merge into orders o using incoming i on o.id = i.id when matched then delete when not matched then insert (id) values (i.id)");
+        assert_eq!(s.kind, K::Merge);
+        assert!(s.nested.contains(&K::Delete) && s.nested.contains(&K::Insert));
+        let mut names: Vec<_> = s.tables.iter().map(ToString::to_string).collect();
+        names.sort();
+        assert_eq!(names, ["incoming", "orders"]);
+    }
+
+    #[test]
+    fn copy() {
+        let s = one("COPY orders TO STDOUT");
+        assert_eq!((s.kind, s.tables[0].name.as_str()), (K::Copy, "orders"));
+        assert!(s.nested.contains(&K::Select));
+        let s = one("copy orders (a, b) from stdin with (format csv)");
+        assert_eq!(s.kind, K::Copy);
+        assert!(s.nested.contains(&K::Insert));
+        assert_eq!(one("COPY orders FROM STDIN WITH (FORMAT binary)").tables[0].name, "orders");
+        let s = one("copy (select * from customers join orders using (id)) to stdout");
+        assert_eq!(s.kind, K::Copy);
+        assert_eq!(s.tables.len(), 2);
+    }
+
+    #[test]
+    fn do_and_call_are_opaque() {
+        let s = one("DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$");
+        assert_eq!(s.kind, K::Do);
+        assert!(s.opaque);
+        let s = one("call purge_orders(30)");
+        assert_eq!(s.kind, K::Call);
+        assert!(s.opaque);
+        // A function in a SELECT is a select; its name is visible, its body is not.
+        let s = one("select purge_orders(30)");
+        assert_eq!(s.kind, K::Select);
+        assert_eq!(s.functions, ["purge_orders"]);
+        let s = one("select * from generate_series(1, 3) g, t");
+        assert_eq!(s.tables.iter().map(ToString::to_string).collect::<Vec<_>>(), ["t"]);
+    }
+
+    #[test]
+    fn explain_analyze_runs_its_statement_plain_explain_does_not() {
+        assert_eq!(kinds("explain analyze delete from orders"), [K::Explain, K::Delete]);
+        assert_eq!(kinds("explain (analyze, buffers) delete from orders"), [K::Explain, K::Delete]);
+        assert_eq!(kinds("explain (analyze false) delete from orders"), [K::Explain]);
+        let plain = one("explain delete from orders");
+        assert_eq!(plain.kinds().collect::<Vec<_>>(), [K::Explain]);
+        assert_eq!(plain.tables[0].name, "orders");
+        assert!(plain.has_where, "a plain EXPLAIN deletes nothing");
+    }
+
+    #[test]
+    fn prepare_is_judged_by_what_it_prepares() {
+        let s = one("prepare zap as delete from orders");
+        assert_eq!(s.kinds().collect::<Vec<_>>(), [K::Prepare, K::Delete]);
+        assert!(!s.has_where);
+        assert_eq!(s.prepared_name.as_deref(), Some("zap"));
+        let s = one("execute zap");
+        assert_eq!(s.kind, K::Execute);
+        assert_eq!(s.prepared_name.as_deref(), Some("zap"));
+    }
+
+    #[test]
+    fn select_into_and_create_as_and_views() {
+        let s = one("select * into stolen from salaries");
+        assert!(s.kinds().any(|k| k == K::Create));
+        assert_eq!(s.tables.len(), 2);
+        assert_eq!(kinds("create table x as select * from salaries"), [K::Create, K::Select]);
+        assert_eq!(tables("create view v as select * from salaries"), ["salaries", "v"]);
+        assert_eq!(kinds("declare c cursor for select * from salaries"), [K::Declare, K::Select]);
+    }
+
+    #[test]
+    fn garbage_is_unparsed() {
+        let s = one("this is not sql at all");
+        assert_eq!(s.kind, K::Unparsed);
+        assert!(s.unparsed_reason.is_some());
+        assert_eq!(one("select 'unterminated").kind, K::Unparsed);
+        let all = classify("select 1; gibberish here; drop table t");
+        assert_eq!(all.iter().map(|s| s.kind).collect::<Vec<_>>(), [K::Select, K::Unparsed, K::Drop]);
+        assert!(classify("  -- only a comment\n").is_empty());
+        // Utility statements sqlparser does not know fall to `policy.unparsed`.
+        assert_eq!(one("lock table orders").kind, K::Unparsed);
+        assert_eq!(one("create rule r as on select to t do instead select 1").kind, K::Unparsed);
     }
 }
