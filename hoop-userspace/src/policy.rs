@@ -45,6 +45,9 @@ pub mod spec;
 pub mod split;
 pub mod when;
 
+#[cfg(test)]
+mod tests;
+
 pub use classify::{ClassifiedStatement, classify};
 pub use compile::{compile, compile_into};
 pub use names::{ColumnRef, TablePattern, TableRef};

@@ -19,7 +19,7 @@ pub struct PolicySpec {
     pub unparsed: UnparsedAction,
     /// What to do when a masked column comes back in binary format and cannot be
     /// rewritten type-correctly: `refuse | null` (default `refuse`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_means_null")]
     pub binary_unmaskable: BinaryUnmaskable,
     /// Environment variable holding the key for `strategy: hash`.
     #[serde(default)]
@@ -109,8 +109,8 @@ pub struct MaskRuleSpec {
     /// Content detectors: built-in names or `policy.detectors` names.
     #[serde(default)]
     pub detect: Option<Vec<String>>,
-    /// How to rewrite a masked value (default `redact`).
-    #[serde(default)]
+    /// How to rewrite a masked value (default `redact`). `null` may be written bare.
+    #[serde(default, deserialize_with = "null_means_null")]
     pub strategy: Strategy,
     /// For `strategy: partial`: characters kept at the end (default 4).
     #[serde(default)]
@@ -173,6 +173,18 @@ pub struct HoldRuleSpec {
     /// Sessions the rule applies to (default: all).
     #[serde(default)]
     pub when: Option<WhenSpec>,
+}
+
+/// Reads an enum that has a `null` variant, where YAML's bare `null` (which
+/// is the null value, not the string) means that variant.
+fn null_means_null<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_yaml_ng::Value::deserialize(deserializer)?;
+    let value = if value.is_null() { serde_yaml_ng::Value::String("null".to_owned()) } else { value };
+    serde_yaml_ng::from_value(value).map_err(serde::de::Error::custom)
 }
 
 /// The default hold timeout: five minutes.
