@@ -458,3 +458,84 @@ impl Config {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diagnostics(yaml: &str) -> Vec<String> {
+        match Config::parse_checked(Path::new("/etc/hoop/hoop.yaml"), yaml) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.diagnostics().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_kept() {
+        let config = Config::parse(Path::new("x.yaml"), "").unwrap();
+        assert_eq!(config.intercept.ports, [5432]);
+        assert_eq!(config.admin.listen, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(config.recording.dir, PathBuf::from("./recordings"));
+        assert_eq!(config.proxy.connect_timeout, Duration::from_secs(5));
+        let config = Config::parse(Path::new("x.yaml"), "admin:\nrecording: {rows: full}\n").unwrap();
+        assert_eq!(config.recording.rows, RecordRows::Full);
+    }
+
+    #[test]
+    fn every_section_error_is_reported_at_once_with_location_and_key() {
+        let yaml = "\
+intercept:
+  ports: [5432, notaport]
+  prots: [1]
+admin:
+  listen: 127.0.0.1:9464
+  oidc:
+    issuer: x
+    audiance: y
+recording:
+  rows: everything
+  flush_interval: soon
+bogus: 1
+policy:
+  mask:
+    - columns: [ssn]
+      stratgy: redact
+";
+        let found = diagnostics(yaml);
+        let expect = [
+            "/etc/hoop/hoop.yaml:2:10: error: intercept.ports: invalid type: string \"notaport\", expected u16",
+            "/etc/hoop/hoop.yaml:3:3: error: intercept.prots: unknown key `prots` (hint: did you mean \"ports\"?)",
+            "/etc/hoop/hoop.yaml:6:3: error: admin.oidc: missing field `audience`",
+            "/etc/hoop/hoop.yaml:8:5: error: admin.oidc.audiance: unknown key `audiance` (hint: did you mean \"audience\"?)",
+            "/etc/hoop/hoop.yaml:10:9: error: recording.rows: unknown variant `everything`, expected one of `none`, `summary`, `full`",
+            "/etc/hoop/hoop.yaml:11:19: error: recording.flush_interval: ",
+            "/etc/hoop/hoop.yaml:12:1: error: bogus: unknown key `bogus`",
+            "/etc/hoop/hoop.yaml:16:7: error: policy.mask[0].stratgy: unknown key `stratgy` (hint: did you mean \"strategy\"?)",
+        ];
+        for e in expect {
+            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e}\nin:\n{}", found.join("\n"));
+        }
+        assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+    }
+
+    #[test]
+    fn syntax_errors_stop_early_with_a_location() {
+        let found = diagnostics("intercept:\n  ports: [5432\nadmin: {}\n");
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("/etc/hoop/hoop.yaml:3:"), "{found:?}");
+        assert!(found[0].contains("error: invalid YAML"));
+        let found = diagnostics("a: 1\na: 2\n");
+        assert!(found[0].contains("duplicate"), "{found:?}");
+    }
+
+    #[test]
+    fn load_reads_files_and_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoop.yaml");
+        std::fs::write(&path, "proxy:\n  max_message_size: -1\n").unwrap();
+        let err = Config::load(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("{}:2:21: error: proxy.max_message_size:", path.display())), "{text}");
+        assert!(matches!(Config::load(&dir.path().join("none.yaml")), Err(ConfigError::Read { .. })));
+    }
+}

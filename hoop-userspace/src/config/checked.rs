@@ -95,7 +95,9 @@ pub fn deserialize_checked<T: DeserializeOwned>(
 pub fn report_serde(diags: &mut Diagnostics<'_>, path: &KeyPath, e: &serde_yaml_ng::Error) {
     let message = e.to_string();
     let hint = unknown_variant_hint(&message);
-    diags.push(Severity::Error, path, At::Value, message, hint);
+    // A missing key is best shown at the key of the mapping that lacks it.
+    let at = if message.starts_with("missing field") { At::Key } else { At::Value };
+    diags.push(Severity::Error, path, at, message, hint);
 }
 
 /// `unknown variant `partal`, expected one of `redact`, `partial`` → `did you mean "partial"?`.
@@ -104,7 +106,6 @@ fn unknown_variant_hint(message: &str) -> Option<String> {
     let (word, expected) = rest.split_once('`')?;
     let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
     did_you_mean(word, candidates.iter().copied())
-        .or_else(|| Some(format!("expected one of: {}", candidates.join(", "))))
 }
 
 /// The field names a derived `Deserialize` struct accepts, or `None` for non-structs.

@@ -165,7 +165,9 @@ struct Builder {
 }
 
 impl Builder {
-    fn node(&mut self, location: Location, scalar: Option<&str>, container: bool) {
+    /// One node starts: a scalar or alias (`container` `None`), or a mapping
+    /// (`Some(false)`) or sequence (`Some(true)`).
+    fn node(&mut self, location: Location, scalar: Option<&str>, container: Option<bool>) {
         let path = match self.stack.last_mut() {
             None => {
                 if self.documents > 1 {
@@ -174,7 +176,7 @@ impl Builder {
                 Some((KeyPath::root(), None))
             }
             Some(Frame::Ignored { depth }) => {
-                if container {
+                if container.is_some() {
                     *depth += 1;
                 }
                 return;
@@ -189,7 +191,7 @@ impl Builder {
                 None => {
                     // This node is a key.
                     *pending_key = Some((scalar.unwrap_or("?").to_owned(), location));
-                    if container {
+                    if container.is_some() {
                         self.stack.push(Frame::Ignored { depth: 0 });
                     }
                     None
@@ -198,9 +200,10 @@ impl Builder {
         };
         let Some((path, key)) = path else { return };
         self.entries.entry(path.clone()).or_insert(Entry { key, value: location });
-        if container {
-            // The caller pushes the right frame kind via `open`.
-            self.stack.push(Frame::Mapping { path, pending_key: None });
+        match container {
+            Some(true) => self.stack.push(Frame::Sequence { path, next: 0 }),
+            Some(false) => self.stack.push(Frame::Mapping { path, pending_key: None }),
+            None => {}
         }
     }
 }
@@ -214,19 +217,10 @@ impl<'input> SpannedEventReceiver<'input> for Builder {
         let at = location(span);
         match event {
             Event::DocumentStart(_) => self.documents += 1,
-            Event::Scalar(value, ..) => self.node(at, Some(&value), false),
-            Event::Alias(_) => self.node(at, None, false),
-            Event::MappingStart(..) => self.node(at, None, true),
-            Event::SequenceStart(..) => {
-                let before = self.stack.len();
-                self.node(at, None, true);
-                // `node` pushes a mapping frame for a new container; a sequence needs its own.
-                if self.stack.len() > before {
-                    if let Some(Frame::Mapping { path, .. }) = self.stack.pop() {
-                        self.stack.push(Frame::Sequence { path, next: 0 });
-                    }
-                }
-            }
+            Event::Scalar(value, ..) => self.node(at, Some(&value), None),
+            Event::Alias(_) => self.node(at, None, None),
+            Event::MappingStart(..) => self.node(at, None, Some(false)),
+            Event::SequenceStart(..) => self.node(at, None, Some(true)),
             Event::MappingEnd | Event::SequenceEnd => match self.stack.last_mut() {
                 Some(Frame::Ignored { depth }) if *depth > 0 => *depth -= 1,
                 _ => {
@@ -265,9 +259,9 @@ mod tests {
         assert_eq!(at(&map, "a"), (1, 1));
         assert_eq!(at(&map, "policy.mask"), (3, 3));
         assert_eq!(at(&map, "policy.mask[0].strategy"), (5, 7));
-        assert_eq!(at(&map, "policy.mask[0].columns[1]"), (4, 21));
-        assert_eq!(at(&map, "policy.mask[1].strategy"), (6, 26));
-        assert_eq!(at(&map, "policy.mask[1].detect[0]"), (6, 15));
+        assert_eq!(at(&map, "policy.mask[0].columns[1]"), (4, 20));
+        assert_eq!(at(&map, "policy.mask[1].strategy"), (6, 25));
+        assert_eq!(at(&map, "policy.mask[1].detect[0]"), (6, 17));
         // A missing key points at its parent.
         assert_eq!(at(&map, "policy.mask[1].nope"), (6, 7));
         assert_eq!(KeyPath::root().key("policy").key("mask").index(1).key("detect").index(0).to_string(), "policy.mask[1].detect[0]");
