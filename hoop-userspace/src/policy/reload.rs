@@ -132,7 +132,11 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
 
 /// Spawns the reload task on the current tokio runtime: reloads `path` into
 /// `handle` when the file changes (polled) and on SIGHUP. Runs until aborted.
+///
+/// The file's current version is noted before this returns, so call it right
+/// after loading the policy the handle starts with: any later change is seen.
 pub fn spawn_watcher(handle: PolicyHandle, path: PathBuf, options: WatchOptions) -> tokio::task::JoinHandle<()> {
+    let mut seen = fingerprint(&path);
     tokio::spawn(async move {
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(signal) => Some(signal),
@@ -141,7 +145,6 @@ pub fn spawn_watcher(handle: PolicyHandle, path: PathBuf, options: WatchOptions)
                 None
             }
         };
-        let mut seen = fingerprint(&path);
         let mut ticker = tokio::time::interval(options.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -178,4 +181,113 @@ pub fn spawn_watcher(handle: PolicyHandle, path: PathBuf, options: WatchOptions)
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        session::SessionIdentity,
+        statement::{ProtocolForm, Verdict},
+    };
+
+    fn counters() -> ReloadCounters {
+        ReloadCounters {
+            reloads: IntCounter::new("test_reloads", "test").unwrap(),
+            errors: IntCounter::new("test_reload_errors", "test").unwrap(),
+        }
+    }
+
+    fn denies_drop(handle: &PolicyHandle) -> bool {
+        let snapshot = handle.snapshot();
+        matches!(
+            snapshot.judge("drop table t", ProtocolForm::Simple, &SessionIdentity::default()).verdict,
+            Verdict::Deny(_)
+        )
+    }
+
+    /// Replaces the file the way a ConfigMap update does: write aside, rename over.
+    fn replace(path: &Path, text: &str) {
+        let aside = path.with_extension("tmp");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, path).unwrap();
+    }
+
+    const ALLOW_ALL: &str = "policy: {}\n";
+    const DENY_DROP: &str = "policy:\n  deny:\n    - statements: [drop]\n";
+    const BROKEN: &str = "policy:\n  deny:\n    - statements: [dorp]\n";
+
+    #[test]
+    fn a_failed_reload_keeps_the_last_good_policy_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoop.yaml");
+        std::fs::write(&path, DENY_DROP).unwrap();
+        let counters = counters();
+        let handle = PolicyHandle::with_counters(Config::load_checked(&path).unwrap().policy, counters.clone());
+        assert!(denies_drop(&handle));
+
+        let held = handle.snapshot();
+        replace(&path, ALLOW_ALL);
+        handle.reload_from(&path).unwrap();
+        assert!(!denies_drop(&handle));
+        assert_eq!(counters.reloads.get(), 1);
+        // A snapshot taken before the swap still judges with the old policy.
+        assert!(matches!(held.judge("drop table t", ProtocolForm::Simple, &SessionIdentity::default()).verdict, Verdict::Deny(_)));
+
+        replace(&path, DENY_DROP);
+        handle.reload_from(&path).unwrap();
+        replace(&path, BROKEN);
+        let err = handle.reload_from(&path).unwrap_err();
+        assert!(err.to_string().contains("unknown statement kind `dorp`"), "{err}");
+        assert!(denies_drop(&handle), "the last good policy stays");
+        assert_eq!(counters.errors.get(), 1);
+        assert_eq!(counters.reloads.get(), 2);
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(handle.reload_from(&path).is_err());
+        assert!(denies_drop(&handle));
+        assert_eq!(counters.errors.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_watcher_reloads_on_change_and_survives_a_broken_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoop.yaml");
+        std::fs::write(&path, ALLOW_ALL).unwrap();
+        let counters = counters();
+        let handle = PolicyHandle::with_counters(Config::load_checked(&path).unwrap().policy, counters.clone());
+        let options = WatchOptions { poll_interval: Duration::from_millis(20), debounce: Duration::from_millis(20) };
+        let task = spawn_watcher(handle.clone(), path.clone(), options);
+
+        async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+            for _ in 0..250 {
+                if condition() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("timed out waiting for {what}");
+        }
+
+        replace(&path, DENY_DROP);
+        until("the new policy", || denies_drop(&handle)).await;
+        assert_eq!(counters.reloads.get(), 1);
+
+        replace(&path, BROKEN);
+        until("the reload error", || counters.errors.get() == 1).await;
+        assert!(denies_drop(&handle));
+
+        replace(&path, ALLOW_ALL);
+        until("recovery", || !denies_drop(&handle)).await;
+        assert_eq!(counters.reloads.get(), 2);
+        task.abort();
+    }
+
+    #[test]
+    fn process_counters_are_registered() {
+        let _ = policy_metrics();
+        let names: Vec<String> = crate::metrics::metrics().registry.gather().iter().map(|f| f.name().to_owned()).collect();
+        assert!(names.contains(&"hoop_policy_reloads_total".to_owned()), "{names:?}");
+        assert!(names.contains(&"hoop_policy_reload_errors_total".to_owned()));
+    }
 }
