@@ -310,7 +310,10 @@ pub struct ProxyConfig {
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        Self { max_message_size: default_max_message_size(), connect_timeout: default_connect_timeout() }
+        Self {
+            max_message_size: default_max_message_size(),
+            connect_timeout: default_connect_timeout(),
+        }
     }
 }
 
@@ -345,7 +348,11 @@ pub enum ConfigError {
 }
 
 fn display_all(diagnostics: &[Diagnostic]) -> String {
-    diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl ConfigError {
@@ -384,8 +391,10 @@ impl Config {
     /// Reads a configuration file and compiles its policy, reporting every
     /// problem in the file at once.
     pub fn load_checked(path: &Path) -> Result<LoadedConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse_checked(path, &text)
     }
 
@@ -397,30 +406,44 @@ impl Config {
         let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(text) {
             Ok(value) => value,
             Err(e) => {
-                let location = e.location().map(|l| Location { line: l.line(), column: l.column() });
+                let location = e.location().map(|l| Location {
+                    line: l.line(),
+                    column: l.column(),
+                });
                 let diagnostic = Diagnostic {
                     severity: Severity::Error,
                     file: path.to_owned(),
                     location,
                     path: KeyPath::root(),
                     message: format!("invalid YAML: {e}"),
-                    hint: Some("check indentation, quoting and that every key appears once".to_owned()),
+                    hint: Some(
+                        "check indentation, quoting and that every key appears once".to_owned(),
+                    ),
                 };
-                return Err(ConfigError::Invalid { path: path.to_owned(), diagnostics: vec![diagnostic] });
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    diagnostics: vec![diagnostic],
+                });
             }
         };
         let mut diags = Diagnostics::new(&source);
         let config = Self::from_value(&value, &mut diags);
         let empty = serde_yaml_ng::Value::Null;
         let policy_value = value.get("policy").unwrap_or(&empty);
-        let policy = crate::policy::compile_into(policy_value, &KeyPath::root().key("policy"), &mut diags);
+        let policy =
+            crate::policy::compile_into(policy_value, &KeyPath::root().key("policy"), &mut diags);
         let has_errors = diags.has_errors();
         let found = diags.into_vec();
         match (config, policy) {
-            (Some(config), Some(policy)) if !has_errors => {
-                Ok(LoadedConfig { config, policy, warnings: found })
-            }
-            _ => Err(ConfigError::Invalid { path: path.to_owned(), diagnostics: found }),
+            (Some(config), Some(policy)) if !has_errors => Ok(LoadedConfig {
+                config,
+                policy,
+                warnings: found,
+            }),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                diagnostics: found,
+            }),
         }
     }
 
@@ -439,7 +462,10 @@ impl Config {
                 value,
                 path,
                 diags,
-                &[("oidc", &section::<OidcConfig>), ("webhook", &section::<WebhookConfig>)],
+                &[
+                    ("oidc", &section::<OidcConfig>),
+                    ("webhook", &section::<WebhookConfig>),
+                ],
             );
         }
         fn policy(_: &serde_yaml_ng::Value, _: &KeyPath, _: &mut Diagnostics<'_>) {}
@@ -460,6 +486,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -477,7 +504,8 @@ mod tests {
         assert_eq!(config.admin.listen, "127.0.0.1:9464".parse().unwrap());
         assert_eq!(config.recording.dir, PathBuf::from("./recordings"));
         assert_eq!(config.proxy.connect_timeout, Duration::from_secs(5));
-        let config = Config::parse(Path::new("x.yaml"), "admin:\nrecording: {rows: full}\n").unwrap();
+        let config =
+            Config::parse(Path::new("x.yaml"), "admin:\nrecording: {rows: full}\n").unwrap();
         assert_eq!(config.recording.rows, RecordRows::Full);
     }
 
@@ -513,7 +541,11 @@ policy:
             "/etc/hoop/hoop.yaml:16:7: error: policy.mask[0].stratgy: unknown key `stratgy` (hint: did you mean \"strategy\"?)",
         ];
         for e in expect {
-            assert!(found.iter().any(|f| f.starts_with(e)), "missing {e}\nin:\n{}", found.join("\n"));
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e}\nin:\n{}",
+                found.join("\n")
+            );
         }
         assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
     }
@@ -535,7 +567,16 @@ policy:
         std::fs::write(&path, "proxy:\n  max_message_size: -1\n").unwrap();
         let err = Config::load(&path).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with(&format!("{}:2:21: error: proxy.max_message_size:", path.display())), "{text}");
-        assert!(matches!(Config::load(&dir.path().join("none.yaml")), Err(ConfigError::Read { .. })));
+        assert!(
+            text.starts_with(&format!(
+                "{}:2:21: error: proxy.max_message_size:",
+                path.display()
+            )),
+            "{text}"
+        );
+        assert!(matches!(
+            Config::load(&dir.path().join("none.yaml")),
+            Err(ConfigError::Read { .. })
+        ));
     }
 }

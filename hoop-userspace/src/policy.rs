@@ -145,7 +145,10 @@ impl GuardMatcher {
         statement.kind != StatementKind::Unparsed
             && statement.kinds().any(|k| self.kinds.contains(&k))
             && self.tables.as_ref().is_none_or(|patterns| {
-                statement.tables.iter().any(|t| patterns.iter().any(|p| p.matches(t)))
+                statement
+                    .tables
+                    .iter()
+                    .any(|t| patterns.iter().any(|p| p.matches(t)))
             })
             && (!self.without_where || !statement.has_where)
     }
@@ -179,16 +182,38 @@ impl Policy {
     }
 
     /// Judges already classified statements (see the module docs for precedence).
-    pub fn judge_classified(&self, statements: Vec<ClassifiedStatement>, session: &SessionIdentity) -> Judgement {
-        let matching = |m: &GuardMatcher| m.when.matches(session) && statements.iter().any(|s| m.matches(s));
+    pub fn judge_classified(
+        &self,
+        statements: Vec<ClassifiedStatement>,
+        session: &SessionIdentity,
+    ) -> Judgement {
+        let matching =
+            |m: &GuardMatcher| m.when.matches(session) && statements.iter().any(|s| m.matches(s));
         let unparsed = statements.iter().any(|s| s.kind == StatementKind::Unparsed);
         let (verdict, rule) = if let Some(rule) = self.deny.iter().find(|r| matching(&r.matcher)) {
-            (Verdict::Deny(Denial { rule: rule.name.clone(), message: rule.message.clone() }), Some(rule.name.clone()))
+            (
+                Verdict::Deny(Denial {
+                    rule: rule.name.clone(),
+                    message: rule.message.clone(),
+                }),
+                Some(rule.name.clone()),
+            )
         } else if unparsed && self.unparsed == UnparsedAction::Deny {
-            let message = "hoop could not parse this statement, and policy denies statements it cannot check".to_owned();
-            (Verdict::Deny(Denial { rule: UNPARSED_RULE.to_owned(), message }), Some(UNPARSED_RULE.to_owned()))
+            let message =
+                "hoop could not parse this statement, and policy denies statements it cannot check"
+                    .to_owned();
+            (
+                Verdict::Deny(Denial {
+                    rule: UNPARSED_RULE.to_owned(),
+                    message,
+                }),
+                Some(UNPARSED_RULE.to_owned()),
+            )
         } else if let Some(rule) = self.hold.iter().find(|r| matching(&r.matcher)) {
-            (Verdict::Hold(rule.requirement.clone()), Some(rule.requirement.rule.clone()))
+            (
+                Verdict::Hold(rule.requirement.clone()),
+                Some(rule.requirement.rule.clone()),
+            )
         } else if unparsed && self.unparsed == UnparsedAction::Hold {
             let requirement = HoldRequirement {
                 rule: UNPARSED_RULE.to_owned(),
@@ -201,12 +226,19 @@ impl Policy {
         } else {
             (Verdict::Allow, None)
         };
-        Judgement { verdict, statements, rule }
+        Judgement {
+            verdict,
+            statements,
+            rule,
+        }
     }
 
     /// The mask rules that apply to `session`, in file order.
     pub fn mask_rules_for(&self, session: &SessionIdentity) -> Vec<&MaskRule> {
-        self.mask.iter().filter(|rule| rule.when.matches(session)).collect()
+        self.mask
+            .iter()
+            .filter(|rule| rule.when.matches(session))
+            .collect()
     }
 
     /// Every mask rule, in file order.

@@ -49,7 +49,13 @@ pub fn deserialize_checked<T: DeserializeOwned>(
     let mut cleaned = Mapping::new();
     for (key, child) in map {
         let Some(name) = key.as_str() else {
-            diags.push(Severity::Error, path, At::Value, format!("keys must be strings, found {key:?}"), None);
+            diags.push(
+                Severity::Error,
+                path,
+                At::Value,
+                format!("keys must be strings, found {key:?}"),
+                None,
+            );
             ok = false;
             continue;
         };
@@ -57,7 +63,13 @@ pub fn deserialize_checked<T: DeserializeOwned>(
         if !fields.contains(&name) {
             let hint = did_you_mean(name, fields.iter().copied())
                 .unwrap_or_else(|| format!("expected one of: {}", fields.join(", ")));
-            diags.push(Severity::Error, &child_path, At::Key, format!("unknown key `{name}`"), Some(hint));
+            diags.push(
+                Severity::Error,
+                &child_path,
+                At::Key,
+                format!("unknown key `{name}`"),
+                Some(hint),
+            );
             ok = false;
             continue;
         }
@@ -96,7 +108,11 @@ pub fn report_serde(diags: &mut Diagnostics<'_>, path: &KeyPath, e: &serde_yaml_
     let message = e.to_string();
     let hint = unknown_variant_hint(&message);
     // A missing key is best shown at the key of the mapping that lacks it.
-    let at = if message.starts_with("missing field") { At::Key } else { At::Value };
+    let at = if message.starts_with("missing field") {
+        At::Key
+    } else {
+        At::Value
+    };
     diags.push(Severity::Error, path, at, message, hint);
 }
 

@@ -52,7 +52,12 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (line, column) = self.location.map_or((0, 0), |l| (l.line, l.column));
-        write!(f, "{}:{line}:{column}: {}: ", self.file.display(), self.severity)?;
+        write!(
+            f,
+            "{}:{line}:{column}: {}: ",
+            self.file.display(),
+            self.severity
+        )?;
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }
@@ -83,7 +88,10 @@ pub enum At {
 impl<'a> Diagnostics<'a> {
     /// An empty collection for the file `source` describes.
     pub fn new(source: &'a super::source::SourceMap) -> Self {
-        Self { source, found: Vec::new() }
+        Self {
+            source,
+            found: Vec::new(),
+        }
     }
 
     /// The source map findings are located with.
@@ -92,7 +100,14 @@ impl<'a> Diagnostics<'a> {
     }
 
     /// Records a finding at `path`.
-    pub fn push(&mut self, severity: Severity, path: &KeyPath, at: At, message: impl Into<String>, hint: Option<String>) {
+    pub fn push(
+        &mut self,
+        severity: Severity,
+        path: &KeyPath,
+        at: At,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
         let location = self.source.locate(path, at);
         self.found.push(Diagnostic {
             severity,
@@ -127,13 +142,19 @@ impl<'a> Diagnostics<'a> {
     /// Everything recorded, in file order (errors and warnings interleaved).
     pub fn into_vec(mut self) -> Vec<Diagnostic> {
         // Stable: findings at the same place keep the order they were found in.
-        self.found.sort_by_key(|d| d.location.map_or((usize::MAX, usize::MAX), |l| (l.line, l.column)));
+        self.found.sort_by_key(|d| {
+            d.location
+                .map_or((usize::MAX, usize::MAX), |l| (l.line, l.column))
+        });
         self.found
     }
 }
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<String> {
+pub fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<String> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))

@@ -116,12 +116,18 @@ impl SourceMap {
         // A scan error here means serde_yaml_ng reports the syntax error; whatever
         // was mapped before the error still locates earlier keys.
         let _ = Parser::new_from_str(text).load(&mut builder, false);
-        Self { file: file.to_owned(), entries: builder.entries }
+        Self {
+            file: file.to_owned(),
+            entries: builder.entries,
+        }
     }
 
     /// A map that locates nothing (for values built in code).
     pub fn empty(file: &Path) -> Self {
-        Self { file: file.to_owned(), entries: HashMap::new() }
+        Self {
+            file: file.to_owned(),
+            entries: HashMap::new(),
+        }
     }
 
     /// The file this map describes.
@@ -151,10 +157,18 @@ impl SourceMap {
 }
 
 enum Frame {
-    Mapping { path: KeyPath, pending_key: Option<(String, Location)> },
-    Sequence { path: KeyPath, next: usize },
+    Mapping {
+        path: KeyPath,
+        pending_key: Option<(String, Location)>,
+    },
+    Sequence {
+        path: KeyPath,
+        next: usize,
+    },
     /// Inside a complex (non-scalar) mapping key: nothing in here has a path.
-    Ignored { depth: usize },
+    Ignored {
+        depth: usize,
+    },
 }
 
 #[derive(Default)]
@@ -186,9 +200,10 @@ impl Builder {
                 *next += 1;
                 Some((child, None))
             }
-            Some(Frame::Mapping { path, pending_key }) => match pending_key.take() {
-                Some((key, key_location)) => Some((path.key(&key), Some(key_location))),
-                None => {
+            Some(Frame::Mapping { path, pending_key }) => {
+                if let Some((key, key_location)) = pending_key.take() {
+                    Some((path.key(&key), Some(key_location)))
+                } else {
                     // This node is a key.
                     *pending_key = Some((scalar.unwrap_or("?").to_owned(), location));
                     if container.is_some() {
@@ -196,20 +211,29 @@ impl Builder {
                     }
                     None
                 }
-            },
+            }
         };
         let Some((path, key)) = path else { return };
-        self.entries.entry(path.clone()).or_insert(Entry { key, value: location });
+        self.entries.entry(path.clone()).or_insert(Entry {
+            key,
+            value: location,
+        });
         match container {
             Some(true) => self.stack.push(Frame::Sequence { path, next: 0 }),
-            Some(false) => self.stack.push(Frame::Mapping { path, pending_key: None }),
+            Some(false) => self.stack.push(Frame::Mapping {
+                path,
+                pending_key: None,
+            }),
             None => {}
         }
     }
 }
 
 fn location(span: Span) -> Location {
-    Location { line: span.start.line(), column: span.start.col() + 1 }
+    Location {
+        line: span.start.line(),
+        column: span.start.col() + 1,
+    }
 }
 
 impl<'input> SpannedEventReceiver<'input> for Builder {
@@ -233,6 +257,7 @@ impl<'input> SpannedEventReceiver<'input> for Builder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -264,7 +289,16 @@ mod tests {
         assert_eq!(at(&map, "policy.mask[1].detect[0]"), (6, 17));
         // A missing key points at its parent.
         assert_eq!(at(&map, "policy.mask[1].nope"), (6, 7));
-        assert_eq!(KeyPath::root().key("policy").key("mask").index(1).key("detect").index(0).to_string(), "policy.mask[1].detect[0]");
+        assert_eq!(
+            KeyPath::root()
+                .key("policy")
+                .key("mask")
+                .index(1)
+                .key("detect")
+                .index(0)
+                .to_string(),
+            "policy.mask[1].detect[0]"
+        );
     }
 
     #[test]

@@ -47,8 +47,9 @@ use std::ops::ControlFlow;
 
 use sqlparser::{
     ast::{
-        CommentObject, CopySource, Expr, FromTable, GrantObjects, MergeAction, ObjectName, ObjectType, Query, SetExpr,
-        Statement, TableFactor, TableObject, Visit, Visitor, visit_expressions,
+        CommentObject, CopySource, Expr, FromTable, GrantObjects, MergeAction, ObjectName,
+        ObjectType, Query, SetExpr, Statement, TableFactor, TableObject, Visit, Visitor,
+        visit_expressions,
     },
     dialect::PostgreSqlDialect,
     parser::Parser,
@@ -100,12 +101,18 @@ impl ClassifiedStatement {
 
     /// A statement hoop could not understand.
     pub fn unparsed(reason: impl Into<String>) -> Self {
-        Self { unparsed_reason: Some(reason.into()), ..Self::new(StatementKind::Unparsed) }
+        Self {
+            unparsed_reason: Some(reason.into()),
+            ..Self::new(StatementKind::Unparsed)
+        }
     }
 
     /// A legacy fast-path `FunctionCall`: a function invoked by OID, opaque.
     pub fn function_call() -> Self {
-        Self { opaque: true, ..Self::new(StatementKind::Call) }
+        Self {
+            opaque: true,
+            ..Self::new(StatementKind::Call)
+        }
     }
 
     /// Its own kind, then the nested kinds.
@@ -119,7 +126,10 @@ impl ClassifiedStatement {
 pub fn classify(sql: &str) -> Vec<ClassifiedStatement> {
     match split(sql) {
         Err(e) => vec![ClassifiedStatement::unparsed(e.to_string())],
-        Ok(pieces) => pieces.iter().map(|piece| classify_one(piece.text)).collect(),
+        Ok(pieces) => pieces
+            .iter()
+            .map(|piece| classify_one(piece.text))
+            .collect(),
     }
 }
 
@@ -139,7 +149,10 @@ fn classify_one(text: &str) -> ClassifiedStatement {
             statements.len()
         )),
         Err(e) => match first_word(text).as_deref() {
-            Some("do") => ClassifiedStatement { opaque: true, ..ClassifiedStatement::new(StatementKind::Do) },
+            Some("do") => ClassifiedStatement {
+                opaque: true,
+                ..ClassifiedStatement::new(StatementKind::Do)
+            },
             Some("reset") => ClassifiedStatement::new(StatementKind::Reset),
             _ => ClassifiedStatement::unparsed(e.to_string()),
         },
@@ -148,8 +161,13 @@ fn classify_one(text: &str) -> ClassifiedStatement {
 
 /// The first keyword of a statement, lower-cased, skipping whitespace and comments.
 fn first_word(text: &str) -> Option<String> {
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text).tokenize().ok()?;
-    match tokens.into_iter().find(|t| !matches!(t, Token::Whitespace(_)))? {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
+        .tokenize()
+        .ok()?;
+    match tokens
+        .into_iter()
+        .find(|t| !matches!(t, Token::Whitespace(_)))?
+    {
         Token::Word(word) if word.quote_style.is_none() => Some(word.value.to_lowercase()),
         _ => None,
     }
@@ -396,7 +414,10 @@ impl Collector {
                     let schema = table.schema_name.clone();
                     for name in [name.clone(), name.to_lowercase()] {
                         if schema.is_some() || !self.is_cte(&name) {
-                            self.table(TableRef { schema: schema.clone(), name });
+                            self.table(TableRef {
+                                schema: schema.clone(),
+                                name,
+                            });
                         }
                     }
                 }
@@ -418,10 +439,14 @@ impl Visitor for Collector {
         self.kind(kind_of(statement));
         let mut inner_executes = self.executing();
         match statement {
-            Statement::Explain { analyze, options, .. } => {
+            Statement::Explain {
+                analyze, options, ..
+            } => {
                 inner_executes &= explain_runs(*analyze, options.as_ref());
             }
-            Statement::Update { table, selection, .. } => {
+            Statement::Update {
+                table, selection, ..
+            } => {
                 self.target_factor(&table.relation);
                 self.unfiltered_if(restricts_rows(selection.as_ref()));
             }
@@ -429,7 +454,8 @@ impl Visitor for Collector {
                 for name in &delete.tables {
                     self.real_table(name);
                 }
-                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
+                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) =
+                    &delete.from;
                 for target in from {
                     self.target_factor(&target.relation);
                 }
@@ -440,7 +466,9 @@ impl Visitor for Collector {
                     self.real_table(name);
                 }
             }
-            Statement::Merge { table, on, clauses, .. } => {
+            Statement::Merge {
+                table, on, clauses, ..
+            } => {
                 self.target_factor(table);
                 for clause in clauses {
                     match clause.action {
@@ -451,8 +479,16 @@ impl Visitor for Collector {
                 }
                 self.unfiltered_if(restricts_rows(Some(on)));
             }
-            Statement::Drop { object_type, names, table, .. } => {
-                if matches!(object_type, ObjectType::Table | ObjectType::View | ObjectType::MaterializedView) {
+            Statement::Drop {
+                object_type,
+                names,
+                table,
+                ..
+            } => {
+                if matches!(
+                    object_type,
+                    ObjectType::Table | ObjectType::View | ObjectType::MaterializedView
+                ) {
                     for name in names {
                         self.real_table(name);
                     }
@@ -461,11 +497,17 @@ impl Visitor for Collector {
                     self.real_table(table);
                 }
             }
-            Statement::Copy { source, to, .. } => {
-                if let CopySource::Table { table_name, .. } = source {
-                    self.real_table(table_name);
-                    self.kind(if *to { StatementKind::Select } else { StatementKind::Insert });
-                }
+            Statement::Copy {
+                source: CopySource::Table { table_name, .. },
+                to,
+                ..
+            } => {
+                self.real_table(table_name);
+                self.kind(if *to {
+                    StatementKind::Select
+                } else {
+                    StatementKind::Insert
+                });
             }
             Statement::CreateView { name, .. } => self.real_table(name),
             Statement::Vacuum(vacuum) => {
@@ -474,16 +516,27 @@ impl Visitor for Collector {
                 }
             }
             Statement::CreateTable(create) => self.real_table(&create.name),
-            Statement::Comment { object_type: CommentObject::Table, object_name, .. } => self.real_table(object_name),
-            Statement::Grant { objects: Some(GrantObjects::Tables(names)), .. }
-            | Statement::Revoke { objects: Some(GrantObjects::Tables(names)), .. } => {
+            Statement::Comment {
+                object_type: CommentObject::Table,
+                object_name,
+                ..
+            } => self.real_table(object_name),
+            Statement::Grant {
+                objects: Some(GrantObjects::Tables(names)),
+                ..
+            }
+            | Statement::Revoke {
+                objects: Some(GrantObjects::Tables(names)),
+                ..
+            } => {
                 for name in names {
                     self.real_table(name);
                 }
             }
             Statement::Call(function) => {
                 self.opaque = true;
-                self.functions.push(function.name.to_string().to_lowercase());
+                self.functions
+                    .push(function.name.to_string().to_lowercase());
             }
             Statement::Prepare { name, .. } => self.prepared_name = Some(normalize_ident(name)),
             Statement::Execute { name, .. } => {
@@ -511,9 +564,20 @@ impl Visitor for Collector {
             })
         });
         let (names, recursive) = query.with.as_ref().map_or((Vec::new(), false), |with| {
-            (with.cte_tables.iter().map(|cte| normalize_ident(&cte.alias.name)).collect(), with.recursive)
+            (
+                with.cte_tables
+                    .iter()
+                    .map(|cte| normalize_ident(&cte.alias.name))
+                    .collect(),
+                with.recursive,
+            )
         });
-        self.scopes.push(Scope { names, recursive, bodies_entered: 0, cte_index_in_parent });
+        self.scopes.push(Scope {
+            names,
+            recursive,
+            bodies_entered: 0,
+            cte_index_in_parent,
+        });
         self.set_expr(&query.body);
         ControlFlow::Continue(())
     }
@@ -524,7 +588,12 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table { name, args: Some(_), .. } = factor {
+        if let TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } = factor
+        {
             self.functions.push(name.to_string().to_lowercase());
             self.table_function = Some(name.clone());
         }
@@ -556,6 +625,7 @@ impl Visitor for Collector {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use StatementKind as K;
@@ -600,7 +670,13 @@ mod tests {
     fn odd_casing_whitespace_and_comments() {
         let s = one("  \n\t-- leading comment\n /* block */ DeLeTe\n\tFROM   Orders   wHeRe id=1 ");
         assert_eq!(s.kind, K::Delete);
-        assert_eq!(s.tables, [TableRef { schema: None, name: "orders".into() }]);
+        assert_eq!(
+            s.tables,
+            [TableRef {
+                schema: None,
+                name: "orders".into()
+            }]
+        );
         assert!(s.has_where);
     }
 
@@ -643,47 +719,87 @@ mod tests {
         assert_eq!(tables(r#"select * from "Orders""#), ["Orders"]);
         assert_eq!(tables("select * from ORDERS"), ["orders"]);
         assert_eq!(tables(r#"select * from "orders""#), ["orders"]);
-        assert_eq!(tables(r#"select * from "App"."Order Lines""#), ["App.Order Lines"]);
+        assert_eq!(
+            tables(r#"select * from "App"."Order Lines""#),
+            ["App.Order Lines"]
+        );
     }
 
     #[test]
     fn schema_qualified_and_aliased_tables() {
-        assert_eq!(tables("select o.* from public.orders as o join app.customers c on c.id = o.cid"), ["app.customers", "public.orders"]);
-        assert_eq!(tables("select * from mydb.public.orders"), ["public.orders"]);
+        assert_eq!(
+            tables("select o.* from public.orders as o join app.customers c on c.id = o.cid"),
+            ["app.customers", "public.orders"]
+        );
+        assert_eq!(
+            tables("select * from mydb.public.orders"),
+            ["public.orders"]
+        );
     }
 
     #[test]
     fn subqueries_joins_and_set_operations() {
         assert_eq!(
-            tables("select * from a where id in (select aid from b) and exists (select 1 from c) union all select * from d except (select * from e)"),
+            tables(
+                "select * from a where id in (select aid from b) and exists (select 1 from c) union all select * from d except (select * from e)"
+            ),
             ["a", "b", "c", "d", "e"]
         );
-        assert_eq!(tables("select (select max(x) from f) from g left join lateral (select * from h) hh on true"), ["f", "g", "h"]);
+        assert_eq!(
+            tables(
+                "select (select max(x) from f) from g left join lateral (select * from h) hh on true"
+            ),
+            ["f", "g", "h"]
+        );
         // sqlparser does not know the `TABLE x` statement: unparsed, fail closed.
         assert_eq!(one("TABLE secrets").kind, K::Unparsed);
     }
 
     #[test]
     fn cte_names_are_not_tables_but_their_contents_are() {
-        assert_eq!(tables("with orders as (select * from archive) select * from orders"), ["archive"]);
+        assert_eq!(
+            tables("with orders as (select * from archive) select * from orders"),
+            ["archive"]
+        );
         // Non-recursive: inside its own body, `orders` is the real table.
-        assert_eq!(tables("with orders as (select * from orders) select * from orders"), ["orders"]);
+        assert_eq!(
+            tables("with orders as (select * from orders) select * from orders"),
+            ["orders"]
+        );
         // A later CTE sees an earlier one.
-        assert_eq!(tables("with a as (select * from t), b as (select * from a) select * from b"), ["t"]);
+        assert_eq!(
+            tables("with a as (select * from t), b as (select * from a) select * from b"),
+            ["t"]
+        );
         // An earlier CTE does not see a later one.
-        assert_eq!(tables("with a as (select * from b), b as (select 1) select * from a"), ["b"]);
+        assert_eq!(
+            tables("with a as (select * from b), b as (select 1) select * from a"),
+            ["b"]
+        );
         // A CTE in a nested query does not shadow an outer reference.
-        assert_eq!(tables("select * from orders, (with orders as (select 1) select * from orders) x"), ["orders"]);
+        assert_eq!(
+            tables("select * from orders, (with orders as (select 1) select * from orders) x"),
+            ["orders"]
+        );
         // Schema-qualified names are never CTEs.
-        assert_eq!(tables("with orders as (select 1) select * from public.orders"), ["public.orders"]);
-        assert_eq!(tables("with recursive r as (select 1 union all select * from r) select * from r"), Vec::<String>::new());
+        assert_eq!(
+            tables("with orders as (select 1) select * from public.orders"),
+            ["public.orders"]
+        );
+        assert_eq!(
+            tables("with recursive r as (select 1 union all select * from r) select * from r"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn dml_targets_are_real_tables_even_when_a_cte_has_the_name() {
         let s = one("with orders as (select 1) delete from orders");
         assert_eq!(s.kind, K::Delete);
-        assert_eq!(s.tables.iter().map(ToString::to_string).collect::<Vec<_>>(), ["orders"]);
+        assert_eq!(
+            s.tables.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["orders"]
+        );
         assert!(!s.has_where);
     }
 
@@ -693,16 +809,31 @@ mod tests {
         assert_eq!(s.kind, K::Select);
         assert!(s.nested.contains(&K::Delete), "{s:?}");
         assert!(!s.has_where);
-        assert_eq!(s.tables.iter().map(ToString::to_string).collect::<Vec<_>>(), ["orders"]);
+        assert_eq!(
+            s.tables.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["orders"]
+        );
     }
 
     #[test]
     fn dml_sources() {
         assert_eq!(tables("insert into a (x) select y from b"), ["a", "b"]);
-        assert_eq!(kinds("insert into a (x) select y from b"), [K::Insert, K::Select]);
-        assert_eq!(tables("update a set x = b.y from b where a.id = b.id"), ["a", "b"]);
-        assert_eq!(tables("delete from a using b where a.id = b.id"), ["a", "b"]);
-        assert_eq!(tables("insert into a values (1) on conflict (id) do update set x = 2"), ["a"]);
+        assert_eq!(
+            kinds("insert into a (x) select y from b"),
+            [K::Insert, K::Select]
+        );
+        assert_eq!(
+            tables("update a set x = b.y from b where a.id = b.id"),
+            ["a", "b"]
+        );
+        assert_eq!(
+            tables("delete from a using b where a.id = b.id"),
+            ["a", "b"]
+        );
+        assert_eq!(
+            tables("insert into a values (1) on conflict (id) do update set x = 2"),
+            ["a"]
+        );
     }
 
     #[test]
@@ -718,7 +849,10 @@ mod tests {
 
     #[test]
     fn truncate_and_drop_lists() {
-        assert_eq!(tables("truncate table a, public.b, \"C\" cascade"), ["C", "a", "public.b"]);
+        assert_eq!(
+            tables("truncate table a, public.b, \"C\" cascade"),
+            ["C", "a", "public.b"]
+        );
         assert_eq!(tables("drop table if exists a, b"), ["a", "b"]);
         assert_eq!(tables("drop view v"), ["v"]);
         assert_eq!(one("drop schema app cascade").kind, K::Drop);
@@ -727,7 +861,9 @@ mod tests {
 
     #[test]
     fn merge() {
-        let s = one("merge into orders o using incoming i on o.id = i.id when matched then delete when not matched then insert (id) values (i.id)");
+        let s = one(
+            "merge into orders o using incoming i on o.id = i.id when matched then delete when not matched then insert (id) values (i.id)",
+        );
         assert_eq!(s.kind, K::Merge);
         assert!(s.nested.contains(&K::Delete) && s.nested.contains(&K::Insert));
         let mut names: Vec<_> = s.tables.iter().map(ToString::to_string).collect();
@@ -743,7 +879,10 @@ mod tests {
         let s = one("copy orders (a, b) from stdin with (format csv)");
         assert_eq!(s.kind, K::Copy);
         assert!(s.nested.contains(&K::Insert));
-        assert_eq!(one("COPY orders FROM STDIN WITH (FORMAT binary)").tables[0].name, "orders");
+        assert_eq!(
+            one("COPY orders FROM STDIN WITH (FORMAT binary)").tables[0].name,
+            "orders"
+        );
         let s = one("copy (select * from customers join orders using (id)) to stdout");
         assert_eq!(s.kind, K::Copy);
         assert_eq!(s.tables.len(), 2);
@@ -762,14 +901,26 @@ mod tests {
         assert_eq!(s.kind, K::Select);
         assert_eq!(s.functions, ["purge_orders"]);
         let s = one("select * from generate_series(1, 3) g, t");
-        assert_eq!(s.tables.iter().map(ToString::to_string).collect::<Vec<_>>(), ["t"]);
+        assert_eq!(
+            s.tables.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["t"]
+        );
     }
 
     #[test]
     fn explain_analyze_runs_its_statement_plain_explain_does_not() {
-        assert_eq!(kinds("explain analyze delete from orders"), [K::Explain, K::Delete]);
-        assert_eq!(kinds("explain (analyze, buffers) delete from orders"), [K::Explain, K::Delete]);
-        assert_eq!(kinds("explain (analyze false) delete from orders"), [K::Explain]);
+        assert_eq!(
+            kinds("explain analyze delete from orders"),
+            [K::Explain, K::Delete]
+        );
+        assert_eq!(
+            kinds("explain (analyze, buffers) delete from orders"),
+            [K::Explain, K::Delete]
+        );
+        assert_eq!(
+            kinds("explain (analyze false) delete from orders"),
+            [K::Explain]
+        );
         let plain = one("explain delete from orders");
         assert_eq!(plain.kinds().collect::<Vec<_>>(), [K::Explain]);
         assert_eq!(plain.tables[0].name, "orders");
@@ -792,9 +943,18 @@ mod tests {
         let s = one("select * into stolen from salaries");
         assert!(s.kinds().any(|k| k == K::Create));
         assert_eq!(s.tables.len(), 2);
-        assert_eq!(kinds("create table x as select * from salaries"), [K::Create, K::Select]);
-        assert_eq!(tables("create view v as select * from salaries"), ["salaries", "v"]);
-        assert_eq!(kinds("declare c cursor for select * from salaries"), [K::Declare, K::Select]);
+        assert_eq!(
+            kinds("create table x as select * from salaries"),
+            [K::Create, K::Select]
+        );
+        assert_eq!(
+            tables("create view v as select * from salaries"),
+            ["salaries", "v"]
+        );
+        assert_eq!(
+            kinds("declare c cursor for select * from salaries"),
+            [K::Declare, K::Select]
+        );
     }
 
     #[test]
@@ -804,10 +964,16 @@ mod tests {
         assert!(s.unparsed_reason.is_some());
         assert_eq!(one("select 'unterminated").kind, K::Unparsed);
         let all = classify("select 1; gibberish here; drop table t");
-        assert_eq!(all.iter().map(|s| s.kind).collect::<Vec<_>>(), [K::Select, K::Unparsed, K::Drop]);
+        assert_eq!(
+            all.iter().map(|s| s.kind).collect::<Vec<_>>(),
+            [K::Select, K::Unparsed, K::Drop]
+        );
         assert!(classify("  -- only a comment\n").is_empty());
         // Utility statements sqlparser does not know fall to `policy.unparsed`.
         assert_eq!(one("lock table orders").kind, K::Unparsed);
-        assert_eq!(one("create rule r as on select to t do instead select 1").kind, K::Unparsed);
+        assert_eq!(
+            one("create rule r as on select to t do instead select 1").kind,
+            K::Unparsed
+        );
     }
 }

@@ -32,8 +32,11 @@ impl TableRef {
     /// name (`db.schema.table`) is dropped. `None` for names that are not plain
     /// identifiers.
     pub fn from_object_name(name: &ObjectName) -> Option<Self> {
-        let parts: Vec<String> =
-            name.0.iter().map(|p| ObjectNamePart::as_ident(p).map(normalize_ident)).collect::<Option<_>>()?;
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| ObjectNamePart::as_ident(p).map(normalize_ident))
+            .collect::<Option<_>>()?;
         Self::from_parts(parts)
     }
 
@@ -104,7 +107,9 @@ impl ColumnRef {
                 (None, _) => true,
             }
         }
-        self.column == column && part(self.table.as_ref(), table) && part(self.schema.as_ref(), schema)
+        self.column == column
+            && part(self.table.as_ref(), table)
+            && part(self.schema.as_ref(), schema)
     }
 
     /// How specific the reference is: 1 for `column`, 2 for `table.column`, 3 for all three.
@@ -115,7 +120,11 @@ impl ColumnRef {
 
 /// How PostgreSQL compares an identifier: unquoted folds to lower case, quoted stays exact.
 pub fn normalize_ident(ident: &Ident) -> String {
-    if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
 }
 
 /// Splits a dotted name from a policy file (`public."My Table"`) into
@@ -150,7 +159,9 @@ pub fn parse_dotted(text: &str) -> Result<Vec<String>, String> {
                     return Err("a quote may only start a name part".to_owned());
                 }
                 if c.is_whitespace() {
-                    return Err("whitespace in an unquoted name (quote it: \"my table\")".to_owned());
+                    return Err(
+                        "whitespace in an unquoted name (quote it: \"my table\")".to_owned()
+                    );
                 }
                 part.push(c);
                 chars.next();
@@ -170,17 +181,24 @@ pub fn parse_dotted(text: &str) -> Result<Vec<String>, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn table(schema: Option<&str>, name: &str) -> TableRef {
-        TableRef { schema: schema.map(str::to_owned), name: name.to_owned() }
+        TableRef {
+            schema: schema.map(str::to_owned),
+            name: name.to_owned(),
+        }
     }
 
     #[test]
     fn dotted_names_fold_unquoted_parts_only() {
         assert_eq!(parse_dotted("Public.Orders").unwrap(), ["public", "orders"]);
-        assert_eq!(parse_dotted(r#"public."My.Table""#).unwrap(), ["public", "My.Table"]);
+        assert_eq!(
+            parse_dotted(r#"public."My.Table""#).unwrap(),
+            ["public", "My.Table"]
+        );
         assert_eq!(parse_dotted(r#""a""b""#).unwrap(), [r#"a"b"#]);
         assert!(parse_dotted("a..b").is_err());
         assert!(parse_dotted("").is_err());
@@ -196,15 +214,26 @@ mod tests {
         assert!(bare.matches(&table(Some("app"), "orders")));
         assert!(bare.matches(&table(None, "orders")));
         assert!(qualified.matches(&table(Some("public"), "orders")));
-        assert!(qualified.matches(&table(None, "orders")), "search_path may resolve it there");
+        assert!(
+            qualified.matches(&table(None, "orders")),
+            "search_path may resolve it there"
+        );
         assert!(!qualified.matches(&table(Some("app"), "orders")));
         assert!(!bare.matches(&table(None, "Orders")));
     }
 
     #[test]
     fn column_refs_match_qualified_parts() {
-        let bare = ColumnRef { schema: None, table: None, column: "ssn".into() };
-        let tabled = ColumnRef { schema: None, table: Some("customers".into()), column: "ssn".into() };
+        let bare = ColumnRef {
+            schema: None,
+            table: None,
+            column: "ssn".into(),
+        };
+        let tabled = ColumnRef {
+            schema: None,
+            table: Some("customers".into()),
+            column: "ssn".into(),
+        };
         assert!(bare.matches(Some("public"), Some("x"), "ssn"));
         assert!(tabled.matches(Some("public"), Some("customers"), "ssn"));
         assert!(!tabled.matches(Some("public"), Some("x"), "ssn"));

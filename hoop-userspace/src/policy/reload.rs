@@ -45,7 +45,10 @@ impl Default for ReloadCounters {
     /// The process-wide `hoop_policy_reloads_total` / `hoop_policy_reload_errors_total`.
     fn default() -> Self {
         let metrics = policy_metrics();
-        Self { reloads: metrics.reloads_total.clone(), errors: metrics.reload_errors_total.clone() }
+        Self {
+            reloads: metrics.reloads_total.clone(),
+            errors: metrics.reload_errors_total.clone(),
+        }
     }
 }
 
@@ -57,7 +60,10 @@ impl PolicyHandle {
 
     /// A handle counting reloads on the given counters.
     pub fn with_counters(policy: Policy, counters: ReloadCounters) -> Self {
-        Self { current: Arc::new(ArcSwap::from_pointee(policy)), counters }
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(policy)),
+            counters,
+        }
     }
 
     /// The current policy; it stays valid (and unchanged) however long it is held.
@@ -112,7 +118,10 @@ pub struct WatchOptions {
 
 impl Default for WatchOptions {
     fn default() -> Self {
-        Self { poll_interval: Duration::from_millis(500), debounce: Duration::from_millis(250) }
+        Self {
+            poll_interval: Duration::from_millis(500),
+            debounce: Duration::from_millis(250),
+        }
     }
 }
 
@@ -127,7 +136,12 @@ struct Fingerprint {
 
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let meta = std::fs::metadata(path).ok()?;
-    Some(Fingerprint { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino(), device: meta.dev() })
+    Some(Fingerprint {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        inode: meta.ino(),
+        device: meta.dev(),
+    })
 }
 
 /// Spawns the reload task on the current tokio runtime: reloads `path` into
@@ -135,10 +149,15 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
 ///
 /// The file's current version is noted before this returns, so call it right
 /// after loading the policy the handle starts with: any later change is seen.
-pub fn spawn_watcher(handle: PolicyHandle, path: PathBuf, options: WatchOptions) -> tokio::task::JoinHandle<()> {
+pub fn spawn_watcher(
+    handle: PolicyHandle,
+    path: PathBuf,
+    options: WatchOptions,
+) -> tokio::task::JoinHandle<()> {
     let mut seen = fingerprint(&path);
     tokio::spawn(async move {
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
             Ok(signal) => Some(signal),
             Err(e) => {
                 warn!(error = %e, "cannot listen for SIGHUP; policy reloads on file change only");
@@ -184,6 +203,7 @@ pub fn spawn_watcher(handle: PolicyHandle, path: PathBuf, options: WatchOptions)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::{
@@ -201,7 +221,13 @@ mod tests {
     fn denies_drop(handle: &PolicyHandle) -> bool {
         let snapshot = handle.snapshot();
         matches!(
-            snapshot.judge("drop table t", ProtocolForm::Simple, &SessionIdentity::default()).verdict,
+            snapshot
+                .judge(
+                    "drop table t",
+                    ProtocolForm::Simple,
+                    &SessionIdentity::default()
+                )
+                .verdict,
             Verdict::Deny(_)
         )
     }
@@ -223,7 +249,10 @@ mod tests {
         let path = dir.path().join("hoop.yaml");
         std::fs::write(&path, DENY_DROP).unwrap();
         let counters = counters();
-        let handle = PolicyHandle::with_counters(Config::load_checked(&path).unwrap().policy, counters.clone());
+        let handle = PolicyHandle::with_counters(
+            Config::load_checked(&path).unwrap().policy,
+            counters.clone(),
+        );
         assert!(denies_drop(&handle));
 
         let held = handle.snapshot();
@@ -232,13 +261,24 @@ mod tests {
         assert!(!denies_drop(&handle));
         assert_eq!(counters.reloads.get(), 1);
         // A snapshot taken before the swap still judges with the old policy.
-        assert!(matches!(held.judge("drop table t", ProtocolForm::Simple, &SessionIdentity::default()).verdict, Verdict::Deny(_)));
+        assert!(matches!(
+            held.judge(
+                "drop table t",
+                ProtocolForm::Simple,
+                &SessionIdentity::default()
+            )
+            .verdict,
+            Verdict::Deny(_)
+        ));
 
         replace(&path, DENY_DROP);
         handle.reload_from(&path).unwrap();
         replace(&path, BROKEN);
         let err = handle.reload_from(&path).unwrap_err();
-        assert!(err.to_string().contains("unknown statement kind `dorp`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown statement kind `dorp`"),
+            "{err}"
+        );
         assert!(denies_drop(&handle), "the last good policy stays");
         assert_eq!(counters.errors.get(), 1);
         assert_eq!(counters.reloads.get(), 2);
@@ -249,25 +289,31 @@ mod tests {
         assert_eq!(counters.errors.get(), 2);
     }
 
+    async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+        for _ in 0..250 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
     #[tokio::test]
     async fn the_watcher_reloads_on_change_and_survives_a_broken_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hoop.yaml");
         std::fs::write(&path, ALLOW_ALL).unwrap();
         let counters = counters();
-        let handle = PolicyHandle::with_counters(Config::load_checked(&path).unwrap().policy, counters.clone());
-        let options = WatchOptions { poll_interval: Duration::from_millis(20), debounce: Duration::from_millis(20) };
+        let handle = PolicyHandle::with_counters(
+            Config::load_checked(&path).unwrap().policy,
+            counters.clone(),
+        );
+        let options = WatchOptions {
+            poll_interval: Duration::from_millis(20),
+            debounce: Duration::from_millis(20),
+        };
         let task = spawn_watcher(handle.clone(), path.clone(), options);
-
-        async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-            for _ in 0..250 {
-                if condition() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            panic!("timed out waiting for {what}");
-        }
 
         replace(&path, DENY_DROP);
         until("the new policy", || denies_drop(&handle)).await;
@@ -286,8 +332,16 @@ mod tests {
     #[test]
     fn process_counters_are_registered() {
         let _ = policy_metrics();
-        let names: Vec<String> = crate::metrics::metrics().registry.gather().iter().map(|f| f.name().to_owned()).collect();
-        assert!(names.contains(&"hoop_policy_reloads_total".to_owned()), "{names:?}");
+        let names: Vec<String> = crate::metrics::metrics()
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        assert!(
+            names.contains(&"hoop_policy_reloads_total".to_owned()),
+            "{names:?}"
+        );
         assert!(names.contains(&"hoop_policy_reload_errors_total".to_owned()));
     }
 }

@@ -183,13 +183,17 @@ where
     T: serde::de::DeserializeOwned,
 {
     let value = serde_yaml_ng::Value::deserialize(deserializer)?;
-    let value = if value.is_null() { serde_yaml_ng::Value::String("null".to_owned()) } else { value };
+    let value = if value.is_null() {
+        serde_yaml_ng::Value::String("null".to_owned())
+    } else {
+        value
+    };
     serde_yaml_ng::from_value(value).map_err(serde::de::Error::custom)
 }
 
 /// The default hold timeout: five minutes.
 pub fn default_hold_timeout() -> Duration {
-    Duration::from_secs(300)
+    Duration::from_mins(5)
 }
 
 fn default_min_approvals() -> u32 {

@@ -57,7 +57,10 @@ pub fn split(sql: &str) -> Result<Vec<Piece<'_>>, SplitError> {
         let prev_ident = i > 0 && is_ident_char(bytes[i - 1]);
         match b {
             b'-' if next == Some(b'-') => {
-                i = bytes[i..].iter().position(|&c| c == b'\n').map_or(bytes.len(), |p| i + p + 1);
+                i = bytes[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(bytes.len(), |p| i + p + 1);
                 continue;
             }
             b'/' if next == Some(b'*') => {
@@ -66,7 +69,10 @@ pub fn split(sql: &str) -> Result<Vec<Piece<'_>>, SplitError> {
             }
             b';' => {
                 if significant {
-                    pieces.push(Piece { text: &sql[start..i], offset: start });
+                    pieces.push(Piece {
+                        text: &sql[start..i],
+                        offset: start,
+                    });
                 }
                 start = i + 1;
                 significant = false;
@@ -100,7 +106,10 @@ pub fn split(sql: &str) -> Result<Vec<Piece<'_>>, SplitError> {
                 Some(tag_end) => {
                     let tag = &bytes[i..tag_end];
                     let body = &bytes[tag_end..];
-                    let close = body.windows(tag.len()).position(|w| w == tag).ok_or(SplitError::Unterminated("dollar-quoted string"))?;
+                    let close = body
+                        .windows(tag.len())
+                        .position(|w| w == tag)
+                        .ok_or(SplitError::Unterminated("dollar-quoted string"))?;
                     tag_end + close + tag.len()
                 }
                 None => i + 1,
@@ -109,7 +118,10 @@ pub fn split(sql: &str) -> Result<Vec<Piece<'_>>, SplitError> {
         };
     }
     if significant {
-        pieces.push(Piece { text: &sql[start..], offset: start });
+        pieces.push(Piece {
+            text: &sql[start..],
+            offset: start,
+        });
     }
     Ok(pieces)
 }
@@ -125,7 +137,11 @@ fn string_prefix(bytes: &[u8], quote: usize) -> Option<u8> {
         return None;
     }
     let before = quote.checked_sub(2).map(|p| bytes[p]);
-    if before.is_some_and(is_ident_char) { None } else { Some(letter) }
+    if before.is_some_and(is_ident_char) {
+        None
+    } else {
+        Some(letter)
+    }
 }
 
 fn skip_block_comment(bytes: &[u8], mut i: usize) -> Result<usize, SplitError> {
@@ -152,7 +168,12 @@ fn skip_plain_string(bytes: &[u8], open: usize) -> Result<usize, SplitError> {
     skip_quoted(bytes, open, b'\'', "string literal")
 }
 
-fn skip_quoted(bytes: &[u8], open: usize, quote: u8, what: &'static str) -> Result<usize, SplitError> {
+fn skip_quoted(
+    bytes: &[u8],
+    open: usize,
+    quote: u8,
+    what: &'static str,
+) -> Result<usize, SplitError> {
     let mut i = open + 1;
     while i < bytes.len() {
         if bytes[i] == quote {
@@ -212,6 +233,7 @@ fn dollar_tag(bytes: &[u8], i: usize) -> Option<usize> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -222,25 +244,55 @@ mod tests {
     #[test]
     fn splits_on_top_level_semicolons_only() {
         assert_eq!(texts("select 1; select 2;"), ["select 1", "select 2"]);
-        assert_eq!(texts("select ';'; drop table t"), ["select ';'", "drop table t"]);
-        assert_eq!(texts("select 1 -- ; drop\n; x"), ["select 1 -- ; drop", "x"]);
-        assert_eq!(texts("select 1 /* ; drop table t */"), ["select 1 /* ; drop table t */"]);
-        assert_eq!(texts("select 1 /* /* ; */ ; drop */; y"), ["select 1 /* /* ; */ ; drop */", "y"]);
-        assert_eq!(texts(r#"select "a;b" from t; z"#), [r#"select "a;b" from t"#, "z"]);
-        assert_eq!(texts("select $$;$$; select $x$ $$ ; $x$; q"), ["select $$;$$", "select $x$ $$ ; $x$", "q"]);
-        assert_eq!(texts("select E'\\'; drop'; w"), ["select E'\\'; drop'", "w"]);
+        assert_eq!(
+            texts("select ';'; drop table t"),
+            ["select ';'", "drop table t"]
+        );
+        assert_eq!(
+            texts("select 1 -- ; drop\n; x"),
+            ["select 1 -- ; drop", "x"]
+        );
+        assert_eq!(
+            texts("select 1 /* ; drop table t */"),
+            ["select 1 /* ; drop table t */"]
+        );
+        assert_eq!(
+            texts("select 1 /* /* ; */ ; drop */; y"),
+            ["select 1 /* /* ; */ ; drop */", "y"]
+        );
+        assert_eq!(
+            texts(r#"select "a;b" from t; z"#),
+            [r#"select "a;b" from t"#, "z"]
+        );
+        assert_eq!(
+            texts("select $$;$$; select $x$ $$ ; $x$; q"),
+            ["select $$;$$", "select $x$ $$ ; $x$", "q"]
+        );
+        assert_eq!(
+            texts("select E'\\'; drop'; w"),
+            ["select E'\\'; drop'", "w"]
+        );
         assert_eq!(texts("select a$b; c"), ["select a$b", "c"]);
         assert_eq!(texts("select $1; c"), ["select $1", "c"]);
         assert_eq!(texts(" ; -- nothing\n ;"), Vec::<&str>::new());
         assert_eq!(texts("select 'it''s;'; d"), ["select 'it''s;'", "d"]);
         // B'01' ends at its first quote; the next quote opens a new literal.
-        assert_eq!(texts("select B'01''; drop table t; --'"), ["select B'01''; drop table t; --'"]);
+        assert_eq!(
+            texts("select B'01''; drop table t; --'"),
+            ["select B'01''; drop table t; --'"]
+        );
     }
 
     #[test]
     fn literals_that_depend_on_standard_conforming_strings_are_ambiguous() {
-        assert_eq!(split(r"select 'x\''; drop table t; --'"), Err(SplitError::Ambiguous(7)));
-        assert!(matches!(split(r"select 'a\'"), Err(SplitError::Ambiguous(_))));
+        assert_eq!(
+            split(r"select 'x\''; drop table t; --'"),
+            Err(SplitError::Ambiguous(7))
+        );
+        assert!(matches!(
+            split(r"select 'a\'"),
+            Err(SplitError::Ambiguous(_))
+        ));
         // A backslash that does not move the end is fine either way.
         assert!(split(r"select '\d+' ~ 'x'").is_ok());
         assert!(split(r"select e'a\'b'").is_ok());

@@ -1,5 +1,7 @@
 //! Policy compilation and judgement, end to end from YAML text.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use super::*;
@@ -10,7 +12,10 @@ use crate::{
 
 fn load(yaml: &str) -> LoadedPolicy {
     match Config::parse_checked(Path::new("hoop.yaml"), yaml) {
-        Ok(loaded) => LoadedPolicy { policy: loaded.policy, warnings: loaded.warnings.iter().map(ToString::to_string).collect() },
+        Ok(loaded) => LoadedPolicy {
+            policy: loaded.policy,
+            warnings: loaded.warnings.iter().map(ToString::to_string).collect(),
+        },
         Err(e) => panic!("expected a valid policy, got:\n{e}"),
     }
 }
@@ -18,9 +23,11 @@ fn load(yaml: &str) -> LoadedPolicy {
 fn errors(yaml: &str) -> Vec<String> {
     match Config::parse_checked(Path::new("hoop.yaml"), yaml) {
         Ok(_) => panic!("expected errors"),
-        Err(ConfigError::Invalid { diagnostics, .. }) => {
-            diagnostics.iter().filter(|d| d.is_error()).map(ToString::to_string).collect()
-        }
+        Err(ConfigError::Invalid { diagnostics, .. }) => diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(ToString::to_string)
+            .collect(),
         Err(e) => panic!("unexpected {e}"),
     }
 }
@@ -85,9 +92,15 @@ policy:
 fn default_policy_allows_sql_and_denies_unparsed() {
     let policy = load("{}").policy;
     assert_eq!(verdict(&policy, "select 1"), ("allow", None));
-    assert_eq!(verdict(&policy, "utter garbage"), ("deny", Some(UNPARSED_RULE.to_owned())));
+    assert_eq!(
+        verdict(&policy, "utter garbage"),
+        ("deny", Some(UNPARSED_RULE.to_owned()))
+    );
     // One unparseable statement denies the whole text.
-    assert_eq!(verdict(&policy, "select 1; utter garbage"), ("deny", Some(UNPARSED_RULE.to_owned())));
+    assert_eq!(
+        verdict(&policy, "select 1; utter garbage"),
+        ("deny", Some(UNPARSED_RULE.to_owned()))
+    );
     assert_eq!(verdict(&policy, ""), ("allow", None));
 }
 
@@ -97,37 +110,96 @@ fn unparsed_hold_and_allow() {
     assert_eq!(verdict(&hold, "garbage").0, "hold");
     let allow = load("policy: {unparsed: allow}");
     assert_eq!(verdict(&allow.policy, "garbage").0, "allow");
-    assert!(allow.warnings.iter().any(|w| w.contains("fail open")), "{:?}", allow.warnings);
+    assert!(
+        allow.warnings.iter().any(|w| w.contains("fail open")),
+        "{:?}",
+        allow.warnings
+    );
     // A deny rule still applies to the parsed statements around an unparsed one.
     let mixed = load("policy: {unparsed: allow, deny: [{statements: [drop]}]}").policy;
-    assert_eq!(verdict(&mixed, "garbage; drop table t"), ("deny", Some("deny[0]".to_owned())));
+    assert_eq!(
+        verdict(&mixed, "garbage; drop table t"),
+        ("deny", Some("deny[0]".to_owned()))
+    );
 }
 
 #[test]
 fn deny_beats_hold_and_first_rule_names_the_verdict() {
     let policy = load(POLICY).policy;
-    assert_eq!(verdict(&policy, "drop table orders"), ("deny", Some("no-ddl".into())));
-    assert_eq!(verdict(&policy, "delete from orders"), ("deny", Some("no-unfiltered-writes".into())));
-    assert_eq!(verdict(&policy, "delete from orders where id = 1"), ("hold", Some("hold[0]".into())));
-    assert_eq!(verdict(&policy, "delete from public.orders where id = 1").0, "hold");
-    assert_eq!(verdict(&policy, "delete from app.orders where id = 1").0, "hold");
-    assert_eq!(verdict(&policy, "delete from invoices where id = 1"), ("allow", None));
+    assert_eq!(
+        verdict(&policy, "drop table orders"),
+        ("deny", Some("no-ddl".into()))
+    );
+    assert_eq!(
+        verdict(&policy, "delete from orders"),
+        ("deny", Some("no-unfiltered-writes".into()))
+    );
+    assert_eq!(
+        verdict(&policy, "delete from orders where id = 1"),
+        ("hold", Some("hold[0]".into()))
+    );
+    assert_eq!(
+        verdict(&policy, "delete from public.orders where id = 1").0,
+        "hold"
+    );
+    assert_eq!(
+        verdict(&policy, "delete from app.orders where id = 1").0,
+        "hold"
+    );
+    assert_eq!(
+        verdict(&policy, "delete from invoices where id = 1"),
+        ("allow", None)
+    );
     // A multi-statement text with a hold and a deny is denied as a whole.
-    assert_eq!(verdict(&policy, "delete from orders where id = 1; truncate logs"), ("deny", Some("no-ddl".into())));
+    assert_eq!(
+        verdict(&policy, "delete from orders where id = 1; truncate logs"),
+        ("deny", Some("no-ddl".into()))
+    );
     // Hidden in a CTE, behind EXPLAIN ANALYZE, in a PREPARE.
-    assert_eq!(verdict(&policy, "with d as (delete from orders returning *) select * from d").0, "deny");
-    assert_eq!(verdict(&policy, "explain analyze delete from orders where id = 1").0, "hold");
+    assert_eq!(
+        verdict(
+            &policy,
+            "with d as (delete from orders returning *) select * from d"
+        )
+        .0,
+        "deny"
+    );
+    assert_eq!(
+        verdict(&policy, "explain analyze delete from orders where id = 1").0,
+        "hold"
+    );
     assert_eq!(verdict(&policy, "explain delete from orders").0, "allow");
-    assert_eq!(verdict(&policy, "prepare p as delete from orders").0, "deny");
-    assert_eq!(verdict(&policy, "with orders as (select 1) delete from orders where true").0, "deny");
+    assert_eq!(
+        verdict(&policy, "prepare p as delete from orders").0,
+        "deny"
+    );
+    assert_eq!(
+        verdict(
+            &policy,
+            "with orders as (select 1) delete from orders where true"
+        )
+        .0,
+        "deny"
+    );
     // The hold carries the rule's requirement.
-    let judgement = policy.judge("update orders set x = 1 where id = 2", ProtocolForm::Extended, &session("bob"));
-    let Verdict::Hold(requirement) = judgement.verdict else { panic!("{judgement:?}") };
-    assert_eq!(requirement.timeout, std::time::Duration::from_secs(600));
+    let judgement = policy.judge(
+        "update orders set x = 1 where id = 2",
+        ProtocolForm::Extended,
+        &session("bob"),
+    );
+    let Verdict::Hold(requirement) = judgement.verdict else {
+        panic!("{judgement:?}")
+    };
+    assert_eq!(requirement.timeout, std::time::Duration::from_mins(10));
     assert_eq!(requirement.approvers, ["dba"]);
     assert_eq!(requirement.min_approvals, 1);
     assert_eq!(requirement.message, "deletes on orders need a DBA");
-    let Verdict::Deny(denial) = policy.judge("drop table x", ProtocolForm::Simple, &session("bob")).verdict else { panic!() };
+    let Verdict::Deny(denial) = policy
+        .judge("drop table x", ProtocolForm::Simple, &session("bob"))
+        .verdict
+    else {
+        panic!()
+    };
     assert_eq!(denial.message, "destructive DDL is not allowed here");
 }
 
@@ -136,11 +208,24 @@ fn when_selects_sessions_and_schema_qualified_rules_match_only_their_schema() {
     let policy = load(POLICY).policy;
     let intern = session("intern");
     let judge = |sql: &str, s: &SessionIdentity| policy.judge(sql, ProtocolForm::Simple, s).rule;
-    assert_eq!(judge("insert into payments values (1)", &intern).as_deref(), Some("no-payments-writes"));
-    assert_eq!(judge("insert into public.payments values (1)", &intern).as_deref(), Some("no-payments-writes"));
+    assert_eq!(
+        judge("insert into payments values (1)", &intern).as_deref(),
+        Some("no-payments-writes")
+    );
+    assert_eq!(
+        judge("insert into public.payments values (1)", &intern).as_deref(),
+        Some("no-payments-writes")
+    );
     assert_eq!(judge("insert into app.payments values (1)", &intern), None);
-    assert_eq!(judge("insert into payments values (1)", &session("alice")), None);
-    assert_eq!(judge(r#"insert into "Payments" values (1)"#, &intern), None, "a different table");
+    assert_eq!(
+        judge("insert into payments values (1)", &session("alice")),
+        None
+    );
+    assert_eq!(
+        judge(r#"insert into "Payments" values (1)"#, &intern),
+        None,
+        "a different table"
+    );
 }
 
 #[test]
@@ -162,10 +247,15 @@ fn mask_rules_are_exposed_filtered_by_session() {
     assert_eq!(all[0].keep_last, Some(4));
     assert_eq!(all[0].columns[2].to_string(), "public.customers.card");
     assert_eq!(all[1].name, "mask[1]");
-    let Detector::Custom { name, regex } = &all[1].detectors[2] else { panic!() };
+    let Detector::Custom { name, regex } = &all[1].detectors[2] else {
+        panic!()
+    };
     assert_eq!(name, "employee_id");
     assert!(regex.is_match("id EMP-123456"));
-    assert!(matches!(all[1].detectors[0], Detector::Builtin(BuiltinDetector::Email)));
+    assert!(matches!(
+        all[1].detectors[0],
+        Detector::Builtin(BuiltinDetector::Email)
+    ));
     assert_eq!(policy.mask_rules_for(&session("bob")).len(), 1);
     assert_eq!(policy.binary_unmaskable(), BinaryUnmaskable::Refuse);
 }
@@ -175,7 +265,10 @@ fn hash_key_comes_from_env_or_file_and_is_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key");
     std::fs::write(&key_file, "0123456789abcdef0123456789abcdef\n").unwrap();
-    let yaml = format!("policy:\n  hash_key_file: {}\n  mask:\n    - columns: [email]\n      strategy: hash\n", key_file.display());
+    let yaml = format!(
+        "policy:\n  hash_key_file: {}\n  mask:\n    - columns: [email]\n      strategy: hash\n",
+        key_file.display()
+    );
     let policy = load(&yaml).policy;
     let key = policy.hash_key().unwrap();
     assert_eq!(key.bytes(), b"0123456789abcdef0123456789abcdef");
@@ -183,8 +276,13 @@ fn hash_key_comes_from_env_or_file_and_is_never_shown() {
 
     let errs = errors("policy:\n  mask:\n    - columns: [email]\n      strategy: hash\n");
     assert!(errs[0].contains("`strategy: hash` needs a key"), "{errs:?}");
-    let errs = errors("policy:\n  hash_key_env: HOOP_TEST_SURELY_UNSET_VAR\n  mask:\n    - columns: [email]\n      strategy: hash\n");
-    assert!(errs[0].starts_with("hoop.yaml:2:17: error: policy.hash_key_env: environment variable"), "{errs:?}");
+    let errs = errors(
+        "policy:\n  hash_key_env: HOOP_TEST_SURELY_UNSET_VAR\n  mask:\n    - columns: [email]\n      strategy: hash\n",
+    );
+    assert!(
+        errs[0].starts_with("hoop.yaml:2:17: error: policy.hash_key_env: environment variable"),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -231,7 +329,11 @@ policy:
         "hoop.yaml:24:22: error: policy.hold[0].min_approvals: `min_approvals: 0`",
     ];
     for e in expect {
-        assert!(errs.iter().any(|got| got.starts_with(e)), "missing {e}\nin:\n{}", errs.join("\n"));
+        assert!(
+            errs.iter().any(|got| got.starts_with(e)),
+            "missing {e}\nin:\n{}",
+            errs.join("\n")
+        );
     }
     assert_eq!(errs.len(), expect.len(), "{}", errs.join("\n"));
 }
@@ -243,7 +345,9 @@ fn conflicts_are_errors_and_shadowing_is_a_warning() {
     );
     assert!(errs.iter().any(|e| e.starts_with("hoop.yaml:5:17: error: policy.mask[1].columns[0]: column customers.ssn is already masked by `mask[0]`")), "{errs:?}");
     // Different `when`: no conflict.
-    load("policy:\n  mask:\n    - columns: [ssn]\n      strategy: redact\n    - columns: [ssn]\n      strategy: partial\n      when: {user: [support]}\n");
+    load(
+        "policy:\n  mask:\n    - columns: [ssn]\n      strategy: redact\n    - columns: [ssn]\n      strategy: partial\n      when: {user: [support]}\n",
+    );
 
     let loaded = load(
         "policy:\n  deny:\n    - name: no-writes\n      statements: [delete, update, insert]\n  hold:\n    - statements: [delete]\n      tables: [orders]\n",
@@ -254,7 +358,9 @@ fn conflicts_are_errors_and_shadowing_is_a_warning() {
         loaded.warnings
     );
     // A deny scoped to other users does not shadow.
-    let loaded = load("policy:\n  deny:\n    - statements: [delete]\n      when: {user: [intern]}\n  hold:\n    - statements: [delete]\n");
+    let loaded = load(
+        "policy:\n  deny:\n    - statements: [delete]\n      when: {user: [intern]}\n  hold:\n    - statements: [delete]\n",
+    );
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
 
@@ -262,14 +368,27 @@ fn conflicts_are_errors_and_shadowing_is_a_warning() {
 fn check_file_reports_everything_one_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hoop.yaml");
-    std::fs::write(&path, "intercept:\n  prots: [5432]\npolicy:\n  deny:\n    - statements: [dorp]\n").unwrap();
+    std::fs::write(
+        &path,
+        "intercept:\n  prots: [5432]\npolicy:\n  deny:\n    - statements: [dorp]\n",
+    )
+    .unwrap();
     let report = check_file(&path);
     assert!(!report.is_ok());
     let text = report.to_string();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].ends_with(":2:3: error: intercept.prots: unknown key `prots` (hint: did you mean \"ports\"?)"), "{text}");
-    assert!(lines[1].contains(":5:20: error: policy.deny[0].statements[0]: unknown statement kind `dorp`"), "{text}");
+    assert!(
+        lines[0].ends_with(
+            ":2:3: error: intercept.prots: unknown key `prots` (hint: did you mean \"ports\"?)"
+        ),
+        "{text}"
+    );
+    assert!(
+        lines[1]
+            .contains(":5:20: error: policy.deny[0].statements[0]: unknown statement kind `dorp`"),
+        "{text}"
+    );
 
     let missing = check_file(&dir.path().join("nope.yaml"));
     assert!(!missing.is_ok());
@@ -281,10 +400,21 @@ fn check_file_reports_everything_one_per_line() {
 
 #[test]
 fn bare_null_is_the_null_strategy() {
-    let policy = load("policy:\n  binary_unmaskable: null\n  mask:\n    - columns: [ssn]\n      strategy: null\n").policy;
+    let policy = load(
+        "policy:\n  binary_unmaskable: null\n  mask:\n    - columns: [ssn]\n      strategy: null\n",
+    )
+    .policy;
     assert_eq!(policy.mask_rules()[0].strategy, Strategy::Null);
     assert_eq!(policy.binary_unmaskable(), BinaryUnmaskable::Null);
     let errs = errors("policy:\n  mask:\n    - columns: [ssn]\n      strategy: partal\n");
-    assert!(errs[0].starts_with("hoop.yaml:4:17: error: policy.mask[0].strategy: unknown variant `partal`"), "{errs:?}");
-    assert!(errs[0].ends_with("(hint: did you mean \"partial\"?)"), "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "hoop.yaml:4:17: error: policy.mask[0].strategy: unknown variant `partal`"
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        errs[0].ends_with("(hint: did you mean \"partial\"?)"),
+        "{errs:?}"
+    );
 }

@@ -22,7 +22,10 @@ impl Glob {
         let (mut p, mut t) = (0, 0);
         let mut star: Option<(usize, usize)> = None;
         while t < text.len() {
-            if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) && pattern[p] != '*' {
+            if p < pattern.len()
+                && (pattern[p] == '?' || pattern[p] == text[t])
+                && pattern[p] != '*'
+            {
                 p += 1;
                 t += 1;
             } else if p < pattern.len() && pattern[p] == '*' {
@@ -56,7 +59,10 @@ pub struct Selector {
 impl Selector {
     /// Whether the rule applies to every session.
     pub fn is_unconditional(&self) -> bool {
-        self.database.is_none() && self.user.is_none() && self.application_name.is_none() && self.workload.is_none()
+        self.database.is_none()
+            && self.user.is_none()
+            && self.application_name.is_none()
+            && self.workload.is_none()
     }
 
     /// Whether `session` is selected. An attribute the session does not have
@@ -70,12 +76,16 @@ impl Selector {
         }
         list(self.database.as_ref(), session.database.as_ref())
             && list(self.user.as_ref(), session.user.as_ref())
-            && list(self.application_name.as_ref(), session.application_name.as_ref())
+            && list(
+                self.application_name.as_ref(),
+                session.application_name.as_ref(),
+            )
             && list(self.workload.as_ref(), session.workload.as_ref())
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -94,8 +104,16 @@ mod tests {
 
     #[test]
     fn selector_needs_every_list_and_unknown_attributes_do_not_match() {
-        let selector = Selector { user: Some(vec![Glob::new("alice"), Glob::new("ops-*")]), workload: Some(vec![Glob::new("/batch/*")]), ..Selector::default() };
-        let mut session = SessionIdentity { user: Some("ops-bob".into()), workload: Some("/batch/job1".into()), ..Default::default() };
+        let selector = Selector {
+            user: Some(vec![Glob::new("alice"), Glob::new("ops-*")]),
+            workload: Some(vec![Glob::new("/batch/*")]),
+            ..Selector::default()
+        };
+        let mut session = SessionIdentity {
+            user: Some("ops-bob".into()),
+            workload: Some("/batch/job1".into()),
+            ..Default::default()
+        };
         assert!(selector.matches(&session));
         session.workload = None;
         assert!(!selector.matches(&session));
