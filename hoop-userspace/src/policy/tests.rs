@@ -418,3 +418,47 @@ fn bare_null_is_the_null_strategy() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn the_design_example_loads() {
+    let yaml = "
+intercept:
+  ports: [5432]
+admin:
+  listen: 127.0.0.1:9464
+recording:
+  dir: ./recordings
+policy:
+  unparsed: deny
+  mask:
+    - columns: [customers.ssn]
+      strategy: partial
+      keep_last: 4
+    - detect: [email, credit_card]
+      strategy: redact
+  deny:
+    - statements: [drop, truncate]
+      message: destructive DDL is not allowed here
+    - statements: [delete, update]
+      without_where: true
+  hold:
+    - statements: [delete, update]
+      tables: [orders]
+      timeout: 5m
+";
+    let loaded = load(yaml);
+    assert_eq!(
+        verdict(&loaded.policy, "DELETE FROM orders WHERE id = 7"),
+        ("hold", Some("hold[0]".into()))
+    );
+    assert_eq!(
+        verdict(&loaded.policy, "UPDATE customers SET name = 'x'"),
+        ("deny", Some("deny[1]".into()))
+    );
+    assert_eq!(
+        verdict(&loaded.policy, "SELECT * FROM customers"),
+        ("allow", None)
+    );
+    // The only warning: table-scoped drop/truncate rules are not involved here.
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
