@@ -3,6 +3,14 @@
 //! Loading is strict: unknown keys are errors, and every error names the file,
 //! line and column. Names here are the operator-facing contract in
 //! `../shared/DESIGN.md`: extend them, never rename them.
+//!
+//! YAML is read with `serde_yaml_ng`: `serde_yaml` is archived (unmaintained
+//! since 2024) and `serde_yaml_ng` is its maintained, API-compatible fork.
+//! Key positions for diagnostics come from a second, event-level parser (see
+//! [`source`]), because a `serde_yaml_ng::Value` keeps none.
+//!
+//! Loading is parse → check every section key by key (all errors, each with
+//! file:line:column and key path) → compile the policy (see [`crate::policy`]).
 
 use std::{
     net::SocketAddr,
@@ -11,6 +19,16 @@ use std::{
 };
 
 use serde::Deserialize;
+
+use crate::policy::Policy;
+
+pub mod checked;
+pub mod diagnostic;
+pub mod source;
+
+use checked::deserialize_checked;
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use source::{KeyPath, Location, SourceMap};
 
 /// A whole hoop configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -292,7 +310,10 @@ pub struct ProxyConfig {
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        Self { max_message_size: default_max_message_size(), connect_timeout: default_connect_timeout() }
+        Self {
+            max_message_size: default_max_message_size(),
+            connect_timeout: default_connect_timeout(),
+        }
     }
 }
 
@@ -315,33 +336,247 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not valid YAML or does not fit the schema.
-    #[error("{path}:{line}:{column}: {message}")]
+    /// The file is not valid YAML, does not fit the schema, or holds an invalid
+    /// policy. Every problem found is listed, each with file, line, column and key.
+    #[error("{}", display_all(diagnostics))]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// 1-based line, 0 when unknown.
-        line: usize,
-        /// 1-based column, 0 when unknown.
-        column: usize,
-        /// What is wrong, naming the key.
-        message: String,
+        /// Every error (and warning) found, in file order.
+        diagnostics: Vec<Diagnostic>,
     },
 }
 
+fn display_all(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// The diagnostics, for an invalid file; a read error has none.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            Self::Read { .. } => &[],
+            Self::Invalid { diagnostics, .. } => diagnostics,
+        }
+    }
+}
+
+/// A configuration file that passed every check, with its compiled policy.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The configuration.
+    pub config: Config,
+    /// The compiled `policy:` section.
+    pub policy: Policy,
+    /// Findings that do not reject the file.
+    pub warnings: Vec<Diagnostic>,
+}
+
 impl Config {
-    /// Reads and parses a configuration file.
+    /// Reads, parses and checks a configuration file, including its policy.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(path, &text)
+        Self::load_checked(path).map(|loaded| loaded.config)
     }
 
-    /// Parses configuration text; `path` only names the file in errors.
+    /// Parses and checks configuration text, including its policy; `path`
+    /// only names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        serde_yaml_ng::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            ConfigError::Invalid { path: path.to_owned(), line, column, message: e.to_string() }
-        })
+        Self::parse_checked(path, text).map(|loaded| loaded.config)
+    }
+
+    /// Reads a configuration file and compiles its policy, reporting every
+    /// problem in the file at once.
+    pub fn load_checked(path: &Path) -> Result<LoadedConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse_checked(path, &text)
+    }
+
+    /// Parses configuration text and compiles its policy, reporting every
+    /// problem at once. A YAML syntax error stops early (nothing after it can be
+    /// trusted); unknown keys, bad values and policy errors are all reported.
+    pub fn parse_checked(path: &Path, text: &str) -> Result<LoadedConfig, ConfigError> {
+        let source = SourceMap::new(path, text);
+        let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(text) {
+            Ok(value) => value,
+            Err(e) => {
+                let location = e.location().map(|l| Location {
+                    line: l.line(),
+                    column: l.column(),
+                });
+                let diagnostic = Diagnostic {
+                    severity: Severity::Error,
+                    file: path.to_owned(),
+                    location,
+                    path: KeyPath::root(),
+                    message: format!("invalid YAML: {e}"),
+                    hint: Some(
+                        "check indentation, quoting and that every key appears once".to_owned(),
+                    ),
+                };
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    diagnostics: vec![diagnostic],
+                });
+            }
+        };
+        let mut diags = Diagnostics::new(&source);
+        let config = Self::from_value(&value, &mut diags);
+        let empty = serde_yaml_ng::Value::Null;
+        let policy_value = value.get("policy").unwrap_or(&empty);
+        let policy =
+            crate::policy::compile_into(policy_value, &KeyPath::root().key("policy"), &mut diags);
+        let has_errors = diags.has_errors();
+        let found = diags.into_vec();
+        match (config, policy) {
+            (Some(config), Some(policy)) if !has_errors => Ok(LoadedConfig {
+                config,
+                policy,
+                warnings: found,
+            }),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                diagnostics: found,
+            }),
+        }
+    }
+
+    /// Deserializes a whole document, recording every unknown key and bad
+    /// value (the `policy:` section is left to [`Policy`]).
+    fn from_value(value: &serde_yaml_ng::Value, diags: &mut Diagnostics<'_>) -> Option<Self> {
+        fn section<T: serde::de::DeserializeOwned>(
+            value: &serde_yaml_ng::Value,
+            path: &KeyPath,
+            diags: &mut Diagnostics<'_>,
+        ) {
+            let _ = deserialize_checked::<T>(value, path, diags, &[]);
+        }
+        fn admin(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
+            let _ = deserialize_checked::<AdminConfig>(
+                value,
+                path,
+                diags,
+                &[
+                    ("oidc", &section::<OidcConfig>),
+                    ("webhook", &section::<WebhookConfig>),
+                ],
+            );
+        }
+        fn policy(_: &serde_yaml_ng::Value, _: &KeyPath, _: &mut Diagnostics<'_>) {}
+        deserialize_checked::<Self>(
+            value,
+            &KeyPath::root(),
+            diags,
+            &[
+                ("intercept", &section::<InterceptConfig>),
+                ("admin", &admin),
+                ("tls", &section::<TlsConfig>),
+                ("recording", &section::<RecordingConfig>),
+                ("proxy", &section::<ProxyConfig>),
+                ("policy", &policy),
+            ],
+        )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn diagnostics(yaml: &str) -> Vec<String> {
+        match Config::parse_checked(Path::new("/etc/hoop/hoop.yaml"), yaml) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.diagnostics().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_kept() {
+        let config = Config::parse(Path::new("x.yaml"), "").unwrap();
+        assert_eq!(config.intercept.ports, [5432]);
+        assert_eq!(config.admin.listen, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(config.recording.dir, PathBuf::from("./recordings"));
+        assert_eq!(config.proxy.connect_timeout, Duration::from_secs(5));
+        let config =
+            Config::parse(Path::new("x.yaml"), "admin:\nrecording: {rows: full}\n").unwrap();
+        assert_eq!(config.recording.rows, RecordRows::Full);
+    }
+
+    #[test]
+    fn every_section_error_is_reported_at_once_with_location_and_key() {
+        let yaml = "\
+intercept:
+  ports: [5432, notaport]
+  prots: [1]
+admin:
+  listen: 127.0.0.1:9464
+  oidc:
+    issuer: x
+    audiance: y
+recording:
+  rows: everything
+  flush_interval: soon
+bogus: 1
+policy:
+  mask:
+    - columns: [ssn]
+      stratgy: redact
+";
+        let found = diagnostics(yaml);
+        let expect = [
+            "/etc/hoop/hoop.yaml:2:10: error: intercept.ports: invalid type: string \"notaport\", expected u16",
+            "/etc/hoop/hoop.yaml:3:3: error: intercept.prots: unknown key `prots` (hint: did you mean \"ports\"?)",
+            "/etc/hoop/hoop.yaml:6:3: error: admin.oidc: missing field `audience`",
+            "/etc/hoop/hoop.yaml:8:5: error: admin.oidc.audiance: unknown key `audiance` (hint: did you mean \"audience\"?)",
+            "/etc/hoop/hoop.yaml:10:9: error: recording.rows: unknown variant `everything`, expected one of `none`, `summary`, `full`",
+            "/etc/hoop/hoop.yaml:11:19: error: recording.flush_interval: ",
+            "/etc/hoop/hoop.yaml:12:1: error: bogus: unknown key `bogus`",
+            "/etc/hoop/hoop.yaml:16:7: error: policy.mask[0].stratgy: unknown key `stratgy` (hint: did you mean \"strategy\"?)",
+        ];
+        for e in expect {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e}\nin:\n{}",
+                found.join("\n")
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+    }
+
+    #[test]
+    fn syntax_errors_stop_early_with_a_location() {
+        let found = diagnostics("intercept:\n  ports: [5432\nadmin: {}\n");
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("/etc/hoop/hoop.yaml:3:"), "{found:?}");
+        assert!(found[0].contains("error: invalid YAML"));
+        let found = diagnostics("a: 1\na: 2\n");
+        assert!(found[0].contains("duplicate"), "{found:?}");
+    }
+
+    #[test]
+    fn load_reads_files_and_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoop.yaml");
+        std::fs::write(&path, "proxy:\n  max_message_size: -1\n").unwrap();
+        let err = Config::load(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "{}:2:21: error: proxy.max_message_size:",
+                path.display()
+            )),
+            "{text}"
+        );
+        assert!(matches!(
+            Config::load(&dir.path().join("none.yaml")),
+            Err(ConfigError::Read { .. })
+        ));
     }
 }

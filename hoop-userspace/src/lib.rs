@@ -13,6 +13,7 @@ pub mod hold;
 pub mod intercept;
 pub mod mask;
 pub mod metrics;
+pub mod policy;
 pub mod record;
 pub mod serve;
 pub mod session;

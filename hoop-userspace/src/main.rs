@@ -159,18 +159,18 @@ fn main() -> ExitCode {
             token,
             command,
         } => holds(admin, config, token, command),
-        Command::Policy {
-            command: PolicyCommand::Check { file },
-        } => match hoop::config::Config::load(&file) {
-            Ok(_) => {
+        Command::Recordings { dir, config, command } => recordings(dir, config, command),
+        Command::Policy { command: PolicyCommand::Check { file } } => {
+            let report = hoop::policy::check_file(&file);
+            if report.is_ok() {
+                print!("{report}");
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
+            } else {
+                eprint!("{report}");
                 ExitCode::from(hoop::app::EXIT_CONFIG)
             }
-        },
+        }
     }
 }
 

@@ -1,0 +1,347 @@
+//! Hot reload: the live policy behind an `ArcSwap`, and a task that reloads
+//! it when the file changes or on SIGHUP.
+//!
+//! The file is polled (modification time, size, inode) rather than watched
+//! with inotify: Kubernetes updates a mounted ConfigMap by swapping a `..data`
+//! symlink, which inotify on the file path misses but a `stat` through the
+//! symlink sees. A change is reloaded once the file has been stable for the
+//! debounce interval, so a half-written file is not picked up. A reload that
+//! fails keeps the last good policy, logs every diagnostic and counts
+//! `hoop_policy_reload_errors_total`; a success counts `hoop_policy_reloads_total`.
+//! Only `policy:` is hot: other sections take effect on restart.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use arc_swap::ArcSwap;
+use prometheus::IntCounter;
+use tracing::{error, info, warn};
+
+use super::{Policy, policy_metrics};
+use crate::config::{Config, ConfigError, Diagnostic};
+
+/// The live policy. Clones share it. Judge each statement against one
+/// [`PolicyHandle::snapshot`], never across two.
+#[derive(Clone)]
+pub struct PolicyHandle {
+    current: Arc<ArcSwap<Policy>>,
+    counters: ReloadCounters,
+}
+
+/// The counters a handle bumps on reload.
+#[derive(Clone)]
+pub struct ReloadCounters {
+    /// Successful reloads.
+    pub reloads: IntCounter,
+    /// Rejected reloads.
+    pub errors: IntCounter,
+}
+
+impl Default for ReloadCounters {
+    /// The process-wide `hoop_policy_reloads_total` / `hoop_policy_reload_errors_total`.
+    fn default() -> Self {
+        let metrics = policy_metrics();
+        Self {
+            reloads: metrics.reloads_total.clone(),
+            errors: metrics.reload_errors_total.clone(),
+        }
+    }
+}
+
+impl PolicyHandle {
+    /// A handle serving `policy`, counting on the process metrics.
+    pub fn new(policy: Policy) -> Self {
+        Self::with_counters(policy, ReloadCounters::default())
+    }
+
+    /// A handle counting reloads on the given counters.
+    pub fn with_counters(policy: Policy, counters: ReloadCounters) -> Self {
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(policy)),
+            counters,
+        }
+    }
+
+    /// The current policy; it stays valid (and unchanged) however long it is held.
+    pub fn snapshot(&self) -> Arc<Policy> {
+        self.current.load_full()
+    }
+
+    /// Replaces the policy.
+    pub fn store(&self, policy: Policy) {
+        self.current.store(Arc::new(policy));
+    }
+
+    /// Reloads the policy from `path`. On success the new policy is live and its
+    /// warnings are returned; on failure the old one stays, every diagnostic is
+    /// logged, the error counter goes up, and the error is returned.
+    pub fn reload_from(&self, path: &Path) -> Result<Vec<Diagnostic>, ConfigError> {
+        match Config::load_checked(path) {
+            Ok(loaded) => {
+                self.store(loaded.policy);
+                self.counters.reloads.inc();
+                for warning in &loaded.warnings {
+                    warn!(diagnostic = %warning, "policy warning");
+                }
+                info!(path = %path.display(), "policy reloaded");
+                Ok(loaded.warnings)
+            }
+            Err(e) => {
+                self.counters.errors.inc();
+                match &e {
+                    ConfigError::Invalid { diagnostics, .. } => {
+                        for diagnostic in diagnostics {
+                            error!(diagnostic = %diagnostic, "policy reload rejected");
+                        }
+                    }
+                    ConfigError::Read { .. } => error!(error = %e, "policy reload rejected"),
+                }
+                warn!(path = %path.display(), "keeping the last good policy");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// How the watcher polls.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchOptions {
+    /// How often the file is checked (default 500ms).
+    pub poll_interval: Duration,
+    /// How long a change must be stable before it is loaded (default 250ms).
+    pub debounce: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(500),
+            debounce: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What identifies one version of the file (through symlinks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+    device: u64,
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Fingerprint {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        inode: meta.ino(),
+        device: meta.dev(),
+    })
+}
+
+/// Spawns the reload task on the current tokio runtime: reloads `path` into
+/// `handle` when the file changes (polled) and on SIGHUP. Runs until aborted.
+///
+/// The file's current version is noted before this returns, so call it right
+/// after loading the policy the handle starts with: any later change is seen.
+pub fn spawn_watcher(
+    handle: PolicyHandle,
+    path: PathBuf,
+    options: WatchOptions,
+) -> tokio::task::JoinHandle<()> {
+    let mut seen = fingerprint(&path);
+    tokio::spawn(async move {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGHUP; policy reloads on file change only");
+                None
+            }
+        };
+        let mut ticker = tokio::time::interval(options.poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let sighup = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sighup => {
+                    info!(path = %path.display(), "SIGHUP: reloading policy");
+                    seen = fingerprint(&path);
+                    let _ = handle.reload_from(&path);
+                }
+                _ = ticker.tick() => {
+                    let now = fingerprint(&path);
+                    if now == seen {
+                        continue;
+                    }
+                    // Wait until the file stops changing.
+                    let mut settled = now;
+                    loop {
+                        tokio::time::sleep(options.debounce).await;
+                        let again = fingerprint(&path);
+                        if again == settled {
+                            break;
+                        }
+                        settled = again;
+                    }
+                    seen = settled;
+                    let _ = handle.reload_from(&path);
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{
+        session::SessionIdentity,
+        statement::{ProtocolForm, Verdict},
+    };
+
+    fn counters() -> ReloadCounters {
+        ReloadCounters {
+            reloads: IntCounter::new("test_reloads", "test").unwrap(),
+            errors: IntCounter::new("test_reload_errors", "test").unwrap(),
+        }
+    }
+
+    fn denies_drop(handle: &PolicyHandle) -> bool {
+        let snapshot = handle.snapshot();
+        matches!(
+            snapshot
+                .judge(
+                    "drop table t",
+                    ProtocolForm::Simple,
+                    &SessionIdentity::default()
+                )
+                .verdict,
+            Verdict::Deny(_)
+        )
+    }
+
+    /// Replaces the file the way a ConfigMap update does: write aside, rename over.
+    fn replace(path: &Path, text: &str) {
+        let aside = path.with_extension("tmp");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, path).unwrap();
+    }
+
+    const ALLOW_ALL: &str = "policy: {}\n";
+    const DENY_DROP: &str = "policy:\n  deny:\n    - statements: [drop]\n";
+    const BROKEN: &str = "policy:\n  deny:\n    - statements: [dorp]\n";
+
+    #[test]
+    fn a_failed_reload_keeps_the_last_good_policy_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoop.yaml");
+        std::fs::write(&path, DENY_DROP).unwrap();
+        let counters = counters();
+        let handle = PolicyHandle::with_counters(
+            Config::load_checked(&path).unwrap().policy,
+            counters.clone(),
+        );
+        assert!(denies_drop(&handle));
+
+        let held = handle.snapshot();
+        replace(&path, ALLOW_ALL);
+        handle.reload_from(&path).unwrap();
+        assert!(!denies_drop(&handle));
+        assert_eq!(counters.reloads.get(), 1);
+        // A snapshot taken before the swap still judges with the old policy.
+        assert!(matches!(
+            held.judge(
+                "drop table t",
+                ProtocolForm::Simple,
+                &SessionIdentity::default()
+            )
+            .verdict,
+            Verdict::Deny(_)
+        ));
+
+        replace(&path, DENY_DROP);
+        handle.reload_from(&path).unwrap();
+        replace(&path, BROKEN);
+        let err = handle.reload_from(&path).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown statement kind `dorp`"),
+            "{err}"
+        );
+        assert!(denies_drop(&handle), "the last good policy stays");
+        assert_eq!(counters.errors.get(), 1);
+        assert_eq!(counters.reloads.get(), 2);
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(handle.reload_from(&path).is_err());
+        assert!(denies_drop(&handle));
+        assert_eq!(counters.errors.get(), 2);
+    }
+
+    async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+        for _ in 0..250 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn the_watcher_reloads_on_change_and_survives_a_broken_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoop.yaml");
+        std::fs::write(&path, ALLOW_ALL).unwrap();
+        let counters = counters();
+        let handle = PolicyHandle::with_counters(
+            Config::load_checked(&path).unwrap().policy,
+            counters.clone(),
+        );
+        let options = WatchOptions {
+            poll_interval: Duration::from_millis(20),
+            debounce: Duration::from_millis(20),
+        };
+        let task = spawn_watcher(handle.clone(), path.clone(), options);
+
+        replace(&path, DENY_DROP);
+        until("the new policy", || denies_drop(&handle)).await;
+        assert_eq!(counters.reloads.get(), 1);
+
+        replace(&path, BROKEN);
+        until("the reload error", || counters.errors.get() == 1).await;
+        assert!(denies_drop(&handle));
+
+        replace(&path, ALLOW_ALL);
+        until("recovery", || !denies_drop(&handle)).await;
+        assert_eq!(counters.reloads.get(), 2);
+        task.abort();
+    }
+
+    #[test]
+    fn process_counters_are_registered() {
+        let _ = policy_metrics();
+        let names: Vec<String> = crate::metrics::metrics()
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        assert!(
+            names.contains(&"hoop_policy_reloads_total".to_owned()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"hoop_policy_reload_errors_total".to_owned()));
+    }
+}

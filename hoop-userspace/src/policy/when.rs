@@ -1,0 +1,122 @@
+//! `when:` selectors: which sessions a rule applies to.
+
+use crate::session::SessionIdentity;
+
+/// A glob pattern: `*` matches any run of characters (including `/`), `?`
+/// exactly one; everything else matches itself. No pattern characters means
+/// an exact match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(Vec<char>);
+
+impl Glob {
+    /// Compiles a pattern (every string is a valid pattern).
+    pub fn new(pattern: &str) -> Self {
+        Self(pattern.chars().collect())
+    }
+
+    /// Whether `text` matches the whole pattern.
+    pub fn matches(&self, text: &str) -> bool {
+        let text: Vec<char> = text.chars().collect();
+        let pattern = &self.0;
+        // Iterative wildcard matching with one backtrack point: linear-ish, no recursion.
+        let (mut p, mut t) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while t < text.len() {
+            if p < pattern.len()
+                && (pattern[p] == '?' || pattern[p] == text[t])
+                && pattern[p] != '*'
+            {
+                p += 1;
+                t += 1;
+            } else if p < pattern.len() && pattern[p] == '*' {
+                star = Some((p, t));
+                p += 1;
+            } else if let Some((star_p, star_t)) = star {
+                p = star_p + 1;
+                t = star_t + 1;
+                star = Some((star_p, star_t + 1));
+            } else {
+                return false;
+            }
+        }
+        pattern[p..].iter().all(|&c| c == '*')
+    }
+}
+
+/// A compiled `when:`. Each present list must match; absent lists match all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// `when.database`.
+    pub database: Option<Vec<Glob>>,
+    /// `when.user`.
+    pub user: Option<Vec<Glob>>,
+    /// `when.application_name`.
+    pub application_name: Option<Vec<Glob>>,
+    /// `when.workload` (the cgroup path).
+    pub workload: Option<Vec<Glob>>,
+}
+
+impl Selector {
+    /// Whether the rule applies to every session.
+    pub fn is_unconditional(&self) -> bool {
+        self.database.is_none()
+            && self.user.is_none()
+            && self.application_name.is_none()
+            && self.workload.is_none()
+    }
+
+    /// Whether `session` is selected. An attribute the session does not have
+    /// (no `application_name` sent, workload unknown) matches no list.
+    pub fn matches(&self, session: &SessionIdentity) -> bool {
+        fn list(globs: Option<&Vec<Glob>>, value: Option<&String>) -> bool {
+            match globs {
+                None => true,
+                Some(globs) => value.is_some_and(|v| globs.iter().any(|g| g.matches(v))),
+            }
+        }
+        list(self.database.as_ref(), session.database.as_ref())
+            && list(self.user.as_ref(), session.user.as_ref())
+            && list(
+                self.application_name.as_ref(),
+                session.application_name.as_ref(),
+            )
+            && list(self.workload.as_ref(), session.workload.as_ref())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(Glob::new("app").matches("app"));
+        assert!(!Glob::new("app").matches("app2"));
+        assert!(Glob::new("app*").matches("app2"));
+        assert!(Glob::new("*").matches(""));
+        assert!(Glob::new("a?c").matches("abc"));
+        assert!(!Glob::new("a?c").matches("ac"));
+        assert!(Glob::new("/kubepods/*/pod12*").matches("/kubepods/burstable/pod1234/cri"));
+        assert!(Glob::new("*a*b").matches("xxaxxab"));
+        assert!(!Glob::new("*a*b").matches("xxaxxa"));
+    }
+
+    #[test]
+    fn selector_needs_every_list_and_unknown_attributes_do_not_match() {
+        let selector = Selector {
+            user: Some(vec![Glob::new("alice"), Glob::new("ops-*")]),
+            workload: Some(vec![Glob::new("/batch/*")]),
+            ..Selector::default()
+        };
+        let mut session = SessionIdentity {
+            user: Some("ops-bob".into()),
+            workload: Some("/batch/job1".into()),
+            ..Default::default()
+        };
+        assert!(selector.matches(&session));
+        session.workload = None;
+        assert!(!selector.matches(&session));
+        assert!(Selector::default().matches(&session));
+    }
+}
