@@ -10,10 +10,11 @@ use crate::intercept::cgroup::cgroup2_root;
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(config_path: &Path) -> ExitCode {
-    let config = match crate::app::load_config(config_path) {
+    let loaded = match crate::app::load_config(config_path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let config = loaded.config.clone();
     if config.intercept.cgroups.is_empty() {
         eprintln!(
             "hoop agent: {}: intercept.cgroups is empty: list the cgroup v2 directories to govern",
@@ -32,7 +33,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let governed = match crate::app::Governed::start(&config, config_path, false).await {
+        let governed = match crate::app::Governed::start(loaded, config_path, false).await {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("hoop agent: {e}");

@@ -9,20 +9,31 @@ use tracing::warn;
 
 use crate::{
     admin::{AdminState, Authenticator, auth::AuthConfigError},
-    config::Config,
+    config::{Config, LoadedConfig},
     hold::HoldRegistry,
-    serve::{ServeError, Server},
+    policy::reload::{PolicyHandle, WatchOptions, spawn_watcher},
+    record::{RecordError, Recorder},
+    serve::{Governance, ServeError, Server},
 };
 
 /// Exit status for a configuration that cannot be loaded.
 pub const EXIT_CONFIG: u8 = 2;
 
-/// Loads the config, printing every error with its location on failure.
-pub fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
-        eprintln!("hoop: invalid configuration: {e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
+/// Loads the config and compiles its policy, printing every error with its
+/// location on failure (and warnings on success).
+pub fn load_config(path: &Path) -> Result<LoadedConfig, ExitCode> {
+    match Config::load_checked(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{w}");
+            }
+            Ok(loaded)
+        }
+        Err(e) => {
+            eprintln!("hoop: invalid configuration: {e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
 }
 
 /// Sets up `tracing` (RUST_LOG, default `info`) and routes `log` records
@@ -48,8 +59,9 @@ pub fn init_logging() {
 pub struct Governed {
     /// Interceptor, listeners and sessions.
     pub server: Server,
-    /// Pending and recent holds.
-    pub holds: HoldRegistry,
+    /// Policy, recordings and holds, shared by every session.
+    pub governance: Governance,
+    policy_watcher: JoinHandle<()>,
     admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -59,6 +71,9 @@ pub enum StartError {
     /// Proxy or eBPF failure.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The recording directory cannot be used.
+    #[error("recording: {0}")]
+    Recording(#[from] RecordError),
     /// The approvers' authentication could not be configured.
     #[error("admin authentication: {0}")]
     Auth(#[from] AuthConfigError),
@@ -76,14 +91,17 @@ impl Governed {
     /// Starts the proxy and the admin API. With `admin_optional`, an admin
     /// address already in use (another `hoop exec` on this machine) only
     /// disables the admin API, so concurrent execs do not interfere.
-    pub async fn start(
-        config: &Config,
-        _config_path: &Path,
-        admin_optional: bool,
-    ) -> Result<Self, StartError> {
+    pub async fn start(loaded: LoadedConfig, config_path: &Path, admin_optional: bool) -> Result<Self, StartError> {
+        let LoadedConfig { config, policy, .. } = loaded;
+        let config = &config;
         let auth = Authenticator::from_config(&config.admin).await?;
         let holds = HoldRegistry::new(config.admin.webhook.clone());
-        let server = Server::start(config, holds.clone()).await?;
+        let recorder = Recorder::start(&config.recording)?;
+        let policy = PolicyHandle::new(policy);
+        // Noted right after loading, so any later edit of the file is seen.
+        let policy_watcher = spawn_watcher(policy.clone(), config_path.to_owned(), WatchOptions::default());
+        let governance = Governance { policy, recorder, holds: holds.clone() };
+        let server = Server::start(config, governance.clone()).await?;
         let admin = match TcpListener::bind(config.admin.listen).await {
             Ok(listener) => {
                 let (tx, rx) = oneshot::channel::<()>();
@@ -111,16 +129,15 @@ impl Governed {
                 });
             }
         };
-        Ok(Self {
-            server,
-            holds,
-            admin,
-        })
+        Ok(Self { server, governance, policy_watcher, admin })
     }
 
     /// Drains sessions, detaches the programs and stops the admin API.
     pub async fn shutdown(self) {
         self.server.shutdown(Duration::from_secs(2)).await;
+        self.policy_watcher.abort();
+        // Sessions are over: write their trailers and fsync before exiting.
+        self.governance.recorder.shutdown().await;
         if let Some((tx, handle)) = self.admin {
             let _ = tx.send(());
             let _ = handle.await;

@@ -25,7 +25,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::{
-    config::Config,
     intercept::cgroup::{ScopedCgroup, cgroup2_root, sweep_stale},
 };
 
@@ -37,7 +36,7 @@ const EXIT_CANNOT_RUN: u8 = 126;
 /// Runs CMD governed by the configuration at `config_path`.
 pub fn run(config_path: &Path, command: &[OsString]) -> ExitCode {
     // Everything that can fail because of the config fails before anything is attached.
-    let config = match crate::app::load_config(config_path) {
+    let loaded = match crate::app::load_config(config_path) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -55,16 +54,16 @@ pub fn run(config_path: &Path, command: &[OsString]) -> ExitCode {
             return ExitCode::from(EXIT_HOOP_FAILED);
         }
     };
-    runtime.block_on(run_async(config, config_path, program, args))
+    runtime.block_on(run_async(loaded, config_path, program, args))
 }
 
 async fn run_async(
-    config: Config,
+    loaded: crate::config::LoadedConfig,
     config_path: &Path,
     program: &OsString,
     args: &[OsString],
 ) -> ExitCode {
-    let governed = match crate::app::Governed::start(&config, config_path, true).await {
+    let governed = match crate::app::Governed::start(loaded, config_path, true).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("hoop exec: {e}");

@@ -22,6 +22,8 @@ use tracing::{debug, info, warn};
 use crate::{
     config::Config,
     hold::HoldRegistry,
+    policy::reload::PolicyHandle,
+    record::Recorder,
     intercept::{self, InterceptSettings, Interceptor},
     metrics::metrics,
     session::SessionIdentity,
@@ -43,6 +45,18 @@ pub enum ServeError {
     Intercept(#[from] intercept::InterceptError),
 }
 
+/// What every session is governed by: the live policy, the recorder and the
+/// hold registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Governance {
+    /// The live policy (hot-reloaded).
+    pub policy: PolicyHandle,
+    /// Session recordings.
+    pub recorder: Recorder,
+    /// Pending and recent holds.
+    pub holds: HoldRegistry,
+}
+
 /// The running machinery: interceptor, listeners and accept loops.
 pub struct Server {
     interceptor: Arc<Mutex<Interceptor>>,
@@ -57,8 +71,7 @@ pub struct Server {
 
 impl Server {
     /// Binds the listeners and loads the eBPF programs (not yet attached).
-    pub async fn start(config: &Config, holds: HoldRegistry) -> Result<Self, ServeError> {
-        let _ = &holds;
+    pub async fn start(config: &Config, governance: Governance) -> Result<Self, ServeError> {
         let v4 = bind(config.intercept.listen_v4)?;
         let listen_v4 = v4.local_addr().map_err(|source| ServeError::Listen {
             addr: config.intercept.listen_v4,
@@ -102,6 +115,7 @@ impl Server {
         let ctx = Arc::new(ConnectionContext {
             interceptor: server.interceptor.clone(),
             connect_timeout: config.proxy.connect_timeout,
+            governance,
         });
         server.spawn_accept_loop(v4, ctx.clone());
         if let Some(v6) = v6 {
@@ -206,6 +220,8 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 struct ConnectionContext {
     interceptor: Arc<Mutex<Interceptor>>,
     connect_timeout: Duration,
+    #[allow(dead_code)] // used by the PostgreSQL session driver
+    governance: Governance,
 }
 
 impl ConnectionContext {
