@@ -155,7 +155,13 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 /// A shell snippet that prints the admin API's `/metrics` between markers,
 /// for commands run under `hoop exec`.
 pub fn scrape_snippet(admin_url: &str) -> String {
-    format!("echo '--- metrics'; curl -sf {admin_url}/metrics; echo '--- end'")
+    // Sessions end asynchronously after the client closes: wait (up to 5 s)
+    // until none is active, so counts are final when printed.
+    format!(
+        "for i in $(seq 50); do m=$(curl -sf {admin_url}/metrics); \
+         echo \"$m\" | grep -q '^hoop_connections_active 0' && break; sleep 0.1; done; \
+         echo '--- metrics'; echo \"$m\"; echo '--- end'"
+    )
 }
 
 /// The metrics text printed by [`scrape_snippet`] (the last one in `stdout`).
