@@ -1,0 +1,2 @@
+//! COPY … TO STDOUT: mask the data stream.
+
