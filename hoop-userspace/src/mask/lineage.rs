@@ -167,8 +167,8 @@ pub fn analyze_sql(sql: &str, rules: &MaskRules) -> SqlLineage {
             unparsed: false,
         };
     }
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        Ok(statements) => {
+    match parse(sql) {
+        Some(statements) => {
             let analyzer = Analyzer::new(rules);
             let side = mentions_side_channel(sql);
             SqlLineage {
@@ -176,11 +176,27 @@ pub fn analyze_sql(sql: &str, rules: &MaskRules) -> SqlLineage {
                 unparsed: false,
             }
         }
-        Err(_) => SqlLineage {
+        None => SqlLineage {
             statements: Vec::new(),
             unparsed: true,
         },
     }
+}
+
+/// Parses with the PostgreSQL dialect. sqlparser does not accept a
+/// statement-level `TABLE name` (PostgreSQL's `SELECT * FROM name`), so when
+/// parsing fails it is retried with that spelled out.
+fn parse(sql: &str) -> Option<Vec<Statement>> {
+    if let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        return Some(statements);
+    }
+    static TABLE: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"(?i)((?:^|[(;])\s*)TABLE(\s+)").expect("static regex"));
+    let rewritten = TABLE.replace_all(sql, "${1}SELECT * FROM${2}");
+    if rewritten == sql {
+        return None;
+    }
+    Parser::parse_sql(&PostgreSqlDialect {}, &rewritten).ok()
 }
 
 /// The lineage of the rows of a query given as SQL: a cursor's query for
@@ -190,7 +206,7 @@ pub fn analyze_query_sql(sql: &str, rules: &MaskRules) -> Lineage {
     if rules.column_rules.is_empty() {
         return Lineage::clean();
     }
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+    let Some(statements) = parse(sql) else {
         return Lineage::unknown();
     };
     let [statement] = statements.as_slice() else {
