@@ -257,3 +257,223 @@ pub fn decode_data_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
     }
     (pos == body.len()).then_some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::mask::{
+        BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule, MaskRules,
+        lineage::{ColumnLineage, Lineage, TableName, analyze_sql},
+        plan::{CatalogCache, ColumnDescription, ResolvedColumn},
+    };
+
+    fn rules(binary: BinaryUnmaskable) -> Arc<MaskRules> {
+        Arc::new(
+            MaskRules::new(
+                vec![
+                    ColumnRule {
+                        name: "ssn".into(),
+                        columns: vec![ColumnRef::parse("customers.ssn").unwrap()],
+                        strategy: Strategy::Partial,
+                        keep_last: 4,
+                    },
+                    ColumnRule {
+                        name: "card".into(),
+                        columns: vec![ColumnRef::parse("customers.card").unwrap()],
+                        strategy: Strategy::Null,
+                        keep_last: 0,
+                    },
+                ],
+                vec![DetectorRule {
+                    name: "pii".into(),
+                    detectors: vec![DetectorKind::Builtin(BuiltinDetector::Email)],
+                    strategy: Strategy::Redact,
+                    keep_last: 0,
+                }],
+                b"k".to_vec(),
+                binary,
+            )
+            .unwrap(),
+        )
+    }
+
+    fn col(name: &str, oid: u32, attnum: i16, type_oid: u32, format: i16) -> ColumnDescription {
+        ColumnDescription {
+            name: name.into(),
+            table_oid: oid,
+            column_attnum: attnum,
+            type_oid,
+            format,
+        }
+    }
+
+    fn plan_for(sql: &str, columns: &[ColumnDescription], rules: Arc<MaskRules>, catalog: &CatalogCache) -> MaskPlan {
+        let lineage = analyze_sql(sql, &rules).statement(0);
+        MaskPlan::new(rules, &lineage, columns, &catalog.resolve_all(columns))
+    }
+
+    fn catalog() -> CatalogCache {
+        let mut c = CatalogCache::new();
+        for (attnum, name) in [("1", "id"), ("2", "name"), ("3", "ssn"), ("4", "card")] {
+            let row: Vec<Option<&[u8]>> = vec![
+                Some(b"16384"),
+                Some(b"public"),
+                Some(b"customers"),
+                Some(attnum.as_bytes()),
+                Some(name.as_bytes()),
+            ];
+            c.insert_row(&row).unwrap();
+        }
+        c
+    }
+
+    fn values(body: &[u8]) -> Vec<Option<String>> {
+        decode_data_row(body)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn star_resolved_through_the_catalog() {
+        let cols = [
+            col("id", 16384, 1, 23, 0),
+            col("name", 16384, 2, 25, 0),
+            col("ssn", 16384, 3, 25, 0),
+            col("card", 16384, 4, 25, 0),
+        ];
+        let mut plan = plan_for("SELECT * FROM customers", &cols, rules(BinaryUnmaskable::Refuse), &catalog());
+        let row = encode_data_row(&[Some(b"1"), Some(b"Bob bob@x.io"), Some(b"123-45-6789"), Some(b"4111")]);
+        let out = plan.rewrite_row(&row).unwrap().unwrap();
+        assert_eq!(
+            values(&out),
+            [
+                Some("1".into()),
+                Some("Bob [REDACTED:email]".into()),
+                Some("***-**-6789".into()),
+                None
+            ]
+        );
+        let mut counts = plan.take_counts();
+        counts.sort();
+        assert_eq!(counts, [(Arc::from("card"), 1), (Arc::from("pii"), 1), (Arc::from("ssn"), 1)]);
+        assert!(plan.take_counts().is_empty());
+    }
+
+    #[test]
+    fn nothing_to_change_is_zero_copy() {
+        let cols = [col("id", 16384, 1, 23, 0), col("name", 16384, 2, 25, 0)];
+        let mut plan = plan_for("SELECT id, name FROM customers", &cols, rules(BinaryUnmaskable::Refuse), &catalog());
+        let row = encode_data_row(&[Some(b"1"), Some(b"Bob Smith")]);
+        assert_eq!(plan.rewrite_row(&row).unwrap(), None);
+        let row = encode_data_row(&[None, None]);
+        assert_eq!(plan.rewrite_row(&row).unwrap(), None);
+    }
+
+    #[test]
+    fn expressions_are_redacted_not_partially_shown() {
+        let cols = [col("name", 0, 0, 25, 0), col("upper", 0, 0, 25, 0)];
+        let mut plan = plan_for("SELECT name, upper(ssn) FROM customers", &cols, rules(BinaryUnmaskable::Refuse), &catalog());
+        let row = encode_data_row(&[Some(b"Bob"), Some(b"123-45-6789")]);
+        let out = plan.rewrite_row(&row).unwrap().unwrap();
+        assert_eq!(values(&out), [Some("Bob".into()), Some("[REDACTED:ssn]".into())]);
+    }
+
+    #[test]
+    fn unknown_lineage_masks_the_whole_column() {
+        let cols = [col("x", 0, 0, 25, 0)];
+        let r = rules(BinaryUnmaskable::Refuse);
+        let mut plan = MaskPlan::new(r, &Lineage::unknown(), &cols, &[]);
+        let out = plan.rewrite_row(&encode_data_row(&[Some(b"hello")])).unwrap().unwrap();
+        assert_eq!(values(&out), [Some("[REDACTED:unknown]".into())]);
+        assert_eq!(plan.take_counts(), [(Arc::from("unknown"), 1)]);
+    }
+
+    #[test]
+    fn binary_formats() {
+        // Binary text column masked type-correctly; binary int refused.
+        let cols = [col("ssn", 16384, 3, 25, 1), col("x", 0, 0, 23, 1)];
+        let lineage = Lineage {
+            columns: vec![ColumnLineage::Clean, ColumnLineage::Masked { rule: 0, direct: false }],
+            rest: None,
+            writes_masked: false,
+        };
+        let resolved = catalog().resolve_all(&cols);
+        let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Refuse), &lineage, &cols, &resolved);
+        let row = encode_data_row(&[Some(b"123-45-6789"), Some(&7i32.to_be_bytes())]);
+        let err = plan.rewrite_row(&row).unwrap_err();
+        assert!(matches!(err, MaskRefusal::BinaryUnmaskable { ref column, type_oid: 23 } if column == "x"));
+        assert!(err.to_string().contains("text format"));
+        // A NULL needs no masking.
+        let row = encode_data_row(&[Some(b"123-45-6789"), None]);
+        assert_eq!(values(&plan.rewrite_row(&row).unwrap().unwrap())[0].as_deref(), Some("***-**-6789"));
+        // binary_unmaskable: null.
+        let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Null), &lineage, &cols, &resolved);
+        let row = encode_data_row(&[Some(b"123-45-6789"), Some(&7i32.to_be_bytes())]);
+        assert_eq!(values(&plan.rewrite_row(&row).unwrap().unwrap())[1], None);
+    }
+
+    #[test]
+    fn json_values_stay_valid_json() {
+        let cols = [col("j", 0, 0, 114, 0), col("jb", 0, 0, 3802, 1)];
+        let lineage = Lineage {
+            columns: vec![ColumnLineage::Unknown, ColumnLineage::Unknown],
+            rest: None,
+            writes_masked: false,
+        };
+        let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Refuse), &lineage, &cols, &[]);
+        let row = encode_data_row(&[Some(br#"{"ssn":"1"}"#), Some(b"\x01{\"a\":1}")]);
+        let out = plan.rewrite_row(&row).unwrap().unwrap();
+        let v = decode_data_row(&out).unwrap();
+        assert_eq!(v[0].unwrap(), br#""[REDACTED:unknown]""#);
+        assert_eq!(v[1].unwrap(), b"\x01\"[REDACTED:unknown]\"");
+        // Detector hits inside binary jsonb keep the version byte.
+        let cols = [col("jb", 0, 0, 3802, 1)];
+        let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Refuse), &Lineage::clean(), &cols, &[]);
+        let out = plan.rewrite_row(&encode_data_row(&[Some(b"\x01{\"e\":\"a@b.io\"}")])).unwrap().unwrap();
+        assert_eq!(decode_data_row(&out).unwrap()[0].unwrap(), b"\x01{\"e\":\"[REDACTED:email]\"}");
+    }
+
+    #[test]
+    fn views_from_the_catalog_mask_every_column() {
+        let mut r = MaskRules::clone(&rules(BinaryUnmaskable::Refuse));
+        let rows: Vec<Vec<Option<&[u8]>>> = vec![
+            vec![Some(b"public"), Some(b"v1"), Some(b"public"), Some(b"customers"), Some(b"ssn")],
+            vec![Some(b"public"), Some(b"v2"), Some(b"public"), Some(b"v1"), Some(b"x")],
+            vec![Some(b"public"), Some(b"v3"), Some(b"public"), Some(b"customers"), Some(b"name")],
+        ];
+        let views = crate::mask::plan::masked_views(&r, &rows).unwrap();
+        let names: Vec<&str> = views.iter().map(|(t, _)| t.name.as_str()).collect();
+        assert_eq!(names, ["v1", "v2"]);
+        r.set_masked_relations(views);
+        let r = Arc::new(r);
+        let cols = [col("x", 99, 1, 25, 0)];
+        let resolved = [Some(ResolvedColumn {
+            schema: "public".into(),
+            table: "v2".into(),
+            column: "x".into(),
+        })];
+        let lineage = analyze_sql("SELECT * FROM v2", &r).statement(0);
+        let mut plan = MaskPlan::new(r, &lineage, &cols, &resolved);
+        assert!(plan.rewrite_row(&encode_data_row(&[Some(b"secret")])).unwrap().is_some());
+        let _ = TableName {
+            schema: None,
+            name: String::new(),
+        };
+    }
+
+    #[test]
+    fn malformed_rows_are_refused() {
+        let cols = [col("id", 0, 0, 23, 0)];
+        let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Refuse), &Lineage::clean(), &cols, &[]);
+        assert!(matches!(plan.rewrite_row(&[0, 2]), Err(MaskRefusal::ColumnCount { .. })));
+        assert!(plan.rewrite_row(&[0, 1, 0, 0, 0, 9, b'x']).is_err());
+        assert!(plan.rewrite_row(&[0, 1, 0xff, 0xff, 0xff, 0xfe]).is_err());
+        let mut ok = encode_data_row(&[Some(b"x")]);
+        ok.push(0);
+        assert!(plan.rewrite_row(&ok).is_err());
+    }
+}
