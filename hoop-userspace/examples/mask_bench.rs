@@ -11,8 +11,8 @@
 use std::{hint::black_box, sync::Arc, time::Instant};
 
 use hoop::mask::{
-    BinaryUnmaskable, BuiltinDetector, ColumnDescription, ColumnRef, ColumnRule, DetectorKind, DetectorRule,
-    MaskPlan, MaskRules, Strategy, lineage::analyze_sql, row::encode_data_row,
+    BinaryUnmaskable, BuiltinDetector, ColumnDescription, ColumnRef, ColumnRule, DetectorKind,
+    DetectorRule, MaskPlan, MaskRules, Strategy, lineage::analyze_sql, row::encode_data_row,
 };
 
 fn rules() -> Arc<MaskRules> {
@@ -79,13 +79,20 @@ fn run(label: &str, plan: &mut MaskPlan, rows: &[Vec<u8>]) {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let masked_rows: Vec<Vec<u8>> = (0..n)
         .map(|i| {
             let ssn = format!("{:03}-{:02}-{:04}", 100 + i % 800, 1 + i % 98, 1 + i % 9998);
             let card = format!("4111 1111 1111 {:04}", i % 10_000);
             let note = format!("customer {i} prefers contact at user{i}@example.com after 5pm");
-            encode_data_row(&[Some(ssn.as_bytes()), Some(card.as_bytes()), Some(note.as_bytes())])
+            encode_data_row(&[
+                Some(ssn.as_bytes()),
+                Some(card.as_bytes()),
+                Some(note.as_bytes()),
+            ])
         })
         .collect();
     let clean_rows: Vec<Vec<u8>> = (0..n)
@@ -100,9 +107,22 @@ fn main() {
     let lineage = analyze_sql("SELECT ssn, card, note FROM customers", &r).statement(0);
     let mut plan = MaskPlan::new(r.clone(), &lineage, &columns(["ssn", "card", "note"]), &[]);
     let clean_lineage = analyze_sql("SELECT name, city, note FROM customers", &r).statement(0);
-    let mut clean_plan = MaskPlan::new(r.clone(), &clean_lineage, &columns(["name", "city", "note"]), &[]);
-    let none = Arc::new(MaskRules::new(Vec::new(), Vec::new(), Vec::new(), BinaryUnmaskable::Refuse).expect("rules"));
-    let mut noop = MaskPlan::new(none, &clean_lineage, &columns(["name", "city", "note"]), &[]);
+    let mut clean_plan = MaskPlan::new(
+        r.clone(),
+        &clean_lineage,
+        &columns(["name", "city", "note"]),
+        &[],
+    );
+    let none = Arc::new(
+        MaskRules::new(Vec::new(), Vec::new(), Vec::new(), BinaryUnmaskable::Refuse)
+            .expect("rules"),
+    );
+    let mut noop = MaskPlan::new(
+        none,
+        &clean_lineage,
+        &columns(["name", "city", "note"]),
+        &[],
+    );
     // Warm up once, then measure.
     run("warm-up", &mut plan, &masked_rows[..n.min(10_000)]);
     run("masking", &mut plan, &masked_rows);

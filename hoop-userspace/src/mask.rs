@@ -145,8 +145,8 @@ impl ColumnRef {
     /// Parses `col`, `table.col` or `schema.table.col` (unquoted parts are
     /// lower-cased; `"Quoted"` parts keep their case).
     pub fn parse(text: &str) -> Result<ColumnRef, MaskRulesError> {
-        let parts = split_qualified(text)
-            .ok_or_else(|| MaskRulesError::BadColumnRef(text.to_owned()))?;
+        let parts =
+            split_qualified(text).ok_or_else(|| MaskRulesError::BadColumnRef(text.to_owned()))?;
         let mut parts = parts.into_iter().rev();
         let column = parts
             .next()
@@ -206,14 +206,15 @@ fn split_qualified(text: &str) -> Option<Vec<String>> {
                 }
             }
         } else {
+            let mut raw = String::new();
             while let Some(&c) = chars.peek() {
                 if c == '.' {
                     break;
                 }
-                part.extend(c.to_lowercase());
+                raw.extend(c.to_lowercase());
                 chars.next();
             }
-            part = part.trim().to_owned();
+            part.push_str(raw.trim());
         }
         if part.is_empty() {
             return None;
@@ -270,7 +271,9 @@ pub enum BinaryUnmaskable {
 #[derive(Debug, thiserror::Error)]
 pub enum MaskRulesError {
     /// A column reference that is not `col`, `table.col` or `schema.table.col`.
-    #[error("`{0}` is not a column reference (expected column, table.column or schema.table.column)")]
+    #[error(
+        "`{0}` is not a column reference (expected column, table.column or schema.table.column)"
+    )]
     BadColumnRef(String),
     /// A custom detector regex that the byte-level engine cannot compile.
     #[error("custom detector `{name}`: {source}")]
@@ -347,12 +350,18 @@ impl MaskRules {
     }
 
     /// The first column rule covering `schema.table.column`, if any.
-    pub fn column_rule_for(&self, schema: Option<&str>, table: &str, column: &str) -> Option<usize> {
-        if let Some(&(_, rule)) = self
-            .masked_relations
-            .iter()
-            .find(|(t, _)| t.name == table && t.schema.as_deref().is_none_or(|s| Some(s) == schema || schema.is_none()))
-        {
+    pub fn column_rule_for(
+        &self,
+        schema: Option<&str>,
+        table: &str,
+        column: &str,
+    ) -> Option<usize> {
+        if let Some(&(_, rule)) = self.masked_relations.iter().find(|(t, _)| {
+            t.name == table
+                && t.schema
+                    .as_deref()
+                    .is_none_or(|s| Some(s) == schema || schema.is_none())
+        }) {
             return Some(rule);
         }
         self.column_rules

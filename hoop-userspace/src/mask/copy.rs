@@ -77,7 +77,10 @@ pub struct CopyStatement {
 
 #[derive(Debug, Clone)]
 enum Source {
-    Table { table: TableName, columns: Vec<String> },
+    Table {
+        table: TableName,
+        columns: Vec<String>,
+    },
     Query(lineage::Lineage),
 }
 
@@ -85,7 +88,8 @@ impl CopyStatement {
     /// Parses a `COPY … TO STDOUT` statement. `rules` is needed to analyze
     /// `COPY (query)`.
     pub fn parse(sql: &str, rules: &MaskRules) -> Result<CopyStatement, CopyError> {
-        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|_| CopyError::NotCopyTo)?;
+        let statements =
+            Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|_| CopyError::NotCopyTo)?;
         let [
             Statement::Copy {
                 source,
@@ -100,11 +104,16 @@ impl CopyStatement {
             return Err(CopyError::NotCopyTo);
         };
         let source = match source {
-            CopySource::Table { table_name: name, columns } => Source::Table {
+            CopySource::Table {
+                table_name: name,
+                columns,
+            } => Source::Table {
                 table: table_name(name),
                 columns: columns.iter().map(fold).collect(),
             },
-            CopySource::Query(q) => Source::Query(lineage::analyze_query_sql(&q.to_string(), rules)),
+            CopySource::Query(q) => {
+                Source::Query(lineage::analyze_query_sql(&q.to_string(), rules))
+            }
         };
         let mut s = CopyStatement {
             source,
@@ -174,7 +183,11 @@ impl CopyStatement {
             Source::Table { table, columns } if columns.is_empty() => rules
                 .column_rules
                 .iter()
-                .any(|r| r.columns.iter().any(|c| c.matches_table(table.schema.as_deref(), &table.name)))
+                .any(|r| {
+                    r.columns
+                        .iter()
+                        .any(|c| c.matches_table(table.schema.as_deref(), &table.name))
+                })
                 .then_some(table),
             _ => None,
         }
@@ -197,7 +210,12 @@ impl CopyStatement {
 #[derive(Debug, Clone)]
 enum FieldAction {
     Keep,
-    Mask { strategy: Strategy, kind: Arc<str>, keep_last: usize, counter: usize },
+    Mask {
+        strategy: Strategy,
+        kind: Arc<str>,
+        keep_last: usize,
+        counter: usize,
+    },
 }
 
 /// Rewrites the CopyData stream of one `COPY … TO STDOUT`.
@@ -222,19 +240,32 @@ impl CopyMasker {
     /// Builds the masker. `table_columns` is the table's column order for
     /// `COPY table` without a column list (from [`TABLE_COLUMNS_QUERY`]);
     /// without it every field of such a table is masked.
-    pub fn new(rules: Arc<MaskRules>, stmt: CopyStatement, table_columns: Option<&[String]>) -> Result<CopyMasker, CopyError> {
+    pub fn new(
+        rules: Arc<MaskRules>,
+        stmt: CopyStatement,
+        table_columns: Option<&[String]>,
+    ) -> Result<CopyMasker, CopyError> {
         let mut counter_names: Vec<Arc<str>> = rules
             .column_rules
             .iter()
             .map(|r| Arc::from(r.name.as_str()))
-            .chain(rules.detector_rules.iter().map(|r| Arc::from(r.name.as_str())))
+            .chain(
+                rules
+                    .detector_rules
+                    .iter()
+                    .map(|r| Arc::from(r.name.as_str())),
+            )
             .collect();
         counter_names.push(Arc::from("unknown"));
         let unknown = counter_names.len() - 1;
         let mask_rule = |rule: usize, derived: bool| {
             let r = &rules.column_rules[rule];
             FieldAction::Mask {
-                strategy: if derived { r.strategy.for_derived_value() } else { r.strategy },
+                strategy: if derived {
+                    r.strategy.for_derived_value()
+                } else {
+                    r.strategy
+                },
                 kind: counter_names[rule].clone(),
                 keep_last: r.keep_last,
                 counter: rule,
@@ -257,28 +288,42 @@ impl CopyMasker {
                     Some(names) => (
                         names
                             .iter()
-                            .map(|c| match rules.column_rule_for(table.schema.as_deref(), &table.name, c) {
-                                Some(rule) => mask_rule(rule, false),
-                                None => FieldAction::Keep,
+                            .map(|c| {
+                                match rules.column_rule_for(table.schema.as_deref(), &table.name, c)
+                                {
+                                    Some(rule) => mask_rule(rule, false),
+                                    None => FieldAction::Keep,
+                                }
                             })
                             .collect(),
                         unknown_action.clone(),
                     ),
-                    None if stmt.needs_table_columns(&rules).is_some() => (Vec::new(), unknown_action.clone()),
+                    None if stmt.needs_table_columns(&rules).is_some() => {
+                        (Vec::new(), unknown_action.clone())
+                    }
                     None => (Vec::new(), FieldAction::Keep),
                 }
             }
             Source::Query(l) => {
                 let action = |lin: &ColumnLineage| match lin {
-                    ColumnLineage::Clean => FieldAction::Keep,
+                    ColumnLineage::Clean
+                    | ColumnLineage::FromTable {
+                        masked_if_unresolved: false,
+                        ..
+                    } => FieldAction::Keep,
                     ColumnLineage::Masked { rule, direct } => mask_rule(*rule, !direct),
-                    ColumnLineage::FromTable { masked_if_unresolved: false, .. } => FieldAction::Keep,
                     _ => unknown_action.clone(),
                 };
-                (l.columns.iter().map(action).collect(), l.rest.as_ref().map_or(unknown_action.clone(), action))
+                (
+                    l.columns.iter().map(action).collect(),
+                    l.rest.as_ref().map_or(unknown_action.clone(), action),
+                )
             }
         };
-        let any_masked = fields.iter().chain(std::iter::once(&rest)).any(|f| matches!(f, FieldAction::Mask { .. }));
+        let any_masked = fields
+            .iter()
+            .chain(std::iter::once(&rest))
+            .any(|f| matches!(f, FieldAction::Mask { .. }));
         if stmt.format == CopyFormat::Binary && any_masked {
             return Err(CopyError::BinaryRefused);
         }
@@ -302,6 +347,7 @@ impl CopyMasker {
     }
 
     /// Changes the carry-over limit.
+    #[must_use]
     pub fn with_max_row(mut self, max_row: usize) -> Self {
         self.max_row = max_row;
         self
@@ -368,7 +414,10 @@ impl CopyMasker {
         while i < data.len() {
             let b = data[i];
             if in_quotes {
-                if b == escape && escape != quote && data.get(i + 1).is_some_and(|&n| n == quote || n == escape) {
+                if b == escape
+                    && escape != quote
+                    && data.get(i + 1).is_some_and(|&n| n == quote || n == escape)
+                {
                     i += 1;
                 } else if b == quote {
                     in_quotes = false;
@@ -425,7 +474,10 @@ impl CopyMasker {
         while i < data.len() {
             let b = data[i];
             if in_quotes {
-                if b == escape && escape != quote && data.get(i + 1).is_some_and(|&n| n == quote || n == escape) {
+                if b == escape
+                    && escape != quote
+                    && data.get(i + 1).is_some_and(|&n| n == quote || n == escape)
+                {
                     i += 1;
                 } else if b == quote {
                     in_quotes = false;
@@ -448,21 +500,25 @@ impl CopyMasker {
     fn rewrite_row(&mut self, row: &[u8]) -> Option<Vec<u8>> {
         let (body, ending) = split_ending(row);
         let fields = match self.stmt.format {
-            CopyFormat::Csv => split_csv(body, self.stmt.delimiter, self.stmt.quote, self.stmt.escape),
-            _ => body.split(|&b| b == self.stmt.delimiter).map(|f| (f, false)).collect(),
+            CopyFormat::Csv => {
+                split_csv(body, self.stmt.delimiter, self.stmt.quote, self.stmt.escape)
+            }
+            _ => body
+                .split(|&b| b == self.stmt.delimiter)
+                .map(|f| (f, false))
+                .collect(),
         };
         // Find the first field that changes; only then rebuild the row.
-        let (first, new) = fields
-            .iter()
-            .enumerate()
-            .find_map(|(i, &(raw, quoted))| self.rewrite_field(i, raw, quoted).map(|new| (i, new)))?;
-        let mut out = self.rebuild(&fields, first, new);
+        let (first, new) = fields.iter().enumerate().find_map(|(i, &(raw, quoted))| {
+            self.rewrite_field(i, raw, quoted).map(|new| (i, new))
+        })?;
+        let mut out = self.rebuild(&fields, first, &new);
         out.extend_from_slice(ending);
         Some(out)
     }
 
     /// Rebuilds a row where field `first` changed to `new`, rewriting the rest.
-    fn rebuild(&mut self, fields: &[(&[u8], bool)], first: usize, new: Vec<u8>) -> Vec<u8> {
+    fn rebuild(&mut self, fields: &[(&[u8], bool)], first: usize, new: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         for (i, &(raw, quoted)) in fields.iter().enumerate() {
             if i > 0 {
@@ -470,7 +526,7 @@ impl CopyMasker {
             }
             let encoded = match i.cmp(&first) {
                 std::cmp::Ordering::Less => None,
-                std::cmp::Ordering::Equal => Some(new.clone()),
+                std::cmp::Ordering::Equal => Some(new.to_vec()),
                 std::cmp::Ordering::Greater => self.rewrite_field(i, raw, quoted),
             };
             match encoded {
@@ -484,7 +540,11 @@ impl CopyMasker {
     /// A field as it was on the wire.
     fn raw_field<'a>(&self, raw: &'a [u8], quoted: bool) -> Cow<'a, [u8]> {
         if quoted {
-            Cow::Owned(encode_csv(&decode_csv(raw, self.stmt.quote, self.stmt.escape), &self.stmt, true))
+            Cow::Owned(encode_csv(
+                &decode_csv(raw, self.stmt.quote, self.stmt.escape),
+                &self.stmt,
+                true,
+            ))
         } else {
             Cow::Borrowed(raw)
         }
@@ -501,7 +561,9 @@ impl CopyMasker {
             return None;
         }
         let value: Cow<'_, [u8]> = match self.stmt.format {
-            CopyFormat::Csv if quoted => Cow::Owned(decode_csv(raw, self.stmt.quote, self.stmt.escape)),
+            CopyFormat::Csv if quoted => {
+                Cow::Owned(decode_csv(raw, self.stmt.quote, self.stmt.escape))
+            }
             CopyFormat::Csv => Cow::Borrowed(raw),
             _ => decode_text(raw),
         };
@@ -514,7 +576,14 @@ impl CopyMasker {
                 counter,
             } => {
                 self.counts[counter] += 1;
-                if !strategy::apply(strategy, &kind, keep_last, &self.rules.hash_key, &value, &mut masked) {
+                if !strategy::apply(
+                    strategy,
+                    &kind,
+                    keep_last,
+                    &self.rules.hash_key,
+                    &value,
+                    &mut masked,
+                ) {
                     return Some(self.stmt.null.clone());
                 }
             }
@@ -563,7 +632,10 @@ fn split_csv(row: &[u8], delimiter: u8, quote: u8, escape: u8) -> Vec<(&[u8], bo
     while i < row.len() {
         let b = row[i];
         if in_quotes {
-            if b == escape && escape != quote && row.get(i + 1).is_some_and(|&n| n == quote || n == escape) {
+            if b == escape
+                && escape != quote
+                && row.get(i + 1).is_some_and(|&n| n == quote || n == escape)
+            {
                 i += 1;
             } else if b == quote {
                 in_quotes = false;
@@ -589,7 +661,10 @@ fn decode_csv(raw: &[u8], quote: u8, escape: u8) -> Vec<u8> {
     while i < raw.len() {
         let b = raw[i];
         if in_quotes {
-            if b == escape && raw.get(i + 1).is_some_and(|&n| n == quote || n == escape) && (escape != quote || raw.get(i + 1) == Some(&quote)) {
+            if b == escape
+                && raw.get(i + 1).is_some_and(|&n| n == quote || n == escape)
+                && (escape != quote || raw.get(i + 1) == Some(&quote))
+            {
                 out.push(raw[i + 1]);
                 i += 2;
                 continue;
@@ -613,9 +688,9 @@ fn encode_csv(value: &[u8], stmt: &CopyStatement, force: bool) -> Vec<u8> {
     let needs = force
         || value.is_empty()
         || value == stmt.null.as_slice()
-        || value
-            .iter()
-            .any(|&b| b == stmt.delimiter || b == stmt.quote || b == stmt.escape || b == b'\n' || b == b'\r');
+        || value.iter().any(|&b| {
+            b == stmt.delimiter || b == stmt.quote || b == stmt.escape || b == b'\n' || b == b'\r'
+        });
     if !needs {
         return value.to_vec();
     }
@@ -701,9 +776,12 @@ fn encode_text(value: &[u8], delimiter: u8) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::mask::{BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule};
+    use crate::mask::{
+        BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule,
+    };
 
     fn rules() -> Arc<MaskRules> {
         Arc::new(
@@ -752,11 +830,15 @@ mod tests {
     fn text_format_with_table_columns_from_the_catalog() {
         let r = rules();
         let stmt = CopyStatement::parse("COPY customers TO STDOUT", &r).unwrap();
-        assert_eq!(stmt.needs_table_columns(&r).map(|t| t.name.as_str()), Some("customers"));
+        assert_eq!(
+            stmt.needs_table_columns(&r).map(|t| t.name.as_str()),
+            Some("customers")
+        );
         assert_eq!(stmt.regclass_text().unwrap(), "\"customers\"");
         let cols: Vec<String> = ["id", "ssn", "note"].map(String::from).to_vec();
         let data = b"1\t123-45-6789\tcall a@b.io\\tnow\n2\t\\N\tplain\n3\t987-65-4321\tx\\\\y\n";
-        let expected = "1\t***-**-6789\tcall [REDACTED:email]\\tnow\n2\t\\N\tplain\n3\t***-**-4321\tx\\\\y\n";
+        let expected =
+            "1\t***-**-6789\tcall [REDACTED:email]\\tnow\n2\t\\N\tplain\n3\t***-**-4321\tx\\\\y\n";
         for size in [1, 3, 7, 16, 1000] {
             let mut m = masker("COPY customers TO STDOUT", Some(&cols));
             assert_eq!(run(&mut m, data, size), expected, "chunk size {size}");
@@ -799,14 +881,21 @@ mod tests {
     #[test]
     fn table_without_catalog_columns_masks_every_field() {
         let mut m = masker("COPY customers TO STDOUT", None);
-        assert_eq!(run(&mut m, b"1\tx\n", 100), "[REDACTED:unknown]\t[REDACTED:unknown]\n");
+        assert_eq!(
+            run(&mut m, b"1\tx\n", 100),
+            "[REDACTED:unknown]\t[REDACTED:unknown]\n"
+        );
     }
 
     #[test]
     fn binary_copy_of_masked_columns_is_refused() {
         let r = rules();
-        let stmt = CopyStatement::parse("COPY customers (ssn) TO STDOUT WITH (FORMAT binary)", &r).unwrap();
-        assert_eq!(CopyMasker::new(r.clone(), stmt, None).unwrap_err(), CopyError::BinaryRefused);
+        let stmt = CopyStatement::parse("COPY customers (ssn) TO STDOUT WITH (FORMAT binary)", &r)
+            .unwrap();
+        assert_eq!(
+            CopyMasker::new(r.clone(), stmt, None).unwrap_err(),
+            CopyError::BinaryRefused
+        );
         let stmt = CopyStatement::parse("COPY orders TO STDOUT WITH (FORMAT binary)", &r).unwrap();
         let mut m = CopyMasker::new(r, stmt, None).unwrap();
         assert_eq!(m.feed(b"PGCOPY\n\xff\r\n\0").unwrap(), None);

@@ -208,10 +208,9 @@ fn before(v: &[u8], i: usize) -> Option<u8> {
 /// or `.` glued to a digit (so `1-123-45-6789` is not an SSN).
 fn starts_token(v: &[u8], i: usize) -> bool {
     match before(v, i) {
-        None => true,
         Some(b) if is_alnum(b) => false,
         Some(b'-' | b'.') => !before(v, i - 1).is_some_and(|b| b.is_ascii_digit()),
-        Some(_) => true,
+        None | Some(_) => true,
     }
 }
 
@@ -219,10 +218,9 @@ fn starts_token(v: &[u8], i: usize) -> bool {
 /// followed by a digit.
 fn ends_token(v: &[u8], end: usize) -> bool {
     match v.get(end) {
-        None => true,
         Some(&b) if is_alnum(b) => false,
         Some(b'-' | b'.') => !v.get(end + 1).is_some_and(u8::is_ascii_digit),
-        Some(_) => true,
+        None | Some(_) => true,
     }
 }
 
@@ -276,12 +274,17 @@ fn luhn(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Digit groups of a run starting at `i`: `(start, end)` byte ranges,
 /// separated by exactly one of `seps`.
-fn digit_groups(v: &[u8], mut i: usize, seps: &[u8], groups: &mut [(usize, usize)]) -> (usize, usize) {
+fn digit_groups(
+    v: &[u8],
+    mut i: usize,
+    seps: &[u8],
+    groups: &mut [(usize, usize)],
+) -> (usize, usize) {
     let mut n = 0;
     loop {
         let start = i;
@@ -292,7 +295,8 @@ fn digit_groups(v: &[u8], mut i: usize, seps: &[u8], groups: &mut [(usize, usize
             groups[n] = (start, i);
             n += 1;
         }
-        if i + 1 < v.len() && seps.contains(&v[i]) && v[i + 1].is_ascii_digit() && n < groups.len() {
+        if i + 1 < v.len() && seps.contains(&v[i]) && v[i + 1].is_ascii_digit() && n < groups.len()
+        {
             i += 1;
         } else {
             return (n, i);
@@ -300,6 +304,8 @@ fn digit_groups(v: &[u8], mut i: usize, seps: &[u8], groups: &mut [(usize, usize
     }
 }
 
+// Index arithmetic over digit groups reads best with short names.
+#[allow(clippy::many_single_char_names)]
 fn scan_card(v: &[u8], push: &mut impl FnMut(usize, usize)) {
     let mut i = 0;
     let mut groups = [(0usize, 0usize); 24];
@@ -323,7 +329,10 @@ fn scan_card(v: &[u8], push: &mut impl FnMut(usize, usize)) {
                 }
                 if count >= 13 {
                     let (a, b) = (groups[s].0, groups[e].1);
-                    let digits = v[a..b].iter().filter(|d| d.is_ascii_digit()).map(|d| d - b'0');
+                    let digits = v[a..b]
+                        .iter()
+                        .filter(|d| d.is_ascii_digit())
+                        .map(|d| d - b'0');
                     if luhn(digits) && (e + 1 < n || ends_token(v, b)) {
                         found = Some(e);
                     }
@@ -406,7 +415,7 @@ fn scan_iban(v: &[u8], push: &mut impl FnMut(usize, usize)) {
                 count += 1;
                 j += 1;
             } else if c == b' '
-                && count % 4 == 0
+                && count.is_multiple_of(4)
                 && j + 1 < v.len()
                 && (v[j + 1].is_ascii_uppercase() || v[j + 1].is_ascii_digit())
             {
@@ -538,7 +547,7 @@ fn scan_ipv6(v: &[u8], push: &mut impl FnMut(usize, usize)) {
         while tok.last() == Some(&b'.') {
             tok = &tok[..tok.len() - 1];
         }
-        let colons = tok.iter().filter(|&&b| b == b':').count();
+        let colons = memchr_iter(b':', tok).count();
         if colons < 2 || !tok.iter().any(u8::is_ascii_hexdigit) {
             continue;
         }
@@ -590,13 +599,17 @@ fn scan_aws(v: &[u8], push: &mut impl FnMut(usize, usize)) {
         let body_ok = v[i + 4..i + 20]
             .iter()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-        if body_ok && !before(v, i).is_some_and(is_alnum) && !v.get(i + 20).is_some_and(|&b| is_alnum(b)) {
+        if body_ok
+            && !before(v, i).is_some_and(is_alnum)
+            && !v.get(i + 20).is_some_and(|&b| is_alnum(b))
+        {
             push(i, i + 20);
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::mask::Strategy;
@@ -615,14 +628,19 @@ mod tests {
         let s = set(&[kind]);
         let mut out = Vec::new();
         s.find(text.as_bytes(), &mut out);
-        out.iter().map(|m| text[m.start..m.end].to_owned()).collect()
+        out.iter()
+            .map(|m| text[m.start..m.end].to_owned())
+            .collect()
     }
 
     use BuiltinDetector::*;
 
     #[test]
     fn email() {
-        assert_eq!(found(Email, "mail bob.smith+x@example.co.uk now"), ["bob.smith+x@example.co.uk"]);
+        assert_eq!(
+            found(Email, "mail bob.smith+x@example.co.uk now"),
+            ["bob.smith+x@example.co.uk"]
+        );
         assert_eq!(found(Email, "<a@b.io>, c@d.org."), ["a@b.io", "c@d.org"]);
         assert!(found(Email, "user@localhost and @handle and a@b.c and x@.com").is_empty());
         assert!(found(Email, "no at sign here").is_empty());
@@ -630,10 +648,19 @@ mod tests {
 
     #[test]
     fn credit_card() {
-        assert_eq!(found(CreditCard, "card 4111 1111 1111 1111 exp"), ["4111 1111 1111 1111"]);
-        assert_eq!(found(CreditCard, "4111-1111-1111-1111"), ["4111-1111-1111-1111"]);
+        assert_eq!(
+            found(CreditCard, "card 4111 1111 1111 1111 exp"),
+            ["4111 1111 1111 1111"]
+        );
+        assert_eq!(
+            found(CreditCard, "4111-1111-1111-1111"),
+            ["4111-1111-1111-1111"]
+        );
         assert_eq!(found(CreditCard, "5500005555555559"), ["5500005555555559"]);
-        assert_eq!(found(CreditCard, "order 12 4111 1111 1111 1111"), ["4111 1111 1111 1111"]);
+        assert_eq!(
+            found(CreditCard, "order 12 4111 1111 1111 1111"),
+            ["4111 1111 1111 1111"]
+        );
         // Luhn failure.
         assert!(found(CreditCard, "4111 1111 1111 1112").is_empty());
         // Glued to letters or too long.
@@ -648,21 +675,39 @@ mod tests {
     fn ssn() {
         assert_eq!(found(Ssn, "ssn: 123-45-6789."), ["123-45-6789"]);
         assert_eq!(found(Ssn, "123 45 6789"), ["123 45 6789"]);
-        for bad in ["000-12-3456", "666-12-3456", "900-12-3456", "123-00-4567", "123-45-0000"] {
+        for bad in [
+            "000-12-3456",
+            "666-12-3456",
+            "900-12-3456",
+            "123-00-4567",
+            "123-45-0000",
+        ] {
             assert!(found(Ssn, bad).is_empty(), "{bad}");
         }
         assert!(found(Ssn, "123-45 6789").is_empty());
         assert!(found(Ssn, "1123-45-6789").is_empty());
         assert!(found(Ssn, "1-123-45-6789").is_empty());
         assert!(found(Ssn, "123-45-67890").is_empty());
-        assert!(found(Ssn, "123456789").is_empty(), "bare nine digits are not matched");
+        assert!(
+            found(Ssn, "123456789").is_empty(),
+            "bare nine digits are not matched"
+        );
     }
 
     #[test]
     fn iban() {
-        assert_eq!(found(Iban, "pay to DE89370400440532013000 now"), ["DE89370400440532013000"]);
-        assert_eq!(found(Iban, "GB82 WEST 1234 5698 7654 32 thanks"), ["GB82 WEST 1234 5698 7654 32"]);
-        assert_eq!(found(Iban, "DE89 3704 0044 0532 0130 00"), ["DE89 3704 0044 0532 0130 00"]);
+        assert_eq!(
+            found(Iban, "pay to DE89370400440532013000 now"),
+            ["DE89370400440532013000"]
+        );
+        assert_eq!(
+            found(Iban, "GB82 WEST 1234 5698 7654 32 thanks"),
+            ["GB82 WEST 1234 5698 7654 32"]
+        );
+        assert_eq!(
+            found(Iban, "DE89 3704 0044 0532 0130 00"),
+            ["DE89 3704 0044 0532 0130 00"]
+        );
         // Checksum failure.
         assert!(found(Iban, "DE89370400440532013001").is_empty());
         assert!(found(Iban, "GB82 WEST 1234 5698 7654 33").is_empty());
@@ -682,7 +727,10 @@ mod tests {
 
     #[test]
     fn ipv4() {
-        assert_eq!(found(Ipv4, "from 10.0.0.5 and 192.168.1.255."), ["10.0.0.5", "192.168.1.255"]);
+        assert_eq!(
+            found(Ipv4, "from 10.0.0.5 and 192.168.1.255."),
+            ["10.0.0.5", "192.168.1.255"]
+        );
         assert!(found(Ipv4, "256.1.1.1").is_empty());
         assert!(found(Ipv4, "1.2.3.999").is_empty());
         assert!(found(Ipv4, "1.2.3").is_empty());
@@ -693,7 +741,10 @@ mod tests {
     #[test]
     fn ipv6() {
         assert_eq!(found(Ipv6, "addr 2001:db8::1 ok"), ["2001:db8::1"]);
-        assert_eq!(found(Ipv6, "[fe80::1ff:fe23:4567:890a]:5432"), ["fe80::1ff:fe23:4567:890a"]);
+        assert_eq!(
+            found(Ipv6, "[fe80::1ff:fe23:4567:890a]:5432"),
+            ["fe80::1ff:fe23:4567:890a"]
+        );
         assert_eq!(found(Ipv6, "::ffff:10.0.0.1"), ["::ffff:10.0.0.1"]);
         assert!(found(Ipv6, "at 12:30:45 today").is_empty());
         assert!(found(Ipv6, "std::vector").is_empty());
@@ -702,7 +753,8 @@ mod tests {
 
     #[test]
     fn jwt() {
-        let t = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+        let t =
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
         assert_eq!(found(Jwt, &format!("Bearer {t}")), [t]);
         assert!(found(Jwt, "eyJhbGciOiJIUzI1NiJ9 not a token").is_empty());
         assert!(found(Jwt, "xeyJhbGciOiJIUzI1NiJ9.eyJzdWIi.abc").is_empty());
@@ -710,8 +762,14 @@ mod tests {
 
     #[test]
     fn aws() {
-        assert_eq!(found(AwsAccessKey, "key=AKIAIOSFODNN7EXAMPLE;"), ["AKIAIOSFODNN7EXAMPLE"]);
-        assert_eq!(found(AwsAccessKey, "ASIAY34FZKBOKMUTVV7A"), ["ASIAY34FZKBOKMUTVV7A"]);
+        assert_eq!(
+            found(AwsAccessKey, "key=AKIAIOSFODNN7EXAMPLE;"),
+            ["AKIAIOSFODNN7EXAMPLE"]
+        );
+        assert_eq!(
+            found(AwsAccessKey, "ASIAY34FZKBOKMUTVV7A"),
+            ["ASIAY34FZKBOKMUTVV7A"]
+        );
         assert!(found(AwsAccessKey, "AKIAIOSFODNN7EXAMPLEX").is_empty());
         assert!(found(AwsAccessKey, "AKIAiosfodnn7example").is_empty());
         assert!(found(AwsAccessKey, "AKIDIOSFODNN7EXAMPLE").is_empty());
@@ -736,7 +794,10 @@ mod tests {
         let mut out = Vec::new();
         let text = "EMP-12345 at ::ffff:10.0.0.1";
         s.find(text.as_bytes(), &mut out);
-        let names: Vec<_> = out.iter().map(|m| (&text[m.start..m.end], &**s.name(m.detector))).collect();
+        let names: Vec<_> = out
+            .iter()
+            .map(|m| (&text[m.start..m.end], &**s.name(m.detector)))
+            .collect();
         assert_eq!(names, [("EMP-12345", "emp"), ("::ffff:10.0.0.1", "ipv6")]);
     }
 

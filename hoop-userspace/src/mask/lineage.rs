@@ -41,9 +41,9 @@ use std::{cell::Cell, ops::ControlFlow};
 
 use sqlparser::{
     ast::{
-        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart, Query,
-        Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor,
-        TableWithJoins, Visit, Visitor,
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
+        Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
+        TableFactor, TableWithJoins, Visit, Visitor,
     },
     dialect::PostgreSqlDialect,
     parser::Parser,
@@ -125,7 +125,10 @@ impl Lineage {
     /// The lineage of output position `index`.
     pub fn column(&self, index: usize) -> &ColumnLineage {
         const UNKNOWN: &ColumnLineage = &ColumnLineage::Unknown;
-        self.columns.get(index).or(self.rest.as_ref()).unwrap_or(UNKNOWN)
+        self.columns
+            .get(index)
+            .or(self.rest.as_ref())
+            .unwrap_or(UNKNOWN)
     }
 }
 
@@ -145,7 +148,12 @@ impl SqlLineage {
     /// or when unparsed).
     pub fn statement(&self, index: usize) -> Lineage {
         self.statements.get(index).cloned().unwrap_or_else(|| {
-            if self.statements.iter().all(|l| l.rest == Some(ColumnLineage::Clean) && l.columns.is_empty()) && !self.unparsed {
+            if self
+                .statements
+                .iter()
+                .all(|l| l.rest == Some(ColumnLineage::Clean) && l.columns.is_empty())
+                && !self.unparsed
+            {
                 Lineage::clean()
             } else {
                 Lineage::unknown()
@@ -172,7 +180,10 @@ pub fn analyze_sql(sql: &str, rules: &MaskRules) -> SqlLineage {
             let analyzer = Analyzer::new(rules);
             let side = mentions_side_channel(sql);
             SqlLineage {
-                statements: statements.iter().map(|s| analyzer.statement(s, side)).collect(),
+                statements: statements
+                    .iter()
+                    .map(|s| analyzer.statement(s, side))
+                    .collect(),
                 unparsed: false,
             }
         }
@@ -183,6 +194,10 @@ pub fn analyze_sql(sql: &str, rules: &MaskRules) -> SqlLineage {
     }
 }
 
+static TABLE_STATEMENT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?i)((?:^|[(;])\s*)TABLE(\s+)").expect("static regex")
+});
+
 /// Parses with the PostgreSQL dialect. sqlparser does not accept a
 /// statement-level `TABLE name` (PostgreSQL's `SELECT * FROM name`), so when
 /// parsing fails it is retried with that spelled out.
@@ -190,9 +205,7 @@ fn parse(sql: &str) -> Option<Vec<Statement>> {
     if let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         return Some(statements);
     }
-    static TABLE: std::sync::LazyLock<regex::Regex> =
-        std::sync::LazyLock::new(|| regex::Regex::new(r"(?i)((?:^|[(;])\s*)TABLE(\s+)").expect("static regex"));
-    let rewritten = TABLE.replace_all(sql, "${1}SELECT * FROM${2}");
+    let rewritten = TABLE_STATEMENT.replace_all(sql, "${1}SELECT * FROM${2}");
     if rewritten == sql {
         return None;
     }
@@ -330,10 +343,16 @@ fn last_name(name: &ObjectName) -> String {
 /// One output item of a query, by name when it has one.
 #[derive(Debug, Clone)]
 enum ShapeItem {
-    Col { name: Option<String>, lin: ColumnLineage },
+    Col {
+        name: Option<String>,
+        lin: ColumnLineage,
+    },
     /// A star of unknown width: `open` base tables (by-name lookups go to
     /// their rules), every position carrying `lin`.
-    Star { open: Vec<TableName>, lin: ColumnLineage },
+    Star {
+        open: Vec<TableName>,
+        lin: ColumnLineage,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -409,16 +428,30 @@ impl<'r> Analyzer<'r> {
     // ---- lattice -------------------------------------------------------
 
     fn stricter(&self, a: usize, b: usize) -> usize {
-        let s = |r: usize| self.rules.column_rules.get(r).map_or(Strategy::Redact, |r| r.strategy).strictness();
+        let s = |r: usize| {
+            self.rules
+                .column_rules
+                .get(r)
+                .map_or(Strategy::Redact, |r| r.strategy)
+                .strictness()
+        };
         if s(b) > s(a) { b } else { a }
     }
 
     fn join(&self, a: ColumnLineage, b: ColumnLineage) -> ColumnLineage {
         use ColumnLineage::{Clean, FromTable, Masked, Unknown};
         match (a, b) {
-            (Unknown, _) | (_, Unknown) => Unknown,
             (Clean, x) | (x, Clean) => x,
-            (Masked { rule: r1, direct: d1 }, Masked { rule: r2, direct: d2 }) => Masked {
+            (
+                Masked {
+                    rule: r1,
+                    direct: d1,
+                },
+                Masked {
+                    rule: r2,
+                    direct: d2,
+                },
+            ) => Masked {
                 rule: self.stricter(r1, r2),
                 direct: d1 && d2,
             },
@@ -442,9 +475,13 @@ impl<'r> Analyzer<'r> {
                     masked_if_unresolved: m1 || m2,
                 }
             }
-            // A position that is either a star column or a masked value:
-            // the RowDescription cannot tell which.
-            (FromTable { .. }, Masked { .. }) | (Masked { .. }, FromTable { .. }) => Unknown,
+            // Unknown absorbs everything; and a position that is either a
+            // star column or a masked value cannot be told apart by the
+            // RowDescription.
+            (Unknown, _)
+            | (_, Unknown)
+            | (FromTable { .. }, Masked { .. })
+            | (Masked { .. }, FromTable { .. }) => Unknown,
         }
     }
 
@@ -452,8 +489,14 @@ impl<'r> Analyzer<'r> {
     /// lineage, `direct` is dropped).
     fn as_value(&self, lin: ColumnLineage) -> ColumnLineage {
         match lin {
-            ColumnLineage::Masked { rule, .. } => ColumnLineage::Masked { rule, direct: false },
-            ColumnLineage::FromTable { tables, masked_if_unresolved } => {
+            ColumnLineage::Masked { rule, .. } => ColumnLineage::Masked {
+                rule,
+                direct: false,
+            },
+            ColumnLineage::FromTable {
+                tables,
+                masked_if_unresolved,
+            } => {
                 let mut out = ColumnLineage::Clean;
                 for t in &tables {
                     out = self.join(out, self.table_row(t));
@@ -488,7 +531,10 @@ impl<'r> Analyzer<'r> {
     fn base_column(&self, t: &TableName, column: &str) -> ColumnLineage {
         let mut found = self.masked_relation(t);
         for (i, r) in self.rules.column_rules.iter().enumerate() {
-            if r.columns.iter().any(|c| c.matches(t.schema.as_deref(), &t.name, column)) {
+            if r.columns
+                .iter()
+                .any(|c| c.matches(t.schema.as_deref(), &t.name, column))
+            {
                 found = Some(found.map_or(i, |f| self.stricter(f, i)));
             }
         }
@@ -502,12 +548,18 @@ impl<'r> Analyzer<'r> {
     fn table_row(&self, t: &TableName) -> ColumnLineage {
         let mut found = self.masked_relation(t);
         for (i, r) in self.rules.column_rules.iter().enumerate() {
-            if r.columns.iter().any(|c| c.matches_table(t.schema.as_deref(), &t.name)) {
+            if r.columns
+                .iter()
+                .any(|c| c.matches_table(t.schema.as_deref(), &t.name))
+            {
                 found = Some(found.map_or(i, |f| self.stricter(f, i)));
             }
         }
         match found {
-            Some(rule) => ColumnLineage::Masked { rule, direct: false },
+            Some(rule) => ColumnLineage::Masked {
+                rule,
+                direct: false,
+            },
             None => ColumnLineage::Clean,
         }
     }
@@ -515,7 +567,10 @@ impl<'r> Analyzer<'r> {
     fn bare_rule(&self, column: &str) -> ColumnLineage {
         let mut found: Option<usize> = None;
         for (i, r) in self.rules.column_rules.iter().enumerate() {
-            if r.columns.iter().any(|c| c.table.is_none() && c.column == column) {
+            if r.columns
+                .iter()
+                .any(|c| c.table.is_none() && c.column == column)
+            {
                 found = Some(found.map_or(i, |f| self.stricter(f, i)));
             }
         }
@@ -550,7 +605,9 @@ impl<'r> Analyzer<'r> {
         let mut out = ColumnLineage::Clean;
         for item in &shape.items {
             match item {
-                ShapeItem::Col { name: Some(n), lin } if n == column => out = self.join(out, lin.clone()),
+                ShapeItem::Col { name: Some(n), lin } if n == column => {
+                    out = self.join(out, lin.clone());
+                }
                 ShapeItem::Col { .. } => {}
                 ShapeItem::Star { open, lin } => {
                     if open.is_empty() {
@@ -685,7 +742,11 @@ impl<'r> Analyzer<'r> {
         };
         let _ = expr.visit(&mut v);
         let lin = v.lin;
-        if is_plain_reference(expr) { lin } else { self.as_value(lin) }
+        if is_plain_reference(expr) {
+            lin
+        } else {
+            self.as_value(lin)
+        }
     }
 
     // ---- queries -------------------------------------------------------
@@ -693,11 +754,11 @@ impl<'r> Analyzer<'r> {
     fn query_lineage(&self, q: &Query, env: Option<Env<'_>>) -> Lineage {
         let shape = self.query(q, env);
         let mut lineage = self.shape_lineage(&shape);
-        lineage.writes_masked = self.select_into_masked(q, &lineage);
+        lineage.writes_masked = Self::select_into_masked(q, &lineage);
         lineage
     }
 
-    fn select_into_masked(&self, q: &Query, lineage: &Lineage) -> bool {
+    fn select_into_masked(q: &Query, lineage: &Lineage) -> bool {
         let into = matches!(q.body.as_ref(), SetExpr::Select(s) if s.into.is_some());
         into && lineage_touches_masked(lineage)
     }
@@ -736,7 +797,10 @@ impl<'r> Analyzer<'r> {
             for cte in &with.cte_tables {
                 let name = fold(&cte.alias.name);
                 let shape = {
-                    let env2 = Env { scope: &scope, parent: env.as_ref() };
+                    let env2 = Env {
+                        scope: &scope,
+                        parent: env.as_ref(),
+                    };
                     if with.recursive {
                         // Iterate to a fixed point: start from the
                         // non-recursive branch, bounded by the lattice height.
@@ -746,8 +810,12 @@ impl<'r> Analyzer<'r> {
                         };
                         for _ in 0..3 {
                             let mut s2 = scope.clone();
-                            s2.ctes.push((name.clone(), rename(guess.clone(), &cte.alias)));
-                            let env3 = Env { scope: &s2, parent: env.as_ref() };
+                            s2.ctes
+                                .push((name.clone(), rename(guess.clone(), &cte.alias)));
+                            let env3 = Env {
+                                scope: &s2,
+                                parent: env.as_ref(),
+                            };
                             guess = self.query(&cte.query, Some(env3));
                         }
                         guess
@@ -758,7 +826,10 @@ impl<'r> Analyzer<'r> {
                 scope.ctes.push((name, rename(shape, &cte.alias)));
             }
         }
-        let env2 = Env { scope: &scope, parent: env.as_ref() };
+        let env2 = Env {
+            scope: &scope,
+            parent: env.as_ref(),
+        };
         self.set_expr(&q.body, Some(env2))
     }
 
@@ -769,7 +840,7 @@ impl<'r> Analyzer<'r> {
             SetExpr::SetOperation { left, right, .. } => {
                 let l = self.set_expr(left, env);
                 let r = self.set_expr(right, env);
-                self.zip(l, r)
+                self.zip(l, &r)
             }
             SetExpr::Values(values) => {
                 let mut items: Vec<ShapeItem> = Vec::new();
@@ -813,9 +884,9 @@ impl<'r> Analyzer<'r> {
     }
 
     /// Position-wise join of two set-operation branches (names from the left).
-    fn zip(&self, l: Shape, r: Shape) -> Shape {
+    fn zip(&self, l: Shape, r: &Shape) -> Shape {
         let ll = self.shape_lineage(&l);
-        let rl = self.shape_lineage(&r);
+        let rl = self.shape_lineage(r);
         let exact = ll.rest.is_none() && rl.rest.is_none() && ll.columns.len() == rl.columns.len();
         if exact {
             let items = l
@@ -843,7 +914,12 @@ impl<'r> Analyzer<'r> {
             });
         }
         let mut rest = ColumnLineage::Clean;
-        for lin in ll.columns[n..].iter().chain(&rl.columns[n..]).chain(ll.rest.iter()).chain(rl.rest.iter()) {
+        for lin in ll.columns[n..]
+            .iter()
+            .chain(&rl.columns[n..])
+            .chain(ll.rest.iter())
+            .chain(rl.rest.iter())
+        {
             rest = self.join(rest, lin.clone());
         }
         let mut open = Vec::new();
@@ -857,8 +933,11 @@ impl<'r> Analyzer<'r> {
     }
 
     fn select(&self, s: &Select, env: Option<Env<'_>>) -> Shape {
-        let scope = self.from_scope(&s.from, env);
-        let env2 = Env { scope: &scope, parent: env.as_ref() };
+        let scope = self.relations_of(&s.from, env);
+        let env2 = Env {
+            scope: &scope,
+            parent: env.as_ref(),
+        };
         let mut items = Vec::new();
         for item in &s.projection {
             match item {
@@ -878,7 +957,9 @@ impl<'r> Analyzer<'r> {
                 SelectItem::QualifiedWildcard(kind, _) => match kind {
                     SelectItemQualifiedWildcardKind::ObjectName(name) => {
                         let parts = object_parts(name);
-                        let (t, qual) = parts.split_last().map_or(("", None), |(t, q)| (t.as_str(), q.last()));
+                        let (t, qual) = parts
+                            .split_last()
+                            .map_or(("", None), |(t, q)| (t.as_str(), q.last()));
                         let mut matched = false;
                         for rel in &scope.rels {
                             if Self::rel_matches(rel, qual.map(String::as_str), t) {
@@ -903,13 +984,16 @@ impl<'r> Analyzer<'r> {
         Shape { items }
     }
 
-    fn from_scope(&self, from: &[TableWithJoins], env: Option<Env<'_>>) -> Scope {
+    fn relations_of(&self, from: &[TableWithJoins], env: Option<Env<'_>>) -> Scope {
         let mut scope = Scope::default();
         for twj in from {
             for tf in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
                 // LATERAL items may see earlier items: give them the scope so far.
                 let rels = {
-                    let env2 = Env { scope: &scope, parent: env.as_ref() };
+                    let env2 = Env {
+                        scope: &scope,
+                        parent: env.as_ref(),
+                    };
                     self.table_factor(tf, Some(env2))
                 };
                 scope.rels.extend(rels);
@@ -921,7 +1005,9 @@ impl<'r> Analyzer<'r> {
     fn table_factor(&self, tf: &TableFactor, env: Option<Env<'_>>) -> Vec<Rel> {
         let alias_of = |alias: &Option<TableAlias>| alias.as_ref().map(|a| fold(&a.name));
         match tf {
-            TableFactor::Table { name, alias, args, .. } => {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
                 if let Some(args) = args {
                     let lin = self.function_rows(&last_name(name), &args.args, env);
                     let rel_name = alias_of(alias).unwrap_or_else(|| last_name(name));
@@ -929,7 +1015,11 @@ impl<'r> Analyzer<'r> {
                 }
                 let tn = table_name(name);
                 let rel_name = alias_of(alias).unwrap_or_else(|| tn.name.clone());
-                let schema = if alias.is_some() { None } else { tn.schema.clone() };
+                let schema = if alias.is_some() {
+                    None
+                } else {
+                    tn.schema.clone()
+                };
                 if tn.schema.is_none()
                     && let Some(shape) = env.and_then(|e| find_cte(e, &tn.name))
                 {
@@ -955,7 +1045,9 @@ impl<'r> Analyzer<'r> {
                     source,
                 }]
             }
-            TableFactor::Derived { subquery, alias, .. } => {
+            TableFactor::Derived {
+                subquery, alias, ..
+            } => {
                 let shape = self.query(subquery, env);
                 let shape = match alias {
                     Some(a) => rename(shape, a),
@@ -967,9 +1059,14 @@ impl<'r> Analyzer<'r> {
                     source: RelSource::Derived(shape),
                 }]
             }
-            TableFactor::Function { name, args, alias, .. } => {
+            TableFactor::Function {
+                name, args, alias, ..
+            } => {
                 let lin = self.function_rows(&last_name(name), args, env);
-                vec![opaque(alias_of(alias).unwrap_or_else(|| last_name(name)), lin)]
+                vec![opaque(
+                    alias_of(alias).unwrap_or_else(|| last_name(name)),
+                    lin,
+                )]
             }
             TableFactor::TableFunction { expr, alias } => {
                 let lin = match expr {
@@ -984,15 +1081,23 @@ impl<'r> Analyzer<'r> {
                 };
                 vec![opaque(alias_of(alias).unwrap_or_default(), lin)]
             }
-            TableFactor::UNNEST { alias, array_exprs, .. } => {
+            TableFactor::UNNEST {
+                alias, array_exprs, ..
+            } => {
                 let mut lin = ColumnLineage::Clean;
                 for e in array_exprs {
                     lin = self.join(lin, self.expr(e, env));
                 }
-                vec![opaque(alias_of(alias).unwrap_or_else(|| "unnest".into()), self.as_value(lin))]
+                vec![opaque(
+                    alias_of(alias).unwrap_or_else(|| "unnest".into()),
+                    self.as_value(lin),
+                )]
             }
-            TableFactor::NestedJoin { table_with_joins, alias } => {
-                let inner = self.from_scope(std::slice::from_ref(table_with_joins), env);
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                let inner = self.relations_of(std::slice::from_ref(table_with_joins), env);
                 match alias_of(alias) {
                     None => inner.rels,
                     Some(name) => {
@@ -1010,14 +1115,21 @@ impl<'r> Analyzer<'r> {
 
     /// Rows of a function in `FROM`: known built-ins carry their arguments;
     /// anything else is `Unknown`.
-    fn function_rows(&self, name: &str, args: &[FunctionArg], env: Option<Env<'_>>) -> ColumnLineage {
+    fn function_rows(
+        &self,
+        name: &str,
+        args: &[FunctionArg],
+        env: Option<Env<'_>>,
+    ) -> ColumnLineage {
         if !KNOWN_ROW_FUNCTIONS.contains(&name) {
             return ColumnLineage::Unknown;
         }
         let mut lin = ColumnLineage::Clean;
         for arg in args {
             let e = match arg {
-                FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } | FunctionArg::Unnamed(arg) => arg,
+                FunctionArg::Named { arg, .. }
+                | FunctionArg::ExprNamed { arg, .. }
+                | FunctionArg::Unnamed(arg) => arg,
             };
             lin = self.join(
                 lin,
@@ -1063,17 +1175,24 @@ impl<'r> Analyzer<'r> {
                 l.writes_masked = lineage_touches_masked(&self.query_lineage(query, None));
                 l
             }
-            Statement::Copy { source, to, target, .. } => {
+            Statement::Copy {
+                source, to, target, ..
+            } => {
                 // COPY's data is masked by `copy::CopyMasker`; here only a
                 // server-side file or program target counts as a write.
                 let mut l = Lineage::unknown();
-                let to_client = matches!(target, sqlparser::ast::CopyTarget::Stdout | sqlparser::ast::CopyTarget::Stdin);
+                let to_client = matches!(
+                    target,
+                    sqlparser::ast::CopyTarget::Stdout | sqlparser::ast::CopyTarget::Stdin
+                );
                 if *to && !to_client {
                     l.writes_masked = match source {
                         sqlparser::ast::CopySource::Table { table_name, .. } => {
                             self.table_row(&table_name_of(table_name)) != ColumnLineage::Clean
                         }
-                        sqlparser::ast::CopySource::Query(q) => lineage_touches_masked(&self.query_lineage(q, None)),
+                        sqlparser::ast::CopySource::Query(q) => {
+                            lineage_touches_masked(&self.query_lineage(q, None))
+                        }
                     };
                 }
                 l
@@ -1116,10 +1235,14 @@ impl<'r> Analyzer<'r> {
     fn mentions_masked(&self, text: &str) -> bool {
         let lower = text.to_lowercase();
         self.rules.column_rules.iter().any(|r| {
-            r.columns
-                .iter()
-                .any(|c| lower.contains(&c.column) || c.table.as_ref().is_some_and(|t| lower.contains(t)))
-        }) || self.rules.masked_relations.iter().any(|(t, _)| lower.contains(&t.name))
+            r.columns.iter().any(|c| {
+                lower.contains(&c.column) || c.table.as_ref().is_some_and(|t| lower.contains(t))
+            })
+        }) || self
+            .rules
+            .masked_relations
+            .iter()
+            .any(|(t, _)| lower.contains(&t.name))
     }
 
     fn side_channel_writes(&self, statement: &Statement) -> bool {
@@ -1146,10 +1269,16 @@ impl<'r> Analyzer<'r> {
                         name: String::new(),
                     },
                 };
-                let writes = ins.source.as_ref().is_some_and(|q| lineage_touches_masked(&self.query_lineage(q, env)));
+                let writes = ins
+                    .source
+                    .as_ref()
+                    .is_some_and(|q| lineage_touches_masked(&self.query_lineage(q, env)));
                 let mut scope = Scope::default();
                 scope.rels.push(Rel {
-                    name: ins.table_alias.as_ref().map_or_else(|| target.name.clone(), fold),
+                    name: ins
+                        .table_alias
+                        .as_ref()
+                        .map_or_else(|| target.name.clone(), fold),
                     schema: target.schema.clone(),
                     source: RelSource::Base(target.clone()),
                 });
@@ -1157,19 +1286,30 @@ impl<'r> Analyzer<'r> {
                     name: "excluded".into(),
                     schema: None,
                     source: RelSource::Opaque(
-                        ins.source
-                            .as_ref()
-                            .map_or(ColumnLineage::Clean, |q| union_all(self, &self.query_lineage(q, env))),
+                        ins.source.as_ref().map_or(ColumnLineage::Clean, |q| {
+                            union_all(self, &self.query_lineage(q, env))
+                        }),
                     ),
                 });
-                let env2 = Env { scope: &scope, parent: env.as_ref() };
+                let env2 = Env {
+                    scope: &scope,
+                    parent: env.as_ref(),
+                };
                 let mut writes = writes;
                 if let Some(sqlparser::ast::OnInsert::OnConflict(oc)) = &ins.on
                     && let sqlparser::ast::OnConflictAction::DoUpdate(du) = &oc.action
                 {
-                    writes |= du.assignments.iter().any(|a| self.expr(&a.value, Some(env2)) != ColumnLineage::Clean);
+                    writes |= du
+                        .assignments
+                        .iter()
+                        .any(|a| self.expr(&a.value, Some(env2)) != ColumnLineage::Clean);
                 }
-                (ins.returning.as_ref().map(|r| self.projection(r, &scope, env)), writes)
+                (
+                    ins.returning
+                        .as_ref()
+                        .map(|r| self.projection(r, &scope, env)),
+                    writes,
+                )
             }
             Statement::Update {
                 table,
@@ -1179,11 +1319,18 @@ impl<'r> Analyzer<'r> {
                 ..
             } => {
                 let mut from_items = vec![table.clone()];
-                if let Some(sqlparser::ast::UpdateTableFromKind::AfterSet(f) | sqlparser::ast::UpdateTableFromKind::BeforeSet(f)) = from {
+                if let Some(
+                    sqlparser::ast::UpdateTableFromKind::AfterSet(f)
+                    | sqlparser::ast::UpdateTableFromKind::BeforeSet(f),
+                ) = from
+                {
                     from_items.extend(f.iter().cloned());
                 }
-                let scope = self.from_scope(&from_items, env);
-                let env2 = Env { scope: &scope, parent: env.as_ref() };
+                let scope = self.relations_of(&from_items, env);
+                let env2 = Env {
+                    scope: &scope,
+                    parent: env.as_ref(),
+                };
                 // Writing a masked column's own value back into itself
                 // (`SET ssn = ssn`) is harmless, but telling it apart from
                 // `SET note = ssn` needs the target; keep it simple: any
@@ -1192,18 +1339,27 @@ impl<'r> Analyzer<'r> {
                     let lin = self.expr(&a.value, Some(env2));
                     lin != ColumnLineage::Clean && !self.target_is_masked(&a.target, &scope)
                 });
-                (returning.as_ref().map(|r| self.projection(r, &scope, env)), writes)
+                (
+                    returning.as_ref().map(|r| self.projection(r, &scope, env)),
+                    writes,
+                )
             }
             Statement::Delete(del) => {
                 let tables = match &del.from {
-                    sqlparser::ast::FromTable::WithFromKeyword(t) | sqlparser::ast::FromTable::WithoutKeyword(t) => t.clone(),
+                    sqlparser::ast::FromTable::WithFromKeyword(t)
+                    | sqlparser::ast::FromTable::WithoutKeyword(t) => t.clone(),
                 };
                 let mut all = tables;
                 if let Some(using) = &del.using {
                     all.extend(using.iter().cloned());
                 }
-                let scope = self.from_scope(&all, env);
-                (del.returning.as_ref().map(|r| self.projection(r, &scope, env)), false)
+                let scope = self.relations_of(&all, env);
+                (
+                    del.returning
+                        .as_ref()
+                        .map(|r| self.projection(r, &scope, env)),
+                    false,
+                )
             }
             _ => (Some(unknown_shape()), false),
         }
@@ -1214,13 +1370,21 @@ impl<'r> Analyzer<'r> {
             return false;
         };
         let parts = object_parts(name);
-        let Some(col) = parts.last() else { return false };
-        scope.rels.first().is_some_and(|rel| matches!(self.rel_column(rel, col), ColumnLineage::Masked { .. }))
+        let Some(col) = parts.last() else {
+            return false;
+        };
+        scope
+            .rels
+            .first()
+            .is_some_and(|rel| matches!(self.rel_column(rel, col), ColumnLineage::Masked { .. }))
     }
 
     fn projection(&self, items: &[SelectItem], scope: &Scope, env: Option<Env<'_>>) -> Shape {
         // Reuse `select` by building the same projection over a prepared scope.
-        let env2 = Env { scope, parent: env.as_ref() };
+        let env2 = Env {
+            scope,
+            parent: env.as_ref(),
+        };
         let mut out = Vec::new();
         for item in items {
             match item {
@@ -1272,7 +1436,10 @@ fn union_all(an: &Analyzer<'_>, l: &Lineage) -> ColumnLineage {
 fn lineage_touches_masked(l: &Lineage) -> bool {
     l.columns.iter().chain(l.rest.iter()).any(|c| match c {
         ColumnLineage::Clean => false,
-        ColumnLineage::FromTable { masked_if_unresolved, .. } => *masked_if_unresolved,
+        ColumnLineage::FromTable {
+            masked_if_unresolved,
+            ..
+        } => *masked_if_unresolved,
         _ => true,
     })
 }
@@ -1295,8 +1462,13 @@ fn unknown_shape() -> Shape {
 }
 
 fn find_cte(env: Env<'_>, name: &str) -> Option<Shape> {
-    env.iter()
-        .find_map(|s| s.ctes.iter().rev().find(|(n, _)| n == name).map(|(_, shape)| shape.clone()))
+    env.iter().find_map(|s| {
+        s.ctes
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, shape)| shape.clone())
+    })
 }
 
 /// Applies `AS alias(a, b, …)` column names to a shape.
@@ -1350,7 +1522,11 @@ struct TaintVisitor<'a, 'r> {
 
 impl TaintVisitor<'_, '_> {
     fn scopes(&self) -> Vec<&Scope> {
-        self.inner.iter().rev().chain(self.outer.iter().copied()).collect()
+        self.inner
+            .iter()
+            .rev()
+            .chain(self.outer.iter().copied())
+            .collect()
     }
 
     fn add(&mut self, lin: ColumnLineage) {
@@ -1365,26 +1541,45 @@ impl TaintVisitor<'_, '_> {
         // CTEs (and relations, for LATERAL shapes) of every enclosing scope,
         // innermost last so its CTE names win.
         let merged = Scope {
-            rels: scopes.iter().rev().flat_map(|s| s.rels.iter().cloned()).collect(),
-            ctes: scopes.iter().rev().flat_map(|s| s.ctes.iter().cloned()).collect(),
+            rels: scopes
+                .iter()
+                .rev()
+                .flat_map(|s| s.rels.iter().cloned())
+                .collect(),
+            ctes: scopes
+                .iter()
+                .rev()
+                .flat_map(|s| s.ctes.iter().cloned())
+                .collect(),
         };
-        let base = Env { scope: &merged, parent: None };
+        let base = Env {
+            scope: &merged,
+            parent: None,
+        };
         let env = Some(base);
         let mut scope = Scope::default();
         if let Some(with) = &q.with {
             for cte in &with.cte_tables {
                 let shape = {
-                    let env2 = Env { scope: &scope, parent: env.as_ref() };
+                    let env2 = Env {
+                        scope: &scope,
+                        parent: env.as_ref(),
+                    };
                     self.an.query(&cte.query, Some(env2))
                 };
-                scope.ctes.push((fold(&cte.alias.name), rename(shape, &cte.alias)));
+                scope
+                    .ctes
+                    .push((fold(&cte.alias.name), rename(shape, &cte.alias)));
             }
         }
         let mut selects = Vec::new();
         collect_selects(&q.body, &mut selects);
         for s in selects {
-            let env2 = Env { scope: &scope, parent: env.as_ref() };
-            let rels = self.an.from_scope(&s.from, Some(env2)).rels;
+            let env2 = Env {
+                scope: &scope,
+                parent: env.as_ref(),
+            };
+            let rels = self.an.relations_of(&s.from, Some(env2)).rels;
             scope.rels.extend(rels);
         }
         scope
@@ -1423,9 +1618,10 @@ impl Visitor for TaintVisitor<'_, '_> {
                 for item in &s.projection {
                     let lin = match item {
                         SelectItem::Wildcard(_) => self.an.all_rows(&scopes),
-                        SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
-                            self.an.resolve_row(n, &scopes)
-                        }
+                        SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::ObjectName(n),
+                            _,
+                        ) => self.an.resolve_row(n, &scopes),
                         _ => ColumnLineage::Clean,
                     };
                     stars = self.an.join(stars, lin);
@@ -1455,12 +1651,13 @@ impl Visitor for TaintVisitor<'_, '_> {
         let from: Vec<TableWithJoins> = match s {
             Statement::Update { table, .. } => vec![table.clone()],
             Statement::Delete(d) => match &d.from {
-                sqlparser::ast::FromTable::WithFromKeyword(t) | sqlparser::ast::FromTable::WithoutKeyword(t) => t.clone(),
+                sqlparser::ast::FromTable::WithFromKeyword(t)
+                | sqlparser::ast::FromTable::WithoutKeyword(t) => t.clone(),
             },
             _ => Vec::new(),
         };
         if !from.is_empty() {
-            let scope = self.an.from_scope(&from, None);
+            let scope = self.an.relations_of(&from, None);
             self.inner.push(scope);
         }
         ControlFlow::Continue(())
@@ -1497,13 +1694,17 @@ impl Visitor for TaintVisitor<'_, '_> {
                 if let FunctionArguments::List(list) = &f.args {
                     for arg in &list.args {
                         let a = match arg {
-                            FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } | FunctionArg::Unnamed(arg) => arg,
+                            FunctionArg::Named { arg, .. }
+                            | FunctionArg::ExprNamed { arg, .. }
+                            | FunctionArg::Unnamed(arg) => arg,
                         };
                         let lin = match a {
                             // `count(*)` counts rows; it carries no value.
                             FunctionArgExpr::Wildcard if name == "count" => ColumnLineage::Clean,
                             FunctionArgExpr::Wildcard => self.an.all_rows(&self.scopes()),
-                            FunctionArgExpr::QualifiedWildcard(n) => self.an.resolve_row(n, &self.scopes()),
+                            FunctionArgExpr::QualifiedWildcard(n) => {
+                                self.an.resolve_row(n, &self.scopes())
+                            }
                             FunctionArgExpr::Expr(_) => ColumnLineage::Clean,
                         };
                         self.add(lin);

@@ -122,8 +122,12 @@ impl CatalogCache {
                 found: row.len(),
             });
         }
-        let oid: u32 = field(row, 0)?.parse().map_err(|_| CatalogError::BadField(0))?;
-        let attnum: i16 = field(row, 3)?.parse().map_err(|_| CatalogError::BadField(3))?;
+        let oid: u32 = field(row, 0)?
+            .parse()
+            .map_err(|_| CatalogError::BadField(0))?;
+        let attnum: i16 = field(row, 3)?
+            .parse()
+            .map_err(|_| CatalogError::BadField(3))?;
         self.tables.insert(oid);
         self.columns.insert(
             (oid, attnum),
@@ -153,7 +157,10 @@ impl CatalogCache {
 /// From [`VIEW_DEPENDENCIES_QUERY`] rows (text format), the views that read
 /// a masked column, directly or through other views, each with the rule
 /// that masks it.
-pub fn masked_views(rules: &MaskRules, rows: &[Vec<Option<&[u8]>>]) -> Result<Vec<(TableName, usize)>, CatalogError> {
+pub fn masked_views(
+    rules: &MaskRules,
+    rows: &[Vec<Option<&[u8]>>],
+) -> Result<Vec<(TableName, usize)>, CatalogError> {
     struct Dep {
         view: TableName,
         table: TableName,
@@ -176,7 +183,9 @@ pub fn masked_views(rules: &MaskRules, rows: &[Vec<Option<&[u8]>>]) -> Result<Ve
                 schema: Some(field(row, 2)?.to_owned()),
                 name: field(row, 3)?.to_owned(),
             },
-            column: row[4].and_then(|b| std::str::from_utf8(b).ok()).map(str::to_owned),
+            column: row[4]
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_owned),
         });
     }
     let mut masked: Vec<(TableName, usize)> = Vec::new();
@@ -187,7 +196,10 @@ pub fn masked_views(rules: &MaskRules, rows: &[Vec<Option<&[u8]>>]) -> Result<Ve
             if masked.iter().any(|(v, _)| *v == dep.view) {
                 continue;
             }
-            let via_view = masked.iter().find(|(v, _)| *v == dep.table).map(|&(_, r)| r);
+            let via_view = masked
+                .iter()
+                .find(|(v, _)| *v == dep.table)
+                .map(|&(_, r)| r);
             let schema = dep.table.schema.as_deref();
             let rule = via_view.or_else(|| {
                 rules.column_rules.iter().position(|r| {
@@ -311,21 +323,42 @@ fn column_mask(
 ) -> Option<(Strategy, usize, bool)> {
     // (strategy, counter index, is_unknown)
     let unknown = rules.column_rules.len() + rules.detector_rules.len();
-    let by_source = resolved.and_then(|r| rules.column_rule_for(Some(&r.schema), &r.table, &r.column));
+    let by_source =
+        resolved.and_then(|r| rules.column_rule_for(Some(&r.schema), &r.table, &r.column));
     let by_lineage = match lineage {
         ColumnLineage::Clean => None,
         ColumnLineage::Masked { rule, direct } => {
-            let strategy = rules.column_rules.get(*rule).map_or(Strategy::Redact, |r| r.strategy);
-            Some((if *direct { strategy } else { strategy.for_derived_value() }, *rule, false))
+            let strategy = rules
+                .column_rules
+                .get(*rule)
+                .map_or(Strategy::Redact, |r| r.strategy);
+            Some((
+                if *direct {
+                    strategy
+                } else {
+                    strategy.for_derived_value()
+                },
+                *rule,
+                false,
+            ))
         }
         ColumnLineage::FromTable {
-            masked_if_unresolved, ..
-        } => (resolved.is_none() && *masked_if_unresolved).then_some((Strategy::Redact, unknown, true)),
+            masked_if_unresolved,
+            ..
+        } => (resolved.is_none() && *masked_if_unresolved).then_some((
+            Strategy::Redact,
+            unknown,
+            true,
+        )),
         ColumnLineage::Unknown => Some((Strategy::Redact, unknown, true)),
     };
     let by_source = by_source.map(|rule| (rules.column_rules[rule].strategy, rule, false));
     match (by_source, by_lineage) {
-        (Some(a), Some(b)) => Some(if b.0.strictness() > a.0.strictness() { b } else { a }),
+        (Some(a), Some(b)) => Some(if b.0.strictness() > a.0.strictness() {
+            b
+        } else {
+            a
+        }),
         (a, b) => a.or(b),
     }
 }
@@ -345,7 +378,12 @@ impl MaskPlan {
             .column_rules
             .iter()
             .map(|r| Arc::from(r.name.as_str()))
-            .chain(rules.detector_rules.iter().map(|r| Arc::from(r.name.as_str())))
+            .chain(
+                rules
+                    .detector_rules
+                    .iter()
+                    .map(|r| Arc::from(r.name.as_str())),
+            )
             .collect();
         counter_names.push(Arc::from("unknown"));
         let detectors = !rules.detectors.is_empty();
@@ -388,12 +426,16 @@ impl MaskPlan {
                     name: c.name.clone(),
                     type_oid: c.type_oid,
                     encoding,
-                    detect: detectors && encoding != Encoding::Opaque && matches!(action, Action::Keep),
+                    detect: detectors
+                        && encoding != Encoding::Opaque
+                        && matches!(action, Action::Keep),
                     action,
                 }
             })
             .collect();
-        let noop = plans.iter().all(|p| matches!(p.action, Action::Keep) && !p.detect);
+        let noop = plans
+            .iter()
+            .all(|p| matches!(p.action, Action::Keep) && !p.detect);
         let counts = vec![0; counter_names.len()];
         MaskPlan {
             rules,

@@ -83,13 +83,19 @@ impl MaskPlan {
             }
         }
         if pos != body.len() {
-            return Err(MaskRefusal::Malformed("trailing bytes after the last column"));
+            return Err(MaskRefusal::Malformed(
+                "trailing bytes after the last column",
+            ));
         }
         Ok(out)
     }
 
     /// The replacement for one non-NULL value, or `None` to keep it.
-    fn rewrite_value(&mut self, i: usize, value: &[u8]) -> Result<Option<Replacement>, MaskRefusal> {
+    fn rewrite_value(
+        &mut self,
+        i: usize,
+        value: &[u8],
+    ) -> Result<Option<Replacement>, MaskRefusal> {
         let col: &ColumnPlan = &self.columns[i];
         match &col.action {
             Action::Refuse => Err(MaskRefusal::BinaryUnmaskable {
@@ -115,10 +121,24 @@ impl MaskPlan {
                 if json {
                     // A JSON string keeps the value valid JSON for the client.
                     let mut tmp = Vec::with_capacity(32);
-                    strategy::apply(*strategy, kind, *keep_last, &self.rules.hash_key, text, &mut tmp);
+                    strategy::apply(
+                        *strategy,
+                        kind,
+                        *keep_last,
+                        &self.rules.hash_key,
+                        text,
+                        &mut tmp,
+                    );
                     push_json_string(&tmp, &mut self.scratch);
                 } else {
-                    strategy::apply(*strategy, kind, *keep_last, &self.rules.hash_key, text, &mut self.scratch);
+                    strategy::apply(
+                        *strategy,
+                        kind,
+                        *keep_last,
+                        &self.rules.hash_key,
+                        text,
+                        &mut self.scratch,
+                    );
                 }
                 Ok(Some(Replacement::Scratch))
             }
@@ -218,7 +238,9 @@ fn validate(body: &[u8], columns: usize) -> Result<(), MaskRefusal> {
     if pos == body.len() {
         Ok(())
     } else {
-        Err(MaskRefusal::Malformed("trailing bytes after the last column"))
+        Err(MaskRefusal::Malformed(
+            "trailing bytes after the last column",
+        ))
     }
 }
 
@@ -259,12 +281,14 @@ pub fn decode_data_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::mask::{
-        BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule, MaskRules,
+        BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule,
+        MaskRules,
         lineage::{ColumnLineage, Lineage, TableName, analyze_sql},
         plan::{CatalogCache, ColumnDescription, ResolvedColumn},
     };
@@ -309,7 +333,12 @@ mod tests {
         }
     }
 
-    fn plan_for(sql: &str, columns: &[ColumnDescription], rules: Arc<MaskRules>, catalog: &CatalogCache) -> MaskPlan {
+    fn plan_for(
+        sql: &str,
+        columns: &[ColumnDescription],
+        rules: Arc<MaskRules>,
+        catalog: &CatalogCache,
+    ) -> MaskPlan {
         let lineage = analyze_sql(sql, &rules).statement(0);
         MaskPlan::new(rules, &lineage, columns, &catalog.resolve_all(columns))
     }
@@ -345,8 +374,18 @@ mod tests {
             col("ssn", 16384, 3, 25, 0),
             col("card", 16384, 4, 25, 0),
         ];
-        let mut plan = plan_for("SELECT * FROM customers", &cols, rules(BinaryUnmaskable::Refuse), &catalog());
-        let row = encode_data_row(&[Some(b"1"), Some(b"Bob bob@x.io"), Some(b"123-45-6789"), Some(b"4111")]);
+        let mut plan = plan_for(
+            "SELECT * FROM customers",
+            &cols,
+            rules(BinaryUnmaskable::Refuse),
+            &catalog(),
+        );
+        let row = encode_data_row(&[
+            Some(b"1"),
+            Some(b"Bob bob@x.io"),
+            Some(b"123-45-6789"),
+            Some(b"4111"),
+        ]);
         let out = plan.rewrite_row(&row).unwrap().unwrap();
         assert_eq!(
             values(&out),
@@ -359,14 +398,26 @@ mod tests {
         );
         let mut counts = plan.take_counts();
         counts.sort();
-        assert_eq!(counts, [(Arc::from("card"), 1), (Arc::from("pii"), 1), (Arc::from("ssn"), 1)]);
+        assert_eq!(
+            counts,
+            [
+                (Arc::from("card"), 1),
+                (Arc::from("pii"), 1),
+                (Arc::from("ssn"), 1)
+            ]
+        );
         assert!(plan.take_counts().is_empty());
     }
 
     #[test]
     fn nothing_to_change_is_zero_copy() {
         let cols = [col("id", 16384, 1, 23, 0), col("name", 16384, 2, 25, 0)];
-        let mut plan = plan_for("SELECT id, name FROM customers", &cols, rules(BinaryUnmaskable::Refuse), &catalog());
+        let mut plan = plan_for(
+            "SELECT id, name FROM customers",
+            &cols,
+            rules(BinaryUnmaskable::Refuse),
+            &catalog(),
+        );
         let row = encode_data_row(&[Some(b"1"), Some(b"Bob Smith")]);
         assert_eq!(plan.rewrite_row(&row).unwrap(), None);
         let row = encode_data_row(&[None, None]);
@@ -376,10 +427,18 @@ mod tests {
     #[test]
     fn expressions_are_redacted_not_partially_shown() {
         let cols = [col("name", 0, 0, 25, 0), col("upper", 0, 0, 25, 0)];
-        let mut plan = plan_for("SELECT name, upper(ssn) FROM customers", &cols, rules(BinaryUnmaskable::Refuse), &catalog());
+        let mut plan = plan_for(
+            "SELECT name, upper(ssn) FROM customers",
+            &cols,
+            rules(BinaryUnmaskable::Refuse),
+            &catalog(),
+        );
         let row = encode_data_row(&[Some(b"Bob"), Some(b"123-45-6789")]);
         let out = plan.rewrite_row(&row).unwrap().unwrap();
-        assert_eq!(values(&out), [Some("Bob".into()), Some("[REDACTED:ssn]".into())]);
+        assert_eq!(
+            values(&out),
+            [Some("Bob".into()), Some("[REDACTED:ssn]".into())]
+        );
     }
 
     #[test]
@@ -387,7 +446,10 @@ mod tests {
         let cols = [col("x", 0, 0, 25, 0)];
         let r = rules(BinaryUnmaskable::Refuse);
         let mut plan = MaskPlan::new(r, &Lineage::unknown(), &cols, &[]);
-        let out = plan.rewrite_row(&encode_data_row(&[Some(b"hello")])).unwrap().unwrap();
+        let out = plan
+            .rewrite_row(&encode_data_row(&[Some(b"hello")]))
+            .unwrap()
+            .unwrap();
         assert_eq!(values(&out), [Some("[REDACTED:unknown]".into())]);
         assert_eq!(plan.take_counts(), [(Arc::from("unknown"), 1)]);
     }
@@ -397,7 +459,13 @@ mod tests {
         // Binary text column masked type-correctly; binary int refused.
         let cols = [col("ssn", 16384, 3, 25, 1), col("x", 0, 0, 23, 1)];
         let lineage = Lineage {
-            columns: vec![ColumnLineage::Clean, ColumnLineage::Masked { rule: 0, direct: false }],
+            columns: vec![
+                ColumnLineage::Clean,
+                ColumnLineage::Masked {
+                    rule: 0,
+                    direct: false,
+                },
+            ],
             rest: None,
             writes_masked: false,
         };
@@ -405,11 +473,16 @@ mod tests {
         let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Refuse), &lineage, &cols, &resolved);
         let row = encode_data_row(&[Some(b"123-45-6789"), Some(&7i32.to_be_bytes())]);
         let err = plan.rewrite_row(&row).unwrap_err();
-        assert!(matches!(err, MaskRefusal::BinaryUnmaskable { ref column, type_oid: 23 } if column == "x"));
+        assert!(
+            matches!(err, MaskRefusal::BinaryUnmaskable { ref column, type_oid: 23 } if column == "x")
+        );
         assert!(err.to_string().contains("text format"));
         // A NULL needs no masking.
         let row = encode_data_row(&[Some(b"123-45-6789"), None]);
-        assert_eq!(values(&plan.rewrite_row(&row).unwrap().unwrap())[0].as_deref(), Some("***-**-6789"));
+        assert_eq!(
+            values(&plan.rewrite_row(&row).unwrap().unwrap())[0].as_deref(),
+            Some("***-**-6789")
+        );
         // binary_unmaskable: null.
         let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Null), &lineage, &cols, &resolved);
         let row = encode_data_row(&[Some(b"123-45-6789"), Some(&7i32.to_be_bytes())]);
@@ -432,18 +505,47 @@ mod tests {
         assert_eq!(v[1].unwrap(), b"\x01\"[REDACTED:unknown]\"");
         // Detector hits inside binary jsonb keep the version byte.
         let cols = [col("jb", 0, 0, 3802, 1)];
-        let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Refuse), &Lineage::clean(), &cols, &[]);
-        let out = plan.rewrite_row(&encode_data_row(&[Some(b"\x01{\"e\":\"a@b.io\"}")])).unwrap().unwrap();
-        assert_eq!(decode_data_row(&out).unwrap()[0].unwrap(), b"\x01{\"e\":\"[REDACTED:email]\"}");
+        let mut plan = MaskPlan::new(
+            rules(BinaryUnmaskable::Refuse),
+            &Lineage::clean(),
+            &cols,
+            &[],
+        );
+        let out = plan
+            .rewrite_row(&encode_data_row(&[Some(b"\x01{\"e\":\"a@b.io\"}")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            decode_data_row(&out).unwrap()[0].unwrap(),
+            b"\x01{\"e\":\"[REDACTED:email]\"}"
+        );
     }
 
     #[test]
     fn views_from_the_catalog_mask_every_column() {
         let mut r = MaskRules::clone(&rules(BinaryUnmaskable::Refuse));
         let rows: Vec<Vec<Option<&[u8]>>> = vec![
-            vec![Some(b"public"), Some(b"v1"), Some(b"public"), Some(b"customers"), Some(b"ssn")],
-            vec![Some(b"public"), Some(b"v2"), Some(b"public"), Some(b"v1"), Some(b"x")],
-            vec![Some(b"public"), Some(b"v3"), Some(b"public"), Some(b"customers"), Some(b"name")],
+            vec![
+                Some(b"public"),
+                Some(b"v1"),
+                Some(b"public"),
+                Some(b"customers"),
+                Some(b"ssn"),
+            ],
+            vec![
+                Some(b"public"),
+                Some(b"v2"),
+                Some(b"public"),
+                Some(b"v1"),
+                Some(b"x"),
+            ],
+            vec![
+                Some(b"public"),
+                Some(b"v3"),
+                Some(b"public"),
+                Some(b"customers"),
+                Some(b"name"),
+            ],
         ];
         let views = crate::mask::plan::masked_views(&r, &rows).unwrap();
         let names: Vec<&str> = views.iter().map(|(t, _)| t.name.as_str()).collect();
@@ -458,7 +560,11 @@ mod tests {
         })];
         let lineage = analyze_sql("SELECT * FROM v2", &r).statement(0);
         let mut plan = MaskPlan::new(r, &lineage, &cols, &resolved);
-        assert!(plan.rewrite_row(&encode_data_row(&[Some(b"secret")])).unwrap().is_some());
+        assert!(
+            plan.rewrite_row(&encode_data_row(&[Some(b"secret")]))
+                .unwrap()
+                .is_some()
+        );
         let _ = TableName {
             schema: None,
             name: String::new(),
@@ -468,8 +574,16 @@ mod tests {
     #[test]
     fn malformed_rows_are_refused() {
         let cols = [col("id", 0, 0, 23, 0)];
-        let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Refuse), &Lineage::clean(), &cols, &[]);
-        assert!(matches!(plan.rewrite_row(&[0, 2]), Err(MaskRefusal::ColumnCount { .. })));
+        let mut plan = MaskPlan::new(
+            rules(BinaryUnmaskable::Refuse),
+            &Lineage::clean(),
+            &cols,
+            &[],
+        );
+        assert!(matches!(
+            plan.rewrite_row(&[0, 2]),
+            Err(MaskRefusal::ColumnCount { .. })
+        ));
         assert!(plan.rewrite_row(&[0, 1, 0, 0, 0, 9, b'x']).is_err());
         assert!(plan.rewrite_row(&[0, 1, 0xff, 0xff, 0xff, 0xfe]).is_err());
         let mut ok = encode_data_row(&[Some(b"x")]);

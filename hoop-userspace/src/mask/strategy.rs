@@ -17,7 +17,14 @@ const FORMAT_CHARS: &[char] = &['-', ' ', '.', '@', '(', ')', '+', '/'];
 ///   shown whole; every other character becomes `*`. Works on characters,
 ///   so UTF-8 stays valid; a value that is not UTF-8 is treated byte by byte.
 /// - `hash`: `tok_` + the first 16 hex digits of HMAC-SHA256(key, value).
-pub fn apply(strategy: Strategy, kind: &str, keep_last: usize, key: &[u8], value: &[u8], out: &mut Vec<u8>) -> bool {
+pub fn apply(
+    strategy: Strategy,
+    kind: &str,
+    keep_last: usize,
+    key: &[u8],
+    value: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
     match strategy {
         Strategy::Redact => {
             redact(kind, out);
@@ -104,26 +111,49 @@ fn partial_bytes(value: &[u8], keep_last: usize, out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn run(strategy: Strategy, keep_last: usize, value: &str) -> Option<String> {
         let mut out = Vec::new();
-        apply(strategy, "ssn", keep_last, b"key-1", value.as_bytes(), &mut out)
-            .then(|| String::from_utf8(out).unwrap())
+        apply(
+            strategy,
+            "ssn",
+            keep_last,
+            b"key-1",
+            value.as_bytes(),
+            &mut out,
+        )
+        .then(|| String::from_utf8(out).unwrap())
     }
 
     #[test]
     fn redact_names_the_kind() {
-        assert_eq!(run(Strategy::Redact, 0, "123-45-6789").unwrap(), "[REDACTED:ssn]");
+        assert_eq!(
+            run(Strategy::Redact, 0, "123-45-6789").unwrap(),
+            "[REDACTED:ssn]"
+        );
     }
 
     #[test]
     fn partial_keeps_format_and_last_characters() {
-        assert_eq!(run(Strategy::Partial, 4, "123-45-6789").unwrap(), "***-**-6789");
-        assert_eq!(run(Strategy::Partial, 4, "4111 1111 1111 1234").unwrap(), "**** **** **** 1234");
-        assert_eq!(run(Strategy::Partial, 4, "+1 (555) 123-4567").unwrap(), "+* (***) ***-4567");
-        assert_eq!(run(Strategy::Partial, 3, "bob@ex.com").unwrap(), "***@**.com");
+        assert_eq!(
+            run(Strategy::Partial, 4, "123-45-6789").unwrap(),
+            "***-**-6789"
+        );
+        assert_eq!(
+            run(Strategy::Partial, 4, "4111 1111 1111 1234").unwrap(),
+            "**** **** **** 1234"
+        );
+        assert_eq!(
+            run(Strategy::Partial, 4, "+1 (555) 123-4567").unwrap(),
+            "+* (***) ***-4567"
+        );
+        assert_eq!(
+            run(Strategy::Partial, 3, "bob@ex.com").unwrap(),
+            "***@**.com"
+        );
         // Other punctuation is masked too.
         assert_eq!(run(Strategy::Partial, 2, "a#b_c!d").unwrap(), "****c*d");
     }

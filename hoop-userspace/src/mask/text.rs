@@ -58,8 +58,19 @@ impl MaskRules {
                 for m in &matches {
                     out.extend_from_slice(&t.as_bytes()[at..m.start]);
                     let rule = &self.detector_rules[self.detectors.rule(m.detector)];
-                    let s = if rule.strategy == Strategy::Null { Strategy::Redact } else { rule.strategy };
-                    strategy::apply(s, self.detectors.name(m.detector), rule.keep_last, &self.hash_key, &t.as_bytes()[m.start..m.end], &mut out);
+                    let s = if rule.strategy == Strategy::Null {
+                        Strategy::Redact
+                    } else {
+                        rule.strategy
+                    };
+                    strategy::apply(
+                        s,
+                        self.detectors.name(m.detector),
+                        rule.keep_last,
+                        &self.hash_key,
+                        &t.as_bytes()[m.start..m.end],
+                        &mut out,
+                    );
                     at = m.end;
                 }
                 out.extend_from_slice(&t.as_bytes()[at..]);
@@ -120,21 +131,27 @@ impl MaskRules {
                 .min()
                 .or_else(|| rest.rfind(')'))
                 .map_or(text.len(), |e| value_start + e);
-            match self.key_rule(&text[open + 1..close]) {
-                Some(rule) => {
-                    let r = &self.column_rules[rule];
-                    out.push_str(&text[at..value_start]);
-                    let mut masked = Vec::new();
-                    let s = if r.strategy == Strategy::Null { Strategy::Redact } else { r.strategy };
-                    strategy::apply(s, &r.name, r.keep_last, &self.hash_key, text[value_start..value_end].as_bytes(), &mut masked);
-                    out.push_str(&String::from_utf8_lossy(&masked));
-                    changed = true;
-                    at = value_end;
-                }
-                None => {
-                    out.push_str(&text[at..value_start]);
-                    at = value_start;
-                }
+            out.push_str(&text[at..value_start]);
+            at = value_start;
+            if let Some(rule) = self.key_rule(&text[open + 1..close]) {
+                let r = &self.column_rules[rule];
+                let mut masked = Vec::new();
+                let s = if r.strategy == Strategy::Null {
+                    Strategy::Redact
+                } else {
+                    r.strategy
+                };
+                strategy::apply(
+                    s,
+                    &r.name,
+                    r.keep_last,
+                    &self.hash_key,
+                    &text.as_bytes()[value_start..value_end],
+                    &mut masked,
+                );
+                out.push_str(&String::from_utf8_lossy(&masked));
+                changed = true;
+                at = value_end;
             }
         }
         if changed {
@@ -149,7 +166,10 @@ impl MaskRules {
 fn redact_failing_row(text: &str) -> Option<String> {
     const MARK: &str = "Failing row contains (";
     let start = memmem::find(text.as_bytes(), MARK.as_bytes())? + MARK.len();
-    let end = text.rfind(')').filter(|&e| e >= start).unwrap_or(text.len());
+    let end = text
+        .rfind(')')
+        .filter(|&e| e >= start)
+        .unwrap_or(text.len());
     if end == start {
         return None;
     }
@@ -166,13 +186,20 @@ fn redact_trailing_quoted(text: &str) -> Option<String> {
     if end <= start {
         return None;
     }
-    Some(format!("{}[REDACTED:value]{}", &text[..start], &text[end..]))
+    Some(format!(
+        "{}[REDACTED:value]{}",
+        &text[..start],
+        &text[end..]
+    ))
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::mask::{BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule};
+    use crate::mask::{
+        BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule,
+    };
 
     fn rules() -> MaskRules {
         MaskRules::new(
@@ -198,16 +225,21 @@ mod tests {
     fn unique_violation_detail_is_masked() {
         let r = rules();
         assert_eq!(
-            r.mask_free_text("Key (ssn)=(123-45-6789) already exists.").unwrap(),
+            r.mask_free_text("Key (ssn)=(123-45-6789) already exists.")
+                .unwrap(),
             "Key (ssn)=([REDACTED:ssn]) already exists."
         );
         assert_eq!(
-            r.mask_free_text("Key (tenant, ssn)=(7, 123-45-6789) is not present in table \"customers\".").unwrap(),
+            r.mask_free_text(
+                "Key (tenant, ssn)=(7, 123-45-6789) is not present in table \"customers\"."
+            )
+            .unwrap(),
             "Key (tenant, ssn)=([REDACTED:ssn]) is not present in table \"customers\"."
         );
         // Values containing parentheses and the suffix text stay covered.
         assert_eq!(
-            r.mask_free_text("Key (lower(ssn))=(a) b) already exists.").unwrap(),
+            r.mask_free_text("Key (lower(ssn))=(a) b) already exists.")
+                .unwrap(),
             "Key (lower(ssn))=([REDACTED:ssn]) already exists."
         );
         assert_eq!(r.mask_free_text("Key (id)=(42) already exists."), None);
@@ -217,14 +249,19 @@ mod tests {
     fn failing_row_and_cast_errors_are_masked() {
         let r = rules();
         assert_eq!(
-            r.mask_free_text("Failing row contains (1, 123-45-6789, null).").unwrap(),
+            r.mask_free_text("Failing row contains (1, 123-45-6789, null).")
+                .unwrap(),
             "Failing row contains ([REDACTED:row])."
         );
         assert_eq!(
-            r.mask_free_text("invalid input syntax for type integer: \"123-45-6789\"").unwrap(),
+            r.mask_free_text("invalid input syntax for type integer: \"123-45-6789\"")
+                .unwrap(),
             "invalid input syntax for type integer: \"[REDACTED:value]\""
         );
-        assert_eq!(r.mask_free_text("relation \"customers\" does not exist"), None);
+        assert_eq!(
+            r.mask_free_text("relation \"customers\" does not exist"),
+            None
+        );
     }
 
     #[test]

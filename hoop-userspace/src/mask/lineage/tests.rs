@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 use super::*;
 use crate::mask::{BinaryUnmaskable, ColumnRef, ColumnRule, MaskRules};
 
@@ -53,9 +55,18 @@ fn lin_with(sql: &str, rules: &MaskRules) -> Lineage {
     all.statement(0)
 }
 
-const SSN: ColumnLineage = ColumnLineage::Masked { rule: 0, direct: true };
-const SSN_DERIVED: ColumnLineage = ColumnLineage::Masked { rule: 0, direct: false };
-const EMAIL: ColumnLineage = ColumnLineage::Masked { rule: 1, direct: true };
+const SSN: ColumnLineage = ColumnLineage::Masked {
+    rule: 0,
+    direct: true,
+};
+const SSN_DERIVED: ColumnLineage = ColumnLineage::Masked {
+    rule: 0,
+    direct: false,
+};
+const EMAIL: ColumnLineage = ColumnLineage::Masked {
+    rule: 1,
+    direct: true,
+};
 
 fn masked(l: &ColumnLineage) -> bool {
     matches!(l, ColumnLineage::Masked { .. } | Unknown)
@@ -69,17 +80,39 @@ fn cols(sql: &str) -> Vec<ColumnLineage> {
 fn aliases_and_qualified_references() {
     assert_eq!(cols("SELECT ssn AS x FROM customers"), [SSN]);
     assert_eq!(cols("SELECT c.ssn FROM customers c"), [SSN]);
-    assert_eq!(cols("SELECT public.customers.ssn FROM public.customers"), [SSN]);
-    assert_eq!(cols("SELECT \"SSN\" FROM customers"), [Clean], "quoted identifiers keep their case");
-    assert_eq!(cols("SELECT SSN FROM Customers"), [SSN], "unquoted identifiers fold");
+    assert_eq!(
+        cols("SELECT public.customers.ssn FROM public.customers"),
+        [SSN]
+    );
+    assert_eq!(
+        cols("SELECT \"SSN\" FROM customers"),
+        [Clean],
+        "quoted identifiers keep their case"
+    );
+    assert_eq!(
+        cols("SELECT SSN FROM Customers"),
+        [SSN],
+        "unquoted identifiers fold"
+    );
     assert_eq!(cols("SELECT id, name FROM customers"), [Clean, Clean]);
-    assert_eq!(cols("SELECT ssn FROM orders"), [Clean], "table rule only covers customers");
-    assert_eq!(cols("SELECT email FROM orders"), [EMAIL], "bare rule covers any table");
+    assert_eq!(
+        cols("SELECT ssn FROM orders"),
+        [Clean],
+        "table rule only covers customers"
+    );
+    assert_eq!(
+        cols("SELECT email FROM orders"),
+        [EMAIL],
+        "bare rule covers any table"
+    );
 }
 
 #[test]
 fn expressions_are_masked_and_not_direct() {
-    assert_eq!(cols("SELECT name, upper(ssn) FROM customers"), [Clean, SSN_DERIVED]);
+    assert_eq!(
+        cols("SELECT name, upper(ssn) FROM customers"),
+        [Clean, SSN_DERIVED]
+    );
     for sql in [
         "SELECT ssn || '' FROM customers",
         "SELECT substr(ssn, 1, 3) FROM customers",
@@ -123,7 +156,10 @@ fn whole_row_references() {
         assert!(masked(&l.columns[0]), "{sql}: {:?}", l.columns[0]);
     }
     // Without a bare rule a whole row of a table with no masked column is clean …
-    assert_eq!(lin_with("SELECT row_to_json(o) FROM orders o", &table_rules()).columns, [Clean]);
+    assert_eq!(
+        lin_with("SELECT row_to_json(o) FROM orders o", &table_rules()).columns,
+        [Clean]
+    );
     // … but with a bare rule any table may have the column.
     assert!(masked(&cols("SELECT row_to_json(o) FROM orders o")[0]));
     // count(*) carries no values.
@@ -132,39 +168,70 @@ fn whole_row_references() {
 
 #[test]
 fn set_operations_mask_a_position_if_any_branch_does() {
-    assert_eq!(cols("SELECT name, 1 FROM customers UNION SELECT ssn, 2 FROM customers"), [SSN, Clean]);
-    assert!(masked(&cols("SELECT id FROM orders INTERSECT SELECT upper(ssn) FROM customers")[0]));
-    assert!(masked(&cols("SELECT id FROM orders EXCEPT ALL SELECT ssn FROM customers")[0]));
+    assert_eq!(
+        cols("SELECT name, 1 FROM customers UNION SELECT ssn, 2 FROM customers"),
+        [SSN, Clean]
+    );
+    assert!(masked(
+        &cols("SELECT id FROM orders INTERSECT SELECT upper(ssn) FROM customers")[0]
+    ));
+    assert!(masked(
+        &cols("SELECT id FROM orders EXCEPT ALL SELECT ssn FROM customers")[0]
+    ));
 }
 
 #[test]
 fn ctes_and_derived_tables_propagate() {
-    assert_eq!(cols("WITH x AS (SELECT ssn AS s, name FROM customers) SELECT name, s FROM x"), [Clean, SSN]);
-    assert_eq!(cols("WITH x AS (SELECT ssn, name FROM customers) SELECT * FROM x"), [SSN, Clean]);
-    assert_eq!(cols("WITH x(a, b) AS (SELECT ssn, name FROM customers) SELECT b, a FROM x"), [Clean, SSN]);
-    assert_eq!(cols("SELECT d.* FROM (SELECT name, ssn FROM customers) d"), [Clean, SSN]);
-    assert_eq!(cols("SELECT t.q FROM (SELECT lower(ssn) AS q FROM customers) t"), [SSN_DERIVED]);
+    assert_eq!(
+        cols("WITH x AS (SELECT ssn AS s, name FROM customers) SELECT name, s FROM x"),
+        [Clean, SSN]
+    );
+    assert_eq!(
+        cols("WITH x AS (SELECT ssn, name FROM customers) SELECT * FROM x"),
+        [SSN, Clean]
+    );
+    assert_eq!(
+        cols("WITH x(a, b) AS (SELECT ssn, name FROM customers) SELECT b, a FROM x"),
+        [Clean, SSN]
+    );
+    assert_eq!(
+        cols("SELECT d.* FROM (SELECT name, ssn FROM customers) d"),
+        [Clean, SSN]
+    );
+    assert_eq!(
+        cols("SELECT t.q FROM (SELECT lower(ssn) AS q FROM customers) t"),
+        [SSN_DERIVED]
+    );
     // A star through a derived table over a base table: named by rules.
-    assert_eq!(cols("SELECT ssn, id FROM (SELECT * FROM customers) d"), [SSN, Clean]);
+    assert_eq!(
+        cols("SELECT ssn, id FROM (SELECT * FROM customers) d"),
+        [SSN, Clean]
+    );
     // Nested CTEs and a CTE shadowing a table name.
     assert_eq!(
         cols("WITH customers AS (SELECT 1 AS ssn) SELECT ssn FROM customers"),
         [Clean],
         "the CTE, not the table, is in scope"
     );
-    assert!(masked(&cols("WITH a AS (SELECT ssn FROM customers), b AS (SELECT * FROM a) SELECT * FROM b")[0]));
+    assert!(masked(
+        &cols("WITH a AS (SELECT ssn FROM customers), b AS (SELECT * FROM a) SELECT * FROM b")[0]
+    ));
     // Recursive CTE.
     let sql = "WITH RECURSIVE r(n, s) AS (SELECT 1, ''::text UNION ALL SELECT n + 1, (SELECT ssn FROM customers LIMIT 1) FROM r WHERE n < 3) SELECT n, s FROM r";
     assert_eq!(cols(sql)[0], Clean);
     assert!(masked(&cols(sql)[1]));
     // LATERAL.
-    assert!(masked(&cols("SELECT l.x FROM customers c, LATERAL (SELECT c.ssn AS x) l")[0]));
+    assert!(masked(
+        &cols("SELECT l.x FROM customers c, LATERAL (SELECT c.ssn AS x) l")[0]
+    ));
 }
 
 #[test]
 fn base_table_stars_are_resolved_by_row_description() {
     let l = lin("SELECT * FROM customers");
-    assert!(matches!(&l.columns[0], ColumnLineage::FromTable { tables, masked_if_unresolved: true } if tables[0].name == "customers"));
+    assert!(
+        matches!(&l.columns[0], ColumnLineage::FromTable { tables, masked_if_unresolved: true } if tables[0].name == "customers")
+    );
     assert!(matches!(l.column(5), ColumnLineage::FromTable { .. }));
     let l = lin("SELECT c.*, o.total FROM customers c JOIN orders o ON o.cid = c.id");
     assert!(matches!(l.column(0), ColumnLineage::FromTable { .. }));
@@ -176,17 +243,39 @@ fn base_table_stars_are_resolved_by_row_description() {
     assert!(matches!(&l.columns[0], ColumnLineage::FromTable { .. }));
     // Without a bare rule, a star over a table no rule touches is clean when unresolved.
     let l = lin_with("SELECT * FROM orders", &table_rules());
-    assert!(matches!(&l.columns[0], ColumnLineage::FromTable { masked_if_unresolved: false, .. }));
+    assert!(matches!(
+        &l.columns[0],
+        ColumnLineage::FromTable {
+            masked_if_unresolved: false,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn dml_returning() {
-    assert_eq!(cols("INSERT INTO customers (name, ssn) VALUES ('a', 'b') RETURNING id, ssn"), [Clean, SSN]);
-    assert!(masked(&cols("UPDATE customers SET name = 'x' WHERE id = 1 RETURNING upper(ssn)")[0]));
-    assert_eq!(cols("DELETE FROM customers WHERE id = 1 RETURNING ssn"), [SSN]);
-    assert!(matches!(lin("DELETE FROM customers RETURNING *").column(0), ColumnLineage::FromTable { .. }));
-    assert!(masked(&cols("WITH d AS (DELETE FROM customers RETURNING ssn) SELECT * FROM d")[0]));
-    assert_eq!(lin("UPDATE customers SET name = 'x'").columns, Vec::<ColumnLineage>::new());
+    assert_eq!(
+        cols("INSERT INTO customers (name, ssn) VALUES ('a', 'b') RETURNING id, ssn"),
+        [Clean, SSN]
+    );
+    assert!(masked(
+        &cols("UPDATE customers SET name = 'x' WHERE id = 1 RETURNING upper(ssn)")[0]
+    ));
+    assert_eq!(
+        cols("DELETE FROM customers WHERE id = 1 RETURNING ssn"),
+        [SSN]
+    );
+    assert!(matches!(
+        lin("DELETE FROM customers RETURNING *").column(0),
+        ColumnLineage::FromTable { .. }
+    ));
+    assert!(masked(
+        &cols("WITH d AS (DELETE FROM customers RETURNING ssn) SELECT * FROM d")[0]
+    ));
+    assert_eq!(
+        lin("UPDATE customers SET name = 'x'").columns,
+        Vec::<ColumnLineage>::new()
+    );
 }
 
 #[test]
@@ -216,20 +305,40 @@ fn writes_of_masked_data_are_flagged() {
 #[test]
 fn cursors_explain_values_and_opaque_statements() {
     let r = rules();
-    assert_eq!(analyze_query_sql("SELECT name, ssn FROM customers", &r).columns, [Clean, SSN]);
+    assert_eq!(
+        analyze_query_sql("SELECT name, ssn FROM customers", &r).columns,
+        [Clean, SSN]
+    );
     assert_eq!(
         analyze_query_sql("DECLARE c CURSOR FOR SELECT name, ssn FROM customers", &r).columns,
         [Clean, SSN]
     );
-    assert_eq!(lin("FETCH 10 FROM c").column(0), &Unknown, "FETCH needs the cursor's query");
-    assert_eq!(lin("EXPLAIN VERBOSE SELECT * FROM customers WHERE ssn = '1'").column(0), &Unknown);
+    assert_eq!(
+        lin("FETCH 10 FROM c").column(0),
+        &Unknown,
+        "FETCH needs the cursor's query"
+    );
+    assert_eq!(
+        lin("EXPLAIN VERBOSE SELECT * FROM customers WHERE ssn = '1'").column(0),
+        &Unknown
+    );
     assert_eq!(lin("EXPLAIN SELECT * FROM orders").column(0), &Clean);
     assert_eq!(cols("VALUES (1, 'a'), (2, 'b')"), [Clean, Clean]);
-    assert!(masked(&cols("VALUES (1, (SELECT ssn FROM customers LIMIT 1))")[1]));
-    assert_eq!(lin("SELECT * FROM my_function()").column(0), &Unknown, "unknown set-returning function");
+    assert!(masked(
+        &cols("VALUES (1, (SELECT ssn FROM customers LIMIT 1))")[1]
+    ));
+    assert_eq!(
+        lin("SELECT * FROM my_function()").column(0),
+        &Unknown,
+        "unknown set-returning function"
+    );
     assert_eq!(cols("SELECT g FROM generate_series(1, 3) g"), [Clean]);
-    assert!(masked(&cols("SELECT u FROM customers c, unnest(ARRAY[c.ssn]) u")[0]));
-    assert!(masked(&cols("SELECT query_to_xml('select 1', true, false, '')")[0]));
+    assert!(masked(
+        &cols("SELECT u FROM customers c, unnest(ARRAY[c.ssn]) u")[0]
+    ));
+    assert!(masked(
+        &cols("SELECT query_to_xml('select 1', true, false, '')")[0]
+    ));
     assert_eq!(lin("SHOW search_path").column(0), &Clean);
     assert_eq!(lin("EXECUTE stmt(1)").column(0), &Unknown);
     assert_eq!(lin("CALL proc()").column(0), &Unknown);
@@ -240,13 +349,22 @@ fn unparseable_sql_is_unknown_only_when_column_rules_exist() {
     let all = analyze_sql("SELEC ssn FRM customers", &rules());
     assert!(all.unparsed);
     assert_eq!(all.statement(0).column(0), &Unknown);
-    let none = MaskRules::new(Vec::new(), Vec::new(), Vec::new(), BinaryUnmaskable::Refuse).unwrap();
-    assert_eq!(analyze_sql("SELEC ssn FRM customers", &none).statement(0).column(3), &Clean);
+    let none =
+        MaskRules::new(Vec::new(), Vec::new(), Vec::new(), BinaryUnmaskable::Refuse).unwrap();
+    assert_eq!(
+        analyze_sql("SELEC ssn FRM customers", &none)
+            .statement(0)
+            .column(3),
+        &Clean
+    );
 }
 
 #[test]
 fn several_statements_each_get_a_lineage() {
-    let all = analyze_sql("SELECT name FROM customers; SELECT ssn FROM customers", &rules());
+    let all = analyze_sql(
+        "SELECT name FROM customers; SELECT ssn FROM customers",
+        &rules(),
+    );
     assert_eq!(all.statement(0).columns, [Clean]);
     assert_eq!(all.statement(1).columns, [SSN]);
 }
@@ -261,8 +379,12 @@ fn views_known_from_the_catalog_are_masked() {
         },
         0,
     )]);
-    assert!(masked(&lin_with("SELECT upper(anything) FROM customer_v", &r).columns[0]));
-    assert!(masked(&lin_with("SELECT v.x FROM public.customer_v v", &r).columns[0]));
+    assert!(masked(
+        &lin_with("SELECT upper(anything) FROM customer_v", &r).columns[0]
+    ));
+    assert!(masked(
+        &lin_with("SELECT v.x FROM public.customer_v v", &r).columns[0]
+    ));
 }
 
 /// Property-style: random compositions of SQL forms around `ssn` never
@@ -288,12 +410,25 @@ fn random_compositions_never_leave_the_masked_column_clean() {
     let sources: &[fn(&str, &str) -> String] = &[
         |prefix, item| format!("SELECT id, {item} FROM customers {prefix}"),
         |prefix, item| format!("SELECT id, {item} FROM customers {prefix} UNION ALL SELECT 1, 'x'"),
-        |prefix, item| format!("WITH w AS (SELECT * FROM customers {prefix}) SELECT id, {item} FROM w"),
-        |prefix, item| format!("SELECT d.id, d.v FROM (SELECT id, {item} AS v FROM customers {prefix}) d"),
-        |prefix, item| format!("WITH w AS (SELECT id, {item} AS v FROM customers {prefix}) SELECT * FROM w"),
-        |prefix, item| format!("SELECT o.id, (SELECT {item} FROM customers {prefix} LIMIT 1) FROM orders o"),
+        |prefix, item| {
+            format!("WITH w AS (SELECT * FROM customers {prefix}) SELECT id, {item} FROM w")
+        },
+        |prefix, item| {
+            format!("SELECT d.id, d.v FROM (SELECT id, {item} AS v FROM customers {prefix}) d")
+        },
+        |prefix, item| {
+            format!("WITH w AS (SELECT id, {item} AS v FROM customers {prefix}) SELECT * FROM w")
+        },
+        |prefix, item| {
+            format!("SELECT o.id, (SELECT {item} FROM customers {prefix} LIMIT 1) FROM orders o")
+        },
     ];
-    let refs = [("", "ssn"), ("c", "c.ssn"), ("AS c", "c.ssn"), ("", "customers.ssn")];
+    let refs = [
+        ("", "ssn"),
+        ("c", "c.ssn"),
+        ("AS c", "c.ssn"),
+        ("", "customers.ssn"),
+    ];
     // A small deterministic generator (xorshift) keeps the test reproducible.
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = |n: usize| {
