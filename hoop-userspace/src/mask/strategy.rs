@@ -1,0 +1,187 @@
+//! Strategies: how one value (or one detected span) is rewritten.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::Strategy;
+
+/// Characters `partial` keeps in place: they carry the format, not the value.
+const FORMAT_CHARS: &[char] = &['-', ' ', '.', '@', '(', ')', '+', '/'];
+
+/// Appends the masked form of `value` to `out`. Returns `false` for
+/// [`Strategy::Null`] (the caller emits SQL NULL instead; nothing is written).
+///
+/// - `redact`: `[REDACTED:kind]`.
+/// - `partial`: format characters stay; of the alphanumeric characters the
+///   last `keep_last` stay, capped at half of them so a short value is never
+///   shown whole; every other character becomes `*`. Works on characters,
+///   so UTF-8 stays valid; a value that is not UTF-8 is treated byte by byte.
+/// - `hash`: `tok_` + the first 16 hex digits of HMAC-SHA256(key, value).
+pub fn apply(
+    strategy: Strategy,
+    kind: &str,
+    keep_last: usize,
+    key: &[u8],
+    value: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    match strategy {
+        Strategy::Redact => {
+            redact(kind, out);
+            true
+        }
+        Strategy::Partial => {
+            match std::str::from_utf8(value) {
+                Ok(text) => partial_chars(text, keep_last, out),
+                Err(_) => partial_bytes(value, keep_last, out),
+            }
+            true
+        }
+        Strategy::Hash => {
+            hash_token(key, value, out);
+            true
+        }
+        Strategy::Null => false,
+    }
+}
+
+/// `[REDACTED:kind]`.
+pub fn redact(kind: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"[REDACTED:");
+    out.extend_from_slice(kind.as_bytes());
+    out.push(b']');
+}
+
+/// `tok_` + 16 hex digits of the keyed MAC.
+pub fn hash_token(key: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        redact("hash", out);
+        return;
+    };
+    mac.update(value);
+    let digest = mac.finalize().into_bytes();
+    out.extend_from_slice(b"tok_");
+    let mut hex = [0u8; 16];
+    // 8 bytes -> 16 hex digits; the buffer is exactly the right size.
+    if hex::encode_to_slice(&digest[..8], &mut hex).is_ok() {
+        out.extend_from_slice(&hex);
+    }
+}
+
+fn kept(alnum: usize, keep_last: usize) -> usize {
+    keep_last.min(alnum / 2)
+}
+
+fn partial_chars(text: &str, keep_last: usize, out: &mut Vec<u8>) {
+    let alnum = text.chars().filter(|c| c.is_alphanumeric()).count();
+    let keep_from = alnum - kept(alnum, keep_last);
+    let mut seen = 0;
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            seen += 1;
+            if seen > keep_from {
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            } else {
+                out.push(b'*');
+            }
+        } else if FORMAT_CHARS.contains(&c) {
+            out.push(c as u8);
+        } else {
+            out.push(b'*');
+        }
+    }
+}
+
+fn partial_bytes(value: &[u8], keep_last: usize, out: &mut Vec<u8>) {
+    let alnum = value.iter().filter(|b| b.is_ascii_alphanumeric()).count();
+    let keep_from = alnum - kept(alnum, keep_last);
+    let mut seen = 0;
+    for &b in value {
+        if b.is_ascii_alphanumeric() {
+            seen += 1;
+            out.push(if seen > keep_from { b } else { b'*' });
+        } else if b.is_ascii() && FORMAT_CHARS.contains(&char::from(b)) {
+            out.push(b);
+        } else {
+            out.push(b'*');
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn run(strategy: Strategy, keep_last: usize, value: &str) -> Option<String> {
+        let mut out = Vec::new();
+        apply(
+            strategy,
+            "ssn",
+            keep_last,
+            b"key-1",
+            value.as_bytes(),
+            &mut out,
+        )
+        .then(|| String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn redact_names_the_kind() {
+        assert_eq!(
+            run(Strategy::Redact, 0, "123-45-6789").unwrap(),
+            "[REDACTED:ssn]"
+        );
+    }
+
+    #[test]
+    fn partial_keeps_format_and_last_characters() {
+        assert_eq!(
+            run(Strategy::Partial, 4, "123-45-6789").unwrap(),
+            "***-**-6789"
+        );
+        assert_eq!(
+            run(Strategy::Partial, 4, "4111 1111 1111 1234").unwrap(),
+            "**** **** **** 1234"
+        );
+        assert_eq!(
+            run(Strategy::Partial, 4, "+1 (555) 123-4567").unwrap(),
+            "+* (***) ***-4567"
+        );
+        assert_eq!(
+            run(Strategy::Partial, 3, "bob@ex.com").unwrap(),
+            "***@**.com"
+        );
+        // Other punctuation is masked too.
+        assert_eq!(run(Strategy::Partial, 2, "a#b_c!d").unwrap(), "****c*d");
+    }
+
+    #[test]
+    fn partial_is_utf8_safe_and_never_reveals_a_short_value_whole() {
+        assert_eq!(run(Strategy::Partial, 2, "Zoë Ñúñez").unwrap(), "*** ***ez");
+        assert_eq!(run(Strategy::Partial, 4, "1234").unwrap(), "**34");
+        assert_eq!(run(Strategy::Partial, 4, "12").unwrap(), "*2");
+        assert_eq!(run(Strategy::Partial, 4, "漢字かな").unwrap(), "**かな");
+        let mut out = Vec::new();
+        apply(Strategy::Partial, "k", 2, b"", b"ab\xffcd", &mut out);
+        assert_eq!(out, b"***cd");
+    }
+
+    #[test]
+    fn hash_is_keyed_and_deterministic() {
+        let a = run(Strategy::Hash, 0, "123-45-6789").unwrap();
+        assert_eq!(a, run(Strategy::Hash, 0, "123-45-6789").unwrap());
+        assert_ne!(a, run(Strategy::Hash, 0, "123-45-6780").unwrap());
+        assert!(a.starts_with("tok_") && a.len() == 20);
+        let mut other = Vec::new();
+        apply(Strategy::Hash, "k", 0, b"key-2", b"123-45-6789", &mut other);
+        assert_ne!(a.as_bytes(), &other[..]);
+    }
+
+    #[test]
+    fn null_writes_nothing() {
+        assert_eq!(run(Strategy::Null, 0, "x"), None);
+    }
+}

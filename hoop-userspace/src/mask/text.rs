@@ -1,0 +1,276 @@
+//! Masking free text the server echoes: ErrorResponse / NoticeResponse
+//! fields and NotificationResponse payloads.
+//!
+//! The server can echo a stored value in a message:
+//! - unique / foreign-key / exclusion violations: `Key (ssn)=(123-45-6789) already exists.`
+//!   → the value list is masked when the key's columns include a masked column
+//!   name (by column name: the message does not say which table);
+//! - check / not-null violations: `Failing row contains (…)` → the whole
+//!   tuple is redacted whenever any column rule exists;
+//! - input errors on a stored value (`SELECT ssn::int …`):
+//!   `invalid input syntax for type integer: "123-45-6789"` → a trailing
+//!   `: "…"` is redacted whenever any column rule exists (for a client's own
+//!   input this hides nothing it did not send);
+//! - and then every detector runs over the whole text.
+//!
+//! Apply to the `M` (message), `D` (detail), `H` (hint), `W` (where) and `q`
+//! (internal query) fields, and to notification payloads. `RAISE` in user
+//! functions and `DO` blocks can print anything: only detectors see that, so
+//! the policy should hold or deny `DO` where masking matters.
+
+use memchr::memmem;
+
+use super::{MaskRules, Strategy, strategy};
+
+/// Where a `Key (…)=(…)` value list ends, by the text PostgreSQL puts after it.
+const KEY_SUFFIXES: &[&str] = &[
+    ") already exists",
+    ") is not present in table",
+    ") is still referenced from table",
+    ") conflicts with existing key",
+    ") conflicts with key",
+    ") is duplicated",
+];
+
+impl MaskRules {
+    /// The masked form of `text`, or `None` when nothing in it is masked.
+    pub fn mask_free_text(&self, text: &str) -> Option<String> {
+        let mut current: Option<String> = None;
+        if !self.column_rules.is_empty() {
+            if let Some(t) = self.mask_key_values(current.as_deref().unwrap_or(text)) {
+                current = Some(t);
+            }
+            if let Some(t) = redact_failing_row(current.as_deref().unwrap_or(text)) {
+                current = Some(t);
+            }
+            if let Some(t) = redact_trailing_quoted(current.as_deref().unwrap_or(text)) {
+                current = Some(t);
+            }
+        }
+        if !self.detectors.is_empty() {
+            let t = current.as_deref().unwrap_or(text);
+            let mut matches = Vec::new();
+            self.detectors.find(t.as_bytes(), &mut matches);
+            if !matches.is_empty() {
+                let mut out = Vec::with_capacity(t.len() + 16);
+                // In free text `null` cannot drop the message: it redacts the span.
+                let mut at = 0;
+                for m in &matches {
+                    out.extend_from_slice(&t.as_bytes()[at..m.start]);
+                    let rule = &self.detector_rules[self.detectors.rule(m.detector)];
+                    let s = if rule.strategy == Strategy::Null {
+                        Strategy::Redact
+                    } else {
+                        rule.strategy
+                    };
+                    strategy::apply(
+                        s,
+                        self.detectors.name(m.detector),
+                        rule.keep_last,
+                        &self.hash_key,
+                        &t.as_bytes()[m.start..m.end],
+                        &mut out,
+                    );
+                    at = m.end;
+                }
+                out.extend_from_slice(&t.as_bytes()[at..]);
+                current = Some(String::from_utf8_lossy(&out).into_owned());
+            }
+        }
+        current
+    }
+
+    /// The column rule masking any column named in a key column list.
+    fn key_rule(&self, columns: &str) -> Option<usize> {
+        let words = columns
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase);
+        for w in words {
+            let rule = self
+                .column_rules
+                .iter()
+                .position(|r| r.columns.iter().any(|c| c.column.to_lowercase() == w));
+            if rule.is_some() {
+                return rule;
+            }
+        }
+        None
+    }
+
+    fn mask_key_values(&self, text: &str) -> Option<String> {
+        let mut out = String::new();
+        let mut changed = false;
+        let mut at = 0;
+        while let Some(rel) = text.get(at..).and_then(|t| t.find(")=(")) {
+            let close = at + rel;
+            // Walk back to the `(` opening the column list (it may nest: `lower(email)`).
+            let bytes = text.as_bytes();
+            let mut depth = 0i32;
+            let mut open = None;
+            for j in (at..close).rev() {
+                match bytes[j] {
+                    b')' => depth += 1,
+                    b'(' if depth == 0 => {
+                        open = Some(j);
+                        break;
+                    }
+                    b'(' => depth -= 1,
+                    _ => {}
+                }
+            }
+            let value_start = close + 3;
+            let Some(open) = open else {
+                at = value_start;
+                continue;
+            };
+            let rest = &text[value_start..];
+            let value_end = KEY_SUFFIXES
+                .iter()
+                .filter_map(|s| rest.find(s))
+                .min()
+                .or_else(|| rest.rfind(')'))
+                .map_or(text.len(), |e| value_start + e);
+            out.push_str(&text[at..value_start]);
+            at = value_start;
+            if let Some(rule) = self.key_rule(&text[open + 1..close]) {
+                let r = &self.column_rules[rule];
+                let mut masked = Vec::new();
+                let s = if r.strategy == Strategy::Null {
+                    Strategy::Redact
+                } else {
+                    r.strategy
+                };
+                strategy::apply(
+                    s,
+                    &r.name,
+                    r.keep_last,
+                    &self.hash_key,
+                    &text.as_bytes()[value_start..value_end],
+                    &mut masked,
+                );
+                out.push_str(&String::from_utf8_lossy(&masked));
+                changed = true;
+                at = value_end;
+            }
+        }
+        if changed {
+            out.push_str(&text[at..]);
+            Some(out)
+        } else {
+            None
+        }
+    }
+}
+
+fn redact_failing_row(text: &str) -> Option<String> {
+    const MARK: &str = "Failing row contains (";
+    let start = memmem::find(text.as_bytes(), MARK.as_bytes())? + MARK.len();
+    let end = text
+        .rfind(')')
+        .filter(|&e| e >= start)
+        .unwrap_or(text.len());
+    if end == start {
+        return None;
+    }
+    Some(format!("{}[REDACTED:row]{}", &text[..start], &text[end..]))
+}
+
+fn redact_trailing_quoted(text: &str) -> Option<String> {
+    let trimmed = text.trim_end();
+    if !trimmed.ends_with('"') || trimmed.len() < 2 {
+        return None;
+    }
+    let start = text.find(": \"")? + 3;
+    let end = trimmed.len() - 1;
+    if end <= start {
+        return None;
+    }
+    Some(format!(
+        "{}[REDACTED:value]{}",
+        &text[..start],
+        &text[end..]
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::mask::{
+        BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule,
+    };
+
+    fn rules() -> MaskRules {
+        MaskRules::new(
+            vec![ColumnRule {
+                name: "ssn".into(),
+                columns: vec![ColumnRef::parse("customers.ssn").unwrap()],
+                strategy: Strategy::Redact,
+                keep_last: 0,
+            }],
+            vec![DetectorRule {
+                name: "pii".into(),
+                detectors: vec![DetectorKind::Builtin(BuiltinDetector::Email)],
+                strategy: Strategy::Redact,
+                keep_last: 0,
+            }],
+            Vec::new(),
+            BinaryUnmaskable::Refuse,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn unique_violation_detail_is_masked() {
+        let r = rules();
+        assert_eq!(
+            r.mask_free_text("Key (ssn)=(123-45-6789) already exists.")
+                .unwrap(),
+            "Key (ssn)=([REDACTED:ssn]) already exists."
+        );
+        assert_eq!(
+            r.mask_free_text(
+                "Key (tenant, ssn)=(7, 123-45-6789) is not present in table \"customers\"."
+            )
+            .unwrap(),
+            "Key (tenant, ssn)=([REDACTED:ssn]) is not present in table \"customers\"."
+        );
+        // Values containing parentheses and the suffix text stay covered.
+        assert_eq!(
+            r.mask_free_text("Key (lower(ssn))=(a) b) already exists.")
+                .unwrap(),
+            "Key (lower(ssn))=([REDACTED:ssn]) already exists."
+        );
+        assert_eq!(r.mask_free_text("Key (id)=(42) already exists."), None);
+    }
+
+    #[test]
+    fn failing_row_and_cast_errors_are_masked() {
+        let r = rules();
+        assert_eq!(
+            r.mask_free_text("Failing row contains (1, 123-45-6789, null).")
+                .unwrap(),
+            "Failing row contains ([REDACTED:row])."
+        );
+        assert_eq!(
+            r.mask_free_text("invalid input syntax for type integer: \"123-45-6789\"")
+                .unwrap(),
+            "invalid input syntax for type integer: \"[REDACTED:value]\""
+        );
+        assert_eq!(
+            r.mask_free_text("relation \"customers\" does not exist"),
+            None
+        );
+    }
+
+    #[test]
+    fn detectors_run_over_notices_and_payloads() {
+        let r = rules();
+        assert_eq!(
+            r.mask_free_text("new signup bob@example.com").unwrap(),
+            "new signup [REDACTED:email]"
+        );
+        assert_eq!(r.mask_free_text("nothing to see"), None);
+    }
+}
