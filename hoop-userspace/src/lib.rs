@@ -7,5 +7,6 @@
 pub mod config;
 pub mod mask;
 pub mod metrics;
+pub mod proto;
 pub mod session;
 pub mod statement;
