@@ -5,8 +5,10 @@
 //! `../shared/DESIGN.md` for the architecture.
 
 pub mod config;
+pub mod hooks;
 pub mod mask;
 pub mod metrics;
+pub mod proxy;
 pub mod proto;
 pub mod session;
 pub mod statement;
