@@ -538,8 +538,8 @@ impl Relay {
         let id = ticket.id().to_owned();
         info!(session = %self.identity, verdict = "hold", hold = %id, rule = %requirement.rule, "statement held");
         self.to_client.push(
-            ErrorSpec::notice(format!("hold {id}: {} (rule \"{}\"); waiting for approval", requirement.message, requirement.rule))
-                .with_hint(format!("An approver can run `hoop holds approve {id}` or `hoop holds deny {id}`. It times out after {}.", humantime::format_duration(requirement.timeout)))
+            ErrorSpec::notice(format!("hold {id}: {} (rule \"{}\"); waiting for approval, approve with `hoop holds approve {id}`", requirement.message, requirement.rule))
+                .with_hint(format!("An approver can run `hoop holds approve {id}` or `hoop holds deny {id}`. Without a decision it is denied after {}.", humantime::format_duration(requirement.timeout)))
                 .encode(),
         );
         let period = self.ctx.hold_reminder_interval.max(Duration::from_millis(10));
