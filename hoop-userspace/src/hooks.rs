@@ -168,10 +168,19 @@ pub trait SessionGovernor: Send {
     /// A rewriter for a result set, given the statement that produced it, its
     /// columns and the per-column result formats (0 text, 1 binary; one
     /// entry per column). `None` forwards the rows untouched.
-    fn row_rewriter(&mut self, statement: &StatementContext<'_>, description: &RowDescription, result_formats: &[i16]) -> Option<Box<dyn RowRewriter>>;
+    fn row_rewriter(
+        &mut self,
+        statement: &StatementContext<'_>,
+        description: &RowDescription,
+        result_formats: &[i16],
+    ) -> Option<Box<dyn RowRewriter>>;
 
     /// A rewriter for the CopyData of a COPY … TO STDOUT.
-    fn copy_rewriter(&mut self, statement: &StatementContext<'_>, format: CopyFormat) -> Option<Box<dyn RowRewriter>> {
+    fn copy_rewriter(
+        &mut self,
+        statement: &StatementContext<'_>,
+        format: CopyFormat,
+    ) -> Option<Box<dyn RowRewriter>> {
         let _ = (statement, format);
         None
     }
@@ -208,7 +217,12 @@ impl SessionGovernor for AllowAll {
         false
     }
 
-    fn row_rewriter(&mut self, _: &StatementContext<'_>, _: &RowDescription, _: &[i16]) -> Option<Box<dyn RowRewriter>> {
+    fn row_rewriter(
+        &mut self,
+        _: &StatementContext<'_>,
+        _: &RowDescription,
+        _: &[i16],
+    ) -> Option<Box<dyn RowRewriter>> {
         None
     }
 }
@@ -264,20 +278,34 @@ pub struct HoldTicket {
 
 impl fmt::Debug for HoldTicket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HoldTicket").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("HoldTicket")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
 impl HoldTicket {
     /// A ticket whose outcome `decision` resolves to; `withdraw` tells the
     /// broker the waiter is gone (called at most once).
-    pub fn new(id: impl Into<String>, decision: impl Future<Output = HoldOutcome> + Send + 'static, withdraw: impl FnOnce() + Send + 'static) -> Self {
-        Self { id: id.into(), decision: Box::pin(decision), withdraw: Some(Box::new(withdraw)) }
+    pub fn new(
+        id: impl Into<String>,
+        decision: impl Future<Output = HoldOutcome> + Send + 'static,
+        withdraw: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            decision: Box::pin(decision),
+            withdraw: Some(Box::new(withdraw)),
+        }
     }
 
     /// A ticket that is already decided.
     pub fn decided(id: impl Into<String>, outcome: HoldOutcome) -> Self {
-        Self { id: id.into(), decision: Box::pin(std::future::ready(outcome)), withdraw: None }
+        Self {
+            id: id.into(),
+            decision: Box::pin(std::future::ready(outcome)),
+            withdraw: None,
+        }
     }
 
     /// The hold's id (what approvers type).
@@ -320,6 +348,12 @@ pub struct DenyHolds;
 
 impl HoldBroker for DenyHolds {
     fn hold(&self, _: HoldRequest) -> HoldTicket {
-        HoldTicket::decided("none", HoldOutcome::Denied { by: "hoop".into(), reason: Some("no hold broker is configured".into()) })
+        HoldTicket::decided(
+            "none",
+            HoldOutcome::Denied {
+                by: "hoop".into(),
+                reason: Some("no hold broker is configured".into()),
+            },
+        )
     }
 }

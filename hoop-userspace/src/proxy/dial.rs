@@ -60,22 +60,36 @@ pub struct Dialer {
 
 impl Default for Dialer {
     fn default() -> Self {
-        Self { mark: None, connect_timeout: Duration::from_secs(5) }
+        Self {
+            mark: None,
+            connect_timeout: Duration::from_secs(5),
+        }
     }
 }
 
 impl Dialer {
     /// Connects to `addr` with the mark set and `TCP_NODELAY` on.
     pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, DialError> {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(|source| DialError::Socket { addr, source })?;
-        if let Some(mark) = self.mark {
-            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Mark, &mark).map_err(|source| DialError::Mark { addr, mark, source })?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
         }
-        socket.set_nodelay(true).map_err(|source| DialError::Socket { addr, source })?;
+        .map_err(|source| DialError::Socket { addr, source })?;
+        if let Some(mark) = self.mark {
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Mark, &mark)
+                .map_err(|source| DialError::Mark { addr, mark, source })?;
+        }
+        socket
+            .set_nodelay(true)
+            .map_err(|source| DialError::Socket { addr, source })?;
         match tokio::time::timeout(self.connect_timeout, socket.connect(addr)).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(source)) => Err(DialError::Connect { addr, source }),
-            Err(_) => Err(DialError::Timeout { addr, timeout: self.connect_timeout }),
+            Err(_) => Err(DialError::Timeout {
+                addr,
+                timeout: self.connect_timeout,
+            }),
         }
     }
 }

@@ -34,7 +34,9 @@ pub use tls::{TlsError, UpstreamTlsPolicy};
 
 use crate::config::Config;
 use crate::hooks::{AllowAll, DenyHolds, GovernorFactory, HoldBroker};
-use crate::proto::pg::{FrameError, MessageError, notice::ErrorSpec, session::SessionError as StateError};
+use crate::proto::pg::{
+    FrameError, MessageError, notice::ErrorSpec, session::SessionError as StateError,
+};
 use crate::proxy::dial::{DialError, Dialer};
 use crate::session::SessionIdentity;
 
@@ -86,13 +88,18 @@ impl PgProxyContext {
             holds: Arc::new(DenyHolds),
             dialer,
             hold_reminder_interval: Duration::from_secs(30),
-            startup_timeout: Duration::from_secs(60),
+            startup_timeout: Duration::from_mins(1),
         }
     }
 
     /// A context from the configuration file's `proxy:` and `tls:` sections.
     /// `mark` is the `SO_MARK` for upstream sockets.
-    pub fn from_config(config: &Config, mark: Option<u32>, governors: Arc<dyn GovernorFactory>, holds: Arc<dyn HoldBroker>) -> Result<Self, TlsError> {
+    pub fn from_config(
+        config: &Config,
+        mark: Option<u32>,
+        governors: Arc<dyn GovernorFactory>,
+        holds: Arc<dyn HoldBroker>,
+    ) -> Result<Self, TlsError> {
         let client_tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => Some(tls::acceptor_from_pem(cert, key)?),
             _ => None,
@@ -100,10 +107,16 @@ impl PgProxyContext {
         Ok(Self {
             max_message_size: config.proxy.max_message_size,
             client_tls,
-            upstream_tls: UpstreamTlsPolicy::new(config.tls.upstream, config.tls.ca_file.as_deref())?,
+            upstream_tls: UpstreamTlsPolicy::new(
+                config.tls.upstream,
+                config.tls.ca_file.as_deref(),
+            )?,
             governors,
             holds,
-            dialer: Dialer { mark, connect_timeout: config.proxy.connect_timeout },
+            dialer: Dialer {
+                mark,
+                connect_timeout: config.proxy.connect_timeout,
+            },
             ..Self::new(Dialer::default())
         })
     }
@@ -172,17 +185,45 @@ impl SessionError {
     pub fn client_error(&self) -> Option<ErrorSpec> {
         let spec = match self {
             Self::ClientIo(_) | Self::ClientTls(_) | Self::DataAfterSslRequest => return None,
-            Self::ServerIo(_) => ErrorSpec::fatal("08006", "hoop lost the connection to the database server"),
-            Self::Dial(e) => ErrorSpec::fatal("08001", format!("hoop could not connect to the database server: {e}")).with_hint("Check that the server is reachable from the hoop proxy."),
-            Self::UpstreamTls(_) | Self::UpstreamRefusedTls => ErrorSpec::fatal("08001", format!("hoop could not establish TLS to the database server: {self}")).with_hint("Check tls.upstream in the hoop configuration."),
+            Self::ServerIo(_) => {
+                ErrorSpec::fatal("08006", "hoop lost the connection to the database server")
+            }
+            Self::Dial(e) => ErrorSpec::fatal(
+                "08001",
+                format!("hoop could not connect to the database server: {e}"),
+            )
+            .with_hint("Check that the server is reachable from the hoop proxy."),
+            Self::UpstreamTls(_) | Self::UpstreamRefusedTls => ErrorSpec::fatal(
+                "08001",
+                format!("hoop could not establish TLS to the database server: {self}"),
+            )
+            .with_hint("Check tls.upstream in the hoop configuration."),
             Self::Frame(e) => ErrorSpec::fatal("08P01", format!("protocol violation: {e}")),
-            Self::ClientMessage(e) => ErrorSpec::fatal("08P01", format!("protocol violation: invalid message from the client: {e}")),
-            Self::ServerMessage(e) => ErrorSpec::fatal("08P01", format!("protocol violation: invalid message from the server: {e}")),
+            Self::ClientMessage(e) => ErrorSpec::fatal(
+                "08P01",
+                format!("protocol violation: invalid message from the client: {e}"),
+            ),
+            Self::ServerMessage(e) => ErrorSpec::fatal(
+                "08P01",
+                format!("protocol violation: invalid message from the server: {e}"),
+            ),
             Self::ServerState(e) => ErrorSpec::fatal("08P01", format!("protocol violation: {e}")),
-            Self::UnsupportedProtocol { major, minor } => ErrorSpec::fatal("0A000", format!("unsupported frontend protocol {major}.{minor}: hoop supports protocol 3")),
-            Self::StartupTimeout => ErrorSpec::fatal("08P01", "timed out waiting for the startup message"),
-            Self::UnattributedRows => ErrorSpec::fatal("XX000", "hoop could not attribute result rows to a statement, so it cannot apply masking").with_hint("This is a bug in hoop; the session was closed to keep data safe."),
-            Self::RowRefused(spec) => ErrorSpec { severity: crate::proto::pg::notice::Severity::Fatal, ..spec.clone() },
+            Self::UnsupportedProtocol { major, minor } => ErrorSpec::fatal(
+                "0A000",
+                format!("unsupported frontend protocol {major}.{minor}: hoop supports protocol 3"),
+            ),
+            Self::StartupTimeout => {
+                ErrorSpec::fatal("08P01", "timed out waiting for the startup message")
+            }
+            Self::UnattributedRows => ErrorSpec::fatal(
+                "XX000",
+                "hoop could not attribute result rows to a statement, so it cannot apply masking",
+            )
+            .with_hint("This is a bug in hoop; the session was closed to keep data safe."),
+            Self::RowRefused(spec) => ErrorSpec {
+                severity: crate::proto::pg::notice::Severity::Fatal,
+                ..spec.clone()
+            },
         };
         Some(spec)
     }
@@ -194,9 +235,19 @@ impl SessionError {
 /// destination); the database part is filled from the StartupMessage,
 /// ParameterStatus and BackendKeyData. `upstream` is where to connect
 /// (normally the original destination).
-pub async fn serve(ctx: Arc<PgProxyContext>, client: TcpStream, mut identity: SessionIdentity, upstream: SocketAddr) -> Result<(), SessionError> {
+pub async fn serve(
+    ctx: Arc<PgProxyContext>,
+    client: TcpStream,
+    mut identity: SessionIdentity,
+    upstream: SocketAddr,
+) -> Result<(), SessionError> {
     let _ = client.set_nodelay(true);
-    let accepted = match tokio::time::timeout(ctx.startup_timeout, startup::accept(&ctx, client, &mut identity)).await {
+    let accepted = match tokio::time::timeout(
+        ctx.startup_timeout,
+        startup::accept(&ctx, client, &mut identity),
+    )
+    .await
+    {
         Ok(Ok(Some(accepted))) => accepted,
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(e)) => {
@@ -218,10 +269,22 @@ pub async fn serve(ctx: Arc<PgProxyContext>, client: TcpStream, mut identity: Se
         }
     };
     debug!(session = %identity, %upstream, "upstream connected");
-    let result = relay::Relay::new(ctx, identity.clone(), upstream, client, server, accepted.buffer, &accepted.startup).run().await;
+    let result = relay::Relay::new(
+        ctx,
+        identity.clone(),
+        upstream,
+        client,
+        server,
+        accepted.buffer,
+        &accepted.startup,
+    )
+    .run()
+    .await;
     match &result {
         Ok(()) => debug!(session = %identity, "session ended"),
-        Err(SessionError::ClientIo(e)) => debug!(session = %identity, error = %e, "client connection closed"),
+        Err(SessionError::ClientIo(e)) => {
+            debug!(session = %identity, error = %e, "client connection closed");
+        }
         Err(e) => warn!(session = %identity, error = %e, "session ended on error"),
     }
     result

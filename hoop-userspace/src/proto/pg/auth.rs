@@ -159,6 +159,7 @@ impl<'a> SaslResponse<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -80,6 +80,7 @@ pub fn parse_empty(body: &[u8], message: &'static str) -> Result<(), MessageErro
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

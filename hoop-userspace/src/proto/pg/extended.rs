@@ -19,6 +19,8 @@ pub struct Parse<'a> {
     pub param_types: usize,
 }
 
+// `Parse::parse` reads oddly but matches every other message view.
+#[allow(clippy::self_named_constructors)]
 impl<'a> Parse<'a> {
     /// Parses a Parse body.
     pub fn parse(body: &'a [u8]) -> Result<Self, MessageError> {
@@ -202,6 +204,7 @@ pub fn flush() -> Bytes {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

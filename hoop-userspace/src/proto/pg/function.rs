@@ -49,6 +49,7 @@ impl<'a> FunctionCallResponse<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -204,6 +204,7 @@ impl<'a> BackendMessage<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -40,6 +40,7 @@ impl<'a> NotificationResponse<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

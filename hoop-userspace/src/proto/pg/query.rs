@@ -30,6 +30,7 @@ impl<'a> Query<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -28,6 +28,7 @@ pub fn parse_ack(body: &[u8], message: &'static str) -> Result<(), MessageError>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

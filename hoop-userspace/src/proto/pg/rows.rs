@@ -163,6 +163,7 @@ pub fn empty_query_response() -> Bytes {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

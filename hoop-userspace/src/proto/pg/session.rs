@@ -536,12 +536,10 @@ impl SessionState {
                     };
                 }
             }
-            b't' => {
-                if !matches!(self.owed.front(), Some(Owed::DescribeStatement { .. })) {
-                    return Err(SessionError::UnexpectedReply {
-                        message: "ParameterDescription",
-                    });
-                }
+            b't' if !matches!(self.owed.front(), Some(Owed::DescribeStatement { .. })) => {
+                return Err(SessionError::UnexpectedReply {
+                    message: "ParameterDescription",
+                });
             }
             b'T' => match self.owed.front() {
                 Some(Owed::DescribeStatement { name }) => {
@@ -622,11 +620,7 @@ impl SessionState {
             b'G' => self.phase = Phase::CopyIn,
             b'H' => self.phase = Phase::CopyOut,
             b'W' => self.phase = Phase::CopyBoth,
-            b'c' => {
-                if self.phase == Phase::CopyOut {
-                    self.phase = Phase::InQuery;
-                }
-            }
+            b'c' if self.phase == Phase::CopyOut => self.phase = Phase::InQuery,
             _ => {}
         }
         Ok(ServerAction::Forward)
@@ -647,6 +641,7 @@ impl SessionState {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::proto::pg::extended::{Execute, Parse};

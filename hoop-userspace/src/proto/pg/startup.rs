@@ -147,6 +147,7 @@ impl<'a> StartupPacket<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

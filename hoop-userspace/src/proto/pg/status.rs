@@ -146,6 +146,7 @@ impl<'a> NegotiateProtocolVersion<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

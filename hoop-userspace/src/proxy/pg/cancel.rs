@@ -65,7 +65,11 @@ pub(super) struct CancelSignals {
 impl CancelSignals {
     pub(super) fn new() -> Self {
         let (withdraw_tx, withdraw) = mpsc::unbounded_channel();
-        Self { held: Arc::new(AtomicBool::new(false)), withdraw, withdraw_tx }
+        Self {
+            held: Arc::new(AtomicBool::new(false)),
+            withdraw,
+            withdraw_tx,
+        }
     }
 
     pub(super) fn set_held(&mut self, held: bool) {
@@ -94,18 +98,31 @@ impl CancelRegistry {
         Arc::new(Self::default())
     }
 
-    pub(super) fn register(self: &Arc<Self>, pid: i32, secret: &[u8], upstream: SocketAddr, signals: &CancelSignals) -> CancelRegistration {
+    pub(super) fn register(
+        self: &Arc<Self>,
+        pid: i32,
+        secret: &[u8],
+        upstream: SocketAddr,
+        signals: &CancelSignals,
+    ) -> CancelRegistration {
         let key: Key = (pid, secret.into());
-        let target = CancelTarget { upstream, held: signals.held.clone(), withdraw: signals.withdraw_tx.clone() };
+        let target = CancelTarget {
+            upstream,
+            held: signals.held.clone(),
+            withdraw: signals.withdraw_tx.clone(),
+        };
         if let Ok(mut map) = self.sessions.lock() {
             map.insert(key.clone(), target);
         }
-        CancelRegistration { registry: self.clone(), key }
+        CancelRegistration {
+            registry: self.clone(),
+            key,
+        }
     }
 
     /// Number of registered sessions.
     pub fn len(&self) -> usize {
-        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+        self.sessions.lock().map_or(0, |m| m.len())
     }
 
     /// Whether no session is registered.
@@ -114,10 +131,18 @@ impl CancelRegistry {
     }
 
     /// Handles a CancelRequest (`raw` is the whole message as received).
-    pub(super) async fn cancel(&self, pid: i32, secret: &[u8], raw: Bytes, dialer: &Dialer) -> Result<CancelOutcome, crate::proxy::dial::DialError> {
+    pub(super) async fn cancel(
+        &self,
+        pid: i32,
+        secret: &[u8],
+        raw: Bytes,
+        dialer: &Dialer,
+    ) -> Result<CancelOutcome, crate::proxy::dial::DialError> {
         let key: Key = (pid, secret.into());
         let target = self.sessions.lock().ok().and_then(|m| m.get(&key).cloned());
-        let Some(target) = target else { return Ok(CancelOutcome::Unknown) };
+        let Some(target) = target else {
+            return Ok(CancelOutcome::Unknown);
+        };
         if target.held.load(Ordering::SeqCst) && target.withdraw.send(()).is_ok() {
             return Ok(CancelOutcome::WithdrewHold);
         }

@@ -18,7 +18,10 @@ use tracing::{debug, info};
 
 use super::cancel::{CancelRegistration, CancelSignals};
 use super::{PgProxyContext, SessionError, Stream};
-use crate::hooks::{HoldOutcome, HoldRequest, HoldTicket, RowRewrite, RowRewriter, ServerText, SessionEvent, SessionGovernor, StatementContext};
+use crate::hooks::{
+    HoldOutcome, HoldRequest, HoldTicket, RowRewrite, RowRewriter, ServerText, SessionEvent,
+    SessionGovernor, StatementContext,
+};
 use crate::proto::pg::{
     Direction, Frame, FrameDecoder, Peek,
     auth::strip_channel_binding,
@@ -78,7 +81,9 @@ impl OutQueue {
             self.len -= n;
             self.unflushed = true;
             while n > 0 {
-                let Some(front) = self.chunks.front_mut() else { break };
+                let Some(front) = self.chunks.front_mut() else {
+                    break;
+                };
                 if n >= front.len() {
                     n -= front.len();
                     self.chunks.pop_front();
@@ -194,7 +199,15 @@ fn reserve(buf: &mut BytesMut) {
 }
 
 impl Relay {
-    pub(super) fn new(ctx: Arc<PgProxyContext>, identity: SessionIdentity, upstream: SocketAddr, client: Stream, server: Stream, client_buf: BytesMut, startup: &Frame) -> Self {
+    pub(super) fn new(
+        ctx: Arc<PgProxyContext>,
+        identity: SessionIdentity,
+        upstream: SocketAddr,
+        client: Stream,
+        server: Stream,
+        client_buf: BytesMut,
+        startup: &Frame,
+    ) -> Self {
         let governor = ctx.governors.session(&identity);
         let inspect = governor.inspects_rows();
         let mut state = SessionState::new(inspect);
@@ -244,7 +257,8 @@ impl Relay {
             Ok(()) => "server closed".to_owned(),
             Err(e) => e.to_string(),
         };
-        self.governor.observe(SessionEvent::Ended { reason: &reason });
+        self.governor
+            .observe(SessionEvent::Ended { reason: &reason });
         result
     }
 
@@ -285,7 +299,11 @@ impl Relay {
             poll_fn(|cx| {
                 let a = self.to_server.poll_drain(&mut self.server, cx);
                 let b = self.to_client.poll_drain(&mut self.client, cx);
-                if a.is_ready() && b.is_ready() { Poll::Ready(()) } else { Poll::Pending }
+                if a.is_ready() && b.is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
             })
             .await;
             let _ = self.client.shutdown().await;
@@ -314,7 +332,10 @@ impl Relay {
                 Poll::Pending => {}
             }
         }
-        if !self.client_eof && self.to_server.len < HIGH_WATER && (self.hold.is_none() || self.client_buf.len() < HELD_BACKLOG) {
+        if !self.client_eof
+            && self.to_server.len < HIGH_WATER
+            && (self.hold.is_none() || self.client_buf.len() < HELD_BACKLOG)
+        {
             reserve(&mut self.client_buf);
             match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.client_buf) {
                 Poll::Ready(Ok(0)) => {
@@ -340,7 +361,11 @@ impl Relay {
                 wake.withdraw = true;
             }
         }
-        if wake.client || wake.server || wake.outcome.is_some() || wake.remind || wake.withdraw { Poll::Ready(Ok(wake)) } else { Poll::Pending }
+        if wake.client || wake.server || wake.outcome.is_some() || wake.remind || wake.withdraw {
+            Poll::Ready(Ok(wake))
+        } else {
+            Poll::Pending
+        }
     }
 
     // ---- client → server ----
@@ -450,7 +475,17 @@ impl Relay {
                     self.state.injected_describe_portal(e.portal);
                 }
                 self.state.client_execute(e.portal);
-                Ok(if describe { ClientAction::InjectBefore(Describe { target: Target::Portal, name: e.portal }.encode()) } else { ClientAction::Forward })
+                Ok(if describe {
+                    ClientAction::InjectBefore(
+                        Describe {
+                            target: Target::Portal,
+                            name: e.portal,
+                        }
+                        .encode(),
+                    )
+                } else {
+                    ClientAction::Forward
+                })
             }
             b'C' => {
                 let c = Close::parse(body).map_err(client_msg)?;
@@ -474,7 +509,10 @@ impl Relay {
                 }
             }
             b'd' => {
-                self.governor.observe(SessionEvent::CopyData { direction: Direction::Frontend, bytes: body.len() });
+                self.governor.observe(SessionEvent::CopyData {
+                    direction: Direction::Frontend,
+                    bytes: body.len(),
+                });
                 Ok(ClientAction::Forward)
             }
             b'X' => {
@@ -488,24 +526,40 @@ impl Relay {
 
     /// Judges a statement (or applies a hold's decision to it).
     fn decide(&mut self, sql: &str, form: ProtocolForm, name: Option<&str>) -> Decision {
-        let ctx = StatementContext { identity: &self.identity, sql, form, statement_name: name, portal: None, statement_index: 0, transaction: self.state.transaction() };
+        let ctx = StatementContext {
+            identity: &self.identity,
+            sql,
+            form,
+            statement_name: name,
+            portal: None,
+            statement_index: 0,
+            transaction: self.state.transaction(),
+        };
         let verdict = match self.pending.take() {
             Some(Pending::Approved) => Verdict::Allow,
             Some(Pending::Refused(err)) => return Decision::Refuse(err),
             None => {
                 let verdict = self.governor.judge(&ctx);
-                self.governor.observe(SessionEvent::Judged { statement: &ctx, verdict: &verdict });
+                self.governor.observe(SessionEvent::Judged {
+                    statement: &ctx,
+                    verdict: &verdict,
+                });
                 verdict
             }
         };
         match verdict {
             Verdict::Allow => {
-                self.governor.observe(SessionEvent::Sent { statement: &ctx });
+                self.governor
+                    .observe(SessionEvent::Sent { statement: &ctx });
                 Decision::Allow
             }
             Verdict::Deny(denial) => {
                 info!(session = %self.identity, verdict = "deny", rule = %denial.rule, "statement denied");
-                Decision::Refuse(ErrorSpec::error("42501", denial.message).with_detail(format!("Denied by hoop policy rule \"{}\".", denial.rule)).encode())
+                Decision::Refuse(
+                    ErrorSpec::error("42501", denial.message)
+                        .with_detail(format!("Denied by hoop policy rule \"{}\".", denial.rule))
+                        .encode(),
+                )
             }
             Verdict::Hold(requirement) => {
                 self.start_hold(requirement, sql, form);
@@ -522,7 +576,11 @@ impl Relay {
     /// from the server with the true transaction status.
     fn refuse(&mut self, error: Bytes, extended: bool) -> ClientAction {
         self.state.injected_abort(error);
-        let probe = Execute { portal: REFUSAL_PORTAL, max_rows: 1 }.encode();
+        let probe = Execute {
+            portal: REFUSAL_PORTAL,
+            max_rows: 1,
+        }
+        .encode();
         if extended {
             self.discard_until_sync = true;
             ClientAction::Replace([Some(probe), Some(flush())])
@@ -533,7 +591,12 @@ impl Relay {
     }
 
     fn start_hold(&mut self, requirement: HoldRequirement, sql: &str, form: ProtocolForm) {
-        let request = HoldRequest { identity: self.identity.clone(), sql: sql.to_owned(), form, requirement: requirement.clone() };
+        let request = HoldRequest {
+            identity: self.identity.clone(),
+            sql: sql.to_owned(),
+            form,
+            requirement: requirement.clone(),
+        };
         let ticket = self.ctx.holds.hold(request);
         let id = ticket.id().to_owned();
         info!(session = %self.identity, verdict = "hold", hold = %id, rule = %requirement.rule, "statement held");
@@ -542,10 +605,19 @@ impl Relay {
                 .with_hint(format!("An approver can run `hoop holds approve {id}` or `hoop holds deny {id}`. Without a decision it is denied after {}.", humantime::format_duration(requirement.timeout)))
                 .encode(),
         );
-        let period = self.ctx.hold_reminder_interval.max(Duration::from_millis(10));
+        let period = self
+            .ctx
+            .hold_reminder_interval
+            .max(Duration::from_millis(10));
         let mut reminder = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         reminder.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.hold = Some(ActiveHold { ticket, deadline: Box::pin(tokio::time::sleep(requirement.timeout)), requirement, reminder, since: Instant::now() });
+        self.hold = Some(ActiveHold {
+            ticket,
+            deadline: Box::pin(tokio::time::sleep(requirement.timeout)),
+            requirement,
+            reminder,
+            since: Instant::now(),
+        });
         self.state.set_phase(Phase::Held);
         self.signals.set_held(true);
     }
@@ -558,14 +630,23 @@ impl Relay {
     }
 
     fn end_hold(&mut self, outcome: HoldOutcome, cancelled: bool) -> Result<(), SessionError> {
-        let Some(mut hold) = self.hold.take() else { return Ok(()) };
+        let Some(mut hold) = self.hold.take() else {
+            return Ok(());
+        };
         self.signals.set_held(false);
-        self.state.set_phase(if self.state.is_idle() { Phase::Ready } else { Phase::InQuery });
+        self.state.set_phase(if self.state.is_idle() {
+            Phase::Ready
+        } else {
+            Phase::InQuery
+        });
         let id = hold.ticket.id().to_owned();
         if outcome == HoldOutcome::Withdrawn {
             hold.ticket.withdraw();
         }
-        self.governor.observe(SessionEvent::HoldDecided { id: &id, outcome: &outcome });
+        self.governor.observe(SessionEvent::HoldDecided {
+            id: &id,
+            outcome: &outcome,
+        });
         info!(session = %self.identity, hold = %id, ?outcome, "hold ended");
         let rule = &hold.requirement.rule;
         let refusal = match outcome {
@@ -574,15 +655,38 @@ impl Relay {
                 None
             }
             HoldOutcome::Denied { by, reason } => Some(
-                ErrorSpec::error("42501", format!("hold {id} was denied by {by}{}", reason.map(|r| format!(": {r}")).unwrap_or_default()))
-                    .with_detail(format!("The statement was held by hoop policy rule \"{rule}\" and never ran.")),
+                ErrorSpec::error(
+                    "42501",
+                    format!(
+                        "hold {id} was denied by {by}{}",
+                        reason.map(|r| format!(": {r}")).unwrap_or_default()
+                    ),
+                )
+                .with_detail(format!(
+                    "The statement was held by hoop policy rule \"{rule}\" and never ran."
+                )),
             ),
             HoldOutcome::TimedOut => Some(
-                ErrorSpec::error("42501", format!("hold {id} timed out after {} without a decision", humantime::format_duration(hold.requirement.timeout)))
-                    .with_detail(format!("The statement was held by hoop policy rule \"{rule}\" and never ran.")),
+                ErrorSpec::error(
+                    "42501",
+                    format!(
+                        "hold {id} timed out after {} without a decision",
+                        humantime::format_duration(hold.requirement.timeout)
+                    ),
+                )
+                .with_detail(format!(
+                    "The statement was held by hoop policy rule \"{rule}\" and never ran."
+                )),
             ),
-            HoldOutcome::Withdrawn if cancelled => Some(ErrorSpec::error("57014", "canceling statement due to user request").with_detail(format!("hold {id} was withdrawn; the statement never ran."))),
-            HoldOutcome::Withdrawn => Some(ErrorSpec::error("42501", format!("hold {id} was withdrawn")).with_detail(format!("The statement was held by hoop policy rule \"{rule}\" and never ran."))),
+            HoldOutcome::Withdrawn if cancelled => Some(
+                ErrorSpec::error("57014", "canceling statement due to user request")
+                    .with_detail(format!("hold {id} was withdrawn; the statement never ran.")),
+            ),
+            HoldOutcome::Withdrawn => Some(
+                ErrorSpec::error("42501", format!("hold {id} was withdrawn")).with_detail(format!(
+                    "The statement was held by hoop policy rule \"{rule}\" and never ran."
+                )),
+            ),
         };
         if let Some(spec) = refusal {
             self.pending = Some(Pending::Refused(spec.encode()));
@@ -641,8 +745,12 @@ impl Relay {
                 return Ok(action);
             }
             b'd' => {
-                self.governor.observe(SessionEvent::CopyData { direction: Direction::Backend, bytes: body.len() });
-                if let (Some(rw), Some(format)) = (self.rows.rewriter.as_mut(), self.rows.copy_format)
+                self.governor.observe(SessionEvent::CopyData {
+                    direction: Direction::Backend,
+                    bytes: body.len(),
+                });
+                if let (Some(rw), Some(format)) =
+                    (self.rows.rewriter.as_mut(), self.rows.copy_format)
                     && let Some(b) = rw.rewrite_copy_data(body, format)
                 {
                     let mut m = crate::proto::pg::wire::MessageBuilder::new(b'd');
@@ -663,7 +771,12 @@ impl Relay {
             b'K' => {
                 let key = BackendKeyData::parse(body).map_err(server_msg)?;
                 self.identity.backend_pid = Some(key.pid);
-                self.registration = Some(self.ctx.cancels.register(key.pid, key.secret, self.upstream, &self.signals));
+                self.registration = Some(self.ctx.cancels.register(
+                    key.pid,
+                    key.secret,
+                    self.upstream,
+                    &self.signals,
+                ));
             }
             b'S' => {
                 let p = ParameterStatus::parse(body).map_err(server_msg)?;
@@ -673,15 +786,23 @@ impl Relay {
             }
             b'E' | b'N' => {
                 let fields = NoticeFields::parse(body).map_err(server_msg)?;
-                let ours = tag == b'E' && matches!(self.state.owed().next(), Some(Owed::Abort { .. }));
+                let ours =
+                    tag == b'E' && matches!(self.state.owed().next(), Some(Owed::Abort { .. }));
                 if tag == b'E' {
                     self.rows.reset();
                     if !ours {
-                        self.governor.observe(SessionEvent::ServerError { sqlstate: fields.code(), severity: fields.severity() });
+                        self.governor.observe(SessionEvent::ServerError {
+                            sqlstate: fields.code(),
+                            severity: fields.severity(),
+                        });
                     }
                 }
                 if !ours {
-                    let text = if tag == b'E' { ServerText::Error(&fields) } else { ServerText::Notice(&fields) };
+                    let text = if tag == b'E' {
+                        ServerText::Error(&fields)
+                    } else {
+                        ServerText::Notice(&fields)
+                    };
                     if let Some(b) = self.governor.rewrite_server_text(text) {
                         action = ServerAction::Replace(b);
                     }
@@ -689,13 +810,19 @@ impl Relay {
             }
             b'A' => {
                 let n = NotificationResponse::parse(body).map_err(server_msg)?;
-                if let Some(b) = self.governor.rewrite_server_text(ServerText::Notification(&n)) {
+                if let Some(b) = self
+                    .governor
+                    .rewrite_server_text(ServerText::Notification(&n))
+                {
                     action = ServerAction::Replace(b);
                 }
             }
             b'C' => {
                 let c = CommandComplete::parse(body).map_err(server_msg)?;
-                self.governor.observe(SessionEvent::CommandComplete { tag: c.tag, rows: c.rows() });
+                self.governor.observe(SessionEvent::CommandComplete {
+                    tag: c.tag,
+                    rows: c.rows(),
+                });
                 self.rows.reset();
             }
             b'I' | b's' | b'T' | b'Z' | b'G' => self.rows.reset(),
@@ -705,7 +832,15 @@ impl Relay {
                     let response = CopyResponse::parse(body).map_err(server_msg)?;
                     self.rows.copy_format = Some(response.format);
                     if let Some(r) = self.state.current_result() {
-                        let ctx = StatementContext { identity: &self.identity, sql: r.sql, form: r.form, statement_name: r.statement, portal: r.portal, statement_index: r.statement_index, transaction: self.state.transaction() };
+                        let ctx = StatementContext {
+                            identity: &self.identity,
+                            sql: r.sql,
+                            form: r.form,
+                            statement_name: r.statement,
+                            portal: r.portal,
+                            statement_index: r.statement_index,
+                            transaction: self.state.transaction(),
+                        };
                         self.rows.rewriter = self.governor.copy_rewriter(&ctx, response.format);
                     }
                 }
@@ -714,12 +849,16 @@ impl Relay {
         }
         let state_action = self.state.server_message(tag, body).map_err(|e| match e {
             crate::proto::pg::session::SessionError::Message(m) => SessionError::ServerMessage(m),
-            e => SessionError::ServerState(e),
+            e @ crate::proto::pg::session::SessionError::UnexpectedReply { .. } => {
+                SessionError::ServerState(e)
+            }
         })?;
         if tag == b'Z' && !self.started {
             self.started = true;
             debug!(session = %self.identity, "session ready");
-            self.governor.observe(SessionEvent::Started { identity: &self.identity });
+            self.governor.observe(SessionEvent::Started {
+                identity: &self.identity,
+            });
         }
         Ok(match state_action {
             ServerAction::Forward => action,
@@ -730,18 +869,32 @@ impl Relay {
     fn rewrite_row(&mut self, body: &[u8]) -> Result<ServerAction, SessionError> {
         if !self.rows.resolved {
             self.rows.resolved = true;
-            let Some(r) = self.state.current_result() else { return Err(SessionError::UnattributedRows) };
-            let Some(desc) = r.row_description else { return Err(SessionError::UnattributedRows) };
+            let Some(r) = self.state.current_result() else {
+                return Err(SessionError::UnattributedRows);
+            };
+            let Some(desc) = r.row_description else {
+                return Err(SessionError::UnattributedRows);
+            };
             let formats: Vec<i16> = match (r.form, r.result_formats) {
                 (ProtocolForm::Simple, _) => desc.fields().map(|f| f.format).collect(),
                 (_, []) => vec![0; desc.len()],
                 (_, [one]) => vec![*one; desc.len()],
                 (_, many) => many.to_vec(),
             };
-            let ctx = StatementContext { identity: &self.identity, sql: r.sql, form: r.form, statement_name: r.statement, portal: r.portal, statement_index: r.statement_index, transaction: self.state.transaction() };
+            let ctx = StatementContext {
+                identity: &self.identity,
+                sql: r.sql,
+                form: r.form,
+                statement_name: r.statement,
+                portal: r.portal,
+                statement_index: r.statement_index,
+                transaction: self.state.transaction(),
+            };
             self.rows.rewriter = self.governor.row_rewriter(&ctx, desc, &formats);
         }
-        let Some(rewriter) = self.rows.rewriter.as_mut() else { return Ok(ServerAction::Forward) };
+        let Some(rewriter) = self.rows.rewriter.as_mut() else {
+            return Ok(ServerAction::Forward);
+        };
         let row = DataRow::parse(body).map_err(server_msg)?;
         match rewriter.rewrite_row(&row) {
             RowRewrite::Unchanged => Ok(ServerAction::Forward),

@@ -37,8 +37,15 @@ pub(super) async fn tell_client(client: &mut Stream, spec: Option<ErrorSpec>) {
 
 /// Runs the client's startup phase. `None`: nothing more to do (a cancel
 /// request, or the client left).
-pub(super) async fn accept(ctx: &PgProxyContext, tcp: TcpStream, identity: &mut SessionIdentity) -> Result<Option<Accepted>, SessionError> {
-    let decoder = FrameDecoder::new(Direction::Frontend, ctx.max_message_size.min(MAX_STARTUP_PACKET));
+pub(super) async fn accept(
+    ctx: &PgProxyContext,
+    tcp: TcpStream,
+    identity: &mut SessionIdentity,
+) -> Result<Option<Accepted>, SessionError> {
+    let decoder = FrameDecoder::new(
+        Direction::Frontend,
+        ctx.max_message_size.min(MAX_STARTUP_PACKET),
+    );
     let mut client = Stream::Plain(tcp);
     let mut buf = BytesMut::with_capacity(1024);
     loop {
@@ -52,7 +59,12 @@ pub(super) async fn accept(ctx: &PgProxyContext, tcp: TcpStream, identity: &mut 
                     return Err(e);
                 }
             }
-            if client.read_buf(&mut buf).await.map_err(SessionError::ClientIo)? == 0 {
+            if client
+                .read_buf(&mut buf)
+                .await
+                .map_err(SessionError::ClientIo)?
+                == 0
+            {
                 return Ok(None);
             }
         };
@@ -60,7 +72,13 @@ pub(super) async fn accept(ctx: &PgProxyContext, tcp: TcpStream, identity: &mut 
             Ok(p) => p,
             Err(e) => {
                 let e = match e {
-                    crate::proto::pg::MessageError::InvalidValue { field: "startup protocol version", value } => SessionError::UnsupportedProtocol { major: (value >> 16) as i32, minor: (value & 0xffff) as i32 },
+                    crate::proto::pg::MessageError::InvalidValue {
+                        field: "startup protocol version",
+                        value,
+                    } => SessionError::UnsupportedProtocol {
+                        major: (value >> 16) as i32,
+                        minor: (value & 0xffff) as i32,
+                    },
                     e => SessionError::ClientMessage(e),
                 };
                 tell_client(&mut client, e.client_error()).await;
@@ -75,12 +93,18 @@ pub(super) async fn accept(ctx: &PgProxyContext, tcp: TcpStream, identity: &mut 
                 client = match (client, &ctx.client_tls) {
                     (Stream::Plain(mut tcp), Some(acceptor)) => {
                         tcp.write_all(b"S").await.map_err(SessionError::ClientIo)?;
-                        let tls = acceptor.accept(tcp).await.map_err(SessionError::ClientTls)?;
+                        let tls = acceptor
+                            .accept(tcp)
+                            .await
+                            .map_err(SessionError::ClientTls)?;
                         identity.client_tls = true;
                         Stream::ServerTls(Box::new(tls))
                     }
                     (mut other, _) => {
-                        other.write_all(b"N").await.map_err(SessionError::ClientIo)?;
+                        other
+                            .write_all(b"N")
+                            .await
+                            .map_err(SessionError::ClientIo)?;
                         other
                     }
                 };
@@ -89,10 +113,16 @@ pub(super) async fn accept(ctx: &PgProxyContext, tcp: TcpStream, identity: &mut 
                 if !buf.is_empty() {
                     return Err(SessionError::DataAfterSslRequest);
                 }
-                client.write_all(b"N").await.map_err(SessionError::ClientIo)?;
+                client
+                    .write_all(b"N")
+                    .await
+                    .map_err(SessionError::ClientIo)?;
             }
             StartupPacket::Cancel(cancel) => {
-                let outcome = ctx.cancels.cancel(cancel.pid, cancel.secret, frame.raw.clone(), &ctx.dialer).await;
+                let outcome = ctx
+                    .cancels
+                    .cancel(cancel.pid, cancel.secret, frame.raw.clone(), &ctx.dialer)
+                    .await;
                 debug!(session = %identity, pid = cancel.pid, ?outcome, "cancel request");
                 return Ok(None);
             }
@@ -102,24 +132,39 @@ pub(super) async fn accept(ctx: &PgProxyContext, tcp: TcpStream, identity: &mut 
                 identity.application_name = message.application_name().map(str::to_owned);
                 debug!(session = %identity, protocol = message.protocol, "startup message");
                 drop(message);
-                return Ok(Some(Accepted { client, buffer: buf, startup: frame }));
+                return Ok(Some(Accepted {
+                    client,
+                    buffer: buf,
+                    startup: frame,
+                }));
             }
         }
     }
 }
 
 /// Connects to the server and negotiates TLS per `tls.upstream`.
-pub(super) async fn connect_upstream(ctx: &PgProxyContext, addr: std::net::SocketAddr, identity: &mut SessionIdentity) -> Result<Stream, SessionError> {
+pub(super) async fn connect_upstream(
+    ctx: &PgProxyContext,
+    addr: std::net::SocketAddr,
+    identity: &mut SessionIdentity,
+) -> Result<Stream, SessionError> {
     let mut tcp = ctx.dialer.connect(addr).await?;
     let Some(connector) = ctx.upstream_tls.connector() else {
         return Ok(Stream::Plain(tcp));
     };
-    tcp.write_all(&ssl_request()).await.map_err(SessionError::ServerIo)?;
+    tcp.write_all(&ssl_request())
+        .await
+        .map_err(SessionError::ServerIo)?;
     let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer).await.map_err(SessionError::ServerIo)?;
+    tcp.read_exact(&mut answer)
+        .await
+        .map_err(SessionError::ServerIo)?;
     match answer[0] {
         b'S' => {
-            let tls = connector.connect(UpstreamTlsPolicy::server_name(addr), tcp).await.map_err(SessionError::UpstreamTls)?;
+            let tls = connector
+                .connect(UpstreamTlsPolicy::server_name(addr), tcp)
+                .await
+                .map_err(SessionError::UpstreamTls)?;
             identity.upstream_tls = true;
             Ok(Stream::ClientTls(Box::new(tls)))
         }

@@ -63,10 +63,21 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let shown = path.display().to_string();
-    let file = File::open(path).map_err(|source| TlsError::Read { path: shown.clone(), source })?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file)).collect::<Result<Vec<_>, _>>().map_err(|source| TlsError::Read { path: shown.clone(), source })?;
+    let file = File::open(path).map_err(|source| TlsError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Read {
+            path: shown.clone(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Missing { path: shown, what: "certificate" });
+        return Err(TlsError::Missing {
+            path: shown,
+            what: "certificate",
+        });
     }
     Ok(certs)
 }
@@ -75,11 +86,23 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 pub fn acceptor_from_pem(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let certs = read_certs(cert)?;
     let shown = key.display().to_string();
-    let file = File::open(key).map_err(|source| TlsError::Read { path: shown.clone(), source })?;
+    let file = File::open(key).map_err(|source| TlsError::Read {
+        path: shown.clone(),
+        source,
+    })?;
     let key = rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(|source| TlsError::Read { path: shown.clone(), source })?
-        .ok_or(TlsError::Missing { path: shown, what: "private key" })?;
-    let config = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_no_client_auth().with_single_cert(certs, key)?;
+        .map_err(|source| TlsError::Read {
+            path: shown.clone(),
+            source,
+        })?
+        .ok_or(TlsError::Missing {
+            path: shown,
+            what: "private key",
+        })?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -93,32 +116,52 @@ pub struct UpstreamTlsPolicy {
 
 impl std::fmt::Debug for UpstreamTlsPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamTlsPolicy").field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("UpstreamTlsPolicy")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
 impl UpstreamTlsPolicy {
     /// Builds the upstream policy; `ca_file` is required for `verify-full`.
     pub fn new(mode: UpstreamTls, ca_file: Option<&Path>) -> Result<Self, TlsError> {
-        let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
         let config = match mode {
-            UpstreamTls::Disable => return Ok(Self { mode, connector: None }),
-            UpstreamTls::Prefer | UpstreamTls::Require => builder.dangerous().with_custom_certificate_verifier(Arc::new(NoCertificateVerification(provider()))).with_no_client_auth(),
+            UpstreamTls::Disable => {
+                return Ok(Self {
+                    mode,
+                    connector: None,
+                });
+            }
+            UpstreamTls::Prefer | UpstreamTls::Require => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoCertificateVerification(provider())))
+                .with_no_client_auth(),
             UpstreamTls::VerifyFull => {
                 let path = ca_file.ok_or(TlsError::NoCaFile)?;
                 let mut roots = RootCertStore::empty();
                 for cert in read_certs(path)? {
-                    roots.add(cert).map_err(|source| TlsError::Ca { path: path.display().to_string(), source })?;
+                    roots.add(cert).map_err(|source| TlsError::Ca {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
         };
-        Ok(Self { mode, connector: Some(tokio_rustls::TlsConnector::from(Arc::new(config))) })
+        Ok(Self {
+            mode,
+            connector: Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
+        })
     }
 
     /// Plaintext upstream.
     pub fn disabled() -> Self {
-        Self { mode: UpstreamTls::Disable, connector: None }
+        Self {
+            mode: UpstreamTls::Disable,
+            connector: None,
+        }
     }
 
     pub(super) fn connector(&self) -> Option<&tokio_rustls::TlsConnector> {
@@ -136,16 +179,43 @@ impl UpstreamTlsPolicy {
 struct NoCertificateVerification(Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoCertificateVerification {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
