@@ -1,0 +1,802 @@
+//! The session state machine: phases, transaction status, prepared
+//! statements and portals, and the queue of replies the server still owes.
+//!
+//! Pure: the driver tells it what it forwarded to the server and what the
+//! server answered; it tells the driver what each server message belongs to
+//! and whether to forward, swallow or replace it.
+//!
+//! # The owed-reply queue
+//! Every message the driver forwards that the server answers pushes an
+//! [`Owed`] entry; each server reply pops or advances the front entry.
+//! Because replies come in request order, the front entry is always what the
+//! current reply belongs to. That is what lets the driver:
+//! - attribute RowDescription/DataRow/CommandComplete to the statement (and
+//!   SQL text) that produced them, through pipelines of Parse/Bind/Execute,
+//!   multi-statement Queries and suspended portals;
+//! - inject messages of its own (a Describe to learn a portal's columns, a
+//!   deliberately failing Execute that aborts a denied batch) and swallow or
+//!   replace their replies without the client noticing.
+//!
+//! Prepared statements and portals are recorded when the server confirms
+//! them (ParseComplete/BindComplete), not when the client asks, so a failed
+//! Parse never shadows an existing statement. Lookups made before the
+//! confirmation arrives search the queue first.
+
+use std::{collections::HashMap, collections::VecDeque, sync::Arc};
+
+use bytes::Bytes;
+
+use super::extended::{Bind, Close, Describe, Parse, Target};
+use super::notice::NoticeFields;
+use super::rows::RowDescription;
+use super::status::{ReadyForQuery, TransactionStatus};
+use super::wire::MessageError;
+use crate::statement::ProtocolForm;
+
+/// Where a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Waiting for the StartupMessage (or SSLRequest/GSSENCRequest).
+    #[default]
+    Startup,
+    /// TLS handshake with the client in progress.
+    TlsHandshake,
+    /// StartupMessage forwarded; authentication exchange in progress.
+    Authenticating,
+    /// Idle: nothing owed by the server.
+    Ready,
+    /// The server owes replies.
+    InQuery,
+    /// COPY FROM STDIN: the client streams CopyData.
+    CopyIn,
+    /// COPY TO STDOUT: the server streams CopyData.
+    CopyOut,
+    /// CopyBoth (replication): both stream.
+    CopyBoth,
+    /// A statement is held awaiting approval; the client is paused.
+    Held,
+    /// Terminated.
+    Closed,
+}
+
+/// A server reply that does not fit what the session expects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// A reply arrived that no request is waiting for.
+    #[error("server sent {message} but no request was waiting for it")]
+    UnexpectedReply {
+        /// The message name.
+        message: &'static str,
+    },
+    /// A message body is malformed.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+}
+
+/// A prepared statement the server confirmed.
+#[derive(Debug, Clone)]
+pub struct PreparedStatement {
+    /// Its SQL text.
+    pub sql: Arc<str>,
+    /// Its result columns, from Describe Statement (formats are all text).
+    pub row_description: Option<Arc<RowDescription>>,
+}
+
+/// A portal the server confirmed.
+#[derive(Debug, Clone)]
+pub struct Portal {
+    /// The statement it was bound from.
+    pub statement: Arc<str>,
+    /// The statement's SQL text.
+    pub sql: Arc<str>,
+    /// Result columns: from Describe Portal, else from the statement.
+    pub row_description: Option<Arc<RowDescription>>,
+    /// Result format codes from Bind, as sent (empty, one, or one per column).
+    pub result_formats: Arc<[i16]>,
+}
+
+/// A reply the server still owes, in request order.
+#[derive(Debug, Clone)]
+pub enum Owed {
+    /// A simple Query: results for each statement, then ReadyForQuery.
+    Query {
+        /// The whole query string.
+        sql: Arc<str>,
+    },
+    /// ParseComplete.
+    Parse {
+        /// Statement name.
+        name: Arc<str>,
+        /// SQL text.
+        sql: Arc<str>,
+    },
+    /// BindComplete.
+    Bind {
+        /// Portal name.
+        portal: Arc<str>,
+        /// Statement name.
+        statement: Arc<str>,
+        /// Result format codes.
+        result_formats: Arc<[i16]>,
+    },
+    /// ParameterDescription then RowDescription or NoData.
+    DescribeStatement {
+        /// Statement name.
+        name: Arc<str>,
+    },
+    /// RowDescription or NoData.
+    DescribePortal {
+        /// Portal name.
+        name: Arc<str>,
+        /// Sent by hoop, not the client: swallow the reply.
+        injected: bool,
+    },
+    /// DataRow… then CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute {
+        /// Portal name.
+        portal: Arc<str>,
+    },
+    /// CloseComplete.
+    Close {
+        /// Statement or portal.
+        target: Target,
+        /// Its name.
+        name: Arc<str>,
+    },
+    /// ReadyForQuery.
+    Sync,
+    /// FunctionCallResponse, then ReadyForQuery.
+    FunctionCall,
+    /// A hoop-injected Execute of a portal that does not exist, sent to make
+    /// the server abort the current (implicit or explicit) transaction in
+    /// place of a refused statement. Its ErrorResponse is replaced by
+    /// `replacement` (the refusal the client should see).
+    Abort {
+        /// The ErrorResponse to send the client instead.
+        replacement: Bytes,
+    },
+}
+
+/// What the driver should do with a server message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAction {
+    /// Send it to the client unchanged.
+    Forward,
+    /// Drop it: it answers a message hoop injected.
+    Swallow,
+    /// Send these bytes instead.
+    Replace(Bytes),
+}
+
+/// What a result set (rows, COPY data, completion) belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct ResultContext<'a> {
+    /// The SQL text (for a simple Query, the whole query string).
+    pub sql: &'a str,
+    /// How it was sent.
+    pub form: ProtocolForm,
+    /// Prepared statement name (extended protocol).
+    pub statement: Option<&'a str>,
+    /// Portal name (extended protocol).
+    pub portal: Option<&'a str>,
+    /// Result columns, when known.
+    pub row_description: Option<&'a RowDescription>,
+    /// Result format codes as the client asked in Bind (empty = all text).
+    /// For a simple Query, use the RowDescription's own format codes.
+    pub result_formats: &'a [i16],
+    /// For a simple Query: the 0-based index of the statement within the query string.
+    pub statement_index: usize,
+}
+
+/// The pure state of one PostgreSQL session.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    phase: Phase,
+    transaction: TransactionStatus,
+    statements: HashMap<Arc<str>, PreparedStatement>,
+    portals: HashMap<Arc<str>, Portal>,
+    owed: VecDeque<Owed>,
+    /// RowDescription of the current simple-Query statement.
+    query_description: Option<Arc<RowDescription>>,
+    query_index: usize,
+    track_rows: bool,
+}
+
+fn name(s: &str) -> Arc<str> {
+    Arc::from(s)
+}
+
+impl SessionState {
+    /// A new session. With `track_rows`, RowDescriptions are kept per
+    /// statement and portal (needed for masking); without, they are not parsed.
+    pub fn new(track_rows: bool) -> Self {
+        Self {
+            track_rows,
+            ..Self::default()
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Sets the phase (startup, TLS, authentication, holds are driven by the driver).
+    pub fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+    }
+
+    /// Transaction status from the last ReadyForQuery.
+    pub fn transaction(&self) -> TransactionStatus {
+        self.transaction
+    }
+
+    /// Replies still owed, front first.
+    pub fn owed(&self) -> impl Iterator<Item = &Owed> {
+        self.owed.iter()
+    }
+
+    /// Whether the server owes nothing.
+    pub fn is_idle(&self) -> bool {
+        self.owed.is_empty()
+    }
+
+    /// Whether row descriptions are tracked.
+    pub fn tracks_rows(&self) -> bool {
+        self.track_rows
+    }
+
+    /// A confirmed prepared statement.
+    pub fn statement(&self, name: &str) -> Option<&PreparedStatement> {
+        self.statements.get(name)
+    }
+
+    /// A confirmed portal.
+    pub fn portal(&self, name: &str) -> Option<&Portal> {
+        self.portals.get(name)
+    }
+
+    fn push(&mut self, owed: Owed) {
+        if matches!(self.phase, Phase::Ready) {
+            self.phase = Phase::InQuery;
+        }
+        self.owed.push_back(owed);
+    }
+
+    /// The SQL of statement `name`, including a Parse not yet confirmed.
+    pub fn statement_sql(&self, name: &str) -> Option<Arc<str>> {
+        for o in self.owed.iter().rev() {
+            if let Owed::Parse { name: n, sql } = o
+                && &**n == name
+            {
+                return Some(sql.clone());
+            }
+        }
+        self.statements.get(name).map(|s| s.sql.clone())
+    }
+
+    /// Whether executing portal `portal` will have a known RowDescription:
+    /// a Describe of it is pending or done, or its statement was described.
+    pub fn portal_description_expected(&self, portal: &str) -> bool {
+        for o in self.owed.iter().rev() {
+            match o {
+                Owed::DescribePortal { name, .. } if &**name == portal => return true,
+                Owed::Bind {
+                    portal: p,
+                    statement,
+                    ..
+                } if &**p == portal => {
+                    return self.statement_description_expected(statement);
+                }
+                _ => {}
+            }
+        }
+        self.portals
+            .get(portal)
+            .is_some_and(|p| p.row_description.is_some())
+    }
+
+    fn statement_description_expected(&self, statement: &str) -> bool {
+        for o in self.owed.iter().rev() {
+            match o {
+                Owed::DescribeStatement { name } if &**name == statement => return true,
+                Owed::Parse { name, .. } if &**name == statement => return false,
+                _ => {}
+            }
+        }
+        self.statements
+            .get(statement)
+            .is_some_and(|s| s.row_description.is_some())
+    }
+
+    /// The client's Query was forwarded.
+    pub fn client_query(&mut self, sql: &str) {
+        self.push(Owed::Query {
+            sql: Arc::from(sql),
+        });
+    }
+
+    /// The client's Parse was forwarded.
+    pub fn client_parse(&mut self, parse: &Parse<'_>) {
+        self.push(Owed::Parse {
+            name: name(parse.name),
+            sql: Arc::from(parse.sql),
+        });
+    }
+
+    /// The client's Bind was forwarded.
+    pub fn client_bind(&mut self, bind: &Bind<'_>) {
+        let result_formats: Arc<[i16]> = if self.track_rows {
+            bind.result_formats().collect()
+        } else {
+            Arc::from([])
+        };
+        self.push(Owed::Bind {
+            portal: name(bind.portal),
+            statement: name(bind.statement),
+            result_formats,
+        });
+    }
+
+    /// The client's Describe was forwarded.
+    pub fn client_describe(&mut self, describe: &Describe<'_>) {
+        self.push(match describe.target {
+            Target::Statement => Owed::DescribeStatement {
+                name: name(describe.name),
+            },
+            Target::Portal => Owed::DescribePortal {
+                name: name(describe.name),
+                injected: false,
+            },
+        });
+    }
+
+    /// hoop sent a Describe Portal of its own (its reply will be swallowed).
+    pub fn injected_describe_portal(&mut self, portal: &str) {
+        self.push(Owed::DescribePortal {
+            name: name(portal),
+            injected: true,
+        });
+    }
+
+    /// The client's Execute was forwarded.
+    pub fn client_execute(&mut self, portal: &str) {
+        self.push(Owed::Execute {
+            portal: name(portal),
+        });
+    }
+
+    /// The client's Close was forwarded.
+    pub fn client_close(&mut self, close: &Close<'_>) {
+        self.push(Owed::Close {
+            target: close.target,
+            name: name(close.name),
+        });
+    }
+
+    /// The client's Sync was forwarded.
+    pub fn client_sync(&mut self) {
+        self.push(Owed::Sync);
+    }
+
+    /// The client's FunctionCall was forwarded.
+    pub fn client_function_call(&mut self) {
+        self.push(Owed::FunctionCall);
+    }
+
+    /// hoop sent an aborting Execute in place of a refused statement; the
+    /// server's error will be replaced by `replacement`.
+    pub fn injected_abort(&mut self, replacement: Bytes) {
+        self.push(Owed::Abort { replacement });
+    }
+
+    /// What the current result (rows, completion, COPY) belongs to.
+    pub fn current_result(&self) -> Option<ResultContext<'_>> {
+        match self.owed.front()? {
+            Owed::Query { sql } => Some(ResultContext {
+                sql,
+                form: ProtocolForm::Simple,
+                statement: None,
+                portal: None,
+                row_description: self.query_description.as_deref(),
+                result_formats: &[],
+                statement_index: self.query_index,
+            }),
+            Owed::Execute { portal } => {
+                let p = self.portals.get(portal);
+                Some(ResultContext {
+                    sql: p.map_or("", |p| &p.sql),
+                    form: ProtocolForm::Extended,
+                    statement: p.map(|p| &*p.statement),
+                    portal: Some(portal),
+                    row_description: p.and_then(|p| p.row_description.as_deref()),
+                    result_formats: p.map_or(&[], |p| &p.result_formats),
+                    statement_index: 0,
+                })
+            }
+            Owed::FunctionCall => Some(ResultContext {
+                sql: "",
+                form: ProtocolForm::FunctionCall,
+                statement: None,
+                portal: None,
+                row_description: None,
+                result_formats: &[],
+                statement_index: 0,
+            }),
+            _ => None,
+        }
+    }
+
+    fn description(&self, body: &[u8]) -> Result<Option<Arc<RowDescription>>, MessageError> {
+        if self.track_rows {
+            Ok(Some(Arc::new(RowDescription::parse(
+                Bytes::copy_from_slice(body),
+            )?)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Pops the front entry, which must match `want`.
+    fn pop_expected(
+        &mut self,
+        message: &'static str,
+        want: impl Fn(&Owed) -> bool,
+    ) -> Result<Owed, SessionError> {
+        match self.owed.front() {
+            Some(o) if want(o) => Ok(self
+                .owed
+                .pop_front()
+                .ok_or(SessionError::UnexpectedReply { message })?),
+            _ => Err(SessionError::UnexpectedReply { message }),
+        }
+    }
+
+    /// After an error in the extended protocol the server skips to Sync:
+    /// drop what it will now never answer.
+    fn skip_to_sync(&mut self) {
+        while let Some(front) = self.owed.front() {
+            if matches!(front, Owed::Sync | Owed::Query { .. } | Owed::FunctionCall) {
+                break;
+            }
+            self.owed.pop_front();
+        }
+    }
+
+    /// Accounts for one server message (after startup) and says what to do with it.
+    pub fn server_message(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
+        match tag {
+            b'Z' => {
+                let rfq = ReadyForQuery::parse(body)?;
+                self.transaction = rfq.status;
+                while let Some(o) = self.owed.pop_front() {
+                    if matches!(o, Owed::Sync | Owed::Query { .. } | Owed::FunctionCall) {
+                        break;
+                    }
+                }
+                self.query_description = None;
+                self.query_index = 0;
+                if rfq.status == TransactionStatus::Idle {
+                    // Portals live until the end of their transaction.
+                    self.portals.clear();
+                }
+                if !matches!(self.phase, Phase::Held | Phase::Closed) {
+                    self.phase = if self.owed.is_empty() {
+                        Phase::Ready
+                    } else {
+                        Phase::InQuery
+                    };
+                }
+            }
+            b'1' => {
+                if let Owed::Parse { name, sql } =
+                    self.pop_expected("ParseComplete", |o| matches!(o, Owed::Parse { .. }))?
+                {
+                    self.statements.insert(
+                        name,
+                        PreparedStatement {
+                            sql,
+                            row_description: None,
+                        },
+                    );
+                }
+            }
+            b'2' => {
+                if let Owed::Bind {
+                    portal,
+                    statement,
+                    result_formats,
+                } = self.pop_expected("BindComplete", |o| matches!(o, Owed::Bind { .. }))?
+                {
+                    let (sql, row_description) = self.statements.get(&statement).map_or_else(
+                        || (Arc::from(""), None),
+                        |s| (s.sql.clone(), s.row_description.clone()),
+                    );
+                    self.portals.insert(
+                        portal,
+                        Portal {
+                            statement,
+                            sql,
+                            row_description,
+                            result_formats,
+                        },
+                    );
+                }
+            }
+            b'3' => {
+                if let Owed::Close { target, name } =
+                    self.pop_expected("CloseComplete", |o| matches!(o, Owed::Close { .. }))?
+                {
+                    match target {
+                        Target::Statement => self.statements.remove(&name),
+                        Target::Portal => self.portals.remove(&name).map(|p| PreparedStatement {
+                            sql: p.sql,
+                            row_description: None,
+                        }),
+                    };
+                }
+            }
+            b't' if !matches!(self.owed.front(), Some(Owed::DescribeStatement { .. })) => {
+                return Err(SessionError::UnexpectedReply {
+                    message: "ParameterDescription",
+                });
+            }
+            b'T' => match self.owed.front() {
+                Some(Owed::DescribeStatement { name }) => {
+                    let desc = self.description(body)?;
+                    if let Some(s) = self.statements.get_mut(name) {
+                        s.row_description = desc;
+                    }
+                    self.owed.pop_front();
+                }
+                Some(Owed::DescribePortal { name, injected }) => {
+                    let injected = *injected;
+                    let desc = self.description(body)?;
+                    if let Some(p) = self.portals.get_mut(name) {
+                        p.row_description = desc;
+                    }
+                    self.owed.pop_front();
+                    if injected {
+                        return Ok(ServerAction::Swallow);
+                    }
+                }
+                Some(Owed::Query { .. }) => self.query_description = self.description(body)?,
+                _ => {
+                    return Err(SessionError::UnexpectedReply {
+                        message: "RowDescription",
+                    });
+                }
+            },
+            b'n' => match self.pop_expected("NoData", |o| {
+                matches!(
+                    o,
+                    Owed::DescribeStatement { .. } | Owed::DescribePortal { .. }
+                )
+            })? {
+                Owed::DescribePortal { injected: true, .. } => return Ok(ServerAction::Swallow),
+                Owed::DescribeStatement { name } => {
+                    if let Some(s) = self.statements.get_mut(&name) {
+                        s.row_description = None;
+                    }
+                }
+                _ => {}
+            },
+            b'C' | b'I' => match self.owed.front() {
+                Some(Owed::Execute { .. }) => {
+                    self.owed.pop_front();
+                    self.end_copy();
+                }
+                Some(Owed::Query { .. }) => {
+                    self.query_description = None;
+                    self.query_index += 1;
+                    self.end_copy();
+                }
+                _ => {
+                    return Err(SessionError::UnexpectedReply {
+                        message: "CommandComplete",
+                    });
+                }
+            },
+            b's' => {
+                self.pop_expected("PortalSuspended", |o| matches!(o, Owed::Execute { .. }))?;
+            }
+            b'E' => {
+                self.end_copy();
+                match self.owed.front() {
+                    Some(Owed::Abort { replacement }) => {
+                        let replacement = replacement.clone();
+                        self.owed.pop_front();
+                        self.skip_to_sync();
+                        return Ok(ServerAction::Replace(replacement));
+                    }
+                    Some(Owed::Query { .. }) => {
+                        // The rest of the query string is skipped; ReadyForQuery follows.
+                        self.query_description = None;
+                    }
+                    Some(Owed::FunctionCall | Owed::Sync) | None => {}
+                    Some(_) => self.skip_to_sync(),
+                }
+            }
+            b'G' => self.phase = Phase::CopyIn,
+            b'H' => self.phase = Phase::CopyOut,
+            b'W' => self.phase = Phase::CopyBoth,
+            b'c' if self.phase == Phase::CopyOut => self.phase = Phase::InQuery,
+            _ => {}
+        }
+        Ok(ServerAction::Forward)
+    }
+
+    fn end_copy(&mut self) {
+        if matches!(self.phase, Phase::CopyIn | Phase::CopyOut | Phase::CopyBoth) {
+            self.phase = Phase::InQuery;
+        }
+    }
+
+    /// The SQLSTATE of an ErrorResponse body, for observation.
+    pub fn error_code(body: &[u8]) -> Option<String> {
+        NoticeFields::parse(body)
+            .ok()
+            .and_then(|f| f.code().map(str::to_owned))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::proto::pg::extended::{Execute, Parse};
+    use crate::proto::pg::notice::ErrorSpec;
+
+    fn desc_body(names: &[&str]) -> Vec<u8> {
+        let mut body = (names.len() as i16).to_be_bytes().to_vec();
+        for n in names {
+            body.extend_from_slice(n.as_bytes());
+            body.extend_from_slice(&[
+                0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+            ]);
+        }
+        body
+    }
+
+    fn bind_body(portal: &str, stmt: &str, formats: &[i16]) -> Vec<u8> {
+        let mut b = format!("{portal}\0{stmt}\0").into_bytes();
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        b.extend_from_slice(&(formats.len() as i16).to_be_bytes());
+        for f in formats {
+            b.extend_from_slice(&f.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn attributes_pipelined_extended_results_to_their_sql() {
+        let mut s = SessionState::new(true);
+        s.set_phase(Phase::Ready);
+        // Parse s1 / Describe s1 / Bind p1 / Execute p1 / Parse "" / Bind "" / Execute "" / Sync
+        s.client_parse(&Parse {
+            name: "s1",
+            sql: "select a from t",
+            param_types: 0,
+        });
+        s.client_describe(&Describe {
+            target: Target::Statement,
+            name: "s1",
+        });
+        let b = bind_body("p1", "s1", &[1]);
+        s.client_bind(&Bind::parse(&b).unwrap());
+        assert!(s.portal_description_expected("p1"));
+        s.client_execute(
+            Execute {
+                portal: "p1",
+                max_rows: 1,
+            }
+            .portal,
+        );
+        s.client_parse(&Parse {
+            name: "",
+            sql: "select b from u",
+            param_types: 0,
+        });
+        let b = bind_body("", "", &[]);
+        s.client_bind(&Bind::parse(&b).unwrap());
+        assert!(!s.portal_description_expected(""));
+        s.injected_describe_portal("");
+        s.client_execute("");
+        s.client_sync();
+        assert_eq!(s.phase(), Phase::InQuery);
+
+        assert_eq!(s.server_message(b'1', b"").unwrap(), ServerAction::Forward);
+        s.server_message(b't', &[0, 0]).unwrap();
+        s.server_message(b'T', &desc_body(&["a"])).unwrap();
+        s.server_message(b'2', b"").unwrap();
+        let r = s.current_result().unwrap();
+        assert_eq!(
+            (
+                r.sql,
+                r.portal,
+                r.result_formats,
+                r.row_description.map(RowDescription::len)
+            ),
+            ("select a from t", Some("p1"), &[1i16][..], Some(1))
+        );
+        s.server_message(b'D', &[0, 1, 0, 0, 0, 1, b'x']).unwrap();
+        s.server_message(b's', b"").unwrap();
+        s.server_message(b'1', b"").unwrap();
+        s.server_message(b'2', b"").unwrap();
+        assert_eq!(
+            s.server_message(b'T', &desc_body(&["b"])).unwrap(),
+            ServerAction::Swallow
+        );
+        let r = s.current_result().unwrap();
+        assert_eq!(
+            (
+                r.sql,
+                r.row_description
+                    .and_then(|d| d.fields().next())
+                    .map(|f| f.name)
+            ),
+            ("select b from u", Some("b"))
+        );
+        s.server_message(b'C', b"SELECT 1\0").unwrap();
+        s.server_message(b'Z', b"I").unwrap();
+        assert!(s.is_idle());
+        assert_eq!(s.phase(), Phase::Ready);
+        assert_eq!(&*s.statement("s1").unwrap().sql, "select a from t");
+        assert!(s.portal("p1").is_none(), "portals end with the transaction");
+    }
+
+    #[test]
+    fn multi_statement_query_indexes_statements() {
+        let mut s = SessionState::new(true);
+        s.client_query("select 1; select 2");
+        s.server_message(b'T', &desc_body(&["x"])).unwrap();
+        assert_eq!(s.current_result().unwrap().statement_index, 0);
+        s.server_message(b'C', b"SELECT 1\0").unwrap();
+        assert!(s.current_result().unwrap().row_description.is_none());
+        s.server_message(b'T', &desc_body(&["y"])).unwrap();
+        assert_eq!(s.current_result().unwrap().statement_index, 1);
+        s.server_message(b'C', b"SELECT 1\0").unwrap();
+        s.server_message(b'Z', b"T").unwrap();
+        assert_eq!(s.transaction(), TransactionStatus::InTransaction);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn error_skips_to_sync_and_abort_is_replaced() {
+        let mut s = SessionState::new(false);
+        s.client_parse(&Parse {
+            name: "",
+            sql: "bad",
+            param_types: 0,
+        });
+        let b = bind_body("", "", &[]);
+        s.client_bind(&Bind::parse(&b).unwrap());
+        s.client_execute("");
+        s.client_sync();
+        let denial = ErrorSpec::error("42501", "denied").encode();
+        s.injected_abort(denial.clone());
+        s.client_sync();
+        assert_eq!(
+            s.server_message(b'E', b"SERROR\0C42601\0\0").unwrap(),
+            ServerAction::Forward
+        );
+        assert!(matches!(s.owed().next(), Some(Owed::Sync)));
+        s.server_message(b'Z', b"I").unwrap();
+        assert_eq!(
+            s.server_message(b'E', b"SERROR\0C34000\0\0").unwrap(),
+            ServerAction::Replace(denial)
+        );
+        s.server_message(b'Z', b"E").unwrap();
+        assert!(s.is_idle());
+        assert!(s.statement("").is_none(), "a failed Parse records nothing");
+    }
+
+    #[test]
+    fn unexpected_replies_are_errors() {
+        let mut s = SessionState::new(false);
+        assert!(s.server_message(b'1', b"").is_err());
+        assert!(s.server_message(b'C', b"SELECT 1\0").is_err());
+        assert!(s.server_message(b'Z', b"?").is_err());
+        assert_eq!(s.server_message(b'N', b"").unwrap(), ServerAction::Forward);
+    }
+}

@@ -1,0 +1,291 @@
+//! The PostgreSQL session driver: one task per client connection, speaking
+//! protocol 3.0 on both legs.
+//!
+//! - [`startup`](self): SSLRequest/GSSENCRequest/CancelRequest handling, TLS
+//!   termination, the upstream connection (with `SO_MARK` and upstream TLS);
+//! - `relay`: after the StartupMessage, one loop that reads both legs into
+//!   long-lived buffers, decodes every complete frame, forwards untouched
+//!   runs as slices of the read buffer (no per-message copy), writes each
+//!   batch with one vectored write, and consults governance only at the few
+//!   messages that need it. Both directions are driven from one task, which
+//!   avoids cross-task wake-ups, and every write is part of the same poll, so
+//!   a pipelining client can never deadlock against a server blocked on
+//!   output. A leg is only read while the queue towards the other leg is
+//!   below a high-water mark: a slow client slows the server.
+//!
+//! Errors are decided in one place ([`SessionError::client_error`]): what the
+//! client is told (a FATAL ErrorResponse with a SQLSTATE) when a session ends
+//! on an error.
+
+mod cancel;
+mod relay;
+mod startup;
+mod stream;
+pub mod tls;
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+pub use cancel::{CancelOutcome, CancelRegistry};
+pub use stream::Stream;
+pub use tls::{TlsError, UpstreamTlsPolicy};
+
+use crate::config::Config;
+use crate::hooks::{AllowAll, DenyHolds, GovernorFactory, HoldBroker};
+use crate::proto::pg::{
+    FrameError, MessageError, notice::ErrorSpec, session::SessionError as StateError,
+};
+use crate::proxy::dial::{DialError, Dialer};
+use crate::session::SessionIdentity;
+
+/// Everything a PostgreSQL session needs, shared by all sessions.
+pub struct PgProxyContext {
+    /// Largest message accepted from either side.
+    pub max_message_size: usize,
+    /// TLS for clients that send SSLRequest (`None` answers `N`).
+    pub client_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS towards the server.
+    pub upstream_tls: UpstreamTlsPolicy,
+    /// Cancel keys of live sessions.
+    pub cancels: Arc<CancelRegistry>,
+    /// Makes each session's governor.
+    pub governors: Arc<dyn GovernorFactory>,
+    /// Registers holds and delivers decisions.
+    pub holds: Arc<dyn HoldBroker>,
+    /// Opens upstream connections (`SO_MARK`, connect timeout).
+    pub dialer: Dialer,
+    /// How often a held client is reminded that it is waiting.
+    pub hold_reminder_interval: Duration,
+    /// How long a client may take to send its StartupMessage (and finish TLS).
+    pub startup_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgProxyContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgProxyContext")
+            .field("max_message_size", &self.max_message_size)
+            .field("client_tls", &self.client_tls.is_some())
+            .field("upstream_tls", &self.upstream_tls.mode)
+            .field("dialer", &self.dialer)
+            .field("hold_reminder_interval", &self.hold_reminder_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgProxyContext {
+    /// A context with safe defaults: 64 MiB messages, no client TLS,
+    /// plaintext upstream, allow-all governance, holds denied, reminders
+    /// every 30 s.
+    pub fn new(dialer: Dialer) -> Self {
+        Self {
+            max_message_size: 64 * 1024 * 1024,
+            client_tls: None,
+            upstream_tls: UpstreamTlsPolicy::disabled(),
+            cancels: CancelRegistry::new(),
+            governors: Arc::new(AllowAll),
+            holds: Arc::new(DenyHolds),
+            dialer,
+            hold_reminder_interval: Duration::from_secs(30),
+            startup_timeout: Duration::from_mins(1),
+        }
+    }
+
+    /// A context from the configuration file's `proxy:` and `tls:` sections.
+    /// `mark` is the `SO_MARK` for upstream sockets.
+    pub fn from_config(
+        config: &Config,
+        mark: Option<u32>,
+        governors: Arc<dyn GovernorFactory>,
+        holds: Arc<dyn HoldBroker>,
+    ) -> Result<Self, TlsError> {
+        let client_tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor_from_pem(cert, key)?),
+            _ => None,
+        };
+        Ok(Self {
+            max_message_size: config.proxy.max_message_size,
+            client_tls,
+            upstream_tls: UpstreamTlsPolicy::new(
+                config.tls.upstream,
+                config.tls.ca_file.as_deref(),
+            )?,
+            governors,
+            holds,
+            dialer: Dialer {
+                mark,
+                connect_timeout: config.proxy.connect_timeout,
+            },
+            ..Self::new(Dialer::default())
+        })
+    }
+}
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Reading from or writing to the client failed.
+    #[error("client connection failed")]
+    ClientIo(#[source] io::Error),
+    /// Reading from or writing to the server failed.
+    #[error("server connection failed")]
+    ServerIo(#[source] io::Error),
+    /// The upstream connection could not be made.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// The TLS handshake with the client failed.
+    #[error("TLS handshake with the client failed")]
+    ClientTls(#[source] io::Error),
+    /// The TLS handshake with the server failed.
+    #[error("TLS handshake with the server failed")]
+    UpstreamTls(#[source] io::Error),
+    /// `tls.upstream` requires TLS and the server refused it.
+    #[error("the server does not accept TLS, and tls.upstream requires it")]
+    UpstreamRefusedTls,
+    /// A frame from either side had an invalid length.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A client message was malformed.
+    #[error("malformed message from the client")]
+    ClientMessage(#[source] MessageError),
+    /// A server message was malformed.
+    #[error("malformed message from the server")]
+    ServerMessage(#[source] MessageError),
+    /// The server's replies did not match the requests.
+    #[error("server replies are out of step with the session")]
+    ServerState(#[source] StateError),
+    /// The client asked for a protocol other than 3.x.
+    #[error("unsupported frontend protocol {major}.{minor}")]
+    UnsupportedProtocol {
+        /// Major version.
+        major: i32,
+        /// Minor version.
+        minor: i32,
+    },
+    /// The client sent bytes after SSLRequest before the TLS handshake
+    /// (a buffered-data injection attempt, CVE-2021-23222 style).
+    #[error("client sent unencrypted data after SSLRequest")]
+    DataAfterSslRequest,
+    /// The client did not complete its startup in time.
+    #[error("client did not send a startup message in time")]
+    StartupTimeout,
+    /// Result rows arrived that hoop could not attribute to a statement
+    /// while governance inspects rows (fail closed).
+    #[error("result rows could not be attributed to a statement")]
+    UnattributedRows,
+    /// Governance refused a row that could not be made safe.
+    #[error("a result row was refused: {}", .0.message)]
+    RowRefused(ErrorSpec),
+}
+
+impl SessionError {
+    /// What the client is told when the session ends on this error
+    /// (`None`: the client is gone or must not be answered).
+    pub fn client_error(&self) -> Option<ErrorSpec> {
+        let spec = match self {
+            Self::ClientIo(_) | Self::ClientTls(_) | Self::DataAfterSslRequest => return None,
+            Self::ServerIo(_) => {
+                ErrorSpec::fatal("08006", "hoop lost the connection to the database server")
+            }
+            Self::Dial(e) => ErrorSpec::fatal(
+                "08001",
+                format!("hoop could not connect to the database server: {e}"),
+            )
+            .with_hint("Check that the server is reachable from the hoop proxy."),
+            Self::UpstreamTls(_) | Self::UpstreamRefusedTls => ErrorSpec::fatal(
+                "08001",
+                format!("hoop could not establish TLS to the database server: {self}"),
+            )
+            .with_hint("Check tls.upstream in the hoop configuration."),
+            Self::Frame(e) => ErrorSpec::fatal("08P01", format!("protocol violation: {e}")),
+            Self::ClientMessage(e) => ErrorSpec::fatal(
+                "08P01",
+                format!("protocol violation: invalid message from the client: {e}"),
+            ),
+            Self::ServerMessage(e) => ErrorSpec::fatal(
+                "08P01",
+                format!("protocol violation: invalid message from the server: {e}"),
+            ),
+            Self::ServerState(e) => ErrorSpec::fatal("08P01", format!("protocol violation: {e}")),
+            Self::UnsupportedProtocol { major, minor } => ErrorSpec::fatal(
+                "0A000",
+                format!("unsupported frontend protocol {major}.{minor}: hoop supports protocol 3"),
+            ),
+            Self::StartupTimeout => {
+                ErrorSpec::fatal("08P01", "timed out waiting for the startup message")
+            }
+            Self::UnattributedRows => ErrorSpec::fatal(
+                "XX000",
+                "hoop could not attribute result rows to a statement, so it cannot apply masking",
+            )
+            .with_hint("This is a bug in hoop; the session was closed to keep data safe."),
+            Self::RowRefused(spec) => ErrorSpec {
+                severity: crate::proto::pg::notice::Severity::Fatal,
+                ..spec.clone()
+            },
+        };
+        Some(spec)
+    }
+}
+
+/// Serves one intercepted client connection to completion.
+///
+/// `identity` carries the network part (id, workload, client, original
+/// destination); the database part is filled from the StartupMessage,
+/// ParameterStatus and BackendKeyData. `upstream` is where to connect
+/// (normally the original destination).
+pub async fn serve(
+    ctx: Arc<PgProxyContext>,
+    client: TcpStream,
+    mut identity: SessionIdentity,
+    upstream: SocketAddr,
+) -> Result<(), SessionError> {
+    let _ = client.set_nodelay(true);
+    let accepted = match tokio::time::timeout(
+        ctx.startup_timeout,
+        startup::accept(&ctx, client, &mut identity),
+    )
+    .await
+    {
+        Ok(Ok(Some(accepted))) => accepted,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => {
+            warn!(session = %identity, error = %e, "session startup failed");
+            return Err(e);
+        }
+        Err(_) => {
+            warn!(session = %identity, "client did not complete startup in time");
+            return Err(SessionError::StartupTimeout);
+        }
+    };
+    let mut client = accepted.client;
+    let server = match startup::connect_upstream(&ctx, upstream, &mut identity).await {
+        Ok(server) => server,
+        Err(e) => {
+            warn!(session = %identity, %upstream, error = %e, "could not connect upstream");
+            startup::tell_client(&mut client, e.client_error()).await;
+            return Err(e);
+        }
+    };
+    debug!(session = %identity, %upstream, "upstream connected");
+    let result = relay::Relay::new(
+        ctx,
+        identity.clone(),
+        upstream,
+        client,
+        server,
+        accepted.buffer,
+        &accepted.startup,
+    )
+    .run()
+    .await;
+    match &result {
+        Ok(()) => debug!(session = %identity, "session ended"),
+        Err(SessionError::ClientIo(e)) => {
+            debug!(session = %identity, error = %e, "client connection closed");
+        }
+        Err(e) => warn!(session = %identity, error = %e, "session ended on error"),
+    }
+    result
+}

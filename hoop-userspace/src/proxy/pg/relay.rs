@@ -1,0 +1,912 @@
+//! The relay loop: both legs of an established session, in one task.
+
+use std::{
+    collections::VecDeque,
+    future::{Future, poll_fn},
+    io::IoSlice,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::io::poll_read_buf;
+use tracing::{debug, info};
+
+use super::cancel::{CancelRegistration, CancelSignals};
+use super::{PgProxyContext, SessionError, Stream};
+use crate::hooks::{
+    HoldOutcome, HoldRequest, HoldTicket, RowRewrite, RowRewriter, ServerText, SessionEvent,
+    SessionGovernor, StatementContext,
+};
+use crate::proto::pg::{
+    Direction, Frame, FrameDecoder, Peek,
+    auth::strip_channel_binding,
+    copy::{CopyFormat, CopyResponse},
+    extended::{Bind, Close, Describe, Execute, Parse, Target, flush, sync},
+    function::FunctionCall,
+    notice::{ErrorSpec, NoticeFields},
+    notification::NotificationResponse,
+    query::Query,
+    rows::{CommandComplete, DataRow},
+    session::{Owed, Phase, ServerAction, SessionState},
+    status::{BackendKeyData, ParameterStatus},
+};
+use crate::session::SessionIdentity;
+use crate::statement::{HoldRequirement, ProtocolForm, Verdict};
+
+/// Read granularity.
+const READ_CHUNK: usize = 64 * 1024;
+/// Stop reading a leg while this much is queued towards the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// Client bytes buffered (unprocessed) while a statement is held.
+const HELD_BACKLOG: usize = 1024 * 1024;
+/// A portal name no client uses: executing it makes the server fail the
+/// current transaction in place of a refused statement.
+const REFUSAL_PORTAL: &str = "hoop\u{1}refused";
+/// How long to keep delivering queued bytes once a session ends.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes queued for one leg, written with vectored writes.
+#[derive(Debug, Default)]
+struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+    unflushed: bool,
+}
+
+impl OutQueue {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.chunks.push_back(b);
+        }
+    }
+
+    fn poll_drain(&mut self, w: &mut Stream, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.chunks.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let mut k = 0;
+            for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
+                *slot = IoSlice::new(chunk);
+                k += 1;
+            }
+            let mut n = ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..k]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.len -= n;
+            self.unflushed = true;
+            while n > 0 {
+                let Some(front) = self.chunks.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    self.chunks.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        if self.unflushed {
+            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What wakes the loop.
+#[derive(Debug, Default)]
+struct Wake {
+    client: bool,
+    server: bool,
+    outcome: Option<HoldOutcome>,
+    remind: bool,
+    withdraw: bool,
+}
+
+/// A statement waiting for approval. The held message stays at the front
+/// of the client read buffer until the hold ends.
+struct ActiveHold {
+    ticket: HoldTicket,
+    requirement: HoldRequirement,
+    reminder: tokio::time::Interval,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    since: Instant,
+}
+
+/// The decision waiting for the statement at the front of the client buffer.
+enum Pending {
+    /// Approved by a decider: send it without judging again.
+    Approved,
+    /// Refused after a hold: answer with this error.
+    Refused(Bytes),
+}
+
+/// What to do with a client message.
+enum ClientAction {
+    Forward,
+    Swallow,
+    /// Drop it and send these upstream instead.
+    Replace([Option<Bytes>; 2]),
+    /// Send this upstream first, then the message.
+    InjectBefore(Bytes),
+    /// Stop: the message is held.
+    Hold,
+}
+
+/// Result-set state: the rewriter of the current result, if any.
+#[derive(Default)]
+struct Rows {
+    rewriter: Option<Box<dyn RowRewriter>>,
+    resolved: bool,
+    copy_format: Option<CopyFormat>,
+}
+
+impl Rows {
+    fn reset(&mut self) {
+        self.rewriter = None;
+        self.resolved = false;
+        self.copy_format = None;
+    }
+}
+
+pub(super) struct Relay {
+    ctx: Arc<PgProxyContext>,
+    identity: SessionIdentity,
+    upstream: SocketAddr,
+    client: Stream,
+    server: Stream,
+    client_buf: BytesMut,
+    server_buf: BytesMut,
+    to_client: OutQueue,
+    to_server: OutQueue,
+    client_decoder: FrameDecoder,
+    server_decoder: FrameDecoder,
+    state: SessionState,
+    governor: Box<dyn SessionGovernor>,
+    inspect: bool,
+    rows: Rows,
+    discard_until_sync: bool,
+    pending: Option<Pending>,
+    hold: Option<ActiveHold>,
+    signals: CancelSignals,
+    registration: Option<CancelRegistration>,
+    client_eof: bool,
+    server_eof: bool,
+    terminated: bool,
+    started: bool,
+}
+
+fn client_msg(e: crate::proto::pg::MessageError) -> SessionError {
+    SessionError::ClientMessage(e)
+}
+
+fn server_msg(e: crate::proto::pg::MessageError) -> SessionError {
+    SessionError::ServerMessage(e)
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+impl Relay {
+    pub(super) fn new(
+        ctx: Arc<PgProxyContext>,
+        identity: SessionIdentity,
+        upstream: SocketAddr,
+        client: Stream,
+        server: Stream,
+        client_buf: BytesMut,
+        startup: &Frame,
+    ) -> Self {
+        let governor = ctx.governors.session(&identity);
+        let inspect = governor.inspects_rows();
+        let mut state = SessionState::new(inspect);
+        state.set_phase(Phase::Authenticating);
+        let mut to_server = OutQueue::default();
+        to_server.push(startup.raw.clone());
+        Self {
+            client_decoder: FrameDecoder::new(Direction::Frontend, ctx.max_message_size),
+            server_decoder: FrameDecoder::new(Direction::Backend, ctx.max_message_size),
+            ctx,
+            identity,
+            upstream,
+            client,
+            server,
+            client_buf,
+            server_buf: BytesMut::with_capacity(READ_CHUNK),
+            to_client: OutQueue::default(),
+            to_server,
+            state,
+            governor,
+            inspect,
+            rows: Rows::default(),
+            discard_until_sync: false,
+            pending: None,
+            hold: None,
+            signals: CancelSignals::new(),
+            registration: None,
+            client_eof: false,
+            server_eof: false,
+            terminated: false,
+            started: false,
+        }
+    }
+
+    pub(super) async fn run(mut self) -> Result<(), SessionError> {
+        let result = self.pump().await;
+        if let Err(e) = &result
+            && let Some(spec) = e.client_error()
+        {
+            self.to_client.push(spec.encode());
+        }
+        self.state.set_phase(Phase::Closed);
+        self.finish().await;
+        let reason = match &result {
+            Ok(()) if self.terminated => "client terminated".to_owned(),
+            Ok(()) if self.client_eof => "client closed".to_owned(),
+            Ok(()) => "server closed".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        self.governor
+            .observe(SessionEvent::Ended { reason: &reason });
+        result
+    }
+
+    async fn pump(&mut self) -> Result<(), SessionError> {
+        self.process_client()?;
+        loop {
+            let wake = poll_fn(|cx| self.poll_io(cx)).await?;
+            if wake.server {
+                self.process_server()?;
+            }
+            if wake.client && self.hold.is_none() {
+                self.process_client()?;
+            }
+            if wake.withdraw {
+                self.end_hold(HoldOutcome::Withdrawn, true)?;
+            } else if let Some(outcome) = wake.outcome {
+                self.end_hold(outcome, false)?;
+            }
+            if wake.remind {
+                self.remind();
+            }
+            if self.server_eof || self.terminated {
+                return Ok(());
+            }
+            if self.client_eof {
+                if let Some(hold) = &mut self.hold {
+                    info!(session = %self.identity, hold = hold.ticket.id(), "client left while held; hold withdrawn");
+                    hold.ticket.withdraw();
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Delivers what is queued (bounded in time), then closes both legs.
+    async fn finish(&mut self) {
+        let drain = async {
+            poll_fn(|cx| {
+                let a = self.to_server.poll_drain(&mut self.server, cx);
+                let b = self.to_client.poll_drain(&mut self.client, cx);
+                if a.is_ready() && b.is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            let _ = self.client.shutdown().await;
+            let _ = self.server.shutdown().await;
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    }
+
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Wake, SessionError>> {
+        if let Poll::Ready(Err(e)) = self.to_server.poll_drain(&mut self.server, cx) {
+            return Poll::Ready(Err(SessionError::ServerIo(e)));
+        }
+        if let Poll::Ready(Err(e)) = self.to_client.poll_drain(&mut self.client, cx) {
+            return Poll::Ready(Err(SessionError::ClientIo(e)));
+        }
+        let mut wake = Wake::default();
+        if !self.server_eof && self.to_client.len < HIGH_WATER {
+            reserve(&mut self.server_buf);
+            match poll_read_buf(Pin::new(&mut self.server), cx, &mut self.server_buf) {
+                Poll::Ready(Ok(0)) => {
+                    self.server_eof = true;
+                    wake.server = true;
+                }
+                Poll::Ready(Ok(_)) => wake.server = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ServerIo(e))),
+                Poll::Pending => {}
+            }
+        }
+        if !self.client_eof
+            && self.to_server.len < HIGH_WATER
+            && (self.hold.is_none() || self.client_buf.len() < HELD_BACKLOG)
+        {
+            reserve(&mut self.client_buf);
+            match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.client_buf) {
+                Poll::Ready(Ok(0)) => {
+                    self.client_eof = true;
+                    wake.client = true;
+                }
+                Poll::Ready(Ok(_)) => wake.client = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(hold) = &mut self.hold {
+            if let Poll::Ready(outcome) = hold.ticket.poll_decision(cx) {
+                wake.outcome = Some(outcome);
+            } else if hold.deadline.as_mut().poll(cx).is_ready() {
+                hold.ticket.withdraw();
+                wake.outcome = Some(HoldOutcome::TimedOut);
+            }
+            if hold.reminder.poll_tick(cx).is_ready() {
+                wake.remind = true;
+            }
+            if let Poll::Ready(Some(())) = self.signals.withdraw.poll_recv(cx) {
+                wake.withdraw = true;
+            }
+        }
+        if wake.client || wake.server || wake.outcome.is_some() || wake.remind || wake.withdraw {
+            Poll::Ready(Ok(wake))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    // ---- client → server ----
+
+    fn process_client(&mut self) -> Result<(), SessionError> {
+        let mut buf = std::mem::take(&mut self.client_buf);
+        let result = self.process_client_buf(&mut buf);
+        self.client_buf = buf;
+        result
+    }
+
+    fn process_client_buf(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
+        let mut run = 0;
+        while self.hold.is_none() && !self.terminated {
+            let (tag, len) = match self.client_decoder.peek(&buf[run..])? {
+                Peek::Complete { tag, len } => (tag, len),
+                Peek::Incomplete { len } => {
+                    if let Some(len) = len {
+                        buf.reserve((run + len).saturating_sub(buf.len()));
+                    }
+                    break;
+                }
+            };
+            let action = self.client_frame(tag, &buf[run + 5..run + len])?;
+            if let ClientAction::Forward = action {
+                run += len;
+                continue;
+            }
+            if run > 0 {
+                self.to_server.push(buf.split_to(run).freeze());
+                run = 0;
+            }
+            match action {
+                ClientAction::Forward => {}
+                ClientAction::Swallow => buf.advance(len),
+                ClientAction::Replace(msgs) => {
+                    buf.advance(len);
+                    for m in msgs.into_iter().flatten() {
+                        self.to_server.push(m);
+                    }
+                }
+                ClientAction::InjectBefore(m) => {
+                    self.to_server.push(m);
+                    run = len;
+                }
+                ClientAction::Hold => break,
+            }
+        }
+        if run > 0 {
+            self.to_server.push(buf.split_to(run).freeze());
+        }
+        Ok(())
+    }
+
+    fn client_frame(&mut self, tag: u8, body: &[u8]) -> Result<ClientAction, SessionError> {
+        if self.discard_until_sync {
+            // After a refused extended-protocol message, as after a server
+            // error: ignore everything up to Sync.
+            if tag == b'S' {
+                self.discard_until_sync = false;
+                self.state.client_sync();
+                return Ok(ClientAction::Forward);
+            }
+            return Ok(ClientAction::Swallow);
+        }
+        if self.state.phase() == Phase::Authenticating {
+            return Ok(ClientAction::Forward);
+        }
+        match tag {
+            b'Q' => {
+                let q = Query::parse(body).map_err(client_msg)?;
+                match self.decide(q.sql, ProtocolForm::Simple, None) {
+                    Decision::Allow => {
+                        self.state.client_query(q.sql);
+                        Ok(ClientAction::Forward)
+                    }
+                    Decision::Refuse(err) => Ok(self.refuse(err, false)),
+                    Decision::Hold => Ok(ClientAction::Hold),
+                }
+            }
+            b'P' => {
+                let p = Parse::parse(body).map_err(client_msg)?;
+                match self.decide(p.sql, ProtocolForm::Extended, Some(p.name)) {
+                    Decision::Allow => {
+                        self.state.client_parse(&p);
+                        Ok(ClientAction::Forward)
+                    }
+                    Decision::Refuse(err) => Ok(self.refuse(err, true)),
+                    Decision::Hold => Ok(ClientAction::Hold),
+                }
+            }
+            b'B' => {
+                let b = Bind::parse(body).map_err(client_msg)?;
+                self.state.client_bind(&b);
+                Ok(ClientAction::Forward)
+            }
+            b'D' => {
+                let d = Describe::parse(body).map_err(client_msg)?;
+                self.state.client_describe(&d);
+                Ok(ClientAction::Forward)
+            }
+            b'E' => {
+                let e = Execute::parse(body).map_err(client_msg)?;
+                let describe = self.inspect && !self.state.portal_description_expected(e.portal);
+                if describe {
+                    // Masking needs the columns; the client did not ask.
+                    self.state.injected_describe_portal(e.portal);
+                }
+                self.state.client_execute(e.portal);
+                Ok(if describe {
+                    ClientAction::InjectBefore(
+                        Describe {
+                            target: Target::Portal,
+                            name: e.portal,
+                        }
+                        .encode(),
+                    )
+                } else {
+                    ClientAction::Forward
+                })
+            }
+            b'C' => {
+                let c = Close::parse(body).map_err(client_msg)?;
+                self.state.client_close(&c);
+                Ok(ClientAction::Forward)
+            }
+            b'S' => {
+                self.state.client_sync();
+                Ok(ClientAction::Forward)
+            }
+            b'F' => {
+                let f = FunctionCall::parse(body).map_err(client_msg)?;
+                let sql = format!("function {}", f.function_oid);
+                match self.decide(&sql, ProtocolForm::FunctionCall, None) {
+                    Decision::Allow => {
+                        self.state.client_function_call();
+                        Ok(ClientAction::Forward)
+                    }
+                    Decision::Refuse(err) => Ok(self.refuse(err, false)),
+                    Decision::Hold => Ok(ClientAction::Hold),
+                }
+            }
+            b'd' => {
+                self.governor.observe(SessionEvent::CopyData {
+                    direction: Direction::Frontend,
+                    bytes: body.len(),
+                });
+                Ok(ClientAction::Forward)
+            }
+            b'X' => {
+                self.terminated = true;
+                Ok(ClientAction::Forward)
+            }
+            // Flush, CopyDone, CopyFail, and anything else: the server judges validity.
+            _ => Ok(ClientAction::Forward),
+        }
+    }
+
+    /// Judges a statement (or applies a hold's decision to it).
+    fn decide(&mut self, sql: &str, form: ProtocolForm, name: Option<&str>) -> Decision {
+        let ctx = StatementContext {
+            identity: &self.identity,
+            sql,
+            form,
+            statement_name: name,
+            portal: None,
+            statement_index: 0,
+            transaction: self.state.transaction(),
+        };
+        let verdict = match self.pending.take() {
+            Some(Pending::Approved) => Verdict::Allow,
+            Some(Pending::Refused(err)) => return Decision::Refuse(err),
+            None => {
+                let verdict = self.governor.judge(&ctx);
+                self.governor.observe(SessionEvent::Judged {
+                    statement: &ctx,
+                    verdict: &verdict,
+                });
+                verdict
+            }
+        };
+        match verdict {
+            Verdict::Allow => {
+                self.governor
+                    .observe(SessionEvent::Sent { statement: &ctx });
+                Decision::Allow
+            }
+            Verdict::Deny(denial) => {
+                info!(session = %self.identity, verdict = "deny", rule = %denial.rule, "statement denied");
+                Decision::Refuse(
+                    ErrorSpec::error("42501", denial.message)
+                        .with_detail(format!("Denied by hoop policy rule \"{}\".", denial.rule))
+                        .encode(),
+                )
+            }
+            Verdict::Hold(requirement) => {
+                self.start_hold(requirement, sql, form);
+                Decision::Hold
+            }
+        }
+    }
+
+    /// Answers a refused statement without sending it: an Execute of a
+    /// portal that does not exist makes the server fail exactly as it would
+    /// have failed on the statement (aborting an open transaction block, so
+    /// a later COMMIT cannot commit half of the client's work), and the
+    /// server's error is replaced with the refusal. ReadyForQuery then comes
+    /// from the server with the true transaction status.
+    fn refuse(&mut self, error: Bytes, extended: bool) -> ClientAction {
+        self.state.injected_abort(error);
+        let probe = Execute {
+            portal: REFUSAL_PORTAL,
+            max_rows: 1,
+        }
+        .encode();
+        if extended {
+            self.discard_until_sync = true;
+            ClientAction::Replace([Some(probe), Some(flush())])
+        } else {
+            self.state.client_sync();
+            ClientAction::Replace([Some(probe), Some(sync())])
+        }
+    }
+
+    fn start_hold(&mut self, requirement: HoldRequirement, sql: &str, form: ProtocolForm) {
+        let request = HoldRequest {
+            identity: self.identity.clone(),
+            sql: sql.to_owned(),
+            form,
+            requirement: requirement.clone(),
+        };
+        let ticket = self.ctx.holds.hold(request);
+        let id = ticket.id().to_owned();
+        info!(session = %self.identity, verdict = "hold", hold = %id, rule = %requirement.rule, "statement held");
+        self.to_client.push(
+            ErrorSpec::notice(format!("hold {id}: {} (rule \"{}\"); waiting for approval, approve with `hoop holds approve {id}`", requirement.message, requirement.rule))
+                .with_hint(format!("An approver can run `hoop holds approve {id}` or `hoop holds deny {id}`. Without a decision it is denied after {}.", humantime::format_duration(requirement.timeout)))
+                .encode(),
+        );
+        let period = self
+            .ctx
+            .hold_reminder_interval
+            .max(Duration::from_millis(10));
+        let mut reminder = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        reminder.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.hold = Some(ActiveHold {
+            ticket,
+            deadline: Box::pin(tokio::time::sleep(requirement.timeout)),
+            requirement,
+            reminder,
+            since: Instant::now(),
+        });
+        self.state.set_phase(Phase::Held);
+        self.signals.set_held(true);
+    }
+
+    fn remind(&mut self) {
+        if let Some(hold) = &self.hold {
+            let id = hold.ticket.id();
+            self.to_client.push(ErrorSpec::notice(format!("hold {id}: still waiting for approval after {}s; approve with `hoop holds approve {id}`", hold.since.elapsed().as_secs())).encode());
+        }
+    }
+
+    fn end_hold(&mut self, outcome: HoldOutcome, cancelled: bool) -> Result<(), SessionError> {
+        let Some(mut hold) = self.hold.take() else {
+            return Ok(());
+        };
+        self.signals.set_held(false);
+        self.state.set_phase(if self.state.is_idle() {
+            Phase::Ready
+        } else {
+            Phase::InQuery
+        });
+        let id = hold.ticket.id().to_owned();
+        if outcome == HoldOutcome::Withdrawn {
+            hold.ticket.withdraw();
+        }
+        self.governor.observe(SessionEvent::HoldDecided {
+            id: &id,
+            outcome: &outcome,
+        });
+        info!(session = %self.identity, hold = %id, ?outcome, "hold ended");
+        let rule = &hold.requirement.rule;
+        let refusal = match outcome {
+            HoldOutcome::Approved { .. } => {
+                self.pending = Some(Pending::Approved);
+                None
+            }
+            HoldOutcome::Denied { by, reason } => Some(
+                ErrorSpec::error(
+                    "42501",
+                    format!(
+                        "hold {id} was denied by {by}{}",
+                        reason.map(|r| format!(": {r}")).unwrap_or_default()
+                    ),
+                )
+                .with_detail(format!(
+                    "The statement was held by hoop policy rule \"{rule}\" and never ran."
+                )),
+            ),
+            HoldOutcome::TimedOut => Some(
+                ErrorSpec::error(
+                    "42501",
+                    format!(
+                        "hold {id} timed out after {} without a decision",
+                        humantime::format_duration(hold.requirement.timeout)
+                    ),
+                )
+                .with_detail(format!(
+                    "The statement was held by hoop policy rule \"{rule}\" and never ran."
+                )),
+            ),
+            HoldOutcome::Withdrawn if cancelled => Some(
+                ErrorSpec::error("57014", "canceling statement due to user request")
+                    .with_detail(format!("hold {id} was withdrawn; the statement never ran.")),
+            ),
+            HoldOutcome::Withdrawn => Some(
+                ErrorSpec::error("42501", format!("hold {id} was withdrawn")).with_detail(format!(
+                    "The statement was held by hoop policy rule \"{rule}\" and never ran."
+                )),
+            ),
+        };
+        if let Some(spec) = refusal {
+            self.pending = Some(Pending::Refused(spec.encode()));
+        }
+        self.process_client()
+    }
+
+    // ---- server → client ----
+
+    fn process_server(&mut self) -> Result<(), SessionError> {
+        let mut buf = std::mem::take(&mut self.server_buf);
+        let result = self.process_server_buf(&mut buf);
+        self.server_buf = buf;
+        result
+    }
+
+    fn process_server_buf(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
+        let mut run = 0;
+        loop {
+            let (tag, len) = match self.server_decoder.peek(&buf[run..])? {
+                Peek::Complete { tag, len } => (tag, len),
+                Peek::Incomplete { len } => {
+                    if let Some(len) = len {
+                        buf.reserve((run + len).saturating_sub(buf.len()));
+                    }
+                    break;
+                }
+            };
+            let action = self.server_frame(tag, &buf[run + 5..run + len])?;
+            if action == ServerAction::Forward {
+                run += len;
+                continue;
+            }
+            if run > 0 {
+                self.to_client.push(buf.split_to(run).freeze());
+                run = 0;
+            }
+            buf.advance(len);
+            if let ServerAction::Replace(b) = action {
+                self.to_client.push(b);
+            }
+        }
+        if run > 0 {
+            self.to_client.push(buf.split_to(run).freeze());
+        }
+        Ok(())
+    }
+
+    fn server_frame(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
+        let mut action = ServerAction::Forward;
+        match tag {
+            b'D' => {
+                if self.inspect {
+                    action = self.rewrite_row(body)?;
+                }
+                return Ok(action);
+            }
+            b'd' => {
+                self.governor.observe(SessionEvent::CopyData {
+                    direction: Direction::Backend,
+                    bytes: body.len(),
+                });
+                if let (Some(rw), Some(format)) =
+                    (self.rows.rewriter.as_mut(), self.rows.copy_format)
+                    && let Some(b) = rw.rewrite_copy_data(body, format)
+                {
+                    let mut m = crate::proto::pg::wire::MessageBuilder::new(b'd');
+                    m.bytes(&b);
+                    action = ServerAction::Replace(m.finish());
+                }
+                // CopyData from the server is not tracked by the session state.
+                return Ok(action);
+            }
+            b'R' => {
+                if self.state.phase() == Phase::Authenticating
+                    && let Some(b) = strip_channel_binding(body).map_err(server_msg)?
+                {
+                    debug!(session = %self.identity, "removed SCRAM-SHA-256-PLUS from the offered mechanisms");
+                    action = ServerAction::Replace(b);
+                }
+            }
+            b'K' => {
+                let key = BackendKeyData::parse(body).map_err(server_msg)?;
+                self.identity.backend_pid = Some(key.pid);
+                self.registration = Some(self.ctx.cancels.register(
+                    key.pid,
+                    key.secret,
+                    self.upstream,
+                    &self.signals,
+                ));
+            }
+            b'S' => {
+                let p = ParameterStatus::parse(body).map_err(server_msg)?;
+                if p.name == "application_name" {
+                    self.identity.application_name = Some(p.value.to_owned());
+                }
+            }
+            b'E' | b'N' => {
+                let fields = NoticeFields::parse(body).map_err(server_msg)?;
+                let ours =
+                    tag == b'E' && matches!(self.state.owed().next(), Some(Owed::Abort { .. }));
+                if tag == b'E' {
+                    self.rows.reset();
+                    if !ours {
+                        self.governor.observe(SessionEvent::ServerError {
+                            sqlstate: fields.code(),
+                            severity: fields.severity(),
+                        });
+                    }
+                }
+                if !ours {
+                    let text = if tag == b'E' {
+                        ServerText::Error(&fields)
+                    } else {
+                        ServerText::Notice(&fields)
+                    };
+                    if let Some(b) = self.governor.rewrite_server_text(text) {
+                        action = ServerAction::Replace(b);
+                    }
+                }
+            }
+            b'A' => {
+                let n = NotificationResponse::parse(body).map_err(server_msg)?;
+                if let Some(b) = self
+                    .governor
+                    .rewrite_server_text(ServerText::Notification(&n))
+                {
+                    action = ServerAction::Replace(b);
+                }
+            }
+            b'C' => {
+                let c = CommandComplete::parse(body).map_err(server_msg)?;
+                self.governor.observe(SessionEvent::CommandComplete {
+                    tag: c.tag,
+                    rows: c.rows(),
+                });
+                self.rows.reset();
+            }
+            b'I' | b's' | b'T' | b'Z' | b'G' => self.rows.reset(),
+            b'H' | b'W' => {
+                self.rows.reset();
+                if self.inspect {
+                    let response = CopyResponse::parse(body).map_err(server_msg)?;
+                    self.rows.copy_format = Some(response.format);
+                    if let Some(r) = self.state.current_result() {
+                        let ctx = StatementContext {
+                            identity: &self.identity,
+                            sql: r.sql,
+                            form: r.form,
+                            statement_name: r.statement,
+                            portal: r.portal,
+                            statement_index: r.statement_index,
+                            transaction: self.state.transaction(),
+                        };
+                        self.rows.rewriter = self.governor.copy_rewriter(&ctx, response.format);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let state_action = self.state.server_message(tag, body).map_err(|e| match e {
+            crate::proto::pg::session::SessionError::Message(m) => SessionError::ServerMessage(m),
+            e @ crate::proto::pg::session::SessionError::UnexpectedReply { .. } => {
+                SessionError::ServerState(e)
+            }
+        })?;
+        if tag == b'Z' && !self.started {
+            self.started = true;
+            debug!(session = %self.identity, "session ready");
+            self.governor.observe(SessionEvent::Started {
+                identity: &self.identity,
+            });
+        }
+        Ok(match state_action {
+            ServerAction::Forward => action,
+            other => other,
+        })
+    }
+
+    fn rewrite_row(&mut self, body: &[u8]) -> Result<ServerAction, SessionError> {
+        if !self.rows.resolved {
+            self.rows.resolved = true;
+            let Some(r) = self.state.current_result() else {
+                return Err(SessionError::UnattributedRows);
+            };
+            let Some(desc) = r.row_description else {
+                return Err(SessionError::UnattributedRows);
+            };
+            let formats: Vec<i16> = match (r.form, r.result_formats) {
+                (ProtocolForm::Simple, _) => desc.fields().map(|f| f.format).collect(),
+                (_, []) => vec![0; desc.len()],
+                (_, [one]) => vec![*one; desc.len()],
+                (_, many) => many.to_vec(),
+            };
+            let ctx = StatementContext {
+                identity: &self.identity,
+                sql: r.sql,
+                form: r.form,
+                statement_name: r.statement,
+                portal: r.portal,
+                statement_index: r.statement_index,
+                transaction: self.state.transaction(),
+            };
+            self.rows.rewriter = self.governor.row_rewriter(&ctx, desc, &formats);
+        }
+        let Some(rewriter) = self.rows.rewriter.as_mut() else {
+            return Ok(ServerAction::Forward);
+        };
+        let row = DataRow::parse(body).map_err(server_msg)?;
+        match rewriter.rewrite_row(&row) {
+            RowRewrite::Unchanged => Ok(ServerAction::Forward),
+            RowRewrite::Replaced(b) => Ok(ServerAction::Replace(b)),
+            RowRewrite::Refuse(spec) => Err(SessionError::RowRefused(spec)),
+        }
+    }
+}
+
+/// The outcome of judging one statement.
+enum Decision {
+    Allow,
+    Refuse(Bytes),
+    Hold,
+}
