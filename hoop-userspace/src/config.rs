@@ -306,6 +306,17 @@ pub struct ProxyConfig {
     /// How long to wait for the original destination to accept a connection (default 5s).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How often a client waiting on a hold is reminded (default 30s).
+    #[serde(default = "default_hold_reminder", with = "humantime_serde")]
+    pub hold_reminder_interval: Duration,
+    /// Role hoop uses for its catalog lookups (resolving result columns to
+    /// their tables for masking). Default: the session's own user.
+    #[serde(default)]
+    pub catalog_user: Option<String>,
+    /// Environment variable holding the catalog role's password (needed when
+    /// the server does not trust hoop's address). Never put the password here.
+    #[serde(default)]
+    pub catalog_password_env: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -313,8 +324,15 @@ impl Default for ProxyConfig {
         Self {
             max_message_size: default_max_message_size(),
             connect_timeout: default_connect_timeout(),
+            hold_reminder_interval: default_hold_reminder(),
+            catalog_user: None,
+            catalog_password_env: None,
         }
     }
+}
+
+fn default_hold_reminder() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_max_message_size() -> usize {

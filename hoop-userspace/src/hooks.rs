@@ -151,10 +151,35 @@ pub enum SessionEvent<'a> {
     },
 }
 
+/// Asynchronous work a governor needs done before it can build a row
+/// rewriter (e.g. a catalog lookup); the driver awaits it, without reading
+/// further from the server, then asks again.
+pub type Preparation = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Per-session governance.
 pub trait SessionGovernor: Send {
     /// Judges a statement before anything of it goes upstream.
     fn judge(&mut self, statement: &StatementContext<'_>) -> Verdict;
+
+    /// An error that must end the session now (sent to the client as
+    /// FATAL), e.g. its recording failed and the policy requires one.
+    /// Checked before every statement and whenever the session wakes.
+    fn fatal(&mut self) -> Option<ErrorSpec> {
+        None
+    }
+
+    /// Work to finish before [`SessionGovernor::row_rewriter`] is asked
+    /// about a result with these columns (`None`: nothing to do).
+    fn columns_to_resolve(&mut self, description: &RowDescription) -> Option<Preparation> {
+        let _ = description;
+        None
+    }
+
+    /// Work to finish before [`SessionGovernor::copy_rewriter`] is asked.
+    fn copy_columns_to_resolve(&mut self, statement: &StatementContext<'_>) -> Option<Preparation> {
+        let _ = statement;
+        None
+    }
 
     /// Whether this governor may rewrite rows. When `false` the driver skips
     /// RowDescription tracking and never calls the rewriter hooks (the fast

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod app;
 pub mod config;
 pub mod exec;
+pub mod govern;
 pub mod hold;
 pub mod hooks;
 pub mod intercept;

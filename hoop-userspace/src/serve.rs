@@ -4,7 +4,6 @@
 
 use std::{
     net::{SocketAddr, SocketAddrV6},
-    os::fd::AsFd as _,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -21,6 +20,11 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::Config,
+    govern::{CatalogStore, Governors, RegistryBroker},
+    proxy::{
+        dial::Dialer,
+        pg::{PgProxyContext, SessionError},
+    },
     hold::HoldRegistry,
     policy::reload::PolicyHandle,
     record::Recorder,
@@ -40,6 +44,9 @@ pub enum ServeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The TLS certificate, key or CA bundle could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[source] crate::proxy::pg::TlsError),
     /// The eBPF programs could not be loaded or attached.
     #[error(transparent)]
     Intercept(#[from] intercept::InterceptError),
@@ -112,11 +119,20 @@ impl Server {
             tasks: JoinSet::new(),
             redirects_seen: Arc::new(AtomicU64::new(0)),
         };
-        let ctx = Arc::new(ConnectionContext {
-            interceptor: server.interceptor.clone(),
-            connect_timeout: config.proxy.connect_timeout,
-            governance,
-        });
+        let dialer = Dialer { mark: Some(intercept::DEFAULT_SKIP_MARK), connect_timeout: config.proxy.connect_timeout };
+        let password = config.proxy.catalog_password_env.as_deref().and_then(|v| std::env::var(v).ok());
+        let catalog = Arc::new(CatalogStore::new(dialer, config.proxy.catalog_user.clone(), password));
+        let governors = Arc::new(Governors::new(
+            governance.policy.clone(),
+            governance.recorder.clone(),
+            config.recording.rows,
+            catalog,
+        ));
+        let broker = Arc::new(RegistryBroker::new(governance.holds.clone(), governance.policy.clone()));
+        let mut pg = PgProxyContext::from_config(config, Some(intercept::DEFAULT_SKIP_MARK), governors, broker)
+            .map_err(ServeError::Tls)?;
+        pg.hold_reminder_interval = config.proxy.hold_reminder_interval;
+        let ctx = Arc::new(ConnectionContext { interceptor: server.interceptor.clone(), pg: Arc::new(pg) });
         server.spawn_accept_loop(v4, ctx.clone());
         if let Some(v6) = v6 {
             server.spawn_accept_loop(v6, ctx);
@@ -219,9 +235,7 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 /// What each connection task needs.
 struct ConnectionContext {
     interceptor: Arc<Mutex<Interceptor>>,
-    connect_timeout: Duration,
-    #[allow(dead_code)] // used by the PostgreSQL session driver
-    governance: Governance,
+    pg: Arc<PgProxyContext>,
 }
 
 impl ConnectionContext {
@@ -257,47 +271,37 @@ impl ConnectionContext {
             ..SessionIdentity::default()
         };
         debug!(session = %identity, "redirected connection accepted");
-        let upstream = match dial(original.addr, self.connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
+        let upstream = original.addr;
+        match crate::proxy::pg::serve(self.pg.clone(), client, identity, upstream).await {
+            Ok(()) => {}
+            Err(SessionError::Dial(e)) => {
                 m.upstream_connect_errors_total.inc();
-                warn!(session = %identity, error = %e, "cannot reach the original destination; closing the client");
-                return;
+                warn!(%upstream, error = %e, "cannot reach the original destination; the client was told and closed");
             }
-        };
-        relay(client, upstream, &identity).await;
+            Err(e) => {
+                m.connection_errors_total.with_label_values(&[error_reason(&e)]).inc();
+            }
+        }
     }
 }
 
-/// Dials the original destination with the skip mark, so our own connection
-/// is never redirected even when this process runs inside a governed cgroup.
-pub async fn dial(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    intercept::mark_socket(socket.as_fd(), intercept::DEFAULT_SKIP_MARK)
-        .map_err(std::io::Error::other)?;
-    let stream = tokio::time::timeout(timeout, socket.connect(addr))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {timeout:?}"),
-            )
-        })??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-async fn relay(mut client: TcpStream, mut upstream: TcpStream, identity: &SessionIdentity) {
-    let _ = client.set_nodelay(true);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => {
-            debug!(session = %identity, bytes_up = up, bytes_down = down, "session ended")
+/// The bounded `reason` label of `hoop_connection_errors_total`.
+fn error_reason(e: &SessionError) -> &'static str {
+    match e {
+        SessionError::ClientIo(_) => "client_gone",
+        SessionError::ServerIo(_) => "server_gone",
+        SessionError::ClientTls(_) | SessionError::UpstreamTls(_) | SessionError::UpstreamRefusedTls => "tls",
+        SessionError::ClientMessage(_) | SessionError::UnsupportedProtocol { .. } | SessionError::DataAfterSslRequest => {
+            "client_protocol"
         }
-        Err(e) => debug!(session = %identity, error = %e, "session ended with an error"),
+        SessionError::ServerMessage(_) | SessionError::ServerState(_) | SessionError::UnattributedRows => {
+            "server_protocol"
+        }
+        SessionError::Frame(_) => "protocol",
+        SessionError::StartupTimeout => "startup_timeout",
+        SessionError::Governance(_) => "governance",
+        SessionError::RowRefused(_) => "row_refused",
+        SessionError::Dial(_) => "upstream_connect",
     }
 }
 

@@ -284,7 +284,7 @@ fn unreachable_destination_closes_the_client_promptly_and_is_counted() {
     let dead_port = free_port();
     let cfg = TestConfig::new(&[dead_port], "");
     let script = format!(
-        "psql -h 127.0.0.1 -p {dead_port} -U postgres -d test -XAtc 'SELECT 1'; echo psql-exit=$?; {}",
+        "psql -h 127.0.0.1 -p {dead_port} -U postgres -d test -XAtc 'SELECT 1' 2>&1; echo psql-exit=$?; {}",
         scrape_snippet(&cfg.admin_url())
     );
     let started = Instant::now();

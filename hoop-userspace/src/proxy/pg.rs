@@ -174,6 +174,9 @@ pub enum SessionError {
     /// while governance inspects rows (fail closed).
     #[error("result rows could not be attributed to a statement")]
     UnattributedRows,
+    /// Governance ended the session (e.g. its recording failed).
+    #[error("governance ended the session: {}", .0.message)]
+    Governance(ErrorSpec),
     /// Governance refused a row that could not be made safe.
     #[error("a result row was refused: {}", .0.message)]
     RowRefused(ErrorSpec),
@@ -220,6 +223,7 @@ impl SessionError {
                 "hoop could not attribute result rows to a statement, so it cannot apply masking",
             )
             .with_hint("This is a bug in hoop; the session was closed to keep data safe."),
+            Self::Governance(spec) => spec.clone(),
             Self::RowRefused(spec) => ErrorSpec {
                 severity: crate::proto::pg::notice::Severity::Fatal,
                 ..spec.clone()

@@ -100,6 +100,11 @@ impl<'a> DataRow<'a> {
         self.len
     }
 
+    /// The raw message body (column count, then length-prefixed values).
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
     /// Whether the row has no values.
     pub fn is_empty(&self) -> bool {
         self.len == 0

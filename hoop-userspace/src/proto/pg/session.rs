@@ -166,6 +166,10 @@ pub enum ServerAction {
     Swallow,
     /// Send these bytes instead.
     Replace(Bytes),
+    /// Stop before this message: the driver has work to finish first (a
+    /// catalog lookup for masking); the message is processed again after.
+    /// The state machine itself never returns this.
+    Pause,
 }
 
 /// What a result set (rows, COPY data, completion) belongs to.

@@ -19,8 +19,8 @@ use tracing::{debug, info};
 use super::cancel::{CancelRegistration, CancelSignals};
 use super::{PgProxyContext, SessionError, Stream};
 use crate::hooks::{
-    HoldOutcome, HoldRequest, HoldTicket, RowRewrite, RowRewriter, ServerText, SessionEvent,
-    SessionGovernor, StatementContext,
+    HoldOutcome, HoldRequest, HoldTicket, Preparation, RowRewrite, RowRewriter, ServerText,
+    SessionEvent, SessionGovernor, StatementContext,
 };
 use crate::proto::pg::{
     Direction, Frame, FrameDecoder, Peek,
@@ -173,6 +173,11 @@ pub(super) struct Relay {
     governor: Box<dyn SessionGovernor>,
     inspect: bool,
     rows: Rows,
+    /// Governance work to await before the frame at the head of the server
+    /// buffer is processed again.
+    preparation: Option<Preparation>,
+    /// The head frame's preparation is done.
+    prepared_frame: bool,
     discard_until_sync: bool,
     pending: Option<Pending>,
     hold: Option<ActiveHold>,
@@ -230,6 +235,8 @@ impl Relay {
             governor,
             inspect,
             rows: Rows::default(),
+            preparation: None,
+            prepared_frame: false,
             discard_until_sync: false,
             pending: None,
             hold: None,
@@ -268,6 +275,13 @@ impl Relay {
             let wake = poll_fn(|cx| self.poll_io(cx)).await?;
             if wake.server {
                 self.process_server()?;
+                while let Some(preparation) = self.preparation.take() {
+                    preparation.await;
+                    self.process_server()?;
+                }
+            }
+            if let Some(spec) = self.governor.fatal() {
+                return Err(SessionError::Governance(spec));
             }
             if wake.client && self.hold.is_none() {
                 self.process_client()?;
@@ -444,6 +458,7 @@ impl Relay {
                     }
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
+                    Decision::Fatal(spec) => Err(SessionError::Governance(spec)),
                 }
             }
             b'P' => {
@@ -455,6 +470,7 @@ impl Relay {
                     }
                     Decision::Refuse(err) => Ok(self.refuse(err, true)),
                     Decision::Hold => Ok(ClientAction::Hold),
+                    Decision::Fatal(spec) => Err(SessionError::Governance(spec)),
                 }
             }
             b'B' => {
@@ -506,6 +522,7 @@ impl Relay {
                     }
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
+                    Decision::Fatal(spec) => Err(SessionError::Governance(spec)),
                 }
             }
             b'd' => {
@@ -526,6 +543,9 @@ impl Relay {
 
     /// Judges a statement (or applies a hold's decision to it).
     fn decide(&mut self, sql: &str, form: ProtocolForm, name: Option<&str>) -> Decision {
+        if let Some(spec) = self.governor.fatal() {
+            return Decision::Fatal(spec);
+        }
         let ctx = StatementContext {
             identity: &self.identity,
             sql,
@@ -716,6 +736,11 @@ impl Relay {
                 }
             };
             let action = self.server_frame(tag, &buf[run + 5..run + len])?;
+            if action == ServerAction::Pause {
+                // Resumed at this frame once the preparation is done.
+                break;
+            }
+            self.prepared_frame = false;
             if action == ServerAction::Forward {
                 run += len;
                 continue;
@@ -827,6 +852,26 @@ impl Relay {
             }
             b'I' | b's' | b'T' | b'Z' | b'G' => self.rows.reset(),
             b'H' | b'W' => {
+                if self.inspect
+                    && tag == b'H'
+                    && !self.prepared_frame
+                    && let Some(r) = self.state.current_result()
+                {
+                    let ctx = StatementContext {
+                        identity: &self.identity,
+                        sql: r.sql,
+                        form: r.form,
+                        statement_name: r.statement,
+                        portal: r.portal,
+                        statement_index: r.statement_index,
+                        transaction: self.state.transaction(),
+                    };
+                    if let Some(p) = self.governor.copy_columns_to_resolve(&ctx) {
+                        self.prepared_frame = true;
+                        self.preparation = Some(p);
+                        return Ok(ServerAction::Pause);
+                    }
+                }
                 self.rows.reset();
                 if self.inspect {
                     let response = CopyResponse::parse(body).map_err(server_msg)?;
@@ -868,13 +913,20 @@ impl Relay {
 
     fn rewrite_row(&mut self, body: &[u8]) -> Result<ServerAction, SessionError> {
         if !self.rows.resolved {
-            self.rows.resolved = true;
             let Some(r) = self.state.current_result() else {
                 return Err(SessionError::UnattributedRows);
             };
             let Some(desc) = r.row_description else {
                 return Err(SessionError::UnattributedRows);
             };
+            if !self.prepared_frame
+                && let Some(p) = self.governor.columns_to_resolve(desc)
+            {
+                self.prepared_frame = true;
+                self.preparation = Some(p);
+                return Ok(ServerAction::Pause);
+            }
+            self.rows.resolved = true;
             let formats: Vec<i16> = match (r.form, r.result_formats) {
                 (ProtocolForm::Simple, _) => desc.fields().map(|f| f.format).collect(),
                 (_, []) => vec![0; desc.len()],
@@ -909,4 +961,6 @@ enum Decision {
     Allow,
     Refuse(Bytes),
     Hold,
+    /// Governance ends the session.
+    Fatal(ErrorSpec),
 }

@@ -1,0 +1,716 @@
+//! Governance wired into the PostgreSQL driver: the [`hooks`](crate::hooks)
+//! implementation that joins the live policy (judging), the masking engine
+//! (rows, COPY, echoed values), the recorder and the hold registry.
+//!
+//! Fail-closed choices made here (documented in `docs/policy.md`):
+//! - a statement that would copy a masked column somewhere masking cannot
+//!   follow (`INSERT … SELECT ssn`, `CREATE TABLE AS`, `COPY … TO 'file'`)
+//!   is denied under the rule name `mask.exfiltration`;
+//! - rows whose columns cannot be resolved through the catalog are masked
+//!   wherever lineage cannot prove them clean;
+//! - a session that started while the policy masked nothing is not
+//!   inspected; if a reload later adds masking, its statements are denied
+//!   until it reconnects;
+//! - a recording that cannot be written closes the session
+//!   (`recording.on_error: close_session`, the default).
+
+pub mod catalog;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use crate::{
+    config::{RecordRows, RecordingOnError},
+    hold::HoldRegistry,
+    hooks::{
+        GovernorFactory, HoldBroker, HoldOutcome, HoldRequest, HoldTicket, RowRewrite,
+        RowRewriter, ServerText, SessionEvent, SessionGovernor, StatementContext,
+    },
+    mask::{
+        self, BinaryUnmaskable, ColumnDescription, ColumnRule, copy::CopyMasker, DetectorKind,
+        DetectorRule, MaskPlan, MaskRules, copy::CopyStatement, lineage,
+    },
+    metrics::metrics,
+    policy::{self, Policy, reload::PolicyHandle},
+    proto::pg::{
+        copy::CopyFormat,
+        notice::{ErrorSpec, NoticeFields},
+        rows::{DataRow, RowDescription},
+    },
+    record::{self, HoldState, MaskedCopyChunk, MaskedRow, Recorder, SessionRecorder},
+    session::SessionIdentity,
+    statement::{Denial, StatementKind, Verdict},
+};
+
+pub use catalog::CatalogStore;
+
+/// Rule name for statements denied because they would move masked data
+/// where masking cannot follow it.
+pub const EXFILTRATION_RULE: &str = "mask.exfiltration";
+
+/// Makes one [`SessionGovernance`] per session.
+pub struct Governors {
+    policy: PolicyHandle,
+    recorder: Recorder,
+    rows: RecordRows,
+    catalog: Arc<CatalogStore>,
+}
+
+impl Governors {
+    /// Governance for sessions to `upstream` servers, resolving catalog
+    /// names through `catalog`.
+    pub fn new(policy: PolicyHandle, recorder: Recorder, rows: RecordRows, catalog: Arc<CatalogStore>) -> Self {
+        Self { policy, recorder, rows, catalog }
+    }
+}
+
+/// Compiles the mask rules that apply to one session under one policy.
+pub fn mask_rules(policy: &Policy, identity: &SessionIdentity) -> Arc<MaskRules> {
+    let mut column_rules = Vec::new();
+    let mut detector_rules = Vec::new();
+    for rule in policy.mask_rules_for(identity) {
+        let keep_last = rule.keep_last.unwrap_or(4) as usize;
+        if !rule.columns.is_empty() {
+            column_rules.push(ColumnRule {
+                name: rule.name.clone(),
+                columns: rule
+                    .columns
+                    .iter()
+                    .map(|c| mask::ColumnRef { schema: c.schema.clone(), table: c.table.clone(), column: c.column.clone() })
+                    .collect(),
+                strategy: rule.strategy,
+                keep_last,
+            });
+        }
+        if !rule.detectors.is_empty() {
+            detector_rules.push(DetectorRule {
+                name: rule.name.clone(),
+                detectors: rule
+                    .detectors
+                    .iter()
+                    .map(|d| match d {
+                        policy::Detector::Builtin(b) => DetectorKind::Builtin(*b),
+                        policy::Detector::Custom { name, regex } => {
+                            DetectorKind::Custom { name: name.clone(), regex: regex.clone() }
+                        }
+                    })
+                    .collect(),
+                strategy: rule.strategy,
+                keep_last,
+            });
+        }
+    }
+    let key = policy.hash_key().map(|k| k.bytes().to_vec()).unwrap_or_default();
+    let binary = match policy.binary_unmaskable() {
+        policy::spec::BinaryUnmaskable::Refuse => BinaryUnmaskable::Refuse,
+        policy::spec::BinaryUnmaskable::Null => BinaryUnmaskable::Null,
+    };
+    match MaskRules::new(column_rules, detector_rules, key, binary) {
+        Ok(rules) => Arc::new(rules),
+        Err(e) => {
+            // Policy validation rejects these cases; if one slips through,
+            // mask everything that can be masked rather than nothing.
+            warn!(error = %e, "mask rules could not be compiled; redacting every column");
+            Arc::new(
+                MaskRules::new(
+                    vec![ColumnRule {
+                        name: "mask.invalid".into(),
+                        columns: vec![mask::ColumnRef { schema: None, table: None, column: "*".into() }],
+                        strategy: mask::Strategy::Redact,
+                        keep_last: 0,
+                    }],
+                    Vec::new(),
+                    Vec::new(),
+                    BinaryUnmaskable::Refuse,
+                )
+                .unwrap_or_else(|_| unreachable!("a redact-only rule set compiles")),
+            )
+        }
+    }
+}
+
+fn has_masking(rules: &MaskRules) -> bool {
+    !rules.column_rules.is_empty() || !rules.detector_rules.is_empty()
+}
+
+impl GovernorFactory for Governors {
+    fn session(&self, identity: &SessionIdentity) -> Box<dyn SessionGovernor> {
+        let snapshot = self.policy.snapshot();
+        let rules = mask_rules(&snapshot, identity);
+        let inspecting = has_masking(&rules) || self.rows == RecordRows::Full;
+        let (recorder, fatal) = match self.recorder.open_session(identity) {
+            Ok(r) => (r, None),
+            Err(e) => {
+                metrics().connection_errors_total.with_label_values(&["recording"]).inc();
+                warn!(session = %identity, error = %e, "cannot open the session's recording");
+                let fatal = (self.recorder.on_error() == RecordingOnError::CloseSession).then(|| recording_fatal(&e));
+                (SessionRecorder::disabled(), fatal)
+            }
+        };
+        Box::new(SessionGovernance {
+            identity: identity.clone(),
+            policy: self.policy.clone(),
+            snapshot,
+            rules,
+            inspecting,
+            record_rows: self.rows == RecordRows::Full,
+            on_error: self.recorder.on_error(),
+            recorder: Arc::new(Mutex::new(recorder)),
+            fatal,
+            catalog: self.catalog.clone(),
+            cursors: HashMap::new(),
+            views_version: 0,
+            lineage_cache: HashMap::new(),
+        })
+    }
+}
+
+fn recording_fatal(e: &dyn std::fmt::Display) -> ErrorSpec {
+    ErrorSpec::fatal("58030", "hoop cannot record this session, and its policy requires a recording")
+        .with_detail(format!("{e}"))
+        .with_hint("Fix recording.dir (space, permissions) or set recording.on_error: continue.")
+}
+
+/// One session's governance.
+struct SessionGovernance {
+    identity: SessionIdentity,
+    policy: PolicyHandle,
+    /// The snapshot `rules` was compiled from.
+    snapshot: Arc<Policy>,
+    rules: Arc<MaskRules>,
+    /// Whether the driver shows us every result (decided once, at start).
+    inspecting: bool,
+    record_rows: bool,
+    on_error: RecordingOnError,
+    /// Shared with row rewriters, which record masked rows (`rows: full`).
+    recorder: SharedRecorder,
+    /// Set when the session must end (recording failed under close_session).
+    fatal: Option<ErrorSpec>,
+    catalog: Arc<CatalogStore>,
+    /// Cursor name → the SQL that declared it, for rows that come from FETCH.
+    cursors: HashMap<String, String>,
+    /// The catalog's view-dependency version `rules` includes.
+    views_version: u64,
+    /// SQL → its lineage, for the current rule set (prepared statements run
+    /// the same SQL again and again).
+    lineage_cache: HashMap<Box<str>, Arc<lineage::SqlLineage>>,
+}
+
+const LINEAGE_CACHE_MAX: usize = 256;
+
+type SharedRecorder = Arc<Mutex<SessionRecorder>>;
+
+fn lock(recorder: &SharedRecorder) -> MutexGuard<'_, SessionRecorder> {
+    // A panic while recording must not stop the session from being recorded
+    // as failed; the recorder's own state stays consistent per call.
+    recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SessionGovernance {
+    /// Brings the mask rules up to the live policy.
+    fn refresh(&mut self) -> Arc<Policy> {
+        let current = self.policy.snapshot();
+        let (views_version, views) = self.catalog.views(&self.identity);
+        if !Arc::ptr_eq(&current, &self.snapshot) || views_version != self.views_version {
+            let mut rules = mask_rules(&current, &self.identity);
+            if has_masking(&rules) && !views.is_empty() {
+                let rows: Vec<Vec<Option<&[u8]>>> =
+                    views.iter().map(|r| r.iter().map(|c| c.as_deref().map(str::as_bytes)).collect()).collect();
+                match mask::plan::masked_views(&rules, &rows) {
+                    Ok(relations) => Arc::make_mut(&mut rules).set_masked_relations(relations),
+                    Err(e) => warn!(error = %e, "cannot read view dependencies; views are not masked by source"),
+                }
+            }
+            self.rules = rules;
+            self.snapshot = current.clone();
+            self.views_version = views_version;
+            self.lineage_cache.clear();
+        }
+        current
+    }
+
+    fn lineage_of(&mut self, sql: &str) -> Arc<lineage::SqlLineage> {
+        if let Some(l) = self.lineage_cache.get(sql) {
+            return l.clone();
+        }
+        let l = Arc::new(lineage::analyze_sql(sql, &self.rules));
+        if self.lineage_cache.len() >= LINEAGE_CACHE_MAX {
+            self.lineage_cache.clear();
+        }
+        self.lineage_cache.insert(sql.into(), l.clone());
+        l
+    }
+
+    fn recording_failed(&mut self) {
+        if self.fatal.is_none() {
+            let failure = lock(&self.recorder).failure();
+            metrics().connection_errors_total.with_label_values(&["recording"]).inc();
+            warn!(session = %self.identity, failure = ?failure, "recording failed");
+            if self.on_error == RecordingOnError::CloseSession {
+                self.fatal = Some(recording_fatal(
+                    &failure.map_or_else(|| "recording failed".to_owned(), |f| format!("{f:?}")),
+                ));
+            }
+        }
+    }
+
+    /// SQL with values the policy's detectors find masked, for recordings
+    /// and approvers.
+    fn masked_sql(&self, sql: &str) -> String {
+        self.rules.mask_free_text(sql).unwrap_or_else(|| sql.to_owned())
+    }
+
+    fn note_cursors(&mut self, sql: &str) {
+        for (name, declared) in declared_cursors(sql) {
+            if self.cursors.len() > 1024 {
+                self.cursors.clear();
+            }
+            self.cursors.insert(name, declared);
+        }
+    }
+
+    /// The lineage for result rows of `statement`.
+    fn result_lineage(&mut self, statement: &StatementContext<'_>) -> lineage::Lineage {
+        let sql = statement.sql;
+        if let Some(cursor) = fetched_cursor(sql, statement.statement_index) {
+            return match self.cursors.get(&cursor) {
+                Some(declared) => lineage::analyze_query_sql(declared, &self.rules),
+                // A cursor declared before hoop saw the session, or by a
+                // function: its query is unknown, so every column is masked.
+                None => lineage::Lineage::unknown(),
+            };
+        }
+        self.lineage_of(sql).statement(statement.statement_index)
+    }
+}
+
+impl SessionGovernor for SessionGovernance {
+    fn judge(&mut self, statement: &StatementContext<'_>) -> Verdict {
+        let policy = self.refresh();
+        let judgement = policy.judge(statement.sql, statement.form, statement.identity);
+        let mut verdict = judgement.verdict;
+        if matches!(verdict, Verdict::Allow) {
+            if !self.inspecting && has_masking(&self.rules) {
+                verdict = Verdict::Deny(Denial {
+                    rule: "mask.reconnect".into(),
+                    message: "hoop's policy now masks results; reconnect to continue".into(),
+                });
+            } else if has_masking(&self.rules) && self.lineage_of(statement.sql).writes_masked() {
+                verdict = Verdict::Deny(Denial {
+                    rule: EXFILTRATION_RULE.into(),
+                    message: "this statement would copy masked data where masking cannot follow it".into(),
+                });
+            }
+        }
+        let label = match &verdict {
+            Verdict::Allow => "allow",
+            Verdict::Deny(_) => "deny",
+            Verdict::Hold(_) => "hold",
+        };
+        let m = metrics();
+        for s in &judgement.statements {
+            m.statements_total.with_label_values(&[kind_label(s.kind), label]).inc();
+        }
+        if judgement.statements.iter().any(|s| s.kind == StatementKind::Declare) {
+            self.note_cursors(statement.sql);
+        }
+        let kinds: Vec<StatementKind> = judgement.statements.iter().map(|s| s.kind).collect();
+        let tables: Vec<String> =
+            judgement.statements.iter().flat_map(|s| s.tables.iter().map(ToString::to_string)).collect();
+        let sql = self.masked_sql(statement.sql);
+        let failed = {
+            let mut r = lock(&self.recorder);
+            r.statement(&sql, statement.form, &kinds, &tables).is_err() || r.verdict(&verdict).is_err()
+        };
+        if failed {
+            self.recording_failed();
+        }
+        verdict
+    }
+
+    fn fatal(&mut self) -> Option<ErrorSpec> {
+        if self.fatal.is_none() && lock(&self.recorder).failed() {
+            self.recording_failed();
+        }
+        self.fatal.clone()
+    }
+
+    fn inspects_rows(&self) -> bool {
+        self.inspecting
+    }
+
+    fn columns_to_resolve(&mut self, description: &RowDescription) -> Option<catalog::Resolution> {
+        if !has_masking(&self.rules) {
+            return None;
+        }
+        let columns = column_descriptions(description, &[]);
+        self.catalog.resolution(&self.identity, &columns)
+    }
+
+    fn copy_columns_to_resolve(&mut self, statement: &StatementContext<'_>) -> Option<catalog::Resolution> {
+        if !has_masking(&self.rules) {
+            return None;
+        }
+        let parsed = CopyStatement::parse(statement.sql, &self.rules).ok()?;
+        let table = parsed.needs_table_columns(&self.rules)?;
+        let _ = table;
+        self.catalog.table_columns_resolution(&self.identity, parsed.regclass_text()?)
+    }
+
+    fn row_rewriter(
+        &mut self,
+        statement: &StatementContext<'_>,
+        description: &RowDescription,
+        result_formats: &[i16],
+    ) -> Option<Box<dyn RowRewriter>> {
+        self.refresh();
+        let masking = has_masking(&self.rules);
+        if !masking && !self.record_rows {
+            return None;
+        }
+        let plan = if masking {
+            let columns = column_descriptions(description, result_formats);
+            let resolved = self.catalog.resolve(&self.identity, &columns);
+            let lineage = self.result_lineage(statement);
+            let plan = MaskPlan::new(self.rules.clone(), &lineage, &columns, &resolved);
+            (!plan.is_noop()).then_some(plan)
+        } else {
+            None
+        };
+        if plan.is_none() && !self.record_rows {
+            return None;
+        }
+        Some(Box::new(RowMasking {
+            plan,
+            copy: None,
+            recorder: self.record_rows.then(|| self.recorder.clone()),
+        }))
+    }
+
+    fn copy_rewriter(&mut self, statement: &StatementContext<'_>, format: CopyFormat) -> Option<Box<dyn RowRewriter>> {
+        self.refresh();
+        if !has_masking(&self.rules) && !self.record_rows {
+            return None;
+        }
+        let copy = if has_masking(&self.rules) {
+            let masker = CopyStatement::parse(statement.sql, &self.rules).map_err(|e| e.to_string()).and_then(|parsed| {
+                let columns = parsed
+                    .regclass_text()
+                    .filter(|_| parsed.needs_table_columns(&self.rules).is_some())
+                    .and_then(|t| self.catalog.table_columns(&self.identity, &t));
+                CopyMasker::new(self.rules.clone(), parsed, columns.as_deref()).map_err(|e| e.to_string())
+            });
+            match masker {
+                Ok(m) => Some(Ok(m)),
+                // COPY (SELECT …) with a format we cannot parse, or binary
+                // COPY of masked columns: refuse rather than leak.
+                Err(e) => Some(Err(e)),
+            }
+        } else {
+            None
+        };
+        let _ = format;
+        Some(Box::new(RowMasking {
+            plan: None,
+            copy,
+            recorder: self.record_rows.then(|| self.recorder.clone()),
+        }))
+    }
+
+    fn rewrite_server_text(&mut self, message: ServerText<'_>) -> Option<Bytes> {
+        self.refresh();
+        if !has_masking(&self.rules) {
+            return None;
+        }
+        match message {
+            ServerText::Error(fields) | ServerText::Notice(fields) => {
+                let tag = if matches!(message, ServerText::Error(_)) { b'E' } else { b'N' };
+                let mut changed = false;
+                let masked: Vec<(u8, String)> = fields
+                    .fields
+                    .iter()
+                    .map(|(code, value)| {
+                        let m = match code {
+                            b'M' | b'D' | b'H' | b'W' | b'q' => self.rules.mask_free_text(value),
+                            _ => None,
+                        };
+                        changed |= m.is_some();
+                        (*code, m.unwrap_or_else(|| (*value).to_owned()))
+                    })
+                    .collect();
+                if !changed {
+                    return None;
+                }
+                metrics().masked_values_total.with_label_values(&["echoed_text"]).inc();
+                let owned = NoticeFields { fields: masked.iter().map(|(c, v)| (*c, v.as_str())).collect() };
+                Some(owned.encode(tag))
+            }
+            ServerText::Notification(n) => {
+                let payload = self.rules.mask_free_text(n.payload)?;
+                metrics().masked_values_total.with_label_values(&["echoed_text"]).inc();
+                let mut masked = *n;
+                masked.payload = &payload;
+                Some(masked.encode())
+            }
+        }
+    }
+
+    fn observe(&mut self, event: SessionEvent<'_>) {
+        match event {
+            SessionEvent::CommandComplete { tag, rows } => {
+                lock(&self.recorder).result(Some(tag), rows.unwrap_or(0), None);
+            }
+            SessionEvent::ServerError { sqlstate, .. } => {
+                lock(&self.recorder).result(None, 0, sqlstate);
+            }
+            SessionEvent::HoldDecided { id, outcome } => {
+                let (state, by, reason) = match outcome {
+                    HoldOutcome::Approved { by } => (HoldState::Approved, Some(by.as_str()), None),
+                    HoldOutcome::Denied { by, reason } => (HoldState::Denied, Some(by.as_str()), reason.as_deref()),
+                    HoldOutcome::TimedOut => (HoldState::Timeout, None, None),
+                    HoldOutcome::Withdrawn => (HoldState::Withdrawn, None, None),
+                };
+                if lock(&self.recorder).hold(id, state, by, reason).is_err() {
+                    self.recording_failed();
+                }
+            }
+            SessionEvent::Started { identity } => {
+                self.identity = identity.clone();
+            }
+            SessionEvent::Ended { reason } => {
+                let recorder = std::mem::replace(&mut *lock(&self.recorder), SessionRecorder::disabled());
+                recorder.end(reason);
+            }
+            SessionEvent::Judged { .. } | SessionEvent::Sent { .. } | SessionEvent::CopyData { .. } => {}
+        }
+    }
+}
+
+fn kind_label(kind: StatementKind) -> &'static str {
+    // serde's snake_case names are the policy's names; keep labels identical.
+    match kind {
+        StatementKind::Select => "select",
+        StatementKind::Insert => "insert",
+        StatementKind::Update => "update",
+        StatementKind::Delete => "delete",
+        StatementKind::Merge => "merge",
+        StatementKind::Truncate => "truncate",
+        StatementKind::Drop => "drop",
+        StatementKind::Alter => "alter",
+        StatementKind::Create => "create",
+        StatementKind::Grant => "grant",
+        StatementKind::Revoke => "revoke",
+        StatementKind::Copy => "copy",
+        StatementKind::Call => "call",
+        StatementKind::Do => "do",
+        StatementKind::Set => "set",
+        StatementKind::Show => "show",
+        StatementKind::Reset => "reset",
+        StatementKind::Begin => "begin",
+        StatementKind::Commit => "commit",
+        StatementKind::Rollback => "rollback",
+        StatementKind::Savepoint => "savepoint",
+        StatementKind::Prepare => "prepare",
+        StatementKind::Execute => "execute",
+        StatementKind::Deallocate => "deallocate",
+        StatementKind::Declare => "declare",
+        StatementKind::Fetch => "fetch",
+        StatementKind::Close => "close",
+        StatementKind::Listen => "listen",
+        StatementKind::Notify => "notify",
+        StatementKind::Unlisten => "unlisten",
+        StatementKind::Explain => "explain",
+        StatementKind::Vacuum => "vacuum",
+        StatementKind::Analyze => "analyze",
+        StatementKind::Lock => "lock",
+        StatementKind::Discard => "discard",
+        StatementKind::Comment => "comment",
+        StatementKind::Unparsed => "unparsed",
+        _ => "other",
+    }
+}
+
+fn column_descriptions(description: &RowDescription, formats: &[i16]) -> Vec<ColumnDescription> {
+    description
+        .fields()
+        .enumerate()
+        .map(|(i, f)| ColumnDescription {
+            name: f.name.to_owned(),
+            table_oid: f.table_oid,
+            column_attnum: f.column_attr,
+            type_oid: f.type_oid,
+            format: formats.get(i).copied().unwrap_or(f.format),
+        })
+        .collect()
+}
+
+/// `DECLARE name … CURSOR … FOR query` statements in `sql`: (name, whole statement).
+fn declared_cursors(sql: &str) -> Vec<(String, String)> {
+    policy::split::split(sql)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.text)
+        .filter_map(|stmt| {
+            let mut words = stmt.split_whitespace();
+            if !words.next()?.eq_ignore_ascii_case("declare") {
+                return None;
+            }
+            Some((normalize_ident(words.next()?), stmt.to_owned()))
+        })
+        .collect()
+}
+
+/// The cursor a FETCH (or MOVE) statement reads, for statement `index` of `sql`.
+fn fetched_cursor(sql: &str, index: usize) -> Option<String> {
+    let statements: Vec<&str> = policy::split::split(sql).unwrap_or_default().into_iter().map(|p| p.text).collect();
+    let stmt = statements.get(index).or_else(|| statements.last())?;
+    let mut words = stmt.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("fetch") {
+        return None;
+    }
+    // FETCH [direction [count]] [FROM | IN] name: the name is the last word.
+    let last = stmt.trim().trim_end_matches(';').split_whitespace().last()?;
+    Some(normalize_ident(last))
+}
+
+fn normalize_ident(word: &str) -> String {
+    let w = word.trim_end_matches(';');
+    if let Some(quoted) = w.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+        quoted.replace("\"\"", "\"")
+    } else {
+        w.to_ascii_lowercase()
+    }
+}
+
+/// The row rewriter for one result set or COPY.
+struct RowMasking {
+    plan: Option<MaskPlan>,
+    copy: Option<Result<CopyMasker, String>>,
+    recorder: Option<SharedRecorder>,
+}
+
+impl RowMasking {
+    fn flush_counts(&mut self) {
+        let counts = match (&mut self.plan, &mut self.copy) {
+            (Some(plan), _) => plan.take_counts(),
+            (None, Some(Ok(copy))) => copy.take_counts(),
+            _ => return,
+        };
+        let m = &metrics().masked_values_total;
+        for (rule, n) in counts {
+            if n > 0 {
+                m.with_label_values(&[&*rule]).inc_by(n);
+            }
+        }
+    }
+}
+
+impl Drop for RowMasking {
+    fn drop(&mut self) {
+        self.flush_counts();
+    }
+}
+
+impl RowRewriter for RowMasking {
+    fn rewrite_row(&mut self, row: &DataRow<'_>) -> RowRewrite {
+        let replaced = match &mut self.plan {
+            Some(plan) => match plan.rewrite_row(row.body()) {
+                Ok(None) => None,
+                Ok(Some(body)) => Some(body),
+                Err(refusal) => {
+                    return RowRewrite::Refuse(
+                        ErrorSpec::error("42501", format!("hoop cannot mask this result: {refusal}")).with_hint(
+                            "Request text result format for masked columns, or set policy.binary_unmaskable: null.",
+                        ),
+                    );
+                }
+            },
+            None => None,
+        };
+        if let Some(sink) = &self.recorder {
+            let body = replaced.as_deref().unwrap_or(row.body());
+            if let Some(values) = mask::row::decode_data_row(body) {
+                lock(sink).masked_row(MaskedRow::after_masking(&values));
+            }
+        }
+        match replaced {
+            None => RowRewrite::Unchanged,
+            Some(body) => {
+                let mut frame = Vec::with_capacity(body.len() + 5);
+                frame.push(b'D');
+                frame.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+                frame.extend_from_slice(&body);
+                RowRewrite::Replaced(Bytes::from(frame))
+            }
+        }
+    }
+
+    fn rewrite_copy_data(&mut self, data: &[u8], _format: CopyFormat) -> Option<Bytes> {
+        let out = match &mut self.copy {
+            None => None,
+            Some(Err(why)) => {
+                debug!(error = %why, "COPY of masked data refused");
+                // An empty chunk stands in for data that must not leave.
+                Some(Vec::new())
+            }
+            Some(Ok(masker)) => match masker.feed(data) {
+                Ok(o) => o,
+                Err(e) => {
+                    debug!(error = %e, "COPY data could not be masked; withheld");
+                    Some(Vec::new())
+                }
+            },
+        };
+        if let Some(sink) = &self.recorder {
+            let sent = out.as_deref().unwrap_or(data);
+            if !sent.is_empty() {
+                lock(sink).copy_data(MaskedCopyChunk::after_masking(record::CopyDirection::ToClient, sent));
+            }
+        }
+        out.map(Bytes::from)
+    }
+}
+
+/// The [`HoldBroker`] backed by the admin API's [`HoldRegistry`].
+pub struct RegistryBroker {
+    registry: HoldRegistry,
+    policy: PolicyHandle,
+}
+
+impl RegistryBroker {
+    /// A broker filing holds with `registry`; statement text shown to
+    /// approvers is masked with the session's rules from `policy`.
+    pub fn new(registry: HoldRegistry, policy: PolicyHandle) -> Self {
+        Self { registry, policy }
+    }
+}
+
+impl HoldBroker for RegistryBroker {
+    fn hold(&self, request: HoldRequest) -> HoldTicket {
+        let rules = mask_rules(&self.policy.snapshot(), &request.identity);
+        let statement = rules.mask_free_text(&request.sql).unwrap_or(request.sql);
+        let mut ticket = self.registry.create(&request.identity, &statement, &request.requirement);
+        let id = ticket.id().to_owned();
+        // Dropping the future drops the registry ticket, which withdraws
+        // the hold; so withdrawing needs nothing more here.
+        HoldTicket::new(
+            id,
+            async move {
+                match ticket.outcome().await {
+                    crate::hold::HoldOutcome::Approved { by } => HoldOutcome::Approved { by: by.join(", ") },
+                    crate::hold::HoldOutcome::Denied { by, reason } => {
+                        HoldOutcome::Denied { by: by.unwrap_or_else(|| "hoop".into()), reason }
+                    }
+                    crate::hold::HoldOutcome::TimedOut => HoldOutcome::TimedOut,
+                }
+            },
+            || {},
+        )
+    }
+}
+
