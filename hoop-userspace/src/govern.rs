@@ -259,10 +259,9 @@ impl SessionGovernance {
         }
     }
 
-    /// SQL with values the policy's detectors find masked, for recordings
-    /// and approvers.
+    /// SQL as recordings show it: see [`masked_statement`].
     fn masked_sql(&self, sql: &str) -> String {
-        self.rules.mask_free_text(sql).unwrap_or_else(|| sql.to_owned())
+        masked_statement(&self.rules, sql)
     }
 
     fn note_cursors(&mut self, sql: &str) {
@@ -491,6 +490,107 @@ impl SessionGovernor for SessionGovernance {
     }
 }
 
+/// SQL as recordings and approvers see it. When any column is masked,
+/// every string literal is replaced by `'[REDACTED:literal]'` (hoop cannot
+/// tell which literal is compared with or written into a masked column);
+/// then detectors run over the rest. Numbers, identifiers and the
+/// statement's shape stay.
+pub fn masked_statement(rules: &MaskRules, sql: &str) -> String {
+    let literals_redacted =
+        if rules.column_rules.is_empty() { std::borrow::Cow::Borrowed(sql) } else { redact_string_literals(sql) };
+    rules.mask_free_text(&literals_redacted).unwrap_or_else(|| literals_redacted.into_owned())
+}
+
+/// Replaces the contents of SQL string literals (`'…'`, `E'…'`, `$tag$…$tag$`)
+/// with `[REDACTED:literal]`, leaving comments, identifiers and numbers.
+pub fn redact_string_literals(sql: &str) -> std::borrow::Cow<'_, str> {
+    const MARK: &str = "[REDACTED:literal]";
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    let mut last = 0;
+    let mut changed = false;
+    while i < b.len() {
+        match b[i] {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0usize;
+                while i < b.len() {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'\'' => {
+                let escapes = i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !b[i - 2].is_ascii_alphanumeric());
+                let start = i + 1;
+                let mut j = start;
+                while j < b.len() {
+                    if escapes && b[j] == b'\\' {
+                        j += 2;
+                    } else if b[j] == b'\'' {
+                        if b.get(j + 1) == Some(&b'\'') {
+                            j += 2;
+                        } else {
+                            break;
+                        }
+                    } else {
+                        j += 1;
+                    }
+                }
+                out.push_str(&sql[last..start]);
+                out.push_str(MARK);
+                changed = true;
+                last = j.min(b.len());
+                i = j + 1;
+            }
+            b'$' => {
+                // $tag$ … $tag$ (a tag is empty or an identifier).
+                let tag_end = b[i + 1..].iter().position(|c| !(c.is_ascii_alphanumeric() || *c == b'_')).map(|p| i + 1 + p);
+                match tag_end {
+                    Some(e) if b[e] == b'$' && !b[i + 1..e].first().is_some_and(u8::is_ascii_digit) => {
+                        let tag = &sql[i..=e];
+                        let body = e + 1;
+                        let close = sql[body..].find(tag).map_or(b.len(), |p| body + p);
+                        out.push_str(&sql[last..body]);
+                        out.push_str(MARK);
+                        changed = true;
+                        last = close;
+                        i = close + tag.len();
+                    }
+                    _ => i += 1,
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    if !changed {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    out.push_str(&sql[last.min(sql.len())..]);
+    std::borrow::Cow::Owned(out)
+}
+
 fn kind_label(kind: StatementKind) -> &'static str {
     // serde's snake_case names are the policy's names; keep labels identical.
     match kind {
@@ -693,7 +793,7 @@ impl RegistryBroker {
 impl HoldBroker for RegistryBroker {
     fn hold(&self, request: HoldRequest) -> HoldTicket {
         let rules = mask_rules(&self.policy.snapshot(), &request.identity);
-        let statement = rules.mask_free_text(&request.sql).unwrap_or(request.sql);
+        let statement = masked_statement(&rules, &request.sql);
         let mut ticket = self.registry.create(&request.identity, &statement, &request.requirement);
         let id = ticket.id().to_owned();
         // Dropping the future drops the registry ticket, which withdraws
@@ -714,3 +814,32 @@ impl HoldBroker for RegistryBroker {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_literals_are_redacted_and_the_rest_kept() {
+        let r = |s: &str| redact_string_literals(s).into_owned();
+        assert_eq!(r("SELECT 1"), "SELECT 1");
+        assert_eq!(
+            r("INSERT INTO t VALUES (3, 'Eve', '123-45-6789')"),
+            "INSERT INTO t VALUES (3, '[REDACTED:literal]', '[REDACTED:literal]')"
+        );
+        assert_eq!(r("SELECT 'it''s'"), "SELECT '[REDACTED:literal]'");
+        assert_eq!(r(r"SELECT E'a\'b', 'c'"), "SELECT E'[REDACTED:literal]', '[REDACTED:literal]'");
+        assert_eq!(r("SELECT $$x'y$$, $q$z$q$"), "SELECT $$[REDACTED:literal]$$, $q$[REDACTED:literal]$q$");
+        assert_eq!(r("SELECT \"it's\" FROM t -- 'c'"), "SELECT \"it's\" FROM t -- 'c'");
+        assert_eq!(r("SELECT /* 'x' */ $1"), "SELECT /* 'x' */ $1");
+        assert_eq!(r("SELECT 'unterminated"), "SELECT '[REDACTED:literal]");
+    }
+
+    #[test]
+    fn cursor_names_are_found() {
+        assert_eq!(declared_cursors("BEGIN; DECLARE Cur CURSOR FOR SELECT 1")[0].0, "cur");
+        assert_eq!(fetched_cursor("FETCH ALL FROM cur", 0).as_deref(), Some("cur"));
+        assert_eq!(fetched_cursor("FETCH 10 IN \"My\"", 0).as_deref(), Some("My"));
+        assert_eq!(fetched_cursor("SELECT 1", 0), None);
+    }
+}
