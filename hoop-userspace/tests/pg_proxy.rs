@@ -852,3 +852,42 @@ async fn a_million_rows_stream_complete_and_in_order() {
     assert_eq!(next, 1_000_001);
     client.batch_execute("commit").await.unwrap();
 }
+
+/// CPU time (user + system) of this process, which runs only the proxy
+/// while pgbench (another process) drives it.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// pgbench select-only, direct vs through hoop; prints TPS ratio and proxy
+/// CPU per transaction. Run in release: `cargo test --release --test pg_proxy -- --ignored bench --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn bench_pgbench_select_only() {
+    let addr = start_default().await;
+    let direct = |sql: &str| Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-X", "-q", "-c", sql]).output().unwrap();
+    direct("drop database if exists hoop_bench");
+    direct("create database hoop_bench");
+    let run = |port: u16, args: &[&str]| {
+        let out = Command::new("pgbench").args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"]).args(args).arg("hoop_bench").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let tps: f64 = text.lines().find(|l| l.starts_with("tps")).and_then(|l| l.split_whitespace().nth(2)).and_then(|t| t.parse().ok()).unwrap();
+        let n: f64 = text.lines().find(|l| l.starts_with("number of transactions actually processed")).and_then(|l| l.split(": ").nth(1)).and_then(|t| t.split('/').next()).and_then(|t| t.trim().parse().ok()).unwrap();
+        (tps, n)
+    };
+    tokio::task::block_in_place(|| run(5432, &["-i", "-s", "1", "-q"]));
+    for mode in ["prepared", "extended", "simple"] {
+        let args = ["-S", "-M", mode, "-c", "4", "-j", "2", "-T", "5"];
+        let (direct_tps, _) = tokio::task::block_in_place(|| run(5432, &args));
+        let cpu0 = process_cpu();
+        let (proxy_tps, n) = tokio::task::block_in_place(|| run(addr.port(), &args));
+        let cpu = process_cpu() - cpu0;
+        eprintln!("-M {mode}: direct {direct_tps:.0} tps, hoop {proxy_tps:.0} tps, ratio {:.3}, proxy CPU {:.2} us/txn", proxy_tps / direct_tps, cpu.as_secs_f64() * 1e6 / n);
+    }
+    direct("drop database hoop_bench");
+}
