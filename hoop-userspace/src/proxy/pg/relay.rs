@@ -157,6 +157,30 @@ impl Rows {
     }
 }
 
+/// The session's handles on the process metrics (label lookups done once).
+struct Meters {
+    from_client: prometheus::IntCounter,
+    from_server: prometheus::IntCounter,
+    latency: prometheus::Histogram,
+    /// Statements judged so far (to notice a batch that carried one).
+    judged: u64,
+    /// Client-side processing time of the last batch with a statement.
+    pending_latency: Option<std::time::Duration>,
+}
+
+impl Meters {
+    fn new() -> Self {
+        let m = crate::metrics::metrics();
+        Self {
+            from_client: m.proxied_bytes_total.with_label_values(&["client_to_server"]),
+            from_server: m.proxied_bytes_total.with_label_values(&["server_to_client"]),
+            latency: m.statement_proxy_latency_seconds.clone(),
+            judged: 0,
+            pending_latency: None,
+        }
+    }
+}
+
 pub(super) struct Relay {
     ctx: Arc<PgProxyContext>,
     identity: SessionIdentity,
@@ -173,6 +197,8 @@ pub(super) struct Relay {
     governor: Box<dyn SessionGovernor>,
     inspect: bool,
     rows: Rows,
+    /// Byte counts and latency, for the process metrics.
+    meters: Meters,
     /// Governance work to await before the frame at the head of the server
     /// buffer is processed again.
     preparation: Option<Preparation>,
@@ -237,6 +263,7 @@ impl Relay {
             rows: Rows::default(),
             preparation: None,
             prepared_frame: false,
+            meters: Meters::new(),
             discard_until_sync: false,
             pending: None,
             hold: None,
@@ -341,7 +368,10 @@ impl Relay {
                     self.server_eof = true;
                     wake.server = true;
                 }
-                Poll::Ready(Ok(_)) => wake.server = true,
+                Poll::Ready(Ok(n)) => {
+                    self.meters.from_server.inc_by(n as u64);
+                    wake.server = true;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ServerIo(e))),
                 Poll::Pending => {}
             }
@@ -356,7 +386,10 @@ impl Relay {
                     self.client_eof = true;
                     wake.client = true;
                 }
-                Poll::Ready(Ok(_)) => wake.client = true,
+                Poll::Ready(Ok(n)) => {
+                    self.meters.from_client.inc_by(n as u64);
+                    wake.client = true;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
                 Poll::Pending => {}
             }
@@ -385,9 +418,16 @@ impl Relay {
     // ---- client → server ----
 
     fn process_client(&mut self) -> Result<(), SessionError> {
+        let started = Instant::now();
+        let judged = self.meters.judged;
         let mut buf = std::mem::take(&mut self.client_buf);
         let result = self.process_client_buf(&mut buf);
         self.client_buf = buf;
+        if self.meters.judged != judged {
+            // Statement(s) in this batch: their latency is completed by the
+            // processing of the first server batch that answers them.
+            self.meters.pending_latency = Some(started.elapsed());
+        }
         result
     }
 
@@ -559,6 +599,7 @@ impl Relay {
             Some(Pending::Approved) => Verdict::Allow,
             Some(Pending::Refused(err)) => return Decision::Refuse(err),
             None => {
+                self.meters.judged = self.meters.judged.wrapping_add(1);
                 let verdict = self.governor.judge(&ctx);
                 self.governor.observe(SessionEvent::Judged {
                     statement: &ctx,
@@ -717,9 +758,13 @@ impl Relay {
     // ---- server → client ----
 
     fn process_server(&mut self) -> Result<(), SessionError> {
+        let started = Instant::now();
         let mut buf = std::mem::take(&mut self.server_buf);
         let result = self.process_server_buf(&mut buf);
         self.server_buf = buf;
+        if let Some(request) = self.meters.pending_latency.take() {
+            self.meters.latency.observe((request + started.elapsed()).as_secs_f64());
+        }
         result
     }
 
