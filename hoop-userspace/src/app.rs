@@ -95,7 +95,11 @@ impl Governed {
     /// Starts the proxy and the admin API. With `admin_optional`, an admin
     /// address already in use (another `hoop exec` on this machine) only
     /// disables the admin API, so concurrent execs do not interfere.
-    pub async fn start(loaded: LoadedConfig, config_path: &Path, admin_optional: bool) -> Result<Self, StartError> {
+    pub async fn start(
+        loaded: LoadedConfig,
+        config_path: &Path,
+        admin_optional: bool,
+    ) -> Result<Self, StartError> {
         let LoadedConfig { config, policy, .. } = loaded;
         let config = &config;
         let auth = Authenticator::from_config(&config.admin).await?;
@@ -103,8 +107,16 @@ impl Governed {
         let recorder = Recorder::start(&config.recording)?;
         let policy = PolicyHandle::new(policy);
         // Noted right after loading, so any later edit of the file is seen.
-        let policy_watcher = spawn_watcher(policy.clone(), config_path.to_owned(), WatchOptions::default());
-        let governance = Governance { policy, recorder, holds: holds.clone() };
+        let policy_watcher = spawn_watcher(
+            policy.clone(),
+            config_path.to_owned(),
+            WatchOptions::default(),
+        );
+        let governance = Governance {
+            policy,
+            recorder,
+            holds: holds.clone(),
+        };
         let server = Server::start(config, governance.clone()).await?;
         let admin = match TcpListener::bind(config.admin.listen).await {
             Ok(listener) => {
@@ -133,7 +145,12 @@ impl Governed {
                 });
             }
         };
-        Ok(Self { server, governance, policy_watcher, admin })
+        Ok(Self {
+            server,
+            governance,
+            policy_watcher,
+            admin,
+        })
     }
 
     /// Drains sessions, detaches the programs and stops the admin API.

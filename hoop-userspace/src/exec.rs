@@ -24,9 +24,7 @@ use nix::{
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use crate::{
-    intercept::cgroup::{ScopedCgroup, cgroup2_root, sweep_stale},
-};
+use crate::intercept::cgroup::{ScopedCgroup, cgroup2_root, sweep_stale};
 
 /// Exit status when hoop itself fails before or around CMD (as `env`/`timeout` do).
 const EXIT_HOOP_FAILED: u8 = 125;

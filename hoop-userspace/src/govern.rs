@@ -28,12 +28,12 @@ use crate::{
     config::{RecordRows, RecordingOnError},
     hold::HoldRegistry,
     hooks::{
-        GovernorFactory, HoldBroker, HoldOutcome, HoldRequest, HoldTicket, RowRewrite,
-        RowRewriter, ServerText, SessionEvent, SessionGovernor, StatementContext,
+        GovernorFactory, HoldBroker, HoldOutcome, HoldRequest, HoldTicket, RowRewrite, RowRewriter,
+        ServerText, SessionEvent, SessionGovernor, StatementContext,
     },
     mask::{
-        self, BinaryUnmaskable, ColumnDescription, ColumnRule, copy::CopyMasker, DetectorKind,
-        DetectorRule, MaskPlan, MaskRules, copy::CopyStatement, lineage,
+        self, BinaryUnmaskable, ColumnDescription, ColumnRule, DetectorKind, DetectorRule,
+        MaskPlan, MaskRules, copy::CopyMasker, copy::CopyStatement, lineage,
     },
     metrics::metrics,
     policy::{self, Policy, reload::PolicyHandle},
@@ -64,8 +64,18 @@ pub struct Governors {
 impl Governors {
     /// Governance for sessions to `upstream` servers, resolving catalog
     /// names through `catalog`.
-    pub fn new(policy: PolicyHandle, recorder: Recorder, rows: RecordRows, catalog: Arc<CatalogStore>) -> Self {
-        Self { policy, recorder, rows, catalog }
+    pub fn new(
+        policy: PolicyHandle,
+        recorder: Recorder,
+        rows: RecordRows,
+        catalog: Arc<CatalogStore>,
+    ) -> Self {
+        Self {
+            policy,
+            recorder,
+            rows,
+            catalog,
+        }
     }
 }
 
@@ -81,7 +91,11 @@ pub fn mask_rules(policy: &Policy, identity: &SessionIdentity) -> Arc<MaskRules>
                 columns: rule
                     .columns
                     .iter()
-                    .map(|c| mask::ColumnRef { schema: c.schema.clone(), table: c.table.clone(), column: c.column.clone() })
+                    .map(|c| mask::ColumnRef {
+                        schema: c.schema.clone(),
+                        table: c.table.clone(),
+                        column: c.column.clone(),
+                    })
                     .collect(),
                 strategy: rule.strategy,
                 keep_last,
@@ -95,9 +109,10 @@ pub fn mask_rules(policy: &Policy, identity: &SessionIdentity) -> Arc<MaskRules>
                     .iter()
                     .map(|d| match d {
                         policy::Detector::Builtin(b) => DetectorKind::Builtin(*b),
-                        policy::Detector::Custom { name, regex } => {
-                            DetectorKind::Custom { name: name.clone(), regex: regex.clone() }
-                        }
+                        policy::Detector::Custom { name, regex } => DetectorKind::Custom {
+                            name: name.clone(),
+                            regex: regex.clone(),
+                        },
                     })
                     .collect(),
                 strategy: rule.strategy,
@@ -105,7 +120,10 @@ pub fn mask_rules(policy: &Policy, identity: &SessionIdentity) -> Arc<MaskRules>
             });
         }
     }
-    let key = policy.hash_key().map(|k| k.bytes().to_vec()).unwrap_or_default();
+    let key = policy
+        .hash_key()
+        .map(|k| k.bytes().to_vec())
+        .unwrap_or_default();
     let binary = match policy.binary_unmaskable() {
         policy::spec::BinaryUnmaskable::Refuse => BinaryUnmaskable::Refuse,
         policy::spec::BinaryUnmaskable::Null => BinaryUnmaskable::Null,
@@ -120,7 +138,11 @@ pub fn mask_rules(policy: &Policy, identity: &SessionIdentity) -> Arc<MaskRules>
                 MaskRules::new(
                     vec![ColumnRule {
                         name: "mask.invalid".into(),
-                        columns: vec![mask::ColumnRef { schema: None, table: None, column: "*".into() }],
+                        columns: vec![mask::ColumnRef {
+                            schema: None,
+                            table: None,
+                            column: "*".into(),
+                        }],
                         strategy: mask::Strategy::Redact,
                         keep_last: 0,
                     }],
@@ -146,9 +168,13 @@ impl GovernorFactory for Governors {
         let (recorder, fatal) = match self.recorder.open_session(identity) {
             Ok(r) => (r, None),
             Err(e) => {
-                metrics().connection_errors_total.with_label_values(&["recording"]).inc();
+                metrics()
+                    .connection_errors_total
+                    .with_label_values(&["recording"])
+                    .inc();
                 warn!(session = %identity, error = %e, "cannot open the session's recording");
-                let fatal = (self.recorder.on_error() == RecordingOnError::CloseSession).then(|| recording_fatal(&e));
+                let fatal = (self.recorder.on_error() == RecordingOnError::CloseSession)
+                    .then(|| recording_fatal(&e));
                 (SessionRecorder::disabled(), fatal)
             }
         };
@@ -171,9 +197,12 @@ impl GovernorFactory for Governors {
 }
 
 fn recording_fatal(e: &dyn std::fmt::Display) -> ErrorSpec {
-    ErrorSpec::fatal("58030", "hoop cannot record this session, and its policy requires a recording")
-        .with_detail(format!("{e}"))
-        .with_hint("Fix recording.dir (space, permissions) or set recording.on_error: continue.")
+    ErrorSpec::fatal(
+        "58030",
+        "hoop cannot record this session, and its policy requires a recording",
+    )
+    .with_detail(format!("{e}"))
+    .with_hint("Fix recording.dir (space, permissions) or set recording.on_error: continue.")
 }
 
 /// One session's governance.
@@ -208,7 +237,9 @@ type SharedRecorder = Arc<Mutex<SessionRecorder>>;
 fn lock(recorder: &SharedRecorder) -> MutexGuard<'_, SessionRecorder> {
     // A panic while recording must not stop the session from being recorded
     // as failed; the recorder's own state stays consistent per call.
-    recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    recorder
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl SessionGovernance {
@@ -219,11 +250,15 @@ impl SessionGovernance {
         if !Arc::ptr_eq(&current, &self.snapshot) || views_version != self.views_version {
             let mut rules = mask_rules(&current, &self.identity);
             if has_masking(&rules) && !views.is_empty() {
-                let rows: Vec<Vec<Option<&[u8]>>> =
-                    views.iter().map(|r| r.iter().map(|c| c.as_deref().map(str::as_bytes)).collect()).collect();
+                let rows: Vec<Vec<Option<&[u8]>>> = views
+                    .iter()
+                    .map(|r| r.iter().map(|c| c.as_deref().map(str::as_bytes)).collect())
+                    .collect();
                 match mask::plan::masked_views(&rules, &rows) {
                     Ok(relations) => Arc::make_mut(&mut rules).set_masked_relations(relations),
-                    Err(e) => warn!(error = %e, "cannot read view dependencies; views are not masked by source"),
+                    Err(e) => {
+                        warn!(error = %e, "cannot read view dependencies; views are not masked by source")
+                    }
                 }
             }
             self.rules = rules;
@@ -249,7 +284,10 @@ impl SessionGovernance {
     fn recording_failed(&mut self) {
         if self.fatal.is_none() {
             let failure = lock(&self.recorder).failure();
-            metrics().connection_errors_total.with_label_values(&["recording"]).inc();
+            metrics()
+                .connection_errors_total
+                .with_label_values(&["recording"])
+                .inc();
             warn!(session = %self.identity, failure = ?failure, "recording failed");
             if self.on_error == RecordingOnError::CloseSession {
                 self.fatal = Some(recording_fatal(
@@ -302,7 +340,8 @@ impl SessionGovernor for SessionGovernance {
             } else if has_masking(&self.rules) && self.lineage_of(statement.sql).writes_masked() {
                 verdict = Verdict::Deny(Denial {
                     rule: EXFILTRATION_RULE.into(),
-                    message: "this statement would copy masked data where masking cannot follow it".into(),
+                    message: "this statement would copy masked data where masking cannot follow it"
+                        .into(),
                 });
             }
         }
@@ -313,18 +352,28 @@ impl SessionGovernor for SessionGovernance {
         };
         let m = metrics();
         for s in &judgement.statements {
-            m.statements_total.with_label_values(&[kind_label(s.kind), label]).inc();
+            m.statements_total
+                .with_label_values(&[kind_label(s.kind), label])
+                .inc();
         }
-        if judgement.statements.iter().any(|s| s.kind == StatementKind::Declare) {
+        if judgement
+            .statements
+            .iter()
+            .any(|s| s.kind == StatementKind::Declare)
+        {
             self.note_cursors(statement.sql);
         }
         let kinds: Vec<StatementKind> = judgement.statements.iter().map(|s| s.kind).collect();
-        let tables: Vec<String> =
-            judgement.statements.iter().flat_map(|s| s.tables.iter().map(ToString::to_string)).collect();
+        let tables: Vec<String> = judgement
+            .statements
+            .iter()
+            .flat_map(|s| s.tables.iter().map(ToString::to_string))
+            .collect();
         let sql = self.masked_sql(statement.sql);
         let failed = {
             let mut r = lock(&self.recorder);
-            r.statement(&sql, statement.form, &kinds, &tables).is_err() || r.verdict(&verdict).is_err()
+            r.statement(&sql, statement.form, &kinds, &tables).is_err()
+                || r.verdict(&verdict).is_err()
         };
         if failed {
             self.recording_failed();
@@ -351,14 +400,18 @@ impl SessionGovernor for SessionGovernance {
         self.catalog.resolution(&self.identity, &columns)
     }
 
-    fn copy_columns_to_resolve(&mut self, statement: &StatementContext<'_>) -> Option<catalog::Resolution> {
+    fn copy_columns_to_resolve(
+        &mut self,
+        statement: &StatementContext<'_>,
+    ) -> Option<catalog::Resolution> {
         if !has_masking(&self.rules) {
             return None;
         }
         let parsed = CopyStatement::parse(statement.sql, &self.rules).ok()?;
         let table = parsed.needs_table_columns(&self.rules)?;
         let _ = table;
-        self.catalog.table_columns_resolution(&self.identity, parsed.regclass_text()?)
+        self.catalog
+            .table_columns_resolution(&self.identity, parsed.regclass_text()?)
     }
 
     fn row_rewriter(
@@ -391,19 +444,26 @@ impl SessionGovernor for SessionGovernance {
         }))
     }
 
-    fn copy_rewriter(&mut self, statement: &StatementContext<'_>, format: CopyFormat) -> Option<Box<dyn RowRewriter>> {
+    fn copy_rewriter(
+        &mut self,
+        statement: &StatementContext<'_>,
+        format: CopyFormat,
+    ) -> Option<Box<dyn RowRewriter>> {
         self.refresh();
         if !has_masking(&self.rules) && !self.record_rows {
             return None;
         }
         let copy = if has_masking(&self.rules) {
-            let masker = CopyStatement::parse(statement.sql, &self.rules).map_err(|e| e.to_string()).and_then(|parsed| {
-                let columns = parsed
-                    .regclass_text()
-                    .filter(|_| parsed.needs_table_columns(&self.rules).is_some())
-                    .and_then(|t| self.catalog.table_columns(&self.identity, &t));
-                CopyMasker::new(self.rules.clone(), parsed, columns.as_deref()).map_err(|e| e.to_string())
-            });
+            let masker = CopyStatement::parse(statement.sql, &self.rules)
+                .map_err(|e| e.to_string())
+                .and_then(|parsed| {
+                    let columns = parsed
+                        .regclass_text()
+                        .filter(|_| parsed.needs_table_columns(&self.rules).is_some())
+                        .and_then(|t| self.catalog.table_columns(&self.identity, &t));
+                    CopyMasker::new(self.rules.clone(), parsed, columns.as_deref())
+                        .map_err(|e| e.to_string())
+                });
             match masker {
                 Ok(m) => Some(Ok(m)),
                 // COPY (SELECT …) with a format we cannot parse, or binary
@@ -428,7 +488,11 @@ impl SessionGovernor for SessionGovernance {
         }
         match message {
             ServerText::Error(fields) | ServerText::Notice(fields) => {
-                let tag = if matches!(message, ServerText::Error(_)) { b'E' } else { b'N' };
+                let tag = if matches!(message, ServerText::Error(_)) {
+                    b'E'
+                } else {
+                    b'N'
+                };
                 let mut changed = false;
                 let masked: Vec<(u8, String)> = fields
                     .fields
@@ -445,13 +509,21 @@ impl SessionGovernor for SessionGovernance {
                 if !changed {
                     return None;
                 }
-                metrics().masked_values_total.with_label_values(&["echoed_text"]).inc();
-                let owned = NoticeFields { fields: masked.iter().map(|(c, v)| (*c, v.as_str())).collect() };
+                metrics()
+                    .masked_values_total
+                    .with_label_values(&["echoed_text"])
+                    .inc();
+                let owned = NoticeFields {
+                    fields: masked.iter().map(|(c, v)| (*c, v.as_str())).collect(),
+                };
                 Some(owned.encode(tag))
             }
             ServerText::Notification(n) => {
                 let payload = self.rules.mask_free_text(n.payload)?;
-                metrics().masked_values_total.with_label_values(&["echoed_text"]).inc();
+                metrics()
+                    .masked_values_total
+                    .with_label_values(&["echoed_text"])
+                    .inc();
                 let mut masked = *n;
                 masked.payload = &payload;
                 Some(masked.encode())
@@ -470,7 +542,9 @@ impl SessionGovernor for SessionGovernance {
             SessionEvent::HoldDecided { id, outcome } => {
                 let (state, by, reason) = match outcome {
                     HoldOutcome::Approved { by } => (HoldState::Approved, Some(by.as_str()), None),
-                    HoldOutcome::Denied { by, reason } => (HoldState::Denied, Some(by.as_str()), reason.as_deref()),
+                    HoldOutcome::Denied { by, reason } => {
+                        (HoldState::Denied, Some(by.as_str()), reason.as_deref())
+                    }
                     HoldOutcome::TimedOut => (HoldState::Timeout, None, None),
                     HoldOutcome::Withdrawn => (HoldState::Withdrawn, None, None),
                 };
@@ -482,10 +556,13 @@ impl SessionGovernor for SessionGovernance {
                 self.identity = identity.clone();
             }
             SessionEvent::Ended { reason } => {
-                let recorder = std::mem::replace(&mut *lock(&self.recorder), SessionRecorder::disabled());
+                let recorder =
+                    std::mem::replace(&mut *lock(&self.recorder), SessionRecorder::disabled());
                 recorder.end(reason);
             }
-            SessionEvent::Judged { .. } | SessionEvent::Sent { .. } | SessionEvent::CopyData { .. } => {}
+            SessionEvent::Judged { .. }
+            | SessionEvent::Sent { .. }
+            | SessionEvent::CopyData { .. } => {}
         }
     }
 }
@@ -496,9 +573,14 @@ impl SessionGovernor for SessionGovernance {
 /// then detectors run over the rest. Numbers, identifiers and the
 /// statement's shape stay.
 pub fn masked_statement(rules: &MaskRules, sql: &str) -> String {
-    let literals_redacted =
-        if rules.column_rules.is_empty() { std::borrow::Cow::Borrowed(sql) } else { redact_string_literals(sql) };
-    rules.mask_free_text(&literals_redacted).unwrap_or_else(|| literals_redacted.into_owned())
+    let literals_redacted = if rules.column_rules.is_empty() {
+        std::borrow::Cow::Borrowed(sql)
+    } else {
+        redact_string_literals(sql)
+    };
+    rules
+        .mask_free_text(&literals_redacted)
+        .unwrap_or_else(|| literals_redacted.into_owned())
 }
 
 /// Replaces the contents of SQL string literals (`'…'`, `E'…'`, `$tag$…$tag$`)
@@ -542,7 +624,9 @@ pub fn redact_string_literals(sql: &str) -> std::borrow::Cow<'_, str> {
                 i += 1;
             }
             b'\'' => {
-                let escapes = i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !b[i - 2].is_ascii_alphanumeric());
+                let escapes = i > 0
+                    && matches!(b[i - 1], b'e' | b'E')
+                    && (i < 2 || !b[i - 2].is_ascii_alphanumeric());
                 let start = i + 1;
                 let mut j = start;
                 while j < b.len() {
@@ -566,9 +650,14 @@ pub fn redact_string_literals(sql: &str) -> std::borrow::Cow<'_, str> {
             }
             b'$' => {
                 // $tag$ … $tag$ (a tag is empty or an identifier).
-                let tag_end = b[i + 1..].iter().position(|c| !(c.is_ascii_alphanumeric() || *c == b'_')).map(|p| i + 1 + p);
+                let tag_end = b[i + 1..]
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                    .map(|p| i + 1 + p);
                 match tag_end {
-                    Some(e) if b[e] == b'$' && !b[i + 1..e].first().is_some_and(u8::is_ascii_digit) => {
+                    Some(e)
+                        if b[e] == b'$' && !b[i + 1..e].first().is_some_and(u8::is_ascii_digit) =>
+                    {
                         let tag = &sql[i..=e];
                         let body = e + 1;
                         let close = sql[body..].find(tag).map_or(b.len(), |p| body + p);
@@ -667,14 +756,22 @@ fn declared_cursors(sql: &str) -> Vec<(String, String)> {
 
 /// The cursor a FETCH (or MOVE) statement reads, for statement `index` of `sql`.
 fn fetched_cursor(sql: &str, index: usize) -> Option<String> {
-    let statements: Vec<&str> = policy::split::split(sql).unwrap_or_default().into_iter().map(|p| p.text).collect();
+    let statements: Vec<&str> = policy::split::split(sql)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.text)
+        .collect();
     let stmt = statements.get(index).or_else(|| statements.last())?;
     let mut words = stmt.split_whitespace();
     if !words.next()?.eq_ignore_ascii_case("fetch") {
         return None;
     }
     // FETCH [direction [count]] [FROM | IN] name: the name is the last word.
-    let last = stmt.trim().trim_end_matches(';').split_whitespace().last()?;
+    let last = stmt
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .last()?;
     Some(normalize_ident(last))
 }
 
@@ -769,7 +866,10 @@ impl RowRewriter for RowMasking {
         if let Some(sink) = &self.recorder {
             let sent = out.as_deref().unwrap_or(data);
             if !sent.is_empty() {
-                lock(sink).copy_data(MaskedCopyChunk::after_masking(record::CopyDirection::ToClient, sent));
+                lock(sink).copy_data(MaskedCopyChunk::after_masking(
+                    record::CopyDirection::ToClient,
+                    sent,
+                ));
             }
         }
         out.map(Bytes::from)
@@ -794,7 +894,9 @@ impl HoldBroker for RegistryBroker {
     fn hold(&self, request: HoldRequest) -> HoldTicket {
         let rules = mask_rules(&self.policy.snapshot(), &request.identity);
         let statement = masked_statement(&rules, &request.sql);
-        let mut ticket = self.registry.create(&request.identity, &statement, &request.requirement);
+        let mut ticket = self
+            .registry
+            .create(&request.identity, &statement, &request.requirement);
         let id = ticket.id().to_owned();
         // Dropping the future drops the registry ticket, which withdraws
         // the hold; so withdrawing needs nothing more here.
@@ -802,10 +904,13 @@ impl HoldBroker for RegistryBroker {
             id,
             async move {
                 match ticket.outcome().await {
-                    crate::hold::HoldOutcome::Approved { by } => HoldOutcome::Approved { by: by.join(", ") },
-                    crate::hold::HoldOutcome::Denied { by, reason } => {
-                        HoldOutcome::Denied { by: by.unwrap_or_else(|| "hoop".into()), reason }
+                    crate::hold::HoldOutcome::Approved { by } => {
+                        HoldOutcome::Approved { by: by.join(", ") }
                     }
+                    crate::hold::HoldOutcome::Denied { by, reason } => HoldOutcome::Denied {
+                        by: by.unwrap_or_else(|| "hoop".into()),
+                        reason,
+                    },
                     crate::hold::HoldOutcome::TimedOut => HoldOutcome::TimedOut,
                 }
             },
@@ -813,7 +918,6 @@ impl HoldBroker for RegistryBroker {
         )
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -828,18 +932,36 @@ mod tests {
             "INSERT INTO t VALUES (3, '[REDACTED:literal]', '[REDACTED:literal]')"
         );
         assert_eq!(r("SELECT 'it''s'"), "SELECT '[REDACTED:literal]'");
-        assert_eq!(r(r"SELECT E'a\'b', 'c'"), "SELECT E'[REDACTED:literal]', '[REDACTED:literal]'");
-        assert_eq!(r("SELECT $$x'y$$, $q$z$q$"), "SELECT $$[REDACTED:literal]$$, $q$[REDACTED:literal]$q$");
-        assert_eq!(r("SELECT \"it's\" FROM t -- 'c'"), "SELECT \"it's\" FROM t -- 'c'");
+        assert_eq!(
+            r(r"SELECT E'a\'b', 'c'"),
+            "SELECT E'[REDACTED:literal]', '[REDACTED:literal]'"
+        );
+        assert_eq!(
+            r("SELECT $$x'y$$, $q$z$q$"),
+            "SELECT $$[REDACTED:literal]$$, $q$[REDACTED:literal]$q$"
+        );
+        assert_eq!(
+            r("SELECT \"it's\" FROM t -- 'c'"),
+            "SELECT \"it's\" FROM t -- 'c'"
+        );
         assert_eq!(r("SELECT /* 'x' */ $1"), "SELECT /* 'x' */ $1");
         assert_eq!(r("SELECT 'unterminated"), "SELECT '[REDACTED:literal]");
     }
 
     #[test]
     fn cursor_names_are_found() {
-        assert_eq!(declared_cursors("BEGIN; DECLARE Cur CURSOR FOR SELECT 1")[0].0, "cur");
-        assert_eq!(fetched_cursor("FETCH ALL FROM cur", 0).as_deref(), Some("cur"));
-        assert_eq!(fetched_cursor("FETCH 10 IN \"My\"", 0).as_deref(), Some("My"));
+        assert_eq!(
+            declared_cursors("BEGIN; DECLARE Cur CURSOR FOR SELECT 1")[0].0,
+            "cur"
+        );
+        assert_eq!(
+            fetched_cursor("FETCH ALL FROM cur", 0).as_deref(),
+            Some("cur")
+        );
+        assert_eq!(
+            fetched_cursor("FETCH 10 IN \"My\"", 0).as_deref(),
+            Some("My")
+        );
         assert_eq!(fetched_cursor("SELECT 1", 0), None);
     }
 }

@@ -159,8 +159,14 @@ fn main() -> ExitCode {
             token,
             command,
         } => holds(admin, config, token, command),
-        Command::Recordings { dir, config, command } => recordings(dir, config, command),
-        Command::Policy { command: PolicyCommand::Check { file } } => {
+        Command::Recordings {
+            dir,
+            config,
+            command,
+        } => recordings(dir, config, command),
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => {
             let report = hoop::policy::check_file(&file);
             if report.is_ok() {
                 print!("{report}");
@@ -220,9 +226,17 @@ fn holds(
     }
 }
 
-fn recordings(dir: Option<PathBuf>, config: Option<PathBuf>, command: RecordingsCommand) -> ExitCode {
+fn recordings(
+    dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    command: RecordingsCommand,
+) -> ExitCode {
     use hoop::record::{self, cli};
-    let recording = match config.as_deref().map(hoop::config::Config::load).transpose() {
+    let recording = match config
+        .as_deref()
+        .map(hoop::config::Config::load)
+        .transpose()
+    {
         Ok(c) => c.map(|c| c.recording).unwrap_or_default(),
         Err(e) => {
             eprintln!("hoop recordings: {e}");
@@ -232,15 +246,27 @@ fn recordings(dir: Option<PathBuf>, config: Option<PathBuf>, command: Recordings
     let dir = dir.unwrap_or_else(|| recording.dir.clone());
     let mut out = std::io::stdout().lock();
     let result = match command {
-        RecordingsCommand::List { since, workload, user, json } => {
-            let since = match since.map(|s| cli::parse_since(&s, std::time::SystemTime::now())).transpose() {
+        RecordingsCommand::List {
+            since,
+            workload,
+            user,
+            json,
+        } => {
+            let since = match since
+                .map(|s| cli::parse_since(&s, std::time::SystemTime::now()))
+                .transpose()
+            {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("hoop recordings list: {e}");
                     return ExitCode::from(2);
                 }
             };
-            let filter = cli::ListFilter { since, workload: workload.as_deref(), user: user.as_deref() };
+            let filter = cli::ListFilter {
+                since,
+                workload: workload.as_deref(),
+                user: user.as_deref(),
+            };
             cli::list(&dir, &filter, json, &mut out)
         }
         RecordingsCommand::Show { id } => cli::show(&dir, &id, &mut out),

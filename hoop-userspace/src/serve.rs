@@ -21,15 +21,15 @@ use tracing::{debug, info, warn};
 use crate::{
     config::Config,
     govern::{CatalogStore, Governors, RegistryBroker},
+    hold::HoldRegistry,
+    intercept::{self, InterceptSettings, Interceptor},
+    metrics::metrics,
+    policy::reload::PolicyHandle,
     proxy::{
         dial::Dialer,
         pg::{PgProxyContext, SessionError},
     },
-    hold::HoldRegistry,
-    policy::reload::PolicyHandle,
     record::Recorder,
-    intercept::{self, InterceptSettings, Interceptor},
-    metrics::metrics,
     session::SessionIdentity,
 };
 
@@ -119,20 +119,42 @@ impl Server {
             tasks: JoinSet::new(),
             redirects_seen: Arc::new(AtomicU64::new(0)),
         };
-        let dialer = Dialer { mark: Some(intercept::DEFAULT_SKIP_MARK), connect_timeout: config.proxy.connect_timeout };
-        let password = config.proxy.catalog_password_env.as_deref().and_then(|v| std::env::var(v).ok());
-        let catalog = Arc::new(CatalogStore::new(dialer, config.proxy.catalog_user.clone(), password));
+        let dialer = Dialer {
+            mark: Some(intercept::DEFAULT_SKIP_MARK),
+            connect_timeout: config.proxy.connect_timeout,
+        };
+        let password = config
+            .proxy
+            .catalog_password_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok());
+        let catalog = Arc::new(CatalogStore::new(
+            dialer,
+            config.proxy.catalog_user.clone(),
+            password,
+        ));
         let governors = Arc::new(Governors::new(
             governance.policy.clone(),
             governance.recorder.clone(),
             config.recording.rows,
             catalog,
         ));
-        let broker = Arc::new(RegistryBroker::new(governance.holds.clone(), governance.policy.clone()));
-        let mut pg = PgProxyContext::from_config(config, Some(intercept::DEFAULT_SKIP_MARK), governors, broker)
-            .map_err(ServeError::Tls)?;
+        let broker = Arc::new(RegistryBroker::new(
+            governance.holds.clone(),
+            governance.policy.clone(),
+        ));
+        let mut pg = PgProxyContext::from_config(
+            config,
+            Some(intercept::DEFAULT_SKIP_MARK),
+            governors,
+            broker,
+        )
+        .map_err(ServeError::Tls)?;
         pg.hold_reminder_interval = config.proxy.hold_reminder_interval;
-        let ctx = Arc::new(ConnectionContext { interceptor: server.interceptor.clone(), pg: Arc::new(pg) });
+        let ctx = Arc::new(ConnectionContext {
+            interceptor: server.interceptor.clone(),
+            pg: Arc::new(pg),
+        });
         server.spawn_accept_loop(v4, ctx.clone());
         if let Some(v6) = v6 {
             server.spawn_accept_loop(v6, ctx);
@@ -279,7 +301,9 @@ impl ConnectionContext {
                 warn!(%upstream, error = %e, "cannot reach the original destination; the client was told and closed");
             }
             Err(e) => {
-                m.connection_errors_total.with_label_values(&[error_reason(&e)]).inc();
+                m.connection_errors_total
+                    .with_label_values(&[error_reason(&e)])
+                    .inc();
             }
         }
     }
@@ -290,13 +314,15 @@ fn error_reason(e: &SessionError) -> &'static str {
     match e {
         SessionError::ClientIo(_) => "client_gone",
         SessionError::ServerIo(_) => "server_gone",
-        SessionError::ClientTls(_) | SessionError::UpstreamTls(_) | SessionError::UpstreamRefusedTls => "tls",
-        SessionError::ClientMessage(_) | SessionError::UnsupportedProtocol { .. } | SessionError::DataAfterSslRequest => {
-            "client_protocol"
-        }
-        SessionError::ServerMessage(_) | SessionError::ServerState(_) | SessionError::UnattributedRows => {
-            "server_protocol"
-        }
+        SessionError::ClientTls(_)
+        | SessionError::UpstreamTls(_)
+        | SessionError::UpstreamRefusedTls => "tls",
+        SessionError::ClientMessage(_)
+        | SessionError::UnsupportedProtocol { .. }
+        | SessionError::DataAfterSslRequest => "client_protocol",
+        SessionError::ServerMessage(_)
+        | SessionError::ServerState(_)
+        | SessionError::UnattributedRows => "server_protocol",
         SessionError::Frame(_) => "protocol",
         SessionError::StartupTimeout => "startup_timeout",
         SessionError::Governance(_) => "governance",

@@ -869,15 +869,51 @@ fn process_cpu() -> Duration {
 #[ignore = "benchmark"]
 async fn bench_pgbench_select_only() {
     let addr = start_default().await;
-    let direct = |sql: &str| Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-X", "-q", "-c", sql]).output().unwrap();
+    let direct = |sql: &str| {
+        Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-X",
+                "-q",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap()
+    };
     direct("drop database if exists hoop_bench");
     direct("create database hoop_bench");
     let run = |port: u16, args: &[&str]| {
-        let out = Command::new("pgbench").args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"]).args(args).arg("hoop_bench").output().unwrap();
+        let out = Command::new("pgbench")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            .args(args)
+            .arg("hoop_bench")
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-        let tps: f64 = text.lines().find(|l| l.starts_with("tps")).and_then(|l| l.split_whitespace().nth(2)).and_then(|t| t.parse().ok()).unwrap();
-        let n: f64 = text.lines().find(|l| l.starts_with("number of transactions actually processed")).and_then(|l| l.split(": ").nth(1)).and_then(|t| t.split('/').next()).and_then(|t| t.trim().parse().ok()).unwrap();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tps: f64 = text
+            .lines()
+            .find(|l| l.starts_with("tps"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|t| t.parse().ok())
+            .unwrap();
+        let n: f64 = text
+            .lines()
+            .find(|l| l.starts_with("number of transactions actually processed"))
+            .and_then(|l| l.split(": ").nth(1))
+            .and_then(|t| t.split('/').next())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap();
         (tps, n)
     };
     tokio::task::block_in_place(|| run(5432, &["-i", "-s", "1", "-q"]));
@@ -887,7 +923,11 @@ async fn bench_pgbench_select_only() {
         let cpu0 = process_cpu();
         let (proxy_tps, n) = tokio::task::block_in_place(|| run(addr.port(), &args));
         let cpu = process_cpu() - cpu0;
-        eprintln!("-M {mode}: direct {direct_tps:.0} tps, hoop {proxy_tps:.0} tps, ratio {:.3}, proxy CPU {:.2} us/txn", proxy_tps / direct_tps, cpu.as_secs_f64() * 1e6 / n);
+        eprintln!(
+            "-M {mode}: direct {direct_tps:.0} tps, hoop {proxy_tps:.0} tps, ratio {:.3}, proxy CPU {:.2} us/txn",
+            proxy_tps / direct_tps,
+            cpu.as_secs_f64() * 1e6 / n
+        );
     }
     direct("drop database hoop_bench");
 }

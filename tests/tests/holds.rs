@@ -8,7 +8,9 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-use hoop_tests::{TestConfig, hoop_bin, hoop_exec_spawn, psql_direct, require_privileged, text, wait_output};
+use hoop_tests::{
+    TestConfig, hoop_bin, hoop_exec_spawn, psql_direct, require_privileged, text, wait_output,
+};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -46,7 +48,8 @@ fn setup(timeout: &str) -> Setup {
     // A test OIDC issuer: an EC P-256 key in a local JWKS file.
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).expect("key");
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .expect("key");
     let point = key.public_key().as_ref();
     let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "test-1", "alg": "ES256", "use": "sig",
         "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])}]});
@@ -71,7 +74,10 @@ fn setup(timeout: &str) -> Setup {
 }
 
 fn jwt(key: &EcdsaKeyPair, aud: &str, exp_offset: i64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
     let header = B64.encode(json!({"alg": "ES256", "typ": "JWT", "kid": "test-1"}).to_string());
     let claims = B64.encode(
         json!({"iss": "https://idp.test", "aud": aud, "sub": "carol", "email": "carol@example.com",
@@ -79,13 +85,19 @@ fn jwt(key: &EcdsaKeyPair, aud: &str, exp_offset: i64) -> String {
         .to_string(),
     );
     let input = format!("{header}.{claims}");
-    let sig = key.sign(&ring::rand::SystemRandom::new(), input.as_bytes()).expect("sign");
+    let sig = key
+        .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
+        .expect("sign");
     format!("{input}.{}", B64.encode(sig.as_ref()))
 }
 
 fn holds_cli(cfg: &TestConfig, token: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(hoop_bin());
-    cmd.arg("holds").args(args).arg("--admin").arg(cfg.admin_url()).env_remove("HOOP_TOKEN");
+    cmd.arg("holds")
+        .args(args)
+        .arg("--admin")
+        .arg(cfg.admin_url())
+        .env_remove("HOOP_TOKEN");
     if let Some(t) = token {
         cmd.env("HOOP_TOKEN", t);
     }
@@ -94,7 +106,11 @@ fn holds_cli(cfg: &TestConfig, token: Option<&str>, args: &[&str]) -> Output {
 
 fn list(cfg: &TestConfig) -> Vec<Value> {
     let out = holds_cli(cfg, Some(ALICE), &["list", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("json array")
 }
 
@@ -103,7 +119,10 @@ fn pending(cfg: &TestConfig, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(out) = std::panic::catch_unwind(|| list(cfg)) {
-            let p: Vec<Value> = out.into_iter().filter(|h| h["state"] == "pending").collect();
+            let p: Vec<Value> = out
+                .into_iter()
+                .filter(|h| h["state"] == "pending")
+                .collect();
             if p.len() >= n {
                 return p;
             }
@@ -114,7 +133,16 @@ fn pending(cfg: &TestConfig, n: usize) -> Vec<Value> {
 }
 
 fn psql_held(cfg: &TestConfig, sql: &[&str]) -> Child {
-    let mut args = vec!["psql", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test"];
+    let mut args = vec![
+        "psql",
+        "-X",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "test",
+    ];
     for s in sql {
         args.push("-c");
         args.push(s);
@@ -123,7 +151,9 @@ fn psql_held(cfg: &TestConfig, sql: &[&str]) -> Child {
 }
 
 fn orders(id: i32) -> String {
-    psql_direct(&format!("SELECT count(*) FROM orders WHERE id = {id}")).trim().to_owned()
+    psql_direct(&format!("SELECT count(*) FROM orders WHERE id = {id}"))
+        .trim()
+        .to_owned()
 }
 
 #[test]
@@ -133,28 +163,60 @@ fn approve_runs_the_held_delete_once() {
     // psql, then linger so the admin API can still be asked afterwards.
     let child = hoop_exec_spawn(
         &s.cfg.path,
-        &["sh", "-c", "psql -X -h 127.0.0.1 -U postgres -d test -c 'DELETE FROM orders WHERE id = 1'; sleep 2"],
+        &[
+            "sh",
+            "-c",
+            "psql -X -h 127.0.0.1 -U postgres -d test -c 'DELETE FROM orders WHERE id = 1'; sleep 2",
+        ],
     );
     let hold = &pending(&s.cfg, 1)[0];
     assert_eq!(hold["rule"], "orders-deletes");
     assert_eq!(hold["session"]["user"], "postgres");
-    assert!(hold["statement"].as_str().is_some_and(|t| t.contains("DELETE FROM orders")), "{hold}");
-    assert!(hold["expires_at"].is_string() && hold["created_at"].is_string(), "{hold}");
+    assert!(
+        hold["statement"]
+            .as_str()
+            .is_some_and(|t| t.contains("DELETE FROM orders")),
+        "{hold}"
+    );
+    assert!(
+        hold["expires_at"].is_string() && hold["created_at"].is_string(),
+        "{hold}"
+    );
     assert_eq!(orders(1), "1", "nothing ran before approval");
     let id = hold["id"].as_str().expect("id").to_owned();
-    let out = holds_cli(&s.cfg, Some(ALICE), &["approve", &id, "--reason", "ticket 42"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = holds_cli(
+        &s.cfg,
+        Some(ALICE),
+        &["approve", &id, "--reason", "ticket 42"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The decision is recorded with the approver, and cannot be replayed.
-    let decided = list(&s.cfg).into_iter().find(|h| h["id"] == id.as_str()).expect("still listed");
+    let decided = list(&s.cfg)
+        .into_iter()
+        .find(|h| h["id"] == id.as_str())
+        .expect("still listed");
     assert_eq!(decided["state"], "approved", "{decided}");
-    assert!(decided.to_string().contains("alice@example.com"), "{decided}");
+    assert!(
+        decided.to_string().contains("alice@example.com"),
+        "{decided}"
+    );
     let again = holds_cli(&s.cfg, Some(ALICE), &["approve", &id]);
-    assert!(!again.status.success(), "a decided hold cannot be approved again");
+    assert!(
+        !again.status.success(),
+        "a decided hold cannot be approved again"
+    );
     let out = wait_output(child, T);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("DELETE 1"), "{stdout}");
-    assert!(stderr.contains(&format!("hoop holds approve {id}")), "the notice names the hold: {stderr}");
+    assert!(
+        stderr.contains(&format!("hoop holds approve {id}")),
+        "the notice names the hold: {stderr}"
+    );
     assert_eq!(orders(1), "0");
 }
 
@@ -162,13 +224,30 @@ fn approve_runs_the_held_delete_once() {
 fn deny_with_a_reason_leaves_the_row_and_the_session_usable() {
     require_privileged();
     let s = setup("5m");
-    let child = psql_held(&s.cfg, &["DELETE FROM orders WHERE id = 2", "SELECT 'still here' AS s"]);
+    let child = psql_held(
+        &s.cfg,
+        &[
+            "DELETE FROM orders WHERE id = 2",
+            "SELECT 'still here' AS s",
+        ],
+    );
     let id = pending(&s.cfg, 1)[0]["id"].as_str().expect("id").to_owned();
-    let out = holds_cli(&s.cfg, Some(ALICE), &["deny", &id, "--reason", "not during business hours"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = holds_cli(
+        &s.cfg,
+        Some(ALICE),
+        &["deny", &id, "--reason", "not during business hours"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (stdout, stderr) = text(&wait_output(child, T));
     assert!(stderr.contains("not during business hours"), "{stderr}");
-    assert!(stderr.contains("alice@example.com"), "the decider is named: {stderr}");
+    assert!(
+        stderr.contains("alice@example.com"),
+        "the decider is named: {stderr}"
+    );
     assert!(stdout.contains("still here"), "{stdout}");
     assert_eq!(orders(2), "1");
 }
@@ -178,7 +257,10 @@ fn an_undecided_hold_times_out_as_denied() {
     require_privileged();
     let s = setup("2s");
     let started = Instant::now();
-    let (_, stderr) = text(&wait_output(psql_held(&s.cfg, &["DELETE FROM orders WHERE id = 3"]), T));
+    let (_, stderr) = text(&wait_output(
+        psql_held(&s.cfg, &["DELETE FROM orders WHERE id = 3"]),
+        T,
+    ));
     assert!(stderr.contains("timed out"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(orders(3), "1");
@@ -190,14 +272,27 @@ fn a_held_prepared_delete_runs_exactly_once_on_approval() {
     let s = setup("5m");
     let child = hoop_exec_spawn(
         &s.cfg.path,
-        &[env!("CARGO_BIN_EXE_pg-client"), "execute-param", "DELETE FROM orders WHERE id = $1 OR id = 10", "4"],
+        &[
+            env!("CARGO_BIN_EXE_pg-client"),
+            "execute-param",
+            "DELETE FROM orders WHERE id = $1 OR id = 10",
+            "4",
+        ],
     );
     let id = pending(&s.cfg, 1)[0]["id"].as_str().expect("id").to_owned();
-    assert!(holds_cli(&s.cfg, Some(ALICE), &["approve", &id]).status.success());
+    assert!(
+        holds_cli(&s.cfg, Some(ALICE), &["approve", &id])
+            .status
+            .success()
+    );
     let (stdout, stderr) = text(&wait_output(child, T));
     assert_eq!(stdout.trim(), r#"{"affected":2}"#, "{stderr}");
     assert_eq!(orders(4), "0");
-    assert_eq!(psql_direct("SELECT count(*) FROM orders").trim(), "8", "ran once, not twice");
+    assert_eq!(
+        psql_direct("SELECT count(*) FROM orders").trim(),
+        "8",
+        "ran once, not twice"
+    );
 }
 
 #[test]
@@ -214,7 +309,8 @@ fn a_client_that_leaves_withdraws_its_hold() {
     cmd.env("ADMIN", s.cfg.admin_url()).env("TOKEN", ALICE);
     let out = cmd.output().expect("run");
     let (stdout, stderr) = text(&out);
-    let holds: Value = serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or(Value::Null);
+    let holds: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or(Value::Null);
     let states: Vec<&str> = holds
         .as_array()
         .or_else(|| holds["holds"].as_array())
@@ -232,7 +328,8 @@ fn tokens_are_checked_401_403_and_oidc() {
     let id = pending(&s.cfg, 1)[0]["id"].as_str().expect("id").to_owned();
     let curl = |token: Option<&str>, path: &str| -> String {
         let mut c = Command::new("curl");
-        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"]).arg(format!("{}{path}", s.cfg.admin_url()));
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .arg(format!("{}{path}", s.cfg.admin_url()));
         if let Some(t) = token {
             c.arg("-H").arg(format!("authorization: Bearer {t}"));
         }
@@ -241,10 +338,26 @@ fn tokens_are_checked_401_403_and_oidc() {
     let approve = format!("/api/holds/{id}/approve");
     assert_eq!(curl(None, &approve), "401", "no token");
     assert_eq!(curl(Some("not-a-token"), &approve), "401", "unknown token");
-    assert_eq!(curl(Some(BOB), &approve), "403", "token outside the approver group");
-    assert_eq!(curl(Some(&jwt(&s.key, "other-audience", 300)), &approve), "401", "wrong audience");
-    assert_eq!(curl(Some(&jwt(&s.key, "hoop", -300)), &approve), "401", "expired");
-    assert_eq!(curl(Some(&jwt(&s.key, "hoop", 300)), &approve), "200", "OIDC token from the test issuer");
+    assert_eq!(
+        curl(Some(BOB), &approve),
+        "403",
+        "token outside the approver group"
+    );
+    assert_eq!(
+        curl(Some(&jwt(&s.key, "other-audience", 300)), &approve),
+        "401",
+        "wrong audience"
+    );
+    assert_eq!(
+        curl(Some(&jwt(&s.key, "hoop", -300)), &approve),
+        "401",
+        "expired"
+    );
+    assert_eq!(
+        curl(Some(&jwt(&s.key, "hoop", 300)), &approve),
+        "200",
+        "OIDC token from the test issuer"
+    );
     let (stdout, _) = text(&wait_output(child, T));
     assert!(stdout.contains("DELETE 1"), "{stdout}");
 }
@@ -264,15 +377,27 @@ fn two_sessions_holds_are_decided_independently() {
     let by_row = |n: &str| {
         holds
             .iter()
-            .find(|h| h["statement"].as_str().is_some_and(|t| t.contains(&format!("id = {n}"))))
+            .find(|h| {
+                h["statement"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(&format!("id = {n}")))
+            })
             .and_then(|h| h["id"].as_str())
             .expect("hold for the row")
             .to_owned()
     };
     let (seven, eight) = (by_row("7"), by_row("8"));
     assert_ne!(seven, eight);
-    assert!(holds_cli(&s.cfg, Some(ALICE), &["deny", &eight, "--reason", "keep 8"]).status.success());
-    assert!(holds_cli(&s.cfg, Some(ALICE), &["approve", &seven]).status.success());
+    assert!(
+        holds_cli(&s.cfg, Some(ALICE), &["deny", &eight, "--reason", "keep 8"])
+            .status
+            .success()
+    );
+    assert!(
+        holds_cli(&s.cfg, Some(ALICE), &["approve", &seven])
+            .status
+            .success()
+    );
     let (stdout, stderr) = text(&wait_output(child, T));
     let (a, b) = stdout.split_once("---").expect("both outputs");
     assert!(a.contains("DELETE 1"), "{stdout}\n{stderr}");

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use hoop_tests::{TestConfig, hoop_exec, metric, psql_direct, require_privileged, scrape_snippet, scraped, text};
+use hoop_tests::{
+    TestConfig, hoop_exec, metric, psql_direct, require_privileged, scrape_snippet, scraped, text,
+};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -50,7 +52,10 @@ fn setup() {
 
 fn assert_no_raw(what: &str, haystack: &str) {
     for raw in RAW {
-        assert!(!haystack.contains(raw), "{what} leaked {raw:?}:\n{haystack}");
+        assert!(
+            !haystack.contains(raw),
+            "{what} leaked {raw:?}:\n{haystack}"
+        );
     }
 }
 
@@ -95,8 +100,19 @@ SELECT 'still usable' AS after_error;
 ",
     )
     .expect("write script");
-    let psql = format!("psql -X -h 127.0.0.1 -U postgres -d test -f {}", script.display());
-    let out = hoop_exec(&cfg.path, &["sh", "-c", &format!("{psql} 2>&1; {}", scrape_snippet(&cfg.admin_url()))], T);
+    let psql = format!(
+        "psql -X -h 127.0.0.1 -U postgres -d test -f {}",
+        script.display()
+    );
+    let out = hoop_exec(
+        &cfg.path,
+        &[
+            "sh",
+            "-c",
+            &format!("{psql} 2>&1; {}", scrape_snippet(&cfg.admin_url())),
+        ],
+        T,
+    );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_no_raw("psql output", &stdout);
@@ -104,11 +120,20 @@ SELECT 'still usable' AS after_error;
     // The masked forms are there (partial keeps the last four and the dashes).
     assert!(stdout.contains("***-**-6789"), "{stdout}");
     assert!(stdout.contains("[REDACTED"), "{stdout}");
-    assert!(stdout.contains("already exists"), "the unique violation is reported: {stdout}");
+    assert!(
+        stdout.contains("already exists"),
+        "the unique violation is reported: {stdout}"
+    );
     assert!(stdout.contains("still usable"), "{stdout}");
     let m = scraped(&stdout);
-    assert!(metric(&m, "hoop_masked_values_total{rule=\"ssn\"}").is_some_and(|n| n >= 10.0), "{m}");
-    assert!(metric(&m, "hoop_masked_values_total{rule=\"contact\"}").is_some_and(|n| n >= 4.0), "{m}");
+    assert!(
+        metric(&m, "hoop_masked_values_total{rule=\"ssn\"}").is_some_and(|n| n >= 10.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "hoop_masked_values_total{rule=\"contact\"}").is_some_and(|n| n >= 4.0),
+        "{m}"
+    );
 }
 
 #[test]
@@ -132,9 +157,17 @@ fn prepared_statements_with_binary_results_are_masked() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_no_raw("tokio-postgres results", &stdout);
     assert_no_raw("hoop's log", &stderr);
-    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     assert_eq!(lines[0]["rows"][0][1], "***-**-6789", "{stdout}");
-    assert!(lines[0]["rows"][0][2].as_str().is_some_and(|s| s.contains("REDACTED")), "{stdout}");
+    assert!(
+        lines[0]["rows"][0][2]
+            .as_str()
+            .is_some_and(|s| s.contains("REDACTED")),
+        "{stdout}"
+    );
     // An int computed from a masked column cannot be rewritten type-correctly
     // in binary: refused by default, with a clear error.
     assert_eq!(lines[3]["error"]["code"], "42501", "{stdout}");
@@ -156,17 +189,41 @@ DELETE FROM customers WHERE id = 999;
     std::fs::write(&script, sql).expect("write");
     let out = hoop_exec(
         &cfg.path,
-        &["sh", "-c", &format!("psql -X -h 127.0.0.1 -U postgres -d test -v VERBOSITY=verbose -f {} 2>&1", script.display())],
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "psql -X -h 127.0.0.1 -U postgres -d test -v VERBOSITY=verbose -f {} 2>&1",
+                script.display()
+            ),
+        ],
         T,
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert_eq!(stdout.matches("42501").count(), 4, "four denials with SQLSTATE 42501:\n{stdout}");
-    assert!(stdout.contains("destructive DDL is not allowed here"), "{stdout}");
-    assert!(stdout.contains("no-ddl") && stdout.contains("no-unbounded-writes"), "rule names shown:\n{stdout}");
+    assert_eq!(
+        stdout.matches("42501").count(),
+        4,
+        "four denials with SQLSTATE 42501:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("destructive DDL is not allowed here"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("no-ddl") && stdout.contains("no-unbounded-writes"),
+        "rule names shown:\n{stdout}"
+    );
     assert!(stdout.contains("usable after denial"), "{stdout}");
-    assert!(stdout.contains("DELETE 0"), "a DELETE with WHERE is allowed: {stdout}");
-    assert_eq!(psql_direct("SELECT count(*) FROM customers").trim(), "2", "the table and its rows survived");
+    assert!(
+        stdout.contains("DELETE 0"),
+        "a DELETE with WHERE is allowed: {stdout}"
+    );
+    assert_eq!(
+        psql_direct("SELECT count(*) FROM customers").trim(),
+        "2",
+        "the table and its rows survived"
+    );
 }
 
 #[test]
@@ -176,13 +233,28 @@ fn a_multi_statement_query_with_a_denied_statement_runs_nothing() {
     let cfg = TestConfig::new(&[5432], POLICY);
     let out = hoop_exec(
         &cfg.path,
-        &["psql", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", "INSERT INTO hoop_probe VALUES (1); SELECT 1; DROP TABLE customers"],
+        &[
+            "psql",
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+            "INSERT INTO hoop_probe VALUES (1); SELECT 1; DROP TABLE customers",
+        ],
         T,
     );
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "psql reports the error: {stdout}");
     assert!(stderr.contains("destructive DDL"), "{stderr}");
-    assert_eq!(psql_direct("SELECT count(*) FROM hoop_probe").trim(), "0", "the INSERT before the DROP must not run");
+    assert_eq!(
+        psql_direct("SELECT count(*) FROM hoop_probe").trim(),
+        "0",
+        "the INSERT before the DROP must not run"
+    );
     assert_eq!(psql_direct("SELECT count(*) FROM customers").trim(), "2");
 }
 
@@ -193,16 +265,29 @@ fn denial_through_the_extended_protocol_and_unparsed_sql() {
     let cfg = TestConfig::new(&[5432], POLICY);
     let out = hoop_exec(
         &cfg.path,
-        &[&pg_client(), "execute", "DROP TABLE customers", "TRUNCATE customers", "FOO BAR BAZ", "SELECT 1"],
+        &[
+            &pg_client(),
+            "execute",
+            "DROP TABLE customers",
+            "TRUNCATE customers",
+            "FOO BAR BAZ",
+            "SELECT 1",
+        ],
         T,
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     assert_eq!(lines[0]["error"]["code"], "42501", "{stdout}");
     assert_eq!(lines[1]["error"]["code"], "42501", "{stdout}");
     // PostgreSQL would say 42601 (syntax error); hoop refuses first.
-    assert_eq!(lines[2]["error"]["code"], "42501", "unparsed SQL is denied by default: {stdout}");
+    assert_eq!(
+        lines[2]["error"]["code"], "42501",
+        "unparsed SQL is denied by default: {stdout}"
+    );
     assert_eq!(lines[3]["affected"], 1, "{stdout}");
     assert_eq!(psql_direct("SELECT count(*) FROM customers").trim(), "2");
 }
@@ -243,17 +328,35 @@ fn reload_changes_decisions_on_a_live_connection_and_a_broken_file_keeps_the_old
     editor.join().expect("editor");
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    let results: Vec<serde_json::Value> =
-        stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).expect("json")).collect();
+    let results: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     // connection 1: allowed, (reload), denied on the same connection.
     assert!(results[0].get("rows").is_some(), "{stdout}");
     assert_eq!(results[2]["error"]["code"], "42501", "{stdout}");
-    assert!(results[2]["error"]["message"].as_str().is_some_and(|m| m.contains("no deletes today")), "{stdout}");
+    assert!(
+        results[2]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no deletes today")),
+        "{stdout}"
+    );
     // connection 2, after the broken edit: the last good policy still denies.
     assert_eq!(results[3]["error"]["code"], "42501", "{stdout}");
     assert_eq!(results[5]["error"]["code"], "42501", "{stdout}");
     let m = scraped(&stdout);
-    assert_eq!(metric(&m, "hoop_policy_reload_errors_total"), Some(1.0), "{m}");
-    assert!(metric(&m, "hoop_policy_reloads_total").is_some_and(|n| n >= 1.0), "{m}");
-    assert!(stderr.contains("hoop.yaml"), "the reload error names the file: {stderr}");
+    assert_eq!(
+        metric(&m, "hoop_policy_reload_errors_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "hoop_policy_reloads_total").is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    assert!(
+        stderr.contains("hoop.yaml"),
+        "the reload error names the file: {stderr}"
+    );
 }

@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hoop_tests::{TestConfig, hoop_exec, metric, psql_direct, require_privileged, scrape_snippet, scraped, text};
+use hoop_tests::{
+    TestConfig, hoop_exec, metric, psql_direct, require_privileged, scrape_snippet, scraped, text,
+};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -18,7 +20,11 @@ fn pg_client() -> String {
 fn sh(cfg: &TestConfig, script: &str) -> (String, String) {
     let out = hoop_exec(&cfg.path, &["sh", "-c", script], T);
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "script failed ({:?}):\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "script failed ({:?}):\n{stdout}\n{stderr}",
+        out.status
+    );
     (stdout, stderr)
 }
 
@@ -44,10 +50,19 @@ fn psql_queries_copy_multi_statement_and_errors_in_transactions() {
     assert!(stdout.contains("COPY 3"), "{stdout}");
     // The multi-statement Query returns the last result: max(id) = 3.
     assert!(stdout.lines().any(|l| l == "3"), "{stdout}");
-    assert_eq!(std::fs::read_to_string(&out_file).expect("copied out"), "1\tone\n2\ttwo\n3\tthree\n");
+    assert_eq!(
+        std::fs::read_to_string(&out_file).expect("copied out"),
+        "1\tone\n2\ttwo\n3\tthree\n"
+    );
     assert!(stdout.contains("division by zero"), "{stdout}");
-    assert!(stdout.contains("current transaction is aborted"), "{stdout}");
-    assert!(stdout.contains("ROLLBACK") && stdout.lines().any(|l| l == "42"), "{stdout}");
+    assert!(
+        stdout.contains("current transaction is aborted"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ROLLBACK") && stdout.lines().any(|l| l == "42"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -61,7 +76,10 @@ fn listen_notify_between_two_governed_sessions() {
         a = cfg.dir.path().join("a.out").display()
     );
     let (stdout, _) = sh(&cfg, &script);
-    assert!(stdout.contains("Asynchronous notification \"hoop_chan\" with payload \"hello from B\""), "{stdout}");
+    assert!(
+        stdout.contains("Asynchronous notification \"hoop_chan\" with payload \"hello from B\""),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -75,7 +93,10 @@ fn ctrl_c_in_psql_cancels_within_two_seconds() {
          E=$(date +%s%N); echo elapsed_ms=$(( (E - S) / 1000000 )); cat out"
     );
     let (stdout, _) = sh(&cfg, &format!("cd {}; {script}", cfg.dir.path().display()));
-    assert!(stdout.contains("canceling statement due to user request"), "{stdout}");
+    assert!(
+        stdout.contains("canceling statement due to user request"),
+        "{stdout}"
+    );
     let ms: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("elapsed_ms="))
@@ -96,7 +117,10 @@ fn pg_cancel_backend_from_another_session() {
     let started = Instant::now();
     let (stdout, _) = sh(&cfg, &format!("cd {}; {script}", cfg.dir.path().display()));
     assert!(stdout.lines().any(|l| l == "t"), "{stdout}");
-    assert!(stdout.contains("canceling statement due to user request"), "{stdout}");
+    assert!(
+        stdout.contains("canceling statement due to user request"),
+        "{stdout}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
@@ -110,26 +134,59 @@ fn tokio_postgres_extended_protocol() {
          {pc} portal 'SELECT g FROM generate_series(1, 25) g' 10 && {pc} cancel"
     );
     let (stdout, _) = sh(&cfg, &script);
-    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
-    assert_eq!(lines[0]["rows"][0], serde_json::json!([1, true, 42, "x"]), "binary results: {stdout}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(
+        lines[0]["rows"][0],
+        serde_json::json!([1, true, 42, "x"]),
+        "binary results: {stdout}"
+    );
     assert_eq!(lines[1]["all_correct"], true, "pipeline of 200: {stdout}");
-    assert_eq!(lines[2]["chunks"], 3, "portal suspension (25 rows in chunks of 10): {stdout}");
-    assert_eq!(lines[2]["rows"].as_array().map(Vec::len), Some(25), "{stdout}");
-    assert_eq!(lines[3]["cancelled_code"], "57014", "cancel token routed: {stdout}");
+    assert_eq!(
+        lines[2]["chunks"], 3,
+        "portal suspension (25 rows in chunks of 10): {stdout}"
+    );
+    assert_eq!(
+        lines[2]["rows"].as_array().map(Vec::len),
+        Some(25),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[3]["cancelled_code"], "57014",
+        "cancel token routed: {stdout}"
+    );
 }
 
 #[test]
 fn pgbench_in_every_protocol_mode() {
     require_privileged();
     let init = Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "1", "-q", "test"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "test",
+        ])
         .output()
         .expect("pgbench -i");
     assert!(init.status.success());
     let cfg = TestConfig::new(&[5432], "");
     for mode in ["simple", "extended", "prepared"] {
-        let (stdout, _) = sh(&cfg, &format!("pgbench -h 127.0.0.1 -U postgres -M {mode} -c 4 -T 3 test"));
-        assert!(stdout.contains("number of failed transactions: 0"), "{mode}: {stdout}");
+        let (stdout, _) = sh(
+            &cfg,
+            &format!("pgbench -h 127.0.0.1 -U postgres -M {mode} -c 4 -T 3 test"),
+        );
+        assert!(
+            stdout.contains("number of failed transactions: 0"),
+            "{mode}: {stdout}"
+        );
         assert!(stdout.contains(&format!("query mode: {mode}")), "{stdout}");
     }
 }
@@ -138,13 +195,28 @@ fn make_cert(dir: &std::path::Path) -> (String, String) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (cert.display().to_string(), key.display().to_string())
 }
 
@@ -153,7 +225,10 @@ fn tls_on_both_legs_and_plaintext_clients() {
     require_privileged();
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = make_cert(dir.path());
-    let cfg = TestConfig::new(&[5432], &format!("tls:\n  cert: {cert}\n  key: {key}\n  upstream: require\n"));
+    let cfg = TestConfig::new(
+        &[5432],
+        &format!("tls:\n  cert: {cert}\n  key: {key}\n  upstream: require\n"),
+    );
     let q = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     let script = format!(
         "psql -X 'host=127.0.0.1 user=postgres dbname=test sslmode=require' -c '\\conninfo' -Atc \"{q}\" && \
@@ -161,7 +236,10 @@ fn tls_on_both_legs_and_plaintext_clients() {
     );
     let (stdout, _) = sh(&cfg, &script);
     // The client leg is TLS with hoop's certificate…
-    assert!(stdout.contains("SSL connection (protocol: TLSv1."), "{stdout}");
+    assert!(
+        stdout.contains("SSL connection (protocol: TLSv1."),
+        "{stdout}"
+    );
     // …and the server sees TLS from hoop (upstream: require), for both clients.
     assert_eq!(stdout.lines().filter(|l| *l == "t").count(), 2, "{stdout}");
 }
@@ -176,7 +254,10 @@ fn scram_and_md5_passwords_pass_through() {
     let (stdout, _) = sh(&cfg, script);
     assert!(stdout.lines().any(|l| l == "hoop_scram"), "{stdout}");
     assert!(stdout.lines().any(|l| l == "hoop_md5"), "{stdout}");
-    assert!(stdout.contains("password authentication failed for user \"hoop_scram\""), "{stdout}");
+    assert!(
+        stdout.contains("password authentication failed for user \"hoop_scram\""),
+        "{stdout}"
+    );
     let method = psql_direct(
         "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'hoop_scram'",
     );
@@ -184,7 +265,11 @@ fn scram_and_md5_passwords_pass_through() {
 }
 
 fn peak_rss_mib(stderr: &str) -> f64 {
-    let line = stderr.lines().rev().find(|l| l.contains("hoop resource usage")).expect("usage line");
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("hoop resource usage"))
+        .expect("usage line");
     let kib: f64 = line
         .split("peak_rss_kib=")
         .nth(1)
@@ -204,19 +289,39 @@ fn a_million_rows_stream_complete_in_order_with_bounded_memory() {
     // Checksums of the exact bytes, so completeness and order are both checked.
     let check = |sql: &str| format!("{PSQL} -Atc '{sql}' | md5sum");
     let t = Instant::now();
-    let direct_copy = Command::new("sh").args(["-c", &check(copy)]).output().expect("direct");
+    let direct_copy = Command::new("sh")
+        .args(["-c", &check(copy)])
+        .output()
+        .expect("direct");
     let direct_s = t.elapsed().as_secs_f64();
-    let direct_cursor = Command::new("sh").args(["-c", &check(cursor)]).output().expect("direct");
+    let direct_cursor = Command::new("sh")
+        .args(["-c", &check(cursor)])
+        .output()
+        .expect("direct");
     let t = Instant::now();
-    let out = hoop_exec(&cfg.path, &["sh", "-c", &format!("{}; {}", check(copy), check(cursor))], T);
+    let out = hoop_exec(
+        &cfg.path,
+        &["sh", "-c", &format!("{}; {}", check(copy), check(cursor))],
+        T,
+    );
     let hoop_s = t.elapsed().as_secs_f64();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     let sums: Vec<&str> = stdout.lines().collect();
-    assert_eq!(sums[0], String::from_utf8_lossy(&direct_copy.stdout).trim(), "COPY differs");
-    assert_eq!(sums[1], String::from_utf8_lossy(&direct_cursor.stdout).trim(), "cursor rows differ");
+    assert_eq!(
+        sums[0],
+        String::from_utf8_lossy(&direct_copy.stdout).trim(),
+        "COPY differs"
+    );
+    assert_eq!(
+        sums[1],
+        String::from_utf8_lossy(&direct_cursor.stdout).trim(),
+        "cursor rows differ"
+    );
     let rss = peak_rss_mib(&stderr);
-    eprintln!("1M rows x 3: hoop peak RSS {rss:.1} MiB; COPY+cursor through hoop {hoop_s:.2}s, COPY direct {direct_s:.2}s");
+    eprintln!(
+        "1M rows x 3: hoop peak RSS {rss:.1} MiB; COPY+cursor through hoop {hoop_s:.2}s, COPY direct {direct_s:.2}s"
+    );
     assert!(rss < 64.0, "peak RSS {rss:.1} MiB");
 }
 

@@ -8,7 +8,8 @@ use std::{
 };
 
 use hoop_tests::{
-    TestConfig, hoop_bin, hoop_exec, hoop_exec_spawn, metric, psql_direct, require_privileged, text, wait_output,
+    TestConfig, hoop_bin, hoop_exec, hoop_exec_spawn, metric, psql_direct, require_privileged,
+    text, wait_output,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -42,8 +43,16 @@ fn config() -> TestConfig {
 
 fn with_recording(cfg: &TestConfig, settings: &str) {
     let yaml = std::fs::read_to_string(&cfg.path).expect("config");
-    let dir_line = yaml.lines().find(|l| l.trim_start().starts_with("dir:")).expect("recording.dir").to_owned();
-    std::fs::write(&cfg.path, yaml.replace(&dir_line, &format!("{dir_line}\n{settings}"))).expect("config");
+    let dir_line = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("dir:"))
+        .expect("recording.dir")
+        .to_owned();
+    std::fs::write(
+        &cfg.path,
+        yaml.replace(&dir_line, &format!("{dir_line}\n{settings}")),
+    )
+    .expect("config");
 }
 
 fn rec_dir(cfg: &TestConfig) -> PathBuf {
@@ -72,13 +81,18 @@ fn only_recording(cfg: &TestConfig) -> PathBuf {
 }
 
 fn id_of(path: &Path) -> String {
-    path.file_stem().expect("stem").to_string_lossy().into_owned()
+    path.file_stem()
+        .expect("stem")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn all_bytes_in(dir: &Path) -> String {
     let mut all = String::new();
     for e in std::fs::read_dir(dir).expect("dir").filter_map(Result::ok) {
-        all.push_str(&String::from_utf8_lossy(&std::fs::read(e.path()).expect("read")));
+        all.push_str(&String::from_utf8_lossy(
+            &std::fs::read(e.path()).expect("read"),
+        ));
     }
     all
 }
@@ -99,7 +113,18 @@ INSERT INTO customers VALUES (3, 'Eve', '123-45-6789', 'eve@example.com');
     std::fs::write(&script, sql).expect("script");
     let out = hoop_exec(
         &cfg.path,
-        &["psql", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-f", &script.display().to_string()],
+        &[
+            "psql",
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-f",
+            &script.display().to_string(),
+        ],
         T,
     );
     let (stdout, stderr) = text(&out);
@@ -107,7 +132,11 @@ INSERT INTO customers VALUES (3, 'Eve', '123-45-6789', 'eve@example.com');
     let file = only_recording(&cfg);
     let show = recordings(&cfg, &["show", &id_of(&file)]);
     let transcript = String::from_utf8_lossy(&show.stdout).into_owned();
-    assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
     // In order, with the right verdicts, results and errors.
     let order = [
         "SELECT id, ssn, email FROM customers",
@@ -124,16 +153,31 @@ INSERT INTO customers VALUES (3, 'Eve', '123-45-6789', 'eve@example.com');
     ];
     let mut at = 0;
     for needle in order {
-        let found = transcript[at..].find(needle).unwrap_or_else(|| panic!("{needle:?} missing after byte {at}:\n{transcript}"));
+        let found = transcript[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing after byte {at}:\n{transcript}"));
         at += found + needle.len();
     }
     // The raw values appear nowhere in the recording directory.
     let everything = all_bytes_in(&rec_dir(&cfg));
-    for raw in ["123-45-6789", "987-65-4321", "ada@example.com", "bob@corp.example", "eve@example.com"] {
-        assert!(!everything.contains(raw), "{raw} written to a recording:\n{everything}");
+    for raw in [
+        "123-45-6789",
+        "987-65-4321",
+        "ada@example.com",
+        "bob@corp.example",
+        "eve@example.com",
+    ] {
+        assert!(
+            !everything.contains(raw),
+            "{raw} written to a recording:\n{everything}"
+        );
     }
     let verify = recordings(&cfg, &["verify", "--all"]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
     assert!(String::from_utf8_lossy(&verify.stdout).contains("intact"));
     // list, replay and export work on it.
     let list = recordings(&cfg, &["list", "--json"]);
@@ -142,14 +186,32 @@ INSERT INTO customers VALUES (3, 'Eve', '123-45-6789', 'eve@example.com');
     assert!(String::from_utf8_lossy(&replay.stdout).contains("DROP TABLE customers"));
     let export = recordings(&cfg, &["export", &id_of(&file), "--format", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&export.stdout).expect("export is JSON");
-    assert!(doc["events"].as_array().is_some_and(|e| e.len() > 10), "{doc}");
+    assert!(
+        doc["events"].as_array().is_some_and(|e| e.len() > 10),
+        "{doc}"
+    );
 }
 
 /// Runs a small session and returns the path of its recording.
 fn recorded_session(cfg: &TestConfig) -> PathBuf {
     let out = hoop_exec(
         &cfg.path,
-        &["psql", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", "SELECT 1", "-c", "SELECT 2", "-c", "SELECT 3"],
+        &[
+            "psql",
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+            "SELECT 1",
+            "-c",
+            "SELECT 2",
+            "-c",
+            "SELECT 3",
+        ],
         T,
     );
     assert!(out.status.success(), "{}", text(&out).1);
@@ -158,7 +220,10 @@ fn recorded_session(cfg: &TestConfig) -> PathBuf {
 
 fn verify_output(cfg: &TestConfig) -> (bool, String) {
     let out = recordings(cfg, &["verify", "--all"]);
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -174,23 +239,35 @@ fn tampering_is_detected_and_the_event_named() {
     std::fs::write(&file, &flipped).expect("write");
     let (ok, report) = verify_output(&cfg);
     assert!(!ok, "a flipped byte must fail verify: {report}");
-    let bad_seq = lines.iter().position(|l| l.contains("SELECT 2")).expect("line");
+    let bad_seq = lines
+        .iter()
+        .position(|l| l.contains("SELECT 2"))
+        .expect("line");
     assert!(report.contains("tampered"), "{report}");
-    assert!(report.contains(&format!("{bad_seq}")), "names event {bad_seq}: {report}");
+    assert!(
+        report.contains(&format!("{bad_seq}")),
+        "names event {bad_seq}: {report}"
+    );
 
     // One event deleted.
     let mut without: Vec<&str> = lines.clone();
     without.remove(3);
     std::fs::write(&file, without.join("\n") + "\n").expect("write");
     let (ok, report) = verify_output(&cfg);
-    assert!(!ok && report.contains("tampered") && report.contains('3'), "{report}");
+    assert!(
+        !ok && report.contains("tampered") && report.contains('3'),
+        "{report}"
+    );
 
     // Two events swapped.
     let mut swapped: Vec<&str> = lines.clone();
     swapped.swap(3, 4);
     std::fs::write(&file, swapped.join("\n") + "\n").expect("write");
     let (ok, report) = verify_output(&cfg);
-    assert!(!ok && report.contains("tampered") && report.contains('3'), "{report}");
+    assert!(
+        !ok && report.contains("tampered") && report.contains('3'),
+        "{report}"
+    );
 
     // The original verifies again.
     std::fs::write(&file, &original).expect("write");
@@ -206,7 +283,20 @@ fn kill_9_mid_session_leaves_a_truncated_but_intact_recording() {
     with_recording(&cfg, "  flush_interval: 100ms");
     let child = hoop_exec_spawn(
         &cfg.path,
-        &["psql", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", "SELECT ssn FROM customers", "-c", "SELECT pg_sleep(20)"],
+        &[
+            "psql",
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+            "SELECT ssn FROM customers",
+            "-c",
+            "SELECT pg_sleep(20)",
+        ],
     );
     std::thread::sleep(Duration::from_millis(2500));
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -215,8 +305,13 @@ fn kill_9_mid_session_leaves_a_truncated_but_intact_recording() {
     let (ok, report) = verify_output(&cfg);
     assert!(ok, "truncation is not tampering: {report}");
     assert!(report.contains("truncated"), "{report}");
-    let transcript = String::from_utf8_lossy(&recordings(&cfg, &["show", &id_of(&only_recording(&cfg))]).stdout).into_owned();
-    assert!(transcript.contains("SELECT ssn FROM customers") && transcript.contains("pg_sleep"), "{transcript}");
+    let transcript =
+        String::from_utf8_lossy(&recordings(&cfg, &["show", &id_of(&only_recording(&cfg))]).stdout)
+            .into_owned();
+    assert!(
+        transcript.contains("SELECT ssn FROM customers") && transcript.contains("pg_sleep"),
+        "{transcript}"
+    );
     // Clean up the exec's stale cgroup and its orphaned psql.
     let _ = hoop_exec(&cfg.path, &["true"], T);
 }
@@ -227,12 +322,26 @@ fn a_recording_that_cannot_be_written_closes_the_session() {
     let cfg = config();
     let mnt = cfg.dir.path().join("small");
     std::fs::create_dir_all(&mnt).expect("mkdir");
-    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"]).arg(&mnt).status().expect("mount");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount");
     assert!(mounted.success(), "mount tmpfs");
     let yaml = std::fs::read_to_string(&cfg.path).expect("config");
-    let dir_line = yaml.lines().find(|l| l.trim_start().starts_with("dir:")).expect("dir").to_owned();
-    std::fs::write(&cfg.path, yaml.replace(&dir_line, &format!("  dir: {}\n  flush_interval: 50ms", mnt.display())))
-        .expect("config");
+    let dir_line = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("dir:"))
+        .expect("dir")
+        .to_owned();
+    std::fs::write(
+        &cfg.path,
+        yaml.replace(
+            &dir_line,
+            &format!("  dir: {}\n  flush_interval: 50ms", mnt.display()),
+        ),
+    )
+    .expect("config");
     // Fill the disk mid-session, then keep talking (with statements large
     // enough to need new pages: the comment is recorded with the SQL).
     let filler = "x".repeat(16 * 1024);
@@ -245,14 +354,27 @@ fn a_recording_that_cannot_be_written_closes_the_session() {
     std::fs::write(&file, script).expect("script");
     let out = hoop_exec(
         &cfg.path,
-        &["sh", "-c", &format!("psql -X -h 127.0.0.1 -U postgres -d test -f {} 2>&1", file.display())],
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "psql -X -h 127.0.0.1 -U postgres -d test -f {} 2>&1",
+                file.display()
+            ),
+        ],
         T,
     );
     let _ = Command::new("umount").arg(&mnt).status();
     let (stdout, stderr) = text(&out);
     assert!(stdout.contains("before"), "{stdout}");
-    assert!(stdout.contains("hoop cannot record this session"), "clear error: {stdout}\n{stderr}");
-    assert!(!stdout.contains("after 2"), "the session must be closed: {stdout}");
+    assert!(
+        stdout.contains("hoop cannot record this session"),
+        "clear error: {stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("after 2"),
+        "the session must be closed: {stdout}"
+    );
 }
 
 #[test]
@@ -267,18 +389,48 @@ fn metrics_move_by_exactly_what_the_session_did() {
          for i in $(seq 50); do curl -sf {url}/metrics > after.txt; grep -q '^hoop_connections_active 0' after.txt && break; sleep 0.1; done; \
          echo '--- before'; cat before.txt; echo '--- after'; cat after.txt"
     );
-    let out = hoop_exec(&cfg.path, &["sh", "-c", &format!("cd {}; {script}", cfg.dir.path().display())], T);
+    let out = hoop_exec(
+        &cfg.path,
+        &[
+            "sh",
+            "-c",
+            &format!("cd {}; {script}", cfg.dir.path().display()),
+        ],
+        T,
+    );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     let (before, after) = stdout.split_once("--- after").expect("two scrapes");
-    let delta = |name: &str| metric(after, name).unwrap_or(0.0) - metric(before, name).unwrap_or(0.0);
+    let delta =
+        |name: &str| metric(after, name).unwrap_or(0.0) - metric(before, name).unwrap_or(0.0);
     assert_eq!(delta("hoop_connections_total"), 1.0);
-    assert_eq!(delta("hoop_statements_total{kind=\"select\",verdict=\"allow\"}"), 3.0, "{after}");
-    assert_eq!(delta("hoop_statements_total{kind=\"drop\",verdict=\"deny\"}"), 1.0, "{after}");
-    assert_eq!(delta("hoop_masked_values_total{rule=\"ssn\"}"), 2.0, "{after}");
+    assert_eq!(
+        delta("hoop_statements_total{kind=\"select\",verdict=\"allow\"}"),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("hoop_statements_total{kind=\"drop\",verdict=\"deny\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("hoop_masked_values_total{rule=\"ssn\"}"),
+        2.0,
+        "{after}"
+    );
     assert_eq!(delta("hoop_ebpf_redirects_total"), 1.0, "{after}");
-    assert!(delta("hoop_proxied_bytes_total{direction=\"client_to_server\"}") > 0.0, "{after}");
-    assert!(delta("hoop_proxied_bytes_total{direction=\"server_to_client\"}") > 0.0, "{after}");
-    assert!(delta("hoop_statement_proxy_latency_seconds_count") >= 4.0, "{after}");
+    assert!(
+        delta("hoop_proxied_bytes_total{direction=\"client_to_server\"}") > 0.0,
+        "{after}"
+    );
+    assert!(
+        delta("hoop_proxied_bytes_total{direction=\"server_to_client\"}") > 0.0,
+        "{after}"
+    );
+    assert!(
+        delta("hoop_statement_proxy_latency_seconds_count") >= 4.0,
+        "{after}"
+    );
     assert!(delta("hoop_recording_events_total") > 0.0, "{after}");
 }

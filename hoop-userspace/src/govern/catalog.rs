@@ -61,13 +61,24 @@ impl CatalogStore {
     /// A store dialing with `dialer`; `user`/`password` override the
     /// session's own user for catalog lookups.
     pub fn new(dialer: Dialer, user: Option<String>, password: Option<String>) -> Self {
-        Self { dialer, user, password, servers: Mutex::new(HashMap::new()) }
+        Self {
+            dialer,
+            user,
+            password,
+            servers: Mutex::new(HashMap::new()),
+        }
     }
 
     fn server(&self, identity: &SessionIdentity) -> Option<Arc<ServerCatalog>> {
         let addr = identity.original_destination?;
-        let database = identity.database.clone().or_else(|| identity.user.clone())?;
-        let mut servers = self.servers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let database = identity
+            .database
+            .clone()
+            .or_else(|| identity.user.clone())?;
+        let mut servers = self
+            .servers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Some(
             servers
                 .entry((addr, database.clone()))
@@ -89,13 +100,20 @@ impl CatalogStore {
     fn login(&self, identity: &SessionIdentity) -> (String, Option<String>) {
         match &self.user {
             Some(u) => (u.clone(), self.password.clone()),
-            None => (identity.user.clone().unwrap_or_else(|| "postgres".into()), self.password.clone()),
+            None => (
+                identity.user.clone().unwrap_or_else(|| "postgres".into()),
+                self.password.clone(),
+            ),
         }
     }
 
     /// A lookup to await when `columns` name tables the cache has not seen
     /// (and, the first time, the views reading masked columns).
-    pub fn resolution(&self, identity: &SessionIdentity, columns: &[ColumnDescription]) -> Option<Resolution> {
+    pub fn resolution(
+        &self,
+        identity: &SessionIdentity,
+        columns: &[ColumnDescription],
+    ) -> Option<Resolution> {
         let server = self.server(identity)?;
         let missing = lock(&server.cache).missing_oids(columns);
         let views_loaded = lock(&server.views).0 > 0;
@@ -105,7 +123,10 @@ impl CatalogStore {
         let (user, password) = self.login(identity);
         let dialer = self.dialer.clone();
         Some(Box::pin(async move {
-            if let Err(e) = server.load(&dialer, &user, password.as_deref(), &missing, !views_loaded).await {
+            if let Err(e) = server
+                .load(&dialer, &user, password.as_deref(), &missing, !views_loaded)
+                .await
+            {
                 warn!(server = %server.addr, database = %server.database, error = %e,
                     "catalog lookup failed; unresolved columns are masked");
                 *lock(&server.failed_at) = Some(Instant::now());
@@ -114,17 +135,29 @@ impl CatalogStore {
     }
 
     /// Sources of `columns`, as far as the cache knows them.
-    pub fn resolve(&self, identity: &SessionIdentity, columns: &[ColumnDescription]) -> Vec<Option<ResolvedColumn>> {
-        self.server(identity).map_or_else(|| vec![None; columns.len()], |s| lock(&s.cache).resolve_all(columns))
+    pub fn resolve(
+        &self,
+        identity: &SessionIdentity,
+        columns: &[ColumnDescription],
+    ) -> Vec<Option<ResolvedColumn>> {
+        self.server(identity).map_or_else(
+            || vec![None; columns.len()],
+            |s| lock(&s.cache).resolve_all(columns),
+        )
     }
 
     /// View dependency rows for [`mask::masked_views`], with their version.
     pub fn views(&self, identity: &SessionIdentity) -> (u64, Arc<Vec<Vec<Option<String>>>>) {
-        self.server(identity).map_or_else(|| (0, Arc::new(Vec::new())), |s| lock(&s.views).clone())
+        self.server(identity)
+            .map_or_else(|| (0, Arc::new(Vec::new())), |s| lock(&s.views).clone())
     }
 
     /// A lookup of a table's column order (for `COPY table TO STDOUT`).
-    pub fn table_columns_resolution(&self, identity: &SessionIdentity, regclass: String) -> Option<Resolution> {
+    pub fn table_columns_resolution(
+        &self,
+        identity: &SessionIdentity,
+        regclass: String,
+    ) -> Option<Resolution> {
         let server = self.server(identity)?;
         if lock(&server.table_columns).contains_key(&regclass) || server.recently_failed() {
             return None;
@@ -132,7 +165,10 @@ impl CatalogStore {
         let (user, password) = self.login(identity);
         let dialer = self.dialer.clone();
         Some(Box::pin(async move {
-            if let Err(e) = server.load_table_columns(&dialer, &user, password.as_deref(), &regclass).await {
+            if let Err(e) = server
+                .load_table_columns(&dialer, &user, password.as_deref(), &regclass)
+                .await
+            {
                 warn!(server = %server.addr, error = %e, "catalog lookup of COPY columns failed; COPY is refused");
                 *lock(&server.failed_at) = Some(Instant::now());
             }
@@ -141,7 +177,9 @@ impl CatalogStore {
 
     /// A table's columns in order, when known.
     pub fn table_columns(&self, identity: &SessionIdentity, regclass: &str) -> Option<Vec<String>> {
-        lock(&self.server(identity)?.table_columns).get(regclass).cloned()
+        lock(&self.server(identity)?.table_columns)
+            .get(regclass)
+            .cloned()
     }
 }
 
@@ -173,10 +211,16 @@ impl ServerCatalog {
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, LookupError> {
         let mut client = self.client.lock().await;
-        if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
             let stream = dialer.connect(self.addr).await?;
             let mut config = tokio_postgres::Config::new();
-            config.user(user).dbname(&self.database).application_name("hoop-catalog");
+            config
+                .user(user)
+                .dbname(&self.database)
+                .application_name("hoop-catalog");
             if let Some(pw) = password {
                 config.password(pw);
             }
@@ -194,7 +238,9 @@ impl ServerCatalog {
             .await?
             .into_iter()
             .filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect()),
+                SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                }
                 _ => None,
             })
             .collect();
@@ -213,17 +259,23 @@ impl ServerCatalog {
             // OIDs are integers: inlining them is safe, and the simple
             // protocol gives text rows, which is what the cache parses.
             let list: Vec<String> = oids.iter().map(ToString::to_string).collect();
-            let sql = COLUMNS_QUERY.replace("$1::oid[]", &format!("'{{{}}}'::oid[]", list.join(",")));
+            let sql =
+                COLUMNS_QUERY.replace("$1::oid[]", &format!("'{{{}}}'::oid[]", list.join(",")));
             let rows = self.query(dialer, user, password, &sql).await?;
             let mut cache = lock(&self.cache);
             for row in &rows {
-                let cells: Vec<Option<&[u8]>> = row.iter().map(|c| c.as_deref().map(str::as_bytes)).collect();
+                let cells: Vec<Option<&[u8]>> = row
+                    .iter()
+                    .map(|c| c.as_deref().map(str::as_bytes))
+                    .collect();
                 cache.insert_row(&cells)?;
             }
             cache.mark_loaded(oids);
         }
         if views {
-            let rows = self.query(dialer, user, password, VIEW_DEPENDENCIES_QUERY).await?;
+            let rows = self
+                .query(dialer, user, password, VIEW_DEPENDENCIES_QUERY)
+                .await?;
             let mut v = lock(&self.views);
             *v = (v.0 + 1, Arc::new(rows));
         }
@@ -240,7 +292,10 @@ impl ServerCatalog {
         let literal = format!("'{}'", regclass.replace('\'', "''"));
         let sql = TABLE_COLUMNS_QUERY.replace("$1::regclass", &format!("{literal}::regclass"));
         let rows = self.query(dialer, user, password, &sql).await?;
-        let names = rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect();
+        let names = rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect();
         lock(&self.table_columns).insert(regclass.to_owned(), names);
         Ok(())
     }

@@ -275,7 +275,11 @@ pub fn sweep_stale(parent: &Path, prefix: &str) -> Vec<PathBuf> {
         }
         let path = entry.path();
         let Ok(id) = cgroup_id(&path) else { continue };
-        let stale = ScopedCgroup { path: path.clone(), id, removed: false };
+        let stale = ScopedCgroup {
+            path: path.clone(),
+            id,
+            removed: false,
+        };
         if stale.remove().is_ok() {
             removed.push(path);
         }

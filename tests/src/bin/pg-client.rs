@@ -43,7 +43,9 @@ fn cell(row: &Row, i: usize) -> Value {
         Type::INT4 => json!(row.get::<_, Option<i32>>(i)),
         Type::INT8 => json!(row.get::<_, Option<i64>>(i)),
         Type::BOOL => json!(row.get::<_, Option<bool>>(i)),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => json!(row.get::<_, Option<String>>(i)),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+            json!(row.get::<_, Option<String>>(i))
+        }
         Type::JSON | Type::JSONB => json!(row.get::<_, Option<Value>>(i)),
         other => json!(format!("<{other}>")),
     }
@@ -55,7 +57,9 @@ fn rows_json(rows: &[Row]) -> Value {
 
 fn error_json(e: &tokio_postgres::Error) -> Value {
     match e.as_db_error() {
-        Some(db) => json!({ "error": { "code": db.code().code(), "message": db.message(), "detail": db.detail() } }),
+        Some(db) => {
+            json!({ "error": { "code": db.code().code(), "message": db.message(), "detail": db.detail() } })
+        }
         None => json!({ "error": { "code": null, "message": e.to_string(), "detail": null } }),
     }
 }
@@ -134,14 +138,25 @@ async fn main() {
         "pipeline" => {
             let client = connect().await;
             let n: i32 = args[1].parse().expect("count");
-            let stmt = client.prepare("SELECT $1::int4 * 2").await.expect("prepare");
+            let stmt = client
+                .prepare("SELECT $1::int4 * 2")
+                .await
+                .expect("prepare");
             let futures = (0..n).map(|i| {
                 let client = &client;
                 let stmt = &stmt;
-                async move { client.query_one(stmt, &[&i]).await.map(|r| r.get::<_, i32>(0)) }
+                async move {
+                    client
+                        .query_one(stmt, &[&i])
+                        .await
+                        .map(|r| r.get::<_, i32>(0))
+                }
             });
             let results = futures_join_all(futures).await;
-            let ok = results.iter().enumerate().all(|(i, r)| r.as_ref().is_ok_and(|v| *v == i as i32 * 2));
+            let ok = results
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.as_ref().is_ok_and(|v| *v == i as i32 * 2));
             print(&json!({ "pipeline": n, "all_correct": ok }));
         }
         // A portal read in chunks of N rows (Execute with a row limit → PortalSuspended).
@@ -176,7 +191,9 @@ async fn main() {
                 let _ = token.cancel_query(NoTls).await;
             });
             let r = client.simple_query("SELECT pg_sleep(30)").await;
-            let code = r.err().and_then(|e| e.as_db_error().map(|d| d.code().code().to_owned()));
+            let code = r
+                .err()
+                .and_then(|e| e.as_db_error().map(|d| d.code().code().to_owned()));
             print(&json!({ "cancelled_code": code, "elapsed_ms": started.elapsed().as_millis() }));
         }
         other => {
@@ -186,7 +203,9 @@ async fn main() {
     }
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     // Poll them together so their messages are pipelined on the connection.
     let handles: Vec<_> = futures.collect();
     let mut out = Vec::with_capacity(handles.len());
@@ -202,7 +221,11 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     out.extend(done.into_iter().map(|d| d.expect("completed")));

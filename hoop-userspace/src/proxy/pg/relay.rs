@@ -172,8 +172,12 @@ impl Meters {
     fn new() -> Self {
         let m = crate::metrics::metrics();
         Self {
-            from_client: m.proxied_bytes_total.with_label_values(&["client_to_server"]),
-            from_server: m.proxied_bytes_total.with_label_values(&["server_to_client"]),
+            from_client: m
+                .proxied_bytes_total
+                .with_label_values(&["client_to_server"]),
+            from_server: m
+                .proxied_bytes_total
+                .with_label_values(&["server_to_client"]),
             latency: m.statement_proxy_latency_seconds.clone(),
             judged: 0,
             pending_latency: None,
@@ -763,7 +767,9 @@ impl Relay {
         let result = self.process_server_buf(&mut buf);
         self.server_buf = buf;
         if let Some(request) = self.meters.pending_latency.take() {
-            self.meters.latency.observe((request + started.elapsed()).as_secs_f64());
+            self.meters
+                .latency
+                .observe((request + started.elapsed()).as_secs_f64());
         }
         result
     }
