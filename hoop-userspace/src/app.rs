@@ -117,7 +117,7 @@ impl Governed {
             recorder,
             holds: holds.clone(),
         };
-        let server = Server::start(config, governance.clone()).await?;
+        let server = Server::start(config, &governance)?;
         let admin = match TcpListener::bind(config.admin.listen).await {
             Ok(listener) => {
                 let (tx, rx) = oneshot::channel::<()>();

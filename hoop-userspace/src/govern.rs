@@ -257,7 +257,7 @@ impl SessionGovernance {
                 match mask::plan::masked_views(&rules, &rows) {
                     Ok(relations) => Arc::make_mut(&mut rules).set_masked_relations(relations),
                     Err(e) => {
-                        warn!(error = %e, "cannot read view dependencies; views are not masked by source")
+                        warn!(error = %e, "cannot read view dependencies; views are not masked by source");
                     }
                 }
             }

@@ -163,7 +163,7 @@ fn main() -> ExitCode {
             dir,
             config,
             command,
-        } => recordings(dir, config, command),
+        } => recordings(dir, config.as_deref(), command),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => {
@@ -228,12 +228,11 @@ fn holds(
 
 fn recordings(
     dir: Option<PathBuf>,
-    config: Option<PathBuf>,
+    config: Option<&std::path::Path>,
     command: RecordingsCommand,
 ) -> ExitCode {
     use hoop::record::{self, cli};
     let recording = match config
-        .as_deref()
         .map(hoop::config::Config::load)
         .transpose()
     {

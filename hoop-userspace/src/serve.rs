@@ -78,7 +78,7 @@ pub struct Server {
 
 impl Server {
     /// Binds the listeners and loads the eBPF programs (not yet attached).
-    pub async fn start(config: &Config, governance: Governance) -> Result<Self, ServeError> {
+    pub fn start(config: &Config, governance: &Governance) -> Result<Self, ServeError> {
         let v4 = bind(config.intercept.listen_v4)?;
         let listen_v4 = v4.local_addr().map_err(|source| ServeError::Listen {
             addr: config.intercept.listen_v4,

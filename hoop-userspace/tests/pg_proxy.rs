@@ -922,7 +922,7 @@ async fn bench_pgbench_select_only() {
         let (direct_tps, _) = tokio::task::block_in_place(|| run(5432, &args));
         let cpu0 = process_cpu();
         let (proxy_tps, n) = tokio::task::block_in_place(|| run(addr.port(), &args));
-        let cpu = process_cpu() - cpu0;
+        let cpu = process_cpu().saturating_sub(cpu0);
         eprintln!(
             "-M {mode}: direct {direct_tps:.0} tps, hoop {proxy_tps:.0} tps, ratio {:.3}, proxy CPU {:.2} us/txn",
             proxy_tps / direct_tps,

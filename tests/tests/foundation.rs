@@ -13,7 +13,7 @@ use hoop_tests::{
     scrape_snippet, scraped, text, wait_output,
 };
 
-const T: Duration = Duration::from_secs(60);
+const T: Duration = Duration::from_mins(1);
 
 #[test]
 fn psql_over_ipv4_is_proxied() {

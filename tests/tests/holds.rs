@@ -15,7 +15,7 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as 
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-const T: Duration = Duration::from_secs(60);
+const T: Duration = Duration::from_mins(1);
 const ALICE: &str = "alice-secret-token";
 const BOB: &str = "bob-secret-token";
 

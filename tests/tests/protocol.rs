@@ -11,7 +11,7 @@ use hoop_tests::{
     TestConfig, hoop_exec, metric, psql_direct, require_privileged, scrape_snippet, scraped, text,
 };
 
-const T: Duration = Duration::from_secs(120);
+const T: Duration = Duration::from_mins(2);
 
 fn pg_client() -> String {
     env!("CARGO_BIN_EXE_pg-client").to_owned()

@@ -36,6 +36,9 @@ pub type Resolution = crate::hooks::Preparation;
 /// After a failed lookup, how long before the server is asked again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// Text rows of the view-dependency query.
+pub type ViewRows = Arc<Vec<Vec<Option<String>>>>;
+
 /// Catalog caches for every server and database hoop has proxied.
 pub struct CatalogStore {
     dialer: Dialer,
@@ -52,7 +55,7 @@ struct ServerCatalog {
     /// `regclass text` → column names in order (for `COPY table TO`).
     table_columns: Mutex<HashMap<String, Vec<String>>>,
     /// Rows of VIEW_DEPENDENCIES_QUERY, with a version bumped on each load.
-    views: Mutex<(u64, Arc<Vec<Vec<Option<String>>>>)>,
+    views: Mutex<(u64, ViewRows)>,
     client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     failed_at: Mutex<Option<Instant>>,
 }
@@ -147,7 +150,7 @@ impl CatalogStore {
     }
 
     /// View dependency rows for [`mask::masked_views`], with their version.
-    pub fn views(&self, identity: &SessionIdentity) -> (u64, Arc<Vec<Vec<Option<String>>>>) {
+    pub fn views(&self, identity: &SessionIdentity) -> (u64, ViewRows) {
         self.server(identity)
             .map_or_else(|| (0, Arc::new(Vec::new())), |s| lock(&s.views).clone())
     }
