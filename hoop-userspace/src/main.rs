@@ -232,10 +232,7 @@ fn recordings(
     command: RecordingsCommand,
 ) -> ExitCode {
     use hoop::record::{self, cli};
-    let recording = match config
-        .map(hoop::config::Config::load)
-        .transpose()
-    {
+    let recording = match config.map(hoop::config::Config::load).transpose() {
         Ok(c) => c.map(|c| c.recording).unwrap_or_default(),
         Err(e) => {
             eprintln!("hoop recordings: {e}");
