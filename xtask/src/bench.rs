@@ -339,7 +339,9 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
                 }
             }
         }
-        copy_bench(&paths)
+        copy_bench(&paths)?;
+        recording_bench(&paths, &tmp, seconds, rounds)?;
+        masking_bench(&paths, &tmp)
     })();
     if let Some(child) = pgbouncer.as_mut() {
         let _ = child.kill();
@@ -379,6 +381,89 @@ fn copy_bench(paths: &Paths) -> anyhow::Result<()> {
         "COPY 1M rows x 3 cols: direct {direct_s:.2}s, hoop {hoop_s:.2}s (ratio {:.2}), hoop peak RSS {:.1} MiB",
         hoop_s / direct_s,
         rss / 1024.0
+    );
+    Ok(())
+}
+
+fn write_config(path: &Path, tmp: &Path, recording: &str, policy: &str) -> anyhow::Result<()> {
+    fs::write(
+        path,
+        format!(
+            "intercept:\n  ports: [5432]\nadmin:\n  listen: 127.0.0.1:0\nrecording:\n  dir: {}\n{recording}{policy}",
+            tmp.join("rec").display()
+        ),
+    )?;
+    Ok(())
+}
+
+/// pgbench -S (prepared, 8 clients) through hoop with `recording.rows:
+/// summary` vs. recording off, interleaved, medians.
+fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> anyhow::Result<()> {
+    let on = tmp.join("rec-on.yaml");
+    let off = tmp.join("rec-off.yaml");
+    write_config(&on, tmp, "  rows: summary\n", "")?;
+    write_config(&off, tmp, "  enabled: false\n", "")?;
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for _ in 0..rounds {
+        for (config, out) in [(&on, &mut with), (&off, &mut without)] {
+            let p = Paths { hoop: paths.hoop.clone(), config: config.clone(), pgbouncer: false };
+            out.push(pgbench(&p, "hoop", 5432, 8, "prepared", seconds, false)?.tps);
+        }
+    }
+    let (w, wo) = (median(with), median(without));
+    eprintln!(
+        "recording (rows: summary) vs off, pgbench -S -M prepared -c 8: {w:.0} vs {wo:.0} TPS, ratio {:.3}",
+        w / wo
+    );
+    Ok(())
+}
+
+/// 1M rows (two column-masked columns, one detector) through hoop with that
+/// policy vs. no policy: wall time and hoop's CPU per million rows.
+fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
+    let psql = |sql: &str| output(Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", DB, "-XAtqc", sql]));
+    if psql("SELECT count(*) FROM pg_tables WHERE tablename = 'hoop_bench_people'")?.trim() != "1" {
+        psql(
+            "CREATE TABLE hoop_bench_people AS SELECT g AS id, \
+             lpad((g % 899 + 100)::text, 3, '0') || '-' || lpad((g % 99 + 1)::text, 2, '0') || '-' || lpad((g % 9999 + 1)::text, 4, '0') AS ssn, \
+             'user' || g || '@example.com' AS email, '4111 1111 1111 1111' AS card, 'note ' || g AS note \
+             FROM generate_series(1, 1000000) g",
+        )?;
+    }
+    let masked = tmp.join("mask.yaml");
+    let plain = tmp.join("plain.yaml");
+    let policy = "policy:\n  mask:\n    - name: ssn\n      columns: [hoop_bench_people.ssn]\n      strategy: partial\n      keep_last: 4\n    - name: card\n      columns: [hoop_bench_people.card]\n      strategy: redact\n    - name: email\n      detect: [email]\n      strategy: redact\n";
+    write_config(&masked, tmp, "  enabled: false\n", policy)?;
+    write_config(&plain, tmp, "  enabled: false\n", "")?;
+    let query = format!("psql -h 127.0.0.1 -U postgres -d {DB} -XAtqc 'SELECT id, ssn, email, card, note FROM hoop_bench_people' | wc -l");
+    let mut report = Vec::new();
+    for (label, config) in [("no policy", &plain), ("masking", &masked), ("no policy", &plain), ("masking", &masked)] {
+        let t = Instant::now();
+        let out = Command::new(&paths.hoop)
+            .args(["exec", "--config"])
+            .arg(config)
+            .args(["--", "sh", "-c", &query])
+            .env("RUST_LOG", "info")
+            .output()?;
+        let secs = t.elapsed().as_secs_f64();
+        let rows = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if rows != "1000000" {
+            bail!("{label}: {rows} rows: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let cpu = parse_hoop_cpu(&String::from_utf8_lossy(&out.stderr)).unwrap_or(f64::NAN);
+        report.push((label, secs, cpu));
+    }
+    // The second pair (warm caches) is reported; the first warms up.
+    let (_, plain_s, plain_cpu) = report[2];
+    let (_, mask_s, mask_cpu) = report[3];
+    eprintln!(
+        "1M rows, 2 masked columns + email detector: masking {:.0} rows/s, {mask_cpu:.2} proxy CPU s; \
+         no policy {:.0} rows/s, {plain_cpu:.2} proxy CPU s; CPU ratio {:.2}, wall ratio {:.2}",
+        1e6 / mask_s,
+        1e6 / plain_s,
+        mask_cpu / plain_cpu,
+        mask_s / plain_s
     );
     Ok(())
 }
