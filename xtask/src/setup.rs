@@ -145,16 +145,26 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the bundled example: `hoop exec` around a psql query.
+/// Runs the bundled example: `hoop exec` around psql, showing a masked
+/// result, a denied statement and the session's recording.
 pub fn demo() -> anyhow::Result<()> {
     let root = workspace_root();
     let hoop = root.join("target/release/hoop");
+    // Demo data, written directly (not through hoop).
+    output(Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-XAtqc"]).arg(
+        "CREATE SCHEMA IF NOT EXISTS hoop_demo;
+         CREATE TABLE IF NOT EXISTS hoop_demo.customers (id int PRIMARY KEY, name text, ssn text, email text);
+         INSERT INTO hoop_demo.customers VALUES (1, 'Ada', '123-45-6789', 'ada@example.com'),
+           (2, 'Bob', '987-65-4321', 'bob@example.com') ON CONFLICT DO NOTHING;",
+    ))?;
+    eprintln!("xtask: running psql under `hoop exec --config examples/hoop.yaml`");
     run(Command::new(&hoop).current_dir(&root).args([
         "exec",
         "--config",
         "examples/hoop.yaml",
         "--",
         "psql",
+        "-X",
         "-h",
         "127.0.0.1",
         "-p",
@@ -163,11 +173,16 @@ pub fn demo() -> anyhow::Result<()> {
         "postgres",
         "test",
         "-c",
-        "SELECT 'governed by hoop' AS hello, inet_client_addr() AS seen_client, now()",
+        "SELECT * FROM hoop_demo.customers ORDER BY id",
+        "-c",
+        "DROP TABLE hoop_demo.customers",
+        "-c",
+        "SELECT 'the session is still usable' AS after_denial",
     ]))?;
-    run(Command::new(&hoop)
-        .current_dir(&root)
-        .args(["policy", "check", "examples/hoop.yaml"]))
+    eprintln!("xtask: the session's recording (hoop recordings list, then verify):");
+    run(Command::new(&hoop).current_dir(&root).args(["recordings", "--config", "examples/hoop.yaml", "list"]))?;
+    run(Command::new(&hoop).current_dir(&root).args(["recordings", "--config", "examples/hoop.yaml", "verify", "--all"]))?;
+    run(Command::new(&hoop).current_dir(&root).args(["policy", "check", "examples/hoop.yaml"]))
 }
 
 /// Runs every test tier. The end-to-end and privileged tiers need root and
