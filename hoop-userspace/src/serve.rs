@@ -261,6 +261,18 @@ struct ConnectionContext {
 }
 
 impl ConnectionContext {
+    /// The client's cgroup, as `/proc/PID/cgroup` names it (relative to the
+    /// cgroup2 mount): from the connecting process, or — if it is already
+    /// gone — from the cgroup id the kernel recorded at connect time.
+    fn workload(&self, original: &intercept::OriginalDestination) -> Option<String> {
+        intercept::cgroup::cgroup_path_of_pid(original.tgid).or_else(|| {
+            let path = self.interceptor.lock().ok()?.cgroup_path(original.cgroup_id)?;
+            let root = intercept::cgroup::cgroup2_root().ok()?;
+            let relative = path.strip_prefix(&root).ok()?;
+            Some(format!("/{}", relative.display()))
+        })
+    }
+
     async fn handle(&self, client: TcpStream, peer: SocketAddr) {
         let m = metrics();
         let original = self
@@ -287,7 +299,7 @@ impl ConnectionContext {
 
         let identity = SessionIdentity {
             id: next_session_id(),
-            workload: intercept::cgroup::cgroup_path_of_pid(original.tgid),
+            workload: self.workload(&original),
             client: Some(peer),
             original_destination: Some(original.addr),
             ..SessionIdentity::default()
