@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         Command::Demo => setup::setup()
             .and_then(|()| services::ensure_postgres())
             .and_then(|()| setup::demo()),
-        Command::Test { args } => setup::setup()
+        Command::Test { args } => setup::toolchain()
             .and_then(|()| services::ensure_postgres())
             .and_then(|()| services::ensure_mariadb())
             .and_then(|()| setup::test(&args)),

@@ -46,8 +46,7 @@ fn home() -> anyhow::Result<PathBuf> {
 
 /// Installs nightly `rust-src` and a matching `bpf-linker`, then builds hoop.
 pub fn setup() -> anyhow::Result<()> {
-    ensure_rust_src()?;
-    ensure_bpf_linker()?;
+    toolchain()?;
     eprintln!("xtask: building hoop (release)");
     run(Command::new("cargo").current_dir(workspace_root()).args([
         "build",
@@ -55,6 +54,12 @@ pub fn setup() -> anyhow::Result<()> {
         "--package",
         "hoop-userspace",
     ]))
+}
+
+/// Installs nightly `rust-src` and a matching `bpf-linker` if missing.
+pub fn toolchain() -> anyhow::Result<()> {
+    ensure_rust_src()?;
+    ensure_bpf_linker()
 }
 
 fn ensure_rust_src() -> anyhow::Result<()> {
