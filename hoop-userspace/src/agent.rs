@@ -22,10 +22,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         );
         return ExitCode::from(crate::app::EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::app::runtime(&loaded.config) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hoop agent: cannot start the runtime: {e}");

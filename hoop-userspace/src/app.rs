@@ -59,6 +59,15 @@ pub fn init_logging() {
     };
 }
 
+/// The tokio runtime for the proxy, sized by `proxy.worker_threads`.
+pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.proxy.worker_threads > 0 {
+        builder.worker_threads(config.proxy.worker_threads);
+    }
+    builder.enable_all().thread_name("hoop-proxy").build()
+}
+
 /// The governed runtime: interception, proxy and admin API.
 pub struct Governed {
     /// Interceptor, listeners and sessions.

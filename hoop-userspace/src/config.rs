@@ -306,6 +306,9 @@ pub struct ProxyConfig {
     /// How long to wait for the original destination to accept a connection (default 5s).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Threads running the proxy (0, the default: one per CPU).
+    #[serde(default)]
+    pub worker_threads: usize,
     /// How often a client waiting on a hold is reminded (default 30s).
     #[serde(default = "default_hold_reminder", with = "humantime_serde")]
     pub hold_reminder_interval: Duration,
@@ -325,6 +328,7 @@ impl Default for ProxyConfig {
             max_message_size: default_max_message_size(),
             connect_timeout: default_connect_timeout(),
             hold_reminder_interval: default_hold_reminder(),
+            worker_threads: 0,
             catalog_user: None,
             catalog_password_env: None,
         }

@@ -191,6 +191,7 @@ impl GovernorFactory for Governors {
             catalog: self.catalog.clone(),
             cursors: HashMap::new(),
             views_version: 0,
+            judgements: HashMap::new(),
             lineage_cache: HashMap::new(),
         })
     }
@@ -225,6 +226,9 @@ struct SessionGovernance {
     cursors: HashMap<String, String>,
     /// The catalog's view-dependency version `rules` includes.
     views_version: u64,
+    /// Literal-free SQL fingerprint → the judgement for the current policy
+    /// (see [`fingerprint`]).
+    judgements: HashMap<Box<str>, Arc<CachedJudgement>>,
     /// SQL → its lineage, for the current rule set (prepared statements run
     /// the same SQL again and again).
     lineage_cache: HashMap<Box<str>, Arc<lineage::SqlLineage>>,
@@ -265,6 +269,7 @@ impl SessionGovernance {
             self.snapshot = current.clone();
             self.views_version = views_version;
             self.lineage_cache.clear();
+            self.judgements.clear();
         }
         current
     }
@@ -326,9 +331,27 @@ impl SessionGovernance {
     }
 }
 
-impl SessionGovernor for SessionGovernance {
-    fn judge(&mut self, statement: &StatementContext<'_>) -> Verdict {
-        let policy = self.refresh();
+/// A judgement kept for a SQL fingerprint.
+struct CachedJudgement {
+    verdict: Verdict,
+    kinds: Vec<StatementKind>,
+    tables: Vec<String>,
+    kind_counts: Vec<(StatementKind, u64)>,
+    declares_cursor: bool,
+}
+
+const JUDGEMENT_CACHE_MAX: usize = 1024;
+
+fn verdict_label(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Allow => "allow",
+        Verdict::Deny(_) => "deny",
+        Verdict::Hold(_) => "hold",
+    }
+}
+
+impl SessionGovernance {
+    fn judge_uncached(&mut self, policy: &Policy, statement: &StatementContext<'_>) -> CachedJudgement {
         let judgement = policy.judge(statement.sql, statement.form, statement.identity);
         let mut verdict = judgement.verdict;
         if matches!(verdict, Verdict::Allow) {
@@ -340,40 +363,179 @@ impl SessionGovernor for SessionGovernance {
             } else if has_masking(&self.rules) && self.lineage_of(statement.sql).writes_masked() {
                 verdict = Verdict::Deny(Denial {
                     rule: EXFILTRATION_RULE.into(),
-                    message: "this statement would copy masked data where masking cannot follow it"
-                        .into(),
+                    message: "this statement would copy masked data where masking cannot follow it".into(),
                 });
             }
         }
-        let label = match &verdict {
-            Verdict::Allow => "allow",
-            Verdict::Deny(_) => "deny",
-            Verdict::Hold(_) => "hold",
-        };
-        let m = metrics();
+        let mut kind_counts: Vec<(StatementKind, u64)> = Vec::new();
         for s in &judgement.statements {
-            m.statements_total
-                .with_label_values(&[kind_label(s.kind), label])
-                .inc();
+            match kind_counts.iter_mut().find(|(k, _)| *k == s.kind) {
+                Some((_, n)) => *n += 1,
+                None => kind_counts.push((s.kind, 1)),
+            }
         }
-        if judgement
-            .statements
-            .iter()
-            .any(|s| s.kind == StatementKind::Declare)
-        {
+        CachedJudgement {
+            verdict,
+            kinds: judgement.statements.iter().map(|s| s.kind).collect(),
+            tables: judgement.statements.iter().flat_map(|s| s.tables.iter().map(ToString::to_string)).collect(),
+            kind_counts,
+            declares_cursor: judgement.statements.iter().any(|s| s.kind == StatementKind::Declare),
+        }
+    }
+}
+
+/// A key under which statements that differ only in literal *values* share
+/// one judgement: numbers become `0` and `'…'` strings become `''`; every
+/// other token (keywords, identifiers, operators, comments, dollar-quoted
+/// bodies, parameters) is kept byte for byte. Classification — kinds,
+/// tables, WHERE presence — never depends on a literal's value, so the
+/// verdict is the same. Texts whose lexing could depend on session settings
+/// (a backslash inside a plain string, `E''` and `U&''` strings) or that do
+/// not lex cleanly get no key and are judged every time.
+pub fn fingerprint(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    // Copies b[from..to] verbatim (always on char boundaries: ASCII delimiters).
+    let verbatim = |out: &mut String, from: usize, to: usize| out.push_str(&sql[from..to]);
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                let end = b[i..].iter().position(|&x| x == b'\n').map_or(b.len(), |p| i + p);
+                verbatim(&mut out, i, end);
+                i = end;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0usize;
+                let mut j = i;
+                loop {
+                    if j + 1 >= b.len() {
+                        return None; // unterminated comment
+                    }
+                    if b[j] == b'/' && b[j + 1] == b'*' {
+                        depth += 1;
+                        j += 2;
+                    } else if b[j] == b'*' && b[j + 1] == b'/' {
+                        depth -= 1;
+                        j += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        j += 1;
+                    }
+                }
+                verbatim(&mut out, i, j);
+                i = j;
+            }
+            b'"' => {
+                let mut j = i + 1;
+                loop {
+                    match b.get(j) {
+                        None => return None,
+                        Some(b'"') if b.get(j + 1) == Some(&b'"') => j += 2,
+                        Some(b'"') => break,
+                        Some(_) => j += 1,
+                    }
+                }
+                verbatim(&mut out, i, j + 1);
+                i = j + 1;
+            }
+            b'$' => {
+                // $n parameter, or a $tag$ … $tag$ dollar-quoted body (verbatim).
+                let tag_len = b[i + 1..].iter().position(|x| !(x.is_ascii_alphanumeric() || *x == b'_'));
+                match tag_len {
+                    Some(n) if b[i + 1 + n] == b'$' && !b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                        let tag = &sql[i..i + n + 2];
+                        let body = i + n + 2;
+                        let close = sql[body..].find(tag).map(|p| body + p)?;
+                        verbatim(&mut out, i, close + tag.len());
+                        i = close + tag.len();
+                    }
+                    _ => {
+                        let end = b[i + 1..].iter().position(|x| !x.is_ascii_digit()).map_or(b.len(), |p| i + 1 + p);
+                        verbatim(&mut out, i, end);
+                        i = end;
+                    }
+                }
+            }
+            b'\'' => {
+                // E'…' / U&'…' / B'…' / X'…' and friends: not cached.
+                if i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'&' || b[i - 1] == b'_') {
+                    return None;
+                }
+                let mut j = i + 1;
+                loop {
+                    match b.get(j) {
+                        None | Some(b'\\') => return None,
+                        Some(b'\'') if b.get(j + 1) == Some(&b'\'') => j += 2,
+                        Some(b'\'') => break,
+                        Some(_) => j += 1,
+                    }
+                }
+                out.push_str("''");
+                i = j + 1;
+            }
+            b'0'..=b'9' => {
+                let prev = i.checked_sub(1).map(|p| b[p]);
+                let mut j = i;
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_') {
+                    j += 1;
+                }
+                if prev.is_some_and(|p| p.is_ascii_alphanumeric() || p == b'_' || p >= 0x80) {
+                    // Part of an identifier (t1): kept.
+                    verbatim(&mut out, i, j);
+                } else {
+                    out.push('0');
+                }
+                i = j;
+            }
+            _ if c.is_ascii() => {
+                out.push(c as char);
+                i += 1;
+            }
+            _ => {
+                let ch = sql[i..].chars().next()?;
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    Some(out)
+}
+
+impl SessionGovernor for SessionGovernance {
+    fn judge(&mut self, statement: &StatementContext<'_>) -> Verdict {
+        let policy = self.refresh();
+        let key = fingerprint(statement.sql);
+        let cached = key.as_deref().and_then(|k| self.judgements.get(k)).cloned();
+        let judged = match cached {
+            Some(j) => j,
+            None => {
+                let j = Arc::new(self.judge_uncached(&policy, statement));
+                if let Some(k) = key {
+                    if self.judgements.len() >= JUDGEMENT_CACHE_MAX {
+                        self.judgements.clear();
+                    }
+                    self.judgements.insert(k.into_boxed_str(), j.clone());
+                }
+                j
+            }
+        };
+        let verdict = judged.verdict.clone();
+        let m = metrics();
+        for (kind, n) in &judged.kind_counts {
+            let label = verdict_label(&verdict);
+            m.statements_total.with_label_values(&[kind_label(*kind), label]).inc_by(*n);
+        }
+        if judged.declares_cursor {
             self.note_cursors(statement.sql);
         }
-        let kinds: Vec<StatementKind> = judgement.statements.iter().map(|s| s.kind).collect();
-        let tables: Vec<String> = judgement
-            .statements
-            .iter()
-            .flat_map(|s| s.tables.iter().map(ToString::to_string))
-            .collect();
         let sql = self.masked_sql(statement.sql);
         let failed = {
             let mut r = lock(&self.recorder);
-            r.statement(&sql, statement.form, &kinds, &tables).is_err()
-                || r.verdict(&verdict).is_err()
+            r.statement(&sql, statement.form, &judged.kinds, &judged.tables).is_err() || r.verdict(&verdict).is_err()
         };
         if failed {
             self.recording_failed();
@@ -946,6 +1108,36 @@ mod tests {
         );
         assert_eq!(r("SELECT /* 'x' */ $1"), "SELECT /* 'x' */ $1");
         assert_eq!(r("SELECT 'unterminated"), "SELECT '[REDACTED:literal]");
+    }
+
+    #[test]
+    fn fingerprints_ignore_literal_values_only() {
+        let f = |s: &str| fingerprint(s);
+        assert_eq!(
+            f("SELECT abalance FROM pgbench_accounts WHERE aid = 123;"),
+            f("SELECT abalance FROM pgbench_accounts WHERE aid = 98765;")
+        );
+        assert_eq!(f("SELECT 'a' FROM t"), f("SELECT 'it''s' FROM t"));
+        assert_ne!(f("SELECT 1 FROM t"), f("SELECT 1 FROM u"));
+        assert_ne!(f("DELETE FROM t WHERE id = 1"), f("DELETE FROM t"));
+        assert_ne!(f("SELECT 1; DROP TABLE t"), f("SELECT 1"));
+        assert_ne!(f("SELECT * FROM t1"), f("SELECT * FROM t2"), "digits inside identifiers are kept");
+        assert_ne!(f("SELECT $1"), f("SELECT $2"));
+        assert_ne!(f("DO $$ BEGIN DROP TABLE t; END $$"), f("DO $$ BEGIN NULL; END $$"), "dollar bodies are kept");
+        assert_ne!(f("SELECT 1 /* DROP */"), f("SELECT 1 /* x */"), "comments are kept");
+        // Lexing that depends on session settings: never cached.
+        assert_eq!(f(r"SELECT 'a\'; DROP TABLE t; --'"), None);
+        assert_eq!(f("SELECT E'x'"), None);
+        assert_eq!(f("SELECT 'unterminated"), None);
+        // Quotes inside comments, identifiers and dollar bodies are not strings.
+        assert_ne!(
+            f("SELECT 1 -- it's\n; DROP TABLE t; --'"),
+            f("SELECT 1 -- it's\n; SELECT 2; --'"),
+        );
+        assert_ne!(f("SELECT \"a'\" FROM t; DROP TABLE t; --'"), f("SELECT \"a'\" FROM t; SELECT 1; --'"));
+        assert_ne!(f("DO $$ EXECUTE 'DROP TABLE t' $$"), f("DO $$ EXECUTE 'SELECT 1' $$"));
+        assert_ne!(f("SELECT 1 /* it's */; DROP TABLE t; /* ' */"), f("SELECT 1 /* it's */; SELECT 2; /* ' */"));
+        assert_eq!(f("SELECT $$unterminated"), None);
     }
 
     #[test]
