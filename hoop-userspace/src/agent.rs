@@ -22,7 +22,7 @@ pub fn run(config_path: &Path) -> ExitCode {
         );
         return ExitCode::from(crate::app::EXIT_CONFIG);
     }
-    let runtime = match crate::app::runtime(&loaded.config) {
+    let runtime = match crate::app::runtime(&loaded.config, None) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hoop agent: cannot start the runtime: {e}");

@@ -59,11 +59,20 @@ pub fn init_logging() {
     };
 }
 
-/// The tokio runtime for the proxy, sized by `proxy.worker_threads`.
-pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+/// The tokio runtime for the proxy, sized by `proxy.worker_threads`; 0
+/// means `automatic` threads (`None`: one per CPU).
+///
+/// `hoop exec` governs one program and defaults to one thread: measured on
+/// pgbench, one thread avoids the cross-CPU wake-ups of work stealing and
+/// gives more throughput than one per CPU. `hoop agent` serves a whole node
+/// and defaults to one per CPU.
+pub fn runtime(config: &Config, automatic: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.proxy.worker_threads > 0 {
-        builder.worker_threads(config.proxy.worker_threads);
+    match (config.proxy.worker_threads, automatic) {
+        (0, None) => {}
+        (0, Some(n)) | (n, _) => {
+            builder.worker_threads(n);
+        }
     }
     builder.enable_all().thread_name("hoop-proxy").build()
 }

@@ -306,7 +306,7 @@ pub struct ProxyConfig {
     /// How long to wait for the original destination to accept a connection (default 5s).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Threads running the proxy (0, the default: one per CPU).
+    /// Threads running the proxy (0, the default: one for `hoop exec`, one per CPU for `hoop agent`).
     #[serde(default)]
     pub worker_threads: usize,
     /// How often a client waiting on a hold is reminded (default 30s).

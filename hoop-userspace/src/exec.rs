@@ -42,7 +42,7 @@ pub fn run(config_path: &Path, command: &[OsString]) -> ExitCode {
         eprintln!("hoop exec: no command given (usage: hoop exec --config FILE -- CMD [ARGS...])");
         return ExitCode::from(2);
     };
-    let runtime = match crate::app::runtime(&loaded.config) {
+    let runtime = match crate::app::runtime(&loaded.config, Some(1)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hoop exec: cannot start the runtime: {e}");
