@@ -66,7 +66,10 @@ pub fn init_logging() {
 /// pgbench, one thread avoids the cross-CPU wake-ups of work stealing and
 /// gives more throughput than one per CPU. `hoop agent` serves a whole node
 /// and defaults to one per CPU.
-pub fn runtime(config: &Config, automatic: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+pub fn runtime(
+    config: &Config,
+    automatic: Option<usize>,
+) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     match (config.proxy.worker_threads, automatic) {
         (0, None) => {}

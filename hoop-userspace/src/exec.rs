@@ -85,8 +85,13 @@ async fn run_async(
         return ExitCode::from(EXIT_HOOP_FAILED);
     }
 
+    // Handlers first: a signal that arrives while CMD starts is forwarded,
+    // not fatal to hoop; and CMD starts with these signals at their default
+    // disposition (handled signals reset on exec), even if hoop inherited
+    // them ignored.
+    let signals = forward_signals();
     let code = match spawn_into(&cgroup, program, args) {
-        Ok(child) => supervise(child).await,
+        Ok(child) => supervise(child, signals).await,
         Err(e) => {
             eprintln!("hoop exec: cannot run {}: {e}", program.to_string_lossy());
             ExitCode::from(EXIT_CANNOT_RUN)
@@ -145,16 +150,9 @@ fn spawn_into(
     child
 }
 
-/// Waits for CMD, forwarding signals, and maps its end to our exit status.
-async fn supervise(mut child: tokio::process::Child) -> ExitCode {
-    let Some(pid) = child.id().map(|p| Pid::from_raw(p as i32)) else {
-        return ExitCode::from(EXIT_HOOP_FAILED);
-    };
-    // When hoop owns the terminal's foreground process group, a Ctrl-C from
-    // the terminal already reaches CMD (same process group); forwarding it
-    // again would deliver it twice.
-    let terminal_signals_reach_child =
-        nix::unistd::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg == nix::unistd::getpgrp());
+/// Installs handlers for the signals hoop forwards to CMD; they arrive on
+/// the returned channel.
+fn forward_signals() -> tokio::sync::mpsc::UnboundedReceiver<Signal> {
     let mut streams = Vec::new();
     for (kind, sig) in [
         (SignalKind::interrupt(), Signal::SIGINT),
@@ -170,7 +168,7 @@ async fn supervise(mut child: tokio::process::Child) -> ExitCode {
             Err(e) => warn!(signal = %sig, error = %e, "cannot forward signal"),
         }
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     for (mut stream, sig) in streams {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -181,6 +179,22 @@ async fn supervise(mut child: tokio::process::Child) -> ExitCode {
             }
         });
     }
+    rx
+}
+
+/// Waits for CMD, forwarding signals, and maps its end to our exit status.
+async fn supervise(
+    mut child: tokio::process::Child,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Signal>,
+) -> ExitCode {
+    let Some(pid) = child.id().map(|p| Pid::from_raw(p as i32)) else {
+        return ExitCode::from(EXIT_HOOP_FAILED);
+    };
+    // When hoop owns the terminal's foreground process group, a Ctrl-C from
+    // the terminal already reaches CMD (same process group); forwarding it
+    // again would deliver it twice.
+    let terminal_signals_reach_child =
+        nix::unistd::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg == nix::unistd::getpgrp());
     loop {
         tokio::select! {
             status = child.wait() => {

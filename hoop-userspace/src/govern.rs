@@ -351,7 +351,11 @@ fn verdict_label(verdict: &Verdict) -> &'static str {
 }
 
 impl SessionGovernance {
-    fn judge_uncached(&mut self, policy: &Policy, statement: &StatementContext<'_>) -> CachedJudgement {
+    fn judge_uncached(
+        &mut self,
+        policy: &Policy,
+        statement: &StatementContext<'_>,
+    ) -> CachedJudgement {
         let judgement = policy.judge(statement.sql, statement.form, statement.identity);
         let mut verdict = judgement.verdict;
         if matches!(verdict, Verdict::Allow) {
@@ -363,7 +367,8 @@ impl SessionGovernance {
             } else if has_masking(&self.rules) && self.lineage_of(statement.sql).writes_masked() {
                 verdict = Verdict::Deny(Denial {
                     rule: EXFILTRATION_RULE.into(),
-                    message: "this statement would copy masked data where masking cannot follow it".into(),
+                    message: "this statement would copy masked data where masking cannot follow it"
+                        .into(),
                 });
             }
         }
@@ -377,9 +382,16 @@ impl SessionGovernance {
         CachedJudgement {
             verdict,
             kinds: judgement.statements.iter().map(|s| s.kind).collect(),
-            tables: judgement.statements.iter().flat_map(|s| s.tables.iter().map(ToString::to_string)).collect(),
+            tables: judgement
+                .statements
+                .iter()
+                .flat_map(|s| s.tables.iter().map(ToString::to_string))
+                .collect(),
             kind_counts,
-            declares_cursor: judgement.statements.iter().any(|s| s.kind == StatementKind::Declare),
+            declares_cursor: judgement
+                .statements
+                .iter()
+                .any(|s| s.kind == StatementKind::Declare),
         }
     }
 }
@@ -402,7 +414,10 @@ pub fn fingerprint(sql: &str) -> Option<String> {
         let c = b[i];
         match c {
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                let end = b[i..].iter().position(|&x| x == b'\n').map_or(b.len(), |p| i + p);
+                let end = b[i..]
+                    .iter()
+                    .position(|&x| x == b'\n')
+                    .map_or(b.len(), |p| i + p);
                 verbatim(&mut out, i, end);
                 i = end;
             }
@@ -444,9 +459,14 @@ pub fn fingerprint(sql: &str) -> Option<String> {
             }
             b'$' => {
                 // $n parameter, or a $tag$ … $tag$ dollar-quoted body (verbatim).
-                let tag_len = b[i + 1..].iter().position(|x| !(x.is_ascii_alphanumeric() || *x == b'_'));
+                let tag_len = b[i + 1..]
+                    .iter()
+                    .position(|x| !(x.is_ascii_alphanumeric() || *x == b'_'));
                 match tag_len {
-                    Some(n) if b[i + 1 + n] == b'$' && !b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                    Some(n)
+                        if b[i + 1 + n] == b'$'
+                            && !b.get(i + 1).is_some_and(u8::is_ascii_digit) =>
+                    {
                         let tag = &sql[i..i + n + 2];
                         let body = i + n + 2;
                         let close = sql[body..].find(tag).map(|p| body + p)?;
@@ -454,7 +474,10 @@ pub fn fingerprint(sql: &str) -> Option<String> {
                         i = close + tag.len();
                     }
                     _ => {
-                        let end = b[i + 1..].iter().position(|x| !x.is_ascii_digit()).map_or(b.len(), |p| i + 1 + p);
+                        let end = b[i + 1..]
+                            .iter()
+                            .position(|x| !x.is_ascii_digit())
+                            .map_or(b.len(), |p| i + 1 + p);
                         verbatim(&mut out, i, end);
                         i = end;
                     }
@@ -462,7 +485,9 @@ pub fn fingerprint(sql: &str) -> Option<String> {
             }
             b'\'' => {
                 // E'…' / U&'…' / B'…' / X'…' and friends: not cached.
-                if i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'&' || b[i - 1] == b'_') {
+                if i > 0
+                    && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'&' || b[i - 1] == b'_')
+                {
                     return None;
                 }
                 let mut j = i + 1;
@@ -480,7 +505,8 @@ pub fn fingerprint(sql: &str) -> Option<String> {
             b'0'..=b'9' => {
                 let prev = i.checked_sub(1).map(|p| b[p]);
                 let mut j = i;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_') {
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_')
+                {
                     j += 1;
                 }
                 if prev.is_some_and(|p| p.is_ascii_alphanumeric() || p == b'_' || p >= 0x80) {
@@ -527,7 +553,9 @@ impl SessionGovernor for SessionGovernance {
         let m = metrics();
         for (kind, n) in &judged.kind_counts {
             let label = verdict_label(&verdict);
-            m.statements_total.with_label_values(&[kind_label(*kind), label]).inc_by(*n);
+            m.statements_total
+                .with_label_values(&[kind_label(*kind), label])
+                .inc_by(*n);
         }
         if judged.declares_cursor {
             self.note_cursors(statement.sql);
@@ -535,7 +563,9 @@ impl SessionGovernor for SessionGovernance {
         let sql = self.masked_sql(statement.sql);
         let failed = {
             let mut r = lock(&self.recorder);
-            r.statement(&sql, statement.form, &judged.kinds, &judged.tables).is_err() || r.verdict(&verdict).is_err()
+            r.statement(&sql, statement.form, &judged.kinds, &judged.tables)
+                .is_err()
+                || r.verdict(&verdict).is_err()
         };
         if failed {
             self.recording_failed();
@@ -1121,10 +1151,22 @@ mod tests {
         assert_ne!(f("SELECT 1 FROM t"), f("SELECT 1 FROM u"));
         assert_ne!(f("DELETE FROM t WHERE id = 1"), f("DELETE FROM t"));
         assert_ne!(f("SELECT 1; DROP TABLE t"), f("SELECT 1"));
-        assert_ne!(f("SELECT * FROM t1"), f("SELECT * FROM t2"), "digits inside identifiers are kept");
+        assert_ne!(
+            f("SELECT * FROM t1"),
+            f("SELECT * FROM t2"),
+            "digits inside identifiers are kept"
+        );
         assert_ne!(f("SELECT $1"), f("SELECT $2"));
-        assert_ne!(f("DO $$ BEGIN DROP TABLE t; END $$"), f("DO $$ BEGIN NULL; END $$"), "dollar bodies are kept");
-        assert_ne!(f("SELECT 1 /* DROP */"), f("SELECT 1 /* x */"), "comments are kept");
+        assert_ne!(
+            f("DO $$ BEGIN DROP TABLE t; END $$"),
+            f("DO $$ BEGIN NULL; END $$"),
+            "dollar bodies are kept"
+        );
+        assert_ne!(
+            f("SELECT 1 /* DROP */"),
+            f("SELECT 1 /* x */"),
+            "comments are kept"
+        );
         // Lexing that depends on session settings: never cached.
         assert_eq!(f(r"SELECT 'a\'; DROP TABLE t; --'"), None);
         assert_eq!(f("SELECT E'x'"), None);
@@ -1134,9 +1176,18 @@ mod tests {
             f("SELECT 1 -- it's\n; DROP TABLE t; --'"),
             f("SELECT 1 -- it's\n; SELECT 2; --'"),
         );
-        assert_ne!(f("SELECT \"a'\" FROM t; DROP TABLE t; --'"), f("SELECT \"a'\" FROM t; SELECT 1; --'"));
-        assert_ne!(f("DO $$ EXECUTE 'DROP TABLE t' $$"), f("DO $$ EXECUTE 'SELECT 1' $$"));
-        assert_ne!(f("SELECT 1 /* it's */; DROP TABLE t; /* ' */"), f("SELECT 1 /* it's */; SELECT 2; /* ' */"));
+        assert_ne!(
+            f("SELECT \"a'\" FROM t; DROP TABLE t; --'"),
+            f("SELECT \"a'\" FROM t; SELECT 1; --'")
+        );
+        assert_ne!(
+            f("DO $$ EXECUTE 'DROP TABLE t' $$"),
+            f("DO $$ EXECUTE 'SELECT 1' $$")
+        );
+        assert_ne!(
+            f("SELECT 1 /* it's */; DROP TABLE t; /* ' */"),
+            f("SELECT 1 /* it's */; SELECT 2; /* ' */")
+        );
         assert_eq!(f("SELECT $$unterminated"), None);
     }
 

@@ -266,7 +266,11 @@ impl ConnectionContext {
     /// gone — from the cgroup id the kernel recorded at connect time.
     fn workload(&self, original: &intercept::OriginalDestination) -> Option<String> {
         intercept::cgroup::cgroup_path_of_pid(original.tgid).or_else(|| {
-            let path = self.interceptor.lock().ok()?.cgroup_path(original.cgroup_id)?;
+            let path = self
+                .interceptor
+                .lock()
+                .ok()?
+                .cgroup_path(original.cgroup_id)?;
             let root = intercept::cgroup::cgroup2_root().ok()?;
             let relative = path.strip_prefix(&root).ok()?;
             Some(format!("/{}", relative.display()))

@@ -410,9 +410,10 @@ fn agent_governs_listed_cgroups_and_detaches_on_sigterm() {
     let cgroup = root.join(format!("hoop-agent-test-{}", std::process::id()));
     std::fs::create_dir_all(&cgroup).expect("create cgroup");
     let cfg = TestConfig::new(&[5432], "");
-    let yaml = std::fs::read_to_string(&cfg.path)
-        .expect("config")
-        .replace("intercept:\n", &format!("intercept:\n  cgroups: [{}]\n", cgroup.display()));
+    let yaml = std::fs::read_to_string(&cfg.path).expect("config").replace(
+        "intercept:\n",
+        &format!("intercept:\n  cgroups: [{}]\n", cgroup.display()),
+    );
     std::fs::write(&cfg.path, yaml).expect("config");
     let mut agent = Command::new(hoop_tests::hoop_bin())
         .args(["agent", "--config"])
@@ -439,7 +440,12 @@ fn agent_governs_listed_cgroups_and_detaches_on_sigterm() {
         ])
         .output()
         .expect("workload");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "42",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = Command::new("curl")
         .arg("-sf")
         .arg(format!("{}/metrics", cfg.admin_url()))
@@ -448,13 +454,24 @@ fn agent_governs_listed_cgroups_and_detaches_on_sigterm() {
     let m = String::from_utf8_lossy(&m.stdout);
     assert_eq!(metric(&m, "hoop_ebpf_redirects_total"), Some(1.0), "{m}");
     assert_eq!(metric(&m, "hoop_connections_total"), Some(1.0), "{m}");
-    assert_eq!(hoop_programs_loaded().len(), 3, "connect4, connect6 and sockops are loaded while it runs");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM)
-        .expect("SIGTERM");
+    assert_eq!(
+        hoop_programs_loaded().len(),
+        3,
+        "connect4, connect6 and sockops are loaded while it runs"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
     let status = agent.wait().expect("agent exit");
     let _ = std::fs::remove_dir(&cgroup);
     assert!(status.success(), "agent exits 0 on SIGTERM: {status}");
-    assert!(hoop_programs_loaded().is_empty(), "programs left: {:?}", hoop_programs_loaded());
+    assert!(
+        hoop_programs_loaded().is_empty(),
+        "programs left: {:?}",
+        hoop_programs_loaded()
+    );
     let mut stderr = String::new();
     let _ = std::io::Read::read_to_string(&mut agent.stderr.take().expect("stderr"), &mut stderr);
     assert!(stderr.contains("detached"), "{stderr}");

@@ -407,7 +407,11 @@ fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> an
     let mut without = Vec::new();
     for _ in 0..rounds {
         for (config, out) in [(&on, &mut with), (&off, &mut without)] {
-            let p = Paths { hoop: paths.hoop.clone(), config: config.clone(), pgbouncer: false };
+            let p = Paths {
+                hoop: paths.hoop.clone(),
+                config: config.clone(),
+                pgbouncer: false,
+            };
             out.push(pgbench(&p, "hoop", 5432, 8, "prepared", seconds, false)?.tps);
         }
     }
@@ -422,7 +426,18 @@ fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> an
 /// 1M rows (two column-masked columns, one detector) through hoop with that
 /// policy vs. no policy: wall time and hoop's CPU per million rows.
 fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
-    let psql = |sql: &str| output(Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", DB, "-XAtqc", sql]));
+    let psql = |sql: &str| {
+        output(Command::new("psql").args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            DB,
+            "-XAtqc",
+            sql,
+        ]))
+    };
     if psql("SELECT count(*) FROM pg_tables WHERE tablename = 'hoop_bench_people'")?.trim() != "1" {
         psql(
             "CREATE TABLE hoop_bench_people AS SELECT g AS id, \
@@ -436,9 +451,16 @@ fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
     let policy = "policy:\n  mask:\n    - name: ssn\n      columns: [hoop_bench_people.ssn]\n      strategy: partial\n      keep_last: 4\n    - name: card\n      columns: [hoop_bench_people.card]\n      strategy: redact\n    - name: email\n      detect: [email]\n      strategy: redact\n";
     write_config(&masked, tmp, "  enabled: false\n", policy)?;
     write_config(&plain, tmp, "  enabled: false\n", "")?;
-    let query = format!("psql -h 127.0.0.1 -U postgres -d {DB} -XAtqc 'SELECT id, ssn, email, card, note FROM hoop_bench_people' | wc -l");
+    let query = format!(
+        "psql -h 127.0.0.1 -U postgres -d {DB} -XAtqc 'SELECT id, ssn, email, card, note FROM hoop_bench_people' | wc -l"
+    );
     let mut report = Vec::new();
-    for (label, config) in [("no policy", &plain), ("masking", &masked), ("no policy", &plain), ("masking", &masked)] {
+    for (label, config) in [
+        ("no policy", &plain),
+        ("masking", &masked),
+        ("no policy", &plain),
+        ("masking", &masked),
+    ] {
         let t = Instant::now();
         let out = Command::new(&paths.hoop)
             .args(["exec", "--config"])
@@ -449,7 +471,10 @@ fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
         let secs = t.elapsed().as_secs_f64();
         let rows = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if rows != "1000000" {
-            bail!("{label}: {rows} rows: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{label}: {rows} rows: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let cpu = parse_hoop_cpu(&String::from_utf8_lossy(&out.stderr)).unwrap_or(f64::NAN);
         report.push((label, secs, cpu));

@@ -185,9 +185,22 @@ pub fn demo() -> anyhow::Result<()> {
         "SELECT 'the session is still usable' AS after_denial",
     ]))?;
     eprintln!("xtask: the session's recording (hoop recordings list, then verify):");
-    run(Command::new(&hoop).current_dir(&root).args(["recordings", "--config", "examples/hoop.yaml", "list"]))?;
-    run(Command::new(&hoop).current_dir(&root).args(["recordings", "--config", "examples/hoop.yaml", "verify", "--all"]))?;
-    run(Command::new(&hoop).current_dir(&root).args(["policy", "check", "examples/hoop.yaml"]))
+    run(Command::new(&hoop).current_dir(&root).args([
+        "recordings",
+        "--config",
+        "examples/hoop.yaml",
+        "list",
+    ]))?;
+    run(Command::new(&hoop).current_dir(&root).args([
+        "recordings",
+        "--config",
+        "examples/hoop.yaml",
+        "verify",
+        "--all",
+    ]))?;
+    run(Command::new(&hoop)
+        .current_dir(&root)
+        .args(["policy", "check", "examples/hoop.yaml"]))
 }
 
 /// Runs every test tier. The end-to-end and privileged tiers need root and

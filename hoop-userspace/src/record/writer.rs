@@ -951,7 +951,8 @@ impl Writer {
         // the hot path no syscall and no cross-CPU wake-up per event. Events
         // still reach the disk within `flush_interval`: the inbox is drained
         // right before every flush.
-        let tick = (self.flush_interval / 4).clamp(Duration::from_millis(1), Duration::from_millis(50));
+        let tick =
+            (self.flush_interval / 4).clamp(Duration::from_millis(1), Duration::from_millis(50));
         let mut next_flush = Instant::now() + self.flush_interval;
         let mut next_retention = Instant::now() + RETENTION_INTERVAL;
         loop {
