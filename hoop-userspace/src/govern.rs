@@ -536,18 +536,17 @@ impl SessionGovernor for SessionGovernance {
         let policy = self.refresh();
         let key = fingerprint(statement.sql);
         let cached = key.as_deref().and_then(|k| self.judgements.get(k)).cloned();
-        let judged = match cached {
-            Some(j) => j,
-            None => {
-                let j = Arc::new(self.judge_uncached(&policy, statement));
-                if let Some(k) = key {
-                    if self.judgements.len() >= JUDGEMENT_CACHE_MAX {
-                        self.judgements.clear();
-                    }
-                    self.judgements.insert(k.into_boxed_str(), j.clone());
+        let judged = if let Some(j) = cached {
+            j
+        } else {
+            let j = Arc::new(self.judge_uncached(&policy, statement));
+            if let Some(k) = key {
+                if self.judgements.len() >= JUDGEMENT_CACHE_MAX {
+                    self.judgements.clear();
                 }
-                j
+                self.judgements.insert(k.into_boxed_str(), j.clone());
             }
+            j
         };
         let verdict = judged.verdict.clone();
         let m = metrics();
