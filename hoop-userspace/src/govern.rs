@@ -192,6 +192,7 @@ impl GovernorFactory for Governors {
             cursors: HashMap::new(),
             views_version: 0,
             judgements: HashMap::new(),
+            prepared: HashMap::new(),
             lineage_cache: HashMap::new(),
         })
     }
@@ -226,6 +227,9 @@ struct SessionGovernance {
     cursors: HashMap<String, String>,
     /// The catalog's view-dependency version `rules` includes.
     views_version: u64,
+    /// Prepared statement name → its judgement and how often it was bound
+    /// since its Parse (re-executions are recorded as statements too).
+    prepared: HashMap<Box<str>, (Arc<CachedJudgement>, u64)>,
     /// Literal-free SQL fingerprint → the judgement for the current policy
     /// (see [`fingerprint`]).
     judgements: HashMap<Box<str>, Arc<CachedJudgement>>,
@@ -548,6 +552,12 @@ impl SessionGovernor for SessionGovernance {
             }
             j
         };
+        if let Some(name) = statement.statement_name {
+            if self.prepared.len() >= JUDGEMENT_CACHE_MAX {
+                self.prepared.clear();
+            }
+            self.prepared.insert(name.into(), (judged.clone(), 0));
+        }
         let verdict = judged.verdict.clone();
         let m = metrics();
         for (kind, n) in &judged.kind_counts {
@@ -750,6 +760,26 @@ impl SessionGovernor for SessionGovernance {
                 let recorder =
                     std::mem::replace(&mut *lock(&self.recorder), SessionRecorder::disabled());
                 recorder.end(reason);
+            }
+            SessionEvent::Bound { statement } => {
+                // The first execution is the Parse already recorded (with its
+                // verdict); every later one is recorded as a statement of its
+                // own, so a recording shows each execution.
+                let name = statement.statement_name.unwrap_or_default();
+                let Some((judged, count)) = self.prepared.get_mut(name) else {
+                    return;
+                };
+                *count += 1;
+                if *count > 1 {
+                    let judged = judged.clone();
+                    let sql = self.masked_sql(statement.sql);
+                    let failed = lock(&self.recorder)
+                        .statement(&sql, statement.form, &judged.kinds, &judged.tables)
+                        .is_err();
+                    if failed {
+                        self.recording_failed();
+                    }
+                }
             }
             SessionEvent::Judged { .. }
             | SessionEvent::Sent { .. }

@@ -111,6 +111,12 @@ pub enum SessionEvent<'a> {
         /// The decision (for holds, the hold requirement).
         verdict: &'a Verdict,
     },
+    /// A prepared statement was bound for execution (each Bind is one
+    /// execution; the statement itself was judged at its Parse).
+    Bound {
+        /// The statement (`statement_name` and `portal` are set).
+        statement: &'a StatementContext<'a>,
+    },
     /// A statement went upstream (after judgement or approval).
     Sent {
         /// The statement.

@@ -519,6 +519,19 @@ impl Relay {
             }
             b'B' => {
                 let b = Bind::parse(body).map_err(client_msg)?;
+                if let Some(sql) = self.state.statement_sql(b.statement) {
+                    let ctx = StatementContext {
+                        identity: &self.identity,
+                        sql: &sql,
+                        form: ProtocolForm::Extended,
+                        statement_name: Some(b.statement),
+                        portal: Some(b.portal),
+                        statement_index: 0,
+                        transaction: self.state.transaction(),
+                    };
+                    self.governor
+                        .observe(SessionEvent::Bound { statement: &ctx });
+                }
                 self.state.client_bind(&b);
                 Ok(ClientAction::Forward)
             }
