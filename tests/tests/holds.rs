@@ -26,6 +26,8 @@ fn sha(token: &str) -> String {
 struct Setup {
     cfg: TestConfig,
     key: EcdsaKeyPair,
+    /// Holds the tokens file and the JWKS for the test's lifetime.
+    _auth_files: tempfile::TempDir,
 }
 
 fn setup(timeout: &str) -> Setup {
@@ -69,8 +71,11 @@ fn setup(timeout: &str) -> Setup {
         ),
     );
     std::fs::write(&cfg.path, yaml).expect("config");
-    std::mem::forget(dir);
-    Setup { cfg, key }
+    Setup {
+        cfg,
+        key,
+        _auth_files: dir,
+    }
 }
 
 fn jwt(key: &EcdsaKeyPair, aud: &str, exp_offset: i64) -> String {
