@@ -563,7 +563,7 @@ impl SessionGovernor for SessionGovernance {
         for (kind, n) in &judged.kind_counts {
             let label = verdict_label(&verdict);
             m.statements_total
-                .with_label_values(&[kind_label(*kind), label])
+                .with_label_values(&[kind.as_str(), label])
                 .inc_by(*n);
         }
         if judged.declares_cursor {
@@ -899,50 +899,6 @@ pub fn redact_string_literals(sql: &str) -> std::borrow::Cow<'_, str> {
     }
     out.push_str(&sql[last.min(sql.len())..]);
     std::borrow::Cow::Owned(out)
-}
-
-fn kind_label(kind: StatementKind) -> &'static str {
-    // serde's snake_case names are the policy's names; keep labels identical.
-    match kind {
-        StatementKind::Select => "select",
-        StatementKind::Insert => "insert",
-        StatementKind::Update => "update",
-        StatementKind::Delete => "delete",
-        StatementKind::Merge => "merge",
-        StatementKind::Truncate => "truncate",
-        StatementKind::Drop => "drop",
-        StatementKind::Alter => "alter",
-        StatementKind::Create => "create",
-        StatementKind::Grant => "grant",
-        StatementKind::Revoke => "revoke",
-        StatementKind::Copy => "copy",
-        StatementKind::Call => "call",
-        StatementKind::Do => "do",
-        StatementKind::Set => "set",
-        StatementKind::Show => "show",
-        StatementKind::Reset => "reset",
-        StatementKind::Begin => "begin",
-        StatementKind::Commit => "commit",
-        StatementKind::Rollback => "rollback",
-        StatementKind::Savepoint => "savepoint",
-        StatementKind::Prepare => "prepare",
-        StatementKind::Execute => "execute",
-        StatementKind::Deallocate => "deallocate",
-        StatementKind::Declare => "declare",
-        StatementKind::Fetch => "fetch",
-        StatementKind::Close => "close",
-        StatementKind::Listen => "listen",
-        StatementKind::Notify => "notify",
-        StatementKind::Unlisten => "unlisten",
-        StatementKind::Explain => "explain",
-        StatementKind::Vacuum => "vacuum",
-        StatementKind::Analyze => "analyze",
-        StatementKind::Lock => "lock",
-        StatementKind::Discard => "discard",
-        StatementKind::Comment => "comment",
-        StatementKind::Unparsed => "unparsed",
-        _ => "other",
-    }
 }
 
 fn column_descriptions(description: &RowDescription, formats: &[i16]) -> Vec<ColumnDescription> {

@@ -56,6 +56,52 @@ pub enum StatementKind {
     Unparsed,
 }
 
+impl StatementKind {
+    /// The policy file's and metrics' name for this kind (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementKind::Select => "select",
+            StatementKind::Insert => "insert",
+            StatementKind::Update => "update",
+            StatementKind::Delete => "delete",
+            StatementKind::Merge => "merge",
+            StatementKind::Truncate => "truncate",
+            StatementKind::Drop => "drop",
+            StatementKind::Alter => "alter",
+            StatementKind::Create => "create",
+            StatementKind::Grant => "grant",
+            StatementKind::Revoke => "revoke",
+            StatementKind::Copy => "copy",
+            StatementKind::Call => "call",
+            StatementKind::Do => "do",
+            StatementKind::Set => "set",
+            StatementKind::Show => "show",
+            StatementKind::Reset => "reset",
+            StatementKind::Begin => "begin",
+            StatementKind::Commit => "commit",
+            StatementKind::Rollback => "rollback",
+            StatementKind::Savepoint => "savepoint",
+            StatementKind::Prepare => "prepare",
+            StatementKind::Execute => "execute",
+            StatementKind::Deallocate => "deallocate",
+            StatementKind::Declare => "declare",
+            StatementKind::Fetch => "fetch",
+            StatementKind::Close => "close",
+            StatementKind::Listen => "listen",
+            StatementKind::Notify => "notify",
+            StatementKind::Unlisten => "unlisten",
+            StatementKind::Explain => "explain",
+            StatementKind::Vacuum => "vacuum",
+            StatementKind::Analyze => "analyze",
+            StatementKind::Lock => "lock",
+            StatementKind::Discard => "discard",
+            StatementKind::Comment => "comment",
+            StatementKind::Unparsed => "unparsed",
+            StatementKind::Other => "other",
+        }
+    }
+}
+
 /// How a statement reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -101,4 +147,22 @@ pub struct HoldRequirement {
     pub approvers: Vec<String>,
     /// Approvals needed.
     pub min_approvals: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StatementKind;
+
+    #[test]
+    fn names_match_the_policy_file_names() {
+        for kind in [
+            StatementKind::Select,
+            StatementKind::Drop,
+            StatementKind::Unparsed,
+            StatementKind::Other,
+        ] {
+            let serde_name = serde_json::to_value(kind).expect("serializes");
+            assert_eq!(serde_name, kind.as_str());
+        }
+    }
 }

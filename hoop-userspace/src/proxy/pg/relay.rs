@@ -32,8 +32,8 @@ use crate::proto::pg::{
     notification::NotificationResponse,
     query::Query,
     rows::{CommandComplete, DataRow},
-    session::{Owed, Phase, ServerAction, SessionState},
-    status::{BackendKeyData, ParameterStatus},
+    session::{Owed, Phase, ResultContext, ServerAction, SessionState},
+    status::{BackendKeyData, ParameterStatus, TransactionStatus},
 };
 use crate::session::SessionIdentity;
 use crate::statement::{HoldRequirement, ProtocolForm, Verdict};
@@ -921,15 +921,7 @@ impl Relay {
                     && !self.prepared_frame
                     && let Some(r) = self.state.current_result()
                 {
-                    let ctx = StatementContext {
-                        identity: &self.identity,
-                        sql: r.sql,
-                        form: r.form,
-                        statement_name: r.statement,
-                        portal: r.portal,
-                        statement_index: r.statement_index,
-                        transaction: self.state.transaction(),
-                    };
+                    let ctx = result_statement(&self.identity, &r, self.state.transaction());
                     if let Some(p) = self.governor.copy_columns_to_resolve(&ctx) {
                         self.prepared_frame = true;
                         self.preparation = Some(p);
@@ -941,15 +933,7 @@ impl Relay {
                     let response = CopyResponse::parse(body).map_err(server_msg)?;
                     self.rows.copy_format = Some(response.format);
                     if let Some(r) = self.state.current_result() {
-                        let ctx = StatementContext {
-                            identity: &self.identity,
-                            sql: r.sql,
-                            form: r.form,
-                            statement_name: r.statement,
-                            portal: r.portal,
-                            statement_index: r.statement_index,
-                            transaction: self.state.transaction(),
-                        };
+                        let ctx = result_statement(&self.identity, &r, self.state.transaction());
                         self.rows.rewriter = self.governor.copy_rewriter(&ctx, response.format);
                     }
                 }
@@ -997,15 +981,7 @@ impl Relay {
                 (_, [one]) => vec![*one; desc.len()],
                 (_, many) => many.to_vec(),
             };
-            let ctx = StatementContext {
-                identity: &self.identity,
-                sql: r.sql,
-                form: r.form,
-                statement_name: r.statement,
-                portal: r.portal,
-                statement_index: r.statement_index,
-                transaction: self.state.transaction(),
-            };
+            let ctx = result_statement(&self.identity, &r, self.state.transaction());
             self.rows.rewriter = self.governor.row_rewriter(&ctx, desc, &formats);
         }
         let Some(rewriter) = self.rows.rewriter.as_mut() else {
@@ -1017,6 +993,23 @@ impl Relay {
             RowRewrite::Replaced(b) => Ok(ServerAction::Replace(b)),
             RowRewrite::Refuse(spec) => Err(SessionError::RowRefused(spec)),
         }
+    }
+}
+
+/// The statement a result belongs to, as governance sees it.
+fn result_statement<'a>(
+    identity: &'a SessionIdentity,
+    r: &ResultContext<'a>,
+    transaction: TransactionStatus,
+) -> StatementContext<'a> {
+    StatementContext {
+        identity,
+        sql: r.sql,
+        form: r.form,
+        statement_name: r.statement,
+        portal: r.portal,
+        statement_index: r.statement_index,
+        transaction,
     }
 }
 
