@@ -66,17 +66,27 @@ pub fn init_logging() {
 /// pgbench, one thread avoids the cross-CPU wake-ups of work stealing and
 /// gives more throughput than one per CPU. `hoop agent` serves a whole node
 /// and defaults to one per CPU.
+///
+/// One thread means tokio's current-thread scheduler: the event loop polls
+/// sessions on the thread that waits for I/O, with none of the
+/// work-stealing bookkeeping the multi-thread scheduler does per task poll.
 pub fn runtime(
     config: &Config,
     automatic: Option<usize>,
 ) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    match (config.proxy.worker_threads, automatic) {
-        (0, None) => {}
-        (0, Some(n)) | (n, _) => {
-            builder.worker_threads(n);
+    let threads = match (config.proxy.worker_threads, automatic) {
+        (0, None) => None,
+        (0, Some(n)) | (n, _) => Some(n),
+    };
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
         }
-    }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().thread_name("hoop-proxy").build()
 }
 

@@ -179,6 +179,7 @@ impl GovernorFactory for Governors {
             }
         };
         Box::new(SessionGovernance {
+            recording: recorder.is_recording(),
             identity: identity.clone(),
             policy: self.policy.clone(),
             snapshot,
@@ -192,7 +193,7 @@ impl GovernorFactory for Governors {
             cursors: HashMap::new(),
             views_version: 0,
             judgements: HashMap::new(),
-            prepared: HashMap::new(),
+            prepared: HashMap::default(),
             lineage_cache: HashMap::new(),
         })
     }
@@ -220,6 +221,8 @@ struct SessionGovernance {
     on_error: RecordingOnError,
     /// Shared with row rewriters, which record masked rows (`rows: full`).
     recorder: SharedRecorder,
+    /// The session has a recording (statement texts are masked for it).
+    recording: bool,
     /// Set when the session must end (recording failed under close_session).
     fatal: Option<ErrorSpec>,
     catalog: Arc<CatalogStore>,
@@ -229,7 +232,7 @@ struct SessionGovernance {
     views_version: u64,
     /// Prepared statement name → its judgement and how often it was bound
     /// since its Parse (re-executions are recorded as statements too).
-    prepared: HashMap<Box<str>, (Arc<CachedJudgement>, u64)>,
+    prepared: HashMap<Box<str>, Prepared, foldhash::fast::RandomState>,
     /// Literal-free SQL fingerprint → the judgement for the current policy
     /// (see [`fingerprint`]).
     judgements: HashMap<Box<str>, Arc<CachedJudgement>>,
@@ -338,13 +341,25 @@ impl SessionGovernance {
 /// A judgement kept for a SQL fingerprint.
 struct CachedJudgement {
     verdict: Verdict,
-    kinds: Vec<StatementKind>,
-    tables: Vec<String>,
-    kind_counts: Vec<(StatementKind, u64)>,
+    kinds: Arc<[StatementKind]>,
+    tables: Arc<[String]>,
+    /// `hoop_statements_total{kind,verdict}` handles and how much each
+    /// judgement adds (label lookups done once per cached judgement).
+    counters: Vec<(prometheus::IntCounter, u64)>,
     declares_cursor: bool,
 }
 
 const JUDGEMENT_CACHE_MAX: usize = 1024;
+
+/// A named prepared statement as judged at its Parse.
+struct Prepared {
+    judged: Arc<CachedJudgement>,
+    /// The SQL as recordings show it, masked under `rules` (when recording).
+    masked_sql: Option<Arc<str>>,
+    rules: Arc<MaskRules>,
+    /// Binds since the Parse.
+    binds: u64,
+}
 
 fn verdict_label(verdict: &Verdict) -> &'static str {
     match verdict {
@@ -383,6 +398,18 @@ impl SessionGovernance {
                 None => kind_counts.push((s.kind, 1)),
             }
         }
+        let m = metrics();
+        let label = verdict_label(&verdict);
+        let counters = kind_counts
+            .into_iter()
+            .map(|(kind, n)| {
+                (
+                    m.statements_total
+                        .with_label_values(&[kind.as_str(), label]),
+                    n,
+                )
+            })
+            .collect();
         CachedJudgement {
             verdict,
             kinds: judgement.statements.iter().map(|s| s.kind).collect(),
@@ -391,7 +418,7 @@ impl SessionGovernance {
                 .iter()
                 .flat_map(|s| s.tables.iter().map(ToString::to_string))
                 .collect(),
-            kind_counts,
+            counters,
             declares_cursor: judgement
                 .statements
                 .iter()
@@ -552,30 +579,36 @@ impl SessionGovernor for SessionGovernance {
             }
             j
         };
-        if let Some(name) = statement.statement_name {
-            if self.prepared.len() >= JUDGEMENT_CACHE_MAX {
-                self.prepared.clear();
-            }
-            self.prepared.insert(name.into(), (judged.clone(), 0));
-        }
         let verdict = judged.verdict.clone();
-        let m = metrics();
-        for (kind, n) in &judged.kind_counts {
-            let label = verdict_label(&verdict);
-            m.statements_total
-                .with_label_values(&[kind.as_str(), label])
-                .inc_by(*n);
+        for (counter, n) in &judged.counters {
+            counter.inc_by(*n);
         }
         if judged.declares_cursor {
             self.note_cursors(statement.sql);
         }
-        let sql = self.masked_sql(statement.sql);
-        let failed = {
+        let sql: Option<Arc<str>> = self
+            .recording
+            .then(|| self.masked_sql(statement.sql).into());
+        if let Some(name) = statement.statement_name {
+            if self.prepared.len() >= JUDGEMENT_CACHE_MAX {
+                self.prepared.clear();
+            }
+            self.prepared.insert(
+                name.into(),
+                Prepared {
+                    judged: judged.clone(),
+                    masked_sql: sql.clone(),
+                    rules: self.rules.clone(),
+                    binds: 0,
+                },
+            );
+        }
+        let failed = sql.is_some_and(|sql| {
             let mut r = lock(&self.recorder);
             r.statement(&sql, statement.form, &judged.kinds, &judged.tables)
                 .is_err()
                 || r.verdict(&verdict).is_err()
-        };
+        });
         if failed {
             self.recording_failed();
         }
@@ -766,15 +799,25 @@ impl SessionGovernor for SessionGovernance {
                 // verdict); every later one is recorded as a statement of its
                 // own, so a recording shows each execution.
                 let name = statement.statement_name.unwrap_or_default();
-                let Some((judged, count)) = self.prepared.get_mut(name) else {
+                let Some(prepared) = self.prepared.get_mut(name) else {
                     return;
                 };
-                *count += 1;
-                if *count > 1 {
-                    let judged = judged.clone();
-                    let sql = self.masked_sql(statement.sql);
+                prepared.binds += 1;
+                if prepared.binds > 1 && self.recording {
+                    if !Arc::ptr_eq(&prepared.rules, &self.rules) || prepared.masked_sql.is_none() {
+                        // The masking rules were reloaded since the Parse.
+                        prepared.masked_sql =
+                            Some(masked_statement(&self.rules, statement.sql).into());
+                        prepared.rules = self.rules.clone();
+                    }
+                    let sql = prepared.masked_sql.as_ref().expect("set above");
                     let failed = lock(&self.recorder)
-                        .statement(&sql, statement.form, &judged.kinds, &judged.tables)
+                        .statement(
+                            sql,
+                            statement.form,
+                            &prepared.judged.kinds,
+                            &prepared.judged.tables,
+                        )
                         .is_err();
                     if failed {
                         self.recording_failed();

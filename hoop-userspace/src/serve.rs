@@ -207,6 +207,11 @@ impl Server {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok((socket, peer)) => {
+                            // Replies go out as soon as they are relayed, as
+                            // they would from the server itself.
+                            if let Err(e) = socket.set_nodelay(true) {
+                                debug!(client = %peer, error = %e, "cannot set TCP_NODELAY");
+                            }
                             let ctx = ctx.clone();
                             sessions.spawn(async move { ctx.handle(socket, peer).await });
                         }

@@ -636,8 +636,8 @@ mod tests {
             Body::Statement(StatementEvent {
                 sql: "SELECT name, ssn FROM customers".into(),
                 form: ProtocolForm::Extended,
-                kinds: vec![StatementKind::Select],
-                tables: vec!["customers".into()],
+                kinds: [StatementKind::Select].into(),
+                tables: ["customers".into()].into(),
             }),
         );
         push(
@@ -679,8 +679,8 @@ mod tests {
             Body::Statement(StatementEvent {
                 sql: "DELETE FROM orders WHERE id = $1".into(),
                 form: ProtocolForm::Simple,
-                kinds: vec![StatementKind::Delete],
-                tables: vec!["orders".into()],
+                kinds: [StatementKind::Delete].into(),
+                tables: ["orders".into()].into(),
             }),
         );
         push(

@@ -11,6 +11,8 @@
 //! So a verifier never re-serializes JSON (no canonicalization ambiguity): it
 //! cuts the fixed-length suffix off the line, puts the `}` back and hashes.
 
+use std::sync::Arc;
+
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -253,13 +255,15 @@ impl From<&SessionIdentity> for RecordedIdentity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatementEvent {
     /// SQL text as the caller passed it (literal-masked when policy says so).
-    pub sql: String,
+    /// Shared (`Arc`): a prepared statement's executions all record the text
+    /// masked once at Parse, without copying it per execution.
+    pub sql: Arc<str>,
     /// `simple | extended | function_call`.
     pub form: ProtocolForm,
     /// Statement kinds the classifier found (one per statement in a multi-statement Query).
-    pub kinds: Vec<StatementKind>,
+    pub kinds: Arc<[StatementKind]>,
     /// Tables the statement touches, as the classifier names them.
-    pub tables: Vec<String>,
+    pub tables: Arc<[String]>,
 }
 
 /// `type: verdict`.
@@ -509,7 +513,9 @@ pub fn append_line(out: &mut Vec<u8>, entry: &Entry, previous: &ChainHash) -> Ch
     debug_assert_eq!(out.last(), Some(&b'}'));
     out.pop();
     out.extend_from_slice(HASH_KEY);
-    out.extend_from_slice(hex::encode(hash).as_bytes());
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(hash, &mut hex).expect("64 hex digits for 32 bytes");
+    out.extend_from_slice(&hex);
     out.extend_from_slice(HASH_END);
     out.push(b'\n');
     hash

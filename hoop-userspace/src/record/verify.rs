@@ -400,10 +400,10 @@ mod tests {
     fn event(i: u64) -> Body {
         match i % 3 {
             0 => Body::Statement(StatementEvent {
-                sql: format!("SELECT {i} FROM t"),
+                sql: format!("SELECT {i} FROM t").into(),
                 form: ProtocolForm::Simple,
-                kinds: vec![StatementKind::Select],
-                tables: vec!["t".into()],
+                kinds: [StatementKind::Select].into(),
+                tables: ["t".into()].into(),
             }),
             1 => Body::Result(ResultEvent {
                 tag: Some("SELECT 1".into()),
@@ -648,8 +648,8 @@ mod tests {
         bodies[2] = Body::Statement(StatementEvent {
             sql: "SELECT harmless".into(),
             form: ProtocolForm::Simple,
-            kinds: vec![StatementKind::Select],
-            tables: vec![],
+            kinds: [StatementKind::Select].into(),
+            tables: std::sync::Arc::from([]),
         });
         write("s-1", bodies, true, key_for_trailer)
     }

@@ -525,6 +525,11 @@ impl SessionRecorder {
         SessionRecorder { live: None }
     }
 
+    /// Whether this session is being recorded (not disabled, not abandoned).
+    pub fn is_recording(&self) -> bool {
+        self.live.is_some()
+    }
+
     /// Records a statement. Call it **before** forwarding; on `Err` the
     /// statement is not recorded, and with `on_error: close_session` it must
     /// not run.
@@ -532,10 +537,10 @@ impl SessionRecorder {
     /// `sql` is recorded as given: pass it literal-masked when policy says so.
     pub fn statement(
         &mut self,
-        sql: &str,
+        sql: &Arc<str>,
         form: ProtocolForm,
-        kinds: &[StatementKind],
-        tables: &[String],
+        kinds: &Arc<[StatementKind]>,
+        tables: &Arc<[String]>,
     ) -> Result<(), RecordError> {
         let Some(live) = &mut self.live else {
             return Ok(());
@@ -544,10 +549,10 @@ impl SessionRecorder {
         let cost = sql.len() + tables.iter().map(String::len).sum::<usize>();
         live.send_event(
             Body::Statement(StatementEvent {
-                sql: sql.to_owned(),
+                sql: sql.clone(),
                 form,
-                kinds: kinds.to_vec(),
-                tables: tables.to_vec(),
+                kinds: kinds.clone(),
+                tables: tables.clone(),
             }),
             cost,
         )
@@ -1313,10 +1318,10 @@ mod tests {
 
     fn select(session: &mut SessionRecorder, sql: &str) -> Result<(), RecordError> {
         session.statement(
-            sql,
+            &sql.into(),
             ProtocolForm::Simple,
-            &[StatementKind::Select],
-            &["customers".into()],
+            &[StatementKind::Select].into(),
+            &["customers".to_owned()].into(),
         )
     }
 

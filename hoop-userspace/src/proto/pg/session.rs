@@ -25,6 +25,9 @@
 use std::{collections::HashMap, collections::VecDeque, sync::Arc};
 
 use bytes::Bytes;
+// Names come from the client, so the maps keep a randomly seeded hasher;
+// foldhash's costs a fraction of SipHash's on these short keys.
+use foldhash::fast::RandomState;
 
 use super::extended::{Bind, Close, Describe, Parse, Target};
 use super::notice::NoticeFields;
@@ -197,20 +200,36 @@ pub struct ResultContext<'a> {
 pub struct SessionState {
     phase: Phase,
     transaction: TransactionStatus,
-    statements: HashMap<Arc<str>, PreparedStatement>,
-    portals: HashMap<Arc<str>, Portal>,
+    statements: HashMap<Arc<str>, PreparedStatement, RandomState>,
+    portals: HashMap<Arc<str>, Portal, RandomState>,
     owed: VecDeque<Owed>,
+    /// The unnamed statement/portal's name, shared rather than allocated
+    /// for every Bind and Execute.
+    unnamed: Arc<str>,
+    /// "No format codes", shared likewise.
+    no_formats: Arc<[i16]>,
     /// RowDescription of the current simple-Query statement.
     query_description: Option<Arc<RowDescription>>,
     query_index: usize,
     track_rows: bool,
 }
 
-fn name(s: &str) -> Arc<str> {
-    Arc::from(s)
-}
-
 impl SessionState {
+    /// `s` as a shared name: the unnamed one, or a known statement's or
+    /// portal's (a reference-count increment), or a new allocation.
+    fn name(&self, s: &str) -> Arc<str> {
+        if s.is_empty() {
+            return self.unnamed.clone();
+        }
+        if let Some((known, _)) = self.statements.get_key_value(s) {
+            return known.clone();
+        }
+        if let Some((known, _)) = self.portals.get_key_value(s) {
+            return known.clone();
+        }
+        Arc::from(s)
+    }
+
     /// A new session. With `track_rows`, RowDescriptions are kept per
     /// statement and portal (needed for masking); without, they are not parsed.
     pub fn new(track_rows: bool) -> Self {
@@ -323,21 +342,21 @@ impl SessionState {
     /// The client's Parse was forwarded.
     pub fn client_parse(&mut self, parse: &Parse<'_>) {
         self.push(Owed::Parse {
-            name: name(parse.name),
+            name: self.name(parse.name),
             sql: Arc::from(parse.sql),
         });
     }
 
     /// The client's Bind was forwarded.
     pub fn client_bind(&mut self, bind: &Bind<'_>) {
-        let result_formats: Arc<[i16]> = if self.track_rows {
+        let result_formats: Arc<[i16]> = if self.track_rows && bind.result_formats().len() > 0 {
             bind.result_formats().collect()
         } else {
-            Arc::from([])
+            self.no_formats.clone()
         };
         self.push(Owed::Bind {
-            portal: name(bind.portal),
-            statement: name(bind.statement),
+            portal: self.name(bind.portal),
+            statement: self.name(bind.statement),
             result_formats,
         });
     }
@@ -346,10 +365,10 @@ impl SessionState {
     pub fn client_describe(&mut self, describe: &Describe<'_>) {
         self.push(match describe.target {
             Target::Statement => Owed::DescribeStatement {
-                name: name(describe.name),
+                name: self.name(describe.name),
             },
             Target::Portal => Owed::DescribePortal {
-                name: name(describe.name),
+                name: self.name(describe.name),
                 injected: false,
             },
         });
@@ -358,7 +377,7 @@ impl SessionState {
     /// hoop sent a Describe Portal of its own (its reply will be swallowed).
     pub fn injected_describe_portal(&mut self, portal: &str) {
         self.push(Owed::DescribePortal {
-            name: name(portal),
+            name: self.name(portal),
             injected: true,
         });
     }
@@ -366,7 +385,7 @@ impl SessionState {
     /// The client's Execute was forwarded.
     pub fn client_execute(&mut self, portal: &str) {
         self.push(Owed::Execute {
-            portal: name(portal),
+            portal: self.name(portal),
         });
     }
 
@@ -374,7 +393,7 @@ impl SessionState {
     pub fn client_close(&mut self, close: &Close<'_>) {
         self.push(Owed::Close {
             target: close.target,
-            name: name(close.name),
+            name: self.name(close.name),
         });
     }
 

@@ -47,6 +47,8 @@ const HELD_BACKLOG: usize = 1024 * 1024;
 /// A portal name no client uses: executing it makes the server fail the
 /// current transaction in place of a refused statement.
 const REFUSAL_PORTAL: &str = "hoop\u{1}refused";
+/// Chunks per vectored write.
+const MAX_IOVECS: usize = 32;
 /// How long to keep delivering queued bytes once a session ends.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,14 +69,19 @@ impl OutQueue {
     }
 
     fn poll_drain(&mut self, w: &mut Stream, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.chunks.is_empty() {
-            let mut slices = [IoSlice::new(&[]); 64];
-            let mut k = 0;
-            for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
-                *slot = IoSlice::new(chunk);
-                k += 1;
-            }
-            let mut n = ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..k]))?;
+        while let Some(front) = self.chunks.front() {
+            let mut n = if self.chunks.len() == 1 {
+                // The usual case (one reply, one request): a plain write.
+                ready!(Pin::new(&mut *w).poll_write(cx, front))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut k = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
+                    *slot = IoSlice::new(chunk);
+                    k += 1;
+                }
+                ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..k]))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
