@@ -192,7 +192,8 @@ impl GovernorFactory for Governors {
             catalog: self.catalog.clone(),
             cursors: HashMap::new(),
             views_version: 0,
-            judgements: HashMap::new(),
+            judgements: HashMap::default(),
+            fingerprint_buf: String::new(),
             prepared: HashMap::default(),
             lineage_cache: HashMap::new(),
         })
@@ -235,7 +236,9 @@ struct SessionGovernance {
     prepared: HashMap<Box<str>, Prepared, foldhash::fast::RandomState>,
     /// Literal-free SQL fingerprint → the judgement for the current policy
     /// (see [`fingerprint`]).
-    judgements: HashMap<Box<str>, Arc<CachedJudgement>>,
+    judgements: HashMap<Box<str>, Arc<CachedJudgement>, foldhash::fast::RandomState>,
+    /// Reused for each statement's fingerprint.
+    fingerprint_buf: String,
     /// SQL → its lineage, for the current rule set (prepared statements run
     /// the same SQL again and again).
     lineage_cache: HashMap<Box<str>, Arc<lineage::SqlLineage>>,
@@ -257,8 +260,13 @@ impl SessionGovernance {
     /// Brings the mask rules up to the live policy.
     fn refresh(&mut self) -> Arc<Policy> {
         let current = self.policy.snapshot();
+        let policy_changed = !Arc::ptr_eq(&current, &self.snapshot);
+        if !policy_changed && !has_masking(&self.rules) {
+            // View dependencies only matter to masking.
+            return current;
+        }
         let (views_version, views) = self.catalog.views(&self.identity);
-        if !Arc::ptr_eq(&current, &self.snapshot) || views_version != self.views_version {
+        if policy_changed || views_version != self.views_version {
             let mut rules = mask_rules(&current, &self.identity);
             if has_masking(&rules) && !views.is_empty() {
                 let rows: Vec<Vec<Option<&[u8]>>> = views
@@ -436,28 +444,33 @@ impl SessionGovernance {
 /// (a backslash inside a plain string, `E''` and `U&''` strings) or that do
 /// not lex cleanly get no key and are judged every time.
 pub fn fingerprint(sql: &str) -> Option<String> {
+    let mut out = String::new();
+    fingerprint_into(sql, &mut out).then_some(out)
+}
+
+/// [`fingerprint`] into a reused buffer; `false` when the text gets no key.
+/// Everything but literals is copied in runs, not byte by byte: the text is
+/// only cut at ASCII delimiters, so every cut is on a char boundary.
+pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
+    out.clear();
     let b = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len());
     let mut i = 0;
-    // Copies b[from..to] verbatim (always on char boundaries: ASCII delimiters).
-    let verbatim = |out: &mut String, from: usize, to: usize| out.push_str(&sql[from..to]);
+    // Start of the verbatim run not yet copied.
+    let mut run = 0;
     while i < b.len() {
-        let c = b[i];
-        match c {
+        match b[i] {
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                let end = b[i..]
+                i = b[i..]
                     .iter()
                     .position(|&x| x == b'\n')
                     .map_or(b.len(), |p| i + p);
-                verbatim(&mut out, i, end);
-                i = end;
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 let mut depth = 0usize;
                 let mut j = i;
                 loop {
                     if j + 1 >= b.len() {
-                        return None; // unterminated comment
+                        return false; // unterminated comment
                     }
                     if b[j] == b'/' && b[j + 1] == b'*' {
                         depth += 1;
@@ -472,20 +485,18 @@ pub fn fingerprint(sql: &str) -> Option<String> {
                         j += 1;
                     }
                 }
-                verbatim(&mut out, i, j);
                 i = j;
             }
             b'"' => {
                 let mut j = i + 1;
                 loop {
                     match b.get(j) {
-                        None => return None,
+                        None => return false,
                         Some(b'"') if b.get(j + 1) == Some(&b'"') => j += 2,
                         Some(b'"') => break,
                         Some(_) => j += 1,
                     }
                 }
-                verbatim(&mut out, i, j + 1);
                 i = j + 1;
             }
             b'$' => {
@@ -500,17 +511,16 @@ pub fn fingerprint(sql: &str) -> Option<String> {
                     {
                         let tag = &sql[i..i + n + 2];
                         let body = i + n + 2;
-                        let close = sql[body..].find(tag).map(|p| body + p)?;
-                        verbatim(&mut out, i, close + tag.len());
+                        let Some(close) = sql[body..].find(tag).map(|p| body + p) else {
+                            return false;
+                        };
                         i = close + tag.len();
                     }
                     _ => {
-                        let end = b[i + 1..]
+                        i = b[i + 1..]
                             .iter()
                             .position(|x| !x.is_ascii_digit())
                             .map_or(b.len(), |p| i + 1 + p);
-                        verbatim(&mut out, i, end);
-                        i = end;
                     }
                 }
             }
@@ -519,19 +529,21 @@ pub fn fingerprint(sql: &str) -> Option<String> {
                 if i > 0
                     && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'&' || b[i - 1] == b'_')
                 {
-                    return None;
+                    return false;
                 }
                 let mut j = i + 1;
                 loop {
                     match b.get(j) {
-                        None | Some(b'\\') => return None,
+                        None | Some(b'\\') => return false,
                         Some(b'\'') if b.get(j + 1) == Some(&b'\'') => j += 2,
                         Some(b'\'') => break,
                         Some(_) => j += 1,
                     }
                 }
+                out.push_str(&sql[run..i]);
                 out.push_str("''");
                 i = j + 1;
+                run = i;
             }
             b'0'..=b'9' => {
                 let prev = i.checked_sub(1).map(|p| b[p]);
@@ -540,45 +552,43 @@ pub fn fingerprint(sql: &str) -> Option<String> {
                 {
                     j += 1;
                 }
-                if prev.is_some_and(|p| p.is_ascii_alphanumeric() || p == b'_' || p >= 0x80) {
-                    // Part of an identifier (t1): kept.
-                    verbatim(&mut out, i, j);
-                } else {
+                if !prev.is_some_and(|p| p.is_ascii_alphanumeric() || p == b'_' || p >= 0x80) {
+                    // A number (not part of an identifier like t1).
+                    out.push_str(&sql[run..i]);
                     out.push('0');
+                    run = j;
                 }
                 i = j;
             }
-            _ if c.is_ascii() => {
-                out.push(c as char);
-                i += 1;
-            }
-            _ => {
-                let ch = sql[i..].chars().next()?;
-                out.push(ch);
-                i += ch.len_utf8();
-            }
+            _ => i += 1,
         }
     }
-    Some(out)
+    out.push_str(&sql[run..]);
+    true
 }
 
 impl SessionGovernor for SessionGovernance {
     fn judge(&mut self, statement: &StatementContext<'_>) -> Verdict {
         let policy = self.refresh();
-        let key = fingerprint(statement.sql);
-        let cached = key.as_deref().and_then(|k| self.judgements.get(k)).cloned();
+        let mut key = std::mem::take(&mut self.fingerprint_buf);
+        let keyed = fingerprint_into(statement.sql, &mut key);
+        let cached = keyed
+            .then(|| self.judgements.get(key.as_str()))
+            .flatten()
+            .cloned();
         let judged = if let Some(j) = cached {
             j
         } else {
             let j = Arc::new(self.judge_uncached(&policy, statement));
-            if let Some(k) = key {
+            if keyed {
                 if self.judgements.len() >= JUDGEMENT_CACHE_MAX {
                     self.judgements.clear();
                 }
-                self.judgements.insert(k.into_boxed_str(), j.clone());
+                self.judgements.insert(key.as_str().into(), j.clone());
             }
             j
         };
+        self.fingerprint_buf = key;
         let verdict = judged.verdict.clone();
         for (counter, n) in &judged.counters {
             counter.inc_by(*n);

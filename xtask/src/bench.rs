@@ -3,10 +3,20 @@
 //! pgbench select-only (`-S`) with 1 and 8 clients, in simple and prepared
 //! modes, against three paths interleaved round by round so machine noise
 //! hits them alike: direct, through `hoop exec`, and through pgbouncer (when
-//! installed; `apt-get install pgbouncer`). For hoop it also reports the
-//! proxy's CPU time per transaction (hoop logs its own rusage at exit; the
-//! client is a separate process). Then a 1,000,000-row × 3-column COPY TO
-//! STDOUT, direct vs. through hoop, with hoop's peak RSS.
+//! installed; `apt-get install pgbouncer`). hoop runs with `tls.upstream:
+//! disable` here, the setting pgbouncer has by default (`server_tls_sslmode
+//! = disable`), so both relay plaintext; the cost of hoop's default
+//! (`prefer`, which encrypts the server leg) is reported on its own line.
+//!
+//! Proxy CPU per transaction: hoop logs its own rusage at exit, minus the
+//! start-up and tear-down cost of an idle `hoop exec -- true` (eBPF load,
+//! cgroup set-up) measured in the same run; pgbouncer's from `/proc/PID/stat`
+//! around each run. "Pinned" runs put the client, the proxy and the server
+//! on CPU 0: PostgreSQL's postmaster is pinned for the duration (new backends
+//! inherit it) and pgbouncer is restarted pinned, then both are restored.
+//!
+//! Then a 1,000,000-row × 3-column COPY TO STDOUT, direct vs. through hoop,
+//! with hoop's peak RSS, the recording overhead and the masking cost.
 //!
 //! Results are medians of `--rounds` runs; ratios are hoop/direct and
 //! pgbouncer/direct from the same run.
@@ -29,7 +39,7 @@ const PGBOUNCER_PORT: u16 = 6439;
 struct Sample {
     tps: f64,
     latency_ms: f64,
-    /// hoop's user+system CPU seconds, when the path is hoop.
+    /// The proxy's user+system CPU seconds (hoop: less its idle start-up).
     proxy_cpu: Option<f64>,
     transactions: f64,
 }
@@ -95,7 +105,49 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Paths {
     hoop: PathBuf,
     config: PathBuf,
-    pgbouncer: bool,
+    /// pgbouncer's pid, when it runs.
+    pgbouncer: Option<u32>,
+    /// CPU seconds of an idle `hoop exec -- true` (start-up and tear-down).
+    hoop_idle_cpu: f64,
+}
+
+/// utime + stime of a process, in seconds (`/proc/PID/stat`, clock ticks).
+fn process_cpu(pid: u32) -> anyhow::Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("unparsable /proc/PID/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .context("short /proc/PID/stat")?
+        .iter()
+        .map(|f| f.parse::<f64>())
+        .sum::<Result<f64, _>>()?;
+    let hz: f64 = output(Command::new("getconf").arg("CLK_TCK"))?
+        .trim()
+        .parse()?;
+    Ok(ticks / hz)
+}
+
+/// CPU seconds of `hoop exec -- true`: the fixed cost every hoop run pays.
+fn hoop_idle_cpu(hoop: &Path, config: &Path) -> anyhow::Result<f64> {
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        let out = Command::new(hoop)
+            .args(["exec", "--config"])
+            .arg(config)
+            .args(["--", "true"])
+            .env("RUST_LOG", "info")
+            .output()?;
+        samples.push(
+            parse_hoop_cpu(&String::from_utf8_lossy(&out.stderr))
+                .context("hoop logged no resource usage")?,
+        );
+    }
+    Ok(median(samples))
 }
 
 fn pgbench(
@@ -140,6 +192,10 @@ fn pgbench(
         clients.to_string(),
     ]);
     args.extend(["-T".into(), seconds.to_string(), DB.into()]);
+    let bouncer_before = match (via, paths.pgbouncer) {
+        ("pgbouncer", Some(pid)) => Some(process_cpu(pid)?),
+        _ => None,
+    };
     let out = Command::new(&args[0])
         .args(&args[1..])
         .env("RUST_LOG", "info")
@@ -150,10 +206,10 @@ fn pgbench(
         bail!("pgbench via {via} failed: {stdout}\n{stderr}");
     }
     let (tps, latency_ms, transactions) = parse_pgbench(&stdout)?;
-    let proxy_cpu = if via == "hoop" {
-        parse_hoop_cpu(&stderr)
-    } else {
-        None
+    let proxy_cpu = match (via, bouncer_before, paths.pgbouncer) {
+        ("hoop", _, _) => parse_hoop_cpu(&stderr).map(|c| c - paths.hoop_idle_cpu),
+        ("pgbouncer", Some(before), Some(pid)) => Some(process_cpu(pid)? - before),
+        _ => None,
     };
     Ok(Sample {
         tps,
@@ -163,7 +219,7 @@ fn pgbench(
     })
 }
 
-fn start_pgbouncer(dir: &Path) -> anyhow::Result<Option<std::process::Child>> {
+fn start_pgbouncer(dir: &Path, pin: bool) -> anyhow::Result<Option<std::process::Child>> {
     let Ok(bin) = which("pgbouncer") else {
         eprintln!(
             "xtask bench: pgbouncer not installed (apt-get install pgbouncer); skipping that comparison"
@@ -187,7 +243,14 @@ fn start_pgbouncer(dir: &Path) -> anyhow::Result<Option<std::process::Child>> {
     let _ = Command::new("chown")
         .args(["-R", "postgres", &dir.display().to_string()])
         .status();
-    let child = Command::new(bin)
+    let mut cmd = if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let child = cmd
         .args(["-u", "postgres"])
         .arg(&ini)
         .stdout(Stdio::null())
@@ -220,7 +283,7 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
     fs::write(
         &config,
         format!(
-            "intercept:\n  ports: [5432, {PGBOUNCER_PORT}]\nadmin:\n  listen: 127.0.0.1:0\nrecording:\n  enabled: false\n  dir: {}\n",
+            "intercept:\n  ports: [5432, {PGBOUNCER_PORT}]\nadmin:\n  listen: 127.0.0.1:0\ntls:\n  upstream: disable\nrecording:\n  enabled: false\n  dir: {}\n",
             tmp.join("rec").display()
         ),
     )?;
@@ -256,25 +319,47 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
             DB,
         ]))?;
     }
-    let mut pgbouncer = start_pgbouncer(&tmp)?;
-    let paths = Paths {
-        hoop: root.join("target/release/hoop"),
+    let hoop = root.join("target/release/hoop");
+    let tls_config = tmp.join("hoop-tls.yaml");
+    fs::write(
+        &tls_config,
+        fs::read_to_string(&config)?.replace("upstream: disable", "upstream: prefer"),
+    )?;
+    let mut paths = Paths {
+        hoop_idle_cpu: hoop_idle_cpu(&hoop, &config)?,
+        hoop,
         config: config.clone(),
-        pgbouncer: pgbouncer.is_some(),
+        pgbouncer: None,
     };
+    let postmaster = postmaster_pid(&psql)?;
+    let mut pgbouncer: Option<std::process::Child> = None;
 
     let mut report = String::new();
     writeln!(
         report,
-        "pgbench -S, {seconds}s per run, median of {rounds} interleaved rounds"
+        "pgbench -S, {seconds}s per run, median of {rounds} interleaved rounds; \
+         hoop start-up CPU {:.0} ms subtracted",
+        paths.hoop_idle_cpu * 1e3
     )?;
     writeln!(
         report,
-        "{:<28} {:>10} {:>9} {:>10} {:>9} {:>12}",
-        "case", "TPS", "ratio", "lat ms", "", "proxy µs/txn"
+        "{:<30} {:>10} {:>7} {:>9} {:>13}",
+        "case", "TPS", "ratio", "lat ms", "proxy µs/txn"
     )?;
     let result = (|| -> anyhow::Result<()> {
         for pin in [false, true] {
+            // Pinned runs: PostgreSQL's new backends and pgbouncer on CPU 0 too.
+            let _affinity = if pin {
+                Some(Affinity::pin(postmaster)?)
+            } else {
+                None
+            };
+            if let Some(mut child) = pgbouncer.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            pgbouncer = start_pgbouncer(&tmp, pin)?;
+            paths.pgbouncer = pgbouncer.as_ref().map(std::process::Child::id);
             for clients in [1u32, 8] {
                 for mode in ["simple", "prepared"] {
                     let mut direct = Vec::new();
@@ -285,7 +370,7 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
                             &paths, "direct", 5432, clients, mode, seconds, pin,
                         )?);
                         hoop.push(pgbench(&paths, "hoop", 5432, clients, mode, seconds, pin)?);
-                        if paths.pgbouncer {
+                        if paths.pgbouncer.is_some() {
                             bouncer.push(pgbench(
                                 &paths,
                                 "pgbouncer",
@@ -297,48 +382,19 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
                             )?);
                         }
                     }
-                    let tps = |v: &[Sample]| median(v.iter().map(|s| s.tps).collect());
-                    let lat = |v: &[Sample]| median(v.iter().map(|s| s.latency_ms).collect());
                     let base = tps(&direct);
                     let label = format!("{}{clients}c {mode}", if pin { "pinned " } else { "" });
-                    writeln!(
-                        report,
-                        "{:<28} {:>10.0} {:>9} {:>10.3}",
-                        format!("{label} direct"),
-                        base,
-                        "1.00",
-                        lat(&direct)
-                    )?;
-                    let cpu = median(
-                        hoop.iter()
-                            .filter_map(|s| s.proxy_cpu.map(|c| c * 1e6 / s.transactions.max(1.0)))
-                            .collect(),
-                    );
-                    writeln!(
-                        report,
-                        "{:<28} {:>10.0} {:>9.2} {:>10.3} {:>9} {:>12.1}",
-                        format!("{label} hoop"),
-                        tps(&hoop),
-                        tps(&hoop) / base,
-                        lat(&hoop),
-                        "",
-                        cpu
-                    )?;
+                    row(&mut report, &format!("{label} direct"), &direct, base)?;
+                    row(&mut report, &format!("{label} hoop"), &hoop, base)?;
                     if !bouncer.is_empty() {
-                        writeln!(
-                            report,
-                            "{:<28} {:>10.0} {:>9.2} {:>10.3}",
-                            format!("{label} pgbouncer"),
-                            tps(&bouncer),
-                            tps(&bouncer) / base,
-                            lat(&bouncer)
-                        )?;
+                        row(&mut report, &format!("{label} pgbouncer"), &bouncer, base)?;
                     }
                     eprint!("{report}");
                     report.clear();
                 }
             }
         }
+        tls_bench(&paths, &tls_config, seconds, rounds)?;
         copy_bench(&paths)?;
         recording_bench(&paths, &tmp, seconds, rounds)?;
         masking_bench(&paths, &tmp)
@@ -349,6 +405,96 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
     }
     let _ = fs::remove_dir_all(&tmp);
     result
+}
+
+fn tps(v: &[Sample]) -> f64 {
+    median(v.iter().map(|s| s.tps).collect())
+}
+
+/// One report line: TPS, ratio to `base`, latency, proxy CPU per transaction.
+fn row(report: &mut String, label: &str, v: &[Sample], base: f64) -> anyhow::Result<()> {
+    let lat = median(v.iter().map(|s| s.latency_ms).collect());
+    let cpu: Vec<f64> = v
+        .iter()
+        .filter_map(|s| s.proxy_cpu.map(|c| c * 1e6 / s.transactions.max(1.0)))
+        .collect();
+    let cpu = if cpu.is_empty() {
+        String::new()
+    } else {
+        format!("{:.1}", median(cpu))
+    };
+    writeln!(
+        report,
+        "{label:<30} {:>10.0} {:>7.2} {lat:>9.3} {cpu:>13}",
+        tps(v),
+        tps(v) / base
+    )?;
+    Ok(())
+}
+
+/// The postmaster's pid, from its data directory's `postmaster.pid`.
+fn postmaster_pid(psql: &dyn Fn(&str, &str) -> anyhow::Result<String>) -> anyhow::Result<u32> {
+    let dir = psql("SHOW data_directory", "postgres")?;
+    let pidfile = Path::new(dir.trim()).join("postmaster.pid");
+    let text =
+        fs::read_to_string(&pidfile).with_context(|| format!("reading {}", pidfile.display()))?;
+    text.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("no pid in {}", pidfile.display()))
+}
+
+/// The postmaster pinned to CPU 0 (its new backends inherit it); the old
+/// affinity is restored on drop.
+struct Affinity {
+    pid: u32,
+    mask: String,
+}
+
+impl Affinity {
+    fn pin(pid: u32) -> anyhow::Result<Self> {
+        let shown = output(Command::new("taskset").args(["-p", &pid.to_string()]))?;
+        let mask = shown
+            .rsplit(':')
+            .next()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .context("unparsable taskset output")?
+            .to_owned();
+        setup::run(Command::new("taskset").args(["-p", "-c", "0", &pid.to_string()]))?;
+        Ok(Self { pid, mask })
+    }
+}
+
+impl Drop for Affinity {
+    fn drop(&mut self) {
+        let _ = Command::new("taskset")
+            .args(["-p", &self.mask, &self.pid.to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// hoop's default upstream TLS (`prefer`: the server leg is encrypted)
+/// against `disable`, 8 clients, prepared.
+fn tls_bench(paths: &Paths, tls_config: &Path, seconds: u32, rounds: usize) -> anyhow::Result<()> {
+    let tls = Paths {
+        hoop: paths.hoop.clone(),
+        config: tls_config.to_owned(),
+        pgbouncer: None,
+        hoop_idle_cpu: paths.hoop_idle_cpu,
+    };
+    let (mut plain, mut encrypted) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        plain.push(pgbench(paths, "hoop", 5432, 8, "prepared", seconds, false)?);
+        encrypted.push(pgbench(&tls, "hoop", 5432, 8, "prepared", seconds, false)?);
+    }
+    let mut report = String::new();
+    let base = tps(&plain);
+    row(&mut report, "8c prepared hoop tls disable", &plain, base)?;
+    row(&mut report, "8c prepared hoop tls prefer", &encrypted, base)?;
+    eprint!("{report}");
+    Ok(())
 }
 
 /// 1M rows × 3 columns as COPY TO STDOUT, direct vs. through hoop.
@@ -389,7 +535,7 @@ fn write_config(path: &Path, tmp: &Path, recording: &str, policy: &str) -> anyho
     fs::write(
         path,
         format!(
-            "intercept:\n  ports: [5432]\nadmin:\n  listen: 127.0.0.1:0\nrecording:\n  dir: {}\n{recording}{policy}",
+            "intercept:\n  ports: [5432]\nadmin:\n  listen: 127.0.0.1:0\ntls:\n  upstream: disable\nrecording:\n  dir: {}\n{recording}{policy}",
             tmp.join("rec").display()
         ),
     )?;
@@ -410,7 +556,8 @@ fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> an
             let p = Paths {
                 hoop: paths.hoop.clone(),
                 config: config.clone(),
-                pgbouncer: false,
+                pgbouncer: None,
+                hoop_idle_cpu: paths.hoop_idle_cpu,
             };
             out.push(pgbench(&p, "hoop", 5432, 8, "prepared", seconds, false)?.tps);
         }

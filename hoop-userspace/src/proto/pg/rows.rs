@@ -154,11 +154,8 @@ impl<'a> CommandComplete<'a> {
 
     /// The row count at the end of the tag, if any.
     pub fn rows(&self) -> Option<u64> {
-        self.tag
-            .rsplit(' ')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .filter(|_| self.tag.contains(' '))
+        let (_, n) = self.tag.rsplit_once(' ')?;
+        n.parse().ok()
     }
 }
 

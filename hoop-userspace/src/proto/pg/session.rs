@@ -201,7 +201,10 @@ pub struct SessionState {
     phase: Phase,
     transaction: TransactionStatus,
     statements: HashMap<Arc<str>, PreparedStatement, RandomState>,
+    /// Named portals; the unnamed one (what most drivers use) has a field
+    /// of its own, so the common Bind/Execute/Sync cycle touches no map.
     portals: HashMap<Arc<str>, Portal, RandomState>,
+    unnamed_portal: Option<Portal>,
     owed: VecDeque<Owed>,
     /// The unnamed statement/portal's name, shared rather than allocated
     /// for every Bind and Execute.
@@ -215,6 +218,14 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    fn portal_ref(&self, name: &str) -> Option<&Portal> {
+        if name.is_empty() {
+            self.unnamed_portal.as_ref()
+        } else {
+            self.portals.get(name)
+        }
+    }
+
     /// `s` as a shared name: the unnamed one, or a known statement's or
     /// portal's (a reference-count increment), or a new allocation.
     fn name(&self, s: &str) -> Arc<str> {
@@ -276,7 +287,7 @@ impl SessionState {
 
     /// A confirmed portal.
     pub fn portal(&self, name: &str) -> Option<&Portal> {
-        self.portals.get(name)
+        self.portal_ref(name)
     }
 
     fn push(&mut self, owed: Owed) {
@@ -314,8 +325,7 @@ impl SessionState {
                 _ => {}
             }
         }
-        self.portals
-            .get(portal)
+        self.portal_ref(portal)
             .is_some_and(|p| p.row_description.is_some())
     }
 
@@ -426,7 +436,7 @@ impl SessionState {
                 statement_index: self.query_index,
             }),
             Owed::Execute { portal } => {
-                let p = self.portals.get(portal);
+                let p = self.portal_ref(portal);
                 Some(ResultContext {
                     sql: p.map_or("", |p| &p.sql),
                     form: ProtocolForm::Extended,
@@ -502,6 +512,7 @@ impl SessionState {
                 if rfq.status == TransactionStatus::Idle {
                     // Portals live until the end of their transaction.
                     self.portals.clear();
+                    self.unnamed_portal = None;
                 }
                 if !matches!(self.phase, Phase::Held | Phase::Closed) {
                     self.phase = if self.owed.is_empty() {
@@ -535,15 +546,17 @@ impl SessionState {
                         || (Arc::from(""), None),
                         |s| (s.sql.clone(), s.row_description.clone()),
                     );
-                    self.portals.insert(
-                        portal,
-                        Portal {
-                            statement,
-                            sql,
-                            row_description,
-                            result_formats,
-                        },
-                    );
+                    let p = Portal {
+                        statement,
+                        sql,
+                        row_description,
+                        result_formats,
+                    };
+                    if portal.is_empty() {
+                        self.unnamed_portal = Some(p);
+                    } else {
+                        self.portals.insert(portal, p);
+                    }
                 }
             }
             b'3' => {
@@ -552,6 +565,12 @@ impl SessionState {
                 {
                     match target {
                         Target::Statement => self.statements.remove(&name),
+                        Target::Portal if name.is_empty() => {
+                            self.unnamed_portal.take().map(|p| PreparedStatement {
+                                sql: p.sql,
+                                row_description: None,
+                            })
+                        }
                         Target::Portal => self.portals.remove(&name).map(|p| PreparedStatement {
                             sql: p.sql,
                             row_description: None,
@@ -575,7 +594,12 @@ impl SessionState {
                 Some(Owed::DescribePortal { name, injected }) => {
                     let injected = *injected;
                     let desc = self.description(body)?;
-                    if let Some(p) = self.portals.get_mut(name) {
+                    let portal = if name.is_empty() {
+                        self.unnamed_portal.as_mut()
+                    } else {
+                        self.portals.get_mut(name)
+                    };
+                    if let Some(p) = portal {
                         p.row_description = desc;
                     }
                     self.owed.pop_front();
