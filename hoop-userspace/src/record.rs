@@ -138,6 +138,44 @@ pub fn recording_id(started: std::time::SystemTime, session_id: &str) -> String 
 
 /// RFC 3339 UTC with nanoseconds, as in `ts`.
 pub(crate) fn rfc3339(at: std::time::SystemTime) -> String {
+    // Every event is stamped, so the date and time of day are formatted once
+    // per second (per thread) and only the fraction per call. The output is
+    // `time`'s RFC 3339: fraction without trailing zeros, none when zero.
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) else {
+        return rfc3339_uncached(at);
+    };
+    let (secs, nanos) = (since_epoch.as_secs(), since_epoch.subsec_nanos());
+    SECOND.with_borrow_mut(|(cached, prefix)| {
+        if *cached != secs {
+            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let mut formatted = rfc3339_uncached(whole);
+            formatted.pop(); // the 'Z'
+            *prefix = formatted;
+            *cached = secs;
+        }
+        let mut out = String::with_capacity(prefix.len() + 11);
+        out.push_str(prefix);
+        if nanos != 0 {
+            let mut digits = [b'0'; 9];
+            let mut n = nanos;
+            for d in digits.iter_mut().rev() {
+                *d = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            let len = 9 - digits.iter().rev().take_while(|&&d| d == b'0').count();
+            out.push('.');
+            out.extend(digits[..len].iter().map(|&d| char::from(d)));
+        }
+        out.push('Z');
+        out
+    })
+}
+
+fn rfc3339_uncached(at: std::time::SystemTime) -> String {
     time::OffsetDateTime::from(at)
         .format(&time::format_description::well_known::Rfc3339)
         .expect("a UTC timestamp formats as RFC 3339")
@@ -146,6 +184,25 @@ pub(crate) fn rfc3339(at: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_rfc3339_matches_the_time_crate() {
+        let base = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_978_550);
+        for nanos in [
+            0,
+            1,
+            100,
+            500_000_000,
+            641_728_534,
+            653_885_680,
+            999_999_999,
+        ] {
+            for secs in [0, 0, 1, 86_399] {
+                let at = base + std::time::Duration::new(secs, nanos);
+                assert_eq!(rfc3339(at), rfc3339_uncached(at), "{secs}s {nanos}ns");
+            }
+        }
+    }
 
     #[test]
     fn recording_ids_sort_by_start_and_are_file_safe() {

@@ -777,6 +777,10 @@ impl LiveSession {
     }
 
     fn fail_fast(&self) -> Result<(), RecordError> {
+        if !self.health.failed.load(Ordering::Acquire) {
+            // The usual case, without the watch channel's lock.
+            return Ok(());
+        }
         match self.health.failure.borrow().clone() {
             Some(failure) => Err(RecordError::SessionFailed(failure)),
             None if self.health.failed.load(Ordering::Acquire) => Err(RecordError::Closed),
