@@ -461,7 +461,7 @@ impl Affinity {
             .filter(|m| !m.is_empty())
             .context("unparsable taskset output")?
             .to_owned();
-        setup::run(Command::new("taskset").args(["-p", "-c", "0", &pid.to_string()]))?;
+        output(Command::new("taskset").args(["-p", "-c", "0", &pid.to_string()]))?;
         Ok(Self { pid, mask })
     }
 }
