@@ -222,6 +222,12 @@ pub(super) struct Relay {
     registration: Option<CancelRegistration>,
     client_eof: bool,
     server_eof: bool,
+    /// A read of this leg returned Pending since the task last yielded: its
+    /// waker is registered, and until the task yields no readiness can have
+    /// been delivered to it, so polling the read again would only repeat
+    /// the registration. Cleared whenever the task may yield.
+    client_parked: bool,
+    server_parked: bool,
     terminated: bool,
     started: bool,
 }
@@ -282,6 +288,8 @@ impl Relay {
             registration: None,
             client_eof: false,
             server_eof: false,
+            client_parked: false,
+            server_parked: false,
             terminated: false,
             started: false,
         }
@@ -315,6 +323,7 @@ impl Relay {
                 self.process_server()?;
                 while let Some(preparation) = self.preparation.take() {
                     preparation.await;
+                    self.unpark();
                     self.process_server()?;
                 }
             }
@@ -364,6 +373,11 @@ impl Relay {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
     }
 
+    fn unpark(&mut self) {
+        self.client_parked = false;
+        self.server_parked = false;
+    }
+
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Wake, SessionError>> {
         if let Poll::Ready(Err(e)) = self.to_server.poll_drain(&mut self.server, cx) {
             return Poll::Ready(Err(SessionError::ServerIo(e)));
@@ -372,7 +386,7 @@ impl Relay {
             return Poll::Ready(Err(SessionError::ClientIo(e)));
         }
         let mut wake = Wake::default();
-        if !self.server_eof && self.to_client.len < HIGH_WATER {
+        if !self.server_eof && self.to_client.len < HIGH_WATER && !self.server_parked {
             reserve(&mut self.server_buf);
             match poll_read_buf(Pin::new(&mut self.server), cx, &mut self.server_buf) {
                 Poll::Ready(Ok(0)) => {
@@ -384,12 +398,13 @@ impl Relay {
                     wake.server = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ServerIo(e))),
-                Poll::Pending => {}
+                Poll::Pending => self.server_parked = true,
             }
         }
         if !self.client_eof
             && self.to_server.len < HIGH_WATER
             && (self.hold.is_none() || self.client_buf.len() < HELD_BACKLOG)
+            && !self.client_parked
         {
             reserve(&mut self.client_buf);
             match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.client_buf) {
@@ -402,7 +417,7 @@ impl Relay {
                     wake.client = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
-                Poll::Pending => {}
+                Poll::Pending => self.client_parked = true,
             }
         }
         if let Some(hold) = &mut self.hold {
@@ -422,6 +437,8 @@ impl Relay {
         if wake.client || wake.server || wake.outcome.is_some() || wake.remind || wake.withdraw {
             Poll::Ready(Ok(wake))
         } else {
+            // The task yields: readiness may arrive before the next poll.
+            self.unpark();
             Poll::Pending
         }
     }
