@@ -13,6 +13,23 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A psql command line for the test database on 127.0.0.1:5432 (the
+/// address hoop intercepts), without psqlrc, followed by `extra`.
+pub fn psql_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "psql",
+        "-X",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "test",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// The `hoop` binary under test.
 pub fn hoop_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("HOOP_BIN") {

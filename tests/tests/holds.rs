@@ -9,7 +9,8 @@ use std::{
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use hoop_tests::{
-    TestConfig, hoop_bin, hoop_exec_spawn, psql_direct, require_privileged, text, wait_output,
+    TestConfig, hoop_bin, hoop_exec_spawn, psql_args, psql_direct, require_privileged, text,
+    wait_output,
 };
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
@@ -138,16 +139,7 @@ fn pending(cfg: &TestConfig, n: usize) -> Vec<Value> {
 }
 
 fn psql_held(cfg: &TestConfig, sql: &[&str]) -> Child {
-    let mut args = vec![
-        "psql",
-        "-X",
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "postgres",
-        "-d",
-        "test",
-    ];
+    let mut args = psql_args(&[]);
     for s in sql {
         args.push("-c");
         args.push(s);

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use hoop_tests::{
-    TestConfig, hoop_exec, metric, psql_direct, require_privileged, scrape_snippet, scraped, text,
+    TestConfig, hoop_exec, metric, psql_args, psql_direct, require_privileged, scrape_snippet,
+    scraped, text,
 };
 
 const T: Duration = Duration::from_secs(90);
@@ -233,18 +234,10 @@ fn a_multi_statement_query_with_a_denied_statement_runs_nothing() {
     let cfg = TestConfig::new(&[5432], POLICY);
     let out = hoop_exec(
         &cfg.path,
-        &[
-            "psql",
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
+        &psql_args(&[
             "-c",
             "INSERT INTO hoop_probe VALUES (1); SELECT 1; DROP TABLE customers",
-        ],
+        ]),
         T,
     );
     let (stdout, stderr) = text(&out);

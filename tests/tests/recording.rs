@@ -10,8 +10,8 @@ use std::{
 };
 
 use hoop_tests::{
-    TestConfig, hoop_bin, hoop_exec, hoop_exec_spawn, metric, psql_direct, require_privileged,
-    text, wait_output,
+    TestConfig, hoop_bin, hoop_exec, hoop_exec_spawn, metric, psql_args, psql_direct,
+    require_privileged, text, wait_output,
 };
 
 const T: Duration = Duration::from_mins(1);
@@ -115,18 +115,7 @@ INSERT INTO customers VALUES (3, 'Eve', '123-45-6789', 'eve@example.com');
     std::fs::write(&script, sql).expect("script");
     let out = hoop_exec(
         &cfg.path,
-        &[
-            "psql",
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-f",
-            &script.display().to_string(),
-        ],
+        &psql_args(&["-f", &script.display().to_string()]),
         T,
     );
     let (stdout, stderr) = text(&out);
@@ -198,22 +187,7 @@ INSERT INTO customers VALUES (3, 'Eve', '123-45-6789', 'eve@example.com');
 fn recorded_session(cfg: &TestConfig) -> PathBuf {
     let out = hoop_exec(
         &cfg.path,
-        &[
-            "psql",
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-c",
-            "SELECT 1",
-            "-c",
-            "SELECT 2",
-            "-c",
-            "SELECT 3",
-        ],
+        &psql_args(&["-c", "SELECT 1", "-c", "SELECT 2", "-c", "SELECT 3"]),
         T,
     );
     assert!(out.status.success(), "{}", text(&out).1);
@@ -285,20 +259,12 @@ fn kill_9_mid_session_leaves_a_truncated_but_intact_recording() {
     with_recording(&cfg, "  flush_interval: 100ms");
     let child = hoop_exec_spawn(
         &cfg.path,
-        &[
-            "psql",
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
+        &psql_args(&[
             "-c",
             "SELECT ssn FROM customers",
             "-c",
             "SELECT pg_sleep(20)",
-        ],
+        ]),
     );
     std::thread::sleep(Duration::from_millis(2500));
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
