@@ -130,7 +130,15 @@ impl<'a> Reader<'a> {
 
     /// Reads a NUL-terminated string as raw bytes (without the NUL).
     pub fn cstr_bytes(&mut self, field: &'static str) -> Result<&'a [u8], MessageError> {
-        let end = memchr::memchr(0, self.buf).ok_or(MessageError::Unterminated { field })?;
+        // Names and tags are mostly short: a plain scan of the first bytes
+        // beats setting up the vectorised search.
+        let head = self.buf.len().min(16);
+        let end = match self.buf[..head].iter().position(|&b| b == 0) {
+            Some(end) => end,
+            None => memchr::memchr(0, &self.buf[head..])
+                .map(|i| head + i)
+                .ok_or(MessageError::Unterminated { field })?,
+        };
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)
@@ -271,6 +279,25 @@ mod tests {
         ));
         let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xfe]);
         assert!(r.value("v").is_err());
+    }
+
+    #[test]
+    fn cstr_finds_the_terminator_on_both_sides_of_the_short_scan() {
+        for len in [0, 1, 15, 16, 17, 40] {
+            let mut body = vec![b'a'; len];
+            body.extend_from_slice(b"\0tail\0");
+            let mut r = Reader::new(&body);
+            assert_eq!(r.cstr("s").unwrap().len(), len, "length {len}");
+            assert_eq!(r.cstr("s").unwrap(), "tail");
+            r.finish("m").unwrap();
+            let mut r = Reader::new(&body[..len]);
+            assert!(
+                matches!(r.cstr("s"), Err(MessageError::Unterminated { .. })),
+                "unterminated {len}"
+            );
+        }
+        let mut r = Reader::new(b"\xff\xfe\0");
+        assert!(matches!(r.cstr("s"), Err(MessageError::InvalidUtf8 { .. })));
     }
 
     #[test]
