@@ -626,7 +626,8 @@ impl SessionGovernor for SessionGovernance {
     }
 
     fn fatal(&mut self) -> Option<ErrorSpec> {
-        if self.fatal.is_none() && lock(&self.recorder).failed() {
+        // Only a recording can fail; skip its lock when there is none.
+        if self.fatal.is_none() && self.recording && lock(&self.recorder).failed() {
             self.recording_failed();
         }
         self.fatal.clone()
@@ -773,6 +774,11 @@ impl SessionGovernor for SessionGovernance {
                 Some(masked.encode())
             }
         }
+    }
+
+    fn observes_executions(&self) -> bool {
+        // Executions only feed the recording.
+        self.recording
     }
 
     fn observe(&mut self, event: SessionEvent<'_>) {

@@ -223,6 +223,14 @@ pub trait SessionGovernor: Send {
         None
     }
 
+    /// Whether [`SessionGovernor::observe`] wants the per-execution events
+    /// (`Bound`, `CommandComplete`, `CopyData`). When `false` the driver
+    /// does not build them, which keeps the relay's hot path short. Asked
+    /// once, when the session starts.
+    fn observes_executions(&self) -> bool {
+        true
+    }
+
     /// Observes an event. Must not block: queue work elsewhere.
     fn observe(&mut self, event: SessionEvent<'_>) {
         let _ = event;

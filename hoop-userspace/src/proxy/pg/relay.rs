@@ -6,12 +6,16 @@ use std::{
     io::IoSlice,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
-    task::{Context, Poll, ready},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Waker, ready},
     time::{Duration, Instant},
 };
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::io::poll_read_buf;
 use tracing::{debug, info};
@@ -118,6 +122,65 @@ struct Wake {
     withdraw: bool,
 }
 
+/// The task's waker, shared by both streams' wakers.
+type TaskWaker = Arc<AtomicWaker>;
+
+/// One stream's waker. Every registration made while polling the stream
+/// (its reads and its writes) uses this waker instead of the task's, so a
+/// wake-up says which stream's readiness changed: a read that returned
+/// Pending stays registered and is not polled again until its stream is
+/// woken. Polling an idle stream on every wake-up would only repeat the
+/// registration.
+struct LegSignal {
+    woken: AtomicBool,
+    task: TaskWaker,
+}
+
+impl std::task::Wake for LegSignal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+struct Leg {
+    signal: Arc<LegSignal>,
+    waker: Waker,
+    /// The last read returned Pending and the stream has not been woken
+    /// since: its registration stands.
+    parked: bool,
+}
+
+impl Leg {
+    fn new(task: &TaskWaker) -> Self {
+        let signal = Arc::new(LegSignal {
+            woken: AtomicBool::new(false),
+            task: task.clone(),
+        });
+        Self {
+            waker: Waker::from(signal.clone()),
+            signal,
+            parked: false,
+        }
+    }
+
+    /// Whether the stream's read should be polled now.
+    fn poll_read_now(&mut self) -> bool {
+        if self.signal.woken.swap(false, Ordering::AcqRel) {
+            self.parked = false;
+        }
+        !self.parked
+    }
+
+    fn woken(&self) -> bool {
+        self.signal.woken.load(Ordering::Acquire)
+    }
+}
+
 /// A statement waiting for approval. The held message stays at the front
 /// of the client read buffer until the hold ends.
 struct ActiveHold {
@@ -207,6 +270,8 @@ pub(super) struct Relay {
     state: SessionState,
     governor: Box<dyn SessionGovernor>,
     inspect: bool,
+    /// The governor wants `Bound`, `CommandComplete` and `CopyData` events.
+    observe_executions: bool,
     rows: Rows,
     /// Byte counts and latency, for the process metrics.
     meters: Meters,
@@ -222,12 +287,12 @@ pub(super) struct Relay {
     registration: Option<CancelRegistration>,
     client_eof: bool,
     server_eof: bool,
-    /// A read of this leg returned Pending since the task last yielded: its
-    /// waker is registered, and until the task yields no readiness can have
-    /// been delivered to it, so polling the read again would only repeat
-    /// the registration. Cleared whenever the task may yield.
-    client_parked: bool,
-    server_parked: bool,
+    /// The task's waker as the streams' wakers reach it; registered each
+    /// time the relay waits.
+    task_waker: TaskWaker,
+    /// The wakers the client and server streams are polled with.
+    client_leg: Leg,
+    server_leg: Leg,
     terminated: bool,
     started: bool,
 }
@@ -258,11 +323,16 @@ impl Relay {
     ) -> Self {
         let governor = ctx.governors.session(&identity);
         let inspect = governor.inspects_rows();
+        let observe_executions = governor.observes_executions();
         let mut state = SessionState::new(inspect);
         state.set_phase(Phase::Authenticating);
         let mut to_server = OutQueue::default();
         to_server.push(startup.raw.clone());
+        let task_waker = TaskWaker::default();
         Self {
+            client_leg: Leg::new(&task_waker),
+            server_leg: Leg::new(&task_waker),
+            task_waker,
             client_decoder: FrameDecoder::new(Direction::Frontend, ctx.max_message_size),
             server_decoder: FrameDecoder::new(Direction::Backend, ctx.max_message_size),
             ctx,
@@ -277,6 +347,7 @@ impl Relay {
             state,
             governor,
             inspect,
+            observe_executions,
             rows: Rows::default(),
             preparation: None,
             prepared_frame: false,
@@ -288,8 +359,6 @@ impl Relay {
             registration: None,
             client_eof: false,
             server_eof: false,
-            client_parked: false,
-            server_parked: false,
             terminated: false,
             started: false,
         }
@@ -323,7 +392,6 @@ impl Relay {
                 self.process_server()?;
                 while let Some(preparation) = self.preparation.take() {
                     preparation.await;
-                    self.unpark();
                     self.process_server()?;
                 }
             }
@@ -373,22 +441,25 @@ impl Relay {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
     }
 
-    fn unpark(&mut self) {
-        self.client_parked = false;
-        self.server_parked = false;
-    }
-
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Wake, SessionError>> {
-        if let Poll::Ready(Err(e)) = self.to_server.poll_drain(&mut self.server, cx) {
+        let poll_server = self.server_leg.poll_read_now();
+        let poll_client = self.client_leg.poll_read_now();
+        let mut server_cx = Context::from_waker(&self.server_leg.waker);
+        let mut client_cx = Context::from_waker(&self.client_leg.waker);
+        if let Poll::Ready(Err(e)) = self.to_server.poll_drain(&mut self.server, &mut server_cx) {
             return Poll::Ready(Err(SessionError::ServerIo(e)));
         }
-        if let Poll::Ready(Err(e)) = self.to_client.poll_drain(&mut self.client, cx) {
+        if let Poll::Ready(Err(e)) = self.to_client.poll_drain(&mut self.client, &mut client_cx) {
             return Poll::Ready(Err(SessionError::ClientIo(e)));
         }
         let mut wake = Wake::default();
-        if !self.server_eof && self.to_client.len < HIGH_WATER && !self.server_parked {
+        if poll_server && !self.server_eof && self.to_client.len < HIGH_WATER {
             reserve(&mut self.server_buf);
-            match poll_read_buf(Pin::new(&mut self.server), cx, &mut self.server_buf) {
+            match poll_read_buf(
+                Pin::new(&mut self.server),
+                &mut server_cx,
+                &mut self.server_buf,
+            ) {
                 Poll::Ready(Ok(0)) => {
                     self.server_eof = true;
                     wake.server = true;
@@ -398,16 +469,20 @@ impl Relay {
                     wake.server = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ServerIo(e))),
-                Poll::Pending => self.server_parked = true,
+                Poll::Pending => self.server_leg.parked = true,
             }
         }
-        if !self.client_eof
+        if poll_client
+            && !self.client_eof
             && self.to_server.len < HIGH_WATER
             && (self.hold.is_none() || self.client_buf.len() < HELD_BACKLOG)
-            && !self.client_parked
         {
             reserve(&mut self.client_buf);
-            match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.client_buf) {
+            match poll_read_buf(
+                Pin::new(&mut self.client),
+                &mut client_cx,
+                &mut self.client_buf,
+            ) {
                 Poll::Ready(Ok(0)) => {
                     self.client_eof = true;
                     wake.client = true;
@@ -417,7 +492,7 @@ impl Relay {
                     wake.client = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
-                Poll::Pending => self.client_parked = true,
+                Poll::Pending => self.client_leg.parked = true,
             }
         }
         if let Some(hold) = &mut self.hold {
@@ -437,8 +512,12 @@ impl Relay {
         if wake.client || wake.server || wake.outcome.is_some() || wake.remind || wake.withdraw {
             Poll::Ready(Ok(wake))
         } else {
-            // The task yields: readiness may arrive before the next poll.
-            self.unpark();
+            // Register, then look again: a stream woken before the
+            // registration would otherwise be missed.
+            self.task_waker.register(cx.waker());
+            if self.client_leg.woken() || self.server_leg.woken() {
+                cx.waker().wake_by_ref();
+            }
             Poll::Pending
         }
     }
@@ -543,7 +622,9 @@ impl Relay {
             }
             b'B' => {
                 let b = Bind::parse(body).map_err(client_msg)?;
-                if let Some(sql) = self.state.statement_sql(b.statement) {
+                if self.observe_executions
+                    && let Some(sql) = self.state.statement_sql(b.statement)
+                {
                     let ctx = StatementContext {
                         identity: &self.identity,
                         sql: &sql,
@@ -607,10 +688,12 @@ impl Relay {
                 }
             }
             b'd' => {
-                self.governor.observe(SessionEvent::CopyData {
-                    direction: Direction::Frontend,
-                    bytes: body.len(),
-                });
+                if self.observe_executions {
+                    self.governor.observe(SessionEvent::CopyData {
+                        direction: Direction::Frontend,
+                        bytes: body.len(),
+                    });
+                }
                 Ok(ClientAction::Forward)
             }
             b'X' => {
@@ -858,10 +941,12 @@ impl Relay {
                 return Ok(action);
             }
             b'd' => {
-                self.governor.observe(SessionEvent::CopyData {
-                    direction: Direction::Backend,
-                    bytes: body.len(),
-                });
+                if self.observe_executions {
+                    self.governor.observe(SessionEvent::CopyData {
+                        direction: Direction::Backend,
+                        bytes: body.len(),
+                    });
+                }
                 if let (Some(rw), Some(format)) =
                     (self.rows.rewriter.as_mut(), self.rows.copy_format)
                     && let Some(b) = rw.rewrite_copy_data(body, format)
@@ -932,10 +1017,12 @@ impl Relay {
             }
             b'C' => {
                 let c = CommandComplete::parse(body).map_err(server_msg)?;
-                self.governor.observe(SessionEvent::CommandComplete {
-                    tag: c.tag,
-                    rows: c.rows(),
-                });
+                if self.observe_executions {
+                    self.governor.observe(SessionEvent::CommandComplete {
+                        tag: c.tag,
+                        rows: c.rows(),
+                    });
+                }
                 self.rows.reset();
             }
             b'I' | b's' | b'T' | b'Z' | b'G' => self.rows.reset(),
