@@ -1,25 +1,28 @@
 //! `cargo xtask bench`: how much hoop costs, measured in one run.
 //!
 //! pgbench select-only (`-S`) with 1 and 8 clients, in simple and prepared
-//! modes, against three paths interleaved round by round so machine noise
-//! hits them alike: direct, through `hoop exec`, and through pgbouncer (when
-//! installed; `apt-get install pgbouncer`). hoop runs with `tls.upstream:
+//! modes, against four paths interleaved round by round so machine noise
+//! hits them alike: direct, through `hoop exec`, through pgbouncer (session
+//! pooling) and through haproxy (a plain TCP forwarder, one thread). The
+//! two baselines are installed with `apt-get` when missing; a baseline that
+//! cannot be installed is skipped with a message. hoop runs with `tls.upstream:
 //! disable` here, the setting pgbouncer has by default (`server_tls_sslmode
 //! = disable`), so both relay plaintext; the cost of hoop's default
 //! (`prefer`, which encrypts the server leg) is reported on its own line.
 //!
 //! Proxy CPU per transaction: hoop logs its own rusage at exit, minus the
 //! start-up and tear-down cost of an idle `hoop exec -- true` (eBPF load,
-//! cgroup set-up) measured in the same run; pgbouncer's from `/proc/PID/stat`
-//! around each run. "Pinned" runs put the client, the proxy and the server
-//! on CPU 0: PostgreSQL's postmaster is pinned for the duration (new backends
-//! inherit it) and pgbouncer is restarted pinned, then both are restored.
+//! cgroup set-up) measured in the same run; the baselines' from
+//! `/proc/PID/stat` around each run. "Pinned" runs put the client, the proxy
+//! and the server on CPU 0: PostgreSQL's postmaster is pinned for the
+//! duration (new backends inherit it) and the baselines are restarted
+//! pinned, then all are restored.
 //!
 //! Then a 1,000,000-row × 3-column COPY TO STDOUT, direct vs. through hoop,
 //! with hoop's peak RSS, the recording overhead and the masking cost.
 //!
-//! Results are medians of `--rounds` runs; ratios are hoop/direct and
-//! pgbouncer/direct from the same run.
+//! Results are medians of `--rounds` runs; ratios are to direct, from the
+//! same run.
 
 use std::{
     fmt::Write as _,
@@ -35,6 +38,7 @@ use crate::setup::{self, output, workspace_root};
 
 const DB: &str = "hoop_bench";
 const PGBOUNCER_PORT: u16 = 6439;
+const HAPROXY_PORT: u16 = 6440;
 
 struct Sample {
     tps: f64,
@@ -105,8 +109,6 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Paths {
     hoop: PathBuf,
     config: PathBuf,
-    /// pgbouncer's pid, when it runs.
-    pgbouncer: Option<u32>,
     /// CPU seconds of an idle `hoop exec -- true` (start-up and tear-down).
     hoop_idle_cpu: f64,
 }
@@ -150,10 +152,14 @@ fn hoop_idle_cpu(hoop: &Path, config: &Path) -> anyhow::Result<f64> {
     Ok(median(samples))
 }
 
+/// One pgbench run. `baseline` is the pid of the proxy on `port` whose CPU
+/// time is read from `/proc` (pgbouncer, haproxy).
+#[allow(clippy::too_many_arguments)]
 fn pgbench(
     paths: &Paths,
     via: &str,
     port: u16,
+    baseline: Option<u32>,
     clients: u32,
     mode: &str,
     seconds: u32,
@@ -192,10 +198,7 @@ fn pgbench(
         clients.to_string(),
     ]);
     args.extend(["-T".into(), seconds.to_string(), DB.into()]);
-    let bouncer_before = match (via, paths.pgbouncer) {
-        ("pgbouncer", Some(pid)) => Some(process_cpu(pid)?),
-        _ => None,
-    };
+    let baseline_before = baseline.map(process_cpu).transpose()?;
     let out = Command::new(&args[0])
         .args(&args[1..])
         .env("RUST_LOG", "info")
@@ -206,9 +209,9 @@ fn pgbench(
         bail!("pgbench via {via} failed: {stdout}\n{stderr}");
     }
     let (tps, latency_ms, transactions) = parse_pgbench(&stdout)?;
-    let proxy_cpu = match (via, bouncer_before, paths.pgbouncer) {
+    let proxy_cpu = match (via, baseline_before, baseline) {
         ("hoop", _, _) => parse_hoop_cpu(&stderr).map(|c| c - paths.hoop_idle_cpu),
-        ("pgbouncer", Some(before), Some(pid)) => Some(process_cpu(pid)? - before),
+        (_, Some(before), Some(pid)) => Some(process_cpu(pid)? - before),
         _ => None,
     };
     Ok(Sample {
@@ -219,13 +222,85 @@ fn pgbench(
     })
 }
 
-fn start_pgbouncer(dir: &Path, pin: bool) -> anyhow::Result<Option<std::process::Child>> {
-    let Ok(bin) = which("pgbouncer") else {
-        eprintln!(
-            "xtask bench: pgbouncer not installed (apt-get install pgbouncer); skipping that comparison"
-        );
-        return Ok(None);
-    };
+/// A comparison proxy running for the benchmark; stopped on drop.
+struct Baseline {
+    name: &'static str,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `bin`'s path, installing Debian's `package` when it is missing; `None`
+/// (with a message) when that fails.
+fn ensure_installed(bin: &str, package: &str) -> Option<PathBuf> {
+    if let Ok(path) = which(bin) {
+        return Some(path);
+    }
+    eprintln!("xtask bench: {bin} not found; installing Debian's {package} for the comparison");
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    match which(bin) {
+        Ok(path) if installed => Some(path),
+        _ => {
+            eprintln!("xtask bench: cannot install {package}; skipping the {bin} comparison");
+            None
+        }
+    }
+}
+
+/// Starts pgbouncer and haproxy (pinned to CPU 0 when `pin`), each when it
+/// is installed or can be.
+fn start_baselines(dir: &Path, pin: bool) -> anyhow::Result<Vec<Baseline>> {
+    let mut started = Vec::new();
+    if let Some(bin) = ensure_installed("pgbouncer", "pgbouncer") {
+        started.push(start_pgbouncer(&bin, dir, pin)?);
+    }
+    if let Some(bin) = ensure_installed("haproxy", "haproxy") {
+        started.push(start_haproxy(&bin, dir, pin)?);
+    }
+    Ok(started)
+}
+
+fn pinned(bin: &Path, pin: bool) -> Command {
+    if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+fn wait_listening(
+    name: &'static str,
+    port: u16,
+    child: std::process::Child,
+) -> anyhow::Result<Baseline> {
+    let mut baseline = Baseline { name, port, child };
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = baseline.child.try_wait()? {
+            bail!("{name} exited during start-up: {status}");
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not start listening on 127.0.0.1:{port}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(baseline)
+}
+
+fn start_pgbouncer(bin: &Path, dir: &Path, pin: bool) -> anyhow::Result<Baseline> {
     let ini = dir.join("pgbouncer.ini");
     let users = dir.join("users.txt");
     fs::write(&users, "\"postgres\" \"\"\n")?;
@@ -243,27 +318,33 @@ fn start_pgbouncer(dir: &Path, pin: bool) -> anyhow::Result<Option<std::process:
     let _ = Command::new("chown")
         .args(["-R", "postgres", &dir.display().to_string()])
         .status();
-    let mut cmd = if pin {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    };
-    let child = cmd
+    let child = pinned(bin, pin)
         .args(["-u", "postgres"])
         .arg(&ini)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", PGBOUNCER_PORT)).is_err() {
-        if Instant::now() > deadline {
-            bail!("pgbouncer did not start");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Ok(Some(child))
+    wait_listening("pgbouncer", PGBOUNCER_PORT, child)
+}
+
+/// haproxy in TCP mode with one thread: a forwarder that parses nothing.
+fn start_haproxy(bin: &Path, dir: &Path, pin: bool) -> anyhow::Result<Baseline> {
+    let cfg = dir.join("haproxy.cfg");
+    fs::write(
+        &cfg,
+        format!(
+            "global\n  nbthread 1\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+             timeout client 5m\n  timeout server 5m\nlisten pg\n  bind 127.0.0.1:{HAPROXY_PORT}\n  \
+             server pg 127.0.0.1:5432\n"
+        ),
+    )?;
+    let child = pinned(bin, pin)
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    wait_listening("haproxy", HAPROXY_PORT, child)
 }
 
 fn which(name: &str) -> anyhow::Result<PathBuf> {
@@ -325,14 +406,13 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
         &tls_config,
         fs::read_to_string(&config)?.replace("upstream: disable", "upstream: prefer"),
     )?;
-    let mut paths = Paths {
+    let paths = Paths {
         hoop_idle_cpu: hoop_idle_cpu(&hoop, &config)?,
         hoop,
         config: config.clone(),
-        pgbouncer: None,
     };
     let postmaster = postmaster_pid(&psql)?;
-    let mut pgbouncer: Option<std::process::Child> = None;
+    let mut baselines: Vec<Baseline> = Vec::new();
 
     let mut report = String::new();
     writeln!(
@@ -354,27 +434,27 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
             } else {
                 None
             };
-            if let Some(mut child) = pgbouncer.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            pgbouncer = start_pgbouncer(&tmp, pin)?;
-            paths.pgbouncer = pgbouncer.as_ref().map(std::process::Child::id);
+            baselines.clear();
+            baselines = start_baselines(&tmp, pin)?;
             for clients in [1u32, 8] {
                 for mode in ["simple", "prepared"] {
                     let mut direct = Vec::new();
                     let mut hoop = Vec::new();
-                    let mut bouncer = Vec::new();
+                    let mut others: Vec<Vec<Sample>> =
+                        baselines.iter().map(|_| Vec::new()).collect();
                     for _ in 0..rounds {
                         direct.push(pgbench(
-                            &paths, "direct", 5432, clients, mode, seconds, pin,
+                            &paths, "direct", 5432, None, clients, mode, seconds, pin,
                         )?);
-                        hoop.push(pgbench(&paths, "hoop", 5432, clients, mode, seconds, pin)?);
-                        if paths.pgbouncer.is_some() {
-                            bouncer.push(pgbench(
+                        hoop.push(pgbench(
+                            &paths, "hoop", 5432, None, clients, mode, seconds, pin,
+                        )?);
+                        for (b, samples) in baselines.iter().zip(&mut others) {
+                            samples.push(pgbench(
                                 &paths,
-                                "pgbouncer",
-                                PGBOUNCER_PORT,
+                                b.name,
+                                b.port,
+                                Some(b.child.id()),
                                 clients,
                                 mode,
                                 seconds,
@@ -386,8 +466,8 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
                     let label = format!("{}{clients}c {mode}", if pin { "pinned " } else { "" });
                     row(&mut report, &format!("{label} direct"), &direct, base)?;
                     row(&mut report, &format!("{label} hoop"), &hoop, base)?;
-                    if !bouncer.is_empty() {
-                        row(&mut report, &format!("{label} pgbouncer"), &bouncer, base)?;
+                    for (b, samples) in baselines.iter().zip(&others) {
+                        row(&mut report, &format!("{label} {}", b.name), samples, base)?;
                     }
                     eprint!("{report}");
                     report.clear();
@@ -399,10 +479,7 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
         recording_bench(&paths, &tmp, seconds, rounds)?;
         masking_bench(&paths, &tmp)
     })();
-    if let Some(child) = pgbouncer.as_mut() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(baselines);
     let _ = fs::remove_dir_all(&tmp);
     result
 }
@@ -481,13 +558,16 @@ fn tls_bench(paths: &Paths, tls_config: &Path, seconds: u32, rounds: usize) -> a
     let tls = Paths {
         hoop: paths.hoop.clone(),
         config: tls_config.to_owned(),
-        pgbouncer: None,
         hoop_idle_cpu: paths.hoop_idle_cpu,
     };
     let (mut plain, mut encrypted) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        plain.push(pgbench(paths, "hoop", 5432, 8, "prepared", seconds, false)?);
-        encrypted.push(pgbench(&tls, "hoop", 5432, 8, "prepared", seconds, false)?);
+        plain.push(pgbench(
+            paths, "hoop", 5432, None, 8, "prepared", seconds, false,
+        )?);
+        encrypted.push(pgbench(
+            &tls, "hoop", 5432, None, 8, "prepared", seconds, false,
+        )?);
     }
     let mut report = String::new();
     let base = tps(&plain);
@@ -556,10 +636,9 @@ fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> an
             let p = Paths {
                 hoop: paths.hoop.clone(),
                 config: config.clone(),
-                pgbouncer: None,
                 hoop_idle_cpu: paths.hoop_idle_cpu,
             };
-            out.push(pgbench(&p, "hoop", 5432, 8, "prepared", seconds, false)?.tps);
+            out.push(pgbench(&p, "hoop", 5432, None, 8, "prepared", seconds, false)?.tps);
         }
     }
     let (w, wo) = (median(with), median(without));
