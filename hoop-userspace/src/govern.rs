@@ -448,6 +448,24 @@ pub fn fingerprint(sql: &str) -> Option<String> {
     fingerprint_into(sql, &mut out).then_some(out)
 }
 
+/// Bytes that can start something [`fingerprint_into`] treats specially:
+/// comments, quoted identifiers, dollar quotes and parameters, string
+/// literals, numbers. Everything else is skipped in a tight loop.
+static FINGERPRINT_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'-' as usize] = true;
+    t[b'/' as usize] = true;
+    t[b'"' as usize] = true;
+    t[b'$' as usize] = true;
+    t[b'\'' as usize] = true;
+    let mut d = b'0';
+    while d <= b'9' {
+        t[d as usize] = true;
+        d += 1;
+    }
+    t
+};
+
 /// [`fingerprint`] into a reused buffer; `false` when the text gets no key.
 /// Everything but literals is copied in runs, not byte by byte: the text is
 /// only cut at ASCII delimiters, so every cut is on a char boundary.
@@ -560,7 +578,12 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
                 }
                 i = j;
             }
-            _ => i += 1,
+            _ => {
+                i += 1;
+                while i < b.len() && !FINGERPRINT_SPECIAL[usize::from(b[i])] {
+                    i += 1;
+                }
+            }
         }
     }
     out.push_str(&sql[run..]);
