@@ -215,6 +215,8 @@ pub struct SessionState {
     query_description: Option<Arc<RowDescription>>,
     query_index: usize,
     track_rows: bool,
+    /// SQL texts are not kept (see [`SessionState::without_sql`]).
+    forget_sql: bool,
 }
 
 impl SessionState {
@@ -247,6 +249,24 @@ impl SessionState {
         Self {
             track_rows,
             ..Self::default()
+        }
+    }
+
+    /// Does not keep SQL texts: queries, prepared statements and portals
+    /// then carry `""` as their SQL, and the copy (an allocation per simple
+    /// Query) is saved. For a driver that reads neither
+    /// [`ResultContext::sql`] nor [`SessionState::statement_sql`].
+    #[must_use]
+    pub fn without_sql(mut self) -> Self {
+        self.forget_sql = true;
+        self
+    }
+
+    fn sql(&self, sql: &str) -> Arc<str> {
+        if self.forget_sql {
+            self.unnamed.clone()
+        } else {
+            Arc::from(sql)
         }
     }
 
@@ -344,16 +364,14 @@ impl SessionState {
 
     /// The client's Query was forwarded.
     pub fn client_query(&mut self, sql: &str) {
-        self.push(Owed::Query {
-            sql: Arc::from(sql),
-        });
+        self.push(Owed::Query { sql: self.sql(sql) });
     }
 
     /// The client's Parse was forwarded.
     pub fn client_parse(&mut self, parse: &Parse<'_>) {
         self.push(Owed::Parse {
             name: self.name(parse.name),
-            sql: Arc::from(parse.sql),
+            sql: self.sql(parse.sql),
         });
     }
 
@@ -713,6 +731,37 @@ mod tests {
             b.extend_from_slice(&f.to_be_bytes());
         }
         b
+    }
+
+    #[test]
+    fn without_sql_tracks_the_same_replies_but_keeps_no_text() {
+        let mut s = SessionState::new(false).without_sql();
+        s.set_phase(Phase::Ready);
+        s.client_parse(&Parse {
+            name: "s1",
+            sql: "select a from t",
+            param_types: 0,
+        });
+        let b = bind_body("", "s1", &[]);
+        s.client_bind(&Bind::parse(&b).unwrap());
+        s.client_execute("");
+        s.client_sync();
+        s.client_query("select 1");
+        for (tag, body) in [
+            (b'1', &b""[..]),
+            (b'2', b""),
+            (b'C', b"SELECT 1\0"),
+            (b'Z', b"I"),
+        ] {
+            assert_eq!(s.server_message(tag, body).unwrap(), ServerAction::Forward);
+        }
+        assert_eq!(s.statement_sql("s1").as_deref(), Some(""));
+        s.server_message(b'T', &desc_body(&["a"])).unwrap();
+        assert_eq!(s.current_result().unwrap().sql, "");
+        s.server_message(b'C', b"SELECT 1\0").unwrap();
+        s.server_message(b'Z', b"I").unwrap();
+        assert_eq!(s.phase(), Phase::Ready);
+        assert!(s.is_idle());
     }
 
     #[test]
