@@ -35,7 +35,8 @@ pub struct Metrics {
     /// `hoop_masked_values_total{rule}`: values rewritten by masking.
     pub masked_values_total: IntCounterVec,
     /// `hoop_statement_proxy_latency_seconds`: time hoop adds per statement
-    /// (first request byte in → forwarded upstream, plus result-path processing).
+    /// (the batch's first statement judged → the batch queued upstream, plus
+    /// result-path processing).
     pub statement_proxy_latency_seconds: Histogram,
 }
 
@@ -109,7 +110,7 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new(
                         "hoop_statement_proxy_latency_seconds",
-                        "Latency hoop adds per statement: request in to request forwarded, plus result-path processing.",
+                        "Latency hoop adds per statement: judging to request forwarded, plus result-path processing.",
                     )
                     .buckets(vec![
                         0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1,

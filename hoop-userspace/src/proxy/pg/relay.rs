@@ -232,8 +232,9 @@ struct Meters {
     from_client: prometheus::IntCounter,
     from_server: prometheus::IntCounter,
     latency: prometheus::Histogram,
-    /// Statements judged so far (to notice a batch that carried one).
-    judged: u64,
+    /// When the current client batch's first statement was judged (the
+    /// clock is read only for batches that carry a statement).
+    batch_started: Option<Instant>,
     /// Client-side processing time of the last batch with a statement.
     pending_latency: Option<std::time::Duration>,
 }
@@ -249,7 +250,7 @@ impl Meters {
                 .proxied_bytes_total
                 .with_label_values(&["server_to_client"]),
             latency: m.statement_proxy_latency_seconds.clone(),
-            judged: 0,
+            batch_started: None,
             pending_latency: None,
         }
     }
@@ -325,6 +326,10 @@ impl Relay {
         let inspect = governor.inspects_rows();
         let observe_executions = governor.observes_executions();
         let mut state = SessionState::new(inspect);
+        if !inspect && !observe_executions {
+            // Nothing reads the SQL of a result or a prepared statement.
+            state = state.without_sql();
+        }
         state.set_phase(Phase::Authenticating);
         let mut to_server = OutQueue::default();
         to_server.push(startup.raw.clone());
@@ -525,12 +530,10 @@ impl Relay {
     // ---- client → server ----
 
     fn process_client(&mut self) -> Result<(), SessionError> {
-        let started = Instant::now();
-        let judged = self.meters.judged;
         let mut buf = std::mem::take(&mut self.client_buf);
         let result = self.process_client_buf(&mut buf);
         self.client_buf = buf;
-        if self.meters.judged != judged {
+        if let Some(started) = self.meters.batch_started.take() {
             // Statement(s) in this batch: their latency is completed by the
             // processing of the first server batch that answers them.
             self.meters.pending_latency = Some(started.elapsed());
@@ -723,7 +726,7 @@ impl Relay {
             Some(Pending::Approved) => Verdict::Allow,
             Some(Pending::Refused(err)) => return Decision::Refuse(err),
             None => {
-                self.meters.judged = self.meters.judged.wrapping_add(1);
+                self.meters.batch_started.get_or_insert_with(Instant::now);
                 let verdict = self.governor.judge(&ctx);
                 self.governor.observe(SessionEvent::Judged {
                     statement: &ctx,
@@ -882,11 +885,11 @@ impl Relay {
     // ---- server → client ----
 
     fn process_server(&mut self) -> Result<(), SessionError> {
-        let started = Instant::now();
+        let started = self.meters.pending_latency.is_some().then(Instant::now);
         let mut buf = std::mem::take(&mut self.server_buf);
         let result = self.process_server_buf(&mut buf);
         self.server_buf = buf;
-        if let Some(request) = self.meters.pending_latency.take() {
+        if let (Some(request), Some(started)) = (self.meters.pending_latency.take(), started) {
             self.meters
                 .latency
                 .observe((request + started.elapsed()).as_secs_f64());
