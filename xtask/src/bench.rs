@@ -243,12 +243,17 @@ fn ensure_installed(bin: &str, package: &str) -> Option<PathBuf> {
         return Some(path);
     }
     eprintln!("xtask bench: {bin} not found; installing Debian's {package} for the comparison");
-    let installed = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", package])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "--no-install-recommends", package];
+    // A stale package index is refreshed once before giving up.
+    let installed = apt(&install) || (apt(&["update"]) && apt(&install));
     match which(bin) {
         Ok(path) if installed => Some(path),
         _ => {
