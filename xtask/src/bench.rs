@@ -286,11 +286,17 @@ fn pinned(bin: &Path, pin: bool) -> Command {
     }
 }
 
-fn wait_listening(
+/// Spawns a baseline (output discarded) and waits until it accepts on `port`.
+fn spawn_listening(
     name: &'static str,
     port: u16,
-    child: std::process::Child,
+    mut command: Command,
 ) -> anyhow::Result<Baseline> {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
     let mut baseline = Baseline { name, port, child };
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -323,13 +329,9 @@ fn start_pgbouncer(bin: &Path, dir: &Path, pin: bool) -> anyhow::Result<Baseline
     let _ = Command::new("chown")
         .args(["-R", "postgres", &dir.display().to_string()])
         .status();
-    let child = pinned(bin, pin)
-        .args(["-u", "postgres"])
-        .arg(&ini)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    wait_listening("pgbouncer", PGBOUNCER_PORT, child)
+    let mut command = pinned(bin, pin);
+    command.args(["-u", "postgres"]).arg(&ini);
+    spawn_listening("pgbouncer", PGBOUNCER_PORT, command)
 }
 
 /// haproxy in TCP mode with one thread: a forwarder that parses nothing.
@@ -343,13 +345,9 @@ fn start_haproxy(bin: &Path, dir: &Path, pin: bool) -> anyhow::Result<Baseline> 
              server pg 127.0.0.1:5432\n"
         ),
     )?;
-    let child = pinned(bin, pin)
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    wait_listening("haproxy", HAPROXY_PORT, child)
+    let mut command = pinned(bin, pin);
+    command.args(["-db", "-f"]).arg(&cfg);
+    spawn_listening("haproxy", HAPROXY_PORT, command)
 }
 
 fn which(name: &str) -> anyhow::Result<PathBuf> {
