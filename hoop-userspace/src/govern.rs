@@ -638,9 +638,14 @@ impl SessionGovernor for SessionGovernance {
         }
         let failed = sql.is_some_and(|sql| {
             let mut r = lock(&self.recorder);
-            r.statement(&sql, statement.form, &judged.kinds, &judged.tables)
-                .is_err()
-                || r.verdict(&verdict).is_err()
+            let recorded = if statement.statement_name.is_some_and(|n| !n.is_empty()) {
+                // A named statement's executions (`Bound`) record the same
+                // Arcs again; the unnamed one is usually run once.
+                r.prepared_statement(&sql, statement.form, &judged.kinds, &judged.tables)
+            } else {
+                r.statement(&sql, statement.form, &judged.kinds, &judged.tables)
+            };
+            recorded.is_err() || r.verdict(&verdict).is_err()
         });
         if failed {
             self.recording_failed();
@@ -851,7 +856,7 @@ impl SessionGovernor for SessionGovernance {
                     }
                     let sql = prepared.masked_sql.as_ref().expect("set above");
                     let failed = lock(&self.recorder)
-                        .statement(
+                        .prepared_statement(
                             sql,
                             statement.form,
                             &prepared.judged.kinds,

@@ -136,8 +136,17 @@ pub fn recording_id(started: std::time::SystemTime, session_id: &str) -> String 
     format!("{stamp}-{safe}")
 }
 
-/// RFC 3339 UTC with nanoseconds, as in `ts`.
+/// [`rfc3339_into`] into a new string.
+#[cfg(test)]
 pub(crate) fn rfc3339(at: std::time::SystemTime) -> String {
+    let mut out = String::new();
+    rfc3339_into(at, &mut out);
+    out
+}
+
+/// RFC 3339 UTC with nanoseconds, as in `ts`, into `out` (cleared first):
+/// no allocation once `out` has grown to fit.
+pub(crate) fn rfc3339_into(at: std::time::SystemTime, out: &mut String) {
     // Every event is stamped, so the date and time of day are formatted once
     // per second (per thread) and only the fraction per call. The output is
     // `time`'s RFC 3339: fraction without trailing zeros, none when zero.
@@ -145,8 +154,10 @@ pub(crate) fn rfc3339(at: std::time::SystemTime) -> String {
         static SECOND: std::cell::RefCell<(u64, String)> =
             const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
+    out.clear();
     let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) else {
-        return rfc3339_uncached(at);
+        out.push_str(&rfc3339_uncached(at));
+        return;
     };
     let (secs, nanos) = (since_epoch.as_secs(), since_epoch.subsec_nanos());
     SECOND.with_borrow_mut(|(cached, prefix)| {
@@ -157,22 +168,19 @@ pub(crate) fn rfc3339(at: std::time::SystemTime) -> String {
             *prefix = formatted;
             *cached = secs;
         }
-        let mut out = String::with_capacity(prefix.len() + 11);
         out.push_str(prefix);
-        if nanos != 0 {
-            let mut digits = [b'0'; 9];
-            let mut n = nanos;
-            for d in digits.iter_mut().rev() {
-                *d = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
-            let len = 9 - digits.iter().rev().take_while(|&&d| d == b'0').count();
-            out.push('.');
-            out.extend(digits[..len].iter().map(|&d| char::from(d)));
+    });
+    if nanos != 0 {
+        let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0'];
+        let mut n = nanos;
+        for d in digits[1..].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
         }
-        out.push('Z');
-        out
-    })
+        let len = digits.len() - digits.iter().rev().take_while(|&&d| d == b'0').count();
+        out.push_str(std::str::from_utf8(&digits[..len]).expect("ASCII digits"));
+    }
+    out.push('Z');
 }
 
 fn rfc3339_uncached(at: std::time::SystemTime) -> String {

@@ -641,13 +641,26 @@ fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> an
                 config: config.clone(),
                 hoop_idle_cpu: paths.hoop_idle_cpu,
             };
-            out.push(pgbench(&p, "hoop", 5432, None, 8, "prepared", seconds, false)?.tps);
+            out.push(pgbench(
+                &p, "hoop", 5432, None, 8, "prepared", seconds, false,
+            )?);
         }
     }
-    let (w, wo) = (median(with), median(without));
+    // hoop's CPU per transaction, all threads (the recorder's writer too).
+    let cpu = |v: &[Sample]| {
+        median(
+            v.iter()
+                .filter_map(|s| Some(s.proxy_cpu? / s.transactions * 1e6))
+                .collect(),
+        )
+    };
+    let (w, wo) = (tps(&with), tps(&without));
     eprintln!(
-        "recording (rows: summary) vs off, pgbench -S -M prepared -c 8: {w:.0} vs {wo:.0} TPS, ratio {:.3}",
-        w / wo
+        "recording (rows: summary) vs off, pgbench -S -M prepared -c 8: {w:.0} vs {wo:.0} TPS, \
+         ratio {:.3}; hoop CPU {:.1} vs {:.1} µs/txn",
+        w / wo,
+        cpu(&with),
+        cpu(&without),
     );
     Ok(())
 }

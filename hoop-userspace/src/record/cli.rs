@@ -607,7 +607,7 @@ mod tests {
         let mut chain = ChainWriter::new(session);
         let ms = |n: u64| n * 1_000_000;
         let mut push = |chain: &mut ChainWriter, at: u64, body: Body| {
-            chain.append(&mut out, ms(at), started.into(), body);
+            chain.append(&mut out, ms(at), started, &body);
         };
         push(
             &mut chain,
@@ -725,7 +725,7 @@ mod tests {
                 },
             }),
         );
-        chain.append_trailer(&mut out, ms(1400), started.into(), key);
+        chain.append_trailer(&mut out, ms(1400), started, key);
         std::fs::write(dir.join(format!("{id}.jsonl")), out).expect("write");
     }
 

@@ -505,10 +505,70 @@ pub struct Trailer {
 /// Appends `entry` as one line to `out`, chained from `previous`, and returns
 /// the line's hash (the next line's `previous`).
 pub fn append_line(out: &mut Vec<u8>, entry: &Entry, previous: &ChainHash) -> ChainHash {
-    let start = out.len();
+    let body = serialize_body(&entry.body);
+    append_serialized_line(out, entry.seq, entry.mono_ns, &entry.ts, &body, previous)
+}
+
+/// A body as JSON (`{"type":…}`), for [`append_serialized_line`]: a body
+/// recorded many times (a prepared statement's executions) is serialized once.
+pub fn serialize_body(body: &Body) -> Vec<u8> {
     // Serializing these types cannot fail: every map key is a string and no
     // Serialize impl returns an error.
-    serde_json::to_writer(&mut *out, entry).expect("recording entries always serialize");
+    serde_json::to_vec(body).expect("recording entries always serialize")
+}
+
+/// `{"type":"result","tag":…,"rows":…,"sqlstate":null}` into `out`: the
+/// bytes [`serialize_body`] writes for a [`ResultEvent`] without an error,
+/// without serde (two lines in three of a busy recording are results).
+pub fn serialize_result_body(tag: &str, rows: Option<u64>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"result\",\"tag\":");
+    json_string(out, tag);
+    out.extend_from_slice(b",\"rows\":");
+    match rows {
+        Some(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"sqlstate\":null}");
+}
+
+/// `s` as a JSON string, as serde_json writes it: copied as is when nothing
+/// in it needs escaping (timestamps and tags never do).
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("a string always serializes");
+    }
+}
+
+/// [`append_line`] with the body already serialized by [`serialize_body`].
+/// The bytes are those of the [`Entry`] serialized whole (its `body` is
+/// flattened into it), without serde's slow flattening.
+pub fn append_serialized_line(
+    out: &mut Vec<u8>,
+    seq: u64,
+    mono_ns: u64,
+    ts: &str,
+    body: &[u8],
+    previous: &ChainHash,
+) -> ChainHash {
+    let start = out.len();
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(n.format(seq).as_bytes());
+    out.extend_from_slice(b",\"mono_ns\":");
+    out.extend_from_slice(n.format(mono_ns).as_bytes());
+    out.extend_from_slice(b",\"ts\":");
+    json_string(out, ts);
+    debug_assert_eq!(body.first(), Some(&b'{'));
+    if body.len() > 2 {
+        out.push(b',');
+    }
+    out.extend_from_slice(body.get(1..).unwrap_or(b"}"));
     let hash = chain_hash(previous, &out[start..]);
     debug_assert_eq!(out.last(), Some(&b'}'));
     out.pop();
@@ -546,14 +606,15 @@ impl ChainWriter {
     }
 
     /// Appends one line to `out`.
-    pub fn append(&mut self, out: &mut Vec<u8>, mono_ns: u64, ts: String, body: Body) {
-        let entry = Entry {
-            seq: self.next_seq,
-            mono_ns,
-            ts,
-            body,
-        };
-        self.previous = append_line(out, &entry, &self.previous);
+    pub fn append(&mut self, out: &mut Vec<u8>, mono_ns: u64, ts: &str, body: &Body) {
+        self.append_serialized(out, mono_ns, ts, &serialize_body(body));
+    }
+
+    /// [`append`](Self::append) with the body already serialized by
+    /// [`serialize_body`].
+    pub fn append_serialized(&mut self, out: &mut Vec<u8>, mono_ns: u64, ts: &str, body: &[u8]) {
+        self.previous =
+            append_serialized_line(out, self.next_seq, mono_ns, ts, body, &self.previous);
         self.next_seq += 1;
     }
 
@@ -562,7 +623,7 @@ impl ChainWriter {
         &mut self,
         out: &mut Vec<u8>,
         mono_ns: u64,
-        ts: String,
+        ts: &str,
         key: Option<&[u8]>,
     ) {
         let events = self.next_seq.saturating_sub(1);
@@ -572,7 +633,7 @@ impl ChainWriter {
             out,
             mono_ns,
             ts,
-            Body::Trailer(Trailer {
+            &Body::Trailer(Trailer {
                 events,
                 last_hash,
                 mac,
@@ -718,6 +779,75 @@ mod tests {
         assert!(text.ends_with(&format!(r#","hash":"{}"}}"#, hex::encode(hash))));
         let parsed: Entry = serde_json::from_slice(line).expect("parses back");
         assert_eq!(parsed, e);
+    }
+
+    #[test]
+    fn serialized_lines_are_the_entry_serialized_whole() {
+        let bodies = [
+            Body::Header(Header {
+                format: FORMAT_NAME.into(),
+                version: FORMAT_VERSION,
+                session_id: "s \"1\"".into(),
+                writer: "hoop".into(),
+                rows: RowsMode::Full,
+                max_row_bytes: 7,
+            }),
+            Body::Statement(StatementEvent {
+                sql: "SELECT '\"é\n\t\u{1}' FROM t -- \\".into(),
+                form: ProtocolForm::Extended,
+                kinds: Arc::from([StatementKind::Select]),
+                tables: Arc::from(["t".to_owned()]),
+            }),
+            Body::Result(ResultEvent {
+                tag: None,
+                rows: None,
+                sqlstate: Some("42P01".into()),
+            }),
+            Body::SessionEnd(SessionEndEvent {
+                reason: "client_closed".into(),
+                totals: SessionTotals::default(),
+            }),
+            Body::Trailer(Trailer {
+                events: 3,
+                last_hash: "ab".into(),
+                mac: None,
+            }),
+        ];
+        let mut previous = chain_seed("s");
+        for (seq, body) in bodies.into_iter().enumerate() {
+            let mut e = entry(seq as u64, body);
+            e.ts = "2025-01-01T00:00:00.5Z\u{7f}\"".into();
+            let mut out = Vec::new();
+            previous = append_line(&mut out, &e, &previous);
+            let split = split_line(&out[..out.len() - 1]).expect("well-formed");
+            assert_eq!(
+                String::from_utf8(split.canonical).expect("utf8"),
+                serde_json::to_string(&e).expect("serializes"),
+            );
+            assert_eq!(split.claimed, previous);
+        }
+    }
+
+    #[test]
+    fn results_serialized_by_hand_are_what_serde_writes() {
+        for (tag, rows) in [
+            ("SELECT 1", Some(1)),
+            ("INSERT 0 18446744073709551615", Some(u64::MAX)),
+            ("", None),
+            ("odd \"tag\"\n\u{7f}é", Some(0)),
+        ] {
+            let mut by_hand = Vec::new();
+            serialize_result_body(tag, rows, &mut by_hand);
+            let body = Body::Result(ResultEvent {
+                tag: Some(tag.into()),
+                rows,
+                sqlstate: None,
+            });
+            assert_eq!(
+                String::from_utf8(by_hand).expect("utf8"),
+                String::from_utf8(serialize_body(&body)).expect("utf8"),
+            );
+        }
     }
 
     #[test]

@@ -1,11 +1,18 @@
 //! The recorder: the hot-path API connection tasks call, and the background
 //! writer that owns the files.
 //!
-//! **The hot path never waits on the disk.** [`SessionRecorder`] methods copy
-//! the event into an unbounded channel and return. One writer thread per
-//! process serializes, hash-chains, buffers and writes. (A dedicated OS
-//! thread rather than a tokio task: file I/O blocks, and `tokio::fs` would
-//! only move each call to the blocking pool one at a time anyway.)
+//! **The hot path never waits on the disk.** [`SessionRecorder`] methods
+//! append the event to the session's own queue (an uncontended lock and a
+//! `Vec` push: no channel, no wake-up, no syscall) and return. One writer
+//! thread per process collects every session's queue on a short tick, then
+//! serializes, hash-chains, buffers and writes. (A dedicated OS thread
+//! rather than a tokio task: file I/O blocks, and `tokio::fs` would only
+//! move each call to the blocking pool one at a time anyway.)
+//!
+//! **Timestamps.** Each event reads the monotonic clock once. Its wall-clock
+//! time (`ts`) is the session's start time plus that monotonic offset, so
+//! `ts` never goes backwards within a recording, even when the system clock
+//! is stepped mid-session.
 //!
 //! **Memory stays bounded without blocking** through a byte budget over
 //! everything queued but not yet written:
@@ -38,7 +45,7 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     sync::{
-        Arc, OnceLock,
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc,
     },
@@ -51,12 +58,12 @@ use tokio::sync::{oneshot, watch};
 use super::{
     FILE_EXTENSION, RecordError,
     format::{
-        Body, Cell, ChainWriter, CopyDataEvent, CopyDirection, ErrorEvent, FORMAT_NAME,
+        self, Body, Cell, ChainWriter, CopyDataEvent, CopyDirection, ErrorEvent, FORMAT_NAME,
         FORMAT_VERSION, Header, HoldEvent, HoldState, RecordedIdentity, ResultEvent, RowsEvent,
         RowsLimitEvent, RowsLimitReason, RowsMode, SessionEndEvent, SessionStart, SessionTotals,
         StatementEvent, TruncatedRow, VerdictEvent, VerdictKind, cut_row, cut_value,
     },
-    load_hmac_key, recording_id, retention, rfc3339,
+    load_hmac_key, recording_id, retention, rfc3339_into,
 };
 use crate::{
     config::{RecordRows, RecordingConfig, RecordingOnError},
@@ -76,6 +83,11 @@ const ROWS_PER_EVENT: usize = 128;
 const ROW_BYTES_PER_EVENT: usize = 256 << 10;
 /// Fixed per-event cost charged to the backlog (keys, seq, timestamps, hash).
 const EVENT_OVERHEAD_BYTES: usize = 256;
+/// Prepared statements a session remembers having sent (see
+/// [`SessionRecorder::prepared_statement`]); past it, both sides forget.
+const SENT_STATEMENTS_MAX: usize = 4096;
+/// …or past this many bytes of their SQL text and table names.
+const SENT_STATEMENT_BYTES_MAX: usize = 4 << 20;
 /// How often retention runs while the recorder is up (it also runs at start).
 const RETENTION_INTERVAL: Duration = Duration::from_mins(1);
 
@@ -290,7 +302,9 @@ impl Recorder {
             retention,
             backlog: Arc::clone(&backlog),
             metrics: recording_metrics(),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
+            queues: Vec::new(),
+            spare: Vec::new(),
         };
         std::thread::Builder::new()
             .name("hoop-recorder".into())
@@ -337,11 +351,16 @@ impl Recorder {
         };
         let key = shared.next_session.fetch_add(1, Ordering::Relaxed);
         let health = Arc::new(SessionHealth::new());
+        let queue = Arc::new(SessionQueue::default());
+        let started = Instant::now();
+        let started_at = SystemTime::now();
         let open = Command::Open {
             key,
-            identity: RecordedIdentity::from(identity),
-            at: SystemTime::now(),
+            identity: Box::new(RecordedIdentity::from(identity)),
+            at: started_at,
+            started,
             health: Arc::clone(&health),
+            queue: Arc::clone(&queue),
         };
         shared
             .commands
@@ -350,9 +369,13 @@ impl Recorder {
         Ok(SessionRecorder {
             live: Some(LiveSession {
                 shared: Arc::clone(shared),
-                key,
+                queue,
                 health,
-                started: Instant::now(),
+                started,
+                started_at,
+                sent_statements: HashMap::default(),
+                next_statement_id: 0,
+                sent_bytes: 0,
                 batch: RowBatch::default(),
                 result_rows: ResultRows::default(),
                 ended: false,
@@ -481,9 +504,20 @@ pub struct SessionRecorder {
 
 struct LiveSession {
     shared: Arc<RecorderShared>,
-    key: u64,
+    /// Where this session's events wait for the writer.
+    queue: Arc<SessionQueue>,
     health: Arc<SessionHealth>,
     started: Instant,
+    /// The wall clock at `started` (the writer dates each event by it plus
+    /// the event's monotonic offset).
+    started_at: SystemTime,
+    /// Prepared statements already sent in full, by the address of their
+    /// SQL text: a later execution sends only the id. The `Arc`s are kept,
+    /// so an address cannot be reused while it is in the map.
+    sent_statements: HashMap<usize, SentStatement, foldhash::fast::RandomState>,
+    next_statement_id: u32,
+    /// SQL and table-name bytes the map holds.
+    sent_bytes: usize,
     batch: RowBatch,
     result_rows: ResultRows,
     ended: bool,
@@ -494,7 +528,8 @@ struct LiveSession {
 struct RowBatch {
     rows: Vec<CutRow>,
     value_bytes: usize,
-    first: Option<(u64, SystemTime)>,
+    /// The monotonic time of the first row.
+    first: Option<u64>,
 }
 
 /// Row accounting for the current result.
@@ -514,7 +549,7 @@ impl fmt::Debug for SessionRecorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.live {
             None => f.write_str("SessionRecorder(disabled)"),
-            Some(live) => write!(f, "SessionRecorder(#{})", live.key),
+            Some(live) => write!(f, "SessionRecorder({:?})", live.started_at),
         }
     }
 }
@@ -547,15 +582,71 @@ impl SessionRecorder {
         };
         live.close_result_rows();
         let cost = sql.len() + tables.iter().map(String::len).sum::<usize>();
-        live.send_event(
-            Body::Statement(StatementEvent {
+        live.send(
+            Payload::Event(Box::new(Body::Statement(StatementEvent {
                 sql: sql.clone(),
                 form,
                 kinds: kinds.clone(),
                 tables: tables.clone(),
-            }),
+            }))),
             cost,
         )
+    }
+
+    /// Records an execution of a prepared statement, like
+    /// [`statement`](Self::statement). The first call with these `Arc`s
+    /// sends them to the writer; every later one sends only a number, so a
+    /// repeated execution moves a few bytes between threads and touches no
+    /// reference count. Pass the same `Arc`s for every execution.
+    pub fn prepared_statement(
+        &mut self,
+        sql: &Arc<str>,
+        form: ProtocolForm,
+        kinds: &Arc<[StatementKind]>,
+        tables: &Arc<[String]>,
+    ) -> Result<(), RecordError> {
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
+        live.close_result_rows();
+        let address = Arc::as_ptr(sql).cast::<u8>() as usize;
+        if let Some(sent) = live.sent_statements.get(&address)
+            && sent.form == form
+            && Arc::ptr_eq(&sent.kinds, kinds)
+            && Arc::ptr_eq(&sent.tables, tables)
+        {
+            let id = sent.id;
+            return live.send(Payload::Repeat(id), sent.cost);
+        }
+        let cost = sql.len() + tables.iter().map(String::len).sum::<usize>();
+        if live.sent_statements.len() >= SENT_STATEMENTS_MAX
+            || live.sent_bytes + cost > SENT_STATEMENT_BYTES_MAX
+        {
+            live.sent_statements.clear();
+            live.sent_bytes = 0;
+            live.send(Payload::ForgetStatements, 0)?;
+        }
+        let id = live.next_statement_id;
+        live.next_statement_id = live.next_statement_id.wrapping_add(1);
+        live.sent_bytes += cost;
+        live.sent_statements.insert(
+            address,
+            SentStatement {
+                id,
+                form,
+                kinds: kinds.clone(),
+                tables: tables.clone(),
+                _sql: sql.clone(),
+                cost,
+            },
+        );
+        let event = StatementEvent {
+            sql: sql.clone(),
+            form,
+            kinds: kinds.clone(),
+            tables: tables.clone(),
+        };
+        live.send(Payload::Prepared(id, Box::new(event)), cost)
     }
 
     /// Records the verdict for the statement just recorded. Like
@@ -600,12 +691,17 @@ impl SessionRecorder {
         let Some(live) = &mut self.live else { return };
         live.close_result_rows();
         let rows = (live.shared.rows != RecordRows::None).then_some(rows);
-        let event = ResultEvent {
-            tag: tag.map(str::to_owned),
-            rows,
-            sqlstate: sqlstate.map(str::to_owned),
+        // The usual result (a short tag, no error) travels without a heap
+        // allocation.
+        let payload = match (tag.and_then(ShortTag::new), sqlstate) {
+            (Some(tag), None) => Payload::Result { tag, rows },
+            _ => Payload::Event(Box::new(Body::Result(ResultEvent {
+                tag: tag.map(str::to_owned),
+                rows,
+                sqlstate: sqlstate.map(str::to_owned),
+            }))),
         };
-        let _ = live.send_event(Body::Result(event), 0);
+        let _ = live.send(payload, 0);
     }
 
     /// Records an error sent to the client. `message` is recorded as given:
@@ -635,7 +731,7 @@ impl SessionRecorder {
         let (values, original_bytes) = cut_row(row.columns, live.shared.max_row_bytes);
         let value_bytes: usize = values.iter().map(|v| v.as_ref().map_or(0, Vec::len)).sum();
         if live.batch.first.is_none() {
-            live.batch.first = Some((live.mono_ns(), SystemTime::now()));
+            live.batch.first = Some(live.mono_ns());
         }
         live.batch.rows.push(CutRow {
             values,
@@ -721,8 +817,19 @@ impl Drop for SessionRecorder {
 }
 
 impl LiveSession {
+    /// Nanoseconds since the session started (monotonic).
     fn mono_ns(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Queues a command for the writer; false when the writer has shut down.
+    fn push(&self, command: SessionCommand) -> bool {
+        let mut queue = self.queue.lock();
+        if queue.closed {
+            return false;
+        }
+        queue.commands.push(command);
+        true
     }
 
     /// Claims `cost` bytes of the backlog if that keeps it under `limit`.
@@ -738,14 +845,12 @@ impl LiveSession {
 
     /// Sends a payload whose cost is already reserved; false when the writer is gone.
     fn send_reserved(&mut self, payload: Payload, cost: usize) -> bool {
-        let command = Command::Append {
-            key: self.key,
+        let command = SessionCommand::Append {
             mono_ns: self.mono_ns(),
-            at: SystemTime::now(),
             payload,
             cost,
         };
-        if self.shared.commands.send(command).is_ok() {
+        if self.push(command) {
             return true;
         }
         self.shared.backlog.fetch_sub(cost, Ordering::AcqRel);
@@ -757,6 +862,11 @@ impl LiveSession {
     /// Queues a statement-level event: never dropped; fails the session when
     /// the backlog is past its hard limit.
     fn send_event(&mut self, body: Body, payload_bytes: usize) -> Result<(), RecordError> {
+        self.send(Payload::Event(Box::new(body)), payload_bytes)
+    }
+
+    /// [`send_event`](Self::send_event) for any statement-level payload.
+    fn send(&mut self, payload: Payload, payload_bytes: usize) -> Result<(), RecordError> {
         self.fail_fast()?;
         self.send_row_batch();
         self.note_dropped_rows();
@@ -769,7 +879,7 @@ impl LiveSession {
             self.abandon();
             return self.fail_fast();
         }
-        if self.send_reserved(Payload::Event(body), cost) {
+        if self.send_reserved(payload, cost) {
             Ok(())
         } else {
             self.fail_fast()
@@ -789,8 +899,12 @@ impl LiveSession {
     }
 
     fn send_row_batch(&mut self) {
+        if self.batch.first.is_none() {
+            // No rows waiting (every statement-level event asks).
+            return;
+        }
         let batch = std::mem::take(&mut self.batch);
-        let Some((mono_ns, at)) = batch.first else {
+        let Some(mono_ns) = batch.first else {
             return;
         };
         let n = batch.rows.len() as u64;
@@ -802,14 +916,12 @@ impl LiveSession {
             self.drop_rows(n);
             return;
         }
-        let command = Command::Append {
-            key: self.key,
+        let command = SessionCommand::Append {
             mono_ns,
-            at,
             payload: Payload::Rows(batch.rows),
             cost,
         };
-        if self.shared.commands.send(command).is_ok() {
+        if self.push(command) {
             self.result_rows.recorded += n;
         } else {
             self.shared.backlog.fetch_sub(cost, Ordering::AcqRel);
@@ -837,7 +949,10 @@ impl LiveSession {
         // Statement-level: it must not be lost, or the recording would
         // silently claim a complete result.
         if self.reserve(EVENT_OVERHEAD_BYTES, BACKLOG_HARD_LIMIT_BYTES) {
-            self.send_reserved(Payload::Event(Body::RowsLimit(event)), EVENT_OVERHEAD_BYTES);
+            self.send_reserved(
+                Payload::Event(Box::new(Body::RowsLimit(event))),
+                EVENT_OVERHEAD_BYTES,
+            );
         } else {
             self.health.fail(
                 FailureKind::Backlog,
@@ -859,10 +974,7 @@ impl LiveSession {
 
     /// Tells the writer to stop this recording without a trailer.
     fn abandon(&mut self) {
-        let _ = self
-            .shared
-            .commands
-            .send(Command::Abandon { key: self.key });
+        self.push(SessionCommand::Abandon);
     }
 
     fn end(&mut self, reason: &str) {
@@ -875,50 +987,127 @@ impl LiveSession {
             self.abandon();
             return;
         }
-        let close = Command::Close {
-            key: self.key,
+        self.push(SessionCommand::Close {
             mono_ns: self.mono_ns(),
-            at: SystemTime::now(),
             reason: reason.into(),
-        };
-        let _ = self.shared.commands.send(close);
+        });
     }
 }
 
-/// What a session sends the writer.
+/// What the process sends the writer, through its channel.
 enum Command {
+    /// A new session: its header, and the queue its events arrive on.
     Open {
         key: u64,
-        identity: RecordedIdentity,
+        identity: Box<RecordedIdentity>,
         at: SystemTime,
+        started: Instant,
         health: Arc<SessionHealth>,
+        queue: Arc<SessionQueue>,
     },
-    Append {
-        key: u64,
-        mono_ns: u64,
-        at: SystemTime,
-        payload: Payload,
-        cost: usize,
-    },
-    Close {
-        key: u64,
-        mono_ns: u64,
-        at: SystemTime,
-        reason: String,
-    },
-    /// Stop writing without a trailer (the session's recording failed).
-    Abandon {
-        key: u64,
-    },
+    /// Collect every queue and write every buffer to its file.
     Flush(oneshot::Sender<()>),
     /// Run retention now (it also runs at start and every minute).
     Retention(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
-/// An event body, or row data the writer encodes (off the hot path).
+/// What a session sends the writer, in order, through its [`SessionQueue`].
+///
+/// Kept small (the common commands fit in about a cache line): each one is
+/// written on the session's CPU and read on the writer's. Times are
+/// monotonic nanoseconds since the session started; the writer turns them
+/// into wall-clock time.
+enum SessionCommand {
+    Append {
+        mono_ns: u64,
+        payload: Payload,
+        cost: usize,
+    },
+    Close {
+        mono_ns: u64,
+        reason: String,
+    },
+    /// Stop writing without a trailer (the session's recording failed).
+    Abandon,
+}
+
+/// A prepared statement the session has sent in full.
+struct SentStatement {
+    id: u32,
+    form: ProtocolForm,
+    kinds: Arc<[StatementKind]>,
+    tables: Arc<[String]>,
+    /// Holds the SQL text whose address keys the map.
+    _sql: Arc<str>,
+    cost: usize,
+}
+
+/// A CommandComplete tag (`SELECT 1`, `INSERT 0 5`), stored inline.
+#[derive(Clone, Copy)]
+struct ShortTag {
+    len: u8,
+    bytes: [u8; SHORT_TAG_MAX],
+}
+
+/// Longer tags are sent boxed.
+const SHORT_TAG_MAX: usize = 31;
+
+impl ShortTag {
+    fn new(tag: &str) -> Option<Self> {
+        let mut bytes = [0; SHORT_TAG_MAX];
+        bytes.get_mut(..tag.len())?.copy_from_slice(tag.as_bytes());
+        Some(Self {
+            len: tag.len() as u8,
+            bytes,
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)])
+            .expect("copied from a str, cut at its end")
+    }
+}
+
+/// One session's commands waiting for the writer.
+///
+/// The session pushes under the lock; the writer swaps the whole `Vec` out
+/// on its tick. The two rarely meet, so the lock stays uncontended, and a
+/// send costs no wake-up. The writer forgets a queue once the session has
+/// dropped its handle and the queue is empty.
+#[derive(Default)]
+struct SessionQueue {
+    inner: Mutex<QueueInner>,
+}
+
+#[derive(Default)]
+struct QueueInner {
+    commands: Vec<SessionCommand>,
+    /// The writer has shut down: nothing pushed now would be written.
+    closed: bool,
+}
+
+impl SessionQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueInner> {
+        // A panic while holding the lock cannot leave a Vec push half done.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An event body, or what the writer turns into one (off the hot path).
 enum Payload {
-    Event(Body),
+    Event(Box<Body>),
+    /// A prepared statement's first execution: the writer keeps it as `id`.
+    Prepared(u32, Box<StatementEvent>),
+    /// A later execution of the prepared statement kept as this id.
+    Repeat(u32),
+    /// The session forgot its statement ids (see [`SENT_STATEMENTS_MAX`]).
+    ForgetStatements,
+    /// A `result` with a short tag and no error.
+    Result {
+        tag: ShortTag,
+        rows: Option<u64>,
+    },
     Rows(Vec<CutRow>),
     CopyData {
         direction: CopyDirection,
@@ -938,7 +1127,12 @@ struct Writer {
     retention: retention::RetentionPolicy,
     backlog: Arc<AtomicUsize>,
     metrics: &'static RecordingMetrics,
-    sessions: HashMap<u64, OpenRecording>,
+    sessions: HashMap<u64, OpenRecording, foldhash::fast::RandomState>,
+    /// Every session queue still to collect, by session key.
+    queues: Vec<(u64, Arc<SessionQueue>)>,
+    /// An empty `Vec` swapped into a queue as it is collected (keeps both
+    /// allocations alive instead of growing a new one each tick).
+    spare: Vec<SessionCommand>,
 }
 
 /// One recording the writer is appending to.
@@ -949,17 +1143,28 @@ struct OpenRecording {
     buf: Vec<u8>,
     chain: ChainWriter,
     last_mono_ns: u64,
+    /// When the session started, on both clocks: an event's `ts` is
+    /// `started_at` plus its monotonic offset.
+    started: Instant,
+    started_at: SystemTime,
+    /// The session's prepared statements, serialized, by the id it sends
+    /// for them.
+    statements: HashMap<u32, Vec<u8>, foldhash::fast::RandomState>,
+    /// Scratch space for a line's `ts` and for a body serialized by hand.
+    ts: String,
+    body: Vec<u8>,
     totals: SessionTotals,
     health: Arc<SessionHealth>,
 }
 
 impl Writer {
     fn run(mut self, inbox: &mpsc::Receiver<Command>) {
-        // The writer polls its inbox on a short tick instead of blocking on
-        // it: a sender then never has to wake this thread, so recording costs
-        // the hot path no syscall and no cross-CPU wake-up per event. Events
-        // still reach the disk within `flush_interval`: the inbox is drained
-        // right before every flush.
+        // The writer polls its inbox and the session queues on a short tick
+        // instead of blocking: a sender then never has to wake this thread,
+        // so recording costs the hot path no syscall and no cross-CPU
+        // wake-up per event. Events still reach the disk within
+        // `flush_interval`: everything queued is collected right before
+        // every flush.
         let tick =
             (self.flush_interval / 4).clamp(Duration::from_millis(1), Duration::from_millis(50));
         let mut next_flush = Instant::now() + self.flush_interval;
@@ -981,6 +1186,7 @@ impl Writer {
                     }
                 }
             }
+            self.collect_queues();
             let now = Instant::now();
             if now >= next_flush {
                 self.flush_all();
@@ -999,40 +1205,71 @@ impl Writer {
                 key,
                 identity,
                 at,
+                started,
                 health,
-            } => self.open(key, identity, at, health),
-            Command::Append {
-                key,
+                queue,
+            } => {
+                self.open(key, *identity, (started, at), health);
+                self.queues.push((key, queue));
+            }
+            Command::Flush(done) => {
+                self.collect_queues();
+                self.flush_all();
+                let _ = done.send(());
+            }
+            Command::Retention(done) => {
+                // Sessions closed before the request are no longer open.
+                self.collect_queues();
+                self.enforce_retention();
+                let _ = done.send(());
+            }
+            Command::Shutdown(_) => unreachable!("handled by run"),
+        }
+    }
+
+    /// Handles everything the sessions queued, in each session's order;
+    /// forgets the queues whose sessions are gone.
+    fn collect_queues(&mut self) {
+        let mut i = 0;
+        while i < self.queues.len() {
+            let (key, queue) = &self.queues[i];
+            let key = *key;
+            let mut batch = std::mem::take(&mut self.spare);
+            let gone = {
+                let mut inner = queue.lock();
+                std::mem::swap(&mut inner.commands, &mut batch);
+                // Only the writer holds it: nothing more can be pushed.
+                Arc::strong_count(queue) == 1
+            };
+            for command in batch.drain(..) {
+                self.handle_session(key, command);
+            }
+            self.spare = batch;
+            if gone {
+                self.queues.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn handle_session(&mut self, key: u64, command: SessionCommand) {
+        match command {
+            SessionCommand::Append {
                 mono_ns,
-                at,
                 payload,
                 cost,
             } => {
                 self.backlog.fetch_sub(cost, Ordering::AcqRel);
-                let body = Writer::encode(payload);
-                self.append(key, mono_ns, at, body);
+                self.append(key, mono_ns, payload);
             }
-            Command::Close {
-                key,
-                mono_ns,
-                at,
-                reason,
-            } => self.close(key, mono_ns, at, reason),
-            Command::Abandon { key } => {
+            SessionCommand::Close { mono_ns, reason } => self.close(key, mono_ns, reason),
+            SessionCommand::Abandon => {
                 if let Some(mut recording) = self.sessions.remove(&key) {
                     // Everything appended so far is sound; write it, add no trailer.
                     self.write_out(&mut recording);
                 }
             }
-            Command::Flush(done) => {
-                self.flush_all();
-                let _ = done.send(());
-            }
-            Command::Retention(done) => {
-                self.enforce_retention();
-                let _ = done.send(());
-            }
-            Command::Shutdown(_) => unreachable!("handled by run"),
         }
     }
 
@@ -1046,7 +1283,7 @@ impl Writer {
         &mut self,
         key: u64,
         identity: RecordedIdentity,
-        at: SystemTime,
+        (started, at): (Instant, SystemTime),
         health: Arc<SessionHealth>,
     ) {
         let stem = recording_id(at, &identity.id);
@@ -1081,6 +1318,11 @@ impl Writer {
             file,
             buf: Vec::with_capacity(8 << 10),
             last_mono_ns: 0,
+            started,
+            started_at: at,
+            statements: HashMap::default(),
+            ts: String::new(),
+            body: Vec::new(),
             totals: SessionTotals::default(),
             health,
         };
@@ -1092,19 +1334,24 @@ impl Writer {
             rows: self.rows,
             max_row_bytes: self.max_row_bytes as u64,
         };
-        recording.push(0, at, Body::Header(header), self.metrics);
+        recording.push(0, &Body::Header(header), self.metrics);
         recording.push(
             0,
-            at,
-            Body::SessionStart(SessionStart { identity }),
+            &Body::SessionStart(SessionStart { identity }),
             self.metrics,
         );
         self.sessions.insert(key, recording);
     }
 
+    /// The event a payload stands for (statement payloads are handled by
+    /// [`append`](Self::append)).
     fn encode(payload: Payload) -> Body {
         match payload {
-            Payload::Event(body) => body,
+            Payload::Event(body) => *body,
+            Payload::Prepared(_, event) => Body::Statement(*event),
+            Payload::Repeat(_) | Payload::ForgetStatements | Payload::Result { .. } => {
+                unreachable!("handled by Writer::append")
+            }
             Payload::Rows(rows) => {
                 let mut truncated = Vec::new();
                 let rows = rows
@@ -1137,12 +1384,37 @@ impl Writer {
         }
     }
 
-    fn append(&mut self, key: u64, mono_ns: u64, at: SystemTime, body: Body) {
+    fn append(&mut self, key: u64, mono_ns: u64, payload: Payload) {
         // Unknown key: the file could not be created, or the recording was abandoned.
         let Some(recording) = self.sessions.get_mut(&key) else {
             return;
         };
-        recording.push(mono_ns, at, body, self.metrics);
+        match payload {
+            Payload::Prepared(id, event) => {
+                // Serialized once; every execution reuses the bytes.
+                let json = format::serialize_body(&Body::Statement(*event));
+                recording.push_statement(mono_ns, &json, self.metrics);
+                recording.statements.insert(id, json);
+            }
+            Payload::Repeat(id) => {
+                let Some(json) = recording.statements.remove(&id) else {
+                    // The session sends an id only after the statement itself.
+                    tracing::error!(session = %recording.session_id, id, "recording: execution of an unknown prepared statement");
+                    return;
+                };
+                recording.push_statement(mono_ns, &json, self.metrics);
+                recording.statements.insert(id, json);
+            }
+            Payload::ForgetStatements => recording.statements.clear(),
+            Payload::Result { tag, rows } => {
+                let mut body = std::mem::take(&mut recording.body);
+                body.clear();
+                format::serialize_result_body(tag.as_str(), rows, &mut body);
+                recording.push_serialized(mono_ns, &body, self.metrics);
+                recording.body = body;
+            }
+            payload => recording.push(mono_ns, &Writer::encode(payload), self.metrics),
+        }
         if recording.buf.len() >= WRITE_BUFFER_BYTES {
             let mut recording = self.sessions.remove(&key).expect("present");
             if self.write_out(&mut recording) {
@@ -1151,26 +1423,27 @@ impl Writer {
         }
     }
 
-    fn close(&mut self, key: u64, mono_ns: u64, at: SystemTime, reason: String) {
+    fn close(&mut self, key: u64, mono_ns: u64, reason: String) {
         let Some(mut recording) = self.sessions.remove(&key) else {
             return;
         };
-        self.finish(&mut recording, mono_ns, at, reason);
+        self.finish(&mut recording, mono_ns, reason);
     }
 
     /// `session_end`, trailer, write, fsync file and directory.
-    fn finish(&self, recording: &mut OpenRecording, mono_ns: u64, at: SystemTime, reason: String) {
+    fn finish(&self, recording: &mut OpenRecording, mono_ns: u64, reason: String) {
         let totals = recording.totals;
         recording.push(
             mono_ns,
-            at,
-            Body::SessionEnd(SessionEndEvent { reason, totals }),
+            &Body::SessionEnd(SessionEndEvent { reason, totals }),
             self.metrics,
         );
+        let mono_ns = recording.last_mono_ns;
+        rfc3339_into(recording.wall_clock(mono_ns), &mut recording.ts);
         recording.chain.append_trailer(
             &mut recording.buf,
             mono_ns,
-            rfc3339(at),
+            &recording.ts,
             self.key.as_deref(),
         );
         self.metrics.events_total.inc();
@@ -1209,10 +1482,17 @@ impl Writer {
     }
 
     fn close_all(&mut self, reason: &str) {
+        // Refuse what sessions push from now on (they fail as `Closed`),
+        // then write what they queued before.
+        for (_, queue) in &self.queues {
+            queue.lock().closed = true;
+        }
+        self.collect_queues();
+        self.queues.clear();
         let sessions: Vec<(u64, OpenRecording)> = self.sessions.drain().collect();
         for (_, mut recording) in sessions {
-            let mono_ns = recording.last_mono_ns;
-            self.finish(&mut recording, mono_ns, SystemTime::now(), reason.into());
+            let mono_ns = u64::try_from(recording.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.finish(&mut recording, mono_ns, reason.into());
         }
     }
 }
@@ -1243,13 +1523,35 @@ fn write_buffer(metrics: &'static RecordingMetrics, recording: &mut OpenRecordin
 }
 
 impl OpenRecording {
+    /// The wall-clock time of an event `mono_ns` into the session.
+    fn wall_clock(&self, mono_ns: u64) -> SystemTime {
+        self.started_at + Duration::from_nanos(mono_ns)
+    }
+
+    /// Appends a `statement` line whose body is serialized already.
+    fn push_statement(&mut self, mono_ns: u64, body: &[u8], metrics: &RecordingMetrics) {
+        self.totals.statements += 1;
+        self.push_serialized(mono_ns, body, metrics);
+    }
+
+    /// Appends a line whose body is serialized already (and counted in the
+    /// totals by the caller).
+    fn push_serialized(&mut self, mono_ns: u64, body: &[u8], metrics: &RecordingMetrics) {
+        let mono_ns = mono_ns.max(self.last_mono_ns);
+        self.last_mono_ns = mono_ns;
+        rfc3339_into(self.wall_clock(mono_ns), &mut self.ts);
+        self.chain
+            .append_serialized(&mut self.buf, mono_ns, &self.ts, body);
+        metrics.events_total.inc();
+    }
+
     /// Appends one chained line to the buffer and updates the totals.
-    fn push(&mut self, mono_ns: u64, at: SystemTime, body: Body, metrics: &RecordingMetrics) {
+    fn push(&mut self, mono_ns: u64, body: &Body, metrics: &RecordingMetrics) {
         // mono_ns of batched rows is their first row's time, which can precede
         // an event queued between; keep the file's clock non-decreasing.
         let mono_ns = mono_ns.max(self.last_mono_ns);
         self.last_mono_ns = mono_ns;
-        match &body {
+        match body {
             Body::Statement(_) => self.totals.statements += 1,
             Body::Verdict(v) if v.verdict == VerdictKind::Deny => self.totals.denied += 1,
             Body::Verdict(v) if v.verdict == VerdictKind::Hold => self.totals.held += 1,
@@ -1259,7 +1561,8 @@ impl OpenRecording {
             Body::RowsLimit(l) => self.totals.rows_dropped += l.dropped_rows,
             _ => {}
         }
-        self.chain.append(&mut self.buf, mono_ns, rfc3339(at), body);
+        rfc3339_into(self.wall_clock(mono_ns), &mut self.ts);
+        self.chain.append(&mut self.buf, mono_ns, &self.ts, body);
         metrics.events_total.inc();
     }
 }
@@ -1383,6 +1686,69 @@ mod tests {
             (end.reason.as_str(), end.totals.statements),
             ("client_closed", 1)
         );
+        assert!(all.windows(2).all(|w| w[0].mono_ns <= w[1].mono_ns));
+    }
+
+    #[tokio::test]
+    async fn prepared_executions_record_the_full_statement_each_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recorder = Recorder::start(&config(dir.path())).expect("starts");
+        let mut session = recorder.open_session(&identity("s-p")).expect("opens");
+        let kinds: Arc<[StatementKind]> = [StatementKind::Select].into();
+        let tables: Arc<[String]> = ["t".to_owned()].into();
+        let small: Arc<str> = "SELECT a FROM t WHERE id = $1".into();
+        // Two statements of 3 MiB each pass SENT_STATEMENT_BYTES_MAX: the
+        // second makes both sides forget, and the small one is sent again.
+        let big: Arc<str> = format!("SELECT '{}'", "x".repeat(3 << 20)).into();
+        let big2: Arc<str> = format!("SELECT '{}'", "y".repeat(3 << 20)).into();
+        let mut expected = Vec::new();
+        for sql in [&small, &small, &big, &small, &big2, &small, &big2] {
+            session
+                .prepared_statement(sql, ProtocolForm::Extended, &kinds, &tables)
+                .expect("recorded");
+            session.result(Some("SELECT 1"), 1, None);
+            expected.push(sql.to_string());
+        }
+        // A long tag travels boxed; an error result too.
+        let long_tag = format!("SELECT {}", "9".repeat(40));
+        session.result(Some(&long_tag), 1, None);
+        session.result(None, 0, Some("42P01"));
+        session.end("client_closed");
+        recorder.flush().await;
+
+        let path = only_recording(dir.path());
+        assert_eq!(
+            verify_file(&path, None).expect("reads").status,
+            VerifyStatus::Intact
+        );
+        let all = entries(&path);
+        let statements: Vec<String> = all
+            .iter()
+            .filter_map(|e| match &e.body {
+                Body::Statement(s) => {
+                    assert_eq!(s.form, ProtocolForm::Extended);
+                    assert_eq!((&*s.kinds, &*s.tables), (&*kinds, &*tables));
+                    Some(s.sql.to_string())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(statements, expected);
+        let results: Vec<(Option<String>, Option<String>)> = all
+            .iter()
+            .filter_map(|e| match &e.body {
+                Body::Result(r) => Some((r.tag.clone(), r.sqlstate.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(results.len(), 9);
+        assert_eq!(results[0], (Some("SELECT 1".into()), None));
+        assert_eq!(results[7], (Some(long_tag), None));
+        assert_eq!(results[8], (None, Some("42P01".into())));
+        let Some(Body::SessionEnd(end)) = all.iter().rev().nth(1).map(|e| &e.body) else {
+            panic!("session_end")
+        };
+        assert_eq!(end.totals.statements, 7);
         assert!(all.windows(2).all(|w| w[0].mono_ns <= w[1].mono_ns));
     }
 

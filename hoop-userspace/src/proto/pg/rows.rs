@@ -154,8 +154,9 @@ impl<'a> CommandComplete<'a> {
 
     /// The row count at the end of the tag, if any.
     pub fn rows(&self) -> Option<u64> {
-        let (_, n) = self.tag.rsplit_once(' ')?;
-        n.parse().ok()
+        // Tags are short: a byte scan beats the general string searcher.
+        let space = self.tag.bytes().rposition(|b| b == b' ')?;
+        self.tag[space + 1..].parse().ok()
     }
 }
 
