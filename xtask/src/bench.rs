@@ -359,7 +359,23 @@ fn which(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs the benchmark and prints a report.
-pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
+/// A part of the benchmark, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// pgbench select-only: direct, hoop, pgbouncer, haproxy; unpinned and pinned.
+    Pgbench,
+    /// hoop with upstream TLS (`prefer`) vs without.
+    Tls,
+    /// 1M-row COPY TO STDOUT, direct vs hoop, and hoop's peak RSS.
+    Copy,
+    /// hoop with `recording.rows: summary` vs recording off.
+    Recording,
+    /// Masking throughput.
+    Masking,
+}
+
+pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()> {
+    let wants = |part: Part| only.is_none_or(|o| o == part);
     let root = workspace_root();
     let tmp = std::env::temp_dir().join(format!("hoop-bench-{}", std::process::id()));
     fs::create_dir_all(&tmp)?;
@@ -431,6 +447,9 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
     )?;
     let result = (|| -> anyhow::Result<()> {
         for pin in [false, true] {
+            if !wants(Part::Pgbench) {
+                break;
+            }
             // Pinned runs: PostgreSQL's new backends and pgbouncer on CPU 0 too.
             let _affinity = if pin {
                 Some(Affinity::pin(postmaster)?)
@@ -477,10 +496,19 @@ pub fn run(seconds: u32, rounds: usize) -> anyhow::Result<()> {
                 }
             }
         }
-        tls_bench(&paths, &tls_config, seconds, rounds)?;
-        copy_bench(&paths)?;
-        recording_bench(&paths, &tmp, seconds, rounds)?;
-        masking_bench(&paths, &tmp)
+        if wants(Part::Tls) {
+            tls_bench(&paths, &tls_config, seconds, rounds)?;
+        }
+        if wants(Part::Copy) {
+            copy_bench(&paths)?;
+        }
+        if wants(Part::Recording) {
+            recording_bench(&paths, &tmp, seconds, rounds)?;
+        }
+        if wants(Part::Masking) {
+            masking_bench(&paths, &tmp)?;
+        }
+        Ok(())
     })();
     drop(baselines);
     let _ = fs::remove_dir_all(&tmp);

@@ -46,6 +46,9 @@ enum Command {
         /// Interleaved rounds per case (the median is reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Run only this part (default: all of them).
+        #[arg(long, value_enum)]
+        only: Option<bench::Part>,
     },
 }
 
@@ -61,9 +64,13 @@ fn main() -> ExitCode {
             .and_then(|()| services::ensure_mariadb())
             .and_then(|()| setup::test(&args)),
         Command::Services => services::ensure_postgres().and_then(|()| services::ensure_mariadb()),
-        Command::Bench { seconds, rounds } => setup::setup()
+        Command::Bench {
+            seconds,
+            rounds,
+            only,
+        } => setup::setup()
             .and_then(|()| services::ensure_postgres())
-            .and_then(|()| bench::run(seconds, rounds)),
+            .and_then(|()| bench::run(seconds, rounds, only)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
