@@ -86,8 +86,9 @@ const EVENT_OVERHEAD_BYTES: usize = 256;
 /// Prepared statements a session remembers having sent (see
 /// [`SessionRecorder::prepared_statement`]); past it, both sides forget.
 const SENT_STATEMENTS_MAX: usize = 4096;
-/// …or past this many bytes of their SQL text and table names.
-const SENT_STATEMENT_BYTES_MAX: usize = 4 << 20;
+/// …or past this many bytes of their SQL text and table names (the writer
+/// keeps each one serialized, so this bounds its memory per session too).
+const SENT_STATEMENT_BYTES_MAX: usize = 1 << 20;
 /// How often retention runs while the recorder is up (it also runs at start).
 const RETENTION_INTERVAL: Duration = Duration::from_mins(1);
 
@@ -1697,10 +1698,12 @@ mod tests {
         let kinds: Arc<[StatementKind]> = [StatementKind::Select].into();
         let tables: Arc<[String]> = ["t".to_owned()].into();
         let small: Arc<str> = "SELECT a FROM t WHERE id = $1".into();
-        // Two statements of 3 MiB each pass SENT_STATEMENT_BYTES_MAX: the
-        // second makes both sides forget, and the small one is sent again.
-        let big: Arc<str> = format!("SELECT '{}'", "x".repeat(3 << 20)).into();
-        let big2: Arc<str> = format!("SELECT '{}'", "y".repeat(3 << 20)).into();
+        // Two statements of 3/4 of SENT_STATEMENT_BYTES_MAX each: the second
+        // makes both sides forget, and the small one is sent again.
+        let big: Arc<str> =
+            format!("SELECT '{}'", "x".repeat(SENT_STATEMENT_BYTES_MAX * 3 / 4)).into();
+        let big2: Arc<str> =
+            format!("SELECT '{}'", "y".repeat(SENT_STATEMENT_BYTES_MAX * 3 / 4)).into();
         let mut expected = Vec::new();
         for sql in [&small, &small, &big, &small, &big2, &small, &big2] {
             session
