@@ -582,16 +582,8 @@ impl SessionRecorder {
             return Ok(());
         };
         live.close_result_rows();
-        let cost = sql.len() + tables.iter().map(String::len).sum::<usize>();
-        live.send(
-            Payload::Event(Box::new(Body::Statement(StatementEvent {
-                sql: sql.clone(),
-                form,
-                kinds: kinds.clone(),
-                tables: tables.clone(),
-            }))),
-            cost,
-        )
+        let (event, cost) = statement_event(sql, form, kinds, tables);
+        live.send(Payload::Event(Box::new(Body::Statement(event))), cost)
     }
 
     /// Records an execution of a prepared statement, like
@@ -612,14 +604,14 @@ impl SessionRecorder {
         live.close_result_rows();
         let address = Arc::as_ptr(sql).cast::<u8>() as usize;
         if let Some(sent) = live.sent_statements.get(&address)
-            && sent.form == form
-            && Arc::ptr_eq(&sent.kinds, kinds)
-            && Arc::ptr_eq(&sent.tables, tables)
+            && sent.event.form == form
+            && Arc::ptr_eq(&sent.event.kinds, kinds)
+            && Arc::ptr_eq(&sent.event.tables, tables)
         {
             let id = sent.id;
             return live.send(Payload::Repeat(id), sent.cost);
         }
-        let cost = sql.len() + tables.iter().map(String::len).sum::<usize>();
+        let (event, cost) = statement_event(sql, form, kinds, tables);
         if live.sent_statements.len() >= SENT_STATEMENTS_MAX
             || live.sent_bytes + cost > SENT_STATEMENT_BYTES_MAX
         {
@@ -634,19 +626,10 @@ impl SessionRecorder {
             address,
             SentStatement {
                 id,
-                form,
-                kinds: kinds.clone(),
-                tables: tables.clone(),
-                _sql: sql.clone(),
+                event: event.clone(),
                 cost,
             },
         );
-        let event = StatementEvent {
-            sql: sql.clone(),
-            form,
-            kinds: kinds.clone(),
-            tables: tables.clone(),
-        };
         live.send(Payload::Prepared(id, Box::new(event)), cost)
     }
 
@@ -900,14 +883,11 @@ impl LiveSession {
     }
 
     fn send_row_batch(&mut self) {
-        if self.batch.first.is_none() {
+        let Some(mono_ns) = self.batch.first else {
             // No rows waiting (every statement-level event asks).
             return;
-        }
-        let batch = std::mem::take(&mut self.batch);
-        let Some(mono_ns) = batch.first else {
-            return;
         };
+        let batch = std::mem::take(&mut self.batch);
         let n = batch.rows.len() as u64;
         let cost = batch.value_bytes + batch.rows.len() * 16 + EVENT_OVERHEAD_BYTES;
         if self.health.failed.load(Ordering::Acquire) {
@@ -1033,15 +1013,29 @@ enum SessionCommand {
     Abandon,
 }
 
-/// A prepared statement the session has sent in full.
+/// A prepared statement the session has sent in full. Its event holds the
+/// SQL text whose address keys the map.
 struct SentStatement {
     id: u32,
-    form: ProtocolForm,
-    kinds: Arc<[StatementKind]>,
-    tables: Arc<[String]>,
-    /// Holds the SQL text whose address keys the map.
-    _sql: Arc<str>,
+    event: StatementEvent,
     cost: usize,
+}
+
+/// A `statement` event sharing the caller's `Arc`s, and its backlog cost.
+fn statement_event(
+    sql: &Arc<str>,
+    form: ProtocolForm,
+    kinds: &Arc<[StatementKind]>,
+    tables: &Arc<[String]>,
+) -> (StatementEvent, usize) {
+    let cost = sql.len() + tables.iter().map(String::len).sum::<usize>();
+    let event = StatementEvent {
+        sql: sql.clone(),
+        form,
+        kinds: kinds.clone(),
+        tables: tables.clone(),
+    };
+    (event, cost)
 }
 
 /// A CommandComplete tag (`SELECT 1`, `INSERT 0 5`), stored inline.
@@ -1344,15 +1338,16 @@ impl Writer {
         self.sessions.insert(key, recording);
     }
 
-    /// The event a payload stands for (statement payloads are handled by
-    /// [`append`](Self::append)).
+    /// The event a payload stands for. Prepared statements and short
+    /// results are written from their serialized bytes by
+    /// [`append`](Self::append) and never reach here.
     fn encode(payload: Payload) -> Body {
         match payload {
             Payload::Event(body) => *body,
-            Payload::Prepared(_, event) => Body::Statement(*event),
-            Payload::Repeat(_) | Payload::ForgetStatements | Payload::Result { .. } => {
-                unreachable!("handled by Writer::append")
-            }
+            Payload::Prepared(..)
+            | Payload::Repeat(_)
+            | Payload::ForgetStatements
+            | Payload::Result { .. } => unreachable!("handled by Writer::append"),
             Payload::Rows(rows) => {
                 let mut truncated = Vec::new();
                 let rows = rows
