@@ -11,7 +11,7 @@ use crate::{
     admin::{AdminState, Authenticator, auth::AuthConfigError},
     config::{Config, LoadedConfig},
     hold::HoldRegistry,
-    policy::reload::{PolicyHandle, WatchOptions, spawn_watcher},
+    policy::reload::{PolicyHandle, PolicyWatcher, WatchOptions, spawn_watcher},
     record::{RecordError, Recorder},
     serve::{Governance, ServeError, Server},
 };
@@ -96,7 +96,7 @@ pub struct Governed {
     pub server: Server,
     /// Policy, recordings and holds, shared by every session.
     pub governance: Governance,
-    policy_watcher: JoinHandle<()>,
+    policy_watcher: PolicyWatcher,
     admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -187,7 +187,7 @@ impl Governed {
     /// Drains sessions, detaches the programs and stops the admin API.
     pub async fn shutdown(self) {
         self.server.shutdown(Duration::from_secs(2)).await;
-        self.policy_watcher.abort();
+        self.policy_watcher.stop();
         // Sessions are over: write their trailers and fsync before exiting.
         self.governance.recorder.shutdown().await;
         if let Some((tx, handle)) = self.admin {

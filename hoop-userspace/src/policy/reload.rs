@@ -1,5 +1,5 @@
-//! Hot reload: the live policy behind an `ArcSwap`, and a task that reloads
-//! it when the file changes or on SIGHUP.
+//! Hot reload: the live policy behind an `ArcSwap`, and a watcher that
+//! reloads it when the file changes (a polling thread) or on SIGHUP.
 //!
 //! The file is polled (modification time, size, inode) rather than watched
 //! with inotify: Kubernetes updates a mounted ConfigMap by swapping a `..data`
@@ -144,62 +144,121 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
     })
 }
 
-/// Spawns the reload task on the current tokio runtime: reloads `path` into
-/// `handle` when the file changes (polled) and on SIGHUP. Runs until aborted.
+/// The running watcher: a thread that polls the file and a task that waits
+/// for SIGHUP. Both stop on [`PolicyWatcher::stop`] or drop.
+pub struct PolicyWatcher {
+    /// Dropping it wakes the polling thread, which then exits.
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    poller: Option<std::thread::JoinHandle<()>>,
+    hangup: tokio::task::JoinHandle<()>,
+}
+
+impl PolicyWatcher {
+    /// Stops watching; returns once the polling thread has exited (it is
+    /// woken at once, unless a reload is under way).
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.hangup.abort();
+        self.stop.take();
+        if let Some(poller) = self.poller.take() {
+            let _ = poller.join();
+        }
+    }
+}
+
+impl Drop for PolicyWatcher {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Starts reloading `path` into `handle` when the file changes (polled by a
+/// thread of its own) and on SIGHUP (a task on the current tokio runtime).
+///
+/// The poll runs off the runtime on purpose: a timer that is always pending
+/// makes every turn of the runtime's event loop (two per proxied query)
+/// compute the next timer expiry, which costs more than the poll.
 ///
 /// The file's current version is noted before this returns, so call it right
 /// after loading the policy the handle starts with: any later change is seen.
-pub fn spawn_watcher(
-    handle: PolicyHandle,
-    path: PathBuf,
-    options: WatchOptions,
-) -> tokio::task::JoinHandle<()> {
-    let mut seen = fingerprint(&path);
-    tokio::spawn(async move {
+pub fn spawn_watcher(handle: PolicyHandle, path: PathBuf, options: WatchOptions) -> PolicyWatcher {
+    // The version last loaded (or found at start), shared by both triggers.
+    let seen = Arc::new(std::sync::Mutex::new(fingerprint(&path)));
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let poller = {
+        let (handle, path, seen) = (handle.clone(), path.clone(), seen.clone());
+        std::thread::Builder::new()
+            .name("hoop-policy".into())
+            .spawn(move || poll_file(&handle, &path, &seen, options, &stopped))
+            .map_err(|e| warn!(error = %e, "cannot start the policy file watcher; policy reloads on SIGHUP only"))
+            .ok()
+    };
+    let hangup = tokio::spawn(async move {
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
-            Ok(signal) => Some(signal),
+            Ok(signal) => signal,
             Err(e) => {
                 warn!(error = %e, "cannot listen for SIGHUP; policy reloads on file change only");
-                None
+                return;
             }
         };
-        let mut ticker = tokio::time::interval(options.poll_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let sighup = async {
-                match hangup.as_mut() {
-                    Some(signal) => signal.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = sighup => {
-                    info!(path = %path.display(), "SIGHUP: reloading policy");
-                    seen = fingerprint(&path);
-                    let _ = handle.reload_from(&path);
-                }
-                _ = ticker.tick() => {
-                    let now = fingerprint(&path);
-                    if now == seen {
-                        continue;
-                    }
-                    // Wait until the file stops changing.
-                    let mut settled = now;
-                    loop {
-                        tokio::time::sleep(options.debounce).await;
-                        let again = fingerprint(&path);
-                        if again == settled {
-                            break;
-                        }
-                        settled = again;
-                    }
-                    seen = settled;
-                    let _ = handle.reload_from(&path);
-                }
-            }
+        while hangup.recv().await.is_some() {
+            info!(path = %path.display(), "SIGHUP: reloading policy");
+            *lock(&seen) = fingerprint(&path);
+            let _ = handle.reload_from(&path);
         }
-    })
+    });
+    PolicyWatcher {
+        stop: Some(stop),
+        poller,
+        hangup,
+    }
+}
+
+fn lock(
+    seen: &std::sync::Mutex<Option<Fingerprint>>,
+) -> std::sync::MutexGuard<'_, Option<Fingerprint>> {
+    // A panic while holding it leaves a plain value behind: still usable.
+    seen.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The polling thread: checks every `poll_interval`, reloads once a change
+/// has been stable for `debounce`, and returns when `stopped` is signalled
+/// or its sender dropped.
+fn poll_file(
+    handle: &PolicyHandle,
+    path: &Path,
+    seen: &std::sync::Mutex<Option<Fingerprint>>,
+    options: WatchOptions,
+    stopped: &std::sync::mpsc::Receiver<()>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    // Sleeps for `d`; false once the watcher is stopped.
+    let wait = |d: Duration| matches!(stopped.recv_timeout(d), Err(RecvTimeoutError::Timeout));
+    while wait(options.poll_interval) {
+        let now = fingerprint(path);
+        if now == *lock(seen) {
+            continue;
+        }
+        // Wait until the file stops changing.
+        let mut settled = now;
+        loop {
+            if !wait(options.debounce) {
+                return;
+            }
+            let again = fingerprint(path);
+            if again == settled {
+                break;
+            }
+            settled = again;
+        }
+        *lock(seen) = settled;
+        let _ = handle.reload_from(path);
+    }
 }
 
 #[cfg(test)]
@@ -313,7 +372,7 @@ mod tests {
             poll_interval: Duration::from_millis(20),
             debounce: Duration::from_millis(20),
         };
-        let task = spawn_watcher(handle.clone(), path.clone(), options);
+        let watcher = spawn_watcher(handle.clone(), path.clone(), options);
 
         replace(&path, DENY_DROP);
         until("the new policy", || denies_drop(&handle)).await;
@@ -326,7 +385,7 @@ mod tests {
         replace(&path, ALLOW_ALL);
         until("recovery", || !denies_drop(&handle)).await;
         assert_eq!(counters.reloads.get(), 2);
-        task.abort();
+        watcher.stop();
     }
 
     #[test]
