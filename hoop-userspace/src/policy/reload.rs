@@ -388,6 +388,31 @@ mod tests {
         watcher.stop();
     }
 
+    #[tokio::test]
+    async fn stopping_the_watcher_ends_its_thread_without_waiting_for_a_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoop.yaml");
+        std::fs::write(&path, ALLOW_ALL).unwrap();
+        let handle =
+            PolicyHandle::with_counters(Config::load_checked(&path).unwrap().policy, counters());
+        let options = WatchOptions {
+            poll_interval: Duration::from_secs(3600),
+            debounce: Duration::from_secs(3600),
+        };
+        let watcher = spawn_watcher(handle, path, options);
+        let thread = watcher.poller.as_ref().unwrap().thread().clone();
+        assert_eq!(thread.name(), Some("hoop-policy"));
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            watcher.stop();
+            let _ = done.send(());
+        });
+        // stop() joins the thread: it returns only once the thread is gone.
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("stop() waited for the hour-long poll instead of waking the thread");
+    }
+
     #[test]
     fn process_counters_are_registered() {
         let _ = policy_metrics();
