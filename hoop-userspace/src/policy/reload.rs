@@ -396,8 +396,8 @@ mod tests {
         let handle =
             PolicyHandle::with_counters(Config::load_checked(&path).unwrap().policy, counters());
         let options = WatchOptions {
-            poll_interval: Duration::from_secs(3600),
-            debounce: Duration::from_secs(3600),
+            poll_interval: Duration::from_hours(1),
+            debounce: Duration::from_hours(1),
         };
         let watcher = spawn_watcher(handle, path, options);
         let thread = watcher.poller.as_ref().unwrap().thread().clone();
