@@ -185,7 +185,8 @@ impl Drop for PolicyWatcher {
 /// The file's current version is noted before this returns, so call it right
 /// after loading the policy the handle starts with: any later change is seen.
 pub fn spawn_watcher(handle: PolicyHandle, path: PathBuf, options: WatchOptions) -> PolicyWatcher {
-    // The version last loaded (or found at start), shared by both triggers.
+    // The version last loaded (or found at start), shared by both triggers;
+    // each holds the lock while it reloads.
     let seen = Arc::new(std::sync::Mutex::new(fingerprint(&path)));
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let poller = {
@@ -207,7 +208,10 @@ pub fn spawn_watcher(handle: PolicyHandle, path: PathBuf, options: WatchOptions)
         };
         while hangup.recv().await.is_some() {
             info!(path = %path.display(), "SIGHUP: reloading policy");
-            *lock(&seen) = fingerprint(&path);
+            // Held across the reload: the two triggers reload one at a time,
+            // so an older read of the file never replaces a newer one.
+            let mut seen = lock(&seen);
+            *seen = fingerprint(&path);
             let _ = handle.reload_from(&path);
         }
     });
@@ -256,7 +260,8 @@ fn poll_file(
             }
             settled = again;
         }
-        *lock(seen) = settled;
+        let mut seen = lock(seen);
+        *seen = settled;
         let _ = handle.reload_from(path);
     }
 }
@@ -385,6 +390,41 @@ mod tests {
         replace(&path, ALLOW_ALL);
         until("recovery", || !denies_drop(&handle)).await;
         assert_eq!(counters.reloads.get(), 2);
+        watcher.stop();
+    }
+
+    #[tokio::test]
+    async fn sighup_reloads_without_waiting_for_the_poll() {
+        // Installed first, process-wide: a SIGHUP that arrives before the
+        // watcher's own handler can never terminate the test binary.
+        let _keep_alive =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoop.yaml");
+        std::fs::write(&path, ALLOW_ALL).unwrap();
+        let counters = counters();
+        let handle = PolicyHandle::with_counters(
+            Config::load_checked(&path).unwrap().policy,
+            counters.clone(),
+        );
+        // The file poll would take an hour: only SIGHUP can reload.
+        let options = WatchOptions {
+            poll_interval: Duration::from_hours(1),
+            debounce: Duration::from_hours(1),
+        };
+        let watcher = spawn_watcher(handle.clone(), path.clone(), options);
+        replace(&path, DENY_DROP);
+        // Signalled until seen: the watcher's task may not have installed
+        // its handler yet when the first one arrives.
+        for _ in 0..250 {
+            if denies_drop(&handle) {
+                break;
+            }
+            nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(denies_drop(&handle), "SIGHUP did not reload the policy");
+        assert!(counters.reloads.get() >= 1);
         watcher.stop();
     }
 
