@@ -363,16 +363,22 @@ mod tests {
         panic!("timed out waiting for {what}");
     }
 
-    #[tokio::test]
-    async fn the_watcher_reloads_on_change_and_survives_a_broken_file() {
+    /// A policy file holding `text` and a handle loaded from it.
+    fn policy_file(text: &str) -> (tempfile::TempDir, PathBuf, PolicyHandle, ReloadCounters) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hoop.yaml");
-        std::fs::write(&path, ALLOW_ALL).unwrap();
+        std::fs::write(&path, text).unwrap();
         let counters = counters();
         let handle = PolicyHandle::with_counters(
             Config::load_checked(&path).unwrap().policy,
             counters.clone(),
         );
+        (dir, path, handle, counters)
+    }
+
+    #[tokio::test]
+    async fn the_watcher_reloads_on_change_and_survives_a_broken_file() {
+        let (_dir, path, handle, counters) = policy_file(ALLOW_ALL);
         let options = WatchOptions {
             poll_interval: Duration::from_millis(20),
             debounce: Duration::from_millis(20),
@@ -399,14 +405,7 @@ mod tests {
         // watcher's own handler can never terminate the test binary.
         let _keep_alive =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hoop.yaml");
-        std::fs::write(&path, ALLOW_ALL).unwrap();
-        let counters = counters();
-        let handle = PolicyHandle::with_counters(
-            Config::load_checked(&path).unwrap().policy,
-            counters.clone(),
-        );
+        let (_dir, path, handle, counters) = policy_file(ALLOW_ALL);
         // The file poll would take an hour: only SIGHUP can reload.
         let options = WatchOptions {
             poll_interval: Duration::from_hours(1),
@@ -430,11 +429,7 @@ mod tests {
 
     #[tokio::test]
     async fn stopping_the_watcher_ends_its_thread_without_waiting_for_a_poll() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hoop.yaml");
-        std::fs::write(&path, ALLOW_ALL).unwrap();
-        let handle =
-            PolicyHandle::with_counters(Config::load_checked(&path).unwrap().policy, counters());
+        let (_dir, path, handle, _) = policy_file(ALLOW_ALL);
         let options = WatchOptions {
             poll_interval: Duration::from_hours(1),
             debounce: Duration::from_hours(1),
