@@ -78,6 +78,12 @@ pub fn runtime(
         (0, None) => None,
         (0, Some(n)) | (n, _) => Some(n),
     };
+    if config.proxy.event_loop == crate::config::EventLoopKind::Hoop {
+        let loops = threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        crate::proxy::event_loop::init(loops);
+    }
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {

@@ -296,6 +296,17 @@ pub enum RecordingOnError {
     Continue,
 }
 
+/// `proxy.event_loop`: what drives established plaintext sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLoopKind {
+    /// hoop's relay loop ([`crate::proxy::event_loop`]).
+    #[default]
+    Hoop,
+    /// The tokio runtime.
+    Tokio,
+}
+
 /// `proxy:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,6 +320,11 @@ pub struct ProxyConfig {
     /// Threads running the proxy (0, the default: one for `hoop exec`, one per CPU for `hoop agent`).
     #[serde(default)]
     pub worker_threads: usize,
+    /// What drives established plaintext sessions: `hoop` (the default),
+    /// hoop's own event loop, one thread per worker thread; or `tokio`, the
+    /// runtime that runs everything else. TLS sessions always use tokio.
+    #[serde(default)]
+    pub event_loop: EventLoopKind,
     /// How often a client waiting on a hold is reminded (default 30s).
     #[serde(default = "default_hold_reminder", with = "humantime_serde")]
     pub hold_reminder_interval: Duration,
@@ -329,6 +345,7 @@ impl Default for ProxyConfig {
             connect_timeout: default_connect_timeout(),
             hold_reminder_interval: default_hold_reminder(),
             worker_threads: 0,
+            event_loop: EventLoopKind::default(),
             catalog_user: None,
             catalog_password_env: None,
         }

@@ -2,4 +2,5 @@
 //! ([`crate::proto`]) to governance ([`crate::hooks`]).
 
 pub mod dial;
+pub mod event_loop;
 pub mod pg;

@@ -349,6 +349,7 @@ fn error_reason(e: &SessionError) -> &'static str {
         SessionError::Governance(_) => "governance",
         SessionError::RowRefused(_) => "row_refused",
         SessionError::Dial(_) => "upstream_connect",
+        SessionError::RelayPanicked => "internal",
     }
 }
 

@@ -32,12 +32,13 @@ pub use cancel::{CancelOutcome, CancelRegistry};
 pub use stream::Stream;
 pub use tls::{TlsError, UpstreamTlsPolicy};
 
-use crate::config::Config;
+use crate::config::{Config, EventLoopKind};
 use crate::hooks::{AllowAll, DenyHolds, GovernorFactory, HoldBroker};
 use crate::proto::pg::{
     FrameError, MessageError, notice::ErrorSpec, session::SessionError as StateError,
 };
 use crate::proxy::dial::{DialError, Dialer};
+use crate::proxy::event_loop::{self, LoopStream};
 use crate::session::SessionIdentity;
 
 /// Everything a PostgreSQL session needs, shared by all sessions.
@@ -60,6 +61,8 @@ pub struct PgProxyContext {
     pub hold_reminder_interval: Duration,
     /// How long a client may take to send its StartupMessage (and finish TLS).
     pub startup_timeout: Duration,
+    /// What drives established plaintext sessions.
+    pub event_loop: EventLoopKind,
 }
 
 impl std::fmt::Debug for PgProxyContext {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for PgProxyContext {
             .field("upstream_tls", &self.upstream_tls.mode)
             .field("dialer", &self.dialer)
             .field("hold_reminder_interval", &self.hold_reminder_interval)
+            .field("event_loop", &self.event_loop)
             .finish_non_exhaustive()
     }
 }
@@ -77,7 +81,7 @@ impl std::fmt::Debug for PgProxyContext {
 impl PgProxyContext {
     /// A context with safe defaults: 64 MiB messages, no client TLS,
     /// plaintext upstream, allow-all governance, holds denied, reminders
-    /// every 30 s.
+    /// every 30 s, plaintext sessions on hoop's relay loop.
     pub fn new(dialer: Dialer) -> Self {
         Self {
             max_message_size: 64 * 1024 * 1024,
@@ -89,6 +93,7 @@ impl PgProxyContext {
             dialer,
             hold_reminder_interval: Duration::from_secs(30),
             startup_timeout: Duration::from_mins(1),
+            event_loop: EventLoopKind::Hoop,
         }
     }
 
@@ -117,6 +122,7 @@ impl PgProxyContext {
                 mark,
                 connect_timeout: config.proxy.connect_timeout,
             },
+            event_loop: config.proxy.event_loop,
             ..Self::new(Dialer::default())
         })
     }
@@ -180,6 +186,9 @@ pub enum SessionError {
     /// Governance refused a row that could not be made safe.
     #[error("a result row was refused: {}", .0.message)]
     RowRefused(ErrorSpec),
+    /// The session's relay task panicked (a bug); its sockets were closed.
+    #[error("the session's relay failed unexpectedly")]
+    RelayPanicked,
 }
 
 impl SessionError {
@@ -187,7 +196,10 @@ impl SessionError {
     /// (`None`: the client is gone or must not be answered).
     pub fn client_error(&self) -> Option<ErrorSpec> {
         let spec = match self {
-            Self::ClientIo(_) | Self::ClientTls(_) | Self::DataAfterSslRequest => return None,
+            Self::ClientIo(_)
+            | Self::ClientTls(_)
+            | Self::DataAfterSslRequest
+            | Self::RelayPanicked => return None,
             Self::ServerIo(_) => {
                 ErrorSpec::fatal("08006", "hoop lost the connection to the database server")
             }
@@ -233,6 +245,19 @@ impl SessionError {
     }
 }
 
+/// Moves a session whose legs are both plaintext onto hoop's relay loop
+/// (`true`); TLS legs stay with tokio (`false`).
+fn onto_loop(client: Stream, server: Stream) -> Result<(Stream, Stream, bool), SessionError> {
+    match (client, server) {
+        (Stream::Plain(client), Stream::Plain(server)) => Ok((
+            Stream::Loop(LoopStream::from_tokio(client).map_err(SessionError::ClientIo)?),
+            Stream::Loop(LoopStream::from_tokio(server).map_err(SessionError::ServerIo)?),
+            true,
+        )),
+        (client, server) => Ok((client, server, false)),
+    }
+}
+
 /// Serves one intercepted client connection to completion.
 ///
 /// `identity` carries the network part (id, workload, client, original
@@ -273,7 +298,11 @@ pub async fn serve(
         }
     };
     debug!(session = %identity, %upstream, "upstream connected");
-    let result = relay::Relay::new(
+    let (client, server, on_loop) = match ctx.event_loop {
+        EventLoopKind::Hoop => onto_loop(client, server)?,
+        EventLoopKind::Tokio => (client, server, false),
+    };
+    let relay = relay::Relay::new(
         ctx,
         identity.clone(),
         upstream,
@@ -281,9 +310,14 @@ pub async fn serve(
         server,
         accepted.buffer,
         &accepted.startup,
-    )
-    .run()
-    .await;
+    );
+    let result = if on_loop {
+        event_loop::spawn(relay.run())
+            .await
+            .unwrap_or(Err(SessionError::RelayPanicked))
+    } else {
+        relay.run().await
+    };
     match &result {
         Ok(()) => debug!(session = %identity, "session ended"),
         Err(SessionError::ClientIo(e)) => {

@@ -10,11 +10,15 @@ use std::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::proxy::event_loop::LoopStream;
+
 /// One leg of a proxied connection.
 #[derive(Debug)]
 pub enum Stream {
-    /// Plain TCP.
+    /// Plain TCP, driven by tokio.
     Plain(TcpStream),
+    /// Plain TCP, driven by hoop's relay loop.
+    Loop(LoopStream),
     /// TLS terminated by hoop (client leg).
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS originated by hoop (upstream leg).
@@ -29,6 +33,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Loop(s) => Pin::new(s).poll_read(cx, buf),
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
@@ -43,6 +48,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Loop(s) => Pin::new(s).poll_write(cx, buf),
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
@@ -55,6 +61,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Loop(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
@@ -63,6 +70,7 @@ impl AsyncWrite for Stream {
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
+            Self::Loop(s) => s.is_write_vectored(),
             Self::ServerTls(s) => s.is_write_vectored(),
             Self::ClientTls(s) => s.is_write_vectored(),
         }
@@ -71,6 +79,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Loop(s) => Pin::new(s).poll_flush(cx),
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
@@ -79,6 +88,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Loop(s) => Pin::new(s).poll_shutdown(cx),
             Self::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Self::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }

@@ -1,0 +1,501 @@
+//! hoop's own event loop for plaintext relays.
+//!
+//! A relayed query costs each proxy the same system calls (one `epoll_wait`,
+//! `recvfrom` and `sendto` per direction); what differs is the user-space
+//! work around them. Under tokio about half of hoop's instructions per query
+//! went to the runtime: re-arming each socket's readiness after every read,
+//! the timer, signal and process checks of every park, and the scheduling of
+//! the woken task. This loop keeps only what a relay needs:
+//!
+//! - one thread per loop, blocked in `epoll_wait` (through `mio`), with
+//!   edge-triggered registrations that stand for the life of the socket;
+//! - per socket, a readable and a writable flag, set by events and cleared
+//!   by `EWOULDBLOCK` or by a short read or write;
+//! - per task, a flag that keeps it queued at most once; a task woken on its
+//!   own loop thread is queued without a system call, one woken from another
+//!   thread (a hold decision, a cancel) through an eventfd.
+//!
+//! Relays still use tokio for everything that is not their sockets' I/O:
+//! each task is polled inside its runtime's context, so timers (hold
+//! deadlines, the drain timeout), channels and `tokio::spawn` keep working.
+//! A [`JoinHandle`] that is dropped cancels its task, which is then dropped
+//! on its loop thread, so aborting a session's tokio task closes its sockets
+//! as before. A task that panics is dropped and logged; the loop goes on.
+//!
+//! Only plaintext legs move here: a TLS leg stays a tokio stream, and its
+//! session stays a tokio task.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    future::Future,
+    io::{self, Read, Write},
+    net::Shutdown,
+    panic::{AssertUnwindSafe, catch_unwind},
+    pin::Pin,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, Wake, Waker},
+};
+
+use mio::{Events, Interest, Registry, Token};
+use slab::Slab;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+use tracing::error;
+
+/// The eventfd's token; sockets use slab keys, which never reach it.
+const WAKER_TOKEN: Token = Token(usize::MAX);
+/// Events taken per `epoll_wait`.
+const EVENTS: usize = 256;
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The loops of this process, started on first use.
+struct Loops {
+    loops: Vec<&'static Shared>,
+    next: AtomicUsize,
+}
+
+static LOOPS: OnceLock<Loops> = OnceLock::new();
+
+/// Sets how many loop threads the process runs (default 1). Only the first
+/// call, made before any task is spawned, has an effect; returns whether
+/// this call set it.
+pub fn init(threads: usize) -> bool {
+    let mut set = false;
+    LOOPS.get_or_init(|| {
+        set = true;
+        start(threads.max(1))
+    });
+    set
+}
+
+fn loops() -> &'static Loops {
+    LOOPS.get_or_init(|| start(1))
+}
+
+fn start(threads: usize) -> Loops {
+    let loops = (0..threads)
+        .map(|id| {
+            let poll =
+                mio::Poll::new().expect("cannot create an epoll instance for the relay loop");
+            let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)
+                .expect("cannot create an eventfd for the relay loop");
+            let registry = poll
+                .registry()
+                .try_clone()
+                .expect("cannot clone the relay loop's epoll registry");
+            let shared: &'static Shared = Box::leak(Box::new(Shared {
+                id,
+                registry,
+                waker,
+                remote: Mutex::new(Vec::new()),
+            }));
+            std::thread::Builder::new()
+                .name(format!("hoop-relay-{id}"))
+                .spawn(move || run(shared, poll))
+                .expect("cannot start a relay loop thread");
+            shared
+        })
+        .collect();
+    Loops {
+        loops,
+        next: AtomicUsize::new(0),
+    }
+}
+
+/// A loop as other threads see it.
+struct Shared {
+    id: usize,
+    registry: Registry,
+    waker: mio::Waker,
+    /// Tasks woken from other threads.
+    remote: Mutex<Vec<Arc<Task>>>,
+}
+
+/// A loop as its own thread sees it.
+struct Local {
+    shared: &'static Shared,
+    queue: RefCell<VecDeque<Arc<Task>>>,
+    sources: RefCell<Slab<Source>>,
+}
+
+thread_local! {
+    static LOCAL: Cell<Option<&'static Local>> = const { Cell::new(None) };
+}
+
+fn local() -> Option<&'static Local> {
+    LOCAL.with(Cell::get)
+}
+
+/// One socket's readiness and the wakers waiting on it.
+struct Source {
+    readable: bool,
+    writable: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+/// The loop thread: run what is queued, wait for events, repeat.
+fn run(shared: &'static Shared, mut poll: mio::Poll) {
+    let local: &'static Local = Box::leak(Box::new(Local {
+        shared,
+        queue: RefCell::new(VecDeque::new()),
+        sources: RefCell::new(Slab::new()),
+    }));
+    LOCAL.with(|l| l.set(Some(local)));
+    let mut events = Events::with_capacity(EVENTS);
+    let mut woken: Vec<Waker> = Vec::new();
+    loop {
+        loop {
+            let next = local.queue.borrow_mut().pop_front();
+            let Some(task) = next else { break };
+            task.run();
+        }
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                // epoll_wait only fails on a bad descriptor or argument.
+                error!(error = %e, "relay loop cannot wait for events");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            continue;
+        }
+        {
+            let mut sources = local.sources.borrow_mut();
+            for event in &events {
+                if event.token() == WAKER_TOKEN {
+                    let remote = std::mem::take(&mut *lock(&shared.remote));
+                    local.queue.borrow_mut().extend(remote);
+                    continue;
+                }
+                let Some(source) = sources.get_mut(event.token().0) else {
+                    continue;
+                };
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    source.readable = true;
+                    woken.extend(source.reader.take());
+                }
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    source.writable = true;
+                    woken.extend(source.writer.take());
+                }
+            }
+        }
+        // Woken after the borrow ends: a waker may be anyone's.
+        for waker in woken.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent
+    // (a push or a take), so poisoning is ignored.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A spawned future.
+struct Task {
+    shared: &'static Shared,
+    future: Mutex<Option<BoxFuture>>,
+    runtime: tokio::runtime::Handle,
+    scheduled: AtomicBool,
+    cancelled: AtomicBool,
+}
+
+impl Task {
+    fn run(self: &Arc<Self>) {
+        self.scheduled.store(false, Ordering::Release);
+        let mut slot = lock(&self.future);
+        let _runtime = self.runtime.enter();
+        if self.cancelled.load(Ordering::Acquire) {
+            *slot = None;
+            return;
+        }
+        let Some(future) = slot.as_mut() else { return };
+        let waker = Waker::from(self.clone());
+        let mut cx = Context::from_waker(&waker);
+        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+            Ok(Poll::Pending) => {}
+            Ok(Poll::Ready(())) => *slot = None,
+            Err(_) => {
+                error!("a relay task panicked; its session was closed");
+                // Dropping may panic again; the loop must survive it.
+                let _ = catch_unwind(AssertUnwindSafe(|| *slot = None));
+            }
+        }
+    }
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            schedule(self);
+        }
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            schedule(self.clone());
+        }
+    }
+}
+
+fn schedule(task: Arc<Task>) {
+    match local() {
+        Some(local) if local.shared.id == task.shared.id => {
+            local.queue.borrow_mut().push_back(task);
+        }
+        _ => {
+            let shared = task.shared;
+            lock(&shared.remote).push(task);
+            if let Err(e) = shared.waker.wake() {
+                error!(error = %e, "cannot wake the relay loop");
+            }
+        }
+    }
+}
+
+/// Runs `future` on one of the loops, inside the current tokio runtime's
+/// context. Must be called from within a tokio runtime.
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let loops = loops();
+    let shared = loops.loops[loops.next.fetch_add(1, Ordering::Relaxed) % loops.loops.len()];
+    let (tx, rx) = oneshot::channel();
+    let task = Arc::new(Task {
+        shared,
+        future: Mutex::new(Some(Box::pin(async move {
+            let _ = tx.send(future.await);
+        }))),
+        runtime: tokio::runtime::Handle::current(),
+        scheduled: AtomicBool::new(true),
+        cancelled: AtomicBool::new(false),
+    });
+    schedule(task.clone());
+    JoinHandle { task, result: rx }
+}
+
+/// Awaits a spawned task's output: `None` if it panicked. Dropping it
+/// cancels the task.
+pub struct JoinHandle<T> {
+    task: Arc<Task>,
+    result: oneshot::Receiver<T>,
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Option<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        Pin::new(&mut self.result).poll(cx).map(Result::ok)
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        self.task.cancelled.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+/// A plaintext TCP leg driven by the loop it is first polled on.
+#[derive(Debug)]
+pub struct LoopStream {
+    io: mio::net::TcpStream,
+    /// The slab key and the loop, once registered.
+    registration: Option<(usize, usize)>,
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Read,
+    Write,
+}
+
+impl LoopStream {
+    /// Takes a socket over from tokio (it is deregistered there).
+    pub fn from_tokio(stream: tokio::net::TcpStream) -> io::Result<Self> {
+        let std = stream.into_std()?;
+        std.set_nonblocking(true)?;
+        Ok(Self {
+            io: mio::net::TcpStream::from_std(std),
+            registration: None,
+        })
+    }
+
+    /// The slab key on this thread's loop, registering on first use.
+    fn key(&mut self, local: &'static Local) -> io::Result<usize> {
+        match self.registration {
+            Some((key, id)) if id == local.shared.id => Ok(key),
+            Some(_) => Err(io::Error::other(
+                "a relay socket was polled on another loop than its own",
+            )),
+            None => {
+                let mut sources = local.sources.borrow_mut();
+                let entry = sources.vacant_entry();
+                let key = entry.key();
+                local.shared.registry.register(
+                    &mut self.io,
+                    Token(key),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                // Edge-triggered: assume ready until told otherwise.
+                entry.insert(Source {
+                    readable: true,
+                    writable: true,
+                    reader: None,
+                    writer: None,
+                });
+                self.registration = Some((key, local.shared.id));
+                Ok(key)
+            }
+        }
+    }
+
+    /// Runs `op` while the socket is ready in `dir`; on `EWOULDBLOCK`, or
+    /// when `drained` says the socket was emptied (or filled), clears the
+    /// readiness so the next call waits for an event.
+    fn poll_op<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        mut op: impl FnMut(&mut mio::net::TcpStream) -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
+    ) -> Poll<io::Result<R>> {
+        let Some(local) = local() else {
+            return Poll::Ready(Err(io::Error::other(
+                "a relay socket was polled outside the relay loop",
+            )));
+        };
+        let key = self.key(local)?;
+        loop {
+            {
+                let mut sources = local.sources.borrow_mut();
+                let source = &mut sources[key];
+                let (ready, waiter) = match dir {
+                    Direction::Read => (source.readable, &mut source.reader),
+                    Direction::Write => (source.writable, &mut source.writer),
+                };
+                if !ready {
+                    match waiter {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *waiter = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+            }
+            let clear = |local: &Local| {
+                let mut sources = local.sources.borrow_mut();
+                let source = &mut sources[key];
+                match dir {
+                    Direction::Read => source.readable = false,
+                    Direction::Write => source.writable = false,
+                }
+            };
+            match op(&mut self.io) {
+                Ok(r) => {
+                    if drained(&r) {
+                        clear(local);
+                    }
+                    return Poll::Ready(Ok(r));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => clear(local),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl Drop for LoopStream {
+    fn drop(&mut self) {
+        let Some((key, id)) = self.registration else {
+            return;
+        };
+        match local() {
+            Some(local) if local.shared.id == id => {
+                let _ = local.shared.registry.deregister(&mut self.io);
+                let source = local.sources.borrow_mut().try_remove(key);
+                // Its wakers are dropped after the borrow ends.
+                drop(source);
+            }
+            // Tasks are only dropped on their loop, so this is not reached;
+            // closing the socket removes it from epoll, and the slab entry
+            // stays behind rather than be touched from another thread.
+            _ => error!("a relay socket was dropped off its loop"),
+        }
+    }
+}
+
+impl AsyncRead for LoopStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let want = buf.remaining();
+        // SAFETY: the bytes handed to `read` are only written, never read,
+        // and `assume_init` covers exactly the `n` bytes it reports.
+        let unfilled = unsafe { buf.unfilled_mut() };
+        let dst = unsafe { &mut *(std::ptr::from_mut(unfilled) as *mut [u8]) };
+        let n = std::task::ready!(this.poll_op(
+            cx,
+            Direction::Read,
+            |io| io.read(dst),
+            // A short read emptied the receive queue (EOF stays readable).
+            |&n| n > 0 && n < want,
+        ))?;
+        // SAFETY: `read` initialised the first `n` bytes of `unfilled`.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for LoopStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let want = buf.len();
+        self.get_mut()
+            .poll_op(cx, Direction::Write, |io| io.write(buf), |&n| n < want)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let want: usize = bufs.iter().map(|b| b.len()).sum();
+        self.get_mut().poll_op(
+            cx,
+            Direction::Write,
+            |io| io.write_vectored(bufs),
+            |&n| n < want,
+        )
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(match self.io.shutdown(Shutdown::Write) {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        })
+    }
+}
