@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: how much hoop costs, measured in one run.
 //!
 //! pgbench select-only (`-S`) with 1 and 8 clients, in simple and prepared
-//! modes, against four paths interleaved round by round so machine noise
-//! hits them alike: direct, through `hoop exec`, through pgbouncer (session
-//! pooling) and through haproxy (a plain TCP forwarder, one thread). The
+//! modes, against five paths interleaved round by round so machine noise
+//! hits them alike: direct, through `hoop exec` (twice: sessions on hoop's
+//! relay loop, the default, and on tokio, `proxy.event_loop: tokio`),
+//! through pgbouncer (session pooling) and through haproxy (a plain TCP
+//! forwarder, one thread). The
 //! two baselines are installed with `apt-get` when missing; a baseline that
 //! cannot be installed is skipped with a message. hoop runs with `tls.upstream:
 //! disable` here, the setting pgbouncer has by default (`server_tls_sslmode
@@ -425,10 +427,24 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
         &tls_config,
         fs::read_to_string(&config)?.replace("upstream: disable", "upstream: prefer"),
     )?;
+    // The same, with sessions on tokio instead of hoop's relay loop.
+    let tokio_config = tmp.join("hoop-tokio.yaml");
+    fs::write(
+        &tokio_config,
+        format!(
+            "{}proxy:\n  event_loop: tokio\n",
+            fs::read_to_string(&config)?
+        ),
+    )?;
     let paths = Paths {
         hoop_idle_cpu: hoop_idle_cpu(&hoop, &config)?,
         hoop,
         config: config.clone(),
+    };
+    let tokio_paths = Paths {
+        hoop: paths.hoop.clone(),
+        config: tokio_config,
+        hoop_idle_cpu: paths.hoop_idle_cpu,
     };
     let postmaster = postmaster_pid(&psql)?;
     let mut baselines: Vec<Baseline> = Vec::new();
@@ -442,7 +458,7 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
     )?;
     writeln!(
         report,
-        "{:<30} {:>10} {:>7} {:>9} {:>13}",
+        "{:<36} {:>10} {:>7} {:>9} {:>13}",
         "case", "TPS", "ratio", "lat ms", "proxy µs/txn"
     )?;
     let result = (|| -> anyhow::Result<()> {
@@ -462,6 +478,7 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
                 for mode in ["simple", "prepared"] {
                     let mut direct = Vec::new();
                     let mut hoop = Vec::new();
+                    let mut hoop_tokio = Vec::new();
                     let mut others: Vec<Vec<Sample>> =
                         baselines.iter().map(|_| Vec::new()).collect();
                     for _ in 0..rounds {
@@ -470,6 +487,16 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
                         )?);
                         hoop.push(pgbench(
                             &paths, "hoop", 5432, None, clients, mode, seconds, pin,
+                        )?);
+                        hoop_tokio.push(pgbench(
+                            &tokio_paths,
+                            "hoop",
+                            5432,
+                            None,
+                            clients,
+                            mode,
+                            seconds,
+                            pin,
                         )?);
                         for (b, samples) in baselines.iter().zip(&mut others) {
                             samples.push(pgbench(
@@ -488,6 +515,12 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
                     let label = format!("{}{clients}c {mode}", if pin { "pinned " } else { "" });
                     row(&mut report, &format!("{label} direct"), &direct, base)?;
                     row(&mut report, &format!("{label} hoop"), &hoop, base)?;
+                    row(
+                        &mut report,
+                        &format!("{label} hoop, tokio loop"),
+                        &hoop_tokio,
+                        base,
+                    )?;
                     for (b, samples) in baselines.iter().zip(&others) {
                         row(&mut report, &format!("{label} {}", b.name), samples, base)?;
                     }
@@ -533,7 +566,7 @@ fn row(report: &mut String, label: &str, v: &[Sample], base: f64) -> anyhow::Res
     };
     writeln!(
         report,
-        "{label:<30} {:>10.0} {:>7.2} {lat:>9.3} {cpu:>13}",
+        "{label:<36} {:>10.0} {:>7.2} {lat:>9.3} {cpu:>13}",
         tps(v),
         tps(v) / base
     )?;

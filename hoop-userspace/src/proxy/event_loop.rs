@@ -132,9 +132,16 @@ fn local() -> Option<&'static Local> {
 }
 
 /// One socket's readiness and the wakers waiting on it.
+///
+/// `readable` and `writable` are cleared when the socket is drained or
+/// filled; the closed flags never are. A FIN or an error often arrives in
+/// the same event as the last data: the short read of that data must not
+/// leave the reader waiting for an edge that already came.
 struct Source {
     readable: bool,
     writable: bool,
+    read_closed: bool,
+    write_closed: bool,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
@@ -174,11 +181,18 @@ fn run(shared: &'static Shared, mut poll: mio::Poll) {
                 let Some(source) = sources.get_mut(event.token().0) else {
                     continue;
                 };
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                let error = event.is_error();
+                if event.is_read_closed() || error {
+                    source.read_closed = true;
+                }
+                if event.is_write_closed() || error {
+                    source.write_closed = true;
+                }
+                if event.is_readable() || source.read_closed {
                     source.readable = true;
                     woken.extend(source.reader.take());
                 }
-                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                if event.is_writable() || source.write_closed {
                     source.writable = true;
                     woken.extend(source.writer.take());
                 }
@@ -349,6 +363,8 @@ impl LoopStream {
                 entry.insert(Source {
                     readable: true,
                     writable: true,
+                    read_closed: false,
+                    write_closed: false,
                     reader: None,
                     writer: None,
                 });
@@ -379,8 +395,10 @@ impl LoopStream {
                 let mut sources = local.sources.borrow_mut();
                 let source = &mut sources[key];
                 let (ready, waiter) = match dir {
-                    Direction::Read => (source.readable, &mut source.reader),
-                    Direction::Write => (source.writable, &mut source.writer),
+                    Direction::Read => (source.readable || source.read_closed, &mut source.reader),
+                    Direction::Write => {
+                        (source.writable || source.write_closed, &mut source.writer)
+                    }
                 };
                 if !ready {
                     match waiter {
@@ -497,5 +515,176 @@ impl AsyncWrite for LoopStream {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             other => other,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A connected pair: (the accepted side, the dialling side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (dialled, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (accepted.expect("accept").0, dialled.expect("connect"))
+    }
+
+    fn within<F: Future>(f: F) -> tokio::time::Timeout<F> {
+        tokio::time::timeout(Duration::from_secs(10), f)
+    }
+
+    #[tokio::test]
+    async fn a_task_echoes_more_than_the_socket_buffers_hold() {
+        let (server, mut client) = pair().await;
+        let mut server = LoopStream::from_tokio(server).expect("into the loop");
+        // Echo until EOF, then shut down: 8 MiB cannot fit in the socket
+        // buffers, so both partial writes and waiting for writability occur.
+        let echo = spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0usize;
+            loop {
+                let n = server.read(&mut buf).await?;
+                if n == 0 {
+                    server.shutdown().await?;
+                    return Ok::<_, io::Error>(total);
+                }
+                server.write_all(&buf[..n]).await?;
+                total += n;
+            }
+        });
+        let sent: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let (mut rd, mut wr) = client.split();
+        let write = async {
+            wr.write_all(&sent).await?;
+            wr.shutdown().await
+        };
+        let mut got = Vec::new();
+        let (w, r) = within(async { tokio::join!(write, rd.read_to_end(&mut got)) })
+            .await
+            .expect("echo finished in time");
+        w.expect("client write");
+        r.expect("client read");
+        assert!(got == sent, "echoed bytes differ");
+        let echoed = within(echo).await.expect("task ended in time");
+        assert_eq!(echoed.map(Result::ok), Some(Some(sent.len())));
+    }
+
+    #[tokio::test]
+    async fn a_task_sees_eof_and_tokio_timers_work_inside_it() {
+        let (server, client) = pair().await;
+        let mut server = LoopStream::from_tokio(server).expect("into the loop");
+        let task = spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut buf = [0u8; 16];
+            server.read(&mut buf).await
+        });
+        drop(client);
+        let n = within(task).await.expect("in time");
+        assert_eq!(n.map(Result::ok), Some(Some(0)));
+    }
+
+    #[tokio::test]
+    async fn eof_that_arrives_with_the_last_data_is_not_missed() {
+        let (server, mut client) = pair().await;
+        let mut server = LoopStream::from_tokio(server).expect("into the loop");
+        let reader = spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            loop {
+                match server.read(&mut buf).await? {
+                    0 => return Ok::<_, io::Error>(got),
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        // The reader is registered and waiting; now keep the loop busy
+        // while the data and the FIN both arrive, so that one event
+        // reports them together and the read of the data is short.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let blocker = spawn(async {
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(b"abc").await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        assert_eq!(within(blocker).await.ok(), Some(Some(())));
+        let got = within(reader).await.expect("EOF seen in time");
+        assert_eq!(got.map(Result::ok), Some(Some(b"abc".to_vec())));
+    }
+
+    /// Records the thread that drops it.
+    struct DropProbe(std::sync::mpsc::Sender<Option<String>>);
+
+    impl Drop for DropProbe {
+        fn drop(&mut self) {
+            let _ = self
+                .0
+                .send(std::thread::current().name().map(str::to_owned));
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_handle_drops_the_task_on_its_loop() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let probe = DropProbe(tx);
+        // The task waits on a channel whose sender the test keeps, so its
+        // waker stays registered: only cancelling it ends it.
+        let (keep, wait) = tokio::sync::oneshot::channel::<()>();
+        let handle = spawn(async move {
+            let _probe = probe;
+            let _ = wait.await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "the task ended before its handle was dropped"
+        );
+        drop(handle);
+        let thread = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the task was dropped");
+        assert!(
+            thread
+                .as_deref()
+                .is_some_and(|t| t.starts_with("hoop-relay-")),
+            "dropped on {thread:?}"
+        );
+        drop(keep);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_ends_alone_and_the_loop_goes_on() {
+        let panicked = spawn(async {
+            panic!("deliberate");
+        });
+        assert_eq!(within(panicked).await.ok(), Some(None::<()>));
+        let next = spawn(async { 7 });
+        assert_eq!(within(next).await.ok(), Some(Some(7)));
+    }
+
+    #[tokio::test]
+    async fn a_wake_from_another_thread_reaches_the_loop() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = spawn(async move { rx.await.ok() });
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = tx.send(5);
+        });
+        assert_eq!(within(task).await.ok(), Some(Some(Some(5))));
+    }
+
+    #[tokio::test]
+    async fn a_loop_stream_polled_off_the_loop_fails_cleanly() {
+        let (server, _client) = pair().await;
+        let mut server = LoopStream::from_tokio(server).expect("into the loop");
+        let mut buf = [0u8; 4];
+        let err = server.read(&mut buf).await.expect_err("not on a loop");
+        assert!(err.to_string().contains("outside the relay loop"), "{err}");
     }
 }
