@@ -764,6 +764,59 @@ async fn holds_wait_for_a_decision() {
     );
 }
 
+/// A broker that does not return from `hold` until the test has sent a
+/// CancelRequest: the cancel lands while the hold is being published.
+struct CancelInsideHold {
+    published: Mutex<std::sync::mpsc::Sender<()>>,
+    cancelled: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl HoldBroker for CancelInsideHold {
+    fn hold(&self, _request: HoldRequest) -> HoldTicket {
+        let _ = self.published.lock().unwrap().send(());
+        let _ = self
+            .cancelled
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10));
+        HoldTicket::new("h-2", std::future::pending(), || {})
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_the_hold_is_published_withdraws_it() {
+    let (published_tx, published) = std::sync::mpsc::channel();
+    let (cancelled, cancelled_rx) = std::sync::mpsc::channel();
+    let mut ctx = PgProxyContext::new(Dialer::default());
+    ctx.governors = Arc::new(TestFactory { holds: true });
+    ctx.holds = Arc::new(CancelInsideHold {
+        published: Mutex::new(published_tx),
+        cancelled: Mutex::new(cancelled_rx),
+    });
+    let addr = start(ctx).await;
+    let client = Arc::new(connect(addr).await);
+    let token = client.cancel_token();
+    let c = client.clone();
+    let q = tokio::spawn(async move { c.simple_query("select 'hoop_held early cancel'").await });
+    tokio::task::spawn_blocking(move || published.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the hold was published");
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    cancelled.send(()).unwrap();
+    // The hold's timeout is 20 s: a lost cancel would end it as 42501.
+    let err = tokio::time::timeout(Duration::from_secs(10), q)
+        .await
+        .expect("the cancel ended the hold")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_broker_denies_holds() {
     let mut ctx = PgProxyContext::new(Dialer::default());

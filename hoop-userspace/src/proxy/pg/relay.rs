@@ -779,6 +779,10 @@ impl Relay {
     }
 
     fn start_hold(&mut self, requirement: HoldRequirement, sql: &str, form: ProtocolForm) {
+        // Held before the broker publishes the hold: a CancelRequest that
+        // follows the publication at once must withdraw it, not be
+        // forwarded to a server that is running nothing (and be lost).
+        self.signals.set_held(true);
         let request = HoldRequest {
             identity: self.identity.clone(),
             sql: sql.to_owned(),
@@ -807,7 +811,6 @@ impl Relay {
             since: Instant::now(),
         });
         self.state.set_phase(Phase::Held);
-        self.signals.set_held(true);
     }
 
     fn remind(&mut self) {
