@@ -590,6 +590,27 @@ policy:
     }
 
     #[test]
+    fn the_event_loop_is_hoops_unless_set_to_tokio() {
+        let parse =
+            |yaml: &str| Config::parse(Path::new("x.yaml"), yaml).map(|c| c.proxy.event_loop);
+        assert_eq!(parse("").ok(), Some(EventLoopKind::Hoop));
+        assert_eq!(
+            parse("proxy: {event_loop: tokio}").ok(),
+            Some(EventLoopKind::Tokio)
+        );
+        assert_eq!(
+            parse("proxy: {event_loop: hoop}").ok(),
+            Some(EventLoopKind::Hoop)
+        );
+        let found = diagnostics("proxy:\n  event_loop: epoll\n");
+        assert!(
+            found[0]
+                .contains("proxy.event_loop: unknown variant `epoll`, expected `hoop` or `tokio`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn syntax_errors_stop_early_with_a_location() {
         let found = diagnostics("intercept:\n  ports: [5432\nadmin: {}\n");
         assert_eq!(found.len(), 1);
