@@ -13,7 +13,10 @@
 //!   by `EWOULDBLOCK` or by a short read or write;
 //! - per task, a flag that keeps it queued at most once; a task woken on its
 //!   own loop thread is queued without a system call, one woken from another
-//!   thread (a hold decision, a cancel) through an eventfd.
+//!   thread (a hold decision, a cancel) through an eventfd;
+//! - per task poll, a budget of socket operations, after which the task
+//!   yields and waits behind the events and the tasks already queued, so one
+//!   busy session (a long COPY) cannot starve the others on its loop.
 //!
 //! Relays still use tokio for everything that is not their sockets' I/O:
 //! each task is polled inside its runtime's context, so timers (hold
@@ -50,6 +53,10 @@ use tracing::error;
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;
+/// Socket operations a task may complete per poll before it is made to
+/// yield (tokio's cooperative budget is the same): a session whose sockets
+/// never run dry, a long COPY say, must not starve the others on its loop.
+const BUDGET: u32 = 128;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -121,6 +128,8 @@ struct Local {
     shared: &'static Shared,
     queue: RefCell<VecDeque<Arc<Task>>>,
     sources: RefCell<Slab<Source>>,
+    /// What is left of the running task's [`BUDGET`].
+    budget: Cell<u32>,
 }
 
 thread_local! {
@@ -152,17 +161,27 @@ fn run(shared: &'static Shared, mut poll: mio::Poll) {
         shared,
         queue: RefCell::new(VecDeque::new()),
         sources: RefCell::new(Slab::new()),
+        budget: Cell::new(BUDGET),
     }));
     LOCAL.with(|l| l.set(Some(local)));
     let mut events = Events::with_capacity(EVENTS);
     let mut woken: Vec<Waker> = Vec::new();
     loop {
-        loop {
+        // Only the tasks queued now: one that yields, or is woken again
+        // while it runs, waits for the next turn, after the events.
+        let ready = local.queue.borrow().len();
+        for _ in 0..ready {
             let next = local.queue.borrow_mut().pop_front();
             let Some(task) = next else { break };
+            local.budget.set(BUDGET);
             task.run();
         }
-        if let Err(e) = poll.poll(&mut events, None) {
+        let timeout = if local.queue.borrow().is_empty() {
+            None
+        } else {
+            Some(std::time::Duration::ZERO)
+        };
+        if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 // epoll_wait only fails on a bad descriptor or argument.
                 error!(error = %e, "relay loop cannot wait for events");
@@ -293,7 +312,11 @@ where
         cancelled: AtomicBool::new(false),
     });
     schedule(task.clone());
-    JoinHandle { task, result: rx }
+    JoinHandle {
+        task,
+        result: rx,
+        done: false,
+    }
 }
 
 /// Awaits a spawned task's output: `None` if it panicked. Dropping it
@@ -301,18 +324,25 @@ where
 pub struct JoinHandle<T> {
     task: Arc<Task>,
     result: oneshot::Receiver<T>,
+    /// The output (or the news of a panic) has arrived: nothing to cancel.
+    done: bool,
 }
 
 impl<T> Future for JoinHandle<T> {
     type Output = Option<T>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        Pin::new(&mut self.result).poll(cx).map(Result::ok)
+        let out = std::task::ready!(Pin::new(&mut self.result).poll(cx));
+        self.done = true;
+        Poll::Ready(out.ok())
     }
 }
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
+        if self.done {
+            return;
+        }
         self.task.cancelled.store(true, Ordering::Release);
         self.task.wake_by_ref();
     }
@@ -390,6 +420,12 @@ impl LoopStream {
             )));
         };
         let key = self.key(local)?;
+        let budget = local.budget.get();
+        if budget == 0 {
+            // Yield: requeued behind the tasks already waiting.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         loop {
             {
                 let mut sources = local.sources.borrow_mut();
@@ -421,6 +457,7 @@ impl LoopStream {
                     if drained(&r) {
                         clear(local);
                     }
+                    local.budget.set(budget - 1);
                     return Poll::Ready(Ok(r));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => clear(local),
@@ -616,6 +653,36 @@ mod tests {
         assert_eq!(within(blocker).await.ok(), Some(Some(())));
         let got = within(reader).await.expect("EOF seen in time");
         assert_eq!(got.map(Result::ok), Some(Some(b"abc".to_vec())));
+    }
+
+    #[tokio::test]
+    async fn a_task_whose_socket_never_runs_dry_yields_to_the_others() {
+        // Queued before the reader starts: one-byte reads never block.
+        const QUEUED: usize = 32 * 1024;
+        let (server, mut client) = pair().await;
+        client.write_all(&vec![7u8; QUEUED]).await.expect("write");
+        let mut server = LoopStream::from_tokio(server).expect("into the loop");
+        let order = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicBool::new(false));
+        let (a, b, s) = (order.clone(), order.clone(), started.clone());
+        let reader = spawn(async move {
+            let mut byte = [0u8; 1];
+            for _ in 0..QUEUED {
+                server.read_exact(&mut byte).await?;
+                s.store(true, Ordering::SeqCst);
+            }
+            Ok::<_, io::Error>(a.fetch_add(1, Ordering::SeqCst))
+        });
+        // Spawned once the reader runs: it reaches the loop through the
+        // eventfd, which the loop must look at between the reader's turns.
+        while !started.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let other = spawn(async move { b.fetch_add(1, Ordering::SeqCst) });
+        let other = within(other).await.expect("in time");
+        let reader = within(reader).await.expect("in time");
+        assert_eq!(other, Some(0), "the other task waited for the reader");
+        assert_eq!(reader.map(Result::ok), Some(Some(1)));
     }
 
     /// Records the thread that drops it.
