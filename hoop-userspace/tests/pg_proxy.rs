@@ -984,3 +984,49 @@ async fn bench_pgbench_select_only() {
     }
     direct("drop database hoop_bench");
 }
+
+/// `proxy.event_loop: tokio`: plaintext sessions stay on the tokio runtime,
+/// and relay the same as on hoop's loop (streamed rows, prepared statements,
+/// a transaction, a server error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_the_tokio_event_loop_relay_the_same() {
+    let mut ctx = PgProxyContext::new(Dialer::default());
+    ctx.event_loop = hoop::config::EventLoopKind::Tokio;
+    let addr = start(ctx).await;
+    let mut client = connect(addr).await;
+    let rows = client
+        .query(
+            "select g, repeat('x', 1000) from generate_series(1, 5000) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5000);
+    assert_eq!(rows[4999].get::<_, i32>(0), 5000);
+    let stmt = client.prepare("select $1::int8 * 2").await.unwrap();
+    for i in 0..50i64 {
+        assert_eq!(
+            client
+                .query_one(&stmt, &[&i])
+                .await
+                .unwrap()
+                .get::<_, i64>(0),
+            i * 2
+        );
+    }
+    let tx = client.transaction().await.unwrap();
+    let err = tx.simple_query("select 1/0").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        client
+            .query_one("select 7", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
+}
