@@ -82,7 +82,7 @@ pub fn runtime(
         let loops = threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        crate::proxy::event_loop::init(loops);
+        crate::proxy::event_loop::init(loops)?;
     }
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),

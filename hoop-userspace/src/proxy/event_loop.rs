@@ -68,50 +68,55 @@ struct Loops {
 
 static LOOPS: OnceLock<Loops> = OnceLock::new();
 
-/// Sets how many loop threads the process runs (default 1). Only the first
-/// call, made before any task is spawned, has an effect; returns whether
-/// this call set it.
-pub fn init(threads: usize) -> bool {
-    let mut set = false;
-    LOOPS.get_or_init(|| {
-        set = true;
-        start(threads.max(1))
-    });
-    set
+/// Starts the process's loop threads (at least one) unless they run
+/// already; `hoop exec` and `hoop agent` call it with their worker-thread
+/// count before any session starts. Fails if epoll, its eventfd or a thread
+/// cannot be created.
+pub fn init(threads: usize) -> io::Result<()> {
+    static STARTING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = lock(&STARTING);
+    if LOOPS.get().is_none() {
+        let _ = LOOPS.set(start(threads.max(1))?);
+    }
+    Ok(())
 }
 
-fn loops() -> &'static Loops {
-    LOOPS.get_or_init(|| start(1))
+/// Whether sessions can be spawned: starts one loop if none runs yet (a
+/// library user that never called [`init`]); logs why not if it cannot.
+pub fn available() -> bool {
+    if LOOPS.get().is_some() {
+        return true;
+    }
+    match init(1) {
+        Ok(()) => true,
+        Err(e) => {
+            error!(error = %e, "cannot start the relay loop; sessions stay on tokio");
+            false
+        }
+    }
 }
 
-fn start(threads: usize) -> Loops {
-    let loops = (0..threads)
-        .map(|id| {
-            let poll =
-                mio::Poll::new().expect("cannot create an epoll instance for the relay loop");
-            let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)
-                .expect("cannot create an eventfd for the relay loop");
-            let registry = poll
-                .registry()
-                .try_clone()
-                .expect("cannot clone the relay loop's epoll registry");
-            let shared: &'static Shared = Box::leak(Box::new(Shared {
-                id,
-                registry,
-                waker,
-                remote: Mutex::new(Vec::new()),
-            }));
-            std::thread::Builder::new()
-                .name(format!("hoop-relay-{id}"))
-                .spawn(move || run(shared, poll))
-                .expect("cannot start a relay loop thread");
-            shared
-        })
-        .collect();
-    Loops {
+fn start(threads: usize) -> io::Result<Loops> {
+    let mut loops = Vec::with_capacity(threads);
+    for id in 0..threads {
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
+        let registry = poll.registry().try_clone()?;
+        let shared: &'static Shared = Box::leak(Box::new(Shared {
+            id,
+            registry,
+            waker,
+            remote: Mutex::new(Vec::new()),
+        }));
+        std::thread::Builder::new()
+            .name(format!("hoop-relay-{id}"))
+            .spawn(move || run(shared, poll))?;
+        loops.push(shared);
+    }
+    Ok(Loops {
         loops,
         next: AtomicUsize::new(0),
-    }
+    })
 }
 
 /// A loop as other threads see it.
@@ -293,13 +298,19 @@ fn schedule(task: Arc<Task>) {
 }
 
 /// Runs `future` on one of the loops, inside the current tokio runtime's
-/// context. Must be called from within a tokio runtime.
+/// context.
+///
+/// # Panics
+///
+/// Outside a tokio runtime, or when no loop could be started ([`available`]
+/// says whether one runs).
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let loops = loops();
+    assert!(available(), "no relay loop could be started");
+    let loops = LOOPS.get().expect("available() started the loops");
     let shared = loops.loops[loops.next.fetch_add(1, Ordering::Relaxed) % loops.loops.len()];
     let (tx, rx) = oneshot::channel();
     let task = Arc::new(Task {

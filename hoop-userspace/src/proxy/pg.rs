@@ -299,8 +299,9 @@ pub async fn serve(
     };
     debug!(session = %identity, %upstream, "upstream connected");
     let (client, server, on_loop) = match ctx.event_loop {
-        EventLoopKind::Hoop => onto_loop(client, server)?,
-        EventLoopKind::Tokio => (client, server, false),
+        EventLoopKind::Hoop if event_loop::available() => onto_loop(client, server)?,
+        // `proxy.event_loop: tokio`, or no relay loop could be started.
+        EventLoopKind::Hoop | EventLoopKind::Tokio => (client, server, false),
     };
     let relay = relay::Relay::new(
         ctx,
