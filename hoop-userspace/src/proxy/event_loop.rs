@@ -250,7 +250,7 @@ impl Task {
         let mut slot = lock(&self.future);
         let _runtime = self.runtime.enter();
         if self.cancelled.load(Ordering::Acquire) {
-            *slot = None;
+            drop_guarded(slot.take());
             return;
         }
         let Some(future) = slot.as_mut() else { return };
@@ -258,12 +258,37 @@ impl Task {
         let mut cx = Context::from_waker(&waker);
         match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
             Ok(Poll::Pending) => {}
-            Ok(Poll::Ready(())) => *slot = None,
+            Ok(Poll::Ready(())) => drop_guarded(slot.take()),
             Err(_) => {
                 error!("a relay task panicked; its session was closed");
-                // Dropping may panic again; the loop must survive it.
-                let _ = catch_unwind(AssertUnwindSafe(|| *slot = None));
+                drop_guarded(slot.take());
             }
+        }
+    }
+}
+
+/// Drops a task's future; a panic in its destructors is logged, so the
+/// loop (and every other session on it) goes on.
+fn drop_guarded(future: Option<BoxFuture>) {
+    if future.is_some() && catch_unwind(AssertUnwindSafe(|| drop(future))).is_err() {
+        error!("dropping a relay task panicked");
+    }
+}
+
+impl Drop for Task {
+    /// A task that no waker or handle can reach any more is dropped where
+    /// its last reference goes (on its loop, as queued tasks are held
+    /// there): its future, if unfinished, is dropped as `run` drops one, in
+    /// its runtime's context and without taking the loop down if it panics.
+    fn drop(&mut self) {
+        let future = self
+            .future
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if future.is_some() {
+            let _runtime = self.runtime.enter();
+            drop_guarded(future);
         }
     }
 }
@@ -744,6 +769,39 @@ mod tests {
         assert_eq!(within(panicked).await.ok(), Some(None::<()>));
         let next = spawn(async { 7 });
         assert_eq!(within(next).await.ok(), Some(Some(7)));
+    }
+
+    /// Panics when dropped.
+    struct PanicOnDrop;
+
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("deliberate, in a destructor");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_when_dropped_does_not_take_the_loop_down() {
+        // Cancelled: dropped by its loop.
+        let (keep, wait) = tokio::sync::oneshot::channel::<()>();
+        let cancelled = spawn(async move {
+            let _bomb = PanicOnDrop;
+            let _ = wait.await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(cancelled);
+        // Abandoned: nothing can wake it, and its handle lets go without
+        // cancelling, so the task goes with its last reference.
+        let mut abandoned = spawn(async {
+            let _bomb = PanicOnDrop;
+            std::future::pending::<()>().await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        abandoned.done = true;
+        drop(abandoned);
+        let next = spawn(async { 9 });
+        assert_eq!(within(next).await.ok(), Some(Some(9)));
+        drop(keep);
     }
 
     #[tokio::test]
