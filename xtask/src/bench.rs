@@ -115,6 +115,17 @@ struct Paths {
     hoop_idle_cpu: f64,
 }
 
+impl Paths {
+    /// The same binary and start-up cost, with another hoop configuration.
+    fn with_config(&self, config: PathBuf) -> Self {
+        Self {
+            hoop: self.hoop.clone(),
+            config,
+            hoop_idle_cpu: self.hoop_idle_cpu,
+        }
+    }
+}
+
 /// utime + stime of a process, in seconds (`/proc/PID/stat`, clock ticks).
 fn process_cpu(pid: u32) -> anyhow::Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -441,11 +452,7 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
         hoop,
         config: config.clone(),
     };
-    let tokio_paths = Paths {
-        hoop: paths.hoop.clone(),
-        config: tokio_config,
-        hoop_idle_cpu: paths.hoop_idle_cpu,
-    };
+    let tokio_paths = paths.with_config(tokio_config);
     let postmaster = postmaster_pid(&psql)?;
     let mut baselines: Vec<Baseline> = Vec::new();
 
@@ -619,11 +626,7 @@ impl Drop for Affinity {
 /// hoop's default upstream TLS (`prefer`: the server leg is encrypted)
 /// against `disable`, 8 clients, prepared.
 fn tls_bench(paths: &Paths, tls_config: &Path, seconds: u32, rounds: usize) -> anyhow::Result<()> {
-    let tls = Paths {
-        hoop: paths.hoop.clone(),
-        config: tls_config.to_owned(),
-        hoop_idle_cpu: paths.hoop_idle_cpu,
-    };
+    let tls = paths.with_config(tls_config.to_owned());
     let (mut plain, mut encrypted) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         plain.push(pgbench(
@@ -697,11 +700,7 @@ fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> an
     let mut without = Vec::new();
     for _ in 0..rounds {
         for (config, out) in [(&on, &mut with), (&off, &mut without)] {
-            let p = Paths {
-                hoop: paths.hoop.clone(),
-                config: config.clone(),
-                hoop_idle_cpu: paths.hoop_idle_cpu,
-            };
+            let p = paths.with_config(config.clone());
             out.push(pgbench(
                 &p, "hoop", 5432, None, 8, "prepared", seconds, false,
             )?);
