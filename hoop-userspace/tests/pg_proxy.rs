@@ -985,6 +985,62 @@ async fn bench_pgbench_select_only() {
     direct("drop database hoop_bench");
 }
 
+/// Allows everything and records the thread each statement is judged on,
+/// which is the thread the session's relay runs on.
+#[derive(Clone, Default)]
+struct JudgedOn(Arc<Mutex<Vec<String>>>);
+
+impl GovernorFactory for JudgedOn {
+    fn session(&self, _: &SessionIdentity) -> Box<dyn SessionGovernor> {
+        Box::new(self.clone())
+    }
+}
+
+impl SessionGovernor for JudgedOn {
+    fn judge(&mut self, _: &StatementContext<'_>) -> Verdict {
+        let name = std::thread::current().name().unwrap_or("").to_owned();
+        self.0.lock().unwrap().push(name);
+        Verdict::Allow
+    }
+
+    fn row_rewriter(
+        &mut self,
+        _: &StatementContext<'_>,
+        _: &RowDescription,
+        _: &[i16],
+    ) -> Option<Box<dyn RowRewriter>> {
+        None
+    }
+}
+
+impl JudgedOn {
+    /// Runs one query through a proxy with `event_loop`; the thread names.
+    async fn threads(event_loop: hoop::config::EventLoopKind) -> Vec<String> {
+        let judged = Self::default();
+        let mut ctx = PgProxyContext::new(Dialer::default());
+        ctx.event_loop = event_loop;
+        ctx.governors = Arc::new(judged.clone());
+        let client = connect(start(ctx).await).await;
+        client.simple_query("select 1").await.unwrap();
+        judged.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_sessions_run_on_the_configured_event_loop() {
+    use hoop::config::EventLoopKind;
+    let on_hoop = JudgedOn::threads(EventLoopKind::Hoop).await;
+    assert!(
+        !on_hoop.is_empty() && on_hoop.iter().all(|t| t.starts_with("hoop-relay-")),
+        "{on_hoop:?}"
+    );
+    let on_tokio = JudgedOn::threads(EventLoopKind::Tokio).await;
+    assert!(
+        !on_tokio.is_empty() && on_tokio.iter().all(|t| !t.starts_with("hoop-relay-")),
+        "{on_tokio:?}"
+    );
+}
+
 /// `proxy.event_loop: tokio`: plaintext sessions stay on the tokio runtime,
 /// and relay the same as on hoop's loop (streamed rows, prepared statements,
 /// a transaction, a server error).
