@@ -36,7 +36,10 @@ use crate::{
         MaskPlan, MaskRules, copy::CopyMasker, copy::CopyStatement, lineage,
     },
     metrics::metrics,
-    policy::{self, Policy, reload::PolicyHandle},
+    policy::{
+        self, Policy,
+        reload::{PolicyCache, PolicyHandle},
+    },
     proto::pg::{
         copy::CopyFormat,
         notice::{ErrorSpec, NoticeFields},
@@ -181,7 +184,7 @@ impl GovernorFactory for Governors {
         Box::new(SessionGovernance {
             recording: recorder.is_recording(),
             identity: identity.clone(),
-            policy: self.policy.clone(),
+            policy: self.policy.cache(),
             snapshot,
             rules,
             inspecting,
@@ -212,7 +215,8 @@ fn recording_fatal(e: &dyn std::fmt::Display) -> ErrorSpec {
 /// One session's governance.
 struct SessionGovernance {
     identity: SessionIdentity,
-    policy: PolicyHandle,
+    /// The live policy, checked per statement with one pointer comparison.
+    policy: PolicyCache,
     /// The snapshot `rules` was compiled from.
     snapshot: Arc<Policy>,
     rules: Arc<MaskRules>,
@@ -258,13 +262,15 @@ fn lock(recorder: &SharedRecorder) -> MutexGuard<'_, SessionRecorder> {
 
 impl SessionGovernance {
     /// Brings the mask rules up to the live policy.
-    fn refresh(&mut self) -> Arc<Policy> {
-        let current = self.policy.snapshot();
-        let policy_changed = !Arc::ptr_eq(&current, &self.snapshot);
+    /// Afterwards `snapshot` is the live policy.
+    fn refresh(&mut self) {
+        let live = self.policy.load();
+        let policy_changed = !Arc::ptr_eq(live, &self.snapshot);
         if !policy_changed && !has_masking(&self.rules) {
             // View dependencies only matter to masking.
-            return current;
+            return;
         }
+        let current = live.clone();
         let (views_version, views) = self.catalog.views(&self.identity);
         if policy_changed || views_version != self.views_version {
             let mut rules = mask_rules(&current, &self.identity);
@@ -286,7 +292,6 @@ impl SessionGovernance {
             self.lineage_cache.clear();
             self.judgements.clear();
         }
-        current
     }
 
     fn lineage_of(&mut self, sql: &str) -> Arc<lineage::SqlLineage> {
@@ -624,7 +629,7 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
 
 impl SessionGovernor for SessionGovernance {
     fn judge(&mut self, statement: &StatementContext<'_>) -> Verdict {
-        let policy = self.refresh();
+        self.refresh();
         let mut key = std::mem::take(&mut self.fingerprint_buf);
         let keyed = fingerprint_into(statement.sql, &mut key);
         let cached = keyed
@@ -634,6 +639,7 @@ impl SessionGovernor for SessionGovernance {
         let judged = if let Some(j) = cached {
             j
         } else {
+            let policy = self.snapshot.clone();
             let j = Arc::new(self.judge_uncached(&policy, statement));
             if keyed {
                 if self.judgements.len() >= JUDGEMENT_CACHE_MAX {

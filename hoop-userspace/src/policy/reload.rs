@@ -24,6 +24,9 @@ use tracing::{error, info, warn};
 use super::{Policy, policy_metrics};
 use crate::config::{Config, ConfigError, Diagnostic};
 
+/// See [`PolicyHandle::cache`].
+pub type PolicyCache = arc_swap::Cache<Arc<ArcSwap<Policy>>, Arc<Policy>>;
+
 /// The live policy. Clones share it. Judge each statement against one
 /// [`PolicyHandle::snapshot`], never across two.
 #[derive(Clone)]
@@ -69,6 +72,13 @@ impl PolicyHandle {
     /// The current policy; it stays valid (and unchanged) however long it is held.
     pub fn snapshot(&self) -> Arc<Policy> {
         self.current.load_full()
+    }
+
+    /// A per-holder view of the live policy whose `load` costs one pointer
+    /// comparison while the policy is unchanged (no reference counting):
+    /// for a session, which looks at it once per statement.
+    pub fn cache(&self) -> PolicyCache {
+        arc_swap::Cache::new(self.current.clone())
     }
 
     /// Replaces the policy.
