@@ -147,6 +147,12 @@ impl<'a> Reader<'a> {
     /// Reads a NUL-terminated UTF-8 string.
     pub fn cstr(&mut self, field: &'static str) -> Result<&'a str, MessageError> {
         let b = self.cstr_bytes(field)?;
+        if b.is_ascii() {
+            // Names, tags and most SQL: the inlined ASCII check is cheaper
+            // than the general validation's call.
+            // SAFETY: ASCII bytes are valid UTF-8.
+            return Ok(unsafe { std::str::from_utf8_unchecked(b) });
+        }
         std::str::from_utf8(b).map_err(|_| MessageError::InvalidUtf8 { field })
     }
 
