@@ -33,6 +33,7 @@ use std::{
     collections::VecDeque,
     future::Future,
     io::{self, Read, Write},
+    mem::ManuallyDrop,
     net::Shutdown,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
@@ -43,6 +44,7 @@ use std::{
     task::{Context, Poll, Wake, Waker},
 };
 
+use bytes::BytesMut;
 use mio::{Events, Interest, Registry, Token};
 use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -160,6 +162,15 @@ struct Source {
     writer: Option<Waker>,
 }
 
+impl Source {
+    fn waiter(&mut self, dir: Direction) -> &mut Option<Waker> {
+        match dir {
+            Direction::Read => &mut self.reader,
+            Direction::Write => &mut self.writer,
+        }
+    }
+}
+
 /// The loop thread: run what is queued, wait for events, repeat.
 fn run(shared: &'static Shared, mut poll: mio::Poll) {
     let local: &'static Local = Box::leak(Box::new(Local {
@@ -170,16 +181,38 @@ fn run(shared: &'static Shared, mut poll: mio::Poll) {
     }));
     LOCAL.with(|l| l.set(Some(local)));
     let mut events = Events::with_capacity(EVENTS);
-    let mut woken: Vec<Waker> = Vec::new();
+    let mut woken: Vec<(usize, Direction)> = Vec::new();
     loop {
         // Only the tasks queued now: one that yields, or is woken again
         // while it runs, waits for the next turn, after the events.
-        let ready = local.queue.borrow().len();
-        for _ in 0..ready {
-            let next = local.queue.borrow_mut().pop_front();
-            let Some(task) = next else { break };
+        let mut ready = local.queue.borrow().len();
+        let mut pop = || {
+            if ready == 0 {
+                return None;
+            }
+            ready -= 1;
+            local.queue.borrow_mut().pop_front()
+        };
+        let mut next = pop();
+        while let Some(first) = next.take() {
+            // Consecutive tasks of one runtime (all of them, but in tests)
+            // are polled inside one entry into its context.
+            let runtime = first.runtime.id();
+            let _entered = first.runtime.enter();
             local.budget.set(BUDGET);
-            task.run();
+            first.run_entered();
+            loop {
+                match pop() {
+                    Some(task) if task.runtime.id() == runtime => {
+                        local.budget.set(BUDGET);
+                        task.run_entered();
+                    }
+                    other => {
+                        next = other;
+                        break;
+                    }
+                }
+            }
         }
         let timeout = if local.queue.borrow().is_empty() {
             None
@@ -212,20 +245,43 @@ fn run(shared: &'static Shared, mut poll: mio::Poll) {
                 if event.is_write_closed() || error {
                     source.write_closed = true;
                 }
+                let key = event.token().0;
                 if event.is_readable() || source.read_closed {
                     source.readable = true;
-                    woken.extend(source.reader.take());
+                    if source.reader.is_some() {
+                        woken.push((key, Direction::Read));
+                    }
                 }
                 if event.is_writable() || source.write_closed {
                     source.writable = true;
-                    woken.extend(source.writer.take());
+                    if source.writer.is_some() {
+                        woken.push((key, Direction::Write));
+                    }
                 }
             }
         }
-        // Woken after the borrow ends: a waker may be anyone's.
-        for waker in woken.drain(..) {
-            waker.wake();
+        for (key, dir) in woken.drain(..) {
+            wake_waiter(local, key, dir);
         }
+    }
+}
+
+/// Wakes the task waiting on one side of a socket. The waker stays
+/// registered (a task that waits again on the same socket, the usual case,
+/// then costs no clone), but it is called outside the `sources` borrow: a
+/// waker may be anyone's, and one that polls a socket must not find the
+/// slab borrowed.
+fn wake_waiter(local: &Local, key: usize, dir: Direction) {
+    let waker = local
+        .sources
+        .borrow_mut()
+        .get_mut(key)
+        .and_then(|s| s.waiter(dir).take());
+    let Some(waker) = waker else { return };
+    waker.wake_by_ref();
+    if let Some(source) = local.sources.borrow_mut().get_mut(key) {
+        // Unless the task registered another waker meanwhile.
+        source.waiter(dir).get_or_insert(waker);
     }
 }
 
@@ -245,16 +301,22 @@ struct Task {
 }
 
 impl Task {
-    fn run(self: &Arc<Self>) {
+    /// Polls the task; the caller has entered its runtime's context.
+    fn run_entered(self: &Arc<Self>) {
         self.scheduled.store(false, Ordering::Release);
         let mut slot = lock(&self.future);
-        let _runtime = self.runtime.enter();
         if self.cancelled.load(Ordering::Acquire) {
             drop_guarded(slot.take());
             return;
         }
         let Some(future) = slot.as_mut() else { return };
-        let waker = Waker::from(self.clone());
+        // A waker that borrows this task's reference instead of taking one
+        // of its own (an atomic increment and decrement per poll saved).
+        // SAFETY: `from_raw` adopts a reference that `ManuallyDrop` never
+        // releases, so the count is untouched; `self` keeps the task alive
+        // for as long as `waker` is used, and a clone of it (kept by
+        // whoever the future registers with) takes a reference of its own.
+        let waker = ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(self)) }));
         let mut cx = Context::from_waker(&waker);
         match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
             Ok(Poll::Pending) => {}
@@ -524,6 +586,37 @@ impl Drop for LoopStream {
     }
 }
 
+impl LoopStream {
+    /// Reads into `buf`'s spare capacity, growing its length by what was
+    /// read: `Ok(0)` at end of stream (or when `buf` has no spare capacity,
+    /// as `tokio_util::io::poll_read_buf`). The relay's read path, without
+    /// a `ReadBuf` in between.
+    pub fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let spare = buf.spare_capacity_mut();
+        let want = spare.len();
+        if want == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        // SAFETY: the bytes handed to `read` are only written, never read,
+        // and `set_len` covers exactly the `n` bytes it reports.
+        let dst = unsafe { &mut *(std::ptr::from_mut(spare) as *mut [u8]) };
+        let n = std::task::ready!(self.poll_op(
+            cx,
+            Direction::Read,
+            |io| io.read(dst),
+            // A short read emptied the receive queue (EOF stays readable).
+            |&n| n > 0 && n < want,
+        ))?;
+        // SAFETY: `read` initialised the first `n` spare bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        Poll::Ready(Ok(n))
+    }
+}
+
 impl AsyncRead for LoopStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -759,6 +852,40 @@ mod tests {
             "dropped on {thread:?}"
         );
         drop(keep);
+    }
+
+    #[test]
+    fn tasks_of_two_runtimes_queued_together_each_run_in_their_own() {
+        // The loop enters a runtime once for a run of its tasks: a task of
+        // another runtime queued among them must still see its own.
+        let build = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        let runtimes = [build(), build()];
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let rt = &runtimes[i % 2];
+                let id = rt.handle().id();
+                let _entered = rt.enter();
+                spawn(async move {
+                    for _ in 0..50 {
+                        if tokio::runtime::Handle::current().id() != id {
+                            return false;
+                        }
+                        // Requeued: the tasks of both runtimes interleave.
+                        tokio::task::yield_now().await;
+                    }
+                    true
+                })
+            })
+            .collect();
+        for (i, task) in tasks.into_iter().enumerate() {
+            let own = runtimes[i % 2].block_on(async { within(task).await.ok() });
+            assert_eq!(own, Some(Some(true)), "task {i}");
+        }
     }
 
     #[tokio::test]

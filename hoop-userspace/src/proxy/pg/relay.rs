@@ -17,7 +17,6 @@ use std::{
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio_util::io::poll_read_buf;
 use tracing::{debug, info};
 
 use super::cancel::{CancelRegistration, CancelSignals};
@@ -72,7 +71,22 @@ impl OutQueue {
         }
     }
 
+    /// Writes what is queued; `Ready` once all of it was written (and
+    /// flushed, for TLS).
+    #[inline]
     fn poll_drain(&mut self, w: &mut Stream, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Most calls find nothing to do: skip the call into the writer.
+        if self.chunks.is_empty() && !self.unflushed {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_write_queued(w, cx)
+    }
+
+    fn poll_write_queued(
+        &mut self,
+        w: &mut Stream,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         while let Some(front) = self.chunks.front() {
             let mut n = if self.chunks.len() == 1 {
                 // The usual case (one reply, one request): a plain write.
@@ -105,7 +119,9 @@ impl OutQueue {
             }
         }
         if self.unflushed {
-            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+            if w.buffers_writes() {
+                ready!(Pin::new(&mut *w).poll_flush(cx))?;
+            }
             self.unflushed = false;
         }
         Poll::Ready(Ok(()))
@@ -307,6 +323,15 @@ fn server_msg(e: crate::proto::pg::MessageError) -> SessionError {
 }
 
 fn reserve(buf: &mut BytesMut) {
+    if buf.is_empty() {
+        // Everything read so far was forwarded (and, once written, freed):
+        // read into the start of the allocation again. The same few cache
+        // lines then serve every request/reply, instead of each read moving
+        // further into a 64 KiB buffer and evicting the rest of the
+        // session's working set. A no-op while a forwarded chunk is still
+        // queued (the buffer is shared) or when already at the start.
+        let _ = buf.try_reclaim(buf.capacity() + 1);
+    }
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
@@ -460,11 +485,10 @@ impl Relay {
         let mut wake = Wake::default();
         if poll_server && !self.server_eof && self.to_client.len < HIGH_WATER {
             reserve(&mut self.server_buf);
-            match poll_read_buf(
-                Pin::new(&mut self.server),
-                &mut server_cx,
-                &mut self.server_buf,
-            ) {
+            match self
+                .server
+                .poll_read_buf(&mut server_cx, &mut self.server_buf)
+            {
                 Poll::Ready(Ok(0)) => {
                     self.server_eof = true;
                     wake.server = true;
@@ -483,11 +507,10 @@ impl Relay {
             && (self.hold.is_none() || self.client_buf.len() < HELD_BACKLOG)
         {
             reserve(&mut self.client_buf);
-            match poll_read_buf(
-                Pin::new(&mut self.client),
-                &mut client_cx,
-                &mut self.client_buf,
-            ) {
+            match self
+                .client
+                .poll_read_buf(&mut client_cx, &mut self.client_buf)
+            {
                 Poll::Ready(Ok(0)) => {
                     self.client_eof = true;
                     wake.client = true;

@@ -7,6 +7,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -23,6 +24,27 @@ pub enum Stream {
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS originated by hoop (upstream leg).
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Reads into `buf`'s spare capacity: the number of bytes read, `0` at
+    /// end of stream (see `tokio_util::io::poll_read_buf`).
+    pub fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Self::Loop(s) => s.poll_read_buf(cx, buf),
+            other => tokio_util::io::poll_read_buf(Pin::new(other), cx, buf),
+        }
+    }
+
+    /// Whether written bytes can wait in the stream (TLS records); plain
+    /// TCP sends them as it writes them.
+    pub fn buffers_writes(&self) -> bool {
+        matches!(self, Self::ServerTls(_) | Self::ClientTls(_))
+    }
 }
 
 impl AsyncRead for Stream {
