@@ -472,9 +472,16 @@ impl LoopStream {
     }
 
     /// The slab key on this thread's loop, registering on first use.
+    #[inline]
     fn key(&mut self, local: &'static Local) -> io::Result<usize> {
         match self.registration {
             Some((key, id)) if id == local.shared.id => Ok(key),
+            _ => self.register(local),
+        }
+    }
+
+    fn register(&mut self, local: &'static Local) -> io::Result<usize> {
+        match self.registration {
             Some(_) => Err(io::Error::other(
                 "a relay socket was polled on another loop than its own",
             )),
