@@ -480,33 +480,33 @@ impl LoopStream {
         }
     }
 
+    /// Registers the socket with `local`'s loop (the first poll); a socket
+    /// registered with another loop fails.
     fn register(&mut self, local: &'static Local) -> io::Result<usize> {
-        match self.registration {
-            Some(_) => Err(io::Error::other(
+        if self.registration.is_some() {
+            return Err(io::Error::other(
                 "a relay socket was polled on another loop than its own",
-            )),
-            None => {
-                let mut sources = local.sources.borrow_mut();
-                let entry = sources.vacant_entry();
-                let key = entry.key();
-                local.shared.registry.register(
-                    &mut self.io,
-                    Token(key),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-                // Edge-triggered: assume ready until told otherwise.
-                entry.insert(Source {
-                    readable: true,
-                    writable: true,
-                    read_closed: false,
-                    write_closed: false,
-                    reader: None,
-                    writer: None,
-                });
-                self.registration = Some((key, local.shared.id));
-                Ok(key)
-            }
+            ));
         }
+        let mut sources = local.sources.borrow_mut();
+        let entry = sources.vacant_entry();
+        let key = entry.key();
+        local.shared.registry.register(
+            &mut self.io,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        // Edge-triggered: assume ready until told otherwise.
+        entry.insert(Source {
+            readable: true,
+            writable: true,
+            read_closed: false,
+            write_closed: false,
+            reader: None,
+            writer: None,
+        });
+        self.registration = Some((key, local.shared.id));
+        Ok(key)
     }
 
     /// Runs `op` while the socket is ready in `dir`; on `EWOULDBLOCK`, or
