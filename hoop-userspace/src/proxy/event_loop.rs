@@ -33,7 +33,7 @@ use std::{
     collections::VecDeque,
     future::Future,
     io::{self, Read, Write},
-    mem::ManuallyDrop,
+    mem::{ManuallyDrop, MaybeUninit},
     net::Shutdown,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
@@ -594,6 +594,26 @@ impl Drop for LoopStream {
 }
 
 impl LoopStream {
+    /// Reads into uninitialised memory: how many of its first bytes `read`
+    /// wrote (`0` at end of stream, or when `dst` is empty).
+    fn poll_read_uninit(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: &mut [MaybeUninit<u8>],
+    ) -> Poll<io::Result<usize>> {
+        let want = dst.len();
+        // SAFETY: the bytes handed to `read` are only written, never read;
+        // callers mark as initialised only the `n` bytes it reports.
+        let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [u8]) };
+        self.poll_op(
+            cx,
+            Direction::Read,
+            |io| io.read(dst),
+            // A short read emptied the receive queue (EOF stays readable).
+            |&n| n > 0 && n < want,
+        )
+    }
+
     /// Reads into `buf`'s spare capacity, growing its length by what was
     /// read: `Ok(0)` at end of stream (or when `buf` has no spare capacity,
     /// as `tokio_util::io::poll_read_buf`). The relay's read path, without
@@ -604,20 +624,10 @@ impl LoopStream {
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
         let spare = buf.spare_capacity_mut();
-        let want = spare.len();
-        if want == 0 {
+        if spare.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        // SAFETY: the bytes handed to `read` are only written, never read,
-        // and `set_len` covers exactly the `n` bytes it reports.
-        let dst = unsafe { &mut *(std::ptr::from_mut(spare) as *mut [u8]) };
-        let n = std::task::ready!(self.poll_op(
-            cx,
-            Direction::Read,
-            |io| io.read(dst),
-            // A short read emptied the receive queue (EOF stays readable).
-            |&n| n > 0 && n < want,
-        ))?;
+        let n = std::task::ready!(self.poll_read_uninit(cx, spare))?;
         // SAFETY: `read` initialised the first `n` spare bytes.
         unsafe { buf.set_len(buf.len() + n) };
         Poll::Ready(Ok(n))
@@ -630,19 +640,9 @@ impl AsyncRead for LoopStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let want = buf.remaining();
-        // SAFETY: the bytes handed to `read` are only written, never read,
-        // and `assume_init` covers exactly the `n` bytes it reports.
+        // SAFETY: `poll_read_uninit` only writes to these bytes.
         let unfilled = unsafe { buf.unfilled_mut() };
-        let dst = unsafe { &mut *(std::ptr::from_mut(unfilled) as *mut [u8]) };
-        let n = std::task::ready!(this.poll_op(
-            cx,
-            Direction::Read,
-            |io| io.read(dst),
-            // A short read emptied the receive queue (EOF stays readable).
-            |&n| n > 0 && n < want,
-        ))?;
+        let n = std::task::ready!(self.get_mut().poll_read_uninit(cx, unfilled))?;
         // SAFETY: `read` initialised the first `n` bytes of `unfilled`.
         unsafe { buf.assume_init(n) };
         buf.advance(n);
