@@ -323,15 +323,6 @@ fn server_msg(e: crate::proto::pg::MessageError) -> SessionError {
 }
 
 fn reserve(buf: &mut BytesMut) {
-    if buf.is_empty() {
-        // Everything read so far was forwarded (and, once written, freed):
-        // read into the start of the allocation again. The same few cache
-        // lines then serve every request/reply, instead of each read moving
-        // further into a 64 KiB buffer and evicting the rest of the
-        // session's working set. A no-op while a forwarded chunk is still
-        // queued (the buffer is shared) or when already at the start.
-        let _ = buf.try_reclaim(buf.capacity() + 1);
-    }
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
