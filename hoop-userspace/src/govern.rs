@@ -691,12 +691,14 @@ impl SessionGovernor for SessionGovernance {
         verdict
     }
 
+    #[inline]
     fn fatal(&mut self) -> Option<ErrorSpec> {
-        // Only a recording can fail; skip its lock when there is none.
-        if self.fatal.is_none() && self.recording && lock(&self.recorder).failed() {
-            self.recording_failed();
+        // Asked on every wake-up and statement: only a recording can fail,
+        // so without one, and while none has, the answer is a plain check.
+        if self.fatal.is_none() && !self.recording {
+            return None;
         }
-        self.fatal.clone()
+        self.fatal_checked()
     }
 
     fn inspects_rows(&self) -> bool {
@@ -847,7 +849,31 @@ impl SessionGovernor for SessionGovernance {
         self.recording
     }
 
+    #[inline]
     fn observe(&mut self, event: SessionEvent<'_>) {
+        // Judged and Sent come with every statement and need nothing here.
+        if !matches!(
+            event,
+            SessionEvent::Judged { .. } | SessionEvent::Sent { .. } | SessionEvent::CopyData { .. }
+        ) {
+            self.observe_event(event);
+        }
+    }
+}
+
+impl SessionGovernance {
+    /// [`SessionGovernor::fatal`] when a recording may have failed.
+    #[inline(never)]
+    fn fatal_checked(&mut self) -> Option<ErrorSpec> {
+        if self.fatal.is_none() && self.recording && lock(&self.recorder).failed() {
+            self.recording_failed();
+        }
+        self.fatal.clone()
+    }
+
+    /// [`SessionGovernor::observe`] for the events that record or update state.
+    #[inline(never)]
+    fn observe_event(&mut self, event: SessionEvent<'_>) {
         match event {
             SessionEvent::CommandComplete { tag, rows } => {
                 lock(&self.recorder).result(Some(tag), rows.unwrap_or(0), None);

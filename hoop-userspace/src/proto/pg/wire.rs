@@ -61,6 +61,47 @@ pub enum MessageError {
     },
 }
 
+/// Bytes searched a word at a time for a string's NUL before the search
+/// hands over to `memchr`'s vectorised one. Names, tags and short SQL end
+/// within it; setting up the vectorised search costs more than these few
+/// words.
+const SHORT_SCAN: usize = 64;
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The index of the first NUL in `buf`, and whether every byte before it
+/// is ASCII; `None` without a NUL.
+#[inline]
+fn find_nul(buf: &[u8]) -> Option<(usize, bool)> {
+    let head = &buf[..buf.len().min(SHORT_SCAN)];
+    let (words, tail) = head.as_chunks::<8>();
+    // The OR of the words before the NUL's: a high bit set means non-ASCII.
+    let mut seen = 0u64;
+    for (k, word) in words.iter().enumerate() {
+        let w = u64::from_le_bytes(*word);
+        // A byte's high bit is set here if the byte is 0, or if a lower byte
+        // was 0 and borrowed from it: the lowest one set is the first NUL.
+        let nul = w.wrapping_sub(LOW_BITS) & !w & HIGH_BITS;
+        if nul != 0 {
+            let at = nul.trailing_zeros() as usize / 8;
+            let before = w & ((1u64 << (8 * at)) - 1);
+            return Some((8 * k + at, (seen | before) & HIGH_BITS == 0));
+        }
+        seen |= w;
+    }
+    let ascii = seen & HIGH_BITS == 0;
+    let base = 8 * words.len();
+    if let Some(j) = tail.iter().position(|&b| b == 0) {
+        return Some((base + j, ascii && tail[..j].is_ascii()));
+    }
+    let rest = &buf[head.len()..];
+    let j = memchr::memchr(0, rest)?;
+    Some((
+        head.len() + j,
+        ascii && tail.is_ascii() && rest[..j].is_ascii(),
+    ))
+}
+
 /// A bounds-checked cursor over a message body.
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
@@ -130,30 +171,28 @@ impl<'a> Reader<'a> {
 
     /// Reads a NUL-terminated string as raw bytes (without the NUL).
     pub fn cstr_bytes(&mut self, field: &'static str) -> Result<&'a [u8], MessageError> {
-        // Names and tags are mostly short: a plain scan of the first bytes
-        // beats setting up the vectorised search.
-        let head = self.buf.len().min(16);
-        let end = match self.buf[..head].iter().position(|&b| b == 0) {
-            Some(end) => end,
-            None => memchr::memchr(0, &self.buf[head..])
-                .map(|i| head + i)
-                .ok_or(MessageError::Unterminated { field })?,
-        };
-        let s = &self.buf[..end];
-        self.buf = &self.buf[end + 1..];
-        Ok(s)
+        let (end, _) = find_nul(self.buf).ok_or(MessageError::Unterminated { field })?;
+        Ok(self.take_terminated(end))
     }
 
     /// Reads a NUL-terminated UTF-8 string.
     pub fn cstr(&mut self, field: &'static str) -> Result<&'a str, MessageError> {
-        let b = self.cstr_bytes(field)?;
-        if b.is_ascii() {
-            // Names, tags and most SQL: the inlined ASCII check is cheaper
-            // than the general validation's call.
+        let (end, ascii) = find_nul(self.buf).ok_or(MessageError::Unterminated { field })?;
+        let b = self.take_terminated(end);
+        if ascii {
+            // Names, tags and most SQL: checked for ASCII on the way to the
+            // NUL, which is cheaper than the general validation.
             // SAFETY: ASCII bytes are valid UTF-8.
             return Ok(unsafe { std::str::from_utf8_unchecked(b) });
         }
         std::str::from_utf8(b).map_err(|_| MessageError::InvalidUtf8 { field })
+    }
+
+    /// The bytes before the NUL at `end`; the reader moves past the NUL.
+    fn take_terminated(&mut self, end: usize) -> &'a [u8] {
+        let (s, rest) = self.buf.split_at(end);
+        self.buf = rest.get(1..).unwrap_or_default();
+        s
     }
 
     /// Reads an i32 length-prefixed value; length -1 is NULL (`None`).
@@ -289,7 +328,7 @@ mod tests {
 
     #[test]
     fn cstr_finds_the_terminator_on_both_sides_of_the_short_scan() {
-        for len in [0, 1, 15, 16, 17, 40] {
+        for len in 0..=2 * SHORT_SCAN + 9 {
             let mut body = vec![b'a'; len];
             body.extend_from_slice(b"\0tail\0");
             let mut r = Reader::new(&body);
@@ -304,6 +343,47 @@ mod tests {
         }
         let mut r = Reader::new(b"\xff\xfe\0");
         assert!(matches!(r.cstr("s"), Err(MessageError::InvalidUtf8 { .. })));
+    }
+
+    /// Every placement of the NUL and of one non-ASCII character (valid or
+    /// not) around the word boundaries and the hand-over to `memchr`: the
+    /// result is what a plain search and `str::from_utf8` give.
+    #[test]
+    fn cstr_agrees_with_a_plain_search_and_validation() {
+        for len in 0..=SHORT_SCAN + 20 {
+            for odd in [
+                None,
+                Some(0),
+                Some(7),
+                Some(8),
+                Some(SHORT_SCAN - 1),
+                Some(len),
+            ] {
+                for (bytes, valid) in [(&b"\xc3\xa9"[..], true), (&b"\xff"[..], false)] {
+                    let mut body = vec![b'x'; len];
+                    if let Some(at) = odd.filter(|&at| at + bytes.len() <= len) {
+                        body[at..at + bytes.len()].copy_from_slice(bytes);
+                    }
+                    body.push(0);
+                    // Non-ASCII after the NUL must not count.
+                    body.extend_from_slice(b"\xff\xff\xff\xff\xff\xff\xff\xff\0");
+                    let expected = std::str::from_utf8(&body[..len]);
+                    let got = Reader::new(&body).cstr("s");
+                    if let Ok(s) = expected {
+                        assert_eq!(got.unwrap(), s, "len {len} odd {odd:?}");
+                    } else {
+                        assert!(!valid, "len {len} odd {odd:?}");
+                        assert!(
+                            matches!(got, Err(MessageError::InvalidUtf8 { .. })),
+                            "len {len} odd {odd:?}: {got:?}"
+                        );
+                    }
+                    let mut r = Reader::new(&body);
+                    assert_eq!(r.cstr_bytes("s").unwrap(), &body[..len]);
+                    assert_eq!(r.rest().len(), 9);
+                }
+            }
+        }
     }
 
     #[test]
