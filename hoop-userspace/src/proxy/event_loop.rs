@@ -511,14 +511,17 @@ impl LoopStream {
 
     /// Runs `op` while the socket is ready in `dir`; on `EWOULDBLOCK`, or
     /// when `drained` says the socket was emptied (or filled), clears the
-    /// readiness so the next call waits for an event.
+    /// readiness so the next call waits for an event. The flag returned with
+    /// a result says that `op` drained the socket and `cx`'s waker is
+    /// registered for its next event: calling again before that waker is
+    /// woken would only return `Pending`.
     fn poll_op<R>(
         &mut self,
         cx: &mut Context<'_>,
         dir: Direction,
         mut op: impl FnMut(&mut mio::net::TcpStream) -> io::Result<R>,
         drained: impl Fn(&R) -> bool,
-    ) -> Poll<io::Result<R>> {
+    ) -> Poll<io::Result<(R, bool)>> {
         let Some(local) = local() else {
             return Poll::Ready(Err(io::Error::other(
                 "a relay socket was polled outside the relay loop",
@@ -531,6 +534,25 @@ impl LoopStream {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
+        // Clears the readiness and registers `cx`'s waker for the next event.
+        let park = |local: &Local| {
+            let mut sources = local.sources.borrow_mut();
+            let source = &mut sources[key];
+            let waiter = match dir {
+                Direction::Read => {
+                    source.readable = false;
+                    &mut source.reader
+                }
+                Direction::Write => {
+                    source.writable = false;
+                    &mut source.writer
+                }
+            };
+            match waiter {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waiter = Some(cx.waker().clone()),
+            }
+        };
         loop {
             {
                 let mut sources = local.sources.borrow_mut();
@@ -549,23 +571,16 @@ impl LoopStream {
                     return Poll::Pending;
                 }
             }
-            let clear = |local: &Local| {
-                let mut sources = local.sources.borrow_mut();
-                let source = &mut sources[key];
-                match dir {
-                    Direction::Read => source.readable = false,
-                    Direction::Write => source.writable = false,
-                }
-            };
             match op(&mut self.io) {
                 Ok(r) => {
-                    if drained(&r) {
-                        clear(local);
+                    let parked = drained(&r);
+                    if parked {
+                        park(local);
                     }
                     local.budget.set(budget - 1);
-                    return Poll::Ready(Ok(r));
+                    return Poll::Ready(Ok((r, parked)));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => clear(local),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => park(local),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -595,12 +610,13 @@ impl Drop for LoopStream {
 
 impl LoopStream {
     /// Reads into uninitialised memory: how many of its first bytes `read`
-    /// wrote (`0` at end of stream, or when `dst` is empty).
+    /// wrote (`0` at end of stream, or when `dst` is empty), and whether the
+    /// read parked (see [`LoopStream::poll_op`]).
     fn poll_read_uninit(
         &mut self,
         cx: &mut Context<'_>,
         dst: &mut [MaybeUninit<u8>],
-    ) -> Poll<io::Result<usize>> {
+    ) -> Poll<io::Result<(usize, bool)>> {
         let want = dst.len();
         // SAFETY: the bytes handed to `read` are only written, never read;
         // callers mark as initialised only the `n` bytes it reports.
@@ -615,23 +631,37 @@ impl LoopStream {
     }
 
     /// Reads into `buf`'s spare capacity, growing its length by what was
-    /// read: `Ok(0)` at end of stream (or when `buf` has no spare capacity,
-    /// as `tokio_util::io::poll_read_buf`). The relay's read path, without
-    /// a `ReadBuf` in between.
+    /// read: `0` at end of stream (or when `buf` has no spare capacity, as
+    /// `tokio_util::io::poll_read_buf`). The relay's read path, without a
+    /// `ReadBuf` in between; see [`ReadBytes::parked`].
     pub fn poll_read_buf(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
-    ) -> Poll<io::Result<usize>> {
+    ) -> Poll<io::Result<ReadBytes>> {
         let spare = buf.spare_capacity_mut();
         if spare.is_empty() {
-            return Poll::Ready(Ok(0));
+            return Poll::Ready(Ok(ReadBytes {
+                n: 0,
+                parked: false,
+            }));
         }
-        let n = std::task::ready!(self.poll_read_uninit(cx, spare))?;
+        let (n, parked) = std::task::ready!(self.poll_read_uninit(cx, spare))?;
         // SAFETY: `read` initialised the first `n` spare bytes.
         unsafe { buf.set_len(buf.len() + n) };
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(ReadBytes { n, parked }))
     }
+}
+
+/// What one read returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadBytes {
+    /// Bytes read; `0` at end of stream.
+    pub n: usize,
+    /// The read emptied the socket and left the context's waker registered
+    /// for its next data: reading again before that waker is woken would
+    /// only return `Pending` (and register the same waker again).
+    pub parked: bool,
 }
 
 impl AsyncRead for LoopStream {
@@ -642,7 +672,7 @@ impl AsyncRead for LoopStream {
     ) -> Poll<io::Result<()>> {
         // SAFETY: `poll_read_uninit` only writes to these bytes.
         let unfilled = unsafe { buf.unfilled_mut() };
-        let n = std::task::ready!(self.get_mut().poll_read_uninit(cx, unfilled))?;
+        let (n, _) = std::task::ready!(self.get_mut().poll_read_uninit(cx, unfilled))?;
         // SAFETY: `read` initialised the first `n` bytes of `unfilled`.
         unsafe { buf.assume_init(n) };
         buf.advance(n);
@@ -659,6 +689,7 @@ impl AsyncWrite for LoopStream {
         let want = buf.len();
         self.get_mut()
             .poll_op(cx, Direction::Write, |io| io.write(buf), |&n| n < want)
+            .map_ok(|(n, _)| n)
     }
 
     fn poll_write_vectored(
@@ -667,12 +698,14 @@ impl AsyncWrite for LoopStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let want: usize = bufs.iter().map(|b| b.len()).sum();
-        self.get_mut().poll_op(
-            cx,
-            Direction::Write,
-            |io| io.write_vectored(bufs),
-            |&n| n < want,
-        )
+        self.get_mut()
+            .poll_op(
+                cx,
+                Direction::Write,
+                |io| io.write_vectored(bufs),
+                |&n| n < want,
+            )
+            .map_ok(|(n, _)| n)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -694,6 +727,8 @@ impl AsyncWrite for LoopStream {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use bytes::Bytes;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -746,6 +781,59 @@ mod tests {
         assert!(got == sent, "echoed bytes differ");
         let echoed = within(echo).await.expect("task ended in time");
         assert_eq!(echoed.map(Result::ok), Some(Some(sent.len())));
+    }
+
+    #[tokio::test]
+    async fn a_read_that_parks_is_woken_by_the_next_data_without_polling_again() {
+        let (server, mut client) = pair().await;
+        // Queued before the first read, so that read registers no waker
+        // through a Pending: only the parked read's registration is there.
+        client.write_all(b"first").await.expect("write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut server = LoopStream::from_tokio(server).expect("into the loop");
+        let (first_read, after_first_read) = tokio::sync::oneshot::channel();
+        let mut first_read = Some(first_read);
+        let reader = spawn(async move {
+            let mut buf = BytesMut::with_capacity(1024);
+            let mut reads = Vec::new();
+            let mut parked = false;
+            // As the relay does: after a parked read, wait for a wake-up
+            // (the task's only waker is the one the read registered).
+            std::future::poll_fn(|cx| {
+                while reads.len() < 2 {
+                    if std::mem::take(&mut parked) {
+                        return Poll::Pending;
+                    }
+                    match std::task::ready!(server.poll_read_buf(cx, &mut buf)) {
+                        Ok(r) => {
+                            reads.push((buf.split().freeze(), r.parked));
+                            parked = r.parked;
+                            if let Some(tx) = first_read.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                Poll::Ready(Ok::<_, io::Error>(std::mem::take(&mut reads)))
+            })
+            .await
+        });
+        within(after_first_read)
+            .await
+            .expect("first read in time")
+            .expect("first read");
+        // Long enough for the loop to go idle, with the reader parked.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(b"second").await.expect("write");
+        let reads = within(reader).await.expect("woken by the second write");
+        assert_eq!(
+            reads.map(Result::ok),
+            Some(Some(vec![
+                (Bytes::from_static(b"first"), true),
+                (Bytes::from_static(b"second"), true)
+            ]))
+        );
     }
 
     #[tokio::test]

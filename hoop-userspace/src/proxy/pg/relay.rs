@@ -38,6 +38,7 @@ use crate::proto::pg::{
     session::{Owed, Phase, ResultContext, ServerAction, SessionState},
     status::{BackendKeyData, ParameterStatus, TransactionStatus},
 };
+use crate::proxy::event_loop::ReadBytes;
 use crate::session::SessionIdentity;
 use crate::statement::{HoldRequirement, ProtocolForm, Verdict};
 
@@ -480,12 +481,13 @@ impl Relay {
                 .server
                 .poll_read_buf(&mut server_cx, &mut self.server_buf)
             {
-                Poll::Ready(Ok(0)) => {
+                Poll::Ready(Ok(ReadBytes { n: 0, .. })) => {
                     self.server_eof = true;
                     wake.server = true;
                 }
-                Poll::Ready(Ok(n)) => {
+                Poll::Ready(Ok(ReadBytes { n, parked })) => {
                     self.meters.from_server.inc_by(n as u64);
+                    self.server_leg.parked = parked;
                     wake.server = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ServerIo(e))),
@@ -502,12 +504,13 @@ impl Relay {
                 .client
                 .poll_read_buf(&mut client_cx, &mut self.client_buf)
             {
-                Poll::Ready(Ok(0)) => {
+                Poll::Ready(Ok(ReadBytes { n: 0, .. })) => {
                     self.client_eof = true;
                     wake.client = true;
                 }
-                Poll::Ready(Ok(n)) => {
+                Poll::Ready(Ok(ReadBytes { n, parked })) => {
                     self.meters.from_client.inc_by(n as u64);
+                    self.client_leg.parked = parked;
                     wake.client = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),

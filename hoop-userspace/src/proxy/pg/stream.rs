@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::proxy::event_loop::LoopStream;
+use crate::proxy::event_loop::{LoopStream, ReadBytes};
 
 /// One leg of a proxied connection.
 #[derive(Debug)]
@@ -28,15 +28,18 @@ pub enum Stream {
 
 impl Stream {
     /// Reads into `buf`'s spare capacity: the number of bytes read, `0` at
-    /// end of stream (see `tokio_util::io::poll_read_buf`).
+    /// end of stream (see `tokio_util::io::poll_read_buf`). Only the relay
+    /// loop's streams report a parked read; tokio's and TLS streams keep a
+    /// waker only until it is woken, so they must be polled to `Pending`.
     pub fn poll_read_buf(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
-    ) -> Poll<io::Result<usize>> {
+    ) -> Poll<io::Result<ReadBytes>> {
         match self {
             Self::Loop(s) => s.poll_read_buf(cx, buf),
-            other => tokio_util::io::poll_read_buf(Pin::new(other), cx, buf),
+            other => tokio_util::io::poll_read_buf(Pin::new(other), cx, buf)
+                .map_ok(|n| ReadBytes { n, parked: false }),
         }
     }
 
