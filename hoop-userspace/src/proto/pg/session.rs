@@ -230,10 +230,17 @@ impl SessionState {
 
     /// `s` as a shared name: the unnamed one, or a known statement's or
     /// portal's (a reference-count increment), or a new allocation.
+    #[inline]
     fn name(&self, s: &str) -> Arc<str> {
         if s.is_empty() {
             return self.unnamed.clone();
         }
+        self.named(s)
+    }
+
+    /// [`SessionState::name`] of a named statement or portal.
+    #[inline(never)]
+    fn named(&self, s: &str) -> Arc<str> {
         if let Some((known, _)) = self.statements.get_key_value(s) {
             return known.clone();
         }
