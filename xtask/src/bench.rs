@@ -15,7 +15,9 @@
 //! Proxy CPU per transaction: hoop logs its own rusage at exit, minus the
 //! start-up and tear-down cost of an idle `hoop exec -- true` (eBPF load,
 //! cgroup set-up) measured in the same run; the baselines' from
-//! `/proc/PID/stat` around each run. "Pinned" runs put the client, the proxy
+//! `/proc/PID/stat` around each run. The "user µs" column is the part of
+//! that CPU time spent in user space; the rest is the kernel's (mostly the
+//! loopback TCP stack of both legs). "Pinned" runs put the client, the proxy
 //! and the server on CPU 0: PostgreSQL's postmaster is pinned for the
 //! duration (new backends inherit it) and the baselines are restarted
 //! pinned, then all are restored.
@@ -45,8 +47,8 @@ const HAPROXY_PORT: u16 = 6440;
 struct Sample {
     tps: f64,
     latency_ms: f64,
-    /// The proxy's user+system CPU seconds (hoop: less its idle start-up).
-    proxy_cpu: Option<f64>,
+    /// The proxy's CPU seconds (hoop: less its idle start-up).
+    proxy_cpu: Option<Cpu>,
     transactions: f64,
 }
 
@@ -77,8 +79,32 @@ fn parse_pgbench(stdout: &str) -> anyhow::Result<(f64, f64, f64)> {
     Ok((tps, lat, txns))
 }
 
-/// Sums `cpu_user_seconds` and `cpu_system_seconds` from hoop's exit log line.
-fn parse_hoop_cpu(stderr: &str) -> Option<f64> {
+/// CPU seconds of a process, split into user space and the kernel.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    user: f64,
+    system: f64,
+}
+
+impl Cpu {
+    fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+
+    fn sub(self, rhs: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - rhs.user,
+            system: self.system - rhs.system,
+        }
+    }
+}
+
+/// `cpu_user_seconds` and `cpu_system_seconds` from hoop's exit log line.
+fn parse_hoop_cpu(stderr: &str) -> Option<Cpu> {
     let line = stderr
         .lines()
         .rev()
@@ -89,7 +115,10 @@ fn parse_hoop_cpu(stderr: &str) -> Option<f64> {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|v| v.parse::<f64>().ok())
     };
-    Some(get("cpu_user_seconds=")? + get("cpu_system_seconds=")?)
+    Some(Cpu {
+        user: get("cpu_user_seconds=")?,
+        system: get("cpu_system_seconds=")?,
+    })
 }
 
 fn parse_hoop_rss_kib(stderr: &str) -> Option<f64> {
@@ -112,7 +141,7 @@ struct Paths {
     hoop: PathBuf,
     config: PathBuf,
     /// CPU seconds of an idle `hoop exec -- true` (start-up and tear-down).
-    hoop_idle_cpu: f64,
+    hoop_idle_cpu: Cpu,
 }
 
 impl Paths {
@@ -126,8 +155,8 @@ impl Paths {
     }
 }
 
-/// utime + stime of a process, in seconds (`/proc/PID/stat`, clock ticks).
-fn process_cpu(pid: u32) -> anyhow::Result<f64> {
+/// utime and stime of a process, in seconds (`/proc/PID/stat`, clock ticks).
+fn process_cpu(pid: u32) -> anyhow::Result<Cpu> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -135,20 +164,20 @@ fn process_cpu(pid: u32) -> anyhow::Result<f64> {
         .1
         .split_whitespace()
         .collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .context("short /proc/PID/stat")?
-        .iter()
-        .map(|f| f.parse::<f64>())
-        .sum::<Result<f64, _>>()?;
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("short /proc/PID/stat")?.parse()?)
+    };
     let hz: f64 = output(Command::new("getconf").arg("CLK_TCK"))?
         .trim()
         .parse()?;
-    Ok(ticks / hz)
+    Ok(Cpu {
+        user: ticks(11)? / hz,
+        system: ticks(12)? / hz,
+    })
 }
 
 /// CPU seconds of `hoop exec -- true`: the fixed cost every hoop run pays.
-fn hoop_idle_cpu(hoop: &Path, config: &Path) -> anyhow::Result<f64> {
+fn hoop_idle_cpu(hoop: &Path, config: &Path) -> anyhow::Result<Cpu> {
     let mut samples = Vec::new();
     for _ in 0..3 {
         let out = Command::new(hoop)
@@ -162,7 +191,8 @@ fn hoop_idle_cpu(hoop: &Path, config: &Path) -> anyhow::Result<f64> {
                 .context("hoop logged no resource usage")?,
         );
     }
-    Ok(median(samples))
+    samples.sort_by(|a, b| a.total().total_cmp(&b.total()));
+    Ok(samples[samples.len() / 2])
 }
 
 /// One pgbench run. `baseline` is the pid of the proxy on `port` whose CPU
@@ -461,12 +491,12 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
         report,
         "pgbench -S, {seconds}s per run, median of {rounds} interleaved rounds; \
          hoop start-up CPU {:.0} ms subtracted",
-        paths.hoop_idle_cpu * 1e3
+        paths.hoop_idle_cpu.total() * 1e3
     )?;
     writeln!(
         report,
-        "{:<36} {:>10} {:>7} {:>9} {:>13}",
-        "case", "TPS", "ratio", "lat ms", "proxy µs/txn"
+        "{:<36} {:>10} {:>7} {:>9} {:>13} {:>8}",
+        "case", "TPS", "ratio", "lat ms", "proxy µs/txn", "user µs"
     )?;
     let result = (|| -> anyhow::Result<()> {
         for pin in [false, true] {
@@ -562,18 +592,23 @@ fn tps(v: &[Sample]) -> f64 {
 /// One report line: TPS, ratio to `base`, latency, proxy CPU per transaction.
 fn row(report: &mut String, label: &str, v: &[Sample], base: f64) -> anyhow::Result<()> {
     let lat = median(v.iter().map(|s| s.latency_ms).collect());
-    let cpu: Vec<f64> = v
-        .iter()
-        .filter_map(|s| s.proxy_cpu.map(|c| c * 1e6 / s.transactions.max(1.0)))
-        .collect();
-    let cpu = if cpu.is_empty() {
-        String::new()
-    } else {
-        format!("{:.1}", median(cpu))
+    // Per transaction, in µs: the median of each, so the user part is the
+    // median user time (not a share of the median total).
+    let per_txn = |part: fn(Cpu) -> f64| {
+        let v: Vec<f64> = v
+            .iter()
+            .filter_map(|s| s.proxy_cpu.map(|c| part(c) * 1e6 / s.transactions.max(1.0)))
+            .collect();
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!("{:.1}", median(v))
+        }
     };
+    let (cpu, user) = (per_txn(Cpu::total), per_txn(|c| c.user));
     writeln!(
         report,
-        "{label:<36} {:>10.0} {:>7.2} {lat:>9.3} {cpu:>13}",
+        "{label:<36} {:>10.0} {:>7.2} {lat:>9.3} {cpu:>13} {user:>8}",
         tps(v),
         tps(v) / base
     )?;
@@ -710,7 +745,7 @@ fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> an
     let cpu = |v: &[Sample]| {
         median(
             v.iter()
-                .filter_map(|s| Some(s.proxy_cpu? / s.transactions * 1e6))
+                .filter_map(|s| Some(s.proxy_cpu?.total() / s.transactions * 1e6))
                 .collect(),
         )
     };
@@ -778,7 +813,8 @@ fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let cpu = parse_hoop_cpu(&String::from_utf8_lossy(&out.stderr)).unwrap_or(f64::NAN);
+        let cpu =
+            parse_hoop_cpu(&String::from_utf8_lossy(&out.stderr)).map_or(f64::NAN, Cpu::total);
         report.push((label, secs, cpu));
     }
     // The second pair (warm caches) is reported; the first warms up.
