@@ -1,11 +1,11 @@
 //! `cargo xtask bench`: how much hoop costs, measured in one run.
 //!
 //! pgbench select-only (`-S`) with 1 and 8 clients, in simple and prepared
-//! modes, against five paths interleaved round by round so machine noise
-//! hits them alike: direct, through `hoop exec` (twice: sessions on hoop's
-//! relay loop, the default, and on tokio, `proxy.event_loop: tokio`),
-//! through pgbouncer (session pooling) and through haproxy (a plain TCP
-//! forwarder, one thread). The
+//! modes, against five paths interleaved round by round, in an order that
+//! rotates from round to round, so machine noise hits them alike: direct,
+//! through `hoop exec` (twice: sessions on hoop's relay loop, the default,
+//! and on tokio, `proxy.event_loop: tokio`), through pgbouncer (session
+//! pooling) and through haproxy (a plain TCP forwarder, one thread). The
 //! two baselines are installed with `apt-get` when missing; a baseline that
 //! cannot be installed is skipped with a message. hoop runs with `tls.upstream:
 //! disable` here, the setting pgbouncer has by default (`server_tls_sslmode
@@ -513,53 +513,61 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
             baselines = start_baselines(&tmp, pin)?;
             for clients in [1u32, 8] {
                 for mode in ["simple", "prepared"] {
-                    let mut direct = Vec::new();
-                    let mut hoop = Vec::new();
-                    let mut hoop_tokio = Vec::new();
-                    let mut others: Vec<Vec<Sample>> =
-                        baselines.iter().map(|_| Vec::new()).collect();
-                    for _ in 0..rounds {
-                        direct.push(pgbench(
-                            &paths, "direct", 5432, None, clients, mode, seconds, pin,
-                        )?);
-                        hoop.push(pgbench(
-                            &paths, "hoop", 5432, None, clients, mode, seconds, pin,
-                        )?);
-                        hoop_tokio.push(pgbench(
-                            &tokio_paths,
-                            "hoop",
-                            5432,
-                            None,
-                            clients,
-                            mode,
-                            seconds,
-                            pin,
-                        )?);
-                        for (b, samples) in baselines.iter().zip(&mut others) {
-                            samples.push(pgbench(
-                                &paths,
-                                b.name,
-                                b.port,
-                                Some(b.child.id()),
-                                clients,
-                                mode,
-                                seconds,
-                                pin,
-                            )?);
+                    // Direct, hoop, hoop on tokio, then the baselines. Each
+                    // round starts one path later, so that no path always
+                    // runs right after the same one (a run leaves PostgreSQL
+                    // busy for a moment with its backends exiting).
+                    let paths_n = 3 + baselines.len();
+                    let mut samples: Vec<Vec<Sample>> = (0..paths_n).map(|_| Vec::new()).collect();
+                    for round in 0..rounds {
+                        for k in 0..paths_n {
+                            let i = (round + k) % paths_n;
+                            let sample = match i {
+                                0 => pgbench(
+                                    &paths, "direct", 5432, None, clients, mode, seconds, pin,
+                                )?,
+                                1 => pgbench(
+                                    &paths, "hoop", 5432, None, clients, mode, seconds, pin,
+                                )?,
+                                2 => pgbench(
+                                    &tokio_paths,
+                                    "hoop",
+                                    5432,
+                                    None,
+                                    clients,
+                                    mode,
+                                    seconds,
+                                    pin,
+                                )?,
+                                _ => {
+                                    let b = &baselines[i - 3];
+                                    pgbench(
+                                        &paths,
+                                        b.name,
+                                        b.port,
+                                        Some(b.child.id()),
+                                        clients,
+                                        mode,
+                                        seconds,
+                                        pin,
+                                    )?
+                                }
+                            };
+                            samples[i].push(sample);
                         }
                     }
-                    let base = tps(&direct);
+                    let base = tps(&samples[0]);
                     let label = format!("{}{clients}c {mode}", if pin { "pinned " } else { "" });
-                    row(&mut report, &format!("{label} direct"), &direct, base)?;
-                    row(&mut report, &format!("{label} hoop"), &hoop, base)?;
+                    row(&mut report, &format!("{label} direct"), &samples[0], base)?;
+                    row(&mut report, &format!("{label} hoop"), &samples[1], base)?;
                     row(
                         &mut report,
                         &format!("{label} hoop, tokio loop"),
-                        &hoop_tokio,
+                        &samples[2],
                         base,
                     )?;
-                    for (b, samples) in baselines.iter().zip(&others) {
-                        row(&mut report, &format!("{label} {}", b.name), samples, base)?;
+                    for (b, v) in baselines.iter().zip(&samples[3..]) {
+                        row(&mut report, &format!("{label} {}", b.name), v, base)?;
                     }
                     eprint!("{report}");
                     report.clear();
