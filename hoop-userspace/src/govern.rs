@@ -851,7 +851,7 @@ impl SessionGovernor for SessionGovernance {
 
     #[inline]
     fn observe(&mut self, event: SessionEvent<'_>) {
-        // Judged and Sent come with every statement and need nothing here.
+        // Judged, Sent and CopyData come often and need nothing here.
         if !matches!(
             event,
             SessionEvent::Judged { .. } | SessionEvent::Sent { .. } | SessionEvent::CopyData { .. }

@@ -169,6 +169,15 @@ impl Source {
             Direction::Write => &mut self.writer,
         }
     }
+
+    /// Makes `waker` the one woken by the next event in `dir` (kept when it
+    /// is already registered, as it usually is).
+    fn wait(&mut self, dir: Direction, waker: &Waker) {
+        match self.waiter(dir) {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+    }
 }
 
 /// The loop thread: run what is queued, wait for events, repeat.
@@ -538,36 +547,22 @@ impl LoopStream {
         let park = |local: &Local| {
             let mut sources = local.sources.borrow_mut();
             let source = &mut sources[key];
-            let waiter = match dir {
-                Direction::Read => {
-                    source.readable = false;
-                    &mut source.reader
-                }
-                Direction::Write => {
-                    source.writable = false;
-                    &mut source.writer
-                }
-            };
-            match waiter {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *waiter = Some(cx.waker().clone()),
+            match dir {
+                Direction::Read => source.readable = false,
+                Direction::Write => source.writable = false,
             }
+            source.wait(dir, cx.waker());
         };
         loop {
             {
                 let mut sources = local.sources.borrow_mut();
                 let source = &mut sources[key];
-                let (ready, waiter) = match dir {
-                    Direction::Read => (source.readable || source.read_closed, &mut source.reader),
-                    Direction::Write => {
-                        (source.writable || source.write_closed, &mut source.writer)
-                    }
+                let ready = match dir {
+                    Direction::Read => source.readable || source.read_closed,
+                    Direction::Write => source.writable || source.write_closed,
                 };
                 if !ready {
-                    match waiter {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => *waiter = Some(cx.waker().clone()),
-                    }
+                    source.wait(dir, cx.waker());
                     return Poll::Pending;
                 }
             }
