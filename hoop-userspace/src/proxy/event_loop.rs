@@ -29,7 +29,7 @@
 //! session stays a tokio task.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::{Cell, RefCell, UnsafeCell},
     collections::VecDeque,
     future::Future,
     io::{self, Read, Write},
@@ -300,10 +300,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A task's future, reached only from the thread of the task's loop.
+///
+/// `run_entered` is the one place that polls or takes it, and it checks
+/// that it runs on that thread (`schedule` queues a task woken anywhere on
+/// its own loop, and a loop runs only its own queue) before touching the
+/// slot; a loop polls one task at a time and never re-enters
+/// `run_entered`. `Drop for Task` has the task to itself. A mutex here cost
+/// a locked compare-exchange and a swap on every poll.
+struct FutureSlot(UnsafeCell<Option<BoxFuture>>);
+
+// SAFETY: the contents are `Send`, and they are reached either through
+// `&mut` or by one thread at a time, the loop's (see above).
+unsafe impl Sync for FutureSlot {}
+
 /// A spawned future.
 struct Task {
     shared: &'static Shared,
-    future: Mutex<Option<BoxFuture>>,
+    future: FutureSlot,
     runtime: tokio::runtime::Handle,
     scheduled: AtomicBool,
     cancelled: AtomicBool,
@@ -312,8 +326,15 @@ struct Task {
 impl Task {
     /// Polls the task; the caller has entered its runtime's context.
     fn run_entered(self: &Arc<Self>) {
+        if local().is_none_or(|l| l.shared.id != self.shared.id) {
+            error!("a relay task was run off its own loop; it was not polled");
+            return;
+        }
         self.scheduled.store(false, Ordering::Release);
-        let mut slot = lock(&self.future);
+        // SAFETY: on the task's own loop thread (checked above), the only
+        // one that reaches the slot while the task is shared; see
+        // `FutureSlot`.
+        let slot = unsafe { &mut *self.future.0.get() };
         if self.cancelled.load(Ordering::Acquire) {
             drop_guarded(slot.take());
             return;
@@ -352,11 +373,7 @@ impl Drop for Task {
     /// there): its future, if unfinished, is dropped as `run` drops one, in
     /// its runtime's context and without taking the loop down if it panics.
     fn drop(&mut self) {
-        let future = self
-            .future
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let future = self.future.0.get_mut().take();
         if future.is_some() {
             let _runtime = self.runtime.enter();
             drop_guarded(future);
@@ -411,9 +428,9 @@ where
     let (tx, rx) = oneshot::channel();
     let task = Arc::new(Task {
         shared,
-        future: Mutex::new(Some(Box::pin(async move {
+        future: FutureSlot(UnsafeCell::new(Some(Box::pin(async move {
             let _ = tx.send(future.await);
-        }))),
+        })))),
         runtime: tokio::runtime::Handle::current(),
         scheduled: AtomicBool::new(true),
         cancelled: AtomicBool::new(false),
