@@ -186,6 +186,7 @@ impl GovernorFactory for Governors {
             identity: identity.clone(),
             policy: self.policy.cache(),
             snapshot,
+            masking: has_masking(&rules),
             rules,
             inspecting,
             record_rows: self.rows == RecordRows::Full,
@@ -220,6 +221,9 @@ struct SessionGovernance {
     /// The snapshot `rules` was compiled from.
     snapshot: Arc<Policy>,
     rules: Arc<MaskRules>,
+    /// `has_masking(&rules)`, kept beside the policy pointer that every
+    /// statement checks (reading it through `rules` is a cache miss).
+    masking: bool,
     /// Whether the driver shows us every result (decided once, at start).
     inspecting: bool,
     record_rows: bool,
@@ -266,7 +270,7 @@ impl SessionGovernance {
     fn refresh(&mut self) {
         let live = self.policy.load();
         let policy_changed = !Arc::ptr_eq(live, &self.snapshot);
-        if !policy_changed && !has_masking(&self.rules) {
+        if !policy_changed && !self.masking {
             // View dependencies only matter to masking.
             return;
         }
@@ -286,6 +290,7 @@ impl SessionGovernance {
                     }
                 }
             }
+            self.masking = has_masking(&rules);
             self.rules = rules;
             self.snapshot = current.clone();
             self.views_version = views_version;
@@ -360,6 +365,15 @@ struct CachedJudgement {
     /// judgement adds (label lookups done once per cached judgement).
     counters: Vec<(prometheus::IntCounter, u64)>,
     declares_cursor: bool,
+}
+
+impl CachedJudgement {
+    /// Adds one judgement of these statements to `hoop_statements_total`.
+    fn count(&self) {
+        for (counter, n) in &self.counters {
+            counter.inc_by(*n);
+        }
+    }
 }
 
 const JUDGEMENT_CACHE_MAX: usize = 1024;
@@ -632,6 +646,20 @@ impl SessionGovernor for SessionGovernance {
         self.refresh();
         let mut key = std::mem::take(&mut self.fingerprint_buf);
         let keyed = fingerprint_into(statement.sql, &mut key);
+        // The usual simple-protocol case: a cached judgement that this
+        // statement only reads (no name to keep it under, no recording, no
+        // cursor to note) is used in place, without taking a reference.
+        if keyed
+            && statement.statement_name.is_none()
+            && !self.recording
+            && let Some(j) = self.judgements.get(key.as_str())
+            && !j.declares_cursor
+        {
+            let verdict = j.verdict.clone();
+            j.count();
+            self.fingerprint_buf = key;
+            return verdict;
+        }
         let cached = keyed
             .then(|| self.judgements.get(key.as_str()))
             .flatten()
@@ -651,9 +679,7 @@ impl SessionGovernor for SessionGovernance {
         };
         self.fingerprint_buf = key;
         let verdict = judged.verdict.clone();
-        for (counter, n) in &judged.counters {
-            counter.inc_by(*n);
-        }
+        judged.count();
         if judged.declares_cursor {
             self.note_cursors(statement.sql);
         }

@@ -187,7 +187,11 @@ impl Leg {
 
     /// Whether the stream's read should be polled now.
     fn poll_read_now(&mut self) -> bool {
-        if self.signal.woken.swap(false, Ordering::AcqRel) {
+        // The plain load spares the locked swap on the leg that was not
+        // woken (usually one of the two). Only the swap clears the flag: a
+        // wake-up that lands between the two is then consumed here, before
+        // the stream is polled, never lost.
+        if self.woken() && self.signal.woken.swap(false, Ordering::AcqRel) {
             self.parked = false;
         }
         !self.parked
