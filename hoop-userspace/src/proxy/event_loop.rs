@@ -1050,6 +1050,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_task_is_never_polled_off_its_own_loop() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = polls.clone();
+        let handle = spawn(std::future::poll_fn(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Poll::<()>::Pending
+        }));
+        within(async {
+            while polls.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the loop polls the task");
+        // This thread is no loop: the future must stay untouched (its slot
+        // has no lock; only the task's loop may reach it).
+        handle.task.run_entered();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn a_loop_stream_polled_off_the_loop_fails_cleanly() {
         let (server, _client) = pair().await;
         let mut server = LoopStream::from_tokio(server).expect("into the loop");
