@@ -244,6 +244,252 @@ fn tls_on_both_legs_and_plaintext_clients() {
     assert_eq!(stdout.lines().filter(|l| *l == "t").count(), 2, "{stdout}");
 }
 
+/// Runs `openssl` with `args`, failing the test on error.
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A certificate authority in `dir`: (certificate, key).
+fn make_ca(dir: &std::path::Path, name: &str) -> (String, String) {
+    let cert = dir.join(format!("{name}.pem")).display().to_string();
+    let key = dir.join(format!("{name}.key")).display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        &format!("/CN={name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        &key,
+        "-out",
+        &cert,
+    ]);
+    (cert, key)
+}
+
+/// A server certificate for IP address `ip`, signed by `ca`, written to
+/// `cert`/`key`.
+fn sign_server_cert(dir: &std::path::Path, ca: &(String, String), ip: &str, cert: &str, key: &str) {
+    let csr = dir.join("server.csr").display().to_string();
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .expect("write extensions");
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        &format!("/CN={ip}"),
+        "-keyout",
+        key,
+        "-out",
+        &csr,
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca.0,
+        "-CAkey",
+        &ca.1,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext.display().to_string(),
+        "-out",
+        cert,
+    ]);
+}
+
+/// The newest installed PostgreSQL's `bin` directory.
+fn postgres_bin() -> std::path::PathBuf {
+    let mut dirs: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed under /usr/lib/postgresql")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("an initdb under /usr/lib/postgresql")
+}
+
+/// Runs a PostgreSQL program as the `postgres` user, failing the test on error.
+fn as_postgres(program: &std::path::Path, args: &[&str]) {
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("runuser");
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A PostgreSQL cluster of its own (data directory, port, TLS certificate),
+/// for what the shared server cannot be reconfigured for. Stopped on drop.
+struct PrivateCluster {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivateCluster {
+    /// Starts a cluster on 127.0.0.1 that serves TLS with `dir/server.pem`
+    /// and `dir/server.key` (written by the caller before, and replaced and
+    /// reloaded with [`Self::reload`] after).
+    fn start(dir: tempfile::TempDir) -> Self {
+        let bin = postgres_bin();
+        let port = hoop_tests::free_port();
+        let root = dir.path().display().to_string();
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres", &root])
+            .status()
+            .expect("chown");
+        assert!(chown.success(), "chown {root}");
+        let data = format!("{root}/data");
+        as_postgres(
+            &bin.join("initdb"),
+            &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
+        );
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{root}'\n\
+             ssl = on\nssl_cert_file = '{root}/server.pem'\nssl_key_file = '{root}/server.key'\nfsync = off\n"
+        );
+        let mut pg_conf = std::fs::read_to_string(format!("{data}/postgresql.conf"))
+            .expect("read postgresql.conf");
+        pg_conf.push_str(&conf);
+        std::fs::write(format!("{data}/postgresql.conf"), pg_conf).expect("write postgresql.conf");
+        let cluster = Self { dir, bin, port };
+        as_postgres(
+            &cluster.bin.join("pg_ctl"),
+            &[
+                "-D",
+                &data,
+                "-l",
+                &format!("{root}/log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        cluster
+    }
+
+    /// Makes the server read its certificate files again.
+    fn reload(&self) {
+        let root = self.dir.path().display().to_string();
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres", &root])
+            .status()
+            .expect("chown");
+        assert!(chown.success(), "chown {root}");
+        as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", &format!("{root}/data"), "reload"],
+        );
+        // SIGHUP is asynchronous: wait until a new connection gets the new files.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+#[test]
+fn verify_full_upstream_checks_the_certificate_against_the_ca_and_the_address() {
+    require_privileged();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let ca = make_ca(&root, "hoop-test-ca");
+    let other_ca = make_ca(&root, "another-ca");
+    let (server_pem, server_key) = (
+        root.join("server.pem").display().to_string(),
+        root.join("server.key").display().to_string(),
+    );
+    sign_server_cert(&root, &ca, "127.0.0.1", &server_pem, &server_key);
+    let cluster = PrivateCluster::start(dir);
+    let port = cluster.port;
+    let q = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    // sslmode=disable: the client leg is plaintext, so any TLS the server
+    // reports is hoop's upstream leg.
+    let client = format!(
+        "psql -X 'host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=disable' -Atc \"{q}\" 2>&1; true"
+    );
+    let config = |ca_file: &str| {
+        TestConfig::new(
+            &[port],
+            &format!("tls:\n  upstream: verify-full\n  ca_file: {ca_file}\n"),
+        )
+    };
+
+    // The server's certificate chains to the configured CA and names the
+    // address the client dialled: connected, over TLS.
+    let (stdout, _) = sh(&config(&ca.0), &client);
+    assert_eq!(stdout.trim(), "t", "{stdout}");
+
+    // Another CA: refused, and the client is told why.
+    let (stdout, _) = sh(&config(&other_ca.0), &client);
+    assert!(
+        stdout.contains("hoop could not establish TLS to the database server")
+            && stdout.contains("UnknownIssuer"),
+        "{stdout}"
+    );
+
+    // The right CA, but a certificate for another address: refused.
+    sign_server_cert(
+        cluster.dir.path(),
+        &ca,
+        "127.0.0.2",
+        &server_pem,
+        &server_key,
+    );
+    cluster.reload();
+    let (stdout, _) = sh(&config(&ca.0), &client);
+    assert!(
+        stdout.contains("hoop could not establish TLS to the database server")
+            && stdout.contains("not valid for name"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn scram_and_md5_passwords_pass_through() {
     require_privileged();

@@ -141,10 +141,10 @@ pub enum SessionError {
     #[error(transparent)]
     Dial(#[from] DialError),
     /// The TLS handshake with the client failed.
-    #[error("TLS handshake with the client failed")]
+    #[error("TLS handshake with the client failed: {0}")]
     ClientTls(#[source] io::Error),
     /// The TLS handshake with the server failed.
-    #[error("TLS handshake with the server failed")]
+    #[error("TLS handshake with the server failed: {0}")]
     UpstreamTls(#[source] io::Error),
     /// `tls.upstream` requires TLS and the server refused it.
     #[error("the server does not accept TLS, and tls.upstream requires it")]
