@@ -49,8 +49,9 @@ const HIGH_WATER: usize = 256 * 1024;
 /// Client bytes buffered (unprocessed) while a statement is held.
 const HELD_BACKLOG: usize = 1024 * 1024;
 /// A portal name no client uses: executing it makes the server fail the
-/// current transaction in place of a refused statement.
-const REFUSAL_PORTAL: &str = "hoop\u{1}refused";
+/// current transaction in place of a refused statement. The server logs
+/// `portal "…" does not exist` for it, so the name says what happened.
+const REFUSAL_PORTAL: &str = "hoop: statement refused by policy";
 /// Chunks per vectored write.
 const MAX_IOVECS: usize = 32;
 /// How long to keep delivering queued bytes once a session ends.
