@@ -252,6 +252,51 @@ fn a_multi_statement_query_with_a_denied_statement_runs_nothing() {
 }
 
 #[test]
+fn a_denial_aborts_the_transaction_even_when_the_client_opened_a_cursor_named_like_the_probe() {
+    require_privileged();
+    setup();
+    let cfg = TestConfig::new(&[5432], POLICY);
+    // hoop answers a denial by executing a portal it names itself, so that
+    // the server aborts the transaction. A cursor the client opened under
+    // that name must not run in its place.
+    let sql = "BEGIN;
+INSERT INTO hoop_probe VALUES (7);
+DECLARE \"hoop: statement refused by policy\" CURSOR FOR SELECT 'cursor ran';
+DROP TABLE customers;
+COMMIT;
+SELECT 'usable after' AS ok;
+";
+    let script = cfg.dir.path().join("cursor.sql");
+    std::fs::write(&script, sql).expect("write");
+    let out = hoop_exec(
+        &cfg.path,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "psql -X -h 127.0.0.1 -U postgres -d test -f {} 2>&1",
+                script.display()
+            ),
+        ],
+        T,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("destructive DDL"), "{stdout}");
+    assert!(!stdout.contains("cursor ran"), "{stdout}");
+    assert!(
+        stdout.contains("ROLLBACK"),
+        "the COMMIT after the denial rolls back:\n{stdout}"
+    );
+    assert!(stdout.contains("usable after"), "{stdout}");
+    assert_eq!(
+        psql_direct("SELECT count(*) FROM hoop_probe").trim(),
+        "0",
+        "the INSERT before the denial must not be committed"
+    );
+}
+
+#[test]
 fn denial_through_the_extended_protocol_and_unparsed_sql() {
     require_privileged();
     setup();

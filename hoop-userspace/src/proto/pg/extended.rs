@@ -164,6 +164,13 @@ impl<'a> Close<'a> {
         r.finish("Close")?;
         Ok(Self { target, name })
     }
+
+    /// Encodes a Close.
+    pub fn encode(&self) -> Bytes {
+        let mut b = MessageBuilder::new(b'C');
+        b.u8(self.target.byte()).cstr(self.name);
+        b.finish()
+    }
 }
 
 /// Execute (F).

@@ -145,6 +145,8 @@ pub enum Owed {
         target: Target,
         /// Its name.
         name: Arc<str>,
+        /// Sent by hoop, not the client: swallow the reply.
+        injected: bool,
     },
     /// ReadyForQuery.
     Sync,
@@ -429,6 +431,16 @@ impl SessionState {
         self.push(Owed::Close {
             target: close.target,
             name: self.name(close.name),
+            injected: false,
+        });
+    }
+
+    /// hoop sent a Close of `portal` on its own (the client is not told).
+    pub fn injected_close_portal(&mut self, portal: &str) {
+        self.push(Owed::Close {
+            target: Target::Portal,
+            name: self.name(portal),
+            injected: true,
         });
     }
 
@@ -585,9 +597,17 @@ impl SessionState {
                 }
             }
             b'3' => {
-                if let Owed::Close { target, name } =
-                    self.pop_expected("CloseComplete", |o| matches!(o, Owed::Close { .. }))?
+                if let Owed::Close {
+                    target,
+                    name,
+                    injected,
+                } = self.pop_expected("CloseComplete", |o| matches!(o, Owed::Close { .. }))?
                 {
+                    if injected {
+                        // The server closed it, whoever had opened it.
+                        self.portals.remove(&name);
+                        return Ok(ServerAction::Swallow);
+                    }
                     match target {
                         Target::Statement => self.statements.remove(&name),
                         Target::Portal if name.is_empty() => {
@@ -892,6 +912,34 @@ mod tests {
         s.server_message(b'Z', b"E").unwrap();
         assert!(s.is_idle());
         assert!(s.statement("").is_none(), "a failed Parse records nothing");
+    }
+
+    #[test]
+    fn an_injected_close_is_swallowed_and_forgets_the_portal() {
+        let mut s = SessionState::new(false);
+        s.set_phase(Phase::Ready);
+        s.client_parse(&Parse {
+            name: "s1",
+            sql: "select 1",
+            param_types: 0,
+        });
+        let b = bind_body("p1", "s1", &[]);
+        s.client_bind(&Bind::parse(&b).unwrap());
+        s.client_sync();
+        for (tag, body) in [(b'1', &b""[..]), (b'2', b""), (b'Z', b"T")] {
+            assert_eq!(s.server_message(tag, body).unwrap(), ServerAction::Forward);
+        }
+        assert!(s.portal("p1").is_some());
+        s.injected_close_portal("p1");
+        assert_eq!(s.server_message(b'3', b"").unwrap(), ServerAction::Swallow);
+        assert!(s.portal("p1").is_none(), "the server closed it");
+        // The client's own Close is still answered to the client.
+        s.client_close(&Close {
+            target: Target::Statement,
+            name: "s1",
+        });
+        assert_eq!(s.server_message(b'3', b"").unwrap(), ServerAction::Forward);
+        assert!(s.statement("s1").is_none());
     }
 
     #[test]

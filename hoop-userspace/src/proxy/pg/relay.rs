@@ -785,12 +785,26 @@ impl Relay {
     /// server's error is replaced with the refusal. ReadyForQuery then comes
     /// from the server with the true transaction status.
     fn refuse(&mut self, error: Bytes, extended: bool) -> ClientAction {
+        // Closed first, so that the Execute fails even if the client opened
+        // a portal or cursor of that name itself (it would run instead, and
+        // the transaction would not be aborted). Closing a portal that does
+        // not exist is no error.
+        self.state.injected_close_portal(REFUSAL_PORTAL);
         self.state.injected_abort(error);
-        let probe = Execute {
+        let close = Close {
+            target: Target::Portal,
+            name: REFUSAL_PORTAL,
+        }
+        .encode();
+        let execute = Execute {
             portal: REFUSAL_PORTAL,
             max_rows: 1,
         }
         .encode();
+        let mut probe = BytesMut::with_capacity(close.len() + execute.len());
+        probe.extend_from_slice(&close);
+        probe.extend_from_slice(&execute);
+        let probe = probe.freeze();
         if extended {
             self.discard_until_sync = true;
             ClientAction::Replace([Some(probe), Some(flush())])
