@@ -60,6 +60,28 @@ fn assert_no_raw(what: &str, haystack: &str) {
     }
 }
 
+/// Runs `sql` as a script file through `psql` (with `psql_flags`) under
+/// `hoop exec`; psql's output, errors included. psql itself must succeed.
+fn psql_script(cfg: &TestConfig, sql: &str, psql_flags: &str) -> String {
+    let script = cfg.dir.path().join("script.sql");
+    std::fs::write(&script, sql).expect("write");
+    let out = hoop_exec(
+        &cfg.path,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "psql -X -h 127.0.0.1 -U postgres -d test {psql_flags} -f {} 2>&1",
+                script.display()
+            ),
+        ],
+        T,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
 fn pg_client() -> String {
     env!("CARGO_BIN_EXE_pg-client").to_owned()
 }
@@ -186,22 +208,7 @@ UPDATE customers SET name = 'x';
 SELECT 'usable after denial' AS ok;
 DELETE FROM customers WHERE id = 999;
 ";
-    let script = cfg.dir.path().join("deny.sql");
-    std::fs::write(&script, sql).expect("write");
-    let out = hoop_exec(
-        &cfg.path,
-        &[
-            "sh",
-            "-c",
-            &format!(
-                "psql -X -h 127.0.0.1 -U postgres -d test -v VERBOSITY=verbose -f {} 2>&1",
-                script.display()
-            ),
-        ],
-        T,
-    );
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let stdout = psql_script(&cfg, sql, "-v VERBOSITY=verbose");
     assert_eq!(
         stdout.matches("42501").count(),
         4,
@@ -270,22 +277,7 @@ SELECT 1/0;
 DROP TABLE customers;
 ROLLBACK;
 ";
-    let script = cfg.dir.path().join("cursor.sql");
-    std::fs::write(&script, sql).expect("write");
-    let out = hoop_exec(
-        &cfg.path,
-        &[
-            "sh",
-            "-c",
-            &format!(
-                "psql -X -h 127.0.0.1 -U postgres -d test -f {} 2>&1",
-                script.display()
-            ),
-        ],
-        T,
-    );
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let stdout = psql_script(&cfg, sql, "");
     // The second denial comes in a transaction that has already failed:
     // the probe's Close is accepted there, and the client still sees the
     // denial rather than "current transaction is aborted".

@@ -192,32 +192,24 @@ fn pgbench_in_every_protocol_mode() {
 }
 
 fn make_cert(dir: &std::path::Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert.display().to_string(), key.display().to_string())
+    let cert = dir.join("cert.pem").display().to_string();
+    let key = dir.join("key.pem").display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        &key,
+        "-out",
+        &cert,
+    ]);
+    (cert, key)
 }
 
 #[test]
@@ -337,6 +329,16 @@ fn postgres_bin() -> std::path::PathBuf {
     dirs.pop().expect("an initdb under /usr/lib/postgresql")
 }
 
+/// Gives `dir` and everything in it to the `postgres` user.
+fn chown_to_postgres(dir: &std::path::Path) {
+    let chown = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status()
+        .expect("chown");
+    assert!(chown.success(), "chown {}", dir.display());
+}
+
 /// Runs a PostgreSQL program as the `postgres` user, failing the test on error.
 fn as_postgres(program: &std::path::Path, args: &[&str]) {
     let out = Command::new("runuser")
@@ -370,11 +372,7 @@ impl PrivateCluster {
         let bin = postgres_bin();
         let port = hoop_tests::free_port();
         let root = dir.path().display().to_string();
-        let chown = Command::new("chown")
-            .args(["-R", "postgres:postgres", &root])
-            .status()
-            .expect("chown");
-        assert!(chown.success(), "chown {root}");
+        chown_to_postgres(dir.path());
         let data = format!("{root}/data");
         as_postgres(
             &bin.join("initdb"),
@@ -408,11 +406,7 @@ impl PrivateCluster {
     /// Makes the server read its certificate files again.
     fn reload(&self) {
         let root = self.dir.path().display().to_string();
-        let chown = Command::new("chown")
-            .args(["-R", "postgres:postgres", &root])
-            .status()
-            .expect("chown");
-        assert!(chown.success(), "chown {root}");
+        chown_to_postgres(self.dir.path());
         as_postgres(
             &self.bin.join("pg_ctl"),
             &["-D", &format!("{root}/data"), "reload"],
