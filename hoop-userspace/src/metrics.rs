@@ -49,6 +49,9 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
 
 impl Metrics {
     fn new() -> Self {
+        // The latency histogram's clock calibrates itself (under a
+        // millisecond) on first use: at start-up, not on the first statement.
+        let _ = quanta::Instant::now();
         let r = Registry::new();
         Self {
             connections_total: register(
