@@ -499,8 +499,8 @@ impl Relay {
     }
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Wake, SessionError>> {
-        // Off its loop a direct relay's streams only fail (run 0 matches
-        // no parked run, so they are polled and report it).
+        // Run 0 stands for "off the loop", where a loop stream's read
+        // fails at once (and ends the session) before any leg is parked.
         let run = self.direct.then(|| event_loop::current_run().unwrap_or(0));
         // A direct relay's legs are polled with the task's waker, so a
         // wake-up does not say which leg woke: each leg not drained in
