@@ -141,16 +141,6 @@ struct Local {
     sources: RefCell<Slab<Source>>,
     /// What is left of the running task's [`BUDGET`].
     budget: Cell<u32>,
-    /// The task polls begun on this loop; see [`current_run`].
-    run: Cell<u64>,
-}
-
-impl Local {
-    /// Before each task poll: a fresh budget and the next run number.
-    fn begin_run(&self) {
-        self.budget.set(BUDGET);
-        self.run.set(self.run.get() + 1);
-    }
 }
 
 thread_local! {
@@ -159,15 +149,6 @@ thread_local! {
 
 fn local() -> Option<&'static Local> {
     LOCAL.with(Cell::get)
-}
-
-/// The number of the task poll under way on this thread's loop (`None` off
-/// a loop). The loop takes in no events while it polls a task, so during
-/// one run a socket's readiness changes only through that task's own
-/// operations: a leg found drained stays drained until the run number
-/// changes.
-pub fn current_run() -> Option<u64> {
-    local().map(|l| l.run.get())
 }
 
 /// One socket's readiness and the wakers waiting on it.
@@ -210,7 +191,6 @@ fn run(shared: &'static Shared, mut poll: mio::Poll) {
         queue: RefCell::new(VecDeque::new()),
         sources: RefCell::new(Slab::new()),
         budget: Cell::new(BUDGET),
-        run: Cell::new(0),
     }));
     LOCAL.with(|l| l.set(Some(local)));
     let mut events = Events::with_capacity(EVENTS);
@@ -232,12 +212,12 @@ fn run(shared: &'static Shared, mut poll: mio::Poll) {
             // are polled inside one entry into its context.
             let runtime = first.runtime.id();
             let _entered = first.runtime.enter();
-            local.begin_run();
+            local.budget.set(BUDGET);
             first.run_entered();
             loop {
                 match pop() {
                     Some(task) if task.runtime.id() == runtime => {
-                        local.begin_run();
+                        local.budget.set(BUDGET);
                         task.run_entered();
                     }
                     other => {
@@ -519,30 +499,6 @@ impl LoopStream {
             io: mio::net::TcpStream::from_std(std),
             registration: None,
         })
-    }
-
-    /// Whether a read may find something (data, the end of the stream or
-    /// an error), from the socket's readiness flags and without a system
-    /// call. A socket not yet registered on this thread's loop may: only a
-    /// read can tell. When it may not, `cx`'s waker is the one its next
-    /// event wakes, as after a read that returned `Pending`.
-    pub fn may_read(&self, cx: &Context<'_>) -> bool {
-        let Some(local) = local() else { return true };
-        let Some((key, id)) = self.registration else {
-            return true;
-        };
-        if id != local.shared.id {
-            return true;
-        }
-        let mut sources = local.sources.borrow_mut();
-        let Some(source) = sources.get_mut(key) else {
-            return true;
-        };
-        if source.readable || source.read_closed {
-            return true;
-        }
-        source.wait(Direction::Read, cx.waker());
-        false
     }
 
     /// The slab key on this thread's loop, registering on first use.
@@ -850,68 +806,6 @@ mod tests {
         assert!(got == sent, "echoed bytes differ");
         let echoed = within(echo).await.expect("task ended in time");
         assert_eq!(echoed.map(Result::ok), Some(Some(sent.len())));
-    }
-
-    #[tokio::test]
-    async fn may_read_is_false_only_while_drained_and_its_registration_wakes_the_task() {
-        let (server, mut client) = pair().await;
-        client.write_all(b"a").await.expect("write");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut server = LoopStream::from_tokio(server).expect("into the loop");
-        let (drained, after_drained) = tokio::sync::oneshot::channel();
-        let mut drained = Some(drained);
-        let task = spawn(async move {
-            let mut buf = BytesMut::with_capacity(1024);
-            let mut seen = Vec::new();
-            let mut first_run = None;
-            std::future::poll_fn(|cx| {
-                let run = current_run().expect("on the loop");
-                let Some(first) = first_run else {
-                    first_run = Some(run);
-                    // The read registers a waker that wakes nothing, so only
-                    // `may_read`'s registration can bring the task back.
-                    let mut noop = Context::from_waker(Waker::noop());
-                    match server.poll_read_buf(&mut noop, &mut buf) {
-                        Poll::Ready(Ok(r)) => seen.push((buf.split().freeze(), r.parked)),
-                        other => return Poll::Ready(Err(format!("first read: {other:?}"))),
-                    }
-                    let may = server.may_read(cx);
-                    if current_run() != Some(run) {
-                        return Poll::Ready(Err("the run changed within one poll".into()));
-                    }
-                    if let Some(tx) = drained.take() {
-                        let _ = tx.send(may);
-                    }
-                    return Poll::Pending;
-                };
-                if run == first {
-                    return Poll::Ready(Err("a new poll kept the run number".into()));
-                }
-                if !server.may_read(cx) {
-                    return Poll::Pending;
-                }
-                match std::task::ready!(server.poll_read_buf(cx, &mut buf)) {
-                    Ok(r) => seen.push((buf.split().freeze(), r.parked)),
-                    Err(e) => return Poll::Ready(Err(e.to_string())),
-                }
-                Poll::Ready(Ok(std::mem::take(&mut seen)))
-            })
-            .await
-        });
-        let may = within(after_drained).await.expect("first poll in time");
-        assert_eq!(may.ok(), Some(false), "a drained socket may not be read");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        client.write_all(b"b").await.expect("write");
-        let seen = within(task)
-            .await
-            .expect("woken through may_read's registration");
-        assert_eq!(
-            seen,
-            Some(Ok(vec![
-                (Bytes::from_static(b"a"), true),
-                (Bytes::from_static(b"b"), true)
-            ]))
-        );
     }
 
     #[tokio::test]

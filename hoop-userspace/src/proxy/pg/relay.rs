@@ -38,7 +38,7 @@ use crate::proto::pg::{
     session::{Owed, Phase, ResultContext, ServerAction, SessionState},
     status::{BackendKeyData, ParameterStatus, TransactionStatus},
 };
-use crate::proxy::event_loop::{self, ReadBytes};
+use crate::proxy::event_loop::ReadBytes;
 use crate::session::SessionIdentity;
 use crate::statement::{HoldRequirement, ProtocolForm, Verdict};
 
@@ -171,11 +171,6 @@ struct Leg {
     /// The last read returned Pending and the stream has not been woken
     /// since: its registration stands.
     parked: bool,
-    /// For a relay polled with the task's waker (`Relay::direct`): the loop
-    /// run in which the last read found the stream drained. The stream
-    /// cannot turn ready again before the run ends (see
-    /// [`event_loop::current_run`]); after it, only polling can tell.
-    parked_in: Option<u64>,
 }
 
 impl Leg {
@@ -188,16 +183,11 @@ impl Leg {
             waker: Waker::from(signal.clone()),
             signal,
             parked: false,
-            parked_in: None,
         }
     }
 
-    /// Whether the stream's read should be polled now, in loop run `run`
-    /// when the relay is direct.
-    fn poll_read_now(&mut self, run: Option<u64>) -> bool {
-        if run.is_some() {
-            return self.parked_in != run;
-        }
+    /// Whether the stream's read should be polled now.
+    fn poll_read_now(&mut self) -> bool {
         // The plain load spares the locked swap on the leg that was not
         // woken (usually one of the two). Only the swap clears the flag: a
         // wake-up that lands between the two is then consumed here, before
@@ -210,13 +200,6 @@ impl Leg {
 
     fn woken(&self) -> bool {
         self.signal.woken.load(Ordering::Acquire)
-    }
-
-    /// Notes how a read ended: `parked` when it left a registration
-    /// standing (it returned Pending, or a short read drained the stream).
-    fn set_parked(&mut self, parked: bool, run: Option<u64>) {
-        self.parked = parked;
-        self.parked_in = if parked { run } else { None };
     }
 }
 
@@ -333,17 +316,9 @@ pub(super) struct Relay {
     /// The task's waker as the streams' wakers reach it; registered each
     /// time the relay waits.
     task_waker: TaskWaker,
-    /// The wakers the client and server streams are polled with, unless
-    /// `direct`.
+    /// The wakers the client and server streams are polled with.
     client_leg: Leg,
     server_leg: Leg,
-    /// Both legs are relay-loop streams, polled with the task's own waker.
-    /// A loop stream keeps its readiness in flags and registers a waker
-    /// only when it changes, so polling an idle leg costs a flag test and
-    /// no system call; the legs' own wakers, which say which leg woke (and
-    /// spare tokio and TLS streams a repeated registration), would only add
-    /// a chain of atomic operations to every wake-up.
-    direct: bool,
     terminated: bool,
     started: bool,
 }
@@ -384,9 +359,7 @@ impl Relay {
         let mut to_server = OutQueue::default();
         to_server.push(startup.raw.clone());
         let task_waker = TaskWaker::default();
-        let direct = matches!((&client, &server), (Stream::Loop(_), Stream::Loop(_)));
         Self {
-            direct,
             client_leg: Leg::new(&task_waker),
             server_leg: Leg::new(&task_waker),
             task_waker,
@@ -499,23 +472,10 @@ impl Relay {
     }
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Wake, SessionError>> {
-        // Run 0 stands for "off the loop", where a loop stream's read
-        // fails at once (and ends the session) before any leg is parked.
-        let run = self.direct.then(|| event_loop::current_run().unwrap_or(0));
-        // A direct relay's legs are polled with the task's waker, so a
-        // wake-up does not say which leg woke: each leg not drained in
-        // this run is asked, and only one with something to read is read.
-        let poll_server =
-            self.server_leg.poll_read_now(run) && (run.is_none() || self.server.may_read(cx));
-        let poll_client =
-            self.client_leg.poll_read_now(run) && (run.is_none() || self.client.may_read(cx));
-        let (server_waker, client_waker) = if self.direct {
-            (cx.waker(), cx.waker())
-        } else {
-            (&self.server_leg.waker, &self.client_leg.waker)
-        };
-        let mut server_cx = Context::from_waker(server_waker);
-        let mut client_cx = Context::from_waker(client_waker);
+        let poll_server = self.server_leg.poll_read_now();
+        let poll_client = self.client_leg.poll_read_now();
+        let mut server_cx = Context::from_waker(&self.server_leg.waker);
+        let mut client_cx = Context::from_waker(&self.client_leg.waker);
         if let Poll::Ready(Err(e)) = self.to_server.poll_drain(&mut self.server, &mut server_cx) {
             return Poll::Ready(Err(SessionError::ServerIo(e)));
         }
@@ -535,11 +495,11 @@ impl Relay {
                 }
                 Poll::Ready(Ok(ReadBytes { n, parked })) => {
                     self.meters.from_server.inc_by(n as u64);
-                    self.server_leg.set_parked(parked, run);
+                    self.server_leg.parked = parked;
                     wake.server = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ServerIo(e))),
-                Poll::Pending => self.server_leg.set_parked(true, run),
+                Poll::Pending => self.server_leg.parked = true,
             }
         }
         if poll_client
@@ -558,11 +518,11 @@ impl Relay {
                 }
                 Poll::Ready(Ok(ReadBytes { n, parked })) => {
                     self.meters.from_client.inc_by(n as u64);
-                    self.client_leg.set_parked(parked, run);
+                    self.client_leg.parked = parked;
                     wake.client = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
-                Poll::Pending => self.client_leg.set_parked(true, run),
+                Poll::Pending => self.client_leg.parked = true,
             }
         }
         if let Some(hold) = &mut self.hold {
@@ -581,9 +541,6 @@ impl Relay {
         }
         if wake.client || wake.server || wake.outcome.is_some() || wake.remind || wake.withdraw {
             Poll::Ready(Ok(wake))
-        } else if self.direct {
-            // Each leg that returned Pending registered the task's waker.
-            Poll::Pending
         } else {
             // Register, then look again: a stream woken before the
             // registration would otherwise be missed.

@@ -43,17 +43,6 @@ impl Stream {
         }
     }
 
-    /// Whether a read may find something; `false` only for a relay-loop
-    /// stream whose readiness flags say it would return `Pending`, with
-    /// `cx`'s waker registered for its next event (see
-    /// [`LoopStream::may_read`]).
-    pub fn may_read(&self, cx: &Context<'_>) -> bool {
-        match self {
-            Self::Loop(s) => s.may_read(cx),
-            _ => true,
-        }
-    }
-
     /// Whether written bytes can wait in the stream (TLS records); plain
     /// TCP sends them as it writes them.
     pub fn buffers_writes(&self) -> bool {
