@@ -331,6 +331,14 @@ fn server_msg(e: crate::proto::pg::MessageError) -> SessionError {
     SessionError::ServerMessage(e)
 }
 
+/// The time since `started` on the latency clock. Saturating, stated here
+/// rather than left to `elapsed`: a TSC read on another CPU that is behind
+/// gives a zero span, never a panic (quanta says a later version may panic
+/// in `elapsed`).
+fn span_since(started: quanta::Instant) -> Duration {
+    quanta::Instant::now().saturating_duration_since(started)
+}
+
 fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
@@ -561,7 +569,7 @@ impl Relay {
         if let Some(started) = self.meters.batch_started.take() {
             // Statement(s) in this batch: their latency is completed by the
             // processing of the first server batch that answers them.
-            self.meters.pending_latency = Some(started.elapsed());
+            self.meters.pending_latency = Some(span_since(started));
         }
         result
     }
@@ -940,7 +948,7 @@ impl Relay {
         if let (Some(request), Some(started)) = (self.meters.pending_latency.take(), started) {
             self.meters
                 .latency
-                .observe((request + started.elapsed()).as_secs_f64());
+                .observe((request + span_since(started)).as_secs_f64());
         }
         result
     }
