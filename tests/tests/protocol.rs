@@ -194,22 +194,19 @@ fn pgbench_in_every_protocol_mode() {
 fn make_cert(dir: &std::path::Path) -> (String, String) {
     let cert = dir.join("cert.pem").display().to_string();
     let key = dir.join("key.pem").display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        &key,
-        "-out",
-        &cert,
-    ]);
+    self_signed(&cert, &key, "/CN=localhost", &[]);
     (cert, key)
+}
+
+/// A self-signed certificate for `subject`, valid for a day, written to
+/// `cert`/`key`, with `extra` arguments for `openssl req`.
+fn self_signed(cert: &str, key: &str, subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", subject,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-keyout", key, "-out", cert]);
+    openssl(&args);
 }
 
 #[test]
@@ -253,25 +250,17 @@ fn openssl(args: &[&str]) {
 fn make_ca(dir: &std::path::Path, name: &str) -> (String, String) {
     let cert = dir.join(format!("{name}.pem")).display().to_string();
     let key = dir.join(format!("{name}.key")).display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        &format!("/CN={name}"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout",
-        &key,
-        "-out",
+    self_signed(
         &cert,
-    ]);
+        &key,
+        &format!("/CN={name}"),
+        &[
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
     (cert, key)
 }
 
