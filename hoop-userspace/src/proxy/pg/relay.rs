@@ -84,6 +84,38 @@ impl OutQueue {
         self.poll_write_queued(w, cx)
     }
 
+    /// Forwards the first `run` bytes of `buf`. With nothing queued ahead
+    /// of them they are written straight from `buf` (the usual case: one
+    /// request, one reply), sparing the split into a `Bytes`, its queueing
+    /// and its reference counts; what the socket does not take now is
+    /// queued. `waker` is the leg's, so a write that fills the socket
+    /// registers it as `poll_drain` would.
+    fn forward(
+        &mut self,
+        w: &mut Stream,
+        waker: &Waker,
+        buf: &mut BytesMut,
+        mut run: usize,
+    ) -> std::io::Result<()> {
+        if run == 0 {
+            return Ok(());
+        }
+        if self.chunks.is_empty() && !w.buffers_writes() {
+            let mut cx = Context::from_waker(waker);
+            if let Poll::Ready(n) = Pin::new(&mut *w).poll_write(&mut cx, &buf[..run]) {
+                // A write of 0 bytes leaves them queued; the queue's next
+                // write reports it.
+                let n = n?;
+                buf.advance(n);
+                run -= n;
+            }
+        }
+        if run > 0 {
+            self.push(buf.split_to(run).freeze());
+        }
+        Ok(())
+    }
+
     fn poll_write_queued(
         &mut self,
         w: &mut Stream,
@@ -565,16 +597,26 @@ impl Relay {
     fn process_client(&mut self) -> Result<(), SessionError> {
         let mut buf = std::mem::take(&mut self.client_buf);
         let result = self.process_client_buf(&mut buf);
-        self.client_buf = buf;
         if let Some(started) = self.meters.batch_started.take() {
             // Statement(s) in this batch: their latency is completed by the
-            // processing of the first server batch that answers them.
+            // processing of the first server batch that answers them. The
+            // span ends before the batch is written, as it would if it
+            // were only queued.
             self.meters.pending_latency = Some(span_since(started));
         }
+        let result = result.and_then(|run| {
+            self.to_server
+                .forward(&mut self.server, &self.server_leg.waker, &mut buf, run)
+                .map_err(SessionError::ServerIo)
+        });
+        self.client_buf = buf;
         result
     }
 
-    fn process_client_buf(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
+    /// Judges the complete messages at the front of `buf`, queueing what
+    /// replaces or precedes them: the length of the run of messages at its
+    /// front that are still to be forwarded as they are.
+    fn process_client_buf(&mut self, buf: &mut BytesMut) -> Result<usize, SessionError> {
         let mut run = 0;
         while self.hold.is_none() && !self.terminated {
             let (tag, len) = match self.client_decoder.peek(&buf[run..])? {
@@ -611,10 +653,7 @@ impl Relay {
                 ClientAction::Hold => break,
             }
         }
-        if run > 0 {
-            self.to_server.push(buf.split_to(run).freeze());
-        }
-        Ok(())
+        Ok(run)
     }
 
     fn client_frame(&mut self, tag: u8, body: &[u8]) -> Result<ClientAction, SessionError> {
@@ -944,16 +983,23 @@ impl Relay {
             .then(quanta::Instant::now);
         let mut buf = std::mem::take(&mut self.server_buf);
         let result = self.process_server_buf(&mut buf);
-        self.server_buf = buf;
         if let (Some(request), Some(started)) = (self.meters.pending_latency.take(), started) {
+            // Ended before the batch is written, as in `process_client`.
             self.meters
                 .latency
                 .observe((request + span_since(started)).as_secs_f64());
         }
+        let result = result.and_then(|run| {
+            self.to_client
+                .forward(&mut self.client, &self.client_leg.waker, &mut buf, run)
+                .map_err(SessionError::ClientIo)
+        });
+        self.server_buf = buf;
         result
     }
 
-    fn process_server_buf(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
+    /// As [`Relay::process_client_buf`], for the server's messages.
+    fn process_server_buf(&mut self, buf: &mut BytesMut) -> Result<usize, SessionError> {
         let mut run = 0;
         loop {
             let (tag, len) = match self.server_decoder.peek(&buf[run..])? {
@@ -984,10 +1030,7 @@ impl Relay {
                 self.to_client.push(b);
             }
         }
-        if run > 0 {
-            self.to_client.push(buf.split_to(run).freeze());
-        }
-        Ok(())
+        Ok(run)
     }
 
     fn server_frame(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
