@@ -5,8 +5,10 @@
 //! rotates from round to round, so machine noise hits them alike: direct,
 //! through `hoop exec` (twice: sessions on hoop's relay loop, the default,
 //! and on tokio, `proxy.event_loop: tokio`), through pgbouncer (session
-//! pooling) and through haproxy (a plain TCP forwarder, one thread). The
-//! two baselines are installed with `apt-get` when missing; a baseline that
+//! pooling), through haproxy (a plain TCP forwarder, one thread) and through
+//! xtask's own floor forwarder (`floor.rs`: one thread, epoll, and a raw
+//! `recv` and `send` per chunk; the least any proxy can do). pgbouncer and
+//! haproxy are installed with `apt-get` when missing; a baseline that
 //! cannot be installed is skipped with a message. hoop runs with `tls.upstream:
 //! disable` here, the setting pgbouncer has by default (`server_tls_sslmode
 //! = disable`), so both relay plaintext; the cost of hoop's default
@@ -43,6 +45,8 @@ use crate::setup::{self, output, workspace_root};
 const DB: &str = "hoop_bench";
 const PGBOUNCER_PORT: u16 = 6439;
 const HAPROXY_PORT: u16 = 6440;
+/// xtask's own minimal forwarder (see `floor.rs`).
+const FLOOR_PORT: u16 = 6441;
 
 struct Sample {
     tps: f64,
@@ -307,7 +311,7 @@ fn ensure_installed(bin: &str, package: &str) -> Option<PathBuf> {
 }
 
 /// Starts pgbouncer and haproxy (pinned to CPU 0 when `pin`), each when it
-/// is installed or can be.
+/// is installed or can be, and the floor forwarder.
 fn start_baselines(dir: &Path, pin: bool) -> anyhow::Result<Vec<Baseline>> {
     let mut started = Vec::new();
     if let Some(bin) = ensure_installed("pgbouncer", "pgbouncer") {
@@ -316,6 +320,23 @@ fn start_baselines(dir: &Path, pin: bool) -> anyhow::Result<Vec<Baseline>> {
     if let Some(bin) = ensure_installed("haproxy", "haproxy") {
         started.push(start_haproxy(&bin, dir, pin)?);
     }
+    // Built optimised, as the other proxies are (`cargo xtask` is a debug build).
+    setup::run(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "xtask",
+    ]))?;
+    let mut floor = pinned(&workspace_root().join("target/release/xtask"), pin);
+    floor.args([
+        "floor",
+        "--listen",
+        &format!("127.0.0.1:{FLOOR_PORT}"),
+        "--upstream",
+        "127.0.0.1:5432",
+    ]);
+    started.push(spawn_listening("floor forwarder", FLOOR_PORT, floor)?);
     Ok(started)
 }
 
@@ -405,7 +426,7 @@ fn which(name: &str) -> anyhow::Result<PathBuf> {
 /// A part of the benchmark, for `--only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
-    /// pgbench select-only: direct, hoop, pgbouncer, haproxy; unpinned and pinned.
+    /// pgbench select-only: direct, hoop, pgbouncer, haproxy, the floor forwarder; unpinned and pinned.
     Pgbench,
     /// hoop with upstream TLS (`prefer`) vs without.
     Tls,

@@ -10,6 +10,7 @@
 //! - `cargo xtask bench`: the proxy benchmark (pgbench direct vs. through hoop).
 
 mod bench;
+mod floor;
 mod services;
 mod setup;
 
@@ -50,6 +51,16 @@ enum Command {
         #[arg(long, value_enum)]
         only: Option<bench::Part>,
     },
+    /// The benchmark's minimal TCP forwarder (see xtask/src/floor.rs).
+    #[command(hide = true)]
+    Floor {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Address every connection is forwarded to.
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +82,7 @@ fn main() -> ExitCode {
         } => setup::setup()
             .and_then(|()| services::ensure_postgres())
             .and_then(|()| bench::run(seconds, rounds, only)),
+        Command::Floor { listen, upstream } => floor::run(listen, upstream),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
