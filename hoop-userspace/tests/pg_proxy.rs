@@ -15,6 +15,7 @@ use hoop::hooks::{
     GovernorFactory, HoldBroker, HoldOutcome, HoldRequest, HoldTicket, RowRewrite, RowRewriter,
     SessionGovernor, StatementContext,
 };
+use hoop::proto::pg::query::Query;
 use hoop::proto::pg::rows::{DataRow, RowDescription};
 use hoop::proxy::dial::Dialer;
 use hoop::proxy::pg::{PgProxyContext, serve};
@@ -833,17 +834,21 @@ async fn default_broker_denies_holds() {
     );
 }
 
+/// A protocol 3.0 StartupMessage for user `postgres` and `database`.
+fn startup_message(database: &str) -> Vec<u8> {
+    let mut body = 196_608i32.to_be_bytes().to_vec();
+    body.extend_from_slice(format!("user\0postgres\0database\0{database}\0\0").as_bytes());
+    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    msg
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_client_message_gets_fatal_protocol_violation() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = start_default().await;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut startup = Vec::new();
-    startup.extend_from_slice(&196_608i32.to_be_bytes());
-    startup.extend_from_slice(b"user\0postgres\0database\0test\0\0");
-    let mut msg = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&startup);
-    s.write_all(&msg).await.unwrap();
+    s.write_all(&startup_message("test")).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();
     while !got.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
@@ -1122,28 +1127,13 @@ async fn a_client_that_stops_reading_gets_every_row_in_order(
     // A small receive buffer: the 9 MB result cannot fit in the sockets.
     socket.set_recv_buffer_size(16 * 1024).unwrap();
     let mut s = socket.connect(addr).await.unwrap();
-    let mut startup = Vec::new();
-    startup.extend_from_slice(&196_608i32.to_be_bytes());
-    startup.extend_from_slice(b"user\0postgres\0database\0postgres\0\0");
-    let mut msg = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&startup);
-    s.write_all(&msg).await.unwrap();
+    s.write_all(&startup_message("postgres")).await.unwrap();
 
     let mut buf = Vec::new();
     while next_message(&mut s, &mut buf).await.0 != b'Z' {}
 
-    let query = |sql: &str| {
-        let mut q = vec![b'Q'];
-        q.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
-        q.extend_from_slice(sql.as_bytes());
-        q.push(0);
-        q
-    };
-    s.write_all(&query(&format!(
-        "select g, repeat('x', {WIDTH}) from generate_series(1, {ROWS}) g"
-    )))
-    .await
-    .unwrap();
+    let sql = format!("select g, repeat('x', {WIDTH}) from generate_series(1, {ROWS}) g");
+    s.write_all(&Query { sql: &sql }.encode()).await.unwrap();
     // Not reading: the proxy fills the socket and queues the rest.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -1152,16 +1142,14 @@ async fn a_client_that_stops_reading_gets_every_row_in_order(
         let (tag, body) = next_message(&mut s, &mut buf).await;
         match tag {
             b'D' => {
-                assert_eq!(&body[..2], &2u16.to_be_bytes());
-                let len = u32::from_be_bytes(body[2..6].try_into().unwrap()) as usize;
-                let g: u32 = std::str::from_utf8(&body[6..6 + len])
+                let row: Vec<_> = DataRow::parse(&body).unwrap().values().collect();
+                assert_eq!(row.len(), 2);
+                let g: u32 = std::str::from_utf8(row[0].unwrap())
                     .unwrap()
                     .parse()
                     .unwrap();
                 assert_eq!(g, next, "rows out of order");
-                let rest = &body[6 + len..];
-                assert_eq!(rest[..4], (WIDTH as u32).to_be_bytes());
-                assert!(rest[4..].iter().all(|b| *b == b'x') && rest.len() == 4 + WIDTH);
+                assert_eq!(row[1], Some(&[b'x'; WIDTH][..]));
                 next += 1;
             }
             b'Z' => break,
@@ -1171,7 +1159,14 @@ async fn a_client_that_stops_reading_gets_every_row_in_order(
     }
     assert_eq!(next, ROWS + 1);
 
-    s.write_all(&query("select 'still here'")).await.unwrap();
+    s.write_all(
+        &Query {
+            sql: "select 'still here'",
+        }
+        .encode(),
+    )
+    .await
+    .unwrap();
     let mut answered = false;
     loop {
         let (tag, body) = next_message(&mut s, &mut buf).await;

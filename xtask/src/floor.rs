@@ -122,7 +122,7 @@ fn accept(
 fn pump(pair: &mut Pair, buf: &mut [u8]) -> io::Result<()> {
     for from in 0..2 {
         let to = 1 - from;
-        if !flush(&mut pair.legs[to], &mut pair.pending[to])? {
+        if !flush(&pair.legs[to], &mut pair.pending[to])? {
             continue; // the reader waits until the writer takes the backlog
         }
         while pair.readable[from] {
@@ -174,7 +174,7 @@ fn write_some(leg: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
 }
 
 /// Writes `pending` to `leg`: whether all of it was taken.
-fn flush(leg: &mut TcpStream, pending: &mut Vec<u8>) -> io::Result<bool> {
+fn flush(leg: &TcpStream, pending: &mut Vec<u8>) -> io::Result<bool> {
     let written = write_some(leg, pending)?;
     pending.drain(..written);
     Ok(pending.is_empty())
