@@ -3,30 +3,65 @@
 
 use std::{fmt, net::SocketAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// The wire protocol a session speaks. Connections are routed to a driver
+/// by their original destination port (`intercept.protocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// PostgreSQL's frontend/backend protocol (version 3).
+    #[default]
+    Postgres,
+    /// The MySQL/MariaDB client/server protocol.
+    Mysql,
+}
+
+impl Protocol {
+    /// The configuration's and recordings' name (`postgres`, `mysql`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The identity of one proxied client session.
 ///
 /// Filled in stages: the network part when the connection is accepted, the
-/// database part from the StartupMessage, the backend pid from BackendKeyData.
+/// database part from the protocol's start-up (PostgreSQL's StartupMessage,
+/// MySQL's handshake response), the server's session id once the server
+/// names it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct SessionIdentity {
     /// A process-unique session id (also the recording id).
     pub id: String,
+    /// The wire protocol.
+    pub protocol: Protocol,
     /// The governed workload: the cgroup path the client's socket belongs to.
     pub workload: Option<String>,
     /// The client's address as the proxy sees it (its local address).
     pub client: Option<SocketAddr>,
     /// Where the client meant to connect before redirection.
     pub original_destination: Option<SocketAddr>,
-    /// Database user from the StartupMessage.
+    /// Database user the client logged in as.
     pub user: Option<String>,
-    /// Database name from the StartupMessage (defaults to the user, as libpq does).
+    /// Database (PostgreSQL: defaults to the user, as libpq does; MySQL:
+    /// the current schema, which `USE` changes).
     pub database: Option<String>,
-    /// `application_name` from the StartupMessage or a later ParameterStatus.
+    /// The client's application name (PostgreSQL `application_name`, MySQL
+    /// connect attribute `program_name`).
     pub application_name: Option<String>,
-    /// The server backend's process id, from BackendKeyData.
-    pub backend_pid: Option<i32>,
+    /// The server's id for this session: PostgreSQL's backend process id,
+    /// MySQL's connection (thread) id.
+    pub server_session_id: Option<u32>,
     /// Whether the client leg is TLS (terminated by hoop).
     pub client_tls: bool,
     /// Whether the upstream leg is TLS.

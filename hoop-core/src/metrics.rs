@@ -1,7 +1,7 @@
 //! Prometheus metrics. One registry per process, exposed at `GET /metrics`.
 //!
 //! Labels never carry SQL text or values, and every label set is bounded:
-//! `kind` is a [`crate::statement::StatementKind`], `verdict` is
+//! `kind` is a [`crate::StatementKind`], `verdict` is
 //! allow|deny|hold, `rule` is a policy rule name (bounded by the policy
 //! file), `direction` is client_to_server|server_to_client, `reason` is one
 //! of a fixed list per metric. Other modules (policy, holds, recording)

@@ -102,15 +102,21 @@ impl StatementKind {
     }
 }
 
-/// How a statement reached the server.
+/// How a statement reached the server, in any protocol. The serde names
+/// are the recording format's (`simple`, `extended`, `function_call`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProtocolForm {
-    /// A `Query` message (possibly several statements).
-    Simple,
-    /// `Parse`/`Bind`/`Execute`.
-    Extended,
-    /// `FunctionCall` (the legacy fast-path).
+pub enum Submission {
+    /// Statement text to run at once, possibly several statements
+    /// (PostgreSQL `Query`, MySQL `COM_QUERY`).
+    #[serde(rename = "simple")]
+    Text,
+    /// A statement prepared once and executed by name or id (PostgreSQL
+    /// `Parse`/`Bind`/`Execute`, MySQL `COM_STMT_PREPARE`/`COM_STMT_EXECUTE`).
+    #[serde(rename = "extended")]
+    Prepared,
+    /// A server function called by its id, with no SQL text (PostgreSQL's
+    /// fast-path `FunctionCall`).
+    #[serde(rename = "function_call")]
     FunctionCall,
 }
 
@@ -119,7 +125,8 @@ pub enum ProtocolForm {
 pub enum Verdict {
     /// Send it upstream.
     Allow,
-    /// Answer with an ErrorResponse (SQLSTATE 42501); nothing reaches the server.
+    /// Refuse it in-protocol (see [`crate::Refusal::denied`]); nothing
+    /// reaches the server.
     Deny(Denial),
     /// Pause the client until an approver decides.
     Hold(HoldRequirement),

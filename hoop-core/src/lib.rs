@@ -1,0 +1,43 @@
+//! hoop's protocol-neutral core: the vocabulary a wire-protocol driver and
+//! the governance layer (policy, masking, holds, recording) share.
+//!
+//! - [`identity`]: who a session is ([`SessionIdentity`], [`Protocol`]).
+//! - [`statement`]: what a statement is and what was decided about it
+//!   ([`StatementKind`], [`Submission`], [`Verdict`]).
+//! - [`result`]: result columns with their source, and row values
+//!   ([`ResultColumn`], [`RowValues`], [`RowEncoder`]).
+//! - [`refusal`]: what a client is told when hoop refuses something
+//!   ([`Refusal`]); each driver encodes it in its own protocol.
+//! - [`governor`]: the hooks a driver calls ([`SessionGovernor`]).
+//! - [`hold`]: how a driver files a hold and waits for its decision
+//!   ([`HoldBroker`]).
+//! - [`resolve`]: the port through which governance asks a protocol's
+//!   catalog what a column key names ([`ColumnResolver`]).
+//! - [`metrics`]: the process-wide Prometheus registry.
+//!
+//! Nothing here knows a wire format. A driver translates its protocol's
+//! messages into these types, and these types back into its messages.
+
+#![forbid(unsafe_code)]
+
+pub mod governor;
+pub mod hold;
+pub mod identity;
+pub mod metrics;
+pub mod refusal;
+pub mod resolve;
+pub mod result;
+pub mod statement;
+
+pub use governor::{
+    AllowAll, DataDirection, GovernorFactory, Preparation, RowRewrite, RowRewriter, ServerText,
+    ServerTextKind, SessionEvent, SessionGovernor, StatementContext, TransactionState,
+};
+pub use hold::{DenyHolds, HoldBroker, HoldOutcome, HoldRequest, HoldTicket};
+pub use identity::{Protocol, SessionIdentity};
+pub use refusal::{Refusal, RefusalReason};
+pub use resolve::{ColumnResolver, NoCatalog, RelationName, ViewDependency};
+pub use result::{
+    ColumnSource, ResolvedColumn, ResultColumn, RowEncoder, RowValues, SourceKey, ValueEncoding,
+};
+pub use statement::{Denial, HoldRequirement, StatementKind, Submission, Verdict};
