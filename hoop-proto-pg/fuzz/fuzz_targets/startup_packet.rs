@@ -1,7 +1,7 @@
 //! Startup-phase packets (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest).
 #![no_main]
 
-use hoop::proto::pg::startup::StartupPacket;
+use hoop_proto_pg::startup::StartupPacket;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -183,6 +183,7 @@ impl<'a> Reader<'a> {
             // Names, tags and most SQL: checked for ASCII on the way to the
             // NUL, which is cheaper than the general validation.
             // SAFETY: ASCII bytes are valid UTF-8.
+            #[allow(unsafe_code)]
             return Ok(unsafe { std::str::from_utf8_unchecked(b) });
         }
         std::str::from_utf8(b).map_err(|_| MessageError::InvalidUtf8 { field })

@@ -9,6 +9,8 @@
 //!   status, prepared statements and portals, and the queue of replies the
 //!   server still owes.
 
+#![deny(unsafe_code)]
+
 pub mod auth;
 pub mod copy;
 pub mod extended;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use hoop::proto::pg::{Direction, FrameDecoder};
+use hoop_proto_pg::{Direction, FrameDecoder};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

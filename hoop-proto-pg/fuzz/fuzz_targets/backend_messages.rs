@@ -2,7 +2,7 @@
 //! state machine's reply accounting (with some requests outstanding).
 #![no_main]
 
-use hoop::proto::pg::{
+use hoop_proto_pg::{
     auth::strip_channel_binding, extended::Parse, message::BackendMessage, rows::DataRow,
     session::SessionState,
 };

@@ -34,7 +34,7 @@ use super::notice::NoticeFields;
 use super::rows::RowDescription;
 use super::status::{ReadyForQuery, TransactionStatus};
 use super::wire::MessageError;
-use crate::statement::ProtocolForm;
+use hoop_core::Submission;
 
 /// Where a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -183,7 +183,7 @@ pub struct ResultContext<'a> {
     /// The SQL text (for a simple Query, the whole query string).
     pub sql: &'a str,
     /// How it was sent.
-    pub form: ProtocolForm,
+    pub form: Submission,
     /// Prepared statement name (extended protocol).
     pub statement: Option<&'a str>,
     /// Portal name (extended protocol).
@@ -465,7 +465,7 @@ impl SessionState {
         match self.owed.front()? {
             Owed::Query { sql } => Some(ResultContext {
                 sql,
-                form: ProtocolForm::Simple,
+                form: Submission::Text,
                 statement: None,
                 portal: None,
                 row_description: self.query_description.as_deref(),
@@ -476,7 +476,7 @@ impl SessionState {
                 let p = self.portal_ref(portal);
                 Some(ResultContext {
                     sql: p.map_or("", |p| &p.sql),
-                    form: ProtocolForm::Extended,
+                    form: Submission::Prepared,
                     statement: p.map(|p| &*p.statement),
                     portal: Some(portal),
                     row_description: p.and_then(|p| p.row_description.as_deref()),
@@ -486,7 +486,7 @@ impl SessionState {
             }
             Owed::FunctionCall => Some(ResultContext {
                 sql: "",
-                form: ProtocolForm::FunctionCall,
+                form: Submission::FunctionCall,
                 statement: None,
                 portal: None,
                 row_description: None,
@@ -736,8 +736,8 @@ impl SessionState {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::proto::pg::extended::{Execute, Parse};
-    use crate::proto::pg::notice::ErrorSpec;
+    use crate::extended::{Execute, Parse};
+    use crate::notice::ErrorSpec;
 
     fn desc_body(names: &[&str]) -> Vec<u8> {
         let mut body = (names.len() as i16).to_be_bytes().to_vec();

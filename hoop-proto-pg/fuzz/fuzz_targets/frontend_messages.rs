@@ -2,7 +2,7 @@
 //! with whatever parsed.
 #![no_main]
 
-use hoop::proto::pg::{extended::Target, message::FrontendMessage, session::SessionState};
+use hoop_proto_pg::{extended::Target, message::FrontendMessage, session::SessionState};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
