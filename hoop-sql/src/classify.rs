@@ -2,9 +2,9 @@
 //! and whether their UPDATE/DELETE are restricted by a WHERE. Pure.
 //!
 //! # How
-//! 1. [`super::split`] cuts the text into statements exactly where PostgreSQL
-//!    will, independently of the SQL library.
-//! 2. Each piece is parsed on its own with sqlparser's PostgreSQL dialect. A
+//! 1. The session's [`SqlDialect`] cuts the text into statements exactly
+//!    where the server will, independently of the SQL library ([`ParsedSql`]).
+//! 2. Each piece is parsed on its own with the dialect's parser. A
 //!    piece the library rejects, or reads as anything but exactly one
 //!    statement, is [`StatementKind::Unparsed`]: fail closed, decided by
 //!    `policy.unparsed`. (sqlparser does not know every PostgreSQL utility
@@ -45,22 +45,18 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::{
-    ast::{
-        CommentObject, CopySource, Expr, FromTable, GrantObjects, MergeAction, ObjectName,
-        ObjectType, Query, SetExpr, Statement, TableFactor, TableObject, Visit, Visitor,
-        visit_expressions,
-    },
-    dialect::PostgreSqlDialect,
-    parser::Parser,
-    tokenizer::{Token, Tokenizer},
+use sqlparser::ast::{
+    CommentObject, CopySource, Expr, FromTable, GrantObjects, MergeAction, ObjectName, ObjectType,
+    Query, SetExpr, Statement, TableFactor, TableObject, Visit, Visitor, visit_expressions,
 };
 
-use super::{
-    names::{TableRef, normalize_ident},
-    split::split,
+use crate::{
+    SqlDialect,
+    dialect::ParseFailure,
+    names::TableRef,
+    parsed::{ParsedSql, ParsedStatement},
 };
-use crate::statement::StatementKind;
+use hoop_core::StatementKind;
 
 /// One statement of a SQL text, as policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,61 +117,40 @@ impl ClassifiedStatement {
     }
 }
 
-/// Classifies every statement of `sql`. Empty text (or only comments) gives
-/// no statements. Never fails: what cannot be understood is `Unparsed`.
-pub fn classify(sql: &str) -> Vec<ClassifiedStatement> {
-    match split(sql) {
+/// Classifies every statement of a parsed text. Empty text (or only
+/// comments) gives no statements. Never fails: what cannot be understood is
+/// `Unparsed`.
+pub fn classify(parsed: &ParsedSql<'_>) -> Vec<ClassifiedStatement> {
+    match &parsed.statements {
         Err(e) => vec![ClassifiedStatement::unparsed(e.to_string())],
-        Ok(pieces) => pieces
+        Ok(statements) => statements
             .iter()
-            .map(|piece| classify_one(piece.text))
+            .map(|statement| classify_one(statement, parsed.dialect()))
             .collect(),
     }
 }
 
-/// Classifies the text of exactly one statement.
-fn classify_one(text: &str) -> ClassifiedStatement {
-    let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, text);
-    if parsed.is_err() && first_word(text).as_deref() == Some("copy") {
-        // sqlparser reads `COPY … FROM STDIN` as followed by inline data after a
-        // `;`; on the wire the data comes in CopyData messages, so give it an
-        // empty inline block. The piece has no top-level `;` of its own.
-        parsed = Parser::parse_sql(&PostgreSqlDialect {}, &format!("{text};"));
-    }
-    match parsed {
-        Ok(statements) if statements.len() == 1 => classify_statement(&statements[0]),
-        Ok(statements) => ClassifiedStatement::unparsed(format!(
-            "the SQL parser read {} statements where PostgreSQL sees one",
-            statements.len()
-        )),
-        Err(e) => match first_word(text).as_deref() {
+/// Classifies one statement of a text.
+fn classify_one(statement: &ParsedStatement<'_>, dialect: &'static dyn SqlDialect) -> ClassifiedStatement {
+    match &statement.ast {
+        Ok(ast) => classify_statement(ast, dialect),
+        Err(e @ ParseFailure::Several(_)) => ClassifiedStatement::unparsed(e.to_string()),
+        // sqlparser does not know every utility statement; `DO` and `RESET`
+        // always are what their first word says.
+        Err(ParseFailure::Syntax(e)) => match dialect.first_word(statement.text).as_deref() {
             Some("do") => ClassifiedStatement {
                 opaque: true,
                 ..ClassifiedStatement::new(StatementKind::Do)
             },
             Some("reset") => ClassifiedStatement::new(StatementKind::Reset),
-            _ => ClassifiedStatement::unparsed(e.to_string()),
+            _ => ClassifiedStatement::unparsed(e.clone()),
         },
     }
 }
 
-/// The first keyword of a statement, lower-cased, skipping whitespace and comments.
-fn first_word(text: &str) -> Option<String> {
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, text)
-        .tokenize()
-        .ok()?;
-    match tokens
-        .into_iter()
-        .find(|t| !matches!(t, Token::Whitespace(_)))?
-    {
-        Token::Word(word) if word.quote_style.is_none() => Some(word.value.to_lowercase()),
-        _ => None,
-    }
-}
-
 /// Classifies one parsed statement.
-pub fn classify_statement(statement: &Statement) -> ClassifiedStatement {
-    let mut collector = Collector::default();
+pub fn classify_statement(statement: &Statement, dialect: &'static dyn SqlDialect) -> ClassifiedStatement {
+    let mut collector = Collector::new(dialect);
     let _ = statement.visit(&mut collector);
     let mut kinds = collector.kinds.into_iter();
     let kind = kinds.next().unwrap_or(StatementKind::Other);
@@ -326,8 +301,8 @@ struct Scope {
     cte_index_in_parent: Option<usize>,
 }
 
-#[derive(Default)]
 struct Collector {
+    dialect: &'static dyn SqlDialect,
     scopes: Vec<Scope>,
     /// For each statement being visited: whether statements inside it execute.
     executes: Vec<bool>,
@@ -342,6 +317,21 @@ struct Collector {
 }
 
 impl Collector {
+    fn new(dialect: &'static dyn SqlDialect) -> Self {
+        Self {
+            dialect,
+            scopes: Vec::new(),
+            executes: Vec::new(),
+            kinds: Vec::new(),
+            tables: Vec::new(),
+            functions: Vec::new(),
+            unfiltered: false,
+            opaque: false,
+            prepared_name: None,
+            table_function: None,
+        }
+    }
+
     fn executing(&self) -> bool {
         self.executes.last().copied().unwrap_or(true)
     }
@@ -360,7 +350,7 @@ impl Collector {
 
     /// A name that is always a real table (DML targets, DROP lists…).
     fn real_table(&mut self, name: &ObjectName) {
-        if let Some(table) = TableRef::from_object_name(name) {
+        if let Some(table) = TableRef::from_object_name(name, self.dialect) {
             self.table(table);
         }
     }
@@ -538,7 +528,7 @@ impl Visitor for Collector {
                 self.functions
                     .push(function.name.to_string().to_lowercase());
             }
-            Statement::Prepare { name, .. } => self.prepared_name = Some(normalize_ident(name)),
+            Statement::Prepare { name, .. } => self.prepared_name = Some(self.dialect.fold(name)),
             Statement::Execute { name, .. } => {
                 self.opaque = true;
                 self.prepared_name = name.as_ref().map(|n| n.to_string().to_lowercase());
@@ -567,7 +557,7 @@ impl Visitor for Collector {
             (
                 with.cte_tables
                     .iter()
-                    .map(|cte| normalize_ident(&cte.alias.name))
+                    .map(|cte| self.dialect.fold(&cte.alias.name))
                     .collect(),
                 with.recursive,
             )
@@ -605,7 +595,7 @@ impl Visitor for Collector {
             self.table_function = None;
             return ControlFlow::Continue(());
         }
-        if let Some(table) = TableRef::from_object_name(relation)
+        if let Some(table) = TableRef::from_object_name(relation, self.dialect)
             && (table.schema.is_some() || !self.is_cte(&table.name))
         {
             self.table(table);
@@ -628,7 +618,12 @@ impl Visitor for Collector {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::pg::Postgres;
     use StatementKind as K;
+
+    fn classify(sql: &str) -> Vec<ClassifiedStatement> {
+        super::classify(&ParsedSql::parse(&Postgres, sql))
+    }
 
     fn one(sql: &str) -> ClassifiedStatement {
         let mut all = classify(sql);
@@ -751,8 +746,9 @@ mod tests {
             ),
             ["f", "g", "h"]
         );
-        // sqlparser does not know the `TABLE x` statement: unparsed, fail closed.
-        assert_eq!(one("TABLE secrets").kind, K::Unparsed);
+        // `TABLE x` is `SELECT * FROM x`: its table counts.
+        assert_eq!(one("TABLE secrets").kind, K::Select);
+        assert_eq!(tables("TABLE secrets"), ["secrets"]);
     }
 
     #[test]

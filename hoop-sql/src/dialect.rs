@@ -1,0 +1,128 @@
+//! [`SqlDialect`]: what hoop must know about one server's SQL to judge and
+//! mask it. One implementation per wire protocol's server family; each has
+//! one tokenizer that feeds splitting, fingerprints and literal redaction,
+//! so the three always agree on where strings, comments and statements end.
+
+use std::borrow::Cow;
+
+use sqlparser::ast::{Ident, Statement};
+
+/// One statement's text within a larger text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece<'a> {
+    /// The text, without its terminating `;`.
+    pub text: &'a str,
+    /// Byte offset of `text` in the original.
+    pub offset: usize,
+}
+
+/// Why a text could not be split into statements. The text is then judged
+/// as unparsed (`policy.unparsed`), whatever it holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    /// A string, quoted identifier, dollar quote or comment is never closed.
+    #[error("unterminated {0}")]
+    Unterminated(&'static str),
+    /// A string literal ends in a different place depending on a session
+    /// setting the text alone cannot tell (PostgreSQL's
+    /// `standard_conforming_strings`).
+    #[error("string literal at byte {0} ends differently with standard_conforming_strings off")]
+    Ambiguous(usize),
+}
+
+/// Why one statement's text has no syntax tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseFailure {
+    /// The SQL library rejected it.
+    #[error("{0}")]
+    Syntax(String),
+    /// The SQL library read several statements where the server sees one.
+    #[error("the SQL parser read {0} statements where the server sees one")]
+    Several(usize),
+}
+
+/// What a statement does to a cursor, for rows that come from `FETCH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorOp {
+    /// `DECLARE name … FOR query`: the cursor (folded) and the declaring text.
+    Declare {
+        /// The cursor's name, folded.
+        name: String,
+    },
+    /// `FETCH … name` (or `MOVE`): the cursor it reads, folded.
+    Fetch {
+        /// The cursor's name, folded.
+        name: String,
+    },
+}
+
+/// Function names lineage must treat specially, lower case.
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionCatalog {
+    /// Built-in set-returning functions whose rows carry nothing but their
+    /// arguments. Any other function in `FROM` is unknown.
+    pub row_functions: &'static [&'static str],
+    /// Functions that run SQL (or read a table) named in a string argument.
+    pub sql_running: &'static [&'static str],
+    /// Functions that send their arguments somewhere masking on read
+    /// cannot follow.
+    pub side_channel: &'static [&'static str],
+}
+
+/// How a server quotes stored values in its error texts, for masking echoes.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoPatterns {
+    /// Texts that end a `Key (columns)=(values)` list (unique and foreign
+    /// key violations).
+    pub key_value_suffixes: &'static [&'static str],
+    /// The text that starts a whole quoted row (`Failing row contains (`).
+    pub failing_row: Option<&'static str>,
+    /// Whether a trailing `: "…"` quotes an input value
+    /// (`invalid input syntax for type integer: "…"`).
+    pub trailing_quoted: bool,
+}
+
+/// One server family's SQL, as hoop needs it.
+pub trait SqlDialect: Send + Sync + std::fmt::Debug + 'static {
+    /// The dialect's name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// The SQL library's dialect for parsing.
+    fn parser_dialect(&self) -> &dyn sqlparser::dialect::Dialect;
+
+    /// Cuts a text into the statements the server will run, where the
+    /// server cuts it. Pieces holding only whitespace and comments are
+    /// dropped.
+    fn split<'a>(&self, sql: &'a str) -> Result<Vec<Piece<'a>>, SplitError>;
+
+    /// Parses one statement's text (a [`Piece`]).
+    fn parse_statement(&self, piece: &str) -> Result<Statement, ParseFailure>;
+
+    /// The statement's first keyword, lower case (for statements the SQL
+    /// library cannot parse but whose kind the keyword alone decides).
+    fn first_word(&self, piece: &str) -> Option<String>;
+
+    /// A key under which texts that differ only in literal values share one
+    /// judgement, into a reused buffer; `false` when the text gets no key
+    /// (its lexing could depend on session settings, or it does not lex).
+    fn fingerprint_into(&self, sql: &str, out: &mut String) -> bool;
+
+    /// The text with the contents of every string literal replaced by
+    /// `[REDACTED:literal]`; comments, identifiers and numbers stay.
+    fn redact_literals<'a>(&self, sql: &'a str) -> Cow<'a, str>;
+
+    /// An identifier as the server compares it.
+    fn fold(&self, ident: &Ident) -> String;
+
+    /// A raw word (possibly quoted) as the server compares it.
+    fn fold_word(&self, word: &str) -> String;
+
+    /// What a statement (a [`Piece`]'s text) does to a cursor.
+    fn cursor_op(&self, piece: &str) -> Option<CursorOp>;
+
+    /// Functions lineage must know about.
+    fn functions(&self) -> &FunctionCatalog;
+
+    /// How the server echoes values in its messages.
+    fn echo_patterns(&self) -> &EchoPatterns;
+}
