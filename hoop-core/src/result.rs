@@ -89,7 +89,7 @@ pub trait RowValues {
     fn get(&self, i: usize) -> Option<&[u8]>;
 }
 
-impl RowValues for [Option<&[u8]>] {
+impl RowValues for &[Option<&[u8]>] {
     fn len(&self) -> usize {
         <[Option<&[u8]>]>::len(self)
     }

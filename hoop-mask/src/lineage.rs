@@ -1,6 +1,6 @@
 //! Column lineage: which output columns of a statement may carry a masked value.
 //!
-//! Pure, from the SQL text alone (sqlparser, PostgreSQL dialect). The
+//! Pure, from the SQL alone (parsed once, in the session's dialect). The
 //! analysis is deliberately *over*-approximating: an output position is
 //! `Clean` only when every identifier it could be computed from is known not
 //! to be a masked column. Anything the analysis cannot follow is `Unknown`,
@@ -39,14 +39,11 @@
 
 use std::{cell::Cell, ops::ControlFlow};
 
-use sqlparser::{
-    ast::{
-        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-        Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
-        TableFactor, TableWithJoins, Visit, Visitor,
-    },
-    dialect::PostgreSqlDialect,
-    parser::Parser,
+use hoop_sql::{ParsedSql, SqlDialect};
+use sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
+    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
+    TableFactor, TableWithJoins, Visit, Visitor,
 };
 
 use super::{MaskRules, Strategy};
@@ -167,65 +164,52 @@ impl SqlLineage {
     }
 }
 
-/// Analyzes every statement of `sql`.
-pub fn analyze_sql(sql: &str, rules: &MaskRules) -> SqlLineage {
+/// Analyzes every statement of a parsed text.
+pub fn analyze(parsed: &ParsedSql<'_>, rules: &MaskRules) -> SqlLineage {
     if rules.column_rules.is_empty() {
         return SqlLineage {
             statements: Vec::new(),
             unparsed: false,
         };
     }
-    match parse(sql) {
-        Some(statements) => {
-            let analyzer = Analyzer::new(rules);
-            let side = mentions_side_channel(sql);
-            SqlLineage {
-                statements: statements
-                    .iter()
-                    .map(|s| analyzer.statement(s, side))
-                    .collect(),
-                unparsed: false,
-            }
-        }
-        None => SqlLineage {
+    let Ok(statements) = &parsed.statements else {
+        return SqlLineage {
             statements: Vec::new(),
             unparsed: true,
-        },
+        };
+    };
+    let dialect = parsed.dialect();
+    let analyzer = Analyzer::new(rules, dialect);
+    let side = mentions_side_channel(dialect, parsed.text);
+    SqlLineage {
+        statements: statements
+            .iter()
+            .map(|s| match &s.ast {
+                Ok(statement) => analyzer.statement(statement, side),
+                // A statement the parser cannot read: its rows could carry
+                // anything (fail closed).
+                Err(_) => Lineage::unknown(),
+            })
+            .collect(),
+        unparsed: !parsed.fully_parsed(),
     }
 }
 
-static TABLE_STATEMENT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new(r"(?i)((?:^|[(;])\s*)TABLE(\s+)").expect("static regex")
-});
-
-/// Parses with the PostgreSQL dialect. sqlparser does not accept a
-/// statement-level `TABLE name` (PostgreSQL's `SELECT * FROM name`), so when
-/// parsing fails it is retried with that spelled out.
-fn parse(sql: &str) -> Option<Vec<Statement>> {
-    if let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        return Some(statements);
-    }
-    let rewritten = TABLE_STATEMENT.replace_all(sql, "${1}SELECT * FROM${2}");
-    if rewritten == sql {
-        return None;
-    }
-    Parser::parse_sql(&PostgreSqlDialect {}, &rewritten).ok()
-}
-
-/// The lineage of the rows of a query given as SQL: a cursor's query for
-/// rows that come from `FETCH` (the SQL of `DECLARE c CURSOR FOR <query>`,
-/// or the whole `DECLARE` statement), or any single statement.
-pub fn analyze_query_sql(sql: &str, rules: &MaskRules) -> Lineage {
+/// The lineage of the rows of one statement's query given as SQL: a
+/// cursor's query for rows that come from `FETCH` (the whole `DECLARE`
+/// statement, or the query itself).
+pub fn analyze_query(parsed: &ParsedSql<'_>, rules: &MaskRules) -> Lineage {
     if rules.column_rules.is_empty() {
         return Lineage::clean();
     }
-    let Some(statements) = parse(sql) else {
+    let Ok([statement]) = parsed.statements.as_deref() else {
         return Lineage::unknown();
     };
-    let [statement] = statements.as_slice() else {
+    let Ok(statement) = &statement.ast else {
         return Lineage::unknown();
     };
-    let analyzer = Analyzer::new(rules);
+    let dialect = parsed.dialect();
+    let analyzer = Analyzer::new(rules, dialect);
     if let Statement::Declare { stmts } = statement {
         return match stmts.as_slice() {
             [d] => match &d.for_query {
@@ -235,30 +219,26 @@ pub fn analyze_query_sql(sql: &str, rules: &MaskRules) -> Lineage {
             _ => Lineage::unknown(),
         };
     }
-    analyzer.statement(statement, mentions_side_channel(sql))
+    analyzer.statement(statement, mentions_side_channel(dialect, parsed.text))
 }
 
-/// Folds an identifier as PostgreSQL does: unquoted → lower case.
-pub(crate) fn fold(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_lowercase()
-    }
+/// Folds an identifier as the session's server does.
+pub(crate) fn fold(d: &dyn SqlDialect, ident: &Ident) -> String {
+    d.fold(ident)
 }
 
-fn object_parts(name: &ObjectName) -> Vec<String> {
+fn object_parts(d: &dyn SqlDialect, name: &ObjectName) -> Vec<String> {
     name.0
         .iter()
         .map(|p| match p {
-            ObjectNamePart::Identifier(i) => fold(i),
-            ObjectNamePart::Function(f) => fold(&f.name),
+            ObjectNamePart::Identifier(i) => fold(d, i),
+            ObjectNamePart::Function(f) => fold(d, &f.name),
         })
         .collect()
 }
 
-pub(crate) fn table_name(name: &ObjectName) -> TableName {
-    let mut parts = object_parts(name);
+pub(crate) fn table_name(d: &dyn SqlDialect, name: &ObjectName) -> TableName {
+    let mut parts = object_parts(d, name);
     let table = parts.pop().unwrap_or_default();
     TableName {
         schema: parts.pop(),
@@ -266,78 +246,13 @@ pub(crate) fn table_name(name: &ObjectName) -> TableName {
     }
 }
 
-/// Built-in set-returning functions whose rows carry nothing but their
-/// arguments. Any other function in `FROM` is `Unknown`.
-const KNOWN_ROW_FUNCTIONS: &[&str] = &[
-    "generate_series",
-    "generate_subscripts",
-    "unnest",
-    "json_each",
-    "json_each_text",
-    "jsonb_each",
-    "jsonb_each_text",
-    "json_array_elements",
-    "json_array_elements_text",
-    "jsonb_array_elements",
-    "jsonb_array_elements_text",
-    "json_object_keys",
-    "jsonb_object_keys",
-    "json_to_record",
-    "json_to_recordset",
-    "jsonb_to_record",
-    "jsonb_to_recordset",
-    "json_populate_record",
-    "json_populate_recordset",
-    "jsonb_populate_record",
-    "jsonb_populate_recordset",
-    "jsonb_path_query",
-    "regexp_matches",
-    "regexp_split_to_table",
-    "string_to_table",
-];
-
-/// Functions that run SQL (or read a table) named in a string argument.
-const SQL_RUNNING_FUNCTIONS: &[&str] = &[
-    "query_to_xml",
-    "query_to_xmlschema",
-    "query_to_xml_and_xmlschema",
-    "table_to_xml",
-    "table_to_xmlschema",
-    "table_to_xml_and_xmlschema",
-    "cursor_to_xml",
-    "cursor_to_xmlschema",
-    "schema_to_xml",
-    "schema_to_xmlschema",
-    "schema_to_xml_and_xmlschema",
-    "database_to_xml",
-    "database_to_xmlschema",
-    "database_to_xml_and_xmlschema",
-    "dblink",
-    "dblink_fetch",
-    "dblink_get_result",
-    "ts_stat",
-];
-
-/// Functions that send their arguments somewhere masking on read cannot follow.
-const SIDE_CHANNEL_FUNCTIONS: &[&str] = &[
-    "pg_notify",
-    "set_config",
-    "dblink_exec",
-    "dblink_send_query",
-    "dblink",
-    "lo_from_bytea",
-    "lo_put",
-    "pg_file_write",
-    "pg_logical_emit_message",
-];
-
-fn mentions_side_channel(sql: &str) -> bool {
+fn mentions_side_channel(d: &dyn SqlDialect, sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
-    SIDE_CHANNEL_FUNCTIONS.iter().any(|f| lower.contains(f))
+    d.functions().side_channel.iter().any(|f| lower.contains(f))
 }
 
-fn last_name(name: &ObjectName) -> String {
-    object_parts(name).pop().unwrap_or_default()
+fn last_name(d: &dyn SqlDialect, name: &ObjectName) -> String {
+    object_parts(d, name).pop().unwrap_or_default()
 }
 
 /// One output item of a query, by name when it has one.
@@ -402,14 +317,16 @@ const BUDGET: u32 = 10_000;
 
 struct Analyzer<'r> {
     rules: &'r MaskRules,
+    dialect: &'static dyn SqlDialect,
     budget: Cell<u32>,
     exhausted: Cell<bool>,
 }
 
 impl<'r> Analyzer<'r> {
-    fn new(rules: &'r MaskRules) -> Self {
+    fn new(rules: &'r MaskRules, dialect: &'static dyn SqlDialect) -> Self {
         Analyzer {
             rules,
+            dialect,
             budget: Cell::new(BUDGET),
             exhausted: Cell::new(false),
         }
@@ -699,7 +616,7 @@ impl<'r> Analyzer<'r> {
 
     /// A whole-row reference through a qualified star (`c.*` inside an expression).
     fn resolve_row(&self, name: &ObjectName, scopes: &[&Scope]) -> ColumnLineage {
-        let parts = object_parts(name);
+        let parts = object_parts(self.dialect, name);
         let Some((t, qual)) = parts.split_last() else {
             return ColumnLineage::Unknown;
         };
@@ -795,7 +712,7 @@ impl<'r> Analyzer<'r> {
         let mut scope = Scope::default();
         if let Some(with) = &q.with {
             for cte in &with.cte_tables {
-                let name = fold(&cte.alias.name);
+                let name = fold(self.dialect, &cte.alias.name);
                 let shape = {
                     let env2 = Env {
                         scope: &scope,
@@ -811,7 +728,7 @@ impl<'r> Analyzer<'r> {
                         for _ in 0..3 {
                             let mut s2 = scope.clone();
                             s2.ctes
-                                .push((name.clone(), rename(guess.clone(), &cte.alias)));
+                                .push((name.clone(), rename(self.dialect, guess.clone(), &cte.alias)));
                             let env3 = Env {
                                 scope: &s2,
                                 parent: env.as_ref(),
@@ -823,7 +740,7 @@ impl<'r> Analyzer<'r> {
                         self.query(&cte.query, Some(env2))
                     }
                 };
-                scope.ctes.push((name, rename(shape, &cte.alias)));
+                scope.ctes.push((name, rename(self.dialect, shape, &cte.alias)));
             }
         }
         let env2 = Env {
@@ -942,11 +859,11 @@ impl<'r> Analyzer<'r> {
         for item in &s.projection {
             match item {
                 SelectItem::UnnamedExpr(e) => items.push(ShapeItem::Col {
-                    name: default_name(e),
+                    name: default_name(self.dialect, e),
                     lin: self.expr(e, Some(env2)),
                 }),
                 SelectItem::ExprWithAlias { expr, alias } => items.push(ShapeItem::Col {
-                    name: Some(fold(alias)),
+                    name: Some(fold(self.dialect, alias)),
                     lin: self.expr(expr, Some(env2)),
                 }),
                 SelectItem::Wildcard(_) => {
@@ -956,7 +873,7 @@ impl<'r> Analyzer<'r> {
                 }
                 SelectItem::QualifiedWildcard(kind, _) => match kind {
                     SelectItemQualifiedWildcardKind::ObjectName(name) => {
-                        let parts = object_parts(name);
+                        let parts = object_parts(self.dialect, name);
                         let (t, qual) = parts
                             .split_last()
                             .map_or(("", None), |(t, q)| (t.as_str(), q.last()));
@@ -1003,17 +920,17 @@ impl<'r> Analyzer<'r> {
     }
 
     fn table_factor(&self, tf: &TableFactor, env: Option<Env<'_>>) -> Vec<Rel> {
-        let alias_of = |alias: &Option<TableAlias>| alias.as_ref().map(|a| fold(&a.name));
+        let alias_of = |alias: &Option<TableAlias>| alias.as_ref().map(|a| fold(self.dialect, &a.name));
         match tf {
             TableFactor::Table {
                 name, alias, args, ..
             } => {
                 if let Some(args) = args {
-                    let lin = self.function_rows(&last_name(name), &args.args, env);
-                    let rel_name = alias_of(alias).unwrap_or_else(|| last_name(name));
+                    let lin = self.function_rows(&last_name(self.dialect, name), &args.args, env);
+                    let rel_name = alias_of(alias).unwrap_or_else(|| last_name(self.dialect, name));
                     return vec![opaque(rel_name, lin)];
                 }
-                let tn = table_name(name);
+                let tn = table_name(self.dialect, name);
                 let rel_name = alias_of(alias).unwrap_or_else(|| tn.name.clone());
                 let schema = if alias.is_some() {
                     None
@@ -1024,7 +941,7 @@ impl<'r> Analyzer<'r> {
                     && let Some(shape) = env.and_then(|e| find_cte(e, &tn.name))
                 {
                     let shape = match alias {
-                        Some(a) => rename(shape, a),
+                        Some(a) => rename(self.dialect, shape, a),
                         None => shape,
                     };
                     return vec![Rel {
@@ -1050,7 +967,7 @@ impl<'r> Analyzer<'r> {
             } => {
                 let shape = self.query(subquery, env);
                 let shape = match alias {
-                    Some(a) => rename(shape, a),
+                    Some(a) => rename(self.dialect, shape, a),
                     None => shape,
                 };
                 vec![Rel {
@@ -1062,9 +979,9 @@ impl<'r> Analyzer<'r> {
             TableFactor::Function {
                 name, args, alias, ..
             } => {
-                let lin = self.function_rows(&last_name(name), args, env);
+                let lin = self.function_rows(&last_name(self.dialect, name), args, env);
                 vec![opaque(
-                    alias_of(alias).unwrap_or_else(|| last_name(name)),
+                    alias_of(alias).unwrap_or_else(|| last_name(self.dialect, name)),
                     lin,
                 )]
             }
@@ -1075,7 +992,7 @@ impl<'r> Analyzer<'r> {
                             FunctionArguments::List(l) => l.args.clone(),
                             _ => Vec::new(),
                         };
-                        self.function_rows(&last_name(&f.name), &args, env)
+                        self.function_rows(&last_name(self.dialect, &f.name), &args, env)
                     }
                     other => self.as_value(self.expr(other, env)),
                 };
@@ -1121,7 +1038,7 @@ impl<'r> Analyzer<'r> {
         args: &[FunctionArg],
         env: Option<Env<'_>>,
     ) -> ColumnLineage {
-        if !KNOWN_ROW_FUNCTIONS.contains(&name) {
+        if !self.dialect.functions().row_functions.contains(&name) {
             return ColumnLineage::Unknown;
         }
         let mut lin = ColumnLineage::Clean;
@@ -1178,24 +1095,53 @@ impl<'r> Analyzer<'r> {
             Statement::Copy {
                 source, to, target, ..
             } => {
-                // COPY's data is masked by `copy::CopyMasker`; here only a
-                // server-side file or program target counts as a write.
-                let mut l = Lineage::unknown();
                 let to_client = matches!(
                     target,
                     sqlparser::ast::CopyTarget::Stdout | sqlparser::ast::CopyTarget::Stdin
                 );
-                if *to && !to_client {
-                    l.writes_masked = match source {
-                        sqlparser::ast::CopySource::Table { table_name, .. } => {
-                            self.table_row(&table_name_of(table_name)) != ColumnLineage::Clean
-                        }
-                        sqlparser::ast::CopySource::Query(q) => {
-                            lineage_touches_masked(&self.query_lineage(q, None))
-                        }
-                    };
+                match source {
+                    // COPY … TO STDOUT: its rows are a result like any other.
+                    sqlparser::ast::CopySource::Query(q) if *to && to_client => {
+                        self.query_lineage(q, None)
+                    }
+                    sqlparser::ast::CopySource::Table {
+                        table_name,
+                        columns,
+                    } if *to && to_client => {
+                        let t = table_name_of(self.dialect, table_name);
+                        let items = if columns.is_empty() {
+                            vec![self.star_of_table(&t)]
+                        } else {
+                            columns
+                                .iter()
+                                .map(|c| {
+                                    let name = fold(self.dialect, c);
+                                    ShapeItem::Col {
+                                        lin: self.base_column(&t, &name),
+                                        name: Some(name),
+                                    }
+                                })
+                                .collect()
+                        };
+                        self.shape_lineage(&Shape { items })
+                    }
+                    // A server-side file or program target is a write.
+                    _ if *to => {
+                        let mut l = Lineage::clean();
+                        l.writes_masked = match source {
+                            sqlparser::ast::CopySource::Table { table_name, .. } => {
+                                self.table_row(&table_name_of(self.dialect, table_name))
+                                    != ColumnLineage::Clean
+                            }
+                            sqlparser::ast::CopySource::Query(q) => {
+                                lineage_touches_masked(&self.query_lineage(q, None))
+                            }
+                        };
+                        l
+                    }
+                    // COPY … FROM returns no rows.
+                    _ => Lineage::clean(),
                 }
-                l
             }
             // Statements that return no rows, or rows that are not table data.
             Statement::Declare { .. }
@@ -1263,7 +1209,7 @@ impl<'r> Analyzer<'r> {
         match statement {
             Statement::Insert(ins) => {
                 let target = match &ins.table {
-                    sqlparser::ast::TableObject::TableName(n) => table_name(n),
+                    sqlparser::ast::TableObject::TableName(n) => table_name(self.dialect, n),
                     sqlparser::ast::TableObject::TableFunction(_) => TableName {
                         schema: None,
                         name: String::new(),
@@ -1278,7 +1224,7 @@ impl<'r> Analyzer<'r> {
                     name: ins
                         .table_alias
                         .as_ref()
-                        .map_or_else(|| target.name.clone(), fold),
+                        .map_or_else(|| target.name.clone(), |a| fold(self.dialect, a)),
                     schema: target.schema.clone(),
                     source: RelSource::Base(target.clone()),
                 });
@@ -1369,7 +1315,7 @@ impl<'r> Analyzer<'r> {
         let sqlparser::ast::AssignmentTarget::ColumnName(name) = target else {
             return false;
         };
-        let parts = object_parts(name);
+        let parts = object_parts(self.dialect, name);
         let Some(col) = parts.last() else {
             return false;
         };
@@ -1389,11 +1335,11 @@ impl<'r> Analyzer<'r> {
         for item in items {
             match item {
                 SelectItem::UnnamedExpr(e) => out.push(ShapeItem::Col {
-                    name: default_name(e),
+                    name: default_name(self.dialect, e),
                     lin: self.expr(e, Some(env2)),
                 }),
                 SelectItem::ExprWithAlias { expr, alias } => out.push(ShapeItem::Col {
-                    name: Some(fold(alias)),
+                    name: Some(fold(self.dialect, alias)),
                     lin: self.expr(expr, Some(env2)),
                 }),
                 SelectItem::Wildcard(_) => {
@@ -1411,8 +1357,8 @@ impl<'r> Analyzer<'r> {
     }
 }
 
-fn table_name_of(name: &ObjectName) -> TableName {
-    table_name(name)
+fn table_name_of(d: &dyn SqlDialect, name: &ObjectName) -> TableName {
+    table_name(d, name)
 }
 
 fn shape_is_none_returning(statement: &Statement) -> bool {
@@ -1472,8 +1418,8 @@ fn find_cte(env: Env<'_>, name: &str) -> Option<Shape> {
 }
 
 /// Applies `AS alias(a, b, …)` column names to a shape.
-fn rename(mut shape: Shape, alias: &TableAlias) -> Shape {
-    let mut names = alias.columns.iter().map(|c| fold(&c.name));
+fn rename(d: &dyn SqlDialect, mut shape: Shape, alias: &TableAlias) -> Shape {
+    let mut names = alias.columns.iter().map(|c| fold(d, &c.name));
     for item in &mut shape.items {
         match item {
             ShapeItem::Col { name, .. } => match names.next() {
@@ -1488,12 +1434,12 @@ fn rename(mut shape: Shape, alias: &TableAlias) -> Shape {
 }
 
 /// PostgreSQL's default output name, where one exists.
-fn default_name(e: &Expr) -> Option<String> {
+fn default_name(d: &dyn SqlDialect, e: &Expr) -> Option<String> {
     match e {
-        Expr::Identifier(i) => Some(fold(i)),
-        Expr::CompoundIdentifier(parts) => parts.last().map(fold),
-        Expr::Function(f) => Some(last_name(&f.name)),
-        Expr::Cast { expr, .. } | Expr::Nested(expr) => default_name(expr),
+        Expr::Identifier(i) => Some(fold(d, i)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| fold(d, i)),
+        Expr::Function(f) => Some(last_name(d, &f.name)),
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => default_name(d, expr),
         _ => None,
     }
 }
@@ -1569,7 +1515,7 @@ impl TaintVisitor<'_, '_> {
                 };
                 scope
                     .ctes
-                    .push((fold(&cte.alias.name), rename(shape, &cte.alias)));
+                    .push((fold(self.an.dialect, &cte.alias.name), rename(self.an.dialect, shape, &cte.alias)));
             }
         }
         let mut selects = Vec::new();
@@ -1666,11 +1612,11 @@ impl Visitor for TaintVisitor<'_, '_> {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         match expr {
             Expr::Identifier(i) => {
-                let lin = self.an.resolve(&[fold(i)], &self.scopes());
+                let lin = self.an.resolve(&[fold(self.an.dialect, i)], &self.scopes());
                 self.add(lin);
             }
             Expr::CompoundIdentifier(parts) => {
-                let parts: Vec<String> = parts.iter().map(fold).collect();
+                let parts: Vec<String> = parts.iter().map(|p| fold(self.an.dialect, p)).collect();
                 let lin = self.an.resolve(&parts, &self.scopes());
                 self.add(lin);
             }
@@ -1683,11 +1629,11 @@ impl Visitor for TaintVisitor<'_, '_> {
                 self.add(lin);
             }
             Expr::Function(f) => {
-                let name = last_name(&f.name);
-                if SQL_RUNNING_FUNCTIONS.contains(&name.as_str()) {
+                let name = last_name(self.an.dialect, &f.name);
+                if self.an.dialect.functions().sql_running.contains(&name.as_str()) {
                     self.add(ColumnLineage::Unknown);
                 }
-                if SIDE_CHANNEL_FUNCTIONS.contains(&name.as_str()) {
+                if self.an.dialect.functions().side_channel.contains(&name.as_str()) {
                     let before = std::mem::replace(&mut self.lin, ColumnLineage::Clean);
                     self.side.push((std::ptr::from_ref(expr) as usize, before));
                 }

@@ -1,22 +1,26 @@
 //! Masking: content detectors, strategies, column lineage and row rewriting.
 //!
-//! Pure: values in, values out. The policy file names these types.
+//! Pure and protocol-neutral: values in, values out. The policy file names
+//! these types; no wire format is known here.
 //!
-//! How the pieces fit (the lead glues them to the protocol codec):
+//! How the pieces fit (the governance layer glues them to a driver):
 //! - [`MaskRules`] is built once per policy snapshot from the compiled policy.
-//! - For each statement, [`lineage::analyze_sql`] says, per output column
+//! - For each statement, [`lineage::analyze`] says, per output column
 //!   position, whether it may carry a masked value. Lineage is computed from
-//!   the SQL text alone; it never under-approximates (anything it cannot
-//!   follow is [`lineage::ColumnLineage::Unknown`], which masks the column).
-//! - For each RowDescription, [`plan::MaskPlan::new`] combines the lineage
-//!   with each column's resolved source (table OID + attnum, resolved through
-//!   [`plan::CatalogCache`]) into per-column actions. Then
-//!   [`plan::MaskPlan::rewrite_row`] rewrites DataRow bodies, returning `None`
-//!   when nothing changed so the original frame is forwarded untouched.
-//! - [`copy::CopyMasker`] does the same for `COPY … TO STDOUT` data, and
-//!   [`MaskRules::mask_free_text`] for error/notice fields and notifications.
+//!   the SQL alone (parsed once, in the session's dialect); it never
+//!   under-approximates (anything it cannot follow is
+//!   [`lineage::ColumnLineage::Unknown`], which masks the column).
+//! - For each result set, [`plan::MaskPlan::new`] combines the lineage with
+//!   each [`hoop_core::ResultColumn`]'s source, as the protocol and its
+//!   catalog resolved it, into per-column actions. Then
+//!   [`plan::MaskPlan::rewrite_row`] rewrites a row's values into the
+//!   driver's encoder, or leaves the row untouched so its original bytes are
+//!   forwarded.
+//! - [`MaskRules::mask_free_text`] masks the texts a server echoes (errors,
+//!   notices, notifications), with the dialect's echo patterns.
 
-pub mod copy;
+#![forbid(unsafe_code)]
+
 pub mod detect;
 pub mod lineage;
 pub mod plan;
@@ -28,9 +32,7 @@ use serde::Deserialize;
 
 pub use detect::{DetectorKind, DetectorMatch, DetectorSet};
 pub use lineage::{ColumnLineage, Lineage, SqlLineage};
-pub use plan::{
-    CatalogCache, ColumnDescription, MaskCounts, MaskPlan, MaskRefusal, ResolvedColumn,
-};
+pub use plan::{MaskCounts, MaskPlan, MaskRefusal, masked_views};
 
 /// How a masked value is rewritten (`strategy:` in a mask rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -142,19 +144,17 @@ pub struct ColumnRef {
 }
 
 impl ColumnRef {
-    /// Parses `col`, `table.col` or `schema.table.col` (unquoted parts are
-    /// lower-cased; `"Quoted"` parts keep their case).
+    /// Parses `col`, `table.col` or `schema.table.col` as a policy file
+    /// writes it (unquoted parts are lower-cased; `"Quoted"` parts keep
+    /// their case).
     pub fn parse(text: &str) -> Result<ColumnRef, MaskRulesError> {
-        let parts =
-            split_qualified(text).ok_or_else(|| MaskRulesError::BadColumnRef(text.to_owned()))?;
-        let mut parts = parts.into_iter().rev();
-        let column = parts
-            .next()
-            .ok_or_else(|| MaskRulesError::BadColumnRef(text.to_owned()))?;
+        let bad = || MaskRulesError::BadColumnRef(text.to_owned());
+        let mut parts = hoop_sql::names::parse_dotted(text).map_err(|_| bad())?.into_iter().rev();
+        let column = parts.next().ok_or_else(bad)?;
         let table = parts.next();
         let schema = parts.next();
         if parts.next().is_some() {
-            return Err(MaskRulesError::BadColumnRef(text.to_owned()));
+            return Err(bad());
         }
         Ok(ColumnRef {
             schema,
@@ -182,48 +182,6 @@ impl ColumnRef {
                         _ => true,
                     }
             }
-        }
-    }
-}
-
-/// Splits `a.b."C d"` into folded parts; `None` on an empty part or an
-/// unterminated quote.
-fn split_qualified(text: &str) -> Option<Vec<String>> {
-    let mut parts = Vec::new();
-    let mut chars = text.trim().chars().peekable();
-    loop {
-        let mut part = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next()? {
-                    '"' if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        part.push('"');
-                    }
-                    '"' => break,
-                    c => part.push(c),
-                }
-            }
-        } else {
-            let mut raw = String::new();
-            while let Some(&c) = chars.peek() {
-                if c == '.' {
-                    break;
-                }
-                raw.extend(c.to_lowercase());
-                chars.next();
-            }
-            part.push_str(raw.trim());
-        }
-        if part.is_empty() {
-            return None;
-        }
-        parts.push(part);
-        match chars.next() {
-            None => return Some(parts),
-            Some('.') => {}
-            Some(_) => return None,
         }
     }
 }
@@ -342,9 +300,9 @@ impl MaskRules {
         &self.detector_rules
     }
 
-    /// Records views that read masked columns (from
-    /// [`plan::MASKED_VIEWS_QUERY`]): every column of such a view is treated
-    /// as masked by `rule`, in lineage and in RowDescription resolution.
+    /// Records views that read masked columns (see [`masked_views`]): every
+    /// column of such a view is treated as masked by that rule, in lineage
+    /// and when a result column names the view as its source.
     pub fn set_masked_relations(&mut self, views: Vec<(lineage::TableName, usize)>) {
         self.masked_relations = views;
     }

@@ -612,7 +612,7 @@ fn scan_aws(v: &[u8], push: &mut impl FnMut(usize, usize)) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::mask::Strategy;
+    use crate::Strategy;
 
     fn set(kinds: &[BuiltinDetector]) -> DetectorSet {
         DetectorSet::new(&[DetectorRule {

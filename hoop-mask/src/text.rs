@@ -1,5 +1,6 @@
-//! Masking free text the server echoes: ErrorResponse / NoticeResponse
-//! fields and NotificationResponse payloads.
+//! Masking free text a server echoes: the value-bearing texts of errors and
+//! notices, and notification payloads. Where a server quotes values is its
+//! dialect's [`EchoPatterns`]; PostgreSQL's are described here.
 //!
 //! The server can echo a stored value in a message:
 //! - unique / foreign-key / exclusion violations: `Key (ssn)=(123-45-6789) already exists.`
@@ -18,32 +19,28 @@
 //! functions and `DO` blocks can print anything: only detectors see that, so
 //! the policy should hold or deny `DO` where masking matters.
 
+use hoop_sql::EchoPatterns;
 use memchr::memmem;
 
 use super::{MaskRules, Strategy, strategy};
 
-/// Where a `Key (…)=(…)` value list ends, by the text PostgreSQL puts after it.
-const KEY_SUFFIXES: &[&str] = &[
-    ") already exists",
-    ") is not present in table",
-    ") is still referenced from table",
-    ") conflicts with existing key",
-    ") conflicts with key",
-    ") is duplicated",
-];
-
 impl MaskRules {
     /// The masked form of `text`, or `None` when nothing in it is masked.
-    pub fn mask_free_text(&self, text: &str) -> Option<String> {
+    /// `echoes` says how the session's server quotes values in its texts.
+    pub fn mask_free_text(&self, text: &str, echoes: &EchoPatterns) -> Option<String> {
         let mut current: Option<String> = None;
         if !self.column_rules.is_empty() {
-            if let Some(t) = self.mask_key_values(current.as_deref().unwrap_or(text)) {
+            if let Some(t) = self.mask_key_values(current.as_deref().unwrap_or(text), echoes) {
                 current = Some(t);
             }
-            if let Some(t) = redact_failing_row(current.as_deref().unwrap_or(text)) {
+            if let Some(mark) = echoes.failing_row
+                && let Some(t) = redact_failing_row(current.as_deref().unwrap_or(text), mark)
+            {
                 current = Some(t);
             }
-            if let Some(t) = redact_trailing_quoted(current.as_deref().unwrap_or(text)) {
+            if echoes.trailing_quoted
+                && let Some(t) = redact_trailing_quoted(current.as_deref().unwrap_or(text))
+            {
                 current = Some(t);
             }
         }
@@ -98,7 +95,7 @@ impl MaskRules {
         None
     }
 
-    fn mask_key_values(&self, text: &str) -> Option<String> {
+    fn mask_key_values(&self, text: &str, echoes: &EchoPatterns) -> Option<String> {
         let mut out = String::new();
         let mut changed = false;
         let mut at = 0;
@@ -125,7 +122,8 @@ impl MaskRules {
                 continue;
             };
             let rest = &text[value_start..];
-            let value_end = KEY_SUFFIXES
+            let value_end = echoes
+                .key_value_suffixes
                 .iter()
                 .filter_map(|s| rest.find(s))
                 .min()
@@ -163,9 +161,8 @@ impl MaskRules {
     }
 }
 
-fn redact_failing_row(text: &str) -> Option<String> {
-    const MARK: &str = "Failing row contains (";
-    let start = memmem::find(text.as_bytes(), MARK.as_bytes())? + MARK.len();
+fn redact_failing_row(text: &str, mark: &str) -> Option<String> {
+    let start = memmem::find(text.as_bytes(), mark.as_bytes())? + mark.len();
     let end = text
         .rfind(')')
         .filter(|&e| e >= start)
@@ -197,9 +194,15 @@ fn redact_trailing_quoted(text: &str) -> Option<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::mask::{
+    use crate::{
         BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule,
     };
+
+    impl MaskRules {
+        fn mask_free_text_pg(&self, text: &str) -> Option<String> {
+            self.mask_free_text(text, hoop_sql::SqlDialect::echo_patterns(&hoop_sql::pg::Postgres))
+        }
+    }
 
     fn rules() -> MaskRules {
         MaskRules::new(
@@ -225,12 +228,12 @@ mod tests {
     fn unique_violation_detail_is_masked() {
         let r = rules();
         assert_eq!(
-            r.mask_free_text("Key (ssn)=(123-45-6789) already exists.")
+            r.mask_free_text_pg("Key (ssn)=(123-45-6789) already exists.")
                 .unwrap(),
             "Key (ssn)=([REDACTED:ssn]) already exists."
         );
         assert_eq!(
-            r.mask_free_text(
+            r.mask_free_text_pg(
                 "Key (tenant, ssn)=(7, 123-45-6789) is not present in table \"customers\"."
             )
             .unwrap(),
@@ -238,28 +241,28 @@ mod tests {
         );
         // Values containing parentheses and the suffix text stay covered.
         assert_eq!(
-            r.mask_free_text("Key (lower(ssn))=(a) b) already exists.")
+            r.mask_free_text_pg("Key (lower(ssn))=(a) b) already exists.")
                 .unwrap(),
             "Key (lower(ssn))=([REDACTED:ssn]) already exists."
         );
-        assert_eq!(r.mask_free_text("Key (id)=(42) already exists."), None);
+        assert_eq!(r.mask_free_text_pg("Key (id)=(42) already exists."), None);
     }
 
     #[test]
     fn failing_row_and_cast_errors_are_masked() {
         let r = rules();
         assert_eq!(
-            r.mask_free_text("Failing row contains (1, 123-45-6789, null).")
+            r.mask_free_text_pg("Failing row contains (1, 123-45-6789, null).")
                 .unwrap(),
             "Failing row contains ([REDACTED:row])."
         );
         assert_eq!(
-            r.mask_free_text("invalid input syntax for type integer: \"123-45-6789\"")
+            r.mask_free_text_pg("invalid input syntax for type integer: \"123-45-6789\"")
                 .unwrap(),
             "invalid input syntax for type integer: \"[REDACTED:value]\""
         );
         assert_eq!(
-            r.mask_free_text("relation \"customers\" does not exist"),
+            r.mask_free_text_pg("relation \"customers\" does not exist"),
             None
         );
     }
@@ -268,9 +271,9 @@ mod tests {
     fn detectors_run_over_notices_and_payloads() {
         let r = rules();
         assert_eq!(
-            r.mask_free_text("new signup bob@example.com").unwrap(),
+            r.mask_free_text_pg("new signup bob@example.com").unwrap(),
             "new signup [REDACTED:email]"
         );
-        assert_eq!(r.mask_free_text("nothing to see"), None);
+        assert_eq!(r.mask_free_text_pg("nothing to see"), None);
     }
 }

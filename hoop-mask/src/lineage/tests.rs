@@ -1,7 +1,16 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::mask::{BinaryUnmaskable, ColumnRef, ColumnRule, MaskRules};
+use crate::{BinaryUnmaskable, ColumnRef, ColumnRule, MaskRules};
+use hoop_sql::pg::Postgres;
+
+fn analyze_sql(sql: &str, rules: &MaskRules) -> SqlLineage {
+    analyze(&ParsedSql::parse(&Postgres, sql), rules)
+}
+
+fn analyze_query_sql(sql: &str, rules: &MaskRules) -> Lineage {
+    analyze_query(&ParsedSql::parse(&Postgres, sql), rules)
+}
 
 use ColumnLineage::{Clean, Unknown};
 
