@@ -5,13 +5,12 @@
 use std::path::Path;
 
 use super::*;
-use crate::{
-    config::{Config, ConfigError},
-    statement::{ProtocolForm, Verdict},
-};
+use hoop_config::ConfigError;
+use hoop_core::{Submission, Verdict};
+use hoop_sql::pg::Postgres;
 
 fn load(yaml: &str) -> LoadedPolicy {
-    match Config::parse_checked(Path::new("hoop.yaml"), yaml) {
+    match crate::parse_checked(Path::new("hoop.yaml"), yaml) {
         Ok(loaded) => LoadedPolicy {
             policy: loaded.policy,
             warnings: loaded.warnings.iter().map(ToString::to_string).collect(),
@@ -21,7 +20,7 @@ fn load(yaml: &str) -> LoadedPolicy {
 }
 
 fn errors(yaml: &str) -> Vec<String> {
-    match Config::parse_checked(Path::new("hoop.yaml"), yaml) {
+    match crate::parse_checked(Path::new("hoop.yaml"), yaml) {
         Ok(_) => panic!("expected errors"),
         Err(ConfigError::Invalid { diagnostics, .. }) => diagnostics
             .iter()
@@ -47,7 +46,7 @@ fn session(user: &str) -> SessionIdentity {
 }
 
 fn verdict(policy: &Policy, sql: &str) -> (&'static str, Option<String>) {
-    let judgement = policy.judge(sql, ProtocolForm::Simple, &session("alice"));
+    let judgement = policy.judge(&Postgres, sql, Submission::Text, &session("alice"));
     let word = match judgement.verdict {
         Verdict::Allow => "allow",
         Verdict::Deny(_) => "deny",
@@ -182,9 +181,8 @@ fn deny_beats_hold_and_first_rule_names_the_verdict() {
         "deny"
     );
     // The hold carries the rule's requirement.
-    let judgement = policy.judge(
-        "update orders set x = 1 where id = 2",
-        ProtocolForm::Extended,
+    let judgement = policy.judge(&Postgres, "update orders set x = 1 where id = 2",
+        Submission::Prepared,
         &session("bob"),
     );
     let Verdict::Hold(requirement) = judgement.verdict else {
@@ -195,7 +193,7 @@ fn deny_beats_hold_and_first_rule_names_the_verdict() {
     assert_eq!(requirement.min_approvals, 1);
     assert_eq!(requirement.message, "deletes on orders need a DBA");
     let Verdict::Deny(denial) = policy
-        .judge("drop table x", ProtocolForm::Simple, &session("bob"))
+        .judge(&Postgres, "drop table x", Submission::Text, &session("bob"))
         .verdict
     else {
         panic!()
@@ -207,7 +205,7 @@ fn deny_beats_hold_and_first_rule_names_the_verdict() {
 fn when_selects_sessions_and_schema_qualified_rules_match_only_their_schema() {
     let policy = load(POLICY).policy;
     let intern = session("intern");
-    let judge = |sql: &str, s: &SessionIdentity| policy.judge(sql, ProtocolForm::Simple, s).rule;
+    let judge = |sql: &str, s: &SessionIdentity| policy.judge(&Postgres, sql, Submission::Text, s).rule;
     assert_eq!(
         judge("insert into payments values (1)", &intern).as_deref(),
         Some("no-payments-writes")
@@ -231,7 +229,7 @@ fn when_selects_sessions_and_schema_qualified_rules_match_only_their_schema() {
 #[test]
 fn function_calls_are_judged_as_opaque_calls() {
     let policy = load("policy: {deny: [{statements: [call, do]}]}").policy;
-    let judgement = policy.judge("", ProtocolForm::FunctionCall, &session("a"));
+    let judgement = policy.judge(&Postgres, "", Submission::FunctionCall, &session("a"));
     assert!(matches!(judgement.verdict, Verdict::Deny(_)));
     assert!(judgement.statements[0].opaque);
     assert_eq!(verdict(&policy, "DO $$ BEGIN PERFORM 1; END $$").0, "deny");
@@ -461,4 +459,37 @@ policy:
     );
     // The only warning: table-scoped drop/truncate rules are not involved here.
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn every_section_and_policy_error_is_reported_at_once_with_location_and_key() {
+    let yaml = "\
+intercept:
+  ports: [5432, notaport]
+admin:
+  oidc:
+    issuer: x
+    audiance: y
+bogus: 1
+policy:
+  mask:
+    - columns: [ssn]
+      stratgy: redact
+";
+    let found = errors(yaml);
+    let expect = [
+        "hoop.yaml:2:10: error: intercept.ports: invalid type: string \"notaport\", expected u16",
+        "hoop.yaml:4:3: error: admin.oidc: missing field `audience`",
+        "hoop.yaml:6:5: error: admin.oidc.audiance: unknown key `audiance` (hint: did you mean \"audience\"?)",
+        "hoop.yaml:7:1: error: bogus: unknown key `bogus`",
+        "hoop.yaml:11:7: error: policy.mask[0].stratgy: unknown key `stratgy` (hint: did you mean \"strategy\"?)",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(e)),
+            "missing {e}\nin:\n{}",
+            found.join("\n")
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
 }

@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::mask::Strategy;
+use hoop_mask::Strategy;
 
 /// `policy:`.
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -1,6 +1,6 @@
 //! `when:` selectors: which sessions a rule applies to.
 
-use crate::session::SessionIdentity;
+use hoop_core::SessionIdentity;
 
 /// A glob pattern: `*` matches any run of characters (including `/`), `?`
 /// exactly one; everything else matches itself. No pattern characters means

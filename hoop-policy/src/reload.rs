@@ -22,7 +22,7 @@ use prometheus::IntCounter;
 use tracing::{error, info, warn};
 
 use super::{Policy, policy_metrics};
-use crate::config::{Config, ConfigError, Diagnostic};
+use hoop_config::{ConfigError, Diagnostic};
 
 /// See [`PolicyHandle::cache`].
 pub type PolicyCache = arc_swap::Cache<Arc<ArcSwap<Policy>>, Arc<Policy>>;
@@ -90,7 +90,7 @@ impl PolicyHandle {
     /// warnings are returned; on failure the old one stays, every diagnostic is
     /// logged, the error counter goes up, and the error is returned.
     pub fn reload_from(&self, path: &Path) -> Result<Vec<Diagnostic>, ConfigError> {
-        match Config::load_checked(path) {
+        match crate::load_checked(path) {
             Ok(loaded) => {
                 self.store(loaded.policy);
                 self.counters.reloads.inc();
@@ -280,10 +280,8 @@ fn poll_file(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::{
-        session::SessionIdentity,
-        statement::{ProtocolForm, Verdict},
-    };
+    use hoop_core::{SessionIdentity, Submission, Verdict};
+    use hoop_sql::pg::Postgres;
 
     fn counters() -> ReloadCounters {
         ReloadCounters {
@@ -296,9 +294,8 @@ mod tests {
         let snapshot = handle.snapshot();
         matches!(
             snapshot
-                .judge(
-                    "drop table t",
-                    ProtocolForm::Simple,
+                .judge(&Postgres, "drop table t",
+                    Submission::Text,
                     &SessionIdentity::default()
                 )
                 .verdict,
@@ -324,7 +321,7 @@ mod tests {
         std::fs::write(&path, DENY_DROP).unwrap();
         let counters = counters();
         let handle = PolicyHandle::with_counters(
-            Config::load_checked(&path).unwrap().policy,
+            crate::load_checked(&path).unwrap().policy,
             counters.clone(),
         );
         assert!(denies_drop(&handle));
@@ -336,9 +333,8 @@ mod tests {
         assert_eq!(counters.reloads.get(), 1);
         // A snapshot taken before the swap still judges with the old policy.
         assert!(matches!(
-            held.judge(
-                "drop table t",
-                ProtocolForm::Simple,
+            held.judge(&Postgres, "drop table t",
+                Submission::Text,
                 &SessionIdentity::default()
             )
             .verdict,
@@ -380,7 +376,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let counters = counters();
         let handle = PolicyHandle::with_counters(
-            Config::load_checked(&path).unwrap().policy,
+            crate::load_checked(&path).unwrap().policy,
             counters.clone(),
         );
         (dir, path, handle, counters)
@@ -461,7 +457,7 @@ mod tests {
     #[test]
     fn process_counters_are_registered() {
         let _ = policy_metrics();
-        let names: Vec<String> = crate::metrics::metrics()
+        let names: Vec<String> = hoop_core::metrics::metrics()
             .registry
             .gather()
             .iter()

@@ -37,29 +37,25 @@ use std::{fmt, path::Path, sync::OnceLock};
 
 use regex::Regex;
 
-pub mod classify;
 mod compile;
 pub mod names;
 pub mod reload;
 pub mod spec;
-pub mod split;
 pub mod when;
 
 #[cfg(test)]
 mod tests;
 
-pub use classify::{ClassifiedStatement, classify};
 pub use compile::{compile, compile_into};
+pub use hoop_sql::{ClassifiedStatement, classify};
 pub use names::{ColumnRef, TablePattern, TableRef};
 pub use spec::{BinaryUnmaskable, UnparsedAction};
 use when::Selector;
 
-use crate::{
-    config::{Config, ConfigError, Diagnostic},
-    mask::{BuiltinDetector, Strategy},
-    session::SessionIdentity,
-    statement::{Denial, HoldRequirement, ProtocolForm, StatementKind, Verdict},
-};
+use hoop_config::{Config, ConfigError, Diagnostic, Loaded};
+use hoop_core::{Denial, HoldRequirement, SessionIdentity, StatementKind, Submission, Verdict};
+use hoop_mask::{BuiltinDetector, Strategy};
+use hoop_sql::{ParsedSql, SqlDialect};
 
 /// The compiled `policy:` section. Immutable; cheap to evaluate.
 #[derive(Debug, Default)]
@@ -171,12 +167,29 @@ struct HoldRule {
 pub const UNPARSED_RULE: &str = "policy.unparsed";
 
 impl Policy {
-    /// Judges a SQL text from one message. `FunctionCall` (the legacy fast
-    /// path, a function by OID) is judged as an opaque `call` whatever `sql` is.
-    pub fn judge(&self, sql: &str, form: ProtocolForm, session: &SessionIdentity) -> Judgement {
-        let statements = match form {
-            ProtocolForm::FunctionCall => vec![ClassifiedStatement::function_call()],
-            ProtocolForm::Simple | ProtocolForm::Extended => classify(sql),
+    /// Judges a SQL text from one submission, parsing it in `dialect`.
+    pub fn judge(
+        &self,
+        dialect: &'static dyn SqlDialect,
+        sql: &str,
+        submission: Submission,
+        session: &SessionIdentity,
+    ) -> Judgement {
+        self.judge_parsed(&ParsedSql::parse(dialect, sql), submission, session)
+    }
+
+    /// Judges an already parsed text. A function call (PostgreSQL's fast
+    /// path, a function by id) is judged as an opaque `call` whatever the
+    /// text is.
+    pub fn judge_parsed(
+        &self,
+        parsed: &ParsedSql<'_>,
+        submission: Submission,
+        session: &SessionIdentity,
+    ) -> Judgement {
+        let statements = match submission {
+            Submission::FunctionCall => vec![ClassifiedStatement::function_call()],
+            Submission::Text | Submission::Prepared => classify(parsed),
         };
         self.judge_classified(statements, session)
     }
@@ -262,6 +275,21 @@ impl Policy {
     }
 }
 
+/// A configuration file with its policy compiled.
+pub type LoadedConfig = Loaded<Policy>;
+
+/// Reads a configuration file and compiles its policy, reporting every
+/// problem in the file (every section and the policy) at once.
+pub fn load_checked(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    Config::load_with(path, &compile_into)
+}
+
+/// Parses configuration text and compiles its policy, reporting every
+/// problem at once; `path` only names the file in errors.
+pub fn parse_checked(path: &Path, text: &str) -> Result<LoadedConfig, ConfigError> {
+    Config::parse_with(path, text, &compile_into)
+}
+
 /// The outcome of `hoop policy check FILE`.
 #[derive(Debug, Default)]
 pub struct CheckReport {
@@ -294,14 +322,14 @@ impl fmt::Display for CheckReport {
 /// every section and the policy, all findings at once. The caller decides the
 /// exit code from [`CheckReport::is_ok`].
 pub fn check_file(path: &Path) -> CheckReport {
-    let found = match Config::load_checked(path) {
+    let found = match load_checked(path) {
         Ok(loaded) => loaded.warnings,
         Err(ConfigError::Invalid { diagnostics, .. }) => diagnostics,
         Err(e @ ConfigError::Read { .. }) => vec![Diagnostic {
-            severity: crate::config::Severity::Error,
+            severity: hoop_config::Severity::Error,
             file: path.to_owned(),
             location: None,
-            path: crate::config::KeyPath::root(),
+            path: hoop_config::KeyPath::root(),
             message: e.to_string(),
             hint: None,
         }],
@@ -318,7 +346,7 @@ pub struct PolicyMetrics {
     pub reload_errors_total: prometheus::IntCounter,
 }
 
-/// The process-wide policy metrics (registered on [`crate::metrics::metrics`]'s registry).
+/// The process-wide policy metrics (registered on [`hoop_core::metrics::metrics`]'s registry).
 pub fn policy_metrics() -> &'static PolicyMetrics {
     static METRICS: OnceLock<PolicyMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
@@ -329,7 +357,7 @@ pub fn policy_metrics() -> &'static PolicyMetrics {
             "Policy reloads rejected because the file was invalid; the last good policy stays in force.",
         )
         .expect("valid metric");
-        let registry = &crate::metrics::metrics().registry;
+        let registry = &hoop_core::metrics::metrics().registry;
         registry.register(Box::new(reloads_total.clone())).expect("metric registered once");
         registry.register(Box::new(reload_errors_total.clone())).expect("metric registered once");
         PolicyMetrics { reloads_total, reload_errors_total }

@@ -36,15 +36,13 @@ use super::{
     spec::{DenyRuleSpec, DetectorSpec, HoldRuleSpec, MaskRuleSpec, PolicySpec, WhenSpec},
     when::{Glob, Selector},
 };
-use crate::{
-    config::{
-        KeyPath, SourceMap,
-        checked::{NestedCheck, deserialize_checked, enum_variants},
-        diagnostic::{Diagnostic, Diagnostics, did_you_mean},
-    },
-    mask::{BuiltinDetector, Strategy},
-    statement::{HoldRequirement, StatementKind},
+use hoop_config::{
+    KeyPath, SourceMap,
+    checked::{NestedCheck, deserialize_checked, enum_variants},
+    diagnostic::{Diagnostic, Diagnostics, did_you_mean},
 };
+use hoop_core::{HoldRequirement, StatementKind};
+use hoop_mask::{BuiltinDetector, Strategy};
 
 /// Compiles a `policy:` value found at `path`, recording every finding in `diags`.
 /// Returns `None` when any error was found (in this section).
@@ -766,7 +764,7 @@ impl Compiler<'_, '_> {
         let location = |diags: &Diagnostics<'_>, path: &KeyPath| {
             diags
                 .source()
-                .locate(path, crate::config::diagnostic::At::Value)
+                .locate(path, hoop_config::diagnostic::At::Value)
                 .map_or(String::new(), |l| format!(" (line {})", l.line))
         };
         for (i, later) in deny.iter().enumerate() {
@@ -824,7 +822,7 @@ fn covers(
 
 fn path_index(path: &KeyPath) -> usize {
     match path.segments().last() {
-        Some(crate::config::source::Segment::Index(i)) => *i,
+        Some(hoop_config::source::Segment::Index(i)) => *i,
         _ => 0,
     }
 }
