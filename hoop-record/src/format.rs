@@ -17,10 +17,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{
-    session::SessionIdentity,
-    statement::{ProtocolForm, StatementKind},
-};
+use hoop_core::{Protocol, SessionIdentity, StatementKind, Submission};
 
 /// `"format"` in the header line.
 pub const FORMAT_NAME: &str = "hoop-recording";
@@ -190,12 +187,12 @@ pub enum RowsMode {
     Full,
 }
 
-impl From<crate::config::RecordRows> for RowsMode {
-    fn from(rows: crate::config::RecordRows) -> Self {
+impl From<hoop_config::RecordRows> for RowsMode {
+    fn from(rows: hoop_config::RecordRows) -> Self {
         match rows {
-            crate::config::RecordRows::None => RowsMode::None,
-            crate::config::RecordRows::Summary => RowsMode::Summary,
-            crate::config::RecordRows::Full => RowsMode::Full,
+            hoop_config::RecordRows::None => RowsMode::None,
+            hoop_config::RecordRows::Summary => RowsMode::Summary,
+            hoop_config::RecordRows::Full => RowsMode::Full,
         }
     }
 }
@@ -214,6 +211,10 @@ pub struct SessionStart {
 pub struct RecordedIdentity {
     /// Session id.
     pub id: String,
+    /// The wire protocol (absent in recordings made before hoop knew more
+    /// than one: those are PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
     /// The workload's cgroup path.
     pub workload: Option<String>,
     /// Client address as the proxy saw it.
@@ -226,8 +227,9 @@ pub struct RecordedIdentity {
     pub database: Option<String>,
     /// `application_name`.
     pub application_name: Option<String>,
-    /// Server backend pid.
-    pub backend_pid: Option<i32>,
+    /// The server's id for the session: PostgreSQL's backend pid, MySQL's
+    /// connection id. (The key keeps its first name, for old files.)
+    pub backend_pid: Option<u32>,
     /// Whether the client leg was TLS.
     pub client_tls: bool,
     /// Whether the upstream leg was TLS.
@@ -238,13 +240,14 @@ impl From<&SessionIdentity> for RecordedIdentity {
     fn from(identity: &SessionIdentity) -> Self {
         Self {
             id: identity.id.clone(),
+            protocol: Some(identity.protocol),
             workload: identity.workload.clone(),
             client: identity.client.map(|a| a.to_string()),
             original_destination: identity.original_destination.map(|a| a.to_string()),
             user: identity.user.clone(),
             database: identity.database.clone(),
             application_name: identity.application_name.clone(),
-            backend_pid: identity.backend_pid,
+            backend_pid: identity.server_session_id,
             client_tls: identity.client_tls,
             upstream_tls: identity.upstream_tls,
         }
@@ -259,7 +262,7 @@ pub struct StatementEvent {
     /// masked once at Parse, without copying it per execution.
     pub sql: Arc<str>,
     /// `simple | extended | function_call`.
-    pub form: ProtocolForm,
+    pub form: Submission,
     /// Statement kinds the classifier found (one per statement in a multi-statement Query).
     pub kinds: Arc<[StatementKind]>,
     /// Tables the statement touches, as the classifier names them.
@@ -289,9 +292,9 @@ pub enum VerdictKind {
     Hold,
 }
 
-impl From<&crate::statement::Verdict> for VerdictEvent {
-    fn from(verdict: &crate::statement::Verdict) -> Self {
-        use crate::statement::Verdict;
+impl From<&hoop_core::Verdict> for VerdictEvent {
+    fn from(verdict: &hoop_core::Verdict) -> Self {
+        use hoop_core::Verdict;
         match verdict {
             Verdict::Allow => Self {
                 verdict: VerdictKind::Allow,
@@ -794,7 +797,7 @@ mod tests {
             }),
             Body::Statement(StatementEvent {
                 sql: "SELECT '\"é\n\t\u{1}' FROM t -- \\".into(),
-                form: ProtocolForm::Extended,
+                form: Submission::Prepared,
                 kinds: Arc::from([StatementKind::Select]),
                 tables: Arc::from(["t".to_owned()]),
             }),

@@ -378,11 +378,11 @@ impl Chain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::format::{
+    use crate::format::{
         Body, Entry, ErrorEvent, Header, ResultEvent, RowsMode, StatementEvent, Trailer,
         append_line, trailer_mac,
     };
-    use crate::statement::{ProtocolForm, StatementKind};
+    use hoop_core::{StatementKind, Submission};
 
     const KEY: &[u8] = b"audit-key";
 
@@ -401,7 +401,7 @@ mod tests {
         match i % 3 {
             0 => Body::Statement(StatementEvent {
                 sql: format!("SELECT {i} FROM t").into(),
-                form: ProtocolForm::Simple,
+                form: Submission::Text,
                 kinds: [StatementKind::Select].into(),
                 tables: ["t".into()].into(),
             }),
@@ -647,7 +647,7 @@ mod tests {
         let mut bodies: Vec<Body> = (1..=6).map(event).collect();
         bodies[2] = Body::Statement(StatementEvent {
             sql: "SELECT harmless".into(),
-            form: ProtocolForm::Simple,
+            form: Submission::Text,
             kinds: [StatementKind::Select].into(),
             tables: std::sync::Arc::from([]),
         });

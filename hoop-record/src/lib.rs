@@ -10,6 +10,8 @@
 //!
 //! The format and its guarantees are specified in `docs/recording.md`.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod format;
 pub mod read;
@@ -24,7 +26,7 @@ pub use writer::{
     FailureKind, MaskedCopyChunk, MaskedRow, Recorder, RecordingFailure, SessionRecorder,
 };
 
-use crate::config::RecordingConfig;
+use hoop_config::RecordingConfig;
 
 /// Why the recorder could not start, or a session could not be recorded.
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,7 @@ pub struct RetentionPolicy {
 
 impl RetentionPolicy {
     /// From `recording.retain_days` and `recording.max_total_bytes`.
-    pub fn from_config(cfg: &crate::config::RecordingConfig) -> Self {
+    pub fn from_config(cfg: &hoop_config::RecordingConfig) -> Self {
         Self {
             max_age: cfg
                 .retain_days

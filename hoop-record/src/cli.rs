@@ -406,6 +406,12 @@ fn describe_identity(i: &RecordedIdentity) -> String {
     if let Some(pid) = i.backend_pid {
         let _ = write!(s, " backend_pid={pid}");
     }
+    // Recordings from before hoop spoke MySQL name no protocol: PostgreSQL.
+    let _ = write!(
+        s,
+        " protocol={}",
+        i.protocol.unwrap_or_default().as_str()
+    );
     let _ = write!(
         s,
         " tls(client={}, upstream={})",
@@ -585,12 +591,12 @@ fn display_cell(cell: Option<&Cell>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::format::{
+    use crate::format::{
         ChainWriter, FORMAT_NAME, FORMAT_VERSION, Header, HoldEvent, ResultEvent, RowsEvent,
         RowsMode, SessionEndEvent, SessionStart, SessionTotals, StatementEvent, TruncatedRow,
         VerdictEvent,
     };
-    use crate::statement::{ProtocolForm, StatementKind};
+    use hoop_core::{StatementKind, Submission};
 
     const KEY: &[u8] = b"k";
 
@@ -635,7 +641,7 @@ mod tests {
             100,
             Body::Statement(StatementEvent {
                 sql: "SELECT name, ssn FROM customers".into(),
-                form: ProtocolForm::Extended,
+                form: Submission::Prepared,
                 kinds: [StatementKind::Select].into(),
                 tables: ["customers".into()].into(),
             }),
@@ -678,7 +684,7 @@ mod tests {
             300,
             Body::Statement(StatementEvent {
                 sql: "DELETE FROM orders WHERE id = $1".into(),
-                form: ProtocolForm::Simple,
+                form: Submission::Text,
                 kinds: [StatementKind::Delete].into(),
                 tables: ["orders".into()].into(),
             }),

@@ -1,0 +1,530 @@
+//! The connection side: [`SessionRecorder`] turns governance events into
+//! queued commands (row batching, the byte budget, de-duplicated
+//! statement texts) without blocking the connection.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// A result row **after masking**, ready to record.
+///
+/// The only constructor is crate-private and meant for the mask pipeline,
+/// which calls it with exactly the values it is about to send to the client.
+/// Code holding raw server values has no way to turn them into a
+/// `MaskedRow` by accident: it must call [`MaskedRow::after_masking`], whose
+/// name states the contract.
+#[derive(Debug, Clone, Copy)]
+pub struct MaskedRow<'a> {
+    pub(super) columns: &'a [Option<&'a [u8]>],
+}
+
+impl<'a> MaskedRow<'a> {
+    /// Wraps the column values of a DataRow **as sent to the client after
+    /// masking** (`None` is SQL NULL).
+    #[allow(
+        dead_code,
+        reason = "the mask pipeline calls it once the proxy is wired"
+    )]
+    pub(crate) fn after_masking(columns: &'a [Option<&'a [u8]>]) -> Self {
+        Self { columns }
+    }
+}
+
+/// One CopyData chunk **after masking** (for `COPY … TO STDOUT`), or as the
+/// client sent it (for `COPY … FROM STDIN`, which the client already holds).
+/// Same contract as [`MaskedRow`].
+#[derive(Debug, Clone, Copy)]
+pub struct MaskedCopyChunk<'a> {
+    pub(super) direction: CopyDirection,
+    pub(super) data: &'a [u8],
+}
+
+impl<'a> MaskedCopyChunk<'a> {
+    /// Wraps a CopyData payload as it is forwarded, after masking.
+    #[allow(dead_code, reason = "the COPY path calls it once the proxy is wired")]
+    pub(crate) fn after_masking(direction: CopyDirection, data: &'a [u8]) -> Self {
+        Self { direction, data }
+    }
+}
+
+/// Records one session. Owned by its connection task; ends the recording
+/// when [`SessionRecorder::end`] is called or when dropped.
+///
+/// Typical order of calls per statement: [`statement`](Self::statement),
+/// [`verdict`](Self::verdict), perhaps [`hold`](Self::hold), then
+/// [`masked_row`](Self::masked_row)… and [`result`](Self::result) or
+/// [`error`](Self::error).
+pub struct SessionRecorder {
+    pub(super) live: Option<LiveSession>,
+}
+
+pub(super) struct LiveSession {
+    pub(super) shared: Arc<RecorderShared>,
+    /// Where this session's events wait for the writer.
+    pub(super) queue: Arc<SessionQueue>,
+    pub(super) health: Arc<SessionHealth>,
+    pub(super) started: Instant,
+    /// The wall clock at `started` (the writer dates each event by it plus
+    /// the event's monotonic offset).
+    pub(super) started_at: SystemTime,
+    /// Prepared statements already sent in full, by the address of their
+    /// SQL text: a later execution sends only the id. The `Arc`s are kept,
+    /// so an address cannot be reused while it is in the map.
+    pub(super) sent_statements: HashMap<usize, SentStatement, foldhash::fast::RandomState>,
+    pub(super) next_statement_id: u32,
+    /// SQL and table-name bytes the map holds.
+    pub(super) sent_bytes: usize,
+    pub(super) batch: RowBatch,
+    pub(super) result_rows: ResultRows,
+    pub(super) ended: bool,
+}
+
+/// Rows waiting to become one `rows` event.
+#[derive(Default)]
+pub(super) struct RowBatch {
+    pub(super) rows: Vec<CutRow>,
+    pub(super) value_bytes: usize,
+    /// The monotonic time of the first row.
+    pub(super) first: Option<u64>,
+}
+
+/// Row accounting for the current result.
+#[derive(Default)]
+pub(super) struct ResultRows {
+    pub(super) recorded: u64,
+    pub(super) dropped: u64,
+}
+
+/// A row's values after cutting at `max_row_bytes`.
+pub(super) struct CutRow {
+    pub(super) values: Vec<Option<Vec<u8>>>,
+    pub(super) original_bytes: Option<u64>,
+}
+
+impl fmt::Debug for SessionRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.live {
+            None => f.write_str("SessionRecorder(disabled)"),
+            Some(live) => write!(f, "SessionRecorder({:?})", live.started_at),
+        }
+    }
+}
+
+impl SessionRecorder {
+    /// A session recorder that records nothing.
+    pub fn disabled() -> SessionRecorder {
+        SessionRecorder { live: None }
+    }
+
+    /// Whether this session is being recorded (not disabled, not abandoned).
+    pub fn is_recording(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Records a statement. Call it **before** forwarding; on `Err` the
+    /// statement is not recorded, and with `on_error: close_session` it must
+    /// not run.
+    ///
+    /// `sql` is recorded as given: pass it literal-masked when policy says so.
+    pub fn statement(
+        &mut self,
+        sql: &Arc<str>,
+        form: Submission,
+        kinds: &Arc<[StatementKind]>,
+        tables: &Arc<[String]>,
+    ) -> Result<(), RecordError> {
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
+        live.close_result_rows();
+        let (event, cost) = statement_event(sql, form, kinds, tables);
+        live.send(Payload::Event(Box::new(Body::Statement(event))), cost)
+    }
+
+    /// Records an execution of a prepared statement, like
+    /// [`statement`](Self::statement). The first call with these `Arc`s
+    /// sends them to the writer; every later one sends only a number, so a
+    /// repeated execution moves a few bytes between threads and touches no
+    /// reference count. Pass the same `Arc`s for every execution.
+    pub fn prepared_statement(
+        &mut self,
+        sql: &Arc<str>,
+        form: Submission,
+        kinds: &Arc<[StatementKind]>,
+        tables: &Arc<[String]>,
+    ) -> Result<(), RecordError> {
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
+        live.close_result_rows();
+        let address = Arc::as_ptr(sql).cast::<u8>() as usize;
+        if let Some(sent) = live.sent_statements.get(&address)
+            && sent.event.form == form
+            && Arc::ptr_eq(&sent.event.kinds, kinds)
+            && Arc::ptr_eq(&sent.event.tables, tables)
+        {
+            let id = sent.id;
+            return live.send(Payload::Repeat(id), sent.cost);
+        }
+        let (event, cost) = statement_event(sql, form, kinds, tables);
+        if live.sent_statements.len() >= SENT_STATEMENTS_MAX
+            || live.sent_bytes + cost > SENT_STATEMENT_BYTES_MAX
+        {
+            live.sent_statements.clear();
+            live.sent_bytes = 0;
+            live.send(Payload::ForgetStatements, 0)?;
+        }
+        let id = live.next_statement_id;
+        live.next_statement_id = live.next_statement_id.wrapping_add(1);
+        live.sent_bytes += cost;
+        live.sent_statements.insert(
+            address,
+            SentStatement {
+                id,
+                event: event.clone(),
+                cost,
+            },
+        );
+        live.send(Payload::Prepared(id, Box::new(event)), cost)
+    }
+
+    /// Records the verdict for the statement just recorded. Like
+    /// [`statement`](Self::statement), an `Err` means it is not recorded.
+    pub fn verdict(&mut self, verdict: &Verdict) -> Result<(), RecordError> {
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
+        let event = VerdictEvent::from(verdict);
+        let cost = event.rule.as_ref().map_or(0, String::len)
+            + event.message.as_ref().map_or(0, String::len);
+        live.send_event(Body::Verdict(event), cost)
+    }
+
+    /// Records a hold's state change (`decider` for approved/denied). An `Err`
+    /// on `approved` means the statement should not run (`close_session`).
+    pub fn hold(
+        &mut self,
+        hold_id: &str,
+        state: HoldState,
+        decider: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<(), RecordError> {
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
+        let cost = hold_id.len() + decider.map_or(0, str::len) + reason.map_or(0, str::len);
+        live.send_event(
+            Body::Hold(HoldEvent {
+                hold_id: hold_id.to_owned(),
+                state,
+                decider: decider.map(str::to_owned),
+                reason: reason.map(str::to_owned),
+            }),
+            cost,
+        )
+    }
+
+    /// Records how a statement ended: CommandComplete `tag` and row count, or
+    /// the SQLSTATE it failed with. A failure here shows in [`failed`](Self::failed).
+    pub fn result(&mut self, tag: Option<&str>, rows: u64, sqlstate: Option<&str>) {
+        let Some(live) = &mut self.live else { return };
+        live.close_result_rows();
+        let rows = (live.shared.rows != RecordRows::None).then_some(rows);
+        // The usual result (a short tag, no error) travels without a heap
+        // allocation.
+        let payload = match (tag.and_then(ShortTag::new), sqlstate) {
+            (Some(tag), None) => Payload::Result { tag, rows },
+            _ => Payload::Event(Box::new(Body::Result(ResultEvent {
+                tag: tag.map(str::to_owned),
+                rows,
+                sqlstate: sqlstate.map(str::to_owned),
+            }))),
+        };
+        let _ = live.send(payload, 0);
+    }
+
+    /// Records an error sent to the client. `message` is recorded as given:
+    /// pass it masked (server messages can quote values).
+    pub fn error(&mut self, sqlstate: &str, message: &str) {
+        let Some(live) = &mut self.live else { return };
+        live.close_result_rows();
+        let event = ErrorEvent {
+            sqlstate: sqlstate.to_owned(),
+            message: message.to_owned(),
+        };
+        let _ = live.send_event(Body::Error(event), message.len());
+    }
+
+    /// Records a result row **after masking**. A no-op unless `rows: full`.
+    /// The row is cut at `max_row_bytes`. Under backpressure rows are dropped
+    /// and the drop is recorded as `rows_limit` (see the module docs).
+    pub fn masked_row(&mut self, row: MaskedRow<'_>) {
+        let Some(live) = &mut self.live else { return };
+        if live.shared.rows != RecordRows::Full || live.health.failed.load(Ordering::Acquire) {
+            return;
+        }
+        if live.result_rows.dropped > 0 {
+            live.drop_rows(1);
+            return;
+        }
+        let (values, original_bytes) = cut_row(row.columns, live.shared.max_row_bytes);
+        let value_bytes: usize = values.iter().map(|v| v.as_ref().map_or(0, Vec::len)).sum();
+        if live.batch.first.is_none() {
+            live.batch.first = Some(live.mono_ns());
+        }
+        live.batch.rows.push(CutRow {
+            values,
+            original_bytes,
+        });
+        live.batch.value_bytes += value_bytes;
+        if live.batch.rows.len() >= ROWS_PER_EVENT || live.batch.value_bytes >= ROW_BYTES_PER_EVENT
+        {
+            live.send_row_batch();
+        }
+    }
+
+    /// Records a CopyData chunk **after masking**. A no-op unless `rows: full`.
+    /// Counted like a row; cut at `max_row_bytes`.
+    pub fn copy_data(&mut self, chunk: MaskedCopyChunk<'_>) {
+        let Some(live) = &mut self.live else { return };
+        if live.shared.rows != RecordRows::Full || live.health.failed.load(Ordering::Acquire) {
+            return;
+        }
+        live.send_row_batch();
+        if live.result_rows.dropped > 0 {
+            live.drop_rows(1);
+            return;
+        }
+        let kept = cut_value(chunk.data, live.shared.max_row_bytes);
+        let truncated_from_bytes =
+            (kept.len() < chunk.data.len()).then_some(chunk.data.len() as u64);
+        let cost = kept.len() + EVENT_OVERHEAD_BYTES;
+        if !live.reserve(cost, ROW_BACKLOG_LIMIT_BYTES) {
+            live.drop_rows(1);
+            return;
+        }
+        let payload = Payload::CopyData {
+            direction: chunk.direction,
+            data: kept.to_vec(),
+            truncated_from_bytes,
+        };
+        if live.send_reserved(payload, cost) {
+            live.result_rows.recorded += 1;
+        }
+    }
+
+    /// Whether this session's recording has failed; the proxy then applies
+    /// `recording.on_error` ([`Recorder::on_error`]).
+    pub fn failed(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|l| l.health.failed.load(Ordering::Acquire))
+    }
+
+    /// The failure, if any.
+    pub fn failure(&self) -> Option<RecordingFailure> {
+        self.live
+            .as_ref()
+            .and_then(|l| l.health.failure.borrow().clone())
+    }
+
+    /// A receiver that changes to `Some` when the recording fails, for a
+    /// connection task's `select!` (`changed().await`).
+    pub fn failure_watch(&self) -> watch::Receiver<Option<RecordingFailure>> {
+        match &self.live {
+            Some(live) => live.health.failure.subscribe(),
+            // Never changes: a disabled recorder never fails.
+            None => watch::Sender::new(None).subscribe(),
+        }
+    }
+
+    /// Ends the recording: `session_end` with `reason` (`client_closed`,
+    /// `server_closed`, `recording_failed`, …), then the trailer and fsync.
+    pub fn end(mut self, reason: &str) {
+        if let Some(live) = &mut self.live {
+            live.end(reason);
+        }
+    }
+}
+
+impl Drop for SessionRecorder {
+    fn drop(&mut self) {
+        if let Some(live) = &mut self.live {
+            live.end("connection_task_ended");
+        }
+    }
+}
+
+impl LiveSession {
+    /// Nanoseconds since the session started (monotonic).
+    pub(super) fn mono_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Queues a command for the writer; false when the writer has shut down.
+    pub(super) fn push(&self, command: SessionCommand) -> bool {
+        let mut queue = self.queue.lock();
+        if queue.closed {
+            return false;
+        }
+        queue.commands.push(command);
+        true
+    }
+
+    /// Claims `cost` bytes of the backlog if that keeps it under `limit`.
+    pub(super) fn reserve(&self, cost: usize, limit: usize) -> bool {
+        self.shared
+            .backlog
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                let after = queued.checked_add(cost)?;
+                (after <= limit).then_some(after)
+            })
+            .is_ok()
+    }
+
+    /// Sends a payload whose cost is already reserved; false when the writer is gone.
+    pub(super) fn send_reserved(&mut self, payload: Payload, cost: usize) -> bool {
+        let command = SessionCommand::Append {
+            mono_ns: self.mono_ns(),
+            payload,
+            cost,
+        };
+        if self.push(command) {
+            return true;
+        }
+        self.shared.backlog.fetch_sub(cost, Ordering::AcqRel);
+        self.health
+            .fail(FailureKind::Closed, "the recorder is shut down".into());
+        false
+    }
+
+    /// Queues a statement-level event: never dropped; fails the session when
+    /// the backlog is past its hard limit.
+    pub(super) fn send_event(&mut self, body: Body, payload_bytes: usize) -> Result<(), RecordError> {
+        self.send(Payload::Event(Box::new(body)), payload_bytes)
+    }
+
+    /// [`send_event`](Self::send_event) for any statement-level payload.
+    pub(super) fn send(&mut self, payload: Payload, payload_bytes: usize) -> Result<(), RecordError> {
+        self.fail_fast()?;
+        self.send_row_batch();
+        self.note_dropped_rows();
+        let cost = payload_bytes + EVENT_OVERHEAD_BYTES;
+        if !self.reserve(cost, BACKLOG_HARD_LIMIT_BYTES) {
+            self.health.fail(
+                FailureKind::Backlog,
+                format!("more than {BACKLOG_HARD_LIMIT_BYTES} bytes of recording data waiting for the disk"),
+            );
+            self.abandon();
+            return self.fail_fast();
+        }
+        if self.send_reserved(payload, cost) {
+            Ok(())
+        } else {
+            self.fail_fast()
+        }
+    }
+
+    pub(super) fn fail_fast(&self) -> Result<(), RecordError> {
+        if !self.health.failed.load(Ordering::Acquire) {
+            // The usual case, without the watch channel's lock.
+            return Ok(());
+        }
+        match self.health.failure.borrow().clone() {
+            Some(failure) => Err(RecordError::SessionFailed(failure)),
+            None if self.health.failed.load(Ordering::Acquire) => Err(RecordError::Closed),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn send_row_batch(&mut self) {
+        let Some(mono_ns) = self.batch.first else {
+            // No rows waiting (every statement-level event asks).
+            return;
+        };
+        let batch = std::mem::take(&mut self.batch);
+        let n = batch.rows.len() as u64;
+        let cost = batch.value_bytes + batch.rows.len() * 16 + EVENT_OVERHEAD_BYTES;
+        if self.health.failed.load(Ordering::Acquire) {
+            return;
+        }
+        if !self.reserve(cost, ROW_BACKLOG_LIMIT_BYTES) {
+            self.drop_rows(n);
+            return;
+        }
+        let command = SessionCommand::Append {
+            mono_ns,
+            payload: Payload::Rows(batch.rows),
+            cost,
+        };
+        if self.push(command) {
+            self.result_rows.recorded += n;
+        } else {
+            self.shared.backlog.fetch_sub(cost, Ordering::AcqRel);
+            self.health
+                .fail(FailureKind::Closed, "the recorder is shut down".into());
+        }
+    }
+
+    pub(super) fn drop_rows(&mut self, n: u64) {
+        self.result_rows.dropped += n;
+        recording_metrics().rows_dropped_total.inc_by(n);
+    }
+
+    /// Emits `rows_limit` when the current result lost rows.
+    pub(super) fn note_dropped_rows(&mut self) {
+        if self.result_rows.dropped == 0 {
+            return;
+        }
+        let event = RowsLimitEvent {
+            reason: RowsLimitReason::Backpressure,
+            recorded_rows: self.result_rows.recorded,
+            dropped_rows: self.result_rows.dropped,
+        };
+        self.result_rows = ResultRows::default();
+        // Statement-level: it must not be lost, or the recording would
+        // silently claim a complete result.
+        if self.reserve(EVENT_OVERHEAD_BYTES, BACKLOG_HARD_LIMIT_BYTES) {
+            self.send_reserved(
+                Payload::Event(Box::new(Body::RowsLimit(event))),
+                EVENT_OVERHEAD_BYTES,
+            );
+        } else {
+            self.health.fail(
+                FailureKind::Backlog,
+                "recording backlog over its hard limit".into(),
+            );
+            self.abandon();
+        }
+    }
+
+    /// The current result is over: send its rows and any `rows_limit`.
+    pub(super) fn close_result_rows(&mut self) {
+        if self.health.failed.load(Ordering::Acquire) {
+            return;
+        }
+        self.send_row_batch();
+        self.note_dropped_rows();
+        self.result_rows = ResultRows::default();
+    }
+
+    /// Tells the writer to stop this recording without a trailer.
+    pub(super) fn abandon(&mut self) {
+        self.push(SessionCommand::Abandon);
+    }
+
+    pub(super) fn end(&mut self, reason: &str) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.close_result_rows();
+        if self.health.failed.load(Ordering::Acquire) {
+            self.abandon();
+            return;
+        }
+        self.push(SessionCommand::Close {
+            mono_ns: self.mono_ns(),
+            reason: reason.into(),
+        });
+    }
+}

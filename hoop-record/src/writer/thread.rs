@@ -1,0 +1,457 @@
+//! The writer thread: opens recordings, encodes events, appends them to
+//! the hash chain, flushes and fsyncs, and closes them with their trailer.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub(super) dir: PathBuf,
+    pub(super) opener: FileOpener,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) rows: RowsMode,
+    pub(super) max_row_bytes: usize,
+    pub(super) flush_interval: Duration,
+    pub(super) retention: retention::RetentionPolicy,
+    pub(super) backlog: Arc<AtomicUsize>,
+    pub(super) metrics: &'static RecordingMetrics,
+    pub(super) sessions: HashMap<u64, OpenRecording, foldhash::fast::RandomState>,
+    /// Every session queue still to collect, by session key.
+    pub(super) queues: Vec<(u64, Arc<SessionQueue>)>,
+    /// An empty `Vec` swapped into a queue as it is collected (keeps both
+    /// allocations alive instead of growing a new one each tick).
+    pub(super) spare: Vec<SessionCommand>,
+}
+
+/// One recording the writer is appending to.
+pub(super) struct OpenRecording {
+    pub(super) path: PathBuf,
+    pub(super) session_id: String,
+    pub(super) file: File,
+    pub(super) buf: Vec<u8>,
+    pub(super) chain: ChainWriter,
+    pub(super) last_mono_ns: u64,
+    /// When the session started, on both clocks: an event's `ts` is
+    /// `started_at` plus its monotonic offset.
+    pub(super) started: Instant,
+    pub(super) started_at: SystemTime,
+    /// The session's prepared statements, serialized, by the id it sends
+    /// for them.
+    pub(super) statements: HashMap<u32, Vec<u8>, foldhash::fast::RandomState>,
+    /// Scratch space for a line's `ts` and for a body serialized by hand.
+    pub(super) ts: String,
+    pub(super) body: Vec<u8>,
+    pub(super) totals: SessionTotals,
+    pub(super) health: Arc<SessionHealth>,
+}
+
+impl Writer {
+    pub(super) fn run(mut self, inbox: &mpsc::Receiver<Command>) {
+        // The writer polls its inbox and the session queues on a short tick
+        // instead of blocking: a sender then never has to wake this thread,
+        // so recording costs the hot path no syscall and no cross-CPU
+        // wake-up per event. Events still reach the disk within
+        // `flush_interval`: everything queued is collected right before
+        // every flush.
+        let tick =
+            (self.flush_interval / 4).clamp(Duration::from_millis(1), Duration::from_millis(50));
+        let mut next_flush = Instant::now() + self.flush_interval;
+        let mut next_retention = Instant::now() + RETENTION_INTERVAL;
+        loop {
+            std::thread::sleep(tick.min(next_flush.saturating_duration_since(Instant::now())));
+            loop {
+                match inbox.try_recv() {
+                    Ok(Command::Shutdown(done)) => {
+                        self.close_all("recorder_shutdown");
+                        let _ = done.send(());
+                        return;
+                    }
+                    Ok(command) => self.handle(command),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.close_all("recorder_dropped");
+                        return;
+                    }
+                }
+            }
+            self.collect_queues();
+            let now = Instant::now();
+            if now >= next_flush {
+                self.flush_all();
+                next_flush = now + self.flush_interval;
+            }
+            if now >= next_retention {
+                self.enforce_retention();
+                next_retention = now + RETENTION_INTERVAL;
+            }
+        }
+    }
+
+    pub(super) fn handle(&mut self, command: Command) {
+        match command {
+            Command::Open {
+                key,
+                identity,
+                at,
+                started,
+                health,
+                queue,
+            } => {
+                self.open(key, *identity, (started, at), health);
+                self.queues.push((key, queue));
+            }
+            Command::Flush(done) => {
+                self.collect_queues();
+                self.flush_all();
+                let _ = done.send(());
+            }
+            Command::Retention(done) => {
+                // Sessions closed before the request are no longer open.
+                self.collect_queues();
+                self.enforce_retention();
+                let _ = done.send(());
+            }
+            Command::Shutdown(_) => unreachable!("handled by run"),
+        }
+    }
+
+    /// Handles everything the sessions queued, in each session's order;
+    /// forgets the queues whose sessions are gone.
+    pub(super) fn collect_queues(&mut self) {
+        let mut i = 0;
+        while i < self.queues.len() {
+            let (key, queue) = &self.queues[i];
+            let key = *key;
+            let mut batch = std::mem::take(&mut self.spare);
+            let gone = {
+                let mut inner = queue.lock();
+                std::mem::swap(&mut inner.commands, &mut batch);
+                // Only the writer holds it: nothing more can be pushed.
+                Arc::strong_count(queue) == 1
+            };
+            for command in batch.drain(..) {
+                self.handle_session(key, command);
+            }
+            self.spare = batch;
+            if gone {
+                self.queues.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    pub(super) fn handle_session(&mut self, key: u64, command: SessionCommand) {
+        match command {
+            SessionCommand::Append {
+                mono_ns,
+                payload,
+                cost,
+            } => {
+                self.backlog.fetch_sub(cost, Ordering::AcqRel);
+                self.append(key, mono_ns, payload);
+            }
+            SessionCommand::Close { mono_ns, reason } => self.close(key, mono_ns, reason),
+            SessionCommand::Abandon => {
+                if let Some(mut recording) = self.sessions.remove(&key) {
+                    // Everything appended so far is sound; write it, add no trailer.
+                    self.write_out(&mut recording);
+                }
+            }
+        }
+    }
+
+    /// Retention, sparing every recording still open.
+    pub(super) fn enforce_retention(&self) {
+        let open: HashSet<PathBuf> = self.sessions.values().map(|r| r.path.clone()).collect();
+        run_retention(&self.dir, &open, &self.retention);
+    }
+
+    pub(super) fn open(
+        &mut self,
+        key: u64,
+        identity: RecordedIdentity,
+        (started, at): (Instant, SystemTime),
+        health: Arc<SessionHealth>,
+    ) {
+        let stem = recording_id(at, &identity.id);
+        let mut attempt = 1;
+        let (path, file) = loop {
+            let name = if attempt == 1 {
+                stem.clone()
+            } else {
+                format!("{stem}-{attempt}")
+            };
+            let path = self.dir.join(format!("{name}.{FILE_EXTENSION}"));
+            match (self.opener)(&path) {
+                Ok(file) => break (path, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::error!(session = %identity.id, path = %path.display(), error = %e, "cannot create recording");
+                    health.fail(
+                        FailureKind::Create,
+                        format!("cannot create {}: {e}", path.display()),
+                    );
+                    return;
+                }
+            }
+        };
+        let session_id = identity.id.clone();
+        let mut recording = OpenRecording {
+            path,
+            chain: ChainWriter::new(&session_id),
+            session_id: session_id.clone(),
+            file,
+            buf: Vec::with_capacity(8 << 10),
+            last_mono_ns: 0,
+            started,
+            started_at: at,
+            statements: HashMap::default(),
+            ts: String::new(),
+            body: Vec::new(),
+            totals: SessionTotals::default(),
+            health,
+        };
+        let header = Header {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            session_id,
+            writer: concat!("hoop ", env!("CARGO_PKG_VERSION")).into(),
+            rows: self.rows,
+            max_row_bytes: self.max_row_bytes as u64,
+        };
+        recording.push(0, &Body::Header(header), self.metrics);
+        recording.push(
+            0,
+            &Body::SessionStart(SessionStart { identity }),
+            self.metrics,
+        );
+        self.sessions.insert(key, recording);
+    }
+
+    /// The event a payload stands for. Prepared statements and short
+    /// results are written from their serialized bytes by
+    /// [`append`](Self::append) and never reach here.
+    pub(super) fn encode(payload: Payload) -> Body {
+        match payload {
+            Payload::Event(body) => *body,
+            Payload::Prepared(..)
+            | Payload::Repeat(_)
+            | Payload::ForgetStatements
+            | Payload::Result { .. } => unreachable!("handled by Writer::append"),
+            Payload::Rows(rows) => {
+                let mut truncated = Vec::new();
+                let rows = rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, row)| {
+                        if let Some(original_bytes) = row.original_bytes {
+                            truncated.push(TruncatedRow {
+                                row: i as u32,
+                                original_bytes,
+                            });
+                        }
+                        row.values
+                            .into_iter()
+                            .map(|v| v.map(|v| Cell::from_bytes(&v)))
+                            .collect()
+                    })
+                    .collect();
+                Body::Rows(RowsEvent { rows, truncated })
+            }
+            Payload::CopyData {
+                direction,
+                data,
+                truncated_from_bytes,
+            } => Body::CopyData(CopyDataEvent {
+                direction,
+                data: Cell::from_bytes(&data),
+                truncated_from_bytes,
+            }),
+        }
+    }
+
+    pub(super) fn append(&mut self, key: u64, mono_ns: u64, payload: Payload) {
+        // Unknown key: the file could not be created, or the recording was abandoned.
+        let Some(recording) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        match payload {
+            Payload::Prepared(id, event) => {
+                // Serialized once; every execution reuses the bytes.
+                let json = format::serialize_body(&Body::Statement(*event));
+                recording.push_statement(mono_ns, &json, self.metrics);
+                recording.statements.insert(id, json);
+            }
+            Payload::Repeat(id) => {
+                let Some(json) = recording.statements.remove(&id) else {
+                    // The session sends an id only after the statement itself.
+                    tracing::error!(session = %recording.session_id, id, "recording: execution of an unknown prepared statement");
+                    return;
+                };
+                recording.push_statement(mono_ns, &json, self.metrics);
+                recording.statements.insert(id, json);
+            }
+            Payload::ForgetStatements => recording.statements.clear(),
+            Payload::Result { tag, rows } => {
+                let mut body = std::mem::take(&mut recording.body);
+                body.clear();
+                format::serialize_result_body(tag.as_str(), rows, &mut body);
+                recording.push_serialized(mono_ns, &body, self.metrics);
+                recording.body = body;
+            }
+            payload => recording.push(mono_ns, &Writer::encode(payload), self.metrics),
+        }
+        if recording.buf.len() >= WRITE_BUFFER_BYTES {
+            let mut recording = self.sessions.remove(&key).expect("present");
+            if self.write_out(&mut recording) {
+                self.sessions.insert(key, recording);
+            }
+        }
+    }
+
+    pub(super) fn close(&mut self, key: u64, mono_ns: u64, reason: String) {
+        let Some(mut recording) = self.sessions.remove(&key) else {
+            return;
+        };
+        self.finish(&mut recording, mono_ns, reason);
+    }
+
+    /// `session_end`, trailer, write, fsync file and directory.
+    pub(super) fn finish(&self, recording: &mut OpenRecording, mono_ns: u64, reason: String) {
+        let totals = recording.totals;
+        recording.push(
+            mono_ns,
+            &Body::SessionEnd(SessionEndEvent { reason, totals }),
+            self.metrics,
+        );
+        let mono_ns = recording.last_mono_ns;
+        rfc3339_into(recording.wall_clock(mono_ns), &mut recording.ts);
+        recording.chain.append_trailer(
+            &mut recording.buf,
+            mono_ns,
+            &recording.ts,
+            self.key.as_deref(),
+        );
+        self.metrics.events_total.inc();
+        if !self.write_out(recording) {
+            return;
+        }
+        let synced = recording
+            .file
+            .sync_all()
+            .and_then(|()| File::open(&self.dir)?.sync_all());
+        if let Err(e) = synced {
+            tracing::error!(session = %recording.session_id, path = %recording.path.display(), error = %e, "cannot fsync recording");
+            recording.health.fail(
+                FailureKind::Sync,
+                format!("fsync {}: {e}", recording.path.display()),
+            );
+        }
+    }
+
+    /// Writes a recording's buffer to its file. On failure raises the
+    /// session's signal and returns false: the caller must stop writing it.
+    pub(super) fn write_out(&self, recording: &mut OpenRecording) -> bool {
+        write_buffer(self.metrics, recording)
+    }
+
+    pub(super) fn flush_all(&mut self) {
+        let mut failed = Vec::new();
+        for (key, recording) in &mut self.sessions {
+            if !recording.buf.is_empty() && !write_buffer(self.metrics, recording) {
+                failed.push(*key);
+            }
+        }
+        for key in failed {
+            self.sessions.remove(&key);
+        }
+    }
+
+    pub(super) fn close_all(&mut self, reason: &str) {
+        // Refuse what sessions push from now on (they fail as `Closed`),
+        // then write what they queued before.
+        for (_, queue) in &self.queues {
+            queue.lock().closed = true;
+        }
+        self.collect_queues();
+        self.queues.clear();
+        let sessions: Vec<(u64, OpenRecording)> = self.sessions.drain().collect();
+        for (_, mut recording) in sessions {
+            let mono_ns = u64::try_from(recording.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.finish(&mut recording, mono_ns, reason.into());
+        }
+    }
+}
+
+/// Writes `recording.buf` to its file; false (and the session failed) on error.
+pub(super) fn write_buffer(metrics: &'static RecordingMetrics, recording: &mut OpenRecording) -> bool {
+    let started = Instant::now();
+    let result = recording.file.write_all(&recording.buf);
+    metrics
+        .flush_duration_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => {
+            metrics.bytes_total.inc_by(recording.buf.len() as u64);
+            recording.buf.clear();
+            true
+        }
+        Err(e) => {
+            tracing::error!(session = %recording.session_id, path = %recording.path.display(), error = %e, "cannot write recording");
+            recording.health.fail(
+                FailureKind::Write,
+                format!("write {}: {e}", recording.path.display()),
+            );
+            recording.buf.clear();
+            false
+        }
+    }
+}
+
+impl OpenRecording {
+    /// The wall-clock time of an event `mono_ns` into the session.
+    pub(super) fn wall_clock(&self, mono_ns: u64) -> SystemTime {
+        self.started_at + Duration::from_nanos(mono_ns)
+    }
+
+    /// Appends a `statement` line whose body is serialized already.
+    pub(super) fn push_statement(&mut self, mono_ns: u64, body: &[u8], metrics: &RecordingMetrics) {
+        self.totals.statements += 1;
+        self.push_serialized(mono_ns, body, metrics);
+    }
+
+    /// Appends a line whose body is serialized already (and counted in the
+    /// totals by the caller).
+    pub(super) fn push_serialized(&mut self, mono_ns: u64, body: &[u8], metrics: &RecordingMetrics) {
+        let mono_ns = mono_ns.max(self.last_mono_ns);
+        self.last_mono_ns = mono_ns;
+        rfc3339_into(self.wall_clock(mono_ns), &mut self.ts);
+        self.chain
+            .append_serialized(&mut self.buf, mono_ns, &self.ts, body);
+        metrics.events_total.inc();
+    }
+
+    /// Appends one chained line to the buffer and updates the totals.
+    pub(super) fn push(&mut self, mono_ns: u64, body: &Body, metrics: &RecordingMetrics) {
+        // mono_ns of batched rows is their first row's time, which can precede
+        // an event queued between; keep the file's clock non-decreasing.
+        let mono_ns = mono_ns.max(self.last_mono_ns);
+        self.last_mono_ns = mono_ns;
+        match body {
+            Body::Statement(_) => self.totals.statements += 1,
+            Body::Verdict(v) if v.verdict == VerdictKind::Deny => self.totals.denied += 1,
+            Body::Verdict(v) if v.verdict == VerdictKind::Hold => self.totals.held += 1,
+            Body::Error(_) => self.totals.errors += 1,
+            Body::Rows(r) => self.totals.rows_recorded += r.rows.len() as u64,
+            Body::CopyData(_) => self.totals.rows_recorded += 1,
+            Body::RowsLimit(l) => self.totals.rows_dropped += l.dropped_rows,
+            _ => {}
+        }
+        rfc3339_into(self.wall_clock(mono_ns), &mut self.ts);
+        self.chain.append(&mut self.buf, mono_ns, &self.ts, body);
+        metrics.events_total.inc();
+    }
+}
