@@ -403,7 +403,7 @@ async fn metrics_count_outcomes() {
     ));
     assert!(metrics.total.with_label_values(&["withdrawn"]).get() > before);
     let text = prometheus::TextEncoder::new()
-        .encode_to_string(&crate::metrics::metrics().registry.gather())
+        .encode_to_string(&hoop_core::metrics::metrics().registry.gather())
         .unwrap();
     for name in [
         "hoop_holds_pending",
@@ -413,42 +413,4 @@ async fn metrics_count_outcomes() {
     ] {
         assert!(text.contains(name), "{name} not exported");
     }
-}
-
-#[tokio::test]
-async fn client_texts_name_the_hold_and_what_to_do() {
-    let registry = HoldRegistry::new(None);
-    let ticket = registry.create(
-        &session("s-1"),
-        STATEMENT,
-        &requirement(Duration::from_mins(5), &["dba"], 1),
-    );
-    let notice = ticket.waiting_notice();
-    assert!(
-        notice.contains(&format!("hoop holds approve {}", ticket.id())),
-        "{notice}"
-    );
-    assert!(
-        notice.contains("5m") && notice.contains("hold[0]"),
-        "{notice}"
-    );
-    assert!(ticket.reminder_notice().contains(ticket.id()));
-    assert_eq!(
-        HoldOutcome::Approved { by: vec![] }.client_error(&ticket),
-        None
-    );
-    let denied = HoldOutcome::Denied {
-        by: Some("alice".to_owned()),
-        reason: Some("no".to_owned()),
-    };
-    assert_eq!(
-        denied.client_error(&ticket).unwrap(),
-        format!("hoop: statement denied by alice (hold {}): no", ticket.id())
-    );
-    assert!(
-        HoldOutcome::TimedOut
-            .client_error(&ticket)
-            .unwrap()
-            .contains("timed out after 5m")
-    );
 }

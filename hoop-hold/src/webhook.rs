@@ -9,10 +9,12 @@ use std::fmt::Write as _;
 use hyper::Method;
 use serde::Serialize;
 
-use super::{HoldView, registry::HoldMetrics};
+use hoop_config::WebhookConfig;
+
 use crate::{
-    admin::outbound::{self, OutboundRequest},
-    config::WebhookConfig,
+    HoldView,
+    outbound::{self, OutboundRequest},
+    registry::HoldMetrics,
 };
 
 /// Longest statement excerpt in the one-line text (the full statement is in `hold`).

@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::{sync::oneshot, time::Instant};
 
-use crate::{config::WebhookConfig, session::SessionIdentity, statement::HoldRequirement};
+use hoop_config::WebhookConfig;
+use hoop_core::{HoldRequirement, SessionIdentity};
 
 /// How many decided holds [`HoldRegistry::list`] keeps showing. Older ones are
 /// forgotten (their outcome lives on in the session recording).
@@ -207,37 +208,7 @@ impl HoldOutcome {
     pub fn is_approved(&self) -> bool {
         matches!(self, Self::Approved { .. })
     }
-
-    /// The ErrorResponse message for a refused statement (SQLSTATE
-    /// [`HOLD_REFUSED_SQLSTATE`]), or `None` when it may run. `ticket`
-    /// names the hold and its timeout.
-    pub fn client_error(&self, ticket: &HoldTicket) -> Option<String> {
-        match self {
-            Self::Approved { .. } => None,
-            Self::Denied { by, reason } => {
-                let by = by
-                    .as_deref()
-                    .map_or_else(String::new, |by| format!(" by {by}"));
-                let reason = reason
-                    .as_deref()
-                    .map_or_else(String::new, |r| format!(": {r}"));
-                Some(format!(
-                    "hoop: statement denied{by} (hold {}){reason}",
-                    ticket.id
-                ))
-            }
-            Self::TimedOut => Some(format!(
-                "hoop: statement not run: hold {} timed out after {} without a decision; ask an approver and retry",
-                ticket.id,
-                humantime::format_duration(ticket.timeout),
-            )),
-        }
-    }
 }
-
-/// SQLSTATE of the error a client gets when its held statement is denied or
-/// times out: `insufficient_privilege`, like any other policy denial.
-pub const HOLD_REFUSED_SQLSTATE: &str = "42501";
 
 /// Why a decision was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -397,9 +368,6 @@ impl HoldRegistry {
             shared: Arc::clone(&self.shared),
             receiver,
             deadline,
-            timeout: req.timeout,
-            rule: req.rule.clone(),
-            message: req.message.clone(),
             consumed: false,
         }
     }
@@ -651,9 +619,6 @@ pub struct HoldTicket {
     shared: Arc<Shared>,
     receiver: oneshot::Receiver<HoldOutcome>,
     deadline: Instant,
-    timeout: Duration,
-    rule: String,
-    message: String,
     /// Set once [`outcome`](Self::outcome) has returned: the outcome is handed out once.
     consumed: bool,
 }
@@ -673,28 +638,6 @@ impl HoldTicket {
     /// When the hold times out if nobody decides.
     pub fn deadline(&self) -> Instant {
         self.deadline
-    }
-
-    /// The NoticeResponse text sent to the client when its statement is held.
-    pub fn waiting_notice(&self) -> String {
-        format!(
-            "hoop: statement held for approval ({message}; rule {rule}). Hold {id} waits up to {timeout} \
-             for an approver: hoop holds approve {id}",
-            message = self.message,
-            rule = self.rule,
-            id = self.id,
-            timeout = humantime::format_duration(self.timeout),
-        )
-    }
-
-    /// The NoticeResponse text for a periodic reminder while the client waits.
-    pub fn reminder_notice(&self) -> String {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        format!(
-            "hoop: hold {id} is still waiting for an approver ({left} left)",
-            id = self.id,
-            left = humantime::format_duration(Duration::from_secs(left.as_secs())),
-        )
     }
 
     /// Waits for the decision, or for the rule's timeout.
@@ -823,7 +766,7 @@ pub(crate) fn hold_metrics() -> &'static HoldMetrics {
             "Hold notifications the webhook did not accept.",
         )
         .expect("valid metric");
-        let registry = &crate::metrics::metrics().registry;
+        let registry = &hoop_core::metrics::metrics().registry;
         for collector in [
             Box::new(pending.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(total.clone()),
