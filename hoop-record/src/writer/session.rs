@@ -18,13 +18,10 @@ pub struct MaskedRow<'a> {
 }
 
 impl<'a> MaskedRow<'a> {
-    /// Wraps the column values of a DataRow **as sent to the client after
-    /// masking** (`None` is SQL NULL).
-    #[allow(
-        dead_code,
-        reason = "the mask pipeline calls it once the proxy is wired"
-    )]
-    pub(crate) fn after_masking(columns: &'a [Option<&'a [u8]>]) -> Self {
+    /// Wraps the values of a result row **as sent to the client after
+    /// masking** (`None` is SQL NULL). Only the governance layer calls it,
+    /// with exactly the values it is about to hand to the driver.
+    pub fn after_masking(columns: &'a [Option<&'a [u8]>]) -> Self {
         Self { columns }
     }
 }
@@ -39,9 +36,8 @@ pub struct MaskedCopyChunk<'a> {
 }
 
 impl<'a> MaskedCopyChunk<'a> {
-    /// Wraps a CopyData payload as it is forwarded, after masking.
-    #[allow(dead_code, reason = "the COPY path calls it once the proxy is wired")]
-    pub(crate) fn after_masking(direction: CopyDirection, data: &'a [u8]) -> Self {
+    /// Wraps a bulk-data payload as it is forwarded, after masking.
+    pub fn after_masking(direction: CopyDirection, data: &'a [u8]) -> Self {
         Self { direction, data }
     }
 }

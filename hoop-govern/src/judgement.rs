@@ -1,0 +1,197 @@
+//! Judging statements, with judgements cached by literal-free fingerprint.
+//!
+//! A fingerprint ([`hoop_sql::SqlDialect::fingerprint_into`]) keeps every
+//! token but literal values, and classification (kinds, tables, WHERE
+//! presence) never depends on a literal's value, so statements that share
+//! a fingerprint share a verdict. Texts whose lexing could depend on session
+//! settings get no fingerprint and are judged every time.
+
+use std::sync::Arc;
+
+use hoop_core::{Denial, StatementContext, StatementKind, Verdict, metrics::metrics};
+use hoop_mask::MaskRules;
+use hoop_policy::Policy;
+use hoop_sql::ParsedSql;
+
+use crate::{
+    EXFILTRATION_RULE, has_masking, recording::masked_statement,
+    session::{SessionGovernance, lock},
+};
+
+/// Judgements kept per session before the cache starts over.
+pub(crate) const JUDGEMENT_CACHE_MAX: usize = 1024;
+
+/// A judgement kept for a SQL fingerprint.
+pub(crate) struct CachedJudgement {
+    pub(crate) verdict: Verdict,
+    pub(crate) kinds: Arc<[StatementKind]>,
+    pub(crate) tables: Arc<[String]>,
+    /// `hoop_statements_total{kind,verdict}` handles and how much each
+    /// judgement adds (label lookups done once per cached judgement).
+    counters: Vec<(prometheus::IntCounter, u64)>,
+    pub(crate) declares_cursor: bool,
+}
+
+impl CachedJudgement {
+    /// Adds one judgement of these statements to `hoop_statements_total`.
+    fn count(&self) {
+        for (counter, n) in &self.counters {
+            counter.inc_by(*n);
+        }
+    }
+}
+
+/// A named prepared statement as judged when it was prepared.
+pub(crate) struct Prepared {
+    pub(crate) judged: Arc<CachedJudgement>,
+    /// The SQL as recordings show it, masked under `rules` (when recording).
+    pub(crate) masked_sql: Option<Arc<str>>,
+    pub(crate) rules: Arc<MaskRules>,
+    /// Binds (executions) since it was prepared.
+    pub(crate) binds: u64,
+}
+
+fn verdict_label(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Allow => "allow",
+        Verdict::Deny(_) => "deny",
+        Verdict::Hold(_) => "hold",
+    }
+}
+
+impl SessionGovernance {
+    /// Judges a statement: from the cache when its fingerprint is known,
+    /// otherwise by parsing it once for both the policy and lineage.
+    pub(crate) fn judge_statement(&mut self, statement: &StatementContext<'_>) -> Verdict {
+        let mut key = std::mem::take(&mut self.fingerprint_buf);
+        let keyed = self.dialect.fingerprint_into(statement.sql, &mut key);
+        // The usual simple-protocol case: a cached judgement that this
+        // statement only reads (no name to keep it under, no recording, no
+        // cursor to note) is used in place, without taking a reference.
+        if keyed
+            && statement.statement_name.is_none()
+            && !self.recording
+            && let Some(j) = self.judgements.get(key.as_str())
+            && !j.declares_cursor
+        {
+            let verdict = j.verdict.clone();
+            j.count();
+            self.fingerprint_buf = key;
+            return verdict;
+        }
+        let cached = keyed
+            .then(|| self.judgements.get(key.as_str()))
+            .flatten()
+            .cloned();
+        let judged = if let Some(j) = cached {
+            j
+        } else {
+            let policy = self.snapshot.clone();
+            let j = Arc::new(self.judge_uncached(&policy, statement));
+            if keyed {
+                if self.judgements.len() >= JUDGEMENT_CACHE_MAX {
+                    self.judgements.clear();
+                }
+                self.judgements.insert(key.as_str().into(), j.clone());
+            }
+            j
+        };
+        self.fingerprint_buf = key;
+        let verdict = judged.verdict.clone();
+        judged.count();
+        if judged.declares_cursor {
+            self.note_cursors(statement.sql);
+        }
+        let sql: Option<Arc<str>> = self
+            .recording
+            .then(|| masked_statement(self.dialect, &self.rules, statement.sql).into());
+        if let Some(name) = statement.statement_name {
+            if self.prepared.len() >= JUDGEMENT_CACHE_MAX {
+                self.prepared.clear();
+            }
+            self.prepared.insert(
+                name.into(),
+                Prepared {
+                    judged: judged.clone(),
+                    masked_sql: sql.clone(),
+                    rules: self.rules.clone(),
+                    binds: 0,
+                },
+            );
+        }
+        let failed = sql.is_some_and(|sql| {
+            let mut r = lock(&self.recorder);
+            let recorded = if statement.statement_name.is_some_and(|n| !n.is_empty()) {
+                // A named statement's executions (`Bound`) record the same
+                // Arcs again; the unnamed one is usually run once.
+                r.prepared_statement(&sql, statement.submission, &judged.kinds, &judged.tables)
+            } else {
+                r.statement(&sql, statement.submission, &judged.kinds, &judged.tables)
+            };
+            recorded.is_err() || r.verdict(&verdict).is_err()
+        });
+        if failed {
+            self.recording_failed();
+        }
+        verdict
+    }
+
+    fn judge_uncached(
+        &mut self,
+        policy: &Policy,
+        statement: &StatementContext<'_>,
+    ) -> CachedJudgement {
+        // Parsed once: the policy's classification and masking's lineage
+        // read the same statements.
+        let parsed = ParsedSql::parse(self.dialect, statement.sql);
+        let judgement = policy.judge_parsed(&parsed, statement.submission, statement.identity);
+        let mut verdict = judgement.verdict;
+        if matches!(verdict, Verdict::Allow) && has_masking(&self.rules) {
+            if !self.inspecting {
+                verdict = Verdict::Deny(Denial {
+                    rule: "mask.reconnect".into(),
+                    message: "hoop's policy now masks results; reconnect to continue".into(),
+                });
+            } else if self.lineage_of_parsed(&parsed).writes_masked() {
+                verdict = Verdict::Deny(Denial {
+                    rule: EXFILTRATION_RULE.into(),
+                    message: "this statement would copy masked data where masking cannot follow it"
+                        .into(),
+                });
+            }
+        }
+        let mut kind_counts: Vec<(StatementKind, u64)> = Vec::new();
+        for s in &judgement.statements {
+            match kind_counts.iter_mut().find(|(k, _)| *k == s.kind) {
+                Some((_, n)) => *n += 1,
+                None => kind_counts.push((s.kind, 1)),
+            }
+        }
+        let m = metrics();
+        let label = verdict_label(&verdict);
+        let counters = kind_counts
+            .into_iter()
+            .map(|(kind, n)| {
+                (
+                    m.statements_total
+                        .with_label_values(&[kind.as_str(), label]),
+                    n,
+                )
+            })
+            .collect();
+        CachedJudgement {
+            verdict,
+            kinds: judgement.statements.iter().map(|s| s.kind).collect(),
+            tables: judgement
+                .statements
+                .iter()
+                .flat_map(|s| s.tables.iter().map(ToString::to_string))
+                .collect(),
+            counters,
+            declares_cursor: judgement
+                .statements
+                .iter()
+                .any(|s| s.kind == StatementKind::Declare),
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! One session's governance: the state it keeps (the policy snapshot and
+//! its compiled mask rules, judgement and lineage caches, cursors, prepared
+//! statements) and the [`SessionGovernor`] hooks.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use hoop_config::{RecordRows, RecordingOnError};
+use hoop_core::{
+    ColumnResolver, ColumnSource, Preparation, Refusal, ResolvedColumn, ResultColumn,
+    RowRewriter, ServerText, SessionEvent, SessionGovernor, SessionIdentity, SourceKey,
+    StatementContext, Verdict, metrics::metrics,
+};
+use hoop_mask::{MaskPlan, MaskRules, lineage};
+use hoop_policy::{
+    Policy,
+    reload::{PolicyCache, PolicyHandle},
+};
+use hoop_record::SessionRecorder;
+use hoop_sql::{CursorOp, ParsedSql, SqlDialect};
+use tracing::warn;
+
+use crate::{
+    has_masking,
+    judgement::{CachedJudgement, Prepared},
+    mask_rules,
+    rows::RowMasking,
+};
+
+const LINEAGE_CACHE_MAX: usize = 256;
+const CURSORS_MAX: usize = 1024;
+
+/// The recorder, shared with row rewriters (which record masked rows).
+pub(crate) type SharedRecorder = Arc<Mutex<SessionRecorder>>;
+
+pub(crate) fn lock(recorder: &SharedRecorder) -> MutexGuard<'_, SessionRecorder> {
+    // A panic while recording must not stop the session from being recorded
+    // as failed; the recorder's own state stays consistent per call.
+    recorder
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One session's governance.
+pub struct SessionGovernance {
+    pub(crate) identity: SessionIdentity,
+    /// The session's SQL dialect (its protocol's server).
+    pub(crate) dialect: &'static dyn SqlDialect,
+    /// The live policy, checked per statement with one pointer comparison.
+    policy: PolicyCache,
+    /// The snapshot `rules` was compiled from.
+    pub(crate) snapshot: Arc<Policy>,
+    pub(crate) rules: Arc<MaskRules>,
+    /// `has_masking(&rules)`, kept beside the policy pointer that every
+    /// statement checks (reading it through `rules` is a cache miss).
+    pub(crate) masking: bool,
+    /// Whether the driver shows us every result (decided once, at start).
+    pub(crate) inspecting: bool,
+    record_rows: bool,
+    pub(crate) on_error: RecordingOnError,
+    /// Shared with row rewriters, which record masked rows (`rows: full`).
+    pub(crate) recorder: SharedRecorder,
+    /// The session has a recording (statement texts are masked for it).
+    pub(crate) recording: bool,
+    /// Set when the session must end (recording failed under close_session).
+    pub(crate) fatal: Option<Refusal>,
+    /// The protocol's catalog: result-column keys and view dependencies.
+    columns: Arc<dyn ColumnResolver>,
+    /// Cursor name → the statement that declared it, for rows that come
+    /// from FETCH.
+    cursors: HashMap<String, String>,
+    /// The catalog's view-dependency version `rules` includes.
+    views_version: u64,
+    /// Prepared statement name → its judgement and how often it was bound
+    /// since it was prepared (re-executions are recorded as statements too).
+    pub(crate) prepared: HashMap<Box<str>, Prepared, foldhash::fast::RandomState>,
+    /// Literal-free SQL fingerprint → the judgement for the current policy.
+    pub(crate) judgements: HashMap<Box<str>, Arc<CachedJudgement>, foldhash::fast::RandomState>,
+    /// Reused for each statement's fingerprint.
+    pub(crate) fingerprint_buf: String,
+    /// SQL → its lineage, for the current rule set (prepared statements run
+    /// the same SQL again and again).
+    lineage_cache: HashMap<Box<str>, Arc<lineage::SqlLineage>>,
+}
+
+impl SessionGovernance {
+    /// Governance for a session whose start-up named `identity`.
+    pub fn new(
+        identity: &SessionIdentity,
+        policy: &PolicyHandle,
+        columns: Arc<dyn ColumnResolver>,
+        recorder: SessionRecorder,
+        rows: RecordRows,
+        on_error: RecordingOnError,
+        fatal: Option<Refusal>,
+    ) -> Self {
+        let snapshot = policy.snapshot();
+        let rules = mask_rules(&snapshot, identity);
+        let inspecting = has_masking(&rules) || rows == RecordRows::Full;
+        Self {
+            recording: recorder.is_recording(),
+            identity: identity.clone(),
+            dialect: hoop_sql::dialect_for(identity.protocol),
+            policy: policy.cache(),
+            snapshot,
+            masking: has_masking(&rules),
+            rules,
+            inspecting,
+            record_rows: rows == RecordRows::Full,
+            on_error,
+            recorder: Arc::new(Mutex::new(recorder)),
+            fatal,
+            columns,
+            cursors: HashMap::new(),
+            views_version: 0,
+            judgements: HashMap::default(),
+            fingerprint_buf: String::new(),
+            prepared: HashMap::default(),
+            lineage_cache: HashMap::new(),
+        }
+    }
+
+    /// Brings the mask rules up to the live policy (and the catalog's view
+    /// dependencies). Afterwards `snapshot` is the live policy.
+    pub(crate) fn refresh(&mut self) {
+        let live = self.policy.load();
+        let policy_changed = !Arc::ptr_eq(live, &self.snapshot);
+        if !policy_changed && !self.masking {
+            // View dependencies only matter to masking.
+            return;
+        }
+        let current = live.clone();
+        let (views_version, views) = self.columns.views(&self.identity);
+        if policy_changed || views_version != self.views_version {
+            let mut rules = mask_rules(&current, &self.identity);
+            if has_masking(&rules) && !views.is_empty() {
+                let relations = hoop_mask::masked_views(&rules, &views);
+                Arc::make_mut(&mut rules).set_masked_relations(relations);
+            }
+            self.masking = has_masking(&rules);
+            self.rules = rules;
+            self.snapshot = current;
+            self.views_version = views_version;
+            self.lineage_cache.clear();
+            self.judgements.clear();
+        }
+    }
+
+    /// The lineage of a whole text, parsed here when not cached.
+    pub(crate) fn lineage_of(&mut self, sql: &str) -> Arc<lineage::SqlLineage> {
+        if let Some(l) = self.lineage_cache.get(sql) {
+            return l.clone();
+        }
+        let parsed = ParsedSql::parse(self.dialect, sql);
+        self.lineage_of_parsed(&parsed)
+    }
+
+    /// The lineage of a text already parsed (by the judgement).
+    pub(crate) fn lineage_of_parsed(&mut self, parsed: &ParsedSql<'_>) -> Arc<lineage::SqlLineage> {
+        if let Some(l) = self.lineage_cache.get(parsed.text) {
+            return l.clone();
+        }
+        let l = Arc::new(lineage::analyze(parsed, &self.rules));
+        if self.lineage_cache.len() >= LINEAGE_CACHE_MAX {
+            self.lineage_cache.clear();
+        }
+        self.lineage_cache.insert(parsed.text.into(), l.clone());
+        l
+    }
+
+    /// Remembers the cursors `sql` declares, for rows fetched from them.
+    pub(crate) fn note_cursors(&mut self, sql: &str) {
+        for piece in self.dialect.split(sql).unwrap_or_default() {
+            if let Some(CursorOp::Declare { name }) = self.dialect.cursor_op(piece.text) {
+                if self.cursors.len() >= CURSORS_MAX {
+                    self.cursors.clear();
+                }
+                self.cursors.insert(name, piece.text.to_owned());
+            }
+        }
+    }
+
+    /// The lineage for result rows of `statement`.
+    fn result_lineage(&mut self, statement: &StatementContext<'_>) -> lineage::Lineage {
+        let sql = statement.sql;
+        let pieces = self.dialect.split(sql).unwrap_or_default();
+        let piece = pieces
+            .get(statement.statement_index)
+            .or_else(|| pieces.last());
+        if let Some(CursorOp::Fetch { name }) = piece.and_then(|p| self.dialect.cursor_op(p.text))
+        {
+            return match self.cursors.get(&name) {
+                Some(declared) => {
+                    lineage::analyze_query(&ParsedSql::parse(self.dialect, declared), &self.rules)
+                }
+                // A cursor declared before hoop saw the session, or by a
+                // function: its query is unknown, so every column is masked.
+                None => lineage::Lineage::unknown(),
+            };
+        }
+        self.lineage_of(sql).statement(statement.statement_index)
+    }
+
+    /// The source of each result column, as its protocol named it or its
+    /// catalog resolved it.
+    fn resolve(&self, columns: &[ResultColumn]) -> Vec<Option<ResolvedColumn>> {
+        columns
+            .iter()
+            .map(|c| match &c.source {
+                ColumnSource::None => None,
+                ColumnSource::Named(named) => Some(named.clone()),
+                ColumnSource::Key(key) => self.columns.resolve(&self.identity, *key),
+            })
+            .collect()
+    }
+
+    pub(crate) fn recording_failed(&mut self) {
+        if self.fatal.is_none() {
+            let failure = lock(&self.recorder).failure();
+            metrics()
+                .connection_errors_total
+                .with_label_values(&["recording"])
+                .inc();
+            warn!(session = %self.identity, failure = ?failure, "recording failed");
+            if self.on_error == RecordingOnError::CloseSession {
+                self.fatal = Some(Refusal::recording_failed(
+                    failure.map_or_else(|| "recording failed".to_owned(), |f| format!("{f:?}")),
+                ));
+            }
+        }
+    }
+
+    /// [`SessionGovernor::fatal`] when a recording may have failed.
+    #[inline(never)]
+    fn fatal_checked(&mut self) -> Option<Refusal> {
+        if self.fatal.is_none() && self.recording && lock(&self.recorder).failed() {
+            self.recording_failed();
+        }
+        self.fatal.clone()
+    }
+}
+
+impl SessionGovernor for SessionGovernance {
+    fn judge(&mut self, statement: &StatementContext<'_>) -> Verdict {
+        self.refresh();
+        self.judge_statement(statement)
+    }
+
+    #[inline]
+    fn fatal(&mut self) -> Option<Refusal> {
+        // Asked on every wake-up and statement: only a recording can fail,
+        // so without one, and while none has, the answer is a plain check.
+        if self.fatal.is_none() && !self.recording {
+            return None;
+        }
+        self.fatal_checked()
+    }
+
+    fn inspects_rows(&self) -> bool {
+        self.inspecting
+    }
+
+    fn columns_to_resolve(&mut self, columns: &[ResultColumn]) -> Option<Preparation> {
+        if !self.masking {
+            return None;
+        }
+        let keys: Vec<SourceKey> = columns
+            .iter()
+            .filter_map(|c| match c.source {
+                ColumnSource::Key(key) => Some(key),
+                ColumnSource::None | ColumnSource::Named(_) => None,
+            })
+            .collect();
+        self.columns.prepare(&self.identity, &keys)
+    }
+
+    fn row_rewriter(
+        &mut self,
+        statement: &StatementContext<'_>,
+        columns: &[ResultColumn],
+    ) -> Option<Box<dyn RowRewriter>> {
+        self.refresh();
+        let masking = self.masking;
+        if !masking && !self.record_rows {
+            return None;
+        }
+        let plan = if masking {
+            let resolved = self.resolve(columns);
+            let lineage = self.result_lineage(statement);
+            let plan = MaskPlan::new(self.rules.clone(), &lineage, columns, &resolved);
+            (!plan.is_noop()).then_some(plan)
+        } else {
+            None
+        };
+        if plan.is_none() && !self.record_rows {
+            return None;
+        }
+        Some(Box::new(RowMasking::new(
+            plan,
+            self.record_rows.then(|| self.recorder.clone()),
+        )))
+    }
+
+    fn rewrite_server_text(&mut self, text: ServerText<'_>) -> Option<Vec<Option<String>>> {
+        self.refresh();
+        if !self.masking {
+            return None;
+        }
+        let echoes = self.dialect.echo_patterns();
+        let masked: Vec<Option<String>> = text
+            .fields
+            .iter()
+            .map(|field| self.rules.mask_free_text(field, echoes))
+            .collect();
+        if masked.iter().all(Option::is_none) {
+            return None;
+        }
+        metrics()
+            .masked_values_total
+            .with_label_values(&["echoed_text"])
+            .inc();
+        Some(masked)
+    }
+
+    fn observes_executions(&self) -> bool {
+        // Executions only feed the recording.
+        self.recording
+    }
+
+    #[inline]
+    fn observe(&mut self, event: SessionEvent<'_>) {
+        // Judged, Sent and CopyData come often and need nothing here.
+        if !matches!(
+            event,
+            SessionEvent::Judged { .. } | SessionEvent::Sent { .. } | SessionEvent::CopyData { .. }
+        ) {
+            self.observe_event(event);
+        }
+    }
+}
