@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::proxy::event_loop::{LoopStream, ReadBytes};
+use crate::event_loop::{LoopStream, ReadBytes};
 
 /// One leg of a proxied connection.
 #[derive(Debug)]

@@ -316,6 +316,7 @@ struct FutureSlot(UnsafeCell<Option<BoxFuture>>);
 
 // SAFETY: the contents are `Send`, and they are reached either through
 // `&mut` or by one thread at a time, the loop's (see above).
+#[allow(unsafe_code)]
 unsafe impl Sync for FutureSlot {}
 
 /// A spawned future.
@@ -338,6 +339,7 @@ impl Task {
         // SAFETY: on the task's own loop thread (checked above), the only
         // one that reaches the slot while the task is shared; see
         // `FutureSlot`.
+        #[allow(unsafe_code)]
         let slot = unsafe { &mut *self.future.0.get() };
         if self.cancelled.load(Ordering::Acquire) {
             drop_guarded(slot.take());
@@ -350,6 +352,7 @@ impl Task {
         // releases, so the count is untouched; `self` keeps the task alive
         // for as long as `waker` is used, and a clone of it (kept by
         // whoever the future registers with) takes a reference of its own.
+        #[allow(unsafe_code)]
         let waker = ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(self)) }));
         let mut cx = Context::from_waker(&waker);
         match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
@@ -665,6 +668,7 @@ impl LoopStream {
         }
         let (n, parked) = std::task::ready!(self.poll_read_uninit(cx, spare))?;
         // SAFETY: `read` initialised the first `n` spare bytes.
+        #[allow(unsafe_code)]
         unsafe { buf.set_len(buf.len() + n) };
         Poll::Ready(Ok(ReadBytes { n, parked }))
     }
@@ -688,9 +692,11 @@ impl AsyncRead for LoopStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         // SAFETY: `poll_read_uninit` only writes to these bytes.
+        #[allow(unsafe_code)]
         let unfilled = unsafe { buf.unfilled_mut() };
         let (n, _) = std::task::ready!(self.get_mut().poll_read_uninit(cx, unfilled))?;
         // SAFETY: `read` initialised the first `n` bytes of `unfilled`.
+        #[allow(unsafe_code)]
         unsafe { buf.assume_init(n) };
         buf.advance(n);
         Poll::Ready(Ok(()))

@@ -18,7 +18,7 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime},
 };
 
-use crate::config::UpstreamTls;
+use hoop_config::UpstreamTls;
 
 /// TLS configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -164,11 +164,11 @@ impl UpstreamTlsPolicy {
         }
     }
 
-    pub(super) fn connector(&self) -> Option<&tokio_rustls::TlsConnector> {
+    pub fn connector(&self) -> Option<&tokio_rustls::TlsConnector> {
         self.connector.as_ref()
     }
 
-    pub(super) fn server_name(addr: std::net::SocketAddr) -> ServerName<'static> {
+    pub fn server_name(addr: std::net::SocketAddr) -> ServerName<'static> {
         ServerName::IpAddress(addr.ip().into())
     }
 }
