@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod copy;
+pub mod copy_data;
 pub mod extended;
 pub mod frame;
 pub mod function;

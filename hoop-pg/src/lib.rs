@@ -17,11 +17,15 @@
 //! client is told (a FATAL ErrorResponse with a SQLSTATE) when a session ends
 //! on an error.
 
+#![forbid(unsafe_code)]
+
 mod cancel;
+pub mod catalog;
+pub mod columns;
+pub mod copy;
+pub mod refusal;
 mod relay;
 mod startup;
-mod stream;
-pub mod tls;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -29,17 +33,19 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 pub use cancel::{CancelOutcome, CancelRegistry};
-pub use stream::Stream;
-pub use tls::{TlsError, UpstreamTlsPolicy};
+pub use catalog::CatalogStore;
 
-use crate::config::{Config, EventLoopKind};
-use crate::hooks::{AllowAll, DenyHolds, GovernorFactory, HoldBroker};
-use crate::proto::pg::{
+use hoop_config::{Config, EventLoopKind};
+use hoop_core::{AllowAll, DenyHolds, GovernorFactory, HoldBroker, Refusal, SessionIdentity};
+use hoop_proto_pg::{
     FrameError, MessageError, notice::ErrorSpec, session::SessionError as StateError,
 };
-use crate::proxy::dial::{DialError, Dialer};
-use crate::proxy::event_loop::{self, LoopStream};
-use crate::session::SessionIdentity;
+use hoop_relay::{
+    Stream,
+    dial::{DialError, Dialer},
+    event_loop::{self, LoopStream},
+    tls::{self, TlsError, UpstreamTlsPolicy},
+};
 
 /// Everything a PostgreSQL session needs, shared by all sessions.
 pub struct PgProxyContext {
@@ -53,6 +59,11 @@ pub struct PgProxyContext {
     pub cancels: Arc<CancelRegistry>,
     /// Makes each session's governor.
     pub governors: Arc<dyn GovernorFactory>,
+    /// The catalog that names result columns by their table OID and
+    /// attribute number, lists view dependencies, and gives tables' column
+    /// order for COPY (`None`: nothing is resolved, so masking treats every
+    /// column it cannot prove clean from SQL as unknown).
+    pub catalog: Option<Arc<CatalogStore>>,
     /// Registers holds and delivers decisions.
     pub holds: Arc<dyn HoldBroker>,
     /// Opens upstream connections (`SO_MARK`, connect timeout).
@@ -89,6 +100,7 @@ impl PgProxyContext {
             upstream_tls: UpstreamTlsPolicy::disabled(),
             cancels: CancelRegistry::new(),
             governors: Arc::new(AllowAll),
+            catalog: None,
             holds: Arc::new(DenyHolds),
             dialer,
             hold_reminder_interval: Duration::from_secs(30),
@@ -103,6 +115,7 @@ impl PgProxyContext {
         config: &Config,
         mark: Option<u32>,
         governors: Arc<dyn GovernorFactory>,
+        catalog: Option<Arc<CatalogStore>>,
         holds: Arc<dyn HoldBroker>,
     ) -> Result<Self, TlsError> {
         let client_tls = match (&config.tls.cert, &config.tls.key) {
@@ -117,6 +130,7 @@ impl PgProxyContext {
                 config.tls.ca_file.as_deref(),
             )?,
             governors,
+            catalog,
             holds,
             dialer: Dialer {
                 mark,
@@ -182,10 +196,10 @@ pub enum SessionError {
     UnattributedRows,
     /// Governance ended the session (e.g. its recording failed).
     #[error("governance ended the session: {}", .0.message)]
-    Governance(ErrorSpec),
+    Governance(Refusal),
     /// Governance refused a row that could not be made safe.
     #[error("a result row was refused: {}", .0.message)]
-    RowRefused(ErrorSpec),
+    RowRefused(Refusal),
     /// The session's relay task panicked (a bug); its sockets were closed.
     #[error("the session's relay failed unexpectedly")]
     RelayPanicked,
@@ -235,11 +249,8 @@ impl SessionError {
                 "hoop could not attribute result rows to a statement, so it cannot apply masking",
             )
             .with_hint("This is a bug in hoop; the session was closed to keep data safe."),
-            Self::Governance(spec) => spec.clone(),
-            Self::RowRefused(spec) => ErrorSpec {
-                severity: crate::proto::pg::notice::Severity::Fatal,
-                ..spec.clone()
-            },
+            // Both end the session: sent as FATAL.
+            Self::Governance(refusal) | Self::RowRefused(refusal) => refusal::fatal(refusal),
         };
         Some(spec)
     }

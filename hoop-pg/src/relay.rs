@@ -1,34 +1,30 @@
 //! The relay loop: both legs of an established session, in one task.
+//!
+//! The I/O half (legs, queues, backpressure, waiting on holds) is
+//! [`hoop_relay`]'s; this file is PostgreSQL's half: it decodes every
+//! complete frame, forwards untouched runs as slices of the read buffer (no
+//! per-message copy), and consults governance only at the few messages that
+//! need it.
 
 use std::{
-    collections::VecDeque,
-    future::{Future, poll_fn},
-    io::IoSlice,
+    future::poll_fn,
     net::SocketAddr,
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    task::{Context, Poll, Waker, ready},
-    time::{Duration, Instant},
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::task::AtomicWaker;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tracing::{debug, info};
-
-use super::cancel::{CancelRegistration, CancelSignals};
-use super::{PgProxyContext, SessionError, Stream};
-use crate::hooks::{
-    HoldOutcome, HoldRequest, HoldTicket, Preparation, RowRewrite, RowRewriter, ServerText,
-    SessionEvent, SessionGovernor, StatementContext,
+use hoop_core::{
+    ColumnResolver, DataDirection, NoCatalog, HoldOutcome, HoldRequest, HoldRequirement, Preparation, Refusal, ResultColumn,
+    RowRewrite, RowRewriter, ServerText, ServerTextKind, SessionEvent, SessionGovernor,
+    SessionIdentity, StatementContext, Submission, TransactionState, Verdict,
+    refusal::HoldNotice,
 };
-use crate::proto::pg::{
+use hoop_proto_pg::{
     Direction, Frame, FrameDecoder, Peek,
     auth::strip_channel_binding,
-    copy::{CopyFormat, CopyResponse},
+    copy::CopyResponse,
     extended::{Bind, Close, Describe, Execute, Parse, Target, flush, sync},
     function::FunctionCall,
     notice::{ErrorSpec, NoticeFields},
@@ -37,130 +33,32 @@ use crate::proto::pg::{
     rows::{CommandComplete, DataRow},
     session::{Owed, Phase, ResultContext, ServerAction, SessionState},
     status::{BackendKeyData, ParameterStatus, TransactionStatus},
+    wire::MessageBuilder,
 };
-use crate::proxy::event_loop::ReadBytes;
-use crate::session::SessionIdentity;
-use crate::statement::{HoldRequirement, ProtocolForm, Verdict};
+use hoop_relay::{
+    Stream,
+    hold::ActiveHold,
+    io::{Duplex, DuplexError},
+};
+use tracing::{debug, info};
 
-/// Read granularity.
-const READ_CHUNK: usize = 64 * 1024;
-/// Stop reading a leg while this much is queued towards the other.
-const HIGH_WATER: usize = 256 * 1024;
+use super::cancel::{CancelRegistration, CancelSignals};
+use super::{PgProxyContext, SessionError};
+use crate::{
+    columns::{DataRowEncoder, RowIndex, result_columns},
+    copy::{CopyMaskError, CopyOutMasker, CopyStatement},
+    refusal,
+};
+
 /// Client bytes buffered (unprocessed) while a statement is held.
 const HELD_BACKLOG: usize = 1024 * 1024;
 /// A portal name no client uses: executing it makes the server fail the
 /// current transaction in place of a refused statement. The server logs
 /// `portal "…" does not exist` for it, so the name says what happened.
 const REFUSAL_PORTAL: &str = "hoop: statement refused by policy";
-/// Chunks per vectored write.
-const MAX_IOVECS: usize = 32;
-/// How long to keep delivering queued bytes once a session ends.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Bytes queued for one leg, written with vectored writes.
-#[derive(Debug, Default)]
-struct OutQueue {
-    chunks: VecDeque<Bytes>,
-    len: usize,
-    unflushed: bool,
-}
-
-impl OutQueue {
-    fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.len += b.len();
-            self.chunks.push_back(b);
-        }
-    }
-
-    /// Writes what is queued; `Ready` once all of it was written (and
-    /// flushed, for TLS).
-    #[inline]
-    fn poll_drain(&mut self, w: &mut Stream, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        // Most calls find nothing to do: skip the call into the writer.
-        if self.chunks.is_empty() && !self.unflushed {
-            return Poll::Ready(Ok(()));
-        }
-        self.poll_write_queued(w, cx)
-    }
-
-    /// Forwards the first `run` bytes of `buf`. With nothing queued ahead
-    /// of them they are written straight from `buf` (the usual case: one
-    /// request, one reply), sparing the split into a `Bytes`, its queueing
-    /// and its reference counts; what the socket does not take now is
-    /// queued. `waker` is the leg's, so a write that fills the socket
-    /// registers it as `poll_drain` would.
-    fn forward(
-        &mut self,
-        w: &mut Stream,
-        waker: &Waker,
-        buf: &mut BytesMut,
-        mut run: usize,
-    ) -> std::io::Result<()> {
-        if run == 0 {
-            return Ok(());
-        }
-        if self.chunks.is_empty() && !w.buffers_writes() {
-            let mut cx = Context::from_waker(waker);
-            if let Poll::Ready(n) = Pin::new(&mut *w).poll_write(&mut cx, &buf[..run]) {
-                // A write of 0 bytes leaves them queued; the queue's next
-                // write reports it.
-                let n = n?;
-                buf.advance(n);
-                run -= n;
-            }
-        }
-        if run > 0 {
-            self.push(buf.split_to(run).freeze());
-        }
-        Ok(())
-    }
-
-    fn poll_write_queued(
-        &mut self,
-        w: &mut Stream,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        while let Some(front) = self.chunks.front() {
-            let mut n = if self.chunks.len() == 1 {
-                // The usual case (one reply, one request): a plain write.
-                ready!(Pin::new(&mut *w).poll_write(cx, front))?
-            } else {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut k = 0;
-                for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
-                    *slot = IoSlice::new(chunk);
-                    k += 1;
-                }
-                ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..k]))?
-            };
-            if n == 0 {
-                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-            }
-            self.len -= n;
-            self.unflushed = true;
-            while n > 0 {
-                let Some(front) = self.chunks.front_mut() else {
-                    break;
-                };
-                if n >= front.len() {
-                    n -= front.len();
-                    self.chunks.pop_front();
-                } else {
-                    front.advance(n);
-                    n = 0;
-                }
-            }
-        }
-        if self.unflushed {
-            if w.buffers_writes() {
-                ready!(Pin::new(&mut *w).poll_flush(cx))?;
-            }
-            self.unflushed = false;
-        }
-        Poll::Ready(Ok(()))
-    }
-}
+/// ErrorResponse/NoticeResponse fields that can quote values: message,
+/// detail, hint, context (where) and internal query.
+const VALUE_FIELDS: [u8; 5] = [b'M', b'D', b'H', b'W', b'q'];
 
 /// What wakes the loop.
 #[derive(Debug, Default)]
@@ -170,79 +68,6 @@ struct Wake {
     outcome: Option<HoldOutcome>,
     remind: bool,
     withdraw: bool,
-}
-
-/// The task's waker, shared by both streams' wakers.
-type TaskWaker = Arc<AtomicWaker>;
-
-/// One stream's waker. Every registration made while polling the stream
-/// (its reads and its writes) uses this waker instead of the task's, so a
-/// wake-up says which stream's readiness changed: a read that returned
-/// Pending stays registered and is not polled again until its stream is
-/// woken. Polling an idle stream on every wake-up would only repeat the
-/// registration.
-struct LegSignal {
-    woken: AtomicBool,
-    task: TaskWaker,
-}
-
-impl std::task::Wake for LegSignal {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-struct Leg {
-    signal: Arc<LegSignal>,
-    waker: Waker,
-    /// The last read returned Pending and the stream has not been woken
-    /// since: its registration stands.
-    parked: bool,
-}
-
-impl Leg {
-    fn new(task: &TaskWaker) -> Self {
-        let signal = Arc::new(LegSignal {
-            woken: AtomicBool::new(false),
-            task: task.clone(),
-        });
-        Self {
-            waker: Waker::from(signal.clone()),
-            signal,
-            parked: false,
-        }
-    }
-
-    /// Whether the stream's read should be polled now.
-    fn poll_read_now(&mut self) -> bool {
-        // The plain load spares the locked swap on the leg that was not
-        // woken (usually one of the two). Only the swap clears the flag: a
-        // wake-up that lands between the two is then consumed here, before
-        // the stream is polled, never lost.
-        if self.woken() && self.signal.woken.swap(false, Ordering::AcqRel) {
-            self.parked = false;
-        }
-        !self.parked
-    }
-
-    fn woken(&self) -> bool {
-        self.signal.woken.load(Ordering::Acquire)
-    }
-}
-
-/// A statement waiting for approval. The held message stays at the front
-/// of the client read buffer until the hold ends.
-struct ActiveHold {
-    ticket: HoldTicket,
-    requirement: HoldRequirement,
-    reminder: tokio::time::Interval,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    since: Instant,
 }
 
 /// The decision waiting for the statement at the front of the client buffer.
@@ -265,32 +90,35 @@ enum ClientAction {
     Hold,
 }
 
-/// Result-set state: the rewriter of the current result, if any.
+/// Result-set state: the current result's columns and rewriter.
 #[derive(Default)]
 struct Rows {
+    /// The columns of the current result, once described to governance.
+    columns: Option<Vec<ResultColumn>>,
     rewriter: Option<Box<dyn RowRewriter>>,
     resolved: bool,
-    copy_format: Option<CopyFormat>,
+    /// The current `COPY … TO STDOUT`'s masker.
+    copy: Option<CopyOutMasker>,
+    /// Reused to index each DataRow's values.
+    index: RowIndex,
 }
 
 impl Rows {
     fn reset(&mut self) {
+        self.columns = None;
         self.rewriter = None;
         self.resolved = false;
-        self.copy_format = None;
+        self.copy = None;
     }
 }
 
-/// The session's handles on the process metrics (label lookups done once).
+/// The session's latency meter (label lookups done once).
 struct Meters {
-    from_client: prometheus::IntCounter,
-    from_server: prometheus::IntCounter,
     latency: prometheus::Histogram,
     /// When the current client batch's first statement was judged (the
     /// clock is read only for batches that carry a statement). The spans
-    /// are read from the TSC through `quanta` where it is invariant, about
-    /// 10 ns a reading against 25 for `clock_gettime` on this kind of VM,
-    /// and there are four readings per statement.
+    /// are read from the TSC through `quanta` where it is invariant (see
+    /// docs/protocol.md), and there are four readings per statement.
     batch_started: Option<quanta::Instant>,
     /// Client-side processing time of the last batch with a statement.
     pending_latency: Option<std::time::Duration>,
@@ -298,15 +126,10 @@ struct Meters {
 
 impl Meters {
     fn new() -> Self {
-        let m = crate::metrics::metrics();
         Self {
-            from_client: m
-                .proxied_bytes_total
-                .with_label_values(&["client_to_server"]),
-            from_server: m
-                .proxied_bytes_total
-                .with_label_values(&["server_to_client"]),
-            latency: m.statement_proxy_latency_seconds.clone(),
+            latency: hoop_core::metrics::metrics()
+                .statement_proxy_latency_seconds
+                .clone(),
             batch_started: None,
             pending_latency: None,
         }
@@ -317,12 +140,8 @@ pub(super) struct Relay {
     ctx: Arc<PgProxyContext>,
     identity: SessionIdentity,
     upstream: SocketAddr,
-    client: Stream,
-    server: Stream,
-    client_buf: BytesMut,
-    server_buf: BytesMut,
-    to_client: OutQueue,
-    to_server: OutQueue,
+    /// Both legs.
+    io: Duplex,
     client_decoder: FrameDecoder,
     server_decoder: FrameDecoder,
     state: SessionState,
@@ -331,7 +150,7 @@ pub(super) struct Relay {
     /// The governor wants `Bound`, `CommandComplete` and `CopyData` events.
     observe_executions: bool,
     rows: Rows,
-    /// Byte counts and latency, for the process metrics.
+    /// Latency, for the process metrics.
     meters: Meters,
     /// Governance work to await before the frame at the head of the server
     /// buffer is processed again.
@@ -343,24 +162,23 @@ pub(super) struct Relay {
     hold: Option<ActiveHold>,
     signals: CancelSignals,
     registration: Option<CancelRegistration>,
-    client_eof: bool,
-    server_eof: bool,
-    /// The task's waker as the streams' wakers reach it; registered each
-    /// time the relay waits.
-    task_waker: TaskWaker,
-    /// The wakers the client and server streams are polled with.
-    client_leg: Leg,
-    server_leg: Leg,
     terminated: bool,
     started: bool,
 }
 
-fn client_msg(e: crate::proto::pg::MessageError) -> SessionError {
+fn client_msg(e: hoop_proto_pg::MessageError) -> SessionError {
     SessionError::ClientMessage(e)
 }
 
-fn server_msg(e: crate::proto::pg::MessageError) -> SessionError {
+fn server_msg(e: hoop_proto_pg::MessageError) -> SessionError {
     SessionError::ServerMessage(e)
+}
+
+fn duplex(e: DuplexError) -> SessionError {
+    match e {
+        DuplexError::Client(e) => SessionError::ClientIo(e),
+        DuplexError::Server(e) => SessionError::ServerIo(e),
+    }
 }
 
 /// The time since `started` on the latency clock. Saturating, stated here
@@ -371,9 +189,12 @@ fn span_since(started: quanta::Instant) -> Duration {
     quanta::Instant::now().saturating_duration_since(started)
 }
 
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
+/// The transaction state governance sees, from ReadyForQuery's status.
+fn transaction_state(status: TransactionStatus) -> TransactionState {
+    match status {
+        TransactionStatus::Idle => TransactionState::Idle,
+        TransactionStatus::InTransaction => TransactionState::Active,
+        TransactionStatus::Failed => TransactionState::Failed,
     }
 }
 
@@ -387,7 +208,11 @@ impl Relay {
         client_buf: BytesMut,
         startup: &Frame,
     ) -> Self {
-        let governor = ctx.governors.session(&identity);
+        let columns: Arc<dyn ColumnResolver> = match &ctx.catalog {
+            Some(catalog) => catalog.clone(),
+            None => Arc::new(NoCatalog),
+        };
+        let governor = ctx.governors.session(&identity, columns);
         let inspect = governor.inspects_rows();
         let observe_executions = governor.observes_executions();
         let mut state = SessionState::new(inspect);
@@ -396,24 +221,15 @@ impl Relay {
             state = state.without_sql();
         }
         state.set_phase(Phase::Authenticating);
-        let mut to_server = OutQueue::default();
-        to_server.push(startup.raw.clone());
-        let task_waker = TaskWaker::default();
+        let mut io = Duplex::new(client, server, client_buf);
+        io.to_server.push(startup.raw.clone());
         Self {
-            client_leg: Leg::new(&task_waker),
-            server_leg: Leg::new(&task_waker),
-            task_waker,
             client_decoder: FrameDecoder::new(Direction::Frontend, ctx.max_message_size),
             server_decoder: FrameDecoder::new(Direction::Backend, ctx.max_message_size),
             ctx,
             identity,
             upstream,
-            client,
-            server,
-            client_buf,
-            server_buf: BytesMut::with_capacity(READ_CHUNK),
-            to_client: OutQueue::default(),
-            to_server,
+            io,
             state,
             governor,
             inspect,
@@ -427,8 +243,6 @@ impl Relay {
             hold: None,
             signals: CancelSignals::new(),
             registration: None,
-            client_eof: false,
-            server_eof: false,
             terminated: false,
             started: false,
         }
@@ -439,13 +253,13 @@ impl Relay {
         if let Err(e) = &result
             && let Some(spec) = e.client_error()
         {
-            self.to_client.push(spec.encode());
+            self.io.to_client.push(spec.encode());
         }
         self.state.set_phase(Phase::Closed);
-        self.finish().await;
+        self.io.finish().await;
         let reason = match &result {
             Ok(()) if self.terminated => "client terminated".to_owned(),
-            Ok(()) if self.client_eof => "client closed".to_owned(),
+            Ok(()) if self.io.client_eof => "client closed".to_owned(),
             Ok(()) => "server closed".to_owned(),
             Err(e) => e.to_string(),
         };
@@ -465,24 +279,24 @@ impl Relay {
                     self.process_server()?;
                 }
             }
-            if let Some(spec) = self.governor.fatal() {
-                return Err(SessionError::Governance(spec));
+            if let Some(refusal) = self.governor.fatal() {
+                return Err(SessionError::Governance(refusal));
             }
             if wake.client && self.hold.is_none() {
                 self.process_client()?;
             }
             if wake.withdraw {
-                self.end_hold(HoldOutcome::Withdrawn, true)?;
+                self.end_hold(&HoldOutcome::Withdrawn, true)?;
             } else if let Some(outcome) = wake.outcome {
-                self.end_hold(outcome, false)?;
+                self.end_hold(&outcome, false)?;
             }
             if wake.remind {
                 self.remind();
             }
-            if self.server_eof || self.terminated {
+            if self.io.server_eof || self.terminated {
                 return Ok(());
             }
-            if self.client_eof {
+            if self.io.client_eof {
                 if let Some(hold) = &mut self.hold {
                     info!(session = %self.identity, hold = hold.ticket.id(), "client left while held; hold withdrawn");
                     hold.ticket.withdraw();
@@ -492,89 +306,22 @@ impl Relay {
         }
     }
 
-    /// Delivers what is queued (bounded in time), then closes both legs.
-    async fn finish(&mut self) {
-        let drain = async {
-            poll_fn(|cx| {
-                let a = self.to_server.poll_drain(&mut self.server, cx);
-                let b = self.to_client.poll_drain(&mut self.client, cx);
-                if a.is_ready() && b.is_ready() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-            let _ = self.client.shutdown().await;
-            let _ = self.server.shutdown().await;
-        };
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
-    }
-
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Wake, SessionError>> {
-        let poll_server = self.server_leg.poll_read_now();
-        let poll_client = self.client_leg.poll_read_now();
-        let mut server_cx = Context::from_waker(&self.server_leg.waker);
-        let mut client_cx = Context::from_waker(&self.client_leg.waker);
-        if let Poll::Ready(Err(e)) = self.to_server.poll_drain(&mut self.server, &mut server_cx) {
-            return Poll::Ready(Err(SessionError::ServerIo(e)));
-        }
-        if let Poll::Ready(Err(e)) = self.to_client.poll_drain(&mut self.client, &mut client_cx) {
-            return Poll::Ready(Err(SessionError::ClientIo(e)));
-        }
-        let mut wake = Wake::default();
-        if poll_server && !self.server_eof && self.to_client.len < HIGH_WATER {
-            reserve(&mut self.server_buf);
-            match self
-                .server
-                .poll_read_buf(&mut server_cx, &mut self.server_buf)
-            {
-                Poll::Ready(Ok(ReadBytes { n: 0, .. })) => {
-                    self.server_eof = true;
-                    wake.server = true;
-                }
-                Poll::Ready(Ok(ReadBytes { n, parked })) => {
-                    self.meters.from_server.inc_by(n as u64);
-                    self.server_leg.parked = parked;
-                    wake.server = true;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ServerIo(e))),
-                Poll::Pending => self.server_leg.parked = true,
-            }
-        }
-        if poll_client
-            && !self.client_eof
-            && self.to_server.len < HIGH_WATER
-            && (self.hold.is_none() || self.client_buf.len() < HELD_BACKLOG)
-        {
-            reserve(&mut self.client_buf);
-            match self
-                .client
-                .poll_read_buf(&mut client_cx, &mut self.client_buf)
-            {
-                Poll::Ready(Ok(ReadBytes { n: 0, .. })) => {
-                    self.client_eof = true;
-                    wake.client = true;
-                }
-                Poll::Ready(Ok(ReadBytes { n, parked })) => {
-                    self.meters.from_client.inc_by(n as u64);
-                    self.client_leg.parked = parked;
-                    wake.client = true;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(SessionError::ClientIo(e))),
-                Poll::Pending => self.client_leg.parked = true,
-            }
-        }
+        let client_limit = if self.hold.is_some() {
+            HELD_BACKLOG
+        } else {
+            usize::MAX
+        };
+        let ready = self.io.poll_legs(client_limit).map_err(duplex)?;
+        let mut wake = Wake {
+            client: ready.client,
+            server: ready.server,
+            ..Wake::default()
+        };
         if let Some(hold) = &mut self.hold {
-            if let Poll::Ready(outcome) = hold.ticket.poll_decision(cx) {
-                wake.outcome = Some(outcome);
-            } else if hold.deadline.as_mut().poll(cx).is_ready() {
-                hold.ticket.withdraw();
-                wake.outcome = Some(HoldOutcome::TimedOut);
-            }
-            if hold.reminder.poll_tick(cx).is_ready() {
-                wake.remind = true;
-            }
+            let h = hold.poll(cx);
+            wake.outcome = h.outcome;
+            wake.remind = h.remind;
             if let Poll::Ready(Some(())) = self.signals.withdraw.poll_recv(cx) {
                 wake.withdraw = true;
             }
@@ -582,12 +329,7 @@ impl Relay {
         if wake.client || wake.server || wake.outcome.is_some() || wake.remind || wake.withdraw {
             Poll::Ready(Ok(wake))
         } else {
-            // Register, then look again: a stream woken before the
-            // registration would otherwise be missed.
-            self.task_waker.register(cx.waker());
-            if self.client_leg.woken() || self.server_leg.woken() {
-                cx.waker().wake_by_ref();
-            }
+            self.io.park(cx);
             Poll::Pending
         }
     }
@@ -595,7 +337,7 @@ impl Relay {
     // ---- client → server ----
 
     fn process_client(&mut self) -> Result<(), SessionError> {
-        let mut buf = std::mem::take(&mut self.client_buf);
+        let mut buf = std::mem::take(&mut self.io.client_buf);
         let result = self.process_client_buf(&mut buf);
         if let Some(started) = self.meters.batch_started.take() {
             // Statement(s) in this batch: their latency is completed by the
@@ -604,12 +346,8 @@ impl Relay {
             // were only queued.
             self.meters.pending_latency = Some(span_since(started));
         }
-        let result = result.and_then(|run| {
-            self.to_server
-                .forward(&mut self.server, &self.server_leg.waker, &mut buf, run)
-                .map_err(SessionError::ServerIo)
-        });
-        self.client_buf = buf;
+        let result = result.and_then(|run| self.io.forward_to_server(&mut buf, run).map_err(duplex));
+        self.io.client_buf = buf;
         result
     }
 
@@ -634,7 +372,7 @@ impl Relay {
                 continue;
             }
             if run > 0 {
-                self.to_server.push(buf.split_to(run).freeze());
+                self.io.to_server.push(buf.split_to(run).freeze());
                 run = 0;
             }
             match action {
@@ -643,11 +381,11 @@ impl Relay {
                 ClientAction::Replace(msgs) => {
                     buf.advance(len);
                     for m in msgs.into_iter().flatten() {
-                        self.to_server.push(m);
+                        self.io.to_server.push(m);
                     }
                 }
                 ClientAction::InjectBefore(m) => {
-                    self.to_server.push(m);
+                    self.io.to_server.push(m);
                     run = len;
                 }
                 ClientAction::Hold => break,
@@ -673,26 +411,26 @@ impl Relay {
         match tag {
             b'Q' => {
                 let q = Query::parse(body).map_err(client_msg)?;
-                match self.decide(q.sql, ProtocolForm::Simple, None) {
+                match self.decide(q.sql, Submission::Text, None) {
                     Decision::Allow => {
                         self.state.client_query(q.sql);
                         Ok(ClientAction::Forward)
                     }
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
-                    Decision::Fatal(spec) => Err(SessionError::Governance(spec)),
+                    Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
                 }
             }
             b'P' => {
                 let p = Parse::parse(body).map_err(client_msg)?;
-                match self.decide(p.sql, ProtocolForm::Extended, Some(p.name)) {
+                match self.decide(p.sql, Submission::Prepared, Some(p.name)) {
                     Decision::Allow => {
                         self.state.client_parse(&p);
                         Ok(ClientAction::Forward)
                     }
                     Decision::Refuse(err) => Ok(self.refuse(err, true)),
                     Decision::Hold => Ok(ClientAction::Hold),
-                    Decision::Fatal(spec) => Err(SessionError::Governance(spec)),
+                    Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
                 }
             }
             b'B' => {
@@ -703,11 +441,11 @@ impl Relay {
                     let ctx = StatementContext {
                         identity: &self.identity,
                         sql: &sql,
-                        form: ProtocolForm::Extended,
+                        submission: Submission::Prepared,
                         statement_name: Some(b.statement),
                         portal: Some(b.portal),
                         statement_index: 0,
-                        transaction: self.state.transaction(),
+                        transaction: transaction_state(self.state.transaction()),
                     };
                     self.governor
                         .observe(SessionEvent::Bound { statement: &ctx });
@@ -752,20 +490,20 @@ impl Relay {
             b'F' => {
                 let f = FunctionCall::parse(body).map_err(client_msg)?;
                 let sql = format!("function {}", f.function_oid);
-                match self.decide(&sql, ProtocolForm::FunctionCall, None) {
+                match self.decide(&sql, Submission::FunctionCall, None) {
                     Decision::Allow => {
                         self.state.client_function_call();
                         Ok(ClientAction::Forward)
                     }
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
-                    Decision::Fatal(spec) => Err(SessionError::Governance(spec)),
+                    Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
                 }
             }
             b'd' => {
                 if self.observe_executions {
                     self.governor.observe(SessionEvent::CopyData {
-                        direction: Direction::Frontend,
+                        direction: DataDirection::ToServer,
                         bytes: body.len(),
                     });
                 }
@@ -781,18 +519,18 @@ impl Relay {
     }
 
     /// Judges a statement (or applies a hold's decision to it).
-    fn decide(&mut self, sql: &str, form: ProtocolForm, name: Option<&str>) -> Decision {
-        if let Some(spec) = self.governor.fatal() {
-            return Decision::Fatal(spec);
+    fn decide(&mut self, sql: &str, submission: Submission, name: Option<&str>) -> Decision {
+        if let Some(refusal) = self.governor.fatal() {
+            return Decision::Fatal(refusal);
         }
         let ctx = StatementContext {
             identity: &self.identity,
             sql,
-            form,
+            submission,
             statement_name: name,
             portal: None,
             statement_index: 0,
-            transaction: self.state.transaction(),
+            transaction: transaction_state(self.state.transaction()),
         };
         let verdict = match self.pending.take() {
             Some(Pending::Approved) => Verdict::Allow,
@@ -817,14 +555,10 @@ impl Relay {
             }
             Verdict::Deny(denial) => {
                 info!(session = %self.identity, verdict = "deny", rule = %denial.rule, "statement denied");
-                Decision::Refuse(
-                    ErrorSpec::error("42501", denial.message)
-                        .with_detail(format!("Denied by hoop policy rule \"{}\".", denial.rule))
-                        .encode(),
-                )
+                Decision::Refuse(refusal::error(&Refusal::denied(&denial)).encode())
             }
             Verdict::Hold(requirement) => {
-                self.start_hold(requirement, sql, form);
+                self.start_hold(requirement, sql, submission);
                 Decision::Hold
             }
         }
@@ -866,7 +600,7 @@ impl Relay {
         }
     }
 
-    fn start_hold(&mut self, requirement: HoldRequirement, sql: &str, form: ProtocolForm) {
+    fn start_hold(&mut self, requirement: HoldRequirement, sql: &str, submission: Submission) {
         // Held before the broker publishes the hold: a CancelRequest that
         // follows the publication at once must withdraw it, not be
         // forwarded to a server that is running nothing (and be lost).
@@ -874,41 +608,29 @@ impl Relay {
         let request = HoldRequest {
             identity: self.identity.clone(),
             sql: sql.to_owned(),
-            form,
+            submission,
             requirement: requirement.clone(),
         };
         let ticket = self.ctx.holds.hold(request);
         let id = ticket.id().to_owned();
         info!(session = %self.identity, verdict = "hold", hold = %id, rule = %requirement.rule, "statement held");
-        self.to_client.push(
-            ErrorSpec::notice(format!("hold {id}: {} (rule \"{}\"); waiting for approval, approve with `hoop holds approve {id}`", requirement.message, requirement.rule))
-                .with_hint(format!("An approver can run `hoop holds approve {id}` or `hoop holds deny {id}`. Without a decision it is denied after {}.", humantime::format_duration(requirement.timeout)))
-                .encode(),
-        );
-        let period = self
-            .ctx
-            .hold_reminder_interval
-            .max(Duration::from_millis(10));
-        let mut reminder = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        reminder.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.hold = Some(ActiveHold {
+        self.io.to_client.push(notice(&HoldNotice::started(&id, &requirement)));
+        self.hold = Some(ActiveHold::new(
             ticket,
-            deadline: Box::pin(tokio::time::sleep(requirement.timeout)),
             requirement,
-            reminder,
-            since: Instant::now(),
-        });
+            self.ctx.hold_reminder_interval,
+        ));
         self.state.set_phase(Phase::Held);
     }
 
     fn remind(&mut self) {
         if let Some(hold) = &self.hold {
-            let id = hold.ticket.id();
-            self.to_client.push(ErrorSpec::notice(format!("hold {id}: still waiting for approval after {}s; approve with `hoop holds approve {id}`", hold.since.elapsed().as_secs())).encode());
+            let text = HoldNotice::reminder(hold.ticket.id(), hold.waited());
+            self.io.to_client.push(notice(&text));
         }
     }
 
-    fn end_hold(&mut self, outcome: HoldOutcome, cancelled: bool) -> Result<(), SessionError> {
+    fn end_hold(&mut self, outcome: &HoldOutcome, cancelled: bool) -> Result<(), SessionError> {
         let Some(mut hold) = self.hold.take() else {
             return Ok(());
         };
@@ -919,57 +641,20 @@ impl Relay {
             Phase::InQuery
         });
         let id = hold.ticket.id().to_owned();
-        if outcome == HoldOutcome::Withdrawn {
+        if *outcome == HoldOutcome::Withdrawn {
             hold.ticket.withdraw();
         }
         self.governor.observe(SessionEvent::HoldDecided {
             id: &id,
-            outcome: &outcome,
+            outcome,
         });
         info!(session = %self.identity, hold = %id, ?outcome, "hold ended");
-        let rule = &hold.requirement.rule;
-        let refusal = match outcome {
-            HoldOutcome::Approved { .. } => {
-                self.pending = Some(Pending::Approved);
-                None
-            }
-            HoldOutcome::Denied { by, reason } => Some(
-                ErrorSpec::error(
-                    "42501",
-                    format!(
-                        "hold {id} was denied by {by}{}",
-                        reason.map(|r| format!(": {r}")).unwrap_or_default()
-                    ),
-                )
-                .with_detail(format!(
-                    "The statement was held by hoop policy rule \"{rule}\" and never ran."
-                )),
-            ),
-            HoldOutcome::TimedOut => Some(
-                ErrorSpec::error(
-                    "42501",
-                    format!(
-                        "hold {id} timed out after {} without a decision",
-                        humantime::format_duration(hold.requirement.timeout)
-                    ),
-                )
-                .with_detail(format!(
-                    "The statement was held by hoop policy rule \"{rule}\" and never ran."
-                )),
-            ),
-            HoldOutcome::Withdrawn if cancelled => Some(
-                ErrorSpec::error("57014", "canceling statement due to user request")
-                    .with_detail(format!("hold {id} was withdrawn; the statement never ran.")),
-            ),
-            HoldOutcome::Withdrawn => Some(
-                ErrorSpec::error("42501", format!("hold {id} was withdrawn")).with_detail(format!(
-                    "The statement was held by hoop policy rule \"{rule}\" and never ran."
-                )),
-            ),
-        };
-        if let Some(spec) = refusal {
-            self.pending = Some(Pending::Refused(spec.encode()));
-        }
+        self.pending = Some(
+            match Refusal::hold_ended(&id, outcome, &hold.requirement, cancelled) {
+                None => Pending::Approved,
+                Some(r) => Pending::Refused(refusal::error(&r).encode()),
+            },
+        );
         self.process_client()
     }
 
@@ -981,7 +666,7 @@ impl Relay {
             .pending_latency
             .is_some()
             .then(quanta::Instant::now);
-        let mut buf = std::mem::take(&mut self.server_buf);
+        let mut buf = std::mem::take(&mut self.io.server_buf);
         let result = self.process_server_buf(&mut buf);
         if let (Some(request), Some(started)) = (self.meters.pending_latency.take(), started) {
             // Ended before the batch is written, as in `process_client`.
@@ -989,12 +674,8 @@ impl Relay {
                 .latency
                 .observe((request + span_since(started)).as_secs_f64());
         }
-        let result = result.and_then(|run| {
-            self.to_client
-                .forward(&mut self.client, &self.client_leg.waker, &mut buf, run)
-                .map_err(SessionError::ClientIo)
-        });
-        self.server_buf = buf;
+        let result = result.and_then(|run| self.io.forward_to_client(&mut buf, run).map_err(duplex));
+        self.io.server_buf = buf;
         result
     }
 
@@ -1022,12 +703,12 @@ impl Relay {
                 continue;
             }
             if run > 0 {
-                self.to_client.push(buf.split_to(run).freeze());
+                self.io.to_client.push(buf.split_to(run).freeze());
                 run = 0;
             }
             buf.advance(len);
             if let ServerAction::Replace(b) = action {
-                self.to_client.push(b);
+                self.io.to_client.push(b);
             }
         }
         Ok(run)
@@ -1045,20 +726,32 @@ impl Relay {
             b'd' => {
                 if self.observe_executions {
                     self.governor.observe(SessionEvent::CopyData {
-                        direction: Direction::Backend,
+                        direction: DataDirection::ToClient,
                         bytes: body.len(),
                     });
                 }
-                if let (Some(rw), Some(format)) =
-                    (self.rows.rewriter.as_mut(), self.rows.copy_format)
-                    && let Some(b) = rw.rewrite_copy_data(body, format)
-                {
-                    let mut m = crate::proto::pg::wire::MessageBuilder::new(b'd');
-                    m.bytes(&b);
-                    action = ServerAction::Replace(m.finish());
-                }
                 // CopyData from the server is not tracked by the session state.
-                return Ok(action);
+                return match self.rows.copy.as_mut().map(|m| m.feed(body)) {
+                    None | Some(Ok(None)) => Ok(ServerAction::Forward),
+                    Some(Ok(Some(data))) if data.is_empty() => Ok(ServerAction::Swallow),
+                    Some(Ok(Some(data))) => Ok(ServerAction::Replace(copy_data(&data))),
+                    Some(Err(e)) => Err(copy_refused(e)),
+                };
+            }
+            b'c' => {
+                if let Some(masker) = self.rows.copy.as_mut() {
+                    match masker.finish() {
+                        Ok(Some(rest)) if !rest.is_empty() => {
+                            // The last row had no line ending: it goes out
+                            // (masked) before CopyDone.
+                            let mut both = BytesMut::from(&copy_data(&rest)[..]);
+                            both.extend_from_slice(&MessageBuilder::new(b'c').finish());
+                            action = ServerAction::Replace(both.freeze());
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(copy_refused(e)),
+                    }
+                }
             }
             b'R' => {
                 if self.state.phase() == Phase::Authenticating
@@ -1070,7 +763,7 @@ impl Relay {
             }
             b'K' => {
                 let key = BackendKeyData::parse(body).map_err(server_msg)?;
-                self.identity.backend_pid = Some(key.pid);
+                self.identity.server_session_id = u32::try_from(key.pid).ok();
                 self.registration = Some(self.ctx.cancels.register(
                     key.pid,
                     key.secret,
@@ -1098,23 +791,30 @@ impl Relay {
                     }
                 }
                 if !ours {
-                    let text = if tag == b'E' {
-                        ServerText::Error(&fields)
+                    let kind = if tag == b'E' {
+                        ServerTextKind::Error
                     } else {
-                        ServerText::Notice(&fields)
+                        ServerTextKind::Notice
                     };
-                    if let Some(b) = self.governor.rewrite_server_text(text) {
+                    if let Some(b) = self.mask_notice(tag, kind, &fields) {
                         action = ServerAction::Replace(b);
                     }
                 }
             }
             b'A' => {
                 let n = NotificationResponse::parse(body).map_err(server_msg)?;
-                if let Some(b) = self
+                let text = ServerText {
+                    kind: ServerTextKind::Notification,
+                    fields: &[n.payload],
+                };
+                if let Some(Some(payload)) = self
                     .governor
-                    .rewrite_server_text(ServerText::Notification(&n))
+                    .rewrite_server_text(text)
+                    .and_then(|mut m| m.pop())
                 {
-                    action = ServerAction::Replace(b);
+                    let mut masked = n;
+                    masked.payload = &payload;
+                    action = ServerAction::Replace(masked.encode());
                 }
             }
             b'C' => {
@@ -1127,35 +827,22 @@ impl Relay {
                 }
                 self.rows.reset();
             }
-            b'I' | b's' | b'T' | b'Z' | b'G' => self.rows.reset(),
-            b'H' | b'W' => {
-                if self.inspect
-                    && tag == b'H'
-                    && !self.prepared_frame
-                    && let Some(r) = self.state.current_result()
-                {
-                    let ctx = result_statement(&self.identity, &r, self.state.transaction());
-                    if let Some(p) = self.governor.copy_columns_to_resolve(&ctx) {
-                        self.prepared_frame = true;
-                        self.preparation = Some(p);
-                        return Ok(ServerAction::Pause);
-                    }
-                }
-                self.rows.reset();
+            b'I' | b's' | b'T' | b'Z' | b'G' | b'W' => self.rows.reset(),
+            b'H' => {
                 if self.inspect {
                     let response = CopyResponse::parse(body).map_err(server_msg)?;
-                    self.rows.copy_format = Some(response.format);
-                    if let Some(r) = self.state.current_result() {
-                        let ctx = result_statement(&self.identity, &r, self.state.transaction());
-                        self.rows.rewriter = self.governor.copy_rewriter(&ctx, response.format);
+                    if self.start_copy_out(&response)? {
+                        return Ok(ServerAction::Pause);
                     }
+                } else {
+                    self.rows.reset();
                 }
             }
             _ => {}
         }
         let state_action = self.state.server_message(tag, body).map_err(|e| match e {
-            crate::proto::pg::session::SessionError::Message(m) => SessionError::ServerMessage(m),
-            e @ crate::proto::pg::session::SessionError::UnexpectedReply { .. } => {
+            hoop_proto_pg::session::SessionError::Message(m) => SessionError::ServerMessage(m),
+            e @ hoop_proto_pg::session::SessionError::UnexpectedReply { .. } => {
                 SessionError::ServerState(e)
             }
         })?;
@@ -1172,6 +859,92 @@ impl Relay {
         })
     }
 
+    /// An ErrorResponse/NoticeResponse with its value-bearing fields masked,
+    /// or `None` when governance changes nothing.
+    fn mask_notice(
+        &mut self,
+        tag: u8,
+        kind: ServerTextKind,
+        fields: &NoticeFields<'_>,
+    ) -> Option<Bytes> {
+        let texts: Vec<&str> = fields
+            .fields
+            .iter()
+            .filter(|(code, _)| VALUE_FIELDS.contains(code))
+            .map(|(_, value)| *value)
+            .collect();
+        let masked = self.governor.rewrite_server_text(ServerText {
+            kind,
+            fields: &texts,
+        })?;
+        let mut replacements = masked.into_iter();
+        let owned: Vec<(u8, String)> = fields
+            .fields
+            .iter()
+            .map(|(code, value)| {
+                let replaced = if VALUE_FIELDS.contains(code) {
+                    replacements.next().flatten()
+                } else {
+                    None
+                };
+                (*code, replaced.unwrap_or_else(|| (*value).to_owned()))
+            })
+            .collect();
+        let rebuilt = NoticeFields {
+            fields: owned.iter().map(|(c, v)| (*c, v.as_str())).collect(),
+        };
+        Some(rebuilt.encode(tag))
+    }
+
+    /// Starts a `COPY … TO STDOUT` under governance: its columns from the
+    /// statement (and, for a whole table, the catalog's column order), then
+    /// the row rewriter. `Ok(true)`: pause until a catalog lookup is done.
+    fn start_copy_out(&mut self, response: &CopyResponse<'_>) -> Result<bool, SessionError> {
+        let Some(r) = self.state.current_result() else {
+            self.rows.reset();
+            return Ok(false);
+        };
+        let statement = CopyStatement::find(r.sql, r.statement_index);
+        let regclass = statement.as_ref().and_then(CopyStatement::regclass_needed);
+        if let Some(regclass) = &regclass
+            && !self.prepared_frame
+            && let Some(p) = self
+                .ctx
+                .catalog
+                .as_ref()
+                .and_then(|c| c.table_columns_resolution(&self.identity, regclass.clone()))
+        {
+            self.prepared_frame = true;
+            self.preparation = Some(p);
+            return Ok(true);
+        }
+        self.rows.reset();
+        let table_columns = regclass.as_deref().and_then(|t| {
+            self.ctx
+                .catalog
+                .as_ref()
+                .and_then(|c| c.table_columns(&self.identity, t))
+        });
+        let columns = match &statement {
+            Some(s) => s.columns(response.columns, table_columns.as_deref()),
+            None => CopyStatement::unknown_columns(response.columns),
+        };
+        let ctx = result_statement(&self.identity, &r, self.state.transaction());
+        let rewriter = self.governor.row_rewriter(&ctx, &columns);
+        match (rewriter, statement) {
+            (None, _) => {}
+            (Some(rw), Some(s)) => self.rows.copy = Some(CopyOutMasker::new(s.options, rw)),
+            // Governance must see these rows, but hoop cannot read the COPY's
+            // format: refuse rather than forward them unread.
+            (Some(_), None) => {
+                return Err(SessionError::RowRefused(Refusal::cannot_mask(
+                    "hoop cannot read this COPY statement's data format",
+                )));
+            }
+        }
+        Ok(false)
+    }
+
     fn rewrite_row(&mut self, body: &[u8]) -> Result<ServerAction, SessionError> {
         if !self.rows.resolved {
             let Some(r) = self.state.current_result() else {
@@ -1180,33 +953,65 @@ impl Relay {
             let Some(desc) = r.row_description else {
                 return Err(SessionError::UnattributedRows);
             };
+            if self.rows.columns.is_none() {
+                let formats: Vec<i16> = match (r.form, r.result_formats) {
+                    (Submission::Text, _) => desc.fields().map(|f| f.format).collect(),
+                    (_, []) => vec![0; desc.len()],
+                    (_, [one]) => vec![*one; desc.len()],
+                    (_, many) => many.to_vec(),
+                };
+                self.rows.columns = Some(result_columns(desc, &formats));
+            }
+            let columns = self.rows.columns.as_deref().unwrap_or_default();
             if !self.prepared_frame
-                && let Some(p) = self.governor.columns_to_resolve(desc)
+                && let Some(p) = self.governor.columns_to_resolve(columns)
             {
                 self.prepared_frame = true;
                 self.preparation = Some(p);
                 return Ok(ServerAction::Pause);
             }
             self.rows.resolved = true;
-            let formats: Vec<i16> = match (r.form, r.result_formats) {
-                (ProtocolForm::Simple, _) => desc.fields().map(|f| f.format).collect(),
-                (_, []) => vec![0; desc.len()],
-                (_, [one]) => vec![*one; desc.len()],
-                (_, many) => many.to_vec(),
-            };
             let ctx = result_statement(&self.identity, &r, self.state.transaction());
-            self.rows.rewriter = self.governor.row_rewriter(&ctx, desc, &formats);
+            self.rows.rewriter = self.governor.row_rewriter(&ctx, columns);
         }
         let Some(rewriter) = self.rows.rewriter.as_mut() else {
             return Ok(ServerAction::Forward);
         };
         let row = DataRow::parse(body).map_err(server_msg)?;
-        match rewriter.rewrite_row(&row) {
+        let values = self.rows.index.index(&row);
+        let mut encoder = DataRowEncoder::with_capacity(body.len());
+        match rewriter.rewrite_row(&values, &mut encoder) {
             RowRewrite::Unchanged => Ok(ServerAction::Forward),
-            RowRewrite::Replaced(b) => Ok(ServerAction::Replace(b)),
-            RowRewrite::Refuse(spec) => Err(SessionError::RowRefused(spec)),
+            RowRewrite::Rewritten => Ok(ServerAction::Replace(encoder.finish())),
+            RowRewrite::Refuse(refusal) => Err(SessionError::RowRefused(refusal)),
         }
     }
+}
+
+/// A NoticeResponse for a hold's notice.
+fn notice(text: &HoldNotice) -> Bytes {
+    let spec = ErrorSpec::notice(text.message.clone());
+    match &text.hint {
+        Some(hint) => spec.with_hint(hint.clone()),
+        None => spec,
+    }
+    .encode()
+}
+
+/// A CopyData message.
+fn copy_data(data: &[u8]) -> Bytes {
+    let mut m = MessageBuilder::new(b'd');
+    m.bytes(data);
+    m.finish()
+}
+
+/// A COPY that cannot be forwarded safely ends the session with an error,
+/// never with a truncated stream.
+fn copy_refused(e: CopyMaskError) -> SessionError {
+    SessionError::RowRefused(match e {
+        CopyMaskError::Refused(r) => r,
+        CopyMaskError::Data(e) => Refusal::cannot_mask(e),
+    })
 }
 
 /// The statement a result belongs to, as governance sees it.
@@ -1218,11 +1023,11 @@ fn result_statement<'a>(
     StatementContext {
         identity,
         sql: r.sql,
-        form: r.form,
+        submission: r.form,
         statement_name: r.statement,
         portal: r.portal,
         statement_index: r.statement_index,
-        transaction,
+        transaction: transaction_state(transaction),
     }
 }
 
@@ -1232,5 +1037,5 @@ enum Decision {
     Refuse(Bytes),
     Hold,
     /// Governance ends the session.
-    Fatal(ErrorSpec),
+    Fatal(Refusal),
 }

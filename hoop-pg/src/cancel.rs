@@ -21,7 +21,7 @@ use std::{
 use bytes::Bytes;
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, sync::mpsc};
 
-use crate::proxy::dial::Dialer;
+use hoop_relay::dial::Dialer;
 
 type Key = (i32, Box<[u8]>);
 
@@ -137,7 +137,7 @@ impl CancelRegistry {
         secret: &[u8],
         raw: Bytes,
         dialer: &Dialer,
-    ) -> Result<CancelOutcome, crate::proxy::dial::DialError> {
+    ) -> Result<CancelOutcome, hoop_relay::dial::DialError> {
         let key: Key = (pid, secret.into());
         let target = self.sessions.lock().ok().and_then(|m| m.get(&key).cloned());
         let Some(target) = target else {

@@ -6,14 +6,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::{PgProxyContext, SessionError, Stream, UpstreamTlsPolicy};
-use crate::config::UpstreamTls;
-use crate::proto::pg::{
+use hoop_config::UpstreamTls;
+use hoop_core::SessionIdentity;
+use hoop_proto_pg::{
     Direction, Frame, FrameDecoder,
     notice::ErrorSpec,
     startup::{StartupPacket, ssl_request},
 };
-use crate::session::SessionIdentity;
+use hoop_relay::{Stream, tls::UpstreamTlsPolicy};
+
+use super::{PgProxyContext, SessionError};
 
 /// PostgreSQL's own limit on a startup packet.
 const MAX_STARTUP_PACKET: usize = 10_000;
@@ -72,7 +74,7 @@ pub(super) async fn accept(
             Ok(p) => p,
             Err(e) => {
                 let e = match e {
-                    crate::proto::pg::MessageError::InvalidValue {
+                    hoop_proto_pg::MessageError::InvalidValue {
                         field: "startup protocol version",
                         value,
                     } => SessionError::UnsupportedProtocol {

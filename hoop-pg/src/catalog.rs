@@ -1,0 +1,363 @@
+//! PostgreSQL's catalog as a [`ColumnResolver`]: RowDescription sources
+//! (table OID, attribute number) resolved to `schema.table.column`, views
+//! to the columns they read, and tables to their column order (for
+//! `COPY table TO STDOUT`).
+//!
+//! hoop asks the same server, on a side connection of its own (marked like
+//! every upstream socket, so it is never redirected), as the session's user
+//! by default or as `proxy.catalog_user`. Answers are cached per server and
+//! database, and a RowDescription naming a table the cache has not seen
+//! triggers a lookup of just those tables (refresh on miss).
+//!
+//! When the lookup fails, nothing is resolved and the mask plan treats the
+//! columns as unknown: masked wherever lineage cannot prove them clean.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use hoop_core::{
+    ColumnResolver, Preparation, RelationName, ResolvedColumn, SessionIdentity, SourceKey,
+    ViewDependency,
+};
+use hoop_relay::dial::{DialError, Dialer};
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+use tracing::{debug, warn};
+
+/// Every column of the tables whose OIDs replace `$1` (an `oid[]`).
+const COLUMNS_QUERY: &str = "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
+FROM pg_catalog.pg_attribute a \
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+WHERE c.oid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped";
+
+/// Which columns every view and materialized view reads (the last column is
+/// NULL for a whole-row reference). Without it, a view over a masked column
+/// is only caught by bare-column rules and detectors.
+const VIEW_DEPENDENCIES_QUERY: &str = "SELECT DISTINCT vn.nspname, v.relname, tn.nspname, t.relname, a.attname \
+FROM pg_catalog.pg_rewrite r \
+JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm') \
+JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace \
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+ AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.oid <> v.oid \
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace \
+LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid AND d.refobjsubid > 0";
+
+/// Column names of a table in attnum order. `$1` is the table name as text,
+/// cast to `regclass` so the search path resolves it as the COPY did.
+const TABLE_COLUMNS_QUERY: &str = "SELECT a.attname FROM pg_catalog.pg_attribute a \
+WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+
+/// After a failed lookup, how long before the server is asked again.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Text rows of a catalog query (`None` is NULL).
+type Rows = Vec<Vec<Option<String>>>;
+
+/// Catalog caches for every server and database hoop has proxied.
+pub struct CatalogStore {
+    dialer: Dialer,
+    user: Option<String>,
+    password: Option<String>,
+    servers: Mutex<HashMap<(SocketAddr, String), Arc<ServerCatalog>>>,
+}
+
+/// (table OID, attnum) → column names.
+#[derive(Debug, Default)]
+struct ColumnCache {
+    columns: HashMap<(u32, i16), ResolvedColumn>,
+    /// Tables looked up (so one that vanished is not asked for again).
+    tables: HashSet<u32>,
+}
+
+/// One server+database's cache, and hoop's connection to it.
+struct ServerCatalog {
+    addr: SocketAddr,
+    database: String,
+    cache: Mutex<ColumnCache>,
+    /// `regclass text` → column names in order (for `COPY table TO`).
+    table_columns: Mutex<HashMap<String, Vec<String>>>,
+    /// View dependencies, with a version bumped on each load.
+    views: Mutex<(u64, Arc<[ViewDependency]>)>,
+    client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    failed_at: Mutex<Option<Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why a catalog lookup failed.
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    #[error("cannot connect: {0}")]
+    Dial(#[from] DialError),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("catalog row field {0} is not valid")]
+    BadField(usize),
+}
+
+impl CatalogStore {
+    /// A store dialing with `dialer`; `user`/`password` override the
+    /// session's own user for catalog lookups.
+    pub fn new(dialer: Dialer, user: Option<String>, password: Option<String>) -> Self {
+        Self {
+            dialer,
+            user,
+            password,
+            servers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn server(&self, identity: &SessionIdentity) -> Option<Arc<ServerCatalog>> {
+        let addr = identity.original_destination?;
+        let database = identity
+            .database
+            .clone()
+            .or_else(|| identity.user.clone())?;
+        let mut servers = lock(&self.servers);
+        Some(
+            servers
+                .entry((addr, database.clone()))
+                .or_insert_with(|| {
+                    Arc::new(ServerCatalog {
+                        addr,
+                        database,
+                        cache: Mutex::new(ColumnCache::default()),
+                        table_columns: Mutex::new(HashMap::new()),
+                        views: Mutex::new((0, Arc::from(Vec::new()))),
+                        client: tokio::sync::Mutex::new(None),
+                        failed_at: Mutex::new(None),
+                    })
+                })
+                .clone(),
+        )
+    }
+
+    fn login(&self, identity: &SessionIdentity) -> (String, Option<String>) {
+        match &self.user {
+            Some(u) => (u.clone(), self.password.clone()),
+            None => (
+                identity.user.clone().unwrap_or_else(|| "postgres".into()),
+                self.password.clone(),
+            ),
+        }
+    }
+
+    /// A lookup of a table's column order (for `COPY table TO STDOUT`);
+    /// `regclass` is the table as text, quoted.
+    pub fn table_columns_resolution(
+        &self,
+        identity: &SessionIdentity,
+        regclass: String,
+    ) -> Option<Preparation> {
+        let server = self.server(identity)?;
+        if lock(&server.table_columns).contains_key(&regclass) || server.recently_failed() {
+            return None;
+        }
+        let (user, password) = self.login(identity);
+        let dialer = self.dialer.clone();
+        Some(Box::pin(async move {
+            if let Err(e) = server
+                .load_table_columns(&dialer, &user, password.as_deref(), &regclass)
+                .await
+            {
+                warn!(server = %server.addr, error = %e, "catalog lookup of COPY columns failed; every COPY column that may be masked is");
+                *lock(&server.failed_at) = Some(Instant::now());
+            }
+        }))
+    }
+
+    /// A table's columns in order, when known.
+    pub fn table_columns(&self, identity: &SessionIdentity, regclass: &str) -> Option<Vec<String>> {
+        lock(&self.server(identity)?.table_columns)
+            .get(regclass)
+            .cloned()
+    }
+}
+
+impl ColumnResolver for CatalogStore {
+    fn prepare(&self, identity: &SessionIdentity, keys: &[SourceKey]) -> Option<Preparation> {
+        let server = self.server(identity)?;
+        let mut missing: Vec<u32> = {
+            let cache = lock(&server.cache);
+            keys.iter()
+                .map(|k| k.relation)
+                .filter(|oid| *oid != 0 && !cache.tables.contains(oid))
+                .collect()
+        };
+        missing.sort_unstable();
+        missing.dedup();
+        let views_loaded = lock(&server.views).0 > 0;
+        if (missing.is_empty() && views_loaded) || server.recently_failed() {
+            return None;
+        }
+        let (user, password) = self.login(identity);
+        let dialer = self.dialer.clone();
+        Some(Box::pin(async move {
+            if let Err(e) = server
+                .load(&dialer, &user, password.as_deref(), &missing, !views_loaded)
+                .await
+            {
+                warn!(server = %server.addr, database = %server.database, error = %e,
+                    "catalog lookup failed; unresolved columns are masked");
+                *lock(&server.failed_at) = Some(Instant::now());
+            }
+        }))
+    }
+
+    fn resolve(&self, identity: &SessionIdentity, key: SourceKey) -> Option<ResolvedColumn> {
+        if key.relation == 0 || key.column <= 0 {
+            return None;
+        }
+        lock(&self.server(identity)?.cache)
+            .columns
+            .get(&(key.relation, key.column))
+            .cloned()
+    }
+
+    fn views(&self, identity: &SessionIdentity) -> (u64, Arc<[ViewDependency]>) {
+        self.server(identity)
+            .map_or_else(|| (0, Arc::from(Vec::new())), |s| lock(&s.views).clone())
+    }
+}
+
+fn field(row: &[Option<String>], i: usize) -> Result<&str, LookupError> {
+    row.get(i)
+        .and_then(Option::as_deref)
+        .ok_or(LookupError::BadField(i))
+}
+
+impl ServerCatalog {
+    fn recently_failed(&self) -> bool {
+        lock(&self.failed_at).is_some_and(|t| t.elapsed() < RETRY_AFTER)
+    }
+
+    async fn query(
+        &self,
+        dialer: &Dialer,
+        user: &str,
+        password: Option<&str>,
+        sql: &str,
+    ) -> Result<Rows, LookupError> {
+        let mut client = self.client.lock().await;
+        let c = match client.as_ref() {
+            Some(c) if !c.is_closed() => c,
+            _ => {
+                let stream = dialer.connect(self.addr).await?;
+                let mut config = tokio_postgres::Config::new();
+                config
+                    .user(user)
+                    .dbname(&self.database)
+                    .application_name("hoop-catalog");
+                if let Some(pw) = password {
+                    config.password(pw);
+                }
+                let (c, connection) = config.connect_raw(stream, NoTls).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        debug!(error = %e, "catalog connection ended");
+                    }
+                });
+                client.insert(c)
+            }
+        };
+        let rows = c
+            .simple_query(sql)
+            .await?
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(rows)
+    }
+
+    async fn load(
+        &self,
+        dialer: &Dialer,
+        user: &str,
+        password: Option<&str>,
+        oids: &[u32],
+        views: bool,
+    ) -> Result<(), LookupError> {
+        if !oids.is_empty() {
+            // OIDs are integers: inlining them is safe, and the simple
+            // protocol gives text rows.
+            let list: Vec<String> = oids.iter().map(ToString::to_string).collect();
+            let sql =
+                COLUMNS_QUERY.replace("$1::oid[]", &format!("'{{{}}}'::oid[]", list.join(",")));
+            let rows = self.query(dialer, user, password, &sql).await?;
+            let mut resolved = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let oid: u32 = field(row, 0)?
+                    .parse()
+                    .map_err(|_| LookupError::BadField(0))?;
+                let attnum: i16 = field(row, 3)?
+                    .parse()
+                    .map_err(|_| LookupError::BadField(3))?;
+                resolved.push((
+                    (oid, attnum),
+                    ResolvedColumn {
+                        schema: Some(field(row, 1)?.to_owned()),
+                        table: field(row, 2)?.to_owned(),
+                        column: field(row, 4)?.to_owned(),
+                    },
+                ));
+            }
+            let mut cache = lock(&self.cache);
+            cache.columns.extend(resolved);
+            cache.tables.extend(oids.iter().copied());
+        }
+        if views {
+            let rows = self
+                .query(dialer, user, password, VIEW_DEPENDENCIES_QUERY)
+                .await?;
+            let relation = |row: &[Option<String>], at: usize| -> Result<RelationName, LookupError> {
+                Ok(RelationName {
+                    schema: Some(field(row, at)?.to_owned()),
+                    name: field(row, at + 1)?.to_owned(),
+                })
+            };
+            let deps = rows
+                .iter()
+                .map(|row| {
+                    Ok(ViewDependency {
+                        view: relation(row, 0)?,
+                        table: relation(row, 2)?,
+                        column: row.get(4).cloned().flatten(),
+                    })
+                })
+                .collect::<Result<Vec<_>, LookupError>>()?;
+            let mut v = lock(&self.views);
+            *v = (v.0 + 1, Arc::from(deps));
+        }
+        Ok(())
+    }
+
+    async fn load_table_columns(
+        &self,
+        dialer: &Dialer,
+        user: &str,
+        password: Option<&str>,
+        regclass: &str,
+    ) -> Result<(), LookupError> {
+        let literal = format!("'{}'", regclass.replace('\'', "''"));
+        let sql = TABLE_COLUMNS_QUERY.replace("$1::regclass", &format!("{literal}::regclass"));
+        let rows = self.query(dialer, user, password, &sql).await?;
+        let names = rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect();
+        lock(&self.table_columns).insert(regclass.to_owned(), names);
+        Ok(())
+    }
+}

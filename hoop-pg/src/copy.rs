@@ -1,0 +1,355 @@
+//! `COPY … TO STDOUT` through governance: the COPY's rows are a result like
+//! any other, so they are masked by the same row rewriter as DataRows.
+//!
+//! COPY sends no RowDescription, so the driver builds the columns from the
+//! COPY statement: its column list, or for `COPY table` the table's column
+//! order from the catalog; `COPY (query)` gets its query's lineage from
+//! governance. Rows come out of the CopyData stream ([`CopyRowReader`]),
+//! their fields go to the rewriter as values, and a rewritten row is encoded
+//! back in the COPY's own format (text, CSV or binary).
+//!
+//! Binary COPY carries no type information: every field is opaque to hoop,
+//! so a masked field is refused or nulled as `policy.binary_unmaskable`
+//! says, and detectors do not scan it. Nothing is ever silently withheld: a
+//! row that cannot be made safe ends the session with an error.
+
+use std::borrow::Cow;
+
+use hoop_core::{
+    ColumnSource, Refusal, ResolvedColumn, ResultColumn, RowEncoder, RowRewrite, RowRewriter,
+    RowValues, ValueEncoding,
+};
+use hoop_proto_pg::copy_data::{
+    CopyDataError, CopyDataFormat, CopyItem, CopyOptions, CopyRowReader,
+};
+use hoop_sql::{SqlDialect, pg::Postgres};
+use sqlparser::ast::{
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, ObjectNamePart,
+    Statement,
+};
+
+/// Largest COPY row kept while waiting for its end.
+pub const MAX_COPY_ROW: usize = 64 * 1024 * 1024;
+
+/// What a `COPY … TO STDOUT` copies, and how its rows are written.
+#[derive(Debug, Clone)]
+pub struct CopyStatement {
+    /// Format and delimiters.
+    pub options: CopyOptions,
+    /// For `COPY table [(columns)]`: the table and the listed columns.
+    pub table: Option<CopyTable>,
+}
+
+/// The table of a `COPY table [(columns)] TO STDOUT`, folded.
+#[derive(Debug, Clone)]
+pub struct CopyTable {
+    /// Schema, when named.
+    pub schema: Option<String>,
+    /// Table.
+    pub name: String,
+    /// The column list (empty: every column, in order).
+    pub columns: Vec<String>,
+}
+
+impl CopyStatement {
+    /// The COPY among the statements of `sql` at `index`, when it is a
+    /// `COPY … TO STDOUT`.
+    pub fn find(sql: &str, index: usize) -> Option<Self> {
+        let pieces = Postgres.split(sql).ok()?;
+        let piece = pieces.get(index).or_else(|| pieces.last())?;
+        Self::parse(piece.text)
+    }
+
+    /// Parses one statement, when it is a `COPY … TO STDOUT`.
+    pub fn parse(statement: &str) -> Option<Self> {
+        let Statement::Copy {
+            source,
+            to: true,
+            target: CopyTarget::Stdout,
+            options,
+            legacy_options,
+            ..
+        } = Postgres.parse_statement(statement).ok()?
+        else {
+            return None;
+        };
+        let table = match source {
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let mut parts: Vec<String> = table_name
+                    .0
+                    .iter()
+                    .filter_map(ObjectNamePart::as_ident)
+                    .map(|i| Postgres.fold(i))
+                    .collect();
+                let name = parts.pop()?;
+                Some(CopyTable {
+                    schema: parts.pop(),
+                    name,
+                    columns: columns.iter().map(|c| Postgres.fold(c)).collect(),
+                })
+            }
+            CopySource::Query(_) => None,
+        };
+        Some(Self {
+            options: copy_options(&options, &legacy_options),
+            table,
+        })
+    }
+
+    /// The table as `regclass` text, when its column order must come from
+    /// the catalog (`COPY table` without a column list).
+    pub fn regclass_needed(&self) -> Option<String> {
+        let table = self.table.as_ref().filter(|t| t.columns.is_empty())?;
+        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        Some(match &table.schema {
+            Some(schema) => format!("{}.{}", q(schema), q(&table.name)),
+            None => q(&table.name),
+        })
+    }
+
+    /// The columns of this COPY's rows: `count` of them (from
+    /// CopyOutResponse), named from the column list or `table_columns`
+    /// (the catalog's column order), when known.
+    pub fn columns(&self, count: usize, table_columns: Option<&[String]>) -> Vec<ResultColumn> {
+        let names: Option<&[String]> = match &self.table {
+            Some(t) if !t.columns.is_empty() => Some(&t.columns),
+            Some(_) => table_columns,
+            None => None,
+        };
+        let encoding = match self.options.format {
+            CopyDataFormat::Binary => ValueEncoding::Opaque,
+            CopyDataFormat::Text | CopyDataFormat::Csv => ValueEncoding::Text,
+        };
+        (0..count)
+            .map(|i| {
+                let name = names.and_then(|n| n.get(i));
+                ResultColumn {
+                    name: name.cloned().unwrap_or_else(|| format!("column {}", i + 1)),
+                    source: match (&self.table, name) {
+                        (Some(t), Some(column)) => ColumnSource::Named(ResolvedColumn {
+                            schema: t.schema.clone(),
+                            table: t.name.clone(),
+                            column: column.clone(),
+                        }),
+                        _ => ColumnSource::None,
+                    },
+                    encoding,
+                    type_name: Cow::Borrowed(match encoding {
+                        ValueEncoding::Opaque => "binary COPY field",
+                        _ => "text",
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+impl CopyStatement {
+    /// The columns of a COPY whose statement hoop could not read.
+    pub fn unknown_columns(count: usize) -> Vec<ResultColumn> {
+        (0..count)
+            .map(|i| ResultColumn {
+                name: format!("column {}", i + 1),
+                source: ColumnSource::None,
+                encoding: ValueEncoding::Opaque,
+                type_name: Cow::Borrowed("unknown COPY field"),
+            })
+            .collect()
+    }
+}
+
+fn copy_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> CopyOptions {
+    let mut format = CopyDataFormat::Text;
+    let (mut delimiter, mut null, mut quote, mut escape, mut header) = (None, None, None, None, false);
+    for o in options {
+        match o {
+            CopyOption::Format(f) => {
+                format = match f.value.to_lowercase().as_str() {
+                    "csv" => CopyDataFormat::Csv,
+                    "binary" => CopyDataFormat::Binary,
+                    _ => CopyDataFormat::Text,
+                }
+            }
+            CopyOption::Delimiter(c) => delimiter = Some(*c as u8),
+            CopyOption::Null(n) => null = Some(n.as_bytes().to_vec()),
+            CopyOption::Header(h) => header = *h,
+            CopyOption::Quote(c) => quote = Some(*c as u8),
+            CopyOption::Escape(c) => escape = Some(*c as u8),
+            _ => {}
+        }
+    }
+    for o in legacy {
+        match o {
+            CopyLegacyOption::Binary => format = CopyDataFormat::Binary,
+            CopyLegacyOption::Delimiter(c) => delimiter = Some(*c as u8),
+            CopyLegacyOption::Null(n) => null = Some(n.as_bytes().to_vec()),
+            CopyLegacyOption::Csv(opts) => {
+                format = CopyDataFormat::Csv;
+                for c in opts {
+                    match c {
+                        CopyLegacyCsvOption::Header => header = true,
+                        CopyLegacyCsvOption::Quote(q) => quote = Some(*q as u8),
+                        CopyLegacyCsvOption::Escape(e) => escape = Some(*e as u8),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut o = CopyOptions::defaults(format);
+    if let Some(d) = delimiter {
+        o.delimiter = d;
+    }
+    if let Some(n) = null {
+        o.null = n;
+    }
+    if let Some(q) = quote {
+        o.quote = q;
+        o.escape = q;
+    }
+    if let Some(e) = escape {
+        o.escape = e;
+    }
+    o.header = header;
+    o
+}
+
+/// Why a COPY's data could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyMaskError {
+    /// The data could not be split into rows.
+    #[error(transparent)]
+    Data(#[from] CopyDataError),
+    /// A row could not be made safe.
+    #[error("{}", .0.message)]
+    Refused(Refusal),
+}
+
+/// Masks the CopyData stream of one `COPY … TO STDOUT`.
+pub struct CopyOutMasker {
+    reader: CopyRowReader,
+    rewriter: Box<dyn RowRewriter>,
+    /// The row being encoded.
+    scratch: Vec<u8>,
+}
+
+/// A COPY row's fields as values.
+struct Fields<'a>(&'a [Option<Cow<'a, [u8]>>]);
+
+impl RowValues for Fields<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        self.0.get(i).and_then(Option::as_deref)
+    }
+}
+
+/// Encodes pushed values straight into the output, in the COPY's format.
+struct FieldEncoder<'a> {
+    reader: &'a CopyRowReader,
+    out: &'a mut Vec<u8>,
+    pushed: usize,
+}
+
+impl RowEncoder for FieldEncoder<'_> {
+    fn push(&mut self, value: Option<&[u8]>) {
+        self.reader.push_field(self.pushed, value, self.out);
+        self.pushed += 1;
+    }
+}
+
+impl CopyOutMasker {
+    /// Masks a COPY written with `options` through `rewriter`.
+    pub fn new(options: CopyOptions, rewriter: Box<dyn RowRewriter>) -> Self {
+        Self {
+            reader: CopyRowReader::new(options, MAX_COPY_ROW),
+            rewriter,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Masks one CopyData payload. `Ok(None)`: forward it unchanged.
+    /// `Ok(Some(bytes))`: send these bytes instead (empty while a row is
+    /// incomplete: then send nothing).
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Option<Vec<u8>>, CopyMaskError> {
+        let data = self.reader.join(chunk);
+        let carried = matches!(data, Cow::Owned(_));
+        let items = self.reader.split(&data)?;
+        let complete: usize = items
+            .iter()
+            .map(|i| match i {
+                CopyItem::Row(r) | CopyItem::Other(r) => r.len(),
+            })
+            .sum();
+        let mut out: Option<Vec<u8>> = None;
+        let mut at = 0;
+        for item in items {
+            let bytes = match item {
+                CopyItem::Row(r) | CopyItem::Other(r) => r,
+            };
+            let changed = match item {
+                CopyItem::Row(row) => self.rewrite(row, &data[..at], &mut out)?,
+                CopyItem::Other(_) => false,
+            };
+            if !changed && let Some(o) = &mut out {
+                o.extend_from_slice(bytes);
+            }
+            at += bytes.len();
+        }
+        Ok(match out {
+            None if !carried && complete == data.len() => None,
+            None => Some(data[..complete].to_vec()),
+            Some(o) => Some(o),
+        })
+    }
+
+    /// Rewrites one row; when it changes, `out` holds everything up to and
+    /// including the new row (`before` is what preceded it, unchanged).
+    fn rewrite(
+        &mut self,
+        row: &[u8],
+        before: &[u8],
+        out: &mut Option<Vec<u8>>,
+    ) -> Result<bool, CopyMaskError> {
+        let fields = self.reader.fields(row)?;
+        self.scratch.clear();
+        self.reader.begin_row(fields.len(), &mut self.scratch);
+        let mut encoder = FieldEncoder {
+            reader: &self.reader,
+            out: &mut self.scratch,
+            pushed: 0,
+        };
+        match self.rewriter.rewrite_row(&Fields(&fields), &mut encoder) {
+            RowRewrite::Rewritten => {
+                self.reader.end_row(row, &mut self.scratch);
+                out.get_or_insert_with(|| before.to_vec())
+                    .extend_from_slice(&self.scratch);
+                Ok(true)
+            }
+            RowRewrite::Unchanged => Ok(false),
+            RowRewrite::Refuse(refusal) => Err(CopyMaskError::Refused(refusal)),
+        }
+    }
+
+    /// At CopyDone: the masked rest of the stream (a last row without a line
+    /// ending), if any.
+    pub fn finish(&mut self) -> Result<Option<Vec<u8>>, CopyMaskError> {
+        if !self.reader.has_carry() {
+            return Ok(None);
+        }
+        let rest = self.reader.take_carry();
+        let mut out = None;
+        let changed = self.rewrite(&rest, &[], &mut out)?;
+        Ok(Some(if changed {
+            out.unwrap_or_default()
+        } else {
+            rest
+        }))
+    }
+}
