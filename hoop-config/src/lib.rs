@@ -17,11 +17,13 @@
 #![forbid(unsafe_code)]
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
+use hoop_core::Protocol;
 use serde::Deserialize;
 
 pub mod checked;
@@ -63,6 +65,11 @@ pub struct InterceptConfig {
     /// Destination TCP ports whose connections are redirected (default `[5432]`).
     #[serde(default = "default_ports")]
     pub ports: Vec<u16>,
+    /// The wire protocol spoken on each intercepted destination port
+    /// (default `{5432: postgres}`). A port in `ports` without an entry
+    /// speaks `postgres`, hoop's first protocol.
+    #[serde(default = "default_protocols")]
+    pub protocols: BTreeMap<u16, Protocol>,
     /// cgroup v2 directories `hoop agent` governs (absolute, or relative to the cgroup2 mount).
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
@@ -78,6 +85,7 @@ impl Default for InterceptConfig {
     fn default() -> Self {
         Self {
             ports: default_ports(),
+            protocols: default_protocols(),
             cgroups: Vec::new(),
             listen_v4: default_listen_v4(),
             listen_v6: default_listen_v6(),
@@ -87,6 +95,23 @@ impl Default for InterceptConfig {
 
 fn default_ports() -> Vec<u16> {
     vec![5432]
+}
+
+fn default_protocols() -> BTreeMap<u16, Protocol> {
+    BTreeMap::from([(5432, Protocol::Postgres)])
+}
+
+/// The protocols hoop has a driver for.
+pub const SUPPORTED_PROTOCOLS: &[Protocol] = &[Protocol::Postgres];
+
+impl InterceptConfig {
+    /// The protocol spoken on destination `port`.
+    pub fn protocol(&self, port: u16) -> Protocol {
+        self.protocols
+            .get(&port)
+            .copied()
+            .unwrap_or(Protocol::Postgres)
+    }
 }
 
 fn default_listen_v4() -> SocketAddr {
@@ -515,7 +540,7 @@ impl Config {
             );
         }
         fn policy(_: &serde_yaml_ng::Value, _: &KeyPath, _: &mut Diagnostics<'_>) {}
-        deserialize_checked::<Self>(
+        let config = deserialize_checked::<Self>(
             value,
             &KeyPath::root(),
             diags,
@@ -527,7 +552,20 @@ impl Config {
                 ("proxy", &section::<ProxyConfig>),
                 ("policy", &policy),
             ],
-        )
+        )?;
+        let protocols = KeyPath::root().key("intercept").key("protocols");
+        let mut ok = true;
+        for (port, protocol) in &config.intercept.protocols {
+            if !SUPPORTED_PROTOCOLS.contains(protocol) {
+                diags.error(
+                    &protocols.key(&port.to_string()),
+                    format!("hoop has no driver for protocol `{protocol}` yet"),
+                    Some("supported: postgres".to_owned()),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(config)
     }
 }
 
@@ -644,5 +682,25 @@ bogus: 1
             Config::load_sections(&dir.path().join("none.yaml")),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn ports_map_to_protocols_postgres_by_default() {
+        let config = parse(Path::new("x.yaml"), "intercept:\n  ports: [5432, 6432]\n").unwrap();
+        assert_eq!(config.intercept.protocol(5432), Protocol::Postgres);
+        assert_eq!(config.intercept.protocol(6432), Protocol::Postgres);
+        let config = parse(
+            Path::new("x.yaml"),
+            "intercept:\n  ports: [6432]\n  protocols: {6432: postgres}\n",
+        )
+        .unwrap();
+        assert_eq!(config.intercept.protocol(6432), Protocol::Postgres);
+        let found = diagnostics("intercept:\n  protocols: {3306: mysql}\n");
+        assert!(
+            found[0].contains("intercept.protocols.3306: hoop has no driver for protocol `mysql` yet"),
+            "{found:?}"
+        );
+        let found = diagnostics("intercept:\n  protocols: {3306: oracle}\n");
+        assert!(found[0].contains("unknown variant `oracle`"), "{found:?}");
     }
 }

@@ -716,18 +716,20 @@ fn now_millis() -> OffsetDateTime {
 }
 
 /// `hoop_holds_*` and `hoop_webhook_errors_total`, registered once on the process registry.
-pub(crate) struct HoldMetrics {
+pub struct HoldMetrics {
     /// `hoop_holds_pending`.
-    pub(crate) pending: IntGauge,
+    pub pending: IntGauge,
     /// `hoop_holds_total{outcome}`.
-    pub(crate) total: IntCounterVec,
+    pub total: IntCounterVec,
     /// `hoop_hold_decision_seconds`.
-    pub(crate) decision_seconds: Histogram,
+    pub decision_seconds: Histogram,
     /// `hoop_webhook_errors_total`.
-    pub(crate) webhook_errors: IntCounter,
+    pub webhook_errors: IntCounter,
 }
 
-pub(crate) fn hold_metrics() -> &'static HoldMetrics {
+/// The process-wide hold metrics (registered on first use, so `/metrics`
+/// shows them before the first hold).
+pub fn hold_metrics() -> &'static HoldMetrics {
     static METRICS: OnceLock<HoldMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
         let pending = IntGauge::new(

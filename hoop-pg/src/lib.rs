@@ -206,6 +206,27 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// The bounded `reason` label of `hoop_connection_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ClientIo(_) => "client_gone",
+            Self::ServerIo(_) => "server_gone",
+            Self::ClientTls(_) | Self::UpstreamTls(_) | Self::UpstreamRefusedTls => "tls",
+            Self::ClientMessage(_) | Self::UnsupportedProtocol { .. } | Self::DataAfterSslRequest => {
+                "client_protocol"
+            }
+            Self::ServerMessage(_) | Self::ServerState(_) | Self::UnattributedRows => {
+                "server_protocol"
+            }
+            Self::Frame(_) => "protocol",
+            Self::StartupTimeout => "startup_timeout",
+            Self::Governance(_) => "governance",
+            Self::RowRefused(_) => "row_refused",
+            Self::Dial(_) => "upstream_connect",
+            Self::RelayPanicked => "internal",
+        }
+    }
+
     /// What the client is told when the session ends on this error
     /// (`None`: the client is gone or must not be answered).
     pub fn client_error(&self) -> Option<ErrorSpec> {

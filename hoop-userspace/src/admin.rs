@@ -14,7 +14,7 @@
 //! 404 or 409.
 
 pub mod auth;
-pub mod outbound;
+pub use hoop_hold::outbound;
 
 use std::{future::Future, sync::Arc};
 
@@ -28,7 +28,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::hold::{Decider, Decision, HoldError, HoldRegistry, HoldView};
+use hoop_hold::{Decider, Decision, HoldError, HoldRegistry, HoldView};
 pub use auth::Authenticator;
 
 /// Largest request body accepted (a decision's reason).
@@ -94,8 +94,8 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         refresh();
     }
     // Make sure the hold metrics exist even before the first hold.
-    let _ = crate::hold::registry::hold_metrics();
-    let families = crate::metrics::metrics().registry.gather();
+    let _ = hoop_hold::registry::hold_metrics();
+    let families = hoop_core::metrics::metrics().registry.gather();
     match prometheus::TextEncoder::new().encode_to_string(&families) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(error) => {

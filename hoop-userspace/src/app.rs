@@ -7,12 +7,16 @@ use std::{path::Path, process::ExitCode, time::Duration};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::warn;
 
+use hoop_config::Config;
+use hoop_hold::HoldRegistry;
+use hoop_policy::{
+    LoadedConfig,
+    reload::{PolicyHandle, PolicyWatcher, WatchOptions, spawn_watcher},
+};
+use hoop_record::{RecordError, Recorder};
+
 use crate::{
     admin::{AdminState, Authenticator, auth::AuthConfigError},
-    config::{Config, LoadedConfig},
-    hold::HoldRegistry,
-    policy::reload::{PolicyHandle, PolicyWatcher, WatchOptions, spawn_watcher},
-    record::{RecordError, Recorder},
     serve::{Governance, ServeError, Server},
 };
 
@@ -22,7 +26,7 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Loads the config and compiles its policy, printing every error with its
 /// location on failure (and warnings on success).
 pub fn load_config(path: &Path) -> Result<LoadedConfig, ExitCode> {
-    match Config::load_checked(path) {
+    match hoop_policy::load_checked(path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("{w}");
@@ -78,11 +82,11 @@ pub fn runtime(
         (0, None) => None,
         (0, Some(n)) | (n, _) => Some(n),
     };
-    if config.proxy.event_loop == crate::config::EventLoopKind::Hoop {
+    if config.proxy.event_loop == hoop_config::EventLoopKind::Hoop {
         let loops = threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        crate::proxy::event_loop::init(loops)?;
+        hoop_relay::event_loop::init(loops)?;
     }
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),

@@ -53,7 +53,7 @@ pub fn run(config_path: &Path, command: &[OsString]) -> ExitCode {
 }
 
 async fn run_async(
-    loaded: crate::config::LoadedConfig,
+    loaded: hoop_policy::LoadedConfig,
     config_path: &Path,
     program: &OsString,
     args: &[OsString],
@@ -135,6 +135,7 @@ fn spawn_into(
     // SAFETY: the closure runs in the forked child before exec and only calls
     // write(2) on an fd opened before the fork, which is async-signal-safe.
     // Writing "0" to cgroup.procs moves the writing process.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
             let n = libc::write(procs_fd, b"0".as_ptr().cast(), 1);

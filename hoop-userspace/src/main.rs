@@ -167,7 +167,7 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => {
-            let report = hoop::policy::check_file(&file);
+            let report = hoop_policy::check_file(&file);
             if report.is_ok() {
                 print!("{report}");
                 println!("{}: ok", file.display());
@@ -186,11 +186,11 @@ fn holds(
     token: Option<String>,
     command: HoldsCommand,
 ) -> ExitCode {
-    use hoop::hold::cli;
+    use hoop::hold_cli as cli;
     let endpoint = match (admin, config) {
         (Some(url), _) => cli::AdminEndpoint::parse(&url).map_err(|e| e.to_string()),
-        (None, Some(path)) => hoop::config::Config::load(&path)
-            .map(|c| cli::AdminEndpoint::from_listen(c.admin.listen))
+        (None, Some(path)) => hoop_policy::load_checked(&path)
+            .map(|l| cli::AdminEndpoint::from_listen(l.config.admin.listen))
             .map_err(|e| e.to_string()),
         (None, None) => Err("give the admin API with --admin URL or --config FILE".to_owned()),
     };
@@ -231,9 +231,9 @@ fn recordings(
     config: Option<&std::path::Path>,
     command: RecordingsCommand,
 ) -> ExitCode {
-    use hoop::record::{self, cli};
-    let recording = match config.map(hoop::config::Config::load).transpose() {
-        Ok(c) => c.map(|c| c.recording).unwrap_or_default(),
+    use hoop_record::{self as record, cli};
+    let recording = match config.map(hoop_policy::load_checked).transpose() {
+        Ok(c) => c.map(|l| l.config.recording).unwrap_or_default(),
         Err(e) => {
             eprintln!("hoop recordings: {e}");
             return ExitCode::from(hoop::app::EXIT_CONFIG);

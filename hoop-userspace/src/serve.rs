@@ -18,20 +18,16 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{
-    config::Config,
-    govern::{CatalogStore, Governors, RegistryBroker},
-    hold::HoldRegistry,
-    intercept::{self, InterceptSettings, Interceptor},
-    metrics::metrics,
-    policy::reload::PolicyHandle,
-    proxy::{
-        dial::Dialer,
-        pg::{PgProxyContext, SessionError},
-    },
-    record::Recorder,
-    session::SessionIdentity,
-};
+use hoop_config::{Config, InterceptConfig};
+use hoop_core::{Protocol, SessionIdentity, metrics::metrics};
+use hoop_govern::{Governors, RegistryBroker};
+use hoop_hold::HoldRegistry;
+use hoop_pg::{CatalogStore, PgProxyContext, SessionError};
+use hoop_policy::reload::PolicyHandle;
+use hoop_record::Recorder;
+use hoop_relay::dial::Dialer;
+
+use crate::intercept::{self, InterceptSettings, Interceptor};
 
 /// Why serving could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +42,7 @@ pub enum ServeError {
     },
     /// The TLS certificate, key or CA bundle could not be loaded.
     #[error("tls: {0}")]
-    Tls(#[source] crate::proxy::pg::TlsError),
+    Tls(#[source] hoop_relay::tls::TlsError),
     /// The eBPF programs could not be loaded or attached.
     #[error(transparent)]
     Intercept(#[from] intercept::InterceptError),
@@ -137,7 +133,6 @@ impl Server {
             governance.policy.clone(),
             governance.recorder.clone(),
             config.recording.rows,
-            catalog,
         ));
         let broker = Arc::new(RegistryBroker::new(
             governance.holds.clone(),
@@ -147,12 +142,14 @@ impl Server {
             config,
             Some(intercept::DEFAULT_SKIP_MARK),
             governors,
+            Some(catalog),
             broker,
         )
         .map_err(ServeError::Tls)?;
         pg.hold_reminder_interval = config.proxy.hold_reminder_interval;
         let ctx = Arc::new(ConnectionContext {
             interceptor: server.interceptor.clone(),
+            intercept: config.intercept.clone(),
             pg: Arc::new(pg),
         });
         server.spawn_accept_loop(v4, ctx.clone());
@@ -165,10 +162,7 @@ impl Server {
 
     /// Attaches the programs to a cgroup v2 directory.
     pub fn attach(&self, cgroup: &std::path::Path) -> Result<(), ServeError> {
-        self.interceptor
-            .lock()
-            .expect("interceptor lock")
-            .attach(cgroup)?;
+        lock(&self.interceptor).attach(cgroup)?;
         info!(cgroup = %cgroup.display(), "governing cgroup");
         Ok(())
     }
@@ -232,7 +226,7 @@ impl Server {
 }
 
 fn refresh_redirects(interceptor: &Mutex<Interceptor>, seen: &AtomicU64) {
-    let counters = interceptor.lock().expect("interceptor lock").counters();
+    let counters = lock(interceptor).counters();
     match counters {
         Ok(c) => {
             let total = c.redirects_total();
@@ -259,9 +253,20 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     socket.map_err(|source| ServeError::Listen { addr, source })
 }
 
-/// What each connection task needs.
+/// The interceptor's lock. A panic while it was held (a bug) must not turn
+/// every later connection and scrape into a panic: its state stays
+/// consistent per call, so the guard is taken back.
+fn lock(interceptor: &Mutex<Interceptor>) -> std::sync::MutexGuard<'_, Interceptor> {
+    interceptor
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What each connection task needs: the interceptor (for the original
+/// destination), the port → protocol map, and one driver per protocol.
 struct ConnectionContext {
     interceptor: Arc<Mutex<Interceptor>>,
+    intercept: InterceptConfig,
     pg: Arc<PgProxyContext>,
 }
 
@@ -271,11 +276,7 @@ impl ConnectionContext {
     /// gone — from the cgroup id the kernel recorded at connect time.
     fn workload(&self, original: &intercept::OriginalDestination) -> Option<String> {
         intercept::cgroup::cgroup_path_of_pid(original.tgid).or_else(|| {
-            let path = self
-                .interceptor
-                .lock()
-                .ok()?
-                .cgroup_path(original.cgroup_id)?;
+            let path = lock(&self.interceptor).cgroup_path(original.cgroup_id)?;
             let root = intercept::cgroup::cgroup2_root().ok()?;
             let relative = path.strip_prefix(&root).ok()?;
             Some(format!("/{}", relative.display()))
@@ -284,20 +285,22 @@ impl ConnectionContext {
 
     async fn handle(&self, client: TcpStream, peer: SocketAddr) {
         let m = metrics();
-        let original = self
-            .interceptor
-            .lock()
-            .expect("interceptor lock")
-            .original_destination(peer);
+        let original = lock(&self.interceptor).original_destination(peer);
         let original = match original {
             Ok(Some(o)) => o,
             Ok(None) => {
                 // Not a redirected connection (someone dialled the listener
                 // directly): there is no destination to govern. Fail closed.
+                m.connection_errors_total
+                    .with_label_values(&["no_original_destination"])
+                    .inc();
                 warn!(client = %peer, "connection without an original destination; closing");
                 return;
             }
             Err(e) => {
+                m.connection_errors_total
+                    .with_label_values(&["no_original_destination"])
+                    .inc();
                 warn!(client = %peer, error = %e, "cannot look up the original destination; closing");
                 return;
             }
@@ -306,8 +309,10 @@ impl ConnectionContext {
         m.connections_active.inc();
         let _active = scopeguard(|| m.connections_active.dec());
 
+        let protocol = self.intercept.protocol(original.addr.port());
         let identity = SessionIdentity {
             id: next_session_id(),
+            protocol,
             workload: self.workload(&original),
             client: Some(peer),
             original_destination: Some(original.addr),
@@ -315,7 +320,19 @@ impl ConnectionContext {
         };
         debug!(session = %identity, "redirected connection accepted");
         let upstream = original.addr;
-        match crate::proxy::pg::serve(self.pg.clone(), client, identity, upstream).await {
+        // Each protocol's driver; `intercept.protocols` names only
+        // protocols with a driver (checked when the file is loaded).
+        let result = match protocol {
+            Protocol::Postgres => hoop_pg::serve(self.pg.clone(), client, identity, upstream).await,
+            Protocol::Mysql => {
+                m.connection_errors_total
+                    .with_label_values(&["client_protocol"])
+                    .inc();
+                warn!(%upstream, "no driver for protocol mysql; closing");
+                return;
+            }
+        };
+        match result {
             Ok(()) => {}
             Err(SessionError::Dial(e)) => {
                 m.upstream_connect_errors_total.inc();
@@ -323,33 +340,10 @@ impl ConnectionContext {
             }
             Err(e) => {
                 m.connection_errors_total
-                    .with_label_values(&[error_reason(&e)])
+                    .with_label_values(&[e.reason()])
                     .inc();
             }
         }
-    }
-}
-
-/// The bounded `reason` label of `hoop_connection_errors_total`.
-fn error_reason(e: &SessionError) -> &'static str {
-    match e {
-        SessionError::ClientIo(_) => "client_gone",
-        SessionError::ServerIo(_) => "server_gone",
-        SessionError::ClientTls(_)
-        | SessionError::UpstreamTls(_)
-        | SessionError::UpstreamRefusedTls => "tls",
-        SessionError::ClientMessage(_)
-        | SessionError::UnsupportedProtocol { .. }
-        | SessionError::DataAfterSslRequest => "client_protocol",
-        SessionError::ServerMessage(_)
-        | SessionError::ServerState(_)
-        | SessionError::UnattributedRows => "server_protocol",
-        SessionError::Frame(_) => "protocol",
-        SessionError::StartupTimeout => "startup_timeout",
-        SessionError::Governance(_) => "governance",
-        SessionError::RowRefused(_) => "row_refused",
-        SessionError::Dial(_) => "upstream_connect",
-        SessionError::RelayPanicked => "internal",
     }
 }
 

@@ -210,9 +210,10 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     if !nix_is_root() {
         bail!("the test suite includes privileged eBPF tests: run it as root");
     }
-    run(Command::new("cargo")
-        .current_dir(&root)
-        .args(["build", "--package", "hoop-userspace"]))?;
+    // One `cargo test` builds everything, the `hoop` binary included (it is
+    // built for hoop-userspace's integration tests, with the same features
+    // as every test binary): a separate `cargo build` first would resolve
+    // features differently and compile the crates twice.
     // One test thread per binary: the end-to-end tests move processes between
     // cgroups and share the databases.
     run(Command::new("cargo")

@@ -35,10 +35,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::outbound::{self, OutboundError, OutboundRequest};
-use crate::{
-    config::{AdminConfig, OidcConfig},
-    hold::Decider,
-};
+use hoop_config::{AdminConfig, OidcConfig};
+use hoop_hold::Decider;
 
 /// Least time between two JWKS refetches triggered by unknown `kid`s.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);

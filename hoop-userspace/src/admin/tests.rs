@@ -13,15 +13,10 @@ use super::{
     outbound::{self, OutboundRequest},
     test_support::{AUDIENCE, ISSUER, TestKey, claims, jwks, now_plus, token_entry},
 };
-use crate::{
-    config::{OidcConfig, WebhookConfig},
-    hold::{
-        HoldOutcome, HoldRegistry, HoldTicket,
-        cli::{self, AdminEndpoint, CliError},
-    },
-    session::SessionIdentity,
-    statement::HoldRequirement,
-};
+use crate::hold_cli::{self as cli, AdminEndpoint, CliError};
+use hoop_config::{OidcConfig, WebhookConfig};
+use hoop_core::{HoldRequirement, SessionIdentity};
+use hoop_hold::{HoldOutcome, HoldRegistry, HoldTicket};
 
 const ALICE: &str = "token-alice-dba";
 const BOB: &str = "token-bob-dba";
@@ -337,7 +332,7 @@ async fn missing_or_unknown_tokens_get_401_with_a_bearer_challenge() {
     }
     assert_eq!(
         server.holds.get(ticket.id()).unwrap().state,
-        crate::hold::HoldState::Pending
+        hoop_hold::HoldState::Pending
     );
 }
 
@@ -477,7 +472,7 @@ async fn bad_bodies_and_unknown_holds() {
     );
     assert_eq!(
         server.holds.get(ticket.id()).unwrap().state,
-        crate::hold::HoldState::Pending
+        hoop_hold::HoldState::Pending
     );
 }
 
@@ -562,7 +557,7 @@ async fn the_webhook_receives_the_hold() {
 
 #[tokio::test]
 async fn a_failing_webhook_does_not_affect_the_hold() {
-    let errors = crate::hold::registry::hold_metrics().webhook_errors.clone();
+    let errors = hoop_hold::registry::hold_metrics().webhook_errors.clone();
     let before = errors.get();
     let (refusing, mut received) = webhook_sink(StatusCode::INTERNAL_SERVER_ERROR).await;
     let registry = HoldRegistry::new(Some(WebhookConfig {
@@ -597,7 +592,7 @@ async fn a_failing_webhook_does_not_affect_the_hold() {
     assert!(ticket.outcome().await.is_approved());
     assert_eq!(
         unreachable.get(other.id()).unwrap().state,
-        crate::hold::HoldState::Pending
+        hoop_hold::HoldState::Pending
     );
 }
 

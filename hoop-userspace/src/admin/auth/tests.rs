@@ -3,10 +3,8 @@
 use serde_json::json;
 
 use super::*;
-use crate::{
-    admin::test_support::{AUDIENCE, ISSUER, TestKey, claims, jwks, now_plus, token_entry},
-    config::OidcConfig,
-};
+use crate::admin::test_support::{AUDIENCE, ISSUER, TestKey, claims, jwks, now_plus, token_entry};
+use hoop_config::OidcConfig;
 
 fn oidc_config(jwks_file: Option<PathBuf>, jwks_url: Option<String>) -> OidcConfig {
     OidcConfig {
@@ -96,7 +94,7 @@ fn token_lists_are_strict() {
 
 #[tokio::test]
 async fn tokens_env_is_read_and_required() {
-    let mut admin = crate::config::AdminConfig {
+    let mut admin = hoop_config::AdminConfig {
         tokens_env: Some("HOOP_ADMIN_TOKENS".to_owned()),
         ..Default::default()
     };

@@ -11,7 +11,7 @@ use std::{fmt::Write as _, io::Write, net::SocketAddr, time::Duration};
 use hyper::{Method, StatusCode};
 use time::OffsetDateTime;
 
-use super::{HoldState, HoldView};
+use hoop_hold::{HoldState, HoldView};
 use crate::admin::{
     DecisionBody, ErrorBody,
     outbound::{self, OutboundError, OutboundRequest},

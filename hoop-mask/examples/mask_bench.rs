@@ -1,6 +1,6 @@
-//! Masking throughput: 1M synthetic DataRow bodies with 3 text columns.
+//! Masking throughput: 1M synthetic rows of 3 text values.
 //!
-//! `cargo run --release -p hoop-userspace --example mask_bench [ROWS]`
+//! `cargo run --release -p hoop-mask --example mask_bench [ROWS]`
 //!
 //! - "masking": two columns masked by column rules (partial, hash) and an
 //!   email detector rule over the third; every row changes.
@@ -8,12 +8,16 @@
 //!   (detector rule on, no hits): the zero-copy path.
 //! - "no rules": a plan with nothing to do (`is_noop`).
 
-use std::{hint::black_box, sync::Arc, time::Instant};
+use std::{borrow::Cow, hint::black_box, sync::Arc, time::Instant};
 
-use hoop::mask::{
-    BinaryUnmaskable, BuiltinDetector, ColumnDescription, ColumnRef, ColumnRule, DetectorKind,
-    DetectorRule, MaskPlan, MaskRules, Strategy, lineage::analyze_sql, row::encode_data_row,
+use hoop_core::{ColumnSource, ResultColumn, ValueEncoding};
+use hoop_mask::{
+    BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule,
+    MaskPlan, MaskRules, Strategy, lineage::analyze,
 };
+use hoop_sql::{ParsedSql, pg::Postgres};
+
+type Row = [Option<Vec<u8>>; 3];
 
 fn rules() -> Arc<MaskRules> {
     Arc::new(
@@ -45,27 +49,29 @@ fn rules() -> Arc<MaskRules> {
     )
 }
 
-fn columns(names: [&str; 3]) -> Vec<ColumnDescription> {
+fn columns(names: [&str; 3]) -> Vec<ResultColumn> {
     names
         .iter()
-        .map(|n| ColumnDescription {
+        .map(|n| ResultColumn {
             name: (*n).into(),
-            table_oid: 0,
-            column_attnum: 0,
-            type_oid: 25,
-            format: 0,
+            source: ColumnSource::None,
+            encoding: ValueEncoding::Text,
+            type_name: Cow::Borrowed("text"),
         })
         .collect()
 }
 
-fn run(label: &str, plan: &mut MaskPlan, rows: &[Vec<u8>]) {
+fn run(label: &str, plan: &mut MaskPlan, rows: &[Row]) {
     let start = Instant::now();
     let mut changed = 0usize;
     let mut bytes = 0usize;
+    let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(3);
     for row in rows {
-        if let Some(out) = plan.rewrite_row(black_box(row)).expect("row") {
+        let values: [Option<&[u8]>; 3] = [row[0].as_deref(), row[1].as_deref(), row[2].as_deref()];
+        out.clear();
+        if plan.rewrite_row(black_box(&&values[..]), &mut out).expect("row") {
             changed += 1;
-            bytes += out.len();
+            bytes += out.iter().flatten().map(Vec::len).sum::<usize>();
         }
     }
     let elapsed = start.elapsed();
@@ -83,30 +89,38 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let masked_rows: Vec<Vec<u8>> = (0..n)
+    let masked_rows: Vec<Row> = (0..n)
         .map(|i| {
             let ssn = format!("{:03}-{:02}-{:04}", 100 + i % 800, 1 + i % 98, 1 + i % 9998);
             let card = format!("4111 1111 1111 {:04}", i % 10_000);
             let note = format!("customer {i} prefers contact at user{i}@example.com after 5pm");
-            encode_data_row(&[
-                Some(ssn.as_bytes()),
-                Some(card.as_bytes()),
-                Some(note.as_bytes()),
-            ])
+            [
+                Some(ssn.into_bytes()),
+                Some(card.into_bytes()),
+                Some(note.into_bytes()),
+            ]
         })
         .collect();
-    let clean_rows: Vec<Vec<u8>> = (0..n)
+    let clean_rows: Vec<Row> = (0..n)
         .map(|i| {
             let a = format!("Customer number {i}");
             let b = format!("Springfield, district {}", i % 97);
             let c = format!("customer {i} prefers contact by phone after 5pm, no email");
-            encode_data_row(&[Some(a.as_bytes()), Some(b.as_bytes()), Some(c.as_bytes())])
+            [Some(a.into_bytes()), Some(b.into_bytes()), Some(c.into_bytes())]
         })
         .collect();
     let r = rules();
-    let lineage = analyze_sql("SELECT ssn, card, note FROM customers", &r).statement(0);
+    let lineage = analyze(
+        &ParsedSql::parse(&Postgres, "SELECT ssn, card, note FROM customers"),
+        &r,
+    )
+    .statement(0);
     let mut plan = MaskPlan::new(r.clone(), &lineage, &columns(["ssn", "card", "note"]), &[]);
-    let clean_lineage = analyze_sql("SELECT name, city, note FROM customers", &r).statement(0);
+    let clean_lineage = analyze(
+        &ParsedSql::parse(&Postgres, "SELECT name, city, note FROM customers"),
+        &r,
+    )
+    .statement(0);
     let mut clean_plan = MaskPlan::new(
         r.clone(),
         &clean_lineage,

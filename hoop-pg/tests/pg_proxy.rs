@@ -1,4 +1,4 @@
-//! End-to-end: `proxy::pg::serve` on a local listener in front of the local
+//! End-to-end: `hoop_pg::serve` on a local listener in front of the local
 //! PostgreSQL (127.0.0.1:5432, trust auth), driven by real clients.
 
 #![allow(clippy::unwrap_used)]
@@ -11,16 +11,16 @@ use std::{
 };
 
 use bytes::Bytes;
-use hoop::hooks::{
-    GovernorFactory, HoldBroker, HoldOutcome, HoldRequest, HoldTicket, RowRewrite, RowRewriter,
-    SessionGovernor, StatementContext,
+use hoop_config::EventLoopKind;
+use hoop_core::{
+    ColumnResolver, Denial, GovernorFactory, HoldBroker, HoldOutcome, HoldRequest, HoldRequirement,
+    HoldTicket, ResultColumn, RowEncoder, RowRewrite, RowRewriter, RowValues, SessionGovernor,
+    SessionIdentity, StatementContext, Verdict,
 };
-use hoop::proto::pg::query::Query;
-use hoop::proto::pg::rows::{DataRow, RowDescription};
-use hoop::proxy::dial::Dialer;
-use hoop::proxy::pg::{PgProxyContext, serve};
-use hoop::session::SessionIdentity;
-use hoop::statement::{Denial, HoldRequirement, Verdict};
+use hoop_pg::{PgProxyContext, serve};
+use hoop_proto_pg::query::Query;
+use hoop_proto_pg::rows::DataRow;
+use hoop_relay::dial::Dialer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -383,9 +383,9 @@ async fn tls_on_both_legs() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = make_cert(dir.path());
     let mut ctx = PgProxyContext::new(Dialer::default());
-    ctx.client_tls = Some(hoop::proxy::pg::tls::acceptor_from_pem(&cert, &key).unwrap());
+    ctx.client_tls = Some(hoop_relay::tls::acceptor_from_pem(&cert, &key).unwrap());
     ctx.upstream_tls =
-        hoop::proxy::pg::UpstreamTlsPolicy::new(hoop::config::UpstreamTls::Require, None).unwrap();
+        hoop_relay::tls::UpstreamTlsPolicy::new(hoop_config::UpstreamTls::Require, None).unwrap();
     let addr = start(ctx).await;
     let conn = format!(
         "host=127.0.0.1 port={} user=postgres dbname=test sslmode=require",
@@ -494,12 +494,10 @@ impl SessionGovernor for TestGovernor {
     fn row_rewriter(
         &mut self,
         _: &StatementContext<'_>,
-        desc: &RowDescription,
-        formats: &[i16],
+        columns: &[ResultColumn],
     ) -> Option<Box<dyn RowRewriter>> {
         // Text values have the same bytes in text and binary format.
-        assert_eq!(formats.len(), desc.len());
-        let masked: Vec<bool> = desc.fields().map(|f| f.name == "secret").collect();
+        let masked: Vec<bool> = columns.iter().map(|c| c.name == "secret").collect();
         masked
             .contains(&true)
             .then(|| Box::new(MaskSecret(masked)) as Box<dyn RowRewriter>)
@@ -509,13 +507,12 @@ impl SessionGovernor for TestGovernor {
 struct MaskSecret(Vec<bool>);
 
 impl RowRewriter for MaskSecret {
-    fn rewrite_row(&mut self, row: &DataRow<'_>) -> RowRewrite {
-        let values: Vec<Option<&[u8]>> = row
-            .values()
-            .zip(&self.0)
-            .map(|(v, m)| if *m { v.map(|_| &b"***"[..]) } else { v })
-            .collect();
-        RowRewrite::Replaced(DataRow::build(values))
+    fn rewrite_row(&mut self, row: &dyn RowValues, out: &mut dyn RowEncoder) -> RowRewrite {
+        for (i, m) in self.0.iter().enumerate() {
+            let v = row.get(i);
+            out.push(if *m { v.map(|_| &b"***"[..]) } else { v });
+        }
+        RowRewrite::Rewritten
     }
 }
 
@@ -524,7 +521,11 @@ struct TestFactory {
 }
 
 impl GovernorFactory for TestFactory {
-    fn session(&self, _: &SessionIdentity) -> Box<dyn SessionGovernor> {
+    fn session(
+        &self,
+        _: &SessionIdentity,
+        _: Arc<dyn ColumnResolver>,
+    ) -> Box<dyn SessionGovernor> {
         Box::new(TestGovernor { holds: self.holds })
     }
 }
@@ -996,7 +997,11 @@ async fn bench_pgbench_select_only() {
 struct JudgedOn(Arc<Mutex<Vec<String>>>);
 
 impl GovernorFactory for JudgedOn {
-    fn session(&self, _: &SessionIdentity) -> Box<dyn SessionGovernor> {
+    fn session(
+        &self,
+        _: &SessionIdentity,
+        _: Arc<dyn ColumnResolver>,
+    ) -> Box<dyn SessionGovernor> {
         Box::new(self.clone())
     }
 }
@@ -1011,8 +1016,7 @@ impl SessionGovernor for JudgedOn {
     fn row_rewriter(
         &mut self,
         _: &StatementContext<'_>,
-        _: &RowDescription,
-        _: &[i16],
+        _: &[ResultColumn],
     ) -> Option<Box<dyn RowRewriter>> {
         None
     }
@@ -1020,7 +1024,7 @@ impl SessionGovernor for JudgedOn {
 
 impl JudgedOn {
     /// Runs one query through a proxy with `event_loop`; the thread names.
-    async fn threads(event_loop: hoop::config::EventLoopKind) -> Vec<String> {
+    async fn threads(event_loop: EventLoopKind) -> Vec<String> {
         let judged = Self::default();
         let mut ctx = PgProxyContext::new(Dialer::default());
         ctx.event_loop = event_loop;
@@ -1033,7 +1037,6 @@ impl JudgedOn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_sessions_run_on_the_configured_event_loop() {
-    use hoop::config::EventLoopKind;
     let on_hoop = JudgedOn::threads(EventLoopKind::Hoop).await;
     assert!(
         !on_hoop.is_empty() && on_hoop.iter().all(|t| t.starts_with("hoop-relay-")),
@@ -1052,7 +1055,7 @@ async fn plaintext_sessions_run_on_the_configured_event_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_on_the_tokio_event_loop_relay_the_same() {
     let mut ctx = PgProxyContext::new(Dialer::default());
-    ctx.event_loop = hoop::config::EventLoopKind::Tokio;
+    ctx.event_loop = EventLoopKind::Tokio;
     let addr = start(ctx).await;
     let mut client = connect(addr).await;
     let rows = client
@@ -1097,7 +1100,7 @@ async fn sessions_on_the_tokio_event_loop_relay_the_same() {
 /// client reads again every row arrives, complete and in order, and the
 /// session answers the next query. Run on both event loops.
 async fn a_client_that_stops_reading_gets_every_row_in_order(
-    event_loop: hoop::config::EventLoopKind,
+    event_loop: EventLoopKind,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Reads whole backend messages: (tag, body).
@@ -1182,10 +1185,10 @@ async fn a_client_that_stops_reading_gets_every_row_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_gets_every_row_in_order_on_hoops_loop() {
-    a_client_that_stops_reading_gets_every_row_in_order(hoop::config::EventLoopKind::Hoop).await;
+    a_client_that_stops_reading_gets_every_row_in_order(EventLoopKind::Hoop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_gets_every_row_in_order_on_tokio() {
-    a_client_that_stops_reading_gets_every_row_in_order(hoop::config::EventLoopKind::Tokio).await;
+    a_client_that_stops_reading_gets_every_row_in_order(EventLoopKind::Tokio).await;
 }
