@@ -12,6 +12,7 @@
 //! - IPv6 addresses are four such words (as `bpf_sock_addr.user_ip6`).
 //! - Ports are in **host** byte order everywhere in these types.
 #![no_std]
+#![deny(unsafe_code)]
 
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -239,8 +240,11 @@ mod pod {
     // SAFETY (all three): `#[repr(C)]`, only integer fields, no implicit
     // padding (sizes asserted below), so every bit pattern is valid and the
     // whole value may be copied as bytes.
+    #[allow(unsafe_code)]
     unsafe impl aya::Pod for super::Settings {}
+    #[allow(unsafe_code)]
     unsafe impl aya::Pod for super::OriginalDst {}
+    #[allow(unsafe_code)]
     unsafe impl aya::Pod for super::ClientKey {}
 }
 

@@ -451,7 +451,10 @@ pub type PolicyCompiler<'f, P> =
 impl Config {
     /// Reads a configuration file and compiles its policy with `compile`,
     /// reporting every problem in the file at once.
-    pub fn load_with<P>(path: &Path, compile: PolicyCompiler<'_, P>) -> Result<Loaded<P>, ConfigError> {
+    pub fn load_with<P>(
+        path: &Path,
+        compile: PolicyCompiler<'_, P>,
+    ) -> Result<Loaded<P>, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -592,8 +595,7 @@ mod tests {
         assert_eq!(config.admin.listen, "127.0.0.1:9464".parse().unwrap());
         assert_eq!(config.recording.dir, PathBuf::from("./recordings"));
         assert_eq!(config.proxy.connect_timeout, Duration::from_secs(5));
-        let config =
-            parse(Path::new("x.yaml"), "admin:\nrecording: {rows: full}\n").unwrap();
+        let config = parse(Path::new("x.yaml"), "admin:\nrecording: {rows: full}\n").unwrap();
         assert_eq!(config.recording.rows, RecordRows::Full);
     }
 
@@ -635,8 +637,7 @@ bogus: 1
 
     #[test]
     fn the_event_loop_is_hoops_unless_set_to_tokio() {
-        let parse =
-            |yaml: &str| parse(Path::new("x.yaml"), yaml).map(|c| c.proxy.event_loop);
+        let parse = |yaml: &str| parse(Path::new("x.yaml"), yaml).map(|c| c.proxy.event_loop);
         assert_eq!(parse("").ok(), Some(EventLoopKind::Hoop));
         assert_eq!(
             parse("proxy: {event_loop: tokio}").ok(),
@@ -697,7 +698,8 @@ bogus: 1
         assert_eq!(config.intercept.protocol(6432), Protocol::Postgres);
         let found = diagnostics("intercept:\n  protocols: {3306: mysql}\n");
         assert!(
-            found[0].contains("intercept.protocols.3306: hoop has no driver for protocol `mysql` yet"),
+            found[0]
+                .contains("intercept.protocols.3306: hoop has no driver for protocol `mysql` yet"),
             "{found:?}"
         );
         let found = diagnostics("intercept:\n  protocols: {3306: oracle}\n");

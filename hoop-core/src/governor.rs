@@ -26,8 +26,7 @@
 use std::{future::Future, pin::Pin};
 
 use crate::{
-    HoldOutcome, Refusal, ResultColumn, RowEncoder, RowValues, SessionIdentity, Submission,
-    Verdict,
+    HoldOutcome, Refusal, ResultColumn, RowEncoder, RowValues, SessionIdentity, Submission, Verdict,
 };
 
 /// Whether a session is inside a transaction, as the server last said.

@@ -67,10 +67,8 @@ impl Refusal {
 
     /// A statement denied by a policy rule.
     pub fn denied(denial: &Denial) -> Self {
-        Self::new(RefusalReason::Denied, denial.message.clone()).with_detail(format!(
-            "Denied by hoop policy rule \"{}\".",
-            denial.rule
-        ))
+        Self::new(RefusalReason::Denied, denial.message.clone())
+            .with_detail(format!("Denied by hoop policy rule \"{}\".", denial.rule))
     }
 
     /// A held statement that will not run: how its hold `id` ended.

@@ -14,7 +14,8 @@ use hoop_policy::Policy;
 use hoop_sql::ParsedSql;
 
 use crate::{
-    EXFILTRATION_RULE, has_masking, recording::masked_statement,
+    EXFILTRATION_RULE, has_masking,
+    recording::masked_statement,
     session::{SessionGovernance, lock},
 };
 

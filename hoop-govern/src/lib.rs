@@ -39,8 +39,7 @@ use std::sync::Arc;
 
 use hoop_config::{RecordRows, RecordingOnError};
 use hoop_core::{
-    ColumnResolver, GovernorFactory, Refusal, SessionGovernor, SessionIdentity,
-    metrics::metrics,
+    ColumnResolver, GovernorFactory, Refusal, SessionGovernor, SessionIdentity, metrics::metrics,
 };
 use hoop_mask::{
     BinaryUnmaskable, ColumnRef, ColumnRule, DetectorKind, DetectorRule, MaskRules, Strategy,

@@ -9,9 +9,9 @@ use std::{
 
 use hoop_config::{RecordRows, RecordingOnError};
 use hoop_core::{
-    ColumnResolver, ColumnSource, Preparation, Refusal, ResolvedColumn, ResultColumn,
-    RowRewriter, ServerText, SessionEvent, SessionGovernor, SessionIdentity, SourceKey,
-    StatementContext, Verdict, metrics::metrics,
+    ColumnResolver, ColumnSource, Preparation, Refusal, ResolvedColumn, ResultColumn, RowRewriter,
+    ServerText, SessionEvent, SessionGovernor, SessionIdentity, SourceKey, StatementContext,
+    Verdict, metrics::metrics,
 };
 use hoop_mask::{MaskPlan, MaskRules, lineage};
 use hoop_policy::{
@@ -189,8 +189,7 @@ impl SessionGovernance {
         let piece = pieces
             .get(statement.statement_index)
             .or_else(|| pieces.last());
-        if let Some(CursorOp::Fetch { name }) = piece.and_then(|p| self.dialect.cursor_op(p.text))
-        {
+        if let Some(CursorOp::Fetch { name }) = piece.and_then(|p| self.dialect.cursor_op(p.text)) {
             return match self.cursors.get(&name) {
                 Some(declared) => {
                     lineage::analyze_query(&ParsedSql::parse(self.dialect, declared), &self.rules)

@@ -12,8 +12,8 @@ use std::{borrow::Cow, hint::black_box, sync::Arc, time::Instant};
 
 use hoop_core::{ColumnSource, ResultColumn, ValueEncoding};
 use hoop_mask::{
-    BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule,
-    MaskPlan, MaskRules, Strategy, lineage::analyze,
+    BinaryUnmaskable, BuiltinDetector, ColumnRef, ColumnRule, DetectorKind, DetectorRule, MaskPlan,
+    MaskRules, Strategy, lineage::analyze,
 };
 use hoop_sql::{ParsedSql, pg::Postgres};
 
@@ -69,7 +69,10 @@ fn run(label: &str, plan: &mut MaskPlan, rows: &[Row]) {
     for row in rows {
         let values: [Option<&[u8]>; 3] = [row[0].as_deref(), row[1].as_deref(), row[2].as_deref()];
         out.clear();
-        if plan.rewrite_row(black_box(&&values[..]), &mut out).expect("row") {
+        if plan
+            .rewrite_row(black_box(&&values[..]), &mut out)
+            .expect("row")
+        {
             changed += 1;
             bytes += out.iter().flatten().map(Vec::len).sum::<usize>();
         }
@@ -106,7 +109,11 @@ fn main() {
             let a = format!("Customer number {i}");
             let b = format!("Springfield, district {}", i % 97);
             let c = format!("customer {i} prefers contact by phone after 5pm, no email");
-            [Some(a.into_bytes()), Some(b.into_bytes()), Some(c.into_bytes())]
+            [
+                Some(a.into_bytes()),
+                Some(b.into_bytes()),
+                Some(c.into_bytes()),
+            ]
         })
         .collect();
     let r = rules();

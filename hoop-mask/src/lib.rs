@@ -149,7 +149,10 @@ impl ColumnRef {
     /// their case).
     pub fn parse(text: &str) -> Result<ColumnRef, MaskRulesError> {
         let bad = || MaskRulesError::BadColumnRef(text.to_owned());
-        let mut parts = hoop_sql::names::parse_dotted(text).map_err(|_| bad())?.into_iter().rev();
+        let mut parts = hoop_sql::names::parse_dotted(text)
+            .map_err(|_| bad())?
+            .into_iter()
+            .rev();
         let column = parts.next().ok_or_else(bad)?;
         let table = parts.next();
         let schema = parts.next();

@@ -727,8 +727,10 @@ impl<'r> Analyzer<'r> {
                         };
                         for _ in 0..3 {
                             let mut s2 = scope.clone();
-                            s2.ctes
-                                .push((name.clone(), rename(self.dialect, guess.clone(), &cte.alias)));
+                            s2.ctes.push((
+                                name.clone(),
+                                rename(self.dialect, guess.clone(), &cte.alias),
+                            ));
                             let env3 = Env {
                                 scope: &s2,
                                 parent: env.as_ref(),
@@ -740,7 +742,9 @@ impl<'r> Analyzer<'r> {
                         self.query(&cte.query, Some(env2))
                     }
                 };
-                scope.ctes.push((name, rename(self.dialect, shape, &cte.alias)));
+                scope
+                    .ctes
+                    .push((name, rename(self.dialect, shape, &cte.alias)));
             }
         }
         let env2 = Env {
@@ -920,7 +924,8 @@ impl<'r> Analyzer<'r> {
     }
 
     fn table_factor(&self, tf: &TableFactor, env: Option<Env<'_>>) -> Vec<Rel> {
-        let alias_of = |alias: &Option<TableAlias>| alias.as_ref().map(|a| fold(self.dialect, &a.name));
+        let alias_of =
+            |alias: &Option<TableAlias>| alias.as_ref().map(|a| fold(self.dialect, &a.name));
         match tf {
             TableFactor::Table {
                 name, alias, args, ..
@@ -1513,9 +1518,10 @@ impl TaintVisitor<'_, '_> {
                     };
                     self.an.query(&cte.query, Some(env2))
                 };
-                scope
-                    .ctes
-                    .push((fold(self.an.dialect, &cte.alias.name), rename(self.an.dialect, shape, &cte.alias)));
+                scope.ctes.push((
+                    fold(self.an.dialect, &cte.alias.name),
+                    rename(self.an.dialect, shape, &cte.alias),
+                ));
             }
         }
         let mut selects = Vec::new();
@@ -1630,10 +1636,22 @@ impl Visitor for TaintVisitor<'_, '_> {
             }
             Expr::Function(f) => {
                 let name = last_name(self.an.dialect, &f.name);
-                if self.an.dialect.functions().sql_running.contains(&name.as_str()) {
+                if self
+                    .an
+                    .dialect
+                    .functions()
+                    .sql_running
+                    .contains(&name.as_str())
+                {
                     self.add(ColumnLineage::Unknown);
                 }
-                if self.an.dialect.functions().side_channel.contains(&name.as_str()) {
+                if self
+                    .an
+                    .dialect
+                    .functions()
+                    .side_channel
+                    .contains(&name.as_str())
+                {
                     let before = std::mem::replace(&mut self.lin, ColumnLineage::Clean);
                     self.side.push((std::ptr::from_ref(expr) as usize, before));
                 }

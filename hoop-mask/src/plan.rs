@@ -29,10 +29,7 @@ pub fn masked_views(rules: &MaskRules, deps: &[ViewDependency]) -> Vec<(TableNam
                 continue;
             }
             let table = name(&dep.table);
-            let via_view = masked
-                .iter()
-                .find(|(v, _)| *v == table)
-                .map(|&(_, r)| r);
+            let via_view = masked.iter().find(|(v, _)| *v == table).map(|&(_, r)| r);
             let schema = table.schema.as_deref();
             let rule = via_view.or_else(|| {
                 rules.column_rules.iter().position(|r| {

@@ -86,7 +86,10 @@ impl MaskPlan {
                 }
                 let text = text_part(col.encoding, value);
                 self.scratch.clear();
-                let json = matches!(col.encoding, ValueEncoding::Json | ValueEncoding::JsonbBinary);
+                let json = matches!(
+                    col.encoding,
+                    ValueEncoding::Json | ValueEncoding::JsonbBinary
+                );
                 if col.encoding == ValueEncoding::JsonbBinary {
                     self.scratch.push(1);
                 }
@@ -387,7 +390,10 @@ mod tests {
         let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Refuse), &lineage, &cols, &resolved);
         let mut out: Vec<Option<Vec<u8>>> = Vec::new();
         let err = plan
-            .rewrite_row(&&[Some(&b"123-45-6789"[..]), Some(&7i32.to_be_bytes()[..])][..], &mut out)
+            .rewrite_row(
+                &&[Some(&b"123-45-6789"[..]), Some(&7i32.to_be_bytes()[..])][..],
+                &mut out,
+            )
             .unwrap_err();
         assert!(
             matches!(err, MaskRefusal::BinaryUnmaskable { ref column, ref type_name } if column == "x" && type_name == "oid 23")
@@ -401,7 +407,11 @@ mod tests {
         // binary_unmaskable: null.
         let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Null), &lineage, &cols, &resolved);
         assert_eq!(
-            rewrite(&mut plan, &[Some(b"123-45-6789"), Some(&7i32.to_be_bytes())]).unwrap()[1],
+            rewrite(
+                &mut plan,
+                &[Some(b"123-45-6789"), Some(&7i32.to_be_bytes())]
+            )
+            .unwrap()[1],
             None
         );
     }
@@ -434,7 +444,10 @@ mod tests {
         let mut out: Vec<Option<Vec<u8>>> = Vec::new();
         let row: [Option<&[u8]>; 1] = [Some(b"\x01{\"e\":\"a@b.io\"}")];
         assert!(plan.rewrite_row(&&row[..], &mut out).unwrap());
-        assert_eq!(out[0].as_deref().unwrap(), b"\x01{\"e\":\"[REDACTED:email]\"}");
+        assert_eq!(
+            out[0].as_deref().unwrap(),
+            b"\x01{\"e\":\"[REDACTED:email]\"}"
+        );
     }
 
     #[test]
@@ -483,7 +496,10 @@ mod tests {
         let row: [Option<&[u8]>; 2] = [None, None];
         assert!(matches!(
             plan.rewrite_row(&&row[..], &mut out),
-            Err(MaskRefusal::ColumnCount { expected: 1, found: 2 })
+            Err(MaskRefusal::ColumnCount {
+                expected: 1,
+                found: 2
+            })
         ));
     }
 }

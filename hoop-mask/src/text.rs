@@ -200,7 +200,10 @@ mod tests {
 
     impl MaskRules {
         fn mask_free_text_pg(&self, text: &str) -> Option<String> {
-            self.mask_free_text(text, hoop_sql::SqlDialect::echo_patterns(&hoop_sql::pg::Postgres))
+            self.mask_free_text(
+                text,
+                hoop_sql::SqlDialect::echo_patterns(&hoop_sql::pg::Postgres),
+            )
         }
     }
 

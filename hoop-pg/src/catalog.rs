@@ -321,12 +321,13 @@ impl ServerCatalog {
             let rows = self
                 .query(dialer, user, password, VIEW_DEPENDENCIES_QUERY)
                 .await?;
-            let relation = |row: &[Option<String>], at: usize| -> Result<RelationName, LookupError> {
-                Ok(RelationName {
-                    schema: Some(field(row, at)?.to_owned()),
-                    name: field(row, at + 1)?.to_owned(),
-                })
-            };
+            let relation =
+                |row: &[Option<String>], at: usize| -> Result<RelationName, LookupError> {
+                    Ok(RelationName {
+                        schema: Some(field(row, at)?.to_owned()),
+                        name: field(row, at + 1)?.to_owned(),
+                    })
+                };
             let deps = rows
                 .iter()
                 .map(|row| {

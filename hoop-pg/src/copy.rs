@@ -163,7 +163,8 @@ impl CopyStatement {
 
 fn copy_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> CopyOptions {
     let mut format = CopyDataFormat::Text;
-    let (mut delimiter, mut null, mut quote, mut escape, mut header) = (None, None, None, None, false);
+    let (mut delimiter, mut null, mut quote, mut escape, mut header) =
+        (None, None, None, None, false);
     for o in options {
         match o {
             CopyOption::Format(f) => {

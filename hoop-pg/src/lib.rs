@@ -212,9 +212,9 @@ impl SessionError {
             Self::ClientIo(_) => "client_gone",
             Self::ServerIo(_) => "server_gone",
             Self::ClientTls(_) | Self::UpstreamTls(_) | Self::UpstreamRefusedTls => "tls",
-            Self::ClientMessage(_) | Self::UnsupportedProtocol { .. } | Self::DataAfterSslRequest => {
-                "client_protocol"
-            }
+            Self::ClientMessage(_)
+            | Self::UnsupportedProtocol { .. }
+            | Self::DataAfterSslRequest => "client_protocol",
             Self::ServerMessage(_) | Self::ServerState(_) | Self::UnattributedRows => {
                 "server_protocol"
             }

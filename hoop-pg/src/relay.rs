@@ -16,10 +16,10 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use hoop_core::{
-    ColumnResolver, DataDirection, NoCatalog, HoldOutcome, HoldRequest, HoldRequirement, Preparation, Refusal, ResultColumn,
-    RowRewrite, RowRewriter, ServerText, ServerTextKind, SessionEvent, SessionGovernor,
-    SessionIdentity, StatementContext, Submission, TransactionState, Verdict,
-    refusal::HoldNotice,
+    ColumnResolver, DataDirection, HoldOutcome, HoldRequest, HoldRequirement, NoCatalog,
+    Preparation, Refusal, ResultColumn, RowRewrite, RowRewriter, ServerText, ServerTextKind,
+    SessionEvent, SessionGovernor, SessionIdentity, StatementContext, Submission, TransactionState,
+    Verdict, refusal::HoldNotice,
 };
 use hoop_proto_pg::{
     Direction, Frame, FrameDecoder, Peek,
@@ -346,7 +346,8 @@ impl Relay {
             // were only queued.
             self.meters.pending_latency = Some(span_since(started));
         }
-        let result = result.and_then(|run| self.io.forward_to_server(&mut buf, run).map_err(duplex));
+        let result =
+            result.and_then(|run| self.io.forward_to_server(&mut buf, run).map_err(duplex));
         self.io.client_buf = buf;
         result
     }
@@ -614,7 +615,9 @@ impl Relay {
         let ticket = self.ctx.holds.hold(request);
         let id = ticket.id().to_owned();
         info!(session = %self.identity, verdict = "hold", hold = %id, rule = %requirement.rule, "statement held");
-        self.io.to_client.push(notice(&HoldNotice::started(&id, &requirement)));
+        self.io
+            .to_client
+            .push(notice(&HoldNotice::started(&id, &requirement)));
         self.hold = Some(ActiveHold::new(
             ticket,
             requirement,
@@ -644,10 +647,8 @@ impl Relay {
         if *outcome == HoldOutcome::Withdrawn {
             hold.ticket.withdraw();
         }
-        self.governor.observe(SessionEvent::HoldDecided {
-            id: &id,
-            outcome,
-        });
+        self.governor
+            .observe(SessionEvent::HoldDecided { id: &id, outcome });
         info!(session = %self.identity, hold = %id, ?outcome, "hold ended");
         self.pending = Some(
             match Refusal::hold_ended(&id, outcome, &hold.requirement, cancelled) {
@@ -674,7 +675,8 @@ impl Relay {
                 .latency
                 .observe((request + span_since(started)).as_secs_f64());
         }
-        let result = result.and_then(|run| self.io.forward_to_client(&mut buf, run).map_err(duplex));
+        let result =
+            result.and_then(|run| self.io.forward_to_client(&mut buf, run).map_err(duplex));
         self.io.server_buf = buf;
         result
     }

@@ -521,11 +521,7 @@ struct TestFactory {
 }
 
 impl GovernorFactory for TestFactory {
-    fn session(
-        &self,
-        _: &SessionIdentity,
-        _: Arc<dyn ColumnResolver>,
-    ) -> Box<dyn SessionGovernor> {
+    fn session(&self, _: &SessionIdentity, _: Arc<dyn ColumnResolver>) -> Box<dyn SessionGovernor> {
         Box::new(TestGovernor { holds: self.holds })
     }
 }
@@ -997,11 +993,7 @@ async fn bench_pgbench_select_only() {
 struct JudgedOn(Arc<Mutex<Vec<String>>>);
 
 impl GovernorFactory for JudgedOn {
-    fn session(
-        &self,
-        _: &SessionIdentity,
-        _: Arc<dyn ColumnResolver>,
-    ) -> Box<dyn SessionGovernor> {
+    fn session(&self, _: &SessionIdentity, _: Arc<dyn ColumnResolver>) -> Box<dyn SessionGovernor> {
         Box::new(self.clone())
     }
 }
@@ -1099,9 +1091,7 @@ async fn sessions_on_the_tokio_event_loop_relay_the_same() {
 /// short, the rest waits in its queue, the server is held back, and once the
 /// client reads again every row arrives, complete and in order, and the
 /// session answers the next query. Run on both event loops.
-async fn a_client_that_stops_reading_gets_every_row_in_order(
-    event_loop: EventLoopKind,
-) {
+async fn a_client_that_stops_reading_gets_every_row_in_order(event_loop: EventLoopKind) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Reads whole backend messages: (tag, body).
     async fn next_message(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {

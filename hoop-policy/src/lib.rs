@@ -33,6 +33,8 @@
 //!   Two rules that mask the same column or detector under the same `when:` with
 //!   different strategies are a configuration error.
 
+#![forbid(unsafe_code)]
+
 use std::{fmt, path::Path, sync::OnceLock};
 
 use regex::Regex;

@@ -294,7 +294,9 @@ mod tests {
         let snapshot = handle.snapshot();
         matches!(
             snapshot
-                .judge(&Postgres, "drop table t",
+                .judge(
+                    &Postgres,
+                    "drop table t",
                     Submission::Text,
                     &SessionIdentity::default()
                 )
@@ -333,7 +335,9 @@ mod tests {
         assert_eq!(counters.reloads.get(), 1);
         // A snapshot taken before the swap still judges with the old policy.
         assert!(matches!(
-            held.judge(&Postgres, "drop table t",
+            held.judge(
+                &Postgres,
+                "drop table t",
                 Submission::Text,
                 &SessionIdentity::default()
             )

@@ -181,7 +181,9 @@ fn deny_beats_hold_and_first_rule_names_the_verdict() {
         "deny"
     );
     // The hold carries the rule's requirement.
-    let judgement = policy.judge(&Postgres, "update orders set x = 1 where id = 2",
+    let judgement = policy.judge(
+        &Postgres,
+        "update orders set x = 1 where id = 2",
         Submission::Prepared,
         &session("bob"),
     );
@@ -205,7 +207,8 @@ fn deny_beats_hold_and_first_rule_names_the_verdict() {
 fn when_selects_sessions_and_schema_qualified_rules_match_only_their_schema() {
     let policy = load(POLICY).policy;
     let intern = session("intern");
-    let judge = |sql: &str, s: &SessionIdentity| policy.judge(&Postgres, sql, Submission::Text, s).rule;
+    let judge =
+        |sql: &str, s: &SessionIdentity| policy.judge(&Postgres, sql, Submission::Text, s).rule;
     assert_eq!(
         judge("insert into payments values (1)", &intern).as_deref(),
         Some("no-payments-writes")

@@ -293,7 +293,8 @@ fn binary_header_len(data: &[u8]) -> Result<Option<usize>, CopyDataError> {
         return Err(CopyDataError::Malformed("bad signature"));
     }
     let ext = i32::from_be_bytes([data[15], data[16], data[17], data[18]]);
-    let ext = usize::try_from(ext).map_err(|_| CopyDataError::Malformed("negative header extension"))?;
+    let ext =
+        usize::try_from(ext).map_err(|_| CopyDataError::Malformed("negative header extension"))?;
     let len = FIXED
         .checked_add(ext)
         .ok_or(CopyDataError::Malformed("header extension too long"))?;
@@ -310,7 +311,8 @@ fn binary_tuple_len(data: &[u8]) -> Result<Option<usize>, CopyDataError> {
     if count == -1 {
         return Ok(Some(2));
     }
-    let count = usize::try_from(count).map_err(|_| CopyDataError::Malformed("negative field count"))?;
+    let count =
+        usize::try_from(count).map_err(|_| CopyDataError::Malformed("negative field count"))?;
     let mut pos = 2;
     for _ in 0..count {
         let Some(len) = data.get(pos..pos + 4) else {
@@ -345,7 +347,8 @@ fn binary_fields(row: &[u8]) -> Result<Vec<Option<Cow<'_, [u8]>>>, CopyDataError
             out.push(None);
             continue;
         }
-        let len = usize::try_from(len).map_err(|_| CopyDataError::Malformed("negative field length"))?;
+        let len =
+            usize::try_from(len).map_err(|_| CopyDataError::Malformed("negative field length"))?;
         let value = row.get(pos..pos + len).ok_or_else(|| bad.clone())?;
         out.push(Some(Cow::Borrowed(value)));
         pos += len;
@@ -432,9 +435,9 @@ fn decode_csv(raw: &[u8], quote: u8, escape: u8) -> Vec<u8> {
 fn encode_csv(value: &[u8], o: &CopyOptions, out: &mut Vec<u8>) {
     let needs = value.is_empty()
         || value == o.null.as_slice()
-        || value
-            .iter()
-            .any(|&b| b == o.delimiter || b == o.quote || b == o.escape || b == b'\n' || b == b'\r');
+        || value.iter().any(|&b| {
+            b == o.delimiter || b == o.quote || b == o.escape || b == b'\n' || b == b'\r'
+        });
     if !needs {
         out.extend_from_slice(value);
         return;

@@ -407,11 +407,7 @@ fn describe_identity(i: &RecordedIdentity) -> String {
         let _ = write!(s, " backend_pid={pid}");
     }
     // Recordings from before hoop spoke MySQL name no protocol: PostgreSQL.
-    let _ = write!(
-        s,
-        " protocol={}",
-        i.protocol.unwrap_or_default().as_str()
-    );
+    let _ = write!(s, " protocol={}", i.protocol.unwrap_or_default().as_str());
     let _ = write!(
         s,
         " tls(client={}, upstream={})",

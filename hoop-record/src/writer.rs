@@ -98,15 +98,15 @@ mod thread;
 #[cfg(test)]
 mod tests;
 
-pub use health::{FailureKind, RecordingFailure};
-pub use metrics::{RecordingMetrics, recording_metrics};
-pub use session::{MaskedCopyChunk, MaskedRow, SessionRecorder};
 #[allow(clippy::wildcard_imports)]
 use health::*;
+pub use health::{FailureKind, RecordingFailure};
+pub use metrics::{RecordingMetrics, recording_metrics};
 #[allow(clippy::wildcard_imports)]
 use queue::*;
 #[allow(clippy::wildcard_imports)]
 use session::*;
+pub use session::{MaskedCopyChunk, MaskedRow, SessionRecorder};
 #[allow(clippy::wildcard_imports)]
 use thread::*;
 

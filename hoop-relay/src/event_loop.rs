@@ -669,7 +669,9 @@ impl LoopStream {
         let (n, parked) = std::task::ready!(self.poll_read_uninit(cx, spare))?;
         // SAFETY: `read` initialised the first `n` spare bytes.
         #[allow(unsafe_code)]
-        unsafe { buf.set_len(buf.len() + n) };
+        unsafe {
+            buf.set_len(buf.len() + n)
+        };
         Poll::Ready(Ok(ReadBytes { n, parked }))
     }
 }
@@ -697,7 +699,9 @@ impl AsyncRead for LoopStream {
         let (n, _) = std::task::ready!(self.get_mut().poll_read_uninit(cx, unfilled))?;
         // SAFETY: `read` initialised the first `n` bytes of `unfilled`.
         #[allow(unsafe_code)]
-        unsafe { buf.assume_init(n) };
+        unsafe {
+            buf.assume_init(n)
+        };
         buf.advance(n);
         Poll::Ready(Ok(()))
     }

@@ -70,7 +70,11 @@ impl OutQueue {
     /// Writes what is queued; `Ready` once all of it was written (and
     /// flushed, for TLS).
     #[inline]
-    pub fn poll_drain(&mut self, w: &mut Stream, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    pub fn poll_drain(
+        &mut self,
+        w: &mut Stream,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         // Most calls find nothing to do: skip the call into the writer.
         if self.chunks.is_empty() && !self.unflushed {
             return Poll::Ready(Ok(()));
@@ -220,7 +224,6 @@ impl Leg {
         self.signal.woken.load(Ordering::Acquire)
     }
 }
-
 
 /// Which leg failed.
 #[derive(Debug, thiserror::Error)]

@@ -131,7 +131,10 @@ pub fn classify(parsed: &ParsedSql<'_>) -> Vec<ClassifiedStatement> {
 }
 
 /// Classifies one statement of a text.
-fn classify_one(statement: &ParsedStatement<'_>, dialect: &'static dyn SqlDialect) -> ClassifiedStatement {
+fn classify_one(
+    statement: &ParsedStatement<'_>,
+    dialect: &'static dyn SqlDialect,
+) -> ClassifiedStatement {
     match &statement.ast {
         Ok(ast) => classify_statement(ast, dialect),
         Err(e @ ParseFailure::Several(_)) => ClassifiedStatement::unparsed(e.to_string()),
@@ -149,7 +152,10 @@ fn classify_one(statement: &ParsedStatement<'_>, dialect: &'static dyn SqlDialec
 }
 
 /// Classifies one parsed statement.
-pub fn classify_statement(statement: &Statement, dialect: &'static dyn SqlDialect) -> ClassifiedStatement {
+pub fn classify_statement(
+    statement: &Statement,
+    dialect: &'static dyn SqlDialect,
+) -> ClassifiedStatement {
     let mut collector = Collector::new(dialect);
     let _ = statement.visit(&mut collector);
     let mut kinds = collector.kinds.into_iter();

@@ -24,9 +24,8 @@ pub struct Postgres;
 /// What replaces a string literal's contents in recordings and approvals.
 pub const REDACTED_LITERAL: &str = "[REDACTED:literal]";
 
-static TABLE_STATEMENT: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(r"(?i)((?:^|[(;])\s*)TABLE(\s+)").expect("static regex")
-});
+static TABLE_STATEMENT: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"(?i)((?:^|[(;])\s*)TABLE(\s+)").expect("static regex"));
 
 const FUNCTIONS: FunctionCatalog = FunctionCatalog {
     row_functions: &[

@@ -28,8 +28,8 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use hoop_hold::{Decider, Decision, HoldError, HoldRegistry, HoldView};
 pub use auth::Authenticator;
+use hoop_hold::{Decider, Decision, HoldError, HoldRegistry, HoldView};
 
 /// Largest request body accepted (a decision's reason).
 const MAX_BODY_BYTES: usize = 16 * 1024;

@@ -11,11 +11,11 @@ use std::{fmt::Write as _, io::Write, net::SocketAddr, time::Duration};
 use hyper::{Method, StatusCode};
 use time::OffsetDateTime;
 
-use hoop_hold::{HoldState, HoldView};
 use crate::admin::{
     DecisionBody, ErrorBody,
     outbound::{self, OutboundError, OutboundRequest},
 };
+use hoop_hold::{HoldState, HoldView};
 
 /// The environment variable holding the admin API token.
 pub const TOKEN_ENV: &str = "HOOP_TOKEN";

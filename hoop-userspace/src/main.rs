@@ -1,5 +1,7 @@
 //! The `hoop` command line. Thin: parsing here, work in the library.
 
+#![forbid(unsafe_code)]
+
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};

@@ -9,6 +9,8 @@
 //!   privileged eBPF). This is what `.ci/run` calls.
 //! - `cargo xtask bench`: the proxy benchmark (pgbench direct vs. through hoop).
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod floor;
 mod services;

@@ -395,12 +395,20 @@ impl LiveSession {
 
     /// Queues a statement-level event: never dropped; fails the session when
     /// the backlog is past its hard limit.
-    pub(super) fn send_event(&mut self, body: Body, payload_bytes: usize) -> Result<(), RecordError> {
+    pub(super) fn send_event(
+        &mut self,
+        body: Body,
+        payload_bytes: usize,
+    ) -> Result<(), RecordError> {
         self.send(Payload::Event(Box::new(body)), payload_bytes)
     }
 
     /// [`send_event`](Self::send_event) for any statement-level payload.
-    pub(super) fn send(&mut self, payload: Payload, payload_bytes: usize) -> Result<(), RecordError> {
+    pub(super) fn send(
+        &mut self,
+        payload: Payload,
+        payload_bytes: usize,
+    ) -> Result<(), RecordError> {
         self.fail_fast()?;
         self.send_row_batch();
         self.note_dropped_rows();

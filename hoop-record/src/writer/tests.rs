@@ -131,8 +131,7 @@ async fn prepared_executions_record_the_full_statement_each_time() {
     let small: Arc<str> = "SELECT a FROM t WHERE id = $1".into();
     // Two statements of 3/4 of SENT_STATEMENT_BYTES_MAX each: the second
     // makes both sides forget, and the small one is sent again.
-    let big: Arc<str> =
-        format!("SELECT '{}'", "x".repeat(SENT_STATEMENT_BYTES_MAX * 3 / 4)).into();
+    let big: Arc<str> = format!("SELECT '{}'", "x".repeat(SENT_STATEMENT_BYTES_MAX * 3 / 4)).into();
     let big2: Arc<str> =
         format!("SELECT '{}'", "y".repeat(SENT_STATEMENT_BYTES_MAX * 3 / 4)).into();
     let mut expected = Vec::new();

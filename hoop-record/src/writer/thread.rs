@@ -387,7 +387,10 @@ impl Writer {
 }
 
 /// Writes `recording.buf` to its file; false (and the session failed) on error.
-pub(super) fn write_buffer(metrics: &'static RecordingMetrics, recording: &mut OpenRecording) -> bool {
+pub(super) fn write_buffer(
+    metrics: &'static RecordingMetrics,
+    recording: &mut OpenRecording,
+) -> bool {
     let started = Instant::now();
     let result = recording.file.write_all(&recording.buf);
     metrics
@@ -425,7 +428,12 @@ impl OpenRecording {
 
     /// Appends a line whose body is serialized already (and counted in the
     /// totals by the caller).
-    pub(super) fn push_serialized(&mut self, mono_ns: u64, body: &[u8], metrics: &RecordingMetrics) {
+    pub(super) fn push_serialized(
+        &mut self,
+        mono_ns: u64,
+        body: &[u8],
+        metrics: &RecordingMetrics,
+    ) {
         let mono_ns = mono_ns.max(self.last_mono_ns);
         self.last_mono_ns = mono_ns;
         rfc3339_into(self.wall_clock(mono_ns), &mut self.ts);

@@ -240,8 +240,9 @@ impl<'a> Lexer<'a> {
         let prefix = self.prefix(open);
         let end = match prefix {
             Prefix::Escape => self.escape_end(open),
-            Prefix::Bits => memchr::memchr(b'\'', &self.b[open + 1..])
-                .map_or(usize::MAX, |p| open + 1 + p + 1),
+            Prefix::Bits => {
+                memchr::memchr(b'\'', &self.b[open + 1..]).map_or(usize::MAX, |p| open + 1 + p + 1)
+            }
             Prefix::None | Prefix::Other => self.plain_end(open, b'\''),
         };
         let mut token = self.token(
@@ -438,10 +439,7 @@ mod tests {
             ]
         );
         // A prefix letter that ends a longer identifier is no prefix.
-        assert_eq!(
-            kinds("somee'x'"),
-            [(Kind::String(Prefix::None), "'x'")]
-        );
+        assert_eq!(kinds("somee'x'"), [(Kind::String(Prefix::None), "'x'")]);
         assert_eq!(kinds("U&'x'"), [(Kind::String(Prefix::Other), "'x'")]);
         let t = Lexer::new("select 'x\\'").next().expect("a string");
         assert!(t.backslash && t.ambiguous && t.terminated);

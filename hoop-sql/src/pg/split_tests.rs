@@ -4,9 +4,13 @@
 use super::Postgres;
 use crate::dialect::{SplitError, SqlDialect};
 
-
 fn texts(sql: &str) -> Vec<&str> {
-    Postgres.split(sql).unwrap().iter().map(|p| p.text.trim()).collect()
+    Postgres
+        .split(sql)
+        .unwrap()
+        .iter()
+        .map(|p| p.text.trim())
+        .collect()
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! (test), `PGPASSWORD`. Every outcome is printed as one JSON line:
 //! `{"rows": [[...], ...]}`, `{"affected": N}` or `{"error": {"code", "message", "detail"}}`.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
