@@ -670,8 +670,8 @@ impl LoopStream {
         // SAFETY: `read` initialised the first `n` spare bytes.
         #[allow(unsafe_code)]
         unsafe {
-            buf.set_len(buf.len() + n)
-        };
+            buf.set_len(buf.len() + n);
+        }
         Poll::Ready(Ok(ReadBytes { n, parked }))
     }
 }
@@ -700,8 +700,8 @@ impl AsyncRead for LoopStream {
         // SAFETY: `read` initialised the first `n` bytes of `unfilled`.
         #[allow(unsafe_code)]
         unsafe {
-            buf.assume_init(n)
-        };
+            buf.assume_init(n);
+        }
         buf.advance(n);
         Poll::Ready(Ok(()))
     }
