@@ -438,7 +438,12 @@ pub enum Part {
     Masking,
 }
 
-pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()> {
+pub fn run(
+    seconds: u32,
+    rounds: usize,
+    only: Option<Part>,
+    compare: Option<&Path>,
+) -> anyhow::Result<()> {
     let wants = |part: Part| only.is_none_or(|o| o == part);
     let root = workspace_root();
     let tmp = std::env::temp_dir().join(format!("hoop-bench-{}", std::process::id()));
@@ -504,6 +509,17 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
         config: config.clone(),
     };
     let tokio_paths = paths.with_config(tokio_config);
+    // Another hoop binary (say, the last release's), on the same paths.
+    let compare_paths = compare
+        .map(|bin| -> anyhow::Result<Paths> {
+            Ok(Paths {
+                hoop_idle_cpu: hoop_idle_cpu(bin, &config)?,
+                hoop: bin.to_owned(),
+                config: config.clone(),
+            })
+        })
+        .transpose()?;
+    let fixed_paths = 3 + usize::from(compare_paths.is_some());
     let postmaster = postmaster_pid(&psql)?;
     let mut baselines: Vec<Baseline> = Vec::new();
 
@@ -538,7 +554,7 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
                     // round starts one path later, so that no path always
                     // runs right after the same one (a run leaves PostgreSQL
                     // busy for a moment with its backends exiting).
-                    let paths_n = 3 + baselines.len();
+                    let paths_n = fixed_paths + baselines.len();
                     let mut samples: Vec<Vec<Sample>> = (0..paths_n).map(|_| Vec::new()).collect();
                     for round in 0..rounds {
                         for k in 0..paths_n {
@@ -560,8 +576,18 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
                                     seconds,
                                     pin,
                                 )?,
+                                3 if compare_paths.is_some() => pgbench(
+                                    compare_paths.as_ref().unwrap_or(&paths),
+                                    "hoop",
+                                    5432,
+                                    None,
+                                    clients,
+                                    mode,
+                                    seconds,
+                                    pin,
+                                )?,
                                 _ => {
-                                    let b = &baselines[i - 3];
+                                    let b = &baselines[i - fixed_paths];
                                     pgbench(
                                         &paths,
                                         b.name,
@@ -587,7 +613,15 @@ pub fn run(seconds: u32, rounds: usize, only: Option<Part>) -> anyhow::Result<()
                         &samples[2],
                         base,
                     )?;
-                    for (b, v) in baselines.iter().zip(&samples[3..]) {
+                    if compare_paths.is_some() {
+                        row(
+                            &mut report,
+                            &format!("{label} hoop, --compare binary"),
+                            &samples[3],
+                            base,
+                        )?;
+                    }
+                    for (b, v) in baselines.iter().zip(&samples[fixed_paths..]) {
                         row(&mut report, &format!("{label} {}", b.name), v, base)?;
                     }
                     eprint!("{report}");

@@ -52,6 +52,10 @@ enum Command {
         /// Run only this part (default: all of them).
         #[arg(long, value_enum)]
         only: Option<bench::Part>,
+        /// Another `hoop` binary to run beside this tree's in the pgbench
+        /// part (for before/after comparisons in one run).
+        #[arg(long)]
+        compare: Option<std::path::PathBuf>,
     },
     /// The benchmark's minimal TCP forwarder (see xtask/src/floor.rs).
     #[command(hide = true)]
@@ -81,9 +85,10 @@ fn main() -> ExitCode {
             seconds,
             rounds,
             only,
+            compare,
         } => setup::setup()
             .and_then(|()| services::ensure_postgres())
-            .and_then(|()| bench::run(seconds, rounds, only)),
+            .and_then(|()| bench::run(seconds, rounds, only, compare.as_deref())),
         Command::Floor { listen, upstream } => floor::run(listen, upstream),
     };
     match result {
