@@ -354,3 +354,155 @@ impl CopyOutMasker {
         }))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Masks column `index` as `***`; refuses rows whose column `index`
+    /// is `refuse`.
+    struct MaskColumn(usize);
+
+    impl RowRewriter for MaskColumn {
+        fn rewrite_row(&mut self, row: &dyn RowValues, out: &mut dyn RowEncoder) -> RowRewrite {
+            match row.get(self.0) {
+                None => RowRewrite::Unchanged,
+                Some(b"refuse") => RowRewrite::Refuse(Refusal::cannot_mask("test refusal")),
+                Some(_) => {
+                    for i in 0..row.len() {
+                        out.push(if i == self.0 {
+                            Some(b"***")
+                        } else {
+                            row.get(i)
+                        });
+                    }
+                    RowRewrite::Rewritten
+                }
+            }
+        }
+    }
+
+    fn masker(sql: &str, column: usize) -> CopyOutMasker {
+        let s = CopyStatement::parse(sql).unwrap();
+        CopyOutMasker::new(s.options, Box::new(MaskColumn(column)))
+    }
+
+    #[test]
+    fn statements_name_their_table_columns_and_format() {
+        let s = CopyStatement::parse(
+            "COPY public.Customers (id, SSN) TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';')",
+        )
+        .unwrap();
+        assert_eq!(s.options.format, CopyDataFormat::Csv);
+        assert!(s.options.header);
+        assert_eq!(s.options.delimiter, b';');
+        let t = s.table.as_ref().unwrap();
+        assert_eq!(
+            (t.schema.as_deref(), t.name.as_str(), t.columns.as_slice()),
+            (
+                Some("public"),
+                "customers",
+                &["id".to_owned(), "ssn".to_owned()][..]
+            )
+        );
+        assert_eq!(s.regclass_needed(), None);
+        let cols = s.columns(2, None);
+        assert_eq!(
+            cols[1].source,
+            ColumnSource::Named(ResolvedColumn {
+                schema: Some("public".into()),
+                table: "customers".into(),
+                column: "ssn".into(),
+            })
+        );
+        // A whole table: its column order comes from the catalog.
+        let s = CopyStatement::parse("COPY customers TO STDOUT").unwrap();
+        assert_eq!(s.regclass_needed().as_deref(), Some("\"customers\""));
+        assert_eq!(s.columns(2, None)[0].source, ColumnSource::None);
+        let names = ["id".to_owned(), "ssn".to_owned()];
+        assert!(matches!(
+            s.columns(2, Some(&names))[1].source,
+            ColumnSource::Named(_)
+        ));
+        // A query: governance gets its lineage; the columns name nothing.
+        let s = CopyStatement::find(
+            "SELECT 1; COPY (SELECT ssn FROM t) TO STDOUT (FORMAT binary)",
+            1,
+        )
+        .unwrap();
+        assert!(s.table.is_none());
+        assert_eq!(s.columns(1, None)[0].encoding, ValueEncoding::Opaque);
+        // Not a COPY to the client.
+        assert!(CopyStatement::parse("COPY t FROM STDIN").is_none());
+        assert!(CopyStatement::parse("COPY t TO '/tmp/x'").is_none());
+    }
+
+    #[test]
+    fn text_rows_are_masked_across_chunks_and_clean_chunks_pass_as_they_are() {
+        let mut m = masker("COPY t TO STDOUT", 1);
+        assert_eq!(
+            m.feed(b"1\t\\N\n").unwrap(),
+            None,
+            "a NULL needs no masking"
+        );
+        assert_eq!(
+            m.feed(b"2\tsec").unwrap(),
+            Some(Vec::new()),
+            "half a row waits"
+        );
+        assert_eq!(
+            m.feed(b"ret\n3\t\\N\n").unwrap(),
+            Some(b"2\t***\n3\t\\N\n".to_vec())
+        );
+        assert_eq!(m.finish().unwrap(), None);
+    }
+
+    #[test]
+    fn csv_keeps_its_header_and_quoting() {
+        let mut m = masker("COPY t TO STDOUT WITH (FORMAT csv, HEADER)", 1);
+        let out = m.feed(b"id,note\n1,\"a,b\"\n").unwrap().unwrap();
+        assert_eq!(out, b"id,note\n1,***\n");
+        let mut m = masker("COPY t TO STDOUT WITH (FORMAT csv)", 0);
+        // The masked value needs no quotes; the untouched one keeps its value.
+        assert_eq!(
+            m.feed(b"x,\"q,\"\"r\"\n").unwrap().unwrap(),
+            b"***,\"q,\"\"r\"\n"
+        );
+    }
+
+    #[test]
+    fn a_last_row_without_a_line_ending_is_masked_at_copy_done() {
+        let mut m = masker("COPY t TO STDOUT", 1);
+        assert_eq!(m.feed(b"1\tsecret").unwrap(), Some(Vec::new()));
+        assert_eq!(m.finish().unwrap(), Some(b"1\t***".to_vec()));
+    }
+
+    #[test]
+    fn a_refused_row_is_an_error_never_an_empty_stream() {
+        let mut m = masker("COPY t TO STDOUT", 1);
+        assert!(matches!(
+            m.feed(b"1\trefuse\n"),
+            Err(CopyMaskError::Refused(r)) if r.message.contains("test refusal")
+        ));
+        let mut m = masker("COPY t TO STDOUT (FORMAT binary)", 0);
+        assert!(matches!(
+            m.feed(b"NOT A COPY HEADER...."),
+            Err(CopyMaskError::Data(_))
+        ));
+    }
+
+    #[test]
+    fn binary_rows_are_masked_in_binary() {
+        let mut m = masker("COPY t TO STDOUT (FORMAT binary)", 0);
+        let mut header = b"PGCOPY\n\xff\r\n\0".to_vec();
+        header.extend_from_slice(&[0; 8]);
+        assert_eq!(m.feed(&header).unwrap(), None);
+        let tuple = [0, 1, 0, 0, 0, 2, b'h', b'i'];
+        assert_eq!(
+            m.feed(&tuple).unwrap(),
+            Some(vec![0, 1, 0, 0, 0, 3, b'*', b'*', b'*'])
+        );
+        assert_eq!(m.feed(&[0xff, 0xff]).unwrap(), None);
+    }
+}
