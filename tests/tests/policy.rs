@@ -1,7 +1,7 @@
 //! Issue 3: masking that SQL tricks cannot dodge, and SQL-aware guardrails,
 //! through `hoop exec` with real clients against the real PostgreSQL.
 
-use std::time::Duration;
+use std::{process::Command, time::Duration};
 
 use hoop_tests::{
     TestConfig, hoop_exec, metric, psql_args, psql_direct, require_privileged, scrape_snippet,
@@ -400,4 +400,66 @@ fn reload_changes_decisions_on_a_live_connection_and_a_broken_file_keeps_the_old
         stderr.contains("hoop.yaml"),
         "the reload error names the file: {stderr}"
     );
+}
+
+#[test]
+fn binary_copy_of_a_masked_column_is_an_error_never_silent_or_raw() {
+    require_privileged();
+    setup();
+    let cfg = TestConfig::new(&[5432], POLICY);
+    // Directly, the binary COPY carries the raw values: the attack is real.
+    let direct = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
+        .arg("COPY (SELECT id, ssn FROM customers ORDER BY id) TO STDOUT (FORMAT binary)")
+        .output()
+        .expect("psql");
+    assert!(
+        String::from_utf8_lossy(&direct.stdout).contains("123-45-6789"),
+        "the bare database sends the raw value"
+    );
+    // Through hoop: no raw value, no empty "successful" COPY, but an error
+    // that says why.
+    let out = hoop_exec(
+        &cfg.path,
+        &[
+            "sh",
+            "-c",
+            "psql -X -h 127.0.0.1 -U postgres -d test -c \
+             'COPY (SELECT id, ssn FROM customers ORDER BY id) TO STDOUT (FORMAT binary)' 2>&1; \
+             echo \"psql exit $?\"",
+        ],
+        T,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_no_raw("psql output", &stdout);
+    assert!(
+        stdout.contains("hoop cannot mask this result")
+            && stdout.contains("cannot be masked in binary format"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("psql exit 0"), "{stdout}");
+    // Binary COPY of columns nothing masks still works, byte for byte.
+    let copied = cfg.dir.path().join("clean.bin");
+    let clean = "COPY (SELECT id, name FROM customers ORDER BY id) TO STDOUT (FORMAT binary)";
+    let out = hoop_exec(
+        &cfg.path,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "psql -X -h 127.0.0.1 -U postgres -d test -c '{clean}' > {}",
+                copied.display()
+            ),
+        ],
+        T,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let direct = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", clean])
+        .output()
+        .expect("psql");
+    let through_hoop = std::fs::read(&copied).expect("copied");
+    assert!(!through_hoop.is_empty());
+    assert_eq!(through_hoop, direct.stdout);
 }
