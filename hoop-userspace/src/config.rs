@@ -111,9 +111,14 @@ pub struct AdminConfig {
     /// OIDC verification of approvers' tokens.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
-    /// Webhook notified when a hold is created (Slack-compatible JSON body).
+    /// Webhook notified when a hold is created (`format: json`, the default,
+    /// or `format: slack` for a Block Kit message with buttons).
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// Slack's interactive buttons: the signing secret that authenticates
+    /// their callbacks, and who each Slack user is.
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
 }
 
 impl Default for AdminConfig {
@@ -124,6 +129,7 @@ impl Default for AdminConfig {
             tokens_env: None,
             oidc: None,
             webhook: None,
+            slack: None,
         }
     }
 }
@@ -149,10 +155,24 @@ pub struct OidcConfig {
     /// The claim holding the caller's groups (default `groups`).
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// The OAuth client id of the approvals page (`/ui/`). Set, it enables
+    /// the page's "Sign in with OIDC" (authorization code with PKCE), and
+    /// ID tokens issued to this client (`aud` = this id) are accepted as
+    /// bearer tokens, as Kubernetes does with `--oidc-client-id`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Scopes the page asks for (default `[openid, email, profile]`; add the
+    /// one your issuer needs to put groups in the ID token, e.g. `groups`).
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
 }
 
 fn default_groups_claim() -> String {
     "groups".to_owned()
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(str::to_owned).to_vec()
 }
 
 /// `admin.webhook:`.
@@ -164,6 +184,88 @@ pub struct WebhookConfig {
     /// Request timeout (default 5s).
     #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// The body's shape (default `json`).
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// `admin.webhook.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// `{"text": "<one line>", "hold": <the hold as the API shows it>}`:
+    /// for scripts, and readable in any chat that takes `text`.
+    #[default]
+    Json,
+    /// A Slack Block Kit message: the hold's details, Approve and Deny
+    /// buttons (answered at `POST /api/slack/actions`, see `admin.slack`),
+    /// and a link to the approvals page.
+    Slack,
+}
+
+/// `admin.slack:`: authenticates Slack's button callbacks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// A file holding the Slack app's signing secret (it must not be
+    /// readable by group or others).
+    #[serde(default)]
+    pub signing_secret_file: Option<PathBuf>,
+    /// The name of an environment variable holding the signing secret.
+    #[serde(default)]
+    pub signing_secret_env: Option<String>,
+    /// Slack user id → hoop identity. A bare identity takes its groups from
+    /// the token list entries of that identity; `{identity, groups}` names
+    /// them here (for OIDC-only setups, where hoop has no list).
+    #[serde(default)]
+    pub users: std::collections::BTreeMap<String, SlackUser>,
+    /// The approvals page as Slack users reach it (`https://hoop.example.com/ui/`),
+    /// linked from every message.
+    #[serde(default)]
+    pub ui_url: Option<String>,
+}
+
+/// One entry of `admin.slack.users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackUser {
+    /// The hoop identity (as a token list or OIDC names it).
+    pub identity: String,
+    /// Groups given here, if any (otherwise those of the identity's tokens).
+    pub groups: Option<Vec<String>>,
+}
+
+impl<'de> Deserialize<'de> for SlackUser {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The long form, strict about its keys.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Detailed {
+            identity: String,
+            groups: Vec<String>,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SlackUser;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an identity, or {identity, groups}")
+            }
+            fn visit_str<E: serde::de::Error>(self, identity: &str) -> Result<SlackUser, E> {
+                Ok(SlackUser {
+                    identity: identity.to_owned(),
+                    groups: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SlackUser, A::Error> {
+                let detailed =
+                    Detailed::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SlackUser {
+                    identity: detailed.identity,
+                    groups: Some(detailed.groups),
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 fn default_webhook_timeout() -> Duration {
@@ -497,15 +599,19 @@ impl Config {
             let _ = deserialize_checked::<T>(value, path, diags, &[]);
         }
         fn admin(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
-            let _ = deserialize_checked::<AdminConfig>(
+            let admin = deserialize_checked::<AdminConfig>(
                 value,
                 path,
                 diags,
                 &[
                     ("oidc", &section::<OidcConfig>),
                     ("webhook", &section::<WebhookConfig>),
+                    ("slack", &section::<SlackConfig>),
                 ],
             );
+            if let Some(admin) = admin {
+                check_admin(&admin, path, diags);
+            }
         }
         fn policy(_: &serde_yaml_ng::Value, _: &KeyPath, _: &mut Diagnostics<'_>) {}
         deserialize_checked::<Self>(
@@ -522,6 +628,127 @@ impl Config {
             ],
         )
     }
+}
+
+/// What `admin:` cannot say even when every key parses: the Slack and
+/// OIDC login settings that only make sense together.
+fn check_admin(admin: &AdminConfig, path: &KeyPath, diags: &mut Diagnostics<'_>) {
+    if let Some(webhook) = &admin.webhook
+        && webhook.format == WebhookFormat::Slack
+        && admin.slack.is_none()
+    {
+        diags.error(
+            &path.key("webhook").key("format"),
+            "`format: slack` sends Approve and Deny buttons, but admin.slack is not set",
+            Some(
+                "add admin.slack with signing_secret_file or signing_secret_env, \
+                 so hoop can verify the buttons' callbacks"
+                    .to_owned(),
+            ),
+        );
+    }
+    if let Some(slack) = &admin.slack {
+        let at = path.key("slack");
+        match (&slack.signing_secret_file, &slack.signing_secret_env) {
+            (Some(_), None) | (None, Some(_)) => {}
+            (None, None) => diags.push(
+                Severity::Error,
+                &at,
+                diagnostic::At::Key,
+                "the Slack signing secret is not configured",
+                Some(
+                    "set signing_secret_file (a file only hoop can read) or signing_secret_env; \
+                     the secret itself never goes in this file"
+                        .to_owned(),
+                ),
+            ),
+            (Some(_), Some(_)) => diags.error(
+                &at.key("signing_secret_env"),
+                "set only one of signing_secret_file and signing_secret_env",
+                None,
+            ),
+        }
+        if slack
+            .signing_secret_env
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            diags.error(
+                &at.key("signing_secret_env"),
+                "the environment variable's name is empty",
+                None,
+            );
+        }
+        for (user, entry) in &slack.users {
+            let user_at = at.key("users").key(user);
+            if !is_slack_user_id(user) {
+                diags.push(
+                    Severity::Error,
+                    &user_at,
+                    diagnostic::At::Key,
+                    format!("`{user}` is not a Slack user id"),
+                    Some(
+                        "use the member id (U… or W…, from the user's profile → Copy member ID), \
+                         not a display name"
+                            .to_owned(),
+                    ),
+                );
+            }
+            if entry.identity.trim().is_empty() {
+                diags.error(&user_at, "the hoop identity is empty", None);
+            }
+        }
+        if let Some(url) = &slack.ui_url
+            && !is_absolute_http_url(url)
+        {
+            diags.error(
+                &at.key("ui_url"),
+                format!("`{url}` is not an absolute http:// or https:// URL"),
+                Some("e.g. https://hoop.example.com/ui/".to_owned()),
+            );
+        }
+    }
+    if let Some(oidc) = &admin.oidc
+        && let Some(client_id) = &oidc.client_id
+    {
+        let at = path.key("oidc");
+        if client_id.trim().is_empty() {
+            diags.error(&at.key("client_id"), "the client id is empty", None);
+        }
+        if !oidc.scopes.iter().any(|s| s == "openid") {
+            diags.error(
+                &at.key("scopes"),
+                "an OIDC login needs the `openid` scope",
+                Some("e.g. scopes: [openid, email, profile]".to_owned()),
+            );
+        }
+        if let Some(bad) = oidc
+            .scopes
+            .iter()
+            .find(|s| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\'))
+        {
+            diags.error(
+                &at.key("scopes"),
+                format!("{bad:?} is not a scope (one word per entry)"),
+                None,
+            );
+        }
+    }
+}
+
+/// Slack member ids: `U` (or `W`, Enterprise Grid) and upper-case letters and digits.
+fn is_slack_user_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some('U' | 'W'))
+        && id.len() >= 3
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+fn is_absolute_http_url(url: &str) -> bool {
+    url.parse::<hyper::Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.host().is_some_and(|h| !h.is_empty())
+    })
 }
 
 #[cfg(test)]

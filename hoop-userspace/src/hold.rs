@@ -5,6 +5,8 @@
 //!   webhook notification and the `hoop_holds_*` metrics. The protocol driver
 //!   calls [`HoldRegistry::create`] and awaits [`HoldTicket::outcome`].
 //! - [`cli`]: `hoop holds list | approve | deny`, a client of the admin API.
+//! - [`webhook`]: the notification of a new hold (JSON, or a Slack message
+//!   with Approve and Deny buttons).
 //!
 //! Holds live in the agent's memory only: if the agent restarts, pending holds
 //! and the client connections waiting on them are gone (the clients see their
@@ -12,9 +14,10 @@
 
 pub mod cli;
 pub mod registry;
-mod webhook;
+pub mod webhook;
 
 pub use registry::{
     Decider, Decision, DecisionRecord, HOLD_REFUSED_SQLSTATE, HoldError, HoldOutcome, HoldRegistry,
     HoldSession, HoldState, HoldTicket, HoldView,
 };
+pub use webhook::Webhook;

@@ -14,7 +14,7 @@ use super::{
     test_support::{AUDIENCE, ISSUER, TestKey, claims, jwks, now_plus, token_entry},
 };
 use crate::{
-    config::{OidcConfig, WebhookConfig},
+    config::{OidcConfig, WebhookConfig, WebhookFormat},
     hold::{
         HoldOutcome, HoldRegistry, HoldTicket,
         cli::{self, AdminEndpoint, CliError},
@@ -95,7 +95,7 @@ impl Server {
             method,
             url: &url,
             bearer: token,
-            json_body: body.map(|b| serde_json::to_vec(&b).unwrap()),
+            body: body.map(|b| outbound::Body::Json(serde_json::to_vec(&b).unwrap())),
             timeout: Duration::from_secs(5),
             max_body: 16 * 1024 * 1024,
         })
@@ -135,6 +135,8 @@ fn oidc_config(jwks_file: PathBuf) -> OidcConfig {
         jwks_file: Some(jwks_file),
         jwks_url: None,
         groups_claim: "groups".to_owned(),
+        client_id: None,
+        scopes: vec!["openid".to_owned()],
     }
 }
 
@@ -196,7 +198,7 @@ async fn metrics_refresh_hook_runs_before_encoding() {
         method: Method::GET,
         url: &url,
         bearer: None,
-        json_body: None,
+        body: None,
         timeout: Duration::from_secs(5),
         max_body: 1 << 20,
     };
@@ -534,10 +536,14 @@ async fn webhook_sink(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Va
 #[tokio::test]
 async fn the_webhook_receives_the_hold() {
     let (url, mut received) = webhook_sink(StatusCode::OK).await;
-    let registry = HoldRegistry::new(Some(WebhookConfig {
+    let registry = HoldRegistry::new(Some(
+        WebhookConfig {
         url,
         timeout: Duration::from_secs(5),
-    }));
+            format: WebhookFormat::Json,
+        }
+        .into(),
+    ));
     let server = Server::start_with(registry, true).await;
     let mut ticket = server.hold(MINUTE, 1);
     let body = tokio::time::timeout(Duration::from_secs(5), received.recv())
@@ -565,10 +571,14 @@ async fn a_failing_webhook_does_not_affect_the_hold() {
     let errors = crate::hold::registry::hold_metrics().webhook_errors.clone();
     let before = errors.get();
     let (refusing, mut received) = webhook_sink(StatusCode::INTERNAL_SERVER_ERROR).await;
-    let registry = HoldRegistry::new(Some(WebhookConfig {
+    let registry = HoldRegistry::new(Some(
+        WebhookConfig {
         url: refusing,
         timeout: Duration::from_secs(5),
-    }));
+            format: WebhookFormat::Json,
+        }
+        .into(),
+    ));
     let server = Server::start_with(registry, true).await;
     let mut ticket = server.hold(MINUTE, 1);
     received.recv().await.unwrap();
@@ -579,10 +589,14 @@ async fn a_failing_webhook_does_not_affect_the_hold() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let unreachable = HoldRegistry::new(Some(WebhookConfig {
+    let unreachable = HoldRegistry::new(Some(
+        WebhookConfig {
         url: format!("http://{closed}/hook"),
         timeout: Duration::from_secs(2),
-    }));
+            format: WebhookFormat::Json,
+        }
+        .into(),
+    ));
     let other = unreachable.create(&session(), "DELETE FROM orders", &requirement(MINUTE, 1));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
