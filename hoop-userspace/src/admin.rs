@@ -460,9 +460,7 @@ impl IntoResponse for ApiError {
             let challenge = match reason {
                 auth::AuthError::MissingToken
                 | auth::AuthError::NotConfigured
-                | auth::AuthError::NonceMismatch => {
-                    r#"Bearer realm="hoop""#
-                }
+                | auth::AuthError::NonceMismatch => r#"Bearer realm="hoop""#,
                 _ => r#"Bearer realm="hoop", error="invalid_token""#,
             };
             response.headers_mut().insert(

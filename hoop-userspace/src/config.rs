@@ -255,7 +255,10 @@ impl<'de> Deserialize<'de> for SlackUser {
                     groups: None,
                 })
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SlackUser, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SlackUser, A::Error> {
                 let detailed =
                     Detailed::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 Ok(SlackUser {
@@ -722,11 +725,11 @@ fn check_admin(admin: &AdminConfig, path: &KeyPath, diags: &mut Diagnostics<'_>)
                 Some("e.g. scopes: [openid, email, profile]".to_owned()),
             );
         }
-        if let Some(bad) = oidc
-            .scopes
-            .iter()
-            .find(|s| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\\'))
-        {
+        if let Some(bad) = oidc.scopes.iter().find(|s| {
+            s.is_empty()
+                || s.chars()
+                    .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+        }) {
             diags.error(
                 &at.key("scopes"),
                 format!("{bad:?} is not a scope (one word per entry)"),

@@ -81,10 +81,15 @@ pub fn read(dir: Option<&Path>, hold: &HoldView) -> Result<SessionContext, ReadE
     };
     let suffix = format!("-{}", hold.session.id);
     // Ids start with the start time: the last match is the newest.
-    let Some(file) = list_files(dir)?
-        .into_iter()
-        .rfind(|f| f.id.ends_with(&suffix))
-    else {
+    let files = match list_files(dir) {
+        Ok(files) => files,
+        // Nothing recorded yet on this agent.
+        Err(ReadError::ListDir { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Vec::new()
+        }
+        Err(error) => return Err(error),
+    };
+    let Some(file) = files.into_iter().rfind(|f| f.id.ends_with(&suffix)) else {
         context.note = Some(format!(
             "no recording of session {} in this agent's recording directory",
             hold.session.id
@@ -92,7 +97,7 @@ pub fn read(dir: Option<&Path>, hold: &HoldView) -> Result<SessionContext, ReadE
         return Ok(context);
     };
     context.recording = Some(file.id.clone());
-    let scan = scan(&file.path, hold).map_err(|source| ReadError::Read {
+    let scan = scan(&file.path, hold, TAIL_BYTES).map_err(|source| ReadError::Read {
         path: file.path.clone(),
         source,
     })?;
@@ -107,8 +112,7 @@ pub fn read(dir: Option<&Path>, hold: &HoldView) -> Result<SessionContext, ReadE
     if scan.dropped > 0 {
         notes.push(format!(
             "{} earlier statements are not shown (hoop recordings show ID {})",
-            scan.dropped,
-            file.id
+            scan.dropped, file.id
         ));
     }
     if !context.statements.iter().any(|s| s.held) {
@@ -124,11 +128,12 @@ struct Scan {
     skipped_head: bool,
 }
 
-fn scan(path: &PathBuf, hold: &HoldView) -> std::io::Result<Scan> {
+/// Reads the statements of the last `tail_bytes` of the recording at `path`.
+fn scan(path: &PathBuf, hold: &HoldView, tail_bytes: u64) -> std::io::Result<Scan> {
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
-    let skipped_head = len > TAIL_BYTES;
-    let start = len.saturating_sub(TAIL_BYTES);
+    let skipped_head = len > tail_bytes;
+    let start = len.saturating_sub(tail_bytes);
     file.seek(SeekFrom::Start(start))?;
     let mut reader = std::io::BufReader::new(file.take(len - start));
     let mut statements: VecDeque<ContextStatement> = VecDeque::new();
@@ -215,10 +220,9 @@ fn scan(path: &PathBuf, hold: &HoldView) -> std::io::Result<Scan> {
 
 /// Marks the last statement held by `hold`'s rule, and drops what follows it.
 fn mark_held(statements: &mut VecDeque<ContextStatement>, hold: &HoldView) {
-    let Some(index) = statements
-        .iter()
-        .rposition(|s| s.verdict.as_deref() == Some("hold") && s.rule.as_deref() == Some(&hold.rule))
-    else {
+    let Some(index) = statements.iter().rposition(|s| {
+        s.verdict.as_deref() == Some("hold") && s.rule.as_deref() == Some(&hold.rule)
+    }) else {
         return;
     };
     statements.truncate(index + 1);

@@ -215,9 +215,7 @@ impl OidcLogin {
                 .parse()
                 .map_err(|_| issuer_error(format!("{endpoint:?} is not a URL")))?;
             if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
-                return Err(issuer_error(format!(
-                    "{endpoint:?} is not an http(s) URL"
-                )));
+                return Err(issuer_error(format!("{endpoint:?} is not an http(s) URL")));
             }
         }
         Ok(Discovery {
@@ -379,7 +377,9 @@ pub(super) async fn token(
         .and_then(|claims| claims["nonce"].as_str().map(str::to_owned));
     if nonce.as_deref() != Some(request.nonce.as_str()) {
         tracing::warn!(identity = %decider.identity, "OIDC login refused: the ID token's nonce does not match");
-        return Err(ApiError::Unauthorized(super::auth::AuthError::NonceMismatch));
+        return Err(ApiError::Unauthorized(
+            super::auth::AuthError::NonceMismatch,
+        ));
     }
     tracing::info!(identity = %decider.identity, "signed in to the approvals page with OIDC");
     Ok(Json(TokenAnswer {
@@ -407,14 +407,11 @@ fn check_token_request(request: &TokenRequest) -> Result<(), ApiError> {
         return bad("nonce must be 16 to 256 characters");
     }
     let redirect_ok = request.redirect_uri.len() <= 2048
-        && request
-            .redirect_uri
-            .parse::<hyper::Uri>()
-            .is_ok_and(|uri| {
-                matches!(uri.scheme_str(), Some("http" | "https"))
-                    && uri.host().is_some()
-                    && uri.query().is_none()
-            });
+        && request.redirect_uri.parse::<hyper::Uri>().is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.host().is_some()
+                && uri.query().is_none()
+        });
     if !redirect_ok {
         return bad("redirect_uri must be an absolute http(s) URL without a query");
     }

@@ -105,7 +105,9 @@ pub enum SignatureError {
     #[error("malformed Slack signature headers")]
     Malformed,
     /// The timestamp is more than 5 minutes from hoop's clock.
-    #[error("the request timestamp is {skew_secs} s away from hoop's clock (at most 300 s accepted)")]
+    #[error(
+        "the request timestamp is {skew_secs} s away from hoop's clock (at most 300 s accepted)"
+    )]
     Stale {
         /// How far off, in seconds.
         skew_secs: i64,
@@ -167,7 +169,11 @@ impl SlackAuth {
     }
 
     /// From already-loaded parts.
-    pub fn new(secret: Vec<u8>, users: BTreeMap<String, SlackUser>, ui_url: Option<String>) -> Self {
+    pub fn new(
+        secret: Vec<u8>,
+        users: BTreeMap<String, SlackUser>,
+        ui_url: Option<String>,
+    ) -> Self {
         Self {
             secret,
             users,
@@ -262,7 +268,10 @@ fn read_secret_file(path: &Path) -> Result<Vec<u8>, SlackConfigError> {
         source,
     };
     // The mode of what the path leads to (a Kubernetes secret volume links to it).
-    let mode = std::fs::metadata(path).map_err(read_error)?.permissions().mode();
+    let mode = std::fs::metadata(path)
+        .map_err(read_error)?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
         return Err(SlackConfigError::SecretFileMode {
             path: path.to_owned(),
@@ -446,4 +455,4 @@ impl Reply {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -42,26 +42,30 @@ impl Server {
     }
 
     async fn start_with(holds: HoldRegistry, with_auth: bool) -> Self {
+        Self::start_full(holds, with_auth, |auth| auth, None).await
+    }
+
+    /// A server whose authenticator `customize` may extend (Slack), reading
+    /// recordings from `recordings`.
+    async fn start_full(
+        holds: HoldRegistry,
+        with_auth: bool,
+        customize: impl FnOnce(Authenticator) -> Authenticator,
+        recordings: Option<PathBuf>,
+    ) -> Self {
         let oidc_key = TestKey::es256("idp-1");
         let jwks_dir = tempfile::tempdir().unwrap();
         let jwks_file = jwks_dir.path().join("jwks.json");
         std::fs::write(&jwks_file, jwks(&[&oidc_key])).unwrap();
         let auth = if with_auth {
-            let yaml = token_entry(ALICE, "alice", &["dba"])
-                + &token_entry(BOB, "bob", &["dba"])
-                + &token_entry(CAROL, "carol", &["dev"]);
             let oidc = OidcVerifier::new(&oidc_config(jwks_file)).await.unwrap();
-            Authenticator::new(parse_tokens(&yaml, "test").unwrap(), Some(oidc))
+            Authenticator::new(static_tokens(), Some(oidc))
         } else {
             Authenticator::default()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let state = AdminState::new(holds.clone(), auth);
-        tokio::spawn(super::serve(listener, state, async move {
-            let _ = stopped.await;
-        }));
+        let mut state = AdminState::new(holds.clone(), customize(auth));
+        state.recordings = recordings;
+        let (addr, stop) = serve_state(state).await;
         Self {
             addr,
             holds,
@@ -118,6 +122,69 @@ impl Server {
             None,
         )
         .await
+    }
+}
+
+/// alice and bob (dba) and carol (dev).
+fn static_tokens() -> Vec<super::auth::StaticToken> {
+    let yaml = token_entry(ALICE, "alice", &["dba"])
+        + &token_entry(BOB, "bob", &["dba"])
+        + &token_entry(CAROL, "carol", &["dev"]);
+    parse_tokens(&yaml, "test").unwrap()
+}
+
+/// Serves `state` on a free loopback port until the sender is dropped or fires.
+async fn serve_state(state: AdminState) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(super::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// One request to `addr`, with any headers.
+async fn raw_request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> Reply {
+    use http_body_util::{BodyExt as _, Full};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let bytes = match body {
+        Some((content_type, bytes)) => {
+            request = request.header(header::CONTENT_TYPE, content_type);
+            bytes
+        }
+        None => Vec::new(),
+    };
+    let response = sender
+        .send_request(request.body(Full::new(bytes::Bytes::from(bytes))).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&body).into_owned(),
+        json: serde_json::from_slice(&body).unwrap_or(Value::Null),
     }
 }
 
@@ -538,8 +605,8 @@ async fn the_webhook_receives_the_hold() {
     let (url, mut received) = webhook_sink(StatusCode::OK).await;
     let registry = HoldRegistry::new(Some(
         WebhookConfig {
-        url,
-        timeout: Duration::from_secs(5),
+            url,
+            timeout: Duration::from_secs(5),
             format: WebhookFormat::Json,
         }
         .into(),
@@ -573,8 +640,8 @@ async fn a_failing_webhook_does_not_affect_the_hold() {
     let (refusing, mut received) = webhook_sink(StatusCode::INTERNAL_SERVER_ERROR).await;
     let registry = HoldRegistry::new(Some(
         WebhookConfig {
-        url: refusing,
-        timeout: Duration::from_secs(5),
+            url: refusing,
+            timeout: Duration::from_secs(5),
             format: WebhookFormat::Json,
         }
         .into(),
@@ -591,8 +658,8 @@ async fn a_failing_webhook_does_not_affect_the_hold() {
         .unwrap();
     let unreachable = HoldRegistry::new(Some(
         WebhookConfig {
-        url: format!("http://{closed}/hook"),
-        timeout: Duration::from_secs(2),
+            url: format!("http://{closed}/hook"),
+            timeout: Duration::from_secs(2),
             format: WebhookFormat::Json,
         }
         .into(),
@@ -725,3 +792,7 @@ async fn cli_reports_an_unreachable_api() {
         "{error}"
     );
 }
+
+mod login;
+mod page;
+mod slack;

@@ -37,7 +37,10 @@ const ICON_SVG: &str = include_str!("ui/icon.svg");
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }))
+        .route(
+            "/ui/",
+            get(|| async { page(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
         .route(
             "/ui/app.js",
             get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
@@ -46,7 +49,10 @@ pub(super) fn routes() -> Router<AdminState> {
             "/ui/app.css",
             get(|| async { page(APP_CSS, "text/css; charset=utf-8") }),
         )
-        .route("/ui/icon.svg", get(|| async { page(ICON_SVG, "image/svg+xml") }))
+        .route(
+            "/ui/icon.svg",
+            get(|| async { page(ICON_SVG, "image/svg+xml") }),
+        )
 }
 
 fn page(body: &'static str, content_type: &'static str) -> Response {

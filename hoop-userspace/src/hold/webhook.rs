@@ -137,9 +137,7 @@ pub fn slack_message(hold: &HoldView, ui_url: Option<&str>, slack_user: Option<&
         HoldState::Timeout => "Held statement timed out",
         HoldState::Withdrawn => "Held statement withdrawn",
     };
-    let field = |label: &str, value: &str| {
-        json!({ "type": "plain_text", "text": format!("{label}: {}", excerpt(value, SLACK_FIELD_CHARS)), "emoji": false })
-    };
+    let field = |label: &str, value: &str| json!({ "type": "plain_text", "text": format!("{label}: {}", excerpt(value, SLACK_FIELD_CHARS)), "emoji": false });
     let mut fields = vec![field(
         "Database",
         &format!(
