@@ -31,7 +31,7 @@ struct Issuer {
     key: Arc<TestKey>,
     grants: Arc<Mutex<HashMap<String, Grant>>>,
     /// What discovery says the issuer is (the real one unless a test lies).
-    names_as_issuer: Arc<Mutex<String>>,
+    announced: Arc<Mutex<String>>,
 }
 
 impl Issuer {
@@ -42,7 +42,7 @@ impl Issuer {
             base: base.clone(),
             key: Arc::new(TestKey::es256("idp-login")),
             grants: Arc::default(),
-            names_as_issuer: Arc::new(Mutex::new(base)),
+            announced: Arc::new(Mutex::new(base)),
         };
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -85,7 +85,7 @@ impl Issuer {
 }
 
 async fn discovery(State(issuer): State<Issuer>) -> Json<Value> {
-    let claimed = issuer.names_as_issuer.lock().unwrap().clone();
+    let claimed = issuer.announced.lock().unwrap().clone();
     Json(json!({
         "issuer": claimed,
         "authorization_endpoint": format!("{}/authorize", issuer.base),
@@ -290,7 +290,7 @@ async fn a_wrong_verifier_or_nonce_is_refused() {
 #[tokio::test]
 async fn an_issuer_that_names_another_issuer_is_not_used() {
     let issuer = Issuer::start().await;
-    *issuer.names_as_issuer.lock().unwrap() = "https://evil.example.test".to_owned();
+    *issuer.announced.lock().unwrap() = "https://evil.example.test".to_owned();
     let server = server_for(&issuer).await;
     let settings = server
         .request(Method::GET, "/api/ui/settings", None, None)
