@@ -609,11 +609,36 @@ impl Config {
                 &[
                     ("oidc", &section::<OidcConfig>),
                     ("webhook", &section::<WebhookConfig>),
-                    ("slack", &section::<SlackConfig>),
+                    ("slack", &slack),
                 ],
             );
             if let Some(admin) = admin {
                 check_admin(&admin, path, diags);
+            }
+        }
+        fn slack(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
+            let _ =
+                deserialize_checked::<SlackConfig>(value, path, diags, &[("users", &slack_users)]);
+        }
+        /// Each user on its own, so a mistake points at that user.
+        fn slack_users(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
+            let serde_yaml_ng::Value::Mapping(users) = value else {
+                if let Err(e) = serde_yaml_ng::from_value::<
+                    std::collections::BTreeMap<String, SlackUser>,
+                >(value.clone())
+                {
+                    checked::report_serde(diags, path, &e);
+                }
+                return;
+            };
+            for (user, entry) in users {
+                let at = match user.as_str() {
+                    Some(user) => path.key(user),
+                    None => path.clone(),
+                };
+                if let Err(e) = serde_yaml_ng::from_value::<SlackUser>(entry.clone()) {
+                    checked::report_serde(diags, &at, &e);
+                }
             }
         }
         fn policy(_: &serde_yaml_ng::Value, _: &KeyPath, _: &mut Diagnostics<'_>) {}
@@ -817,6 +842,138 @@ policy:
             );
         }
         assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+    }
+
+    #[test]
+    fn slack_and_the_page_login_are_read() {
+        let yaml = "\
+admin:
+  oidc:
+    issuer: https://idp.example.com
+    audience: hoop-api
+    jwks_url: https://idp.example.com/jwks
+    client_id: hoop-ui
+    scopes: [openid, email, groups]
+  webhook: {url: https://hooks.slack.com/services/T0/B0/x, format: slack}
+  slack:
+    signing_secret_file: /etc/hoop/slack-signing-secret
+    users:
+      U024BE7LH: alice@example.com
+      W0BOB: {identity: bob@example.com, groups: [dba]}
+    ui_url: https://hoop.example.com/ui/
+";
+        let config = Config::parse(Path::new("x.yaml"), yaml).unwrap();
+        let admin = &config.admin;
+        assert_eq!(admin.webhook.as_ref().unwrap().format, WebhookFormat::Slack);
+        let oidc = admin.oidc.as_ref().unwrap();
+        assert_eq!(oidc.client_id.as_deref(), Some("hoop-ui"));
+        assert_eq!(oidc.scopes, ["openid", "email", "groups"]);
+        let slack = admin.slack.as_ref().unwrap();
+        assert_eq!(
+            slack.users["U024BE7LH"],
+            SlackUser {
+                identity: "alice@example.com".to_owned(),
+                groups: None
+            }
+        );
+        assert_eq!(
+            slack.users["W0BOB"].groups.as_deref(),
+            Some(&["dba".to_owned()][..])
+        );
+        assert_eq!(
+            slack.ui_url.as_deref(),
+            Some("https://hoop.example.com/ui/")
+        );
+        // Defaults: the JSON webhook, the standard scopes, no page login.
+        let config = Config::parse(
+            Path::new("x.yaml"),
+            "admin:\n  webhook: {url: http://127.0.0.1:1/x}\n  oidc: {issuer: i, audience: a, jwks_file: /j}\n",
+        )
+        .unwrap();
+        assert_eq!(config.admin.webhook.unwrap().format, WebhookFormat::Json);
+        let oidc = config.admin.oidc.unwrap();
+        assert_eq!(oidc.scopes, ["openid", "email", "profile"]);
+        assert!(oidc.client_id.is_none());
+    }
+
+    #[test]
+    fn slack_and_login_mistakes_are_reported_with_their_location() {
+        let yaml = "\
+admin:
+  oidc:
+    issuer: i
+    audience: a
+    jwks_file: /j
+    client_id: hoop-ui
+    scopes: [email]
+  webhook: {url: https://hooks.slack.com/x, format: slak}
+  slack:
+    signing_secret: inline-secrets-are-refused
+    users:
+      alice: alice@example.com
+      U0BOB: {identity: bob@example.com, group: [dba]}
+      U0CAROL: ''
+    ui_url: hoop.example.com/ui/
+";
+        let found = diagnostics(yaml);
+        let expect = [
+            "/etc/hoop/hoop.yaml:8:53: error: admin.webhook.format: unknown variant `slak`, expected `json` or `slack` (hint: did you mean \"slack\"?)",
+            "/etc/hoop/hoop.yaml:10:5: error: admin.slack.signing_secret: unknown key `signing_secret`",
+            "/etc/hoop/hoop.yaml:13:14: error: admin.slack.users.U0BOB: unknown field `group`, expected `identity` or `groups`",
+        ];
+        for e in expect {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e}\nin:\n{}",
+                found.join("\n")
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+
+        // Once the keys parse, what only makes sense together.
+        let yaml = "\
+admin:
+  webhook: {url: https://hooks.slack.com/x, format: slack}
+";
+        let found = diagnostics(yaml);
+        assert!(
+            found[0].starts_with("/etc/hoop/hoop.yaml:2:53: error: admin.webhook.format: `format: slack` sends Approve and Deny buttons, but admin.slack is not set"),
+            "{found:?}"
+        );
+        let yaml = "\
+admin:
+  oidc: {issuer: i, audience: a, jwks_file: /j, client_id: hoop-ui, scopes: [email, 'two words']}
+  slack:
+    users:
+      alice: alice@example.com
+      U0CAROL: ' '
+    ui_url: hoop.example.com/ui/
+";
+        let found = diagnostics(yaml);
+        let expect = [
+            "/etc/hoop/hoop.yaml:2:77: error: admin.oidc.scopes: an OIDC login needs the `openid` scope",
+            "/etc/hoop/hoop.yaml:2:77: error: admin.oidc.scopes: \"two words\" is not a scope",
+            "/etc/hoop/hoop.yaml:3:3: error: admin.slack: the Slack signing secret is not configured",
+            "/etc/hoop/hoop.yaml:5:7: error: admin.slack.users.alice: `alice` is not a Slack user id",
+            "/etc/hoop/hoop.yaml:6:16: error: admin.slack.users.U0CAROL: the hoop identity is empty",
+            "/etc/hoop/hoop.yaml:7:13: error: admin.slack.ui_url: `hoop.example.com/ui/` is not an absolute http:// or https:// URL",
+        ];
+        for e in expect {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e}\nin:\n{}",
+                found.join("\n")
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+        let both = "admin:\n  slack:\n    signing_secret_file: /s\n    signing_secret_env: S\n";
+        let found = diagnostics(both);
+        assert!(
+            found[0].starts_with(
+                "/etc/hoop/hoop.yaml:4:25: error: admin.slack.signing_secret_env: set only one of"
+            ),
+            "{found:?}"
+        );
     }
 
     #[test]
