@@ -79,7 +79,7 @@ pub fn read(dir: Option<&Path>, hold: &HoldView) -> Result<SessionContext, ReadE
         context.note = Some("recording is disabled (recording.enabled: false)".to_owned());
         return Ok(context);
     };
-    let suffix = format!("-{}", hold.session.id);
+    let session = safe_session_id(&hold.session.id);
     // Ids start with the start time: the last match is the newest.
     let files = match list_files(dir) {
         Ok(files) => files,
@@ -89,7 +89,10 @@ pub fn read(dir: Option<&Path>, hold: &HoldView) -> Result<SessionContext, ReadE
         }
         Err(error) => return Err(error),
     };
-    let Some(file) = files.into_iter().rfind(|f| f.id.ends_with(&suffix)) else {
+    let Some(file) = files
+        .into_iter()
+        .rfind(|f| records_session(&f.id, &session))
+    else {
         context.note = Some(format!(
             "no recording of session {} in this agent's recording directory",
             hold.session.id
@@ -120,6 +123,32 @@ pub fn read(dir: Option<&Path>, hold: &HoldView) -> Result<SessionContext, ReadE
     }
     context.note = (!notes.is_empty()).then(|| notes.join("; "));
     Ok(context)
+}
+
+/// The session id as recording ids spell it (see [`crate::record::recording_id`]).
+fn safe_session_id(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Whether recording `id` (`<start>-<session>`, or `<start>-<session>-<n>`
+/// when that name was taken) records `session`.
+fn records_session(id: &str, session: &str) -> bool {
+    let Some((_, rest)) = id.split_once('-') else {
+        return false;
+    };
+    rest == session
+        || rest
+            .strip_prefix(session)
+            .and_then(|tail| tail.strip_prefix('-'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 struct Scan {

@@ -119,3 +119,16 @@ fn only_the_last_statements_are_kept() {
         "no held statement recorded yet"
     );
 }
+
+#[test]
+fn recordings_are_matched_by_their_whole_session_id() {
+    assert!(records_session("20250101T120000Z-1-2-3", "1-2-3"));
+    assert!(
+        records_session("20250101T120000Z-1-2-3-2", "1-2-3"),
+        "a taken name"
+    );
+    assert!(!records_session("20250101T120000Z-11-2-3", "1-2-3"));
+    assert!(!records_session("20250101T120000Z-0-1-2-3", "1-2-3"));
+    assert!(!records_session("20250101T120000Z-1-2-3-x", "1-2-3"));
+    assert_eq!(safe_session_id("pod/a b"), "pod_a_b");
+}

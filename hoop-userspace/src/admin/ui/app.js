@@ -345,6 +345,7 @@
   }
 
   function updateCard(card, hold) {
+    card.hold = hold;
     card.expiresAt = Date.parse(hold.expires_at);
     card.mayDecide = Boolean(hold.may_decide);
     const approvedBy = hold.decisions.filter((d) => d.decision === 'approve').map((d) => d.identity);
@@ -381,6 +382,8 @@
       }
     } finally {
       for (const b of buttons) b.disabled = false;
+      // Back to what the hold allows (an approver who approved cannot again).
+      updateCard(card, card.hold);
     }
   }
 
