@@ -29,7 +29,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hyper::Method;
@@ -341,7 +341,6 @@ pub struct TokenAnswer {
 /// `POST /api/ui/oidc/token`.
 pub(super) async fn token(
     State(state): State<AdminState>,
-    _headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<TokenAnswer>, ApiError> {
     let Some(oidc) = state.auth.oidc() else {
