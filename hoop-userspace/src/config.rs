@@ -607,7 +607,7 @@ impl Config {
                 path,
                 diags,
                 &[
-                    ("oidc", &section::<OidcConfig>),
+                    ("oidc", &oidc),
                     ("webhook", &section::<WebhookConfig>),
                     ("slack", &slack),
                 ],
@@ -616,9 +616,16 @@ impl Config {
                 check_admin(&admin, path, diags);
             }
         }
+        fn oidc(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
+            let _ = deserialize_checked::<OidcConfig>(value, path, diags, &[]);
+            check_oidc_login(value, path, diags);
+        }
         fn slack(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
             let _ =
                 deserialize_checked::<SlackConfig>(value, path, diags, &[("users", &slack_users)]);
+            // Read from the YAML itself, so these are reported even when
+            // another key of the section is wrong.
+            check_slack(value, path, diags);
         }
         /// Each user on its own, so a mistake points at that user.
         fn slack_users(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
@@ -636,8 +643,11 @@ impl Config {
                     Some(user) => path.key(user),
                     None => path.clone(),
                 };
-                if let Err(e) = serde_yaml_ng::from_value::<SlackUser>(entry.clone()) {
-                    checked::report_serde(diags, &at, &e);
+                match serde_yaml_ng::from_value::<SlackUser>(entry.clone()) {
+                    Ok(parsed) => {
+                        check_slack_user(user.as_str().unwrap_or("?"), &parsed, &at, diags);
+                    }
+                    Err(e) => checked::report_serde(diags, &at, &e),
                 }
             }
         }
@@ -658,8 +668,8 @@ impl Config {
     }
 }
 
-/// What `admin:` cannot say even when every key parses: the Slack and
-/// OIDC login settings that only make sense together.
+/// What only the whole `admin:` section can say: a Slack webhook needs
+/// `admin.slack` (reported once every key of the section parses).
 fn check_admin(admin: &AdminConfig, path: &KeyPath, diags: &mut Diagnostics<'_>) {
     if let Some(webhook) = &admin.webhook
         && webhook.format == WebhookFormat::Slack
@@ -675,92 +685,108 @@ fn check_admin(admin: &AdminConfig, path: &KeyPath, diags: &mut Diagnostics<'_>)
             ),
         );
     }
-    if let Some(slack) = &admin.slack {
-        let at = path.key("slack");
-        match (&slack.signing_secret_file, &slack.signing_secret_env) {
-            (Some(_), None) | (None, Some(_)) => {}
-            (None, None) => diags.push(
-                Severity::Error,
-                &at,
-                diagnostic::At::Key,
-                "the Slack signing secret is not configured",
-                Some(
-                    "set signing_secret_file (a file only hoop can read) or signing_secret_env; \
-                     the secret itself never goes in this file"
-                        .to_owned(),
-                ),
-            ),
-            (Some(_), Some(_)) => diags.error(
-                &at.key("signing_secret_env"),
-                "set only one of signing_secret_file and signing_secret_env",
-                None,
-            ),
-        }
-        if slack
-            .signing_secret_env
-            .as_deref()
-            .is_some_and(|v| v.trim().is_empty())
-        {
-            diags.error(
-                &at.key("signing_secret_env"),
-                "the environment variable's name is empty",
-                None,
-            );
-        }
-        for (user, entry) in &slack.users {
-            let user_at = at.key("users").key(user);
-            if !is_slack_user_id(user) {
-                diags.push(
-                    Severity::Error,
-                    &user_at,
-                    diagnostic::At::Key,
-                    format!("`{user}` is not a Slack user id"),
-                    Some(
-                        "use the member id (U… or W…, from the user's profile → Copy member ID), \
-                         not a display name"
-                            .to_owned(),
-                    ),
-                );
-            }
-            if entry.identity.trim().is_empty() {
-                diags.error(&user_at, "the hoop identity is empty", None);
-            }
-        }
-        if let Some(url) = &slack.ui_url
-            && !is_absolute_http_url(url)
-        {
-            diags.error(
-                &at.key("ui_url"),
-                format!("`{url}` is not an absolute http:// or https:// URL"),
-                Some("e.g. https://hoop.example.com/ui/".to_owned()),
-            );
-        }
+}
+
+/// `admin.oidc` with a `client_id` (the page's login): the client id and
+/// usable scopes, `openid` among them.
+fn check_oidc_login(value: &serde_yaml_ng::Value, at: &KeyPath, diags: &mut Diagnostics<'_>) {
+    let Some(client_id) = value.get("client_id") else {
+        return;
+    };
+    if client_id.as_str().is_some_and(|c| c.trim().is_empty()) {
+        diags.error(&at.key("client_id"), "the client id is empty", None);
     }
-    if let Some(oidc) = &admin.oidc
-        && let Some(client_id) = &oidc.client_id
+    let Some(scopes) = value
+        .get("scopes")
+        .and_then(serde_yaml_ng::Value::as_sequence)
+    else {
+        return;
+    };
+    let scopes: Vec<&str> = scopes
+        .iter()
+        .filter_map(serde_yaml_ng::Value::as_str)
+        .collect();
+    if !scopes.contains(&"openid") {
+        diags.error(
+            &at.key("scopes"),
+            "an OIDC login needs the `openid` scope",
+            Some("e.g. scopes: [openid, email, profile]".to_owned()),
+        );
+    }
+    if let Some(bad) = scopes.iter().find(|s| {
+        s.is_empty()
+            || s.chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    }) {
+        diags.error(
+            &at.key("scopes"),
+            format!("{bad:?} is not a scope (one word per entry)"),
+            None,
+        );
+    }
+}
+
+/// `admin.slack`: one secret source, and a usable `ui_url`.
+fn check_slack(value: &serde_yaml_ng::Value, at: &KeyPath, diags: &mut Diagnostics<'_>) {
+    let file = value.get("signing_secret_file");
+    let env = value.get("signing_secret_env");
+    match (file, env) {
+        (Some(_), None) | (None, Some(_)) => {}
+        (None, None) => diags.push(
+            Severity::Error,
+            at,
+            diagnostic::At::Key,
+            "the Slack signing secret is not configured",
+            Some(
+                "set signing_secret_file (a file only hoop can read) or signing_secret_env; \
+                 the secret itself never goes in this file"
+                    .to_owned(),
+            ),
+        ),
+        (Some(_), Some(_)) => diags.error(
+            &at.key("signing_secret_env"),
+            "set only one of signing_secret_file and signing_secret_env",
+            None,
+        ),
+    }
+    if env
+        .and_then(serde_yaml_ng::Value::as_str)
+        .is_some_and(|v| v.trim().is_empty())
     {
-        let at = path.key("oidc");
-        if client_id.trim().is_empty() {
-            diags.error(&at.key("client_id"), "the client id is empty", None);
-        }
-        if !oidc.scopes.iter().any(|s| s == "openid") {
-            diags.error(
-                &at.key("scopes"),
-                "an OIDC login needs the `openid` scope",
-                Some("e.g. scopes: [openid, email, profile]".to_owned()),
-            );
-        }
-        if let Some(bad) = oidc.scopes.iter().find(|s| {
-            s.is_empty()
-                || s.chars()
-                    .any(|c| c.is_whitespace() || c == '"' || c == '\\')
-        }) {
-            diags.error(
-                &at.key("scopes"),
-                format!("{bad:?} is not a scope (one word per entry)"),
-                None,
-            );
-        }
+        diags.error(
+            &at.key("signing_secret_env"),
+            "the environment variable's name is empty",
+            None,
+        );
+    }
+    if let Some(url) = value.get("ui_url").and_then(serde_yaml_ng::Value::as_str)
+        && !is_absolute_http_url(url)
+    {
+        diags.error(
+            &at.key("ui_url"),
+            format!("`{url}` is not an absolute http:// or https:// URL"),
+            Some("e.g. https://hoop.example.com/ui/".to_owned()),
+        );
+    }
+}
+
+/// One `admin.slack.users` entry: a member id, and a hoop identity.
+fn check_slack_user(user: &str, entry: &SlackUser, at: &KeyPath, diags: &mut Diagnostics<'_>) {
+    if !is_slack_user_id(user) {
+        diags.push(
+            Severity::Error,
+            at,
+            diagnostic::At::Key,
+            format!("`{user}` is not a Slack user id"),
+            Some(
+                "use the member id (U… or W…, from the user's profile → Copy member ID), \
+                 not a display name"
+                    .to_owned(),
+            ),
+        );
+    }
+    if entry.identity.trim().is_empty() {
+        diags.error(at, "the hoop identity is empty", None);
     }
 }
 
@@ -917,9 +943,14 @@ admin:
 ";
         let found = diagnostics(yaml);
         let expect = [
+            "/etc/hoop/hoop.yaml:7:13: error: admin.oidc.scopes: an OIDC login needs the `openid` scope",
             "/etc/hoop/hoop.yaml:8:53: error: admin.webhook.format: unknown variant `slak`, expected `json` or `slack` (hint: did you mean \"slack\"?)",
             "/etc/hoop/hoop.yaml:10:5: error: admin.slack.signing_secret: unknown key `signing_secret`",
+            "/etc/hoop/hoop.yaml:12:7: error: admin.slack.users.alice: `alice` is not a Slack user id",
             "/etc/hoop/hoop.yaml:13:14: error: admin.slack.users.U0BOB: unknown field `group`, expected `identity` or `groups`",
+            "/etc/hoop/hoop.yaml:14:16: error: admin.slack.users.U0CAROL: the hoop identity is empty",
+            "/etc/hoop/hoop.yaml:15:13: error: admin.slack.ui_url: `hoop.example.com/ui/` is not an absolute http:// or https:// URL",
+            "/etc/hoop/hoop.yaml:9:3: error: admin.slack: the Slack signing secret is not configured",
         ];
         for e in expect {
             assert!(
@@ -930,7 +961,7 @@ admin:
         }
         assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
 
-        // Once the keys parse, what only makes sense together.
+        // Once every key parses: what only the whole section can say.
         let yaml = "\
 admin:
   webhook: {url: https://hooks.slack.com/x, format: slack}

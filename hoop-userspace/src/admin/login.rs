@@ -25,12 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{
-    Json,
-    body::Bytes,
-    extract::State,
-    http::StatusCode,
-};
+use axum::{Json, body::Bytes, extract::State, http::StatusCode};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hyper::Method;
 use serde::{Deserialize, Serialize};
