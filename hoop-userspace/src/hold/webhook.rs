@@ -159,9 +159,14 @@ pub fn slack_message(hold: &HoldView, ui_url: Option<&str>, slack_user: Option<&
     if !hold.approvers.is_empty() {
         fields.push(field("Approvers", &hold.approvers.join(", ")));
     }
+    let mut details = json!({ "type": "section", "fields": fields });
+    // Slack refuses an empty text object: a rule without a message shows none.
+    if !hold.message.trim().is_empty() {
+        details["text"] = json!({ "type": "plain_text", "text": excerpt(&hold.message, SLACK_FIELD_CHARS), "emoji": false });
+    }
     let mut blocks = vec![
         json!({ "type": "header", "text": { "type": "plain_text", "text": title, "emoji": false } }),
-        json!({ "type": "section", "text": { "type": "plain_text", "text": excerpt(&hold.message, SLACK_FIELD_CHARS), "emoji": false }, "fields": fields }),
+        details,
         json!({ "type": "rich_text", "elements": [{
             "type": "rich_text_preformatted",
             "elements": [{ "type": "text", "text": cut(&hold.statement, SLACK_STATEMENT_CHARS) }],
@@ -350,11 +355,145 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::hold::Decision;
 
     #[test]
     fn excerpt_collapses_whitespace_and_cuts() {
         assert_eq!(excerpt("DELETE\n  FROM orders", 100), "DELETE FROM orders");
         assert_eq!(excerpt("abcdef", 3), "abc…");
+    }
+
+    fn view(state: HoldState) -> HoldView {
+        let now = time::OffsetDateTime::now_utc();
+        HoldView {
+            id: "h-abcdefghij".to_owned(),
+            state,
+            statement: "DELETE FROM orders WHERE id = 1".to_owned(),
+            rule: "orders-deletes".to_owned(),
+            message: String::new(),
+            session: crate::hold::HoldSession {
+                id: "1-2-3".to_owned(),
+                user: Some("app".to_owned()),
+                database: Some("orders".to_owned()),
+                ..Default::default()
+            },
+            created_at: now,
+            expires_at: now + time::Duration::minutes(5),
+            decided_at: None,
+            decisions: Vec::new(),
+            approvers: vec!["dba".to_owned()],
+            min_approvals: 2,
+            approvals_needed: 2,
+            reason: None,
+        }
+    }
+
+    fn blocks_of(message: &Value, kind: &str) -> Vec<Value> {
+        message["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == kind)
+            .cloned()
+            .collect()
+    }
+
+    /// Within Block Kit's limits: Slack refuses the whole message otherwise.
+    fn assert_within_slack_limits(message: &Value) {
+        for block in message["blocks"].as_array().unwrap() {
+            if let Some(text) = block["text"]["text"].as_str() {
+                assert!(!text.is_empty() && text.chars().count() <= 3000, "{block}");
+            }
+            if let Some(fields) = block["fields"].as_array() {
+                assert!(fields.len() <= 10);
+                for field in fields {
+                    let text = field["text"].as_str().unwrap();
+                    assert!(!text.is_empty() && text.chars().count() <= 2000);
+                }
+            }
+            for element in block["elements"].as_array().into_iter().flatten() {
+                if let Some(confirm) = element.get("confirm") {
+                    assert!(confirm["text"]["text"].as_str().unwrap().len() <= 300);
+                    assert!(confirm["title"]["text"].as_str().unwrap().len() <= 100);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pending_hold_has_buttons_and_a_decided_one_its_outcome() {
+        let mut hold = view(HoldState::Pending);
+        hold.statement = "x".repeat(10_000);
+        let pending = slack_message(&hold, Some("https://hoop.example.com/ui/#old"), None);
+        assert_within_slack_limits(&pending);
+        let actions = blocks_of(&pending, "actions");
+        assert_eq!(actions.len(), 1);
+        let ids: Vec<&str> = actions[0]["elements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["action_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["approve", "deny", "open"]);
+        assert_eq!(
+            actions[0]["elements"][2]["url"],
+            "https://hoop.example.com/ui/#hold=h-abcdefghij"
+        );
+        let statement = blocks_of(&pending, "rich_text")[0]["elements"][0]["elements"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            statement.chars().count(),
+            SLACK_STATEMENT_CHARS + 1,
+            "cut, with …"
+        );
+        // No message: the details section has only fields (Slack refuses empty text).
+        assert!(blocks_of(&pending, "section")[0].get("text").is_none());
+
+        hold.decisions.push(crate::hold::DecisionRecord {
+            identity: "alice".to_owned(),
+            decision: Decision::Approve,
+            reason: None,
+            at: time::OffsetDateTime::now_utc(),
+        });
+        let partly = slack_message(&hold, None, Some("U0ALICE"));
+        assert!(
+            partly
+                .to_string()
+                .contains("Approved by alice (1 of 2 approvals)")
+        );
+        assert_eq!(
+            blocks_of(&partly, "actions").len(),
+            1,
+            "still pending: buttons stay"
+        );
+        assert!(partly.to_string().contains("<@U0ALICE>"));
+
+        hold.state = HoldState::Denied;
+        hold.decisions.push(crate::hold::DecisionRecord {
+            identity: "bob".to_owned(),
+            decision: Decision::Deny,
+            reason: Some("not now".to_owned()),
+            at: time::OffsetDateTime::now_utc(),
+        });
+        hold.reason = Some("not now".to_owned());
+        let denied = slack_message(&hold, Some("https://hoop.example.com/ui/"), Some("U0BOB"));
+        assert_within_slack_limits(&denied);
+        assert!(blocks_of(&denied, "actions").is_empty());
+        assert!(denied.to_string().contains("Denied by bob: not now"));
+        assert_eq!(denied["text"], "hold h-abcdefghij: Denied by bob: not now");
+        // A Slack user id that is not one is never put in a mention.
+        let odd = slack_message(&hold, None, Some("U0<!channel>"));
+        assert!(!odd.to_string().contains("channel"));
+
+        hold.state = HoldState::Timeout;
+        hold.reason = Some("timed out after 5m".to_owned());
+        assert!(
+            slack_message(&hold, None, None)
+                .to_string()
+                .contains("Not run: nobody decided in time: timed out after 5m")
+        );
     }
 
     #[test]
