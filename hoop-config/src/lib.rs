@@ -138,9 +138,14 @@ pub struct AdminConfig {
     /// OIDC verification of approvers' tokens.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
-    /// Webhook notified when a hold is created (Slack-compatible JSON body).
+    /// Webhook notified when a hold is created (`format: json`, the default,
+    /// or `format: slack` for a Block Kit message with buttons).
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// Slack's interactive buttons: the signing secret that authenticates
+    /// their callbacks, and who each Slack user is.
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
 }
 
 impl Default for AdminConfig {
@@ -151,6 +156,7 @@ impl Default for AdminConfig {
             tokens_env: None,
             oidc: None,
             webhook: None,
+            slack: None,
         }
     }
 }
@@ -176,10 +182,24 @@ pub struct OidcConfig {
     /// The claim holding the caller's groups (default `groups`).
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// The OAuth client id of the approvals page (`/ui/`). Set, it enables
+    /// the page's "Sign in with OIDC" (authorization code with PKCE), and
+    /// ID tokens issued to this client (`aud` = this id) are accepted as
+    /// bearer tokens, as Kubernetes does with `--oidc-client-id`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Scopes the page asks for (default `[openid, email, profile]`; add the
+    /// one your issuer needs to put groups in the ID token, e.g. `groups`).
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
 }
 
 fn default_groups_claim() -> String {
     "groups".to_owned()
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(str::to_owned).to_vec()
 }
 
 /// `admin.webhook:`.
@@ -191,6 +211,91 @@ pub struct WebhookConfig {
     /// Request timeout (default 5s).
     #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// The body's shape (default `json`).
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// `admin.webhook.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// `{"text": "<one line>", "hold": <the hold as the API shows it>}`:
+    /// for scripts, and readable in any chat that takes `text`.
+    #[default]
+    Json,
+    /// A Slack Block Kit message: the hold's details, Approve and Deny
+    /// buttons (answered at `POST /api/slack/actions`, see `admin.slack`),
+    /// and a link to the approvals page.
+    Slack,
+}
+
+/// `admin.slack:`: authenticates Slack's button callbacks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// A file holding the Slack app's signing secret (it must not be
+    /// readable by group or others).
+    #[serde(default)]
+    pub signing_secret_file: Option<PathBuf>,
+    /// The name of an environment variable holding the signing secret.
+    #[serde(default)]
+    pub signing_secret_env: Option<String>,
+    /// Slack user id → hoop identity. A bare identity takes its groups from
+    /// the token list entries of that identity; `{identity, groups}` names
+    /// them here (for OIDC-only setups, where hoop has no list).
+    #[serde(default)]
+    pub users: std::collections::BTreeMap<String, SlackUser>,
+    /// The approvals page as Slack users reach it (`https://hoop.example.com/ui/`),
+    /// linked from every message.
+    #[serde(default)]
+    pub ui_url: Option<String>,
+}
+
+/// One entry of `admin.slack.users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackUser {
+    /// The hoop identity (as a token list or OIDC names it).
+    pub identity: String,
+    /// Groups given here, if any (otherwise those of the identity's tokens).
+    pub groups: Option<Vec<String>>,
+}
+
+impl<'de> Deserialize<'de> for SlackUser {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The long form, strict about its keys.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Detailed {
+            identity: String,
+            groups: Vec<String>,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SlackUser;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an identity, or {identity, groups}")
+            }
+            fn visit_str<E: serde::de::Error>(self, identity: &str) -> Result<SlackUser, E> {
+                Ok(SlackUser {
+                    identity: identity.to_owned(),
+                    groups: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SlackUser, A::Error> {
+                let detailed =
+                    Detailed::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SlackUser {
+                    identity: detailed.identity,
+                    groups: Some(detailed.groups),
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 fn default_webhook_timeout() -> Duration {
@@ -532,15 +637,54 @@ impl Config {
             let _ = deserialize_checked::<T>(value, path, diags, &[]);
         }
         fn admin(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
-            let _ = deserialize_checked::<AdminConfig>(
+            let admin = deserialize_checked::<AdminConfig>(
                 value,
                 path,
                 diags,
                 &[
-                    ("oidc", &section::<OidcConfig>),
+                    ("oidc", &oidc),
                     ("webhook", &section::<WebhookConfig>),
+                    ("slack", &slack),
                 ],
             );
+            if let Some(admin) = admin {
+                check_admin(&admin, path, diags);
+            }
+        }
+        fn oidc(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
+            let _ = deserialize_checked::<OidcConfig>(value, path, diags, &[]);
+            check_oidc_login(value, path, diags);
+        }
+        fn slack(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
+            let _ =
+                deserialize_checked::<SlackConfig>(value, path, diags, &[("users", &slack_users)]);
+            // Read from the YAML itself, so these are reported even when
+            // another key of the section is wrong.
+            check_slack(value, path, diags);
+        }
+        /// Each user on its own, so a mistake points at that user.
+        fn slack_users(value: &serde_yaml_ng::Value, path: &KeyPath, diags: &mut Diagnostics<'_>) {
+            let serde_yaml_ng::Value::Mapping(users) = value else {
+                if let Err(e) = serde_yaml_ng::from_value::<
+                    std::collections::BTreeMap<String, SlackUser>,
+                >(value.clone())
+                {
+                    checked::report_serde(diags, path, &e);
+                }
+                return;
+            };
+            for (user, entry) in users {
+                let at = match user.as_str() {
+                    Some(user) => path.key(user),
+                    None => path.clone(),
+                };
+                match serde_yaml_ng::from_value::<SlackUser>(entry.clone()) {
+                    Ok(parsed) => {
+                        check_slack_user(user.as_str().unwrap_or("?"), &parsed, &at, diags);
+                    }
+                    Err(e) => checked::report_serde(diags, &at, &e),
+                }
+            }
         }
         fn policy(_: &serde_yaml_ng::Value, _: &KeyPath, _: &mut Diagnostics<'_>) {}
         let config = deserialize_checked::<Self>(
@@ -570,6 +714,143 @@ impl Config {
         }
         ok.then_some(config)
     }
+}
+
+/// What only the whole `admin:` section can say: a Slack webhook needs
+/// `admin.slack` (reported once every key of the section parses).
+fn check_admin(admin: &AdminConfig, path: &KeyPath, diags: &mut Diagnostics<'_>) {
+    if let Some(webhook) = &admin.webhook
+        && webhook.format == WebhookFormat::Slack
+        && admin.slack.is_none()
+    {
+        diags.error(
+            &path.key("webhook").key("format"),
+            "`format: slack` sends Approve and Deny buttons, but admin.slack is not set",
+            Some(
+                "add admin.slack with signing_secret_file or signing_secret_env, \
+                 so hoop can verify the buttons' callbacks"
+                    .to_owned(),
+            ),
+        );
+    }
+}
+
+/// `admin.oidc` with a `client_id` (the page's login): the client id and
+/// usable scopes, `openid` among them.
+fn check_oidc_login(value: &serde_yaml_ng::Value, at: &KeyPath, diags: &mut Diagnostics<'_>) {
+    let Some(client_id) = value.get("client_id") else {
+        return;
+    };
+    if client_id.as_str().is_some_and(|c| c.trim().is_empty()) {
+        diags.error(&at.key("client_id"), "the client id is empty", None);
+    }
+    let Some(scopes) = value
+        .get("scopes")
+        .and_then(serde_yaml_ng::Value::as_sequence)
+    else {
+        return;
+    };
+    let scopes: Vec<&str> = scopes
+        .iter()
+        .filter_map(serde_yaml_ng::Value::as_str)
+        .collect();
+    if !scopes.contains(&"openid") {
+        diags.error(
+            &at.key("scopes"),
+            "an OIDC login needs the `openid` scope",
+            Some("e.g. scopes: [openid, email, profile]".to_owned()),
+        );
+    }
+    if let Some(bad) = scopes.iter().find(|s| {
+        s.is_empty()
+            || s.chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    }) {
+        diags.error(
+            &at.key("scopes"),
+            format!("{bad:?} is not a scope (one word per entry)"),
+            None,
+        );
+    }
+}
+
+/// `admin.slack`: one secret source, and a usable `ui_url`.
+fn check_slack(value: &serde_yaml_ng::Value, at: &KeyPath, diags: &mut Diagnostics<'_>) {
+    let file = value.get("signing_secret_file");
+    let env = value.get("signing_secret_env");
+    match (file, env) {
+        (Some(_), None) | (None, Some(_)) => {}
+        (None, None) => diags.push(
+            Severity::Error,
+            at,
+            diagnostic::At::Key,
+            "the Slack signing secret is not configured",
+            Some(
+                "set signing_secret_file (a file only hoop can read) or signing_secret_env; \
+                 the secret itself never goes in this file"
+                    .to_owned(),
+            ),
+        ),
+        (Some(_), Some(_)) => diags.error(
+            &at.key("signing_secret_env"),
+            "set only one of signing_secret_file and signing_secret_env",
+            None,
+        ),
+    }
+    if env
+        .and_then(serde_yaml_ng::Value::as_str)
+        .is_some_and(|v| v.trim().is_empty())
+    {
+        diags.error(
+            &at.key("signing_secret_env"),
+            "the environment variable's name is empty",
+            None,
+        );
+    }
+    if let Some(url) = value.get("ui_url").and_then(serde_yaml_ng::Value::as_str)
+        && !is_absolute_http_url(url)
+    {
+        diags.error(
+            &at.key("ui_url"),
+            format!("`{url}` is not an absolute http:// or https:// URL"),
+            Some("e.g. https://hoop.example.com/ui/".to_owned()),
+        );
+    }
+}
+
+/// One `admin.slack.users` entry: a member id, and a hoop identity.
+fn check_slack_user(user: &str, entry: &SlackUser, at: &KeyPath, diags: &mut Diagnostics<'_>) {
+    if !is_slack_user_id(user) {
+        diags.push(
+            Severity::Error,
+            at,
+            diagnostic::At::Key,
+            format!("`{user}` is not a Slack user id"),
+            Some(
+                "use the member id (U… or W…, from the user's profile → Copy member ID), \
+                 not a display name"
+                    .to_owned(),
+            ),
+        );
+    }
+    if entry.identity.trim().is_empty() {
+        diags.error(at, "the hoop identity is empty", None);
+    }
+}
+
+/// Slack member ids: `U` (or `W`, Enterprise Grid) and upper-case letters and digits.
+fn is_slack_user_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some('U' | 'W'))
+        && id.len() >= 3
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+fn is_absolute_http_url(url: &str) -> bool {
+    url.parse::<http::Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.host().is_some_and(|h| !h.is_empty())
+    })
 }
 
 #[cfg(test)]
@@ -633,6 +914,143 @@ bogus: 1
             );
         }
         assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+    }
+
+    #[test]
+    fn slack_and_the_page_login_are_read() {
+        let yaml = "\
+admin:
+  oidc:
+    issuer: https://idp.example.com
+    audience: hoop-api
+    jwks_url: https://idp.example.com/jwks
+    client_id: hoop-ui
+    scopes: [openid, email, groups]
+  webhook: {url: https://hooks.slack.com/services/T0/B0/x, format: slack}
+  slack:
+    signing_secret_file: /etc/hoop/slack-signing-secret
+    users:
+      U024BE7LH: alice@example.com
+      W0BOB: {identity: bob@example.com, groups: [dba]}
+    ui_url: https://hoop.example.com/ui/
+";
+        let config = parse(Path::new("x.yaml"), yaml).unwrap();
+        let admin = &config.admin;
+        assert_eq!(admin.webhook.as_ref().unwrap().format, WebhookFormat::Slack);
+        let oidc = admin.oidc.as_ref().unwrap();
+        assert_eq!(oidc.client_id.as_deref(), Some("hoop-ui"));
+        assert_eq!(oidc.scopes, ["openid", "email", "groups"]);
+        let slack = admin.slack.as_ref().unwrap();
+        assert_eq!(
+            slack.users["U024BE7LH"],
+            SlackUser {
+                identity: "alice@example.com".to_owned(),
+                groups: None
+            }
+        );
+        assert_eq!(
+            slack.users["W0BOB"].groups.as_deref(),
+            Some(&["dba".to_owned()][..])
+        );
+        assert_eq!(
+            slack.ui_url.as_deref(),
+            Some("https://hoop.example.com/ui/")
+        );
+        // Defaults: the JSON webhook, the standard scopes, no page login.
+        let config = parse(
+            Path::new("x.yaml"),
+            "admin:\n  webhook: {url: http://127.0.0.1:1/x}\n  oidc: {issuer: i, audience: a, jwks_file: /j}\n",
+        )
+        .unwrap();
+        assert_eq!(config.admin.webhook.unwrap().format, WebhookFormat::Json);
+        let oidc = config.admin.oidc.unwrap();
+        assert_eq!(oidc.scopes, ["openid", "email", "profile"]);
+        assert!(oidc.client_id.is_none());
+    }
+
+    #[test]
+    fn slack_and_login_mistakes_are_reported_with_their_location() {
+        let yaml = "\
+admin:
+  oidc:
+    issuer: i
+    audience: a
+    jwks_file: /j
+    client_id: hoop-ui
+    scopes: [email]
+  webhook: {url: https://hooks.slack.com/x, format: slak}
+  slack:
+    signing_secret: inline-secrets-are-refused
+    users:
+      alice: alice@example.com
+      U0BOB: {identity: bob@example.com, group: [dba]}
+      U0CAROL: ''
+    ui_url: hoop.example.com/ui/
+";
+        let found = diagnostics(yaml);
+        let expect = [
+            "/etc/hoop/hoop.yaml:7:13: error: admin.oidc.scopes: an OIDC login needs the `openid` scope",
+            "/etc/hoop/hoop.yaml:8:53: error: admin.webhook.format: unknown variant `slak`, expected `json` or `slack` (hint: did you mean \"slack\"?)",
+            "/etc/hoop/hoop.yaml:10:5: error: admin.slack.signing_secret: unknown key `signing_secret`",
+            "/etc/hoop/hoop.yaml:12:7: error: admin.slack.users.alice: `alice` is not a Slack user id",
+            "/etc/hoop/hoop.yaml:13:14: error: admin.slack.users.U0BOB: unknown field `group`, expected `identity` or `groups`",
+            "/etc/hoop/hoop.yaml:14:16: error: admin.slack.users.U0CAROL: the hoop identity is empty",
+            "/etc/hoop/hoop.yaml:15:13: error: admin.slack.ui_url: `hoop.example.com/ui/` is not an absolute http:// or https:// URL",
+            "/etc/hoop/hoop.yaml:9:3: error: admin.slack: the Slack signing secret is not configured",
+        ];
+        for e in expect {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e}\nin:\n{}",
+                found.join("\n")
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+
+        // Once every key parses: what only the whole section can say.
+        let yaml = "\
+admin:
+  webhook: {url: https://hooks.slack.com/x, format: slack}
+";
+        let found = diagnostics(yaml);
+        assert!(
+            found[0].starts_with("/etc/hoop/hoop.yaml:2:53: error: admin.webhook.format: `format: slack` sends Approve and Deny buttons, but admin.slack is not set"),
+            "{found:?}"
+        );
+        let yaml = "\
+admin:
+  oidc: {issuer: i, audience: a, jwks_file: /j, client_id: hoop-ui, scopes: [email, 'two words']}
+  slack:
+    users:
+      alice: alice@example.com
+      U0CAROL: ' '
+    ui_url: hoop.example.com/ui/
+";
+        let found = diagnostics(yaml);
+        let expect = [
+            "/etc/hoop/hoop.yaml:2:77: error: admin.oidc.scopes: an OIDC login needs the `openid` scope",
+            "/etc/hoop/hoop.yaml:2:77: error: admin.oidc.scopes: \"two words\" is not a scope",
+            "/etc/hoop/hoop.yaml:3:3: error: admin.slack: the Slack signing secret is not configured",
+            "/etc/hoop/hoop.yaml:5:7: error: admin.slack.users.alice: `alice` is not a Slack user id",
+            "/etc/hoop/hoop.yaml:6:16: error: admin.slack.users.U0CAROL: the hoop identity is empty",
+            "/etc/hoop/hoop.yaml:7:13: error: admin.slack.ui_url: `hoop.example.com/ui/` is not an absolute http:// or https:// URL",
+        ];
+        for e in expect {
+            assert!(
+                found.iter().any(|f| f.starts_with(e)),
+                "missing {e}\nin:\n{}",
+                found.join("\n")
+            );
+        }
+        assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
+        let both = "admin:\n  slack:\n    signing_secret_file: /s\n    signing_secret_env: S\n";
+        let found = diagnostics(both);
+        assert!(
+            found[0].starts_with(
+                "/etc/hoop/hoop.yaml:4:25: error: admin.slack.signing_secret_env: set only one of"
+            ),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!   webhook notification and the `hoop_holds_*` metrics. The governance
 //!   layer calls [`HoldRegistry::create`] and awaits [`HoldTicket::outcome`];
 //!   what the waiting client is told is its driver's business.
+//! - [`webhook`]: the notification of a new hold (JSON, or a Slack message
+//!   with Approve and Deny buttons).
 //! - [`outbound`]: the small HTTPS client webhooks (and the admin API's
 //!   OIDC key fetch and CLI) use.
 //!
@@ -18,9 +20,10 @@
 
 pub mod outbound;
 pub mod registry;
-mod webhook;
+pub mod webhook;
 
 pub use registry::{
     Decider, Decision, DecisionRecord, HoldError, HoldOutcome, HoldRegistry, HoldSession,
     HoldState, HoldTicket, HoldView,
 };
+pub use webhook::Webhook;

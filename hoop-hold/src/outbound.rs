@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 client for hoop's own outbound calls: the hold webhook,
-//! JWKS fetches and the `hoop holds` CLI.
+//! Slack message updates, JWKS and OIDC discovery fetches, the OIDC token
+//! exchange and the `hoop holds` CLI.
 //!
 //! `http://` and `https://` (rustls, the system's trust roots). One request
 //! per connection: these calls are rare, so pooling buys nothing.
@@ -77,6 +78,15 @@ pub struct Response {
     pub body: Bytes,
 }
 
+/// A request body, with its content type.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// `application/json`.
+    Json(Vec<u8>),
+    /// `application/x-www-form-urlencoded` (OAuth token requests).
+    Form(Vec<u8>),
+}
+
 /// One outbound request.
 #[derive(Debug)]
 pub struct OutboundRequest<'a> {
@@ -86,8 +96,8 @@ pub struct OutboundRequest<'a> {
     pub url: &'a str,
     /// `Authorization: Bearer …`, if any.
     pub bearer: Option<&'a str>,
-    /// A JSON body, if any.
-    pub json_body: Option<Vec<u8>>,
+    /// The body, if any.
+    pub body: Option<Body>,
     /// Bound on the whole exchange.
     pub timeout: Duration,
     /// Largest response body accepted.
@@ -159,10 +169,14 @@ async fn exchange(
         value.set_sensitive(true);
         builder = builder.header(header::AUTHORIZATION, value);
     }
-    let body = match request.json_body {
-        Some(json) => {
+    let body = match request.body {
+        Some(Body::Json(json)) => {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
             Bytes::from(json)
+        }
+        Some(Body::Form(form)) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            Bytes::from(form)
         }
         None => Bytes::new(),
     };
@@ -345,7 +359,7 @@ mod tests {
             method: Method::GET,
             url: &url,
             bearer: None,
-            json_body: None,
+            body: None,
             timeout: Duration::from_secs(5),
             max_body: 1024,
         })

@@ -27,10 +27,14 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokio::{sync::oneshot, time::Instant};
+use tokio::{
+    sync::{oneshot, watch},
+    time::Instant,
+};
 
-use hoop_config::WebhookConfig;
 use hoop_core::{HoldRequirement, SessionIdentity};
+
+use crate::webhook::Webhook;
 
 /// How many decided holds [`HoldRegistry::list`] keeps showing. Older ones are
 /// forgotten (their outcome lives on in the session recording).
@@ -184,6 +188,14 @@ pub struct HoldView {
     pub reason: Option<String>,
 }
 
+impl HoldView {
+    /// Whether `decider` belongs to the rule's approvers (so may approve or
+    /// deny, while the hold is pending).
+    pub fn may_be_decided_by(&self, decider: &Decider) -> bool {
+        may_decide(&self.approvers, decider)
+    }
+}
+
 /// How a hold ended, as the waiting connection learns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldOutcome {
@@ -259,7 +271,7 @@ pub struct HoldRegistry {
 
 struct Shared {
     book: Mutex<HoldBook>,
-    webhook: Option<WebhookConfig>,
+    webhook: Option<Webhook>,
     metrics: &'static HoldMetrics,
 }
 
@@ -268,6 +280,14 @@ struct Shared {
 struct HoldBook {
     by_id: HashMap<String, HoldEntry>,
     decided_order: VecDeque<String>,
+    /// Bumped on every change, so the approvals page can wait for one.
+    changes: watch::Sender<u64>,
+}
+
+impl HoldBook {
+    fn changed(&self) {
+        self.changes.send_modify(|version| *version += 1);
+    }
 }
 
 struct HoldEntry {
@@ -281,7 +301,7 @@ struct HoldEntry {
 
 impl HoldRegistry {
     /// An empty registry. With a webhook, every new hold is POSTed to it.
-    pub fn new(webhook: Option<WebhookConfig>) -> Self {
+    pub fn new(webhook: Option<Webhook>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 book: Mutex::new(HoldBook::default()),
@@ -350,6 +370,7 @@ impl HoldRegistry {
                 },
             );
             self.shared.metrics.pending.inc();
+            book.changed();
             view
         };
         // The statement stays out of the log: it is in the recording and the API.
@@ -361,7 +382,7 @@ impl HoldRegistry {
             "statement held for approval"
         );
         if let Some(webhook) = &self.shared.webhook {
-            super::webhook::notify(webhook.clone(), view.clone(), self.shared.metrics);
+            webhook.notify(view.clone(), self.shared.metrics);
         }
         HoldTicket {
             id: view.id,
@@ -391,6 +412,23 @@ impl HoldRegistry {
             .map(|e| e.view.clone());
         pending.extend(decided);
         pending
+    }
+
+    /// [`list`](Self::list), with the change counter it reflects.
+    pub fn list_versioned(&self) -> (u64, Vec<HoldView>) {
+        let mut book = self.shared.lock();
+        book.expire_overdue(self.shared.metrics);
+        let version = *book.changes.borrow();
+        drop(book);
+        // A change between here and `list` only makes the version look
+        // older than the list, so a waiter asks again: never a missed change.
+        (version, self.list())
+    }
+
+    /// Follows the change counter: [`watch::Receiver::changed`] returns once
+    /// any hold is created, decided, or ends, after this call.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.lock().changes.subscribe()
     }
 
     /// One hold by id.
@@ -480,6 +518,7 @@ impl HoldRegistry {
                 }
             }
         }
+        book.changed();
         Ok(book.by_id[id].view.clone())
     }
 }
@@ -580,6 +619,7 @@ impl HoldBook {
         if state == HoldState::Timeout {
             tracing::info!(hold = %id, "hold timed out");
         }
+        self.changed();
         self.decided_order.push_back(id.to_owned());
         while self.decided_order.len() > DECIDED_HISTORY {
             if let Some(oldest) = self.decided_order.pop_front() {

@@ -8,7 +8,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tracing::warn;
 
 use hoop_config::Config;
-use hoop_hold::HoldRegistry;
+use hoop_hold::{HoldRegistry, Webhook};
 use hoop_policy::{
     LoadedConfig,
     reload::{PolicyHandle, PolicyWatcher, WatchOptions, spawn_watcher},
@@ -144,7 +144,7 @@ impl Governed {
         let LoadedConfig { config, policy, .. } = loaded;
         let config = &config;
         let auth = Authenticator::from_config(&config.admin).await?;
-        let holds = HoldRegistry::new(config.admin.webhook.clone());
+        let holds = HoldRegistry::new(Webhook::from_admin(&config.admin));
         let recorder = Recorder::start(&config.recording)?;
         let policy = PolicyHandle::new(policy);
         // Noted right after loading, so any later edit of the file is seen.
@@ -163,6 +163,11 @@ impl Governed {
             Ok(listener) => {
                 let (tx, rx) = oneshot::channel::<()>();
                 let mut state = AdminState::new(holds.clone(), auth);
+                // The approvals page shows what a held session ran before, from here.
+                state.recordings = config
+                    .recording
+                    .enabled
+                    .then(|| config.recording.dir.clone());
                 state.refresh_metrics = Some(std::sync::Arc::new(server.metrics_refresher()));
                 let handle = tokio::spawn(async move {
                     if let Err(e) = crate::admin::serve(listener, state, async {

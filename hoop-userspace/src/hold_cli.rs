@@ -213,7 +213,7 @@ async fn call(
         method,
         url: &url,
         bearer: Some(token),
-        json_body,
+        body: json_body.map(outbound::Body::Json),
         timeout: REQUEST_TIMEOUT,
         max_body: MAX_RESPONSE_BYTES,
     })

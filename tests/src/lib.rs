@@ -7,6 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod issuer;
+pub mod sink;
+
 use std::{
     io::Read as _,
     net::TcpListener,

@@ -409,7 +409,16 @@ fn binary_copy_of_a_masked_column_is_an_error_never_silent_or_raw() {
     let cfg = TestConfig::new(&[5432], POLICY);
     // Directly, the binary COPY carries the raw values: the attack is real.
     let direct = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+        ])
         .arg("COPY (SELECT id, ssn FROM customers ORDER BY id) TO STDOUT (FORMAT binary)")
         .output()
         .expect("psql");
@@ -456,7 +465,17 @@ fn binary_copy_of_a_masked_column_is_an_error_never_silent_or_raw() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let direct = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c", clean])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+            clean,
+        ])
         .output()
         .expect("psql");
     let through_hoop = std::fs::read(&copied).expect("copied");

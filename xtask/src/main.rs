@@ -1,7 +1,9 @@
 //! Developer tasks for hoop.
 //!
 //! - `cargo xtask setup`: install what a fresh machine lacks (nightly
-//!   `rust-src`, a `bpf-linker` built against the nightly's own LLVM), then build.
+//!   `rust-src`, a `bpf-linker` built against the nightly's own LLVM, and for
+//!   the browser test Debian's `chromium` and `playwright-core` from
+//!   `tests/ui/package-lock.json`), then build.
 //! - `cargo xtask demo`: setup, then run `hoop exec` on the bundled example
 //!   config around a `psql` query.
 //! - `cargo xtask test`: setup, make sure PostgreSQL and MariaDB are up and
@@ -12,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod browser;
 mod floor;
 mod services;
 mod setup;
@@ -29,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install nightly rust-src and bpf-linker if missing, then build hoop (release).
+    /// Install nightly rust-src, bpf-linker, chromium and the browser test's npm packages if missing, then build hoop (release).
     Setup,
     /// Setup, then run `hoop exec` with examples/hoop.yaml around a psql query.
     Demo,
@@ -72,11 +75,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Setup => setup::setup(),
+        Command::Setup => setup::setup().and_then(|()| browser::ensure()),
         Command::Demo => setup::setup()
             .and_then(|()| services::ensure_postgres())
             .and_then(|()| setup::demo()),
         Command::Test { args } => setup::toolchain()
+            .and_then(|()| browser::ensure())
             .and_then(|()| services::ensure_postgres())
             .and_then(|()| services::ensure_mariadb())
             .and_then(|()| setup::test(&args)),

@@ -16,8 +16,15 @@
 //!   strings, or one space-separated string; a dotted path such as
 //!   `realm_access.roles` reaches into nested objects).
 //!
-//! With neither configured, nobody is authenticated: the holds API answers
-//! 401 to everyone (fail closed).
+//! - **ID tokens of the approvals page**: with `admin.oidc.client_id` set, a
+//!   token whose `aud` is that client id passes too (the ID tokens the
+//!   issuer made for hoop's own page, as Kubernetes' `--oidc-client-id`).
+//! - **Slack**: a button click is signed by Slack, and its user id maps to an
+//!   identity through `admin.slack.users`; the groups are those given there,
+//!   or else those of the identity's static tokens (see [`super::slack`]).
+//!
+//! With neither tokens nor OIDC configured, nobody is authenticated: the
+//! holds API answers 401 to everyone (fail closed).
 
 use std::{
     path::{Path, PathBuf},
@@ -34,7 +41,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use super::outbound::{self, OutboundError, OutboundRequest};
+use super::{
+    login::OidcLogin,
+    outbound::{self, OutboundError, OutboundRequest},
+    slack::{SlackAuth, SlackConfigError},
+};
 use hoop_config::{AdminConfig, OidcConfig};
 use hoop_hold::Decider;
 
@@ -76,6 +87,9 @@ pub enum AuthError {
     /// The JWT has neither a usable `email` nor a `sub`.
     #[error("token has no email or sub claim")]
     MissingIdentity,
+    /// The ID token of a page login does not carry that login's `nonce`.
+    #[error("the ID token's nonce does not match this login (sign in again)")]
+    NonceMismatch,
 }
 
 /// Authentication configuration that cannot be used.
@@ -171,6 +185,9 @@ pub enum AuthConfigError {
         /// The JSON error.
         source: serde_json::Error,
     },
+    /// `admin.slack` cannot be used (its signing secret, mostly).
+    #[error("admin.slack: {0}")]
+    Slack(#[from] SlackConfigError),
 }
 
 /// One entry of a token list, as configured.
@@ -199,6 +216,7 @@ pub struct StaticToken {
 pub struct Authenticator {
     tokens: Vec<StaticToken>,
     oidc: Option<OidcVerifier>,
+    slack: Option<SlackAuth>,
 }
 
 impl Authenticator {
@@ -237,7 +255,15 @@ impl Authenticator {
             Some(config) => Some(OidcVerifier::new(config).await?),
             None => None,
         };
-        let auth = Self { tokens, oidc };
+        let slack = match &admin.slack {
+            Some(config) => Some(SlackAuth::from_config(config, &env)?),
+            None => None,
+        };
+        let auth = Self {
+            tokens,
+            oidc,
+            slack,
+        };
         if !auth.is_configured() {
             tracing::warn!(
                 "admin API has no authentication configured: the holds API refuses everyone \
@@ -249,7 +275,42 @@ impl Authenticator {
 
     /// An authenticator from already-loaded parts.
     pub fn new(tokens: Vec<StaticToken>, oidc: Option<OidcVerifier>) -> Self {
-        Self { tokens, oidc }
+        Self {
+            tokens,
+            oidc,
+            slack: None,
+        }
+    }
+
+    /// Adds Slack's button callbacks.
+    #[must_use]
+    pub fn with_slack(mut self, slack: SlackAuth) -> Self {
+        self.slack = Some(slack);
+        self
+    }
+
+    /// Slack's callback verification and user mapping, when `admin.slack` is set.
+    pub fn slack(&self) -> Option<&SlackAuth> {
+        self.slack.as_ref()
+    }
+
+    /// The OIDC verifier, when `admin.oidc` is set.
+    pub fn oidc(&self) -> Option<&OidcVerifier> {
+        self.oidc.as_ref()
+    }
+
+    /// The groups of `identity` in the static token lists (every entry with
+    /// that identity, deduplicated, in the order configured).
+    pub fn groups_of(&self, identity: &str) -> Vec<String> {
+        let mut groups: Vec<String> = Vec::new();
+        for token in self.tokens.iter().filter(|t| t.identity == identity) {
+            for group in &token.groups {
+                if !groups.contains(group) {
+                    groups.push(group.clone());
+                }
+            }
+        }
+        groups
     }
 
     /// Whether any credential source is configured. Without one, every
@@ -383,6 +444,10 @@ impl std::fmt::Debug for VerificationKey {
 pub struct OidcVerifier {
     issuer: String,
     audience: String,
+    /// `client_id`: ID tokens for the approvals page are accepted too.
+    client_id: Option<String>,
+    /// The page's login, when a client id is configured.
+    login: Option<OidcLogin>,
     groups_claim: String,
     source: JwksSource,
     keys: RwLock<Arc<Vec<VerificationKey>>>,
@@ -417,6 +482,8 @@ impl OidcVerifier {
         Ok(Self {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
+            client_id: config.client_id.clone(),
+            login: OidcLogin::from_config(config),
             groups_claim: config.groups_claim.clone(),
             source,
             keys: RwLock::new(Arc::new(keys)),
@@ -442,7 +509,10 @@ impl OidcVerifier {
 
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
+        match &self.client_id {
+            Some(client_id) => validation.set_audience(&[&self.audience, client_id]),
+            None => validation.set_audience(&[&self.audience]),
+        }
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.validate_exp = true;
         validation.validate_nbf = true;
@@ -459,6 +529,11 @@ impl OidcVerifier {
         Err(AuthError::InvalidJwt(
             last_error.expect("at least one key was tried"),
         ))
+    }
+
+    /// The approvals page's OIDC login, when `admin.oidc.client_id` is set.
+    pub fn login(&self) -> Option<&OidcLogin> {
+        self.login.as_ref()
     }
 
     fn current_keys(&self) -> Arc<Vec<VerificationKey>> {
@@ -574,7 +649,7 @@ async fn load_jwks(source: &JwksSource) -> Result<Vec<VerificationKey>, AuthConf
                 method: Method::GET,
                 url,
                 bearer: None,
-                json_body: None,
+                body: None,
                 timeout: JWKS_FETCH_TIMEOUT,
                 max_body: JWKS_MAX_BYTES,
             })

@@ -14,7 +14,7 @@ use super::{
     test_support::{AUDIENCE, ISSUER, TestKey, claims, jwks, now_plus, token_entry},
 };
 use crate::hold_cli::{self as cli, AdminEndpoint, CliError};
-use hoop_config::{OidcConfig, WebhookConfig};
+use hoop_config::{OidcConfig, WebhookConfig, WebhookFormat};
 use hoop_core::{HoldRequirement, SessionIdentity};
 use hoop_hold::{HoldOutcome, HoldRegistry, HoldTicket};
 
@@ -37,26 +37,30 @@ impl Server {
     }
 
     async fn start_with(holds: HoldRegistry, with_auth: bool) -> Self {
+        Self::start_full(holds, with_auth, |auth| auth, None).await
+    }
+
+    /// A server whose authenticator `customize` may extend (Slack), reading
+    /// recordings from `recordings`.
+    async fn start_full(
+        holds: HoldRegistry,
+        with_auth: bool,
+        customize: impl FnOnce(Authenticator) -> Authenticator,
+        recordings: Option<PathBuf>,
+    ) -> Self {
         let oidc_key = TestKey::es256("idp-1");
         let jwks_dir = tempfile::tempdir().unwrap();
         let jwks_file = jwks_dir.path().join("jwks.json");
         std::fs::write(&jwks_file, jwks(&[&oidc_key])).unwrap();
         let auth = if with_auth {
-            let yaml = token_entry(ALICE, "alice", &["dba"])
-                + &token_entry(BOB, "bob", &["dba"])
-                + &token_entry(CAROL, "carol", &["dev"]);
             let oidc = OidcVerifier::new(&oidc_config(jwks_file)).await.unwrap();
-            Authenticator::new(parse_tokens(&yaml, "test").unwrap(), Some(oidc))
+            Authenticator::new(static_tokens(), Some(oidc))
         } else {
             Authenticator::default()
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let state = AdminState::new(holds.clone(), auth);
-        tokio::spawn(super::serve(listener, state, async move {
-            let _ = stopped.await;
-        }));
+        let mut state = AdminState::new(holds.clone(), customize(auth));
+        state.recordings = recordings;
+        let (addr, stop) = serve_state(state).await;
         Self {
             addr,
             holds,
@@ -90,7 +94,7 @@ impl Server {
             method,
             url: &url,
             bearer: token,
-            json_body: body.map(|b| serde_json::to_vec(&b).unwrap()),
+            body: body.map(|b| outbound::Body::Json(serde_json::to_vec(&b).unwrap())),
             timeout: Duration::from_secs(5),
             max_body: 16 * 1024 * 1024,
         })
@@ -116,6 +120,69 @@ impl Server {
     }
 }
 
+/// alice and bob (dba) and carol (dev).
+fn static_tokens() -> Vec<super::auth::StaticToken> {
+    let yaml = token_entry(ALICE, "alice", &["dba"])
+        + &token_entry(BOB, "bob", &["dba"])
+        + &token_entry(CAROL, "carol", &["dev"]);
+    parse_tokens(&yaml, "test").unwrap()
+}
+
+/// Serves `state` on a free loopback port until the sender is dropped or fires.
+async fn serve_state(state: AdminState) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(super::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// One request to `addr`, with any headers.
+async fn raw_request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> Reply {
+    use http_body_util::{BodyExt as _, Full};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let bytes = match body {
+        Some((content_type, bytes)) => {
+            request = request.header(header::CONTENT_TYPE, content_type);
+            bytes
+        }
+        None => Vec::new(),
+    };
+    let response = sender
+        .send_request(request.body(Full::new(bytes::Bytes::from(bytes))).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&body).into_owned(),
+        json: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    }
+}
+
 struct Reply {
     status: StatusCode,
     headers: hyper::HeaderMap,
@@ -130,6 +197,8 @@ fn oidc_config(jwks_file: PathBuf) -> OidcConfig {
         jwks_file: Some(jwks_file),
         jwks_url: None,
         groups_claim: "groups".to_owned(),
+        client_id: None,
+        scopes: vec!["openid".to_owned()],
     }
 }
 
@@ -191,7 +260,7 @@ async fn metrics_refresh_hook_runs_before_encoding() {
         method: Method::GET,
         url: &url,
         bearer: None,
-        json_body: None,
+        body: None,
         timeout: Duration::from_secs(5),
         max_body: 1 << 20,
     };
@@ -529,10 +598,14 @@ async fn webhook_sink(status: StatusCode) -> (String, mpsc::UnboundedReceiver<Va
 #[tokio::test]
 async fn the_webhook_receives_the_hold() {
     let (url, mut received) = webhook_sink(StatusCode::OK).await;
-    let registry = HoldRegistry::new(Some(WebhookConfig {
-        url,
-        timeout: Duration::from_secs(5),
-    }));
+    let registry = HoldRegistry::new(Some(
+        WebhookConfig {
+            url,
+            timeout: Duration::from_secs(5),
+            format: WebhookFormat::Json,
+        }
+        .into(),
+    ));
     let server = Server::start_with(registry, true).await;
     let mut ticket = server.hold(MINUTE, 1);
     let body = tokio::time::timeout(Duration::from_secs(5), received.recv())
@@ -560,10 +633,14 @@ async fn a_failing_webhook_does_not_affect_the_hold() {
     let errors = hoop_hold::registry::hold_metrics().webhook_errors.clone();
     let before = errors.get();
     let (refusing, mut received) = webhook_sink(StatusCode::INTERNAL_SERVER_ERROR).await;
-    let registry = HoldRegistry::new(Some(WebhookConfig {
-        url: refusing,
-        timeout: Duration::from_secs(5),
-    }));
+    let registry = HoldRegistry::new(Some(
+        WebhookConfig {
+            url: refusing,
+            timeout: Duration::from_secs(5),
+            format: WebhookFormat::Json,
+        }
+        .into(),
+    ));
     let server = Server::start_with(registry, true).await;
     let mut ticket = server.hold(MINUTE, 1);
     received.recv().await.unwrap();
@@ -574,10 +651,14 @@ async fn a_failing_webhook_does_not_affect_the_hold() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let unreachable = HoldRegistry::new(Some(WebhookConfig {
-        url: format!("http://{closed}/hook"),
-        timeout: Duration::from_secs(2),
-    }));
+    let unreachable = HoldRegistry::new(Some(
+        WebhookConfig {
+            url: format!("http://{closed}/hook"),
+            timeout: Duration::from_secs(2),
+            format: WebhookFormat::Json,
+        }
+        .into(),
+    ));
     let other = unreachable.create(&session(), "DELETE FROM orders", &requirement(MINUTE, 1));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -706,3 +787,7 @@ async fn cli_reports_an_unreachable_api() {
         "{error}"
     );
 }
+
+mod login;
+mod page;
+mod slack;

@@ -13,6 +13,8 @@ fn oidc_config(jwks_file: Option<PathBuf>, jwks_url: Option<String>) -> OidcConf
         jwks_file,
         jwks_url,
         groups_claim: "groups".to_owned(),
+        client_id: None,
+        scopes: vec!["openid".to_owned()],
     }
 }
 
