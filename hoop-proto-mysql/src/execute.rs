@@ -172,6 +172,36 @@ pub fn parse_params<'a>(
     })
 }
 
+/// The most bytes a parameter block's head (NULL bitmap, bound flag and
+/// 65535 parameter types) can take: what is kept of an execute whose
+/// statement is not confirmed yet, to learn its types later.
+pub const MAX_PARAM_HEAD: usize = 65_535usize.div_ceil(8) + 1 + 2 * 65_535;
+
+/// The types a parameter block binds, without reading its values: `None`
+/// when it does not bind new ones (`new_params_bound` is 0).
+pub fn parse_param_types(
+    block: &[u8],
+    count: usize,
+) -> Result<Option<Vec<ParamType>>, MessageError> {
+    if count == 0 {
+        return Ok(None);
+    }
+    let mut r = Reader::new(block);
+    r.skip(count.div_ceil(8), "parameter NULL bitmap")?;
+    if r.u8("new params bound flag")? != 1 {
+        return Ok(None);
+    }
+    let raw = r.bytes(count.saturating_mul(2), "parameter types")?;
+    Ok(Some(
+        raw.chunks_exact(2)
+            .map(|t| ParamType {
+                column_type: ColumnType(t[0]),
+                flags: t[1],
+            })
+            .collect(),
+    ))
+}
+
 /// Appends a parameter block: bitmap, bound flag, types (and names) when
 /// `types` is given, values.
 pub fn put_params(
