@@ -22,6 +22,26 @@ pub const PROGRESS_CODE: u16 = 0xFFFF;
 /// Servers cut error messages at this many bytes (`MYSQL_ERRMSG_SIZE`).
 pub const MAX_MESSAGE_LEN: usize = 512;
 
+/// Error codes and SQLSTATEs hoop answers with, as the server would.
+pub mod codes {
+    /// `ER_UNKNOWN_COM_ERROR`: a command hoop does not forward (replication,
+    /// clone, unknown bytes).
+    pub const UNKNOWN_COMMAND: (u16, [u8; 5]) = (1047, *b"08S01");
+    /// `ER_SPECIFIC_ACCESS_DENIED_ERROR`: a statement policy denies.
+    pub const ACCESS_DENIED: (u16, [u8; 5]) = (1227, *b"42000");
+    /// `ER_QUERY_INTERRUPTED`: a held statement cancelled by `KILL QUERY`.
+    pub const QUERY_INTERRUPTED: (u16, [u8; 5]) = (1317, *b"70100");
+    /// `ER_NOT_SUPPORTED_YET`: something hoop cannot relay (an X.509
+    /// account, a pinned certificate).
+    pub const NOT_SUPPORTED: (u16, [u8; 5]) = (1235, *b"42000");
+    /// `ER_UNKNOWN_ERROR`: anything else.
+    pub const UNKNOWN: (u16, [u8; 5]) = (1105, *b"HY000");
+    /// `ER_NET_PACKET_TOO_LARGE`: a packet over the configured maximum.
+    pub const PACKET_TOO_LARGE: (u16, [u8; 5]) = (1153, *b"08S01");
+    /// `ER_STATEMENT_TIMEOUT` (MariaDB): a hold that timed out.
+    pub const TIMEOUT: (u16, [u8; 5]) = (1969, *b"70100");
+}
+
 /// ERR packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrPacket {
@@ -41,6 +61,11 @@ impl ErrPacket {
             sql_state: Some(sql_state),
             message: message.into(),
         }
+    }
+
+    /// An ERR from one of [`codes`].
+    pub fn from_code(code: (u16, [u8; 5]), message: impl Into<Bytes>) -> Self {
+        Self::new(code.0, code.1, message)
     }
 
     /// Parses an ERR payload (not a progress packet: see [`is_progress`]).
@@ -177,6 +202,8 @@ mod tests {
         assert_eq!(&raw[..9], b"\xff\x7a\x04#42S02");
         assert_eq!(ErrPacket::parse(&raw).unwrap(), e);
         assert_eq!(e.sql_state_str(), Some("42S02"));
+        let refusal = ErrPacket::from_code(codes::ACCESS_DENIED, "hoop: denied by policy");
+        assert_eq!(&refusal.encode()[..9], b"\xff\xcb\x04#42000");
         let bare = b"\xff\x10\x04Too many connections";
         let p = ErrPacket::parse(bare).unwrap();
         assert_eq!((p.code, p.sql_state), (1040, None));

@@ -865,11 +865,13 @@ fn starts_compound(sql: &[u8], base: usize, tokens: &[Token], _opts: &LexerOptio
         return false;
     };
     let second = it.peek().copied();
+    // A label: `name: BEGIN …`.
+    if matches!(first.kind, TokenKind::Word | TokenKind::QuotedIdentifier)
+        && second.is_some_and(|t| t.kind == TokenKind::Punct && text(t) == b":")
+    {
+        return true;
+    }
     if first.kind == TokenKind::Word {
-        // A label: `name: BEGIN …`.
-        if second.is_some_and(|t| t.kind == TokenKind::Punct && text(t) == b":") {
-            return true;
-        }
         for w in ["DECLARE", "IF", "CASE", "LOOP", "REPEAT", "WHILE", "FOR"] {
             if is_word(first, w) {
                 return true;

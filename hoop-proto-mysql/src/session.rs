@@ -838,9 +838,9 @@ impl Session {
                 }
                 return Ok(self.take_id());
             }
-            Command::Clone { .. } | Command::RegisterSlave { .. } | Command::TableDump { .. } => {
-                // Clone and replica registration switch to protocols this
-                // codec does not follow; hoop refuses them by default.
+            Command::Clone { .. } => {
+                // Clone switches to a protocol of its own, which this codec
+                // does not follow; hoop refuses it by default.
                 self.phase = Phase::Opaque;
                 self.owed.clear();
                 return Ok(self.take_id());
@@ -1066,9 +1066,11 @@ impl Session {
     }
 
     /// Parses an end packet (OK form under `DEPRECATE_EOF`, else EOF) and
-    /// records its status.
+    /// records its status. A 5-byte packet is a classic EOF in either case
+    /// (an OK-form end is at least 7 bytes), which some replies (COM_DEBUG,
+    /// COM_SET_OPTION) may send regardless.
     fn end_status(&mut self, payload: &[u8]) -> Result<StatusFlags, SessionError> {
-        if self.caps.contains(Capabilities::DEPRECATE_EOF) {
+        if self.caps.contains(Capabilities::DEPRECATE_EOF) && payload.len() != 5 {
             let ok = OkPacket::parse(payload, self.caps)?;
             self.apply_ok(&ok);
         } else {

@@ -268,6 +268,86 @@ fn multi_statement_results_with_deprecate_eof() {
 }
 
 #[test]
+fn an_error_in_the_middle_of_rows_ends_the_reply() {
+    let caps = BASE;
+    let mut s = ready(caps);
+    s.client_command(0, 20, &query(b"SELECT SLEEP(100) FROM t"))
+        .unwrap();
+    let ev = feed(
+        &mut s,
+        1,
+        &[
+            encode_column_count(1),
+            column("x", ColumnType::LONGLONG),
+            eof(2),
+            TextRow::encode([Some(&b"0"[..])]),
+            Bytes::from_static(b"\xff\x25\x05#70100Query execution was interrupted"),
+        ],
+    );
+    assert_eq!(ev[3].packet, ServerPacket::Row);
+    assert_eq!(
+        (ev[4].packet, ev[4].completes_reply),
+        (ServerPacket::Error, true)
+    );
+    assert!(s.is_idle());
+}
+
+#[test]
+fn call_results_end_with_an_ok_in_both_protocols() {
+    let caps = BASE | Capabilities::DEPRECATE_EOF;
+    let mut s = ready(caps);
+    prepared(&mut s, 8, caps);
+    let exec = StmtExecute::encode(8, 0, None, &[]).unwrap();
+    let Command::StmtExecute(e) = Command::parse(&exec, caps).unwrap() else {
+        panic!("an execute");
+    };
+    s.client_command(0, exec.len(), &Command::StmtExecute(e))
+        .unwrap();
+    let bt = [BinaryType {
+        column_type: ColumnType::VAR_STRING,
+        unsigned: false,
+    }];
+    let row = BinaryRow::encode(&bt, &[Value::Bytes(b"x")]).unwrap();
+    // Two result sets, then the CALL's own OK.
+    let events = feed(
+        &mut s,
+        1,
+        &[
+            encode_column_count(1),
+            column("a", ColumnType::VAR_STRING),
+            row.clone(),
+            end(0x0A, caps),
+            encode_column_count(1),
+            column("b", ColumnType::VAR_STRING),
+            row,
+            end(0x0A, caps),
+            ok(0x02, caps),
+        ],
+    );
+    let indexes: Vec<usize> = events
+        .iter()
+        .map(|e| e.reply.unwrap().statement_index)
+        .collect();
+    assert_eq!(indexes, [0, 0, 0, 0, 1, 1, 1, 1, 2]);
+    assert!(events[8].completes_reply);
+}
+
+#[test]
+fn a_classic_eof_answers_set_option_under_deprecate_eof() {
+    let caps = BASE | Capabilities::DEPRECATE_EOF;
+    let mut s = ready(caps);
+    s.client_command(0, 3, &Command::SetOption { option: 1 })
+        .unwrap();
+    let e = s.server_packet(1, &eof(2)).unwrap();
+    assert_eq!((e.packet, e.completes_reply), (ServerPacket::Eof, true));
+    s.client_command(0, 3, &Command::SetOption { option: 0 })
+        .unwrap();
+    let e = s.server_packet(1, &end(2, caps)).unwrap();
+    assert!(e.completes_reply);
+    assert!(s.multi_statements());
+}
+
+#[test]
 fn an_error_ends_a_multi_statement_reply() {
     let caps = BASE | Capabilities::DEPRECATE_EOF;
     let mut s = ready(caps);

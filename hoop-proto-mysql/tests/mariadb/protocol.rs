@@ -106,6 +106,51 @@ fn login_text_results_and_simple_commands() -> Result<()> {
             "{r:?}"
         );
 
+        // CALL: two result sets, then the CALL's own OK.
+        let r = c.query(
+            "DROP PROCEDURE IF EXISTS two; \
+             CREATE PROCEDURE two() BEGIN SELECT 1 AS a; SELECT 2 AS b; END",
+        )?;
+        ensure!(r == [Outcome::Ok(0), Outcome::Ok(0)], "{r:?}");
+        let r = c.query("CALL two()")?;
+        ensure!(
+            r == [
+                rows(&["a"], &[&[Some("1")]]),
+                rows(&["b"], &[&[Some("2")]]),
+                Outcome::Ok(0)
+            ],
+            "{r:?}"
+        );
+        let (call, _) = c.prepare("CALL two()")?;
+        let r = c.execute(call, 0, None, &[])?;
+        ensure!(
+            r == [
+                rows(&["a"], &[&[Some("1")]]),
+                rows(&["b"], &[&[Some("2")]]),
+                Outcome::Ok(0)
+            ],
+            "binary: {r:?}"
+        );
+
+        // COM_SET_OPTION turns multi-statements off and on.
+        c.send(&Command::SetOption {
+            option: hoop_proto_mysql::command::set_option::MULTI_STATEMENTS_OFF,
+        })?;
+        let reply = c.reply()?;
+        ensure!(
+            reply.len() == 1 && reply[0].event.completes_reply,
+            "{reply:?}"
+        );
+        ensure!(!c.session.multi_statements());
+        let r = c.query("SELECT 1; SELECT 2")?;
+        ensure!(matches!(&r[..], [Outcome::Err(1064, _)]), "{r:?}");
+        c.send(&Command::SetOption {
+            option: hoop_proto_mysql::command::set_option::MULTI_STATEMENTS_ON,
+        })?;
+        c.reply()?;
+        ensure!(c.session.multi_statements());
+        ensure!(c.query("SELECT 1; SELECT 2")?.len() == 2);
+
         // Transactions are followed from the status flags.
         c.query("BEGIN")?;
         ensure!(c.session.transaction() == TransactionStatus::InTransaction);
