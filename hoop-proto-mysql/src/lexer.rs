@@ -326,10 +326,12 @@ fn is_ident(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
-struct Lexer<'a> {
+struct Lexer<'a, F: FnMut(Token)> {
     sql: &'a [u8],
     opts: LexerOptions,
-    tokens: Vec<Token>,
+    /// Receives each token as it is lexed (nothing is materialized, so a
+    /// 16 MiB INSERT costs no token vector).
+    emit: F,
     /// Where the open executable comment started, if one is open.
     exec_open: Option<usize>,
     /// The previous token was `name.`: what follows is an identifier.
@@ -338,13 +340,13 @@ struct Lexer<'a> {
     after_at: bool,
 }
 
-impl Lexer<'_> {
+impl<F: FnMut(Token)> Lexer<'_, F> {
     fn at(&self, i: usize) -> Option<u8> {
         self.sql.get(i).copied()
     }
 
     fn push(&mut self, kind: TokenKind, start: usize, end: usize) {
-        self.tokens.push(Token { kind, start, end });
+        (self.emit)(Token { kind, start, end });
     }
 
     fn run(&mut self) -> Result<(), LexError> {
@@ -711,25 +713,27 @@ impl Lexer<'_> {
 
 /// Tokenizes `sql` as the server will.
 pub fn tokenize(sql: &[u8], opts: &LexerOptions) -> Result<Vec<Token>, LexError> {
-    let (tokens, error) = tokenize_partial(sql, opts);
-    match error {
-        Some(e) => Err(e),
-        None => Ok(tokens),
-    }
+    let mut tokens = Vec::new();
+    for_each_token(sql, opts, |t| tokens.push(t))?;
+    Ok(tokens)
 }
 
-/// The tokens up to the first error, and the error.
-fn tokenize_partial(sql: &[u8], opts: &LexerOptions) -> (Vec<Token>, Option<LexError>) {
-    let mut lexer = Lexer {
+/// Tokenizes `sql`, handing each token to `f` as it is lexed; on an error,
+/// the tokens before it were handed over.
+pub fn for_each_token(
+    sql: &[u8],
+    opts: &LexerOptions,
+    f: impl FnMut(Token),
+) -> Result<(), LexError> {
+    Lexer {
         sql,
         opts: *opts,
-        tokens: Vec::with_capacity(sql.len() / 4 + 4),
+        emit: f,
         exec_open: None,
         ident_after_dot: false,
         after_at: false,
-    };
-    let error = lexer.run().err();
-    (lexer.tokens, error)
+    }
+    .run()
 }
 
 /// What a statement of a multi-statement text holds.
@@ -781,86 +785,119 @@ fn is_code(kind: TokenKind) -> bool {
     )
 }
 
+/// How many significant tokens at a statement's start decide whether it
+/// opens a compound statement (`CREATE DEFINER = 'u'@'h' SQL SECURITY
+/// INVOKER AGGREGATE FUNCTION` fits).
+const HEAD_TOKENS: usize = 24;
+
 /// Splits a COM_QUERY text into statements where the server splits it:
 /// at every `;` outside literals, comments and quoted identifiers, after
 /// the server's own trimming, until a statement starts a compound
 /// statement (which then runs to the end).
 pub fn split(sql: &[u8], opts: &LexerOptions) -> Result<Vec<Statement>, LexError> {
     let range = trimmed_range(sql);
-    let tokens = tokenize(&sql[range.clone()], opts)?;
     let base = range.start;
+    let text = &sql[range.clone()];
     let mut out = Vec::new();
-    let mut k = 0;
+    // The statement being read: where it starts (its first token that is
+    // not whitespace), whether it holds code, its first significant tokens.
+    let mut start: Option<usize> = None;
+    let mut code = false;
+    let mut head: Vec<Token> = Vec::new();
     let mut in_exec = false;
-    while k < tokens.len() {
-        // Whitespace before a statement is the server's "garbage at start".
-        while k < tokens.len() && tokens[k].kind == TokenKind::Whitespace {
-            k += 1;
-        }
-        if k == tokens.len() {
-            break;
-        }
-        let first = k;
-        if starts_compound(sql, base, &tokens[k..], opts) {
-            out.push(Statement {
-                range: base + tokens[first].start..range.end,
-                kind: StatementKind::Code,
-                compound: true,
-            });
-            return Ok(out);
-        }
-        let mut code = false;
-        while k < tokens.len() && tokens[k].kind != TokenKind::Semicolon {
-            code |= is_code(tokens[k].kind);
-            match tokens[k].kind {
-                TokenKind::ExecutableOpen => in_exec = true,
-                TokenKind::ExecutableClose => in_exec = false,
-                _ => {}
-            }
-            k += 1;
-        }
-        if in_exec && k < tokens.len() {
-            // Measured: MariaDB rejects the statement (syntax error) when a
-            // top-level `;` falls inside an executable comment.
-            return Err(LexError::SemicolonInExecutableComment {
-                at: base + tokens[k].start,
-            });
-        }
-        let end = tokens.get(k).map_or(range.end - base, |t| t.start);
-        let kind = if code {
+    let mut compound = false;
+    let mut error = None;
+    let finish = |start: &mut Option<usize>,
+                  code: &mut bool,
+                  head: &mut Vec<Token>,
+                  end: usize,
+                  empty: bool,
+                  out: &mut Vec<Statement>| {
+        let first = start.take().unwrap_or(end);
+        let kind = if *code {
             StatementKind::Code
-        } else if tokens[first].kind == TokenKind::Semicolon {
+        } else if empty {
             StatementKind::Empty
         } else {
             StatementKind::CommentsOnly
         };
         out.push(Statement {
-            range: base + tokens[first].start..base + end,
+            range: base + first..base + end,
             kind,
             compound: false,
         });
-        // Past the `;`.
-        k += 1;
+        *code = false;
+        head.clear();
+    };
+    for_each_token(text, opts, |t| {
+        if compound || error.is_some() {
+            return;
+        }
+        match t.kind {
+            TokenKind::ExecutableOpen => in_exec = true,
+            TokenKind::ExecutableClose => in_exec = false,
+            _ => {}
+        }
+        if t.kind == TokenKind::Semicolon {
+            if starts_compound(text, &head) {
+                compound = true;
+                return;
+            }
+            if in_exec {
+                // Measured: MariaDB rejects the statement (syntax error)
+                // when a top-level `;` falls inside an executable comment.
+                error = Some(LexError::SemicolonInExecutableComment { at: base + t.start });
+                return;
+            }
+            let empty = start.is_none();
+            finish(&mut start, &mut code, &mut head, t.start, empty, &mut out);
+            return;
+        }
+        if start.is_none() {
+            // Whitespace before a statement is the server's "garbage at start".
+            if t.kind == TokenKind::Whitespace {
+                return;
+            }
+            start = Some(t.start);
+        }
+        if is_code(t.kind) {
+            code = true;
+            if head.len() < HEAD_TOKENS {
+                head.push(t);
+            }
+        }
+    })?;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if compound || starts_compound(text, &head) {
+        let first = start.unwrap_or(text.len());
+        out.push(Statement {
+            range: base + first..range.end,
+            kind: StatementKind::Code,
+            compound: true,
+        });
+    } else if start.is_some() {
+        finish(
+            &mut start,
+            &mut code,
+            &mut head,
+            text.len(),
+            false,
+            &mut out,
+        );
     }
     Ok(out)
 }
 
-/// The significant tokens (code) from the start of `tokens` up to a `;`.
-fn significant(tokens: &[Token]) -> impl Iterator<Item = &Token> + '_ {
-    tokens
-        .iter()
-        .take_while(|t| t.kind != TokenKind::Semicolon)
-        .filter(|t| is_code(t.kind))
-}
-
 /// Whether the statement that starts with `tokens` opens a compound
 /// statement or a stored program body.
-fn starts_compound(sql: &[u8], base: usize, tokens: &[Token], _opts: &LexerOptions) -> bool {
-    let text = |t: &Token| &sql[base + t.start..base + t.end];
+fn starts_compound(sql: &[u8], tokens: &[Token]) -> bool {
+    let text = |t: &Token| &sql[t.start..t.end];
     let is_word = |t: &Token, w: &str| {
         t.kind == TokenKind::Word && text(t).eq_ignore_ascii_case(w.as_bytes())
     };
-    let mut it = significant(tokens).peekable();
+    let mut it = tokens.iter().peekable();
     let Some(first) = it.next() else {
         return false;
     };
@@ -962,13 +999,17 @@ fn settings_dependent(text: &[u8], kind: TokenKind) -> bool {
 /// differently.
 pub fn fingerprint(sql: &[u8], opts: &LexerOptions) -> Option<String> {
     let text = std::str::from_utf8(sql).ok()?;
-    let tokens = tokenize(sql, opts).ok()?;
     let mut out = String::with_capacity(text.len());
     let mut run = 0;
-    for t in &tokens {
+    let mut dependent = false;
+    for_each_token(sql, opts, |t| {
+        if dependent {
+            return;
+        }
         let body = &sql[t.range()];
         if settings_dependent(body, t.kind) {
-            return None;
+            dependent = true;
+            return;
         }
         let replacement = match t.kind {
             TokenKind::String => "''",
@@ -983,15 +1024,20 @@ pub fn fingerprint(sql: &[u8], opts: &LexerOptions) -> Option<String> {
                     b.is_some_and(|b| is_ident(b) || matches!(b, b'.' | b'`' | b'\'' | b'"'))
                 };
                 if glued(before) || glued(after) {
-                    continue;
+                    return;
                 }
                 "0"
             }
-            _ => continue,
+            _ => return,
         };
+        // Tokens start and end on ASCII bytes: char boundaries.
         out.push_str(&text[run..t.start]);
         out.push_str(replacement);
         run = t.end;
+    })
+    .ok()?;
+    if dependent {
+        return None;
     }
     out.push_str(&text[run..]);
     Some(out)
@@ -1008,24 +1054,23 @@ pub const REDACTED: &str = "[REDACTED:literal]";
 /// it stops lexing is replaced (an unterminated string becomes
 /// `'[REDACTED:literal]`). Bytes that are not UTF-8 are shown lossily.
 pub fn redact_literals(sql: &[u8], opts: &LexerOptions) -> String {
-    let (tokens, error) = tokenize_partial(sql, opts);
     let mut out = String::with_capacity(sql.len() + 16);
     let mut run = 0;
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    for t in &tokens {
+    let result = for_each_token(sql, opts, |t| {
         let prefix = match t.kind {
             TokenKind::String => 1,
             TokenKind::NationalString | TokenKind::HexString | TokenKind::BitString => 2,
-            _ => continue,
+            _ => return,
         };
         out.push_str(&lossy(&sql[run..t.start + prefix]));
         out.push_str(REDACTED);
         out.push_str(&lossy(&sql[t.end - 1..t.end]));
         run = t.end;
-    }
-    match error {
-        None => out.push_str(&lossy(&sql[run..])),
-        Some(e) => {
+    });
+    match result {
+        Ok(()) => out.push_str(&lossy(&sql[run..])),
+        Err(e) => {
             // Keep what lexed, up to the failing token; hide the rest.
             let at = e.offset().max(run).min(sql.len());
             out.push_str(&lossy(&sql[run..at]));
@@ -1043,9 +1088,8 @@ pub fn redact_literals(sql: &[u8], opts: &LexerOptions) -> String {
 /// offset stays where it was. For a SQL parser that would otherwise drop
 /// executable comments, or splice them in without regard to the version.
 pub fn executable_sql(sql: &[u8], opts: &LexerOptions) -> Result<Vec<u8>, LexError> {
-    let tokens = tokenize(sql, opts)?;
     let mut out = sql.to_vec();
-    for t in tokens {
+    for_each_token(sql, opts, |t| {
         if matches!(
             t.kind,
             TokenKind::ExecutableOpen | TokenKind::ExecutableClose | TokenKind::SkippedComment
@@ -1056,7 +1100,7 @@ pub fn executable_sql(sql: &[u8], opts: &LexerOptions) -> Result<Vec<u8>, LexErr
                 }
             }
         }
-    }
+    })?;
     Ok(out)
 }
 
