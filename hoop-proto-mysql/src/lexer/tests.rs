@@ -128,8 +128,23 @@ fn executable_comments_follow_the_real_version() {
         "five digits, then code"
     );
     assert!(
-        !exec("SELECT 1 /*!800361 , 2 */", &my).contains('2'),
+        matches!(
+            split(b"SELECT 1 /*!800361 , 2 */", &my),
+            Err(LexError::Unsupported { .. })
+        ),
+        "six digits: read differently before MySQL 8.4"
+    );
+    let my84 = opts(Server {
+        mariadb: false,
+        version_id: 80_406,
+    });
+    assert!(
+        !exec("SELECT 1 /*!800361 , 2 */", &my84).contains('2'),
         "six digits: 80.3.61"
+    );
+    assert!(
+        exec("SELECT 1 /*!080400 , 2 */", &my84).contains('2'),
+        "six digits: 8.4.0"
     );
 
     // A skipped version comment may hold one nested comment.
