@@ -56,6 +56,11 @@ pub fn native_password(password: &[u8], scramble: &[u8]) -> Vec<u8> {
     h1.iter().zip(h3.iter()).map(|(a, b)| a ^ b).collect()
 }
 
+/// The server refused the login (its error code).
+#[derive(Debug, thiserror::Error)]
+#[error("login refused with error {0}")]
+pub struct LoginRefused(pub u16);
+
 /// One packet from the server and what the session made of it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -103,6 +108,10 @@ pub struct Options {
     pub database: Option<String>,
     /// Let LOCAL INFILE through.
     pub local_infile: bool,
+    /// User name.
+    pub user: String,
+    /// Password (mysql_native_password).
+    pub password: Vec<u8>,
 }
 
 impl Default for Options {
@@ -128,6 +137,8 @@ impl Default for Options {
                 | Capabilities::MARIADB_EXTENDED_METADATA,
             database: None,
             local_infile: false,
+            user: "root".to_owned(),
+            password: Vec::new(),
         }
     }
 }
@@ -181,8 +192,8 @@ impl Client {
                 collation: 45,
                 filler: [0; 23],
             },
-            user: Bytes::from_static(b"root"),
-            auth_data: Bytes::from(native_password(b"", &scramble)),
+            user: Bytes::from(options.user.clone()),
+            auth_data: Bytes::from(native_password(&options.password, &scramble)),
             database: options.database.clone().map(Bytes::from),
             auth_plugin: Some(Bytes::from_static(b"mysql_native_password")),
             plugin_terminated: true,
@@ -222,12 +233,13 @@ impl Client {
             match event.packet {
                 ServerPacket::AuthOk => break,
                 ServerPacket::AuthError => {
-                    bail!("login refused: {:?}", ErrPacket::parse(&packet.payload)?)
+                    let e = ErrPacket::parse(&packet.payload)?;
+                    return Err(LoginRefused(e.code).into());
                 }
                 ServerPacket::AuthSwitch => {
                     let switch = hoop_proto_mysql::auth::AuthSwitchRequest::parse(&packet.payload)?;
                     ensure!(&switch.plugin[..] == b"mysql_native_password");
-                    let answer = native_password(b"", switch.scramble());
+                    let answer = native_password(&options.password, switch.scramble());
                     c.write_packet(seq, &answer)?;
                     session.client_data(seq, answer.len())?;
                 }

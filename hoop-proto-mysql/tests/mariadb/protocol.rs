@@ -610,6 +610,101 @@ fn change_user_and_reset_connection() -> Result<()> {
     Ok(())
 }
 
+/// A user of our own with a password, dropped afterwards.
+struct ScratchUser;
+
+const USER: &str = "hoop_mysql_proto_user";
+const PASSWORD: &[u8] = b"pw-7f3a;'\\";
+
+impl ScratchUser {
+    fn new(db: &Scratch) -> Result<Self> {
+        let mut c = Client::connect(&Options::default())?;
+        c.query(&format!("DROP USER IF EXISTS '{USER}'@'%'"))?;
+        let r = c.query(&format!(
+            "CREATE USER '{USER}'@'%' IDENTIFIED BY 'pw-7f3a;\\'\\\\'; GRANT ALL ON {}.* TO '{USER}'@'%'",
+            db.name
+        ))?;
+        ensure!(r == [Outcome::Ok(0), Outcome::Ok(0)], "{r:?}");
+        Ok(Self)
+    }
+}
+
+impl Drop for ScratchUser {
+    fn drop(&mut self) {
+        if let Ok(mut c) = Client::connect(&Options::default()) {
+            let _ = c.query(&format!("DROP USER IF EXISTS '{USER}'@'%'"));
+        }
+    }
+}
+
+#[test]
+fn password_logins_and_change_user_to_another_account() -> Result<()> {
+    if !server_available() {
+        return Ok(());
+    }
+    let db = Scratch::new("hoop_mysql_proto_pw")?;
+    let _user = ScratchUser::new(&db)?;
+    let options = Options {
+        user: USER.to_owned(),
+        password: PASSWORD.to_vec(),
+        ..in_db(&db)
+    };
+    // The scramble computed from the greeting's nonce logs in…
+    let mut c = Client::connect(&options)?;
+    let r = c.query("SELECT CURRENT_USER() AS u")?;
+    ensure!(
+        r == [rows(&["u"], &[&[Some(&format!("{USER}@%"))]])],
+        "{r:?}"
+    );
+    // …a wrong password is refused by the server, and the session closes.
+    let wrong = Client::connect(&Options {
+        password: b"wrong".to_vec(),
+        ..options.clone()
+    });
+    match wrong {
+        Err(e) => ensure!(
+            e.downcast_ref::<crate::client::LoginRefused>()
+                .is_some_and(|r| r.0 == 1045),
+            "{e:#}"
+        ),
+        Ok(_) => anyhow::bail!("a wrong password logged in"),
+    }
+    // COM_CHANGE_USER from root to the account, with the original scramble.
+    let mut root = Client::connect(&Options::default())?;
+    let auth = crate::client::native_password(PASSWORD, &root.greeting.scramble());
+    root.send(&Command::ChangeUser(
+        hoop_proto_mysql::command::ChangeUser {
+            user: USER.as_bytes(),
+            auth_data: &auth,
+            database: db.name.as_bytes(),
+            collation: Some(45),
+            auth_plugin: Some(b"mysql_native_password"),
+            attributes: Some(hoop_proto_mysql::handshake::ConnectAttributes::default()),
+        },
+    ))?;
+    loop {
+        let r = root.receive()?;
+        match r.event.packet {
+            ServerPacket::AuthOk => break,
+            ServerPacket::AuthSwitch => {
+                let switch = hoop_proto_mysql::auth::AuthSwitchRequest::parse(&r.payload)?;
+                let answer = crate::client::native_password(PASSWORD, switch.scramble());
+                let seq = r.event.seq + 1;
+                root.write_packet(seq, &answer)?;
+                root.session.client_data(seq, answer.len())?;
+            }
+            other => anyhow::bail!("{other:?} in COM_CHANGE_USER"),
+        }
+    }
+    ensure!(root.session.user() == Some(USER.as_bytes()));
+    let r = root.query("SELECT CURRENT_USER() AS u")?;
+    ensure!(
+        r == [rows(&["u"], &[&[Some(&format!("{USER}@%"))]])],
+        "{r:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn progress_reports_before_the_reply() -> Result<()> {
     if !server_available() {
