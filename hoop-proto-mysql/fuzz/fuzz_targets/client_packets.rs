@@ -19,7 +19,8 @@ use hoop_proto_mysql::value::ColumnType;
 use libfuzzer_sys::fuzz_target;
 
 fn caps_for(mode: u8) -> Capabilities {
-    let mut caps = Capabilities::PROTOCOL_41 | Capabilities::TRANSACTIONS | Capabilities::DEPRECATE_EOF;
+    let mut caps =
+        Capabilities::PROTOCOL_41 | Capabilities::TRANSACTIONS | Capabilities::DEPRECATE_EOF;
     for (bit, cap) in [
         (0, Capabilities::SECURE_CONNECTION),
         (1, Capabilities::PLUGIN_AUTH),
@@ -39,7 +40,9 @@ fn caps_for(mode: u8) -> Capabilities {
 /// A session in the command phase with statements 1 (two parameters) and
 /// 2 (none) confirmed.
 fn ready(caps: Capabilities) -> Session {
-    let mut s = Session::new(SessionConfig { track_columns: true });
+    let mut s = Session::new(SessionConfig {
+        track_columns: true,
+    });
     let greeting = Greeting {
         protocol_version: 10,
         server_version: Bytes::from_static(b"8.0.36"),
@@ -81,7 +84,9 @@ fn ready(caps: Capabilities) -> Session {
     let ok = OkPacket::simple(0, 0, StatusFlags(2), 0, caps).encode();
     let _ = s.server_packet(2, &ok);
     for (id, params) in [(1u32, 2u16), (2, 0)] {
-        let prep = Command::StmtPrepare { sql: b"SELECT ?, ?" };
+        let prep = Command::StmtPrepare {
+            sql: b"SELECT ?, ?",
+        };
         let _ = s.client_command(0, 12, &prep);
         let ok = PrepareOk {
             statement_id: id,
@@ -155,7 +160,10 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(rest);
     while let Ok(Some(p)) = decoder.decode(&mut buf) {
         let mut raw = BytesMut::from(&p.raw[..]);
-        assert_eq!(renumber(&mut raw, 0).expect("whole packets"), (p.chunks % 256) as u8);
+        assert_eq!(
+            renumber(&mut raw, 0).expect("whole packets"),
+            (p.chunks % 256) as u8
+        );
         let Ok(cmd) = Command::parse(&p.payload, caps) else {
             continue;
         };
@@ -179,7 +187,10 @@ fuzz_target!(|data: &[u8]| {
                     let e2 = StmtExecute::parse_body(&again[1..]).expect("head");
                     let previous = (!params.new_params_bound).then_some(&params.types[..]);
                     let long = |i: usize| {
-                        matches!(params.values.get(i), Some(hoop_proto_mysql::execute::ParamValue::LongData))
+                        matches!(
+                            params.values.get(i),
+                            Some(hoop_proto_mysql::execute::ParamValue::LongData)
+                        )
                     };
                     let p2 = e2
                         .params(params.values.len(), previous, &long, false)
@@ -193,7 +204,12 @@ fuzz_target!(|data: &[u8]| {
                     flags: 0,
                 }]
                 .repeat(count);
-                let _ = e.params(count, Some(&types), &|i| i == 1, caps.contains(Capabilities::QUERY_ATTRIBUTES));
+                let _ = e.params(
+                    count,
+                    Some(&types),
+                    &|i| i == 1,
+                    caps.contains(Capabilities::QUERY_ATTRIBUTES),
+                );
             }
         }
         let _ = s.client_command(0, p.payload.len(), &cmd);

@@ -53,7 +53,11 @@ fuzz_target!(|data: &[u8]| {
             at = s.range.end;
         }
         if let Some(last) = statements.iter().position(|s| s.compound) {
-            assert_eq!(last, statements.len() - 1, "a compound statement ends the list");
+            assert_eq!(
+                last,
+                statements.len() - 1,
+                "a compound statement ends the list"
+            );
         }
     }
     if let Ok(exec) = executable_sql(sql, &o) {

@@ -100,7 +100,9 @@ fn queue(s: &mut Session, caps: Capabilities, n: usize) {
         }
         .encode(caps)
         .expect("encode"),
-        Command::StmtPrepare { sql: b"SELECT ?" }.encode(caps).expect("encode"),
+        Command::StmtPrepare { sql: b"SELECT ?" }
+            .encode(caps)
+            .expect("encode"),
         exec_plain,
         exec_last,
         exec_cursor,
@@ -128,9 +130,15 @@ fn queue(s: &mut Session, caps: Capabilities, n: usize) {
         .expect("encode"),
         Command::Statistics.encode(caps).expect("encode"),
         Command::Ping.encode(caps).expect("encode"),
-        Command::InitDb { schema: b"x" }.encode(caps).expect("encode"),
-        Command::StmtReset { statement_id: 1 }.encode(caps).expect("encode"),
-        Command::SetOption { option: 0 }.encode(caps).expect("encode"),
+        Command::InitDb { schema: b"x" }
+            .encode(caps)
+            .expect("encode"),
+        Command::StmtReset { statement_id: 1 }
+            .encode(caps)
+            .expect("encode"),
+        Command::SetOption { option: 0 }
+            .encode(caps)
+            .expect("encode"),
         Command::Query {
             sql: b"LOAD DATA LOCAL INFILE 'f' INTO TABLE t",
             attributes: None,
@@ -165,10 +173,13 @@ fn parse_all(payload: &Bytes, caps: Capabilities, s: &Session) {
         assert_eq!(again.code, e.code);
     }
     if let Ok(p) = Progress::parse(payload) {
-        assert_eq!(Progress::parse(&p.encode()).expect("progress"), Progress {
-            progress: p.progress.min(100_000),
-            ..p
-        });
+        assert_eq!(
+            Progress::parse(&p.encode()).expect("progress"),
+            Progress {
+                progress: p.progress.min(100_000),
+                ..p
+            }
+        );
     }
     if let Ok(e) = EofPacket::parse(payload) {
         assert_eq!(&e.encode()[..], &payload[..]);
