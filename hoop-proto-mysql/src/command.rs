@@ -268,7 +268,8 @@ pub enum Command<'a> {
         /// The rest of the payload.
         data: &'a [u8],
     },
-    /// COM_STMT_BULK_EXECUTE (MariaDB; parameter arrays not parsed).
+    /// COM_STMT_BULK_EXECUTE (MariaDB); its rows need the statement's
+    /// parameter count: [`crate::execute::parse_bulk_rows`].
     StmtBulkExecute {
         /// The statement.
         statement_id: u32,

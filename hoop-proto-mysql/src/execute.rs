@@ -334,6 +334,85 @@ impl<'a> StmtExecute<'a> {
     }
 }
 
+/// COM_STMT_BULK_EXECUTE flags (MariaDB).
+pub mod bulk_flags {
+    /// The parameter types follow the flags.
+    pub const SEND_TYPES_TO_SERVER: u16 = 128;
+    /// One result per row (`MARIADB_CLIENT_BULK_UNIT_RESULTS`).
+    pub const SEND_UNIT_RESULTS: u16 = 64;
+}
+
+/// One value of a bulk row, after its indicator byte.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BulkValue<'a> {
+    /// Indicator 0: a value.
+    Value(Value<'a>),
+    /// Indicator 1: NULL.
+    Null,
+    /// Indicator 2: the column's default.
+    Default,
+    /// Indicator 3: ignored (UPDATE leaves the column as it is).
+    Ignore,
+}
+
+/// The rows of a COM_STMT_BULK_EXECUTE (MariaDB): after `statement_id:u32
+/// flags:u16`, the types when `SEND_TYPES_TO_SERVER` (2 bytes per
+/// parameter), then rows to the end of the packet, each parameter an
+/// indicator byte and, for indicator 0, its value. hoop clears the
+/// capability; this is for inspecting a client that sends it anyway.
+pub fn parse_bulk_rows<'a>(
+    flags: u16,
+    data: &'a [u8],
+    count: usize,
+    previous: Option<&[ParamType]>,
+) -> Result<(Vec<ParamType>, Vec<Vec<BulkValue<'a>>>), MessageError> {
+    let mut r = Reader::new(data);
+    let types = if flags & bulk_flags::SEND_TYPES_TO_SERVER != 0 {
+        let raw = r.bytes(count.saturating_mul(2), "bulk parameter types")?;
+        raw.chunks_exact(2)
+            .map(|t| ParamType {
+                column_type: ColumnType(t[0]),
+                flags: t[1],
+            })
+            .collect()
+    } else {
+        match previous {
+            Some(p) if p.len() == count => p.to_vec(),
+            _ => {
+                return Err(MessageError::Unsupported {
+                    what: "bulk rows without bound types (none were bound before)",
+                });
+            }
+        }
+    };
+    let mut rows = Vec::new();
+    while !r.is_empty() {
+        if count == 0 {
+            return Err(MessageError::TrailingBytes {
+                message: "COM_STMT_BULK_EXECUTE",
+                extra: r.remaining(),
+            });
+        }
+        let mut row = Vec::with_capacity(count);
+        for ty in &types {
+            row.push(match r.u8("bulk indicator")? {
+                0 => BulkValue::Value(Value::decode(&mut r, ty.binary_type())?),
+                1 => BulkValue::Null,
+                2 => BulkValue::Default,
+                3 => BulkValue::Ignore,
+                other => {
+                    return Err(MessageError::InvalidValue {
+                        field: "bulk indicator",
+                        value: u64::from(other),
+                    });
+                }
+            });
+        }
+        rows.push(row);
+    }
+    Ok((types, rows))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -436,6 +515,29 @@ mod tests {
                 .params(0, None, &|_| false, false)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn bulk_rows() {
+        // Types LONG and VAR_STRING, then two rows: (7, 'ab') and (NULL, DEFAULT).
+        let data = [3, 0, 253, 0, 0, 7, 0, 0, 0, 0, 2, b'a', b'b', 1, 2];
+        let (types, rows) =
+            parse_bulk_rows(bulk_flags::SEND_TYPES_TO_SERVER, &data, 2, None).unwrap();
+        assert_eq!(types.len(), 2);
+        assert_eq!(
+            rows,
+            vec![
+                vec![
+                    BulkValue::Value(Value::I32(7)),
+                    BulkValue::Value(Value::Bytes(b"ab"))
+                ],
+                vec![BulkValue::Null, BulkValue::Default],
+            ]
+        );
+        assert!(parse_bulk_rows(0, &data[4..], 2, None).is_err());
+        assert!(parse_bulk_rows(0, &data[4..], 2, Some(&types)).is_ok());
+        assert!(parse_bulk_rows(bulk_flags::SEND_TYPES_TO_SERVER, &data[..14], 2, None).is_err());
+        assert!(parse_bulk_rows(0, &[9], 1, Some(&types[..1])).is_err());
     }
 
     #[test]

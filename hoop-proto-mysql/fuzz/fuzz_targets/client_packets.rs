@@ -212,6 +212,21 @@ fuzz_target!(|data: &[u8]| {
                 );
             }
         }
+        if let Command::StmtBulkExecute { flags, data, .. } = &cmd {
+            for count in [0usize, 1, 3] {
+                let types = [ParamType {
+                    column_type: ColumnType::VAR_STRING,
+                    flags: 0,
+                }]
+                .repeat(count);
+                if let Ok((t, rows)) =
+                    hoop_proto_mysql::execute::parse_bulk_rows(*flags, data, count, Some(&types))
+                {
+                    assert_eq!(t.len(), count);
+                    assert!(rows.iter().all(|r| r.len() == count));
+                }
+            }
+        }
         let _ = s.client_command(0, p.payload.len(), &cmd);
         if s.phase() != Phase::Command {
             s = ready(caps);
