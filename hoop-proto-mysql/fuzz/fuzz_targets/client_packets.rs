@@ -219,9 +219,12 @@ fuzz_target!(|data: &[u8]| {
                     flags: 0,
                 }]
                 .repeat(count);
-                if let Ok((t, rows)) =
-                    hoop_proto_mysql::execute::parse_bulk_rows(*flags, data, count, Some(&types))
-                {
+                if let Ok((t, rows)) = hoop_proto_mysql::execute::parse_bulk_rows(
+                    *flags,
+                    data,
+                    count,
+                    Some(&types[..]),
+                ) {
                     assert_eq!(t.len(), count);
                     assert!(rows.iter().all(|r| r.len() == count));
                 }
