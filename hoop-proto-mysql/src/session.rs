@@ -1178,6 +1178,11 @@ impl Session {
             }
             return Ok(self.complete(ServerPacket::Error, seq, false));
         }
+        // The hot path: rows of a result set, decided without touching
+        // anything else.
+        if stage == Stage::Rows {
+            return self.rows_or_end(seq, len, head);
+        }
         let kind = self.owed.front().map(|o| o.kind.clone());
         match kind {
             Some(Kind::Query | Kind::Execute { .. }) => self.result_reply(seq, len, head, stage),
