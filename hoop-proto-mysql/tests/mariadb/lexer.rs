@@ -249,3 +249,45 @@ fn compound_statements_hold_their_semicolons() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn gbk_hides_a_quote_behind_a_backslash_so_the_lexer_refuses_it() -> Result<()> {
+    if !server_available() {
+        return Ok(());
+    }
+    let db = Scratch::new("hoop_mysql_lexer_gbk")?;
+    let mut c = Client::connect(&Options {
+        database: Some(db.name.clone()),
+        ..Options::default()
+    })?;
+    c.query("SET NAMES gbk")?;
+    ensure!(c.session.character_set_client() == Some("gbk"));
+    // 0xBF 0x5C is one GBK character: the "escaped" quote after it ends the
+    // string, and the server runs a second statement a UTF-8 reading of
+    // the same bytes keeps inside the literal.
+    let sql = b"SELECT '\xbf\\' AS a; SELECT 2 AS b; -- '";
+    c.send(&hoop_proto_mysql::command::Command::Query {
+        sql,
+        attributes: None,
+    })?;
+    let r = c.outcomes(false)?;
+    ensure!(
+        r.len() == 3,
+        "the server ran two statements and a comment: {r:?}"
+    );
+    let utf8 = LexerOptions {
+        charset: Charset::Utf8,
+        ..options(&c, "")
+    };
+    ensure!(
+        lexer::split(sql, &utf8)?.len() == 1,
+        "a byte-level reading sees one"
+    );
+    let gbk = options(&c, "");
+    ensure!(gbk.charset == Charset::BackslashTrail);
+    ensure!(matches!(
+        lexer::split(sql, &gbk),
+        Err(LexError::UnsafeCharset { .. })
+    ));
+    Ok(())
+}
