@@ -1420,9 +1420,6 @@ impl Session {
                 } else {
                     Stage::ColumnsEof
                 };
-                if done {
-                    self.columns_done();
-                }
                 let mut e = self.event_front(ServerPacket::ColumnDefinition(received - 1), seq);
                 e.columns_complete = done;
                 Ok(e)
@@ -1541,9 +1538,9 @@ impl Session {
         ))
     }
 
-    /// The columns of an EXECUTE's result are complete: keep them with the
-    /// statement (a cursor's FETCH rows use them).
-    fn columns_done(&mut self) {
+    /// An EXECUTE opened a cursor: keep its columns with the statement
+    /// (its COM_STMT_FETCH rows use them).
+    fn cursor_opened(&mut self) {
         let Some(front) = self.owed.front() else {
             return;
         };
@@ -1554,10 +1551,6 @@ impl Session {
             s.cursor_columns = Some(front.columns.clone().into());
             s.cursor_exhausted = false;
         }
-    }
-
-    fn cursor_opened(&mut self) {
-        self.columns_done();
     }
 
     fn prepare_reply(
