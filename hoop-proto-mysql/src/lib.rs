@@ -7,8 +7,11 @@
 //! - [`handshake`], [`auth`], [`caching_sha2`]: the connection phase
 //!   (greeting, SSLRequest, HandshakeResponse41, the auth exchange);
 //! - [`command`], [`execute`]: every command a client can send;
-//! - [`ok`], [`err`], [`eof`], [`column`], [`row_text`], [`row_binary`],
-//!   [`prepare`], [`local_infile`]: what the server answers;
+//! - [`ok`], [`err`], [`eof`], [`status`], [`column`](mod@column), [`value`],
+//!   [`row_text`], [`row_binary`], [`prepare`], [`local_infile`]: what the
+//!   server answers;
+//! - [`capabilities`], [`collation`]: the capability bits (and the ones
+//!   hoop clears), collation ids and their character sets;
 //! - [`session`]: the state machine that attributes every server packet to
 //!   the command (and statement) it answers;
 //! - [`lexer`]: the MySQL SQL tokenizer (statement splitting, fingerprints,

@@ -5,9 +5,10 @@
 //! - TINY: 1 byte; SHORT, YEAR: 2; LONG, INT24, FLOAT: 4; LONGLONG, DOUBLE: 8
 //!   (little-endian, signed unless the column or parameter is UNSIGNED);
 //! - DATE, DATETIME, TIMESTAMP: a length byte (0, 4, 7 or 11) then year:u16,
-//!   month, day, [hour, minute, second, [microseconds:u32]];
+//!   month, day, then hour, minute, second (length 7 and 11), then
+//!   microseconds:u32 (length 11);
 //! - TIME: a length byte (0, 8 or 12) then negative, days:u32, hour, minute,
-//!   second, [microseconds:u32];
+//!   second, then microseconds:u32 (length 12);
 //! - NULL: nothing (NULLs are in the bitmap);
 //! - everything else (DECIMAL, strings, BLOBs, JSON, BIT, ENUM, SET,
 //!   GEOMETRY…): a length-encoded string.
