@@ -25,20 +25,23 @@ use hoop_proto_mysql::session::{ServerEvent, ServerPacket, Session, SessionConfi
 use hoop_proto_mysql::value::{BinaryType, Value};
 use sha1::{Digest, Sha1};
 
-/// Where the test server listens.
-pub const ADDR: &str = "127.0.0.1:3306";
+/// Where the test server listens: 127.0.0.1:3306, or `HOOP_TEST_MYSQL_ADDR`.
+pub fn addr() -> String {
+    std::env::var("HOOP_TEST_MYSQL_ADDR").unwrap_or_else(|_| "127.0.0.1:3306".to_owned())
+}
 
 /// Whether MariaDB is reachable; under `CI=true` its absence fails the test
 /// instead of skipping it.
 pub fn server_available() -> bool {
-    if TcpStream::connect_timeout(&ADDR.parse().expect("address"), Duration::from_secs(3)).is_ok() {
+    let addr = addr();
+    if TcpStream::connect_timeout(&addr.parse().expect("address"), Duration::from_secs(3)).is_ok() {
         return true;
     }
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
-        "MariaDB is not reachable on {ADDR} (CI=true: this test must run)"
+        "MariaDB is not reachable on {addr} (CI=true: this test must run)"
     );
-    eprintln!("skipping: MariaDB is not reachable on {ADDR}");
+    eprintln!("skipping: MariaDB is not reachable on {addr}");
     false
 }
 
@@ -146,7 +149,7 @@ impl Default for Options {
 impl Client {
     /// Connects as root (empty password) and logs in.
     pub fn connect(options: &Options) -> Result<Self> {
-        let stream = TcpStream::connect(ADDR).context("connecting to MariaDB")?;
+        let stream = TcpStream::connect(addr()).context("connecting to MariaDB")?;
         stream.set_read_timeout(Some(Duration::from_mins(1)))?;
         stream.set_nodelay(true)?;
         let mut session = Session::new(SessionConfig {
