@@ -122,15 +122,19 @@ impl SqlDialect for Postgres {
     }
 
     fn split<'a>(&self, sql: &'a str) -> Result<Vec<Piece<'a>>, SplitError> {
+        if sql.len() > lexer::MAX_TEXT {
+            return Err(SplitError::Unterminated("statement text over 4 GiB"));
+        }
         let mut pieces = Vec::new();
         let mut start = 0;
         let mut significant = false;
         let mut plain_from = 0;
-        for token in Lexer::new(sql) {
-            if !significant && !blank(&sql[plain_from..token.span.start]) {
+        let mut lexer = Lexer::new(sql);
+        while let Some(token) = lexer.next() {
+            if !significant && !blank(&sql[plain_from..token.span().start]) {
                 significant = true;
             }
-            plain_from = token.span.end;
+            plain_from = token.span().end;
             if !token.terminated {
                 return Err(SplitError::Unterminated(token.what()));
             }
@@ -138,16 +142,16 @@ impl SqlDialect for Postgres {
                 Kind::Semicolon => {
                     if significant {
                         pieces.push(Piece {
-                            text: &sql[start..token.span.start],
+                            text: &sql[start..token.span().start],
                             offset: start,
                         });
                     }
-                    start = token.span.end;
+                    start = token.span().end;
                     significant = false;
                 }
                 Kind::Comment => {}
-                Kind::String(_) if token.ambiguous => {
-                    return Err(SplitError::Ambiguous(token.span.start));
+                Kind::String(_) if lexer.ambiguous(&token) => {
+                    return Err(SplitError::Ambiguous(token.span().start));
                 }
                 _ => significant = true,
             }
@@ -202,26 +206,29 @@ impl SqlDialect for Postgres {
 
     fn fingerprint_into(&self, sql: &str, out: &mut String) -> bool {
         out.clear();
+        if sql.len() > lexer::MAX_TEXT {
+            return false;
+        }
         // Start of the verbatim run not yet copied. Cuts fall only on ASCII
         // delimiters, so every cut is on a char boundary.
         let mut run = 0;
-        for token in Lexer::new(sql) {
+        for token in Lexer::without_semicolons(sql) {
             if !token.terminated {
                 return false;
             }
             match token.kind {
                 Kind::String(Prefix::None) if !token.backslash => {
-                    out.push_str(&sql[run..token.span.start]);
+                    out.push_str(&sql[run..token.span().start]);
                     out.push_str("''");
-                    run = token.span.end;
+                    run = token.span().end;
                 }
                 // E'…', U&'…', B'…' and friends, and plain strings with a
                 // backslash (their end depends on a session setting): no key.
                 Kind::String(_) => return false,
                 Kind::Number => {
-                    out.push_str(&sql[run..token.span.start]);
+                    out.push_str(&sql[run..token.span().start]);
                     out.push('0');
-                    run = token.span.end;
+                    run = token.span().end;
                 }
                 Kind::Semicolon
                 | Kind::Comment
@@ -235,13 +242,16 @@ impl SqlDialect for Postgres {
     }
 
     fn redact_literals<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+        if sql.len() > lexer::MAX_TEXT {
+            return Cow::Borrowed("[REDACTED:statement over 4 GiB]");
+        }
         let mut out = String::new();
         let mut last = 0;
-        for token in Lexer::new(sql) {
+        for token in Lexer::without_semicolons(sql) {
             if matches!(token.kind, Kind::String(_) | Kind::DollarString) {
-                out.push_str(&sql[last..token.body.start]);
+                out.push_str(&sql[last..token.body().start]);
                 out.push_str(REDACTED_LITERAL);
-                last = token.body.end;
+                last = token.body().end;
             }
         }
         if last == 0 && out.is_empty() {

@@ -20,8 +20,7 @@
 //!
 //! One thing the text alone cannot decide: with `standard_conforming_strings`
 //! off, a backslash escapes a quote inside a plain `'…'`. A plain literal
-//! whose end would move under that setting is marked
-//! [`Token::ambiguous`].
+//! whose end would move under that setting is [`Lexer::ambiguous`].
 
 use std::ops::Range;
 
@@ -58,25 +57,40 @@ pub(crate) enum Prefix {
     Other,
 }
 
-/// One token.
+/// One token. Offsets are `u32` (texts over 4 GiB are refused before
+/// lexing, see [`MAX_TEXT`]), which keeps a token small: the fingerprint on
+/// every statement's path moves a few of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Token {
     /// What it is.
     pub kind: Kind,
-    /// Where it is, including quotes, prefix excluded.
-    pub span: Range<usize>,
-    /// For strings: the contents between the delimiters.
-    pub body: Range<usize>,
+    start: u32,
+    end: u32,
+    body_start: u32,
+    body_end: u32,
     /// Whether it is closed; an unclosed token runs to the end of the text.
     pub terminated: bool,
-    /// For plain strings: whether the contents hold a backslash.
+    /// For plain strings: whether the contents hold a backslash (then
+    /// [`Lexer::ambiguous`] says whether its end depends on a setting).
     pub backslash: bool,
-    /// For plain strings: whether they would end elsewhere with
-    /// `standard_conforming_strings` off.
-    pub ambiguous: bool,
 }
 
+/// The longest text the lexer reads.
+pub(crate) const MAX_TEXT: usize = u32::MAX as usize;
+
 impl Token {
+    /// Where it is, including quotes, prefix excluded.
+    #[inline]
+    pub(crate) fn span(&self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    /// For strings: the contents between the delimiters.
+    #[inline]
+    pub(crate) fn body(&self) -> Range<usize> {
+        self.body_start as usize..self.body_end as usize
+    }
+
     /// What the token is called in messages.
     pub(crate) fn what(&self) -> &'static str {
         match self.kind {
@@ -90,43 +104,56 @@ impl Token {
     }
 }
 
-/// Bytes that can start a token. Every one of them lies in `0x22..=0x3B`.
-static SPECIAL: [bool; 256] = {
+/// Bytes that can start a token (`;` only when statements are split).
+/// Every one of them lies in `0x22..=0x3B`.
+const fn special(semicolon: bool) -> [bool; 256] {
     let mut t = [false; 256];
     t[b'-' as usize] = true;
     t[b'/' as usize] = true;
     t[b'"' as usize] = true;
     t[b'$' as usize] = true;
     t[b'\'' as usize] = true;
-    t[b';' as usize] = true;
+    t[b';' as usize] = semicolon;
     let mut d = b'0';
     while d <= b'9' {
         t[d as usize] = true;
         d += 1;
     }
     t
-};
+}
 
-/// Whether an 8-byte word may hold a [`SPECIAL`] byte. A word of ASCII
-/// bytes none of which is in `0x22..=0x3B` holds none (most words of SQL:
-/// letters, spaces, `=`). For ASCII bytes the two additions cannot carry
-/// from one byte into the next, so each byte's high bit says whether that
-/// byte is `>= 0x22` (resp. `>= 0x3C`).
-fn may_hold_special(word: u64) -> bool {
+static SPECIAL: [bool; 256] = special(true);
+static SPECIAL_NO_SEMICOLON: [bool; 256] = special(false);
+
+/// Whether an 8-byte word may hold a special byte: one in `0x22..=0x3B`
+/// (`0x22..=0x39` without `;`). A word of ASCII bytes none of which is in
+/// that span holds none (most words of SQL: letters, spaces, `=`). For
+/// ASCII bytes the two additions cannot carry from one byte into the next,
+/// so each byte's high bit says whether that byte is `>= 0x22` (resp.
+/// above the span).
+#[inline]
+fn may_hold_special<const SEMICOLON: bool>(word: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
+    let above: u64 = if SEMICOLON { 0x3C } else { 0x3A };
     if word & HIGH != 0 {
         return true; // non-ASCII: checked byte by byte
     }
     let at_least_lo = word.wrapping_add(ONES * (0x80 - 0x22));
-    let above_hi = word.wrapping_add(ONES * (0x80 - 0x3C));
+    let above_hi = word.wrapping_add(ONES * (0x80 - above));
     at_least_lo & !above_hi & HIGH != 0
 }
 
-/// The index of the first [`SPECIAL`] byte at or after `i` (`b.len()`
-/// when there is none), eight bytes at a time.
-fn next_special(b: &[u8], mut i: usize) -> usize {
-    let special = |x: &u8| SPECIAL[usize::from(*x)];
+/// The index of the first special byte at or after `i` (`b.len()` when
+/// there is none), eight bytes at a time.
+#[inline]
+fn next_special<const SEMICOLON: bool>(b: &[u8], mut i: usize) -> usize {
+    let table = if SEMICOLON {
+        &SPECIAL
+    } else {
+        &SPECIAL_NO_SEMICOLON
+    };
+    let special = |x: &u8| table[usize::from(*x)];
     loop {
         let Some(word) = b.get(i..).and_then(|rest| rest.first_chunk::<8>()) else {
             return b
@@ -134,7 +161,7 @@ fn next_special(b: &[u8], mut i: usize) -> usize {
                 .and_then(|rest| rest.iter().position(special))
                 .map_or(b.len(), |k| i + k);
         };
-        if may_hold_special(u64::from_le_bytes(*word))
+        if may_hold_special::<SEMICOLON>(u64::from_le_bytes(*word))
             && let Some(k) = word.iter().position(special)
         {
             return i + k;
@@ -145,6 +172,7 @@ fn next_special(b: &[u8], mut i: usize) -> usize {
 
 /// A byte that continues an identifier (and so cannot start a number or a
 /// dollar quote).
+#[inline]
 fn is_ident_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
@@ -153,31 +181,58 @@ fn is_dollar_tag_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
-/// The tokens of a text, in order.
-pub(crate) struct Lexer<'a> {
+/// The tokens of a text, in order. With `SEMICOLON` false, `;` is plain
+/// text (for readers that do not split statements).
+pub(crate) struct Lexer<'a, const SEMICOLON: bool = true> {
     b: &'a [u8],
     i: usize,
 }
 
-impl<'a> Lexer<'a> {
+impl<'a> Lexer<'a, true> {
+    /// A lexer over `sql`, which must be at most [`MAX_TEXT`] bytes long.
     pub(crate) fn new(sql: &'a str) -> Self {
+        debug_assert!(sql.len() <= MAX_TEXT);
         Self {
             b: sql.as_bytes(),
             i: 0,
         }
     }
+}
 
+impl<'a> Lexer<'a, false> {
+    /// A lexer that does not stop at `;`.
+    pub(crate) fn without_semicolons(sql: &'a str) -> Self {
+        debug_assert!(sql.len() <= MAX_TEXT);
+        Self {
+            b: sql.as_bytes(),
+            i: 0,
+        }
+    }
+}
+
+impl<const SEMICOLON: bool> Lexer<'_, SEMICOLON> {
+    /// Whether a plain string literal (one with a backslash) would end
+    /// elsewhere with `standard_conforming_strings` off.
+    pub(crate) fn ambiguous(&self, token: &Token) -> bool {
+        token.backslash
+            && matches!(token.kind, Kind::String(Prefix::None | Prefix::Other))
+            && self.escape_end(token.span().start) != token.span().end
+    }
+
+    #[inline]
+    #[allow(clippy::cast_possible_truncation)] // texts are at most MAX_TEXT long
     fn token(&mut self, kind: Kind, start: usize, end: usize, body: Range<usize>) -> Token {
         let terminated = end <= self.b.len();
         let end = end.min(self.b.len());
         self.i = end;
         Token {
             kind,
-            span: start..end,
-            body: body.start.min(end)..body.end.min(end),
+            start: start as u32,
+            end: end as u32,
+            body_start: body.start.min(end) as u32,
+            body_end: body.end.min(end) as u32,
             terminated,
             backslash: false,
-            ambiguous: false,
         }
     }
 
@@ -206,19 +261,25 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// `'…'` with `''` doubling: the index after the closing quote.
-    fn plain_end(&self, open: usize, quote: u8) -> usize {
+    /// `'…'` with `''` doubling: the index after the closing quote, and
+    /// whether a backslash came before it (one pass: literals are short).
+    #[inline]
+    fn plain_end(&self, open: usize, quote: u8) -> (usize, bool) {
         let b = self.b;
+        let mut backslash = false;
         let mut i = open + 1;
-        while let Some(rel) = memchr::memchr(quote, &b[i.min(b.len())..]) {
-            let q = i + rel;
-            if b.get(q + 1) == Some(&quote) {
-                i = q + 2;
-            } else {
-                return q + 1;
+        while let Some(&c) = b.get(i) {
+            if c == quote {
+                if b.get(i + 1) == Some(&quote) {
+                    i += 2;
+                    continue;
+                }
+                return (i + 1, backslash);
             }
+            backslash |= c == b'\\';
+            i += 1;
         }
-        usize::MAX
+        (usize::MAX, backslash)
     }
 
     /// `E'…'`: backslash escapes the next byte, `''` is a quote.
@@ -236,13 +297,15 @@ impl<'a> Lexer<'a> {
         usize::MAX
     }
 
+    #[inline]
     fn string(&mut self, open: usize) -> Token {
         let prefix = self.prefix(open);
-        let end = match prefix {
-            Prefix::Escape => self.escape_end(open),
-            Prefix::Bits => {
-                memchr::memchr(b'\'', &self.b[open + 1..]).map_or(usize::MAX, |p| open + 1 + p + 1)
-            }
+        let (end, backslash) = match prefix {
+            Prefix::Escape => (self.escape_end(open), false),
+            Prefix::Bits => (
+                memchr::memchr(b'\'', &self.b[open + 1..]).map_or(usize::MAX, |p| open + 1 + p + 1),
+                false,
+            ),
             Prefix::None | Prefix::Other => self.plain_end(open, b'\''),
         };
         let mut token = self.token(
@@ -251,10 +314,7 @@ impl<'a> Lexer<'a> {
             end,
             open + 1..end.saturating_sub(1),
         );
-        if matches!(prefix, Prefix::None | Prefix::Other) {
-            token.backslash = memchr::memchr(b'\\', &self.b[token.body.clone()]).is_some();
-            token.ambiguous = token.backslash && self.escape_end(open) != end;
-        }
+        token.backslash = backslash;
         token
     }
 
@@ -301,13 +361,14 @@ impl<'a> Lexer<'a> {
     }
 }
 
-impl Iterator for Lexer<'_> {
+impl<const SEMICOLON: bool> Iterator for Lexer<'_, SEMICOLON> {
     type Item = Token;
 
+    #[inline]
     fn next(&mut self) -> Option<Token> {
         let b = self.b;
         loop {
-            let i = next_special(b, self.i);
+            let i = next_special::<SEMICOLON>(b, self.i);
             let &c = b.get(i)?;
             let next = b.get(i + 1).copied();
             let prev_ident = i > 0 && is_ident_char(b[i - 1]);
@@ -323,7 +384,7 @@ impl Iterator for Lexer<'_> {
                 b';' => return Some(self.token(Kind::Semicolon, i, i + 1, i..i)),
                 b'\'' => return Some(self.string(i)),
                 b'"' => {
-                    let end = self.plain_end(i, b'"');
+                    let (end, _) = self.plain_end(i, b'"');
                     return Some(self.token(
                         Kind::QuotedIdent,
                         i,
@@ -363,7 +424,7 @@ mod tests {
     use super::*;
 
     fn kinds(sql: &str) -> Vec<(Kind, &str)> {
-        Lexer::new(sql).map(|t| (t.kind, &sql[t.span])).collect()
+        Lexer::new(sql).map(|t| (t.kind, &sql[t.span()])).collect()
     }
 
     #[test]
@@ -371,6 +432,11 @@ mod tests {
         let naive = |b: &[u8], i: usize| {
             (i..b.len())
                 .find(|&j| SPECIAL[usize::from(b[j])])
+                .unwrap_or(b.len())
+        };
+        let naive_no_semicolon = |b: &[u8], i: usize| {
+            (i..b.len())
+                .find(|&j| SPECIAL_NO_SEMICOLON[usize::from(b[j])])
                 .unwrap_or(b.len())
         };
         // Every byte value at every position of a 19-byte text of plain
@@ -382,9 +448,14 @@ mod tests {
                 text[at] = value;
                 for start in 0..=text.len() {
                     assert_eq!(
-                        next_special(&text, start),
+                        next_special::<true>(&text, start),
                         naive(&text, start),
                         "byte {value:#x} at {at}, from {start}"
+                    );
+                    assert_eq!(
+                        next_special::<false>(&text, start),
+                        naive_no_semicolon(&text, start),
+                        "byte {value:#x} at {at}, from {start}, without `;`"
                     );
                 }
             }
@@ -404,16 +475,22 @@ mod tests {
             }
             for start in 0..=text.len() {
                 assert_eq!(
-                    next_special(&text, start),
+                    next_special::<true>(&text, start),
                     naive(&text, start),
+                    "{text:?} from {start}"
+                );
+                assert_eq!(
+                    next_special::<false>(&text, start),
+                    naive_no_semicolon(&text, start),
                     "{text:?} from {start}"
                 );
             }
         }
-        assert!(!may_hold_special(u64::from_le_bytes(*b"SELECT a")));
-        assert!(may_hold_special(u64::from_le_bytes(*b"aid = 12")));
-        assert!(may_hold_special(u64::from_le_bytes(*b"select 1")));
-        assert!(may_hold_special(u64::from_le_bytes(*b"t; drop ")));
+        assert!(!may_hold_special::<true>(u64::from_le_bytes(*b"SELECT a")));
+        assert!(may_hold_special::<true>(u64::from_le_bytes(*b"aid = 12")));
+        assert!(may_hold_special::<true>(u64::from_le_bytes(*b"select 1")));
+        assert!(may_hold_special::<true>(u64::from_le_bytes(*b"t; drop ")));
+        assert!(!may_hold_special::<false>(u64::from_le_bytes(*b"t; drop ")));
     }
 
     #[test]
@@ -441,11 +518,15 @@ mod tests {
         // A prefix letter that ends a longer identifier is no prefix.
         assert_eq!(kinds("somee'x'"), [(Kind::String(Prefix::None), "'x'")]);
         assert_eq!(kinds("U&'x'"), [(Kind::String(Prefix::Other), "'x'")]);
-        let t = Lexer::new("select 'x\\'").next().expect("a string");
-        assert!(t.backslash && t.ambiguous && t.terminated);
+        let mut lexer = Lexer::new("select 'x\\'");
+        let t = lexer.next().expect("a string");
+        assert!(t.backslash && lexer.ambiguous(&t) && t.terminated);
+        let mut lexer = Lexer::new("select 'a\\b'");
+        let t = lexer.next().expect("a string");
+        assert!(t.backslash && !lexer.ambiguous(&t));
         let t = Lexer::new("select 'unterminated").next().expect("a string");
         assert!(!t.terminated);
-        assert_eq!(t.span, 7..20);
-        assert_eq!(t.body, 8..20);
+        assert_eq!(t.span(), 7..20);
+        assert_eq!(t.body(), 8..20);
     }
 }
