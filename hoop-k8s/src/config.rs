@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(c.resync_interval, Duration::from_secs(30));
         let c = parse("mode: sidecar\nresync_interval: 2m\nexclude_namespaces: []").unwrap();
         assert_eq!(c.mode, Mode::Sidecar);
-        assert_eq!(c.resync_interval, Duration::from_secs(120));
+        assert_eq!(c.resync_interval, Duration::from_mins(2));
         assert!(c.exclude_namespaces.is_empty());
     }
 

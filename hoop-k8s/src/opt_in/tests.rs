@@ -1,5 +1,6 @@
 //! The opt-in table: every combination of the four places `hoop.dev/govern`
 //! can sit, with every kind of value, plus the exclusions and the per-pod keys.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 use std::collections::BTreeMap;
 
