@@ -4,6 +4,11 @@
 //! - [`workload`]: a pod's identity ([`Workload`]).
 //! - [`opt_in`]: which pods are governed (`hoop.dev/govern`), a pure function.
 //! - [`cgroup_path`]: from a pod to its cgroup v2 directory.
+//! - [`pod`]: the parts of pods and namespaces hoop reads.
+//! - [`reconcile`]: what the watchers want vs what is attached, by pod UID,
+//!   acting through a [`PodGovernor`] the agent implements.
+//! - [`status`]: what is governed now (`/ready`, `hoop await`).
+//! - [`metrics`]: `hoop_pods{state,reason}` and friends.
 //!
 //! The network-namespace plumbing and the eBPF side live with the
 //! interceptor (`hoop::intercept`); this crate knows nothing of eBPF.
@@ -11,8 +16,14 @@
 
 pub mod cgroup_path;
 pub mod config;
+pub mod metrics;
 pub mod opt_in;
+pub mod pod;
+pub mod reconcile;
+pub mod status;
 pub mod workload;
 
 pub use config::{KubernetesConfig, Mode};
+pub use reconcile::{GovernError, GovernRequest, PodGovernor, Reconciler};
+pub use status::StatusBoard;
 pub use workload::Workload;
