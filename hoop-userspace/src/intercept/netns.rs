@@ -472,16 +472,19 @@ mod tests {
             find_pod_netns(dir.path()),
             Err(PodNetnsError::NoProcess(_))
         ));
-        // The oldest listed process wins: here, ourselves and pid 1.
-        fs::write(
-            dir.path().join("cgroup.procs"),
-            format!("{}\n", std::process::id()),
-        )
-        .expect("write");
-        let child = dir.path().join("container");
-        fs::create_dir(&child).expect("mkdir");
-        fs::write(child.join("cgroup.procs"), "1\n").expect("write");
-        let found = find_pod_netns(dir.path()).expect("found");
-        assert_eq!(found.pid, 1, "pid 1 started first");
+        // The oldest listed process wins, wherever it is listed: a child we
+        // start now (listed first) is younger than this test process.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        fs::write(dir.path().join("cgroup.procs"), format!("{}\n", child.id())).expect("write");
+        let sub = dir.path().join("container");
+        fs::create_dir(&sub).expect("mkdir");
+        fs::write(sub.join("cgroup.procs"), format!("{}\n", std::process::id())).expect("write");
+        let found = find_pod_netns(dir.path());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found.expect("found").pid, std::process::id(), "the older process");
     }
 }
