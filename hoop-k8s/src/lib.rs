@@ -5,6 +5,8 @@
 //! - [`opt_in`]: which pods are governed (`hoop.dev/govern`), a pure function.
 //! - [`cgroup_path`]: from a pod to its cgroup v2 directory.
 //! - [`pod`]: the parts of pods and namespaces hoop reads.
+//! - [`discovery`]: the watchers (this node's pods, all namespaces) driving
+//!   the reconciler.
 //! - [`reconcile`]: what the watchers want vs what is attached, by pod UID,
 //!   acting through a [`PodGovernor`] the agent implements.
 //! - [`status`]: what is governed now (`/ready`, `hoop await`).
@@ -16,11 +18,14 @@
 
 pub mod cgroup_path;
 pub mod config;
+pub mod discovery;
 pub mod metrics;
 pub mod opt_in;
 pub mod pod;
 pub mod reconcile;
 pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod workload;
 
 pub use config::{KubernetesConfig, Mode};

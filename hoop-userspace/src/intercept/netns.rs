@@ -481,10 +481,18 @@ mod tests {
         fs::write(dir.path().join("cgroup.procs"), format!("{}\n", child.id())).expect("write");
         let sub = dir.path().join("container");
         fs::create_dir(&sub).expect("mkdir");
-        fs::write(sub.join("cgroup.procs"), format!("{}\n", std::process::id())).expect("write");
+        fs::write(
+            sub.join("cgroup.procs"),
+            format!("{}\n", std::process::id()),
+        )
+        .expect("write");
         let found = find_pod_netns(dir.path());
         let _ = child.kill();
         let _ = child.wait();
-        assert_eq!(found.expect("found").pid, std::process::id(), "the older process");
+        assert_eq!(
+            found.expect("found").pid,
+            std::process::id(),
+            "the older process"
+        );
     }
 }
