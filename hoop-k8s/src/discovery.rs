@@ -118,8 +118,10 @@ pub async fn run<G: PodGovernor>(
         watcher::Config::default(),
     )
     .backoff(settings.backoff.delays());
-    let mut pods = std::pin::pin!(pods);
-    let mut namespaces = std::pin::pin!(namespaces);
+    // Boxed: the watcher state machines are large, and the caller's future
+    // should not carry them inline.
+    let mut pods = Box::pin(pods);
+    let mut namespaces = Box::pin(namespaces);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut resync = tokio::time::interval(settings.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

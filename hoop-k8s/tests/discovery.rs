@@ -107,7 +107,7 @@ async fn harness(setup: impl FnOnce(&FakeApiServer, &Path)) -> Harness {
     let client = server.client().unwrap();
     let settings = DiscoverySettings {
         node_name: "n1".into(),
-        resync_interval: Duration::from_secs(3600),
+        resync_interval: Duration::from_hours(1),
         backoff: WatchBackoff {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(200),
