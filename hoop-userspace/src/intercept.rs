@@ -54,6 +54,7 @@ pub mod bpf_link;
 pub mod cgroup;
 pub mod netns;
 pub mod pins;
+pub mod pods;
 
 use std::{
     fmt,
