@@ -5,6 +5,8 @@
 //! the real PostgreSQL on 127.0.0.1:5432, with real clients. They need root:
 //! without it they fail — they never pass by skipping.
 
+pub mod k8s;
+
 use std::{
     io::Read as _,
     net::TcpListener,
