@@ -9,6 +9,7 @@
 //!   the reconciler.
 //! - [`reconcile`]: what the watchers want vs what is attached, by pod UID,
 //!   acting through a [`PodGovernor`] the agent implements.
+//! - [`sidecar`]: sidecar mode, governing the own pod without API access.
 //! - [`status`]: what is governed now (`/ready`, `hoop await`).
 //! - [`metrics`]: `hoop_pods{state,reason}` and friends.
 //!
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod opt_in;
 pub mod pod;
 pub mod reconcile;
+pub mod sidecar;
 pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -196,6 +196,12 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The delay before retry number `attempt` (0-based): doubling from
+    /// `initial`, capped by the pending or failed cap.
+    pub fn delay_for(&self, attempt: u32, pending: bool) -> Duration {
+        self.delay(attempt, pending)
+    }
+
     fn delay(&self, attempt: u32, pending: bool) -> Duration {
         let cap = if pending {
             self.max_pending
