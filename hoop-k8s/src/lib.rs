@@ -3,6 +3,7 @@
 //! - [`config`]: the `kubernetes:` section.
 //! - [`workload`]: a pod's identity ([`Workload`]).
 //! - [`opt_in`]: which pods are governed (`hoop.dev/govern`), a pure function.
+//! - [`canary`]: the start-up gate behind `hoop await`.
 //! - [`cgroup_path`]: from a pod to its cgroup v2 directory.
 //! - [`pod`]: the parts of pods and namespaces hoop reads.
 //! - [`discovery`]: the watchers (this node's pods, all namespaces) driving
@@ -17,6 +18,7 @@
 //! interceptor (`hoop::intercept`); this crate knows nothing of eBPF.
 #![forbid(unsafe_code)]
 
+pub mod canary;
 pub mod cgroup_path;
 pub mod config;
 pub mod discovery;

@@ -109,12 +109,14 @@ impl Drop for Relay {
 }
 
 impl Relay {
-    /// Starts serving.
+    /// Starts serving. `pod` is what canary connections are answered with
+    /// (see `hoop_k8s::canary`).
     pub fn start(
         interceptor: &Arc<Interceptor>,
         sockets: &NetnsSockets,
         listeners: LoopbackListeners,
         netns: &Arc<NetNs>,
+        pod: &str,
     ) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let cookie = listeners.netns_cookie;
@@ -132,12 +134,17 @@ impl Relay {
                 netns.clone(),
                 seen.clone(),
             );
+            let pod = pod.to_owned();
             tasks.push(tokio::spawn(async move {
                 while let Ok((mut client, peer)) = listener.accept().await {
                     let Ok(Some(original)) = interceptor.original_destination_in(cookie, peer)
                     else {
                         continue;
                     };
+                    if hoop_k8s::canary::is_canary(&original.addr) {
+                        let _ = hoop_k8s::canary::answer(&mut client, &pod).await;
+                        continue;
+                    }
                     let (sockets, netns, seen) = (sockets.clone(), netns.clone(), seen.clone());
                     tokio::spawn(async move {
                         let Ok(mut upstream) = sockets.connect(&netns, original.addr, None).await
@@ -235,6 +242,7 @@ impl PodGovernor for TestGovernor {
                     self.pods.sockets(),
                     listeners,
                     &netns,
+                    &request.workload.to_string(),
                 );
                 lock(&self.relays).insert(request.workload.uid.clone(), relay);
                 Ok(())

@@ -40,9 +40,13 @@ fn uid(n: u8) -> String {
 
 async fn govern(pods: &PodInterception, pod: &SimulatedPod, ports: Option<&[u16]>) -> Relay {
     match pods.govern(&pod.uid, &pod.cgroup, ports).await {
-        Ok(Governed::New { listeners, netns }) => {
-            Relay::start(pods.interceptor(), pods.sockets(), listeners, &netns)
-        }
+        Ok(Governed::New { listeners, netns }) => Relay::start(
+            pods.interceptor(),
+            pods.sockets(),
+            listeners,
+            &netns,
+            &format!("test/{}", pod.uid),
+        ),
         Ok(other) => panic!("expected a newly governed pod, got {other:?}"),
         Err(e) => panic!("governing {}: {}", pod.uid, chain(&e)),
     }
@@ -343,4 +347,58 @@ async fn pinned_links_outlive_the_agent_and_the_next_one_adopts_them() {
         .flatten()
         .collect();
     assert!(left.is_empty(), "pins left: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_gate_opens_only_once_the_pod_is_governed() {
+    require_root();
+    let _serial = SERIAL.lock().await;
+    let node = SimulatedNode::new(CgroupDriver::Systemd).expect("simulated node");
+    let a = node
+        .add_pod(&uid(8), QosClass::Burstable, true)
+        .expect("pod");
+    let port = 15_405;
+    let probe = |timeout_ms: u32| {
+        let mut cmd = a.command(env!("CARGO_BIN_EXE_hoop-await-probe"));
+        cmd.arg(port.to_string()).arg(timeout_ms.to_string());
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output())
+                .await
+                .expect("join")
+                .expect("run the probe in the pod")
+        }
+    };
+    // Not governed: the gate stays shut and says why.
+    let out = probe(600).await;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not governed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Attached but without a listener yet: still shut (refused).
+    let (interceptor, _host) = load_interceptor(&[port], None);
+    interceptor.attach(&a.cgroup).expect("attach");
+    assert!(!probe(600).await.status.success());
+    // Governed: it opens, and hoop names the pod.
+    let pods = PodInterception::new(
+        Arc::new(interceptor),
+        NetnsSockets::spawn().expect("netns"),
+        None,
+    );
+    let relay = govern(&pods, &a, None).await;
+    let out = probe(5000).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("governed as test/{}", a.uid)
+    );
+    assert!(
+        relay.seen().is_empty(),
+        "the canary is answered, never dialled"
+    );
 }

@@ -61,9 +61,13 @@ async fn psql_in_a_governed_pod_goes_through_its_own_listener_and_leaves_from_it
         None,
     );
     let relay = match pods.govern(&governed.uid, &governed.cgroup, None).await {
-        Ok(Governed::New { listeners, netns }) => {
-            Relay::start(pods.interceptor(), pods.sockets(), listeners, &netns)
-        }
+        Ok(Governed::New { listeners, netns }) => Relay::start(
+            pods.interceptor(),
+            pods.sockets(),
+            listeners,
+            &netns,
+            "test/governed",
+        ),
         Ok(other) => panic!("expected a new pod, got {other:?}"),
         Err(e) => panic!("governing: {}", chain(&e)),
     };
