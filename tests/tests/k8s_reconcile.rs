@@ -318,11 +318,22 @@ async fn a_restarted_agent_adopts_governs_new_pods_and_cleans_up_deleted_ones() 
     p2.stop().expect("stop p2");
     server.apply_pod(pod_object(&p3, "shop", "p3", &[ON], &[]));
 
+    let restarted = std::time::Instant::now();
     let agent = Agent::start(&server, &node, Some(bpffs.path()));
+    let loaded = restarted.elapsed();
     eventually("the restarted agent's first sync", WAIT, || {
         agent.board.ready(None)
     })
     .await;
+    let governed_again = agent
+        .board
+        .pod(&p1.uid)
+        .and_then(|p| p.governed_at)
+        .map(|at| at.duration_since(restarted));
+    eprintln!(
+        "restart: programs loaded and links adopted in {loaded:?}; p1 redirecting to the new \
+         agent's listener {governed_again:?} after the agent started (refused until then)"
+    );
     assert!(agent.board.is_governed(&p1.uid));
     assert!(agent.board.is_governed(&p3.uid));
     assert!(agent.board.pod(&p2.uid).is_none());
