@@ -402,3 +402,53 @@ async fn the_start_up_gate_opens_only_once_the_pod_is_governed() {
         "the canary is answered, never dialled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_governed_pod_is_refused_until_governed_and_detached_on_release() {
+    require_root();
+    let _serial = SERIAL.lock().await;
+    let node = SimulatedNode::new(CgroupDriver::Cgroupfs).expect("simulated node");
+    // The pod's cgroup exists but no sandbox runs yet: no netns to listen in.
+    let mut a = node
+        .add_pod(&uid(9), QosClass::Burstable, false)
+        .expect("pod");
+    std::fs::create_dir_all(&a.container).expect("pod and container cgroups");
+    let port = 15_406;
+    let dest = Destination::start(SocketAddr::new(IpAddr::V4(a.host_ip), port)).await;
+    let (interceptor, _host) = load_interceptor(&[port], None);
+    let pods = PodInterception::new(
+        Arc::new(interceptor),
+        NetnsSockets::spawn().expect("netns"),
+        None,
+    );
+    let err = pods
+        .govern(&a.uid, &a.cgroup, None)
+        .await
+        .expect_err("no process in the pod yet");
+    assert!(
+        matches!(err, hoop::intercept::pods::PodInterceptError::Netns(_)),
+        "{}",
+        chain(&err)
+    );
+    // Attached, no listener: refused, not let through.
+    assert_eq!(
+        dial_from(python(&a), &a.host_ip.to_string(), port).await,
+        Dialled::Errno(1)
+    );
+    assert!(dest.peers().is_empty());
+    // Released (the pod opted out meanwhile): detached, direct again.
+    assert!(pods.release(&a.uid).expect("release").is_none());
+    assert!(matches!(
+        dial_from(python(&a), &a.host_ip.to_string(), port).await,
+        Dialled::Reply(_)
+    ));
+    assert_eq!(dest.peers().len(), 1);
+    // And a retry once the sandbox runs governs it fully.
+    a.start().expect("sandbox");
+    let relay = govern(&pods, &a, None).await;
+    assert!(matches!(
+        dial_from(python(&a), &a.host_ip.to_string(), port).await,
+        Dialled::Reply(_)
+    ));
+    assert_eq!(relay.seen().len(), 1);
+}

@@ -101,6 +101,9 @@ pub struct PodInterception {
     sockets: NetnsSockets,
     host_netns: Option<NetNs>,
     pods: Mutex<HashMap<String, GovernedPod>>,
+    /// Pods attached by a govern that did not finish (no netns yet, bind
+    /// failed…): refused until a retry finishes, detached on release.
+    partial: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for PodInterception {
@@ -125,11 +128,16 @@ impl PodInterception {
             sockets,
             host_netns,
             pods: Mutex::new(HashMap::new()),
+            partial: Mutex::new(HashMap::new()),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, GovernedPod>> {
         self.pods.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_partial(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.partial.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The interceptor.
@@ -182,13 +190,18 @@ impl PodInterception {
             }
             return Ok(Governed::Updated);
         }
-        if existing.is_some() {
+        let stale_partial = self
+            .lock_partial()
+            .get(uid)
+            .is_some_and(|id| *id != cgroup_id);
+        if existing.is_some() || stale_partial {
             // Same pod, another cgroup (recreated): start over.
             self.release(uid)?;
         }
 
         // Fail closed from here: attached without a target means refused.
         let outcome = self.interceptor.attach(cgroup_dir).map_err(attach_err)?;
+        self.lock_partial().insert(uid.to_owned(), cgroup_id);
         let found = find_pod_netns(cgroup_dir).map_err(PodInterceptError::Netns)?;
         if self
             .host_netns
@@ -216,6 +229,7 @@ impl PodInterception {
             target.v4,
             netns.inode()
         );
+        self.lock_partial().remove(uid);
         self.lock().insert(
             uid.to_owned(),
             GovernedPod {
@@ -242,10 +256,19 @@ impl PodInterception {
 
     /// Stops governing the pod: detach, remove its target. Returns what it
     /// held (the caller closes its listeners), `None` if it was not
-    /// governed here. A pod never governed but attached (a failed govern) is
-    /// detached too when `cgroup` is known to the interceptor.
+    /// governed here. A pod that a govern attached without finishing is
+    /// detached too.
     pub fn release(&self, uid: &str) -> Result<Option<GovernedPod>, PodInterceptError> {
+        let partial = self.lock_partial().remove(uid);
         let Some(pod) = self.lock().remove(uid) else {
+            if let Some(cgroup_id) = partial {
+                self.interceptor.detach_id(cgroup_id).map_err(|source| {
+                    PodInterceptError::Attach {
+                        cgroup: PathBuf::from(format!("cgroup id {cgroup_id}")),
+                        source: Box::new(source),
+                    }
+                })?;
+            }
             return Ok(None);
         };
         self.interceptor
@@ -260,26 +283,21 @@ impl PodInterception {
         Ok(Some(pod))
     }
 
-    /// Detaches a cgroup that a failed [`PodInterception::govern`] left
-    /// attached (the pod was never recorded as governed).
-    pub fn detach_cgroup(&self, cgroup_dir: &Path) -> Result<bool, PodInterceptError> {
-        self.interceptor
-            .detach(cgroup_dir)
-            .map_err(|source| PodInterceptError::Attach {
-                cgroup: cgroup_dir.to_owned(),
-                source: Box::new(source),
-            })
-    }
-
     /// Releases every governed pod not in `keep`, and every cgroup adopted
     /// from a previous agent that no pod claimed. Returns the released UIDs.
     pub fn retain(&self, keep: &HashSet<String>) -> Vec<String> {
-        let gone: Vec<String> = self
+        let mut gone: Vec<String> = self
             .lock()
             .keys()
             .filter(|uid| !keep.contains(*uid))
             .cloned()
             .collect();
+        gone.extend(
+            self.lock_partial()
+                .keys()
+                .filter(|uid| !keep.contains(*uid))
+                .cloned(),
+        );
         for uid in &gone {
             if let Err(e) = self.release(uid) {
                 log::warn!("hoop: releasing pod {uid}: {e}");
