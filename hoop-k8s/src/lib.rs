@@ -8,6 +8,7 @@
 //! - [`pod`]: the parts of pods and namespaces hoop reads.
 //! - [`discovery`]: the watchers (this node's pods, all namespaces) driving
 //!   the reconciler.
+//! - [`events`]: Kubernetes Events on governed/released/failed pods.
 //! - [`reconcile`]: what the watchers want vs what is attached, by pod UID,
 //!   acting through a [`PodGovernor`] the agent implements.
 //! - [`sidecar`]: sidecar mode, governing the own pod without API access.
@@ -22,6 +23,7 @@ pub mod canary;
 pub mod cgroup_path;
 pub mod config;
 pub mod discovery;
+pub mod events;
 pub mod metrics;
 pub mod opt_in;
 pub mod pod;

@@ -40,6 +40,7 @@ use tracing::{debug, info, warn};
 use crate::{
     Workload,
     cgroup_path::{ScanLimits, resolve_pod_cgroup},
+    events::{PodEvent, PodEvents},
     metrics::K8sMetrics,
     opt_in::{Decision, InvalidValue, OptInRules, evaluate},
     pod::{NamespaceInfo, PodInfo},
@@ -270,6 +271,7 @@ pub struct Reconciler<G> {
     swept: bool,
     tracked: HashMap<String, Tracked>,
     reported_invalid: HashSet<(String, &'static str, String)>,
+    events: Option<Arc<dyn PodEvents>>,
 }
 
 impl<G: PodGovernor> Reconciler<G> {
@@ -294,6 +296,21 @@ impl<G: PodGovernor> Reconciler<G> {
             swept: false,
             tracked: HashMap::new(),
             reported_invalid: HashSet::new(),
+            events: None,
+        }
+    }
+
+    /// Also records Kubernetes Events (governed, released, failed, invalid
+    /// values) through `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: Arc<dyn PodEvents>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    fn event(&self, pod: &Workload, event: PodEvent) {
+        if let Some(events) = &self.events {
+            events.publish(pod, event);
         }
     }
 
@@ -571,6 +588,12 @@ impl<G: PodGovernor> Reconciler<G> {
                 .with_label_values(&[value.key, value.source.level()])
                 .inc();
             warn!(pod = %workload, "{value}");
+            self.event(
+                workload,
+                PodEvent::InvalidValue {
+                    message: value.to_string(),
+                },
+            );
         }
     }
 
@@ -646,6 +669,12 @@ impl<G: PodGovernor> Reconciler<G> {
                 self.board
                     .set(&request.workload, &request.ports, PodState::Governed);
                 if changed {
+                    self.event(
+                        &request.workload,
+                        PodEvent::Governed {
+                            ports: request.ports.clone(),
+                        },
+                    );
                     info!(
                         pod = %request.workload,
                         uid = %uid,
@@ -684,6 +713,15 @@ impl<G: PodGovernor> Reconciler<G> {
         };
         let previous = self.board.pod(&workload.uid).map(|p| p.state);
         if previous.as_ref().map(PodState::reason) != Some(state.reason()) {
+            if !pending {
+                self.event(
+                    workload,
+                    PodEvent::Failed {
+                        reason: error.reason.as_str(),
+                        message: error.chain(),
+                    },
+                );
+            }
             if pending {
                 info!(pod = %workload, reason = error.reason.as_str(), retry_in = ?delay, error = %error.chain(), "pod not governable yet; retrying");
             } else {
@@ -716,6 +754,9 @@ impl<G: PodGovernor> Reconciler<G> {
         match result {
             Ok(()) => {
                 info!(uid, "pod released");
+                if let Some(status) = self.board.pod(uid) {
+                    self.event(&status.workload, PodEvent::Released);
+                }
                 self.tracked.remove(uid);
                 self.board.remove(uid);
                 let scope = format!("pod/{uid}");

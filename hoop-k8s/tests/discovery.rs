@@ -14,6 +14,7 @@ use std::{
 use hoop_k8s::{
     GovernError, GovernRequest, PodGovernor, Reconciler, StatusBoard,
     discovery::{self, DiscoverySettings, WatchBackoff},
+    events::KubeEvents,
     metrics::K8sMetrics,
     opt_in::OptInRules,
     reconcile::ReconcilerSettings,
@@ -98,13 +99,15 @@ async fn harness(setup: impl FnOnce(&FakeApiServer, &Path)) -> Harness {
         agent_pod_uid: None,
         default_ports: vec![5432],
     };
+    let client = server.client().unwrap();
+    let events = Arc::new(KubeEvents::spawn(client.clone(), "hoop-agent-n1".into()));
     let mut reconciler = Reconciler::new(
         ReconcilerSettings::new(root.path().to_owned(), rules),
         governor.clone(),
         board.clone(),
         metrics.clone(),
-    );
-    let client = server.client().unwrap();
+    )
+    .with_events(events);
     let settings = DiscoverySettings {
         node_name: "n1".into(),
         resync_interval: Duration::from_hours(1),
@@ -239,6 +242,61 @@ async fn lists_and_watches_this_nodes_pods_and_namespace_metadata() {
     .await;
     assert!(h.board.pod(&uid(1)).is_none());
     assert_eq!(h.metrics.pods.with_label_values(&["governed", ""]).get(), 2);
+
+    // `kubectl describe pod` would show why: Governed / Released events.
+    eventually("events recorded", || {
+        let events = h.server.events();
+        let has = |reason: &str, pod: &str| {
+            events.iter().any(|e| {
+                e["reason"] == reason
+                    && e["regarding"]["name"] == pod
+                    && e["regarding"]["kind"] == "Pod"
+                    && e["reportingController"] == "hoop.dev/agent"
+            })
+        };
+        has("Governed", "a")
+            && has("Governed", "late")
+            && has("Released", "a")
+            && has("Released", "b")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_values_are_warned_about_on_the_pod() {
+    let h = harness(|s, root| {
+        s.apply_namespace(objects::namespace("shop", &[], &[]));
+        s.apply_pod(objects::pod(
+            "shop",
+            "typo",
+            &uid(1),
+            "n1",
+            &[("hoop.dev/govern", "ture")],
+            &[],
+        ));
+        make_cgroup(root, 1);
+    })
+    .await;
+    eventually("the typo governs (fail closed)", || {
+        h.board.is_governed(&uid(1))
+    })
+    .await;
+    eventually("a warning event on the pod", || {
+        h.server.events().iter().any(|e| {
+            e["type"] == "Warning"
+                && e["reason"] == "InvalidOptIn"
+                && e["regarding"]["uid"] == uid(1).as_str()
+                && e["note"].as_str().is_some_and(|n| n.contains("\"ture\""))
+        })
+    })
+    .await;
+    assert_eq!(
+        h.metrics
+            .invalid_opt_in_total
+            .with_label_values(&["hoop.dev/govern", "pod"])
+            .get(),
+        1
+    );
 }
 
 #[tokio::test]

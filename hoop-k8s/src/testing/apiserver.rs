@@ -72,6 +72,8 @@ struct State {
     oldest_rv: u64,
     watches: Vec<Watch>,
     requests: Vec<String>,
+    /// Events created through `events.k8s.io/v1`.
+    events: Vec<Value>,
 }
 
 struct Shared {
@@ -172,6 +174,11 @@ impl FakeApiServer {
     /// first.
     pub fn requests(&self) -> Vec<String> {
         lock(&self.shared.state).requests.clone()
+    }
+
+    /// Events created so far (`events.k8s.io/v1` objects), oldest first.
+    pub fn events(&self) -> Vec<Value> {
+        lock(&self.shared.state).events.clone()
     }
 
     /// The current resource version.
@@ -363,9 +370,14 @@ fn spawn_accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             let Some(shared) = weak.upgrade() else { return };
             let conn_shared = shared.clone();
             lock(&shared.tasks).spawn(async move {
-                let service = service_fn(move |req| {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let shared = conn_shared.clone();
-                    async move { Ok::<_, Infallible>(handle(&shared, &req)) }
+                    async move {
+                        if req.method() == hyper::Method::POST {
+                            return Ok::<_, Infallible>(create_event(&shared, req).await);
+                        }
+                        Ok::<_, Infallible>(handle(&shared, &req))
+                    }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -373,6 +385,58 @@ fn spawn_accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             });
         }
     });
+}
+
+/// `POST /apis/events.k8s.io/v1/namespaces/<ns>/events`: stores the event.
+async fn create_event(shared: &Shared, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    lock(&shared.state).requests.push(format!("POST {path}"));
+    let namespace = path
+        .strip_prefix("/apis/events.k8s.io/v1/namespaces/")
+        .and_then(|rest| rest.strip_suffix("/events"));
+    let Some(namespace) = namespace.map(str::to_owned) else {
+        return full(
+            StatusCode::NOT_FOUND,
+            &status(
+                404,
+                "NotFound",
+                &format!("the stand-in accepts no POST to {path}"),
+            ),
+        );
+    };
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return full(
+                StatusCode::BAD_REQUEST,
+                &status(400, "BadRequest", &e.to_string()),
+            );
+        }
+    };
+    let mut event: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return full(
+                StatusCode::BAD_REQUEST,
+                &status(400, "BadRequest", &e.to_string()),
+            );
+        }
+    };
+    if str_at(&event, "/metadata/namespace") != namespace {
+        return full(
+            StatusCode::BAD_REQUEST,
+            &status(
+                400,
+                "BadRequest",
+                "metadata.namespace does not match the path",
+            ),
+        );
+    }
+    let mut state = lock(&shared.state);
+    state.rv += 1;
+    set_rv(&mut event, state.rv);
+    state.events.push(event.clone());
+    full(StatusCode::CREATED, &event)
 }
 
 fn full(status: StatusCode, body: &Value) -> Response<Body> {
