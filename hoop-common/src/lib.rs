@@ -81,6 +81,11 @@ pub struct Settings {
     pub skip_mark: u32,
     /// Non-zero once userspace has written valid settings.
     pub enabled: u32,
+    /// The skip mark only counts for sockets in this network namespace
+    /// (the loader's own; 0: any). A pod with `CAP_NET_ADMIN` in its own
+    /// namespace can set any mark, so outside hoop's namespace the mark
+    /// must not be a way around governance.
+    pub skip_mark_netns: u64,
 }
 
 /// [`RedirectTarget::flags`]: the IPv4 listener is set.
@@ -345,7 +350,7 @@ mod pod {
 }
 
 // Layout guards: a field change that introduces padding fails the build.
-const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+const _: () = assert!(core::mem::size_of::<Settings>() == 16);
 const _: () = assert!(core::mem::size_of::<OriginalDst>() == 48);
 const _: () = assert!(core::mem::size_of::<ClientKey>() == 32);
 const _: () = assert!(core::mem::size_of::<RedirectTarget>() == 40);

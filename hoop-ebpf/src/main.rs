@@ -28,9 +28,11 @@
 //! would have to be attached to the cgroup of the process that created the
 //! *listening* socket, and the map lookup works wherever the proxy runs).
 //!
-//! Loop avoidance: sockets carrying the configured `SO_MARK`, and connects from
-//! a tgid in [`HOOP_SKIP_TGIDS`], are never redirected, so the proxy's own
-//! upstream connections go straight out even when it runs inside the cgroup.
+//! Loop avoidance: sockets carrying the configured `SO_MARK` in hoop's own
+//! network namespace, and connects from a tgid in [`HOOP_SKIP_TGIDS`], are
+//! never redirected, so the proxy's own upstream connections go straight out
+//! even when it runs inside the cgroup. The mark counts only in hoop's own
+//! namespace: a pod with `CAP_NET_ADMIN` could set it in its own.
 #![no_std]
 #![no_main]
 
@@ -201,7 +203,7 @@ fn intercept(ctx: &SockAddrContext) -> Result<Option<Intercepted>, ConnectError>
         return Ok(None);
     }
     let tgid = current_tgid();
-    if is_self(sa, settings, tgid) {
+    if is_self(sa, settings, tgid, netns_cookie) {
         count(Counter::SkippedSelf);
         return Ok(None);
     }
@@ -216,10 +218,14 @@ fn intercept(ctx: &SockAddrContext) -> Result<Option<Intercepted>, ConnectError>
     }))
 }
 
-/// True when this connect belongs to the proxy itself (skip mark or tgid).
+/// True when this connect belongs to the proxy itself: its tgid, or the skip
+/// mark on a socket in hoop's own network namespace (a pod with
+/// `CAP_NET_ADMIN` could set the mark in its own namespace).
 #[inline(always)]
-fn is_self(sa: *const bpf_sock_addr, settings: &Settings, tgid: u32) -> bool {
-    if settings.skip_mark != 0 {
+fn is_self(sa: *const bpf_sock_addr, settings: &Settings, tgid: u32, netns_cookie: u64) -> bool {
+    if settings.skip_mark != 0
+        && (settings.skip_mark_netns == 0 || settings.skip_mark_netns == netns_cookie)
+    {
         // SAFETY: `sk` in a sock_addr context is always a valid full socket.
         let mark = unsafe {
             let sk = read_volatile(addr_of!((*sa).__bindgen_anon_1.sk));

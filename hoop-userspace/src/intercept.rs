@@ -26,7 +26,11 @@
 //!
 //! The proxy's own upstream connections must not be redirected: mark its
 //! sockets with [`mark_socket`] (`SO_MARK` = [`InterceptSettings::skip_mark`])
-//! and/or pass its pid as [`InterceptSettings::skip_tgid`].
+//! and/or pass its pid as [`InterceptSettings::skip_tgid`]. The mark counts
+//! only for sockets in the namespace hoop was loaded in: a pod with
+//! `CAP_NET_ADMIN` can set any mark in its own namespace. (The node agent's
+//! upstream sockets for a pod are created by the agent, outside the pod's
+//! cgroup, so they are never intercepted in the first place.)
 //!
 //! **Attachments** are bpf links, one per program and cgroup, created and
 //! owned by hoop ([`bpf_link`]). [`Interceptor::attach`] and
@@ -431,7 +435,7 @@ fn own_generation() -> u64 {
 impl InterceptSettings {
     /// Checks the settings and converts them to the kernel's settings and
     /// the target of hoop's own network namespace.
-    fn to_kernel(&self) -> Result<(Settings, ListenerTarget), InterceptError> {
+    fn to_kernel(&self, own_netns: u64) -> Result<(Settings, ListenerTarget), InterceptError> {
         let mut errors = Vec::new();
         if let Err(e) = check_ports(&self.ports) {
             errors.push(e);
@@ -458,6 +462,7 @@ impl InterceptSettings {
             Settings {
                 skip_mark: self.skip_mark,
                 enabled: 1,
+                skip_mark_netns: own_netns,
             },
             ListenerTarget {
                 v4: Some(self.proxy_v4),
@@ -595,12 +600,12 @@ impl Interceptor {
         settings: &InterceptSettings,
         options: &LoadOptions,
     ) -> Result<Self, InterceptError> {
-        let (kernel_settings, own_target) = settings.to_kernel()?;
+        let own_netns = netns::current_netns_cookie().map_err(InterceptError::NetnsCookie)?;
+        let (kernel_settings, own_target) = settings.to_kernel(own_netns)?;
         if EBPF_OBJECT.is_empty() {
             return Err(InterceptError::EmptyObject);
         }
         let pins = options.pin_root.as_deref().map(Pins::open).transpose()?;
-        let own_netns = netns::current_netns_cookie().map_err(InterceptError::NetnsCookie)?;
         // Levels line up with aya-log-common's (Error = 1 … Trace = 5).
         let log_level = log::max_level() as u8;
         let mut loader = EbpfLoader::new();
@@ -1424,7 +1429,8 @@ mod tests {
 
     #[test]
     fn valid_settings_convert() {
-        let (k, target) = settings().to_kernel().unwrap();
+        let (k, target) = settings().to_kernel(7).unwrap();
+        assert_eq!(k.skip_mark_netns, 7, "the mark counts only in hoop's netns");
         assert_eq!(k.enabled, 1);
         assert_eq!(k.skip_mark, DEFAULT_SKIP_MARK);
         assert_eq!(target.v4, Some("127.0.0.1:15432".parse().unwrap()));
@@ -1436,7 +1442,7 @@ mod tests {
     fn an_unset_ipv6_listener_means_none() {
         let mut s = settings();
         s.proxy_v6 = "[::]:0".parse().unwrap();
-        let (_, target) = s.to_kernel().unwrap();
+        let (_, target) = s.to_kernel(7).unwrap();
         assert_eq!(target.v6, None);
     }
 
@@ -1501,7 +1507,7 @@ mod tests {
         let mut s = settings();
         s.ports = vec![0];
         s.proxy_v4 = "0.0.0.0:0".parse().unwrap();
-        let InterceptError::InvalidSettings(msg) = s.to_kernel().unwrap_err() else {
+        let InterceptError::InvalidSettings(msg) = s.to_kernel(7).unwrap_err() else {
             panic!("wrong error")
         };
         assert!(msg.contains("port 0"), "{msg}");

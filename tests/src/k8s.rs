@@ -322,9 +322,11 @@ pub enum Dialled {
 
 const DIAL_PY: &str = r"
 import socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
+host, port, mark = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 fam = socket.AF_INET6 if ':' in host else socket.AF_INET
 s = socket.socket(fam, socket.SOCK_STREAM)
+if mark:
+    s.setsockopt(socket.SOL_SOCKET, 36, mark)
 s.settimeout(5)
 try:
     s.connect((host, port))
@@ -337,8 +339,17 @@ print('OK', s.recv(200).decode().strip())
 /// Runs a client in `pod`'s container (its cgroup and netns) that dials
 /// `host:port` and reports what happened.
 pub async fn dial_from(pod_command: Command, host: &str, port: u16) -> Dialled {
+    dial_marked(pod_command, host, port, 0).await
+}
+
+/// [`dial_from`] with `SO_MARK` set on the socket first (0: none).
+pub async fn dial_marked(pod_command: Command, host: &str, port: u16, mark: u32) -> Dialled {
     let mut cmd = pod_command;
-    cmd.arg("-c").arg(DIAL_PY).arg(host).arg(port.to_string());
+    cmd.arg("-c")
+        .arg(DIAL_PY)
+        .arg(host)
+        .arg(port.to_string())
+        .arg(mark.to_string());
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .expect("join")

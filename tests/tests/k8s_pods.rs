@@ -28,7 +28,8 @@ use hoop_k8s::{
     testing::node::{SimulatedNode, SimulatedPod},
 };
 use hoop_tests::k8s::{
-    BpfFs, Destination, Dialled, Relay, chain, dial_from, load_interceptor, require_root,
+    BpfFs, Destination, Dialled, Relay, chain, dial_from, dial_marked, load_interceptor,
+    require_root,
 };
 
 /// These tests move processes between cgroups and load programs: one at a time.
@@ -108,6 +109,23 @@ async fn each_pod_is_redirected_inside_its_own_netns_and_dials_out_from_it() {
         "the client reached hoop's listener on the pod's own loopback: {seen:?}"
     );
 
+    // hoop's skip mark is no way around it from a pod: it only counts in
+    // hoop's own namespace (a pod with CAP_NET_ADMIN can set any mark).
+    let got = dial_marked(
+        python(&a),
+        &a.host_ip.to_string(),
+        port,
+        hoop::intercept::DEFAULT_SKIP_MARK,
+    )
+    .await;
+    assert!(matches!(got, Dialled::Reply(_)), "{got:?}");
+    assert_eq!(
+        relay_a.seen().len(),
+        3,
+        "the marked connect was redirected too"
+    );
+    assert_eq!(interceptor.counters().expect("counters").skipped_self, 0);
+
     // Pod b: its own relay, not a's.
     let got = dial_from(python(&b), &b.host_ip.to_string(), port).await;
     assert!(
@@ -116,7 +134,7 @@ async fn each_pod_is_redirected_inside_its_own_netns_and_dials_out_from_it() {
     );
     assert_eq!(relay_b.seen().len(), 1);
     assert_eq!(relay_b.seen()[0].original, dest_b.addr);
-    assert_eq!(relay_a.seen().len(), 2, "a's relay saw nothing of b");
+    assert_eq!(relay_a.seen().len(), 3, "a's relay saw nothing of b");
 
     // Pod c is not governed: straight to its destination.
     let got = dial_from(python(&c), &c.host_ip.to_string(), port).await;
@@ -130,7 +148,7 @@ async fn each_pod_is_redirected_inside_its_own_netns_and_dials_out_from_it() {
     assert_eq!(dest_a.peers()[0].ip(), IpAddr::V4(a.pod_ip));
     assert_eq!(dest_b.peers()[0].ip(), IpAddr::V4(b.pod_ip));
     let counters = interceptor.counters().expect("counters");
-    assert_eq!(counters.v4, 2);
+    assert_eq!(counters.v4, 3);
     assert_eq!(counters.v6, 1);
     assert_eq!(counters.no_listener, 0);
 
@@ -144,7 +162,7 @@ async fn each_pod_is_redirected_inside_its_own_netns_and_dials_out_from_it() {
     assert_eq!(dest_b.peers().len(), 2);
     assert_eq!(
         interceptor.counters().expect("counters").v4,
-        2,
+        3,
         "not redirected"
     );
 }
