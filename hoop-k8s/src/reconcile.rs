@@ -608,7 +608,11 @@ impl<G: PodGovernor> Reconciler<G> {
         let uid = pod.uid().to_owned();
         let now = Instant::now();
         let tracked = self.tracked.entry(uid.clone()).or_default();
-        tracked.wanted_since.get_or_insert(now);
+        // The histogram measures how long an ungoverned pod waits, from the
+        // first event that wanted it governed; not resyncs or updates.
+        if tracked.applied.is_none() {
+            tracked.wanted_since.get_or_insert(now);
+        }
 
         let Some(found) = resolve_pod_cgroup(
             &self.settings.cgroup_root,

@@ -394,8 +394,16 @@ async fn resync_calls_the_governor_again_for_governed_pods() {
     f.list_pods(vec![pod(1, "shop", &[ON]), pod(2, "shop", &[])])
         .await;
     f.governor.take();
+    assert_eq!(f.metrics.govern_seconds.get_sample_count(), 1);
     f.r.resync().await;
-    assert_eq!(f.governor.take(), [govern(1)]);
+    f.r.pod_event(Event::Apply(pod(1, "shop", &[ON]))).await;
+    f.r.resync().await;
+    assert_eq!(f.governor.take(), [govern(1), govern(1)]);
+    assert_eq!(
+        f.metrics.govern_seconds.get_sample_count(),
+        1,
+        "resyncs and repeated events of a governed pod are not waits"
+    );
 }
 
 #[tokio::test]
