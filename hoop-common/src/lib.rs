@@ -11,6 +11,13 @@
 //!   network order (as `bpf_sock_addr.user_ip4`); see [`ipv4_to_word`].
 //! - IPv6 addresses are four such words (as `bpf_sock_addr.user_ip6`).
 //! - Ports are in **host** byte order everywhere in these types.
+//!
+//! Redirect targets are per **network namespace** (keyed by the netns
+//! cookie, `bpf_get_netns_cookie()` in the kernel, `SO_NETNS_COOKIE` in
+//! userspace): a rewritten connect is completed in the connecting socket's
+//! own netns, so the only listener it can reach is one in that netns. On
+//! Kubernetes each governed pod has its own listener in its own netns;
+//! `hoop exec` registers the target of the netns it runs in.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -23,10 +30,17 @@ pub const AF_INET6: u32 = 10;
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u32 = 6;
 
+/// Version of the map layout. Pinned maps are kept under a directory named
+/// after it, so an agent never adopts maps whose layout it does not know.
+pub const LAYOUT_VERSION: u32 = 2;
+
 /// Name of the [`Settings`] array map (one entry, index 0).
 pub const MAP_SETTINGS: &str = "HOOP_SETTINGS";
-/// Name of the intercepted-ports hash map: `u16` host-order port → `u8` (1).
+/// Name of the intercepted-ports hash map: [`PortKey`] → `u8` (1).
 pub const MAP_PORTS: &str = "HOOP_PORTS";
+/// Name of the redirect-target hash map: netns cookie (`u64`) →
+/// [`RedirectTarget`].
+pub const MAP_TARGETS: &str = "HOOP_TARGETS";
 /// Name of the skipped-tgid hash map: `u32` tgid → `u8` (1).
 pub const MAP_SKIP_TGIDS: &str = "HOOP_SKIP_TGIDS";
 /// Name of the LRU map socket cookie (`u64`) → [`OriginalDst`], written by
@@ -38,8 +52,13 @@ pub const MAP_ORIGINAL_BY_CLIENT: &str = "HOOP_ORIG_BY_CLIENT";
 /// Name of the per-CPU `u64` counter array, indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "HOOP_COUNTERS";
 
-/// Maximum number of intercepted destination ports.
+/// Maximum number of intercepted destination ports in one set (the default
+/// set, or one network namespace's own set).
 pub const MAX_PORTS: u32 = 64;
+/// Capacity of [`MAP_PORTS`]: the default set plus per-netns sets.
+pub const MAX_PORT_ENTRIES: u32 = 16_384;
+/// Capacity of [`MAP_TARGETS`]: network namespaces with a hoop listener.
+pub const MAX_TARGETS: u32 = 4_096;
 /// Maximum number of skipped tgids.
 pub const MAX_SKIP_TGIDS: u32 = 256;
 /// Capacity of the two original-destination LRU maps.
@@ -59,18 +78,76 @@ pub const PROG_SOCKOPS: &str = "hoop_sockops";
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
-    /// Proxy IPv4 listener address (word convention, see the crate docs).
-    pub proxy_v4_addr: u32,
-    /// Proxy IPv6 listener address (word convention).
-    pub proxy_v6_addr: [u32; 4],
-    /// Proxy IPv4 listener port, host order.
-    pub proxy_v4_port: u16,
-    /// Proxy IPv6 listener port, host order.
-    pub proxy_v6_port: u16,
     /// Sockets carrying this `SO_MARK` are never redirected (0 disables).
     pub skip_mark: u32,
     /// Non-zero once userspace has written valid settings.
     pub enabled: u32,
+    /// The skip mark only counts for sockets in this network namespace
+    /// (the loader's own; 0: any). A pod with `CAP_NET_ADMIN` in its own
+    /// namespace can set any mark, so outside hoop's namespace the mark
+    /// must not be a way around governance.
+    pub skip_mark_netns: u64,
+}
+
+/// [`RedirectTarget::flags`]: the IPv4 listener is set.
+pub const TARGET_V4: u32 = 1;
+/// [`RedirectTarget::flags`]: the IPv6 listener is set.
+pub const TARGET_V6: u32 = 2;
+/// [`RedirectTarget::flags`]: this netns has its own intercepted ports
+/// (entries of [`MAP_PORTS`] keyed by its cookie) instead of the default set.
+pub const TARGET_OWN_PORTS: u32 = 4;
+
+/// Where intercepted connects from one network namespace go: hoop's
+/// listeners *in that namespace*. Value of [`MAP_TARGETS`].
+///
+/// A governed socket whose netns has no target, or whose family's listener
+/// is unset, is refused (`EPERM`): fail closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedirectTarget {
+    /// Who wrote the entry: the writing agent's start time (ns since boot).
+    /// An agent never overwrites an entry written by a newer agent, so an
+    /// old agent still draining during a rolling update cannot redirect a
+    /// pod back to a listener that is about to close.
+    pub generation: u64,
+    /// IPv6 listener address (word convention).
+    pub v6_addr: [u32; 4],
+    /// IPv4 listener address (word convention).
+    pub v4_addr: u32,
+    /// IPv4 listener port, host order.
+    pub v4_port: u16,
+    /// IPv6 listener port, host order.
+    pub v6_port: u16,
+    /// [`TARGET_V4`] | [`TARGET_V6`] | [`TARGET_OWN_PORTS`].
+    pub flags: u32,
+    /// Always zero; keeps the layout free of implicit padding.
+    pub reserved: u32,
+}
+
+/// Key of [`MAP_PORTS`]: a destination port in one port set. `netns_cookie`
+/// 0 is the default set; a netns whose target has [`TARGET_OWN_PORTS`] uses
+/// the entries keyed by its own cookie instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    /// 0, or the netns cookie owning this set.
+    pub netns_cookie: u64,
+    /// Destination port, host order.
+    pub port: u16,
+    /// Always zero; keeps the layout free of implicit padding.
+    pub reserved: [u16; 3],
+}
+
+impl PortKey {
+    /// The key of `port` in the set of `netns_cookie` (0 = default set).
+    #[inline]
+    pub const fn new(netns_cookie: u64, port: u16) -> Self {
+        Self {
+            netns_cookie,
+            port,
+            reserved: [0; 3],
+        }
+    }
 }
 
 /// Which rewrite a connect received; stored in [`OriginalDst::kind`].
@@ -93,6 +170,8 @@ pub struct OriginalDst {
     /// `bpf_get_current_cgroup_id()` of the connecting task (cgroup v2 id,
     /// i.e. the inode number of its cgroup directory).
     pub cgroup_id: u64,
+    /// Cookie of the connecting socket's network namespace.
+    pub netns_cookie: u64,
     /// [`AF_INET`] or [`AF_INET6`]: the family of the address as dialled.
     pub family: u32,
     /// The address as dialled; IPv4 uses `addr[0]` (word convention).
@@ -107,14 +186,18 @@ pub struct OriginalDst {
     pub reserved: u32,
 }
 
-/// Key of [`MAP_ORIGINAL_BY_CLIENT`]: the client's local address and port,
-/// which the proxy sees as the accepted socket's peer address.
+/// Key of [`MAP_ORIGINAL_BY_CLIENT`]: the client's network namespace, local
+/// address and port. The proxy sees the latter two as the accepted socket's
+/// peer address; the namespace tells apart pods whose clients share
+/// `127.0.0.1:<port>` in their own loopbacks.
 ///
 /// IPv4-mapped IPv6 client addresses are stored as [`AF_INET`], because the
 /// proxy's IPv4 listener sees such a client as a plain IPv4 peer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ClientKey {
+    /// Cookie of the client's (and the listener's) network namespace.
+    pub netns_cookie: u64,
     /// [`AF_INET`] or [`AF_INET6`].
     pub family: u32,
     /// Client address; IPv4 uses `addr[0]`, other words zero.
@@ -140,10 +223,13 @@ pub enum Counter {
     /// Connects refused because the original destination could not be stored
     /// (fail closed: a redirect the proxy cannot resolve is worse than none).
     StoreFailed = 4,
+    /// Intercepted connects refused because the socket's network namespace
+    /// has no hoop listener for its family (fail closed).
+    NoTarget = 5,
 }
 
 /// Number of entries in [`MAP_COUNTERS`].
-pub const COUNTER_COUNT: u32 = 5;
+pub const COUNTER_COUNT: u32 = 6;
 
 /// Converts an IPv4 address to the kernel's word convention.
 #[inline]
@@ -188,14 +274,16 @@ pub const fn is_v4_mapped(words: &[u32; 4]) -> bool {
 }
 
 impl ClientKey {
-    /// The key for a peer address as the proxy sees it. IPv4-mapped IPv6
-    /// addresses are folded to IPv4, matching what `sockops` stores.
-    pub fn from_socket_addr(addr: SocketAddr) -> Self {
+    /// The key for a peer address as the proxy sees it on a listener in the
+    /// network namespace `netns_cookie`. IPv4-mapped IPv6 addresses are
+    /// folded to IPv4, matching what `sockops` stores.
+    pub fn from_socket_addr(netns_cookie: u64, addr: SocketAddr) -> Self {
         match addr {
-            SocketAddr::V4(v4) => Self::v4(*v4.ip(), v4.port()),
+            SocketAddr::V4(v4) => Self::v4(netns_cookie, *v4.ip(), v4.port()),
             SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-                Some(v4) => Self::v4(v4, v6.port()),
+                Some(v4) => Self::v4(netns_cookie, v4, v6.port()),
                 None => Self {
+                    netns_cookie,
                     family: AF_INET6,
                     addr: ipv6_to_words(*v6.ip()),
                     port: v6.port(),
@@ -205,13 +293,28 @@ impl ClientKey {
         }
     }
 
-    fn v4(ip: Ipv4Addr, port: u16) -> Self {
+    fn v4(netns_cookie: u64, ip: Ipv4Addr, port: u16) -> Self {
         Self {
+            netns_cookie,
             family: AF_INET,
             addr: [ipv4_to_word(ip), 0, 0, 0],
             port,
             reserved: 0,
         }
+    }
+}
+
+impl RedirectTarget {
+    /// The IPv4 listener, when set.
+    pub fn v4(&self) -> Option<SocketAddrV4> {
+        (self.flags & TARGET_V4 != 0)
+            .then(|| SocketAddrV4::new(ipv4_from_word(self.v4_addr), self.v4_port))
+    }
+
+    /// The IPv6 listener, when set.
+    pub fn v6(&self) -> Option<SocketAddrV6> {
+        (self.flags & TARGET_V6 != 0)
+            .then(|| SocketAddrV6::new(ipv6_from_words(self.v6_addr), self.v6_port, 0, 0))
     }
 }
 
@@ -237,7 +340,7 @@ impl OriginalDst {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all three): `#[repr(C)]`, only integer fields, no implicit
+    // SAFETY (all of them): `#[repr(C)]`, only integer fields, no implicit
     // padding (sizes asserted below), so every bit pattern is valid and the
     // whole value may be copied as bytes.
     #[allow(unsafe_code)]
@@ -246,12 +349,18 @@ mod pod {
     unsafe impl aya::Pod for super::OriginalDst {}
     #[allow(unsafe_code)]
     unsafe impl aya::Pod for super::ClientKey {}
+    #[allow(unsafe_code)]
+    unsafe impl aya::Pod for super::RedirectTarget {}
+    #[allow(unsafe_code)]
+    unsafe impl aya::Pod for super::PortKey {}
 }
 
 // Layout guards: a field change that introduces padding fails the build.
-const _: () = assert!(core::mem::size_of::<Settings>() == 32);
-const _: () = assert!(core::mem::size_of::<OriginalDst>() == 40);
-const _: () = assert!(core::mem::size_of::<ClientKey>() == 24);
+const _: () = assert!(core::mem::size_of::<Settings>() == 16);
+const _: () = assert!(core::mem::size_of::<OriginalDst>() == 48);
+const _: () = assert!(core::mem::size_of::<ClientKey>() == 32);
+const _: () = assert!(core::mem::size_of::<RedirectTarget>() == 40);
+const _: () = assert!(core::mem::size_of::<PortKey>() == 16);
 
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
@@ -286,11 +395,36 @@ mod tests {
         let v4: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().unwrap();
         assert_eq!(
-            ClientKey::from_socket_addr(v4),
-            ClientKey::from_socket_addr(mapped)
+            ClientKey::from_socket_addr(7, v4),
+            ClientKey::from_socket_addr(7, mapped)
+        );
+        assert_ne!(
+            ClientKey::from_socket_addr(7, v4),
+            ClientKey::from_socket_addr(8, v4),
+            "the same address in two namespaces is two clients"
         );
         let v6: SocketAddr = "[::1]:4000".parse().unwrap();
-        assert_eq!(ClientKey::from_socket_addr(v6).family, AF_INET6);
+        assert_eq!(ClientKey::from_socket_addr(7, v6).family, AF_INET6);
+        assert_eq!(ClientKey::from_socket_addr(7, v6).netns_cookie, 7);
+    }
+
+    #[test]
+    fn redirect_target_families() {
+        let t = RedirectTarget {
+            v4_addr: ipv4_to_word(Ipv4Addr::LOCALHOST),
+            v4_port: 15001,
+            v6_addr: ipv6_to_words(Ipv6Addr::LOCALHOST),
+            v6_port: 15002,
+            flags: TARGET_V4,
+            ..RedirectTarget::default()
+        };
+        assert_eq!(t.v4(), Some("127.0.0.1:15001".parse().unwrap()));
+        assert_eq!(t.v6(), None, "unset without its flag");
+        let t = RedirectTarget {
+            flags: TARGET_V4 | TARGET_V6,
+            ..t
+        };
+        assert_eq!(t.v6(), Some("[::1]:15002".parse().unwrap()));
     }
 
     #[test]

@@ -1,25 +1,38 @@
 //! hoop's kernel programs.
 //!
 //! - `hoop_connect4` / `hoop_connect6` (`cgroup/connect4|6`): a TCP connect
-//!   from the governed cgroup to a port in [`HOOP_PORTS`] has its original
-//!   destination stored under the socket cookie, and its destination rewritten
-//!   to the proxy's listener. `::ffff:a.b.c.d` destinations are rewritten to
-//!   `::ffff:<proxy v4>`: the kernel then completes the connect through its
-//!   IPv4 path, so the proxy's IPv4 listener accepts it.
+//!   from the governed cgroup to an intercepted port has its original
+//!   destination stored under the socket cookie, and its destination
+//!   rewritten to **hoop's listener in the socket's own network namespace**
+//!   ([`HOOP_TARGETS`], keyed by the netns cookie). A rewritten connect is
+//!   completed in the connecting socket's netns, so that is the only place a
+//!   listener can be: on Kubernetes every governed pod has its own listeners
+//!   on its own loopback; `hoop exec` registers the target of its own netns.
+//!   `::ffff:a.b.c.d` destinations are rewritten to `::ffff:<v4 listener>`:
+//!   the kernel then completes the connect through its IPv4 path, so the
+//!   IPv4 listener accepts it.
+//! - The intercepted ports are the default set ([`PortKey`] with cookie 0),
+//!   or the netns's own set when its target says so (`hoop.dev/ports`).
+//! - **Fail closed**: an intercepted connect from a netns without a target
+//!   (or without a listener of its family) is refused with `EPERM`, as is one
+//!   whose original destination cannot be stored. A governed pod is never
+//!   redirected to a port nobody in its netns owns.
 //! - `hoop_sockops` (`sockops`, `ACTIVE_ESTABLISHED`): moves the stored entry
-//!   from the cookie to the client's (local address, local port), which is
-//!   what the proxy sees as the accepted socket's peer. This callback runs on
-//!   the client before it sends the final ACK, so the entry exists before the
-//!   proxy's `accept()` returns.
+//!   from the cookie to the client's (netns, local address, local port),
+//!   which is what the proxy sees as the accepted socket's peer in that
+//!   netns. This callback runs on the client before it sends the final ACK,
+//!   so the entry exists before the proxy's `accept()` returns.
 //!
 //! The proxy recovers the original destination by looking up **and deleting**
 //! the [`HOOP_ORIG_BY_CLIENT`] entry (no `SO_ORIGINAL_DST` program: that one
-//! would have to be attached to the proxy's own cgroup, and the map lookup
-//! works wherever the proxy runs).
+//! would have to be attached to the cgroup of the process that created the
+//! *listening* socket, and the map lookup works wherever the proxy runs).
 //!
-//! Loop avoidance: sockets carrying the configured `SO_MARK`, and connects from
-//! a tgid in [`HOOP_SKIP_TGIDS`], are never redirected, so the proxy's own
-//! upstream connections go straight out even when it runs inside the cgroup.
+//! Loop avoidance: sockets carrying the configured `SO_MARK` in hoop's own
+//! network namespace, and connects from a tgid in [`HOOP_SKIP_TGIDS`], are
+//! never redirected, so the proxy's own upstream connections go straight out
+//! even when it runs inside the cgroup. The mark counts only in hoop's own
+//! namespace: a pod with `CAP_NET_ADMIN` could set it in its own.
 #![no_std]
 #![no_main]
 
@@ -27,9 +40,10 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, bpf_sock_addr},
+    bindings::{BPF_F_NO_PREALLOC, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, bpf_sock_addr},
     helpers::generated::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_socket_cookie,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_netns_cookie,
+        bpf_get_socket_cookie,
     },
     macros::{cgroup_sock_addr, map, sock_ops},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
@@ -37,16 +51,24 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use hoop_common::{
-    AF_INET, AF_INET6, COUNTER_COUNT, ClientKey, Counter, IPPROTO_TCP, MAX_PORTS, MAX_SKIP_TGIDS,
-    MAX_TRACKED_CONNECTIONS, OriginalDst, RedirectKind, Settings, V4_MAPPED_PREFIX_WORD,
+    AF_INET, AF_INET6, COUNTER_COUNT, ClientKey, Counter, IPPROTO_TCP, MAX_PORT_ENTRIES,
+    MAX_SKIP_TGIDS, MAX_TARGETS, MAX_TRACKED_CONNECTIONS, OriginalDst, PortKey, RedirectKind,
+    RedirectTarget, Settings, TARGET_OWN_PORTS, TARGET_V4, TARGET_V6, V4_MAPPED_PREFIX_WORD,
     is_v4_mapped,
 };
 
 #[map]
 static HOOP_SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
+// Userspace-written, read on every governed connect; sized for many pods
+// but allocated per entry (no preallocation).
 #[map]
-static HOOP_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+static HOOP_PORTS: HashMap<PortKey, u8> =
+    HashMap::with_max_entries(MAX_PORT_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map]
+static HOOP_TARGETS: HashMap<u64, RedirectTarget> =
+    HashMap::with_max_entries(MAX_TARGETS, BPF_F_NO_PREALLOC);
 
 #[map]
 static HOOP_SKIP_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_SKIP_TGIDS, 0);
@@ -81,6 +103,20 @@ enum Outcome {
 enum ConnectError {
     /// The original destination could not be stored.
     Store,
+    /// The socket's netns has no hoop listener for this family.
+    NoTarget,
+}
+
+/// An intercepted connect that must be redirected.
+struct Intercepted {
+    /// Destination port, host order.
+    port: u16,
+    /// The connecting socket's netns cookie.
+    netns_cookie: u64,
+    /// The netns's listeners.
+    target: RedirectTarget,
+    /// The connecting process.
+    tgid: u32,
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -108,6 +144,10 @@ fn verdict(result: Result<Outcome, ConnectError>) -> i32 {
             count(Counter::StoreFailed);
             CONNECT_REJECT
         }
+        Err(ConnectError::NoTarget) => {
+            count(Counter::NoTarget);
+            CONNECT_REJECT
+        }
     }
 }
 
@@ -125,11 +165,14 @@ fn settings() -> Option<&'static Settings> {
     HOOP_SETTINGS.get(0).filter(|s| s.enabled != 0)
 }
 
-/// The connect's protocol, destination port (host order) and whether the port
-/// is intercepted. Reads context fields with `read_volatile` on the field
-/// itself, which is the access pattern the verifier accepts.
+/// Decides whether this connect is intercepted: TCP, settings written, the
+/// destination port in the netns's port set, not the proxy itself. `Ok(None)`
+/// leaves it alone; `Err(NoTarget)` refuses an intercepted connect from a
+/// netns without hoop listeners. Reads context fields with `read_volatile` on
+/// the field itself, which is the access pattern the verifier accepts.
 #[inline(always)]
-fn intercepted_port(sa: *const bpf_sock_addr) -> Option<u16> {
+fn intercept(ctx: &SockAddrContext) -> Result<Option<Intercepted>, ConnectError> {
+    let sa = ctx.sock_addr;
     // SAFETY: `sa` is the program context; reading its scalar fields is allowed.
     let (protocol, port) = unsafe {
         (
@@ -138,18 +181,51 @@ fn intercepted_port(sa: *const bpf_sock_addr) -> Option<u16> {
         )
     };
     if protocol != IPPROTO_TCP {
-        return None;
+        return Ok(None);
     }
+    let Some(settings) = settings() else {
+        return Ok(None);
+    };
     // user_port holds the port in network order in its low 16 bits.
     let port = u16::from_be(port as u16);
+    // SAFETY: helper allowed in cgroup sock_addr programs; takes the context
+    // and returns the cookie of the socket's network namespace.
+    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    // SAFETY: the value is copied out at once; userspace replaces entries
+    // whole (a racing update is seen as the old or the new target).
+    let target = unsafe { HOOP_TARGETS.get(netns_cookie) }.copied();
+    let scope = match &target {
+        Some(t) if t.flags & TARGET_OWN_PORTS != 0 => netns_cookie,
+        _ => 0,
+    };
     // SAFETY: a shared lookup of a plain `u8`; userspace only inserts/deletes.
-    unsafe { HOOP_PORTS.get(port) }.map(|_| port)
+    if unsafe { HOOP_PORTS.get(PortKey::new(scope, port)) }.is_none() {
+        return Ok(None);
+    }
+    let tgid = current_tgid();
+    if is_self(sa, settings, tgid, netns_cookie) {
+        count(Counter::SkippedSelf);
+        return Ok(None);
+    }
+    let Some(target) = target else {
+        return Err(ConnectError::NoTarget);
+    };
+    Ok(Some(Intercepted {
+        port,
+        netns_cookie,
+        target,
+        tgid,
+    }))
 }
 
-/// True when this connect belongs to the proxy itself (skip mark or tgid).
+/// True when this connect belongs to the proxy itself: its tgid, or the skip
+/// mark on a socket in hoop's own network namespace (a pod with
+/// `CAP_NET_ADMIN` could set the mark in its own namespace).
 #[inline(always)]
-fn is_self(sa: *const bpf_sock_addr, settings: &Settings, tgid: u32) -> bool {
-    if settings.skip_mark != 0 {
+fn is_self(sa: *const bpf_sock_addr, settings: &Settings, tgid: u32, netns_cookie: u64) -> bool {
+    if settings.skip_mark != 0
+        && (settings.skip_mark_netns == 0 || settings.skip_mark_netns == netns_cookie)
+    {
         // SAFETY: `sk` in a sock_addr context is always a valid full socket.
         let mark = unsafe {
             let sk = read_volatile(addr_of!((*sa).__bindgen_anon_1.sk));
@@ -167,11 +243,10 @@ fn is_self(sa: *const bpf_sock_addr, settings: &Settings, tgid: u32) -> bool {
 #[inline(always)]
 fn remember(
     ctx: &SockAddrContext,
+    hit: &Intercepted,
     family: u32,
     addr: [u32; 4],
-    port: u16,
     kind: RedirectKind,
-    tgid: u32,
 ) -> Result<(), ConnectError> {
     // SAFETY: both helpers are allowed in cgroup sock_addr programs and take
     // the program context (or nothing).
@@ -183,11 +258,12 @@ fn remember(
     };
     let dst = OriginalDst {
         cgroup_id,
+        netns_cookie: hit.netns_cookie,
         family,
         addr,
-        port,
+        port: hit.port,
         kind: kind as u16,
-        tgid,
+        tgid: hit.tgid,
         reserved: 0,
     };
     HOOP_ORIG_BY_COOKIE
@@ -203,46 +279,38 @@ fn current_tgid() -> u32 {
 
 fn try_connect4(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
     let sa = ctx.sock_addr;
-    let Some(port) = intercepted_port(sa) else {
+    let Some(hit) = intercept(ctx)? else {
         return Ok(Outcome::Untouched);
     };
-    let Some(settings) = settings() else {
-        return Ok(Outcome::Untouched);
-    };
+    if hit.target.flags & TARGET_V4 == 0 {
+        return Err(ConnectError::NoTarget);
+    }
     // SAFETY: scalar context field read.
     let ip = unsafe { read_volatile(addr_of!((*sa).user_ip4)) };
-    if ip == settings.proxy_v4_addr && port == settings.proxy_v4_port {
+    if ip == hit.target.v4_addr && hit.port == hit.target.v4_port {
         // Already going to the proxy.
         return Ok(Outcome::Untouched);
     }
-    let tgid = current_tgid();
-    if is_self(sa, settings, tgid) {
-        count(Counter::SkippedSelf);
-        return Ok(Outcome::Untouched);
-    }
-    remember(ctx, AF_INET, [ip, 0, 0, 0], port, RedirectKind::V4, tgid)?;
+    remember(ctx, &hit, AF_INET, [ip, 0, 0, 0], RedirectKind::V4)?;
     // SAFETY: user_ip4/user_port are writable in connect4.
     unsafe {
-        write_volatile(addr_of_mut!((*sa).user_ip4), settings.proxy_v4_addr);
+        write_volatile(addr_of_mut!((*sa).user_ip4), hit.target.v4_addr);
         write_volatile(
             addr_of_mut!((*sa).user_port),
-            u32::from(settings.proxy_v4_port.to_be()),
+            u32::from(hit.target.v4_port.to_be()),
         );
     }
     count(Counter::RedirectedV4);
     debug!(
         ctx,
-        "hoop: redirected v4 connect to port {} (tgid {})", port, tgid
+        "hoop: redirected v4 connect to port {} (tgid {})", hit.port, hit.tgid
     );
     Ok(Outcome::Redirected)
 }
 
 fn try_connect6(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
     let sa = ctx.sock_addr;
-    let Some(port) = intercepted_port(sa) else {
-        return Ok(Outcome::Untouched);
-    };
-    let Some(settings) = settings() else {
+    let Some(hit) = intercept(ctx)? else {
         return Ok(Outcome::Untouched);
     };
     // SAFETY: scalar context field reads, word by word (the verifier rejects
@@ -256,30 +324,30 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
         ]
     };
     let mapped = is_v4_mapped(&ip);
-    let (target, target_port, kind, counter) = if mapped {
+    let (needed, target, target_port, kind, counter) = if mapped {
         (
-            [0, 0, V4_MAPPED_PREFIX_WORD, settings.proxy_v4_addr],
-            settings.proxy_v4_port,
+            TARGET_V4,
+            [0, 0, V4_MAPPED_PREFIX_WORD, hit.target.v4_addr],
+            hit.target.v4_port,
             RedirectKind::V4Mapped,
             Counter::RedirectedV4Mapped,
         )
     } else {
         (
-            settings.proxy_v6_addr,
-            settings.proxy_v6_port,
+            TARGET_V6,
+            hit.target.v6_addr,
+            hit.target.v6_port,
             RedirectKind::V6,
             Counter::RedirectedV6,
         )
     };
-    if ip == target && port == target_port {
+    if hit.target.flags & needed == 0 {
+        return Err(ConnectError::NoTarget);
+    }
+    if ip == target && hit.port == target_port {
         return Ok(Outcome::Untouched);
     }
-    let tgid = current_tgid();
-    if is_self(sa, settings, tgid) {
-        count(Counter::SkippedSelf);
-        return Ok(Outcome::Untouched);
-    }
-    remember(ctx, AF_INET6, ip, port, kind, tgid)?;
+    remember(ctx, &hit, AF_INET6, ip, kind)?;
     // SAFETY: user_ip6 words and user_port are writable in connect6.
     unsafe {
         write_volatile(addr_of_mut!((*sa).user_ip6[0]), target[0]);
@@ -295,9 +363,9 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
     debug!(
         ctx,
         "hoop: redirected v6 connect to port {} (mapped {}, tgid {})",
-        port,
+        hit.port,
         u8::from(mapped),
-        tgid
+        hit.tgid
     );
     Ok(Outcome::Redirected)
 }
@@ -331,8 +399,10 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), i64> {
     };
     // local_port is in host order (unlike remote_port).
     let port = port as u16;
+    let netns_cookie = dst.netns_cookie;
     let key = if family == AF_INET6 && !is_v4_mapped(&ip6) {
         ClientKey {
+            netns_cookie,
             family: AF_INET6,
             addr: ip6,
             port,
@@ -341,6 +411,7 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), i64> {
     } else if family == AF_INET6 {
         // An IPv4-mapped client reaches the proxy's IPv4 listener as an IPv4 peer.
         ClientKey {
+            netns_cookie,
             family: AF_INET,
             addr: [ip6[3], 0, 0, 0],
             port,
@@ -348,6 +419,7 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), i64> {
         }
     } else {
         ClientKey {
+            netns_cookie,
             family: AF_INET,
             addr: [ip4, 0, 0, 0],
             port,

@@ -2,12 +2,21 @@
 //! recovering where a redirected connection was originally going.
 //!
 //! The kernel side (`hoop-ebpf`) rewrites TCP connects from a governed cgroup
-//! to an intercepted port so they land on the proxy's listener, and records
-//! the original destination. **The proxy recovers it with a map lookup**
-//! ([`Interceptor::original_destination`], keyed by the accepted socket's peer
-//! address), not with `getsockopt(SO_ORIGINAL_DST)`: the map works wherever
-//! the proxy runs, whereas a `cgroup/getsockopt` program would have to be
-//! attached to the proxy's own cgroup.
+//! to an intercepted port so they land on **hoop's listener in the
+//! connecting socket's own network namespace** (a redirect target per netns,
+//! [`Interceptor::set_target`]), and records the original destination.
+//! `hoop exec` and static `intercept.cgroups` use the target of the netns
+//! hoop itself runs in, written at [`Interceptor::load`]; on Kubernetes each
+//! governed pod gets listeners in its own netns (see [`netns`]) and a target
+//! of its own. A governed connect from a netns without a target is refused
+//! (fail closed).
+//!
+//! **The proxy recovers the original destination with a map lookup**
+//! ([`Interceptor::original_destination_in`], keyed by the listener's netns
+//! cookie and the accepted socket's peer address), not with
+//! `getsockopt(SO_ORIGINAL_DST)`: the map works wherever the proxy runs,
+//! whereas a `cgroup/getsockopt` program would have to be attached to the
+//! cgroup of whoever created the listening socket.
 //!
 //! IPv4-mapped destinations (`::ffff:a.b.c.d` on an `AF_INET6` socket) are
 //! rewritten to `::ffff:<proxy v4 address>`; the kernel completes such a
@@ -17,37 +26,62 @@
 //!
 //! The proxy's own upstream connections must not be redirected: mark its
 //! sockets with [`mark_socket`] (`SO_MARK` = [`InterceptSettings::skip_mark`])
-//! and/or pass its pid as [`InterceptSettings::skip_tgid`].
+//! and/or pass its pid as [`InterceptSettings::skip_tgid`]. The mark counts
+//! only for sockets in the namespace hoop was loaded in: a pod with
+//! `CAP_NET_ADMIN` can set any mark in its own namespace. (The node agent's
+//! upstream sockets for a pod are created by the agent, outside the pod's
+//! cgroup, so they are never intercepted in the first place.)
 //!
-//! Dropping the [`Interceptor`] detaches every program (links are owned by
-//! the loaded object).
-// One `unsafe` remains (registering the log fd with tokio), allowed locally.
+//! **Attachments** are bpf links, one per program and cgroup, created and
+//! owned by hoop ([`bpf_link`]). [`Interceptor::attach`] and
+//! [`Interceptor::detach`] are idempotent and only lock the attachment
+//! table, never the maps a connection looks up. Link-based cgroup
+//! attachments stack, so other tools' programs on the same cgroup are no
+//! conflict.
+//!
+//! **Restarts.** Without pinning ([`LoadOptions::pin_root`] unset, what
+//! `hoop exec` wants), dropping the [`Interceptor`] detaches everything. With
+//! a pin root on a bpffs, maps and links are pinned under
+//! `<pin_root>/hoop-v<LAYOUT_VERSION>/`: they outlive the process, so a
+//! governed cgroup is never left ungoverned while the agent restarts, and
+//! the next agent adopts them at load (its programs replace the old ones in
+//! the same links, atomically). Until it has bound new listeners, connects
+//! are refused, not let through: see `docs/kubernetes.md` for the measured
+//! window. Targets carry the writing agent's generation (its start time), so
+//! an old agent draining during a rolling update never overwrites a newer
+//! agent's target.
+// Raw system calls live in `bpf_link` and `netns`, which allow them locally;
+// one more `unsafe` here registers the log fd with tokio.
 #![deny(unsafe_code)]
 
+pub mod bpf_link;
 pub mod cgroup;
+pub mod netns;
+pub mod pins;
+pub mod pods;
 
 use std::{
     fmt,
     fs::File,
     net::{SocketAddr, SocketAddrV4, SocketAddrV6},
-    os::fd::BorrowedFd,
+    os::fd::{AsFd as _, BorrowedFd},
     path::{Path, PathBuf},
-    sync::{Mutex, PoisonError},
+    sync::{Mutex, MutexGuard, PoisonError},
 };
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
-    programs::{
-        CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps,
-        cgroup_sock_addr::CgroupSockAddrLinkId, sock_ops::SockOpsLinkId,
-    },
+    programs::{CgroupSockAddr, ProgramError, SockOps},
 };
+use bpf_link::{CgroupAttachPoint, CgroupLink};
 use hoop_common::{
     COUNTER_COUNT, ClientKey, Counter, MAP_COUNTERS, MAP_ORIGINAL_BY_CLIENT, MAP_PORTS,
-    MAP_SETTINGS, MAP_SKIP_TGIDS, MAX_PORTS, OriginalDst, PROG_CONNECT4, PROG_CONNECT6,
-    PROG_SOCKOPS, Settings, ipv4_to_word, ipv6_to_words,
+    MAP_SETTINGS, MAP_SKIP_TGIDS, MAP_TARGETS, MAX_PORTS, OriginalDst, PROG_CONNECT4,
+    PROG_CONNECT6, PROG_SOCKOPS, PortKey, RedirectTarget, Settings, TARGET_OWN_PORTS, TARGET_V4,
+    TARGET_V6, ipv4_to_word, ipv6_to_words,
 };
+use pins::Pins;
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hoop"));
@@ -55,14 +89,15 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Default `SO_MARK` for the proxy's own sockets: ASCII "HOOP".
 pub const DEFAULT_SKIP_MARK: u32 = 0x484F_4F50;
 
-/// What to intercept and where to send it.
+/// What to intercept, and where connects from hoop's own network namespace go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterceptSettings {
     /// Destination TCP ports whose connects are redirected (1..=64 entries, none zero).
     pub ports: Vec<u16>,
     /// The proxy's IPv4 listener; receives IPv4 and IPv4-mapped connects.
     pub proxy_v4: SocketAddrV4,
-    /// The proxy's IPv6 listener; receives other IPv6 connects.
+    /// The proxy's IPv6 listener; receives other IPv6 connects. `[::]:0`
+    /// means there is none: IPv6 connects to intercepted ports are refused.
     pub proxy_v6: SocketAddrV6,
     /// Sockets with this `SO_MARK` are never redirected (0 disables the check).
     pub skip_mark: u32,
@@ -96,6 +131,9 @@ pub struct RedirectCounters {
     /// Connects refused (`EPERM`) because the original destination could not
     /// be recorded: hoop fails closed rather than let them bypass the proxy.
     pub refused: u64,
+    /// Intercepted connects refused (`EPERM`) because their network
+    /// namespace had no hoop listener of their family (fail closed).
+    pub no_listener: u64,
 }
 
 impl RedirectCounters {
@@ -168,9 +206,37 @@ pub enum InterceptError {
         #[source]
         source: ProgramError,
     },
-    /// The programs are already attached to this cgroup by this interceptor.
-    #[error("hoop is already attached to cgroup {}", .0.display())]
-    AlreadyAttached(PathBuf),
+    /// A bpf link operation (create, pin, adopt, detach) failed.
+    #[error("{action} ({})", path.display())]
+    Link {
+        /// What hoop was doing.
+        action: &'static str,
+        /// The cgroup directory or pin path involved.
+        path: PathBuf,
+        /// The system call's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pin root cannot be used.
+    #[error("pin directory {}: {problem}", path.display())]
+    Pins {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// A redirect target cannot be used.
+    #[error("invalid redirect target for network namespace {netns_cookie}: {problem}")]
+    InvalidTarget {
+        /// The namespace's cookie.
+        netns_cookie: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The cookie of hoop's own network namespace could not be read
+    /// (`SO_NETNS_COOKIE` needs Linux 5.14).
+    #[error("reading the network namespace cookie (SO_NETNS_COOKIE, Linux 5.14+)")]
+    NetnsCookie(#[source] std::io::Error),
     /// Reading or writing a BPF map failed.
     #[error("eBPF map `{map}`")]
     Map {
@@ -267,101 +333,295 @@ fn not_permitted(
     }
 }
 
-/// A cgroup the programs are attached to, with the links to undo.
+/// A cgroup the programs are attached to, with its links.
 struct AttachedCgroup {
-    path: PathBuf,
+    /// `None` for a cgroup adopted from a previous agent's pins and not yet
+    /// claimed by [`Interceptor::attach`].
+    path: Option<PathBuf>,
     cgroup_id: u64,
-    connect4: CgroupSockAddrLinkId,
-    connect6: CgroupSockAddrLinkId,
-    sockops: SockOpsLinkId,
+    links: Vec<(CgroupAttachPoint, CgroupLink)>,
 }
 
-/// hoop's loaded eBPF programs and maps. Dropping it detaches everything.
+/// How to load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Pin maps and links under this bpffs directory so they outlive the
+    /// process, and adopt what a previous agent pinned there. `None`: links
+    /// die with the [`Interceptor`] (what `hoop exec` wants).
+    pub pin_root: Option<PathBuf>,
+}
+
+/// What [`Interceptor::attach`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachOutcome {
+    /// The programs were attached now.
+    Attached,
+    /// They already were, by this interceptor.
+    AlreadyAttached,
+    /// They were, by a previous agent's pinned links, now claimed.
+    Adopted,
+}
+
+/// Where one network namespace's intercepted connects go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTarget {
+    /// hoop's IPv4 listener in that namespace (also receives IPv4-mapped
+    /// connects). `None`: such connects are refused.
+    pub v4: Option<SocketAddrV4>,
+    /// hoop's IPv6 listener in that namespace. `None`: refused.
+    pub v6: Option<SocketAddrV6>,
+    /// The namespace's own intercepted ports (`hoop.dev/ports`); `None`: the
+    /// default set (`intercept.ports`).
+    pub ports: Option<Vec<u16>>,
+}
+
+/// What [`Interceptor::set_target`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetUpdate {
+    /// The target is ours now.
+    Written,
+    /// A newer agent owns this namespace's target; it was left alone.
+    OwnedByNewer,
+}
+
+/// hoop's loaded eBPF programs and maps. All methods take `&self`: share it
+/// in an `Arc`. Lookups on the connection path lock only the map they read.
 pub struct Interceptor {
-    // Declared first so it drops first: links and programs go before the maps.
-    ebpf: Ebpf,
+    ebpf: Mutex<Ebpf>,
     by_client: Mutex<HashMap<MapData, ClientKey, OriginalDst>>,
     skip_tgids: Mutex<HashMap<MapData, u32, u8>>,
+    targets: Mutex<HashMap<MapData, u64, RedirectTarget>>,
+    ports: Mutex<HashMap<MapData, PortKey, u8>>,
     counters: PerCpuArray<MapData, u64>,
-    attached: Vec<AttachedCgroup>,
+    attached: Mutex<Vec<AttachedCgroup>>,
+    own_netns: u64,
+    generation: u64,
+    pins: Option<Pins>,
     log_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl fmt::Debug for Interceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Interceptor")
-            .field(
-                "attached",
-                &self.attached.iter().map(|a| &a.path).collect::<Vec<_>>(),
-            )
+            .field("attached", &self.attached_cgroups())
+            .field("own_netns", &self.own_netns)
+            .field("pinned", &self.pins.is_some())
             .finish_non_exhaustive()
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> InterceptError {
+    move |source| InterceptError::Map { map, source }
+}
+
+/// This process's generation: its start time since boot (clock ticks) with
+/// its pid in the low 22 bits. A later agent has a larger one.
+fn own_generation() -> u64 {
+    let pid = u64::from(std::process::id());
+    let start = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().nth(19)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    (start << 22) | (pid & 0x3f_ffff)
+}
+
 impl InterceptSettings {
-    /// Checks the settings and converts them to the kernel's layout.
-    fn to_kernel(&self) -> Result<Settings, InterceptError> {
+    /// Checks the settings and converts them to the kernel's settings and
+    /// the target of hoop's own network namespace.
+    fn to_kernel(&self, own_netns: u64) -> Result<(Settings, ListenerTarget), InterceptError> {
         let mut errors = Vec::new();
-        if self.ports.is_empty() {
-            errors.push("no intercepted ports".to_owned());
+        if let Err(e) = check_ports(&self.ports) {
+            errors.push(e);
         }
-        if self.ports.len() > MAX_PORTS as usize {
-            errors.push(format!(
-                "{} intercepted ports (at most {MAX_PORTS})",
-                self.ports.len()
-            ));
-        }
-        if self.ports.contains(&0) {
-            errors.push("port 0 cannot be intercepted".to_owned());
-        }
-        if self.proxy_v4.port() == 0 || self.proxy_v6.port() == 0 {
+        if self.proxy_v4.port() == 0 {
             errors.push("the proxy listener ports must be the bound ports, not 0".to_owned());
         }
-        if self.proxy_v4.ip().is_unspecified() || self.proxy_v6.ip().is_unspecified() {
+        if self.proxy_v4.ip().is_unspecified() {
             errors.push(
                 "the proxy addresses must be concrete addresses, not 0.0.0.0 or ::".to_owned(),
+            );
+        }
+        let v6_unset = self.proxy_v6.ip().is_unspecified() && self.proxy_v6.port() == 0;
+        if !v6_unset && (self.proxy_v6.ip().is_unspecified() || self.proxy_v6.port() == 0) {
+            errors.push(
+                "the IPv6 proxy listener must be a concrete, bound address (or [::]:0 for none)"
+                    .to_owned(),
             );
         }
         if !errors.is_empty() {
             return Err(InterceptError::InvalidSettings(errors.join("; ")));
         }
-        Ok(Settings {
-            proxy_v4_addr: ipv4_to_word(*self.proxy_v4.ip()),
-            proxy_v6_addr: ipv6_to_words(*self.proxy_v6.ip()),
-            proxy_v4_port: self.proxy_v4.port(),
-            proxy_v6_port: self.proxy_v6.port(),
-            skip_mark: self.skip_mark,
-            enabled: 1,
-        })
+        Ok((
+            Settings {
+                skip_mark: self.skip_mark,
+                enabled: 1,
+                skip_mark_netns: own_netns,
+            },
+            ListenerTarget {
+                v4: Some(self.proxy_v4),
+                v6: (!v6_unset).then_some(self.proxy_v6),
+                ports: None,
+            },
+        ))
+    }
+}
+
+fn check_ports(ports: &[u16]) -> Result<(), String> {
+    if ports.is_empty() {
+        return Err("no intercepted ports".to_owned());
+    }
+    if ports.len() > MAX_PORTS as usize {
+        return Err(format!(
+            "{} intercepted ports (at most {MAX_PORTS})",
+            ports.len()
+        ));
+    }
+    if ports.contains(&0) {
+        return Err("port 0 cannot be intercepted".to_owned());
+    }
+    Ok(())
+}
+
+impl ListenerTarget {
+    fn to_kernel(
+        &self,
+        netns_cookie: u64,
+        generation: u64,
+    ) -> Result<RedirectTarget, InterceptError> {
+        let invalid = |problem: String| InterceptError::InvalidTarget {
+            netns_cookie,
+            problem,
+        };
+        if self.v4.is_none() && self.v6.is_none() {
+            return Err(invalid("neither an IPv4 nor an IPv6 listener".into()));
+        }
+        if let Some(v4) = self.v4
+            && (v4.ip().is_unspecified() || v4.port() == 0)
+        {
+            return Err(invalid(format!(
+                "IPv4 listener {v4} is not a bound, concrete address"
+            )));
+        }
+        if let Some(v6) = self.v6
+            && (v6.ip().is_unspecified() || v6.port() == 0)
+        {
+            return Err(invalid(format!(
+                "IPv6 listener {v6} is not a bound, concrete address"
+            )));
+        }
+        if let Some(ports) = &self.ports {
+            check_ports(ports).map_err(invalid)?;
+        }
+        let mut flags = 0;
+        let mut t = RedirectTarget {
+            generation,
+            ..RedirectTarget::default()
+        };
+        if let Some(v4) = self.v4 {
+            flags |= TARGET_V4;
+            t.v4_addr = ipv4_to_word(*v4.ip());
+            t.v4_port = v4.port();
+        }
+        if let Some(v6) = self.v6 {
+            flags |= TARGET_V6;
+            t.v6_addr = ipv6_to_words(*v6.ip());
+            t.v6_port = v6.port();
+        }
+        if self.ports.is_some() {
+            flags |= TARGET_OWN_PORTS;
+        }
+        t.flags = flags;
+        Ok(t)
+    }
+
+    fn from_kernel(t: &RedirectTarget, own_ports: Option<Vec<u16>>) -> Self {
+        Self {
+            v4: t.v4(),
+            v6: t.v6(),
+            ports: if t.flags & TARGET_OWN_PORTS != 0 {
+                own_ports
+            } else {
+                None
+            },
+        }
     }
 }
 
 const CONNECT_PROGRAMS: [&str; 2] = [PROG_CONNECT4, PROG_CONNECT6];
 
+fn program_name(point: CgroupAttachPoint) -> &'static str {
+    match point {
+        CgroupAttachPoint::Connect4 => PROG_CONNECT4,
+        CgroupAttachPoint::Connect6 => PROG_CONNECT6,
+        CgroupAttachPoint::SockOps => PROG_SOCKOPS,
+    }
+}
+
+/// The loaded program for an attach point, as a borrowed fd.
+fn program_fd(ebpf: &mut Ebpf, point: CgroupAttachPoint) -> Result<BorrowedFd<'_>, InterceptError> {
+    let name = program_name(point);
+    let fd = match point {
+        CgroupAttachPoint::SockOps => program_mut::<SockOps>(ebpf, name)?.fd(),
+        CgroupAttachPoint::Connect4 | CgroupAttachPoint::Connect6 => {
+            program_mut::<CgroupSockAddr>(ebpf, name)?.fd()
+        }
+    };
+    fd.map(aya::programs::ProgramFd::as_fd)
+        .map_err(|source| InterceptError::Program {
+            program: name,
+            source,
+        })
+}
+
 impl Interceptor {
-    /// Loads the programs into the kernel and writes the settings. Nothing is
-    /// redirected until [`Interceptor::attach`].
+    /// Loads the programs into the kernel, writes the settings and the
+    /// target of hoop's own network namespace (`proxy_v4`/`proxy_v6`).
+    /// Nothing is redirected until [`Interceptor::attach`]. Links die with
+    /// the interceptor.
     ///
     /// When called inside a tokio runtime, the programs' `aya-log` output is
     /// forwarded to the `log` facade by a spawned task (debug level only;
     /// the kernel-side level is fixed from `log::max_level()` at load time).
     pub fn load(settings: &InterceptSettings) -> Result<Self, InterceptError> {
-        let kernel_settings = settings.to_kernel()?;
+        Self::load_with(settings, &LoadOptions::default())
+    }
+
+    /// [`Interceptor::load`] with options: with a pin root, maps and links
+    /// are pinned there, and links a previous agent pinned are adopted (see
+    /// [`Interceptor::adopted_cgroups`]).
+    pub fn load_with(
+        settings: &InterceptSettings,
+        options: &LoadOptions,
+    ) -> Result<Self, InterceptError> {
+        let own_netns = netns::current_netns_cookie().map_err(InterceptError::NetnsCookie)?;
+        let (kernel_settings, own_target) = settings.to_kernel(own_netns)?;
         if EBPF_OBJECT.is_empty() {
             return Err(InterceptError::EmptyObject);
         }
+        let pins = options.pin_root.as_deref().map(Pins::open).transpose()?;
         // Levels line up with aya-log-common's (Error = 1 … Trace = 5).
         let log_level = log::max_level() as u8;
-        let mut ebpf = EbpfLoader::new()
-            .override_global("AYA_LOG_LEVEL", &log_level, false)
-            .load(EBPF_OBJECT)
-            .map_err(|e| {
-                if is_eperm(&e) {
-                    not_permitted("create hoop's eBPF maps", e)
-                } else {
-                    InterceptError::Load(e)
-                }
-            })?;
+        let mut loader = EbpfLoader::new();
+        loader.override_global("AYA_LOG_LEVEL", &log_level, false);
+        if let Some(pins) = &pins {
+            for name in Pins::MAPS {
+                loader.map_pin_path(name, pins.map_path(name));
+            }
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
+            if is_eperm(&e) {
+                not_permitted("create hoop's eBPF maps", e)
+            } else {
+                InterceptError::Load(e)
+            }
+        })?;
 
         for name in CONNECT_PROGRAMS {
             let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
@@ -373,165 +633,452 @@ impl Interceptor {
         let mut settings_map: Array<MapData, Settings> = take_map(&mut ebpf, MAP_SETTINGS)?;
         settings_map
             .set(0, kernel_settings, 0)
-            .map_err(|source| InterceptError::Map {
-                map: MAP_SETTINGS,
-                source,
-            })?;
-        let mut ports: HashMap<MapData, u16, u8> = take_map(&mut ebpf, MAP_PORTS)?;
-        for port in &settings.ports {
-            ports
-                .insert(port, 1, 0)
-                .map_err(|source| InterceptError::Map {
-                    map: MAP_PORTS,
-                    source,
-                })?;
-        }
+            .map_err(map_err(MAP_SETTINGS))?;
         let mut skip_tgids: HashMap<MapData, u32, u8> = take_map(&mut ebpf, MAP_SKIP_TGIDS)?;
+        if pins.is_some() {
+            prune_dead_tgids(&mut skip_tgids)?;
+        }
         if settings.skip_tgid != 0 {
             skip_tgids
                 .insert(settings.skip_tgid, 1, 0)
-                .map_err(|source| InterceptError::Map {
-                    map: MAP_SKIP_TGIDS,
-                    source,
-                })?;
+                .map_err(map_err(MAP_SKIP_TGIDS))?;
         }
         let by_client = take_map(&mut ebpf, MAP_ORIGINAL_BY_CLIENT)?;
         let counters = take_map(&mut ebpf, MAP_COUNTERS)?;
+        let ports = take_map(&mut ebpf, MAP_PORTS)?;
+        let targets = take_map(&mut ebpf, MAP_TARGETS)?;
         let log_task = spawn_log_forwarder(&mut ebpf);
 
-        Ok(Self {
-            ebpf,
+        let interceptor = Self {
+            ebpf: Mutex::new(ebpf),
             by_client: Mutex::new(by_client),
             skip_tgids: Mutex::new(skip_tgids),
+            targets: Mutex::new(targets),
+            ports: Mutex::new(ports),
             counters,
-            attached: Vec::new(),
+            attached: Mutex::new(Vec::new()),
+            own_netns,
+            generation: own_generation(),
+            pins,
             log_task,
-        })
+        };
+        interceptor.set_default_ports(&settings.ports)?;
+        interceptor.set_target(own_netns, &own_target)?;
+        if interceptor.pins.is_some() {
+            interceptor.adopt_pinned_links();
+        }
+        Ok(interceptor)
+    }
+
+    /// The cookie of the network namespace hoop was loaded in.
+    pub fn own_netns_cookie(&self) -> u64 {
+        self.own_netns
+    }
+
+    /// This interceptor's generation (see [`RedirectTarget::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Replaces the default set of intercepted ports (`intercept.ports`),
+    /// used by every netns without its own set.
+    pub fn set_default_ports(&self, ports: &[u16]) -> Result<(), InterceptError> {
+        check_ports(ports).map_err(InterceptError::InvalidSettings)?;
+        let mut map = lock(&self.ports);
+        replace_port_set(&mut map, 0, ports)
     }
 
     /// Attaches `connect4`, `connect6` and `sockops` to a cgroup v2 directory.
     /// Sockets created by processes in it (or its descendants) from now on are
-    /// intercepted. On error nothing stays attached to this cgroup.
-    pub fn attach(&mut self, cgroup_dir: &Path) -> Result<(), InterceptError> {
-        if self.attached.iter().any(|a| a.path == cgroup_dir) {
-            return Err(InterceptError::AlreadyAttached(cgroup_dir.to_owned()));
-        }
+    /// intercepted. Idempotent: attaching again is [`AttachOutcome::AlreadyAttached`],
+    /// and a cgroup a previous agent's pinned links cover is claimed
+    /// ([`AttachOutcome::Adopted`]). On error nothing this call created
+    /// stays attached.
+    pub fn attach(&self, cgroup_dir: &Path) -> Result<AttachOutcome, InterceptError> {
         let cgroup_id = cgroup::cgroup_id(cgroup_dir)?;
-        let dir = File::open(cgroup_dir).map_err(|source| InterceptError::Cgroup {
-            action: "opening the cgroup directory",
-            path: cgroup_dir.to_owned(),
-            source,
-        })?;
-        let attach_err = |program: &'static str, source: ProgramError| {
-            if is_eperm(&source) {
+        let mut attached = lock(&self.attached);
+        let (outcome, existing) = match attached.iter().position(|a| a.cgroup_id == cgroup_id) {
+            Some(i) if attached[i].path.is_none() => (AttachOutcome::Adopted, Some(i)),
+            Some(i) => (AttachOutcome::AlreadyAttached, Some(i)),
+            None => (AttachOutcome::Attached, None),
+        };
+        let have: Vec<CgroupAttachPoint> = existing
+            .map(|i| attached[i].links.iter().map(|(p, _)| *p).collect())
+            .unwrap_or_default();
+        let missing: Vec<CgroupAttachPoint> = CgroupAttachPoint::ALL
+            .into_iter()
+            .filter(|p| !have.contains(p))
+            .collect();
+        let mut new_links = Vec::new();
+        if !missing.is_empty() {
+            let dir = File::open(cgroup_dir).map_err(|source| InterceptError::Cgroup {
+                action: "opening the cgroup directory",
+                path: cgroup_dir.to_owned(),
+                source,
+            })?;
+            for point in missing {
+                match self.link_cgroup(&dir, cgroup_dir, cgroup_id, point) {
+                    Ok(link) => new_links.push((point, link)),
+                    Err(e) => {
+                        for (p, link) in new_links {
+                            self.destroy_link(cgroup_id, p, &link);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        match existing {
+            Some(i) => {
+                attached[i].path = Some(cgroup_dir.to_owned());
+                attached[i].links.extend(new_links);
+            }
+            None => attached.push(AttachedCgroup {
+                path: Some(cgroup_dir.to_owned()),
+                cgroup_id,
+                links: new_links,
+            }),
+        }
+        drop(attached);
+        if outcome != AttachOutcome::AlreadyAttached {
+            log::debug!(
+                "hoop: interception {} cgroup {} (id {cgroup_id})",
+                if outcome == AttachOutcome::Adopted {
+                    "adopted on"
+                } else {
+                    "attached to"
+                },
+                cgroup_dir.display()
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// One link for one program on one cgroup: a pinned link of ours for
+    /// this cgroup (left by a concurrent agent) is adopted; otherwise a new
+    /// link is created, and pinned when pinning is on.
+    fn link_cgroup(
+        &self,
+        dir: &File,
+        cgroup_dir: &Path,
+        cgroup_id: u64,
+        point: CgroupAttachPoint,
+    ) -> Result<CgroupLink, InterceptError> {
+        let program = program_name(point);
+        let mut ebpf = lock(&self.ebpf);
+        let prog_fd = program_fd(&mut ebpf, point)?;
+        if let Some(pins) = &self.pins {
+            let pin = pins.link_path(cgroup_id, point);
+            if let Some(link) = adopt_link(&pin, cgroup_id, point, prog_fd) {
+                return Ok(link);
+            }
+        }
+        let link = CgroupLink::create(prog_fd, dir.as_fd(), point).map_err(|source| {
+            if source.raw_os_error() == Some(nix::libc::EPERM) {
                 not_permitted(
                     format!("attach `{program}` to {}", cgroup_dir.display()),
                     source,
                 )
             } else {
-                InterceptError::Attach {
-                    program,
-                    cgroup: cgroup_dir.to_owned(),
+                InterceptError::Link {
+                    action: "attaching a program to the cgroup",
+                    path: cgroup_dir.to_owned(),
                     source,
                 }
             }
-        };
-
-        let connect4 = program_mut::<CgroupSockAddr>(&mut self.ebpf, PROG_CONNECT4)?
-            .attach(&dir, CgroupAttachMode::Single)
-            .map_err(|e| attach_err(PROG_CONNECT4, e))?;
-        let connect6 =
-            match program_mut::<CgroupSockAddr>(&mut self.ebpf, PROG_CONNECT6).and_then(|p| {
-                p.attach(&dir, CgroupAttachMode::Single)
-                    .map_err(|e| attach_err(PROG_CONNECT6, e))
-            }) {
-                Ok(id) => id,
-                Err(e) => {
-                    self.detach_sock_addr(PROG_CONNECT4, connect4);
-                    return Err(e);
-                }
-            };
-        let sockops = match program_mut::<SockOps>(&mut self.ebpf, PROG_SOCKOPS).and_then(|p| {
-            p.attach(&dir, CgroupAttachMode::Single)
-                .map_err(|e| attach_err(PROG_SOCKOPS, e))
-        }) {
-            Ok(id) => id,
-            Err(e) => {
-                self.detach_sock_addr(PROG_CONNECT4, connect4);
-                self.detach_sock_addr(PROG_CONNECT6, connect6);
-                return Err(e);
+        })?;
+        if let Some(pins) = &self.pins {
+            let pin = pins.link_path(cgroup_id, point);
+            if let Err(source) = link.pin(&pin) {
+                // Dropping the unpinned link detaches it again.
+                return Err(InterceptError::Link {
+                    action: "pinning the link",
+                    path: pin,
+                    source,
+                });
             }
-        };
-        log::debug!(
-            "hoop: interception attached to cgroup {} (id {cgroup_id})",
-            cgroup_dir.display()
-        );
-        self.attached.push(AttachedCgroup {
-            path: cgroup_dir.to_owned(),
-            cgroup_id,
-            connect4,
-            connect6,
-            sockops,
-        });
-        Ok(())
+        }
+        Ok(link)
     }
 
-    /// Detaches the programs from one cgroup attached earlier. Returns whether
-    /// it was attached.
-    pub fn detach(&mut self, cgroup_dir: &Path) -> Result<bool, InterceptError> {
-        let Some(pos) = self.attached.iter().position(|a| a.path == cgroup_dir) else {
-            return Ok(false);
-        };
-        let a = self.attached.swap_remove(pos);
-        let mut first_err = None;
-        for (name, id) in [(PROG_CONNECT4, a.connect4), (PROG_CONNECT6, a.connect6)] {
-            let r = program_mut::<CgroupSockAddr>(&mut self.ebpf, name).and_then(|p| {
-                p.detach(id).map_err(|source| InterceptError::Program {
-                    program: name,
-                    source,
-                })
-            });
-            if let Err(e) = r {
-                first_err.get_or_insert(e);
+    /// Detaches a link now and removes its pin.
+    fn destroy_link(&self, cgroup_id: u64, point: CgroupAttachPoint, link: &CgroupLink) {
+        if let Err(e) = link.detach() {
+            log::warn!(
+                "hoop: detaching {} from cgroup id {cgroup_id}: {e}",
+                point.name()
+            );
+        }
+        if let Some(pins) = &self.pins {
+            let pin = pins.link_path(cgroup_id, point);
+            match std::fs::remove_file(&pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("hoop: removing pin {}: {e}", pin.display()),
             }
         }
-        let r = program_mut::<SockOps>(&mut self.ebpf, PROG_SOCKOPS).and_then(|p| {
-            p.detach(a.sockops)
-                .map_err(|source| InterceptError::Program {
-                    program: PROG_SOCKOPS,
-                    source,
-                })
-        });
-        if let Err(e) = r {
-            first_err.get_or_insert(e);
+    }
+
+    /// Re-opens the links a previous agent pinned, points them at this
+    /// agent's programs, and records them as adopted (unclaimed until
+    /// [`Interceptor::attach`]). Links whose cgroup is gone are removed.
+    fn adopt_pinned_links(&self) {
+        let Some(pins) = &self.pins else { return };
+        let mut adopted: Vec<AttachedCgroup> = Vec::new();
+        for (cgroup_id, point, path) in pins.pinned_links() {
+            let mut ebpf = lock(&self.ebpf);
+            let Ok(prog_fd) = program_fd(&mut ebpf, point) else {
+                continue;
+            };
+            let Some(link) = adopt_link(&path, cgroup_id, point, prog_fd) else {
+                continue;
+            };
+            drop(ebpf);
+            match adopted.iter_mut().find(|a| a.cgroup_id == cgroup_id) {
+                Some(a) => a.links.push((point, link)),
+                None => adopted.push(AttachedCgroup {
+                    path: None,
+                    cgroup_id,
+                    links: vec![(point, link)],
+                }),
+            }
         }
+        if !adopted.is_empty() {
+            log::info!(
+                "hoop: adopted pinned links on {} cgroup(s) from a previous agent",
+                adopted.len()
+            );
+        }
+        lock(&self.attached).extend(adopted);
+    }
+
+    /// Cgroup ids adopted from a previous agent and not claimed yet.
+    pub fn adopted_cgroups(&self) -> Vec<u64> {
+        lock(&self.attached)
+            .iter()
+            .filter(|a| a.path.is_none())
+            .map(|a| a.cgroup_id)
+            .collect()
+    }
+
+    /// Detaches every adopted cgroup nobody claimed (their pods are gone, or
+    /// no longer opted in). Call once the first full reconcile is done.
+    /// Returns the cgroup ids released.
+    pub fn release_unclaimed(&self) -> Vec<u64> {
+        let ids = self.adopted_cgroups();
+        for id in &ids {
+            if let Err(e) = self.detach_id(*id) {
+                log::warn!("hoop: releasing adopted cgroup id {id}: {e}");
+            }
+        }
+        ids
+    }
+
+    /// Detaches the programs from a cgroup. Returns whether they were
+    /// attached (idempotent: `Ok(false)` the second time). With pinning, the
+    /// pins are removed and the links detached even if another process
+    /// still holds them.
+    pub fn detach(&self, cgroup_dir: &Path) -> Result<bool, InterceptError> {
+        let found = {
+            let attached = lock(&self.attached);
+            attached
+                .iter()
+                .find(|a| a.path.as_deref() == Some(cgroup_dir))
+                .map(|a| a.cgroup_id)
+        };
+        // The directory may be gone already (the pod was deleted): then
+        // only the recorded path identifies it.
+        let id = match found {
+            Some(id) => id,
+            None => match cgroup::cgroup_id(cgroup_dir) {
+                Ok(id) => id,
+                Err(_) => return Ok(false),
+            },
+        };
+        self.detach_id(id)
+    }
+
+    /// [`Interceptor::detach`] by cgroup id.
+    pub fn detach_id(&self, cgroup_id: u64) -> Result<bool, InterceptError> {
+        let entry = {
+            let mut attached = lock(&self.attached);
+            let Some(pos) = attached.iter().position(|a| a.cgroup_id == cgroup_id) else {
+                return Ok(false);
+            };
+            attached.swap_remove(pos)
+        };
+        let mut first_err = None;
+        for (point, link) in &entry.links {
+            if let Err(source) = link.detach() {
+                first_err.get_or_insert(InterceptError::Link {
+                    action: "detaching a program",
+                    path: entry
+                        .path
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(format!("cgroup id {cgroup_id}"))),
+                    source,
+                });
+            }
+            if let Some(pins) = &self.pins {
+                let pin = pins.link_path(cgroup_id, *point);
+                match std::fs::remove_file(&pin) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        first_err.get_or_insert(InterceptError::Link {
+                            action: "removing a link pin",
+                            path: pin,
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        log::debug!("hoop: interception detached from cgroup id {cgroup_id}");
         first_err.map_or(Ok(true), Err)
     }
 
-    fn detach_sock_addr(&mut self, name: &'static str, id: CgroupSockAddrLinkId) {
-        if let Err(e) = program_mut::<CgroupSockAddr>(&mut self.ebpf, name).and_then(|p| {
-            p.detach(id).map_err(|source| InterceptError::Program {
-                program: name,
-                source,
-            })
-        }) {
-            log::warn!("hoop: rolling back a partial attach failed: {e}");
+    /// Removes pinned maps and links of other layout versions (an agent
+    /// before an upgrade that changed the layout). Their links are detached.
+    /// Call after this agent has attached everything it governs, so no
+    /// governed cgroup goes without programs in between. Returns the
+    /// directories removed.
+    pub fn retire_other_versions(&self) -> Vec<PathBuf> {
+        self.pins
+            .as_ref()
+            .map(Pins::retire_other_versions)
+            .unwrap_or_default()
+    }
+
+    /// Points the intercepted connects of network namespace `netns_cookie`
+    /// at `target` (hoop's listeners in that namespace). Idempotent. A
+    /// target written by a newer agent is left alone. With its own ports,
+    /// the new set is in place before the old one is removed, so no port of
+    /// either set is ever un-intercepted in between.
+    pub fn set_target(
+        &self,
+        netns_cookie: u64,
+        target: &ListenerTarget,
+    ) -> Result<TargetUpdate, InterceptError> {
+        let kernel = target.to_kernel(netns_cookie, self.generation)?;
+        let mut targets = lock(&self.targets);
+        let existing = match targets.get(&netns_cookie, 0) {
+            Ok(t) => Some(t),
+            Err(MapError::KeyNotFound) => None,
+            Err(source) => {
+                return Err(InterceptError::Map {
+                    map: MAP_TARGETS,
+                    source,
+                });
+            }
+        };
+        if existing.is_some_and(|t| t.generation > self.generation) {
+            return Ok(TargetUpdate::OwnedByNewer);
         }
+        let mut ports = lock(&self.ports);
+        if let Some(own) = &target.ports {
+            for p in own {
+                ports
+                    .insert(PortKey::new(netns_cookie, *p), 1, 0)
+                    .map_err(map_err(MAP_PORTS))?;
+            }
+        }
+        targets
+            .insert(netns_cookie, kernel, 0)
+            .map_err(map_err(MAP_TARGETS))?;
+        replace_port_set(
+            &mut ports,
+            netns_cookie,
+            target.ports.as_deref().unwrap_or(&[]),
+        )?;
+        Ok(TargetUpdate::Written)
+    }
+
+    /// Removes a namespace's target (its intercepted connects are refused
+    /// from now on, if the programs are still attached). Returns whether it
+    /// was removed; a newer agent's target is left alone (`Ok(false)`).
+    pub fn remove_target(&self, netns_cookie: u64) -> Result<bool, InterceptError> {
+        let mut targets = lock(&self.targets);
+        match targets.get(&netns_cookie, 0) {
+            Ok(t) if t.generation > self.generation => return Ok(false),
+            Ok(_) => {}
+            Err(MapError::KeyNotFound) => return Ok(false),
+            Err(source) => {
+                return Err(InterceptError::Map {
+                    map: MAP_TARGETS,
+                    source,
+                });
+            }
+        }
+        match targets.remove(&netns_cookie) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => {
+                return Err(InterceptError::Map {
+                    map: MAP_TARGETS,
+                    source,
+                });
+            }
+        }
+        let mut ports = lock(&self.ports);
+        replace_port_set(&mut ports, netns_cookie, &[])?;
+        Ok(true)
+    }
+
+    /// The target of a network namespace, with its generation.
+    pub fn target(
+        &self,
+        netns_cookie: u64,
+    ) -> Result<Option<(ListenerTarget, u64)>, InterceptError> {
+        let t = match lock(&self.targets).get(&netns_cookie, 0) {
+            Ok(t) => t,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(source) => {
+                return Err(InterceptError::Map {
+                    map: MAP_TARGETS,
+                    source,
+                });
+            }
+        };
+        let own_ports = (t.flags & TARGET_OWN_PORTS != 0).then(|| {
+            let ports = lock(&self.ports);
+            let mut own: Vec<u16> = ports
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.netns_cookie == netns_cookie)
+                .map(|k| k.port)
+                .collect();
+            own.sort_unstable();
+            own
+        });
+        Ok(Some((
+            ListenerTarget::from_kernel(&t, own_ports),
+            t.generation,
+        )))
     }
 
     /// The original destination of the redirected connection whose client
-    /// address is `client` (the accepted socket's peer address). The entry is
-    /// removed: each connection is resolved once. `None` means the connection
-    /// was not redirected by hoop (or was already resolved).
+    /// address is `client`, accepted on a listener in hoop's own network
+    /// namespace. See [`Interceptor::original_destination_in`].
     pub fn original_destination(
         &self,
         client: SocketAddr,
     ) -> Result<Option<OriginalDestination>, InterceptError> {
-        let key = ClientKey::from_socket_addr(client);
-        let mut map = self
-            .by_client
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        self.original_destination_in(self.own_netns, client)
+    }
+
+    /// The original destination of the redirected connection whose client
+    /// address is `client` (the accepted socket's peer address), accepted on
+    /// a listener in network namespace `netns_cookie` (see
+    /// [`netns::netns_cookie`]). The entry is removed: each connection is
+    /// resolved once. `None` means the connection was not redirected by
+    /// hoop (or was already resolved).
+    pub fn original_destination_in(
+        &self,
+        netns_cookie: u64,
+        client: SocketAddr,
+    ) -> Result<Option<OriginalDestination>, InterceptError> {
+        let key = ClientKey::from_socket_addr(netns_cookie, client);
+        let mut map = lock(&self.by_client);
         let entry = match map.get(&key, 0) {
             Ok(entry) => entry,
             Err(MapError::KeyNotFound) => return Ok(None),
@@ -565,45 +1112,33 @@ impl Interceptor {
     /// Redirect counters, summed over CPUs.
     pub fn counters(&self) -> Result<RedirectCounters, InterceptError> {
         let read = |counter: Counter| -> Result<u64, InterceptError> {
-            let values =
-                self.counters
-                    .get(&(counter as u32), 0)
-                    .map_err(|source| InterceptError::Map {
-                        map: MAP_COUNTERS,
-                        source,
-                    })?;
+            let values = self
+                .counters
+                .get(&(counter as u32), 0)
+                .map_err(map_err(MAP_COUNTERS))?;
             Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
         };
-        debug_assert_eq!(COUNTER_COUNT, 5);
+        debug_assert_eq!(COUNTER_COUNT, 6);
         Ok(RedirectCounters {
             v4: read(Counter::RedirectedV4)?,
             v6: read(Counter::RedirectedV6)?,
             v4_mapped: read(Counter::RedirectedV4Mapped)?,
             skipped_self: read(Counter::SkippedSelf)?,
             refused: read(Counter::StoreFailed)?,
+            no_listener: read(Counter::NoTarget)?,
         })
     }
 
     /// Never redirect connects from `tgid` (e.g. a helper process of the proxy).
     pub fn add_skip_tgid(&self, tgid: u32) -> Result<(), InterceptError> {
-        let mut map = self
-            .skip_tgids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.insert(tgid, 1, 0)
-            .map_err(|source| InterceptError::Map {
-                map: MAP_SKIP_TGIDS,
-                source,
-            })
+        lock(&self.skip_tgids)
+            .insert(tgid, 1, 0)
+            .map_err(map_err(MAP_SKIP_TGIDS))
     }
 
     /// Undoes [`Interceptor::add_skip_tgid`].
     pub fn remove_skip_tgid(&self, tgid: u32) -> Result<(), InterceptError> {
-        let mut map = self
-            .skip_tgids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match map.remove(&tgid) {
+        match lock(&self.skip_tgids).remove(&tgid) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(InterceptError::Map {
                 map: MAP_SKIP_TGIDS,
@@ -612,28 +1147,40 @@ impl Interceptor {
         }
     }
 
-    /// The cgroup directories the programs are attached to.
-    pub fn attached_cgroups(&self) -> impl Iterator<Item = &Path> {
-        self.attached.iter().map(|a| a.path.as_path())
+    /// The cgroup directories the programs are attached to (claimed ones;
+    /// see [`Interceptor::adopted_cgroups`] for the others).
+    pub fn attached_cgroups(&self) -> Vec<PathBuf> {
+        lock(&self.attached)
+            .iter()
+            .filter_map(|a| a.path.clone())
+            .collect()
     }
 
     /// Resolves a cgroup id (as in [`OriginalDestination::cgroup_id`]) to its
     /// directory, among the attached cgroups and their descendants.
     pub fn cgroup_path(&self, cgroup_id: u64) -> Option<PathBuf> {
-        if let Some(a) = self.attached.iter().find(|a| a.cgroup_id == cgroup_id) {
-            return Some(a.path.clone());
-        }
-        let roots: Vec<&Path> = self.attached.iter().map(|a| a.path.as_path()).collect();
+        let roots: Vec<PathBuf> = {
+            let attached = lock(&self.attached);
+            if let Some(path) = attached
+                .iter()
+                .find(|a| a.cgroup_id == cgroup_id)
+                .and_then(|a| a.path.clone())
+            {
+                return Some(path);
+            }
+            attached.iter().filter_map(|a| a.path.clone()).collect()
+        };
+        let roots: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
         cgroup::find_cgroup_by_id(&roots, cgroup_id)
     }
 
     /// Kernel ids of the loaded programs (for diagnostics, and for checking
     /// that nothing is left behind after drop).
     pub fn program_ids(&self) -> Result<Vec<u32>, InterceptError> {
+        let ebpf = lock(&self.ebpf);
         let mut ids = Vec::new();
         for name in [PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS] {
-            let program = self
-                .ebpf
+            let program = ebpf
                 .program(name)
                 .ok_or(InterceptError::ProgramMissing(name))?;
             let info = program.info().map_err(|source| InterceptError::Program {
@@ -644,6 +1191,105 @@ impl Interceptor {
         }
         Ok(ids)
     }
+}
+
+/// Opens the pinned link at `pin` if it is a live link of this cgroup and
+/// attach point, and points it at `program`. A pin of a link whose cgroup
+/// is gone is removed. `None`: nothing usable there.
+fn adopt_link(
+    pin: &Path,
+    cgroup_id: u64,
+    point: CgroupAttachPoint,
+    program: BorrowedFd<'_>,
+) -> Option<CgroupLink> {
+    let link = match CgroupLink::from_pin(pin) {
+        Ok(link) => link,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log::warn!("hoop: cannot open pinned link {}: {e}", pin.display());
+            return None;
+        }
+    };
+    let info = match link.info() {
+        Ok(info) => info,
+        Err(e) => {
+            log::warn!("hoop: cannot read pinned link {}: {e}", pin.display());
+            return None;
+        }
+    };
+    if info.cgroup_id != cgroup_id || !info.is(point) {
+        // The cgroup was removed (the kernel detached the link) or the pin
+        // is not what its name says: drop the pin.
+        let _ = link.detach();
+        if let Err(e) = std::fs::remove_file(pin) {
+            log::warn!("hoop: removing stale pin {}: {e}", pin.display());
+        }
+        return None;
+    }
+    if let Err(e) = link.update_program(program) {
+        // Still attached with the previous agent's program, which reads the
+        // same pinned maps: keep it rather than leave a gap.
+        log::warn!(
+            "hoop: pinned link {} keeps its previous program (update failed: {e})",
+            pin.display()
+        );
+    }
+    Some(link)
+}
+
+/// Makes the port set of `scope` (0: the default set; else a netns cookie)
+/// exactly `ports`: adds first, then removes the rest.
+fn replace_port_set(
+    map: &mut HashMap<MapData, PortKey, u8>,
+    scope: u64,
+    ports: &[u16],
+) -> Result<(), InterceptError> {
+    for p in ports {
+        map.insert(PortKey::new(scope, *p), 1, 0)
+            .map_err(map_err(MAP_PORTS))?;
+    }
+    let stale: Vec<PortKey> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.netns_cookie == scope && !ports.contains(&k.port))
+        .collect();
+    for k in stale {
+        match map.remove(&k) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => {
+                return Err(InterceptError::Map {
+                    map: MAP_PORTS,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops skip-map entries of processes that no longer exist (a pinned map
+/// outlives the agent that wrote them, and pids are reused).
+fn prune_dead_tgids(map: &mut HashMap<MapData, u32, u8>) -> Result<(), InterceptError> {
+    let dead: Vec<u32> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|tgid| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(*tgid as i32), None)
+                == Err(nix::errno::Errno::ESRCH)
+        })
+        .collect();
+    for tgid in dead {
+        match map.remove(&tgid) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => {
+                return Err(InterceptError::Map {
+                    map: MAP_SKIP_TGIDS,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Interceptor {
@@ -783,10 +1429,77 @@ mod tests {
 
     #[test]
     fn valid_settings_convert() {
-        let k = settings().to_kernel().unwrap();
-        assert_eq!(k.proxy_v4_port, 15432);
+        let (k, target) = settings().to_kernel(7).unwrap();
+        assert_eq!(k.skip_mark_netns, 7, "the mark counts only in hoop's netns");
         assert_eq!(k.enabled, 1);
         assert_eq!(k.skip_mark, DEFAULT_SKIP_MARK);
+        assert_eq!(target.v4, Some("127.0.0.1:15432".parse().unwrap()));
+        assert_eq!(target.v6, Some("[::1]:15432".parse().unwrap()));
+        assert_eq!(target.ports, None, "the own netns uses the default set");
+    }
+
+    #[test]
+    fn an_unset_ipv6_listener_means_none() {
+        let mut s = settings();
+        s.proxy_v6 = "[::]:0".parse().unwrap();
+        let (_, target) = s.to_kernel(7).unwrap();
+        assert_eq!(target.v6, None);
+    }
+
+    #[test]
+    fn targets_are_validated_and_encoded() {
+        let t = ListenerTarget {
+            v4: Some("127.0.0.1:1000".parse().unwrap()),
+            v6: None,
+            ports: Some(vec![6432]),
+        };
+        let k = t.to_kernel(9, 77).unwrap();
+        assert_eq!(k.generation, 77);
+        assert_eq!(k.flags, TARGET_V4 | TARGET_OWN_PORTS);
+        assert_eq!(ListenerTarget::from_kernel(&k, Some(vec![6432])), t);
+        let v4 = |s: &str| Some(s.parse().unwrap());
+        for bad in [
+            ListenerTarget {
+                v4: None,
+                v6: None,
+                ports: None,
+            },
+            ListenerTarget {
+                v4: v4("0.0.0.0:1000"),
+                v6: None,
+                ports: None,
+            },
+            ListenerTarget {
+                v4: v4("127.0.0.1:0"),
+                v6: None,
+                ports: None,
+            },
+            ListenerTarget {
+                v4: v4("127.0.0.1:1"),
+                v6: None,
+                ports: Some(vec![]),
+            },
+            ListenerTarget {
+                v4: v4("127.0.0.1:1"),
+                v6: None,
+                ports: Some(vec![0]),
+            },
+        ] {
+            assert!(
+                matches!(
+                    bad.to_kernel(9, 1),
+                    Err(InterceptError::InvalidTarget { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn generations_grow_with_start_time() {
+        let g = own_generation();
+        assert!(g >> 22 > 0, "a start time");
+        assert_eq!(g & 0x3f_ffff, u64::from(std::process::id()) & 0x3f_ffff);
     }
 
     #[test]
@@ -794,7 +1507,7 @@ mod tests {
         let mut s = settings();
         s.ports = vec![0];
         s.proxy_v4 = "0.0.0.0:0".parse().unwrap();
-        let InterceptError::InvalidSettings(msg) = s.to_kernel().unwrap_err() else {
+        let InterceptError::InvalidSettings(msg) = s.to_kernel(7).unwrap_err() else {
             panic!("wrong error")
         };
         assert!(msg.contains("port 0"), "{msg}");
@@ -816,6 +1529,7 @@ mod tests {
             v4_mapped: 3,
             skipped_self: 10,
             refused: 0,
+            no_listener: 0,
         };
         assert_eq!(c.redirects_total(), 6);
     }

@@ -124,7 +124,7 @@ impl Governed {
             skip_mark: DEFAULT_SKIP_MARK,
             skip_tgid,
         };
-        let mut interceptor = Interceptor::load(&settings)
+        let interceptor = Interceptor::load(&settings)
             .unwrap_or_else(|e| panic!("loading eBPF: {}", error_chain(&e)));
         interceptor
             .attach(cgroup.path())

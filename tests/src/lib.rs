@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod issuer;
+pub mod k8s;
 pub mod sink;
 
 use std::{

@@ -9,6 +9,8 @@
 //! - `cargo xtask test`: setup, make sure PostgreSQL and MariaDB are up and
 //!   configured for the tests, then run every test tier (unit, end-to-end,
 //!   privileged eBPF). This is what `.ci/run` calls.
+//! - `cargo xtask k8s-validate`: render `k8s/` with kustomize and validate it
+//!   offline against the Kubernetes schemas (also part of `test`).
 //! - `cargo xtask bench`: the proxy benchmark (pgbench direct vs. through hoop).
 
 #![forbid(unsafe_code)]
@@ -16,6 +18,7 @@
 mod bench;
 mod browser;
 mod floor;
+mod k8s;
 mod services;
 mod setup;
 
@@ -44,6 +47,8 @@ enum Command {
     },
     /// Start PostgreSQL and MariaDB if they are down, and configure them for the tests.
     Services,
+    /// Render the Kubernetes manifests and validate them offline against the schemas.
+    K8sValidate,
     /// Benchmark: pgbench select-only direct vs. through hoop, plus 1M-row COPY.
     Bench {
         /// Seconds per pgbench run.
@@ -83,8 +88,10 @@ fn main() -> ExitCode {
             .and_then(|()| browser::ensure())
             .and_then(|()| services::ensure_postgres())
             .and_then(|()| services::ensure_mariadb())
+            .and_then(|()| k8s::validate())
             .and_then(|()| setup::test(&args)),
         Command::Services => services::ensure_postgres().and_then(|()| services::ensure_mariadb()),
+        Command::K8sValidate => k8s::validate(),
         Command::Bench {
             seconds,
             rounds,
