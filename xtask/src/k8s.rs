@@ -184,9 +184,22 @@ fn check_dashboard(root: &Path) -> anyhow::Result<()> {
                 .map_or_else(|| m.clone(), str::to_owned)
         })
         .collect();
+    // Every crate of the workspace may register metrics on the process
+    // registry (hoop-core, hoop-policy, hoop-hold, hoop-record, hoop-k8s…).
     let mut registered = BTreeSet::new();
-    for dir in ["hoop-userspace/src", "hoop-k8s/src"] {
-        collect_registered(&root.join(dir), &mut registered)?;
+    let mut crates: Vec<_> = fs::read_dir(root)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("hoop-"))
+                && p.join("src").is_dir()
+        })
+        .collect();
+    crates.sort();
+    for dir in crates {
+        collect_registered(&dir.join("src"), &mut registered)?;
     }
     let unknown: Vec<&String> = used.difference(&registered).collect();
     let missing: Vec<&String> = registered.difference(&used).collect();
@@ -243,13 +256,19 @@ fn collect_registered(dir: &Path, out: &mut BTreeSet<String>) -> anyhow::Result<
             let code = text
                 .find("\nmod tests {")
                 .map_or(text.as_str(), |end| &text[..end]);
-            for quoted in code.split('"').skip(1).step_by(2) {
-                if quoted.starts_with("hoop_")
+            // A metric's name is the first argument of a `…::new(` call
+            // (`IntCounter::new`, `Opts::new`, `HistogramOpts::new`, …);
+            // other `hoop_…` strings (program names, Slack block ids) are not.
+            let parts: Vec<&str> = code.split('"').collect();
+            for (k, quoted) in parts.iter().enumerate().skip(1).step_by(2) {
+                let before = parts[k - 1].trim_end();
+                if before.ends_with("new(")
+                    && quoted.starts_with("hoop_")
                     && quoted
                         .chars()
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                 {
-                    out.insert(quoted.to_owned());
+                    out.insert((*quoted).to_owned());
                 }
             }
         }
