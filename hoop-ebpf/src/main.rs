@@ -35,6 +35,9 @@
 //! namespace: a pod with `CAP_NET_ADMIN` could set it in its own.
 #![no_std]
 #![no_main]
+// Every helper call and context read is unsafe: allowed per function below,
+// each block with its SAFETY comment, denied everywhere else.
+#![deny(unsafe_code)]
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
@@ -152,6 +155,7 @@ fn verdict(result: Result<Outcome, ConnectError>) -> i32 {
 }
 
 #[inline(always)]
+#[allow(unsafe_code)]
 fn count(counter: Counter) {
     if let Some(slot) = HOOP_COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: the pointer comes from a successful per-CPU array lookup, so
@@ -171,6 +175,7 @@ fn settings() -> Option<&'static Settings> {
 /// netns without hoop listeners. Reads context fields with `read_volatile` on
 /// the field itself, which is the access pattern the verifier accepts.
 #[inline(always)]
+#[allow(unsafe_code)]
 fn intercept(ctx: &SockAddrContext) -> Result<Option<Intercepted>, ConnectError> {
     let sa = ctx.sock_addr;
     // SAFETY: `sa` is the program context; reading its scalar fields is allowed.
@@ -222,6 +227,7 @@ fn intercept(ctx: &SockAddrContext) -> Result<Option<Intercepted>, ConnectError>
 /// mark on a socket in hoop's own network namespace (a pod with
 /// `CAP_NET_ADMIN` could set the mark in its own namespace).
 #[inline(always)]
+#[allow(unsafe_code)]
 fn is_self(sa: *const bpf_sock_addr, settings: &Settings, tgid: u32, netns_cookie: u64) -> bool {
     if settings.skip_mark != 0
         && (settings.skip_mark_netns == 0 || settings.skip_mark_netns == netns_cookie)
@@ -241,6 +247,7 @@ fn is_self(sa: *const bpf_sock_addr, settings: &Settings, tgid: u32, netns_cooki
 
 /// Stores the original destination under the socket cookie.
 #[inline(always)]
+#[allow(unsafe_code)]
 fn remember(
     ctx: &SockAddrContext,
     hit: &Intercepted,
@@ -272,11 +279,13 @@ fn remember(
 }
 
 #[inline(always)]
+#[allow(unsafe_code)]
 fn current_tgid() -> u32 {
     // SAFETY: helper without arguments, allowed in cgroup sock_addr programs.
     (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32
 }
 
+#[allow(unsafe_code)]
 fn try_connect4(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
     let sa = ctx.sock_addr;
     let Some(hit) = intercept(ctx)? else {
@@ -308,6 +317,7 @@ fn try_connect4(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
     Ok(Outcome::Redirected)
 }
 
+#[allow(unsafe_code)]
 fn try_connect6(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
     let sa = ctx.sock_addr;
     let Some(hit) = intercept(ctx)? else {
@@ -370,6 +380,7 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<Outcome, ConnectError> {
     Ok(Outcome::Redirected)
 }
 
+#[allow(unsafe_code)]
 fn try_sockops(ctx: &SockOpsContext) -> Result<(), i64> {
     let ops = ctx.ops;
     // SAFETY: scalar context field read.
@@ -440,6 +451,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 // The kernel only accepts a fixed set of license strings as GPL-compatible
 // ("Dual MIT/GPL" is aya-template's). None of the helpers used here is
 // GPL-only; the lead should confirm this string against the project license.
+#[allow(unsafe_code)]
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
