@@ -48,11 +48,11 @@ pub mod when;
 #[cfg(test)]
 mod tests;
 
-pub use compile::{compile, compile_into};
+pub use compile::{compile, compile_into, compile_when};
 pub use hoop_sql::{ClassifiedStatement, classify};
 pub use names::{ColumnRef, TablePattern, TableRef};
 pub use spec::{BinaryUnmaskable, UnparsedAction};
-use when::Selector;
+pub use when::Selector;
 
 use hoop_config::{Config, ConfigError, Diagnostic, Loaded};
 use hoop_core::{Denial, HoldRequirement, SessionIdentity, StatementKind, Submission, Verdict};
