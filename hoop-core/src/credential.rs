@@ -116,6 +116,8 @@ pub enum CredentialFailure {
     ServerUnverified,
     /// The server's authentication messages were malformed or out of order.
     ServerProtocol,
+    /// The connection to the server failed while logging in.
+    ConnectionLost,
 }
 
 impl CredentialFailure {
@@ -128,6 +130,7 @@ impl CredentialFailure {
             Self::CleartextRefused => "cleartext_refused",
             Self::ServerUnverified => "server_unverified",
             Self::ServerProtocol => "server_protocol",
+            Self::ConnectionLost => "connection_lost",
         }
     }
 
@@ -218,6 +221,7 @@ mod tests {
             CredentialFailure::CleartextRefused,
             CredentialFailure::ServerUnverified,
             CredentialFailure::ServerProtocol,
+            CredentialFailure::ConnectionLost,
         ];
         let labels: std::collections::HashSet<&str> = all.iter().map(|f| f.as_str()).collect();
         assert_eq!(labels.len(), all.len());

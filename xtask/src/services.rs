@@ -5,11 +5,15 @@
 //!   interception test has a real server there;
 //! - the roles `hoop_scram` and `hoop_md5` authenticate with SCRAM-SHA-256 and
 //!   md5 over TCP, so the authentication pass-through is exercised for real
-//!   (everything else stays trust, as the machine ships it).
+//!   (everything else stays trust, as the machine ships it);
+//! - the roles the credential injection tests create and drop
+//!   (`hoop_cred_scram`, `hoop_cred_md5`, `hoop_cred_clear`) authenticate
+//!   with SCRAM-SHA-256, md5 and cleartext `password` over TCP.
 //!
-//! The changes live in files of their own (`conf.d/95-hoop-tests.conf` and a
-//! marked block at the top of `pg_hba.conf`), are idempotent, and are only
-//! applied by `cargo xtask test|bench|demo`.
+//! The changes live in files of their own (`conf.d/95-hoop-tests.conf` and
+//! marked blocks at the top of `pg_hba.conf`, each added once), are
+//! idempotent, and are only applied by `cargo xtask test|bench|demo`. A
+//! `pg_hba.conf` change alone is applied with a reload.
 
 use std::{
     fs,
@@ -31,6 +35,14 @@ host all hoop_scram ::1/128 scram-sha-256
 host all hoop_md5 127.0.0.1/32 md5
 host all hoop_md5 ::1/128 md5
 host all all ::1/128 trust";
+const CRED_HBA_BEGIN: &str = "# BEGIN hoop credential injection tests (managed by cargo xtask)";
+const CRED_HBA_END: &str = "# END hoop credential injection tests";
+const CRED_HBA_BLOCK: &str = "host all hoop_cred_scram 127.0.0.1/32 scram-sha-256
+host all hoop_cred_scram ::1/128 scram-sha-256
+host all hoop_cred_md5 127.0.0.1/32 md5
+host all hoop_cred_md5 ::1/128 md5
+host all hoop_cred_clear 127.0.0.1/32 password
+host all hoop_cred_clear ::1/128 password";
 const CONF: &str = "# Managed by hoop's cargo xtask: the tests need PostgreSQL on ::1 too.\nlisten_addresses = '127.0.0.1,::1'\n";
 
 fn port_open(addr: &str) -> bool {
@@ -73,19 +85,31 @@ pub fn ensure_postgres() -> anyhow::Result<()> {
         changed = true;
     }
     let hba_path = dir.join("pg_hba.conf");
-    let hba =
-        fs::read_to_string(&hba_path).with_context(|| format!("reading {}", hba_path.display()))?;
-    if !hba.contains(HBA_BEGIN) {
-        fs::write(
-            &hba_path,
-            format!("{HBA_BEGIN}\n{HBA_BLOCK}\n{HBA_END}\n{hba}"),
-        )
-        .with_context(|| format!("writing {}", hba_path.display()))?;
-        changed = true;
+    let mut hba_changed = false;
+    for (begin, block, end) in [
+        (HBA_BEGIN, HBA_BLOCK, HBA_END),
+        (CRED_HBA_BEGIN, CRED_HBA_BLOCK, CRED_HBA_END),
+    ] {
+        let hba = fs::read_to_string(&hba_path)
+            .with_context(|| format!("reading {}", hba_path.display()))?;
+        if !hba.contains(begin) {
+            // At the top: pg_hba.conf's first matching line wins.
+            fs::write(&hba_path, format!("{begin}\n{block}\n{end}\n{hba}"))
+                .with_context(|| format!("writing {}", hba_path.display()))?;
+            hba_changed = true;
+        }
     }
 
     let running = port_open("127.0.0.1:5432");
-    if !running || changed {
+    if running && hba_changed && !changed {
+        eprintln!("xtask: PostgreSQL {version}: reload (pg_hba.conf)");
+        run(Command::new("pg_ctlcluster").args([
+            "--skip-systemctl-redirect",
+            &version,
+            "main",
+            "reload",
+        ]))?;
+    } else if !running || changed {
         let action = if running { "restart" } else { "start" };
         eprintln!("xtask: PostgreSQL {version}: {action}");
         run(Command::new("pg_ctlcluster").args([
