@@ -48,7 +48,8 @@ pub struct ListFilter<'a> {
     pub since: Option<OffsetDateTime>,
     /// Only sessions whose workload (cgroup path) contains this.
     pub workload: Option<&'a str>,
-    /// Only sessions of this database user.
+    /// Only sessions of this database user (as the client asked, or the
+    /// role hoop logged in as with an injected credential).
     pub user: Option<&'a str>,
 }
 
