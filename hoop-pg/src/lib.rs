@@ -31,7 +31,7 @@ mod startup;
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 pub use cancel::{CancelOutcome, CancelRegistry};
 pub use catalog::CatalogStore;
@@ -502,7 +502,7 @@ async fn log_in(
                 .credential_injections_total
                 .with_label_values(&[credential.entry.as_str()])
                 .inc();
-            info!(session = %identity, credential = %credential.entry, role = %credential.role, "logged in upstream with an injected credential");
+            debug!(session = %identity, credential = %credential.entry, role = %credential.role, "logged in upstream with an injected credential");
             Ok(buf)
         }
         Err(error) => {
