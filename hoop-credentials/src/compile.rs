@@ -54,13 +54,9 @@ pub fn compile_into(
     let check_entries = |v: &Value, p: &KeyPath, d: &mut Diagnostics<'_>| {
         *items.borrow_mut() = entries(v, p, d);
     };
-    let spec = deserialize_checked::<CredentialsSpec>(
-        value,
-        path,
-        diags,
-        &[("entries", &check_entries)],
-    )
-    .unwrap_or_default();
+    let spec =
+        deserialize_checked::<CredentialsSpec>(value, path, diags, &[("entries", &check_entries)])
+            .unwrap_or_default();
     let mut names: HashMap<String, KeyPath> = HashMap::new();
     let mut compiled: Vec<(KeyPath, bool, Entry)> = Vec::new();
     for (item_path, spec) in items.into_inner() {
@@ -138,7 +134,11 @@ pub fn compile_into(
 }
 
 /// The entries that parsed, each with its path; every bad one is reported.
-fn entries(value: &Value, path: &KeyPath, diags: &mut Diagnostics<'_>) -> Vec<(KeyPath, EntrySpec)> {
+fn entries(
+    value: &Value,
+    path: &KeyPath,
+    diags: &mut Diagnostics<'_>,
+) -> Vec<(KeyPath, EntrySpec)> {
     fn destination(v: &Value, p: &KeyPath, d: &mut Diagnostics<'_>) {
         let _ = deserialize_checked::<DestinationSpec>(v, p, d, &[]);
     }
@@ -181,7 +181,11 @@ fn entries(value: &Value, path: &KeyPath, diags: &mut Diagnostics<'_>) -> Vec<(K
 /// start-up message can carry).
 fn check_name(value: &str, path: &KeyPath, what: &str, diags: &mut Diagnostics<'_>) -> bool {
     if value.trim().is_empty() || value.contains('\0') {
-        diags.error(path, format!("the {what} name is empty or holds a NUL"), None);
+        diags.error(
+            path,
+            format!("the {what} name is empty or holds a NUL"),
+            None,
+        );
         return false;
     }
     true
@@ -255,7 +259,11 @@ fn secret(spec: &EntrySpec, item: &KeyPath, diags: &mut Diagnostics<'_>) -> Opti
             None
         }
         (false, false) => {
-            diags.error(&env_path, "set password_file or password_env, not both", None);
+            diags.error(
+                &env_path,
+                "set password_file or password_env, not both",
+                None,
+            );
             None
         }
         (false, true) => {

@@ -39,7 +39,12 @@ pub struct Destination {
 impl Destination {
     /// Whether a connection to `original`, asking for `database` as `user`,
     /// is for this destination.
-    pub fn matches(&self, original: SocketAddr, database: Option<&str>, user: Option<&str>) -> bool {
+    pub fn matches(
+        &self,
+        original: SocketAddr,
+        database: Option<&str>,
+        user: Option<&str>,
+    ) -> bool {
         original.port() == self.port
             && database == Some(self.database.as_str())
             && self.user.as_deref().is_none_or(|u| user == Some(u))

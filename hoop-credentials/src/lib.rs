@@ -77,7 +77,10 @@ impl Entry {
     }
 
     /// The credential, with the secret as it is now.
-    fn credential(&self, client_auth: ClientAuth) -> Result<InjectedCredential, CredentialUnavailable> {
+    fn credential(
+        &self,
+        client_auth: ClientAuth,
+    ) -> Result<InjectedCredential, CredentialUnavailable> {
         let secret = self.secret.current().map_err(|e| CredentialUnavailable {
             entry: self.name.clone(),
             problem: format!("the secret cannot be used: {e}"),

@@ -245,7 +245,10 @@ mod tests {
         let err = SecretSource::file(path.clone()).unwrap_err();
         assert!(matches!(err, SecretError::Mode { mode: 0o644 }), "{err}");
         let text = err.to_string();
-        assert!(text.contains("mode 644") && text.contains("chmod 600"), "{text}");
+        assert!(
+            text.contains("mode 644") && text.contains("chmod 600"),
+            "{text}"
+        );
         assert!(!text.contains("hunter2") && !text.contains(&path.display().to_string()));
 
         write(&path, b"hunter2", 0o600);

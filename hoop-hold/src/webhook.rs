@@ -503,12 +503,16 @@ mod tests {
         hold.session.credential = Some("reporting".to_owned());
         let text = one_liner(&hold);
         assert!(
-            text.contains("app@orders as reporting_ro (credential reporting) (workload /hoop-exec-1)"),
+            text.contains(
+                "app@orders as reporting_ro (credential reporting) (workload /hoop-exec-1)"
+            ),
             "{text}"
         );
         let message = slack_message(&hold, None, None);
         assert!(
-            message.to_string().contains("Database: app@orders as reporting_ro (credential reporting)"),
+            message
+                .to_string()
+                .contains("Database: app@orders as reporting_ro (credential reporting)"),
             "{message}"
         );
         assert_within_slack_limits(&message);

@@ -208,10 +208,7 @@ impl CatalogStore {
         let login = self.login(identity);
         let dialer = self.dialer.clone();
         Some(Box::pin(async move {
-            if let Err(e) = server
-                .load_table_columns(&dialer, &login, &regclass)
-                .await
-            {
+            if let Err(e) = server.load_table_columns(&dialer, &login, &regclass).await {
                 warn!(server = %server.addr, error = %e, "catalog lookup of COPY columns failed; every COPY column that may be masked is");
                 *lock(&server.failed_at) = Some(Instant::now());
             }
@@ -245,10 +242,7 @@ impl ColumnResolver for CatalogStore {
         let login = self.login(identity);
         let dialer = self.dialer.clone();
         Some(Box::pin(async move {
-            if let Err(e) = server
-                .load(&dialer, &login, &missing, !views_loaded)
-                .await
-            {
+            if let Err(e) = server.load(&dialer, &login, &missing, !views_loaded).await {
                 warn!(server = %server.addr, database = %server.database, error = %e,
                     "catalog lookup failed; unresolved columns are masked");
                 *lock(&server.failed_at) = Some(Instant::now());
@@ -283,12 +277,7 @@ impl ServerCatalog {
         lock(&self.failed_at).is_some_and(|t| t.elapsed() < RETRY_AFTER)
     }
 
-    async fn query(
-        &self,
-        dialer: &Dialer,
-        login: &Login,
-        sql: &str,
-    ) -> Result<Rows, LookupError> {
+    async fn query(&self, dialer: &Dialer, login: &Login, sql: &str) -> Result<Rows, LookupError> {
         let mut client = self.client.lock().await;
         let c = match client.as_ref() {
             Some(c) if !c.is_closed() => c,
@@ -362,9 +351,7 @@ impl ServerCatalog {
             cache.tables.extend(oids.iter().copied());
         }
         if views {
-            let rows = self
-                .query(dialer, login, VIEW_DEPENDENCIES_QUERY)
-                .await?;
+            let rows = self.query(dialer, login, VIEW_DEPENDENCIES_QUERY).await?;
             let relation =
                 |row: &[Option<String>], at: usize| -> Result<RelationName, LookupError> {
                     Ok(RelationName {

@@ -36,16 +36,14 @@ use tracing::{debug, warn};
 pub use cancel::{CancelOutcome, CancelRegistry};
 pub use catalog::CatalogStore;
 
-use hoop_config::{Config, EventLoopKind};
 use bytes::BytesMut;
+use hoop_config::{Config, EventLoopKind};
 use hoop_core::{
     AllowAll, CredentialSource, CredentialUnavailable, DenyHolds, GovernorFactory, HoldBroker,
     InjectedCredential, NoCredentials, Refusal, SessionIdentity, metrics::metrics,
 };
 use hoop_proto_pg::{
-    FrameError, MessageError,
-    notice::ErrorSpec,
-    session::SessionError as StateError,
+    FrameError, MessageError, notice::ErrorSpec, session::SessionError as StateError,
     startup::StartupPacket,
 };
 use hoop_relay::{
@@ -334,7 +332,9 @@ fn login_hint(error: &login::LoginError) -> &'static str {
         hoop_core::CredentialFailure::ServerUnverified => {
             "hoop may not be talking to the real server: check the network path to it, and use tls.upstream: verify-full."
         }
-        _ if matches!(error, E::Io(_)) => "The database server closed the connection or did not answer in time.",
+        _ if matches!(error, E::Io(_)) => {
+            "The database server closed the connection or did not answer in time."
+        }
         _ => "The database server's authentication messages were not understood.",
     }
 }

@@ -25,9 +25,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use hoop_core::{CredentialFailure, InjectedCredential};
 use hoop_proto_pg::{
     Direction, FrameDecoder, FrameError, MessageError, Peek,
-    auth::{
-        Authentication, password_message, sasl_initial_response, sasl_response,
-    },
+    auth::{Authentication, password_message, sasl_initial_response, sasl_response},
     notice::NoticeFields,
     startup::StartupMessage,
 };
@@ -51,7 +49,9 @@ pub enum LoginError {
         message: String,
     },
     /// The server asked for a method hoop cannot answer.
-    #[error("the server asked for {0} authentication, which hoop cannot answer for an injected credential")]
+    #[error(
+        "the server asked for {0} authentication, which hoop cannot answer for an injected credential"
+    )]
     Unsupported(String),
     /// The server asked for the password in cleartext over a leg without TLS.
     #[error(

@@ -7,13 +7,10 @@
 //! The roles and the database are created here and dropped at the end.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::float_cmp)] // metric deltas are small integers, exact in f64
 
 use std::{
-    net::SocketAddr,
-    os::unix::fs::PermissionsExt as _,
-    path::Path,
-    process::Command,
-    sync::{Arc, Mutex, MutexGuard},
+    net::SocketAddr, os::unix::fs::PermissionsExt as _, path::Path, process::Command, sync::Arc,
 };
 
 use hoop_config::SourceMap;
@@ -28,9 +25,9 @@ const DATABASE: &str = "hoop_cred_driver";
 const WORKLOAD: &str = "/hoop-cred-driver-test";
 
 /// The tests share roles: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 fn admin(sql: &str) -> String {
@@ -39,7 +36,17 @@ fn admin(sql: &str) -> String {
 
 fn admin_in(database: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-Atqc", sql])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-Atqc",
+            sql,
+        ])
         .output()
         .unwrap();
     assert!(
@@ -75,7 +82,7 @@ impl Fixture {
             clear: random_secret("clear"),
             dir: tempfile::tempdir().unwrap(),
         };
-        fixture.drop_all();
+        Self::drop_all();
         admin(&format!(
             "SET password_encryption = 'scram-sha-256';
              CREATE ROLE hoop_cred_scram LOGIN PASSWORD '{}';
@@ -92,7 +99,7 @@ impl Fixture {
         fixture
     }
 
-    fn drop_all(&self) {
+    fn drop_all() {
         admin(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"));
         admin(
             "DROP ROLE IF EXISTS hoop_cred_scram; DROP ROLE IF EXISTS hoop_cred_md5;
@@ -112,7 +119,7 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        self.drop_all();
+        Self::drop_all();
     }
 }
 
@@ -173,7 +180,17 @@ async fn psql(addr: SocketAddr, user: &str, sql: &str) -> (bool, String, String)
     let (port, user, sql) = (addr.port().to_string(), user.to_owned(), sql.to_owned());
     tokio::task::spawn_blocking(move || {
         let out = Command::new("psql")
-            .args(["-X", "-w", "-At", "-h", "127.0.0.1", "-p", &port, "-U", &user])
+            .args([
+                "-X",
+                "-w",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                &user,
+            ])
             .args(["-d", DATABASE, "-c", &sql])
             .env_remove("PGPASSWORD")
             .env("PGPASSFILE", "/nonexistent")
@@ -200,11 +217,16 @@ fn metric(name: &str) -> f64 {
 
 #[tokio::test]
 async fn scram_md5_and_cleartext_roles_are_logged_in_without_the_client_knowing_a_password() {
-    let _serial = serial();
+    let _serial = serial().await;
     let f = Fixture::new();
     let yaml = format!(
         "credentials:\n  client_auth: any\n  entries:\n{}{}{}",
-        entry("scram", "hoop_cred_scram", &f.secret_file("scram", &f.scram), ""),
+        entry(
+            "scram",
+            "hoop_cred_scram",
+            &f.secret_file("scram", &f.scram),
+            ""
+        ),
         entry("md5", "hoop_cred_md5", &f.secret_file("md5", &f.md5), ""),
         entry(
             "clear",
@@ -272,13 +294,23 @@ async fn scram_md5_and_cleartext_roles_are_logged_in_without_the_client_knowing_
 
 #[tokio::test]
 async fn failures_name_the_entry_count_and_never_show_the_secret() {
-    let _serial = serial();
+    let _serial = serial().await;
     let f = Fixture::new();
     let wrong = random_secret("wrong");
     let yaml = format!(
         "credentials:\n  entries:\n{}{}",
-        entry("scram", "hoop_cred_scram", &f.secret_file("scram", &wrong), ""),
-        entry("clear", "hoop_cred_clear", &f.secret_file("clear", &f.clear), ""),
+        entry(
+            "scram",
+            "hoop_cred_scram",
+            &f.secret_file("scram", &wrong),
+            ""
+        ),
+        entry(
+            "clear",
+            "hoop_cred_clear",
+            &f.secret_file("clear", &f.clear),
+            ""
+        ),
     );
     let addr = start(credentials(&yaml), WORKLOAD).await;
 
@@ -310,11 +342,16 @@ async fn failures_name_the_entry_count_and_never_show_the_secret() {
 
 #[tokio::test]
 async fn sessions_no_entry_matches_authenticate_themselves() {
-    let _serial = serial();
+    let _serial = serial().await;
     let f = Fixture::new();
     let yaml = format!(
         "credentials:\n  entries:\n{}",
-        entry("hoop_cred_scram", "hoop_cred_scram", &f.secret_file("scram", &f.scram), ""),
+        entry(
+            "hoop_cred_scram",
+            "hoop_cred_scram",
+            &f.secret_file("scram", &f.scram),
+            ""
+        ),
     );
     // Another workload: the entry's `when:` does not select it.
     let addr = start(credentials(&yaml), "/some-other-workload").await;
@@ -325,7 +362,16 @@ async fn sessions_no_entry_matches_authenticate_themselves() {
     let (port, secret) = (addr.port().to_string(), f.scram.clone());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("psql")
-            .args(["-X", "-At", "-h", "127.0.0.1", "-p", &port, "-U", "hoop_cred_scram"])
+            .args([
+                "-X",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "hoop_cred_scram",
+            ])
             .args(["-d", DATABASE, "-c", "SELECT current_user"])
             .env("PGPASSWORD", secret)
             .output()
@@ -333,14 +379,27 @@ async fn sessions_no_entry_matches_authenticate_themselves() {
     })
     .await
     .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hoop_cred_scram");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hoop_cred_scram"
+    );
 
     // The matching workload, but another database: pass-through too.
     let addr = start(credentials(&yaml), WORKLOAD).await;
-    let (port, _) = (addr.port().to_string(), ());
+    let port = addr.port().to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("psql")
-            .args(["-X", "-w", "-At", "-h", "127.0.0.1", "-p", &port, "-U", "hoop_cred_scram"])
+            .args([
+                "-X",
+                "-w",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "hoop_cred_scram",
+            ])
             .args(["-d", "test", "-c", "SELECT 1"])
             .env_remove("PGPASSWORD")
             .env("PGPASSFILE", "/nonexistent")
@@ -355,7 +414,7 @@ async fn sessions_no_entry_matches_authenticate_themselves() {
 
 #[tokio::test]
 async fn a_rotated_secret_is_used_by_the_next_session_and_open_ones_continue() {
-    let _serial = serial();
+    let _serial = serial().await;
     let f = Fixture::new();
     let file = f.secret_file("scram", &f.scram);
     let yaml = format!(
@@ -387,6 +446,9 @@ async fn a_rotated_secret_is_used_by_the_next_session_and_open_ones_continue() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "hoop_cred_scram");
     // The session opened with the old secret goes on.
-    let rows = open.query_one("SELECT current_user::text", &[]).await.unwrap();
+    let rows = open
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap();
     assert_eq!(rows.get::<_, String>(0), "hoop_cred_scram");
 }

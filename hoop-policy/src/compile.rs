@@ -139,7 +139,11 @@ pub fn compile(
 /// checks and messages as a policy rule's `when:`, for other sections whose
 /// items select sessions (`credentials.entries[]`). `None` when the `when:`
 /// has errors; an absent `when:` (null) selects every session.
-pub fn compile_when(value: &Value, owner: &KeyPath, diags: &mut Diagnostics<'_>) -> Option<Selector> {
+pub fn compile_when(
+    value: &Value,
+    owner: &KeyPath,
+    diags: &mut Diagnostics<'_>,
+) -> Option<Selector> {
     if value.is_null() {
         return Some(Selector::default());
     }

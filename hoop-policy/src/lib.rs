@@ -324,7 +324,9 @@ impl fmt::Display for CheckReport {
 /// every section and the policy, all findings at once. The caller decides the
 /// exit code from [`CheckReport::is_ok`].
 pub fn check_file(path: &Path) -> CheckReport {
-    check_with(path, |path| load_checked(path).map(|loaded| loaded.warnings))
+    check_with(path, |path| {
+        load_checked(path).map(|loaded| loaded.warnings)
+    })
 }
 
 /// As [`check_file`], loading with `load` (which returns the warnings of a

@@ -30,11 +30,8 @@ fn compile(document: &serde_yaml_ng::Value, diags: &mut Diagnostics<'_>) -> Opti
     let section = |name: &str| document.get(name).unwrap_or(&empty);
     let root = KeyPath::root();
     let policy = hoop_policy::compile_into(section("policy"), &root.key("policy"), diags);
-    let credentials = hoop_credentials::compile_into(
-        section("credentials"),
-        &root.key("credentials"),
-        diags,
-    );
+    let credentials =
+        hoop_credentials::compile_into(section("credentials"), &root.key("credentials"), diags);
     Some(Compiled {
         policy: policy?,
         credentials: credentials?,
@@ -85,9 +82,7 @@ impl Reload for LiveConfig {
     fn reload(&self, path: &Path) {
         let _ = self.policy.reload_with(
             path,
-            |path| {
-                load_checked(path).map(|l| (l.policy.policy, l.warnings, l.policy.credentials))
-            },
+            |path| load_checked(path).map(|l| (l.policy.policy, l.warnings, l.policy.credentials)),
             |credentials| self.credentials.store(credentials),
         );
     }
@@ -150,10 +145,17 @@ mod tests {
         let report = check_file(&path);
         assert!(!report.is_ok());
         let text = report.to_string();
-        assert!(text.contains("credentials.entries[0].password_file"), "{text}");
+        assert!(
+            text.contains("credentials.entries[0].password_file"),
+            "{text}"
+        );
         assert!(text.contains("mode 644"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
         live.reload(&path);
-        assert_eq!(role().as_deref(), Some("second"), "the last good credentials stay");
+        assert_eq!(
+            role().as_deref(),
+            Some("second"),
+            "the last good credentials stay"
+        );
     }
 }

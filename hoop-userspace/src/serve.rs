@@ -20,10 +20,10 @@ use tracing::{debug, info, warn};
 
 use hoop_config::{Config, InterceptConfig};
 use hoop_core::{Protocol, SessionIdentity, metrics::metrics};
+use hoop_credentials::CredentialHandle;
 use hoop_govern::{Governors, RegistryBroker};
 use hoop_hold::HoldRegistry;
 use hoop_pg::{CatalogStore, PgProxyContext, SessionError};
-use hoop_credentials::CredentialHandle;
 use hoop_policy::reload::PolicyHandle;
 use hoop_record::Recorder;
 use hoop_relay::dial::Dialer;

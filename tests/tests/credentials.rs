@@ -29,7 +29,17 @@ const APPROVER: &str = "hoop-cred-approver-token";
 
 fn admin_sql(database: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-Atqc", sql])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-Atqc",
+            sql,
+        ])
         .output()
         .expect("psql");
     assert!(
@@ -205,13 +215,24 @@ fn psql_without_a_password_is_logged_in_as_the_injected_role_and_others_pass_thr
     require_privileged();
     let roles = Roles::create();
     let base = TestConfig::new(&[5432], "");
-    let scram_file = secret_file(base.dir.path(), "scram", &format!("{}\n", roles.scram), 0o600);
+    let scram_file = secret_file(
+        base.dir.path(),
+        "scram",
+        &format!("{}\n", roles.scram),
+        0o600,
+    );
     let md5_file = secret_file(base.dir.path(), "md5", &roles.md5, 0o400);
     let cfg = TestConfig::new(
         &[5432],
         &format!(
             "credentials:\n  client_auth: any\n  entries:\n{}{}",
-            entry("legacy-md5", "/hoop-exec-*", Some(MD5_ROLE), MD5_ROLE, &md5_file),
+            entry(
+                "legacy-md5",
+                "/hoop-exec-*",
+                Some(MD5_ROLE),
+                MD5_ROLE,
+                &md5_file
+            ),
             entry("reporting", "/hoop-exec-*", None, SCRAM_ROLE, &scram_file),
         ),
     );
@@ -238,7 +259,10 @@ fn psql_without_a_password_is_logged_in_as_the_injected_role_and_others_pass_thr
         "rows:2|Bob".to_owned(),
         format!("own:{SCRAM_ROLE}"),
     ] {
-        assert!(lines.contains(&expected.as_str()), "{expected}:\n{stdout}\n{stderr}");
+        assert!(
+            lines.contains(&expected.as_str()),
+            "{expected}:\n{stdout}\n{stderr}"
+        );
     }
     assert!(
         stdout.contains("passthrough:psql: error:")
@@ -247,12 +271,18 @@ fn psql_without_a_password_is_logged_in_as_the_injected_role_and_others_pass_thr
     );
     let m = scraped(&stdout);
     assert_eq!(
-        metric(&m, "hoop_credential_injections_total{credential=\"reporting\"}"),
+        metric(
+            &m,
+            "hoop_credential_injections_total{credential=\"reporting\"}"
+        ),
         Some(2.0),
         "{m}"
     );
     assert_eq!(
-        metric(&m, "hoop_credential_injections_total{credential=\"legacy-md5\"}"),
+        metric(
+            &m,
+            "hoop_credential_injections_total{credential=\"legacy-md5\"}"
+        ),
         Some(1.0),
         "{m}"
     );
@@ -293,7 +323,12 @@ fn psql_without_a_password_is_logged_in_as_the_injected_role_and_others_pass_thr
         .iter()
         .filter(|r| r["identity"]["database"] == "test")
         .collect();
-    assert!(!own.is_empty() && own.iter().all(|r| r["identity"].get("injected_role").is_none()));
+    assert!(
+        !own.is_empty()
+            && own
+                .iter()
+                .all(|r| r["identity"].get("injected_role").is_none())
+    );
     let recorded = everything_recorded(&cfg);
     assert!(!recorded.contains(&roles.scram) && !recorded.contains(&roles.md5));
     assert!(!stderr.contains(&roles.scram) && !stderr.contains(&roles.md5));
@@ -310,7 +345,13 @@ fn another_cgroup_authenticates_itself() {
         &[5432],
         &format!(
             "credentials:\n  entries:\n{}",
-            entry("batch", "/batch.slice/*", Some(SCRAM_ROLE), SCRAM_ROLE, &file)
+            entry(
+                "batch",
+                "/batch.slice/*",
+                Some(SCRAM_ROLE),
+                SCRAM_ROLE,
+                &file
+            )
         ),
     );
     let script = format!(
@@ -329,7 +370,10 @@ fn another_cgroup_authenticates_itself() {
             && stdout.contains("fe_sendauth: no password supplied"),
         "{stdout}"
     );
-    assert!(stdout.lines().any(|l| l == format!("own:{SCRAM_ROLE}")), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l == format!("own:{SCRAM_ROLE}")),
+        "{stdout}"
+    );
     let m = scraped(&stdout);
     assert_eq!(
         metric(&m, "hoop_credential_injections_total{credential=\"batch\"}"),
@@ -384,10 +428,19 @@ fn a_rotated_secret_is_used_from_the_next_connection_and_open_sessions_continue(
     let out = wait_output(child, T);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.lines().any(|l| l == format!("b:{SCRAM_ROLE}")), "{stdout}\n{stderr}");
+    assert!(
+        stdout.lines().any(|l| l == format!("b:{SCRAM_ROLE}")),
+        "{stdout}\n{stderr}"
+    );
     // The session opened with the old secret ran on, on the same backend.
-    let a1 = stdout.lines().find_map(|l| l.strip_prefix("a1:")).expect("a1");
-    let a2 = stdout.lines().find_map(|l| l.strip_prefix("a2:")).expect("a2");
+    let a1 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("a1:"))
+        .expect("a1");
+    let a2 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("a2:"))
+        .expect("a2");
     assert_eq!(a1, a2, "{stdout}");
     assert!(a1.starts_with(&format!("{SCRAM_ROLE}:")), "{stdout}");
     assert!(!stderr.contains(&rotated) && !stderr.contains(&roles.scram));
@@ -422,10 +475,16 @@ fn a_wrong_secret_is_a_clear_error_counted_and_never_shown() {
         )),
         "{stdout}"
     );
-    assert!(stdout.contains("HINT:  Check the credential entry's secret"), "{stdout}");
+    assert!(
+        stdout.contains("HINT:  Check the credential entry's secret"),
+        "{stdout}"
+    );
     let m = scraped(&stdout);
     assert_eq!(
-        metric(&m, "hoop_credential_errors_total{reason=\"upstream_rejected\"}"),
+        metric(
+            &m,
+            "hoop_credential_errors_total{reason=\"upstream_rejected\"}"
+        ),
         Some(1.0),
         "{m}"
     );
@@ -441,7 +500,11 @@ fn a_wrong_secret_is_a_clear_error_counted_and_never_shown() {
         .arg(recordings_dir(&cfg))
         .output()
         .expect("grep");
-    assert_eq!(grep.status.code(), Some(1), "grep found the secret: {grep:?}");
+    assert_eq!(
+        grep.status.code(),
+        Some(1),
+        "grep found the secret: {grep:?}"
+    );
     assert!(!everything_recorded(&cfg).contains(&wrong));
 }
 
@@ -476,7 +539,10 @@ fn a_secret_file_others_can_read_is_refused_at_load_and_a_reload_keeps_the_last_
         .expect("hoop policy check");
     let (check_out, check_err) = text(&check);
     assert_eq!(check.status.code(), Some(2), "{check_out}\n{check_err}");
-    assert!(check_err.contains("credentials.entries[0].password_file"), "{check_err}");
+    assert!(
+        check_err.contains("credentials.entries[0].password_file"),
+        "{check_err}"
+    );
     for printed in [&stdout, &stderr, &check_out, &check_err] {
         assert!(!printed.contains(&roles.md5) && !printed.contains(&roles.scram));
     }
@@ -537,7 +603,10 @@ fn a_secret_file_others_can_read_is_refused_at_load_and_a_reload_keeps_the_last_
     let second = format!("2:{SCRAM_ROLE}");
     let third = format!("3:{MD5_ROLE}");
     for expected in [&first, &second, &third] {
-        assert!(lines.contains(&expected.as_str()), "{expected}:\n{stdout}\n{stderr}");
+        assert!(
+            lines.contains(&expected.as_str()),
+            "{expected}:\n{stdout}\n{stderr}"
+        );
     }
     assert!(
         stderr.contains("policy reload rejected") && stderr.contains("mode 644"),
@@ -588,7 +657,10 @@ fn masking_holds_and_recording_work_on_injected_sessions() {
     );
     let yaml = std::fs::read_to_string(&cfg.path)
         .expect("config")
-        .replace("admin:\n", &format!("admin:\n  tokens_file: {}\n", tokens.display()))
+        .replace(
+            "admin:\n",
+            &format!("admin:\n  tokens_file: {}\n", tokens.display()),
+        )
         .replace("recording:\n", "recording:\n  rows: full\n");
     std::fs::write(&cfg.path, yaml).expect("config");
     let script = format!(
@@ -650,12 +722,14 @@ fn masking_holds_and_recording_work_on_injected_sessions() {
     assert!(stdout.contains("2|Bob|***-**-4321"), "{stdout}");
     assert!(!stdout.contains("123-45-6789"), "{stdout}");
     assert!(stdout.contains("no drops here"), "{stdout}");
-    assert!(stdout.contains("DELETE 1") && stdout.contains("left:1"), "{stdout}");
+    assert!(
+        stdout.contains("DELETE 1") && stdout.contains("left:1"),
+        "{stdout}"
+    );
     assert!(!stderr.contains("catalog lookup failed"), "{stderr}");
 
     // Recorded as any session, with the injected role beside the workload.
-    let listed: Value =
-        serde_json::from_str(&recordings(&cfg, &["list", "--json"])).expect("json");
+    let listed: Value = serde_json::from_str(&recordings(&cfg, &["list", "--json"])).expect("json");
     let sessions = listed.as_array().expect("array");
     assert_eq!(sessions.len(), 4, "{listed}");
     let shows: Vec<String> = sessions
@@ -664,8 +738,9 @@ fn masking_holds_and_recording_work_on_injected_sessions() {
         .collect();
     for shown in &shows {
         assert!(
-            shown.contains(&format!("app@{DATABASE} injected_role={SCRAM_ROLE} credential=app"))
-                && shown.contains("workload=/hoop-exec-"),
+            shown.contains(&format!(
+                "app@{DATABASE} injected_role={SCRAM_ROLE} credential=app"
+            )) && shown.contains("workload=/hoop-exec-"),
             "{shown}"
         );
     }

@@ -37,7 +37,8 @@ host all hoop_md5 ::1/128 md5
 host all all ::1/128 trust";
 const CRED_HBA_BEGIN: &str = "# BEGIN hoop credential injection tests (managed by cargo xtask)";
 const CRED_HBA_END: &str = "# END hoop credential injection tests";
-const CRED_HBA_BLOCK: &str = "host all hoop_cred_scram,hoop_cred_e2e_scram 127.0.0.1/32 scram-sha-256
+const CRED_HBA_BLOCK: &str =
+    "host all hoop_cred_scram,hoop_cred_e2e_scram 127.0.0.1/32 scram-sha-256
 host all hoop_cred_scram,hoop_cred_e2e_scram ::1/128 scram-sha-256
 host all hoop_cred_md5,hoop_cred_e2e_md5 127.0.0.1/32 md5
 host all hoop_cred_md5,hoop_cred_e2e_md5 ::1/128 md5
@@ -160,12 +161,10 @@ fn with_block(text: &str, begin: &str, block: &str, end: &str) -> Option<String>
     let Some(start) = text.find(begin) else {
         return Some(format!("{wanted}{text}"));
     };
-    let stop = text[start..]
-        .find(end)
-        .map_or(text.len(), |i| {
-            let after = start + i + end.len();
-            after + usize::from(text[after..].starts_with('\n'))
-        });
+    let stop = text[start..].find(end).map_or(text.len(), |i| {
+        let after = start + i + end.len();
+        after + usize::from(text[after..].starts_with('\n'))
+    });
     (text[start..stop] != wanted).then(|| format!("{}{wanted}{}", &text[..start], &text[stop..]))
 }
 

@@ -106,7 +106,10 @@ fn the_issues_example_compiles_and_matches_first_entry_first() {
     assert!(handle.credential_for(&elsewhere).unwrap().is_none());
     elsewhere.original_destination = None;
     assert!(handle.credential_for(&elsewhere).unwrap().is_none());
-    assert_eq!(handle.credential_named("etl-as-loader").unwrap().role, "etl");
+    assert_eq!(
+        handle.credential_named("etl-as-loader").unwrap().role,
+        "etl"
+    );
     assert!(handle.credential_named("gone").is_none());
 }
 
@@ -126,13 +129,19 @@ fn a_secret_that_became_unusable_refuses_the_session_and_names_the_entry() {
     );
     let handle = CredentialHandle::new(load(&yaml).unwrap().0);
     let s = session("/w", "reports", "x");
-    assert_eq!(handle.credential_for(&s).unwrap().unwrap().client_auth, ClientAuth::None);
+    assert_eq!(
+        handle.credential_for(&s).unwrap().unwrap().client_auth,
+        ClientAuth::None
+    );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = handle.credential_for(&s).unwrap_err();
     let text = err.to_string();
     assert!(text.starts_with("credential entry `reporting`:"), "{text}");
     assert!(text.contains("mode 644"), "{text}");
-    assert!(!text.contains("rotating-secret") && !text.contains(&file), "{text}");
+    assert!(
+        !text.contains("rotating-secret") && !text.contains(&file),
+        "{text}"
+    );
 }
 
 #[test]

@@ -6,7 +6,10 @@ use md5::{Digest as _, Md5};
 
 /// The answer to AuthenticationMD5Password with `salt` for `user`.
 pub fn md5_password(user: &[u8], password: &[u8], salt: [u8; 4]) -> Vec<u8> {
-    let inner = hex(&Md5::new().chain_update(password).chain_update(user).finalize());
+    let inner = hex(&Md5::new()
+        .chain_update(password)
+        .chain_update(user)
+        .finalize());
     let outer = hex(&Md5::new()
         .chain_update(inner.as_bytes())
         .chain_update(salt)

@@ -118,8 +118,13 @@ impl ScramClient {
         if nonce.len() <= self.nonce.len() || !nonce.starts_with(&self.nonce) {
             return Err(ScramError::NonceMismatch);
         }
-        if !nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
-            return Err(ScramError::Malformed("the nonce has characters SCRAM forbids"));
+        if !nonce
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+        {
+            return Err(ScramError::Malformed(
+                "the nonce has characters SCRAM forbids",
+            ));
         }
         let salt = BASE64
             .decode(salt)
@@ -143,10 +148,7 @@ impl ScramClient {
     /// form, and the server signature to expect.
     pub fn client_final(&self, server: &ServerFirst, salted_password: &[u8; 32]) -> ClientFinal {
         let without_proof = format!("c={},r={}", BASE64.encode(GS2_HEADER), server.nonce);
-        let auth_message = format!(
-            "{},{},{without_proof}",
-            self.client_first_bare, server.raw
-        );
+        let auth_message = format!("{},{},{without_proof}", self.client_first_bare, server.raw);
         let client_key = hmac(salted_password, b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let client_signature = hmac(&stored_key, auth_message.as_bytes());
@@ -248,7 +250,10 @@ mod tests {
         let (client, server, last) = rfc_exchange();
         assert_eq!(client.client_first(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
         assert_eq!(server.iterations, 4096);
-        assert_eq!(String::from_utf8(last.message.clone()).unwrap(), CLIENT_FINAL);
+        assert_eq!(
+            String::from_utf8(last.message.clone()).unwrap(),
+            CLIENT_FINAL
+        );
         last.verify_server_final(SERVER_FINAL.as_bytes()).unwrap();
     }
 
@@ -288,7 +293,10 @@ mod tests {
         let bad = |m: &str| client.server_first(m.as_bytes()).unwrap_err();
         assert_eq!(bad("r=xyzdef,s=QUJD,i=4096"), ScramError::NonceMismatch);
         assert_eq!(bad("r=abc,s=QUJD,i=4096"), ScramError::NonceMismatch);
-        assert_eq!(bad("m=ext,r=abcd,s=QUJD,i=1"), ScramError::MandatoryExtension);
+        assert_eq!(
+            bad("m=ext,r=abcd,s=QUJD,i=1"),
+            ScramError::MandatoryExtension
+        );
         assert_eq!(bad("r=abcd,s=QUJD,i=0"), ScramError::Iterations(0));
         assert_eq!(
             bad("r=abcd,s=QUJD,i=99999999999"),
