@@ -386,6 +386,7 @@ pub async fn serve(
     let credential = match injected(&ctx, &accepted.startup, &mut identity) {
         Ok(credential) => credential,
         Err(e) => {
+            record_refused(&ctx, &identity, &e);
             startup::tell_client(&mut client, e.client_error()).await;
             return Err(e);
         }
@@ -409,6 +410,7 @@ pub async fn serve(
             match log_in(&ctx, &mut server, &message, &credential, &identity).await {
                 Ok(buf) => (None, buf),
                 Err(e) => {
+                    record_refused(&ctx, &identity, &e);
                     startup::tell_client(&mut client, e.client_error()).await;
                     return Err(e);
                 }
@@ -467,6 +469,17 @@ fn injected(
     identity.credential = Some(credential.entry.clone());
     identity.database = Some(credential.database.clone());
     Ok(Some((credential, message)))
+}
+
+/// Records a session whose injected login failed: who tried, with which
+/// entry and role, and why (never the secret). It ends before it started,
+/// so the recording holds its identity and the reason only.
+fn record_refused(ctx: &PgProxyContext, identity: &SessionIdentity, error: &SessionError) {
+    let mut governor = ctx
+        .governors
+        .session(identity, Arc::new(hoop_core::NoCatalog));
+    let reason = error.to_string();
+    governor.observe(hoop_core::SessionEvent::Ended { reason: &reason });
 }
 
 /// Logs in upstream with an injected credential, within the start-up

@@ -492,6 +492,16 @@ fn a_wrong_secret_is_a_clear_error_counted_and_never_shown() {
         stderr.contains("injected login failed") && stderr.contains("credential=reporting"),
         "{stderr}"
     );
+    // The refused login is recorded: who tried, with which entry, and why.
+    let listed: Value = serde_json::from_str(&recordings(&cfg, &["list", "--json"])).expect("json");
+    let sessions = listed.as_array().expect("array");
+    assert_eq!(sessions.len(), 1, "{listed}");
+    let shown = recordings(&cfg, &["show", sessions[0]["id"].as_str().expect("id")]);
+    assert!(
+        shown.contains(&format!("app@{DATABASE} injected_role={SCRAM_ROLE} credential=reporting"))
+            && shown.contains(&format!("session end: cannot log in as role \"{SCRAM_ROLE}\" with credential entry `reporting`: password authentication failed")),
+        "{shown}"
+    );
     // Nowhere: not in hoop's output (debug logs included), not under the
     // recording directory.
     assert!(!stdout.contains(&wrong) && !stderr.contains(&wrong));
