@@ -31,13 +31,13 @@ pub mod destination;
 pub mod secret;
 pub mod spec;
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tracing::warn;
 
 pub use compile::compile_into;
-use hoop_config::{ConfigError, Diagnostic, Diagnostics, KeyPath, SourceMap};
+use hoop_config::{Diagnostic, Diagnostics, KeyPath, SourceMap};
 use hoop_core::{
     ClientAuth, CredentialFailure, CredentialSource, CredentialUnavailable, InjectedCredential,
     SessionIdentity,
@@ -194,17 +194,4 @@ impl CredentialSource for CredentialHandle {
         let set = self.current.load();
         set.entry_named(entry)?.credential(set.client_auth).ok()
     }
-}
-
-/// Checks a file's `credentials:` section alone (for tests and tools).
-pub fn load_section(path: &Path) -> Result<CredentialSet, ConfigError> {
-    hoop_config::Config::load_document_with(path, &|document, diags| {
-        let empty = serde_yaml_ng::Value::Null;
-        compile_into(
-            document.get("credentials").unwrap_or(&empty),
-            &KeyPath::root().key("credentials"),
-            diags,
-        )
-    })
-    .map(|loaded| loaded.policy)
 }
