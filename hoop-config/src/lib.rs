@@ -56,6 +56,13 @@ pub struct Config {
     /// Masking, guardrails and holds. Kept as raw YAML here; `policy` compiles it.
     #[serde(default)]
     pub policy: serde_yaml_ng::Value,
+    /// Database credentials hoop injects by workload identity
+    /// (`client_auth`, `entries[]` with `name`, `when`, `destination`,
+    /// `role`, `password_file` | `password_env`). Kept as raw YAML here,
+    /// like `policy:`: `hoop-credentials` compiles it, reusing the policy's
+    /// `when:` selectors (see docs/credentials.md).
+    #[serde(default)]
+    pub credentials: serde_yaml_ng::Value,
 }
 
 /// `intercept:`: which destinations are redirected, and for which cgroups.
@@ -553,6 +560,12 @@ pub struct Loaded<P> {
 pub type PolicyCompiler<'f, P> =
     &'f dyn Fn(&serde_yaml_ng::Value, &KeyPath, &mut Diagnostics<'_>) -> Option<P>;
 
+/// Compiles the sections this crate keeps as raw YAML (`policy:`,
+/// `credentials:`) from the whole document, recording every problem;
+/// `None` when they have errors.
+pub type DocumentCompiler<'f, P> =
+    &'f dyn Fn(&serde_yaml_ng::Value, &mut Diagnostics<'_>) -> Option<P>;
+
 impl Config {
     /// Reads a configuration file and compiles its policy with `compile`,
     /// reporting every problem in the file at once.
@@ -582,6 +595,35 @@ impl Config {
         text: &str,
         compile: PolicyCompiler<'_, P>,
     ) -> Result<Loaded<P>, ConfigError> {
+        Self::parse_document_with(path, text, &|document, diags| {
+            let empty = serde_yaml_ng::Value::Null;
+            let policy_value = document.get("policy").unwrap_or(&empty);
+            compile(policy_value, &KeyPath::root().key("policy"), diags)
+        })
+    }
+
+    /// Reads a configuration file and compiles its raw sections with
+    /// `compile`, given the whole document, reporting every problem in the
+    /// file at once.
+    pub fn load_document_with<P>(
+        path: &Path,
+        compile: DocumentCompiler<'_, P>,
+    ) -> Result<Loaded<P>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse_document_with(path, &text, compile)
+    }
+
+    /// As [`Config::parse_with`], with a compiler that reads the whole
+    /// document (for callers that compile more than `policy:`, such as the
+    /// credentials, whose `when:` selectors are the policy's).
+    pub fn parse_document_with<P>(
+        path: &Path,
+        text: &str,
+        compile: DocumentCompiler<'_, P>,
+    ) -> Result<Loaded<P>, ConfigError> {
         let source = SourceMap::new(path, text);
         let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(text) {
             Ok(value) => value,
@@ -608,9 +650,7 @@ impl Config {
         };
         let mut diags = Diagnostics::new(&source);
         let config = Self::from_value(&value, &mut diags);
-        let empty = serde_yaml_ng::Value::Null;
-        let policy_value = value.get("policy").unwrap_or(&empty);
-        let policy = compile(policy_value, &KeyPath::root().key("policy"), &mut diags);
+        let policy = compile(&value, &mut diags);
         let has_errors = diags.has_errors();
         let found = diags.into_vec();
         match (config, policy) {
@@ -686,7 +726,8 @@ impl Config {
                 }
             }
         }
-        fn policy(_: &serde_yaml_ng::Value, _: &KeyPath, _: &mut Diagnostics<'_>) {}
+        /// Left to the compiler the caller passes (`policy:`, `credentials:`).
+        fn raw(_: &serde_yaml_ng::Value, _: &KeyPath, _: &mut Diagnostics<'_>) {}
         let config = deserialize_checked::<Self>(
             value,
             &KeyPath::root(),
@@ -697,7 +738,8 @@ impl Config {
                 ("tls", &section::<TlsConfig>),
                 ("recording", &section::<RecordingConfig>),
                 ("proxy", &section::<ProxyConfig>),
-                ("policy", &policy),
+                ("policy", &raw),
+                ("credentials", &raw),
             ],
         )?;
         let protocols = KeyPath::root().key("intercept").key("protocols");

@@ -51,7 +51,10 @@ pub struct SessionIdentity {
     pub client: Option<SocketAddr>,
     /// Where the client meant to connect before redirection.
     pub original_destination: Option<SocketAddr>,
-    /// Database user the client logged in as.
+    /// Database user the client asked for in its start-up message. On a
+    /// session hoop injects credentials into, this is the workload's own
+    /// (unauthenticated) claim; the server knows the session as
+    /// [`SessionIdentity::injected_role`] (see [`SessionIdentity::database_user`]).
     pub user: Option<String>,
     /// Database (PostgreSQL: defaults to the user, as libpq does; MySQL:
     /// the current schema, which `USE` changes).
@@ -66,14 +69,35 @@ pub struct SessionIdentity {
     pub client_tls: bool,
     /// Whether the upstream leg is TLS.
     pub upstream_tls: bool,
+    /// The role hoop logged in as on the workload's behalf, when a
+    /// `credentials:` entry matched (`None`: the client authenticated itself).
+    pub injected_role: Option<String>,
+    /// The name of the `credentials:` entry whose secret was injected.
+    pub credential: Option<String>,
+}
+
+impl SessionIdentity {
+    /// The database user the server knows this session as: the injected
+    /// role when hoop logged in on the workload's behalf, otherwise the
+    /// user the client asked for. What `when: {user: …}` selectors match.
+    pub fn database_user(&self) -> Option<&str> {
+        self.injected_role.as_deref().or(self.user.as_deref())
+    }
 }
 
 impl fmt::Display for SessionIdentity {
-    // Compact, log-friendly: `s-12 user@db app=psql client=127.0.0.1:5000 dst=10.0.0.5:5432`.
+    // Compact, log-friendly: `s-12 user@db app=psql client=127.0.0.1:5000 dst=10.0.0.5:5432`,
+    // with `role=… credential=…` when hoop injected a credential.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.id)?;
         if let Some(user) = &self.user {
             write!(f, " {user}@{}", self.database.as_deref().unwrap_or("?"))?;
+        }
+        if let Some(role) = &self.injected_role {
+            write!(f, " role={role}")?;
+        }
+        if let Some(credential) = &self.credential {
+            write!(f, " credential={credential}")?;
         }
         if let Some(app) = &self.application_name {
             write!(f, " app={app}")?;

@@ -13,6 +13,8 @@
 //!   ([`HoldBroker`]).
 //! - [`resolve`]: the port through which governance asks a protocol's
 //!   catalog what a column key names ([`ColumnResolver`]).
+//! - [`credential`]: which database credential hoop injects into a session
+//!   ([`CredentialSource`], [`Secret`]).
 //! - [`metrics`]: the process-wide Prometheus registry.
 //!
 //! Nothing here knows a wire format. A driver translates its protocol's
@@ -20,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod credential;
 pub mod governor;
 pub mod hold;
 pub mod identity;
@@ -29,6 +32,10 @@ pub mod resolve;
 pub mod result;
 pub mod statement;
 
+pub use credential::{
+    ClientAuth, CredentialFailure, CredentialSource, CredentialUnavailable, InjectedCredential,
+    NoCredentials, Secret,
+};
 pub use governor::{
     AllowAll, DataDirection, GovernorFactory, Preparation, RowRewrite, RowRewriter, ServerText,
     ServerTextKind, SessionEvent, SessionGovernor, StatementContext, TransactionState,

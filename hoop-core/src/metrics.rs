@@ -4,7 +4,8 @@
 //! `kind` is a [`crate::StatementKind`], `verdict` is
 //! allow|deny|hold, `rule` is a policy rule name (bounded by the policy
 //! file), `direction` is client_to_server|server_to_client, `reason` is one
-//! of a fixed list per metric. Other modules (policy, holds, recording)
+//! of a fixed list per metric, `credential` is a `credentials:` entry name
+//! (bounded by the configuration file). Other modules (policy, holds, recording)
 //! register their own metrics on [`Metrics::registry`].
 
 use std::sync::OnceLock;
@@ -34,6 +35,12 @@ pub struct Metrics {
     pub statements_total: IntCounterVec,
     /// `hoop_masked_values_total{rule}`: values rewritten by masking.
     pub masked_values_total: IntCounterVec,
+    /// `hoop_credential_errors_total{reason}`: sessions whose injected
+    /// credential could not be used (see [`crate::CredentialFailure`]).
+    pub credential_errors_total: IntCounterVec,
+    /// `hoop_credential_injections_total{credential}`: sessions hoop logged
+    /// in on the workload's behalf, by `credentials:` entry.
+    pub credential_injections_total: IntCounterVec,
     /// `hoop_statement_proxy_latency_seconds`: time hoop adds per statement
     /// (the batch's first statement judged → the batch queued upstream, plus
     /// result-path processing).
@@ -105,6 +112,28 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new("hoop_masked_values_total", "Values rewritten by masking, by policy rule."),
                     &["rule"],
+                )
+                .expect("valid metric"),
+            ),
+            credential_errors_total: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hoop_credential_errors_total",
+                        "Sessions whose injected credential could not be used, by reason.",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric"),
+            ),
+            credential_injections_total: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hoop_credential_injections_total",
+                        "Sessions hoop logged in to the database on the workload's behalf, by credential entry.",
+                    ),
+                    &["credential"],
                 )
                 .expect("valid metric"),
             ),

@@ -135,6 +135,34 @@ pub struct HoldSession {
     pub database: Option<String>,
     /// `application_name`.
     pub application_name: Option<String>,
+    /// The role hoop logged in as on the workload's behalf (credential injection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_role: Option<String>,
+    /// The `credentials:` entry whose secret hoop injected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl HoldSession {
+    /// `user@database`, with `as role (credential entry)` when hoop
+    /// logged in on the workload's behalf.
+    pub fn who(&self) -> String {
+        let mut who = format!(
+            "{}@{}",
+            self.user.as_deref().unwrap_or("?"),
+            self.database.as_deref().unwrap_or("?")
+        );
+        if let Some(role) = &self.injected_role {
+            who.push_str(" as ");
+            who.push_str(role);
+            if let Some(credential) = &self.credential {
+                who.push_str(" (credential ");
+                who.push_str(credential);
+                who.push(')');
+            }
+        }
+        who
+    }
 }
 
 impl From<&SessionIdentity> for HoldSession {
@@ -147,6 +175,8 @@ impl From<&SessionIdentity> for HoldSession {
             user: session.user.clone(),
             database: session.database.clone(),
             application_name: session.application_name.clone(),
+            injected_role: session.injected_role.clone(),
+            credential: session.credential.clone(),
         }
     }
 }

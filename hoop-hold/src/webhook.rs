@@ -140,14 +140,7 @@ pub fn slack_message(hold: &HoldView, ui_url: Option<&str>, slack_user: Option<&
         HoldState::Withdrawn => "Held statement withdrawn",
     };
     let field = |label: &str, value: &str| json!({ "type": "plain_text", "text": format!("{label}: {}", excerpt(value, SLACK_FIELD_CHARS)), "emoji": false });
-    let mut fields = vec![field(
-        "Database",
-        &format!(
-            "{}@{}",
-            session.user.as_deref().unwrap_or("?"),
-            session.database.as_deref().unwrap_or("?")
-        ),
-    )];
+    let mut fields = vec![field("Database", &session.who())];
     if let Some(app) = &session.application_name {
         fields.push(field("Application", app));
     }
@@ -300,11 +293,7 @@ fn cut(text: &str, max: usize) -> String {
 /// ``:hourglass: hold `h-abc`: app@orders (psql, client 10.0.0.7:51234) wants to run `DELETE …` — rule `hold[0]`: … Approve: `hoop holds approve h-abc` · deny: `hoop holds deny h-abc --reason "…"` (expires …)``
 pub(crate) fn one_liner(hold: &HoldView) -> String {
     let session = &hold.session;
-    let mut who = format!(
-        "{}@{}",
-        session.user.as_deref().unwrap_or("?"),
-        session.database.as_deref().unwrap_or("?")
-    );
+    let mut who = session.who();
     let mut details = Vec::new();
     if let Some(app) = &session.application_name {
         details.push(app.clone());
@@ -504,5 +493,31 @@ mod tests {
             slack_escape("a < b && <!channel>"),
             "a &lt; b &amp;&amp; &lt;!channel&gt;"
         );
+    }
+
+    #[test]
+    fn an_injected_session_shows_the_workload_and_the_injected_role() {
+        let mut hold = view(HoldState::Pending);
+        hold.session.workload = Some("/hoop-exec-1".to_owned());
+        hold.session.injected_role = Some("reporting_ro".to_owned());
+        hold.session.credential = Some("reporting".to_owned());
+        let text = one_liner(&hold);
+        assert!(
+            text.contains(
+                "app@orders as reporting_ro (credential reporting) (workload /hoop-exec-1)"
+            ),
+            "{text}"
+        );
+        let message = slack_message(&hold, None, None);
+        assert!(
+            message
+                .to_string()
+                .contains("Database: app@orders as reporting_ro (credential reporting)"),
+            "{message}"
+        );
+        assert_within_slack_limits(&message);
+        // Old views (and sessions without injection) carry no such keys.
+        let json = serde_json::to_value(view(HoldState::Pending).session).unwrap();
+        assert!(json.get("injected_role").is_none() && json.get("credential").is_none());
     }
 }

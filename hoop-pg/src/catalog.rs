@@ -5,7 +5,10 @@
 //!
 //! hoop asks the same server, on a side connection of its own (marked like
 //! every upstream socket, so it is never redirected), as the session's user
-//! by default or as `proxy.catalog_user`. Answers are cached per server and
+//! by default or as `proxy.catalog_user`. A session hoop logged in with an
+//! injected credential is looked up as its injected role, with the same
+//! secret, and the side connection refuses to send that secret in
+//! cleartext unless the entry allows it (see [`cleartext_guard`]). Answers are cached per server and
 //! database, and a RowDescription naming a table the cache has not seen
 //! triggers a lookup of just those tables (refresh on miss).
 //!
@@ -19,9 +22,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod cleartext_guard;
+
 use hoop_core::{
-    ColumnResolver, Preparation, RelationName, ResolvedColumn, SessionIdentity, SourceKey,
-    ViewDependency,
+    ColumnResolver, CredentialSource, NoCredentials, Preparation, RelationName, ResolvedColumn,
+    Secret, SessionIdentity, SourceKey, ViewDependency,
 };
 use hoop_relay::dial::{DialError, Dialer};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
@@ -62,8 +67,19 @@ type Rows = Vec<Vec<Option<String>>>;
 pub struct CatalogStore {
     dialer: Dialer,
     user: Option<String>,
-    password: Option<String>,
+    password: Option<Secret>,
+    credentials: Arc<dyn CredentialSource>,
     servers: Mutex<HashMap<(SocketAddr, String), Arc<ServerCatalog>>>,
+}
+
+/// Who the side connection logs in as.
+#[derive(Debug, Clone)]
+struct Login {
+    user: String,
+    password: Option<Secret>,
+    /// Fail the login rather than answer a request for the password in
+    /// cleartext (the side connection has no TLS).
+    refuse_cleartext: bool,
 }
 
 /// (table OID, attnum) → column names.
@@ -98,6 +114,8 @@ enum LookupError {
     Dial(#[from] DialError),
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("cannot connect: {0}")]
+    Io(#[from] std::io::Error),
     #[error("catalog row field {0} is not valid")]
     BadField(usize),
 }
@@ -109,9 +127,19 @@ impl CatalogStore {
         Self {
             dialer,
             user,
-            password,
+            password: password.map(|p| Secret::new(p.into_bytes())),
+            credentials: Arc::new(NoCredentials),
             servers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Looks up sessions hoop logged in with an injected credential as
+    /// their injected role, with the credential's current secret (unless
+    /// `proxy.catalog_user` is set).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Arc<dyn CredentialSource>) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     fn server(&self, identity: &SessionIdentity) -> Option<Arc<ServerCatalog>> {
@@ -139,13 +167,30 @@ impl CatalogStore {
         )
     }
 
-    fn login(&self, identity: &SessionIdentity) -> (String, Option<String>) {
-        match &self.user {
-            Some(u) => (u.clone(), self.password.clone()),
-            None => (
-                identity.user.clone().unwrap_or_else(|| "postgres".into()),
-                self.password.clone(),
-            ),
+    fn login(&self, identity: &SessionIdentity) -> Login {
+        if let Some(user) = &self.user {
+            return Login {
+                user: user.clone(),
+                password: self.password.clone(),
+                refuse_cleartext: false,
+            };
+        }
+        if let Some(credential) = identity
+            .credential
+            .as_deref()
+            .and_then(|entry| self.credentials.credential_named(entry))
+            .filter(|c| identity.injected_role.as_ref() == Some(&c.role))
+        {
+            return Login {
+                user: credential.role,
+                password: Some(credential.secret),
+                refuse_cleartext: !credential.allow_cleartext_without_tls,
+            };
+        }
+        Login {
+            user: identity.database_user().unwrap_or("postgres").to_owned(),
+            password: self.password.clone(),
+            refuse_cleartext: false,
         }
     }
 
@@ -160,13 +205,10 @@ impl CatalogStore {
         if lock(&server.table_columns).contains_key(&regclass) || server.recently_failed() {
             return None;
         }
-        let (user, password) = self.login(identity);
+        let login = self.login(identity);
         let dialer = self.dialer.clone();
         Some(Box::pin(async move {
-            if let Err(e) = server
-                .load_table_columns(&dialer, &user, password.as_deref(), &regclass)
-                .await
-            {
+            if let Err(e) = server.load_table_columns(&dialer, &login, &regclass).await {
                 warn!(server = %server.addr, error = %e, "catalog lookup of COPY columns failed; every COPY column that may be masked is");
                 *lock(&server.failed_at) = Some(Instant::now());
             }
@@ -197,13 +239,10 @@ impl ColumnResolver for CatalogStore {
         if (missing.is_empty() && views_loaded) || server.recently_failed() {
             return None;
         }
-        let (user, password) = self.login(identity);
+        let login = self.login(identity);
         let dialer = self.dialer.clone();
         Some(Box::pin(async move {
-            if let Err(e) = server
-                .load(&dialer, &user, password.as_deref(), &missing, !views_loaded)
-                .await
-            {
+            if let Err(e) = server.load(&dialer, &login, &missing, !views_loaded).await {
                 warn!(server = %server.addr, database = %server.database, error = %e,
                     "catalog lookup failed; unresolved columns are masked");
                 *lock(&server.failed_at) = Some(Instant::now());
@@ -238,13 +277,7 @@ impl ServerCatalog {
         lock(&self.failed_at).is_some_and(|t| t.elapsed() < RETRY_AFTER)
     }
 
-    async fn query(
-        &self,
-        dialer: &Dialer,
-        user: &str,
-        password: Option<&str>,
-        sql: &str,
-    ) -> Result<Rows, LookupError> {
+    async fn query(&self, dialer: &Dialer, login: &Login, sql: &str) -> Result<Rows, LookupError> {
         let mut client = self.client.lock().await;
         let c = match client.as_ref() {
             Some(c) if !c.is_closed() => c,
@@ -252,12 +285,13 @@ impl ServerCatalog {
                 let stream = dialer.connect(self.addr).await?;
                 let mut config = tokio_postgres::Config::new();
                 config
-                    .user(user)
+                    .user(&login.user)
                     .dbname(&self.database)
                     .application_name("hoop-catalog");
-                if let Some(pw) = password {
-                    config.password(pw);
+                if let Some(password) = &login.password {
+                    config.password(password.expose());
                 }
+                let stream = cleartext_guard::GuardedStream::new(stream, login.refuse_cleartext);
                 let (c, connection) = config.connect_raw(stream, NoTls).await?;
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
@@ -284,8 +318,7 @@ impl ServerCatalog {
     async fn load(
         &self,
         dialer: &Dialer,
-        user: &str,
-        password: Option<&str>,
+        login: &Login,
         oids: &[u32],
         views: bool,
     ) -> Result<(), LookupError> {
@@ -295,7 +328,7 @@ impl ServerCatalog {
             let list: Vec<String> = oids.iter().map(ToString::to_string).collect();
             let sql =
                 COLUMNS_QUERY.replace("$1::oid[]", &format!("'{{{}}}'::oid[]", list.join(",")));
-            let rows = self.query(dialer, user, password, &sql).await?;
+            let rows = self.query(dialer, login, &sql).await?;
             let mut resolved = Vec::with_capacity(rows.len());
             for row in &rows {
                 let oid: u32 = field(row, 0)?
@@ -318,9 +351,7 @@ impl ServerCatalog {
             cache.tables.extend(oids.iter().copied());
         }
         if views {
-            let rows = self
-                .query(dialer, user, password, VIEW_DEPENDENCIES_QUERY)
-                .await?;
+            let rows = self.query(dialer, login, VIEW_DEPENDENCIES_QUERY).await?;
             let relation =
                 |row: &[Option<String>], at: usize| -> Result<RelationName, LookupError> {
                     Ok(RelationName {
@@ -347,13 +378,12 @@ impl ServerCatalog {
     async fn load_table_columns(
         &self,
         dialer: &Dialer,
-        user: &str,
-        password: Option<&str>,
+        login: &Login,
         regclass: &str,
     ) -> Result<(), LookupError> {
         let literal = format!("'{}'", regclass.replace('\'', "''"));
         let sql = TABLE_COLUMNS_QUERY.replace("$1::regclass", &format!("{literal}::regclass"));
-        let rows = self.query(dialer, user, password, &sql).await?;
+        let rows = self.query(dialer, login, &sql).await?;
         let names = rows
             .into_iter()
             .filter_map(|r| r.into_iter().next().flatten())

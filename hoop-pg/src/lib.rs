@@ -23,6 +23,7 @@ mod cancel;
 pub mod catalog;
 pub mod columns;
 pub mod copy;
+pub mod login;
 pub mod refusal;
 mod relay;
 mod startup;
@@ -35,10 +36,15 @@ use tracing::{debug, warn};
 pub use cancel::{CancelOutcome, CancelRegistry};
 pub use catalog::CatalogStore;
 
+use bytes::BytesMut;
 use hoop_config::{Config, EventLoopKind};
-use hoop_core::{AllowAll, DenyHolds, GovernorFactory, HoldBroker, Refusal, SessionIdentity};
+use hoop_core::{
+    AllowAll, CredentialSource, CredentialUnavailable, DenyHolds, GovernorFactory, HoldBroker,
+    InjectedCredential, NoCredentials, Refusal, SessionIdentity, metrics::metrics,
+};
 use hoop_proto_pg::{
     FrameError, MessageError, notice::ErrorSpec, session::SessionError as StateError,
+    startup::StartupPacket,
 };
 use hoop_relay::{
     Stream,
@@ -74,6 +80,9 @@ pub struct PgProxyContext {
     pub startup_timeout: Duration,
     /// What drives established plaintext sessions.
     pub event_loop: EventLoopKind,
+    /// The credentials hoop injects (`credentials:`); a session no entry
+    /// matches authenticates itself, byte for byte.
+    pub credentials: Arc<dyn CredentialSource>,
 }
 
 impl std::fmt::Debug for PgProxyContext {
@@ -92,7 +101,8 @@ impl std::fmt::Debug for PgProxyContext {
 impl PgProxyContext {
     /// A context with safe defaults: 64 MiB messages, no client TLS,
     /// plaintext upstream, allow-all governance, holds denied, reminders
-    /// every 30 s, plaintext sessions on hoop's relay loop.
+    /// every 30 s, plaintext sessions on hoop's relay loop, no credentials
+    /// injected.
     pub fn new(dialer: Dialer) -> Self {
         Self {
             max_message_size: 64 * 1024 * 1024,
@@ -106,6 +116,7 @@ impl PgProxyContext {
             hold_reminder_interval: Duration::from_secs(30),
             startup_timeout: Duration::from_mins(1),
             event_loop: EventLoopKind::Hoop,
+            credentials: Arc::new(NoCredentials),
         }
     }
 
@@ -203,6 +214,21 @@ pub enum SessionError {
     /// The session's relay task panicked (a bug); its sockets were closed.
     #[error("the session's relay failed unexpectedly")]
     RelayPanicked,
+    /// A credential entry matched the session, but its secret cannot be
+    /// used (the session is refused rather than passed through).
+    #[error(transparent)]
+    Credential(CredentialUnavailable),
+    /// hoop could not log in upstream with the injected credential.
+    #[error("cannot log in as role {role:?} with credential entry `{entry}`: {error}")]
+    Login {
+        /// The entry.
+        entry: String,
+        /// The role.
+        role: String,
+        /// What failed (never the secret).
+        #[source]
+        error: login::LoginError,
+    },
 }
 
 impl SessionError {
@@ -224,6 +250,7 @@ impl SessionError {
             Self::RowRefused(_) => "row_refused",
             Self::Dial(_) => "upstream_connect",
             Self::RelayPanicked => "internal",
+            Self::Credential(_) | Self::Login { .. } => "credential",
         }
     }
 
@@ -272,8 +299,43 @@ impl SessionError {
             .with_hint("This is a bug in hoop; the session was closed to keep data safe."),
             // Both end the session: sent as FATAL.
             Self::Governance(refusal) | Self::RowRefused(refusal) => refusal::fatal(refusal),
+            Self::Credential(e) => ErrorSpec::fatal(
+                "28000",
+                format!("hoop cannot log in to the database for this session: {e}"),
+            )
+            .with_hint("hoop holds this workload's database credential; its operator must fix it (see hoop's credentials configuration)."),
+            Self::Login { entry, role, error } => ErrorSpec::fatal(
+                error.sqlstate(),
+                format!(
+                    "hoop could not log in to the database server as role \"{role}\" with credential entry \"{entry}\": {error}"
+                ),
+            )
+            .with_hint(login_hint(error)),
         };
         Some(spec)
+    }
+}
+
+/// What the client is advised when an injected login fails.
+fn login_hint(error: &login::LoginError) -> &'static str {
+    use login::LoginError as E;
+    match error.failure() {
+        hoop_core::CredentialFailure::UpstreamRejected => {
+            "Check the credential entry's secret and the role's password (and pg_hba.conf) on the server; a rotated secret is used from the next connection."
+        }
+        hoop_core::CredentialFailure::CleartextRefused => {
+            "Use TLS to the server (tls.upstream: require or verify-full) or scram-sha-256 on the server; or, knowingly, set allow_cleartext_without_tls on the entry."
+        }
+        hoop_core::CredentialFailure::UnsupportedMethod => {
+            "Have the server check this role with scram-sha-256, md5 or password."
+        }
+        hoop_core::CredentialFailure::ServerUnverified => {
+            "hoop may not be talking to the real server: check the network path to it, and use tls.upstream: verify-full."
+        }
+        _ if matches!(error, E::Io(_)) => {
+            "The database server closed the connection or did not answer in time."
+        }
+        _ => "The database server's authentication messages were not understood.",
     }
 }
 
@@ -321,7 +383,15 @@ pub async fn serve(
         }
     };
     let mut client = accepted.client;
-    let server = match startup::connect_upstream(&ctx, upstream, &mut identity).await {
+    let credential = match injected(&ctx, &accepted.startup, &mut identity) {
+        Ok(credential) => credential,
+        Err(e) => {
+            record_refused(&ctx, &identity, &e);
+            startup::tell_client(&mut client, e.client_error()).await;
+            return Err(e);
+        }
+    };
+    let mut server = match startup::connect_upstream(&ctx, upstream, &mut identity).await {
         Ok(server) => server,
         Err(e) => {
             warn!(session = %identity, %upstream, error = %e, "could not connect upstream");
@@ -330,6 +400,23 @@ pub async fn serve(
         }
     };
     debug!(session = %identity, %upstream, "upstream connected");
+    // With an injected credential hoop has logged in already: the relay
+    // starts at the server's AuthenticationOk. Otherwise it starts by
+    // forwarding the client's StartupMessage, and the authentication
+    // exchange passes through untouched.
+    let (startup_to_send, server_buf) = match credential {
+        None => (Some(accepted.startup.raw.clone()), BytesMut::new()),
+        Some((credential, message)) => {
+            match log_in(&ctx, &mut server, &message, &credential, &identity).await {
+                Ok(buf) => (None, buf),
+                Err(e) => {
+                    record_refused(&ctx, &identity, &e);
+                    startup::tell_client(&mut client, e.client_error()).await;
+                    return Err(e);
+                }
+            }
+        }
+    };
     let (client, server, on_loop) = match ctx.event_loop {
         EventLoopKind::Hoop if event_loop::available() => onto_loop(client, server)?,
         // `proxy.event_loop: tokio`, or no relay loop could be started.
@@ -339,10 +426,9 @@ pub async fn serve(
         ctx,
         identity.clone(),
         upstream,
-        client,
-        server,
-        accepted.buffer,
-        &accepted.startup,
+        (client, accepted.buffer),
+        (server, server_buf),
+        startup_to_send,
     );
     let result = if on_loop {
         event_loop::spawn(relay.run())
@@ -359,4 +445,87 @@ pub async fn serve(
         Err(e) => warn!(session = %identity, error = %e, "session ended on error"),
     }
     result
+}
+
+/// The credential to inject into this session, if an entry matches it,
+/// with the StartupMessage to send upstream in place of the client's.
+/// Fills in the identity's injected role and credential entry.
+fn injected(
+    ctx: &PgProxyContext,
+    startup: &hoop_proto_pg::Frame,
+    identity: &mut SessionIdentity,
+) -> Result<Option<(InjectedCredential, bytes::Bytes)>, SessionError> {
+    let credential = match ctx.credentials.credential_for(identity) {
+        Ok(Some(credential)) => credential,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(SessionError::Credential(e)),
+    };
+    // Parsed once already by `startup::accept`; a StartupMessage it is.
+    let Ok(StartupPacket::Startup(client)) = StartupPacket::parse(startup.body()) else {
+        return Ok(None);
+    };
+    let message = login::injected_startup(&client, &credential);
+    identity.injected_role = Some(credential.role.clone());
+    identity.credential = Some(credential.entry.clone());
+    identity.database = Some(credential.database.clone());
+    Ok(Some((credential, message)))
+}
+
+/// Records a session whose injected login failed: who tried, with which
+/// entry and role, and why (never the secret). It ends before it started,
+/// so the recording holds its identity and the reason only.
+fn record_refused(ctx: &PgProxyContext, identity: &SessionIdentity, error: &SessionError) {
+    let mut governor = ctx
+        .governors
+        .session(identity, Arc::new(hoop_core::NoCatalog));
+    let reason = error.to_string();
+    governor.observe(hoop_core::SessionEvent::Ended { reason: &reason });
+}
+
+/// Logs in upstream with an injected credential, within the start-up
+/// timeout, counting and logging a failure (never the secret).
+async fn log_in(
+    ctx: &PgProxyContext,
+    server: &mut Stream,
+    startup: &bytes::Bytes,
+    credential: &InjectedCredential,
+    identity: &SessionIdentity,
+) -> Result<BytesMut, SessionError> {
+    let upstream_tls = identity.upstream_tls;
+    let result = tokio::time::timeout(
+        ctx.startup_timeout,
+        login::log_in(
+            server,
+            startup,
+            credential,
+            upstream_tls,
+            ctx.max_message_size,
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(login::LoginError::Io(std::io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the server did not finish authentication in time",
+        )))
+    });
+    match result {
+        Ok(buf) => {
+            metrics()
+                .credential_injections_total
+                .with_label_values(&[credential.entry.as_str()])
+                .inc();
+            debug!(session = %identity, credential = %credential.entry, role = %credential.role, "logged in upstream with an injected credential");
+            Ok(buf)
+        }
+        Err(error) => {
+            error.failure().count();
+            warn!(session = %identity, credential = %credential.entry, role = %credential.role, error = %error, "injected login failed");
+            Err(SessionError::Login {
+                entry: credential.entry.clone(),
+                role: credential.role.clone(),
+                error,
+            })
+        }
+    }
 }

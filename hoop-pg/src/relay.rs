@@ -22,7 +22,7 @@ use hoop_core::{
     Verdict, refusal::HoldNotice,
 };
 use hoop_proto_pg::{
-    Direction, Frame, FrameDecoder, Peek,
+    Direction, FrameDecoder, Peek,
     auth::strip_channel_binding,
     copy::CopyResponse,
     extended::{Bind, Close, Describe, Execute, Parse, Target, flush, sync},
@@ -199,14 +199,17 @@ fn transaction_state(status: TransactionStatus) -> TransactionState {
 }
 
 impl Relay {
+    /// A relay over both legs, each with the bytes already read from it.
+    /// `startup` is the client's StartupMessage to forward first, or `None`
+    /// when hoop logged in with an injected credential (then `server`'s
+    /// bytes start at the server's AuthenticationOk).
     pub(super) fn new(
         ctx: Arc<PgProxyContext>,
         identity: SessionIdentity,
         upstream: SocketAddr,
-        client: Stream,
-        server: Stream,
-        client_buf: BytesMut,
-        startup: &Frame,
+        (client, client_buf): (Stream, BytesMut),
+        (server, server_buf): (Stream, BytesMut),
+        startup: Option<Bytes>,
     ) -> Self {
         let columns: Arc<dyn ColumnResolver> = match &ctx.catalog {
             Some(catalog) => catalog.clone(),
@@ -222,7 +225,12 @@ impl Relay {
         }
         state.set_phase(Phase::Authenticating);
         let mut io = Duplex::new(client, server, client_buf);
-        io.to_server.push(startup.raw.clone());
+        if !server_buf.is_empty() {
+            io.server_buf = server_buf;
+        }
+        if let Some(startup) = startup {
+            io.to_server.push(startup);
+        }
         Self {
             client_decoder: FrameDecoder::new(Direction::Frontend, ctx.max_message_size),
             server_decoder: FrameDecoder::new(Direction::Backend, ctx.max_message_size),
@@ -269,6 +277,11 @@ impl Relay {
     }
 
     async fn pump(&mut self) -> Result<(), SessionError> {
+        if !self.io.server_buf.is_empty() {
+            // After an injected login: the server's AuthenticationOk and
+            // what followed it, read already.
+            self.process_server()?;
+        }
         self.process_client()?;
         loop {
             let wake = poll_fn(|cx| self.poll_io(cx)).await?;

@@ -134,6 +134,29 @@ pub fn compile(
     }
 }
 
+/// Compiles the `when:` of the item at `owner` (its value is
+/// `owner.when`), recording every finding in `diags`: the same selectors,
+/// checks and messages as a policy rule's `when:`, for other sections whose
+/// items select sessions (`credentials.entries[]`). `None` when the `when:`
+/// has errors; an absent `when:` (null) selects every session.
+pub fn compile_when(
+    value: &Value,
+    owner: &KeyPath,
+    diags: &mut Diagnostics<'_>,
+) -> Option<Selector> {
+    if value.is_null() {
+        return Some(Selector::default());
+    }
+    let errors_before = diags.error_count();
+    let spec = deserialize_checked::<WhenSpec>(value, &owner.key("when"), diags, &[])?;
+    let mut compiler = Compiler {
+        diags,
+        path: owner.clone(),
+    };
+    let selector = compiler.selector(owner, Some(&spec));
+    (compiler.diags.error_count() == errors_before).then_some(selector)
+}
+
 /// The items of a list that parsed, each with its path; every bad item is reported.
 fn list<T: DeserializeOwned>(
     value: &Value,

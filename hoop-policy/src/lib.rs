@@ -48,11 +48,11 @@ pub mod when;
 #[cfg(test)]
 mod tests;
 
-pub use compile::{compile, compile_into};
+pub use compile::{compile, compile_into, compile_when};
 pub use hoop_sql::{ClassifiedStatement, classify};
 pub use names::{ColumnRef, TablePattern, TableRef};
 pub use spec::{BinaryUnmaskable, UnparsedAction};
-use when::Selector;
+pub use when::Selector;
 
 use hoop_config::{Config, ConfigError, Diagnostic, Loaded};
 use hoop_core::{Denial, HoldRequirement, SessionIdentity, StatementKind, Submission, Verdict};
@@ -324,8 +324,19 @@ impl fmt::Display for CheckReport {
 /// every section and the policy, all findings at once. The caller decides the
 /// exit code from [`CheckReport::is_ok`].
 pub fn check_file(path: &Path) -> CheckReport {
-    let found = match load_checked(path) {
-        Ok(loaded) => loaded.warnings,
+    check_with(path, |path| {
+        load_checked(path).map(|loaded| loaded.warnings)
+    })
+}
+
+/// As [`check_file`], loading with `load` (which returns the warnings of a
+/// valid file): for callers that compile more sections than the policy.
+pub fn check_with(
+    path: &Path,
+    load: impl FnOnce(&Path) -> Result<Vec<Diagnostic>, ConfigError>,
+) -> CheckReport {
+    let found = match load(path) {
+        Ok(warnings) => warnings,
         Err(ConfigError::Invalid { diagnostics, .. }) => diagnostics,
         Err(e @ ConfigError::Read { .. }) => vec![Diagnostic {
             severity: hoop_config::Severity::Error,

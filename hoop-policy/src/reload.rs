@@ -8,7 +8,8 @@
 //! debounce interval, so a half-written file is not picked up. A reload that
 //! fails keeps the last good policy, logs every diagnostic and counts
 //! `hoop_policy_reload_errors_total`; a success counts `hoop_policy_reloads_total`.
-//! Only `policy:` is hot: other sections take effect on restart.
+//! Only `policy:` (and, in the binary, `credentials:`, reloaded with it
+//! through [`Reload`]) is hot: other sections take effect on restart.
 
 use std::{
     os::unix::fs::MetadataExt,
@@ -90,15 +91,35 @@ impl PolicyHandle {
     /// warnings are returned; on failure the old one stays, every diagnostic is
     /// logged, the error counter goes up, and the error is returned.
     pub fn reload_from(&self, path: &Path) -> Result<Vec<Diagnostic>, ConfigError> {
-        match crate::load_checked(path) {
-            Ok(loaded) => {
-                self.store(loaded.policy);
+        self.reload_with(
+            path,
+            |path| crate::load_checked(path).map(|l| (l.policy, l.warnings, ())),
+            |()| {},
+        )
+    }
+
+    /// Reloads from `path` with `load`, which reads the whole file and
+    /// compiles its policy and whatever else is hot (`R`, such as the
+    /// credentials). All or nothing: on success the policy goes live and
+    /// `install` gets the rest, at once; on failure nothing changes, every
+    /// diagnostic is logged, the error counter goes up, and the error is
+    /// returned.
+    pub fn reload_with<R>(
+        &self,
+        path: &Path,
+        load: impl FnOnce(&Path) -> Result<(Policy, Vec<Diagnostic>, R), ConfigError>,
+        install: impl FnOnce(R),
+    ) -> Result<Vec<Diagnostic>, ConfigError> {
+        match load(path) {
+            Ok((policy, warnings, rest)) => {
+                self.store(policy);
+                install(rest);
                 self.counters.reloads.inc();
-                for warning in &loaded.warnings {
+                for warning in &warnings {
                     warn!(diagnostic = %warning, "policy warning");
                 }
                 info!(path = %path.display(), "policy reloaded");
-                Ok(loaded.warnings)
+                Ok(warnings)
             }
             Err(e) => {
                 self.counters.errors.inc();
@@ -114,6 +135,19 @@ impl PolicyHandle {
                 Err(e)
             }
         }
+    }
+}
+
+/// What [`spawn_watcher`] reloads when the file changes or on SIGHUP.
+pub trait Reload: Clone + Send + Sync + 'static {
+    /// Reloads everything hot from `path`, all or nothing; on failure what
+    /// was live stays (and the failure is logged and counted).
+    fn reload(&self, path: &Path);
+}
+
+impl Reload for PolicyHandle {
+    fn reload(&self, path: &Path) {
+        let _ = self.reload_from(path);
     }
 }
 
@@ -194,7 +228,7 @@ impl Drop for PolicyWatcher {
 ///
 /// The file's current version is noted before this returns, so call it right
 /// after loading the policy the handle starts with: any later change is seen.
-pub fn spawn_watcher(handle: PolicyHandle, path: PathBuf, options: WatchOptions) -> PolicyWatcher {
+pub fn spawn_watcher<R: Reload>(handle: R, path: PathBuf, options: WatchOptions) -> PolicyWatcher {
     // The version last loaded (or found at start), shared by both triggers;
     // each holds the lock while it reloads.
     let seen = Arc::new(std::sync::Mutex::new(fingerprint(&path)));
@@ -222,7 +256,7 @@ pub fn spawn_watcher(handle: PolicyHandle, path: PathBuf, options: WatchOptions)
             // so an older read of the file never replaces a newer one.
             let mut seen = lock(&seen);
             *seen = fingerprint(&path);
-            let _ = handle.reload_from(&path);
+            handle.reload(&path);
         }
     });
     PolicyWatcher {
@@ -243,8 +277,8 @@ fn lock(
 /// The polling thread: checks every `poll_interval`, reloads once a change
 /// has been stable for `debounce`, and returns when `stopped` is signalled
 /// or its sender dropped.
-fn poll_file(
-    handle: &PolicyHandle,
+fn poll_file<R: Reload>(
+    handle: &R,
     path: &Path,
     seen: &std::sync::Mutex<Option<Fingerprint>>,
     options: WatchOptions,
@@ -272,7 +306,7 @@ fn poll_file(
         }
         let mut seen = lock(seen);
         *seen = settled;
-        let _ = handle.reload_from(path);
+        handle.reload(path);
     }
 }
 

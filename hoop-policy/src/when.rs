@@ -67,20 +67,23 @@ impl Selector {
 
     /// Whether `session` is selected. An attribute the session does not have
     /// (no `application_name` sent, workload unknown) matches no list.
+    /// `user` is the user the server knows the session as: the injected
+    /// role when hoop logged in on the workload's behalf (the name the
+    /// client asked for is its own, unchecked claim).
     pub fn matches(&self, session: &SessionIdentity) -> bool {
-        fn list(globs: Option<&Vec<Glob>>, value: Option<&String>) -> bool {
+        fn list(globs: Option<&Vec<Glob>>, value: Option<&str>) -> bool {
             match globs {
                 None => true,
                 Some(globs) => value.is_some_and(|v| globs.iter().any(|g| g.matches(v))),
             }
         }
-        list(self.database.as_ref(), session.database.as_ref())
-            && list(self.user.as_ref(), session.user.as_ref())
+        list(self.database.as_ref(), session.database.as_deref())
+            && list(self.user.as_ref(), session.database_user())
             && list(
                 self.application_name.as_ref(),
-                session.application_name.as_ref(),
+                session.application_name.as_deref(),
             )
-            && list(self.workload.as_ref(), session.workload.as_ref())
+            && list(self.workload.as_ref(), session.workload.as_deref())
     }
 }
 
@@ -118,5 +121,24 @@ mod tests {
         session.workload = None;
         assert!(!selector.matches(&session));
         assert!(Selector::default().matches(&session));
+    }
+
+    #[test]
+    fn user_is_the_injected_role_when_hoop_logged_in() {
+        let selector = Selector {
+            user: Some(vec![Glob::new("reporting_ro")]),
+            ..Selector::default()
+        };
+        let mut session = SessionIdentity {
+            user: Some("reporting_ro".into()),
+            ..Default::default()
+        };
+        assert!(selector.matches(&session));
+        // The client claimed `reporting_ro` but hoop logged in as another role.
+        session.injected_role = Some("etl".into());
+        assert!(!selector.matches(&session));
+        session.user = Some("anything".into());
+        session.injected_role = Some("reporting_ro".into());
+        assert!(selector.matches(&session));
     }
 }

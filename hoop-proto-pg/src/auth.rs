@@ -96,6 +96,37 @@ pub fn authentication_sasl<'m>(mechanisms: impl IntoIterator<Item = &'m str>) ->
     b.finish()
 }
 
+/// Encodes an AuthenticationOk.
+pub fn authentication_ok() -> Bytes {
+    let mut b = MessageBuilder::new(b'R');
+    b.i32(0);
+    b.finish()
+}
+
+/// Encodes a PasswordMessage carrying `password` (cleartext, or md5's
+/// `md5…` hex): what hoop sends upstream when it logs in with an
+/// injected credential. `password` holds no NUL (checked when the secret
+/// is read).
+pub fn password_message(password: &[u8]) -> Bytes {
+    let mut b = MessageBuilder::new(b'p');
+    b.bytes(password).u8(0);
+    b.finish()
+}
+
+/// Encodes a SASLInitialResponse choosing `mechanism`, with `data`.
+pub fn sasl_initial_response(mechanism: &str, data: &[u8]) -> Bytes {
+    let mut b = MessageBuilder::new(b'p');
+    b.cstr(mechanism).value(Some(data));
+    b.finish()
+}
+
+/// Encodes a SASLResponse carrying `data`.
+pub fn sasl_response(data: &[u8]) -> Bytes {
+    let mut b = MessageBuilder::new(b'p');
+    b.bytes(data);
+    b.finish()
+}
+
 /// If `body` is an AuthenticationSASL that offers `SCRAM-SHA-256-PLUS`,
 /// returns the message rebuilt without it; otherwise `None` (forward as is).
 pub fn strip_channel_binding(body: &[u8]) -> Result<Option<Bytes>, MessageError> {
@@ -189,5 +220,25 @@ mod tests {
         assert!(Authentication::parse(&[0, 0, 0, 99]).is_err());
         let init = SaslInitialResponse::parse(b"SCRAM-SHA-256\0\0\0\0\x02hi").unwrap();
         assert_eq!(init.data, Some(&b"hi"[..]));
+    }
+
+    #[test]
+    fn encoders_round_trip_through_the_parsers() {
+        assert_eq!(
+            Authentication::parse(&authentication_ok()[5..]).unwrap(),
+            Authentication::Ok
+        );
+        let m = password_message(b"md5abc");
+        assert_eq!(m[0], b'p');
+        assert_eq!(PasswordMessage::parse(&m[5..]).unwrap().password, b"md5abc");
+        let m = sasl_initial_response("SCRAM-SHA-256", b"n,,n=,r=abc");
+        let init = SaslInitialResponse::parse(&m[5..]).unwrap();
+        assert_eq!(
+            (init.mechanism, init.data),
+            ("SCRAM-SHA-256", Some(&b"n,,n=,r=abc"[..]))
+        );
+        let m = sasl_response(b"c=biws");
+        assert_eq!(SaslResponse::parse(&m[5..]).data, b"c=biws");
+        assert_eq!(i32::from_be_bytes([m[1], m[2], m[3], m[4]]), 4 + 6);
     }
 }

@@ -73,6 +73,17 @@ impl StartupMessage<'_> {
     pub fn options(&self) -> Option<&str> {
         self.param("options")
     }
+
+    /// Encodes the message (length, protocol, parameters, terminator).
+    pub fn encode(&self) -> Bytes {
+        let mut b = MessageBuilder::untagged();
+        b.i32(self.protocol);
+        for (name, value) in &self.params {
+            b.cstr(name).cstr(value);
+        }
+        b.u8(0);
+        b.finish()
+    }
 }
 
 /// A CancelRequest: the key of the backend to cancel.
@@ -163,6 +174,12 @@ mod tests {
             (Some("alice"), Some("alice"), Some("psql"))
         );
         assert_eq!(m.major(), 3);
+        let encoded = m.encode();
+        assert_eq!(&encoded[4..], &body[..]);
+        assert_eq!(
+            u32::from_be_bytes([encoded[0], encoded[1], encoded[2], encoded[3]]) as usize,
+            encoded.len()
+        );
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub struct ListFilter<'a> {
     pub since: Option<OffsetDateTime>,
     /// Only sessions whose workload (cgroup path) contains this.
     pub workload: Option<&'a str>,
-    /// Only sessions of this database user.
+    /// Only sessions of this database user (as the client asked, or the
+    /// role hoop logged in as with an injected credential).
     pub user: Option<&'a str>,
 }
 
@@ -107,8 +108,11 @@ pub fn list(
         {
             continue;
         }
+        // The user the client asked for, or the role hoop logged in as.
         if let Some(user) = filter.user
-            && identity.and_then(|i| i.user.as_deref()) != Some(user)
+            && !identity.is_some_and(|i| {
+                i.user.as_deref() == Some(user) || i.injected_role.as_deref() == Some(user)
+            })
         {
             continue;
         }
@@ -394,6 +398,8 @@ fn describe_identity(i: &RecordedIdentity) -> String {
         i.database.as_deref().unwrap_or("?")
     );
     for (name, value) in [
+        ("injected_role", i.injected_role.as_deref()),
+        ("credential", i.credential.as_deref()),
         ("app", i.application_name.as_deref()),
         ("client", i.client.as_deref()),
         ("dst", i.original_destination.as_deref()),
@@ -629,6 +635,9 @@ mod tests {
             database: Some("shop".into()),
             application_name: Some("psql".into()),
             workload: Some("/sys/fs/cgroup/payments".into()),
+            // carol's session was logged in by hoop with an injected credential.
+            injected_role: (user == "carol").then(|| "reporting_ro".into()),
+            credential: (user == "carol").then(|| "reporting".into()),
             ..RecordedIdentity::default()
         };
         push(&mut chain, 0, Body::SessionStart(SessionStart { identity }));
@@ -848,6 +857,41 @@ mod tests {
             show(dir.path(), "nope", &mut Vec::new()),
             Err(CliError::Read(ReadError::NotFound { .. }))
         ));
+    }
+
+    #[test]
+    fn injected_sessions_show_the_workload_and_the_injected_role() {
+        let dir = fixture();
+        let text = output(|o| show(dir.path(), "s-2", o));
+        assert!(
+            text.contains(
+                "s-2 carol@shop injected_role=reporting_ro credential=reporting app=psql"
+            ) && text.contains("workload=/sys/fs/cgroup/payments"),
+            "{text}"
+        );
+        // A session without injection says nothing of it, and its file has
+        // no such keys (as files written before injection existed).
+        let text = output(|o| show(dir.path(), "s-1", o));
+        assert!(!text.contains("injected_role") && !text.contains("credential="));
+        let raw = std::fs::read_to_string(dir.path().join("20250101T000000Z-s-1.jsonl"))
+            .expect("recording");
+        assert!(!raw.contains("injected_role") && !raw.contains("\"credential\""));
+        // Listing by user finds the session by the role the server saw too.
+        let by_role = output(|o| {
+            list(
+                dir.path(),
+                &ListFilter {
+                    user: Some("reporting_ro"),
+                    ..ListFilter::default()
+                },
+                true,
+                o,
+            )
+        });
+        let json: serde_json::Value = serde_json::from_str(&by_role).expect("json");
+        assert_eq!(json.as_array().map(Vec::len), Some(1), "{by_role}");
+        assert_eq!(json[0]["identity"]["injected_role"], "reporting_ro");
+        assert_eq!(json[0]["identity"]["credential"], "reporting");
     }
 
     #[test]

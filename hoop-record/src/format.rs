@@ -234,6 +234,14 @@ pub struct RecordedIdentity {
     pub client_tls: bool,
     /// Whether the upstream leg was TLS.
     pub upstream_tls: bool,
+    /// The role hoop logged in as on the workload's behalf (absent when
+    /// the client authenticated itself, and in recordings made before
+    /// credential injection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_role: Option<String>,
+    /// The `credentials:` entry whose secret hoop injected (never the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 impl From<&SessionIdentity> for RecordedIdentity {
@@ -250,6 +258,8 @@ impl From<&SessionIdentity> for RecordedIdentity {
             backend_pid: identity.server_session_id,
             client_tls: identity.client_tls,
             upstream_tls: identity.upstream_tls,
+            injected_role: identity.injected_role.clone(),
+            credential: identity.credential.clone(),
         }
     }
 }

@@ -9,24 +9,22 @@ use tracing::warn;
 
 use hoop_config::Config;
 use hoop_hold::{HoldRegistry, Webhook};
-use hoop_policy::{
-    LoadedConfig,
-    reload::{PolicyHandle, PolicyWatcher, WatchOptions, spawn_watcher},
-};
+use hoop_policy::reload::{PolicyWatcher, WatchOptions, spawn_watcher};
 use hoop_record::{RecordError, Recorder};
 
 use crate::{
     admin::{AdminState, Authenticator, auth::AuthConfigError},
+    config::{LiveConfig, LoadedConfig},
     serve::{Governance, ServeError, Server},
 };
 
 /// Exit status for a configuration that cannot be loaded.
 pub const EXIT_CONFIG: u8 = 2;
 
-/// Loads the config and compiles its policy, printing every error with its
-/// location on failure (and warnings on success).
+/// Loads the config and compiles its policy and credentials, printing
+/// every error with its location on failure (and warnings on success).
 pub fn load_config(path: &Path) -> Result<LoadedConfig, ExitCode> {
-    match hoop_policy::load_checked(path) {
+    match crate::config::load_checked(path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("{w}");
@@ -141,20 +139,26 @@ impl Governed {
         config_path: &Path,
         admin_optional: bool,
     ) -> Result<Self, StartError> {
-        let LoadedConfig { config, policy, .. } = loaded;
+        let LoadedConfig {
+            config,
+            policy: compiled,
+            ..
+        } = loaded;
         let config = &config;
         let auth = Authenticator::from_config(&config.admin).await?;
         let holds = HoldRegistry::new(Webhook::from_admin(&config.admin));
         let recorder = Recorder::start(&config.recording)?;
-        let policy = PolicyHandle::new(policy);
+        let live = LiveConfig::new(compiled);
         // Noted right after loading, so any later edit of the file is seen.
+        // Policy and credentials reload together.
         let policy_watcher = spawn_watcher(
-            policy.clone(),
+            live.clone(),
             config_path.to_owned(),
             WatchOptions::default(),
         );
         let governance = Governance {
-            policy,
+            policy: live.policy,
+            credentials: live.credentials,
             recorder,
             holds: holds.clone(),
         };

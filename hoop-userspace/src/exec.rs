@@ -53,7 +53,7 @@ pub fn run(config_path: &Path, command: &[OsString]) -> ExitCode {
 }
 
 async fn run_async(
-    loaded: hoop_policy::LoadedConfig,
+    loaded: crate::config::LoadedConfig,
     config_path: &Path,
     program: &OsString,
     args: &[OsString],

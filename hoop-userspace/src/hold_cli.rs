@@ -256,11 +256,7 @@ fn write_table(
         .iter()
         .map(|hold| {
             let session = &hold.session;
-            let mut who = format!(
-                "{}@{}",
-                session.user.as_deref().unwrap_or("?"),
-                session.database.as_deref().unwrap_or("?")
-            );
+            let mut who = session.who();
             if let Some(app) = &session.application_name {
                 let _ = write!(who, " ({app})");
             }

@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod agent;
 pub mod app;
+pub mod config;
 pub mod exec;
 pub mod hold_cli;
 pub mod intercept;

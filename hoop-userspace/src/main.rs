@@ -76,7 +76,7 @@ enum RecordingsCommand {
         /// Only sessions whose workload (cgroup path) contains this.
         #[arg(long)]
         workload: Option<String>,
-        /// Only sessions of this database user.
+        /// Only sessions of this database user (as the client asked, or the role hoop injected).
         #[arg(long)]
         user: Option<String>,
         /// Print JSON.
@@ -169,7 +169,7 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => {
-            let report = hoop_policy::check_file(&file);
+            let report = hoop::config::check_file(&file);
             if report.is_ok() {
                 print!("{report}");
                 println!("{}: ok", file.display());

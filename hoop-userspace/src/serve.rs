@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use hoop_config::{Config, InterceptConfig};
 use hoop_core::{Protocol, SessionIdentity, metrics::metrics};
+use hoop_credentials::CredentialHandle;
 use hoop_govern::{Governors, RegistryBroker};
 use hoop_hold::HoldRegistry;
 use hoop_pg::{CatalogStore, PgProxyContext, SessionError};
@@ -48,12 +49,14 @@ pub enum ServeError {
     Intercept(#[from] intercept::InterceptError),
 }
 
-/// What every session is governed by: the live policy, the recorder and the
-/// hold registry. Cheap to clone.
+/// What every session is governed by: the live policy and credentials,
+/// the recorder and the hold registry. Cheap to clone.
 #[derive(Clone)]
 pub struct Governance {
     /// The live policy (hot-reloaded).
     pub policy: PolicyHandle,
+    /// The credentials hoop injects (hot-reloaded with the policy).
+    pub credentials: CredentialHandle,
     /// Session recordings.
     pub recorder: Recorder,
     /// Pending and recent holds.
@@ -124,11 +127,12 @@ impl Server {
             .catalog_password_env
             .as_deref()
             .and_then(|v| std::env::var(v).ok());
-        let catalog = Arc::new(CatalogStore::new(
-            dialer,
-            config.proxy.catalog_user.clone(),
-            password,
-        ));
+        let credentials: Arc<dyn hoop_core::CredentialSource> =
+            Arc::new(governance.credentials.clone());
+        let catalog = Arc::new(
+            CatalogStore::new(dialer, config.proxy.catalog_user.clone(), password)
+                .with_credentials(credentials.clone()),
+        );
         let governors = Arc::new(Governors::new(
             governance.policy.clone(),
             governance.recorder.clone(),
@@ -147,6 +151,7 @@ impl Server {
         )
         .map_err(ServeError::Tls)?;
         pg.hold_reminder_interval = config.proxy.hold_reminder_interval;
+        pg.credentials = credentials;
         let ctx = Arc::new(ConnectionContext {
             interceptor: server.interceptor.clone(),
             intercept: config.intercept.clone(),

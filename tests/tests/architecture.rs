@@ -24,6 +24,7 @@ const NEUTRAL: &[&str] = &[
     "hoop-record",
     "hoop-govern",
     "hoop-relay",
+    "hoop-credentials",
 ];
 
 /// Workspace package → the workspace packages it depends on directly

@@ -5,11 +5,15 @@
 //!   interception test has a real server there;
 //! - the roles `hoop_scram` and `hoop_md5` authenticate with SCRAM-SHA-256 and
 //!   md5 over TCP, so the authentication pass-through is exercised for real
-//!   (everything else stays trust, as the machine ships it).
+//!   (everything else stays trust, as the machine ships it);
+//! - the roles the credential injection tests create and drop
+//!   (`hoop_cred_scram`, `hoop_cred_md5`, `hoop_cred_clear`) authenticate
+//!   with SCRAM-SHA-256, md5 and cleartext `password` over TCP.
 //!
-//! The changes live in files of their own (`conf.d/95-hoop-tests.conf` and a
-//! marked block at the top of `pg_hba.conf`), are idempotent, and are only
-//! applied by `cargo xtask test|bench|demo`.
+//! The changes live in files of their own (`conf.d/95-hoop-tests.conf` and
+//! marked blocks at the top of `pg_hba.conf`, each added once), are
+//! idempotent, and are only applied by `cargo xtask test|bench|demo`. A
+//! `pg_hba.conf` change alone is applied with a reload.
 
 use std::{
     fs,
@@ -31,6 +35,15 @@ host all hoop_scram ::1/128 scram-sha-256
 host all hoop_md5 127.0.0.1/32 md5
 host all hoop_md5 ::1/128 md5
 host all all ::1/128 trust";
+const CRED_HBA_BEGIN: &str = "# BEGIN hoop credential injection tests (managed by cargo xtask)";
+const CRED_HBA_END: &str = "# END hoop credential injection tests";
+const CRED_HBA_BLOCK: &str =
+    "host all hoop_cred_scram,hoop_cred_e2e_scram 127.0.0.1/32 scram-sha-256
+host all hoop_cred_scram,hoop_cred_e2e_scram ::1/128 scram-sha-256
+host all hoop_cred_md5,hoop_cred_e2e_md5 127.0.0.1/32 md5
+host all hoop_cred_md5,hoop_cred_e2e_md5 ::1/128 md5
+host all hoop_cred_clear 127.0.0.1/32 password
+host all hoop_cred_clear ::1/128 password";
 const CONF: &str = "# Managed by hoop's cargo xtask: the tests need PostgreSQL on ::1 too.\nlisten_addresses = '127.0.0.1,::1'\n";
 
 fn port_open(addr: &str) -> bool {
@@ -73,19 +86,35 @@ pub fn ensure_postgres() -> anyhow::Result<()> {
         changed = true;
     }
     let hba_path = dir.join("pg_hba.conf");
+    let mut hba_changed = false;
     let hba =
         fs::read_to_string(&hba_path).with_context(|| format!("reading {}", hba_path.display()))?;
     if !hba.contains(HBA_BEGIN) {
+        // At the top: pg_hba.conf's first matching line wins.
         fs::write(
             &hba_path,
             format!("{HBA_BEGIN}\n{HBA_BLOCK}\n{HBA_END}\n{hba}"),
         )
         .with_context(|| format!("writing {}", hba_path.display()))?;
-        changed = true;
+        hba_changed = true;
+    }
+    let hba =
+        fs::read_to_string(&hba_path).with_context(|| format!("reading {}", hba_path.display()))?;
+    if let Some(updated) = with_block(&hba, CRED_HBA_BEGIN, CRED_HBA_BLOCK, CRED_HBA_END) {
+        fs::write(&hba_path, updated).with_context(|| format!("writing {}", hba_path.display()))?;
+        hba_changed = true;
     }
 
     let running = port_open("127.0.0.1:5432");
-    if !running || changed {
+    if running && hba_changed && !changed {
+        eprintln!("xtask: PostgreSQL {version}: reload (pg_hba.conf)");
+        run(Command::new("pg_ctlcluster").args([
+            "--skip-systemctl-redirect",
+            &version,
+            "main",
+            "reload",
+        ]))?;
+    } else if !running || changed {
         let action = if running { "restart" } else { "start" };
         eprintln!("xtask: PostgreSQL {version}: {action}");
         run(Command::new("pg_ctlcluster").args([
@@ -124,6 +153,21 @@ pub fn ensure_postgres() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `text` with the marked block `begin … end` holding exactly `block`:
+/// added at the top when missing (pg_hba.conf's first matching line wins),
+/// replaced where it is when it differs; `None` when it is already there.
+fn with_block(text: &str, begin: &str, block: &str, end: &str) -> Option<String> {
+    let wanted = format!("{begin}\n{block}\n{end}\n");
+    let Some(start) = text.find(begin) else {
+        return Some(format!("{wanted}{text}"));
+    };
+    let stop = text[start..].find(end).map_or(text.len(), |i| {
+        let after = start + i + end.len();
+        after + usize::from(text[after..].starts_with('\n'))
+    });
+    (text[start..stop] != wanted).then(|| format!("{}{wanted}{}", &text[..start], &text[stop..]))
+}
+
 /// Starts MariaDB if it is down (hoop's MySQL side will test against it).
 pub fn ensure_mariadb() -> anyhow::Result<()> {
     if port_open("127.0.0.1:3306") {
@@ -138,4 +182,24 @@ pub fn ensure_mariadb() -> anyhow::Result<()> {
         "/usr/sbin/mariadbd",
     ]))?;
     wait_for("127.0.0.1:3306", "MariaDB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_block;
+
+    #[test]
+    fn a_marked_block_is_added_once_and_replaced_when_it_changes() {
+        let hba = "local all all trust\n";
+        let added = with_block(hba, "# B", "one", "# E").expect("added");
+        assert_eq!(added, "# B\none\n# E\nlocal all all trust\n");
+        assert_eq!(with_block(&added, "# B", "one", "# E"), None);
+        let changed = with_block(&added, "# B", "two\nthree", "# E").expect("replaced");
+        assert_eq!(changed, "# B\ntwo\nthree\n# E\nlocal all all trust\n");
+        let other = format!("# X\nx\n# Y\n{added}");
+        assert_eq!(
+            with_block(&other, "# B", "two", "# E").expect("replaced in place"),
+            "# X\nx\n# Y\n# B\ntwo\n# E\nlocal all all trust\n"
+        );
+    }
 }
