@@ -415,13 +415,33 @@ fn agent_governs_listed_cgroups_and_detaches_on_sigterm() {
         &format!("intercept:\n  cgroups: [{}]\n", cgroup.display()),
     );
     std::fs::write(&cfg.path, yaml).expect("config");
-    let mut agent = Command::new(hoop_tests::hoop_bin())
-        .args(["agent", "--config"])
-        .arg(&cfg.path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn agent");
+    /// Kills the agent and removes the cgroup if an assertion fails first.
+    struct Cleanup<'a> {
+        agent: Option<std::process::Child>,
+        cgroup: &'a std::path::Path,
+    }
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            if let Some(mut agent) = self.agent.take() {
+                let _ = agent.kill();
+                let _ = agent.wait();
+            }
+            let _ = std::fs::remove_dir(self.cgroup);
+        }
+    }
+    let mut guard = Cleanup {
+        agent: Some(
+            Command::new(hoop_tests::hoop_bin())
+                .args(["agent", "--config"])
+                .arg(&cfg.path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn agent"),
+        ),
+        cgroup: &cgroup,
+    };
+    let agent = guard.agent.as_mut().expect("spawned");
     // Wait for the admin API.
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect(("127.0.0.1", cfg.admin_port)).is_err() {
@@ -465,7 +485,8 @@ fn agent_governs_listed_cgroups_and_detaches_on_sigterm() {
     )
     .expect("SIGTERM");
     let status = agent.wait().expect("agent exit");
-    let _ = std::fs::remove_dir(&cgroup);
+    let mut agent = guard.agent.take().expect("spawned");
+    drop(guard);
     assert!(status.success(), "agent exits 0 on SIGTERM: {status}");
     assert!(
         hoop_programs_loaded().is_empty(),
