@@ -1,19 +1,23 @@
 //! PostgreSQL's SQL: [`Postgres`], the [`SqlDialect`] for sessions that
 //! speak the PostgreSQL protocol.
 
+pub mod builtins;
 mod lexer;
+mod positioned;
+mod words;
 
 use std::{borrow::Cow, sync::LazyLock};
 
 use sqlparser::{
-    ast::{Ident, Statement},
+    ast::{Ident, ObjectName, Statement},
     dialect::PostgreSqlDialect,
     parser::Parser,
     tokenizer::{Token as SqlToken, Tokenizer},
 };
 
 use crate::dialect::{
-    CursorOp, EchoPatterns, FunctionCatalog, ParseFailure, Piece, SplitError, SqlDialect,
+    CursorOp, EchoPatterns, FunctionCatalog, ParseFailure, Piece, Positioned, Routine, SplitError,
+    SqlDialect,
 };
 use lexer::{Kind, Lexer, Prefix};
 
@@ -296,6 +300,24 @@ impl SqlDialect for Postgres {
 
     fn echo_patterns(&self) -> &EchoPatterns {
         &ECHOES
+    }
+
+    fn routine(&self, name: &ObjectName) -> Routine {
+        builtins::routine(name)
+    }
+
+    fn builtin_operator(&self, symbol: &str) -> bool {
+        builtins::operator(symbol)
+    }
+
+    fn builtin_routine_id(&self, id: u32) -> bool {
+        // Objects below FirstNormalObjectId are created by initdb; users'
+        // and extensions' objects never get such an OID.
+        id < builtins::FIRST_NORMAL_OBJECT_ID
+    }
+
+    fn positioned(&self, piece: &str) -> Option<Positioned> {
+        positioned::positioned(piece)
     }
 }
 

@@ -10,12 +10,15 @@
 //!   configured for the tests, then run every test tier (unit, end-to-end,
 //!   privileged eBPF). This is what `.ci/run` calls.
 //! - `cargo xtask bench`: the proxy benchmark (pgbench direct vs. through hoop).
+//! - `cargo xtask pg-builtins`: regenerate hoop-sql's list of PostgreSQL's
+//!   built-in routines and operators from the local server.
 
 #![forbid(unsafe_code)]
 
 mod bench;
 mod browser;
 mod floor;
+mod pg_builtins;
 mod services;
 mod setup;
 
@@ -60,6 +63,9 @@ enum Command {
         #[arg(long)]
         compare: Option<std::path::PathBuf>,
     },
+    /// Regenerate hoop-sql's list of PostgreSQL's built-in routines and
+    /// operators from the local server's pg_catalog.
+    PgBuiltins,
     /// The benchmark's minimal TCP forwarder (see xtask/src/floor.rs).
     #[command(hide = true)]
     Floor {
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
         } => setup::setup()
             .and_then(|()| services::ensure_postgres())
             .and_then(|()| bench::run(seconds, rounds, only, compare.as_deref())),
+        Command::PgBuiltins => services::ensure_postgres().and_then(|()| pg_builtins::run()),
         Command::Floor { listen, upstream } => floor::run(listen, upstream),
     };
     match result {
