@@ -149,16 +149,15 @@ impl SessionGovernance {
         let mut verdict = judgement.verdict;
         if matches!(verdict, Verdict::Allow) && has_masking(&self.rules) {
             if !self.inspecting {
-                verdict = Verdict::Deny(Denial {
-                    rule: "mask.reconnect".into(),
-                    message: "hoop's policy now masks results; reconnect to continue".into(),
-                });
+                verdict = Verdict::Deny(Denial::new(
+                    "mask.reconnect",
+                    "hoop's policy now masks results; reconnect to continue",
+                ));
             } else if self.lineage_of_parsed(&parsed).writes_masked() {
-                verdict = Verdict::Deny(Denial {
-                    rule: EXFILTRATION_RULE.into(),
-                    message: "this statement would copy masked data where masking cannot follow it"
-                        .into(),
-                });
+                verdict = Verdict::Deny(Denial::new(
+                    EXFILTRATION_RULE,
+                    "this statement would copy masked data where masking cannot follow it",
+                ));
             }
         }
         let mut kind_counts: Vec<(StatementKind, u64)> = Vec::new();

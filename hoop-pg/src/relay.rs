@@ -808,6 +808,7 @@ impl Relay {
                 let text = ServerText {
                     kind: ServerTextKind::Notification,
                     fields: &[n.payload],
+                    raised_by_code: false,
                 };
                 if let Some(Some(payload)) = self
                     .governor
@@ -878,6 +879,7 @@ impl Relay {
         let masked = self.governor.rewrite_server_text(ServerText {
             kind,
             fields: &texts,
+            raised_by_code: raised_by_code(fields),
         })?;
         let mut replacements = masked.into_iter();
         let owned: Vec<(u8, String)> = fields
@@ -988,6 +990,18 @@ impl Relay {
             RowRewrite::Refuse(refusal) => Err(SessionError::RowRefused(refusal)),
         }
     }
+}
+
+/// Whether an ErrorResponse/NoticeResponse was raised by code running in
+/// the server rather than by the server itself: PL/pgSQL's `RAISE` (the
+/// reporting routine), or any message whose context says it arose inside a
+/// function, procedure, trigger or `DO` block (`PL/pgSQL function …`,
+/// `SQL function …`, `inline_code_block`).
+fn raised_by_code(fields: &NoticeFields<'_>) -> bool {
+    fields.get(b'R') == Some("exec_stmt_raise")
+        || fields
+            .get(b'W')
+            .is_some_and(|w| w.contains("function ") || w.contains("inline_code_block"))
 }
 
 /// A NoticeResponse for a hold's notice.

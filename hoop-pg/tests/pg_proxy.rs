@@ -474,10 +474,10 @@ struct TestGovernor {
 impl SessionGovernor for TestGovernor {
     fn judge(&mut self, s: &StatementContext<'_>) -> Verdict {
         if s.sql.contains("hoop_denied") {
-            Verdict::Deny(Denial {
-                rule: "no-hoop-denied".into(),
-                message: "statements on hoop_denied are not allowed".into(),
-            })
+            Verdict::Deny(Denial::new(
+                "no-hoop-denied",
+                "statements on hoop_denied are not allowed",
+            ))
         } else if self.holds && s.sql.contains("hoop_held") {
             Verdict::Hold(HoldRequirement {
                 rule: "hold-hoop-held".into(),
@@ -485,6 +485,7 @@ impl SessionGovernor for TestGovernor {
                 timeout: Duration::from_secs(20),
                 approvers: vec![],
                 min_approvals: 1,
+                max_rows: None,
             })
         } else {
             Verdict::Allow
