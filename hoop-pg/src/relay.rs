@@ -910,27 +910,40 @@ impl Relay {
         };
         let statement = CopyStatement::find(r.sql, r.statement_index);
         let regclass = statement.as_ref().and_then(CopyStatement::regclass_needed);
-        if let Some(regclass) = &regclass
-            && !self.prepared_frame
-            && let Some(p) = self
-                .ctx
-                .catalog
-                .as_ref()
-                .and_then(|c| c.table_columns_resolution(&self.identity, regclass.clone()))
+        let describe = statement
+            .as_ref()
+            .and_then(CopyStatement::describe_needed)
+            .map(str::to_owned);
+        if !self.prepared_frame
+            && let Some(catalog) = self.ctx.catalog.as_ref()
         {
-            self.prepared_frame = true;
-            self.preparation = Some(p);
-            return Ok(true);
+            let lookup = match (&regclass, &describe) {
+                (Some(regclass), _) => {
+                    catalog.table_columns_resolution(&self.identity, regclass.clone())
+                }
+                (None, Some(query)) => catalog.describe_resolution(&self.identity, query),
+                (None, None) => None,
+            };
+            if let Some(p) = lookup {
+                self.prepared_frame = true;
+                self.preparation = Some(p);
+                return Ok(true);
+            }
         }
         self.rows.reset();
-        let table_columns = regclass.as_deref().and_then(|t| {
-            self.ctx
-                .catalog
-                .as_ref()
-                .and_then(|c| c.table_columns(&self.identity, t))
-        });
+        let catalog = self.ctx.catalog.as_ref();
+        let table_columns = regclass
+            .as_deref()
+            .and_then(|t| catalog.and_then(|c| c.table_columns(&self.identity, t)));
+        let described = describe
+            .as_deref()
+            .and_then(|q| catalog.and_then(|c| c.described(&self.identity, q)));
         let columns = match &statement {
-            Some(s) => s.columns(response.columns, table_columns.as_deref()),
+            Some(s) => s.columns(
+                response.columns,
+                table_columns.as_deref(),
+                described.as_deref(),
+            ),
             None => CopyStatement::unknown_columns(response.columns),
         };
         let ctx = result_statement(&self.identity, &r, self.state.transaction());
