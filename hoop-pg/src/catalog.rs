@@ -317,7 +317,10 @@ impl ServerCatalog {
         password: Option<&str>,
     ) -> Result<tokio::sync::MappedMutexGuard<'_, tokio_postgres::Client>, LookupError> {
         let mut client = self.client.lock().await;
-        if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
             let stream = dialer.connect(self.addr).await?;
             let mut config = tokio_postgres::Config::new();
             config

@@ -16,7 +16,7 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use hoop_core::{
-    ColumnResolver, DataDirection, HoldOutcome, HoldRequest, HoldRequirement, NoCatalog,
+    ColumnResolver, DataDirection, Denial, HoldOutcome, HoldRequest, HoldRequirement, NoCatalog,
     Preparation, Refusal, ResultColumn, RowRewrite, RowRewriter, ServerText, ServerTextKind,
     SessionEvent, SessionGovernor, SessionIdentity, StatementContext, Submission, TransactionState,
     Verdict, refusal::HoldNotice,
@@ -41,6 +41,8 @@ use hoop_relay::{
     io::{Duplex, DuplexError},
 };
 use tracing::{debug, info};
+
+mod dry_run;
 
 use super::cancel::{CancelRegistration, CancelSignals};
 use super::{PgProxyContext, SessionError};
@@ -72,8 +74,10 @@ struct Wake {
 
 /// The decision waiting for the statement at the front of the client buffer.
 enum Pending {
-    /// Approved by a decider: send it without judging again.
-    Approved,
+    /// Approved by a decider: send it without judging again. `rows`: the
+    /// approver saw a dry run touch this many rows; the statement runs
+    /// again as a dry run and is refused if it now touches more.
+    Approved { rows: Option<u64> },
     /// Refused after a hold: answer with this error.
     Refused(Bytes),
 }
@@ -84,6 +88,9 @@ enum ClientAction {
     Swallow,
     /// Drop it and send these upstream instead.
     Replace([Option<Bytes>; 2]),
+    /// Drop it and send these upstream instead, then stop: the client is
+    /// paused until a dry run is decided.
+    ReplaceAndPause(Vec<Bytes>),
     /// Send this upstream first, then the message.
     InjectBefore(Bytes),
     /// Stop: the message is held.
@@ -164,6 +171,15 @@ pub(super) struct Relay {
     registration: Option<CancelRegistration>,
     terminated: bool,
     started: bool,
+    /// The `max_rows` dry run in progress (the client is paused meanwhile).
+    dry_run: Option<dry_run::DryRun>,
+    /// The frame being processed belongs to the dry run's statement: it is
+    /// held back, not sent.
+    capture_frame: bool,
+    /// A dry run ended: process what the client sent meanwhile.
+    resume_client: bool,
+    /// The hold in progress came from a dry run that touched this many rows.
+    hold_rows: Option<u64>,
 }
 
 fn client_msg(e: hoop_proto_pg::MessageError) -> SessionError {
@@ -245,7 +261,16 @@ impl Relay {
             registration: None,
             terminated: false,
             started: false,
+            dry_run: None,
+            capture_frame: false,
+            resume_client: false,
+            hold_rows: None,
         }
+    }
+
+    /// Whether client messages wait (a hold, or a dry run being decided).
+    fn client_paused(&self) -> bool {
+        self.hold.is_some() || self.dry_run.is_some()
     }
 
     pub(super) async fn run(mut self) -> Result<(), SessionError> {
@@ -282,7 +307,8 @@ impl Relay {
             if let Some(refusal) = self.governor.fatal() {
                 return Err(SessionError::Governance(refusal));
             }
-            if wake.client && self.hold.is_none() {
+            let resume = std::mem::take(&mut self.resume_client);
+            if (wake.client || resume) && !self.client_paused() {
                 self.process_client()?;
             }
             if wake.withdraw {
@@ -307,7 +333,7 @@ impl Relay {
     }
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Wake, SessionError>> {
-        let client_limit = if self.hold.is_some() {
+        let client_limit = if self.client_paused() {
             HELD_BACKLOG
         } else {
             usize::MAX
@@ -357,7 +383,7 @@ impl Relay {
     /// front that are still to be forwarded as they are.
     fn process_client_buf(&mut self, buf: &mut BytesMut) -> Result<usize, SessionError> {
         let mut run = 0;
-        while self.hold.is_none() && !self.terminated {
+        while !self.client_paused() && !self.terminated {
             let (tag, len) = match self.client_decoder.peek(&buf[run..])? {
                 Peek::Complete { tag, len } => (tag, len),
                 Peek::Incomplete { len } => {
@@ -382,6 +408,12 @@ impl Relay {
                 ClientAction::Replace(msgs) => {
                     buf.advance(len);
                     for m in msgs.into_iter().flatten() {
+                        self.io.to_server.push(m);
+                    }
+                }
+                ClientAction::ReplaceAndPause(msgs) => {
+                    buf.advance(len);
+                    for m in msgs {
                         self.io.to_server.push(m);
                     }
                 }
@@ -420,6 +452,7 @@ impl Relay {
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
                     Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
+                    Decision::DryRun { approved } => Ok(self.start_dry_run(q, approved)),
                 }
             }
             b'P' => {
@@ -432,6 +465,7 @@ impl Relay {
                     Decision::Refuse(err) => Ok(self.refuse(err, true)),
                     Decision::Hold => Ok(ClientAction::Hold),
                     Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
+                    Decision::DryRun { .. } => Ok(self.unguarded_prepare(&p)),
                 }
             }
             b'B' => {
@@ -496,9 +530,33 @@ impl Relay {
                         self.state.client_function_call();
                         Ok(ClientAction::Forward)
                     }
+                    // A fast-path call's rows cannot be counted: judged as
+                    // over any limit (the policy does so already).
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
                     Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
+                    Decision::DryRun { .. } => {
+                        let ctx = client_statement(
+                            &self.identity,
+                            self.state.transaction(),
+                            &sql,
+                            Submission::FunctionCall,
+                            None,
+                        );
+                        Ok(match self.governor.judge_counted(&ctx, None) {
+                            Verdict::Allow => {
+                                self.state.client_function_call();
+                                ClientAction::Forward
+                            }
+                            Verdict::Deny(d) => {
+                                self.refuse(refusal::error(&Refusal::denied(&d)).encode(), false)
+                            }
+                            Verdict::Hold(h) => {
+                                self.start_hold(h, &sql, Submission::FunctionCall);
+                                ClientAction::Hold
+                            }
+                        })
+                    }
                 }
             }
             b'd' => {
@@ -534,7 +592,12 @@ impl Relay {
             transaction: transaction_state(self.state.transaction()),
         };
         let verdict = match self.pending.take() {
-            Some(Pending::Approved) => Verdict::Allow,
+            Some(Pending::Approved { rows: Some(rows) }) => {
+                return Decision::DryRun {
+                    approved: Some(rows),
+                };
+            }
+            Some(Pending::Approved { rows: None }) => Verdict::Allow,
             Some(Pending::Refused(err)) => return Decision::Refuse(err),
             None => {
                 self.meters
@@ -549,6 +612,12 @@ impl Relay {
             }
         };
         match verdict {
+            Verdict::Deny(Denial {
+                max_rows: Some(_), ..
+            })
+            | Verdict::Hold(HoldRequirement {
+                max_rows: Some(_), ..
+            }) => Decision::DryRun { approved: None },
             Verdict::Allow => {
                 self.governor
                     .observe(SessionEvent::Sent { statement: &ctx });
@@ -652,8 +721,13 @@ impl Relay {
         info!(session = %self.identity, hold = %id, ?outcome, "hold ended");
         self.pending = Some(
             match Refusal::hold_ended(&id, outcome, &hold.requirement, cancelled) {
-                None => Pending::Approved,
-                Some(r) => Pending::Refused(refusal::error(&r).encode()),
+                None => Pending::Approved {
+                    rows: self.hold_rows.take(),
+                },
+                Some(r) => {
+                    self.hold_rows = None;
+                    Pending::Refused(refusal::error(&r).encode())
+                }
             },
         );
         self.process_client()
@@ -700,7 +774,8 @@ impl Relay {
                 break;
             }
             self.prepared_frame = false;
-            if action == ServerAction::Forward {
+            let captured = std::mem::take(&mut self.capture_frame);
+            if action == ServerAction::Forward && !captured {
                 run += len;
                 continue;
             }
@@ -708,15 +783,32 @@ impl Relay {
                 self.io.to_client.push(buf.split_to(run).freeze());
                 run = 0;
             }
-            buf.advance(len);
-            if let ServerAction::Replace(b) = action {
-                self.io.to_client.push(b);
+            let frame = buf.split_to(len).freeze();
+            let out = match action {
+                ServerAction::Forward => Some(frame),
+                ServerAction::Replace(b) => Some(b),
+                ServerAction::Swallow | ServerAction::Pause => None,
+            };
+            if captured {
+                if let Some(out) = out {
+                    self.capture(out);
+                }
+                self.dry_run_step();
+            } else if let Some(out) = out {
+                self.io.to_client.push(out);
+            }
+            for out in self.take_dry_run_output() {
+                self.io.to_client.push(out);
             }
         }
         Ok(run)
     }
 
     fn server_frame(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
+        if self.state.internal_reply_next() {
+            return self.internal_frame(tag, body);
+        }
+        self.capture_frame = self.capturing() && !matches!(tag, b'A' | b'S');
         let mut action = ServerAction::Forward;
         match tag {
             b'D' => {
@@ -1043,6 +1135,25 @@ fn copy_refused(e: CopyMaskError) -> SessionError {
     })
 }
 
+/// The context of a statement the client sends.
+fn client_statement<'a>(
+    identity: &'a SessionIdentity,
+    transaction: TransactionStatus,
+    sql: &'a str,
+    submission: Submission,
+    name: Option<&'a str>,
+) -> StatementContext<'a> {
+    StatementContext {
+        identity,
+        sql,
+        submission,
+        statement_name: name,
+        portal: None,
+        statement_index: 0,
+        transaction: transaction_state(transaction),
+    }
+}
+
 /// The statement a result belongs to, as governance sees it.
 fn result_statement<'a>(
     identity: &'a SessionIdentity,
@@ -1067,4 +1178,9 @@ enum Decision {
     Hold,
     /// Governance ends the session.
     Fatal(Refusal),
+    /// A rule with `max_rows` matches: run it as a dry run and judge it
+    /// with its count (`approved`: an approver approved that many rows).
+    DryRun {
+        approved: Option<u64>,
+    },
 }

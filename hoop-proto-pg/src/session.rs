@@ -160,6 +160,10 @@ pub enum Owed {
         /// The ErrorResponse to send the client instead.
         replacement: Bytes,
     },
+    /// A simple Query hoop sent on its own (the `BEGIN`, `SAVEPOINT`,
+    /// `COMMIT` or `ROLLBACK` around a dry run): every reply through its
+    /// ReadyForQuery is the driver's to read; the client sees none of it.
+    Internal,
 }
 
 /// What the driver should do with a server message.
@@ -460,6 +464,16 @@ impl SessionState {
         self.push(Owed::Abort { replacement });
     }
 
+    /// hoop sent a simple Query of its own; its replies are swallowed.
+    pub fn internal_query(&mut self) {
+        self.push(Owed::Internal);
+    }
+
+    /// Whether the next server reply answers a Query hoop sent on its own.
+    pub fn internal_reply_next(&self) -> bool {
+        matches!(self.owed.front(), Some(Owed::Internal))
+    }
+
     /// What the current result (rows, completion, COPY) belongs to.
     pub fn current_result(&self) -> Option<ResultContext<'_>> {
         match self.owed.front()? {
@@ -526,7 +540,10 @@ impl SessionState {
     /// drop what it will now never answer.
     fn skip_to_sync(&mut self) {
         while let Some(front) = self.owed.front() {
-            if matches!(front, Owed::Sync | Owed::Query { .. } | Owed::FunctionCall) {
+            if matches!(
+                front,
+                Owed::Sync | Owed::Query { .. } | Owed::FunctionCall | Owed::Internal
+            ) {
                 break;
             }
             self.owed.pop_front();
@@ -535,6 +552,9 @@ impl SessionState {
 
     /// Accounts for one server message (after startup) and says what to do with it.
     pub fn server_message(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
+        if matches!(self.owed.front(), Some(Owed::Internal)) {
+            return self.internal_reply(tag, body);
+        }
         match tag {
             b'Z' => {
                 let rfq = ReadyForQuery::parse(body)?;
@@ -716,6 +736,31 @@ impl SessionState {
             _ => {}
         }
         Ok(ServerAction::Forward)
+    }
+
+    /// A reply to hoop's own Query: swallowed, and its ReadyForQuery ends it.
+    fn internal_reply(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
+        match tag {
+            b'Z' => {
+                let rfq = ReadyForQuery::parse(body)?;
+                self.transaction = rfq.status;
+                self.owed.pop_front();
+                if !matches!(self.phase, Phase::Held | Phase::Closed) {
+                    self.phase = if self.owed.is_empty() {
+                        Phase::Ready
+                    } else {
+                        Phase::InQuery
+                    };
+                }
+                Ok(ServerAction::Swallow)
+            }
+            b'C' | b'E' | b'N' | b'I' => Ok(ServerAction::Swallow),
+            // Asynchronous messages are not replies.
+            b'S' | b'A' => Ok(ServerAction::Forward),
+            _ => Err(SessionError::UnexpectedReply {
+                message: "a reply to hoop's own query",
+            }),
+        }
     }
 
     fn end_copy(&mut self) {
@@ -949,5 +994,27 @@ mod tests {
         assert!(s.server_message(b'C', b"SELECT 1\0").is_err());
         assert!(s.server_message(b'Z', b"?").is_err());
         assert_eq!(s.server_message(b'N', b"").unwrap(), ServerAction::Forward);
+    }
+
+    #[test]
+    fn internal_queries_are_swallowed_in_order() {
+        let mut s = SessionState::new(false);
+        s.set_phase(Phase::Ready);
+        s.internal_query();
+        s.client_query("delete from t");
+        assert!(s.internal_reply_next());
+        for (tag, body) in [(b'N', &b"SWARNING\0C25001\0\0"[..]), (b'C', b"BEGIN\0")] {
+            assert_eq!(s.server_message(tag, body).unwrap(), ServerAction::Swallow);
+        }
+        assert_eq!(s.server_message(b'Z', b"T").unwrap(), ServerAction::Swallow);
+        assert!(!s.internal_reply_next());
+        assert_eq!(s.transaction(), TransactionStatus::InTransaction);
+        assert_eq!(
+            s.server_message(b'C', b"DELETE 3\0").unwrap(),
+            ServerAction::Forward
+        );
+        assert_eq!(s.server_message(b'Z', b"T").unwrap(), ServerAction::Forward);
+        assert!(s.is_idle());
+        assert!(s.server_message(b'1', b"").is_err());
     }
 }
