@@ -947,6 +947,12 @@ impl Relay {
             self.governor.observe(SessionEvent::Started {
                 identity: &self.identity,
             });
+            if self.inspect {
+                // What governance needs before judging the first statement
+                // (which views read masked columns, for predicate checks):
+                // awaited before any client message is processed.
+                self.preparation = self.governor.columns_to_resolve(&[]);
+            }
         }
         Ok(match state_action {
             ServerAction::Forward => action,
