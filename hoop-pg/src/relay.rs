@@ -7,6 +7,7 @@
 //! need it.
 
 use std::{
+    collections::HashMap,
     future::poll_fn,
     net::SocketAddr,
     sync::Arc,
@@ -180,6 +181,9 @@ pub(super) struct Relay {
     resume_client: bool,
     /// The hold in progress came from a dry run that touched this many rows.
     hold_rows: Option<u64>,
+    /// Prepared statements a rule with `max_rows` matches (name → SQL): each
+    /// execution runs as a dry run.
+    guards: HashMap<String, String>,
 }
 
 fn client_msg(e: hoop_proto_pg::MessageError) -> SessionError {
@@ -265,12 +269,17 @@ impl Relay {
             capture_frame: false,
             resume_client: false,
             hold_rows: None,
+            guards: HashMap::new(),
         }
     }
 
     /// Whether client messages wait (a hold, or a dry run being decided).
     fn client_paused(&self) -> bool {
-        self.hold.is_some() || self.dry_run.is_some()
+        self.hold.is_some()
+            || self
+                .dry_run
+                .as_ref()
+                .is_some_and(dry_run::DryRun::blocks_client)
     }
 
     pub(super) async fn run(mut self) -> Result<(), SessionError> {
@@ -433,6 +442,9 @@ impl Relay {
             // error: ignore everything up to Sync.
             if tag == b'S' {
                 self.discard_until_sync = false;
+                if let Some(action) = self.sync_for_dry_run() {
+                    return Ok(action);
+                }
                 self.state.client_sync();
                 return Ok(ClientAction::Forward);
             }
@@ -452,20 +464,21 @@ impl Relay {
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
                     Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
-                    Decision::DryRun { approved } => Ok(self.start_dry_run(q, approved)),
+                    Decision::DryRun { approved, .. } => Ok(self.start_dry_run(q, approved)),
                 }
             }
             b'P' => {
                 let p = Parse::parse(body).map_err(client_msg)?;
                 match self.decide(p.sql, Submission::Prepared, Some(p.name)) {
                     Decision::Allow => {
+                        self.guards.remove(p.name);
                         self.state.client_parse(&p);
                         Ok(ClientAction::Forward)
                     }
                     Decision::Refuse(err) => Ok(self.refuse(err, true)),
                     Decision::Hold => Ok(ClientAction::Hold),
                     Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
-                    Decision::DryRun { .. } => Ok(self.unguarded_prepare(&p)),
+                    Decision::DryRun { hold, .. } => Ok(self.guarded_prepare(&p, hold)),
                 }
             }
             b'B' => {
@@ -500,6 +513,19 @@ impl Relay {
                     // Masking needs the columns; the client did not ask.
                     self.state.injected_describe_portal(e.portal);
                 }
+                if !self.guards.is_empty()
+                    && let Some(statement) = self.state.portal_statement(e.portal)
+                    && let Some(sql) = self.guards.get(&*statement).cloned()
+                {
+                    let describe = describe.then(|| {
+                        Describe {
+                            target: Target::Portal,
+                            name: e.portal,
+                        }
+                        .encode()
+                    });
+                    return Ok(self.guarded_execute(&e, statement.to_string(), &sql, describe));
+                }
                 self.state.client_execute(e.portal);
                 Ok(if describe {
                     ClientAction::InjectBefore(
@@ -515,10 +541,16 @@ impl Relay {
             }
             b'C' => {
                 let c = Close::parse(body).map_err(client_msg)?;
+                if c.target == Target::Statement {
+                    self.guards.remove(c.name);
+                }
                 self.state.client_close(&c);
                 Ok(ClientAction::Forward)
             }
             b'S' => {
+                if let Some(action) = self.sync_for_dry_run() {
+                    return Ok(action);
+                }
                 self.state.client_sync();
                 Ok(ClientAction::Forward)
             }
@@ -595,6 +627,7 @@ impl Relay {
             Some(Pending::Approved { rows: Some(rows) }) => {
                 return Decision::DryRun {
                     approved: Some(rows),
+                    hold: false,
                 };
             }
             Some(Pending::Approved { rows: None }) => Verdict::Allow,
@@ -614,10 +647,16 @@ impl Relay {
         match verdict {
             Verdict::Deny(Denial {
                 max_rows: Some(_), ..
-            })
-            | Verdict::Hold(HoldRequirement {
+            }) => Decision::DryRun {
+                approved: None,
+                hold: false,
+            },
+            Verdict::Hold(HoldRequirement {
                 max_rows: Some(_), ..
-            }) => Decision::DryRun { approved: None },
+            }) => Decision::DryRun {
+                approved: None,
+                hold: true,
+            },
             Verdict::Allow => {
                 self.governor
                     .observe(SessionEvent::Sent { statement: &ctx });
@@ -807,6 +846,11 @@ impl Relay {
     fn server_frame(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
         if self.state.internal_reply_next() {
             return self.internal_frame(tag, body);
+        }
+        if tag == b'Z'
+            && let Some(action) = self.sync_reply(body)?
+        {
+            return Ok(action);
         }
         self.capture_frame = self.capturing() && !matches!(tag, b'A' | b'S');
         let mut action = ServerAction::Forward;
@@ -1185,8 +1229,10 @@ enum Decision {
     /// Governance ends the session.
     Fatal(Refusal),
     /// A rule with `max_rows` matches: run it as a dry run and judge it
-    /// with its count (`approved`: an approver approved that many rows).
+    /// with its count (`approved`: an approver approved that many rows;
+    /// `hold`: the rule is a hold rule).
     DryRun {
         approved: Option<u64>,
+        hold: bool,
     },
 }

@@ -160,10 +160,25 @@ pub enum Owed {
         /// The ErrorResponse to send the client instead.
         replacement: Bytes,
     },
-    /// A simple Query hoop sent on its own (the `BEGIN`, `SAVEPOINT`,
-    /// `COMMIT` or `ROLLBACK` around a dry run): every reply through its
-    /// ReadyForQuery is the driver's to read; the client sees none of it.
-    Internal,
+    /// A message hoop sent on its own (the `BEGIN`, `SAVEPOINT`, `COMMIT` or
+    /// `ROLLBACK` around a dry run): its replies are the driver's to read;
+    /// the client sees none of them.
+    Internal(Internal),
+}
+
+/// What an [`Owed::Internal`] entry waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Internal {
+    /// A simple Query: every reply through its ReadyForQuery.
+    Query,
+    /// ParseComplete.
+    Parse,
+    /// BindComplete.
+    Bind,
+    /// An Execute's CommandComplete (notices before it included).
+    Execute,
+    /// CloseComplete.
+    Close,
 }
 
 /// What the driver should do with a server message.
@@ -466,12 +481,43 @@ impl SessionState {
 
     /// hoop sent a simple Query of its own; its replies are swallowed.
     pub fn internal_query(&mut self) {
-        self.push(Owed::Internal);
+        self.push(Owed::Internal(Internal::Query));
     }
 
-    /// Whether the next server reply answers a Query hoop sent on its own.
+    /// hoop sent a command of its own in the extended protocol (Parse, Bind,
+    /// Execute, Close of the portal, Close of the statement); its replies are
+    /// swallowed.
+    pub fn internal_command(&mut self) {
+        for step in [
+            Internal::Parse,
+            Internal::Bind,
+            Internal::Execute,
+            Internal::Close,
+            Internal::Close,
+        ] {
+            self.push(Owed::Internal(step));
+        }
+    }
+
+    /// Whether the next server reply answers a message hoop sent on its own.
     pub fn internal_reply_next(&self) -> bool {
-        matches!(self.owed.front(), Some(Owed::Internal))
+        matches!(self.owed.front(), Some(Owed::Internal(_)))
+    }
+
+    /// The statement portal `portal` was (or is being) bound from.
+    pub fn portal_statement(&self, portal: &str) -> Option<Arc<str>> {
+        for o in self.owed.iter().rev() {
+            if let Owed::Bind {
+                portal: p,
+                statement,
+                ..
+            } = o
+                && &**p == portal
+            {
+                return Some(statement.clone());
+            }
+        }
+        self.portal_ref(portal).map(|p| p.statement.clone())
     }
 
     /// What the current result (rows, completion, COPY) belongs to.
@@ -542,7 +588,10 @@ impl SessionState {
         while let Some(front) = self.owed.front() {
             if matches!(
                 front,
-                Owed::Sync | Owed::Query { .. } | Owed::FunctionCall | Owed::Internal
+                Owed::Sync
+                    | Owed::Query { .. }
+                    | Owed::FunctionCall
+                    | Owed::Internal(Internal::Query)
             ) {
                 break;
             }
@@ -552,8 +601,9 @@ impl SessionState {
 
     /// Accounts for one server message (after startup) and says what to do with it.
     pub fn server_message(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
-        if matches!(self.owed.front(), Some(Owed::Internal)) {
-            return self.internal_reply(tag, body);
+        if let Some(Owed::Internal(step)) = self.owed.front() {
+            let step = *step;
+            return self.internal_reply(step, tag, body);
         }
         match tag {
             b'Z' => {
@@ -738,10 +788,17 @@ impl SessionState {
         Ok(ServerAction::Forward)
     }
 
-    /// A reply to hoop's own Query: swallowed, and its ReadyForQuery ends it.
-    fn internal_reply(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
-        match tag {
-            b'Z' => {
+    /// A reply to a message of hoop's own: swallowed.
+    fn internal_reply(
+        &mut self,
+        step: Internal,
+        tag: u8,
+        body: &[u8],
+    ) -> Result<ServerAction, SessionError> {
+        match (step, tag) {
+            // Asynchronous messages are not replies.
+            (_, b'S' | b'A') => return Ok(ServerAction::Forward),
+            (Internal::Query, b'Z') => {
                 let rfq = ReadyForQuery::parse(body)?;
                 self.transaction = rfq.status;
                 self.owed.pop_front();
@@ -752,15 +809,26 @@ impl SessionState {
                         Phase::InQuery
                     };
                 }
-                Ok(ServerAction::Swallow)
             }
-            b'C' | b'E' | b'N' | b'I' => Ok(ServerAction::Swallow),
-            // Asynchronous messages are not replies.
-            b'S' | b'A' => Ok(ServerAction::Forward),
-            _ => Err(SessionError::UnexpectedReply {
-                message: "a reply to hoop's own query",
-            }),
+            (Internal::Query, b'C' | b'E' | b'N' | b'I') | (Internal::Execute, b'N') => {}
+            (Internal::Parse, b'1')
+            | (Internal::Bind, b'2')
+            | (Internal::Execute, b'C' | b'I')
+            | (Internal::Close, b'3') => {
+                self.owed.pop_front();
+            }
+            // An error in the extended protocol: the server skips to Sync.
+            (_, b'E') => {
+                self.owed.pop_front();
+                self.skip_to_sync();
+            }
+            _ => {
+                return Err(SessionError::UnexpectedReply {
+                    message: "a reply to a message of hoop's own",
+                });
+            }
         }
+        Ok(ServerAction::Swallow)
     }
 
     fn end_copy(&mut self) {

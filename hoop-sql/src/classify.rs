@@ -195,7 +195,8 @@ fn classify_one(
 const LEADING_WORDS: usize = 32;
 
 /// A statement the SQL library could not parse, read by its leading words.
-/// `DO` and `RESET` always are what their first word says; anything else is
+/// `DO`, `RESET`, `FETCH` and `MOVE` always are what their first word says;
+/// anything else is
 /// unparsed (`policy.unparsed` decides it), but still marked as server code
 /// or destructive DDL when its words say so, and given the kind they name.
 fn from_words(text: &str, dialect: &dyn SqlDialect, reason: String) -> ClassifiedStatement {
@@ -209,6 +210,10 @@ fn from_words(text: &str, dialect: &dyn SqlDialect, reason: String) -> Classifie
             ..ClassifiedStatement::new(StatementKind::Do)
         },
         Some("reset") => ClassifiedStatement::new(StatementKind::Reset),
+        // `FETCH c`, `FETCH 5 c`, `MOVE c`: the SQL library wants a direction
+        // and `FROM`; a FETCH or MOVE only reads a cursor declared (and
+        // judged) before.
+        Some("fetch" | "move") => ClassifiedStatement::new(StatementKind::Fetch),
         first => {
             let named = match first {
                 Some("drop") => Some(StatementKind::Drop),
@@ -1233,6 +1238,8 @@ mod tests {
         assert!(classify("  -- only a comment\n").is_empty());
         // Utility statements sqlparser does not know fall to `policy.unparsed`.
         assert_eq!(one("lock table orders").kind, K::Unparsed);
+        assert_eq!(one("FETCH c").kind, K::Fetch);
+        assert_eq!(one("move 5 in c").kind, K::Fetch);
         assert_eq!(
             one("create rule r as on select to t do instead select 1").kind,
             K::Unparsed

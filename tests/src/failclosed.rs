@@ -8,6 +8,7 @@
 //! the class's own that the run creates and drops.
 
 use std::{
+    fmt::Write as _,
     path::Path,
     process::{Command, Output},
     time::Duration,
@@ -16,7 +17,7 @@ use std::{
 use crate::{TestConfig, hoop_exec, text};
 
 /// How long one `hoop exec` may take.
-const T: Duration = Duration::from_secs(180);
+const T: Duration = Duration::from_mins(3);
 
 /// A database of the test's own, dropped when the value is.
 pub struct Db {
@@ -218,11 +219,11 @@ fn script(cases: &[Case]) -> String {
     // Rows as `a|b`, without headers; errors, notices and command tags stay.
     let mut out = String::from("\\pset format unaligned\n\\pset tuples_only on\n");
     for (i, case) in cases.iter().enumerate() {
-        out.push_str(&format!("\\echo {MARK}{i}@@\n"));
+        let _ = writeln!(out, "\\echo {MARK}{i}@@");
         out.push_str(&fill(&case.sql, &prefix(i)));
         out.push('\n');
     }
-    out.push_str(&format!("\\echo {MARK}end@@\n"));
+    let _ = writeln!(out, "\\echo {MARK}end@@");
     out
 }
 

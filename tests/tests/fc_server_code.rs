@@ -370,6 +370,9 @@ fn lookalike_corpus() -> Vec<Case> {
     ]
 }
 
+/// Whether an extended-protocol attack did harm (the database, the client's output).
+type Harm = dyn Fn(&Db, &str) -> bool;
+
 /// The same attacks through the extended protocol (tokio-postgres prepares
 /// every statement): run directly, they leak; through hoop, they are refused.
 fn extended(db: &Db, cfg: &TestConfig) -> Tally {
@@ -385,7 +388,7 @@ fn extended(db: &Db, cfg: &TestConfig) -> Tally {
     };
     let victim_gone = |db: &Db, _: &str| !db.exists("fc_x.victim");
     let leaks = |_: &Db, out: &str| leaked(out);
-    let cases: [(&str, &dyn Fn(&Db, &str) -> bool); 3] = [
+    let cases: [(&str, &Harm); 3] = [
         ("SELECT fc_x.leak()", &leaks),
         ("SELECT * FROM fc_x.leak()", &leaks),
         ("DO $$ BEGIN DROP TABLE fc_x.victim; END $$", &victim_gone),

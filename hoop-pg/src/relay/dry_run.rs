@@ -9,30 +9,41 @@
 //! - denied: everything the statement did is rolled back and the client
 //!   gets the rule's error with the count (inside the client's own block,
 //!   that block then fails, as after any refusal);
-//! - held: rolled back, and held with the count in the hold's message; once
-//!   approved the statement runs again as a dry run, and is refused if it
-//!   now touches more rows than the approver saw.
+//! - held (simple queries): rolled back, and held with the count in the
+//!   hold's message; once approved the statement runs again as a dry run,
+//!   and is refused if it now touches more rows than the approver saw.
 //!
 //! hoop learns whether the client was in a transaction block from the
-//! server itself: it sends `BEGIN; SAVEPOINT hoop_dry_run` ahead of the
+//! server itself: it runs `BEGIN` then `SAVEPOINT hoop_dry_run` ahead of the
 //! statement, and `BEGIN` warns (SQLSTATE 25001) inside a block and fails
-//! (25P02) inside a failed one (where the statement fails too and is passed
-//! on as it is). The client's later messages wait until the dry run is
+//! (25P02) inside a failed one, where the statement fails too and is passed
+//! on as it is. The client's later messages wait until the dry run is
 //! decided.
+//!
+//! In the extended protocol the dry run wraps the guarded statement's
+//! Execute (its Parse was judged with `max_rows`): `BEGIN` and `SAVEPOINT`
+//! go as hoop's own Parse/Bind/Execute/Close, a Flush makes the server
+//! answer at once, and a block hoop opened ends at the client's Sync — with
+//! hoop's `COMMIT` before it when the statement was allowed, and a
+//! `ROLLBACK` after it when anything in the pipeline failed — so the
+//! pipeline stays atomic, as it would be without hoop. An execution cannot
+//! be held (it cannot run again later): a hold over the limit refuses it.
 //!
 //! What a rollback cannot undo (docs/policy.md): sequence values the
 //! statement drew, effects outside the database (`dblink`, `COPY … TO
-//! PROGRAM`, notifications are held until commit and so are dropped),
-//! time spent and locks held meanwhile, and rows the statement's triggers
-//! or foreign keys touched besides its own (the tag counts only its own).
+//! PROGRAM`), time spent and locks held meanwhile; and rows the statement's
+//! triggers or foreign-key actions touched besides its own are not counted
+//! (the tag counts only its own).
 
 use bytes::{Bytes, BytesMut};
-use hoop_core::{HoldRequirement, Refusal, Submission, Verdict};
+use hoop_core::{Denial, HoldRequirement, Refusal, Submission, Verdict};
 use hoop_proto_pg::{
+    extended::{Close, Execute, Parse, Target, flush, sync},
     notice::NoticeFields,
     query::Query,
     rows::CommandComplete,
     status::{ReadyForQuery, TransactionStatus},
+    wire::MessageBuilder,
 };
 use tracing::info;
 
@@ -41,22 +52,32 @@ use crate::refusal;
 
 /// The savepoint a dry run runs under.
 const SAVEPOINT: &str = "hoop_dry_run";
+/// hoop's own prepared statement and portal in the extended protocol.
+const INTERNAL_NAME: &str = "hoop: dry run";
 /// Most bytes of a statement's replies held back while its rows are counted.
 const MAX_CAPTURE: usize = 16 * 1024 * 1024;
 /// PostgreSQL's warning for `BEGIN` inside a transaction block.
 const ALREADY_IN_TRANSACTION: &str = "25001";
 
+/// How the guarded statement was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Form {
+    /// A simple Query (its text, to run again after a hold).
+    Simple,
+    /// An Execute of a prepared statement (its name).
+    Extended { statement: String },
+}
+
 /// A dry run in progress.
 pub(super) struct DryRun {
-    /// The statement, as the client sent it.
+    /// The statement's SQL.
     sql: String,
+    form: Form,
     /// Set when it re-runs after a hold: the rows the approver saw.
     approved: Option<u64>,
     stage: Stage,
     /// `BEGIN` warned: the client had a transaction block of its own.
     client_block: bool,
-    /// `BEGIN` failed: the client's block had failed (the statement will too).
-    client_failed: bool,
     /// The statement's replies, held back.
     captured: Vec<Bytes>,
     captured_len: usize,
@@ -68,7 +89,7 @@ pub(super) struct DryRun {
     failed: bool,
     /// An error raised by hoop's own closing command (a failing `COMMIT`).
     closing_error: Option<Bytes>,
-    /// What to send the client once the dry run is over.
+    /// What to send the client next.
     output: Vec<Bytes>,
     done: bool,
 }
@@ -76,12 +97,20 @@ pub(super) struct DryRun {
 /// Where a dry run is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Stage {
-    /// `BEGIN; SAVEPOINT` is out.
+    /// `BEGIN` and `SAVEPOINT` are out.
     Opening,
     /// The statement is running; its replies are held back.
     Capturing,
-    /// The command that ends the dry run is out; then this.
+    /// hoop's command that keeps or undoes the statement is out; then this.
     Closing(Outcome),
+    /// (extended) Decided and answered; hoop's block ends at the client's
+    /// Sync, committed or not.
+    AwaitSync { commit: bool },
+    /// (extended) The client's Sync (after hoop's COMMIT, if any) is out.
+    SyncSent,
+    /// (extended) hoop's ROLLBACK after the Sync is out: its ReadyForQuery
+    /// is the client's.
+    RollingBack,
 }
 
 /// How a dry run ends.
@@ -97,8 +126,84 @@ enum Outcome {
     Hold(HoldRequirement),
 }
 
-fn internal(sql: &str) -> Bytes {
+fn internal_query(sql: &str) -> Bytes {
     Query { sql }.encode()
+}
+
+/// hoop's own command in the extended protocol: Parse, Bind, Execute, and
+/// Close of the portal and the statement (answered in that order).
+fn internal_command(sql: &str) -> Vec<Bytes> {
+    let mut bind = MessageBuilder::new(b'B');
+    bind.cstr(INTERNAL_NAME)
+        .cstr(INTERNAL_NAME)
+        .i16(0)
+        .i16(0)
+        .i16(0);
+    vec![
+        Parse {
+            name: INTERNAL_NAME,
+            sql,
+            param_types: 0,
+        }
+        .encode(),
+        bind.finish(),
+        Execute {
+            portal: INTERNAL_NAME,
+            max_rows: 0,
+        }
+        .encode(),
+        Close {
+            target: Target::Portal,
+            name: INTERNAL_NAME,
+        }
+        .encode(),
+        Close {
+            target: Target::Statement,
+            name: INTERNAL_NAME,
+        }
+        .encode(),
+    ]
+}
+
+fn error_frame(body: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(body.len() + 5);
+    frame.extend_from_slice(b"E");
+    frame.extend_from_slice(
+        &u32::try_from(body.len() + 4)
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    frame.extend_from_slice(body);
+    frame.freeze()
+}
+
+impl DryRun {
+    fn new(sql: &str, form: Form, approved: Option<u64>) -> Self {
+        Self {
+            sql: sql.to_owned(),
+            form,
+            approved,
+            stage: Stage::Opening,
+            client_block: false,
+            captured: Vec::new(),
+            captured_len: 0,
+            overflow: false,
+            rows: None,
+            failed: false,
+            closing_error: None,
+            output: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Whether the client's messages wait.
+    pub(super) fn blocks_client(&self) -> bool {
+        !matches!(self.stage, Stage::AwaitSync { .. })
+    }
+
+    fn extended(&self) -> bool {
+        matches!(self.form, Form::Extended { .. })
+    }
 }
 
 impl Relay {
@@ -113,36 +218,25 @@ impl Relay {
     /// after an approval of that many rows). The client waits meanwhile.
     pub(super) fn start_dry_run(&mut self, q: Query<'_>, approved: Option<u64>) -> ClientAction {
         info!(session = %self.identity, "statement runs as a max_rows dry run");
-        self.dry_run = Some(DryRun {
-            sql: q.sql.to_owned(),
-            approved,
-            stage: Stage::Opening,
-            client_block: false,
-            client_failed: false,
-            captured: Vec::new(),
-            captured_len: 0,
-            overflow: false,
-            rows: None,
-            failed: false,
-            closing_error: None,
-            output: Vec::new(),
-            done: false,
-        });
+        self.dry_run = Some(DryRun::new(q.sql, Form::Simple, approved));
         self.state.internal_query();
         self.state.client_query(q.sql);
         ClientAction::ReplaceAndPause(vec![
-            internal(&format!("BEGIN; SAVEPOINT {SAVEPOINT}")),
+            internal_query(&format!("BEGIN; SAVEPOINT {SAVEPOINT}")),
             q.encode(),
         ])
     }
 
-    /// A Parse whose statement a rule with `max_rows` matches. Its executions
-    /// cannot run twice, so the rule applies as if over its limit (fail
-    /// closed): a deny refuses it, a hold holds it (without a count).
-    pub(super) fn unguarded_prepare(
-        &mut self,
-        p: &hoop_proto_pg::extended::Parse<'_>,
-    ) -> ClientAction {
+    /// A Parse whose statement a rule with `max_rows` matches. A denial's
+    /// limit is checked by a dry run at each execution; a hold cannot be
+    /// (an execution cannot run again later), so it holds the Parse now,
+    /// without a count.
+    pub(super) fn guarded_prepare(&mut self, p: &Parse<'_>, hold: bool) -> ClientAction {
+        if !hold {
+            self.guards.insert(p.name.to_owned(), p.sql.to_owned());
+            self.state.client_parse(p);
+            return ClientAction::Forward;
+        }
         let ctx = client_statement(
             &self.identity,
             self.state.transaction(),
@@ -155,20 +249,78 @@ impl Relay {
                 self.state.client_parse(p);
                 ClientAction::Forward
             }
-            Verdict::Deny(d) => {
-                let mut r = Refusal::denied(&d);
-                r.hint = Some(
-                    "max_rows is checked by a dry run for statements sent as simple queries; \
-                     a prepared statement is judged as over the limit"
-                        .to_owned(),
-                );
-                self.refuse(refusal::error(&r).encode(), true)
-            }
+            Verdict::Deny(d) => self.refuse(refusal::error(&Refusal::denied(&d)).encode(), true),
             Verdict::Hold(h) => {
                 self.start_hold(h, p.sql, Submission::Prepared);
                 ClientAction::Hold
             }
         }
+    }
+
+    /// An Execute of a guarded statement: refused when its rows cannot be
+    /// counted (a portal read in chunks), otherwise run as a dry run.
+    /// `describe`: hoop asks for the portal's columns first (for masking).
+    pub(super) fn guarded_execute(
+        &mut self,
+        e: &Execute<'_>,
+        statement: String,
+        sql: &str,
+        describe: Option<Bytes>,
+    ) -> ClientAction {
+        if e.max_rows != 0 {
+            let ctx = client_statement(
+                &self.identity,
+                self.state.transaction(),
+                sql,
+                Submission::Prepared,
+                Some(&statement),
+            );
+            let refusal = match self.governor.judge_counted(&ctx, None) {
+                Verdict::Allow => None,
+                Verdict::Deny(d) => Some(Refusal::denied(&d)),
+                Verdict::Hold(h) => Some(hold_at_execute(&h)),
+            };
+            if let Some(mut r) = refusal {
+                r.hint = Some(
+                    "hoop counts a statement's rows by running it to completion; fetch its rows without a row limit"
+                        .to_owned(),
+                );
+                return self.refuse(refusal::error(&r).encode(), true);
+            }
+            self.state.client_execute(e.portal);
+            return match describe {
+                Some(d) => ClientAction::InjectBefore(d),
+                None => ClientAction::Forward,
+            };
+        }
+        info!(session = %self.identity, "prepared statement runs as a max_rows dry run");
+        let mut messages: Vec<Bytes> = describe.into_iter().collect();
+        for sql in ["BEGIN".to_owned(), format!("SAVEPOINT {SAVEPOINT}")] {
+            messages.extend(internal_command(&sql));
+            self.state.internal_command();
+        }
+        self.state.client_execute(e.portal);
+        messages.push(e.encode());
+        messages.push(flush());
+        self.dry_run = Some(DryRun::new(sql, Form::Extended { statement }, None));
+        ClientAction::ReplaceAndPause(messages)
+    }
+
+    /// The client's Sync while a dry run waits for it: end hoop's block.
+    pub(super) fn sync_for_dry_run(&mut self) -> Option<ClientAction> {
+        let d = self.dry_run.as_mut()?;
+        let Stage::AwaitSync { commit } = d.stage else {
+            return None;
+        };
+        d.stage = Stage::SyncSent;
+        let mut messages = Vec::new();
+        if commit {
+            messages.extend(internal_command("COMMIT"));
+            self.state.internal_command();
+        }
+        messages.push(sync());
+        self.state.client_sync();
+        Some(ClientAction::ReplaceAndPause(messages))
     }
 
     /// Keeps a frame of the statement's replies.
@@ -185,9 +337,13 @@ impl Relay {
             Some(b'E') => d.failed = true,
             _ => {}
         }
+        let last = match d.form {
+            Form::Simple => frame.first() == Some(&b'Z'),
+            Form::Extended { .. } => matches!(frame.first(), Some(b'C' | b'E' | b'I' | b's')),
+        };
         if d.overflow {
-            // Only the count matters now; ReadyForQuery ends the statement.
-            if frame.first() == Some(&b'Z') {
+            // Only the outcome matters now.
+            if last {
                 d.captured.push(frame);
             }
             return;
@@ -200,12 +356,15 @@ impl Relay {
         d.captured.push(frame);
     }
 
-    /// After a captured frame: the statement's ReadyForQuery decides.
+    /// After a captured frame: the statement's last reply decides.
     pub(super) fn dry_run_step(&mut self) {
-        let finished = self
-            .dry_run
-            .as_ref()
-            .is_some_and(|d| d.captured.last().and_then(|f| f.first()) == Some(&b'Z'));
+        let finished = self.dry_run.as_ref().is_some_and(|d| {
+            let last = d.captured.last().and_then(|f| f.first());
+            match d.form {
+                Form::Simple => last == Some(&b'Z'),
+                Form::Extended { .. } => matches!(last, Some(b'C' | b'E' | b'I' | b's')),
+            }
+        });
         if finished {
             self.decide_dry_run();
         }
@@ -216,22 +375,30 @@ impl Relay {
         let Some(d) = self.dry_run.as_mut() else {
             return;
         };
-        if d.client_failed || (d.failed && d.client_block) {
-            // It failed as it would have: the client's block is failed, and
-            // the replies say so.
-            d.output = std::mem::take(&mut d.captured);
-            d.done = true;
-            return;
-        }
         if d.failed {
-            d.stage = Stage::Closing(Outcome::Failed);
-            self.close_dry_run(false);
+            if d.client_block {
+                // It failed as it would have: the client's block is failed,
+                // and the replies say so.
+                d.output = std::mem::take(&mut d.captured);
+                d.done = true;
+            } else if d.extended() {
+                d.output = std::mem::take(&mut d.captured);
+                d.stage = Stage::AwaitSync { commit: false };
+                self.resume_client = true;
+            } else {
+                d.stage = Stage::Closing(Outcome::Failed);
+                self.close_dry_run(false);
+            }
             return;
         }
         let (rows, approved, overflow) = (d.rows, d.approved, d.overflow);
         let sql = d.sql.clone();
+        let (submission, name) = match &d.form {
+            Form::Simple => (Submission::Text, None),
+            Form::Extended { statement } => (Submission::Prepared, Some(statement.clone())),
+        };
         let verdict = if overflow {
-            Verdict::Deny(hoop_core::Denial::new(
+            Verdict::Deny(Denial::new(
                 "max_rows",
                 format!(
                     "hoop holds a max_rows dry run's results back until they are judged, and these exceed {} MiB; the statement was rolled back",
@@ -241,7 +408,7 @@ impl Relay {
         } else if let Some(limit) = approved {
             match rows {
                 Some(n) if n <= limit => Verdict::Allow,
-                _ => Verdict::Deny(hoop_core::Denial::new(
+                _ => Verdict::Deny(Denial::new(
                     "max_rows",
                     format!(
                         "the statement was approved for {limit} rows but now touches {}; it was rolled back",
@@ -254,19 +421,27 @@ impl Relay {
                 &self.identity,
                 self.state.transaction(),
                 &sql,
-                Submission::Text,
-                None,
+                submission,
+                name.as_deref(),
             );
             self.governor.judge_counted(&ctx, rows)
         };
-        info!(session = %self.identity, rows = ?rows, verdict = ?verdict_word(&verdict), "max_rows dry run judged");
+        info!(session = %self.identity, rows = ?rows, verdict = verdict_word(&verdict), "max_rows dry run judged");
+        let extended = submission == Submission::Prepared;
         let outcome = match verdict {
             Verdict::Allow => Outcome::Keep,
             Verdict::Deny(denial) => {
                 Outcome::Refuse(refusal::error(&Refusal::denied(&denial)).encode())
             }
+            Verdict::Hold(requirement) if extended => {
+                Outcome::Refuse(refusal::error(&hold_at_execute(&requirement)).encode())
+            }
             Verdict::Hold(requirement) => Outcome::Hold(requirement),
         };
+        if extended {
+            self.settle_extended(outcome);
+            return;
+        }
         let keep = outcome == Outcome::Keep;
         if let Some(d) = self.dry_run.as_mut() {
             d.stage = Stage::Closing(outcome);
@@ -274,7 +449,48 @@ impl Relay {
         self.close_dry_run(keep);
     }
 
-    /// Sends the command that ends the dry run: keep or undo.
+    /// The extended protocol's decision: answer the Execute now, and let
+    /// hoop's block end at the client's Sync.
+    fn settle_extended(&mut self, outcome: Outcome) {
+        let Some(d) = self.dry_run.as_mut() else {
+            return;
+        };
+        match outcome {
+            Outcome::Keep if d.client_block => {
+                d.stage = Stage::Closing(Outcome::Keep);
+                self.state.internal_command();
+                for m in internal_command(&format!("RELEASE SAVEPOINT {SAVEPOINT}")) {
+                    self.io.to_server.push(m);
+                }
+                self.io.to_server.push(flush());
+            }
+            Outcome::Keep => {
+                d.output = std::mem::take(&mut d.captured);
+                d.stage = Stage::AwaitSync { commit: true };
+                self.resume_client = true;
+            }
+            Outcome::Refuse(error) => {
+                d.captured.clear();
+                let client_block = d.client_block;
+                if client_block {
+                    d.done = true;
+                } else {
+                    d.stage = Stage::AwaitSync { commit: false };
+                }
+                // The probe's error (the refusal) answers the Execute and
+                // fails the pipeline, as an error would.
+                if let ClientAction::Replace(messages) = self.refuse(error, true) {
+                    for m in messages.into_iter().flatten() {
+                        self.io.to_server.push(m);
+                    }
+                }
+                self.resume_client = true;
+            }
+            Outcome::Failed | Outcome::Hold(_) => {}
+        }
+    }
+
+    /// Sends the simple-protocol command that ends the dry run.
     fn close_dry_run(&mut self, keep: bool) {
         let Some(d) = self.dry_run.as_ref() else {
             return;
@@ -288,21 +504,22 @@ impl Relay {
             (false, false) => "ROLLBACK".to_owned(),
         };
         self.state.internal_query();
-        self.io.to_server.push(internal(&sql));
+        self.io.to_server.push(internal_query(&sql));
     }
 
-    /// A reply to one of hoop's own queries.
+    /// A reply to one of hoop's own messages.
     pub(super) fn internal_frame(
         &mut self,
         tag: u8,
         body: &[u8],
     ) -> Result<hoop_proto_pg::session::ServerAction, SessionError> {
-        let action = self.state.server_message(tag, body).map_err(|e| match e {
+        let mut action = self.state.server_message(tag, body).map_err(|e| match e {
             hoop_proto_pg::session::SessionError::Message(m) => SessionError::ServerMessage(m),
             e @ hoop_proto_pg::session::SessionError::UnexpectedReply { .. } => {
                 SessionError::ServerState(e)
             }
         })?;
+        let internal_next = self.state.internal_reply_next();
         let Some(d) = self.dry_run.as_mut() else {
             return Ok(action);
         };
@@ -313,58 +530,123 @@ impl Relay {
                     d.client_block = true;
                 }
             }
-            (b'E', Stage::Opening) => d.client_failed = true,
-            (b'E', Stage::Closing(_)) => {
-                let mut frame = BytesMut::with_capacity(body.len() + 5);
-                frame.extend_from_slice(b"E");
-                frame.extend_from_slice(
-                    &u32::try_from(body.len() + 4)
-                        .unwrap_or(u32::MAX)
-                        .to_be_bytes(),
-                );
-                frame.extend_from_slice(body);
-                d.closing_error = Some(frame.freeze());
+            (b'E', Stage::Opening) if d.extended() => {
+                // The client's block had failed: its Execute would have
+                // failed the same way, and the server now skips to Sync.
+                action = hoop_proto_pg::session::ServerAction::Replace(error_frame(body));
+                d.done = true;
             }
-            (b'Z', Stage::Opening) => d.stage = Stage::Capturing,
+            (b'E', Stage::Opening) => {
+                // The client's block had failed: the statement fails too;
+                // its replies tell the client so.
+                d.client_block = true;
+            }
+            (b'E', Stage::Closing(_)) => d.closing_error = Some(error_frame(body)),
+            // hoop's COMMIT before the client's Sync failed: the client's
+            // pipeline failed to commit, and is told so.
+            (b'E', Stage::SyncSent) => {
+                action = hoop_proto_pg::session::ServerAction::Replace(error_frame(body));
+            }
             (b'Z', Stage::Closing(_)) => {
                 let status = ReadyForQuery::parse(body)
                     .map_err(SessionError::ServerMessage)?
                     .status;
-                self.finish_dry_run(status);
+                self.finish_simple(status);
+                return Ok(action);
+            }
+            (b'Z', Stage::RollingBack) => {
+                d.output.push(
+                    ReadyForQuery::parse(body)
+                        .map_err(SessionError::ServerMessage)?
+                        .encode(),
+                );
+                d.done = true;
             }
             _ => {}
+        }
+        if !internal_next {
+            match &d.stage {
+                Stage::Opening => d.stage = Stage::Capturing,
+                Stage::Closing(Outcome::Keep) if d.extended() => {
+                    // The savepoint is released: the replies may go.
+                    if let Some(error) = d.closing_error.take() {
+                        d.output.push(error);
+                    } else {
+                        d.output = std::mem::take(&mut d.captured);
+                    }
+                    d.done = true;
+                }
+                _ => {}
+            }
         }
         Ok(action)
     }
 
-    /// hoop's closing command is done: what the client gets now.
-    fn finish_dry_run(&mut self, status: TransactionStatus) {
+    /// The ReadyForQuery of the client's Sync after an extended dry run:
+    /// hoop's block must be over; if it is not (something in the pipeline
+    /// failed), hoop rolls it back and the client gets that ReadyForQuery.
+    pub(super) fn sync_reply(
+        &mut self,
+        body: &[u8],
+    ) -> Result<Option<hoop_proto_pg::session::ServerAction>, SessionError> {
+        if !self
+            .dry_run
+            .as_ref()
+            .is_some_and(|d| d.stage == Stage::SyncSent)
+        {
+            return Ok(None);
+        }
+        let status = ReadyForQuery::parse(body)
+            .map_err(SessionError::ServerMessage)?
+            .status;
+        self.state.server_message(b'Z', body).map_err(|e| match e {
+            hoop_proto_pg::session::SessionError::Message(m) => SessionError::ServerMessage(m),
+            e @ hoop_proto_pg::session::SessionError::UnexpectedReply { .. } => {
+                SessionError::ServerState(e)
+            }
+        })?;
+        let Some(d) = self.dry_run.as_mut() else {
+            return Ok(None);
+        };
+        if status == TransactionStatus::Idle {
+            d.done = true;
+            return Ok(Some(hoop_proto_pg::session::ServerAction::Forward));
+        }
+        d.stage = Stage::RollingBack;
+        self.state.internal_query();
+        self.io.to_server.push(internal_query("ROLLBACK"));
+        Ok(Some(hoop_proto_pg::session::ServerAction::Swallow))
+    }
+
+    /// A simple-protocol dry run's closing command is done: what the client
+    /// gets now.
+    fn finish_simple(&mut self, status: TransactionStatus) {
         let Some(mut d) = self.dry_run.take() else {
             return;
         };
         let Stage::Closing(outcome) = std::mem::replace(&mut d.stage, Stage::Opening) else {
+            self.dry_run = Some(d);
             return;
         };
         let ready = ReadyForQuery { status }.encode();
         // The statement's replies, up to (not including) its ReadyForQuery.
         let mut replies = std::mem::take(&mut d.captured);
         replies.pop();
-        let mut output = Vec::new();
         match outcome {
             Outcome::Keep => {
                 if let Some(error) = d.closing_error.take() {
                     // The COMMIT failed: that error is the statement's outcome.
-                    output.extend([error, ready]);
+                    d.output.extend([error, ready]);
                 } else {
-                    output.extend(replies);
-                    output.push(ready);
+                    d.output.extend(replies);
+                    d.output.push(ready);
                 }
             }
             Outcome::Failed => {
-                output.extend(replies);
-                output.push(ready);
+                d.output.extend(replies);
+                d.output.push(ready);
             }
-            Outcome::Refuse(error) if !d.client_block => output.extend([error, ready]),
+            Outcome::Refuse(error) if !d.client_block => d.output.extend([error, ready]),
             Outcome::Refuse(error) => {
                 // Inside the client's block: fail it, as any refusal does
                 // (the probe's error becomes the refusal, and its
@@ -385,21 +667,35 @@ impl Relay {
                 self.start_hold(requirement, &d.sql, Submission::Text);
             }
         }
-        d.output = output;
         d.done = true;
         self.dry_run = Some(d);
     }
 
-    /// What to send the client now that a dry run is over (empty while one
-    /// is in progress); ends the dry run and lets the client go on.
+    /// What to send the client now; ends a finished dry run and lets the
+    /// client go on.
     pub(super) fn take_dry_run_output(&mut self) -> Vec<Bytes> {
-        if !self.dry_run.as_ref().is_some_and(|d| d.done) {
+        let Some(d) = self.dry_run.as_mut() else {
             return Vec::new();
+        };
+        let output = std::mem::take(&mut d.output);
+        if d.done {
+            self.dry_run = None;
+            self.resume_client = true;
         }
-        let d = self.dry_run.take();
-        self.resume_client = true;
-        d.map(|d| d.output).unwrap_or_default()
+        output
     }
+}
+
+/// A hold over its limit at an execution, which cannot wait for approval.
+fn hold_at_execute(requirement: &HoldRequirement) -> Refusal {
+    Refusal::denied(&Denial::new(
+        requirement.rule.clone(),
+        format!(
+            "{}; an execution of a prepared statement cannot wait for an approver, so it is refused",
+            requirement.message
+        ),
+    ))
+    .with_hint("Send the statement as a simple query to have it held for approval.")
 }
 
 fn verdict_word(v: &Verdict) -> &'static str {
