@@ -598,7 +598,7 @@ fn a_max_rows_hold_shows_the_count_and_runs_again_only_after_approval() {
     // Within the limit: no hold.
     let small = wait_output(
         psql("UPDATE orders SET note = 'one' WHERE id = 1"),
-        Duration::from_secs(60),
+        Duration::from_mins(1),
     );
     assert!(text(&small).0.contains("UPDATE 1"), "{:?}", text(&small));
 
@@ -618,7 +618,7 @@ fn a_max_rows_hold_shows_the_count_and_runs_again_only_after_approval() {
     let id = hold["id"].as_str().expect("hold id").to_owned();
     let approved = holds(&["approve", &id]);
     assert!(approved.status.success(), "{:?}", text(&approved));
-    let out = wait_output(child, Duration::from_secs(60));
+    let out = wait_output(child, Duration::from_mins(1));
     let (stdout, stderr) = text(&out);
     assert!(stdout.contains("UPDATE 5"), "{stdout}\n{stderr}");
     assert_eq!(
@@ -639,7 +639,7 @@ fn a_max_rows_hold_shows_the_count_and_runs_again_only_after_approval() {
     db.sql("INSERT INTO orders VALUES (11, 'n11')");
     let id = hold["id"].as_str().expect("hold id").to_owned();
     assert!(holds(&["approve", &id]).status.success());
-    let out = wait_output(child, Duration::from_secs(60));
+    let out = wait_output(child, Duration::from_mins(1));
     let (stdout, stderr) = text(&out);
     assert!(
         stdout.contains("approved for 3 rows but now touches 4"),
