@@ -177,14 +177,14 @@ fn said_why(out: &Output) -> bool {
 }
 
 fn attack_paths() -> Vec<PathCase> {
+    use Count::{Binary, Json, Lines};
+    use Expect::{Complete, Refused};
     let c = |name, command, count, expect| PathCase {
         name,
         command,
         count,
         expect,
     };
-    use Count::{Binary, Json, Lines};
-    use Expect::{Complete, Refused};
     vec![
         c(
             "simple query, text",
