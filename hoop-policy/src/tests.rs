@@ -761,3 +761,49 @@ fn predicates_option_on_column_rules() {
             .contains("predicates")
     );
 }
+
+#[test]
+fn the_design_contract_names_and_the_bundled_example_load() {
+    // DESIGN.md's policy block, with the fail-closed names of issue 23.
+    let yaml = "
+policy:
+  unparsed: deny
+  server_code: deny
+  mask:
+    - columns: [customers.ssn]
+      strategy: partial
+      keep_last: 4
+      predicates: allow
+    - detect: [email, credit_card]
+      strategy: redact
+  deny:
+    - statements: [destructive_ddl]
+      message: destructive DDL is not allowed here
+    - statements: [delete]
+      tables: [orders]
+      max_rows: 100
+    - statements: [delete, update]
+      without_where: true
+  hold:
+    - statements: [delete, update]
+      tables: [orders]
+      timeout: 5m
+";
+    let loaded = load(yaml);
+    assert_eq!(
+        verdict(&loaded.policy, "ALTER TABLE customers RENAME TO c2"),
+        ("deny", Some("deny[0]".into()))
+    );
+    assert_eq!(
+        verdict(&loaded.policy, "DELETE FROM orders WHERE id = id"),
+        ("deny", Some("deny[2]".into()))
+    );
+    let example = include_str!("../../examples/hoop.yaml");
+    let loaded = crate::parse_checked(Path::new("examples/hoop.yaml"), example)
+        .unwrap_or_else(|e| panic!("examples/hoop.yaml: {e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(
+        verdict(&loaded.policy, "DROP TABLE customers"),
+        ("deny", Some("no-destructive-ddl".into()))
+    );
+}
