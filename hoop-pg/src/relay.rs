@@ -92,6 +92,9 @@ enum ClientAction {
     /// Drop it and send these upstream instead, then stop: the client is
     /// paused until a dry run is decided.
     ReplaceAndPause(Vec<Bytes>),
+    /// Send this upstream, then stop before the message (it is processed
+    /// again later).
+    WaitAfter(Bytes),
     /// Send this upstream first, then the message.
     InjectBefore(Bytes),
     /// Stop: the message is held.
@@ -184,6 +187,13 @@ pub(super) struct Relay {
     /// Prepared statements a rule with `max_rows` matches (name → SQL): each
     /// execution runs as a dry run.
     guards: HashMap<String, String>,
+    /// A transaction block hoop opened for dry runs in the current pipeline.
+    sync_end: Option<dry_run::SyncEnd>,
+    /// An error has come for the current pipeline: the server skips to Sync.
+    segment_failed: bool,
+    /// A guarded Execute waits until the server has answered everything
+    /// before it.
+    waiting_quiet: bool,
 }
 
 fn client_msg(e: hoop_proto_pg::MessageError) -> SessionError {
@@ -270,16 +280,18 @@ impl Relay {
             resume_client: false,
             hold_rows: None,
             guards: HashMap::new(),
+            sync_end: None,
+            segment_failed: false,
+            waiting_quiet: false,
         }
     }
 
     /// Whether client messages wait (a hold, or a dry run being decided).
     fn client_paused(&self) -> bool {
         self.hold.is_some()
-            || self
-                .dry_run
-                .as_ref()
-                .is_some_and(dry_run::DryRun::blocks_client)
+            || self.dry_run.is_some()
+            || self.waiting_quiet
+            || self.sync_end.is_some_and(dry_run::SyncEnd::blocks_client)
     }
 
     pub(super) async fn run(mut self) -> Result<(), SessionError> {
@@ -426,6 +438,10 @@ impl Relay {
                         self.io.to_server.push(m);
                     }
                 }
+                ClientAction::WaitAfter(m) => {
+                    self.io.to_server.push(m);
+                    break;
+                }
                 ClientAction::InjectBefore(m) => {
                     self.io.to_server.push(m);
                     run = len;
@@ -508,15 +524,27 @@ impl Relay {
             }
             b'E' => {
                 let e = Execute::parse(body).map_err(client_msg)?;
+                let guard = if self.guards.is_empty() || self.segment_failed {
+                    // A failed pipeline's Execute is skipped by the server.
+                    None
+                } else {
+                    self.state.portal_statement(e.portal).and_then(|statement| {
+                        self.guards
+                            .get(&*statement)
+                            .cloned()
+                            .map(|sql| (statement, sql))
+                    })
+                };
+                if guard.is_some() && self.dry_run_must_wait() {
+                    self.waiting_quiet = true;
+                    return Ok(ClientAction::WaitAfter(flush()));
+                }
                 let describe = self.inspect && !self.state.portal_description_expected(e.portal);
                 if describe {
                     // Masking needs the columns; the client did not ask.
                     self.state.injected_describe_portal(e.portal);
                 }
-                if !self.guards.is_empty()
-                    && let Some(statement) = self.state.portal_statement(e.portal)
-                    && let Some(sql) = self.guards.get(&*statement).cloned()
-                {
+                if let Some((statement, sql)) = guard {
                     let describe = describe.then(|| {
                         Describe {
                             target: Target::Portal,
@@ -840,6 +868,11 @@ impl Relay {
                 self.io.to_client.push(out);
             }
         }
+        if self.waiting_quiet && (self.state.is_idle() || self.segment_failed) {
+            // The guarded Execute may go on now.
+            self.waiting_quiet = false;
+            self.resume_client = true;
+        }
         Ok(run)
     }
 
@@ -851,6 +884,24 @@ impl Relay {
             && let Some(action) = self.sync_reply(body)?
         {
             return Ok(action);
+        }
+        match tag {
+            b'Z' => self.segment_failed = false,
+            b'E' => {
+                self.segment_failed = matches!(
+                    self.state.owed().next(),
+                    Some(
+                        Owed::Parse { .. }
+                            | Owed::Bind { .. }
+                            | Owed::DescribeStatement { .. }
+                            | Owed::DescribePortal { .. }
+                            | Owed::Execute { .. }
+                            | Owed::Close { .. }
+                            | Owed::Abort { .. }
+                    )
+                );
+            }
+            _ => {}
         }
         self.capture_frame = self.capturing() && !matches!(tag, b'A' | b'S');
         let mut action = ServerAction::Forward;

@@ -103,14 +103,27 @@ enum Stage {
     Capturing,
     /// hoop's command that keeps or undoes the statement is out; then this.
     Closing(Outcome),
-    /// (extended) Decided and answered; hoop's block ends at the client's
-    /// Sync, committed or not.
-    AwaitSync { commit: bool },
-    /// (extended) The client's Sync (after hoop's COMMIT, if any) is out.
-    SyncSent,
-    /// (extended) hoop's ROLLBACK after the Sync is out: its ReadyForQuery
-    /// is the client's.
+}
+
+/// A transaction block hoop opened for extended-protocol dry runs, which
+/// ends with the client's pipeline (at its Sync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SyncEnd {
+    /// The pipeline's Sync has not come yet; then commit (everything was
+    /// allowed so far) or not.
+    Pending { commit: bool },
+    /// The client's Sync (after hoop's COMMIT, if any) is out.
+    Sent,
+    /// hoop's ROLLBACK after the Sync is out: its ReadyForQuery is the
+    /// client's.
     RollingBack,
+}
+
+impl SyncEnd {
+    /// Whether the client's messages wait.
+    pub(super) fn blocks_client(self) -> bool {
+        !matches!(self, SyncEnd::Pending { .. })
+    }
 }
 
 /// How a dry run ends.
@@ -196,11 +209,6 @@ impl DryRun {
         }
     }
 
-    /// Whether the client's messages wait.
-    pub(super) fn blocks_client(&self) -> bool {
-        !matches!(self.stage, Stage::AwaitSync { .. })
-    }
-
     fn extended(&self) -> bool {
         matches!(self.form, Form::Extended { .. })
     }
@@ -257,6 +265,14 @@ impl Relay {
         }
     }
 
+    /// Whether a guarded Execute must wait before its dry run starts: the
+    /// server still owes replies to earlier messages of the pipeline (one of
+    /// them may fail, after which the server would skip hoop's `BEGIN`
+    /// unanswered). hoop flushes them out first.
+    pub(super) fn dry_run_must_wait(&self) -> bool {
+        !self.state.is_idle() && !self.segment_failed
+    }
+
     /// An Execute of a guarded statement: refused when its rows cannot be
     /// counted (a portal read in chunks), otherwise run as a dry run.
     /// `describe`: hoop asks for the portal's columns first (for masking).
@@ -306,13 +322,13 @@ impl Relay {
         ClientAction::ReplaceAndPause(messages)
     }
 
-    /// The client's Sync while a dry run waits for it: end hoop's block.
+    /// The client's Sync while hoop's block is open: end it with the
+    /// pipeline — hoop's COMMIT before the Sync when everything was allowed.
     pub(super) fn sync_for_dry_run(&mut self) -> Option<ClientAction> {
-        let d = self.dry_run.as_mut()?;
-        let Stage::AwaitSync { commit } = d.stage else {
+        let Some(SyncEnd::Pending { commit }) = self.sync_end else {
             return None;
         };
-        d.stage = Stage::SyncSent;
+        self.sync_end = Some(SyncEnd::Sent);
         let mut messages = Vec::new();
         if commit {
             messages.extend(internal_command("COMMIT"));
@@ -321,6 +337,17 @@ impl Relay {
         messages.push(sync());
         self.state.client_sync();
         Some(ClientAction::ReplaceAndPause(messages))
+    }
+
+    /// hoop's block ends with the pipeline: `commit` unless something in it
+    /// already failed.
+    fn end_at_sync(&mut self, commit: bool) {
+        self.sync_end = Some(match self.sync_end {
+            Some(SyncEnd::Pending { commit: before }) => SyncEnd::Pending {
+                commit: before && commit,
+            },
+            _ => SyncEnd::Pending { commit },
+        });
     }
 
     /// Keeps a frame of the statement's replies.
@@ -383,8 +410,8 @@ impl Relay {
                 d.done = true;
             } else if d.extended() {
                 d.output = std::mem::take(&mut d.captured);
-                d.stage = Stage::AwaitSync { commit: false };
-                self.resume_client = true;
+                d.done = true;
+                self.end_at_sync(false);
             } else {
                 d.stage = Stage::Closing(Outcome::Failed);
                 self.close_dry_run(false);
@@ -457,6 +484,8 @@ impl Relay {
         };
         match outcome {
             Outcome::Keep if d.client_block => {
+                // Inside a block (the client's, or one hoop opened earlier
+                // in this pipeline): release the savepoint.
                 d.stage = Stage::Closing(Outcome::Keep);
                 self.state.internal_command();
                 for m in internal_command(&format!("RELEASE SAVEPOINT {SAVEPOINT}")) {
@@ -466,16 +495,14 @@ impl Relay {
             }
             Outcome::Keep => {
                 d.output = std::mem::take(&mut d.captured);
-                d.stage = Stage::AwaitSync { commit: true };
-                self.resume_client = true;
+                d.done = true;
+                self.end_at_sync(true);
             }
             Outcome::Refuse(error) => {
                 d.captured.clear();
-                let client_block = d.client_block;
-                if client_block {
-                    d.done = true;
-                } else {
-                    d.stage = Stage::AwaitSync { commit: false };
+                d.done = true;
+                if !d.client_block || self.sync_end.is_some() {
+                    self.end_at_sync(false);
                 }
                 // The probe's error (the refusal) answers the Execute and
                 // fails the pipeline, as an error would.
@@ -484,7 +511,6 @@ impl Relay {
                         self.io.to_server.push(m);
                     }
                 }
-                self.resume_client = true;
             }
             Outcome::Failed | Outcome::Hold(_) => {}
         }
@@ -520,6 +546,24 @@ impl Relay {
             }
         })?;
         let internal_next = self.state.internal_reply_next();
+        match (tag, self.sync_end) {
+            // hoop's COMMIT before the client's Sync failed: the client's
+            // pipeline failed to commit, and is told so.
+            (b'E', Some(SyncEnd::Sent)) => {
+                return Ok(hoop_proto_pg::session::ServerAction::Replace(error_frame(
+                    body,
+                )));
+            }
+            (b'Z', Some(SyncEnd::RollingBack)) => {
+                self.sync_end = None;
+                self.resume_client = true;
+                let ready = ReadyForQuery::parse(body).map_err(SessionError::ServerMessage)?;
+                return Ok(hoop_proto_pg::session::ServerAction::Replace(
+                    ready.encode(),
+                ));
+            }
+            _ => {}
+        }
         let Some(d) = self.dry_run.as_mut() else {
             return Ok(action);
         };
@@ -542,25 +586,12 @@ impl Relay {
                 d.client_block = true;
             }
             (b'E', Stage::Closing(_)) => d.closing_error = Some(error_frame(body)),
-            // hoop's COMMIT before the client's Sync failed: the client's
-            // pipeline failed to commit, and is told so.
-            (b'E', Stage::SyncSent) => {
-                action = hoop_proto_pg::session::ServerAction::Replace(error_frame(body));
-            }
             (b'Z', Stage::Closing(_)) => {
                 let status = ReadyForQuery::parse(body)
                     .map_err(SessionError::ServerMessage)?
                     .status;
                 self.finish_simple(status);
                 return Ok(action);
-            }
-            (b'Z', Stage::RollingBack) => {
-                d.output.push(
-                    ReadyForQuery::parse(body)
-                        .map_err(SessionError::ServerMessage)?
-                        .encode(),
-                );
-                d.done = true;
             }
             _ => {}
         }
@@ -589,11 +620,7 @@ impl Relay {
         &mut self,
         body: &[u8],
     ) -> Result<Option<hoop_proto_pg::session::ServerAction>, SessionError> {
-        if !self
-            .dry_run
-            .as_ref()
-            .is_some_and(|d| d.stage == Stage::SyncSent)
-        {
+        if self.sync_end != Some(SyncEnd::Sent) {
             return Ok(None);
         }
         let status = ReadyForQuery::parse(body)
@@ -605,14 +632,12 @@ impl Relay {
                 SessionError::ServerState(e)
             }
         })?;
-        let Some(d) = self.dry_run.as_mut() else {
-            return Ok(None);
-        };
         if status == TransactionStatus::Idle {
-            d.done = true;
+            self.sync_end = None;
+            self.resume_client = true;
             return Ok(Some(hoop_proto_pg::session::ServerAction::Forward));
         }
-        d.stage = Stage::RollingBack;
+        self.sync_end = Some(SyncEnd::RollingBack);
         self.state.internal_query();
         self.io.to_server.push(internal_query("ROLLBACK"));
         Ok(Some(hoop_proto_pg::session::ServerAction::Swallow))
