@@ -101,6 +101,10 @@ pub struct ServerText<'a> {
     pub kind: ServerTextKind,
     /// Its value-bearing texts.
     pub fields: &'a [&'a str],
+    /// The server says the text was raised by code running inside it (a
+    /// function, procedure, trigger or anonymous block), not by the server
+    /// itself: its wording is the code's, so it may say anything.
+    pub raised_by_code: bool,
 }
 
 /// Which way data went.
@@ -182,6 +186,27 @@ pub type Preparation = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub trait SessionGovernor: Send {
     /// Judges a statement before anything of it goes upstream.
     fn judge(&mut self, statement: &StatementContext<'_>) -> Verdict;
+
+    /// Judges a statement again once a dry run has counted the rows it
+    /// touches (`None`: the count is unknown), after [`SessionGovernor::judge`]
+    /// gave a verdict with `max_rows`. The answer has no `max_rows`: the
+    /// driver keeps the dry run's effects on [`Verdict::Allow`], and rolls
+    /// them back otherwise. The default applies every rule as if the count
+    /// were over its limit (fail closed).
+    fn judge_counted(&mut self, statement: &StatementContext<'_>, rows: Option<u64>) -> Verdict {
+        let _ = rows;
+        match self.judge(statement) {
+            Verdict::Deny(mut denial) => {
+                denial.max_rows = None;
+                Verdict::Deny(denial)
+            }
+            Verdict::Hold(mut requirement) => {
+                requirement.max_rows = None;
+                Verdict::Hold(requirement)
+            }
+            Verdict::Allow => Verdict::Allow,
+        }
+    }
 
     /// A refusal that must end the session now (sent to the client as
     /// fatal), e.g. its recording failed and the policy requires one.

@@ -194,6 +194,7 @@ mod tests {
             timeout: Duration::from_mins(5),
             approvers: Vec::new(),
             min_approvals: 1,
+            max_rows: None,
         }
     }
 
@@ -236,10 +237,7 @@ mod tests {
 
     #[test]
     fn a_denial_names_its_rule() {
-        let r = Refusal::denied(&Denial {
-            rule: "no-drop".into(),
-            message: "DROP is not allowed".into(),
-        });
+        let r = Refusal::denied(&Denial::new("no-drop", "DROP is not allowed"));
         assert_eq!(r.reason, RefusalReason::Denied);
         assert_eq!(r.message, "DROP is not allowed");
         assert_eq!(

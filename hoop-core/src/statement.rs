@@ -139,6 +139,24 @@ pub struct Denial {
     pub rule: String,
     /// Message shown to the client.
     pub message: String,
+    /// The rule's `max_rows`: the denial applies only when the statement
+    /// touches more rows than this. A driver that can run the statement as
+    /// a dry run (and roll it back) counts them and asks
+    /// [`SessionGovernor::judge_counted`](crate::SessionGovernor::judge_counted)
+    /// for the final verdict; a driver that cannot treats the denial as
+    /// unconditional (fail closed).
+    pub max_rows: Option<u64>,
+}
+
+impl Denial {
+    /// An unconditional denial.
+    pub fn new(rule: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            rule: rule.into(),
+            message: message.into(),
+            max_rows: None,
+        }
+    }
 }
 
 /// What a hold rule requires before a statement may run.
@@ -154,6 +172,10 @@ pub struct HoldRequirement {
     pub approvers: Vec<String>,
     /// Approvals needed.
     pub min_approvals: u32,
+    /// The rule's `max_rows`: hold only statements that touch more rows
+    /// than this (counted by a dry run, as for [`Denial::max_rows`]; a
+    /// driver that cannot dry-run holds every matching statement).
+    pub max_rows: Option<u64>,
 }
 
 #[cfg(test)]

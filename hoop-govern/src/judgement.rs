@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use hoop_core::{Denial, StatementContext, StatementKind, Verdict, metrics::metrics};
 use hoop_mask::MaskRules;
-use hoop_policy::Policy;
+use hoop_policy::{Policy, RowCount};
 use hoop_sql::ParsedSql;
 
 use crate::{
@@ -61,6 +61,69 @@ fn verdict_label(verdict: &Verdict) -> &'static str {
 }
 
 impl SessionGovernance {
+    /// The policy's verdict, with what masking adds to it (unless the
+    /// policy already denies outright): a session that started unmasked must
+    /// reconnect; a statement that filters, joins, groups or sorts by a
+    /// column whose rule restricts predicates is denied or held; one that
+    /// copies masked data where masking cannot follow is denied.
+    fn masking_verdict(&mut self, parsed: &ParsedSql<'_>, verdict: Verdict) -> Verdict {
+        if matches!(&verdict, Verdict::Deny(d) if d.max_rows.is_none()) || !has_masking(&self.rules)
+        {
+            return verdict;
+        }
+        if !self.inspecting {
+            return Verdict::Deny(Denial::new(
+                "mask.reconnect",
+                "hoop's policy now masks results; reconnect to continue",
+            ));
+        }
+        let mut verdict = verdict;
+        if let Some(guard) = &self.predicates
+            && let Some(found) = guard.judge(parsed)
+        {
+            match found {
+                Verdict::Deny(_) => return found,
+                // An unconditional hold replaces an allow or a hold that
+                // would wait for a dry run.
+                Verdict::Hold(_)
+                    if matches!(&verdict, Verdict::Allow)
+                        || matches!(&verdict, Verdict::Hold(h) if h.max_rows.is_some()) =>
+                {
+                    verdict = found;
+                }
+                _ => {}
+            }
+        }
+        if self.lineage_of_parsed(parsed).writes_masked() {
+            return Verdict::Deny(Denial::new(
+                EXFILTRATION_RULE,
+                "this statement would copy masked data where masking cannot follow it",
+            ));
+        }
+        verdict
+    }
+
+    /// The final verdict for a statement a dry run touched `rows` rows with
+    /// (`None`: uncounted), recorded after the first.
+    pub(crate) fn judge_after_dry_run(
+        &mut self,
+        statement: &StatementContext<'_>,
+        rows: Option<u64>,
+    ) -> Verdict {
+        let parsed = ParsedSql::parse(self.dialect, statement.sql);
+        let judgement = self.snapshot.judge_rows(
+            &parsed,
+            statement.submission,
+            statement.identity,
+            RowCount::Counted(rows),
+        );
+        let verdict = self.masking_verdict(&parsed, judgement.verdict);
+        if self.recording && lock(&self.recorder).verdict(&verdict).is_err() {
+            self.recording_failed();
+        }
+        verdict
+    }
+
     /// Judges a statement: from the cache when its fingerprint is known,
     /// otherwise by parsing it once for both the policy and lineage.
     pub(crate) fn judge_statement(&mut self, statement: &StatementContext<'_>) -> Verdict {
@@ -146,21 +209,7 @@ impl SessionGovernance {
         // read the same statements.
         let parsed = ParsedSql::parse(self.dialect, statement.sql);
         let judgement = policy.judge_parsed(&parsed, statement.submission, statement.identity);
-        let mut verdict = judgement.verdict;
-        if matches!(verdict, Verdict::Allow) && has_masking(&self.rules) {
-            if !self.inspecting {
-                verdict = Verdict::Deny(Denial {
-                    rule: "mask.reconnect".into(),
-                    message: "hoop's policy now masks results; reconnect to continue".into(),
-                });
-            } else if self.lineage_of_parsed(&parsed).writes_masked() {
-                verdict = Verdict::Deny(Denial {
-                    rule: EXFILTRATION_RULE.into(),
-                    message: "this statement would copy masked data where masking cannot follow it"
-                        .into(),
-                });
-            }
-        }
+        let verdict = self.masking_verdict(&parsed, judgement.verdict);
         let mut kind_counts: Vec<(StatementKind, u64)> = Vec::new();
         for s in &judgement.statements {
             match kind_counts.iter_mut().find(|(k, _)| *k == s.kind) {

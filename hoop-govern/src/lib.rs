@@ -24,6 +24,14 @@
 //! - a session that started while the policy masked nothing is not
 //!   inspected; if a reload later adds masking, its statements are denied
 //!   until it reconnects;
+//! - a statement that filters, joins, groups or sorts by a column whose
+//!   mask rule says `predicates: deny` (or `hold`) is denied (held), under
+//!   that mask rule's name (module `predicates`);
+//! - while masking is active, error and notice text raised by code running
+//!   in the server (`RAISE`, errors inside functions and `DO` blocks) is
+//!   masked whole, as unknown;
+//! - after a `max_rows` dry run, the statement is judged again with its
+//!   count ([`hoop_core::SessionGovernor::judge_counted`]).
 //! - a recording that cannot be written closes the session
 //!   (`recording.on_error: close_session`, the default).
 
@@ -31,6 +39,7 @@
 
 pub mod holds;
 pub mod judgement;
+mod predicates;
 pub mod recording;
 pub mod rows;
 pub mod session;

@@ -26,10 +26,15 @@ use crate::{
     has_masking,
     judgement::{CachedJudgement, Prepared},
     mask_rules,
+    predicates::PredicateGuard,
     rows::RowMasking,
 };
 
 const LINEAGE_CACHE_MAX: usize = 256;
+
+/// What replaces server text raised by code running in the server while
+/// masking is active.
+const UNKNOWN_TEXT: &str = "[REDACTED:unknown]";
 const CURSORS_MAX: usize = 1024;
 
 /// The recorder, shared with row rewriters (which record masked rows).
@@ -83,6 +88,8 @@ pub struct SessionGovernance {
     /// SQL → its lineage, for the current rule set (prepared statements run
     /// the same SQL again and again).
     lineage_cache: HashMap<Box<str>, Arc<lineage::SqlLineage>>,
+    /// The mask rules whose `predicates` is `deny` or `hold` (`None`: none).
+    pub(crate) predicates: Option<PredicateGuard>,
 }
 
 impl SessionGovernance {
@@ -98,6 +105,7 @@ impl SessionGovernance {
     ) -> Self {
         let snapshot = policy.snapshot();
         let rules = mask_rules(&snapshot, identity);
+        let predicates = PredicateGuard::new(&snapshot, identity, &[]);
         let inspecting = has_masking(&rules) || rows == RecordRows::Full;
         Self {
             recording: recorder.is_recording(),
@@ -119,6 +127,7 @@ impl SessionGovernance {
             fingerprint_buf: String::new(),
             prepared: HashMap::default(),
             lineage_cache: HashMap::new(),
+            predicates,
         }
     }
 
@@ -141,6 +150,7 @@ impl SessionGovernance {
             }
             self.masking = has_masking(&rules);
             self.rules = rules;
+            self.predicates = PredicateGuard::new(&current, &self.identity, &views);
             self.snapshot = current;
             self.views_version = views_version;
             self.lineage_cache.clear();
@@ -247,6 +257,11 @@ impl SessionGovernor for SessionGovernance {
         self.judge_statement(statement)
     }
 
+    fn judge_counted(&mut self, statement: &StatementContext<'_>, rows: Option<u64>) -> Verdict {
+        self.refresh();
+        self.judge_after_dry_run(statement, rows)
+    }
+
     #[inline]
     fn fatal(&mut self) -> Option<Refusal> {
         // Asked on every wake-up and statement: only a recording can fail,
@@ -306,6 +321,20 @@ impl SessionGovernor for SessionGovernance {
         self.refresh();
         if !self.masking {
             return None;
+        }
+        if text.raised_by_code {
+            // Code running in the server wrote this text: it may say any
+            // value it read, in any shape. Masked whole, as unknown.
+            metrics()
+                .masked_values_total
+                .with_label_values(&["unknown"])
+                .inc();
+            return Some(
+                text.fields
+                    .iter()
+                    .map(|f| (!f.is_empty()).then(|| UNKNOWN_TEXT.to_owned()))
+                    .collect(),
+            );
         }
         let echoes = self.dialect.echo_patterns();
         let masked: Vec<Option<String>> = text

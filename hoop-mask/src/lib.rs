@@ -31,7 +31,10 @@ pub mod text;
 use serde::Deserialize;
 
 pub use detect::{DetectorKind, DetectorMatch, DetectorSet};
-pub use lineage::{ColumnLineage, Lineage, SqlLineage};
+pub use lineage::{
+    ColumnLineage, Lineage, SqlLineage,
+    predicates::{PredicateReads, predicate_reads},
+};
 pub use plan::{MaskCounts, MaskPlan, MaskRefusal, masked_views};
 
 /// How a masked value is rewritten (`strategy:` in a mask rule).

@@ -10,6 +10,8 @@
 //!   `FETCH` without the cursor's query, …);
 //! - set-returning functions in `FROM` that are not known built-ins;
 //! - functions that run SQL given as a string (`query_to_xml`, `dblink`, …);
+//! - routines and operators that are not built into the server (a user's
+//!   function can return any value it reads: its result is unproven);
 //! - `EXPLAIN` of a statement that mentions a masked table or column.
 //!
 //! Rules of the analysis:
@@ -39,11 +41,11 @@
 
 use std::{cell::Cell, ops::ControlFlow};
 
-use hoop_sql::{ParsedSql, SqlDialect};
+use hoop_sql::{ParsedSql, Routine, SqlDialect};
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
-    TableFactor, TableWithJoins, Visit, Visitor,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
+    TableAlias, TableFactor, TableWithJoins, Visit, Visitor,
 };
 
 use super::{MaskRules, Strategy};
@@ -931,7 +933,7 @@ impl<'r> Analyzer<'r> {
                 name, alias, args, ..
             } => {
                 if let Some(args) = args {
-                    let lin = self.function_rows(&last_name(self.dialect, name), &args.args, env);
+                    let lin = self.function_rows(name, &args.args, env);
                     let rel_name = alias_of(alias).unwrap_or_else(|| last_name(self.dialect, name));
                     return vec![opaque(rel_name, lin)];
                 }
@@ -984,7 +986,7 @@ impl<'r> Analyzer<'r> {
             TableFactor::Function {
                 name, args, alias, ..
             } => {
-                let lin = self.function_rows(&last_name(self.dialect, name), args, env);
+                let lin = self.function_rows(name, args, env);
                 vec![opaque(
                     alias_of(alias).unwrap_or_else(|| last_name(self.dialect, name)),
                     lin,
@@ -997,7 +999,7 @@ impl<'r> Analyzer<'r> {
                             FunctionArguments::List(l) => l.args.clone(),
                             _ => Vec::new(),
                         };
-                        self.function_rows(&last_name(self.dialect, &f.name), &args, env)
+                        self.function_rows(&f.name, &args, env)
                     }
                     other => self.as_value(self.expr(other, env)),
                 };
@@ -1036,14 +1038,22 @@ impl<'r> Analyzer<'r> {
     }
 
     /// Rows of a function in `FROM`: known built-ins carry their arguments;
-    /// anything else is `Unknown`.
+    /// anything else (another schema's function of the same name too) is
+    /// `Unknown`.
     fn function_rows(
         &self,
-        name: &str,
+        function: &ObjectName,
         args: &[FunctionArg],
         env: Option<Env<'_>>,
     ) -> ColumnLineage {
-        if !self.dialect.functions().row_functions.contains(&name) {
+        let name = last_name(self.dialect, function);
+        if !self
+            .dialect
+            .functions()
+            .row_functions
+            .contains(&name.as_str())
+            || self.dialect.routine(function) == Routine::NotBuiltIn
+        {
             return ColumnLineage::Unknown;
         }
         let mut lin = ColumnLineage::Clean;
@@ -1634,6 +1644,14 @@ impl Visitor for TaintVisitor<'_, '_> {
                 let lin = self.an.all_rows(&self.scopes());
                 self.add(lin);
             }
+            Expr::BinaryOp {
+                op: BinaryOperator::Custom(symbol),
+                ..
+            } if !self.an.dialect.builtin_operator(symbol) => self.add(ColumnLineage::Unknown),
+            Expr::BinaryOp {
+                op: BinaryOperator::PGCustomBinaryOperator(_),
+                ..
+            } => self.add(ColumnLineage::Unknown),
             Expr::Function(f) => {
                 let name = last_name(self.an.dialect, &f.name);
                 if self
@@ -1642,6 +1660,9 @@ impl Visitor for TaintVisitor<'_, '_> {
                     .functions()
                     .sql_running
                     .contains(&name.as_str())
+                    // A routine that is not built in may return anything it
+                    // reads: its result is unproven.
+                    || self.an.dialect.routine(&f.name) == Routine::NotBuiltIn
                 {
                     self.add(ColumnLineage::Unknown);
                 }
@@ -1694,6 +1715,8 @@ impl Visitor for TaintVisitor<'_, '_> {
         ControlFlow::Continue(())
     }
 }
+
+pub mod predicates;
 
 #[cfg(test)]
 mod tests;

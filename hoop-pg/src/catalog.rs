@@ -1,7 +1,8 @@
 //! PostgreSQL's catalog as a [`ColumnResolver`]: RowDescription sources
 //! (table OID, attribute number) resolved to `schema.table.column`, views
-//! to the columns they read, and tables to their column order (for
-//! `COPY table TO STDOUT`).
+//! to the columns they read, tables to their columns and types in order
+//! (for `COPY table TO STDOUT`), and queries to their result types (for
+//! `COPY (query) TO STDOUT` in binary, which names no types).
 //!
 //! hoop asks the same server, on a side connection of its own (marked like
 //! every upstream socket, so it is never redirected), as the session's user
@@ -52,16 +53,33 @@ JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.oid <> v.oid \
 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace \
 LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid AND d.refobjsubid > 0";
 
-/// Column names of a table in attnum order. `$1` is the table name as text,
-/// cast to `regclass` so the search path resolves it as the COPY did.
-const TABLE_COLUMNS_QUERY: &str = "SELECT a.attname FROM pg_catalog.pg_attribute a \
+/// Column names and types of a table in attnum order. `$1` is the table
+/// name as text, cast to `regclass` so the search path resolves it as the
+/// COPY did.
+const TABLE_COLUMNS_QUERY: &str = "SELECT a.attname, a.atttypid, \
+pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
 WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+
+/// Query descriptions kept per server and database.
+const DESCRIBED_MAX: usize = 256;
 
 /// After a failed lookup, how long before the server is asked again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Text rows of a catalog query (`None` is NULL).
 type Rows = Vec<Vec<Option<String>>>;
+
+/// A column of a table or a described query: its name, type OID and type
+/// name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedColumn {
+    /// Column name.
+    pub name: String,
+    /// Type OID.
+    pub type_oid: u32,
+    /// Type name (`text`, `character varying(20)`).
+    pub type_name: String,
+}
 
 /// Catalog caches for every server and database hoop has proxied.
 pub struct CatalogStore {
@@ -95,8 +113,11 @@ struct ServerCatalog {
     addr: SocketAddr,
     database: String,
     cache: Mutex<ColumnCache>,
-    /// `regclass text` → column names in order (for `COPY table TO`).
-    table_columns: Mutex<HashMap<String, Vec<String>>>,
+    /// `regclass text` → columns in order (for `COPY table TO`).
+    table_columns: Mutex<HashMap<String, Vec<TypedColumn>>>,
+    /// Query text → its result columns as the server describes them (`None`:
+    /// the server could not describe it), for `COPY (query) TO`.
+    described: Mutex<HashMap<String, Option<Vec<TypedColumn>>>>,
     /// View dependencies, with a version bumped on each load.
     views: Mutex<(u64, Arc<[ViewDependency]>)>,
     client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
@@ -118,6 +139,8 @@ enum LookupError {
     Io(#[from] std::io::Error),
     #[error("catalog row field {0} is not valid")]
     BadField(usize),
+    #[error("the catalog connection is not open")]
+    NotConnected,
 }
 
 impl CatalogStore {
@@ -158,6 +181,7 @@ impl CatalogStore {
                         database,
                         cache: Mutex::new(ColumnCache::default()),
                         table_columns: Mutex::new(HashMap::new()),
+                        described: Mutex::new(HashMap::new()),
                         views: Mutex::new((0, Arc::from(Vec::new()))),
                         client: tokio::sync::Mutex::new(None),
                         failed_at: Mutex::new(None),
@@ -216,10 +240,53 @@ impl CatalogStore {
     }
 
     /// A table's columns in order, when known.
-    pub fn table_columns(&self, identity: &SessionIdentity, regclass: &str) -> Option<Vec<String>> {
+    pub fn table_columns(
+        &self,
+        identity: &SessionIdentity,
+        regclass: &str,
+    ) -> Option<Vec<TypedColumn>> {
         lock(&self.server(identity)?.table_columns)
             .get(regclass)
             .cloned()
+    }
+
+    /// A description of `query`'s result columns (for `COPY (query) TO
+    /// STDOUT` in binary, which names no types): the server prepares it on
+    /// hoop's side connection, which runs nothing.
+    pub fn describe_resolution(
+        &self,
+        identity: &SessionIdentity,
+        query: &str,
+    ) -> Option<Preparation> {
+        let server = self.server(identity)?;
+        if lock(&server.described).contains_key(query) {
+            return None;
+        }
+        let login = self.login(identity);
+        let dialer = self.dialer.clone();
+        let query = query.to_owned();
+        Some(Box::pin(async move {
+            let described = match server.describe(&dialer, &login, &query).await {
+                Ok(columns) => Some(columns),
+                Err(e) => {
+                    warn!(server = %server.addr, error = %e, "the server could not describe a COPY query on hoop's side connection; its masked binary fields are refused");
+                    None
+                }
+            };
+            let mut cache = lock(&server.described);
+            if cache.len() >= DESCRIBED_MAX {
+                cache.clear();
+            }
+            cache.insert(query, described);
+        }))
+    }
+
+    /// `query`'s result columns, when the server described them.
+    pub fn described(&self, identity: &SessionIdentity, query: &str) -> Option<Vec<TypedColumn>> {
+        lock(&self.server(identity)?.described)
+            .get(query)
+            .cloned()
+            .flatten()
     }
 }
 
@@ -277,30 +344,65 @@ impl ServerCatalog {
         lock(&self.failed_at).is_some_and(|t| t.elapsed() < RETRY_AFTER)
     }
 
-    async fn query(&self, dialer: &Dialer, login: &Login, sql: &str) -> Result<Rows, LookupError> {
+    /// hoop's connection to this server, connected on first use (and again
+    /// after it closed), as `login`.
+    async fn connection(
+        &self,
+        dialer: &Dialer,
+        login: &Login,
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, tokio_postgres::Client>, LookupError> {
         let mut client = self.client.lock().await;
-        let c = match client.as_ref() {
-            Some(c) if !c.is_closed() => c,
-            _ => {
-                let stream = dialer.connect(self.addr).await?;
-                let mut config = tokio_postgres::Config::new();
-                config
-                    .user(&login.user)
-                    .dbname(&self.database)
-                    .application_name("hoop-catalog");
-                if let Some(password) = &login.password {
-                    config.password(password.expose());
-                }
-                let stream = cleartext_guard::GuardedStream::new(stream, login.refuse_cleartext);
-                let (c, connection) = config.connect_raw(stream, NoTls).await?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        debug!(error = %e, "catalog connection ended");
-                    }
-                });
-                client.insert(c)
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            let stream = dialer.connect(self.addr).await?;
+            let mut config = tokio_postgres::Config::new();
+            config
+                .user(&login.user)
+                .dbname(&self.database)
+                .application_name("hoop-catalog");
+            if let Some(password) = &login.password {
+                config.password(password.expose());
             }
-        };
+            let stream = cleartext_guard::GuardedStream::new(stream, login.refuse_cleartext);
+            let (c, connection) = config.connect_raw(stream, NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    debug!(error = %e, "catalog connection ended");
+                }
+            });
+            *client = Some(c);
+        }
+        tokio::sync::MutexGuard::try_map(client, Option::as_mut)
+            .map_err(|_| LookupError::NotConnected)
+    }
+
+    /// The result columns of `query` (prepared, never executed).
+    async fn describe(
+        &self,
+        dialer: &Dialer,
+        login: &Login,
+        query: &str,
+    ) -> Result<Vec<TypedColumn>, LookupError> {
+        let client = self.connection(dialer, login).await?;
+        let statement = client.prepare(query).await?;
+        let columns = statement
+            .columns()
+            .iter()
+            .map(|c| TypedColumn {
+                name: c.name().to_owned(),
+                type_oid: c.type_().oid(),
+                type_name: c.type_().name().to_owned(),
+            })
+            .collect();
+        // The description is all hoop wanted: do not keep the statement.
+        drop(statement);
+        Ok(columns)
+    }
+
+    async fn query(&self, dialer: &Dialer, login: &Login, sql: &str) -> Result<Rows, LookupError> {
+        let c = self.connection(dialer, login).await?;
         let rows = c
             .simple_query(sql)
             .await?
@@ -384,11 +486,19 @@ impl ServerCatalog {
         let literal = format!("'{}'", regclass.replace('\'', "''"));
         let sql = TABLE_COLUMNS_QUERY.replace("$1::regclass", &format!("{literal}::regclass"));
         let rows = self.query(dialer, login, &sql).await?;
-        let names = rows
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect();
-        lock(&self.table_columns).insert(regclass.to_owned(), names);
+        let columns = rows
+            .iter()
+            .map(|row| {
+                Ok(TypedColumn {
+                    name: field(row, 0)?.to_owned(),
+                    type_oid: field(row, 1)?
+                        .parse()
+                        .map_err(|_| LookupError::BadField(1))?,
+                    type_name: field(row, 2)?.to_owned(),
+                })
+            })
+            .collect::<Result<_, LookupError>>()?;
+        lock(&self.table_columns).insert(regclass.to_owned(), columns);
         Ok(())
     }
 }

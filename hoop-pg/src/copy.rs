@@ -8,10 +8,15 @@
 //! their fields go to the rewriter as values, and a rewritten row is encoded
 //! back in the COPY's own format (text, CSV or binary).
 //!
-//! Binary COPY carries no type information: every field is opaque to hoop,
-//! so a masked field is refused or nulled as `policy.binary_unmaskable`
-//! says, and detectors do not scan it. Nothing is ever silently withheld: a
-//! row that cannot be made safe ends the session with an error.
+//! Binary COPY carries no type information, so hoop learns the types
+//! itself: a table's column types from the catalog, a query's result types
+//! by having the server describe (prepare, never run) the query on hoop's
+//! side connection. Text-like fields (`text`, `varchar`, `char`, `name`,
+//! `xml`, `json`, `jsonb`) are raw bytes in binary COPY and are masked and
+//! scanned by detectors like text; a masked field of any other type (or of
+//! a type hoop could not learn) is refused or nulled as
+//! `policy.binary_unmaskable` says. Nothing is ever silently withheld: a row
+//! that cannot be made safe ends the session with an error.
 
 use std::borrow::Cow;
 
@@ -23,6 +28,8 @@ use hoop_proto_pg::copy_data::{
     CopyDataError, CopyDataFormat, CopyItem, CopyOptions, CopyRowReader,
 };
 use hoop_sql::{SqlDialect, pg::Postgres};
+
+use crate::{catalog::TypedColumn, columns::value_encoding};
 use sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, ObjectNamePart,
     Statement,
@@ -38,6 +45,8 @@ pub struct CopyStatement {
     pub options: CopyOptions,
     /// For `COPY table [(columns)]`: the table and the listed columns.
     pub table: Option<CopyTable>,
+    /// For `COPY (query)`: the query, as written.
+    pub query: Option<String>,
 }
 
 /// The table of a `COPY table [(columns)] TO STDOUT`, folded.
@@ -93,16 +102,30 @@ impl CopyStatement {
             }
             CopySource::Query(_) => None,
         };
+        let query = if table.is_none() {
+            Postgres::copy_query(statement).map(str::to_owned)
+        } else {
+            None
+        };
         Some(Self {
             options: copy_options(&options, &legacy_options),
             table,
+            query,
         })
     }
 
-    /// The table as `regclass` text, when its column order must come from
-    /// the catalog (`COPY table` without a column list).
+    fn binary(&self) -> bool {
+        self.options.format == CopyDataFormat::Binary
+    }
+
+    /// The table as `regclass` text, when its columns must come from the
+    /// catalog: their order for `COPY table` without a column list, their
+    /// types for any binary `COPY table`.
     pub fn regclass_needed(&self) -> Option<String> {
-        let table = self.table.as_ref().filter(|t| t.columns.is_empty())?;
+        let table = self
+            .table
+            .as_ref()
+            .filter(|t| t.columns.is_empty() || self.binary())?;
         let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         Some(match &table.schema {
             Some(schema) => format!("{}.{}", q(schema), q(&table.name)),
@@ -110,37 +133,70 @@ impl CopyStatement {
         })
     }
 
+    /// The query whose result types a binary `COPY (query)` needs.
+    pub fn describe_needed(&self) -> Option<&str> {
+        self.query.as_deref().filter(|_| self.binary())
+    }
+
     /// The columns of this COPY's rows: `count` of them (from
-    /// CopyOutResponse), named from the column list or `table_columns`
-    /// (the catalog's column order), when known.
-    pub fn columns(&self, count: usize, table_columns: Option<&[String]>) -> Vec<ResultColumn> {
-        let names: Option<&[String]> = match &self.table {
-            Some(t) if !t.columns.is_empty() => Some(&t.columns),
-            Some(_) => table_columns,
+    /// CopyOutResponse), named from the column list or `table_columns` (the
+    /// catalog's columns of the table, in order), typed for binary COPY from
+    /// `table_columns` or `described` (the server's description of the
+    /// query). A binary field whose type is unknown is opaque.
+    pub fn columns(
+        &self,
+        count: usize,
+        table_columns: Option<&[TypedColumn]>,
+        described: Option<&[TypedColumn]>,
+    ) -> Vec<ResultColumn> {
+        let names: Option<Vec<&str>> = match &self.table {
+            Some(t) if !t.columns.is_empty() => {
+                Some(t.columns.iter().map(String::as_str).collect())
+            }
+            Some(_) => table_columns.map(|c| c.iter().map(|c| c.name.as_str()).collect()),
             None => None,
         };
-        let encoding = match self.options.format {
-            CopyDataFormat::Binary => ValueEncoding::Opaque,
-            CopyDataFormat::Text | CopyDataFormat::Csv => ValueEncoding::Text,
-        };
+        // A description that does not fit the COPY's width says nothing.
+        let described = described.filter(|d| d.len() == count);
         (0..count)
             .map(|i| {
-                let name = names.and_then(|n| n.get(i));
+                let name = names.as_ref().and_then(|n| n.get(i).copied());
+                let typed = match (&self.table, name) {
+                    (Some(_), Some(name)) => {
+                        table_columns.and_then(|c| c.iter().find(|c| c.name == name))
+                    }
+                    (None, _) => described.and_then(|d| d.get(i)),
+                    (Some(_), None) => None,
+                };
+                let (encoding, type_name) = if self.binary() {
+                    match typed {
+                        Some(t) => (
+                            value_encoding(t.type_oid, 1),
+                            Cow::Owned(t.type_name.clone()),
+                        ),
+                        None => (
+                            ValueEncoding::Opaque,
+                            Cow::Borrowed("binary COPY field of unknown type"),
+                        ),
+                    }
+                } else {
+                    (ValueEncoding::Text, Cow::Borrowed("text"))
+                };
                 ResultColumn {
-                    name: name.cloned().unwrap_or_else(|| format!("column {}", i + 1)),
+                    name: name
+                        .map(str::to_owned)
+                        .or_else(|| described.and_then(|d| d.get(i)).map(|c| c.name.clone()))
+                        .unwrap_or_else(|| format!("column {}", i + 1)),
                     source: match (&self.table, name) {
                         (Some(t), Some(column)) => ColumnSource::Named(ResolvedColumn {
                             schema: t.schema.clone(),
                             table: t.name.clone(),
-                            column: column.clone(),
+                            column: column.to_owned(),
                         }),
                         _ => ColumnSource::None,
                     },
                     encoding,
-                    type_name: Cow::Borrowed(match encoding {
-                        ValueEncoding::Opaque => "binary COPY field",
-                        _ => "text",
-                    }),
+                    type_name,
                 }
             })
             .collect()
@@ -383,6 +439,14 @@ mod tests {
         }
     }
 
+    fn typed(name: &str, type_oid: u32, type_name: &str) -> TypedColumn {
+        TypedColumn {
+            name: name.into(),
+            type_oid,
+            type_name: type_name.into(),
+        }
+    }
+
     fn masker(sql: &str, column: usize) -> CopyOutMasker {
         let s = CopyStatement::parse(sql).unwrap();
         CopyOutMasker::new(s.options, Box::new(MaskColumn(column)))
@@ -407,7 +471,7 @@ mod tests {
             )
         );
         assert_eq!(s.regclass_needed(), None);
-        let cols = s.columns(2, None);
+        let cols = s.columns(2, None, None);
         assert_eq!(
             cols[1].source,
             ColumnSource::Named(ResolvedColumn {
@@ -419,10 +483,10 @@ mod tests {
         // A whole table: its column order comes from the catalog.
         let s = CopyStatement::parse("COPY customers TO STDOUT").unwrap();
         assert_eq!(s.regclass_needed().as_deref(), Some("\"customers\""));
-        assert_eq!(s.columns(2, None)[0].source, ColumnSource::None);
-        let names = ["id".to_owned(), "ssn".to_owned()];
+        assert_eq!(s.columns(2, None, None)[0].source, ColumnSource::None);
+        let names = [typed("id", 23, "integer"), typed("ssn", 25, "text")];
         assert!(matches!(
-            s.columns(2, Some(&names))[1].source,
+            s.columns(2, Some(&names), None)[1].source,
             ColumnSource::Named(_)
         ));
         // A query: governance gets its lineage; the columns name nothing.
@@ -432,7 +496,29 @@ mod tests {
         )
         .unwrap();
         assert!(s.table.is_none());
-        assert_eq!(s.columns(1, None)[0].encoding, ValueEncoding::Opaque);
+        assert_eq!(s.describe_needed(), Some("SELECT ssn FROM t"));
+        // Binary without a description: opaque; with one, by type.
+        assert_eq!(s.columns(1, None, None)[0].encoding, ValueEncoding::Opaque);
+        let described = [typed("ssn", 25, "text")];
+        assert_eq!(
+            s.columns(1, None, Some(&described))[0].encoding,
+            ValueEncoding::Text
+        );
+        let wide = [typed("a", 25, "text"), typed("b", 25, "text")];
+        assert_eq!(
+            s.columns(1, None, Some(&wide))[0].encoding,
+            ValueEncoding::Opaque,
+            "a description of another width says nothing"
+        );
+        // A binary COPY of a table needs the catalog's types even with a
+        // column list; its int column stays opaque.
+        let s = CopyStatement::parse("COPY t (id, ssn) TO STDOUT (FORMAT binary)").unwrap();
+        assert_eq!(s.regclass_needed().as_deref(), Some("\"t\""));
+        let cols = s.columns(2, Some(&names), None);
+        assert_eq!(
+            (cols[0].encoding, cols[1].encoding),
+            (ValueEncoding::Opaque, ValueEncoding::Text)
+        );
         // Not a COPY to the client.
         assert!(CopyStatement::parse("COPY t FROM STDIN").is_none());
         assert!(CopyStatement::parse("COPY t TO '/tmp/x'").is_none());

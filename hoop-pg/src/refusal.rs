@@ -47,10 +47,7 @@ mod tests {
 
     #[test]
     fn denials_read_as_insufficient_privilege() {
-        let r = Refusal::denied(&hoop_core::Denial {
-            rule: "no-drop".into(),
-            message: "DROP is not allowed".into(),
-        });
+        let r = Refusal::denied(&hoop_core::Denial::new("no-drop", "DROP is not allowed"));
         let e = error(&r);
         assert_eq!(e.code, "42501");
         assert_eq!(e.severity, Severity::Error);

@@ -7,6 +7,7 @@
 //! need it.
 
 use std::{
+    collections::HashMap,
     future::poll_fn,
     net::SocketAddr,
     sync::Arc,
@@ -16,7 +17,7 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use hoop_core::{
-    ColumnResolver, DataDirection, HoldOutcome, HoldRequest, HoldRequirement, NoCatalog,
+    ColumnResolver, DataDirection, Denial, HoldOutcome, HoldRequest, HoldRequirement, NoCatalog,
     Preparation, Refusal, ResultColumn, RowRewrite, RowRewriter, ServerText, ServerTextKind,
     SessionEvent, SessionGovernor, SessionIdentity, StatementContext, Submission, TransactionState,
     Verdict, refusal::HoldNotice,
@@ -41,6 +42,8 @@ use hoop_relay::{
     io::{Duplex, DuplexError},
 };
 use tracing::{debug, info};
+
+mod dry_run;
 
 use super::cancel::{CancelRegistration, CancelSignals};
 use super::{PgProxyContext, SessionError};
@@ -72,8 +75,10 @@ struct Wake {
 
 /// The decision waiting for the statement at the front of the client buffer.
 enum Pending {
-    /// Approved by a decider: send it without judging again.
-    Approved,
+    /// Approved by a decider: send it without judging again. `rows`: the
+    /// approver saw a dry run touch this many rows; the statement runs
+    /// again as a dry run and is refused if it now touches more.
+    Approved { rows: Option<u64> },
     /// Refused after a hold: answer with this error.
     Refused(Bytes),
 }
@@ -84,6 +89,12 @@ enum ClientAction {
     Swallow,
     /// Drop it and send these upstream instead.
     Replace([Option<Bytes>; 2]),
+    /// Drop it and send these upstream instead, then stop: the client is
+    /// paused until a dry run is decided.
+    ReplaceAndPause(Vec<Bytes>),
+    /// Send this upstream, then stop before the message (it is processed
+    /// again later).
+    WaitAfter(Bytes),
     /// Send this upstream first, then the message.
     InjectBefore(Bytes),
     /// Stop: the message is held.
@@ -164,6 +175,25 @@ pub(super) struct Relay {
     registration: Option<CancelRegistration>,
     terminated: bool,
     started: bool,
+    /// The `max_rows` dry run in progress (the client is paused meanwhile).
+    dry_run: Option<dry_run::DryRun>,
+    /// The frame being processed belongs to the dry run's statement: it is
+    /// held back, not sent.
+    capture_frame: bool,
+    /// A dry run ended: process what the client sent meanwhile.
+    resume_client: bool,
+    /// The hold in progress came from a dry run that touched this many rows.
+    hold_rows: Option<u64>,
+    /// Prepared statements a rule with `max_rows` matches (name → SQL): each
+    /// execution runs as a dry run.
+    guards: HashMap<String, String>,
+    /// A transaction block hoop opened for dry runs in the current pipeline.
+    sync_end: Option<dry_run::SyncEnd>,
+    /// An error has come for the current pipeline: the server skips to Sync.
+    segment_failed: bool,
+    /// A guarded Execute waits until the server has answered everything
+    /// before it.
+    waiting_quiet: bool,
 }
 
 fn client_msg(e: hoop_proto_pg::MessageError) -> SessionError {
@@ -253,7 +283,23 @@ impl Relay {
             registration: None,
             terminated: false,
             started: false,
+            dry_run: None,
+            capture_frame: false,
+            resume_client: false,
+            hold_rows: None,
+            guards: HashMap::new(),
+            sync_end: None,
+            segment_failed: false,
+            waiting_quiet: false,
         }
+    }
+
+    /// Whether client messages wait (a hold, or a dry run being decided).
+    fn client_paused(&self) -> bool {
+        self.hold.is_some()
+            || self.dry_run.is_some()
+            || self.waiting_quiet
+            || self.sync_end.is_some_and(dry_run::SyncEnd::blocks_client)
     }
 
     pub(super) async fn run(mut self) -> Result<(), SessionError> {
@@ -295,7 +341,8 @@ impl Relay {
             if let Some(refusal) = self.governor.fatal() {
                 return Err(SessionError::Governance(refusal));
             }
-            if wake.client && self.hold.is_none() {
+            let resume = std::mem::take(&mut self.resume_client);
+            if (wake.client || resume) && !self.client_paused() {
                 self.process_client()?;
             }
             if wake.withdraw {
@@ -320,7 +367,7 @@ impl Relay {
     }
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Wake, SessionError>> {
-        let client_limit = if self.hold.is_some() {
+        let client_limit = if self.client_paused() {
             HELD_BACKLOG
         } else {
             usize::MAX
@@ -370,7 +417,7 @@ impl Relay {
     /// front that are still to be forwarded as they are.
     fn process_client_buf(&mut self, buf: &mut BytesMut) -> Result<usize, SessionError> {
         let mut run = 0;
-        while self.hold.is_none() && !self.terminated {
+        while !self.client_paused() && !self.terminated {
             let (tag, len) = match self.client_decoder.peek(&buf[run..])? {
                 Peek::Complete { tag, len } => (tag, len),
                 Peek::Incomplete { len } => {
@@ -398,6 +445,16 @@ impl Relay {
                         self.io.to_server.push(m);
                     }
                 }
+                ClientAction::ReplaceAndPause(msgs) => {
+                    buf.advance(len);
+                    for m in msgs {
+                        self.io.to_server.push(m);
+                    }
+                }
+                ClientAction::WaitAfter(m) => {
+                    self.io.to_server.push(m);
+                    break;
+                }
                 ClientAction::InjectBefore(m) => {
                     self.io.to_server.push(m);
                     run = len;
@@ -414,6 +471,9 @@ impl Relay {
             // error: ignore everything up to Sync.
             if tag == b'S' {
                 self.discard_until_sync = false;
+                if let Some(action) = self.sync_for_dry_run() {
+                    return Ok(action);
+                }
                 self.state.client_sync();
                 return Ok(ClientAction::Forward);
             }
@@ -433,18 +493,21 @@ impl Relay {
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
                     Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
+                    Decision::DryRun { approved, .. } => Ok(self.start_dry_run(q, approved)),
                 }
             }
             b'P' => {
                 let p = Parse::parse(body).map_err(client_msg)?;
                 match self.decide(p.sql, Submission::Prepared, Some(p.name)) {
                     Decision::Allow => {
+                        self.guards.remove(p.name);
                         self.state.client_parse(&p);
                         Ok(ClientAction::Forward)
                     }
                     Decision::Refuse(err) => Ok(self.refuse(err, true)),
                     Decision::Hold => Ok(ClientAction::Hold),
                     Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
+                    Decision::DryRun { hold, .. } => Ok(self.guarded_prepare(&p, hold)),
                 }
             }
             b'B' => {
@@ -474,10 +537,35 @@ impl Relay {
             }
             b'E' => {
                 let e = Execute::parse(body).map_err(client_msg)?;
+                let guard = if self.guards.is_empty() || self.segment_failed {
+                    // A failed pipeline's Execute is skipped by the server.
+                    None
+                } else {
+                    self.state.portal_statement(e.portal).and_then(|statement| {
+                        self.guards
+                            .get(&*statement)
+                            .cloned()
+                            .map(|sql| (statement, sql))
+                    })
+                };
+                if guard.is_some() && self.dry_run_must_wait() {
+                    self.waiting_quiet = true;
+                    return Ok(ClientAction::WaitAfter(flush()));
+                }
                 let describe = self.inspect && !self.state.portal_description_expected(e.portal);
                 if describe {
                     // Masking needs the columns; the client did not ask.
                     self.state.injected_describe_portal(e.portal);
+                }
+                if let Some((statement, sql)) = guard {
+                    let describe = describe.then(|| {
+                        Describe {
+                            target: Target::Portal,
+                            name: e.portal,
+                        }
+                        .encode()
+                    });
+                    return Ok(self.guarded_execute(&e, statement.to_string(), &sql, describe));
                 }
                 self.state.client_execute(e.portal);
                 Ok(if describe {
@@ -494,10 +582,16 @@ impl Relay {
             }
             b'C' => {
                 let c = Close::parse(body).map_err(client_msg)?;
+                if c.target == Target::Statement {
+                    self.guards.remove(c.name);
+                }
                 self.state.client_close(&c);
                 Ok(ClientAction::Forward)
             }
             b'S' => {
+                if let Some(action) = self.sync_for_dry_run() {
+                    return Ok(action);
+                }
                 self.state.client_sync();
                 Ok(ClientAction::Forward)
             }
@@ -509,9 +603,33 @@ impl Relay {
                         self.state.client_function_call();
                         Ok(ClientAction::Forward)
                     }
+                    // A fast-path call's rows cannot be counted: judged as
+                    // over any limit (the policy does so already).
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
                     Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
+                    Decision::DryRun { .. } => {
+                        let ctx = client_statement(
+                            &self.identity,
+                            self.state.transaction(),
+                            &sql,
+                            Submission::FunctionCall,
+                            None,
+                        );
+                        Ok(match self.governor.judge_counted(&ctx, None) {
+                            Verdict::Allow => {
+                                self.state.client_function_call();
+                                ClientAction::Forward
+                            }
+                            Verdict::Deny(d) => {
+                                self.refuse(refusal::error(&Refusal::denied(&d)).encode(), false)
+                            }
+                            Verdict::Hold(h) => {
+                                self.start_hold(h, &sql, Submission::FunctionCall);
+                                ClientAction::Hold
+                            }
+                        })
+                    }
                 }
             }
             b'd' => {
@@ -547,7 +665,13 @@ impl Relay {
             transaction: transaction_state(self.state.transaction()),
         };
         let verdict = match self.pending.take() {
-            Some(Pending::Approved) => Verdict::Allow,
+            Some(Pending::Approved { rows: Some(rows) }) => {
+                return Decision::DryRun {
+                    approved: Some(rows),
+                    hold: false,
+                };
+            }
+            Some(Pending::Approved { rows: None }) => Verdict::Allow,
             Some(Pending::Refused(err)) => return Decision::Refuse(err),
             None => {
                 self.meters
@@ -562,6 +686,18 @@ impl Relay {
             }
         };
         match verdict {
+            Verdict::Deny(Denial {
+                max_rows: Some(_), ..
+            }) => Decision::DryRun {
+                approved: None,
+                hold: false,
+            },
+            Verdict::Hold(HoldRequirement {
+                max_rows: Some(_), ..
+            }) => Decision::DryRun {
+                approved: None,
+                hold: true,
+            },
             Verdict::Allow => {
                 self.governor
                     .observe(SessionEvent::Sent { statement: &ctx });
@@ -665,8 +801,13 @@ impl Relay {
         info!(session = %self.identity, hold = %id, ?outcome, "hold ended");
         self.pending = Some(
             match Refusal::hold_ended(&id, outcome, &hold.requirement, cancelled) {
-                None => Pending::Approved,
-                Some(r) => Pending::Refused(refusal::error(&r).encode()),
+                None => Pending::Approved {
+                    rows: self.hold_rows.take(),
+                },
+                Some(r) => {
+                    self.hold_rows = None;
+                    Pending::Refused(refusal::error(&r).encode())
+                }
             },
         );
         self.process_client()
@@ -713,7 +854,8 @@ impl Relay {
                 break;
             }
             self.prepared_frame = false;
-            if action == ServerAction::Forward {
+            let captured = std::mem::take(&mut self.capture_frame);
+            if action == ServerAction::Forward && !captured {
                 run += len;
                 continue;
             }
@@ -721,15 +863,60 @@ impl Relay {
                 self.io.to_client.push(buf.split_to(run).freeze());
                 run = 0;
             }
-            buf.advance(len);
-            if let ServerAction::Replace(b) = action {
-                self.io.to_client.push(b);
+            let frame = buf.split_to(len).freeze();
+            let out = match action {
+                ServerAction::Forward => Some(frame),
+                ServerAction::Replace(b) => Some(b),
+                ServerAction::Swallow | ServerAction::Pause => None,
+            };
+            if captured {
+                if let Some(out) = out {
+                    self.capture(out);
+                }
+                self.dry_run_step();
+            } else if let Some(out) = out {
+                self.io.to_client.push(out);
             }
+            for out in self.take_dry_run_output() {
+                self.io.to_client.push(out);
+            }
+        }
+        if self.waiting_quiet && (self.state.is_idle() || self.segment_failed) {
+            // The guarded Execute may go on now.
+            self.waiting_quiet = false;
+            self.resume_client = true;
         }
         Ok(run)
     }
 
     fn server_frame(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
+        if self.state.internal_reply_next() {
+            return self.internal_frame(tag, body);
+        }
+        if tag == b'Z'
+            && let Some(action) = self.sync_reply(body)?
+        {
+            return Ok(action);
+        }
+        match tag {
+            b'Z' => self.segment_failed = false,
+            b'E' => {
+                self.segment_failed = matches!(
+                    self.state.owed().next(),
+                    Some(
+                        Owed::Parse { .. }
+                            | Owed::Bind { .. }
+                            | Owed::DescribeStatement { .. }
+                            | Owed::DescribePortal { .. }
+                            | Owed::Execute { .. }
+                            | Owed::Close { .. }
+                            | Owed::Abort { .. }
+                    )
+                );
+            }
+            _ => {}
+        }
+        self.capture_frame = self.capturing() && !matches!(tag, b'A' | b'S');
         let mut action = ServerAction::Forward;
         match tag {
             b'D' => {
@@ -821,6 +1008,7 @@ impl Relay {
                 let text = ServerText {
                     kind: ServerTextKind::Notification,
                     fields: &[n.payload],
+                    raised_by_code: false,
                 };
                 if let Some(Some(payload)) = self
                     .governor
@@ -867,6 +1055,12 @@ impl Relay {
             self.governor.observe(SessionEvent::Started {
                 identity: &self.identity,
             });
+            if self.inspect {
+                // What governance needs before judging the first statement
+                // (which views read masked columns, for predicate checks):
+                // awaited before any client message is processed.
+                self.preparation = self.governor.columns_to_resolve(&[]);
+            }
         }
         Ok(match state_action {
             ServerAction::Forward => action,
@@ -891,6 +1085,7 @@ impl Relay {
         let masked = self.governor.rewrite_server_text(ServerText {
             kind,
             fields: &texts,
+            raised_by_code: raised_by_code(fields),
         })?;
         let mut replacements = masked.into_iter();
         let owned: Vec<(u8, String)> = fields
@@ -921,27 +1116,40 @@ impl Relay {
         };
         let statement = CopyStatement::find(r.sql, r.statement_index);
         let regclass = statement.as_ref().and_then(CopyStatement::regclass_needed);
-        if let Some(regclass) = &regclass
-            && !self.prepared_frame
-            && let Some(p) = self
-                .ctx
-                .catalog
-                .as_ref()
-                .and_then(|c| c.table_columns_resolution(&self.identity, regclass.clone()))
+        let describe = statement
+            .as_ref()
+            .and_then(CopyStatement::describe_needed)
+            .map(str::to_owned);
+        if !self.prepared_frame
+            && let Some(catalog) = self.ctx.catalog.as_ref()
         {
-            self.prepared_frame = true;
-            self.preparation = Some(p);
-            return Ok(true);
+            let lookup = match (&regclass, &describe) {
+                (Some(regclass), _) => {
+                    catalog.table_columns_resolution(&self.identity, regclass.clone())
+                }
+                (None, Some(query)) => catalog.describe_resolution(&self.identity, query),
+                (None, None) => None,
+            };
+            if let Some(p) = lookup {
+                self.prepared_frame = true;
+                self.preparation = Some(p);
+                return Ok(true);
+            }
         }
         self.rows.reset();
-        let table_columns = regclass.as_deref().and_then(|t| {
-            self.ctx
-                .catalog
-                .as_ref()
-                .and_then(|c| c.table_columns(&self.identity, t))
-        });
+        let catalog = self.ctx.catalog.as_ref();
+        let table_columns = regclass
+            .as_deref()
+            .and_then(|t| catalog.and_then(|c| c.table_columns(&self.identity, t)));
+        let described = describe
+            .as_deref()
+            .and_then(|q| catalog.and_then(|c| c.described(&self.identity, q)));
         let columns = match &statement {
-            Some(s) => s.columns(response.columns, table_columns.as_deref()),
+            Some(s) => s.columns(
+                response.columns,
+                table_columns.as_deref(),
+                described.as_deref(),
+            ),
             None => CopyStatement::unknown_columns(response.columns),
         };
         let ctx = result_statement(&self.identity, &r, self.state.transaction());
@@ -1003,6 +1211,18 @@ impl Relay {
     }
 }
 
+/// Whether an ErrorResponse/NoticeResponse was raised by code running in
+/// the server rather than by the server itself: PL/pgSQL's `RAISE` (the
+/// reporting routine), or any message whose context says it arose inside a
+/// function, procedure, trigger or `DO` block (`PL/pgSQL function …`,
+/// `SQL function …`, `inline_code_block`).
+fn raised_by_code(fields: &NoticeFields<'_>) -> bool {
+    fields.get(b'R') == Some("exec_stmt_raise")
+        || fields
+            .get(b'W')
+            .is_some_and(|w| w.contains("function ") || w.contains("inline_code_block"))
+}
+
 /// A NoticeResponse for a hold's notice.
 fn notice(text: &HoldNotice) -> Bytes {
     let spec = ErrorSpec::notice(text.message.clone());
@@ -1029,6 +1249,25 @@ fn copy_refused(e: CopyMaskError) -> SessionError {
     })
 }
 
+/// The context of a statement the client sends.
+fn client_statement<'a>(
+    identity: &'a SessionIdentity,
+    transaction: TransactionStatus,
+    sql: &'a str,
+    submission: Submission,
+    name: Option<&'a str>,
+) -> StatementContext<'a> {
+    StatementContext {
+        identity,
+        sql,
+        submission,
+        statement_name: name,
+        portal: None,
+        statement_index: 0,
+        transaction: transaction_state(transaction),
+    }
+}
+
 /// The statement a result belongs to, as governance sees it.
 fn result_statement<'a>(
     identity: &'a SessionIdentity,
@@ -1053,4 +1292,11 @@ enum Decision {
     Hold,
     /// Governance ends the session.
     Fatal(Refusal),
+    /// A rule with `max_rows` matches: run it as a dry run and judge it
+    /// with its count (`approved`: an approver approved that many rows;
+    /// `hold`: the rule is a hold rule).
+    DryRun {
+        approved: Option<u64>,
+        hold: bool,
+    },
 }

@@ -474,10 +474,10 @@ struct TestGovernor {
 impl SessionGovernor for TestGovernor {
     fn judge(&mut self, s: &StatementContext<'_>) -> Verdict {
         if s.sql.contains("hoop_denied") {
-            Verdict::Deny(Denial {
-                rule: "no-hoop-denied".into(),
-                message: "statements on hoop_denied are not allowed".into(),
-            })
+            Verdict::Deny(Denial::new(
+                "no-hoop-denied",
+                "statements on hoop_denied are not allowed",
+            ))
         } else if self.holds && s.sql.contains("hoop_held") {
             Verdict::Hold(HoldRequirement {
                 rule: "hold-hoop-held".into(),
@@ -485,6 +485,7 @@ impl SessionGovernor for TestGovernor {
                 timeout: Duration::from_secs(20),
                 approvers: vec![],
                 min_approvals: 1,
+                max_rows: None,
             })
         } else {
             Verdict::Allow
@@ -1181,4 +1182,213 @@ async fn a_client_that_stops_reading_gets_every_row_in_order_on_hoops_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_gets_every_row_in_order_on_tokio() {
     a_client_that_stops_reading_gets_every_row_in_order(EventLoopKind::Tokio).await;
+}
+
+/// Denies statements on `fc_limited` that touch more than 3 rows (a
+/// `max_rows` deny rule, as the policy compiles one).
+struct LimitGovernor;
+
+impl SessionGovernor for LimitGovernor {
+    fn judge(&mut self, s: &StatementContext<'_>) -> Verdict {
+        if s.sql.contains("fc_limited") {
+            Verdict::Deny(Denial {
+                max_rows: Some(3),
+                ..Denial::new("limit-3", "at most 3 rows")
+            })
+        } else {
+            Verdict::Allow
+        }
+    }
+
+    fn judge_counted(&mut self, _: &StatementContext<'_>, rows: Option<u64>) -> Verdict {
+        match rows {
+            Some(n) if n <= 3 => Verdict::Allow,
+            _ => Verdict::Deny(Denial::new("limit-3", "over the limit of 3 rows")),
+        }
+    }
+
+    fn inspects_rows(&self) -> bool {
+        false
+    }
+
+    fn row_rewriter(
+        &mut self,
+        _: &StatementContext<'_>,
+        _: &[ResultColumn],
+    ) -> Option<Box<dyn RowRewriter>> {
+        None
+    }
+}
+
+struct LimitFactory;
+
+impl GovernorFactory for LimitFactory {
+    fn session(&self, _: &SessionIdentity, _: Arc<dyn ColumnResolver>) -> Box<dyn SessionGovernor> {
+        Box::new(LimitGovernor)
+    }
+}
+
+/// A raw protocol client: sends bytes, reads messages up to ReadyForQuery.
+struct Raw(tokio::net::TcpStream, Vec<u8>);
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&startup_message("test")).await.unwrap();
+        let mut raw = Raw(s, Vec::new());
+        raw.until_ready().await;
+        raw
+    }
+
+    async fn send(&mut self, messages: &[Bytes]) {
+        use tokio::io::AsyncWriteExt;
+        for m in messages {
+            self.0.write_all(m).await.unwrap();
+        }
+    }
+
+    /// Messages (tag, body) through the next ReadyForQuery.
+    async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut out = Vec::new();
+        loop {
+            while self.1.len() >= 5 {
+                let len = u32::from_be_bytes(self.1[1..5].try_into().unwrap()) as usize;
+                if self.1.len() < len + 1 {
+                    break;
+                }
+                let frame: Vec<u8> = self.1.drain(..=len).collect();
+                let (tag, body) = (frame[0], frame[5..].to_vec());
+                out.push((tag, body));
+                if tag == b'Z' {
+                    return out;
+                }
+            }
+            let mut buf = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(20), self.0.read(&mut buf))
+                .await
+                .expect("a reply in time")
+                .unwrap();
+            assert!(n > 0, "connection closed: {out:?}");
+            self.1.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+fn extended(sql: &str) -> Vec<Bytes> {
+    use hoop_proto_pg::extended::{Execute, Parse};
+    let mut bind = hoop_proto_pg::wire::MessageBuilder::new(b'B');
+    bind.cstr("").cstr("").i16(0).i16(0).i16(0);
+    vec![
+        Parse {
+            name: "",
+            sql,
+            param_types: 0,
+        }
+        .encode(),
+        bind.finish(),
+        Execute {
+            portal: "",
+            max_rows: 0,
+        }
+        .encode(),
+    ]
+}
+
+fn status(replies: &[(u8, Vec<u8>)]) -> u8 {
+    replies.last().map(|(_, b)| b[0]).unwrap()
+}
+
+fn has(replies: &[(u8, Vec<u8>)], tag: u8, text: &str) -> bool {
+    replies
+        .iter()
+        .any(|(t, b)| *t == tag && String::from_utf8_lossy(b).contains(text))
+}
+
+/// A pipeline's guarded statement runs as a dry run inside a block hoop
+/// opens, which ends with the pipeline: committed when everything in it
+/// succeeded, rolled back when a later statement failed, and the client
+/// sees exactly what it would without hoop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_rows_dry_runs_keep_extended_pipelines_atomic() {
+    use hoop_proto_pg::extended::sync;
+    let direct = connect(PG.parse().unwrap()).await;
+    let count = || async {
+        direct
+            .query_one("SELECT count(*) FROM fc_limited", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    direct
+        .batch_execute(
+            "DROP TABLE IF EXISTS fc_limited; CREATE TABLE fc_limited (id int);
+             INSERT INTO fc_limited SELECT generate_series(1, 10);",
+        )
+        .await
+        .unwrap();
+    let mut ctx = PgProxyContext::new(Dialer::default());
+    ctx.governors = Arc::new(LimitFactory);
+    let addr = start(ctx).await;
+    let mut c = Raw::connect(addr).await;
+
+    // Allowed, then a later statement in the same pipeline fails: all of it
+    // is rolled back, the client sees the later error, and is idle.
+    let mut p = extended("DELETE FROM fc_limited WHERE id <= 2");
+    p.extend(extended("SELECT 1/0"));
+    p.push(sync());
+    c.send(&p).await;
+    let r = c.until_ready().await;
+    assert!(has(&r, b'C', "DELETE 2") && has(&r, b'E', "22012"), "{r:?}");
+    assert_eq!(status(&r), b'I');
+    assert_eq!(
+        count().await,
+        10,
+        "the pipeline failed: nothing of it stays"
+    );
+
+    // Allowed with another write: both committed at the Sync.
+    let mut p = extended("DELETE FROM fc_limited WHERE id <= 2");
+    p.extend(extended("INSERT INTO fc_limited VALUES (100)"));
+    p.push(sync());
+    c.send(&p).await;
+    let r = c.until_ready().await;
+    assert!(
+        has(&r, b'C', "DELETE 2") && has(&r, b'C', "INSERT 0 1"),
+        "{r:?}"
+    );
+    assert_eq!(status(&r), b'I', "{r:?}");
+    assert_eq!(count().await, 9);
+
+    // Over the limit: refused, rolled back, later messages skipped.
+    let mut p = extended("DELETE FROM fc_limited WHERE id <= 6");
+    p.extend(extended("INSERT INTO fc_limited VALUES (200)"));
+    p.push(sync());
+    c.send(&p).await;
+    let r = c.until_ready().await;
+    assert!(has(&r, b'E', "over the limit of 3 rows"), "{r:?}");
+    assert!(!has(&r, b'C', "INSERT"), "{r:?}");
+    assert_eq!(status(&r), b'I');
+    assert_eq!(count().await, 9);
+
+    // Inside the client's block: the savepoint path; the block stays open.
+    c.send(&[Query { sql: "BEGIN" }.encode()]).await;
+    assert_eq!(status(&c.until_ready().await), b'T');
+    let mut p = extended("DELETE FROM fc_limited WHERE id = 100");
+    p.push(sync());
+    c.send(&p).await;
+    let r = c.until_ready().await;
+    assert!(has(&r, b'C', "DELETE 1"), "{r:?}");
+    assert_eq!(status(&r), b'T', "still the client's block");
+    let mut p = extended("DELETE FROM fc_limited WHERE id > 0");
+    p.push(sync());
+    c.send(&p).await;
+    let r = c.until_ready().await;
+    assert!(has(&r, b'E', "over the limit"), "{r:?}");
+    assert_eq!(status(&r), b'E', "the refusal fails the client's block");
+    c.send(&[Query { sql: "ROLLBACK" }.encode()]).await;
+    assert_eq!(status(&c.until_ready().await), b'I');
+    assert_eq!(count().await, 9, "the client rolled its block back");
+    direct.batch_execute("DROP TABLE fc_limited").await.unwrap();
 }

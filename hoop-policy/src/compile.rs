@@ -7,6 +7,7 @@
 //!   invalid regexes, duplicate detector or rule names;
 //! - a mask rule with neither `columns` nor `detect`, or with both (a rule
 //!   does one thing: write two rules);
+//! - `predicates: deny|hold` on a detector rule;
 //! - `keep_last` without `strategy: partial`; `strategy: hash` without a key,
 //!   or with both `hash_key_env` and `hash_key_file`, or a key that cannot be read;
 //! - rules that can never match: an empty `statements`, `tables`, `columns`,
@@ -20,6 +21,8 @@
 //! - a rule fully shadowed by an earlier rule of the same class, or a hold rule
 //!   fully shadowed by a deny rule: it can never decide anything, but the
 //!   effective policy is the stricter one, so it still fails closed;
+//! - `server_code: allow` in a policy with rules (fail open), and `max_rows`
+//!   on a rule none of whose statement kinds report a row count;
 //! - the same column or detector masked twice identically;
 //! - `unparsed: allow` (fail open), unused custom detectors, a short hash key,
 //!   and table-scoped `drop`/`truncate` rules (CASCADE reaches tables unnamed).
@@ -31,9 +34,13 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::{
-    DenyRule, Detector, GuardMatcher, HashKey, HoldRule, MaskRule, Policy, UnparsedAction,
+    COUNTABLE, DESTRUCTIVE_DDL, DenyRule, Detector, GuardMatcher, HashKey, HoldRule, MaskRule,
+    Policy, UnparsedAction,
     names::{ColumnRef, TablePattern, TableRef, parse_dotted},
-    spec::{DenyRuleSpec, DetectorSpec, HoldRuleSpec, MaskRuleSpec, PolicySpec, WhenSpec},
+    spec::{
+        DenyRuleSpec, DetectorSpec, HoldRuleSpec, MaskRuleSpec, PolicySpec, PredicateAction,
+        ServerCodeAction, WhenSpec,
+    },
     when::{Glob, Selector},
 };
 use hoop_config::{
@@ -99,6 +106,19 @@ pub fn compile_into(value: &Value, path: &KeyPath, diags: &mut Diagnostics<'_>) 
     let deny = compiler.denies(&denies.into_inner());
     let hold = compiler.holds(&holds.into_inner());
     compiler.shadowing(&deny, &hold);
+    let has_rules = !mask.is_empty() || !deny.is_empty() || !hold.is_empty();
+    let server_code = spec.server_code.unwrap_or(if has_rules {
+        ServerCodeAction::Deny
+    } else {
+        ServerCodeAction::Allow
+    });
+    if spec.server_code == Some(ServerCodeAction::Allow) && has_rules {
+        compiler.diags.warning(
+            &path.key("server_code"),
+            "code that runs inside the server (DO blocks, routines, triggers, rules) can drop protected tables and return masked values, out of every rule's sight (fail open)",
+            Some("use `deny` (the default when the policy has rules) or `hold`".to_owned()),
+        );
+    }
     if spec.unparsed == UnparsedAction::Allow {
         compiler.diags.warning(
             &path.key("unparsed"),
@@ -111,6 +131,7 @@ pub fn compile_into(value: &Value, path: &KeyPath, diags: &mut Diagnostics<'_>) 
     }
     Some(Policy {
         unparsed: spec.unparsed,
+        server_code,
         binary_unmaskable: spec.binary_unmaskable,
         hash_key,
         mask: mask.into_iter().map(|m| m.rule).collect(),
@@ -490,6 +511,17 @@ impl Compiler<'_, '_> {
                     }
                 }
             }
+            let predicates = match (spec.predicates, &spec.detect) {
+                (Some(action), Some(_)) if action != PredicateAction::Allow => {
+                    self.diags.error(
+                        &path.key("predicates"),
+                        "`predicates` applies to column rules: a detector finds values in results, not in filters",
+                        Some("move it to a rule with `columns`".to_owned()),
+                    );
+                    PredicateAction::Allow
+                }
+                (action, _) => action.unwrap_or_default(),
+            };
             rules.push(Compiled {
                 rule: MaskRule {
                     name,
@@ -497,6 +529,7 @@ impl Compiler<'_, '_> {
                     detectors,
                     strategy: spec.strategy,
                     keep_last,
+                    predicates,
                     when,
                 },
                 path: path.clone(),
@@ -586,9 +619,15 @@ impl Compiler<'_, '_> {
         statements: &[String],
         tables: Option<&Vec<String>>,
         without_where: bool,
+        max_rows: Option<u64>,
         when: Option<&WhenSpec>,
     ) -> GuardMatcher {
-        let variants = enum_variants::<StatementKind>();
+        let kind_names = enum_variants::<StatementKind>();
+        let variants: Vec<&str> = kind_names
+            .iter()
+            .copied()
+            .chain(std::iter::once(DESTRUCTIVE_DDL))
+            .collect();
         let list_path = path.key("statements");
         if statements.is_empty() {
             self.diags.error(
@@ -598,7 +637,19 @@ impl Compiler<'_, '_> {
             );
         }
         let mut kinds = Vec::new();
+        let mut destructive_ddl = false;
         for (i, name) in statements.iter().enumerate() {
+            if name == DESTRUCTIVE_DDL {
+                if without_where {
+                    self.diags.error(
+                        &list_path.index(i),
+                        "`without_where` only matches update and delete, so `destructive_ddl` here can never match",
+                        Some("move it to a rule without `without_where`".to_owned()),
+                    );
+                }
+                destructive_ddl = true;
+                continue;
+            }
             match serde_yaml_ng::from_value::<StatementKind>(Value::String(name.clone())) {
                 Ok(StatementKind::Unparsed) => self.diags.error(
                     &list_path.index(i),
@@ -662,10 +713,27 @@ impl Compiler<'_, '_> {
                 })
                 .collect()
         });
+        if let Some(limit) = max_rows
+            && !kinds.iter().any(|k| COUNTABLE.contains(k))
+        {
+            self.diags.warning(
+                &path.key("max_rows"),
+                format!(
+                    "`max_rows: {limit}` cannot be checked for {}: the server reports no row count for them, so the rule applies to every statement it matches",
+                    if destructive_ddl && kinds.is_empty() {
+                        DESTRUCTIVE_DDL.to_owned()
+                    } else {
+                        statements.join(", ")
+                    }
+                ),
+                Some("max_rows counts the rows of select, insert, update, delete and merge".to_owned()),
+            );
+        }
         if tables.is_some()
-            && kinds
-                .iter()
-                .any(|k| matches!(k, StatementKind::Drop | StatementKind::Truncate))
+            && (destructive_ddl
+                || kinds
+                    .iter()
+                    .any(|k| matches!(k, StatementKind::Drop | StatementKind::Truncate)))
         {
             self.diags.warning(
                 &path.key("tables"),
@@ -676,8 +744,10 @@ impl Compiler<'_, '_> {
         let when = self.selector(path, when);
         GuardMatcher {
             kinds,
+            destructive_ddl,
             tables,
             without_where,
+            max_rows,
             when,
         }
     }
@@ -704,6 +774,7 @@ impl Compiler<'_, '_> {
                     &spec.statements,
                     spec.tables.as_ref(),
                     spec.without_where,
+                    spec.max_rows,
                     spec.when.as_ref(),
                 );
                 let message = spec
@@ -735,6 +806,7 @@ impl Compiler<'_, '_> {
                     &spec.statements,
                     spec.tables.as_ref(),
                     spec.without_where,
+                    spec.max_rows,
                     spec.when.as_ref(),
                 );
                 if spec.min_approvals == 0 {
@@ -769,6 +841,7 @@ impl Compiler<'_, '_> {
                     timeout: spec.timeout,
                     approvers: spec.approvers.clone(),
                     min_approvals: spec.min_approvals,
+                    max_rows: spec.max_rows,
                 };
                 Compiled {
                     rule: HoldRule {
@@ -829,7 +902,17 @@ fn covers(
     inner_when: &WhenKey,
 ) -> bool {
     let when = is_unconditional(outer_when) || outer_when == inner_when;
-    let kinds = !inner.kinds.is_empty() && inner.kinds.iter().all(|k| outer.kinds.contains(k));
+    let kinds = (!inner.kinds.is_empty() || inner.destructive_ddl)
+        && inner.kinds.iter().all(|k| {
+            outer.kinds.contains(k)
+                || (outer.destructive_ddl
+                    && matches!(k, StatementKind::Drop | StatementKind::Truncate))
+        })
+        && (!inner.destructive_ddl || outer.destructive_ddl);
+    // A rule with max_rows lets statements under its limit through.
+    let rows = outer
+        .max_rows
+        .is_none_or(|o| inner.max_rows.is_some_and(|i| i >= o));
     let tables = match (&outer.tables, &inner.tables) {
         (None, _) => true,
         (Some(_), None) => false,
@@ -840,7 +923,7 @@ fn covers(
         }),
     };
     let filter = !outer.without_where || inner.without_where;
-    when && kinds && tables && filter
+    when && kinds && tables && filter && rows
 }
 
 fn path_index(path: &KeyPath) -> usize {

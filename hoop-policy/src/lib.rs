@@ -22,9 +22,18 @@
 //!   `without_where: true`, an UPDATE/DELETE it executes has no row-restricting
 //!   WHERE. Kinds and tables are not paired: `INSERT INTO a SELECT … FROM b`
 //!   matches `{statements: [insert], tables: [b]}` (fail closed).
-//! - **Unparsed** statements match no rule: `policy.unparsed` alone decides them
-//!   (default deny). Opaque statements (`DO`, `CALL`, functions) are judged by
-//!   kind and visible tables only; what runs inside them is invisible.
+//! - **Unparsed** statements match a rule only by what their leading words
+//!   say (`DROP OWNED …` is a `drop` and `destructive_ddl`), and only rules
+//!   without `tables`/`without_where`; otherwise `policy.unparsed` decides
+//!   them (default deny).
+//! - **Server-side code** (`DO`, creating routines, triggers, rules, calls
+//!   to routines that are not built in) is decided by `policy.server_code`
+//!   after the deny rules (default deny whenever the policy has a rule).
+//! - **`max_rows`** on a deny or hold rule makes it conditional: a verdict
+//!   with `max_rows` asks the driver for a dry run, and
+//!   [`Policy::judge_rows`] with the count gives the final verdict. A text
+//!   whose rows a dry run cannot count (several statements, or a kind whose
+//!   tag reports no rows) is judged as if over the limit (fail closed).
 //! - **Masking is independent of deny/hold**: it applies to the results of
 //!   whatever is allowed (or approved). For one result column, column rules come
 //!   before detectors; among column rules the most specific reference wins
@@ -51,7 +60,7 @@ mod tests;
 pub use compile::{compile, compile_into, compile_when};
 pub use hoop_sql::{ClassifiedStatement, classify};
 pub use names::{ColumnRef, TablePattern, TableRef};
-pub use spec::{BinaryUnmaskable, UnparsedAction};
+pub use spec::{BinaryUnmaskable, PredicateAction, ServerCodeAction, UnparsedAction};
 pub use when::Selector;
 
 use hoop_config::{Config, ConfigError, Diagnostic, Loaded};
@@ -63,6 +72,7 @@ use hoop_sql::{ParsedSql, SqlDialect};
 #[derive(Debug, Default)]
 pub struct Policy {
     unparsed: UnparsedAction,
+    server_code: ServerCodeAction,
     binary_unmaskable: BinaryUnmaskable,
     hash_key: Option<HashKey>,
     mask: Vec<MaskRule>,
@@ -94,6 +104,9 @@ pub struct MaskRule {
     pub strategy: Strategy,
     /// For `partial`: characters kept at the end (default 4); `None` otherwise.
     pub keep_last: Option<u32>,
+    /// What happens to statements that filter, join, group or sort by a
+    /// column it masks (column rules only).
+    pub predicates: PredicateAction,
     /// Which sessions it applies to.
     pub when: Selector,
 }
@@ -133,23 +146,64 @@ impl fmt::Debug for HashKey {
 #[derive(Debug, Clone)]
 struct GuardMatcher {
     kinds: Vec<StatementKind>,
+    /// `destructive_ddl` is in `statements`.
+    destructive_ddl: bool,
     tables: Option<Vec<TablePattern>>,
     without_where: bool,
+    /// The rule applies only to statements that touch more rows than this.
+    max_rows: Option<u64>,
     when: Selector,
 }
 
 impl GuardMatcher {
     fn matches(&self, statement: &ClassifiedStatement) -> bool {
-        statement.kind != StatementKind::Unparsed
-            && statement.kinds().any(|k| self.kinds.contains(&k))
-            && self.tables.as_ref().is_none_or(|patterns| {
-                statement
-                    .tables
-                    .iter()
-                    .any(|t| patterns.iter().any(|p| p.matches(t)))
-            })
-            && (!self.without_where || !statement.has_where)
+        let kind = statement.kinds().any(|k| self.kinds.contains(&k))
+            || (self.destructive_ddl && statement.destructive_ddl);
+        if statement.kind == StatementKind::Unparsed {
+            // Known only by its leading words (`DROP OWNED …`): matched by
+            // its kind or group, when the rule asks nothing the words cannot
+            // tell (tables, WHERE).
+            return kind && self.tables.is_none() && !self.without_where;
+        }
+        kind && self.tables.as_ref().is_none_or(|patterns| {
+            statement
+                .tables
+                .iter()
+                .any(|t| patterns.iter().any(|p| p.matches(t)))
+        }) && (!self.without_where || !statement.has_where)
     }
+}
+
+/// The statement group `statements: [destructive_ddl]` names.
+pub const DESTRUCTIVE_DDL: &str = "destructive_ddl";
+
+/// Statement kinds whose command tags report the rows they touch, so that
+/// `max_rows` can count them.
+const COUNTABLE: [StatementKind; 5] = [
+    StatementKind::Select,
+    StatementKind::Insert,
+    StatementKind::Update,
+    StatementKind::Delete,
+    StatementKind::Merge,
+];
+
+/// What is known of the rows a statement touches when it is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowCount {
+    /// Not counted: a rule with `max_rows` gives a verdict that asks for a
+    /// dry run ([`Denial::max_rows`], [`HoldRequirement::max_rows`]).
+    NotCounted,
+    /// A dry run counted them (`None`: it could not, which counts as over
+    /// every limit).
+    Counted(Option<u64>),
+}
+
+/// How a rule with `max_rows` applies to a text.
+enum Applies {
+    No,
+    Yes,
+    /// Only if a dry run counts more rows than this.
+    IfOver(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +222,9 @@ struct HoldRule {
 /// The rule name reported for decisions made by `policy.unparsed`.
 pub const UNPARSED_RULE: &str = "policy.unparsed";
 
+/// The rule name reported for decisions made by `policy.server_code`.
+pub const SERVER_CODE_RULE: &str = "policy.server_code";
+
 impl Policy {
     /// Judges a SQL text from one submission, parsing it in `dialect`.
     pub fn judge(
@@ -181,19 +238,39 @@ impl Policy {
     }
 
     /// Judges an already parsed text. A function call (PostgreSQL's fast
-    /// path, a function by id) is judged as an opaque `call` whatever the
-    /// text is.
+    /// path, a function by id, given as `function <id>`) is judged as an
+    /// opaque `call` whatever the text is.
     pub fn judge_parsed(
         &self,
         parsed: &ParsedSql<'_>,
         submission: Submission,
         session: &SessionIdentity,
     ) -> Judgement {
+        self.judge_rows(parsed, submission, session, RowCount::NotCounted)
+    }
+
+    /// Judges an already parsed text knowing (or not) how many rows it
+    /// touches: after a dry run, `RowCount::Counted`.
+    pub fn judge_rows(
+        &self,
+        parsed: &ParsedSql<'_>,
+        submission: Submission,
+        session: &SessionIdentity,
+        rows: RowCount,
+    ) -> Judgement {
         let statements = match submission {
-            Submission::FunctionCall => vec![ClassifiedStatement::function_call()],
+            Submission::FunctionCall => vec![
+                parsed
+                    .text
+                    .strip_prefix("function ")
+                    .and_then(|id| id.trim().parse().ok())
+                    .map_or_else(ClassifiedStatement::function_call, |id| {
+                        ClassifiedStatement::function_call_by_id(id, parsed.dialect())
+                    }),
+            ],
             Submission::Text | Submission::Prepared => classify(parsed),
         };
-        self.judge_classified(statements, session)
+        self.judge_classified_rows(statements, session, rows)
     }
 
     /// Judges already classified statements (see the module docs for precedence).
@@ -202,44 +279,172 @@ impl Policy {
         statements: Vec<ClassifiedStatement>,
         session: &SessionIdentity,
     ) -> Judgement {
-        let matching =
-            |m: &GuardMatcher| m.when.matches(session) && statements.iter().any(|s| m.matches(s));
+        self.judge_classified_rows(statements, session, RowCount::NotCounted)
+    }
+
+    /// [`Policy::judge_classified`] with what is known of the rows touched.
+    ///
+    /// Order: deny rules (file order; a rule with `max_rows` only when the
+    /// count is over its limit, or asks for a dry run when not counted yet),
+    /// `server_code: deny`, `unparsed: deny`, then a pending dry run for a
+    /// deny rule, then hold rules likewise, `server_code: hold`,
+    /// `unparsed: hold`, a pending dry run for a hold rule; otherwise allow.
+    pub fn judge_classified_rows(
+        &self,
+        statements: Vec<ClassifiedStatement>,
+        session: &SessionIdentity,
+        rows: RowCount,
+    ) -> Judgement {
+        // A dry run can count one statement whose tag reports its rows.
+        let countable = match statements.as_slice() {
+            [one] => one.rows_reported.then_some(()).ok_or(
+                "the server reports no row count for it (only a plain select, insert, update, delete or merge has one)",
+            ),
+            _ => Err("it is one of several statements in one text; send it on its own"),
+        };
+        let applies = |m: &GuardMatcher| -> Applies {
+            if !(m.when.matches(session) && statements.iter().any(|s| m.matches(s))) {
+                return Applies::No;
+            }
+            match (m.max_rows, rows) {
+                (Some(limit), RowCount::NotCounted) if countable.is_ok() => Applies::IfOver(limit),
+                (Some(limit), RowCount::Counted(Some(n))) if countable.is_ok() && n <= limit => {
+                    Applies::No
+                }
+                // No limit; or a count over it, unknown, or impossible.
+                _ => Applies::Yes,
+            }
+        };
+        // What a rule with max_rows that applies says about the rows.
+        let rows_note = |limit: Option<u64>| -> String {
+            match (limit, rows, countable) {
+                (Some(limit), _, Err(why)) => {
+                    format!(" (max_rows {limit} cannot be checked for this statement: {why})")
+                }
+                (Some(limit), RowCount::Counted(Some(n)), _) => {
+                    format!(" (a dry run touched {n} rows; the limit is {limit})")
+                }
+                (Some(limit), RowCount::Counted(None), _) => {
+                    format!(" (hoop could not count the rows it touches; the limit is {limit})")
+                }
+                (None, ..) | (Some(_), RowCount::NotCounted, _) => String::new(),
+            }
+        };
         let unparsed = statements.iter().any(|s| s.kind == StatementKind::Unparsed);
-        let (verdict, rule) = if let Some(rule) = self.deny.iter().find(|r| matching(&r.matcher)) {
-            (
-                Verdict::Deny(Denial {
-                    rule: rule.name.clone(),
-                    message: rule.message.clone(),
-                }),
-                Some(rule.name.clone()),
-            )
-        } else if unparsed && self.unparsed == UnparsedAction::Deny {
+        let server_code = statements.iter().find_map(|s| s.server_code.as_ref());
+        let mut pending_deny: Option<(&DenyRule, u64)> = None;
+        let mut decided: Option<(Verdict, String)> = None;
+        for rule in &self.deny {
+            match applies(&rule.matcher) {
+                Applies::Yes => {
+                    decided = Some((
+                        Verdict::Deny(Denial::new(
+                            rule.name.clone(),
+                            format!("{}{}", rule.message, rows_note(rule.matcher.max_rows)),
+                        )),
+                        rule.name.clone(),
+                    ));
+                    break;
+                }
+                Applies::IfOver(limit) => {
+                    if pending_deny.is_none_or(|(_, l)| limit < l) {
+                        pending_deny = Some((rule, limit));
+                    }
+                }
+                Applies::No => {}
+            }
+        }
+        if decided.is_none()
+            && let Some(code) = server_code
+            && self.server_code == ServerCodeAction::Deny
+        {
+            let message = format!(
+                "hoop cannot see what server-side code does ({code}), and policy.server_code denies it"
+            );
+            decided = Some((
+                Verdict::Deny(Denial::new(SERVER_CODE_RULE, message)),
+                SERVER_CODE_RULE.to_owned(),
+            ));
+        }
+        if decided.is_none() && unparsed && self.unparsed == UnparsedAction::Deny {
             let message =
                 "hoop could not parse this statement, and policy denies statements it cannot check"
                     .to_owned();
-            (
+            decided = Some((
+                Verdict::Deny(Denial::new(UNPARSED_RULE, message)),
+                UNPARSED_RULE.to_owned(),
+            ));
+        }
+        if decided.is_none()
+            && let Some((rule, limit)) = pending_deny
+        {
+            decided = Some((
                 Verdict::Deny(Denial {
-                    rule: UNPARSED_RULE.to_owned(),
-                    message,
+                    max_rows: Some(limit),
+                    ..Denial::new(rule.name.clone(), rule.message.clone())
                 }),
-                Some(UNPARSED_RULE.to_owned()),
-            )
-        } else if let Some(rule) = self.hold.iter().find(|r| matching(&r.matcher)) {
-            (
-                Verdict::Hold(rule.requirement.clone()),
-                Some(rule.requirement.rule.clone()),
-            )
-        } else if unparsed && self.unparsed == UnparsedAction::Hold {
-            let requirement = HoldRequirement {
-                rule: UNPARSED_RULE.to_owned(),
-                message: "hoop could not parse this statement; it waits for an approver".to_owned(),
-                timeout: spec::default_hold_timeout(),
-                approvers: Vec::new(),
-                min_approvals: 1,
-            };
-            (Verdict::Hold(requirement), Some(UNPARSED_RULE.to_owned()))
-        } else {
-            (Verdict::Allow, None)
+                rule.name.clone(),
+            ));
+        }
+        let mut pending_hold: Option<(&HoldRule, u64)> = None;
+        if decided.is_none() {
+            for rule in &self.hold {
+                match applies(&rule.matcher) {
+                    Applies::Yes => {
+                        let mut requirement = rule.requirement.clone();
+                        requirement
+                            .message
+                            .push_str(&rows_note(rule.matcher.max_rows));
+                        requirement.max_rows = None;
+                        decided = Some((Verdict::Hold(requirement), rule.requirement.rule.clone()));
+                        break;
+                    }
+                    Applies::IfOver(limit) => {
+                        if pending_hold.is_none_or(|(_, l)| limit < l) {
+                            pending_hold = Some((rule, limit));
+                        }
+                    }
+                    Applies::No => {}
+                }
+            }
+        }
+        let policy_hold = |rule: &str, message: String| HoldRequirement {
+            rule: rule.to_owned(),
+            message,
+            timeout: spec::default_hold_timeout(),
+            approvers: Vec::new(),
+            min_approvals: 1,
+            max_rows: None,
+        };
+        if decided.is_none()
+            && let Some(code) = server_code
+            && self.server_code == ServerCodeAction::Hold
+        {
+            let requirement = policy_hold(
+                SERVER_CODE_RULE,
+                format!(
+                    "this statement runs server-side code hoop cannot see ({code}); it waits for an approver"
+                ),
+            );
+            decided = Some((Verdict::Hold(requirement), SERVER_CODE_RULE.to_owned()));
+        }
+        if decided.is_none() && unparsed && self.unparsed == UnparsedAction::Hold {
+            let requirement = policy_hold(
+                UNPARSED_RULE,
+                "hoop could not parse this statement; it waits for an approver".to_owned(),
+            );
+            decided = Some((Verdict::Hold(requirement), UNPARSED_RULE.to_owned()));
+        }
+        if decided.is_none()
+            && let Some((rule, limit)) = pending_hold
+        {
+            let mut requirement = rule.requirement.clone();
+            requirement.max_rows = Some(limit);
+            decided = Some((Verdict::Hold(requirement), rule.requirement.rule.clone()));
+        }
+        let (verdict, rule) = match decided {
+            Some((verdict, rule)) => (verdict, Some(rule)),
+            None => (Verdict::Allow, None),
         };
         Judgement {
             verdict,
@@ -274,6 +479,11 @@ impl Policy {
     /// What unparsed statements get.
     pub fn unparsed(&self) -> UnparsedAction {
         self.unparsed
+    }
+
+    /// What statements that run server-side code get (the default resolved).
+    pub fn server_code(&self) -> ServerCodeAction {
+        self.server_code
     }
 }
 

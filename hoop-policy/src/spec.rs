@@ -17,6 +17,13 @@ pub struct PolicySpec {
     /// What to do with SQL the parser cannot understand: `deny | hold | allow` (default `deny`).
     #[serde(default)]
     pub unparsed: UnparsedAction,
+    /// What to do with statements that run server-side code hoop cannot see
+    /// (anonymous blocks; creating or replacing routines, triggers, rules;
+    /// calls to routines that are not built in): `deny | hold | allow`.
+    /// Default: `deny` when the policy has any deny, hold or mask rule,
+    /// otherwise `allow`.
+    #[serde(default)]
+    pub server_code: Option<ServerCodeAction>,
     /// What to do when a masked column comes back in binary format and cannot be
     /// rewritten type-correctly: `refuse | null` (default `refuse`).
     #[serde(default, deserialize_with = "null_means_null")]
@@ -52,6 +59,34 @@ pub enum UnparsedAction {
     Hold,
     /// Let it through (fail open: hoop cannot see what it does).
     Allow,
+}
+
+/// `policy.server_code`: what happens to statements that run server-side
+/// code hoop cannot see.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerCodeAction {
+    /// Refuse them (the default whenever the policy has any rule).
+    #[default]
+    Deny,
+    /// Hold them for an approver.
+    Hold,
+    /// Let them through (what runs inside is invisible to every rule).
+    Allow,
+}
+
+/// `predicates:` on a column mask rule: what happens to statements whose
+/// filters, joins, groupings or sort keys read the masked column.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PredicateAction {
+    /// Let them run (the default: lookups by a masked column are common).
+    #[default]
+    Allow,
+    /// Refuse them before they reach the server.
+    Deny,
+    /// Hold them for an approver.
+    Hold,
 }
 
 /// `policy.binary_unmaskable`.
@@ -115,6 +150,10 @@ pub struct MaskRuleSpec {
     /// For `strategy: partial`: characters kept at the end (default 4).
     #[serde(default)]
     pub keep_last: Option<u32>,
+    /// Column rules: what happens to statements that filter, join, group or
+    /// sort by a masked column (`allow | deny | hold`, default `allow`).
+    #[serde(default)]
+    pub predicates: Option<PredicateAction>,
     /// Sessions the rule applies to (default: all).
     #[serde(default)]
     pub when: Option<WhenSpec>,
@@ -135,6 +174,10 @@ pub struct DenyRuleSpec {
     /// Only UPDATE/DELETE without a row-restricting WHERE.
     #[serde(default)]
     pub without_where: bool,
+    /// Deny only statements that touch more rows than this, counted by
+    /// running the statement as a dry run and rolling it back.
+    #[serde(default)]
+    pub max_rows: Option<u64>,
     /// Message shown to the client.
     #[serde(default)]
     pub message: Option<String>,
@@ -158,6 +201,10 @@ pub struct HoldRuleSpec {
     /// Only UPDATE/DELETE without a row-restricting WHERE.
     #[serde(default)]
     pub without_where: bool,
+    /// Hold only statements that touch more rows than this, counted by a
+    /// dry run the approver sees; approved, the statement runs again.
+    #[serde(default)]
+    pub max_rows: Option<u64>,
     /// How long to wait for approvers before denying (default 5m).
     #[serde(default = "default_hold_timeout", with = "humantime_serde")]
     pub timeout: Duration,

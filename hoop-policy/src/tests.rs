@@ -496,3 +496,314 @@ policy:
     }
     assert_eq!(found.len(), expect.len(), "{}", found.join("\n"));
 }
+
+fn judged(policy: &Policy, sql: &str, rows: RowCount) -> Judgement {
+    let parsed = ParsedSql::parse(&Postgres, sql);
+    policy.judge_rows(&parsed, Submission::Text, &session("alice"), rows)
+}
+
+#[test]
+fn server_code_is_denied_by_default_once_the_policy_has_rules() {
+    // No rules: nothing to protect, nothing denied.
+    let empty = load("{}").policy;
+    assert_eq!(empty.server_code(), ServerCodeAction::Allow);
+    assert_eq!(verdict(&empty, "DO $$ BEGIN NULL; END $$").0, "allow");
+    // Any deny, hold or mask rule makes it deny.
+    for yaml in [
+        "policy: {deny: [{statements: [drop]}]}",
+        "policy: {hold: [{statements: [delete]}]}",
+        "policy: {mask: [{columns: [ssn]}]}",
+    ] {
+        let policy = load(yaml).policy;
+        assert_eq!(policy.server_code(), ServerCodeAction::Deny, "{yaml}");
+        for code in [
+            "DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'",
+            "CREATE RULE r AS ON SELECT TO t DO INSTEAD SELECT 1",
+            "SELECT leak(ssn) FROM customers",
+            "CALL purge_orders()",
+        ] {
+            assert_eq!(
+                verdict(&policy, code),
+                ("deny", Some(SERVER_CODE_RULE.to_owned())),
+                "{yaml}: {code}"
+            );
+        }
+        assert_eq!(
+            verdict(&policy, "SELECT lower(name), now() FROM customers").0,
+            "allow"
+        );
+    }
+    // The refusal says what the code is.
+    let policy = load("policy: {mask: [{columns: [ssn]}]}").policy;
+    let Verdict::Deny(denial) = judged(&policy, "SELECT app.leak(1)", RowCount::NotCounted).verdict
+    else {
+        panic!("denied")
+    };
+    assert!(denial.message.contains("`app.leak`"), "{}", denial.message);
+    // A fast-path call of a built-in (by its OID) is not server code; one of
+    // a user's routine is.
+    let builtin = policy.judge(
+        &Postgres,
+        "function 952",
+        Submission::FunctionCall,
+        &session("a"),
+    );
+    assert_eq!(builtin.verdict, Verdict::Allow);
+    let users = policy.judge(
+        &Postgres,
+        "function 16500",
+        Submission::FunctionCall,
+        &session("a"),
+    );
+    assert!(matches!(users.verdict, Verdict::Deny(_)));
+}
+
+#[test]
+fn server_code_hold_allow_and_precedence() {
+    let hold = load("policy: {server_code: hold, deny: [{name: no-drop, statements: [drop]}]}");
+    assert_eq!(
+        verdict(&hold.policy, "DO $$ BEGIN NULL; END $$"),
+        ("hold", Some(SERVER_CODE_RULE.to_owned()))
+    );
+    // A deny rule still names its own denial.
+    assert_eq!(
+        verdict(&hold.policy, "DROP TABLE t; DO $$ BEGIN NULL; END $$"),
+        ("deny", Some("no-drop".to_owned()))
+    );
+    let allow = load("policy: {server_code: allow, deny: [{statements: [drop]}]}");
+    assert_eq!(verdict(&allow.policy, "SELECT leak()").0, "allow");
+    assert!(
+        allow
+            .warnings
+            .iter()
+            .any(|w| w.contains("server_code") && w.contains("fail open")),
+        "{:?}",
+        allow.warnings
+    );
+    assert!(errors("policy: {server_code: maybe}")[0].contains("server_code"));
+}
+
+#[test]
+fn destructive_ddl_is_a_statement_group() {
+    let policy = load(
+        "policy:
+  unparsed: allow
+  deny:
+    - name: no-destruction
+      statements: [destructive_ddl]
+",
+    )
+    .policy;
+    for destructive in [
+        "DROP TABLE t",
+        "DROP SCHEMA s CASCADE",
+        "TRUNCATE t",
+        "ALTER TABLE t DROP COLUMN c",
+        "ALTER TABLE t RENAME TO u",
+        "ALTER TABLE t RENAME COLUMN a TO b",
+        // Unparsed, but its words say it (and unparsed: allow would let it by).
+        "DROP OWNED BY bob",
+        "ALTER TABLE t SET SCHEMA s",
+    ] {
+        assert_eq!(
+            verdict(&policy, destructive),
+            ("deny", Some("no-destruction".to_owned())),
+            "{destructive}"
+        );
+    }
+    for fine in [
+        "ALTER TABLE t ADD COLUMN c int",
+        "DELETE FROM t",
+        "CREATE TABLE t (a int)",
+    ] {
+        assert_eq!(verdict(&policy, fine).0, "allow", "{fine}");
+    }
+    // A typo gets a hint that knows the group.
+    let e = errors("policy: {deny: [{statements: [destructive_dl]}]}");
+    assert!(e[0].contains("destructive_ddl"), "{e:?}");
+    let e = errors("policy: {deny: [{statements: [destructive_ddl], without_where: true}]}");
+    assert!(e[0].contains("without_where"), "{e:?}");
+}
+
+#[test]
+fn max_rows_asks_for_a_dry_run_and_judges_the_count() {
+    let policy = load(
+        "policy:
+  deny:
+    - name: few-deletes
+      statements: [delete]
+      tables: [orders]
+      max_rows: 10
+      message: deletes on orders are limited
+  hold:
+    - name: big-updates
+      statements: [update]
+      max_rows: 100
+      message: big updates need a DBA
+",
+    )
+    .policy;
+    let sql = "DELETE FROM orders WHERE created < now()";
+    let Verdict::Deny(first) = judged(&policy, sql, RowCount::NotCounted).verdict else {
+        panic!("a conditional denial")
+    };
+    assert_eq!(
+        (first.rule.as_str(), first.max_rows),
+        ("few-deletes", Some(10))
+    );
+    assert_eq!(
+        judged(&policy, sql, RowCount::Counted(Some(10))).verdict,
+        Verdict::Allow
+    );
+    let Verdict::Deny(over) = judged(&policy, sql, RowCount::Counted(Some(11))).verdict else {
+        panic!("over the limit")
+    };
+    assert_eq!(over.max_rows, None);
+    assert!(
+        over.message.contains("11 rows") && over.message.contains("limit is 10"),
+        "{}",
+        over.message
+    );
+    assert!(matches!(
+        judged(&policy, sql, RowCount::Counted(None)).verdict,
+        Verdict::Deny(_)
+    ));
+    // A hold with max_rows: dry run first; the approver sees the count.
+    let update = "UPDATE accounts SET flag = true WHERE id > 5";
+    let Verdict::Hold(h) = judged(&policy, update, RowCount::NotCounted).verdict else {
+        panic!("a conditional hold")
+    };
+    assert_eq!(h.max_rows, Some(100));
+    assert_eq!(
+        judged(&policy, update, RowCount::Counted(Some(3))).verdict,
+        Verdict::Allow
+    );
+    let Verdict::Hold(h) = judged(&policy, update, RowCount::Counted(Some(500))).verdict else {
+        panic!("held")
+    };
+    assert!(
+        h.message.contains("500 rows") && h.max_rows.is_none(),
+        "{}",
+        h.message
+    );
+    // What a dry run cannot count is judged as over the limit, and says why.
+    for uncountable in [
+        "DELETE FROM orders WHERE id = 1; SELECT 1",
+        "WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d",
+        "PREPARE p AS DELETE FROM orders",
+    ] {
+        let Verdict::Deny(d) = judged(&policy, uncountable, RowCount::NotCounted).verdict else {
+            panic!("{uncountable}: denied outright")
+        };
+        assert_eq!(d.max_rows, None, "{uncountable}");
+        assert!(d.message.contains("cannot be checked"), "{}", d.message);
+    }
+    // An unconditional deny later in the file still wins over a dry run.
+    let strict = load(
+        "policy:
+  deny:
+    - {name: limited, statements: [delete], max_rows: 5}
+    - {name: never-orders, statements: [delete], tables: [orders]}
+",
+    )
+    .policy;
+    assert_eq!(
+        verdict(&strict, "DELETE FROM orders WHERE id = 1"),
+        ("deny", Some("never-orders".to_owned()))
+    );
+    let Verdict::Deny(d) = judged(
+        &strict,
+        "DELETE FROM other WHERE id = 1",
+        RowCount::NotCounted,
+    )
+    .verdict
+    else {
+        panic!("conditional")
+    };
+    assert_eq!(d.max_rows, Some(5));
+    // Rules whose kinds report no rows warn that max_rows cannot apply.
+    let warned = load("policy: {deny: [{statements: [truncate], max_rows: 5}]}");
+    assert!(
+        warned
+            .warnings
+            .iter()
+            .any(|w| w.contains("max_rows") && w.contains("cannot be checked")),
+        "{:?}",
+        warned.warnings
+    );
+}
+
+#[test]
+fn predicates_option_on_column_rules() {
+    let policy = load(
+        "policy:
+  mask:
+    - {name: ssn, columns: [customers.ssn], predicates: deny}
+    - {name: email, columns: [email], predicates: hold}
+    - {name: phone, columns: [phone]}
+",
+    )
+    .policy;
+    let actions: Vec<_> = policy.mask_rules().iter().map(|r| r.predicates).collect();
+    assert_eq!(
+        actions,
+        [
+            PredicateAction::Deny,
+            PredicateAction::Hold,
+            PredicateAction::Allow
+        ]
+    );
+    let e = errors("policy: {mask: [{detect: [email], predicates: deny}]}");
+    assert!(e[0].contains("predicates"), "{e:?}");
+    assert!(
+        errors("policy: {mask: [{columns: [ssn], predicates: sometimes}]}")[0]
+            .contains("predicates")
+    );
+}
+
+#[test]
+fn the_design_contract_names_and_the_bundled_example_load() {
+    // DESIGN.md's policy block, with the fail-closed names of issue 23.
+    let yaml = "
+policy:
+  unparsed: deny
+  server_code: deny
+  mask:
+    - columns: [customers.ssn]
+      strategy: partial
+      keep_last: 4
+      predicates: allow
+    - detect: [email, credit_card]
+      strategy: redact
+  deny:
+    - statements: [destructive_ddl]
+      message: destructive DDL is not allowed here
+    - statements: [delete]
+      tables: [orders]
+      max_rows: 100
+    - statements: [delete, update]
+      without_where: true
+  hold:
+    - statements: [delete, update]
+      tables: [orders]
+      timeout: 5m
+";
+    let loaded = load(yaml);
+    assert_eq!(
+        verdict(&loaded.policy, "ALTER TABLE customers RENAME TO c2"),
+        ("deny", Some("deny[0]".into()))
+    );
+    assert_eq!(
+        verdict(&loaded.policy, "DELETE FROM orders WHERE id = id"),
+        ("deny", Some("deny[2]".into()))
+    );
+    let example = include_str!("../../examples/hoop.yaml");
+    let loaded = crate::parse_checked(Path::new("examples/hoop.yaml"), example)
+        .unwrap_or_else(|e| panic!("examples/hoop.yaml: {e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(
+        verdict(&loaded.policy, "DROP TABLE customers"),
+        ("deny", Some("no-destructive-ddl".into()))
+    );
+}

@@ -160,6 +160,25 @@ pub enum Owed {
         /// The ErrorResponse to send the client instead.
         replacement: Bytes,
     },
+    /// A message hoop sent on its own (the `BEGIN`, `SAVEPOINT`, `COMMIT` or
+    /// `ROLLBACK` around a dry run): its replies are the driver's to read;
+    /// the client sees none of them.
+    Internal(Internal),
+}
+
+/// What an [`Owed::Internal`] entry waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Internal {
+    /// A simple Query: every reply through its ReadyForQuery.
+    Query,
+    /// ParseComplete.
+    Parse,
+    /// BindComplete.
+    Bind,
+    /// An Execute's CommandComplete (notices before it included).
+    Execute,
+    /// CloseComplete.
+    Close,
 }
 
 /// What the driver should do with a server message.
@@ -460,6 +479,47 @@ impl SessionState {
         self.push(Owed::Abort { replacement });
     }
 
+    /// hoop sent a simple Query of its own; its replies are swallowed.
+    pub fn internal_query(&mut self) {
+        self.push(Owed::Internal(Internal::Query));
+    }
+
+    /// hoop sent a command of its own in the extended protocol (Parse, Bind,
+    /// Execute, Close of the portal, Close of the statement); its replies are
+    /// swallowed.
+    pub fn internal_command(&mut self) {
+        for step in [
+            Internal::Parse,
+            Internal::Bind,
+            Internal::Execute,
+            Internal::Close,
+            Internal::Close,
+        ] {
+            self.push(Owed::Internal(step));
+        }
+    }
+
+    /// Whether the next server reply answers a message hoop sent on its own.
+    pub fn internal_reply_next(&self) -> bool {
+        matches!(self.owed.front(), Some(Owed::Internal(_)))
+    }
+
+    /// The statement portal `portal` was (or is being) bound from.
+    pub fn portal_statement(&self, portal: &str) -> Option<Arc<str>> {
+        for o in self.owed.iter().rev() {
+            if let Owed::Bind {
+                portal: p,
+                statement,
+                ..
+            } = o
+                && &**p == portal
+            {
+                return Some(statement.clone());
+            }
+        }
+        self.portal_ref(portal).map(|p| p.statement.clone())
+    }
+
     /// What the current result (rows, completion, COPY) belongs to.
     pub fn current_result(&self) -> Option<ResultContext<'_>> {
         match self.owed.front()? {
@@ -526,7 +586,13 @@ impl SessionState {
     /// drop what it will now never answer.
     fn skip_to_sync(&mut self) {
         while let Some(front) = self.owed.front() {
-            if matches!(front, Owed::Sync | Owed::Query { .. } | Owed::FunctionCall) {
+            if matches!(
+                front,
+                Owed::Sync
+                    | Owed::Query { .. }
+                    | Owed::FunctionCall
+                    | Owed::Internal(Internal::Query)
+            ) {
                 break;
             }
             self.owed.pop_front();
@@ -535,6 +601,10 @@ impl SessionState {
 
     /// Accounts for one server message (after startup) and says what to do with it.
     pub fn server_message(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
+        if let Some(Owed::Internal(step)) = self.owed.front() {
+            let step = *step;
+            return self.internal_reply(step, tag, body);
+        }
         match tag {
             b'Z' => {
                 let rfq = ReadyForQuery::parse(body)?;
@@ -716,6 +786,49 @@ impl SessionState {
             _ => {}
         }
         Ok(ServerAction::Forward)
+    }
+
+    /// A reply to a message of hoop's own: swallowed.
+    fn internal_reply(
+        &mut self,
+        step: Internal,
+        tag: u8,
+        body: &[u8],
+    ) -> Result<ServerAction, SessionError> {
+        match (step, tag) {
+            // Asynchronous messages are not replies.
+            (_, b'S' | b'A') => return Ok(ServerAction::Forward),
+            (Internal::Query, b'Z') => {
+                let rfq = ReadyForQuery::parse(body)?;
+                self.transaction = rfq.status;
+                self.owed.pop_front();
+                if !matches!(self.phase, Phase::Held | Phase::Closed) {
+                    self.phase = if self.owed.is_empty() {
+                        Phase::Ready
+                    } else {
+                        Phase::InQuery
+                    };
+                }
+            }
+            (Internal::Query, b'C' | b'E' | b'N' | b'I') | (Internal::Execute, b'N') => {}
+            (Internal::Parse, b'1')
+            | (Internal::Bind, b'2')
+            | (Internal::Execute, b'C' | b'I')
+            | (Internal::Close, b'3') => {
+                self.owed.pop_front();
+            }
+            // An error in the extended protocol: the server skips to Sync.
+            (_, b'E') => {
+                self.owed.pop_front();
+                self.skip_to_sync();
+            }
+            _ => {
+                return Err(SessionError::UnexpectedReply {
+                    message: "a reply to a message of hoop's own",
+                });
+            }
+        }
+        Ok(ServerAction::Swallow)
     }
 
     fn end_copy(&mut self) {
@@ -949,5 +1062,27 @@ mod tests {
         assert!(s.server_message(b'C', b"SELECT 1\0").is_err());
         assert!(s.server_message(b'Z', b"?").is_err());
         assert_eq!(s.server_message(b'N', b"").unwrap(), ServerAction::Forward);
+    }
+
+    #[test]
+    fn internal_queries_are_swallowed_in_order() {
+        let mut s = SessionState::new(false);
+        s.set_phase(Phase::Ready);
+        s.internal_query();
+        s.client_query("delete from t");
+        assert!(s.internal_reply_next());
+        for (tag, body) in [(b'N', &b"SWARNING\0C25001\0\0"[..]), (b'C', b"BEGIN\0")] {
+            assert_eq!(s.server_message(tag, body).unwrap(), ServerAction::Swallow);
+        }
+        assert_eq!(s.server_message(b'Z', b"T").unwrap(), ServerAction::Swallow);
+        assert!(!s.internal_reply_next());
+        assert_eq!(s.transaction(), TransactionStatus::InTransaction);
+        assert_eq!(
+            s.server_message(b'C', b"DELETE 3\0").unwrap(),
+            ServerAction::Forward
+        );
+        assert_eq!(s.server_message(b'Z', b"T").unwrap(), ServerAction::Forward);
+        assert!(s.is_idle());
+        assert!(s.server_message(b'1', b"").is_err());
     }
 }

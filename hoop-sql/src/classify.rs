@@ -32,31 +32,55 @@
 //! target of INSERT/UPDATE/DELETE/MERGE is always a real table even when a CTE
 //! has the same name. Tables inside CTE bodies count.
 //!
+//! # Server-side code, destructive DDL, positioned writes, tautologies
+//! - [`ClassifiedStatement::server_code`] says why a statement runs code
+//!   inside the server that hoop cannot see ([`server_code`]): `DO`,
+//!   creating routines, triggers, rules…, calls to routines that are not
+//!   built in. `policy.server_code` decides those statements.
+//! - [`ClassifiedStatement::destructive_ddl`] marks the `destructive_ddl`
+//!   group ([`destructive`]): every `DROP`, `TRUNCATE`, dropping columns and
+//!   constraints, renaming tables and columns.
+//! - `UPDATE`/`DELETE … WHERE CURRENT OF cursor` touches the one row the
+//!   cursor stands on: it counts as having a WHERE.
+//! - A WHERE that is true for every row, however spelled (`id = id`,
+//!   `1 = 1 OR id = 5`), counts as no WHERE ([`tautology`]).
+//! - Statements the SQL library cannot parse are still read by their
+//!   leading words for server code and destructive DDL, so `CREATE RULE`
+//!   and `DROP OWNED` are caught even though they are unparsed.
+//!
 //! # What cannot be seen
 //! - `DO` blocks and `CALL`: kind `do` / `call`, [`ClassifiedStatement::opaque`].
 //! - Functions invoked anywhere (`SELECT purge_orders()`, `FROM f()`, triggers,
 //!   rules): their names are listed in [`ClassifiedStatement::functions`], but what
-//!   they run is invisible. So are `CREATE FUNCTION`/`CREATE RULE` bodies.
+//!   they run is invisible. So are `CREATE FUNCTION`/`CREATE RULE` bodies, and
+//!   triggers and rules that already exist on the tables a statement writes.
 //! - `EXECUTE name` runs what a SQL-level `PREPARE` prepared: that was judged
 //!   at PREPARE time; the name is in [`ClassifiedStatement::prepared_name`] so the
 //!   connection can keep per-session track if it wants to.
 //! - Objects dropped or truncated without being named (`DROP SCHEMA … CASCADE`,
 //!   `TRUNCATE … CASCADE`, `DROP OWNED`): only named tables are listed.
 
+mod destructive;
+pub mod server_code;
+mod tautology;
+
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CommentObject, CopySource, Expr, FromTable, GrantObjects, MergeAction, ObjectName, ObjectType,
-    Query, SetExpr, Statement, TableFactor, TableObject, Visit, Visitor, visit_expressions,
+    BinaryOperator, CommentObject, CopySource, Expr, FromTable, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GrantObjects, MergeAction, ObjectName, ObjectType, Query, Set, SetExpr,
+    Statement, TableFactor, TableObject, Visit, Visitor,
 };
 
 use crate::{
-    SqlDialect,
+    Routine, SqlDialect,
     dialect::ParseFailure,
     names::TableRef,
     parsed::{ParsedSql, ParsedStatement},
 };
 use hoop_core::StatementKind;
+pub use server_code::ServerCode;
+use tautology::Target;
 
 /// One statement of a SQL text, as policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +103,17 @@ pub struct ClassifiedStatement {
     pub prepared_name: Option<String>,
     /// For [`StatementKind::Unparsed`]: why the statement could not be understood.
     pub unparsed_reason: Option<String>,
+    /// It runs server-side code hoop cannot see, and why (the first reason
+    /// found). Also set for unparsed statements whose leading words say so.
+    pub server_code: Option<ServerCode>,
+    /// It is in the `destructive_ddl` group (also for unparsed statements
+    /// whose leading words say so).
+    pub destructive_ddl: bool,
+    /// Its command tag's row count is the number of rows it writes or
+    /// returns: a plain `SELECT`, `INSERT`, `UPDATE`, `DELETE` or `MERGE`
+    /// that executes no other data-modifying statement (a `max_rows` dry run
+    /// can count it).
+    pub rows_reported: bool,
 }
 
 impl ClassifiedStatement {
@@ -92,6 +127,9 @@ impl ClassifiedStatement {
             opaque: false,
             prepared_name: None,
             unparsed_reason: None,
+            server_code: None,
+            destructive_ddl: false,
+            rows_reported: false,
         }
     }
 
@@ -107,7 +145,18 @@ impl ClassifiedStatement {
     pub fn function_call() -> Self {
         Self {
             opaque: true,
+            server_code: Some(ServerCode::CallsById(None)),
             ..Self::new(StatementKind::Call)
+        }
+    }
+
+    /// A fast-path call of routine `id`: server code unless `dialect` knows
+    /// the id as one of the server's own routines.
+    pub fn function_call_by_id(id: u32, dialect: &dyn SqlDialect) -> Self {
+        Self {
+            server_code: (!dialect.builtin_routine_id(id))
+                .then_some(ServerCode::CallsById(Some(id))),
+            ..Self::function_call()
         }
     }
 
@@ -136,18 +185,51 @@ fn classify_one(
     dialect: &'static dyn SqlDialect,
 ) -> ClassifiedStatement {
     match &statement.ast {
-        Ok(ast) => classify_statement(ast, dialect),
-        Err(e @ ParseFailure::Several(_)) => ClassifiedStatement::unparsed(e.to_string()),
-        // sqlparser does not know every utility statement; `DO` and `RESET`
-        // always are what their first word says.
-        Err(ParseFailure::Syntax(e)) => match dialect.first_word(statement.text).as_deref() {
-            Some("do") => ClassifiedStatement {
-                opaque: true,
-                ..ClassifiedStatement::new(StatementKind::Do)
-            },
-            Some("reset") => ClassifiedStatement::new(StatementKind::Reset),
-            _ => ClassifiedStatement::unparsed(e.clone()),
+        Ok(ast) => classify_parsed(ast, dialect, statement.current_of.is_some()),
+        Err(e @ ParseFailure::Several(_)) => from_words(statement.text, dialect, e.to_string()),
+        Err(ParseFailure::Syntax(e)) => from_words(statement.text, dialect, e.clone()),
+    }
+}
+
+/// How many leading words an unparsed statement is read by.
+const LEADING_WORDS: usize = 32;
+
+/// A statement the SQL library could not parse, read by its leading words.
+/// `DO`, `RESET`, `FETCH` and `MOVE` always are what their first word says;
+/// anything else is
+/// unparsed (`policy.unparsed` decides it), but still marked as server code
+/// or destructive DDL when its words say so, and given the kind they name.
+fn from_words(text: &str, dialect: &dyn SqlDialect, reason: String) -> ClassifiedStatement {
+    let words = dialect.leading_words(text, LEADING_WORDS);
+    let server_code = server_code::from_words(&words);
+    let destructive_ddl = destructive::from_words(&words);
+    match words.first().map(String::as_str) {
+        Some("do") => ClassifiedStatement {
+            opaque: true,
+            server_code,
+            ..ClassifiedStatement::new(StatementKind::Do)
         },
+        Some("reset") => ClassifiedStatement::new(StatementKind::Reset),
+        // `FETCH c`, `FETCH 5 c`, `MOVE c`: the SQL library wants a direction
+        // and `FROM`; a FETCH or MOVE only reads a cursor declared (and
+        // judged) before.
+        Some("fetch" | "move") => ClassifiedStatement::new(StatementKind::Fetch),
+        first => {
+            let named = match first {
+                Some("drop") => Some(StatementKind::Drop),
+                Some("truncate") => Some(StatementKind::Truncate),
+                Some("create") => Some(StatementKind::Create),
+                Some("alter") => Some(StatementKind::Alter),
+                Some("call") => Some(StatementKind::Call),
+                _ => None,
+            };
+            ClassifiedStatement {
+                nested: named.into_iter().collect(),
+                server_code,
+                destructive_ddl,
+                ..ClassifiedStatement::unparsed(reason)
+            }
+        }
     }
 }
 
@@ -156,10 +238,45 @@ pub fn classify_statement(
     statement: &Statement,
     dialect: &'static dyn SqlDialect,
 ) -> ClassifiedStatement {
+    classify_parsed(statement, dialect, false)
+}
+
+/// Classifies one parsed statement; `positioned`: it is an `UPDATE`/`DELETE`
+/// whose `WHERE CURRENT OF cursor` was cut out before parsing.
+fn classify_parsed(
+    statement: &Statement,
+    dialect: &'static dyn SqlDialect,
+    positioned: bool,
+) -> ClassifiedStatement {
     let mut collector = Collector::new(dialect);
+    if positioned {
+        collector.positioned = Some(match statement {
+            Statement::Query(q) => match &*q.body {
+                SetExpr::Update(s) | SetExpr::Delete(s) => std::ptr::from_ref(s),
+                _ => std::ptr::from_ref(statement),
+            },
+            _ => std::ptr::from_ref(statement),
+        });
+    }
     let _ = statement.visit(&mut collector);
     let mut kinds = collector.kinds.into_iter();
     let kind = kinds.next().unwrap_or(StatementKind::Other);
+    let own_writes = usize::from(matches!(
+        kind,
+        StatementKind::Insert
+            | StatementKind::Update
+            | StatementKind::Delete
+            | StatementKind::Merge
+    ));
+    let rows_reported = matches!(
+        kind,
+        StatementKind::Select
+            | StatementKind::Insert
+            | StatementKind::Update
+            | StatementKind::Delete
+            | StatementKind::Merge
+    ) && collector.writes == own_writes
+        && !collector.copies;
     ClassifiedStatement {
         kind,
         nested: kinds.collect(),
@@ -169,6 +286,9 @@ pub fn classify_statement(
         opaque: collector.opaque,
         prepared_name: collector.prepared_name,
         unparsed_reason: None,
+        server_code: collector.server_code,
+        destructive_ddl: collector.destructive_ddl,
+        rows_reported,
     }
 }
 
@@ -268,16 +388,26 @@ fn kind_of(statement: &Statement) -> StatementKind {
     }
 }
 
-/// Whether a WHERE (or MERGE ON) restricts rows: it mentions some column.
-/// `WHERE true`, `WHERE 1 = 1` and `WHERE random() < 2` do not.
-fn restricts_rows(predicate: Option<&Expr>) -> bool {
-    predicate.is_some_and(|expr| {
-        visit_expressions(expr, |e| match e {
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => ControlFlow::Break(()),
-            _ => ControlFlow::Continue(()),
-        })
-        .is_break()
-    })
+/// The target of a single-table write, for [`tautology::restricts`].
+fn single_target(factor: &TableFactor, others: usize, dialect: &dyn SqlDialect) -> Option<Target> {
+    if others > 0 {
+        return None;
+    }
+    let TableFactor::Table { name, alias, .. } = factor else {
+        return None;
+    };
+    let mut names: Vec<String> = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| dialect.fold(i))
+        .into_iter()
+        .collect();
+    if let Some(alias) = alias {
+        // With an alias, the table's own name no longer qualifies columns.
+        names = vec![dialect.fold(&alias.name)];
+    }
+    Some(Target { names })
 }
 
 /// Whether EXPLAIN's options make it run the statement (`ANALYZE`, `(ANALYZE)`,
@@ -320,6 +450,15 @@ struct Collector {
     prepared_name: Option<String>,
     /// The name of a table function (`FROM f(1)`) about to be seen as a relation.
     table_function: Option<ObjectName>,
+    server_code: Option<ServerCode>,
+    destructive_ddl: bool,
+    /// Data-modifying statements (INSERT, UPDATE, DELETE, MERGE) it executes.
+    writes: usize,
+    /// It executes a COPY (its count is not a dry run's to take).
+    copies: bool,
+    /// The positioned write (`WHERE CURRENT OF`) among the statements, by
+    /// address: its missing WHERE names one row.
+    positioned: Option<*const Statement>,
 }
 
 impl Collector {
@@ -335,6 +474,24 @@ impl Collector {
             opaque: false,
             prepared_name: None,
             table_function: None,
+            server_code: None,
+            destructive_ddl: false,
+            writes: 0,
+            copies: false,
+            positioned: None,
+        }
+    }
+
+    fn server_code(&mut self, code: ServerCode) {
+        if self.server_code.is_none() {
+            self.server_code = Some(code);
+        }
+    }
+
+    /// Notes a call of `name`, server code unless it is built in.
+    fn call(&mut self, name: &ObjectName) {
+        if self.dialect.routine(name) == Routine::NotBuiltIn {
+            self.server_code(ServerCode::Calls(name.to_string()));
         }
     }
 
@@ -389,6 +546,13 @@ impl Collector {
         }
     }
 
+    /// A data-modifying statement that executes.
+    fn write(&mut self) {
+        if self.executing() {
+            self.writes += 1;
+        }
+    }
+
     /// The parts of a query body the visitor has no hook for.
     fn set_expr(&mut self, body: &SetExpr) {
         match body {
@@ -433,6 +597,9 @@ impl Visitor for Collector {
 
     fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
         self.kind(kind_of(statement));
+        if destructive::statement(statement) {
+            self.destructive_ddl = true;
+        }
         let mut inner_executes = self.executing();
         match statement {
             Statement::Explain {
@@ -441,10 +608,20 @@ impl Visitor for Collector {
                 inner_executes &= explain_runs(*analyze, options.as_ref());
             }
             Statement::Update {
-                table, selection, ..
+                table,
+                selection,
+                from,
+                ..
             } => {
                 self.target_factor(&table.relation);
-                self.unfiltered_if(restricts_rows(selection.as_ref()));
+                let others = table.joins.len() + usize::from(from.is_some());
+                let target = single_target(&table.relation, others, self.dialect);
+                let positioned = self.positioned == Some(std::ptr::from_ref(statement));
+                self.unfiltered_if(
+                    positioned
+                        || tautology::restricts(selection.as_ref(), self.dialect, target.as_ref()),
+                );
+                self.write();
             }
             Statement::Delete(delete) => {
                 for name in &delete.tables {
@@ -455,12 +632,28 @@ impl Visitor for Collector {
                 for target in from {
                     self.target_factor(&target.relation);
                 }
-                self.unfiltered_if(restricts_rows(delete.selection.as_ref()));
+                let others = from.len().saturating_sub(1)
+                    + from.first().map_or(0, |t| t.joins.len())
+                    + delete.using.as_ref().map_or(0, Vec::len);
+                let target = from
+                    .first()
+                    .and_then(|t| single_target(&t.relation, others, self.dialect));
+                let positioned = self.positioned == Some(std::ptr::from_ref(statement));
+                self.unfiltered_if(
+                    positioned
+                        || tautology::restricts(
+                            delete.selection.as_ref(),
+                            self.dialect,
+                            target.as_ref(),
+                        ),
+                );
+                self.write();
             }
             Statement::Insert(insert) => {
                 if let TableObject::TableName(name) = &insert.table {
                     self.real_table(name);
                 }
+                self.write();
             }
             Statement::Merge {
                 table, on, clauses, ..
@@ -473,7 +666,8 @@ impl Visitor for Collector {
                         MergeAction::Delete => self.kind(StatementKind::Delete),
                     }
                 }
-                self.unfiltered_if(restricts_rows(Some(on)));
+                self.unfiltered_if(tautology::restricts(Some(on), self.dialect, None));
+                self.write();
             }
             Statement::Drop {
                 object_type,
@@ -504,7 +698,9 @@ impl Visitor for Collector {
                 } else {
                     StatementKind::Insert
                 });
+                self.copies = true;
             }
+            Statement::Copy { .. } => self.copies = true,
             Statement::CreateView { name, .. } => self.real_table(name),
             Statement::Vacuum(vacuum) => {
                 if let Some(name) = &vacuum.table_name {
@@ -533,6 +729,31 @@ impl Visitor for Collector {
                 self.opaque = true;
                 self.functions
                     .push(function.name.to_string().to_lowercase());
+                // PostgreSQL has no built-in procedures: a CALL runs code a
+                // user wrote (a built-in function's name is refused by the
+                // server before anything runs).
+                self.call(&function.name);
+            }
+            Statement::CreateFunction(_) => self.server_code(ServerCode::Defines("function")),
+            Statement::CreateProcedure { .. } => {
+                self.server_code(ServerCode::Defines("procedure"));
+            }
+            Statement::CreateTrigger(_) => self.server_code(ServerCode::Defines("trigger")),
+            Statement::CreateMacro { .. } => self.server_code(ServerCode::Defines("macro")),
+            Statement::CreateExtension { .. } => {
+                self.server_code(ServerCode::Defines("extension"));
+            }
+            Statement::Load { .. } => self.server_code(ServerCode::LoadsLibrary),
+            Statement::Set(Set::SingleAssignment {
+                variable, values, ..
+            }) if variable
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("search_path"))
+                && server_code::path_shadows(values) =>
+            {
+                self.server_code(ServerCode::ShadowsBuiltins);
             }
             Statement::Prepare { name, .. } => self.prepared_name = Some(self.dialect.fold(name)),
             Statement::Execute { name, .. } => {
@@ -584,14 +805,18 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table {
-            name,
-            args: Some(_),
-            ..
-        } = factor
-        {
-            self.functions.push(name.to_string().to_lowercase());
-            self.table_function = Some(name.clone());
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => {
+                self.functions.push(name.to_string().to_lowercase());
+                self.table_function = Some(name.clone());
+                self.call(name);
+            }
+            TableFactor::Function { name, .. } => self.call(name),
+            _ => {}
         }
         ControlFlow::Continue(())
     }
@@ -610,11 +835,51 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if let Expr::Function(function) = expr {
-            let name = function.name.to_string().to_lowercase();
-            if !self.functions.contains(&name) {
-                self.functions.push(name);
+        match expr {
+            Expr::Function(function) => {
+                let name = function.name.to_string().to_lowercase();
+                if !self.functions.contains(&name) {
+                    self.functions.push(name);
+                }
+                self.call(&function.name);
+                if let FunctionArguments::List(list) = &function.args {
+                    let args: Vec<Expr> = list
+                        .args
+                        .iter()
+                        .filter_map(|a| match a {
+                            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    if server_code::set_config_shadows(&function.name, &args) {
+                        self.server_code(ServerCode::ShadowsBuiltins);
+                    }
+                }
             }
+            Expr::BinaryOp {
+                op: BinaryOperator::Custom(symbol),
+                ..
+            } if !self.dialect.builtin_operator(symbol) => {
+                self.server_code(ServerCode::Operator(symbol.clone()));
+            }
+            Expr::BinaryOp {
+                op: BinaryOperator::PGCustomBinaryOperator(parts),
+                ..
+            } => {
+                // OPERATOR(schema.op): built in only in pg_catalog.
+                let builtin = match parts.as_slice() {
+                    [symbol] => self.dialect.builtin_operator(symbol),
+                    [schema, symbol] => {
+                        schema.eq_ignore_ascii_case("pg_catalog")
+                            && self.dialect.builtin_operator(symbol)
+                    }
+                    _ => false,
+                };
+                if !builtin {
+                    self.server_code(ServerCode::Operator(parts.join(".")));
+                }
+            }
+            _ => {}
         }
         ControlFlow::Continue(())
     }
@@ -973,9 +1238,181 @@ mod tests {
         assert!(classify("  -- only a comment\n").is_empty());
         // Utility statements sqlparser does not know fall to `policy.unparsed`.
         assert_eq!(one("lock table orders").kind, K::Unparsed);
+        assert_eq!(one("FETCH c").kind, K::Fetch);
+        assert_eq!(one("move 5 in c").kind, K::Fetch);
         assert_eq!(
             one("create rule r as on select to t do instead select 1").kind,
             K::Unparsed
         );
+    }
+
+    #[test]
+    fn server_code_is_recognised_parsed_or_not() {
+        let code = |sql: &str| one(sql).server_code;
+        assert_eq!(
+            code("DO $$ BEGIN NULL; END $$"),
+            Some(ServerCode::AnonymousBlock)
+        );
+        assert_eq!(
+            code("CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'"),
+            Some(ServerCode::Defines("function"))
+        );
+        assert_eq!(
+            code("CREATE TRIGGER t BEFORE DELETE ON orders FOR EACH ROW EXECUTE FUNCTION f()"),
+            Some(ServerCode::Defines("trigger"))
+        );
+        // Unparsed, but its words say what it is.
+        let rule = one("CREATE RULE r AS ON DELETE TO orders DO INSTEAD NOTHING");
+        assert_eq!(rule.kind, K::Unparsed);
+        assert_eq!(rule.server_code, Some(ServerCode::Defines("rule")));
+        assert_eq!(
+            code("CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION f()"),
+            Some(ServerCode::Defines("event trigger"))
+        );
+        // PostgreSQL's grammar keeps `BEGIN ATOMIC … END` whole; cut at its
+        // `;`, the first piece still says what it is.
+        assert_eq!(
+            classify(
+                "CREATE OR REPLACE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC DELETE FROM t; END"
+            )[0]
+            .server_code,
+            Some(ServerCode::Defines("procedure"))
+        );
+        assert_eq!(
+            code("ALTER FUNCTION f() SECURITY DEFINER"),
+            Some(ServerCode::Defines("function"))
+        );
+        assert_eq!(
+            code("CALL purge(1)"),
+            Some(ServerCode::Calls("purge".into()))
+        );
+        assert_eq!(
+            code("SELECT id FROM t WHERE app.leak(ssn) > 0"),
+            Some(ServerCode::Calls("app.leak".into()))
+        );
+        assert_eq!(
+            code("SELECT * FROM my_rows(1)"),
+            Some(ServerCode::Calls("my_rows".into()))
+        );
+        assert_eq!(
+            code("INSERT INTO t VALUES (my_default())"),
+            Some(ServerCode::Calls("my_default".into()))
+        );
+        assert_eq!(
+            code("SET search_path = app, pg_catalog"),
+            Some(ServerCode::ShadowsBuiltins)
+        );
+        assert_eq!(
+            code("SELECT set_config('search_path', 'app, pg_catalog', false)"),
+            Some(ServerCode::ShadowsBuiltins)
+        );
+        assert_eq!(code("LOAD 'plpgsql'"), Some(ServerCode::LoadsLibrary));
+        assert_eq!(
+            code("CREATE EXTENSION dblink"),
+            Some(ServerCode::Defines("extension"))
+        );
+        // Built-ins, in any spelling PostgreSQL resolves to them, are not.
+        for innocent in [
+            "SELECT lower(name), count(*), now(), coalesce(a, 1) FROM t GROUP BY 1",
+            "SELECT pg_catalog.upper(name) FROM t",
+            "SELECT * FROM generate_series(1, 3)",
+            "SELECT row_number() OVER (ORDER BY id) FROM t",
+            "SELECT data->>'k', tags @> ARRAY['a'] FROM t",
+            "SET search_path = pg_catalog, app",
+            "SET search_path TO app, public",
+            "SELECT set_config('work_mem', '64MB', false)",
+            "CREATE TABLE t (id int DEFAULT nextval('s'))",
+            "DROP FUNCTION f()",
+        ] {
+            assert_eq!(code(innocent), None, "{innocent}");
+        }
+    }
+
+    #[test]
+    fn destructive_ddl_group() {
+        for destructive in [
+            "DROP TABLE t",
+            "DROP INDEX i",
+            "DROP SCHEMA s CASCADE",
+            "DROP FUNCTION f()",
+            "DROP OWNED BY bob",
+            "DROP RULE r ON t",
+            "TRUNCATE t",
+            "ALTER TABLE t DROP COLUMN c",
+            "ALTER TABLE t DROP CONSTRAINT c",
+            "ALTER TABLE t RENAME TO u",
+            "ALTER TABLE t RENAME COLUMN a TO b",
+            "ALTER TABLE t SET SCHEMA s",
+            "ALTER VIEW v RENAME TO w",
+        ] {
+            assert!(one(destructive).destructive_ddl, "{destructive}");
+        }
+        for not in [
+            "ALTER TABLE t ADD COLUMN c int",
+            "CREATE TABLE t (a int)",
+            "DELETE FROM t",
+            "ALTER TABLE t ALTER COLUMN c SET DEFAULT 1",
+            "SELECT 'DROP TABLE t'",
+        ] {
+            assert!(!one(not).destructive_ddl, "{not}");
+        }
+        // Unparsed destructive DDL keeps its kind as a hint for rules.
+        let s = one("DROP OWNED BY bob");
+        assert_eq!((s.kind, s.nested.as_slice()), (K::Unparsed, &[K::Drop][..]));
+    }
+
+    #[test]
+    fn positioned_writes_touch_one_row() {
+        let s = one("UPDATE orders SET n = 1 WHERE CURRENT OF cur");
+        assert_eq!(s.kind, K::Update);
+        assert!(s.has_where);
+        assert_eq!(s.tables[0].name, "orders");
+        let s = one("DELETE FROM orders WHERE CURRENT OF \"C\" RETURNING id");
+        assert_eq!(s.kind, K::Delete);
+        assert!(s.has_where);
+        // A positioned write under a CTE that deletes everything does not
+        // hide the CTE.
+        let s = one("WITH d AS (DELETE FROM a RETURNING 1) DELETE FROM orders WHERE CURRENT OF c");
+        assert!(!s.has_where, "{s:?}");
+        // Not positioned: the clause inside a string is data.
+        assert_eq!(
+            one("DELETE FROM t WHERE 'CURRENT OF c' = x OR CURRENT OF c").kind,
+            K::Unparsed
+        );
+    }
+
+    #[test]
+    fn tautologies_are_no_where() {
+        assert!(!one("DELETE FROM orders WHERE id = id").has_where);
+        assert!(!one("DELETE FROM orders o WHERE o.id = id").has_where);
+        assert!(!one("UPDATE orders SET a = 1 WHERE 1 = 1 OR id = 5").has_where);
+        assert!(!one("MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE").has_where);
+        assert!(one("DELETE FROM a USING b WHERE a.id = b.id").has_where);
+        assert!(one("UPDATE orders SET a = 1 WHERE 1 = 1 AND id = 5").has_where);
+    }
+
+    #[test]
+    fn row_counts_are_reported_by_plain_statements_only() {
+        for counted in [
+            "DELETE FROM t WHERE id = 1",
+            "UPDATE t SET a = 1",
+            "INSERT INTO t SELECT * FROM u",
+            "SELECT * FROM t",
+            "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE WHEN NOT MATCHED THEN INSERT VALUES (1)",
+            "WITH x AS (SELECT 1) DELETE FROM t",
+        ] {
+            assert!(one(counted).rows_reported, "{counted}");
+        }
+        for uncounted in [
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d",
+            "WITH d AS (DELETE FROM a) INSERT INTO b VALUES (1)",
+            "EXPLAIN ANALYZE DELETE FROM t",
+            "TRUNCATE t",
+            "COPY t FROM STDIN",
+            "PREPARE p AS DELETE FROM t",
+            "DROP TABLE t",
+        ] {
+            assert!(!one(uncounted).rows_reported, "{uncounted}");
+        }
     }
 }

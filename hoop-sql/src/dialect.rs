@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use sqlparser::ast::{Ident, Statement};
+use sqlparser::ast::{Ident, ObjectName, Statement};
 
 /// One statement's text within a larger text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,41 @@ pub struct FunctionCatalog {
     pub side_channel: &'static [&'static str],
 }
 
+/// How a built-in routine's result depends on its arguments (PostgreSQL's
+/// `provolatile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Volatility {
+    /// The same arguments always give the same result, and nothing else is read.
+    Immutable,
+    /// The same within one statement (it may read the database or settings).
+    Stable,
+    /// May differ on every call (`random()`), or has side effects.
+    Volatile,
+}
+
+/// What a routine call reaches, as far as the SQL text tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routine {
+    /// One of the server's own routines (created with the server, never by a
+    /// user or an extension), with its volatility.
+    BuiltIn(Volatility),
+    /// A routine hoop does not know as built in: a user-defined function,
+    /// procedure or aggregate, an extension's, or a name qualified with a
+    /// schema other than the server's own. What it runs is invisible to hoop.
+    NotBuiltIn,
+}
+
+/// An `UPDATE … WHERE CURRENT OF cursor` or `DELETE … WHERE CURRENT OF
+/// cursor`, recognised before parsing (the SQL library does not know the
+/// clause).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Positioned {
+    /// The statement without its `WHERE CURRENT OF cursor` clause.
+    pub text: String,
+    /// The cursor, folded.
+    pub cursor: String,
+}
+
 /// How a server quotes stored values in its error texts, for masking echoes.
 #[derive(Debug, Clone, Copy)]
 pub struct EchoPatterns {
@@ -125,4 +160,62 @@ pub trait SqlDialect: Send + Sync + std::fmt::Debug + 'static {
 
     /// How the server echoes values in its messages.
     fn echo_patterns(&self) -> &EchoPatterns;
+
+    /// What a call to the routine named `name` reaches (`[schema.]routine`,
+    /// as written: the dialect folds it). Operators, casts
+    /// and the SQL syntax forms that are not calls (`CAST`, `EXTRACT`, …)
+    /// are not asked about. The default knows no built-ins, so every call
+    /// counts as server-side code hoop cannot see (fail closed): a dialect
+    /// lists its server's own routines.
+    fn routine(&self, name: &ObjectName) -> Routine {
+        let _ = name;
+        Routine::NotBuiltIn
+    }
+
+    /// Whether a routine called by its numeric id (PostgreSQL's fast-path
+    /// `FunctionCall`) is one of the server's own. The default knows none.
+    fn builtin_routine_id(&self, id: u32) -> bool {
+        let _ = id;
+        false
+    }
+
+    /// Whether an operator symbol (`@>`, `->>`) is one of the server's own.
+    /// The default knows none (fail closed).
+    fn builtin_operator(&self, symbol: &str) -> bool {
+        let _ = symbol;
+        false
+    }
+
+    /// The statement without its `WHERE CURRENT OF cursor` clause, when
+    /// `piece` is a positioned `UPDATE`/`DELETE` (the server's own lexing
+    /// decides where the clause is). The default recognises none.
+    fn positioned(&self, piece: &str) -> Option<Positioned> {
+        let _ = piece;
+        None
+    }
+
+    /// The statement's first `max` words (keywords and unquoted names in
+    /// lower case, quoted names with their quotes so that they never read as
+    /// keywords), for statements the SQL library cannot parse but whose
+    /// leading words still say what they do (`CREATE RULE`, `DROP OWNED`).
+    /// Stops at the first token that is not a word.
+    fn leading_words(&self, piece: &str, max: usize) -> Vec<String> {
+        let Ok(tokens) =
+            sqlparser::tokenizer::Tokenizer::new(self.parser_dialect(), piece).tokenize()
+        else {
+            return Vec::new();
+        };
+        tokens
+            .into_iter()
+            .filter(|t| !matches!(t, sqlparser::tokenizer::Token::Whitespace(_)))
+            .map_while(|t| match t {
+                sqlparser::tokenizer::Token::Word(w) => Some(match w.quote_style {
+                    None => w.value.to_lowercase(),
+                    Some(q) => format!("{q}{}{q}", w.value),
+                }),
+                _ => None,
+            })
+            .take(max)
+            .collect()
+    }
 }

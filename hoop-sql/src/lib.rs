@@ -22,7 +22,8 @@ pub mod pg;
 
 pub use classify::{ClassifiedStatement, classify};
 pub use dialect::{
-    CursorOp, EchoPatterns, FunctionCatalog, ParseFailure, Piece, SplitError, SqlDialect,
+    CursorOp, EchoPatterns, FunctionCatalog, ParseFailure, Piece, Positioned, Routine, SplitError,
+    SqlDialect, Volatility,
 };
 pub use parsed::{ParsedSql, ParsedStatement};
 

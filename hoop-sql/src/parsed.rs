@@ -3,7 +3,7 @@
 //! and lineage (masking) both read this one [`ParsedSql`], so they see the
 //! same statements with the same indexes, by construction.
 
-use sqlparser::ast::Statement;
+use sqlparser::ast::{SetExpr, Statement};
 
 use crate::dialect::{ParseFailure, SplitError, SqlDialect};
 
@@ -14,8 +14,12 @@ pub struct ParsedStatement<'a> {
     pub text: &'a str,
     /// Byte offset of `text` in the whole text.
     pub offset: usize,
-    /// Its syntax tree, or why there is none.
+    /// Its syntax tree, or why there is none. For a positioned write
+    /// (`UPDATE`/`DELETE … WHERE CURRENT OF cursor`), the tree of the
+    /// statement without that clause.
     pub ast: Result<Statement, ParseFailure>,
+    /// For a positioned write: the cursor whose current row it touches.
+    pub current_of: Option<String>,
 }
 
 /// A whole SQL text, parsed.
@@ -29,16 +33,65 @@ pub struct ParsedSql<'a> {
     dialect: &'static dyn SqlDialect,
 }
 
+/// Parses one statement; a positioned write the SQL library rejects is
+/// parsed without its `WHERE CURRENT OF` clause, and must then be an
+/// `UPDATE` or `DELETE` with no other `WHERE`.
+fn parse_piece(
+    dialect: &'static dyn SqlDialect,
+    text: &str,
+) -> (Result<Statement, ParseFailure>, Option<String>) {
+    let ast = dialect.parse_statement(text);
+    if ast.is_ok() {
+        return (ast, None);
+    }
+    let Some(positioned) = dialect.positioned(text) else {
+        return (ast, None);
+    };
+    match dialect.parse_statement(&positioned.text) {
+        Ok(
+            statement @ Statement::Update {
+                selection: None, ..
+            },
+        ) => (Ok(statement), Some(positioned.cursor)),
+        Ok(Statement::Delete(delete)) if delete.selection.is_none() => {
+            (Ok(Statement::Delete(delete)), Some(positioned.cursor))
+        }
+        // `WITH … UPDATE|DELETE … WHERE CURRENT OF cursor`.
+        Ok(Statement::Query(query))
+            if matches!(
+                &*query.body,
+                SetExpr::Update(s) | SetExpr::Delete(s) if unfiltered_write(s)
+            ) =>
+        {
+            (Ok(Statement::Query(query)), Some(positioned.cursor))
+        }
+        _ => (ast, None),
+    }
+}
+
+/// An `UPDATE` or `DELETE` without a `WHERE`.
+fn unfiltered_write(statement: &Statement) -> bool {
+    match statement {
+        Statement::Update { selection, .. } => selection.is_none(),
+        Statement::Delete(delete) => delete.selection.is_none(),
+        _ => false,
+    }
+}
+
 impl<'a> ParsedSql<'a> {
     /// Splits and parses `text` with `dialect`.
     pub fn parse(dialect: &'static dyn SqlDialect, text: &'a str) -> Self {
         let statements = dialect.split(text).map(|pieces| {
             pieces
                 .into_iter()
-                .map(|piece| ParsedStatement {
-                    text: piece.text,
-                    offset: piece.offset,
-                    ast: dialect.parse_statement(piece.text),
+                .map(|piece| {
+                    let (ast, current_of) = parse_piece(dialect, piece.text);
+                    ParsedStatement {
+                        text: piece.text,
+                        offset: piece.offset,
+                        ast,
+                        current_of,
+                    }
                 })
                 .collect()
         });

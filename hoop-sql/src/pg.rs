@@ -1,19 +1,23 @@
 //! PostgreSQL's SQL: [`Postgres`], the [`SqlDialect`] for sessions that
 //! speak the PostgreSQL protocol.
 
+pub mod builtins;
 mod lexer;
+mod positioned;
+mod words;
 
 use std::{borrow::Cow, sync::LazyLock};
 
 use sqlparser::{
-    ast::{Ident, Statement},
+    ast::{Ident, ObjectName, Statement},
     dialect::PostgreSqlDialect,
     parser::Parser,
     tokenizer::{Token as SqlToken, Tokenizer},
 };
 
 use crate::dialect::{
-    CursorOp, EchoPatterns, FunctionCatalog, ParseFailure, Piece, SplitError, SqlDialect,
+    CursorOp, EchoPatterns, FunctionCatalog, ParseFailure, Piece, Positioned, Routine, SplitError,
+    SqlDialect,
 };
 use lexer::{Kind, Lexer, Prefix};
 
@@ -104,6 +108,27 @@ const ECHOES: EchoPatterns = EchoPatterns {
 impl Postgres {
     fn parse_all(sql: &str) -> Result<Vec<Statement>, String> {
         Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())
+    }
+
+    /// The query of a `COPY (query) TO …` statement, as written (the text
+    /// between the parentheses that follow `COPY`, found with the server's
+    /// own lexing), e.g. to describe its result columns elsewhere.
+    pub fn copy_query(piece: &str) -> Option<&str> {
+        let items = words::items(piece)?;
+        let mut significant = items.iter();
+        match significant.next().map(|i| &i.kind) {
+            Some(words::ItemKind::Word(w)) if w == "copy" => {}
+            _ => return None,
+        }
+        let open = significant
+            .next()
+            .filter(|i| i.kind == words::ItemKind::Open)?;
+        let close = items.iter().find(|i| {
+            i.kind == words::ItemKind::Close
+                && i.depth == open.depth
+                && i.span.start > open.span.start
+        })?;
+        piece.get(open.span.end..close.span.start)
     }
 }
 
@@ -307,6 +332,24 @@ impl SqlDialect for Postgres {
     fn echo_patterns(&self) -> &EchoPatterns {
         &ECHOES
     }
+
+    fn routine(&self, name: &ObjectName) -> Routine {
+        builtins::routine(name)
+    }
+
+    fn builtin_operator(&self, symbol: &str) -> bool {
+        builtins::operator(symbol)
+    }
+
+    fn builtin_routine_id(&self, id: u32) -> bool {
+        // Objects below FirstNormalObjectId are created by initdb; users'
+        // and extensions' objects never get such an OID.
+        id < builtins::FIRST_NORMAL_OBJECT_ID
+    }
+
+    fn positioned(&self, piece: &str) -> Option<Positioned> {
+        positioned::positioned(piece)
+    }
 }
 
 #[cfg(test)]
@@ -445,6 +488,20 @@ mod tests {
             Some(CursorOp::Fetch { name: "My".into() })
         );
         assert_eq!(op("SELECT 1"), None);
+    }
+
+    #[test]
+    fn copy_queries_are_cut_where_the_server_reads_them() {
+        assert_eq!(
+            Postgres::copy_query("COPY (SELECT ')' AS x, f(1) FROM t) TO STDOUT (FORMAT binary)"),
+            Some("SELECT ')' AS x, f(1) FROM t")
+        );
+        assert_eq!(
+            Postgres::copy_query(" copy /* c */ (select 1) to stdout"),
+            Some("select 1")
+        );
+        assert_eq!(Postgres::copy_query("COPY t TO STDOUT"), None);
+        assert_eq!(Postgres::copy_query("SELECT (1)"), None);
     }
 
     #[test]

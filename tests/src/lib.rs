@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod failclosed;
 pub mod issuer;
 pub mod k8s;
 pub mod sink;

@@ -12,6 +12,8 @@
 //! - `cargo xtask k8s-validate`: render `k8s/` with kustomize and validate it
 //!   offline against the Kubernetes schemas (also part of `test`).
 //! - `cargo xtask bench`: the proxy benchmark (pgbench direct vs. through hoop).
+//! - `cargo xtask pg-builtins`: regenerate hoop-sql's list of PostgreSQL's
+//!   built-in routines and operators from the local server.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +21,7 @@ mod bench;
 mod browser;
 mod floor;
 mod k8s;
+mod pg_builtins;
 mod services;
 mod setup;
 
@@ -65,6 +68,9 @@ enum Command {
         #[arg(long)]
         compare: Option<std::path::PathBuf>,
     },
+    /// Regenerate hoop-sql's list of PostgreSQL's built-in routines and
+    /// operators from the local server's pg_catalog.
+    PgBuiltins,
     /// The benchmark's minimal TCP forwarder (see xtask/src/floor.rs).
     #[command(hide = true)]
     Floor {
@@ -100,6 +106,7 @@ fn main() -> ExitCode {
         } => setup::setup()
             .and_then(|()| services::ensure_postgres())
             .and_then(|()| bench::run(seconds, rounds, only, compare.as_deref())),
+        Command::PgBuiltins => services::ensure_postgres().and_then(|()| pg_builtins::run()),
         Command::Floor { listen, upstream } => floor::run(listen, upstream),
     };
     match result {

@@ -22,6 +22,7 @@ fn requirement(timeout: Duration, approvers: &[&str], min_approvals: u32) -> Hol
         timeout,
         approvers: approvers.iter().map(|&g| g.to_owned()).collect(),
         min_approvals,
+        max_rows: None,
     }
 }
 

@@ -461,3 +461,19 @@ fn random_compositions_never_leave_the_masked_column_clean() {
         assert!(masked(pos), "{sql}: {pos:?}");
     }
 }
+
+#[test]
+fn routines_that_are_not_built_in_are_unproven() {
+    // A user's function may return any value it reads.
+    assert_eq!(cols("SELECT id, leak(id) FROM orders"), [Clean, Unknown]);
+    assert_eq!(cols("SELECT app.fmt(name) FROM orders"), [Unknown]);
+    assert_eq!(cols("SELECT public.lower(name) FROM orders"), [Unknown]);
+    // Built-ins of clean columns stay clean.
+    assert_eq!(
+        cols("SELECT lower(name), pg_catalog.upper(name), now() FROM orders"),
+        [Clean, Clean, Clean]
+    );
+    // Rows of a function that only shares a built-in's name.
+    assert_eq!(cols("SELECT * FROM app.generate_series(1, 3)"), [Unknown]);
+    assert_eq!(cols("SELECT * FROM generate_series(1, 3) g"), [Clean]);
+}

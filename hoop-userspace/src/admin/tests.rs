@@ -221,6 +221,7 @@ fn requirement(timeout: Duration, min_approvals: u32) -> HoldRequirement {
         timeout,
         approvers: vec!["dba".to_owned()],
         min_approvals,
+        max_rows: None,
     }
 }
 

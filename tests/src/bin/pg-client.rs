@@ -99,6 +99,21 @@ async fn main() {
                 }
             }
         }
+        // Each SQL argument through execute inside one transaction, then COMMIT.
+        "tx" => {
+            let mut client = connect().await;
+            let tx = client.transaction().await.expect("begin");
+            for sql in &args[1..] {
+                match tx.execute(sql.as_str(), &[]).await {
+                    Ok(n) => print(&json!({ "affected": n })),
+                    Err(e) => print(&error_json(&e)),
+                }
+            }
+            match tx.commit().await {
+                Ok(()) => print(&json!({ "commit": "ok" })),
+                Err(e) => print(&error_json(&e)),
+            }
+        }
         // A prepared statement with one int parameter: execute PARAM.
         "execute-param" => {
             let client = connect().await;
