@@ -402,6 +402,22 @@ fn malformed_config_fails_before_anything_is_attached() {
     assert!(cgroups_named(&format!("hoop-exec-{pid}-")).is_empty());
 }
 
+/// Kills an agent and removes its cgroup when a test ends early.
+struct AgentCleanup<'a> {
+    agent: Option<std::process::Child>,
+    cgroup: &'a std::path::Path,
+}
+
+impl Drop for AgentCleanup<'_> {
+    fn drop(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        let _ = std::fs::remove_dir(self.cgroup);
+    }
+}
+
 #[test]
 fn agent_governs_listed_cgroups_and_detaches_on_sigterm() {
     require_privileged();
@@ -415,21 +431,7 @@ fn agent_governs_listed_cgroups_and_detaches_on_sigterm() {
         &format!("intercept:\n  cgroups: [{}]\n", cgroup.display()),
     );
     std::fs::write(&cfg.path, yaml).expect("config");
-    /// Kills the agent and removes the cgroup if an assertion fails first.
-    struct Cleanup<'a> {
-        agent: Option<std::process::Child>,
-        cgroup: &'a std::path::Path,
-    }
-    impl Drop for Cleanup<'_> {
-        fn drop(&mut self) {
-            if let Some(mut agent) = self.agent.take() {
-                let _ = agent.kill();
-                let _ = agent.wait();
-            }
-            let _ = std::fs::remove_dir(self.cgroup);
-        }
-    }
-    let mut guard = Cleanup {
+    let mut guard = AgentCleanup {
         agent: Some(
             Command::new(hoop_tests::hoop_bin())
                 .args(["agent", "--config"])
@@ -485,7 +487,7 @@ fn agent_governs_listed_cgroups_and_detaches_on_sigterm() {
     )
     .expect("SIGTERM");
     let status = agent.wait().expect("agent exit");
-    let mut agent = guard.agent.take().expect("spawned");
+    let agent_stderr = agent.stderr.take();
     drop(guard);
     assert!(status.success(), "agent exits 0 on SIGTERM: {status}");
     assert!(
@@ -494,6 +496,6 @@ fn agent_governs_listed_cgroups_and_detaches_on_sigterm() {
         hoop_programs_loaded()
     );
     let mut stderr = String::new();
-    let _ = std::io::Read::read_to_string(&mut agent.stderr.take().expect("stderr"), &mut stderr);
+    let _ = std::io::Read::read_to_string(&mut agent_stderr.expect("stderr"), &mut stderr);
     assert!(stderr.contains("detached"), "{stderr}");
 }
