@@ -21,7 +21,8 @@
 //! - a rule fully shadowed by an earlier rule of the same class, or a hold rule
 //!   fully shadowed by a deny rule: it can never decide anything, but the
 //!   effective policy is the stricter one, so it still fails closed;
-//! - `server_code: allow` in a policy with rules (fail open), and `max_rows`
+//! - `server_code: allow` or `privileged: allow` in a policy with rules
+//!   (fail open), and `max_rows`
 //!   on a rule none of whose statement kinds report a row count;
 //! - the same column or detector masked twice identically;
 //! - `unparsed: allow` (fail open), unused custom detectors, a short hash key,
@@ -39,7 +40,7 @@ use super::{
     names::{ColumnRef, TablePattern, TableRef, parse_dotted},
     spec::{
         DenyRuleSpec, DetectorSpec, HoldRuleSpec, MaskRuleSpec, PolicySpec, PredicateAction,
-        ServerCodeAction, WhenSpec,
+        PrivilegedAction, ServerCodeAction, WhenSpec,
     },
     when::{Glob, Selector},
 };
@@ -119,6 +120,18 @@ pub fn compile_into(value: &Value, path: &KeyPath, diags: &mut Diagnostics<'_>) 
             Some("use `deny` (the default when the policy has rules) or `hold`".to_owned()),
         );
     }
+    let privileged = spec.privileged.unwrap_or(if has_rules {
+        PrivilegedAction::Deny
+    } else {
+        PrivilegedAction::Allow
+    });
+    if spec.privileged == Some(PrivilegedAction::Allow) && has_rules {
+        compiler.diags.warning(
+            &path.key("privileged"),
+            "server files, raw pages, planner statistics, COPY … PROGRAM and links to other databases read and move data where masking never looks (fail open)",
+            Some("use `deny` (the default when the policy has rules) or `hold`".to_owned()),
+        );
+    }
     if spec.unparsed == UnparsedAction::Allow {
         compiler.diags.warning(
             &path.key("unparsed"),
@@ -132,6 +145,7 @@ pub fn compile_into(value: &Value, path: &KeyPath, diags: &mut Diagnostics<'_>) 
     Some(Policy {
         unparsed: spec.unparsed,
         server_code,
+        privileged,
         binary_unmaskable: spec.binary_unmaskable,
         hash_key,
         mask: mask.into_iter().map(|m| m.rule).collect(),

@@ -60,7 +60,9 @@ mod tests;
 pub use compile::{compile, compile_into, compile_when};
 pub use hoop_sql::{ClassifiedStatement, classify};
 pub use names::{ColumnRef, TablePattern, TableRef};
-pub use spec::{BinaryUnmaskable, PredicateAction, ServerCodeAction, UnparsedAction};
+pub use spec::{
+    BinaryUnmaskable, PredicateAction, PrivilegedAction, ServerCodeAction, UnparsedAction,
+};
 pub use when::Selector;
 
 use hoop_config::{Config, ConfigError, Diagnostic, Loaded};
@@ -73,6 +75,7 @@ use hoop_sql::{ParsedSql, SqlDialect};
 pub struct Policy {
     unparsed: UnparsedAction,
     server_code: ServerCodeAction,
+    privileged: PrivilegedAction,
     binary_unmaskable: BinaryUnmaskable,
     hash_key: Option<HashKey>,
     mask: Vec<MaskRule>,
@@ -222,6 +225,9 @@ struct HoldRule {
 /// The rule name reported for decisions made by `policy.unparsed`.
 pub const UNPARSED_RULE: &str = "policy.unparsed";
 
+/// The rule name reported for decisions made by `policy.privileged`.
+pub const PRIVILEGED_RULE: &str = "policy.privileged";
+
 /// The rule name reported for decisions made by `policy.server_code`.
 pub const SERVER_CODE_RULE: &str = "policy.server_code";
 
@@ -286,9 +292,10 @@ impl Policy {
     ///
     /// Order: deny rules (file order; a rule with `max_rows` only when the
     /// count is over its limit, or asks for a dry run when not counted yet),
-    /// `server_code: deny`, `unparsed: deny`, then a pending dry run for a
-    /// deny rule, then hold rules likewise, `server_code: hold`,
-    /// `unparsed: hold`, a pending dry run for a hold rule; otherwise allow.
+    /// `server_code: deny`, `privileged: deny`, `unparsed: deny`, then a
+    /// pending dry run for a deny rule, then hold rules likewise,
+    /// `server_code: hold`, `privileged: hold`, `unparsed: hold`, a pending
+    /// dry run for a hold rule; otherwise allow.
     pub fn judge_classified_rows(
         &self,
         statements: Vec<ClassifiedStatement>,
@@ -332,6 +339,7 @@ impl Policy {
         };
         let unparsed = statements.iter().any(|s| s.kind == StatementKind::Unparsed);
         let server_code = statements.iter().find_map(|s| s.server_code.as_ref());
+        let privileged = statements.iter().find_map(|s| s.privileged.as_ref());
         let mut pending_deny: Option<(&DenyRule, u64)> = None;
         let mut decided: Option<(Verdict, String)> = None;
         for rule in &self.deny {
@@ -364,6 +372,18 @@ impl Policy {
             decided = Some((
                 Verdict::Deny(Denial::new(SERVER_CODE_RULE, message)),
                 SERVER_CODE_RULE.to_owned(),
+            ));
+        }
+        if decided.is_none()
+            && let Some(path) = privileged
+            && self.privileged == PrivilegedAction::Deny
+        {
+            let message = format!(
+                "this statement takes a privileged path around the query ({path}), where hoop cannot mask or check what it reads, and policy.privileged denies it"
+            );
+            decided = Some((
+                Verdict::Deny(Denial::new(PRIVILEGED_RULE, message)),
+                PRIVILEGED_RULE.to_owned(),
             ));
         }
         if decided.is_none() && unparsed && self.unparsed == UnparsedAction::Deny {
@@ -428,6 +448,18 @@ impl Policy {
             );
             decided = Some((Verdict::Hold(requirement), SERVER_CODE_RULE.to_owned()));
         }
+        if decided.is_none()
+            && let Some(path) = privileged
+            && self.privileged == PrivilegedAction::Hold
+        {
+            let requirement = policy_hold(
+                PRIVILEGED_RULE,
+                format!(
+                    "this statement takes a privileged path around the query ({path}); it waits for an approver"
+                ),
+            );
+            decided = Some((Verdict::Hold(requirement), PRIVILEGED_RULE.to_owned()));
+        }
         if decided.is_none() && unparsed && self.unparsed == UnparsedAction::Hold {
             let requirement = policy_hold(
                 UNPARSED_RULE,
@@ -484,6 +516,11 @@ impl Policy {
     /// What statements that run server-side code get (the default resolved).
     pub fn server_code(&self) -> ServerCodeAction {
         self.server_code
+    }
+
+    /// What statements that take a privileged path get.
+    pub fn privileged(&self) -> PrivilegedAction {
+        self.privileged
     }
 }
 

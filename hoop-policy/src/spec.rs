@@ -24,6 +24,14 @@ pub struct PolicySpec {
     /// otherwise `allow`.
     #[serde(default)]
     pub server_code: Option<ServerCodeAction>,
+    /// What to do with statements that take a privileged path around the
+    /// query (server files and logs, `COPY … PROGRAM` and server-side `COPY`
+    /// files, raw storage pages, the write-ahead log, planner statistics,
+    /// credentials, links to other databases, extensions, `ALTER SYSTEM`):
+    /// `deny | hold | allow`. Default: `deny` when the policy has any deny,
+    /// hold or mask rule, otherwise `allow`.
+    #[serde(default)]
+    pub privileged: Option<PrivilegedAction>,
     /// What to do when a masked column comes back in binary format and cannot be
     /// rewritten type-correctly: `refuse | null` (default `refuse`).
     #[serde(default, deserialize_with = "null_means_null")]
@@ -72,6 +80,20 @@ pub enum ServerCodeAction {
     /// Hold them for an approver.
     Hold,
     /// Let them through (what runs inside is invisible to every rule).
+    Allow,
+}
+
+/// `policy.privileged`: what happens to statements that take a privileged
+/// path around the query, where masking never looks.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PrivilegedAction {
+    /// Refuse them (the default whenever the policy has any rule).
+    #[default]
+    Deny,
+    /// Hold them for an approver.
+    Hold,
+    /// Let them through (what they read is never masked).
     Allow,
 }
 

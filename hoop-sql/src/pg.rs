@@ -4,6 +4,7 @@
 pub mod builtins;
 mod lexer;
 mod positioned;
+mod privileged;
 mod words;
 
 use std::{borrow::Cow, sync::LazyLock};
@@ -339,6 +340,14 @@ impl SqlDialect for Postgres {
 
     fn builtin_operator(&self, symbol: &str) -> bool {
         builtins::operator(symbol)
+    }
+
+    fn privileged_routine(&self, name: &ObjectName) -> Option<&'static str> {
+        privileged::routine(name)
+    }
+
+    fn privileged_relation(&self, table: &crate::names::TableRef) -> Option<&'static str> {
+        privileged::relation(table)
     }
 
     fn builtin_routine_id(&self, id: u32) -> bool {
