@@ -26,6 +26,8 @@ const BUILTIN_ROUTINES: &[(&str, &str)] = &[
     ("lo_export", LARGE_OBJECT_FILES),
     ("lo_import", LARGE_OBJECT_FILES),
     ("pg_current_logfile", SERVER_DIRS),
+    ("pg_hba_file_rules", CONFIG_FILES),
+    ("pg_ident_file_mappings", CONFIG_FILES),
     ("pg_logical_slot_get_binary_changes", DECODED_WAL),
     ("pg_logical_slot_get_changes", DECODED_WAL),
     ("pg_logical_slot_peek_binary_changes", DECODED_WAL),
@@ -41,6 +43,8 @@ const BUILTIN_ROUTINES: &[(&str, &str)] = &[
     ("pg_mcv_list_items", STATISTICS),
     ("pg_read_binary_file", SERVER_FILES),
     ("pg_read_file", SERVER_FILES),
+    ("pg_read_file_old", SERVER_FILES),
+    ("pg_show_all_file_settings", CONFIG_FILES),
     ("pg_stat_file", SERVER_FILES),
 ];
 
