@@ -79,6 +79,8 @@ const FUNCTIONS: FunctionCatalog = FunctionCatalog {
         "dblink_fetch",
         "dblink_get_result",
         "ts_stat",
+        // `ts_rewrite(query, 'SELECT target, substitute …')` runs its text.
+        "ts_rewrite",
     ],
     side_channel: &[
         "pg_notify",
