@@ -1158,6 +1158,21 @@ impl<'r> Analyzer<'r> {
                     _ => Lineage::clean(),
                 }
             }
+            Statement::Merge {
+                table,
+                source,
+                clauses,
+                output,
+                ..
+            } => {
+                let mut l = if output.is_some() {
+                    Lineage::unknown()
+                } else {
+                    Lineage::clean()
+                };
+                l.writes_masked = self.merge_writes_masked(table, source, clauses);
+                l
+            }
             // Statements that return no rows, or rows that are not table data.
             Statement::Declare { .. }
             | Statement::Set(_)
@@ -1324,6 +1339,55 @@ impl<'r> Analyzer<'r> {
             }
             _ => (Some(unknown_shape()), false),
         }
+    }
+
+    /// Whether a `MERGE` writes a value derived from a masked column into
+    /// a column no rule masks (its `UPDATE SET` and `INSERT VALUES` see the
+    /// target and the source, as `UPDATE … FROM` does). An insert of a
+    /// whole source row (`INSERT ROW`) counts when the source carries any
+    /// masked column.
+    fn merge_writes_masked(
+        &self,
+        table: &TableFactor,
+        source: &TableFactor,
+        clauses: &[sqlparser::ast::MergeClause],
+    ) -> bool {
+        let from = [table, source].map(|relation| TableWithJoins {
+            relation: relation.clone(),
+            joins: Vec::new(),
+        });
+        let scope = self.relations_of(&from, None);
+        let env = Env {
+            scope: &scope,
+            parent: None,
+        };
+        let target_column_masked = |column: &Ident| {
+            scope.rels.first().is_some_and(|rel| {
+                matches!(
+                    self.rel_column(rel, &fold(self.dialect, column)),
+                    ColumnLineage::Masked { .. }
+                )
+            })
+        };
+        clauses.iter().any(|clause| match &clause.action {
+            sqlparser::ast::MergeAction::Update { assignments } => assignments.iter().any(|a| {
+                self.expr(&a.value, Some(env)) != ColumnLineage::Clean
+                    && !self.target_is_masked(&a.target, &scope)
+            }),
+            sqlparser::ast::MergeAction::Insert(insert) => match &insert.kind {
+                sqlparser::ast::MergeInsertKind::Values(values) => values.rows.iter().any(|row| {
+                    row.iter().enumerate().any(|(i, e)| {
+                        self.expr(e, Some(env)) != ColumnLineage::Clean
+                            && !insert.columns.get(i).is_some_and(target_column_masked)
+                    })
+                }),
+                sqlparser::ast::MergeInsertKind::Row => scope
+                    .rels
+                    .get(1)
+                    .is_some_and(|rel| self.rel_row(rel) != ColumnLineage::Clean),
+            },
+            sqlparser::ast::MergeAction::Delete => false,
+        })
     }
 
     fn target_is_masked(&self, target: &sqlparser::ast::AssignmentTarget, scope: &Scope) -> bool {

@@ -298,6 +298,13 @@ fn writes_of_masked_data_are_flagged() {
         "SELECT pg_notify('ch', ssn) FROM customers",
         "SELECT 1 FROM customers WHERE set_config('x.y', ssn, false) IS NULL",
         "COPY (SELECT ssn FROM customers) TO '/tmp/x'",
+        // MERGE copies like INSERT … SELECT and UPDATE … FROM.
+        "MERGE INTO notes n USING customers c ON n.id = c.id WHEN NOT MATCHED THEN INSERT (id, body) VALUES (c.id, c.ssn)",
+        "MERGE INTO notes n USING customers c ON n.id = c.id WHEN MATCHED THEN UPDATE SET body = c.ssn",
+        "MERGE INTO notes n USING (SELECT id, upper(ssn) AS s FROM customers) c ON n.id = c.id WHEN MATCHED THEN UPDATE SET body = c.s",
+        "MERGE INTO notes n USING customers c ON false WHEN NOT MATCHED AND c.id > 0 THEN INSERT VALUES (c.id, c.ssn || '')",
+        "MERGE INTO customers t USING customers s ON t.id = s.id WHEN MATCHED THEN UPDATE SET name = s.ssn",
+        "MERGE INTO notes n USING (SELECT * FROM f()) c ON n.id = c.id WHEN MATCHED THEN UPDATE SET body = c.x",
     ] {
         assert!(analyze_sql(sql, &rules()).writes_masked(), "{sql}");
     }
@@ -306,6 +313,10 @@ fn writes_of_masked_data_are_flagged() {
         "UPDATE customers SET ssn = ssn",
         "SELECT pg_notify('ch', name) FROM customers",
         "SELECT ssn FROM customers",
+        "MERGE INTO notes n USING customers c ON n.id = c.id WHEN MATCHED THEN UPDATE SET body = c.name",
+        "MERGE INTO notes n USING customers c ON n.id = c.id WHEN NOT MATCHED THEN INSERT (id, body) VALUES (c.id, c.name)",
+        "MERGE INTO customers t USING customers s ON t.id = s.id WHEN MATCHED THEN UPDATE SET ssn = s.ssn",
+        "MERGE INTO notes n USING customers c ON n.id = c.id AND c.ssn = '1' WHEN MATCHED THEN DELETE",
     ] {
         assert!(!analyze_sql(sql, &rules()).writes_masked(), "{sql}");
     }
