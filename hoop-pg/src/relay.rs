@@ -194,6 +194,51 @@ pub(super) struct Relay {
     /// A guarded Execute waits until the server has answered everything
     /// before it.
     waiting_quiet: bool,
+    /// The session's `client_encoding`, from the server's ParameterStatus,
+    /// when it is one hoop cannot lex non-ASCII text in (see
+    /// [`unsafe_client_encoding`]).
+    unsafe_encoding: Option<&'static str>,
+}
+
+/// Client encodings in which the byte 0x5C (a backslash in ASCII) can be
+/// the second byte of a multi-byte character, as PostgreSQL names them in
+/// ParameterStatus. hoop lexes SQL as UTF-8: in these, a string can end
+/// elsewhere for the server than for hoop (`E'…\'` where the backslash is
+/// half of a character), so statements with any non-ASCII byte are refused.
+/// ASCII text reads the same in all of them.
+const UNSAFE_CLIENT_ENCODINGS: &[&str] = &[
+    "BIG5",
+    "GB18030",
+    "GBK",
+    "JOHAB",
+    "SHIFT_JIS_2004",
+    "SJIS",
+    "UHC",
+];
+
+/// The encoding's canonical name when hoop cannot lex non-ASCII text in it.
+fn unsafe_client_encoding(name: &str) -> Option<&'static str> {
+    UNSAFE_CLIENT_ENCODINGS
+        .iter()
+        .find(|e| e.eq_ignore_ascii_case(name))
+        .copied()
+}
+
+/// The refusal of a non-ASCII statement under such an encoding.
+fn unsafe_encoding_error(encoding: &str) -> hoop_proto_pg::notice::ErrorSpec {
+    hoop_proto_pg::notice::ErrorSpec {
+        hint: Some(
+            "Use client_encoding UTF8 (for example PGCLIENTENCODING=UTF8), or keep the statement's text ASCII."
+                .to_owned(),
+        ),
+        detail: Some(format!(
+            "In {encoding}, the byte 0x5C can be the second byte of a character, so hoop could not tell where the server ends a string or a statement."
+        )),
+        ..hoop_proto_pg::notice::ErrorSpec::error(
+            "0A000",
+            format!("hoop refuses statements with non-ASCII text in client_encoding {encoding}"),
+        )
+    }
 }
 
 fn client_msg(e: hoop_proto_pg::MessageError) -> SessionError {
@@ -291,6 +336,7 @@ impl Relay {
             sync_end: None,
             segment_failed: false,
             waiting_quiet: false,
+            unsafe_encoding: None,
         }
     }
 
@@ -655,6 +701,11 @@ impl Relay {
         if let Some(refusal) = self.governor.fatal() {
             return Decision::Fatal(refusal);
         }
+        if let Some(encoding) = self.unsafe_encoding
+            && !sql.is_ascii()
+        {
+            return Decision::Refuse(unsafe_encoding_error(encoding).encode());
+        }
         let ctx = StatementContext {
             identity: &self.identity,
             sql,
@@ -977,6 +1028,8 @@ impl Relay {
                 let p = ParameterStatus::parse(body).map_err(server_msg)?;
                 if p.name == "application_name" {
                     self.identity.application_name = Some(p.value.to_owned());
+                } else if p.name == "client_encoding" {
+                    self.unsafe_encoding = unsafe_client_encoding(p.value);
                 }
             }
             b'E' | b'N' => {
