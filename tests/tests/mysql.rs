@@ -432,3 +432,46 @@ print(json.dumps({'reply': reply.hex(), 'after': run(c, "SELECT note FROM other 
     assert!(reply.len() > 10 && &reply[8..10] == "ff", "{all}");
     assert_eq!(rows(&out["after"]), r#"[["hello"],["world"]]"#, "{all}");
 }
+
+#[test]
+fn prepared_statements_are_judged_once_and_their_binary_rows_masked() {
+    require_privileged();
+    let db = Db::create("prepared");
+    let cfg = config(POLICY);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_prepared.py");
+    let out = hoop_exec(&cfg.path, &[PYTHON, script, &db.name], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+    // Binary rows: the string column masked in place, the others intact,
+    // on every execution.
+    for key in ["plain", "again"] {
+        assert_eq!(
+            rows(&v[key]),
+            r#"[[1,"***-**-6789","a@example.com"],[2,"***-**-4321","b@example.com"]]"#,
+            "{key}: {all}"
+        );
+    }
+    assert_eq!(
+        rows(&v["derived"]),
+        r#"[["[REDACTED:mask[0]]",1],["[REDACTED:mask[0]]",2]]"#,
+        "{all}"
+    );
+    // Denied at PREPARE; the session goes on.
+    assert_eq!(v["denied_prepare"]["prepared"], false, "{all}");
+    assert!(
+        v["denied_prepare"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("1227")),
+        "{all}"
+    );
+    assert_eq!(rows(&v["after"]), r#"[["hello"],["world"]]"#, "{all}");
+    // The bare server returns the values and prepares the DELETE.
+    let bare = Command::new(PYTHON)
+        .args([script, &db.name])
+        .output()
+        .expect("python");
+    let bare: Value = serde_json::from_slice(&bare.stdout).expect("json");
+    assert!(rows(&bare["plain"]).contains("123-45-6789"), "{bare}");
+    assert_eq!(bare["denied_prepare"]["prepared"], true, "{bare}");
+}
