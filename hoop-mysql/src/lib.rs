@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod kill;
 mod leg;
 pub mod refusal;
 mod relay;
@@ -57,6 +58,8 @@ pub struct MysqlProxyContext {
     pub hold_reminder_interval: Duration,
     /// How long the connection phase (greeting to the server's OK) may take.
     pub startup_timeout: Duration,
+    /// Sessions whose statement is held, for `KILL`.
+    pub kills: Arc<kill::KillRegistry>,
 }
 
 impl std::fmt::Debug for MysqlProxyContext {
@@ -80,6 +83,7 @@ impl MysqlProxyContext {
             dialer,
             hold_reminder_interval: Duration::from_secs(30),
             startup_timeout: Duration::from_mins(1),
+            kills: kill::KillRegistry::new(),
         }
     }
 

@@ -448,8 +448,29 @@ impl Relay {
         report(client_seq, &mut self.client);
         self.client.flush().await.map_err(SessionError::ClientIo)?;
         let mut hold = ActiveHold::new(ticket, requirement, self.ctx.hold_reminder_interval);
+        let entry = self
+            .identity
+            .original_destination
+            .map(|server| self.ctx.kills.hold(server, self.session.thread_id()));
+        let killed = entry.as_ref().map(|e| e.killed.clone());
         loop {
             tokio::select! {
+                () = async {
+                    match &killed {
+                        Some(k) => k.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // Another session's KILL: the server's own error.
+                    hold.ticket.withdraw();
+                    let outcome = hoop_core::HoldOutcome::Withdrawn;
+                    self.governor.observe(SessionEvent::HoldDecided { id: &id, outcome: &outcome });
+                    info!(session = %self.identity, hold = %id, "held statement killed");
+                    return Ok(Some(
+                        Refusal::new(RefusalReason::Cancelled, "Query execution was interrupted")
+                            .with_detail(format!("hold {id} was withdrawn by KILL; the statement never ran.")),
+                    ));
+                }
                 wake = poll_fn(|cx| {
                     let w = hold.poll(cx);
                     if w.outcome.is_some() || w.remind { Poll::Ready(w) } else { Poll::Pending }
@@ -496,6 +517,13 @@ impl Relay {
                 .queue_packet(client_seq, &refusal::err(&refusal).encode());
             return Ok(());
         }
+        if let (Some(thread), Some(server)) = (
+            crate::kill::killed_thread(&text),
+            self.identity.original_destination,
+        ) && self.ctx.kills.kill(server, thread)
+        {
+            info!(session = %self.identity, thread, "KILL withdrew a held statement");
+        }
         let command = Command::parse(&packet.payload, self.session.capabilities())
             .map_err(SessionError::ClientMessage)?;
         let reply = ReplyFor {
@@ -530,6 +558,13 @@ impl Relay {
             self.client
                 .queue_packet(client_seq, &refusal::err(&refusal).encode());
             return Ok(());
+        }
+        if let (Some(thread), Some(server)) = (
+            crate::kill::killed_thread(sql),
+            self.identity.original_destination,
+        ) && self.ctx.kills.kill(server, thread)
+        {
+            info!(session = %self.identity, thread, "KILL withdrew a held statement");
         }
         let reply = ReplyFor {
             sql: sql.to_owned(),

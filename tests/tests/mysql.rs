@@ -475,3 +475,40 @@ fn prepared_statements_are_judged_once_and_their_binary_rows_masked() {
     assert!(rows(&bare["plain"]).contains("123-45-6789"), "{bare}");
     assert_eq!(bare["denied_prepare"]["prepared"], true, "{bare}");
 }
+
+#[test]
+fn kill_query_withdraws_a_held_statement() {
+    require_privileged();
+    let db = Db::create("kill");
+    let cfg = config(
+        "policy:\n  hold:\n    - name: other-deletes\n      statements: [delete]\n      tables: [other]\n      timeout: 60s\n      message: deletes on other need a DBA\n",
+    );
+    let out_file = cfg.dir.path().join("held.out");
+    let mariadb = "mariadb -h 127.0.0.1 --protocol=TCP -uroot";
+    let script = format!(
+        "printf 'DELETE FROM other WHERE id = 1;\\nSELECT 42 AS after_kill;\\n' | {mariadb} --force -B {db} > {out} 2>&1 &
+         sleep 2
+         ID=$({mariadb} -N -B {db} -e \"SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '{db}' AND ID <> CONNECTION_ID()\")
+         echo \"killing $ID\"
+         {mariadb} {db} -e \"KILL QUERY $ID\"
+         wait
+         cat {out}",
+        db = db.name,
+        out = out_file.display()
+    );
+    let started = Instant::now();
+    let out = hoop_exec(&cfg.path, &["sh", "-c", &script], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the hold did not wait out its timeout: {all}"
+    );
+    assert!(stdout.contains("killing "), "{all}");
+    assert!(
+        stdout.contains("ERROR 1317"),
+        "the held client got the interrupted error: {all}"
+    );
+    assert!(stdout.contains("42"), "its session went on: {all}");
+    assert_eq!(db.count("other"), 2, "the held DELETE never ran");
+}
