@@ -105,11 +105,11 @@ fn default_ports() -> Vec<u16> {
 }
 
 fn default_protocols() -> BTreeMap<u16, Protocol> {
-    BTreeMap::from([(5432, Protocol::Postgres)])
+    BTreeMap::from([(3306, Protocol::Mysql), (5432, Protocol::Postgres)])
 }
 
 /// The protocols hoop has a driver for.
-pub const SUPPORTED_PROTOCOLS: &[Protocol] = &[Protocol::Postgres];
+pub const SUPPORTED_PROTOCOLS: &[Protocol] = &[Protocol::Postgres, Protocol::Mysql];
 
 impl InterceptConfig {
     /// The protocol spoken on destination `port`.
@@ -749,7 +749,7 @@ impl Config {
                 diags.error(
                     &protocols.key(&port.to_string()),
                     format!("hoop has no driver for protocol `{protocol}` yet"),
-                    Some("supported: postgres".to_owned()),
+                    Some("supported: postgres, mysql".to_owned()),
                 );
                 ok = false;
             }
@@ -1156,12 +1156,15 @@ admin:
         )
         .unwrap();
         assert_eq!(config.intercept.protocol(6432), Protocol::Postgres);
-        let found = diagnostics("intercept:\n  protocols: {3306: mysql}\n");
-        assert!(
-            found[0]
-                .contains("intercept.protocols.3306: hoop has no driver for protocol `mysql` yet"),
-            "{found:?}"
-        );
+        // MySQL is served on 3306 by default, and on any port mapped to it.
+        let config = parse(Path::new("x.yaml"), "intercept:\n  ports: [3306]\n").unwrap();
+        assert_eq!(config.intercept.protocol(3306), Protocol::Mysql);
+        let config = parse(
+            Path::new("x.yaml"),
+            "intercept:\n  ports: [3307]\n  protocols: {3307: mysql}\n",
+        )
+        .unwrap();
+        assert_eq!(config.intercept.protocol(3307), Protocol::Mysql);
         let found = diagnostics("intercept:\n  protocols: {3306: oracle}\n");
         assert!(found[0].contains("unknown variant `oracle`"), "{found:?}");
     }

@@ -34,7 +34,9 @@ pub mod err;
 pub mod execute;
 pub mod frame;
 pub mod handshake;
-pub mod lexer;
+/// The MySQL SQL lexer lives with the MySQL SQL dialect in `hoop-sql`
+/// (governance reads SQL through it); re-exported for the codec's users.
+pub use hoop_sql::mysql::lexer;
 pub mod local_infile;
 pub mod ok;
 pub mod prepare;

@@ -28,6 +28,11 @@ pub enum SplitError {
     /// `standard_conforming_strings`).
     #[error("string literal at byte {0} ends differently with standard_conforming_strings off")]
     Ambiguous(usize),
+    /// The text cannot be tokenized the way the server will (MySQL: an
+    /// unsafe client character set, a `;` inside an executable comment, an
+    /// empty statement).
+    #[error("{0}")]
+    Unlexable(String),
 }
 
 /// Why one statement's text has no syntax tree.

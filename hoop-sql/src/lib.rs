@@ -4,7 +4,7 @@
 //!   statements, strings and comments end (one tokenizer feeds splitting,
 //!   fingerprints and literal redaction), how it folds identifiers, which
 //!   functions run SQL or leak values, how it echoes values in errors.
-//!   [`pg::Postgres`] is PostgreSQL's.
+//!   [`pg::Postgres`] is PostgreSQL's, [`mysql::Mysql`] MySQL's and MariaDB's.
 //! - [`ParsedSql`]: a text parsed once, for classification and lineage alike.
 //! - [`classify`]: what each statement does (kinds, tables, WHERE), for policy.
 //! - [`names`]: table names as the server compares them, and the dotted
@@ -16,6 +16,7 @@
 
 pub mod classify;
 pub mod dialect;
+pub mod mysql;
 pub mod names;
 pub mod parsed;
 pub mod pg;
@@ -30,13 +31,11 @@ pub use parsed::{ParsedSql, ParsedStatement};
 use hoop_core::Protocol;
 
 /// The dialect of the server a protocol's sessions talk to.
-#[allow(clippy::match_same_arms)]
 pub fn dialect_for(protocol: Protocol) -> &'static dyn SqlDialect {
     match protocol {
         Protocol::Postgres => &pg::Postgres,
-        // MySQL's dialect arrives with the MySQL driver; until then no
-        // session can speak MySQL (`intercept.protocols` accepts only
-        // `postgres`, and no driver would serve it).
-        Protocol::Mysql => &pg::Postgres,
+        // The MySQL driver hands governance canonical text (see
+        // `mysql::canonical_text`), so one dialect serves every session.
+        Protocol::Mysql => &mysql::Mysql,
     }
 }

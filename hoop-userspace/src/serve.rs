@@ -23,6 +23,7 @@ use hoop_core::{Protocol, SessionIdentity, metrics::metrics};
 use hoop_credentials::CredentialHandle;
 use hoop_govern::{Governors, RegistryBroker};
 use hoop_hold::HoldRegistry;
+use hoop_mysql::MysqlProxyContext;
 use hoop_pg::{CatalogStore, PgProxyContext, SessionError};
 use hoop_policy::reload::PolicyHandle;
 use hoop_record::Recorder;
@@ -142,6 +143,12 @@ impl Server {
             governance.holds.clone(),
             governance.policy.clone(),
         ));
+        let mysql = MysqlProxyContext::from_config(
+            config,
+            Some(intercept::DEFAULT_SKIP_MARK),
+            governors.clone(),
+            broker.clone(),
+        );
         let mut pg = PgProxyContext::from_config(
             config,
             Some(intercept::DEFAULT_SKIP_MARK),
@@ -156,6 +163,7 @@ impl Server {
             interceptor: server.interceptor.clone(),
             intercept: config.intercept.clone(),
             pg: Arc::new(pg),
+            mysql: Arc::new(mysql),
         });
         server.spawn_accept_loop(v4, ctx.clone());
         if let Some(v6) = v6 {
@@ -273,6 +281,7 @@ struct ConnectionContext {
     interceptor: Arc<Mutex<Interceptor>>,
     intercept: InterceptConfig,
     pg: Arc<PgProxyContext>,
+    mysql: Arc<MysqlProxyContext>,
 }
 
 impl ConnectionContext {
@@ -330,10 +339,18 @@ impl ConnectionContext {
         let result = match protocol {
             Protocol::Postgres => hoop_pg::serve(self.pg.clone(), client, identity, upstream).await,
             Protocol::Mysql => {
-                m.connection_errors_total
-                    .with_label_values(&["client_protocol"])
-                    .inc();
-                warn!(%upstream, "no driver for protocol mysql; closing");
+                match hoop_mysql::serve(self.mysql.clone(), client, identity, upstream).await {
+                    Ok(()) => {}
+                    Err(hoop_mysql::SessionError::Dial(e)) => {
+                        m.upstream_connect_errors_total.inc();
+                        warn!(%upstream, error = %e, "cannot reach the original destination; the client was told and closed");
+                    }
+                    Err(e) => {
+                        m.connection_errors_total
+                            .with_label_values(&[e.reason()])
+                            .inc();
+                    }
+                }
                 return;
             }
         };

@@ -47,6 +47,7 @@ fn home() -> anyhow::Result<PathBuf> {
 /// Installs nightly `rust-src` and a matching `bpf-linker`, then builds hoop.
 pub fn setup() -> anyhow::Result<()> {
     toolchain()?;
+    test_clients()?;
     eprintln!("xtask: building hoop (release)");
     run(Command::new("cargo").current_dir(workspace_root()).args([
         "build",
@@ -60,6 +61,20 @@ pub fn setup() -> anyhow::Result<()> {
 pub fn toolchain() -> anyhow::Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker()
+}
+
+/// The MySQL tests' client library: Debian's PyMySQL (`python3-pymysql`),
+/// for the system Python the tests run (`/usr/bin/python3`).
+pub fn test_clients() -> anyhow::Result<()> {
+    let present = Command::new("/usr/bin/python3")
+        .args(["-c", "import pymysql"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing python3-pymysql (the MySQL tests' client)");
+    run(Command::new("apt-get").args(["install", "-y", "python3-pymysql"]))
 }
 
 fn ensure_rust_src() -> anyhow::Result<()> {
@@ -210,6 +225,7 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     if !nix_is_root() {
         bail!("the test suite includes privileged eBPF tests: run it as root");
     }
+    test_clients()?;
     // One `cargo test` builds everything, the `hoop` binary included (it is
     // built for hoop-userspace's integration tests, with the same features
     // as every test binary): a separate `cargo build` first would resolve

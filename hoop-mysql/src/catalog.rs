@@ -1,0 +1,198 @@
+//! What hoop knows of a MySQL server's catalog, fetched in-band on the
+//! session's own connection (hoop holds no credential of its own):
+//! - the base tables the user can see, so that a column definition's
+//!   `org_table`/`org_name` is trusted only when it names one (views,
+//!   derived tables and CTEs report names of their own there);
+//! - each view's tables, from its definition, so that governance masks a
+//!   view that reads a masked column ([`ColumnResolver::views`]).
+//!
+//! Fetched when the session starts and again after any statement that may
+//! create, drop or rename a relation. A table created by another session in
+//! between is not known as a base table: its columns are resolved from SQL
+//! lineage alone (masked wherever it cannot prove them clean).
+
+use std::{
+    collections::HashSet,
+    ops::ControlFlow,
+    sync::{Arc, Mutex},
+};
+
+use hoop_core::{
+    ColumnResolver, Preparation, RelationName, ResolvedColumn, SessionIdentity, SourceKey,
+    ViewDependency,
+};
+use hoop_sql::{SqlDialect, mysql::Mysql};
+use sqlparser::ast::Visit;
+
+/// The base tables, as `(schema, table)`.
+pub const BASE_TABLES_QUERY: &str = "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') \
+AND TABLE_SCHEMA NOT IN ('information_schema', 'performance_schema')";
+
+/// The views, as `(schema, view, definition)`.
+pub const VIEWS_QUERY: &str =
+    "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS";
+
+#[derive(Debug, Default)]
+struct Known {
+    base_tables: HashSet<(String, String)>,
+    views: Arc<[ViewDependency]>,
+    version: u64,
+}
+
+/// One session's catalog knowledge.
+#[derive(Debug, Default)]
+pub struct SessionCatalog {
+    known: Mutex<Known>,
+}
+
+fn lock(m: &Mutex<Known>) -> std::sync::MutexGuard<'_, Known> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SessionCatalog {
+    /// An empty catalog: nothing is a known base table.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Whether `schema.table` is a base table the catalog knows.
+    pub fn is_base_table(&self, schema: &str, table: &str) -> bool {
+        lock(&self.known)
+            .base_tables
+            .contains(&(schema.to_owned(), table.to_owned()))
+    }
+
+    /// Replaces what is known from the rows of [`BASE_TABLES_QUERY`] and
+    /// [`VIEWS_QUERY`].
+    pub fn load(&self, base_tables: Vec<(String, String)>, views: Vec<(String, String, String)>) {
+        let tables: HashSet<(String, String)> = base_tables.into_iter().collect();
+        let mut deps = Vec::new();
+        for (schema, view, definition) in views {
+            let view_name = RelationName {
+                schema: Some(schema.to_lowercase()),
+                name: view.to_lowercase(),
+            };
+            match relations_of(&definition, &schema) {
+                Some(relations) => {
+                    for table in relations {
+                        deps.push(ViewDependency {
+                            view: view_name.clone(),
+                            table,
+                            column: None,
+                        });
+                    }
+                }
+                // A definition hoop cannot read (or may not see): the view
+                // may read any table of its schema.
+                None => {
+                    for (s, t) in &tables {
+                        if s.eq_ignore_ascii_case(&schema) {
+                            deps.push(ViewDependency {
+                                view: view_name.clone(),
+                                table: RelationName {
+                                    schema: Some(s.to_lowercase()),
+                                    name: t.to_lowercase(),
+                                },
+                                column: None,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let mut known = lock(&self.known);
+        known.base_tables = tables;
+        known.views = Arc::from(deps);
+        known.version += 1;
+    }
+}
+
+/// The relations a view definition reads, qualified with `schema` when
+/// unqualified; `None` when it does not parse.
+fn relations_of(definition: &str, schema: &str) -> Option<Vec<RelationName>> {
+    if definition.trim().is_empty() {
+        return None;
+    }
+    let statement = Mysql.parse_statement(definition).ok()?;
+    let mut out = Vec::new();
+    let _ = statement.visit(&mut RelationCollector {
+        schema,
+        out: &mut out,
+    });
+    Some(out)
+}
+
+struct RelationCollector<'a> {
+    schema: &'a str,
+    out: &'a mut Vec<RelationName>,
+}
+
+impl sqlparser::ast::Visitor for RelationCollector<'_> {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, relation: &sqlparser::ast::ObjectName) -> ControlFlow<()> {
+        let parts: Vec<String> = relation
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident().map(|i| Mysql.fold(i)))
+            .collect();
+        let (schema, name) = match parts.as_slice() {
+            [name] => (self.schema.to_lowercase(), name.clone()),
+            [.., schema, name] => (schema.clone(), name.clone()),
+            [] => return ControlFlow::Continue(()),
+        };
+        self.out.push(RelationName {
+            schema: Some(schema),
+            name,
+        });
+        ControlFlow::Continue(())
+    }
+}
+
+impl ColumnResolver for SessionCatalog {
+    fn prepare(&self, _: &SessionIdentity, _: &[SourceKey]) -> Option<Preparation> {
+        None
+    }
+
+    fn resolve(&self, _: &SessionIdentity, _: SourceKey) -> Option<ResolvedColumn> {
+        // MySQL names its columns itself (`ColumnSource::Named`).
+        None
+    }
+
+    fn views(&self, _: &SessionIdentity) -> (u64, Arc<[ViewDependency]>) {
+        let known = lock(&self.known);
+        (known.version, known.views.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_depend_on_the_tables_they_read() {
+        let c = SessionCatalog::new();
+        c.load(
+            vec![("db".into(), "cust".into()), ("db".into(), "other".into())],
+            vec![
+                (
+                    "db".into(),
+                    "v_cust".into(),
+                    "select `db`.`cust`.`ssn` AS `s` from `db`.`cust`".into(),
+                ),
+                ("db".into(), "v_hidden".into(), String::new()),
+            ],
+        );
+        assert!(c.is_base_table("db", "cust"));
+        assert!(!c.is_base_table("db", "v_cust"));
+        let (version, deps) = c.views(&SessionIdentity::default());
+        assert_eq!(version, 1);
+        assert!(
+            deps.iter()
+                .any(|d| d.view.name == "v_cust" && d.table.name == "cust")
+        );
+        // Unreadable definitions may read every table of their schema.
+        assert_eq!(deps.iter().filter(|d| d.view.name == "v_hidden").count(), 2);
+    }
+}

@@ -1,0 +1,102 @@
+//! One side of a session: its socket, the bytes read and not yet decoded
+//! (kept across reads, so a cancelled read loses nothing), and the bytes
+//! waiting to be written.
+
+use bytes::BytesMut;
+use hoop_proto_mysql::frame::{Direction, FrameError, LogicalPacket, PacketDecoder};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// Write what is queued once this much is.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Why reading a packet failed.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Io(std::io::Error),
+    Frame(FrameError),
+}
+
+/// One side of a session.
+pub(crate) struct Leg {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    decoder: PacketDecoder,
+    out: BytesMut,
+}
+
+impl Leg {
+    pub fn new(stream: TcpStream, direction: Direction, max_packet: usize) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            decoder: PacketDecoder::new(direction, max_packet),
+            out: BytesMut::new(),
+        }
+    }
+
+    /// A whole logical packet already read, if there is one.
+    pub fn decoded(&mut self) -> Result<Option<LogicalPacket>, ReadError> {
+        self.decoder.decode(&mut self.buf).map_err(ReadError::Frame)
+    }
+
+    /// The next logical packet; `None` at end of stream. Cancel-safe.
+    pub async fn read(&mut self) -> Result<Option<LogicalPacket>, ReadError> {
+        loop {
+            if let Some(p) = self.decoded()? {
+                return Ok(Some(p));
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(64 * 1024);
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(ReadError::Io)?;
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer without decoding them; `false` at
+    /// end of stream. Cancel-safe.
+    pub async fn fill(&mut self) -> Result<bool, ReadError> {
+        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+            self.buf.reserve(64 * 1024);
+        }
+        let n = self
+            .stream
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(ReadError::Io)?;
+        Ok(n > 0)
+    }
+
+    /// Queues raw bytes (whole packets) to write.
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Queues one packet with sequence id `seq`; returns the id after it.
+    pub fn queue_packet(&mut self, seq: u8, payload: &[u8]) -> u8 {
+        hoop_proto_mysql::frame::encode_packet(&mut self.out, seq, payload)
+    }
+
+    /// Whether enough is queued to write it now.
+    pub fn should_flush(&self) -> bool {
+        self.out.len() >= FLUSH_AT
+    }
+
+    /// Writes what is queued.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            let out = self.out.split().freeze();
+            self.stream.write_all(&out).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! The MySQL/MariaDB session driver: one task per client connection.
+//!
+//! - [`startup`](self): connect upstream first, relay the server's own
+//!   greeting with the capability bits hoop cannot handle cleared (the same
+//!   bits cleared in the client's response, so both legs agree), then relay
+//!   the authentication exchange byte for byte: the server's OK or ERR
+//!   decides, and hoop never holds a password.
+//! - [`relay`]: the command phase. Commands are read one at a time; each is
+//!   judged (COM_QUERY, COM_STMT_PREPARE) or refused (what hoop cannot
+//!   govern) before anything of it goes upstream, and its reply is relayed
+//!   packet by packet, rows rewritten where governance asks.
+//! - [`catalog`]: which tables are base tables (so that a column
+//!   definition's `org_table`/`org_name` may be trusted) and which tables
+//!   each view reads, fetched in-band on the session's own connection.
+//! - [`refusal`]: a [`hoop_core::Refusal`] as an ERR packet.
+//!
+//! Not yet handled, and refused or cleared instead (fail closed): TLS on
+//! either leg (`CLIENT_SSL` is cleared in both directions), compression,
+//! LOAD DATA LOCAL INFILE (`CLIENT_LOCAL_FILES` cleared; a file request the
+//! server sends anyway is answered with an empty file and the client gets an
+//! ERR), COM_STMT_BULK_EXECUTE, binlog dump, register-slave and clone.
+
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod kill;
+mod leg;
+pub mod refusal;
+mod relay;
+mod startup;
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use hoop_config::Config;
+use hoop_core::{AllowAll, DenyHolds, GovernorFactory, HoldBroker, Refusal, SessionIdentity};
+use hoop_proto_mysql::{
+    err::{ErrPacket, codes},
+    frame::FrameError,
+    session::SessionError as StateError,
+    wire::MessageError,
+};
+use hoop_relay::dial::{DialError, Dialer};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+/// Everything a MySQL session needs, shared by all sessions.
+pub struct MysqlProxyContext {
+    /// Largest logical packet accepted from either side.
+    pub max_packet_size: usize,
+    /// Makes each session's governor.
+    pub governors: Arc<dyn GovernorFactory>,
+    /// Registers holds and delivers decisions.
+    pub holds: Arc<dyn HoldBroker>,
+    /// Opens upstream connections (`SO_MARK`, connect timeout).
+    pub dialer: Dialer,
+    /// How often a held client that shows MariaDB progress reports is
+    /// reminded that it is waiting.
+    pub hold_reminder_interval: Duration,
+    /// How long the connection phase (greeting to the server's OK) may take.
+    pub startup_timeout: Duration,
+    /// Sessions whose statement is held, for `KILL`.
+    pub kills: Arc<kill::KillRegistry>,
+}
+
+impl std::fmt::Debug for MysqlProxyContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlProxyContext")
+            .field("max_packet_size", &self.max_packet_size)
+            .field("dialer", &self.dialer)
+            .field("hold_reminder_interval", &self.hold_reminder_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MysqlProxyContext {
+    /// A context with safe defaults: 64 MiB packets, allow-all governance,
+    /// holds denied, reminders every 30 s.
+    pub fn new(dialer: Dialer) -> Self {
+        Self {
+            max_packet_size: 64 * 1024 * 1024,
+            governors: Arc::new(AllowAll),
+            holds: Arc::new(DenyHolds),
+            dialer,
+            hold_reminder_interval: Duration::from_secs(30),
+            startup_timeout: Duration::from_mins(1),
+            kills: kill::KillRegistry::new(),
+        }
+    }
+
+    /// A context from the configuration file's `proxy:` section.
+    pub fn from_config(
+        config: &Config,
+        mark: Option<u32>,
+        governors: Arc<dyn GovernorFactory>,
+        holds: Arc<dyn HoldBroker>,
+    ) -> Self {
+        Self {
+            max_packet_size: config.proxy.max_message_size,
+            governors,
+            holds,
+            dialer: Dialer {
+                mark,
+                connect_timeout: config.proxy.connect_timeout,
+            },
+            hold_reminder_interval: config.proxy.hold_reminder_interval,
+            ..Self::new(Dialer::default())
+        }
+    }
+}
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Reading from or writing to the client failed.
+    #[error("client connection failed")]
+    ClientIo(#[source] io::Error),
+    /// Reading from or writing to the server failed.
+    #[error("server connection failed")]
+    ServerIo(#[source] io::Error),
+    /// The upstream connection could not be made.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// A packet from the client had an invalid length or sequence id.
+    #[error("invalid packet from the client: {0}")]
+    ClientFrame(#[source] FrameError),
+    /// A packet from the server had an invalid length or sequence id.
+    #[error("invalid packet from the server: {0}")]
+    ServerFrame(#[source] FrameError),
+    /// A client packet was malformed.
+    #[error("malformed packet from the client: {0}")]
+    ClientMessage(#[source] MessageError),
+    /// A server packet was malformed.
+    #[error("malformed packet from the server: {0}")]
+    ServerMessage(#[source] MessageError),
+    /// The packets of either side did not match the session's state.
+    #[error("the session is out of step: {0}")]
+    State(#[source] StateError),
+    /// The client asked for something hoop cannot relay on this connection.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The connection phase did not finish in time.
+    #[error("the connection phase did not finish in time")]
+    StartupTimeout,
+    /// Governance ended the session (its recording failed).
+    #[error("governance ended the session: {}", .0.message)]
+    Governance(Refusal),
+    /// Governance refused a row that could not be made safe.
+    #[error("a result row was refused: {}", .0.message)]
+    RowRefused(Refusal),
+}
+
+impl SessionError {
+    /// The bounded `reason` label of `hoop_connection_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ClientIo(_) => "client_gone",
+            Self::ServerIo(_) => "server_gone",
+            Self::Dial(_) => "upstream_connect",
+            Self::ClientFrame(_) | Self::ClientMessage(_) | Self::Unsupported(_) => {
+                "client_protocol"
+            }
+            Self::ServerFrame(_) | Self::ServerMessage(_) | Self::State(_) => "server_protocol",
+            Self::StartupTimeout => "startup_timeout",
+            Self::Governance(_) => "governance",
+            Self::RowRefused(_) => "row_refused",
+        }
+    }
+
+    /// What the client is told when the session ends on this error (`None`:
+    /// the client is gone).
+    pub fn client_error(&self) -> Option<ErrPacket> {
+        Some(match self {
+            Self::ClientIo(_) => return None,
+            Self::ServerIo(_) => ErrPacket::new(
+                2013,
+                *b"08S01",
+                "hoop lost the connection to the database server",
+            ),
+            Self::Dial(e) => ErrPacket::new(
+                2003,
+                *b"08S01",
+                format!("hoop could not connect to the database server: {e}"),
+            ),
+            Self::ClientFrame(_) | Self::ClientMessage(_) | Self::State(_) => ErrPacket::new(
+                1047,
+                *b"08S01",
+                format!("hoop closed the connection: {self}"),
+            ),
+            Self::ServerFrame(_) | Self::ServerMessage(_) => ErrPacket::new(
+                2027,
+                *b"08S01",
+                format!("hoop closed the connection: {self}"),
+            ),
+            Self::Unsupported(m) => {
+                ErrPacket::from_code(codes::NOT_SUPPORTED, format!("hoop: {m}"))
+            }
+            Self::StartupTimeout => ErrPacket::new(
+                2013,
+                *b"08S01",
+                "hoop closed the connection: the connection phase did not finish in time",
+            ),
+            Self::Governance(r) | Self::RowRefused(r) => refusal::err(r),
+        })
+    }
+}
+
+/// Serves one intercepted client connection to completion.
+///
+/// `identity` carries the network part; the database part is filled from
+/// the handshake. `upstream` is where to connect.
+pub async fn serve(
+    ctx: Arc<MysqlProxyContext>,
+    client: TcpStream,
+    mut identity: SessionIdentity,
+    upstream: SocketAddr,
+) -> Result<(), SessionError> {
+    let _ = client.set_nodelay(true);
+    let result = startup::connect(&ctx, client, &mut identity, upstream).await;
+    let Some(connected) = result? else {
+        return Ok(());
+    };
+    debug!(session = %identity, %upstream, "mysql session authenticated");
+    let result = relay::Relay::new(ctx, identity.clone(), connected)
+        .run()
+        .await;
+    match &result {
+        Ok(()) => debug!(session = %identity, "session ended"),
+        Err(SessionError::ClientIo(e)) => {
+            debug!(session = %identity, error = %e, "client connection closed");
+        }
+        Err(e) => warn!(session = %identity, error = %e, "session ended on error"),
+    }
+    result
+}

@@ -1,0 +1,931 @@
+//! The command phase: one command at a time, judged or refused before
+//! anything of it goes upstream, its reply relayed packet by packet.
+//!
+//! Sequence ids on the client leg are counted separately from the server
+//! leg's (`client_seq`), so hoop may add packets (progress reports while a
+//! statement is held) or replace them (an ERR for a refused row) and every
+//! packet the client sees still carries the id it expects.
+
+use std::{collections::HashMap, future::poll_fn, sync::Arc, task::Poll};
+
+use hoop_core::{
+    HoldRequest, HoldRequirement, Refusal, RefusalReason, ResolvedColumn, ResultColumn, RowRewrite,
+    RowRewriter, ServerText, ServerTextKind, SessionEvent, SessionGovernor, SessionIdentity,
+    StatementContext, Submission, TransactionState, ValueEncoding, Verdict,
+};
+use hoop_proto_mysql::{
+    capabilities::Capabilities,
+    column::ColumnDefinition,
+    command::Command,
+    err::{ErrPacket, Progress, codes},
+    frame::LogicalPacket,
+    lexer::{self, Charset, LexerOptions, Server, SqlMode, StatementKind},
+    row_binary::BinaryRow,
+    row_text::TextRow,
+    session::{ServerPacket, Session},
+    status::TransactionStatus,
+    value::{BinaryLayout, BinaryType, ColumnType, Value},
+};
+use hoop_relay::hold::ActiveHold;
+use hoop_sql::mysql::{CANONICAL, canonical_text};
+use tracing::{info, warn};
+
+use crate::{
+    MysqlProxyContext, SessionError,
+    catalog::SessionCatalog,
+    leg::Leg,
+    refusal,
+    startup::{Connected, client_read_error, refresh_catalog, server_read_error},
+};
+
+/// ER_SIGNAL_EXCEPTION: an error raised by SIGNAL in stored code.
+const SIGNAL_EXCEPTION: u16 = 1644;
+
+pub(crate) struct Relay {
+    ctx: Arc<MysqlProxyContext>,
+    identity: SessionIdentity,
+    client: Leg,
+    server: Leg,
+    session: Session,
+    catalog: Arc<SessionCatalog>,
+    governor: Box<dyn SessionGovernor>,
+    /// Prepared statement id → its canonical SQL.
+    prepared: HashMap<u32, String>,
+}
+
+/// What a reply answers, for governance.
+struct ReplyFor {
+    sql: String,
+    submission: Submission,
+    statement_name: Option<String>,
+    /// Server result index → index among the text's code statements.
+    statement_map: Vec<usize>,
+}
+
+/// The rows of the current result set, when governance rewrites them.
+struct RowState {
+    rewriter: Box<dyn RowRewriter>,
+    binary: bool,
+    types: Vec<BinaryType>,
+}
+
+fn transaction(status: TransactionStatus) -> TransactionState {
+    match status {
+        TransactionStatus::Idle => TransactionState::Idle,
+        _ => TransactionState::Active,
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Relay {
+    pub(crate) fn new(
+        ctx: Arc<MysqlProxyContext>,
+        mut identity: SessionIdentity,
+        connected: Connected,
+    ) -> Self {
+        if let Some(schema) = connected.session.schema() {
+            identity.database = Some(lossy(schema));
+        }
+        let governor = ctx.governors.session(&identity, connected.catalog.clone());
+        Self {
+            ctx,
+            identity,
+            client: connected.client,
+            server: connected.server,
+            session: connected.session,
+            catalog: connected.catalog,
+            governor,
+            prepared: HashMap::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) -> Result<(), SessionError> {
+        self.governor.observe(SessionEvent::Started {
+            identity: &self.identity,
+        });
+        let result = self.commands().await;
+        let reason = match &result {
+            Ok(()) => "client closed".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        self.governor
+            .observe(SessionEvent::Ended { reason: &reason });
+        if let Err(e) = &result {
+            crate::startup::tell_client(&mut self.client, 0, e).await;
+        }
+        result
+    }
+
+    async fn commands(&mut self) -> Result<(), SessionError> {
+        loop {
+            self.client.flush().await.map_err(SessionError::ClientIo)?;
+            if let Some(refusal) = self.governor.fatal() {
+                return Err(SessionError::Governance(refusal));
+            }
+            let Some(packet) = self.client.read().await.map_err(client_read_error)? else {
+                return Ok(());
+            };
+            let reply_seq = packet.next_seq();
+            let command = match Command::parse(&packet.payload, self.session.capabilities()) {
+                Ok(c) => c,
+                Err(e) => return Err(SessionError::ClientMessage(e)),
+            };
+            if packet.seq != 0 {
+                return Err(SessionError::ClientFrame(
+                    hoop_proto_mysql::frame::FrameError::OutOfOrder {
+                        sender: "client",
+                        expected: 0,
+                        got: packet.seq,
+                    },
+                ));
+            }
+            if command.refused_by_default() {
+                let err = ErrPacket::from_code(
+                    codes::NOT_SUPPORTED,
+                    format!(
+                        "hoop: {} is refused: it bypasses statement policy and masking",
+                        command.name()
+                    ),
+                );
+                info!(session = %self.identity, command = command.name(), "command refused");
+                self.client.queue_packet(reply_seq, &err.encode());
+                continue;
+            }
+            match command {
+                Command::Quit => {
+                    self.session
+                        .client_command(packet.seq, packet.payload.len(), &command)
+                        .map_err(SessionError::State)?;
+                    self.server.queue(&packet.raw);
+                    let _ = self.server.flush().await;
+                    return Ok(());
+                }
+                Command::Query { sql, .. } => {
+                    let sql = sql.to_vec();
+                    self.text(&packet, &sql, Submission::Text).await?;
+                }
+                Command::StmtPrepare { sql } => {
+                    let sql = sql.to_vec();
+                    self.text(&packet, &sql, Submission::Prepared).await?;
+                }
+                Command::StmtExecute(ref e) => {
+                    let id = e.statement_id;
+                    self.execute(&packet, &command, id).await?;
+                }
+                Command::StmtFetch { statement_id, .. } => {
+                    self.execute(&packet, &command, statement_id).await?;
+                }
+                Command::CreateDb { schema } => {
+                    let sql = format!("CREATE DATABASE `{}`", lossy(schema).replace('`', "``"));
+                    self.synthesized(&packet, &command, &sql).await?;
+                }
+                Command::DropDb { schema } => {
+                    let sql = format!("DROP DATABASE `{}`", lossy(schema).replace('`', "``"));
+                    self.synthesized(&packet, &command, &sql).await?;
+                }
+                Command::ProcessKill { connection_id } => {
+                    let sql = format!("KILL {connection_id}");
+                    self.synthesized(&packet, &command, &sql).await?;
+                }
+                Command::Shutdown { .. } => {
+                    self.synthesized(&packet, &command, "SHUTDOWN").await?;
+                }
+                Command::Refresh { .. } => {
+                    self.synthesized(&packet, &command, "FLUSH PRIVILEGES")
+                        .await?;
+                }
+                Command::ProcessInfo => {
+                    let reply = ReplyFor {
+                        sql: "SHOW PROCESSLIST".into(),
+                        submission: Submission::Text,
+                        statement_name: None,
+                        statement_map: Vec::new(),
+                    };
+                    self.forward(&packet, &command, &reply).await?;
+                }
+                _ => {
+                    let reply = ReplyFor {
+                        sql: String::new(),
+                        submission: Submission::Text,
+                        statement_name: None,
+                        statement_map: Vec::new(),
+                    };
+                    let schema_before = self.session.schema().map(<[u8]>::to_vec);
+                    let user_before = self.session.user().map(<[u8]>::to_vec);
+                    self.forward(&packet, &command, &reply).await?;
+                    self.identity_changed(schema_before, user_before).await?;
+                }
+            }
+        }
+    }
+
+    /// After a command that may change the user or the schema: a new
+    /// identity is judged by a new governor (a new recording).
+    async fn identity_changed(
+        &mut self,
+        schema_before: Option<Vec<u8>>,
+        user_before: Option<Vec<u8>>,
+    ) -> Result<(), SessionError> {
+        let schema = self.session.schema().map(<[u8]>::to_vec);
+        let user = self.session.user().map(<[u8]>::to_vec);
+        if schema == schema_before && user == user_before {
+            return Ok(());
+        }
+        if user != user_before {
+            // Another user sees other tables.
+            let _ = refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await;
+        }
+        self.identity.database = schema.as_deref().map(lossy);
+        self.identity.user = user.as_deref().map(lossy);
+        let reason = "the session's user or schema changed";
+        self.governor.observe(SessionEvent::Ended { reason });
+        self.governor = self
+            .ctx
+            .governors
+            .session(&self.identity, self.catalog.clone());
+        self.governor.observe(SessionEvent::Started {
+            identity: &self.identity,
+        });
+        info!(session = %self.identity, "session identity changed");
+        Ok(())
+    }
+
+    /// The lexer options of the session now.
+    fn lexer_options(&self, ansi_quotes: bool) -> LexerOptions {
+        let server = self.session.server_version().map_or(
+            Server {
+                mariadb: true,
+                version_id: 0,
+            },
+            |v| Server {
+                mariadb: v.mariadb,
+                version_id: v.version_id(),
+            },
+        );
+        LexerOptions {
+            server,
+            sql_mode: SqlMode {
+                ansi_quotes,
+                no_backslash_escapes: self.session.no_backslash_escapes(),
+                mssql: false,
+            },
+            charset: self
+                .session
+                .character_set_client()
+                .map_or(Charset::Unsupported, Charset::from_name),
+        }
+    }
+
+    /// The text as the server will run it, or why hoop refuses it.
+    fn canonical(&self, sql: &[u8]) -> Result<String, Refusal> {
+        let cannot = |why: String| {
+            Refusal::new(
+                RefusalReason::Denied,
+                format!("hoop cannot read this SQL as the server will: {why}"),
+            )
+            .with_hint("Send it in UTF-8 or latin1, without ambiguous quoting.")
+        };
+        let text = if let Some(ansi) = self.session.ansi_quotes() {
+            canonical_text(sql, &self.lexer_options(ansi))
+                .map_err(|e| cannot(e.0.to_string()))?
+                .into_owned()
+        } else {
+            {
+                // MySQL does not report ANSI_QUOTES: the text must read the
+                // same either way.
+                let plain = canonical_text(sql, &self.lexer_options(false))
+                    .map_err(|e| cannot(e.0.to_string()))?;
+                let ansi = canonical_text(sql, &self.lexer_options(true))
+                    .map_err(|e| cannot(e.0.to_string()))?;
+                if plain != ansi {
+                    return Err(cannot(
+                        "it reads differently with and without sql_mode ANSI_QUOTES, and this server does not say which is on"
+                            .into(),
+                    ));
+                }
+                plain.into_owned()
+            }
+        };
+        // A statement that changes how later ones are read must come alone.
+        let statements = lexer::split(text.as_bytes(), &CANONICAL).unwrap_or_default();
+        let code = statements
+            .iter()
+            .filter(|s| s.kind == StatementKind::Code)
+            .count();
+        if code > 1 {
+            let lower = text.to_ascii_lowercase();
+            if ["sql_mode", "names", "character", "charset"]
+                .iter()
+                .any(|w| lower.contains(w))
+            {
+                return Err(Refusal::new(
+                    RefusalReason::Denied,
+                    "hoop refuses a multi-statement text that changes sql_mode or the character set",
+                )
+                .with_hint("Send the SET statement on its own, then the rest."));
+            }
+        }
+        Ok(text)
+    }
+
+    /// Server result index → index among the text's code statements.
+    fn statement_map(text: &str) -> Vec<usize> {
+        let statements = lexer::split(text.as_bytes(), &CANONICAL).unwrap_or_default();
+        let mut code = 0;
+        statements
+            .iter()
+            .map(|s| {
+                let i = code;
+                if s.kind == StatementKind::Code {
+                    code += 1;
+                }
+                i
+            })
+            .collect()
+    }
+
+    /// Judges a text (COM_QUERY, COM_STMT_PREPARE or a synthesized one);
+    /// `None` when it may go upstream, else the refusal.
+    async fn judge(
+        &mut self,
+        sql: &str,
+        submission: Submission,
+        client_seq: &mut u8,
+    ) -> Result<Option<Refusal>, SessionError> {
+        if let Some(refusal) = self.governor.fatal() {
+            return Err(SessionError::Governance(refusal));
+        }
+        let ctx = StatementContext {
+            identity: &self.identity,
+            sql,
+            submission,
+            statement_name: None,
+            portal: None,
+            statement_index: 0,
+            transaction: transaction(self.session.transaction()),
+        };
+        let mut verdict = self.governor.judge(&ctx);
+        self.governor.observe(SessionEvent::Judged {
+            statement: &ctx,
+            verdict: &verdict,
+        });
+        // `max_rows` needs a dry run, which this driver does not do yet:
+        // the rule applies as if the count were over its limit.
+        if matches!(
+            &verdict,
+            Verdict::Deny(d) if d.max_rows.is_some()
+        ) || matches!(&verdict, Verdict::Hold(h) if h.max_rows.is_some())
+        {
+            verdict = self.governor.judge_counted(&ctx, None);
+        }
+        match verdict {
+            Verdict::Allow => {
+                self.governor
+                    .observe(SessionEvent::Sent { statement: &ctx });
+                Ok(None)
+            }
+            Verdict::Deny(denial) => {
+                info!(session = %self.identity, verdict = "deny", rule = %denial.rule, "statement denied");
+                Ok(Some(Refusal::denied(&denial)))
+            }
+            Verdict::Hold(requirement) => {
+                let refusal = self
+                    .hold(requirement, sql.to_owned(), submission, client_seq)
+                    .await?;
+                if refusal.is_none() {
+                    let ctx = StatementContext {
+                        identity: &self.identity,
+                        sql,
+                        submission,
+                        statement_name: None,
+                        portal: None,
+                        statement_index: 0,
+                        transaction: transaction(self.session.transaction()),
+                    };
+                    self.governor
+                        .observe(SessionEvent::Sent { statement: &ctx });
+                }
+                Ok(refusal)
+            }
+        }
+    }
+
+    /// Waits on a hold: the client waits on its connection (shown MariaDB
+    /// progress reports when it accepts them). `None`: approved.
+    async fn hold(
+        &mut self,
+        requirement: HoldRequirement,
+        sql: String,
+        submission: Submission,
+        client_seq: &mut u8,
+    ) -> Result<Option<Refusal>, SessionError> {
+        let ticket = self.ctx.holds.hold(HoldRequest {
+            identity: self.identity.clone(),
+            sql,
+            submission,
+            requirement: requirement.clone(),
+        });
+        let id = ticket.id().to_owned();
+        info!(session = %self.identity, verdict = "hold", hold = %id, rule = %requirement.rule, "statement held");
+        let progress = self
+            .session
+            .capabilities()
+            .contains(Capabilities::MARIADB_PROGRESS);
+        let report = |seq: &mut u8, client: &mut Leg| {
+            if progress {
+                let p = Progress {
+                    stage: 1,
+                    max_stage: 1,
+                    progress: 0,
+                    info: format!("awaiting approval: hoop holds approve {id}").into(),
+                };
+                *seq = client.queue_packet(*seq, &p.encode());
+            }
+        };
+        report(client_seq, &mut self.client);
+        self.client.flush().await.map_err(SessionError::ClientIo)?;
+        let mut hold = ActiveHold::new(ticket, requirement, self.ctx.hold_reminder_interval);
+        let entry = self
+            .identity
+            .original_destination
+            .map(|server| self.ctx.kills.hold(server, self.session.thread_id()));
+        let killed = entry.as_ref().map(|e| e.killed.clone());
+        loop {
+            tokio::select! {
+                () = async {
+                    match &killed {
+                        Some(k) => k.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // Another session's KILL: the server's own error.
+                    hold.ticket.withdraw();
+                    let outcome = hoop_core::HoldOutcome::Withdrawn;
+                    self.governor.observe(SessionEvent::HoldDecided { id: &id, outcome: &outcome });
+                    info!(session = %self.identity, hold = %id, "held statement killed");
+                    return Ok(Some(
+                        Refusal::new(RefusalReason::Cancelled, "Query execution was interrupted")
+                            .with_detail(format!("hold {id} was withdrawn by KILL; the statement never ran.")),
+                    ));
+                }
+                wake = poll_fn(|cx| {
+                    let w = hold.poll(cx);
+                    if w.outcome.is_some() || w.remind { Poll::Ready(w) } else { Poll::Pending }
+                }) => {
+                    if let Some(outcome) = wake.outcome {
+                        self.governor.observe(SessionEvent::HoldDecided { id: &id, outcome: &outcome });
+                        info!(session = %self.identity, hold = %id, ?outcome, "hold ended");
+                        return Ok(Refusal::hold_ended(&id, &outcome, &hold.requirement, false));
+                    }
+                    report(client_seq, &mut self.client);
+                    self.client.flush().await.map_err(SessionError::ClientIo)?;
+                }
+                more = self.client.fill() => {
+                    // A client that goes away withdraws its hold; anything
+                    // it pipelines waits in the buffer.
+                    if !more.map_err(client_read_error)? {
+                        hold.ticket.withdraw();
+                        return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A COM_QUERY or COM_STMT_PREPARE.
+    async fn text(
+        &mut self,
+        packet: &LogicalPacket,
+        sql: &[u8],
+        submission: Submission,
+    ) -> Result<(), SessionError> {
+        let mut client_seq = packet.next_seq();
+        let text = match self.canonical(sql) {
+            Ok(t) => t,
+            Err(refusal) => {
+                info!(session = %self.identity, verdict = "deny", "statement refused: {}", refusal.message);
+                self.client
+                    .queue_packet(client_seq, &refusal::err(&refusal).encode());
+                return Ok(());
+            }
+        };
+        if let Some(refusal) = self.judge(&text, submission, &mut client_seq).await? {
+            self.client
+                .queue_packet(client_seq, &refusal::err(&refusal).encode());
+            return Ok(());
+        }
+        if let (Some(thread), Some(server)) = (
+            crate::kill::killed_thread(&text),
+            self.identity.original_destination,
+        ) && self.ctx.kills.kill(server, thread)
+        {
+            info!(session = %self.identity, thread, "KILL withdrew a held statement");
+        }
+        let command = Command::parse(&packet.payload, self.session.capabilities())
+            .map_err(SessionError::ClientMessage)?;
+        let reply = ReplyFor {
+            statement_map: Self::statement_map(&text),
+            sql: text,
+            submission,
+            statement_name: None,
+        };
+        self.forward_from(packet, &command, &reply, client_seq)
+            .await?;
+        // A statement that may create, drop or rename a relation: learn the
+        // catalog again before the next command.
+        let lower = reply.sql.to_ascii_lowercase();
+        if ["create", "drop", "alter", "rename"]
+            .iter()
+            .any(|w| lower.contains(w))
+        {
+            refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await?;
+        }
+        Ok(())
+    }
+
+    /// A command that bypasses SQL but does what `sql` does: judged as it.
+    async fn synthesized(
+        &mut self,
+        packet: &LogicalPacket,
+        command: &Command<'_>,
+        sql: &str,
+    ) -> Result<(), SessionError> {
+        let mut client_seq = packet.next_seq();
+        if let Some(refusal) = self.judge(sql, Submission::Text, &mut client_seq).await? {
+            self.client
+                .queue_packet(client_seq, &refusal::err(&refusal).encode());
+            return Ok(());
+        }
+        if let (Some(thread), Some(server)) = (
+            crate::kill::killed_thread(sql),
+            self.identity.original_destination,
+        ) && self.ctx.kills.kill(server, thread)
+        {
+            info!(session = %self.identity, thread, "KILL withdrew a held statement");
+        }
+        let reply = ReplyFor {
+            sql: sql.to_owned(),
+            submission: Submission::Text,
+            statement_name: None,
+            statement_map: Vec::new(),
+        };
+        self.forward_from(packet, command, &reply, client_seq).await
+    }
+
+    /// COM_STMT_EXECUTE / COM_STMT_FETCH of a statement judged when prepared.
+    async fn execute(
+        &mut self,
+        packet: &LogicalPacket,
+        command: &Command<'_>,
+        id: u32,
+    ) -> Result<(), SessionError> {
+        // MariaDB's "the statement prepared last" id.
+        let id = if id == u32::MAX {
+            self.session.statements().map(|s| s.id).max().unwrap_or(id)
+        } else {
+            id
+        };
+        // A statement hoop never saw prepared has unknown SQL: its rows are
+        // masked wherever masking applies (empty SQL has unknown lineage).
+        let sql = self.prepared.get(&id).cloned().unwrap_or_default();
+        let name = id.to_string();
+        if matches!(command, Command::StmtExecute(_)) && self.governor.observes_executions() {
+            let ctx = StatementContext {
+                identity: &self.identity,
+                sql: &sql,
+                submission: Submission::Prepared,
+                statement_name: Some(&name),
+                portal: None,
+                statement_index: 0,
+                transaction: transaction(self.session.transaction()),
+            };
+            self.governor
+                .observe(SessionEvent::Bound { statement: &ctx });
+        }
+        let reply = ReplyFor {
+            sql,
+            submission: Submission::Prepared,
+            statement_name: Some(name),
+            statement_map: Vec::new(),
+        };
+        self.forward(packet, command, &reply).await
+    }
+
+    async fn forward(
+        &mut self,
+        packet: &LogicalPacket,
+        command: &Command<'_>,
+        reply: &ReplyFor,
+    ) -> Result<(), SessionError> {
+        self.forward_from(packet, command, reply, packet.next_seq())
+            .await
+    }
+
+    /// Sends the command upstream and relays its reply; the reply's packets
+    /// reach the client numbered from `client_seq`.
+    async fn forward_from(
+        &mut self,
+        packet: &LogicalPacket,
+        command: &Command<'_>,
+        reply: &ReplyFor,
+        mut client_seq: u8,
+    ) -> Result<(), SessionError> {
+        self.session
+            .client_command(packet.seq, packet.payload.len(), command)
+            .map_err(SessionError::State)?;
+        self.server.queue(&packet.raw);
+        self.server.flush().await.map_err(SessionError::ServerIo)?;
+        if !command.expects_reply() {
+            return Ok(());
+        }
+        let inspect = self.governor.inspects_rows();
+        let observe = self.governor.observes_executions();
+        let mut rows: Option<RowState> = None;
+        // Set once a row was refused or a file request refused: the rest of
+        // the reply is swallowed, and `ending` is what the client gets.
+        let mut ending: Option<ErrPacket> = None;
+        let mut ending_sent = false;
+        loop {
+            let p = if let Some(p) = self.server.decoded().map_err(server_read_error)? {
+                p
+            } else {
+                {
+                    self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    self.server
+                        .read()
+                        .await
+                        .map_err(server_read_error)?
+                        .ok_or_else(|| {
+                            SessionError::ServerIo(std::io::ErrorKind::UnexpectedEof.into())
+                        })?
+                }
+            };
+            let event = self
+                .session
+                .server_packet(p.seq, &p.payload)
+                .map_err(SessionError::State)?;
+            if ending.is_some() {
+                if !ending_sent && event.completes_reply {
+                    if let Some(err) = &ending {
+                        self.client.queue_packet(client_seq, &err.encode());
+                    }
+                    ending_sent = true;
+                }
+                if event.completes_reply {
+                    break;
+                }
+                continue;
+            }
+            let mut replaced: Option<bytes::Bytes> = None;
+            match event.packet {
+                ServerPacket::ColumnCount(_) => rows = None,
+                ServerPacket::ColumnDefinition(_) | ServerPacket::ColumnsEof
+                    if event.columns_complete && inspect =>
+                {
+                    let index = event.reply.map_or(0, |r| r.statement_index);
+                    rows = self.row_state(reply, index, event.reply.is_some_and(|r| r.binary_rows));
+                }
+                ServerPacket::Row => {
+                    if let Some(state) = rows.as_mut() {
+                        match Self::rewrite(state, &p.payload)? {
+                            Ok(r) => replaced = r,
+                            Err(refusal) => {
+                                warn!(session = %self.identity, "result refused: {}", refusal.message);
+                                let err = refusal::err(&refusal);
+                                if event.completes_reply {
+                                    self.client.queue_packet(client_seq, &err.encode());
+                                    break;
+                                }
+                                // The ERR ends the result for the client
+                                // now; the server's rest is swallowed.
+                                self.client.queue_packet(client_seq, &err.encode());
+                                ending = Some(err);
+                                ending_sent = true;
+                                continue;
+                            }
+                        }
+                    }
+                }
+                ServerPacket::Error => {
+                    if let Ok(err) = ErrPacket::parse(&p.payload) {
+                        let message = lossy(&err.message);
+                        let fields = [message.as_str()];
+                        if let Some(masked) = self.governor.rewrite_server_text(ServerText {
+                            kind: ServerTextKind::Error,
+                            fields: &fields,
+                            raised_by_code: err.code == SIGNAL_EXCEPTION,
+                        }) && let Some(Some(text)) = masked.into_iter().next()
+                        {
+                            replaced = Some(
+                                ErrPacket {
+                                    message: text.into(),
+                                    ..err.clone()
+                                }
+                                .encode(),
+                            );
+                        }
+                        if observe {
+                            self.governor.observe(SessionEvent::ServerError {
+                                sqlstate: err.sql_state_str(),
+                                severity: None,
+                            });
+                        }
+                    }
+                }
+                ServerPacket::Ok { .. } | ServerPacket::EndOfRows { .. } if observe => {
+                    self.governor.observe(SessionEvent::CommandComplete {
+                        tag: "OK",
+                        rows: None,
+                    });
+                }
+                ServerPacket::PrepareOk { statement_id, .. } => {
+                    self.prepared.insert(statement_id, reply.sql.clone());
+                }
+                ServerPacket::LocalInfileRequest => {
+                    // LOCAL INFILE is off (CLIENT_LOCAL_FILES cleared): the
+                    // server gets an empty file, the client an ERR.
+                    let seq = p.next_seq();
+                    self.session
+                        .client_data(seq, 0)
+                        .map_err(SessionError::State)?;
+                    self.server.queue_packet(seq, &[]);
+                    self.server.flush().await.map_err(SessionError::ServerIo)?;
+                    ending = Some(ErrPacket::from_code(
+                        codes::NOT_SUPPORTED,
+                        "hoop: LOAD DATA LOCAL INFILE is disabled; the server's file request was refused",
+                    ));
+                    continue;
+                }
+                _ => {}
+            }
+            client_seq = if let Some(payload) = replaced {
+                self.client.queue_packet(client_seq, &payload)
+            } else {
+                {
+                    self.client.queue(&p.with_first_seq(client_seq));
+                    client_seq.wrapping_add((p.chunks % 256) as u8)
+                }
+            };
+            if self.client.should_flush() {
+                self.client.flush().await.map_err(SessionError::ClientIo)?;
+            }
+            if event.completes_reply {
+                break;
+            }
+            if self.session.awaiting_client_data() {
+                // COM_CHANGE_USER's auth exchange.
+                self.client.flush().await.map_err(SessionError::ClientIo)?;
+                let data = self
+                    .client
+                    .read()
+                    .await
+                    .map_err(client_read_error)?
+                    .ok_or_else(|| {
+                        SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into())
+                    })?;
+                self.session
+                    .client_data(data.seq, data.payload.len())
+                    .map_err(SessionError::State)?;
+                client_seq = data.next_seq();
+                self.server.queue(&data.raw);
+                self.server.flush().await.map_err(SessionError::ServerIo)?;
+            }
+        }
+        self.client.flush().await.map_err(SessionError::ClientIo)?;
+        Ok(())
+    }
+
+    /// The rewriter for a result set whose column definitions are complete.
+    fn row_state(
+        &mut self,
+        reply: &ReplyFor,
+        server_index: usize,
+        binary: bool,
+    ) -> Option<RowState> {
+        let definitions: Vec<Arc<ColumnDefinition>> = self.session.result_columns()?.to_vec();
+        let columns: Vec<ResultColumn> = definitions
+            .iter()
+            .map(|d| self.result_column(d, binary))
+            .collect();
+        let statement_index = reply
+            .statement_map
+            .get(server_index)
+            .copied()
+            .unwrap_or(server_index);
+        let ctx = StatementContext {
+            identity: &self.identity,
+            sql: &reply.sql,
+            submission: reply.submission,
+            statement_name: reply.statement_name.as_deref(),
+            portal: None,
+            statement_index,
+            transaction: transaction(self.session.transaction()),
+        };
+        let rewriter = self.governor.row_rewriter(&ctx, &columns)?;
+        Some(RowState {
+            rewriter,
+            binary,
+            types: definitions.iter().map(|d| d.binary_type()).collect(),
+        })
+    }
+
+    /// A column definition as governance sees it. Its `org_table`/`org_name`
+    /// name the source only when they name a base table hoop knows (views,
+    /// derived tables and CTEs put names of their own there).
+    fn result_column(&self, d: &ColumnDefinition, binary: bool) -> ResultColumn {
+        let schema = lossy(&d.schema);
+        let org_table = lossy(&d.org_table);
+        let org_name = lossy(&d.org_name);
+        let source = if !org_name.is_empty()
+            && !org_table.is_empty()
+            && !schema.is_empty()
+            && self.catalog.is_base_table(&schema, &org_table)
+        {
+            hoop_core::ColumnSource::Named(ResolvedColumn {
+                schema: Some(schema.to_lowercase()),
+                table: org_table.to_lowercase(),
+                column: org_name.to_lowercase(),
+            })
+        } else {
+            hoop_core::ColumnSource::None
+        };
+        let encoding = if d.column_type == ColumnType::JSON {
+            ValueEncoding::Json
+        } else if !binary || d.column_type.binary_layout() == BinaryLayout::LengthEncoded {
+            ValueEncoding::Text
+        } else {
+            ValueEncoding::Opaque
+        };
+        ResultColumn {
+            name: lossy(&d.name),
+            source,
+            encoding,
+            type_name: format!("{:?}", d.column_type).into(),
+        }
+    }
+
+    /// One row through the rewriter: `Ok(None)` unchanged, `Ok(Some)` the
+    /// new payload, `Err(refusal)` when it cannot be made safe.
+    fn rewrite(
+        state: &mut RowState,
+        payload: &[u8],
+    ) -> Result<Result<Option<bytes::Bytes>, Refusal>, SessionError> {
+        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(state.types.len());
+        if state.binary {
+            let row =
+                BinaryRow::parse(payload, &state.types).map_err(SessionError::ServerMessage)?;
+            let values: Vec<Value<'_>> = row.values(&state.types).collect();
+            let shown: Vec<Option<Vec<u8>>> = values
+                .iter()
+                .map(|v| match v {
+                    Value::Null => None,
+                    Value::Bytes(b) => Some(b.to_vec()),
+                    other => Some(other.to_string().into_bytes()),
+                })
+                .collect();
+            match state.rewriter.rewrite_row(&shown, &mut out) {
+                RowRewrite::Unchanged => Ok(Ok(None)),
+                RowRewrite::Refuse(r) => Ok(Err(r)),
+                RowRewrite::Rewritten => {
+                    let mut encoded = Vec::with_capacity(values.len());
+                    for (i, ty) in state.types.iter().enumerate() {
+                        let new = out.get(i).and_then(Option::as_deref);
+                        let v = match new {
+                            None => Value::Null,
+                            Some(b)
+                                if ty.column_type.binary_layout()
+                                    == BinaryLayout::LengthEncoded =>
+                            {
+                                Value::Bytes(b)
+                            }
+                            Some(b) if Some(b) == shown[i].as_deref() => values[i],
+                            Some(_) => {
+                                return Ok(Err(Refusal::cannot_mask(
+                                    "a masked value does not fit its binary column type",
+                                )));
+                            }
+                        };
+                        encoded.push(v);
+                    }
+                    BinaryRow::encode(&state.types, &encoded)
+                        .map(|b| Ok(Some(b)))
+                        .map_err(SessionError::ServerMessage)
+                }
+            }
+        } else {
+            let row =
+                TextRow::parse(payload, state.types.len()).map_err(SessionError::ServerMessage)?;
+            let values: Vec<Option<&[u8]>> = row.values().collect();
+            match state.rewriter.rewrite_row(&values.as_slice(), &mut out) {
+                RowRewrite::Unchanged => Ok(Ok(None)),
+                RowRewrite::Refuse(r) => Ok(Err(r)),
+                RowRewrite::Rewritten => {
+                    Ok(Ok(Some(TextRow::encode(out.iter().map(Option::as_deref)))))
+                }
+            }
+        }
+    }
+}
