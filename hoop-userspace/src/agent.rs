@@ -147,4 +147,3 @@ pub fn await_governed(ports: &[u16], timeout: std::time::Duration) -> ExitCode {
         ExitCode::SUCCESS
     })
 }
-

@@ -337,6 +337,11 @@ impl PodServer {
         // CNI's own fwmark routing.
         pg.dialer.mark = None;
         pg.dialer.sockets = Some(Arc::new(PodSockets { sockets, netns }));
+        // The catalog's side connections leave from the pod too.
+        pg.catalog = pg
+            .catalog
+            .as_ref()
+            .map(|catalog| Arc::new(catalog.with_dialer(pg.dialer.clone())));
         let identity = Arc::new(RwLock::new(identity));
         let ctx = Arc::new(ConnectionContext {
             interceptor: self.base.interceptor.clone(),

@@ -86,7 +86,9 @@ impl Plan {
     pub fn new(k8s: &KubernetesConfig, config: &Config) -> Result<Self, KubernetesError> {
         let mount = cgroup2_root().ok();
         let resolved = k8s.resolve(
-            std::env::var(hoop_k8s::config::NODE_NAME_ENV).ok().as_deref(),
+            std::env::var(hoop_k8s::config::NODE_NAME_ENV)
+                .ok()
+                .as_deref(),
             mount.as_deref(),
         )?;
         let sidecar = match resolved.mode {
@@ -295,4 +297,3 @@ impl PodGovernor for OwnPod {
 
     async fn retain(&self, _keep: &HashSet<String>) {}
 }
-
