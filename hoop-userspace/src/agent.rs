@@ -103,17 +103,22 @@ pub fn run(config_path: &Path) -> ExitCode {
             },
             None => None,
         };
-        info!("agent running; SIGTERM stops it");
+        info!("agent running; SIGTERM detaches and exits");
         tokio::select! {
-            _ = term.recv() => info!("SIGTERM: stopping"),
-            _ = int.recv() => info!("SIGINT: stopping"),
+            _ = term.recv() => info!("SIGTERM: detaching"),
+            _ = int.recv() => info!("SIGINT: detaching"),
         }
         let _ = stop.send(true);
         if let Some(task) = pods {
             let _ = task.await;
         }
+        let pinned = plan.as_ref().is_some_and(kubernetes::Plan::pins);
         governed.shutdown().await;
-        info!("stopped; bye");
+        if pinned {
+            info!("stopped; the pinned programs stay attached for the next agent");
+        } else {
+            info!("detached; bye");
+        }
         ExitCode::SUCCESS
     })
 }

@@ -247,21 +247,29 @@ impl Server {
 
     fn spawn_accept_loop(&mut self, listener: TcpListener, ctx: Arc<ConnectionContext>) {
         let shutdown = self.shutdown.subscribe();
-        let (_, never) = watch::channel(false);
-        self.tasks
-            .spawn(accept_loop(listener, ctx, shutdown, never));
+        // The server's own listeners stop only with the server.
+        self.tasks.spawn(accept_loop(listener, ctx, shutdown, None));
     }
 }
 
 /// Accepts redirected connections on `listener` until `shutdown` (the
-/// server's) or `stop` (this listener's) turns true or is dropped, then lets
-/// live sessions finish.
+/// server's) changes, or `stop` (this listener's, if it has one) turns true
+/// or its sender is dropped; then lets live sessions finish.
 async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ConnectionContext>,
     mut shutdown: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
+    stop: Option<watch::Receiver<bool>>,
 ) {
+    let stopped = async move {
+        match stop {
+            Some(mut stop) => {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let mut stopped = std::pin::pin!(stopped);
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -283,7 +291,7 @@ async fn accept_loop(
             },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = shutdown.changed() => break,
-            changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
+            () = &mut stopped => break,
         }
     }
     // The listener closes here; live sessions finish (within the server's
@@ -359,7 +367,7 @@ impl PodServer {
                 listener,
                 ctx.clone(),
                 self.shutdown.clone(),
-                stopped.clone(),
+                Some(stopped.clone()),
             ));
         }
         Ok(PodListeners {

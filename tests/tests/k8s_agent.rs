@@ -134,7 +134,10 @@ impl Agent {
             .arg(&config)
             .env("KUBECONFIG", &kubeconfig)
             .env("HOOP_K8S_WATCH_BACKOFF_MS", "100")
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("HOOP_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("NODE_NAME")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -147,6 +150,52 @@ impl Agent {
             admin: format!("http://127.0.0.1:{admin_port}"),
             log,
         }
+    }
+
+    /// Sidecar mode inside `pod`'s network namespace (not yet in its
+    /// cgroup: the pod's cgroup may not exist yet), identity from the
+    /// Downward API variables.
+    fn sidecar(node: &SimulatedNode, pod: &SimulatedPod, name: &str, namespace: &str) -> Self {
+        let admin_port = free_port();
+        let (dir, config) = Self::config(
+            &format!(
+                "  enabled: true\n  mode: sidecar\n  cgroup_root: {}\n  resync_interval: 1s\n",
+                node.cgroup_root().display()
+            ),
+            admin_port,
+        );
+        let log = dir.path().join("agent.log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", pod.netns_path.display()))
+            .arg("--")
+            .arg(hoop_bin())
+            .args(["agent", "--config"])
+            .arg(&config)
+            .env("POD_NAME", name)
+            .env("POD_NAMESPACE", namespace)
+            .env("POD_UID", &pod.uid)
+            .env("POD_SERVICE_ACCOUNT", format!("{name}-sa"))
+            .env(
+                "RUST_LOG",
+                std::env::var("HOOP_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("NODE_NAME")
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn hoop agent");
+        Self {
+            child: Some(child),
+            dir,
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     fn log(&self) -> String {
@@ -590,4 +639,96 @@ async fn a_node_agent_governs_annotated_pods_with_their_identity() {
     );
     drop(agent);
     psql_direct(&format!("DROP TABLE IF EXISTS {TABLE}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_governs_its_own_pod_with_the_downward_api_identity() {
+    require_root();
+    setup_table();
+    let node = SimulatedNode::new(CgroupDriver::Cgroupfs).expect("simulated node");
+    let database = "127.0.0.1:5432".parse().expect("address");
+    // The pod's network namespace exists; its cgroup and sandbox not yet.
+    let mut pod = node
+        .add_pod(&uid(9), QosClass::Guaranteed, false)
+        .expect("pod");
+    let log = pod.forward(5432, database).expect("forwarder");
+    let agent = Agent::sidecar(&node, &pod, "reports-0", "analytics");
+    let netns = pod.netns_path.clone();
+    let in_pod = |url: &str| {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", netns.display()))
+            .args(["--", "curl"]);
+        curl(cmd, url)
+    };
+    // Not ready while the pod has no cgroup to govern (the startup probe
+    // holds the application containers back).
+    wait_for(
+        "the sidecar's admin API",
+        WAIT,
+        || in_pod(&format!("{}/ready", agent.admin)).0 != 0,
+        || agent.log(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = in_pod(&format!("{}/ready", agent.admin));
+    assert_eq!(status, 503, "{body}\n{}", agent.log());
+    // The kubelet makes the pod's cgroup and sandbox: governed, ready.
+    pod.start().expect("start the pod");
+    wait_for(
+        "the sidecar's /ready",
+        WAIT,
+        || in_pod(&format!("{}/ready", agent.admin)).0 == 200,
+        || agent.log(),
+    );
+    // hoop now also sits in the pod's cgroup, as a native sidecar does: its
+    // own connections must not be redirected to itself.
+    std::fs::write(pod.container.join("cgroup.procs"), agent.pid().to_string())
+        .expect("move hoop into the pod's cgroup");
+
+    let sql = format!("SELECT name, ssn FROM {TABLE} ORDER BY id");
+    let out = psql_in(&pod, &sql);
+    assert!(out.status.success(), "{}\n{}", text(&out), agent.log());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Ada|***-**-6789\nBob|***-**-4321"
+    );
+    let delete = format!("DELETE FROM {TABLE} WHERE id = 999");
+    let out = psql_in(&pod, &delete);
+    assert!(out.status.success(), "not in ops: {}", text(&out));
+    // The upstream leg leaves from the pod's address (hoop is in its namespace).
+    let peers = SimulatedPod::forwarded_peers(&log);
+    assert!(
+        !peers.is_empty()
+            && peers
+                .iter()
+                .all(|p| p.starts_with(&format!("{}:", pod.pod_ip))),
+        "{peers:?}"
+    );
+    let dir = agent.recordings();
+    wait_for(
+        "the sidecar's recordings",
+        WAIT,
+        || recordings_of(&dir, "reports-0").len() >= 2,
+        || agent.log(),
+    );
+    for r in recordings_of(&dir, "reports-0") {
+        let p = &r["identity"]["pod"];
+        assert_eq!(p["namespace"], "analytics", "{r}");
+        assert_eq!(p["uid"], uid(9), "{r}");
+        assert_eq!(p["service_account"], "reports-0-sa", "{r}");
+    }
+    let (_, metrics) = in_pod(&format!("{}/metrics", agent.admin));
+    assert_eq!(
+        sample(&metrics, "hoop_pods", &[r#"state="governed""#]),
+        Some(1.0),
+        "{metrics}"
+    );
+    // SQL hoop cannot parse is denied, and the log line names the pod.
+    let out = psql_in(&pod, "SELEC 1");
+    assert!(!out.status.success(), "{}", text(&out));
+    let log = agent.log();
+    assert!(
+        log.contains("pod=analytics/reports-0 sa=reports-0-sa"),
+        "{log}"
+    );
+    drop(agent);
 }

@@ -109,6 +109,11 @@ impl Plan {
         })
     }
 
+    /// Whether maps and links are pinned (they outlive the agent).
+    pub fn pins(&self) -> bool {
+        self.pin_root.is_some()
+    }
+
     /// Pinning, the sidecar's identity, `/ready` and the pods gauge.
     pub fn start_options(&self) -> StartOptions {
         let board = self.board.clone();
