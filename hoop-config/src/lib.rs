@@ -63,6 +63,12 @@ pub struct Config {
     /// `when:` selectors (see docs/credentials.md).
     #[serde(default)]
     pub credentials: serde_yaml_ng::Value,
+    /// Pod discovery on Kubernetes (`enabled`, `mode`, `node_name`,
+    /// `cgroup_root`, `exclude_namespaces`, `resync_interval`, `pin_dir`).
+    /// Kept as raw YAML here: `hoop-k8s` parses it, and the binary checks it
+    /// with the rest of the file (see docs/kubernetes.md).
+    #[serde(default)]
+    pub kubernetes: serde_yaml_ng::Value,
 }
 
 /// `intercept:`: which destinations are redirected, and for which cgroups.

@@ -1,7 +1,7 @@
 //! Who a proxied session is: the identity every log line, policy decision,
 //! hold and recording refers to.
 
-use std::{fmt, net::SocketAddr};
+use std::{collections::BTreeMap, fmt, net::SocketAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,36 @@ impl Protocol {
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A Kubernetes pod's identity: who a connection belongs to when it came
+/// through the listener hoop keeps in that pod's network namespace (never
+/// derived from a source address). Plain data: policy `when:` selectors
+/// (`namespace`, `service_account`, `pod`, `labels`), log lines, recordings
+/// and holds read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PodIdentity {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's UID (`metadata.uid`).
+    pub uid: String,
+    /// The pod's service account (`spec.serviceAccountName`; `default` when unset).
+    pub service_account: String,
+    /// The node the pod runs on (`spec.nodeName`; may be empty in sidecar mode).
+    pub node: String,
+    /// The pod's labels (empty in sidecar mode: the Downward API
+    /// environment does not carry them).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl fmt::Display for PodIdentity {
+    /// `namespace/pod`, the form log lines use.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.pod)
     }
 }
 
@@ -74,6 +104,10 @@ pub struct SessionIdentity {
     pub injected_role: Option<String>,
     /// The name of the `credentials:` entry whose secret was injected.
     pub credential: Option<String>,
+    /// The Kubernetes pod the session came from (the pod whose listener
+    /// accepted it); `None` outside Kubernetes. Shared: every session of a
+    /// pod points at the same identity.
+    pub pod: Option<Arc<PodIdentity>>,
 }
 
 impl SessionIdentity {
@@ -87,7 +121,8 @@ impl SessionIdentity {
 
 impl fmt::Display for SessionIdentity {
     // Compact, log-friendly: `s-12 user@db app=psql client=127.0.0.1:5000 dst=10.0.0.5:5432`,
-    // with `role=… credential=…` when hoop injected a credential.
+    // with `role=… credential=…` when hoop injected a credential, and
+    // `pod=namespace/name sa=…` for a Kubernetes pod's session.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.id)?;
         if let Some(user) = &self.user {
@@ -110,6 +145,9 @@ impl fmt::Display for SessionIdentity {
         }
         if let Some(workload) = &self.workload {
             write!(f, " workload={workload}")?;
+        }
+        if let Some(pod) = &self.pod {
+            write!(f, " pod={pod} sa={}", pod.service_account)?;
         }
         Ok(())
     }

@@ -41,7 +41,7 @@ pub use governor::{
     ServerTextKind, SessionEvent, SessionGovernor, StatementContext, TransactionState,
 };
 pub use hold::{DenyHolds, HoldBroker, HoldOutcome, HoldRequest, HoldTicket};
-pub use identity::{Protocol, SessionIdentity};
+pub use identity::{PodIdentity, Protocol, SessionIdentity};
 pub use refusal::{Refusal, RefusalReason};
 pub use resolve::{ColumnResolver, NoCatalog, RelationName, ViewDependency};
 pub use result::{

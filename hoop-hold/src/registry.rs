@@ -32,7 +32,7 @@ use tokio::{
     time::Instant,
 };
 
-use hoop_core::{HoldRequirement, SessionIdentity};
+use hoop_core::{HoldRequirement, PodIdentity, SessionIdentity};
 
 use crate::webhook::Webhook;
 
@@ -196,6 +196,10 @@ pub struct HoldView {
     pub message: String,
     /// Who asked, from where.
     pub session: HoldSession,
+    /// The Kubernetes pod the session came from (namespace, pod, UID,
+    /// service account, node, labels); absent outside Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<PodIdentity>,
     /// When the hold was created (RFC 3339).
     #[serde(with = "rfc3339")]
     pub created_at: OffsetDateTime,
@@ -380,6 +384,7 @@ impl HoldRegistry {
                 rule: req.rule.clone(),
                 message: req.message.clone(),
                 session: HoldSession::from(session),
+                workload: session.pod.as_deref().cloned(),
                 created_at: now,
                 expires_at,
                 decided_at: None,

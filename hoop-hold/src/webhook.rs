@@ -144,6 +144,12 @@ pub fn slack_message(hold: &HoldView, ui_url: Option<&str>, slack_user: Option<&
     if let Some(app) = &session.application_name {
         fields.push(field("Application", app));
     }
+    if let Some(pod) = &hold.workload {
+        fields.push(field(
+            "Pod",
+            &format!("{pod} (service account {})", pod.service_account),
+        ));
+    }
     if let Some(workload) = &session.workload {
         fields.push(field("Workload", workload));
     }
@@ -298,6 +304,12 @@ pub(crate) fn one_liner(hold: &HoldView) -> String {
     if let Some(app) = &session.application_name {
         details.push(app.clone());
     }
+    if let Some(pod) = &hold.workload {
+        details.push(format!(
+            "pod {pod}, service account {}",
+            pod.service_account
+        ));
+    }
     if let Some(workload) = &session.workload {
         details.push(format!("workload {workload}"));
     }
@@ -368,6 +380,7 @@ mod tests {
                 database: Some("orders".to_owned()),
                 ..Default::default()
             },
+            workload: None,
             created_at: now,
             expires_at: now + time::Duration::minutes(5),
             decided_at: None,
@@ -493,6 +506,34 @@ mod tests {
             slack_escape("a < b && <!channel>"),
             "a &lt; b &amp;&amp; &lt;!channel&gt;"
         );
+    }
+
+    #[test]
+    fn a_pod_session_shows_the_pod_and_its_service_account() {
+        let mut hold = view(HoldState::Pending);
+        hold.workload = Some(hoop_core::PodIdentity {
+            namespace: "shop".to_owned(),
+            pod: "api-7d9".to_owned(),
+            service_account: "api".to_owned(),
+            ..Default::default()
+        });
+        let text = one_liner(&hold);
+        assert!(
+            text.contains("app@orders (pod shop/api-7d9, service account api)"),
+            "{text}"
+        );
+        let slack = slack_message(&hold, None, None).to_string();
+        assert!(
+            slack.contains("Pod: shop/api-7d9 (service account api)"),
+            "{slack}"
+        );
+        let json = serde_json::to_value(&hold).expect("json");
+        assert_eq!(json["workload"]["namespace"], "shop");
+        assert_eq!(json["workload"]["pod"], "api-7d9");
+        assert_eq!(json["workload"]["service_account"], "api");
+        // Outside Kubernetes there is no such key.
+        let json = serde_json::to_value(view(HoldState::Pending)).expect("json");
+        assert!(json.get("workload").is_none(), "{json}");
     }
 
     #[test]

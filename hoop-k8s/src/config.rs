@@ -63,6 +63,13 @@ pub struct KubernetesConfig {
     /// an event and repairs attachments removed behind hoop's back.
     #[serde(default = "default_resync_interval", with = "humantime_serde")]
     pub resync_interval: Duration,
+    /// A directory on a bpffs where the node agent pins its maps and links
+    /// (the DaemonSet uses `/sys/fs/bpf/hoop`), so governed pods stay
+    /// governed across agent restarts and the next agent adopts them.
+    /// Empty (the default): nothing is pinned, and the programs leave with
+    /// the process.
+    #[serde(default)]
+    pub pin_dir: PathBuf,
 }
 
 /// Where hoop runs relative to the pods it governs.
@@ -85,6 +92,7 @@ impl Default for KubernetesConfig {
             cgroup_root: PathBuf::new(),
             exclude_namespaces: default_exclude_namespaces(),
             resync_interval: default_resync_interval(),
+            pin_dir: PathBuf::new(),
         }
     }
 }
@@ -166,6 +174,15 @@ impl KubernetesConfig {
                     ),
                 });
             }
+        }
+        if !self.pin_dir.as_os_str().is_empty() && !self.pin_dir.is_absolute() {
+            problems.push(ConfigProblem {
+                key: "pin_dir",
+                message: format!(
+                    "{} is relative: give a directory on a bpffs, e.g. /sys/fs/bpf/hoop",
+                    self.pin_dir.display()
+                ),
+            });
         }
         if !self.node_name.is_empty() && !is_dns_subdomain(&self.node_name) {
             problems.push(ConfigProblem {

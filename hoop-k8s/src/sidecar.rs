@@ -2,7 +2,7 @@
 //! governs only that pod, with no API access.
 //!
 //! - Identity comes from the Downward API environment
-//!   ([`Workload::from_downward_api`]).
+//!   ([`crate::workload::from_downward_api`]).
 //! - The pod cgroup: when hoop's own cgroup path names this pod (a
 //!   privileged container sees host paths, e.g.
 //!   `/kubepods.slice/…-pod<uid>.slice/cri-containerd-<id>.scope`), its pod

@@ -1,37 +1,13 @@
 //! Who a governed connection belongs to: the pod's identity.
 //!
-//! [`Workload`] is plain data on purpose (no kube types): it moves into
-//! hoop's core later, where policy `when:` selectors, recordings, holds and
-//! log lines use it.
+//! [`Workload`] is hoop-core's [`hoop_core::PodIdentity`]: plain data that
+//! sessions carry into policy `when:` selectors, recordings, holds and log
+//! lines.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 /// A pod's identity as hoop reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Workload {
-    /// The pod's namespace.
-    pub namespace: String,
-    /// The pod's name.
-    pub pod: String,
-    /// The pod's UID (`metadata.uid`): the key everything is reconciled by.
-    pub uid: String,
-    /// The pod's service account (`spec.serviceAccountName`; `default` when unset).
-    pub service_account: String,
-    /// The node the pod runs on (`spec.nodeName`).
-    pub node: String,
-    /// The pod's labels.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-impl std::fmt::Display for Workload {
-    /// `namespace/pod`, the form log lines use.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.pod)
-    }
-}
+pub type Workload = hoop_core::PodIdentity;
 
 /// The Downward API environment variables a sidecar reads its identity from.
 pub mod env {
@@ -57,34 +33,32 @@ pub mod env {
 )]
 pub struct MissingEnv(pub Vec<&'static str>);
 
-impl Workload {
-    /// The sidecar's own identity from the Downward API variables, read
-    /// through `lookup` (`std::env::var` in the agent). Labels are not in
-    /// the environment; they stay empty.
-    pub fn from_downward_api(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, MissingEnv> {
-        let mut missing = Vec::new();
-        let mut get = |name: &'static str| {
-            let v = lookup(name)
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default();
-            if v.is_empty() {
-                missing.push(name);
-            }
-            v
-        };
-        let workload = Self {
-            pod: get(env::POD_NAME),
-            namespace: get(env::POD_NAMESPACE),
-            uid: get(env::POD_UID),
-            service_account: get(env::POD_SERVICE_ACCOUNT),
-            node: lookup(env::NODE_NAME).unwrap_or_default(),
-            labels: BTreeMap::new(),
-        };
-        if missing.is_empty() {
-            Ok(workload)
-        } else {
-            Err(MissingEnv(missing))
+/// The sidecar's own identity from the Downward API variables, read
+/// through `lookup` (`std::env::var` in the agent). Labels are not in
+/// the environment; they stay empty.
+pub fn from_downward_api(lookup: impl Fn(&str) -> Option<String>) -> Result<Workload, MissingEnv> {
+    let mut missing = Vec::new();
+    let mut get = |name: &'static str| {
+        let v = lookup(name)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default();
+        if v.is_empty() {
+            missing.push(name);
         }
+        v
+    };
+    let workload = Workload {
+        pod: get(env::POD_NAME),
+        namespace: get(env::POD_NAMESPACE),
+        uid: get(env::POD_UID),
+        service_account: get(env::POD_SERVICE_ACCOUNT),
+        node: lookup(env::NODE_NAME).unwrap_or_default(),
+        labels: BTreeMap::new(),
+    };
+    if missing.is_empty() {
+        Ok(workload)
+    } else {
+        Err(MissingEnv(missing))
     }
 }
 
@@ -128,13 +102,12 @@ mod tests {
             }
             .map(str::to_owned)
         };
-        let w = Workload::from_downward_api(env).unwrap();
+        let w = from_downward_api(env).unwrap();
         assert_eq!((w.namespace.as_str(), w.pod.as_str()), ("ns", "p"));
         assert_eq!((w.uid.as_str(), w.service_account.as_str()), ("u-1", "sa"));
         assert_eq!(w.node, "");
 
-        let e =
-            Workload::from_downward_api(|k| (k == "POD_NAME").then(|| "p".to_owned())).unwrap_err();
+        let e = from_downward_api(|k| (k == "POD_NAME").then(|| "p".to_owned())).unwrap_err();
         assert_eq!(e.0, ["POD_NAMESPACE", "POD_UID", "POD_SERVICE_ACCOUNT"]);
         assert!(
             e.to_string().contains("variables POD_NAMESPACE, POD_UID"),

@@ -43,7 +43,9 @@ use hoop_relay::dial::{DialError, Dialer};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-/// Everything a MySQL session needs, shared by all sessions.
+/// Everything a MySQL session needs, shared by all sessions (cloned per
+/// pod in node mode, with a dialer that leaves from the pod).
+#[derive(Clone)]
 pub struct MysqlProxyContext {
     /// Largest logical packet accepted from either side.
     pub max_packet_size: usize,
@@ -101,6 +103,7 @@ impl MysqlProxyContext {
             dialer: Dialer {
                 mark,
                 connect_timeout: config.proxy.connect_timeout,
+                sockets: None,
             },
             hold_reminder_interval: config.proxy.hold_reminder_interval,
             ..Self::new(Dialer::default())

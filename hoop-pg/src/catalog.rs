@@ -165,6 +165,20 @@ impl CatalogStore {
         self
     }
 
+    /// An empty store that logs in the same way but dials with `dialer`:
+    /// a Kubernetes pod's catalog lookups leave from the pod's network
+    /// namespace, like its sessions (and under its NetworkPolicy).
+    #[must_use]
+    pub fn with_dialer(&self, dialer: Dialer) -> Self {
+        Self {
+            dialer,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            credentials: self.credentials.clone(),
+            servers: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn server(&self, identity: &SessionIdentity) -> Option<Arc<ServerCatalog>> {
         let addr = identity.original_destination?;
         let database = identity

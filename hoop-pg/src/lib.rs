@@ -53,7 +53,10 @@ use hoop_relay::{
     tls::{self, TlsError, UpstreamTlsPolicy},
 };
 
-/// Everything a PostgreSQL session needs, shared by all sessions.
+/// Everything a PostgreSQL session needs, shared by all sessions. Cloned
+/// (cheaply: shared parts are `Arc`s) where one group of sessions needs
+/// another dialer, e.g. a Kubernetes pod's, dialed from its namespace.
+#[derive(Clone)]
 pub struct PgProxyContext {
     /// Largest message accepted from either side.
     pub max_message_size: usize,
@@ -146,6 +149,7 @@ impl PgProxyContext {
             dialer: Dialer {
                 mark,
                 connect_timeout: config.proxy.connect_timeout,
+                sockets: None,
             },
             event_loop: config.proxy.event_loop,
             ..Self::new(Dialer::default())

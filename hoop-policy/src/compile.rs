@@ -232,7 +232,7 @@ struct Compiled<R> {
 }
 
 /// A `when:` in comparable form: sorted lists, `None` for an absent list.
-type WhenKey = [Option<Vec<String>>; 4];
+type WhenKey = [Option<Vec<String>>; 8];
 
 fn when_key(when: Option<&WhenSpec>) -> WhenKey {
     let sorted = |l: &Option<Vec<String>>| {
@@ -247,6 +247,20 @@ fn when_key(when: Option<&WhenSpec>) -> WhenKey {
             sorted(&w.user),
             sorted(&w.application_name),
             sorted(&w.workload),
+            sorted(&w.namespace),
+            sorted(&w.service_account),
+            sorted(&w.pod),
+            w.labels.as_ref().map(|labels| {
+                // BTreeMap: keys in order; each key's patterns sorted.
+                labels
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut patterns = v.patterns().to_vec();
+                        patterns.sort();
+                        format!("{k}={}", patterns.join("|"))
+                    })
+                    .collect()
+            }),
         ]
     })
 }
@@ -353,6 +367,36 @@ impl Compiler<'_, '_> {
             user: list("user", &when.user),
             application_name: list("application_name", &when.application_name),
             workload: list("workload", &when.workload),
+            namespace: list("namespace", &when.namespace),
+            service_account: list("service_account", &when.service_account),
+            pod: list("pod", &when.pod),
+            labels: when.labels.as_ref().map(|labels| {
+                let labels_path = path.key("when").key("labels");
+                if labels.is_empty() {
+                    self.diags.error(
+                        &labels_path,
+                        "an empty map matches every pod, which is surely not what was meant",
+                        Some("name at least one label, or remove `labels`".to_owned()),
+                    );
+                }
+                labels
+                    .iter()
+                    .map(|(key, patterns)| {
+                        let key_path = labels_path.key(key);
+                        if patterns.patterns().is_empty() {
+                            self.diags.error(
+                                &key_path,
+                                "an empty list matches no pod, so the rule could never apply",
+                                Some(format!("remove `{key}` to match any value")),
+                            );
+                        }
+                        (
+                            key.clone(),
+                            patterns.patterns().iter().map(|p| Glob::new(p)).collect(),
+                        )
+                    })
+                    .collect()
+            }),
         }
     }
 

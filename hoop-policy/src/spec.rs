@@ -4,7 +4,7 @@
 //! (statement kinds, detectors, tables) stay strings here, so that
 //! [`super::compile`] can check each one and point at it by line and column.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -151,6 +151,39 @@ pub struct WhenSpec {
     /// Workloads: the cgroup path of the client's socket, e.g. `/kubepods/*/pod1234*`.
     #[serde(default)]
     pub workload: Option<Vec<String>>,
+    /// Kubernetes namespaces of the pod the session came from.
+    #[serde(default)]
+    pub namespace: Option<Vec<String>>,
+    /// Kubernetes service accounts of that pod.
+    #[serde(default)]
+    pub service_account: Option<Vec<String>>,
+    /// Kubernetes pod names.
+    #[serde(default)]
+    pub pod: Option<Vec<String>>,
+    /// Kubernetes pod labels: every key given must be on the pod with a
+    /// value one of its patterns matches (`{app: api, tier: [web, "edge-*"]}`).
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, OneOrMany>>,
+}
+
+/// One pattern or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single pattern.
+    One(String),
+    /// Any of these patterns.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The patterns.
+    pub fn patterns(&self) -> &[String] {
+        match self {
+            Self::One(p) => std::slice::from_ref(p),
+            Self::Many(ps) => ps,
+        }
+    }
 }
 
 /// `policy.mask[N]`.

@@ -892,3 +892,64 @@ policy:
         ("deny", Some("no-destructive-ddl".into()))
     );
 }
+
+#[test]
+fn kubernetes_when_selectors_from_yaml() {
+    use hoop_core::PodIdentity;
+    use std::{collections::BTreeMap, sync::Arc};
+    let policy = load(
+        "policy:
+  deny:
+    - name: no-deletes-in-shop
+      statements: [delete]
+      when: {namespace: [shop], service_account: ['api-*'], labels: {tier: [web, 'edge-*']}}
+    - name: no-updates-from-the-batch-pod
+      statements: [update]
+      when: {pod: ['batch-*'], labels: {team: payments}}
+",
+    )
+    .policy;
+    let pod = |namespace: &str, name: &str, sa: &str, labels: &[(&str, &str)]| SessionIdentity {
+        pod: Some(Arc::new(PodIdentity {
+            namespace: namespace.into(),
+            pod: name.into(),
+            service_account: sa.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            ..PodIdentity::default()
+        })),
+        ..session("alice")
+    };
+    let rule =
+        |sql: &str, s: &SessionIdentity| policy.judge(&Postgres, sql, Submission::Text, s).rule;
+    let shop = pod("shop", "api-1", "api-rw", &[("tier", "edge-3")]);
+    assert_eq!(
+        rule("delete from t", &shop).as_deref(),
+        Some("no-deletes-in-shop")
+    );
+    let other_ns = pod("shop-dev", "api-1", "api-rw", &[("tier", "edge-3")]);
+    assert_eq!(rule("delete from t", &other_ns), None);
+    let other_label = pod("shop", "api-1", "api-rw", &[("tier", "db")]);
+    assert_eq!(rule("delete from t", &other_label), None);
+    assert_eq!(rule("delete from t", &session("alice")), None, "not a pod");
+    let batch = pod("jobs", "batch-42", "default", &[("team", "payments")]);
+    assert_eq!(
+        rule("update t set a = 1", &batch).as_deref(),
+        Some("no-updates-from-the-batch-pod")
+    );
+
+    let errs = errors(
+        "policy:
+  deny:
+    - statements: [delete]
+      when: {namespace: [], labels: {}, cluster: [x]}
+",
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("policy.deny[0].when.cluster: unknown key")),
+        "{errs:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! `when:` selectors: which sessions a rule applies to.
 
-use hoop_core::SessionIdentity;
+use hoop_core::{PodIdentity, SessionIdentity};
 
 /// A glob pattern: `*` matches any run of characters (including `/`), `?`
 /// exactly one; everything else matches itself. No pattern characters means
@@ -54,6 +54,15 @@ pub struct Selector {
     pub application_name: Option<Vec<Glob>>,
     /// `when.workload` (the cgroup path).
     pub workload: Option<Vec<Glob>>,
+    /// `when.namespace` (the Kubernetes pod's namespace).
+    pub namespace: Option<Vec<Glob>>,
+    /// `when.service_account` (the pod's service account).
+    pub service_account: Option<Vec<Glob>>,
+    /// `when.pod` (the pod's name).
+    pub pod: Option<Vec<Glob>>,
+    /// `when.labels`: each key must be on the pod, its value matching one
+    /// of the key's patterns.
+    pub labels: Option<Vec<(String, Vec<Glob>)>>,
 }
 
 impl Selector {
@@ -63,13 +72,19 @@ impl Selector {
             && self.user.is_none()
             && self.application_name.is_none()
             && self.workload.is_none()
+            && self.namespace.is_none()
+            && self.service_account.is_none()
+            && self.pod.is_none()
+            && self.labels.is_none()
     }
 
     /// Whether `session` is selected. An attribute the session does not have
     /// (no `application_name` sent, workload unknown) matches no list.
     /// `user` is the user the server knows the session as: the injected
     /// role when hoop logged in on the workload's behalf (the name the
-    /// client asked for is its own, unchecked claim).
+    /// client asked for is its own, unchecked claim). The Kubernetes
+    /// selectors match the pod whose listener accepted the session; a
+    /// session from no pod matches none of them.
     pub fn matches(&self, session: &SessionIdentity) -> bool {
         fn list(globs: Option<&Vec<Glob>>, value: Option<&str>) -> bool {
             match globs {
@@ -84,6 +99,31 @@ impl Selector {
                 session.application_name.as_deref(),
             )
             && list(self.workload.as_ref(), session.workload.as_deref())
+            && self.matches_pod(session.pod.as_deref())
+    }
+
+    fn matches_pod(&self, pod: Option<&PodIdentity>) -> bool {
+        fn list(globs: Option<&Vec<Glob>>, value: Option<&str>) -> bool {
+            match globs {
+                None => true,
+                Some(globs) => value.is_some_and(|v| globs.iter().any(|g| g.matches(v))),
+            }
+        }
+        list(self.namespace.as_ref(), pod.map(|p| p.namespace.as_str()))
+            && list(
+                self.service_account.as_ref(),
+                pod.map(|p| p.service_account.as_str()),
+            )
+            && list(self.pod.as_ref(), pod.map(|p| p.pod.as_str()))
+            && self.labels.as_ref().is_none_or(|labels| {
+                pod.is_some_and(|p| {
+                    labels.iter().all(|(key, globs)| {
+                        p.labels
+                            .get(key)
+                            .is_some_and(|v| globs.iter().any(|g| g.matches(v)))
+                    })
+                })
+            })
     }
 }
 
@@ -121,6 +161,56 @@ mod tests {
         session.workload = None;
         assert!(!selector.matches(&session));
         assert!(Selector::default().matches(&session));
+    }
+
+    #[test]
+    fn kubernetes_selectors_match_the_pod_and_nothing_else() {
+        use std::{collections::BTreeMap, sync::Arc};
+        let selector = Selector {
+            namespace: Some(vec![Glob::new("shop")]),
+            service_account: Some(vec![Glob::new("api-*")]),
+            labels: Some(vec![(
+                "tier".into(),
+                vec![Glob::new("web"), Glob::new("edge-*")],
+            )]),
+            ..Selector::default()
+        };
+        assert!(!selector.is_unconditional());
+        let pod = PodIdentity {
+            namespace: "shop".into(),
+            pod: "api-7d9".into(),
+            service_account: "api-reader".into(),
+            labels: BTreeMap::from([("tier".into(), "edge-1".into())]),
+            ..PodIdentity::default()
+        };
+        let mut session = SessionIdentity {
+            pod: Some(Arc::new(pod.clone())),
+            ..Default::default()
+        };
+        assert!(selector.matches(&session));
+        // Another namespace, another account, a missing or different label.
+        for change in [
+            |p: &mut PodIdentity| p.namespace = "shop-staging".into(),
+            |p: &mut PodIdentity| p.service_account = "default".into(),
+            |p: &mut PodIdentity| p.labels.clear(),
+            |p: &mut PodIdentity| {
+                p.labels.insert("tier".into(), "db".into());
+            },
+        ] {
+            let mut other = pod.clone();
+            change(&mut other);
+            session.pod = Some(Arc::new(other));
+            assert!(!selector.matches(&session), "{:?}", session.pod);
+        }
+        // A session from no pod (hoop exec, a static cgroup) is not selected.
+        session.pod = None;
+        assert!(!selector.matches(&session));
+        let by_name = Selector {
+            pod: Some(vec![Glob::new("api-*")]),
+            ..Selector::default()
+        };
+        session.pod = Some(Arc::new(pod));
+        assert!(by_name.matches(&session));
     }
 
     #[test]

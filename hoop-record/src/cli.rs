@@ -101,10 +101,14 @@ pub fn list(
                 continue;
             }
         }
+        // The cgroup path, or a pod's `namespace/name`.
         if let Some(workload) = filter.workload
-            && !identity
-                .and_then(|i| i.workload.as_deref())
-                .is_some_and(|w| w.contains(workload))
+            && !identity.is_some_and(|i| {
+                i.workload.as_deref().is_some_and(|w| w.contains(workload))
+                    || i.pod
+                        .as_ref()
+                        .is_some_and(|p| p.to_string().contains(workload))
+            })
         {
             continue;
         }
@@ -404,10 +408,28 @@ fn describe_identity(i: &RecordedIdentity) -> String {
         ("client", i.client.as_deref()),
         ("dst", i.original_destination.as_deref()),
         ("workload", i.workload.as_deref()),
+        ("namespace", i.pod.as_ref().map(|p| p.namespace.as_str())),
+        ("pod", i.pod.as_ref().map(|p| p.pod.as_str())),
+        ("pod_uid", i.pod.as_ref().map(|p| p.uid.as_str())),
+        (
+            "service_account",
+            i.pod.as_ref().map(|p| p.service_account.as_str()),
+        ),
+        (
+            "node",
+            i.pod
+                .as_ref()
+                .map(|p| p.node.as_str())
+                .filter(|n| !n.is_empty()),
+        ),
     ] {
         if let Some(value) = value {
             let _ = write!(s, " {name}={value}");
         }
+    }
+    if let Some(pod) = i.pod.as_ref().filter(|p| !p.labels.is_empty()) {
+        let labels: Vec<String> = pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(s, " labels={{{}}}", labels.join(","));
     }
     if let Some(pid) = i.backend_pid {
         let _ = write!(s, " backend_pid={pid}");
@@ -638,6 +660,17 @@ mod tests {
             // carol's session was logged in by hoop with an injected credential.
             injected_role: (user == "carol").then(|| "reporting_ro".into()),
             credential: (user == "carol").then(|| "reporting".into()),
+            // and came from a Kubernetes pod.
+            pod: (user == "carol").then(|| {
+                Box::new(hoop_core::PodIdentity {
+                    namespace: "invoicing".into(),
+                    pod: "invoicer-7d9".into(),
+                    uid: "0d3c3e4e-1111-2222-3333-444455556666".into(),
+                    service_account: "invoicer".into(),
+                    node: "node-1".into(),
+                    labels: [("app".to_owned(), "invoicer".to_owned())].into(),
+                })
+            }),
             ..RecordedIdentity::default()
         };
         push(&mut chain, 0, Body::SessionStart(SessionStart { identity }));
@@ -869,13 +902,39 @@ mod tests {
             ) && text.contains("workload=/sys/fs/cgroup/payments"),
             "{text}"
         );
+        // The pod it came from, in the session header.
+        assert!(
+            text.contains(
+                "namespace=invoicing pod=invoicer-7d9 pod_uid=0d3c3e4e-1111-2222-3333-444455556666 \
+                 service_account=invoicer node=node-1 labels={app=invoicer}"
+            ),
+            "{text}"
+        );
         // A session without injection says nothing of it, and its file has
         // no such keys (as files written before injection existed).
         let text = output(|o| show(dir.path(), "s-1", o));
         assert!(!text.contains("injected_role") && !text.contains("credential="));
+        assert!(!text.contains("namespace=") && !text.contains("pod="));
         let raw = std::fs::read_to_string(dir.path().join("20250101T000000Z-s-1.jsonl"))
             .expect("recording");
         assert!(!raw.contains("injected_role") && !raw.contains("\"credential\""));
+        assert!(!raw.contains("\"pod\""));
+        // Listing by workload finds a pod by namespace/name.
+        let by_pod = output(|o| {
+            list(
+                dir.path(),
+                &ListFilter {
+                    workload: Some("invoicing/invoicer"),
+                    ..ListFilter::default()
+                },
+                false,
+                o,
+            )
+        });
+        assert!(
+            by_pod.contains("s-2") && !by_pod.contains("s-1 "),
+            "{by_pod}"
+        );
         // Listing by user finds the session by the role the server saw too.
         let by_role = output(|o| {
             list(

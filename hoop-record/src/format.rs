@@ -17,7 +17,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use hoop_core::{Protocol, SessionIdentity, StatementKind, Submission};
+use hoop_core::{PodIdentity, Protocol, SessionIdentity, StatementKind, Submission};
 
 /// `"format"` in the header line.
 pub const FORMAT_NAME: &str = "hoop-recording";
@@ -242,6 +242,11 @@ pub struct RecordedIdentity {
     /// The `credentials:` entry whose secret hoop injected (never the secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// The Kubernetes pod the session came from: namespace, name, UID,
+    /// service account, node and labels (absent outside Kubernetes and in
+    /// recordings made before hoop knew pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Box<PodIdentity>>,
 }
 
 impl From<&SessionIdentity> for RecordedIdentity {
@@ -260,6 +265,7 @@ impl From<&SessionIdentity> for RecordedIdentity {
             upstream_tls: identity.upstream_tls,
             injected_role: identity.injected_role.clone(),
             credential: identity.credential.clone(),
+            pod: identity.pod.as_deref().cloned().map(Box::new),
         }
     }
 }

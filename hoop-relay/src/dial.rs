@@ -3,9 +3,20 @@
 //! Upstream sockets get `SO_MARK` before `connect`, so the eBPF programs can
 //! recognise the proxy's own connections and never redirect them back to it.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{
+    future::Future, io, net::SocketAddr, os::fd::OwnedFd, pin::Pin, sync::Arc, time::Duration,
+};
 
 use tokio::net::{TcpSocket, TcpStream};
+
+/// Where upstream sockets come from when they must not be made in hoop's
+/// own network namespace: a Kubernetes pod's sessions are dialed from
+/// inside the pod's namespace, so they leave with the pod's address, through
+/// its routes, under its NetworkPolicy.
+pub trait SocketFactory: Send + Sync + std::fmt::Debug {
+    /// A new non-blocking TCP socket, IPv6 when `v6`.
+    fn socket(&self, v6: bool) -> Pin<Box<dyn Future<Output = io::Result<OwnedFd>> + Send + '_>>;
+}
 
 /// Why an upstream connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +67,8 @@ pub struct Dialer {
     pub mark: Option<u32>,
     /// How long to wait for `connect`.
     pub connect_timeout: Duration,
+    /// Makes the sockets (`None`: in hoop's own network namespace).
+    pub sockets: Option<Arc<dyn SocketFactory>>,
 }
 
 impl Default for Dialer {
@@ -63,6 +76,7 @@ impl Default for Dialer {
         Self {
             mark: None,
             connect_timeout: Duration::from_secs(5),
+            sockets: None,
         }
     }
 }
@@ -70,12 +84,21 @@ impl Default for Dialer {
 impl Dialer {
     /// Connects to `addr` with the mark set and `TCP_NODELAY` on.
     pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, DialError> {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(|source| DialError::Socket { addr, source })?;
+        let socket = match &self.sockets {
+            None => if addr.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(|source| DialError::Socket { addr, source })?,
+            Some(factory) => {
+                let fd = factory
+                    .socket(addr.is_ipv6())
+                    .await
+                    .map_err(|source| DialError::Socket { addr, source })?;
+                TcpSocket::from_std_stream(std::net::TcpStream::from(fd))
+            }
+        };
         if let Some(mark) = self.mark {
             nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Mark, &mark)
                 .map_err(|source| DialError::Mark { addr, mark, source })?;

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `GET /metrics` | none | Prometheus text |
 //! | `GET /healthz` | none | `ok` |
+//! | `GET /ready` | none | 200 `ready` once hoop governs what it should (programs attached, listeners bound; Kubernetes: first sync done, or this pod governed in sidecar mode), 503 before |
 //! | `GET /api/holds` | any valid token | JSON array of holds, each with `may_decide` for the caller |
 //! | `GET /api/holds/{id}` | any valid token | one hold |
 //! | `GET /api/holds/{id}/context` | any valid token | the statements its session ran before it |
@@ -65,6 +66,10 @@ const MAX_WAIT_SECS: u64 = 30;
 /// Called before `/metrics` is encoded, to refresh gauges read from elsewhere (eBPF maps).
 pub type MetricsRefresh = Arc<dyn Fn() + Send + Sync>;
 
+/// Answers `GET /ready`: whether hoop governs what it should (Kubernetes:
+/// the first sync is done, or in sidecar mode this pod is governed).
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// What the admin server serves.
 #[derive(Clone)]
 pub struct AdminState {
@@ -77,6 +82,9 @@ pub struct AdminState {
     /// The recording directory, read for a hold's context (`None`: recording
     /// is disabled, so there is no context to show).
     pub recordings: Option<PathBuf>,
+    /// `GET /ready`'s answer (`None`: ready as soon as the server runs,
+    /// which is once the programs are attached and the listeners bound).
+    pub ready: Option<Readiness>,
     /// Turns true when the server shuts down, ending waiting requests.
     stopping: watch::Receiver<bool>,
 }
@@ -89,6 +97,7 @@ impl AdminState {
             auth: Arc::new(auth),
             refresh_metrics: None,
             recordings: None,
+            ready: None,
             stopping: watch::channel(false).1,
         }
     }
@@ -133,6 +142,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/ready", get(ready))
         .route("/api/holds", get(list_holds))
         .route("/api/holds/{id}", get(get_hold))
         .route("/api/holds/{id}/context", get(hold_context))
@@ -170,6 +180,20 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// 200 once what hoop should govern is governed, 503 before: the
+/// DaemonSet's readiness probe and a native sidecar's startup probe.
+async fn ready(State(state): State<AdminState>) -> Response {
+    if state.ready.as_ref().is_none_or(|ready| ready()) {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: hoop does not govern what it should yet\n",
+        )
+            .into_response()
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -13,10 +13,21 @@ use hoop_policy::reload::{PolicyWatcher, WatchOptions, spawn_watcher};
 use hoop_record::{RecordError, Recorder};
 
 use crate::{
-    admin::{AdminState, Authenticator, auth::AuthConfigError},
+    admin::{AdminState, Authenticator, MetricsRefresh, Readiness, auth::AuthConfigError},
     config::{LiveConfig, LoadedConfig},
-    serve::{Governance, ServeError, Server},
+    serve::{Governance, ServeError, ServeOptions, Server},
 };
+
+/// What `hoop agent` adds to the governed runtime on Kubernetes.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Pinning and the sidecar's pod identity.
+    pub serve: ServeOptions,
+    /// `GET /ready` (`None`: ready once started).
+    pub ready: Option<Readiness>,
+    /// Refreshes more metrics before each scrape (the pods gauge).
+    pub refresh_metrics: Option<MetricsRefresh>,
+}
 
 /// Exit status for a configuration that cannot be loaded.
 pub const EXIT_CONFIG: u8 = 2;
@@ -139,6 +150,16 @@ impl Governed {
         config_path: &Path,
         admin_optional: bool,
     ) -> Result<Self, StartError> {
+        Self::start_with(loaded, config_path, admin_optional, StartOptions::default()).await
+    }
+
+    /// [`Governed::start`] with the agent's options.
+    pub async fn start_with(
+        loaded: LoadedConfig,
+        config_path: &Path,
+        admin_optional: bool,
+        options: StartOptions,
+    ) -> Result<Self, StartError> {
         let LoadedConfig {
             config,
             policy: compiled,
@@ -162,7 +183,7 @@ impl Governed {
             recorder,
             holds: holds.clone(),
         };
-        let server = Server::start(config, &governance)?;
+        let server = Server::start_with(config, &governance, &options.serve)?;
         let admin = match TcpListener::bind(config.admin.listen).await {
             Ok(listener) => {
                 let (tx, rx) = oneshot::channel::<()>();
@@ -172,7 +193,15 @@ impl Governed {
                     .recording
                     .enabled
                     .then(|| config.recording.dir.clone());
-                state.refresh_metrics = Some(std::sync::Arc::new(server.metrics_refresher()));
+                let redirects = server.metrics_refresher();
+                let more = options.refresh_metrics.clone();
+                state.refresh_metrics = Some(std::sync::Arc::new(move || {
+                    redirects();
+                    if let Some(more) = &more {
+                        more();
+                    }
+                }));
+                state.ready.clone_from(&options.ready);
                 let handle = tokio::spawn(async move {
                     if let Err(e) = crate::admin::serve(listener, state, async {
                         let _ = rx.await;

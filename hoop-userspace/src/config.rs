@@ -20,6 +20,8 @@ pub struct Compiled {
     pub policy: Policy,
     /// `credentials:`.
     pub credentials: CredentialSet,
+    /// `kubernetes:` (read at start; a reload does not change it).
+    pub kubernetes: hoop_k8s::KubernetesConfig,
 }
 
 /// A configuration file with its hot sections compiled.
@@ -32,10 +34,28 @@ fn compile(document: &serde_yaml_ng::Value, diags: &mut Diagnostics<'_>) -> Opti
     let policy = hoop_policy::compile_into(section("policy"), &root.key("policy"), diags);
     let credentials =
         hoop_credentials::compile_into(section("credentials"), &root.key("credentials"), diags);
+    let kubernetes = compile_kubernetes(section("kubernetes"), &root.key("kubernetes"), diags);
     Some(Compiled {
         policy: policy?,
         credentials: credentials?,
+        kubernetes: kubernetes?,
     })
+}
+
+/// `kubernetes:`: parsed strictly, then every problem `validate` finds
+/// reported at its key.
+fn compile_kubernetes(
+    value: &serde_yaml_ng::Value,
+    path: &KeyPath,
+    diags: &mut Diagnostics<'_>,
+) -> Option<hoop_k8s::KubernetesConfig> {
+    let config: hoop_k8s::KubernetesConfig =
+        hoop_config::checked::deserialize_checked(value, path, diags, &[])?;
+    let problems = config.validate();
+    for problem in &problems {
+        diags.error(&path.key(problem.key), problem.message.clone(), None);
+    }
+    problems.is_empty().then_some(config)
 }
 
 /// Reads a configuration file and compiles its policy and credentials,

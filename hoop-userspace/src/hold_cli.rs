@@ -260,6 +260,9 @@ fn write_table(
             if let Some(app) = &session.application_name {
                 let _ = write!(who, " ({app})");
             }
+            if let Some(pod) = &hold.workload {
+                let _ = write!(who, " pod {pod} sa {}", pod.service_account);
+            }
             let when = match hold.state {
                 HoldState::Pending => {
                     format!("expires in {}", short_duration(hold.expires_at - now))

@@ -28,11 +28,22 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
     },
-    /// Govern the cgroups listed in the config until SIGTERM.
+    /// Govern the cgroups listed in the config, and on Kubernetes the pods
+    /// that opt in (or, as a sidecar, this pod), until SIGTERM.
     Agent {
         /// The hoop configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// For an init container: wait until this pod's connections to the
+    /// intercepted ports are governed (exit 0), or fail after --timeout.
+    Await {
+        /// An intercepted destination port to check (repeatable).
+        #[arg(long = "port", default_value = "5432")]
+        ports: Vec<u16>,
+        /// How long to wait, e.g. 60s or 2m.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Policy tools.
     Policy {
@@ -155,6 +166,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Exec { config, command } => hoop::exec::run(&config, &command),
         Command::Agent { config } => hoop::agent::run(&config),
+        Command::Await { ports, timeout } => hoop::agent::await_governed(&ports, timeout),
         Command::Holds {
             admin,
             config,

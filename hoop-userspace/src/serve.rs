@@ -4,8 +4,9 @@
 
 use std::{
     net::{SocketAddr, SocketAddrV6},
+    path::PathBuf,
     sync::{
-        Arc, Mutex,
+        Arc, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -19,7 +20,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use hoop_config::{Config, InterceptConfig};
-use hoop_core::{Protocol, SessionIdentity, metrics::metrics};
+use hoop_core::{PodIdentity, Protocol, SessionIdentity, metrics::metrics};
 use hoop_credentials::CredentialHandle;
 use hoop_govern::{Governors, RegistryBroker};
 use hoop_hold::HoldRegistry;
@@ -29,7 +30,10 @@ use hoop_policy::reload::PolicyHandle;
 use hoop_record::Recorder;
 use hoop_relay::dial::Dialer;
 
-use crate::intercept::{self, InterceptSettings, Interceptor};
+use crate::intercept::{
+    self, InterceptSettings, Interceptor, LoadOptions,
+    netns::{Family, LoopbackListeners, NetNs, NetnsSockets},
+};
 
 /// Why serving could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +68,19 @@ pub struct Governance {
     pub holds: HoldRegistry,
 }
 
+/// How [`Server::start_with`] differs from a plain `hoop exec` server.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Pin maps and links (and adopt a previous agent's), see [`LoadOptions`].
+    pub pin_root: Option<PathBuf>,
+    /// Every session on the server's own listeners belongs to this pod
+    /// (sidecar mode: hoop runs inside the pod).
+    pub pod: Option<Arc<PodIdentity>>,
+}
+
 /// The running machinery: interceptor, listeners and accept loops.
 pub struct Server {
-    interceptor: Arc<Mutex<Interceptor>>,
+    interceptor: Arc<Interceptor>,
     /// Listener addresses, for logs and tests.
     pub listen_v4: SocketAddr,
     /// The IPv6 listener, when `::1` is available.
@@ -74,11 +88,21 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     redirects_seen: Arc<AtomicU64>,
+    base: Arc<ConnectionContext>,
 }
 
 impl Server {
     /// Binds the listeners and loads the eBPF programs (not yet attached).
     pub fn start(config: &Config, governance: &Governance) -> Result<Self, ServeError> {
+        Self::start_with(config, governance, &ServeOptions::default())
+    }
+
+    /// [`Server::start`] with pinning and a pod identity for the own listeners.
+    pub fn start_with(
+        config: &Config,
+        governance: &Governance,
+        options: &ServeOptions,
+    ) -> Result<Self, ServeError> {
         let v4 = bind(config.intercept.listen_v4)?;
         let listen_v4 = v4.local_addr().map_err(|source| ServeError::Listen {
             addr: config.intercept.listen_v4,
@@ -109,19 +133,15 @@ impl Server {
             skip_mark: intercept::DEFAULT_SKIP_MARK,
             skip_tgid: std::process::id(),
         };
-        let interceptor = Arc::new(Mutex::new(Interceptor::load(&settings)?));
-        let (shutdown, _) = watch::channel(false);
-        let mut server = Self {
-            interceptor,
-            listen_v4,
-            listen_v6,
-            shutdown,
-            tasks: JoinSet::new(),
-            redirects_seen: Arc::new(AtomicU64::new(0)),
+        let load = LoadOptions {
+            pin_root: options.pin_root.clone(),
         };
+        let interceptor = Arc::new(Interceptor::load_with(&settings, &load)?);
+        let (shutdown, _) = watch::channel(false);
         let dialer = Dialer {
             mark: Some(intercept::DEFAULT_SKIP_MARK),
             connect_timeout: config.proxy.connect_timeout,
+            sockets: None,
         };
         let password = config
             .proxy
@@ -160,11 +180,24 @@ impl Server {
         pg.hold_reminder_interval = config.proxy.hold_reminder_interval;
         pg.credentials = credentials;
         let ctx = Arc::new(ConnectionContext {
-            interceptor: server.interceptor.clone(),
+            interceptor: interceptor.clone(),
             intercept: config.intercept.clone(),
             pg: Arc::new(pg),
             mysql: Arc::new(mysql),
+            pod: options.pod.clone().map(|identity| PodBinding {
+                netns_cookie: None,
+                identity: Arc::new(RwLock::new(identity)),
+            }),
         });
+        let mut server = Self {
+            interceptor,
+            listen_v4,
+            listen_v6,
+            shutdown,
+            tasks: JoinSet::new(),
+            redirects_seen: Arc::new(AtomicU64::new(0)),
+            base: ctx.clone(),
+        };
         server.spawn_accept_loop(v4, ctx.clone());
         if let Some(v6) = v6 {
             server.spawn_accept_loop(v6, ctx);
@@ -175,9 +208,23 @@ impl Server {
 
     /// Attaches the programs to a cgroup v2 directory.
     pub fn attach(&self, cgroup: &std::path::Path) -> Result<(), ServeError> {
-        lock(&self.interceptor).attach(cgroup)?;
-        info!(cgroup = %cgroup.display(), "governing cgroup");
+        if self.interceptor.attach(cgroup)? != intercept::AttachOutcome::AlreadyAttached {
+            info!(cgroup = %cgroup.display(), "governing cgroup");
+        }
         Ok(())
+    }
+
+    /// The interceptor (Kubernetes pods are attached through it).
+    pub fn interceptor(&self) -> &Arc<Interceptor> {
+        &self.interceptor
+    }
+
+    /// Serves pods' listeners with this server's drivers and governance.
+    pub fn pod_server(&self) -> PodServer {
+        PodServer {
+            base: self.base.clone(),
+            shutdown: self.shutdown.subscribe(),
+        }
     }
 
     /// Brings `hoop_ebpf_redirects_total` up to the kernel's counters.
@@ -207,39 +254,171 @@ impl Server {
     }
 
     fn spawn_accept_loop(&mut self, listener: TcpListener, ctx: Arc<ConnectionContext>) {
-        let mut shutdown = self.shutdown.subscribe();
-        self.tasks.spawn(async move {
-            let mut sessions = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((socket, peer)) => {
-                            // Replies go out as soon as they are relayed, as
-                            // they would from the server itself.
-                            if let Err(e) = socket.set_nodelay(true) {
-                                debug!(client = %peer, error = %e, "cannot set TCP_NODELAY");
-                            }
-                            let ctx = ctx.clone();
-                            sessions.spawn(async move { ctx.handle(socket, peer).await });
-                        }
-                        Err(e) => {
-                            // EMFILE and friends: back off rather than spin.
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    },
-                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                    _ = shutdown.changed() => break,
-                }
-            }
-            // Let live sessions finish within the caller's grace period.
-            while sessions.join_next().await.is_some() {}
-        });
+        let shutdown = self.shutdown.subscribe();
+        // The server's own listeners stop only with the server.
+        self.tasks.spawn(accept_loop(listener, ctx, shutdown, None));
     }
 }
 
-fn refresh_redirects(interceptor: &Mutex<Interceptor>, seen: &AtomicU64) {
-    let counters = lock(interceptor).counters();
+/// Accepts redirected connections on `listener` until `shutdown` (the
+/// server's) changes, or `stop` (this listener's, if it has one) turns true
+/// or its sender is dropped; then lets live sessions finish.
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ConnectionContext>,
+    mut shutdown: watch::Receiver<bool>,
+    stop: Option<watch::Receiver<bool>>,
+) {
+    let stopped = async move {
+        match stop {
+            Some(mut stop) => {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let mut stopped = std::pin::pin!(stopped);
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    // Replies go out as soon as they are relayed, as
+                    // they would from the server itself.
+                    if let Err(e) = socket.set_nodelay(true) {
+                        debug!(client = %peer, error = %e, "cannot set TCP_NODELAY");
+                    }
+                    let ctx = ctx.clone();
+                    sessions.spawn(async move { ctx.handle(socket, peer).await });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off rather than spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = shutdown.changed() => break,
+            () = &mut stopped => break,
+        }
+    }
+    // The listener closes here; live sessions finish (within the server's
+    // grace period at shutdown).
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Serves the listeners hoop binds inside Kubernetes pods' network
+/// namespaces. Cheap to clone.
+#[derive(Clone)]
+pub struct PodServer {
+    base: Arc<ConnectionContext>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A pod's listeners being served; dropping it closes them (live sessions
+/// go on to their end).
+pub struct PodListeners {
+    identity: Arc<RwLock<Arc<PodIdentity>>>,
+    _stop: watch::Sender<bool>,
+}
+
+impl PodListeners {
+    /// The pod's identity changed (labels, service account…): its next
+    /// sessions carry the new one.
+    pub fn set_identity(&self, identity: Arc<PodIdentity>) {
+        *self
+            .identity
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = identity;
+    }
+}
+
+impl PodServer {
+    /// Serves `listeners`, bound in the pod's namespace `netns`: each
+    /// connection's original destination is looked up under the namespace's
+    /// cookie, its session carries `identity`, and its upstream leg is dialed
+    /// from inside `netns` through `sockets`. Canary connections (`hoop
+    /// await`) are answered with the pod's name.
+    pub fn serve(
+        &self,
+        listeners: LoopbackListeners,
+        netns: Arc<NetNs>,
+        sockets: NetnsSockets,
+        identity: Arc<PodIdentity>,
+    ) -> std::io::Result<PodListeners> {
+        let mut pg = (*self.base.pg).clone();
+        // No SO_MARK in the pod's namespace: the agent's socket is outside
+        // every governed cgroup anyway, and a mark there could meet the
+        // CNI's own fwmark routing.
+        pg.dialer.mark = None;
+        let pod_sockets: Arc<dyn hoop_relay::dial::SocketFactory> =
+            Arc::new(PodSockets { sockets, netns });
+        pg.dialer.sockets = Some(pod_sockets.clone());
+        // MySQL's upstream legs leave from the pod the same way.
+        let mut mysql = (*self.base.mysql).clone();
+        mysql.dialer.mark = None;
+        mysql.dialer.sockets = Some(pod_sockets);
+        // The catalog's side connections leave from the pod too.
+        pg.catalog = pg
+            .catalog
+            .as_ref()
+            .map(|catalog| Arc::new(catalog.with_dialer(pg.dialer.clone())));
+        let identity = Arc::new(RwLock::new(identity));
+        let ctx = Arc::new(ConnectionContext {
+            interceptor: self.base.interceptor.clone(),
+            intercept: self.base.intercept.clone(),
+            pg: Arc::new(pg),
+            mysql: Arc::new(mysql),
+            pod: Some(PodBinding {
+                netns_cookie: Some(listeners.netns_cookie),
+                identity: identity.clone(),
+            }),
+        });
+        let (stop, stopped) = watch::channel(false);
+        for listener in std::iter::once(listeners.v4).chain(listeners.v6) {
+            let listener = TcpListener::from_std(listener)?;
+            tokio::spawn(accept_loop(
+                listener,
+                ctx.clone(),
+                self.shutdown.clone(),
+                Some(stopped.clone()),
+            ));
+        }
+        Ok(PodListeners {
+            identity,
+            _stop: stop,
+        })
+    }
+}
+
+/// Upstream sockets made inside a pod's network namespace.
+struct PodSockets {
+    sockets: NetnsSockets,
+    netns: Arc<NetNs>,
+}
+
+impl std::fmt::Debug for PodSockets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodSockets")
+            .field("netns", &self.netns.inode())
+            .finish_non_exhaustive()
+    }
+}
+
+impl hoop_relay::dial::SocketFactory for PodSockets {
+    fn socket(
+        &self,
+        v6: bool,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<std::os::fd::OwnedFd>> + Send + '_>>
+    {
+        let family = if v6 { Family::V6 } else { Family::V4 };
+        Box::pin(self.sockets.socket(&self.netns, family))
+    }
+}
+
+fn refresh_redirects(interceptor: &Interceptor, seen: &AtomicU64) {
+    let counters = interceptor.counters();
     match counters {
         Ok(c) => {
             let total = c.redirects_total();
@@ -266,22 +445,34 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     socket.map_err(|source| ServeError::Listen { addr, source })
 }
 
-/// The interceptor's lock. A panic while it was held (a bug) must not turn
-/// every later connection and scrape into a panic: its state stays
-/// consistent per call, so the guard is taken back.
-fn lock(interceptor: &Mutex<Interceptor>) -> std::sync::MutexGuard<'_, Interceptor> {
-    interceptor
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// What each connection task needs: the interceptor (for the original
 /// destination), the port → protocol map, and one driver per protocol.
 struct ConnectionContext {
-    interceptor: Arc<Mutex<Interceptor>>,
+    interceptor: Arc<Interceptor>,
     intercept: InterceptConfig,
     pg: Arc<PgProxyContext>,
     mysql: Arc<MysqlProxyContext>,
+    /// The pod whose listeners these are (node mode), or that hoop runs in
+    /// (sidecar mode).
+    pod: Option<PodBinding>,
+}
+
+/// The pod a listener belongs to.
+struct PodBinding {
+    /// The cookie of the pod's network namespace, where its listeners are
+    /// (`None`: hoop's own namespace).
+    netns_cookie: Option<u64>,
+    /// Who the pod is (updated when the pod changes).
+    identity: Arc<RwLock<Arc<PodIdentity>>>,
+}
+
+impl PodBinding {
+    fn identity(&self) -> Arc<PodIdentity> {
+        self.identity
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl ConnectionContext {
@@ -290,16 +481,19 @@ impl ConnectionContext {
     /// gone — from the cgroup id the kernel recorded at connect time.
     fn workload(&self, original: &intercept::OriginalDestination) -> Option<String> {
         intercept::cgroup::cgroup_path_of_pid(original.tgid).or_else(|| {
-            let path = lock(&self.interceptor).cgroup_path(original.cgroup_id)?;
+            let path = self.interceptor.cgroup_path(original.cgroup_id)?;
             let root = intercept::cgroup::cgroup2_root().ok()?;
             let relative = path.strip_prefix(&root).ok()?;
             Some(format!("/{}", relative.display()))
         })
     }
 
-    async fn handle(&self, client: TcpStream, peer: SocketAddr) {
+    async fn handle(&self, mut client: TcpStream, peer: SocketAddr) {
         let m = metrics();
-        let original = lock(&self.interceptor).original_destination(peer);
+        let original = match self.pod.as_ref().and_then(|p| p.netns_cookie) {
+            Some(cookie) => self.interceptor.original_destination_in(cookie, peer),
+            None => self.interceptor.original_destination(peer),
+        };
         let original = match original {
             Ok(Some(o)) => o,
             Ok(None) => {
@@ -319,6 +513,15 @@ impl ConnectionContext {
                 return;
             }
         };
+        let pod = self.pod.as_ref().map(PodBinding::identity);
+        if hoop_k8s::canary::is_canary(&original.addr) {
+            // `hoop await` asking whether this pod is governed: it is.
+            if let Some(pod) = &pod {
+                debug!(%pod, "start-up gate canary answered");
+                let _ = hoop_k8s::canary::answer(&mut client, &pod.to_string()).await;
+            }
+            return;
+        }
         m.connections_total.inc();
         m.connections_active.inc();
         let _active = scopeguard(|| m.connections_active.dec());
@@ -330,6 +533,7 @@ impl ConnectionContext {
             workload: self.workload(&original),
             client: Some(peer),
             original_destination: Some(original.addr),
+            pod,
             ..SessionIdentity::default()
         };
         debug!(session = %identity, "redirected connection accepted");

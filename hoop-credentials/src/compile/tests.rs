@@ -162,7 +162,7 @@ fn every_mistake_is_reported_with_its_location_and_no_secret() {
       role: ''
       password_file: {open}
     - name: c
-      when: {{workload: [], namespace: [x]}}
+      when: {{workload: [], cluster: [x]}}
       destination: {{host: 127.0.0.1, port: 5432, database: reports}}
       role: r
       password_file: hunter2-relative
@@ -190,7 +190,7 @@ fn every_mistake_is_reported_with_its_location_and_no_secret() {
         "/etc/hoop/hoop.yaml:2:16: error: credentials.client_auth: unknown variant `some`, expected `any` or `none`",
         "/etc/hoop/hoop.yaml:7:7: error: credentials.entries[0].password: unknown key `password`",
         "/etc/hoop/hoop.yaml:9:61: error: credentials.entries[1].destination.schema: unknown key `schema`",
-        "/etc/hoop/hoop.yaml:13:28: error: credentials.entries[2].when.namespace: unknown key `namespace`",
+        "/etc/hoop/hoop.yaml:13:28: error: credentials.entries[2].when.cluster: unknown key `cluster`",
         "/etc/hoop/hoop.yaml:16:22: error: credentials.entries[2].password_file: password_file must be an absolute path",
         "/etc/hoop/hoop.yaml:20:21: error: credentials.entries[3].password_env: password_env must be an environment variable's name",
         "/etc/hoop/hoop.yaml:25:21: error: credentials.entries[4].password_env: set password_file or password_env, not both",

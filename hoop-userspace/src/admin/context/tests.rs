@@ -52,6 +52,7 @@ fn hold() -> HoldView {
             id: "1-2-3".to_owned(),
             ..HoldSession::default()
         },
+        workload: None,
         created_at: now,
         expires_at: now,
         decided_at: None,

@@ -321,6 +321,12 @@
     for (const dd of card.querySelectorAll('.who dd')) {
       setText(dd, hold.session[dd.dataset.field]);
     }
+    // A Kubernetes pod's session: namespace/pod and its service account.
+    const pod = card.querySelector('.who dd[data-pod]');
+    if (pod) {
+      const w = hold.workload;
+      setText(pod, w ? w.namespace + '/' + w.pod + ' (service account ' + w.service_account + ')' : '');
+    }
     // The statement is attacker-controlled text: textContent only.
     setText(card.querySelector('.statement'), hold.statement);
     card.querySelector('.approve').addEventListener('click', () => decide(card, 'approve'));
