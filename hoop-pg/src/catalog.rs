@@ -87,7 +87,8 @@ pub struct CatalogStore {
     user: Option<String>,
     password: Option<Secret>,
     credentials: Arc<dyn CredentialSource>,
-    servers: Mutex<HashMap<(SocketAddr, String), Arc<ServerCatalog>>>,
+    /// Server → database → its catalog.
+    servers: Mutex<HashMap<SocketAddr, HashMap<String, Arc<ServerCatalog>>>>,
 }
 
 /// Who the side connection logs in as.
@@ -167,28 +168,25 @@ impl CatalogStore {
 
     fn server(&self, identity: &SessionIdentity) -> Option<Arc<ServerCatalog>> {
         let addr = identity.original_destination?;
-        let database = identity
-            .database
-            .clone()
-            .or_else(|| identity.user.clone())?;
+        let database = identity.database.as_deref().or(identity.user.as_deref())?;
+        // Asked several times per statement: found without allocating.
         let mut servers = lock(&self.servers);
-        Some(
-            servers
-                .entry((addr, database.clone()))
-                .or_insert_with(|| {
-                    Arc::new(ServerCatalog {
-                        addr,
-                        database,
-                        cache: Mutex::new(ColumnCache::default()),
-                        table_columns: Mutex::new(HashMap::new()),
-                        described: Mutex::new(HashMap::new()),
-                        views: Mutex::new((0, Arc::from(Vec::new()))),
-                        client: tokio::sync::Mutex::new(None),
-                        failed_at: Mutex::new(None),
-                    })
-                })
-                .clone(),
-        )
+        let databases = servers.entry(addr).or_default();
+        if let Some(server) = databases.get(database) {
+            return Some(server.clone());
+        }
+        let server = Arc::new(ServerCatalog {
+            addr,
+            database: database.to_owned(),
+            cache: Mutex::new(ColumnCache::default()),
+            table_columns: Mutex::new(HashMap::new()),
+            described: Mutex::new(HashMap::new()),
+            views: Mutex::new((0, Arc::from(Vec::new()))),
+            client: tokio::sync::Mutex::new(None),
+            failed_at: Mutex::new(None),
+        });
+        databases.insert(database.to_owned(), server.clone());
+        Some(server)
     }
 
     fn login(&self, identity: &SessionIdentity) -> Login {
