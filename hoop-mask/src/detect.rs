@@ -175,7 +175,14 @@ impl DetectorSet {
         if self.entries.is_empty() || value.is_empty() {
             return;
         }
-        let has_digit = self.any_numeric && value.iter().any(u8::is_ascii_digit);
+        // One counting pass (vectorised) decides which numeric scanners can
+        // find anything: a card has at least 13 digits, an SSN 9, a dotted
+        // quad 4, an IBAN its 2 check digits.
+        let digits = if self.any_numeric {
+            value.iter().filter(|b| b.is_ascii_digit()).count()
+        } else {
+            0
+        };
         for (i, e) in self.entries.iter().enumerate() {
             let detector = i as u16;
             let mut push = |start: usize, end: usize| {
@@ -188,11 +195,11 @@ impl DetectorSet {
             match &e.compiled {
                 Compiled::Builtin(b) => match b {
                     BuiltinDetector::Email => scan_email(value, &mut push),
-                    BuiltinDetector::CreditCard if has_digit => scan_card(value, &mut push),
-                    BuiltinDetector::Ssn if has_digit => scan_ssn(value, &mut push),
-                    BuiltinDetector::Iban if has_digit => scan_iban(value, &mut push),
+                    BuiltinDetector::CreditCard if digits >= 13 => scan_card(value, &mut push),
+                    BuiltinDetector::Ssn if digits >= 9 => scan_ssn(value, &mut push),
+                    BuiltinDetector::Iban if digits >= 2 => scan_iban(value, &mut push),
                     BuiltinDetector::Phone => scan_phone(value, &mut push),
-                    BuiltinDetector::Ipv4 if has_digit => scan_ipv4(value, &mut push),
+                    BuiltinDetector::Ipv4 if digits >= 4 => scan_ipv4(value, &mut push),
                     BuiltinDetector::Ipv6 => scan_ipv6(value, &mut push),
                     BuiltinDetector::Jwt => scan_jwt(value, &mut push),
                     BuiltinDetector::AwsAccessKey => scan_aws(value, &mut push),

@@ -250,7 +250,7 @@ impl Relay {
         startup: Option<Bytes>,
     ) -> Self {
         let columns: Arc<dyn ColumnResolver> = match &ctx.catalog {
-            Some(catalog) => catalog.clone(),
+            Some(catalog) => Arc::new(crate::catalog::SessionCatalog::new(catalog.clone())),
             None => Arc::new(NoCatalog),
         };
         let governor = ctx.governors.session(&identity, columns);
