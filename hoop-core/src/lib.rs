@@ -45,6 +45,7 @@ pub use identity::{PodIdentity, Protocol, SessionIdentity};
 pub use refusal::{Refusal, RefusalReason};
 pub use resolve::{ColumnResolver, NoCatalog, RelationName, ViewDependency};
 pub use result::{
-    ColumnSource, ResolvedColumn, ResultColumn, RowEncoder, RowValues, SourceKey, ValueEncoding,
+    ColumnSource, ResolvedColumn, ResultColumn, RowEncoder, RowValues, SourceKey, ValueContent,
+    ValueEncoding,
 };
 pub use statement::{Denial, HoldRequirement, StatementKind, Submission, Verdict};

@@ -20,6 +20,31 @@ pub struct ResultColumn {
     pub encoding: ValueEncoding,
     /// The type's name, for messages (`int4`, `oid 23`, `LONGLONG`).
     pub type_name: Cow<'static, str>,
+    /// What its values can look like, so that content detectors skip
+    /// columns whose type cannot spell what they look for.
+    pub content: ValueContent,
+}
+
+/// What a column's values can look like, as its type promises. A driver
+/// that does not know says [`ValueContent::Any`]; only a type whose every
+/// value has one of these shapes may be described by it, because content
+/// detectors trust it to skip the column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValueContent {
+    /// Anything (text, JSON, unknown types).
+    #[default]
+    Any,
+    /// A truth value (`t`/`f`, `true`/`false`, `0`/`1`).
+    Boolean,
+    /// A decimal integer: an optional `-`, then at most `digits` digits.
+    Integer {
+        /// The most digits a value can have (PostgreSQL `int4`: 10).
+        digits: u8,
+    },
+    /// A date or timestamp as the server prints it in any of its date
+    /// styles: digits, the separators `-`, `/`, `.`, `:`, `+` and spaces,
+    /// time-zone offsets and alphabetic month, day, era and zone names.
+    Temporal,
 }
 
 /// What a protocol says about a result column's source. It is a claim about

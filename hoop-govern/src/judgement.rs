@@ -1,10 +1,14 @@
 //! Judging statements, with judgements cached by literal-free fingerprint.
 //!
 //! A fingerprint ([`hoop_sql::SqlDialect::fingerprint_into`]) keeps every
-//! token but literal values, and classification (kinds, tables, WHERE
-//! presence) never depends on a literal's value, so statements that share
-//! a fingerprint share a verdict. Texts whose lexing could depend on session
-//! settings get no fingerprint and are judged every time.
+//! token but literal values, and classification (kinds, tables) does not
+//! depend on a literal's value, so statements that share a fingerprint
+//! share a verdict. Two things do depend on literals and are judged every
+//! time: whether an UPDATE, DELETE or MERGE restricts any row (tautology
+//! folding: `WHERE 1 = 1 OR id = 5`), and a sort or grouping key given by
+//! position (`ORDER BY 2`) when a mask rule restricts predicates. Texts
+//! whose lexing could depend on session settings get no fingerprint and are
+//! judged every time.
 
 use std::sync::Arc;
 
@@ -78,9 +82,13 @@ impl SessionGovernance {
             ));
         }
         let mut verdict = verdict;
-        if let Some(guard) = &self.predicates
-            && let Some(found) = guard.judge(parsed)
-        {
+        let judged = self.predicates.as_ref().map(|guard| guard.judge(parsed));
+        if let Some((_, by_position)) = &judged {
+            // `ORDER BY 2` and `ORDER BY 1` share a fingerprint but not a
+            // verdict.
+            self.judged_by_literal |= *by_position;
+        }
+        if let Some((Some(found), _)) = judged {
             match found {
                 Verdict::Deny(_) => return found,
                 // An unconditional hold replaces an allow or a hold that
@@ -127,8 +135,10 @@ impl SessionGovernance {
     /// Judges a statement: from the cache when its fingerprint is known,
     /// otherwise by parsing it once for both the policy and lineage.
     pub(crate) fn judge_statement(&mut self, statement: &StatementContext<'_>) -> Verdict {
-        let mut key = std::mem::take(&mut self.fingerprint_buf);
-        let keyed = self.dialect.fingerprint_into(statement.sql, &mut key);
+        // Kept in the session's fingerprint memo afterwards, for the
+        // statement's results.
+        let keyed = self.fingerprint(statement.sql);
+        let key = self.fingerprinted.1.take().unwrap_or_default();
         // The usual simple-protocol case: a cached judgement that this
         // statement only reads (no name to keep it under, no recording, no
         // cursor to note) is used in place, without taking a reference.
@@ -140,7 +150,7 @@ impl SessionGovernance {
         {
             let verdict = j.verdict.clone();
             j.count();
-            self.fingerprint_buf = key;
+            self.fingerprinted.1 = keyed.then_some(key);
             return verdict;
         }
         let cached = keyed
@@ -151,8 +161,9 @@ impl SessionGovernance {
             j
         } else {
             let policy = self.snapshot.clone();
+            self.judged_by_literal = false;
             let j = Arc::new(self.judge_uncached(&policy, statement));
-            if keyed {
+            if keyed && !self.judged_by_literal {
                 if self.judgements.len() >= JUDGEMENT_CACHE_MAX {
                     self.judgements.clear();
                 }
@@ -160,7 +171,7 @@ impl SessionGovernance {
             }
             j
         };
-        self.fingerprint_buf = key;
+        self.fingerprinted.1 = keyed.then_some(key);
         let verdict = judged.verdict.clone();
         judged.count();
         if judged.declares_cursor {
@@ -209,6 +220,19 @@ impl SessionGovernance {
         // read the same statements.
         let parsed = ParsedSql::parse(self.dialect, statement.sql);
         let judgement = policy.judge_parsed(&parsed, statement.submission, statement.identity);
+        // Whether an UPDATE, DELETE or MERGE restricts any row can depend on
+        // its literals (`WHERE 1 = 1 OR id = 5` restricts nothing, `WHERE
+        // 1 = 2 OR id = 5` does), so such texts are judged every time.
+        let writes = |k: &StatementKind| {
+            matches!(
+                k,
+                StatementKind::Update | StatementKind::Delete | StatementKind::Merge
+            )
+        };
+        self.judged_by_literal |= judgement
+            .statements
+            .iter()
+            .any(|s| writes(&s.kind) || s.nested.iter().any(writes));
         let verdict = self.masking_verdict(&parsed, judgement.verdict);
         let mut kind_counts: Vec<(StatementKind, u64)> = Vec::new();
         for s in &judgement.statements {

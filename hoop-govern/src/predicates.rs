@@ -81,9 +81,14 @@ impl PredicateGuard {
 
     /// The verdict for a text whose policy verdict is not a denial: a
     /// denial or hold when a predicate reads a restricted column, `None`
-    /// when none does.
-    pub(crate) fn judge(&self, parsed: &ParsedSql<'_>) -> Option<Verdict> {
+    /// when none does; and whether it depends on a number's value (a key
+    /// given by position), so that it must not be cached by fingerprint.
+    pub(crate) fn judge(&self, parsed: &ParsedSql<'_>) -> (Option<Verdict>, bool) {
         let reads = predicate_reads(parsed, &self.rules);
+        (self.verdict(&reads), reads.by_position)
+    }
+
+    fn verdict(&self, reads: &hoop_mask::PredicateReads) -> Option<Verdict> {
         if !reads.any() {
             return None;
         }
@@ -91,7 +96,7 @@ impl PredicateGuard {
         let read: Vec<usize> = if reads.unknown {
             (0..self.actions.len()).collect()
         } else {
-            reads.rules
+            reads.rules.clone()
         };
         let pick = |action| {
             read.iter()

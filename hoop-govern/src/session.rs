@@ -83,13 +83,41 @@ pub struct SessionGovernance {
     pub(crate) prepared: HashMap<Box<str>, Prepared, foldhash::fast::RandomState>,
     /// Literal-free SQL fingerprint → the judgement for the current policy.
     pub(crate) judgements: HashMap<Box<str>, Arc<CachedJudgement>, foldhash::fast::RandomState>,
-    /// Reused for each statement's fingerprint.
-    pub(crate) fingerprint_buf: String,
     /// SQL → its lineage, for the current rule set (prepared statements run
     /// the same SQL again and again).
     lineage_cache: HashMap<Box<str>, Arc<lineage::SqlLineage>>,
     /// The mask rules whose `predicates` is `deny` or `hold` (`None`: none).
     pub(crate) predicates: Option<PredicateGuard>,
+    /// SQL fingerprint → what its results need (lineage, the last plan),
+    /// for the current rule set: a statement run again with other literals
+    /// is neither parsed nor analysed again, and a result described as
+    /// before is decided as before.
+    results: HashMap<Box<str>, ResultMemo, foldhash::fast::RandomState>,
+    /// The last text fingerprinted, and its fingerprint (`None`: the text
+    /// has none): a statement's results reuse its judgement's.
+    pub(crate) fingerprinted: (String, Option<String>),
+    /// The judgement being made depends on a literal's value (it is not
+    /// cached by fingerprint).
+    pub(crate) judged_by_literal: bool,
+}
+
+/// What the results of one SQL fingerprint need.
+struct ResultMemo {
+    /// Some statement of the text fetches from a cursor: its rows' lineage
+    /// is the cursor's query's, looked up each time.
+    fetches: bool,
+    lineage: Arc<lineage::SqlLineage>,
+    /// The plan decided for the last result of this text.
+    plan: Option<PlanMemo>,
+}
+
+/// A result's plan decision, kept with what it was decided from.
+struct PlanMemo {
+    statement_index: usize,
+    columns: Vec<ResultColumn>,
+    resolved: Vec<Option<ResolvedColumn>>,
+    /// Nothing in such a result can be rewritten.
+    noop: bool,
 }
 
 impl SessionGovernance {
@@ -124,10 +152,12 @@ impl SessionGovernance {
             cursors: HashMap::new(),
             views_version: 0,
             judgements: HashMap::default(),
-            fingerprint_buf: String::new(),
             prepared: HashMap::default(),
             lineage_cache: HashMap::new(),
             predicates,
+            results: HashMap::default(),
+            fingerprinted: (String::new(), None),
+            judged_by_literal: false,
         }
     }
 
@@ -155,7 +185,87 @@ impl SessionGovernance {
             self.views_version = views_version;
             self.lineage_cache.clear();
             self.judgements.clear();
+            self.results.clear();
         }
+    }
+
+    /// `sql`'s literal-free fingerprint (`None`: it has none), computed
+    /// once for consecutive calls with the same text (a statement's
+    /// judgement, then its results).
+    pub(crate) fn fingerprint(&mut self, sql: &str) -> bool {
+        let (text, fingerprint) = &mut self.fingerprinted;
+        if text != sql {
+            let mut buf = fingerprint.take().unwrap_or_default();
+            let keyed = self.dialect.fingerprint_into(sql, &mut buf);
+            *fingerprint = keyed.then_some(buf);
+            text.clear();
+            text.push_str(sql);
+        }
+        self.fingerprinted.1.is_some()
+    }
+
+    /// The mask plan for a result of `statement` (`None`: nothing in it can
+    /// be rewritten), decided once per fingerprint, statement and column
+    /// description.
+    fn plan(
+        &mut self,
+        statement: &StatementContext<'_>,
+        columns: &[ResultColumn],
+        resolved: Vec<Option<ResolvedColumn>>,
+    ) -> Option<MaskPlan> {
+        let index = statement.statement_index;
+        if !self.fingerprint(statement.sql) {
+            let lineage = self.result_lineage(statement);
+            let plan = MaskPlan::new(self.rules.clone(), &lineage, columns, &resolved);
+            return (!plan.is_noop()).then_some(plan);
+        }
+        let key = self.fingerprinted.1.as_deref().unwrap_or_default();
+        if !self.results.contains_key(key) {
+            let key: Box<str> = key.into();
+            let fetches = self
+                .dialect
+                .split(statement.sql)
+                .unwrap_or_default()
+                .iter()
+                .any(|p| matches!(self.dialect.cursor_op(p.text), Some(CursorOp::Fetch { .. })));
+            let parsed = ParsedSql::parse(self.dialect, statement.sql);
+            let lineage = Arc::new(lineage::analyze(&parsed, &self.rules));
+            if self.results.len() >= LINEAGE_CACHE_MAX {
+                self.results.clear();
+            }
+            self.results.insert(
+                key,
+                ResultMemo {
+                    fetches,
+                    lineage,
+                    plan: None,
+                },
+            );
+        }
+        let key = self.fingerprinted.1.as_deref().unwrap_or_default();
+        let memo = self.results.get_mut(key)?;
+        if memo.fetches {
+            let lineage = self.result_lineage(statement);
+            let plan = MaskPlan::new(self.rules.clone(), &lineage, columns, &resolved);
+            return (!plan.is_noop()).then_some(plan);
+        }
+        if let Some(p) = &memo.plan
+            && p.noop
+            && p.statement_index == index
+            && p.columns == columns
+            && p.resolved == resolved
+        {
+            return None;
+        }
+        let lineage = memo.lineage.statement(index);
+        let plan = MaskPlan::new(self.rules.clone(), &lineage, columns, &resolved);
+        memo.plan = Some(PlanMemo {
+            statement_index: index,
+            columns: columns.to_vec(),
+            resolved,
+            noop: plan.is_noop(),
+        });
+        (!plan.is_noop()).then_some(plan)
     }
 
     /// The lineage of a whole text, parsed here when not cached.
@@ -302,9 +412,7 @@ impl SessionGovernor for SessionGovernance {
         }
         let plan = if masking {
             let resolved = self.resolve(columns);
-            let lineage = self.result_lineage(statement);
-            let plan = MaskPlan::new(self.rules.clone(), &lineage, columns, &resolved);
-            (!plan.is_noop()).then_some(plan)
+            self.plan(statement, columns, resolved)
         } else {
             None
         };

@@ -57,6 +57,7 @@ fn columns(names: [&str; 3]) -> Vec<ResultColumn> {
             source: ColumnSource::None,
             encoding: ValueEncoding::Text,
             type_name: Cow::Borrowed("text"),
+            content: hoop_core::ValueContent::Any,
         })
         .collect()
 }

@@ -30,6 +30,7 @@
 
 use std::{net::Ipv6Addr, str::FromStr, sync::Arc};
 
+use hoop_core::ValueContent;
 use memchr::{memchr_iter, memmem};
 
 use super::{BuiltinDetector, DetectorRule, MaskRulesError};
@@ -127,6 +128,30 @@ impl DetectorSet {
         })
     }
 
+    /// Whether any detector can find something in a value of this
+    /// content. A custom detector's pattern can match anything; a built-in
+    /// one needs bytes a value of a narrower content never has: an integer
+    /// is an optional `-` and digits (only a card number, 13 or more
+    /// digits, fits in one); a truth value is a word or a digit; a date or
+    /// timestamp, in every date style, has digit runs of at most 12 digits
+    /// between its `-` and space separators (a `timestamp` year has at most
+    /// six digits; only a bare `date`, with no time after it, has seven), no `@`, no three-digit token
+    /// (years print with four digits or more), no `+` before a non-zero
+    /// two-digit offset with more digits, no dotted quad, no `::`, and
+    /// only alphabetic names (the test `narrow_contents_never_match` checks
+    /// every built-in detector against generated values of each).
+    pub fn can_match(&self, content: ValueContent) -> bool {
+        let builtin_can = |b: BuiltinDetector| match content {
+            ValueContent::Any => true,
+            ValueContent::Integer { digits } => b == BuiltinDetector::CreditCard && digits >= 13,
+            ValueContent::Boolean | ValueContent::Temporal => false,
+        };
+        self.entries.iter().any(|e| match &e.compiled {
+            Compiled::Builtin(b) => builtin_can(*b),
+            Compiled::Custom(_) => true,
+        })
+    }
+
     /// No detectors.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -150,7 +175,14 @@ impl DetectorSet {
         if self.entries.is_empty() || value.is_empty() {
             return;
         }
-        let has_digit = self.any_numeric && value.iter().any(u8::is_ascii_digit);
+        // One counting pass (vectorised) decides which numeric scanners can
+        // find anything: a card has at least 13 digits, an SSN 9, a dotted
+        // quad 4, an IBAN its 2 check digits.
+        let digits = if self.any_numeric {
+            value.iter().filter(|b| b.is_ascii_digit()).count()
+        } else {
+            0
+        };
         for (i, e) in self.entries.iter().enumerate() {
             let detector = i as u16;
             let mut push = |start: usize, end: usize| {
@@ -163,11 +195,11 @@ impl DetectorSet {
             match &e.compiled {
                 Compiled::Builtin(b) => match b {
                     BuiltinDetector::Email => scan_email(value, &mut push),
-                    BuiltinDetector::CreditCard if has_digit => scan_card(value, &mut push),
-                    BuiltinDetector::Ssn if has_digit => scan_ssn(value, &mut push),
-                    BuiltinDetector::Iban if has_digit => scan_iban(value, &mut push),
+                    BuiltinDetector::CreditCard if digits >= 13 => scan_card(value, &mut push),
+                    BuiltinDetector::Ssn if digits >= 9 => scan_ssn(value, &mut push),
+                    BuiltinDetector::Iban if digits >= 2 => scan_iban(value, &mut push),
                     BuiltinDetector::Phone => scan_phone(value, &mut push),
-                    BuiltinDetector::Ipv4 if has_digit => scan_ipv4(value, &mut push),
+                    BuiltinDetector::Ipv4 if digits >= 4 => scan_ipv4(value, &mut push),
                     BuiltinDetector::Ipv6 => scan_ipv6(value, &mut push),
                     BuiltinDetector::Jwt => scan_jwt(value, &mut push),
                     BuiltinDetector::AwsAccessKey => scan_aws(value, &mut push),
@@ -808,5 +840,161 @@ mod tests {
         s.find(b"just an ordinary sentence with 42 words: fine.", &mut out);
         assert!(out.is_empty());
         assert_eq!(out.capacity(), 0);
+    }
+
+    /// A small deterministic generator (xorshift), so the test needs no
+    /// dependency and fails the same way every run.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % below
+        }
+    }
+
+    /// Texts as PostgreSQL prints `date`, `timestamp` and `timestamptz` in
+    /// each `DateStyle` (ISO, SQL, Postgres, German), with fractions,
+    /// numeric and named zones, BC, and the years at the types' limits.
+    fn temporal_texts(g: &mut Gen) -> Vec<String> {
+        let mut out = vec!["infinity".to_owned(), "-infinity".to_owned()];
+        let days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let months = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let zones = [
+            "",
+            "+00",
+            "+05:30",
+            "-03",
+            "+14",
+            "+10:30:15",
+            "-09:30",
+            " PST",
+            " CEST",
+            " UTC",
+            " +10",
+            " -0330",
+            " LMT",
+        ];
+        for _ in 0..20_000 {
+            // `timestamp` ends in 294276 AD, `date` in 5874897 AD: only a
+            // date has seven-digit years (a time after one would make a
+            // 13-digit run, which is why the bound matters).
+            let year = match g.next(3) {
+                0 => 1 + g.next(99),
+                1 => 1000 + g.next(9000),
+                _ => 294_276 - g.next(10),
+            };
+            let date_year = 5_874_897 - g.next(10);
+            let (mo, d) = (1 + g.next(12), 1 + g.next(28));
+            let (h, mi, s) = (g.next(24), g.next(60), g.next(60));
+            let frac = match g.next(3) {
+                0 => String::new(),
+                1 => format!(".{:02}", g.next(100)),
+                _ => format!(".{:06}", g.next(1_000_000)),
+            };
+            let zone = zones[g.next(zones.len() as u64) as usize];
+            let bc = if g.next(5) == 0 { " BC" } else { "" };
+            let day = days[g.next(7) as usize];
+            let month = months[(mo - 1) as usize];
+            let time = format!("{h:02}:{mi:02}:{s:02}{frac}");
+            out.extend([
+                format!("{date_year}-{mo:02}-{d:02}{bc}"),
+                format!("{mo:02}/{d:02}/{date_year}{bc}"),
+                format!("{mo:02}-{d:02}-{date_year}{bc}"),
+                format!("{d:02}.{mo:02}.{date_year}{bc}"),
+                format!("{year:04}-{mo:02}-{d:02}{bc}"),
+                format!("{year:04}-{mo:02}-{d:02} {time}{zone}{bc}"),
+                format!("{mo:02}/{d:02}/{year:04}{bc}"),
+                format!("{d:02}/{mo:02}/{year:04} {time}{zone}{bc}"),
+                format!("{mo:02}-{d:02}-{year:04}{bc}"),
+                format!("{day} {month} {d:02} {time} {year:04}{zone}{bc}"),
+                format!("{day} {d:02} {month} {time} {year:04}{zone}{bc}"),
+                format!("{d:02}.{mo:02}.{year:04}{bc}"),
+                format!("{d:02}.{mo:02}.{year:04} {time}{zone}{bc}"),
+            ]);
+        }
+        out
+    }
+
+    #[test]
+    fn narrow_contents_never_match() {
+        let all = [
+            Email,
+            CreditCard,
+            Ssn,
+            Iban,
+            Phone,
+            Ipv4,
+            Ipv6,
+            Jwt,
+            AwsAccessKey,
+        ];
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let integers = |g: &mut Gen, digits: u32| -> Vec<String> {
+            let max = 10i128.pow(digits) - 1;
+            let mut v: Vec<String> = [0, 1, -1, max, -max]
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            for _ in 0..20_000 {
+                let len = 1 + g.next(u64::from(digits)) as u32;
+                let n = i128::from(g.next(u64::MAX)) % 10i128.pow(len);
+                v.push(if g.next(2) == 0 { n } else { -n }.to_string());
+            }
+            v
+        };
+        let cases: Vec<(ValueContent, Vec<String>)> = vec![
+            (
+                ValueContent::Boolean,
+                ["t", "f", "true", "false", "0", "1"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            (ValueContent::Integer { digits: 5 }, integers(&mut g, 5)),
+            (ValueContent::Integer { digits: 10 }, integers(&mut g, 10)),
+            (ValueContent::Integer { digits: 19 }, integers(&mut g, 19)),
+            (ValueContent::Temporal, temporal_texts(&mut g)),
+        ];
+        let mut out = Vec::new();
+        for (content, values) in &cases {
+            for kind in all {
+                let s = set(&[kind]);
+                if s.can_match(*content) {
+                    continue;
+                }
+                for v in values {
+                    s.find(v.as_bytes(), &mut out);
+                    assert!(
+                        out.is_empty(),
+                        "{kind:?} found {out:?} in {content:?} {v:?}"
+                    );
+                }
+            }
+        }
+        // The skip is narrow: a card number fits in a bigint, a custom
+        // pattern can match anything, and text is always scanned.
+        let card = set(&[CreditCard]);
+        assert!(card.can_match(ValueContent::Integer { digits: 19 }));
+        assert!(!card.can_match(ValueContent::Integer { digits: 10 }));
+        assert_eq!(found(CreditCard, "4111111111111111"), ["4111111111111111"]);
+        for kind in all {
+            assert!(set(&[kind]).can_match(ValueContent::Any));
+        }
+        let custom = DetectorSet::new(&[DetectorRule {
+            name: "r".into(),
+            detectors: vec![DetectorKind::Custom {
+                name: "digits".into(),
+                regex: regex::Regex::new("[0-9]+").unwrap(),
+            }],
+            strategy: Strategy::Redact,
+            keep_last: 0,
+        }])
+        .unwrap();
+        assert!(custom.can_match(ValueContent::Boolean));
+        assert!(custom.can_match(ValueContent::Temporal));
     }
 }

@@ -231,7 +231,8 @@ impl MaskPlan {
                     encoding,
                     detect: detectors
                         && encoding != ValueEncoding::Opaque
-                        && matches!(action, Action::Keep),
+                        && matches!(action, Action::Keep)
+                        && rules.detectors.can_match(c.content),
                     action,
                 }
             })

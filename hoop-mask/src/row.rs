@@ -243,6 +243,7 @@ mod tests {
             source: ColumnSource::None,
             encoding,
             type_name: Cow::Borrowed("test"),
+            content: hoop_core::ValueContent::Any,
         }
     }
 
@@ -372,6 +373,7 @@ mod tests {
             text("ssn"),
             ResultColumn {
                 type_name: Cow::Borrowed("oid 23"),
+                content: hoop_core::ValueContent::Any,
                 ..col("x", ValueEncoding::Opaque)
             },
         ];

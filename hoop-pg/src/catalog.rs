@@ -87,7 +87,8 @@ pub struct CatalogStore {
     user: Option<String>,
     password: Option<Secret>,
     credentials: Arc<dyn CredentialSource>,
-    servers: Mutex<HashMap<(SocketAddr, String), Arc<ServerCatalog>>>,
+    /// Server → database → its catalog.
+    servers: Mutex<HashMap<SocketAddr, HashMap<String, Arc<ServerCatalog>>>>,
 }
 
 /// Who the side connection logs in as.
@@ -181,28 +182,25 @@ impl CatalogStore {
 
     fn server(&self, identity: &SessionIdentity) -> Option<Arc<ServerCatalog>> {
         let addr = identity.original_destination?;
-        let database = identity
-            .database
-            .clone()
-            .or_else(|| identity.user.clone())?;
+        let database = identity.database.as_deref().or(identity.user.as_deref())?;
+        // Asked several times per statement: found without allocating.
         let mut servers = lock(&self.servers);
-        Some(
-            servers
-                .entry((addr, database.clone()))
-                .or_insert_with(|| {
-                    Arc::new(ServerCatalog {
-                        addr,
-                        database,
-                        cache: Mutex::new(ColumnCache::default()),
-                        table_columns: Mutex::new(HashMap::new()),
-                        described: Mutex::new(HashMap::new()),
-                        views: Mutex::new((0, Arc::from(Vec::new()))),
-                        client: tokio::sync::Mutex::new(None),
-                        failed_at: Mutex::new(None),
-                    })
-                })
-                .clone(),
-        )
+        let databases = servers.entry(addr).or_default();
+        if let Some(server) = databases.get(database) {
+            return Some(server.clone());
+        }
+        let server = Arc::new(ServerCatalog {
+            addr,
+            database: database.to_owned(),
+            cache: Mutex::new(ColumnCache::default()),
+            table_columns: Mutex::new(HashMap::new()),
+            described: Mutex::new(HashMap::new()),
+            views: Mutex::new((0, Arc::from(Vec::new()))),
+            client: tokio::sync::Mutex::new(None),
+            failed_at: Mutex::new(None),
+        });
+        databases.insert(database.to_owned(), server.clone());
+        Some(server)
     }
 
     fn login(&self, identity: &SessionIdentity) -> Login {
@@ -304,9 +302,13 @@ impl CatalogStore {
     }
 }
 
-impl ColumnResolver for CatalogStore {
-    fn prepare(&self, identity: &SessionIdentity, keys: &[SourceKey]) -> Option<Preparation> {
-        let server = self.server(identity)?;
+impl CatalogStore {
+    fn prepare_on(
+        &self,
+        server: Arc<ServerCatalog>,
+        identity: &SessionIdentity,
+        keys: &[SourceKey],
+    ) -> Option<Preparation> {
         let mut missing: Vec<u32> = {
             let cache = lock(&server.cache);
             keys.iter()
@@ -330,20 +332,86 @@ impl ColumnResolver for CatalogStore {
             }
         }))
     }
+}
 
-    fn resolve(&self, identity: &SessionIdentity, key: SourceKey) -> Option<ResolvedColumn> {
+impl ServerCatalog {
+    fn resolve(&self, key: SourceKey) -> Option<ResolvedColumn> {
         if key.relation == 0 || key.column <= 0 {
             return None;
         }
-        lock(&self.server(identity)?.cache)
+        lock(&self.cache)
             .columns
             .get(&(key.relation, key.column))
             .cloned()
     }
 
+    fn views(&self) -> (u64, Arc<[ViewDependency]>) {
+        lock(&self.views).clone()
+    }
+}
+
+impl ColumnResolver for CatalogStore {
+    fn prepare(&self, identity: &SessionIdentity, keys: &[SourceKey]) -> Option<Preparation> {
+        self.prepare_on(self.server(identity)?, identity, keys)
+    }
+
+    fn resolve(&self, identity: &SessionIdentity, key: SourceKey) -> Option<ResolvedColumn> {
+        self.server(identity)?.resolve(key)
+    }
+
     fn views(&self, identity: &SessionIdentity) -> (u64, Arc<[ViewDependency]>) {
         self.server(identity)
-            .map_or_else(|| (0, Arc::from(Vec::new())), |s| lock(&s.views).clone())
+            .map_or_else(|| (0, Arc::from(Vec::new())), |s| s.views())
+    }
+}
+
+/// One session's window on the [`CatalogStore`]: the server catalog its
+/// identity names is looked up once, not on every call (a statement asks
+/// several times), and again only if the identity's destination or
+/// database changes.
+pub struct SessionCatalog {
+    store: Arc<CatalogStore>,
+    last: Mutex<Option<(SocketAddr, String, Arc<ServerCatalog>)>>,
+}
+
+impl SessionCatalog {
+    /// A session's catalog, backed by `store`.
+    pub fn new(store: Arc<CatalogStore>) -> Self {
+        Self {
+            store,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn server(&self, identity: &SessionIdentity) -> Option<Arc<ServerCatalog>> {
+        let addr = identity.original_destination?;
+        let database = identity.database.as_deref().or(identity.user.as_deref())?;
+        let mut last = lock(&self.last);
+        if let Some((a, d, server)) = &*last
+            && *a == addr
+            && d == database
+        {
+            return Some(server.clone());
+        }
+        let server = self.store.server(identity)?;
+        *last = Some((addr, database.to_owned(), server.clone()));
+        Some(server)
+    }
+}
+
+impl ColumnResolver for SessionCatalog {
+    fn prepare(&self, identity: &SessionIdentity, keys: &[SourceKey]) -> Option<Preparation> {
+        self.store
+            .prepare_on(self.server(identity)?, identity, keys)
+    }
+
+    fn resolve(&self, identity: &SessionIdentity, key: SourceKey) -> Option<ResolvedColumn> {
+        self.server(identity)?.resolve(key)
+    }
+
+    fn views(&self, identity: &SessionIdentity) -> (u64, Arc<[ViewDependency]>) {
+        self.server(identity)
+            .map_or_else(|| (0, Arc::from(Vec::new())), |s| s.views())
     }
 }
 

@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use hoop_core::{ColumnSource, ResultColumn, RowEncoder, RowValues, SourceKey, ValueEncoding};
+use hoop_core::{
+    ColumnSource, ResultColumn, RowEncoder, RowValues, SourceKey, ValueContent, ValueEncoding,
+};
 use hoop_proto_pg::rows::{DataRow, RowDescription};
 
 /// `json`.
@@ -27,6 +29,51 @@ pub fn value_encoding(type_oid: u32, format: i16) -> ValueEncoding {
     }
 }
 
+/// What the text of a value of type `type_oid` can look like, for content
+/// detectors (binary values are [`ValueEncoding::Opaque`] and never
+/// scanned). Only types whose text output is fixed by the server, whatever
+/// the session's settings, are narrowed: `bool`; `int2`, `int4`, `oid`,
+/// `int8`; `date`, `timestamp`, `timestamptz` in every `DateStyle`.
+pub fn value_content(type_oid: u32, format: i16) -> ValueContent {
+    if format != 0 {
+        return ValueContent::Any;
+    }
+    match type_oid {
+        16 => ValueContent::Boolean,
+        21 => ValueContent::Integer { digits: 5 },
+        23 | 26 => ValueContent::Integer { digits: 10 },
+        20 => ValueContent::Integer { digits: 19 },
+        1082 | 1114 | 1184 => ValueContent::Temporal,
+        _ => ValueContent::Any,
+    }
+}
+
+/// A type's name for messages: PostgreSQL's for the common types, else
+/// its OID (`oid 1234`).
+fn type_name(type_oid: u32) -> Cow<'static, str> {
+    Cow::Borrowed(match type_oid {
+        16 => "bool",
+        17 => "bytea",
+        20 => "int8",
+        21 => "int2",
+        23 => "int4",
+        25 => "text",
+        26 => "oid",
+        114 => "json",
+        700 => "float4",
+        701 => "float8",
+        1042 => "bpchar",
+        1043 => "varchar",
+        1082 => "date",
+        1114 => "timestamp",
+        1184 => "timestamptz",
+        1700 => "numeric",
+        2950 => "uuid",
+        3802 => "jsonb",
+        _ => return Cow::Owned(format!("oid {type_oid}")),
+    })
+}
+
 /// The columns of a result: `formats[i]` is column `i`'s result format
 /// (one per column; missing entries fall back to the description's own).
 pub fn result_columns(description: &RowDescription, formats: &[i16]) -> Vec<ResultColumn> {
@@ -46,7 +93,8 @@ pub fn result_columns(description: &RowDescription, formats: &[i16]) -> Vec<Resu
                     ColumnSource::None
                 },
                 encoding: value_encoding(f.type_oid, format),
-                type_name: Cow::Owned(format!("oid {}", f.type_oid)),
+                type_name: type_name(f.type_oid),
+                content: value_content(f.type_oid, format),
             }
         })
         .collect()

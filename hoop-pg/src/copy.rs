@@ -22,14 +22,17 @@ use std::borrow::Cow;
 
 use hoop_core::{
     ColumnSource, Refusal, ResolvedColumn, ResultColumn, RowEncoder, RowRewrite, RowRewriter,
-    RowValues, ValueEncoding,
+    RowValues, ValueContent, ValueEncoding,
 };
 use hoop_proto_pg::copy_data::{
     CopyDataError, CopyDataFormat, CopyItem, CopyOptions, CopyRowReader,
 };
 use hoop_sql::{SqlDialect, pg::Postgres};
 
-use crate::{catalog::TypedColumn, columns::value_encoding};
+use crate::{
+    catalog::TypedColumn,
+    columns::{value_content, value_encoding},
+};
 use sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, ObjectNamePart,
     Statement,
@@ -182,6 +185,12 @@ impl CopyStatement {
                 } else {
                     (ValueEncoding::Text, Cow::Borrowed("text"))
                 };
+                // COPY's text format prints each value as the type's text
+                // output (escaped: an integer or a date is never escaped).
+                let content = match typed {
+                    Some(t) if !self.binary() => value_content(t.type_oid, 0),
+                    _ => ValueContent::Any,
+                };
                 ResultColumn {
                     name: name
                         .map(str::to_owned)
@@ -197,6 +206,7 @@ impl CopyStatement {
                     },
                     encoding,
                     type_name,
+                    content,
                 }
             })
             .collect()
@@ -212,6 +222,7 @@ impl CopyStatement {
                 source: ColumnSource::None,
                 encoding: ValueEncoding::Opaque,
                 type_name: Cow::Borrowed("unknown COPY field"),
+                content: ValueContent::Any,
             })
             .collect()
     }

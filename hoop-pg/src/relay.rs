@@ -31,7 +31,7 @@ use hoop_proto_pg::{
     notice::{ErrorSpec, NoticeFields},
     notification::NotificationResponse,
     query::Query,
-    rows::{CommandComplete, DataRow},
+    rows::{CommandComplete, DataRow, RowDescription},
     session::{Owed, Phase, ResultContext, ServerAction, SessionState},
     status::{BackendKeyData, ParameterStatus, TransactionStatus},
     wire::MessageBuilder,
@@ -104,8 +104,16 @@ enum ClientAction {
 /// Result-set state: the current result's columns and rewriter.
 #[derive(Default)]
 struct Rows {
-    /// The columns of the current result, once described to governance.
-    columns: Option<Vec<ResultColumn>>,
+    /// The columns of the last result described to governance.
+    columns: Vec<ResultColumn>,
+    /// `columns` describes the current result.
+    columns_current: bool,
+    /// The description and result formats `columns` was built from: the
+    /// next result described the same way (every execution of a prepared
+    /// statement, every run of one query) reuses it.
+    described_from: Option<(RowDescription, Vec<i16>)>,
+    /// Reused for each result's formats.
+    formats: Vec<i16>,
     rewriter: Option<Box<dyn RowRewriter>>,
     resolved: bool,
     /// The current `COPY … TO STDOUT`'s masker.
@@ -116,7 +124,7 @@ struct Rows {
 
 impl Rows {
     fn reset(&mut self) {
-        self.columns = None;
+        self.columns_current = false;
         self.rewriter = None;
         self.resolved = false;
         self.copy = None;
@@ -287,7 +295,7 @@ impl Relay {
         startup: Option<Bytes>,
     ) -> Self {
         let columns: Arc<dyn ColumnResolver> = match &ctx.catalog {
-            Some(catalog) => catalog.clone(),
+            Some(catalog) => Arc::new(crate::catalog::SessionCatalog::new(catalog.clone())),
             None => Arc::new(NoCatalog),
         };
         let governor = ctx.governors.session(&identity, columns);
@@ -1229,16 +1237,24 @@ impl Relay {
             let Some(desc) = r.row_description else {
                 return Err(SessionError::UnattributedRows);
             };
-            if self.rows.columns.is_none() {
-                let formats: Vec<i16> = match (r.form, r.result_formats) {
-                    (Submission::Text, _) => desc.fields().map(|f| f.format).collect(),
-                    (_, []) => vec![0; desc.len()],
-                    (_, [one]) => vec![*one; desc.len()],
-                    (_, many) => many.to_vec(),
-                };
-                self.rows.columns = Some(result_columns(desc, &formats));
+            if !self.rows.columns_current {
+                let formats = &mut self.rows.formats;
+                formats.clear();
+                match (r.form, r.result_formats) {
+                    (Submission::Text, _) => formats.extend(desc.fields().map(|f| f.format)),
+                    (_, []) => formats.resize(desc.len(), 0),
+                    (_, [one]) => formats.resize(desc.len(), *one),
+                    (_, many) => formats.extend_from_slice(many),
+                }
+                let same = matches!(&self.rows.described_from,
+                    Some((d, f)) if d == desc && f == formats);
+                if !same {
+                    self.rows.columns = result_columns(desc, formats);
+                    self.rows.described_from = Some((desc.clone(), formats.clone()));
+                }
+                self.rows.columns_current = true;
             }
-            let columns = self.rows.columns.as_deref().unwrap_or_default();
+            let columns = &self.rows.columns;
             if !self.prepared_frame
                 && let Some(p) = self.governor.columns_to_resolve(columns)
             {

@@ -536,6 +536,11 @@ pub fn serialize_body(body: &Body) -> Vec<u8> {
     serde_json::to_vec(body).expect("recording entries always serialize")
 }
 
+/// The body of an `allow` verdict, as [`serialize_body`] writes it (a test
+/// checks that they agree).
+pub const ALLOW_VERDICT_BODY: &[u8] =
+    b"{\"type\":\"verdict\",\"verdict\":\"allow\",\"rule\":null,\"message\":null}";
+
 /// `{"type":"result","tag":…,"rows":…,"sqlstate":null}` into `out`: the
 /// bytes [`serialize_body`] writes for a [`ResultEvent`] without an error,
 /// without serde (two lines in three of a busy recording are results).
@@ -845,6 +850,19 @@ mod tests {
             );
             assert_eq!(split.claimed, previous);
         }
+    }
+
+    #[test]
+    fn the_allow_verdict_written_by_hand_is_what_serde_writes() {
+        let body = Body::Verdict(VerdictEvent {
+            verdict: VerdictKind::Allow,
+            rule: None,
+            message: None,
+        });
+        assert_eq!(
+            String::from_utf8(ALLOW_VERDICT_BODY.to_vec()).expect("utf8"),
+            String::from_utf8(serialize_body(&body)).expect("utf8"),
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! `cargo xtask bench`: how much hoop costs, measured in one run.
 //!
 //! pgbench select-only (`-S`) with 1 and 8 clients, in simple and prepared
-//! modes, against five paths interleaved round by round, in an order that
+//! modes, against six paths interleaved round by round, in an order that
 //! rotates from round to round, so machine noise hits them alike: direct,
-//! through `hoop exec` (twice: sessions on hoop's relay loop, the default,
-//! and on tokio, `proxy.event_loop: tokio`), through pgbouncer (session
+//! through `hoop exec` (three times: sessions on hoop's relay loop, the
+//! default, with no policy and with the full policy of
+//! `examples/full-policy.yaml`, and on tokio, `proxy.event_loop: tokio`),
+//! through pgbouncer (session
 //! pooling), through haproxy (a plain TCP forwarder, one thread) and through
 //! xtask's own floor forwarder (`floor.rs`: one thread, epoll, and a raw
 //! `recv` and `send` per chunk; the least any proxy can do). pgbouncer and
@@ -509,6 +511,22 @@ pub fn run(
         config: config.clone(),
     };
     let tokio_paths = paths.with_config(tokio_config);
+    // The full policy of issue #22 (`examples/full-policy.yaml`: a column
+    // rule on a table pgbench never reads, two detectors, deny and hold
+    // rules, `recording.rows: summary`), recording into `tmp`.
+    let full_config = tmp.join("hoop-full.yaml");
+    fs::write(
+        &full_config,
+        fs::read_to_string(root.join("examples/full-policy.yaml"))?.replace(
+            "dir: ./recordings",
+            &format!("dir: {}", tmp.join("rec-full").display()),
+        ),
+    )?;
+    let full_paths = Paths {
+        hoop_idle_cpu: hoop_idle_cpu(&paths.hoop, &full_config)?,
+        hoop: paths.hoop.clone(),
+        config: full_config,
+    };
     // Another hoop binary (say, the last release's), on the same paths.
     let compare_paths = compare
         .map(|bin| -> anyhow::Result<Paths> {
@@ -519,7 +537,7 @@ pub fn run(
             })
         })
         .transpose()?;
-    let fixed_paths = 3 + usize::from(compare_paths.is_some());
+    let fixed_paths = 4 + usize::from(compare_paths.is_some());
     let postmaster = postmaster_pid(&psql)?;
     let mut baselines: Vec<Baseline> = Vec::new();
 
@@ -566,7 +584,22 @@ pub fn run(
                                 1 => pgbench(
                                     &paths, "hoop", 5432, None, clients, mode, seconds, pin,
                                 )?,
-                                2 => pgbench(
+                                2 => {
+                                    let sample = pgbench(
+                                        &full_paths,
+                                        "hoop",
+                                        5432,
+                                        None,
+                                        clients,
+                                        mode,
+                                        seconds,
+                                        pin,
+                                    )?;
+                                    // Its recordings are not kept (disk).
+                                    let _ = fs::remove_dir_all(tmp.join("rec-full"));
+                                    sample
+                                }
+                                3 => pgbench(
                                     &tokio_paths,
                                     "hoop",
                                     5432,
@@ -576,7 +609,7 @@ pub fn run(
                                     seconds,
                                     pin,
                                 )?,
-                                3 if compare_paths.is_some() => pgbench(
+                                4 if compare_paths.is_some() => pgbench(
                                     compare_paths.as_ref().unwrap_or(&paths),
                                     "hoop",
                                     5432,
@@ -609,15 +642,21 @@ pub fn run(
                     row(&mut report, &format!("{label} hoop"), &samples[1], base)?;
                     row(
                         &mut report,
-                        &format!("{label} hoop, tokio loop"),
+                        &format!("{label} hoop, full policy"),
                         &samples[2],
+                        base,
+                    )?;
+                    row(
+                        &mut report,
+                        &format!("{label} hoop, tokio loop"),
+                        &samples[3],
                         base,
                     )?;
                     if compare_paths.is_some() {
                         row(
                             &mut report,
                             &format!("{label} hoop, --compare binary"),
-                            &samples[3],
+                            &samples[4],
                             base,
                         )?;
                     }
@@ -823,8 +862,10 @@ fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> an
     Ok(())
 }
 
-/// 1M rows (two column-masked columns, one detector) through hoop with that
-/// policy vs. no policy: wall time and hoop's CPU per million rows.
+/// 1M rows (two column-masked columns, one detector) read with psql:
+/// directly, through hoop with no policy (plain relaying), and through hoop
+/// with that policy. Wall time, throughput in MB of result text, and hoop's
+/// CPU per MB (less its idle start-up).
 fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
     let psql = |sql: &str| {
         output(Command::new("psql").args([
@@ -851,45 +892,73 @@ fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
     let policy = "policy:\n  mask:\n    - name: ssn\n      columns: [hoop_bench_people.ssn]\n      strategy: partial\n      keep_last: 4\n    - name: card\n      columns: [hoop_bench_people.card]\n      strategy: redact\n    - name: email\n      detect: [email]\n      strategy: redact\n";
     write_config(&masked, tmp, "  enabled: false\n", policy)?;
     write_config(&plain, tmp, "  enabled: false\n", "")?;
+    // Rows and bytes of the result as psql prints it (unaligned), counted
+    // by awk so that nothing but the count crosses the pipe.
     let query = format!(
-        "psql -h 127.0.0.1 -U postgres -d {DB} -XAtqc 'SELECT id, ssn, email, card, note FROM hoop_bench_people' | wc -l"
+        "psql -h 127.0.0.1 -U postgres -d {DB} -XAtqc 'SELECT id, ssn, email, card, note FROM hoop_bench_people' \
+         | awk '{{b += length($0) + 1}} END {{print NR, b}}'"
     );
-    let mut report = Vec::new();
-    for (label, config) in [
-        ("no policy", &plain),
-        ("masking", &masked),
-        ("no policy", &plain),
-        ("masking", &masked),
-    ] {
-        let t = Instant::now();
-        let out = Command::new(&paths.hoop)
-            .args(["exec", "--config"])
-            .arg(config)
-            .args(["--", "sh", "-c", &query])
-            .env("RUST_LOG", "info")
-            .output()?;
-        let secs = t.elapsed().as_secs_f64();
-        let rows = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if rows != "1000000" {
-            bail!(
-                "{label}: {rows} rows: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+    // (label, config: None for direct); run twice, interleaved: the first
+    // round warms caches, the second is reported.
+    let cases: [(&str, Option<&PathBuf>); 3] = [
+        ("direct", None),
+        ("hoop, no policy (relaying)", Some(&plain)),
+        ("hoop, 2 masked columns + email detector", Some(&masked)),
+    ];
+    let mut report: Vec<(&str, f64, f64, Option<f64>)> = Vec::new();
+    for round in 0..2 {
+        for (label, config) in cases {
+            let mut command = match config {
+                None => Command::new("sh"),
+                Some(config) => {
+                    let mut c = Command::new(&paths.hoop);
+                    c.args(["exec", "--config"]).arg(config).args(["--", "sh"]);
+                    c
+                }
+            };
+            let t = Instant::now();
+            let out = command
+                .args(["-c", &query])
+                .env("RUST_LOG", "info")
+                .output()?;
+            let secs = t.elapsed().as_secs_f64();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let mut counts = stdout.split_whitespace();
+            let rows = counts.next().unwrap_or_default().to_owned();
+            let bytes: f64 = counts
+                .next()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(f64::NAN);
+            if rows != "1000000" {
+                bail!(
+                    "{label}: {rows} rows: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let cpu = config.and_then(|_| {
+                parse_hoop_cpu(&String::from_utf8_lossy(&out.stderr))
+                    .map(|c| (c - paths.hoop_idle_cpu).total())
+            });
+            if round == 1 {
+                report.push((label, secs, bytes / 1e6, cpu));
+            }
         }
-        let cpu =
-            parse_hoop_cpu(&String::from_utf8_lossy(&out.stderr)).map_or(f64::NAN, Cpu::total);
-        report.push((label, secs, cpu));
     }
-    // The second pair (warm caches) is reported; the first warms up.
-    let (_, plain_s, plain_cpu) = report[2];
-    let (_, mask_s, mask_cpu) = report[3];
+    let direct_s = report[0].1;
+    eprintln!("1M rows x 5 columns (SELECT through psql; MB of result text as psql prints it)");
     eprintln!(
-        "1M rows, 2 masked columns + email detector: masking {:.0} rows/s, {mask_cpu:.2} proxy CPU s; \
-         no policy {:.0} rows/s, {plain_cpu:.2} proxy CPU s; CPU ratio {:.2}, wall ratio {:.2}",
-        1e6 / mask_s,
-        1e6 / plain_s,
-        mask_cpu / plain_cpu,
-        mask_s / plain_s
+        "{:<42} {:>8} {:>7} {:>8} {:>12} {:>10}",
+        "case", "wall s", "ratio", "MB/s", "proxy CPU s", "ms/MB"
     );
+    for (label, secs, mb, cpu) in &report {
+        let (cpu_s, per_mb) = cpu.map_or((String::new(), String::new()), |c| {
+            (format!("{c:.2}"), format!("{:.2}", c * 1e3 / mb))
+        });
+        eprintln!(
+            "{label:<42} {secs:>8.2} {:>7.2} {:>8.1} {cpu_s:>12} {per_mb:>10}",
+            secs / direct_s,
+            mb / secs
+        );
+    }
     Ok(())
 }

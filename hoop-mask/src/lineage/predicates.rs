@@ -39,6 +39,10 @@ pub struct PredicateReads {
     pub rules: Vec<usize>,
     /// A predicate reads something lineage cannot trace.
     pub unknown: bool,
+    /// A sort or grouping key names an output column by its position (`ORDER
+    /// BY 2`): the answer depends on that number's value, so it must not be
+    /// reused for a text that differs only in its literals.
+    pub by_position: bool,
 }
 
 impl PredicateReads {
@@ -110,6 +114,9 @@ impl Walker<'_, '_> {
         };
         match e {
             Expr::Value(v) => {
+                if matches!(&v.value, Value::Number(..)) {
+                    self.out.by_position = true;
+                }
                 if let Value::Number(n, _) = &v.value
                     && let Ok(n) = n.parse::<usize>()
                     && let Some(lin) = position(n)
@@ -506,6 +513,15 @@ mod tests {
 
     fn reads(sql: &str) -> PredicateReads {
         predicate_reads(&ParsedSql::parse(&Postgres, sql), &rules())
+    }
+
+    #[test]
+    fn a_key_given_by_position_is_reported() {
+        assert!(reads("SELECT id, ssn FROM customers ORDER BY 2").by_position);
+        assert!(reads("SELECT id, ssn FROM customers ORDER BY 1").by_position);
+        assert!(reads("SELECT ssn, count(*) FROM customers GROUP BY 1").by_position);
+        assert!(!reads("SELECT id, ssn FROM customers ORDER BY id LIMIT 5").by_position);
+        assert!(!reads("SELECT id FROM customers WHERE id = 2").by_position);
     }
 
     #[test]

@@ -127,6 +127,8 @@ pub(super) enum Payload {
     Repeat(u32),
     /// The session forgot its statement ids (see [`SENT_STATEMENTS_MAX`]).
     ForgetStatements,
+    /// An `allow` verdict (the usual one), without a heap allocation.
+    Allowed,
     /// A `result` with a short tag and no error.
     Result {
         tag: ShortTag,

@@ -189,6 +189,9 @@ impl SessionRecorder {
         let Some(live) = &mut self.live else {
             return Ok(());
         };
+        if matches!(verdict, Verdict::Allow) {
+            return live.send(Payload::Allowed, 0);
+        }
         let event = VerdictEvent::from(verdict);
         let cost = event.rule.as_ref().map_or(0, String::len)
             + event.message.as_ref().map_or(0, String::len);

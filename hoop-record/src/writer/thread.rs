@@ -240,6 +240,7 @@ impl Writer {
             Payload::Prepared(..)
             | Payload::Repeat(_)
             | Payload::ForgetStatements
+            | Payload::Allowed
             | Payload::Result { .. } => unreachable!("handled by Writer::append"),
             Payload::Rows(rows) => {
                 let mut truncated = Vec::new();
@@ -295,6 +296,9 @@ impl Writer {
                 recording.statements.insert(id, json);
             }
             Payload::ForgetStatements => recording.statements.clear(),
+            Payload::Allowed => {
+                recording.push_serialized(mono_ns, format::ALLOW_VERDICT_BODY, self.metrics);
+            }
             Payload::Result { tag, rows } => {
                 let mut body = std::mem::take(&mut recording.body);
                 body.clear();
