@@ -864,6 +864,9 @@ impl Relay {
             source,
             encoding,
             type_name: format!("{:?}", d.column_type).into(),
+            // Every value is scanned by the content detectors (the
+            // per-type shortcut is PostgreSQL's so far).
+            content: hoop_core::ValueContent::Any,
         }
     }
 
