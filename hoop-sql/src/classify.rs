@@ -531,6 +531,9 @@ impl Collector {
         if let Some(what) = self.dialect.privileged_routine(name) {
             self.privileged(Privileged::Routine(name.to_string(), what));
         }
+        if destructive::routine(name) && self.executing() {
+            self.destructive_ddl = true;
+        }
     }
 
     fn executing(&self) -> bool {
@@ -1476,6 +1479,10 @@ mod tests {
             "ALTER TABLE t RENAME COLUMN a TO b",
             "ALTER TABLE t SET SCHEMA s",
             "ALTER VIEW v RENAME TO w",
+            "ALTER TABLE t ALTER COLUMN c TYPE text USING 'x'",
+            "ALTER TABLE t ALTER COLUMN c SET DATA TYPE bigint",
+            "SELECT heap_force_kill('t'::regclass, ARRAY['(0,1)'::tid])",
+            "SELECT ext.heap_force_freeze('t'::regclass, ARRAY['(0,1)'::tid])",
         ] {
             assert!(one(destructive).destructive_ddl, "{destructive}");
         }
@@ -1485,6 +1492,9 @@ mod tests {
             "DELETE FROM t",
             "ALTER TABLE t ALTER COLUMN c SET DEFAULT 1",
             "SELECT 'DROP TABLE t'",
+            "ALTER TABLE t ALTER COLUMN c SET NOT NULL",
+            "SELECT 'heap_force_kill'",
+            "CREATE TABLE heap_force_kill (id int)",
         ] {
             assert!(!one(not).destructive_ddl, "{not}");
         }

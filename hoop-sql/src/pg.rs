@@ -5,6 +5,7 @@ pub mod builtins;
 mod lexer;
 mod positioned;
 mod privileged;
+mod unicode_ident;
 mod words;
 
 use std::{borrow::Cow, sync::LazyLock};
@@ -194,6 +195,8 @@ impl SqlDialect for Postgres {
     }
 
     fn parse_statement(&self, piece: &str) -> Result<Statement, ParseFailure> {
+        // `U&"\0073sn"` is `"ssn"` to the server: parse it spelled so.
+        let piece = &*unicode_ident::rewrite(piece).map_err(ParseFailure::Syntax)?;
         let mut parsed = Self::parse_all(piece);
         if parsed.is_err() && self.first_word(piece).as_deref() == Some("copy") {
             // sqlparser reads `COPY … FROM STDIN` as followed by inline data

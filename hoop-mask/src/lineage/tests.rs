@@ -499,3 +499,22 @@ fn routines_that_are_not_built_in_are_unproven() {
     assert_eq!(cols("SELECT * FROM app.generate_series(1, 3)"), [Unknown]);
     assert_eq!(cols("SELECT * FROM generate_series(1, 3) g"), [Clean]);
 }
+
+#[test]
+fn unicode_escaped_identifiers_resolve_as_the_server_resolves_them() {
+    // `U&"\0073sn"` is `ssn` to PostgreSQL: masked, or unprovable (masked
+    // as unknown), never clean.
+    for sql in [
+        r#"SELECT U&"\0073sn" FROM customers"#,
+        r#"SELECT U&"\0073sn" FROM U&"\0063ustomers""#,
+        r#"SELECT U&"!0073sn" UESCAPE '!' FROM customers"#,
+        r#"SELECT c.U&"\0073sn" FROM customers c"#,
+    ] {
+        let all = analyze_sql(sql, &rules());
+        assert!(
+            all.unparsed || masked(&all.statement(0).column(0).clone()),
+            "{sql}: {:?}",
+            all.statement(0).column(0)
+        );
+    }
+}

@@ -9,11 +9,31 @@
 //!   `DROP PARTITION`);
 //! - renames of tables and columns (`ALTER TABLE … RENAME [COLUMN] …`,
 //!   `ALTER TABLE … SET SCHEMA`, `RENAME TABLE`, and the same on views and
-//!   materialized views).
+//!   materialized views);
+//! - column type rewrites (`ALTER TABLE … ALTER COLUMN … [SET DATA] TYPE`,
+//!   MySQL's `MODIFY COLUMN`): a `USING` expression rewrites every row;
+//! - routines that destroy stored tuples directly (pg_surgery's
+//!   `heap_force_kill` and `heap_force_freeze`), in any schema.
 //!
 //! Statements the SQL library cannot parse are recognised by their words.
 
-use sqlparser::ast::{AlterTableOperation, Statement};
+use sqlparser::ast::{AlterColumnOperation, AlterTableOperation, ObjectName, Statement};
+
+/// Routines that destroy or rewrite stored tuples directly, by name in any
+/// schema (extensions install wherever they are told).
+const TUPLE_DESTROYERS: &[&str] = &["heap_force_freeze", "heap_force_kill"];
+
+/// Whether a call of `name` destroys stored tuples directly.
+pub(crate) fn routine(name: &ObjectName) -> bool {
+    name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+        let folded = if i.quote_style.is_some() {
+            i.value.clone()
+        } else {
+            i.value.to_lowercase()
+        };
+        TUPLE_DESTROYERS.contains(&folded.as_str())
+    })
+}
 
 /// Whether a parsed statement is destructive DDL.
 pub(crate) fn statement(statement: &Statement) -> bool {
@@ -46,6 +66,11 @@ fn operation(op: &AlterTableOperation) -> bool {
             | AlterTableOperation::RenameColumn { .. }
             | AlterTableOperation::RenameTable { .. }
             | AlterTableOperation::ChangeColumn { .. }
+            | AlterTableOperation::ModifyColumn { .. }
+            | AlterTableOperation::AlterColumn {
+                op: AlterColumnOperation::SetDataType { .. },
+                ..
+            }
     )
 }
 
@@ -59,7 +84,10 @@ pub(crate) fn from_words(words: &[String]) -> bool {
     match w.as_slice() {
         ["drop" | "truncate", ..] => true,
         ["alter", "table" | "view" | "materialized" | "foreign", ..] => {
-            has(&["rename"]) || has(&["set", "schema"]) || has(&["drop"])
+            has(&["rename"])
+                || has(&["set", "schema"])
+                || has(&["drop"])
+                || (has(&["alter"]) && has(&["type"]) && w.len() > 2 && w[2..].contains(&"alter"))
         }
         _ => false,
     }
@@ -82,7 +110,11 @@ mod tests {
         assert!(from_words(&words(
             "alter materialized view v rename column a to b"
         )));
+        assert!(from_words(&words(
+            "alter table t alter column c type text using c::text"
+        )));
         assert!(!from_words(&words("ALTER TABLE t ADD COLUMN c int")));
+        assert!(!from_words(&words("ALTER TABLE type ADD COLUMN c int")));
         assert!(!from_words(&words("LOCK TABLE t")));
     }
 }
