@@ -136,6 +136,7 @@ fn decode(body: &str, escape: char) -> Result<String, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
