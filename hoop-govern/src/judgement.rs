@@ -18,7 +18,7 @@ use hoop_policy::{Policy, RowCount};
 use hoop_sql::ParsedSql;
 
 use crate::{
-    EXFILTRATION_RULE, has_masking,
+    EXFILTRATION_RULE, SCHEMA_CHANGE_RULE, has_masking,
     recording::masked_statement,
     session::{SessionGovernance, lock},
 };
@@ -102,10 +102,17 @@ impl SessionGovernance {
                 _ => {}
             }
         }
-        if self.lineage_of_parsed(parsed).writes_masked() {
+        let lineage = self.lineage_of_parsed(parsed);
+        if lineage.writes_masked() {
             return Verdict::Deny(Denial::new(
                 EXFILTRATION_RULE,
                 "this statement would copy masked data where masking cannot follow it",
+            ));
+        }
+        if lineage.changes_masked_schema() {
+            return Verdict::Deny(Denial::new(
+                SCHEMA_CHANGE_RULE,
+                "this statement changes a table or column that masking protects (hoop masks by name, and the change would move what the names mean)",
             ));
         }
         verdict

@@ -19,6 +19,9 @@
 //! - a statement that would copy a masked column somewhere masking cannot
 //!   follow (`INSERT … SELECT ssn`, `CREATE TABLE AS`, `COPY … TO 'file'`)
 //!   is denied under the rule name `mask.exfiltration`;
+//! - while masking is active, `ALTER TABLE` of a table a column rule
+//!   names (or of a column a bare rule names), and renames to or from such
+//!   names, are denied under `mask.schema_change`;
 //! - result columns whose source cannot be resolved are masked wherever
 //!   lineage cannot prove them clean;
 //! - a session that started while the policy masked nothing is not
@@ -64,6 +67,10 @@ pub use session::SessionGovernance;
 /// Rule name for statements denied because they would move masked data
 /// where masking cannot follow it.
 pub const EXFILTRATION_RULE: &str = "mask.exfiltration";
+
+/// The rule name reported when, while masking is active, a statement
+/// alters or renames a table or column that masking protects.
+pub const SCHEMA_CHANGE_RULE: &str = "mask.schema_change";
 
 /// Makes one [`SessionGovernance`] per session.
 pub struct Governors {

@@ -100,6 +100,13 @@ pub struct Lineage {
     /// notification or a setting (`pg_notify`, `set_config`), a file or a
     /// remote server. The guardrail should deny such statements.
     pub writes_masked: bool,
+    /// The statement changes what the names of masked data mean: an
+    /// `ALTER TABLE` of a table a column rule names (or of a column a bare
+    /// column rule names, in any table), or a rename to or from such a
+    /// name. Masking resolves names, and the catalog hoop reads them from
+    /// cannot see an uncommitted change in this session, so the guardrail
+    /// should refuse such statements while masking is active.
+    pub changes_masked_schema: bool,
 }
 
 impl Lineage {
@@ -109,6 +116,7 @@ impl Lineage {
             columns: Vec::new(),
             rest: Some(ColumnLineage::Unknown),
             writes_masked: false,
+            changes_masked_schema: false,
         }
     }
 
@@ -118,6 +126,7 @@ impl Lineage {
             columns: Vec::new(),
             rest: Some(ColumnLineage::Clean),
             writes_masked: false,
+            changes_masked_schema: false,
         }
     }
 
@@ -163,6 +172,12 @@ impl SqlLineage {
     /// Whether any statement writes masked data somewhere (see [`Lineage::writes_masked`]).
     pub fn writes_masked(&self) -> bool {
         self.statements.iter().any(|l| l.writes_masked)
+    }
+
+    /// Whether any statement changes what masked names mean (see
+    /// [`Lineage::changes_masked_schema`]).
+    pub fn changes_masked_schema(&self) -> bool {
+        self.statements.iter().any(|l| l.changes_masked_schema)
     }
 }
 
@@ -704,6 +719,7 @@ impl<'r> Analyzer<'r> {
             columns,
             rest,
             writes_masked: false,
+            changes_masked_schema: false,
         }
     }
 
@@ -1191,8 +1207,22 @@ impl<'r> Analyzer<'r> {
             | Statement::NOTIFY { .. }
             | Statement::Truncate { .. }
             | Statement::Drop { .. }
-            | Statement::CreateIndex(_)
-            | Statement::AlterTable { .. } => Lineage::clean(),
+            | Statement::CreateIndex(_) => Lineage::clean(),
+            Statement::AlterTable {
+                name, operations, ..
+            } => {
+                let mut l = Lineage::clean();
+                l.changes_masked_schema = self.alter_touches_masked(name, operations);
+                l
+            }
+            Statement::RenameTable(renames) => {
+                let mut l = Lineage::clean();
+                l.changes_masked_schema = renames.iter().any(|r| {
+                    self.names_masked_table(&table_name_of(self.dialect, &r.old_name))
+                        || self.names_masked_table(&table_name_of(self.dialect, &r.new_name))
+                });
+                l
+            }
             _ => Lineage::unknown(),
         };
         if side_channel && !lineage.writes_masked {
@@ -1204,6 +1234,63 @@ impl<'r> Analyzer<'r> {
             lineage.writes_masked = writes;
         }
         lineage
+    }
+
+    /// Whether a column rule names table `t` itself (not a bare column
+    /// rule), or `t` is a view over masked columns.
+    fn names_masked_table(&self, t: &TableName) -> bool {
+        self.masked_relation(t).is_some()
+            || self.rules.column_rules.iter().any(|r| {
+                r.columns
+                    .iter()
+                    .any(|c| c.table.is_some() && c.matches_table(t.schema.as_deref(), &t.name))
+            })
+    }
+
+    /// Whether a bare column rule (any table) masks columns named `column`.
+    fn bare_masked_column(&self, column: &Ident) -> bool {
+        let column = fold(self.dialect, column);
+        self.rules.column_rules.iter().any(|r| {
+            r.columns
+                .iter()
+                .any(|c| c.table.is_none() && c.column == column)
+        })
+    }
+
+    /// See [`Lineage::changes_masked_schema`].
+    fn alter_touches_masked(
+        &self,
+        name: &ObjectName,
+        operations: &[sqlparser::ast::AlterTableOperation],
+    ) -> bool {
+        use sqlparser::ast::AlterTableOperation as Op;
+        if self.names_masked_table(&table_name_of(self.dialect, name)) {
+            return true;
+        }
+        operations.iter().any(|op| match op {
+            Op::RenameTable { table_name } => {
+                let new = match table_name {
+                    sqlparser::ast::RenameTableNameKind::As(n)
+                    | sqlparser::ast::RenameTableNameKind::To(n) => n,
+                };
+                self.names_masked_table(&table_name_of(self.dialect, new))
+            }
+            Op::RenameColumn {
+                old_column_name,
+                new_column_name,
+            } => {
+                self.bare_masked_column(old_column_name) || self.bare_masked_column(new_column_name)
+            }
+            Op::ChangeColumn {
+                old_name, new_name, ..
+            } => self.bare_masked_column(old_name) || self.bare_masked_column(new_name),
+            Op::AlterColumn { column_name, .. } => self.bare_masked_column(column_name),
+            Op::ModifyColumn { col_name, .. } => self.bare_masked_column(col_name),
+            Op::DropColumn { column_names, .. } => {
+                column_names.iter().any(|c| self.bare_masked_column(c))
+            }
+            _ => false,
+        })
     }
 
     /// Whether `text` names any masked column or table (EXPLAIN can print

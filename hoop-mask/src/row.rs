@@ -387,6 +387,7 @@ mod tests {
             ],
             rest: None,
             writes_masked: false,
+            changes_masked_schema: false,
         };
         let resolved = [customers("ssn"), None];
         let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Refuse), &lineage, &cols, &resolved);
@@ -428,6 +429,7 @@ mod tests {
             columns: vec![ColumnLineage::Unknown, ColumnLineage::Unknown],
             rest: None,
             writes_masked: false,
+            changes_masked_schema: false,
         };
         let mut plan = MaskPlan::new(rules(BinaryUnmaskable::Refuse), &lineage, &cols, &[]);
         let mut out: Vec<Option<Vec<u8>>> = Vec::new();

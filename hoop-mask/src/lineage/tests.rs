@@ -518,3 +518,28 @@ fn unicode_escaped_identifiers_resolve_as_the_server_resolves_them() {
         );
     }
 }
+
+#[test]
+fn schema_changes_to_masked_names_are_flagged() {
+    for sql in [
+        "ALTER TABLE customers RENAME COLUMN ssn TO s",
+        "ALTER TABLE customers RENAME TO staff",
+        "ALTER TABLE public.customers ADD COLUMN note text",
+        "ALTER TABLE other RENAME TO customers",
+        "ALTER TABLE other RENAME COLUMN email TO e",
+        "ALTER TABLE other RENAME COLUMN x TO email",
+        "ALTER TABLE other ALTER COLUMN email TYPE text USING reverse(email)",
+        "ALTER TABLE other DROP COLUMN email",
+    ] {
+        assert!(analyze_sql(sql, &rules()).changes_masked_schema(), "{sql}");
+    }
+    for sql in [
+        "ALTER TABLE orders ADD COLUMN note text",
+        "ALTER TABLE orders RENAME COLUMN id TO order_id",
+        "ALTER TABLE orders RENAME TO orders_old",
+        "CREATE INDEX ON customers (name)",
+        "SELECT ssn FROM customers",
+    ] {
+        assert!(!analyze_sql(sql, &rules()).changes_masked_schema(), "{sql}");
+    }
+}
