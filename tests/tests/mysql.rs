@@ -512,3 +512,82 @@ fn kill_query_withdraws_a_held_statement() {
     assert!(stdout.contains("42"), "its session went on: {all}");
     assert_eq!(db.count("other"), 2, "the held DELETE never ran");
 }
+
+#[test]
+fn tls_on_the_client_leg_and_clear_errors_where_hoop_cannot() {
+    require_privileged();
+    let db = Db::create("tls");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+    let mariadb = "mariadb -h 127.0.0.1 --protocol=TCP -uroot";
+    let script = format!(
+        "{mariadb} --ssl {db} -e '\\s' | grep -i cipher; \
+         {mariadb} --ssl -B {db} -e 'SELECT ssn FROM cust ORDER BY id'; \
+         {mariadb} --skip-ssl -B {db} -e 'SELECT note FROM other ORDER BY id'",
+        db = db.name
+    );
+    // With a certificate, hoop offers TLS: the client leg is encrypted,
+    // masking applies, and plaintext clients still work.
+    let cfg = config(&format!(
+        "tls:\n  cert: {}\n  key: {}\n{POLICY}",
+        cert.display(),
+        key.display()
+    ));
+    let out = hoop_exec(&cfg.path, &["sh", "-c", &script], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(stdout.contains("Cipher in use is TLS"), "{all}");
+    assert!(
+        stdout.contains("***-**-6789") && !stdout.contains("123-45-6789"),
+        "{all}"
+    );
+    assert!(stdout.contains("hello"), "{all}");
+
+    // Without one, a client that requires TLS (verifying the server's
+    // certificate) gets an error, not plaintext.
+    let cfg = config(POLICY);
+    let out = hoop_exec(
+        &cfg.path,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "{mariadb} --ssl --ssl-verify-server-cert {} -e 'SELECT 1'",
+                db.name
+            ),
+        ],
+        T,
+    );
+    assert!(!out.status.success(), "{:?}", text(&out));
+
+    // tls.upstream: require against this server (no TLS): a clear error.
+    let cfg = config(&format!("tls:\n  upstream: require\n{POLICY}"));
+    let out = hoop_exec(
+        &cfg.path,
+        &["sh", "-c", &format!("{mariadb} {} -e 'SELECT 1'", db.name)],
+        T,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("does not offer TLS"), "{stdout}\n{stderr}");
+}
