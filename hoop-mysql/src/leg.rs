@@ -110,6 +110,16 @@ impl Leg {
         hoop_proto_mysql::frame::encode_packet(&mut self.out, seq, payload)
     }
 
+    /// How many bytes are queued.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Drops what was queued after the first `len` bytes.
+    pub fn unqueue_after(&mut self, len: usize) {
+        self.out.truncate(len);
+    }
+
     /// Whether enough is queued to write it now.
     pub fn should_flush(&self) -> bool {
         self.out.len() >= FLUSH_AT

@@ -51,6 +51,18 @@ pub(crate) struct Relay {
     governor: Box<dyn SessionGovernor>,
     /// Prepared statement id → its canonical SQL.
     prepared: HashMap<u32, String>,
+    /// The sequence id the client expects next (for an ERR that ends the
+    /// session in the middle of a reply).
+    client_seq: u8,
+}
+
+/// A server packet the session cannot account for.
+fn server_state(e: hoop_proto_mysql::session::SessionError) -> SessionError {
+    match e {
+        hoop_proto_mysql::session::SessionError::Message(m) => SessionError::ServerMessage(m),
+        hoop_proto_mysql::session::SessionError::Sequence(f) => SessionError::ServerFrame(f),
+        other => SessionError::State(other),
+    }
 }
 
 /// What a reply answers, for governance.
@@ -99,6 +111,7 @@ impl Relay {
             catalog: connected.catalog,
             governor,
             prepared: HashMap::new(),
+            client_seq: 0,
         }
     }
 
@@ -114,7 +127,7 @@ impl Relay {
         self.governor
             .observe(SessionEvent::Ended { reason: &reason });
         if let Err(e) = &result {
-            crate::startup::tell_client(&mut self.client, 0, e).await;
+            crate::startup::tell_client(&mut self.client, self.client_seq, e).await;
         }
         result
     }
@@ -129,6 +142,7 @@ impl Relay {
                 return Ok(());
             };
             let reply_seq = packet.next_seq();
+            self.client_seq = reply_seq;
             let command = match Command::parse(&packet.payload, self.session.capabilities()) {
                 Ok(c) => c,
                 Err(e) => return Err(SessionError::ClientMessage(e)),
@@ -165,7 +179,11 @@ impl Relay {
                 }
                 Command::Query { sql, .. } => {
                     let sql = sql.to_vec();
+                    let schema_before = self.session.schema().map(<[u8]>::to_vec);
+                    let user_before = self.session.user().map(<[u8]>::to_vec);
                     self.text(&packet, &sql, Submission::Text).await?;
+                    // `USE db` (the server reports the schema in its OK).
+                    self.identity_changed(schema_before, user_before).await?;
                 }
                 Command::StmtPrepare { sql } => {
                     let sql = sql.to_vec();
@@ -205,6 +223,21 @@ impl Relay {
                         statement_map: Vec::new(),
                     };
                     self.forward(&packet, &command, &reply).await?;
+                }
+                Command::ResetConnection | Command::ChangeUser(_) => {
+                    let reply = ReplyFor {
+                        sql: String::new(),
+                        submission: Submission::Text,
+                        statement_name: None,
+                        statement_map: Vec::new(),
+                    };
+                    let schema_before = self.session.schema().map(<[u8]>::to_vec);
+                    let user_before = self.session.user().map(<[u8]>::to_vec);
+                    self.forward(&packet, &command, &reply).await?;
+                    // The server forgot its prepared statements.
+                    self.prepared
+                        .retain(|id, _| self.session.statement(*id).is_some());
+                    self.identity_changed(schema_before, user_before).await?;
                 }
                 _ => {
                     let reply = ReplyFor {
@@ -648,12 +681,19 @@ impl Relay {
         // the reply is swallowed, and `ending` is what the client gets.
         let mut ending: Option<ErrPacket> = None;
         let mut ending_sent = false;
+        // While a result set's column count and definitions arrive, they
+        // are kept back (where the queue towards the client stood, and its
+        // sequence id): a malformed definition then ends the reply with a
+        // clean ERR instead of half a result-set header.
+        let mut head_mark: Option<(usize, u8)> = None;
         loop {
             let p = if let Some(p) = self.server.decoded().map_err(server_read_error)? {
                 p
             } else {
                 {
-                    self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    if head_mark.is_none() {
+                        self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    }
                     self.server
                         .read()
                         .await
@@ -663,10 +703,23 @@ impl Relay {
                         })?
                 }
             };
-            let event = self
-                .session
-                .server_packet(p.seq, &p.payload)
-                .map_err(SessionError::State)?;
+            self.client_seq = client_seq;
+            let event = match self.session.server_packet(p.seq, &p.payload) {
+                Ok(event) => event,
+                Err(e) => {
+                    if let Some((len, seq)) = head_mark {
+                        self.client.unqueue_after(len);
+                        self.client_seq = seq;
+                    }
+                    return Err(server_state(e));
+                }
+            };
+            if matches!(event.packet, ServerPacket::ColumnCount(_)) {
+                head_mark = Some((self.client.queued(), client_seq));
+            }
+            if event.columns_complete || event.completes_reply {
+                head_mark = None;
+            }
             if ending.is_some() {
                 if !ending_sent && event.completes_reply {
                     if let Some(err) = &ending {
@@ -769,7 +822,7 @@ impl Relay {
                     client_seq.wrapping_add((p.chunks % 256) as u8)
                 }
             };
-            if self.client.should_flush() {
+            if head_mark.is_none() && self.client.should_flush() {
                 self.client.flush().await.map_err(SessionError::ClientIo)?;
             }
             if event.completes_reply {

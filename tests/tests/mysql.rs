@@ -591,3 +591,34 @@ fn tls_on_the_client_leg_and_clear_errors_where_hoop_cannot() {
     assert!(!out.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("does not offer TLS"), "{stdout}\n{stderr}");
 }
+
+#[test]
+fn a_malformed_server_packet_ends_only_that_connection() {
+    require_privileged();
+    let db = Db::create("bad_server");
+    let port = hoop_tests::free_port();
+    let cfg = TestConfig::new(
+        &[3306, port],
+        &format!("intercept_protocols_placeholder: 0\n{POLICY}"),
+    );
+    // TestConfig writes `intercept.ports`; map the fake server's port to mysql.
+    let yaml = std::fs::read_to_string(&cfg.path)
+        .expect("config")
+        .replace(
+            "intercept:\n",
+            &format!("intercept:\n  protocols: {{3306: mysql, {port}: mysql}}\n"),
+        )
+        .replace("intercept_protocols_placeholder: 0\n", "");
+    std::fs::write(&cfg.path, yaml).expect("config");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_bad_server.py");
+    let out = hoop_exec(&cfg.path, &[PYTHON, script, &port.to_string(), &db.name], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+    assert_eq!(v["login"], "ok", "{all}");
+    // The client gets an error naming the server's malformed packet.
+    let message = v["query"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("from the server"), "{all}");
+    // hoop goes on: another connection works.
+    assert_eq!(v["after"].to_string(), r#"[["hello"],["world"]]"#, "{all}");
+}
