@@ -279,7 +279,7 @@ print(json.dumps(out))
 }
 
 #[test]
-fn a_held_statement_waits_and_is_refused_on_timeout_and_runs_when_approved() {
+fn a_held_statement_waits_and_is_refused_on_timeout_or_denial_and_runs_when_approved() {
     require_privileged();
     let db = Db::create("holds");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -293,14 +293,18 @@ fn a_held_statement_waits_and_is_refused_on_timeout_and_runs_when_approved() {
         ),
     )
     .expect("tokens");
-    let cfg = config(
-        "proxy:\n  hold_reminder_interval: 1s\npolicy:\n  hold:\n    - name: other-deletes\n      statements: [delete]\n      tables: [other]\n      approvers: [dba]\n      timeout: 3s\n      message: deletes on other need a DBA\n",
-    );
-    let yaml = std::fs::read_to_string(&cfg.path).expect("config").replace(
-        "admin:\n",
-        &format!("admin:\n  tokens_file: {}\n", tokens.display()),
-    );
-    std::fs::write(&cfg.path, yaml).expect("config");
+    let hold_config = |timeout: &str| {
+        let cfg = config(&format!(
+            "proxy:\n  hold_reminder_interval: 1s\npolicy:\n  hold:\n    - name: other-deletes\n      statements: [delete]\n      tables: [other]\n      approvers: [dba]\n      timeout: {timeout}\n      message: deletes on other need a DBA\n"
+        ));
+        let yaml = std::fs::read_to_string(&cfg.path).expect("config").replace(
+            "admin:\n",
+            &format!("admin:\n  tokens_file: {}\n", tokens.display()),
+        );
+        std::fs::write(&cfg.path, yaml).expect("config");
+        cfg
+    };
+    let cfg = hold_config("3s");
 
     // Timed out: an ERR, and the session goes on.
     let started = Instant::now();
@@ -318,43 +322,71 @@ fn a_held_statement_waits_and_is_refused_on_timeout_and_runs_when_approved() {
     assert!(stdout.contains("after"), "{stdout}\n{stderr}");
     assert_eq!(db.count("other"), 2);
 
-    // Approved: it runs once.
-    let child = hoop_exec_spawn(
-        &cfg.path,
-        &mariadb_args(&db.name, "DELETE FROM other WHERE id = 1"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
+    // Denied, then approved: the denial is an ERR naming the approver, the
+    // approval runs the statement once.
+    let held = |cfg: &TestConfig| {
+        hoop_exec_spawn(
+            &cfg.path,
+            &mariadb_args(
+                &db.name,
+                "DELETE FROM other WHERE id = 1; SELECT 'done' AS d",
+            ),
+        )
+    };
+    let pending_id = |cfg: &TestConfig| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new(hoop_bin())
+                .args(["holds", "list", "--json", "--admin", &cfg.admin_url()])
+                .env("HOOP_TOKEN", token)
+                .output()
+                .expect("hoop holds list");
+            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if let Some(h) = list
+                .as_array()
+                .and_then(|a| a.iter().find(|h| h["state"] == "pending"))
+            {
+                return h["id"].as_str().expect("an id").to_owned();
+            }
+            assert!(Instant::now() < deadline, "no pending hold appeared");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let decide = |cfg: &TestConfig, verb: &str, id: &str| {
         let out = Command::new(hoop_bin())
-            .args(["holds", "list", "--json", "--admin", &cfg.admin_url()])
+            .args(["holds", verb, id, "--admin", &cfg.admin_url()])
             .env("HOOP_TOKEN", token)
             .output()
-            .expect("hoop holds list");
-        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if let Some(h) = list
-            .as_array()
-            .and_then(|a| a.iter().find(|h| h["state"] == "pending"))
-        {
-            break h["id"].as_str().expect("an id").to_owned();
-        }
-        assert!(Instant::now() < deadline, "no pending hold appeared");
-        std::thread::sleep(Duration::from_millis(100));
+            .expect("hoop holds");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    // Approved well within the 3 s timeout... so give the rule more time
-    // than the poll takes: approve at once.
-    let approve = Command::new(hoop_bin())
-        .args(["holds", "approve", &id, "--admin", &cfg.admin_url()])
-        .env("HOOP_TOKEN", token)
-        .output()
-        .expect("hoop holds approve");
+    let cfg = hold_config("60s");
+    let child = held(&cfg);
+    let id = pending_id(&cfg);
+    decide(&cfg, "deny", &id);
+    let out = wait_output(child, T);
+    let (stdout, stderr) = text(&out);
     assert!(
-        approve.status.success(),
-        "{}",
-        String::from_utf8_lossy(&approve.stderr)
+        stderr.contains("ERROR 1227") && stderr.contains("denied by alice@example.com"),
+        "{stdout}\n{stderr}"
     );
+    assert!(
+        stdout.contains("done"),
+        "the session went on: {stdout}\n{stderr}"
+    );
+    assert_eq!(db.count("other"), 2);
+
+    let child = held(&cfg);
+    let id = pending_id(&cfg);
+    decide(&cfg, "approve", &id);
     let out = wait_output(child, T);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("done"), "{stdout}\n{stderr}");
     assert_eq!(db.count("other"), 1, "the approved DELETE ran once");
 }
 
