@@ -54,7 +54,26 @@ pub(crate) struct Relay {
     /// The sequence id the client expects next (for an ERR that ends the
     /// session in the middle of a reply).
     client_seq: u8,
+    /// A statement may have created, dropped or renamed a relation since the
+    /// catalog was read: read it again before the next statement (not right
+    /// after the DDL, whose warnings and counts the client may still ask
+    /// for).
+    catalog_stale: bool,
 }
+
+/// Words of statements that read the previous statement's diagnostics
+/// (`SHOW WARNINGS`, `ROW_COUNT()`…), which a catalog query of hoop's in
+/// between would reset.
+const DIAGNOSTICS: &[&str] = &[
+    "warnings",
+    "errors",
+    "diagnostics",
+    "row_count",
+    "found_rows",
+    "last_insert_id",
+    "warning_count",
+    "error_count",
+];
 
 /// A server packet the session cannot account for.
 fn server_state(e: hoop_proto_mysql::session::SessionError) -> SessionError {
@@ -112,6 +131,7 @@ impl Relay {
             governor,
             prepared: HashMap::new(),
             client_seq: 0,
+            catalog_stale: false,
         }
     }
 
@@ -269,7 +289,7 @@ impl Relay {
         }
         if user != user_before {
             // Another user sees other tables.
-            let _ = refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await;
+            self.catalog_stale = true;
         }
         self.identity.database = schema.as_deref().map(lossy);
         self.identity.user = user.as_deref().map(lossy);
@@ -536,6 +556,15 @@ impl Relay {
         submission: Submission,
     ) -> Result<(), SessionError> {
         let mut client_seq = packet.next_seq();
+        // Before a text query only: a PREPARE does not reset the previous
+        // statement's diagnostics on the server, and hoop's query would.
+        if self.catalog_stale && submission == Submission::Text {
+            let lower = String::from_utf8_lossy(sql).to_ascii_lowercase();
+            if !DIAGNOSTICS.iter().any(|w| lower.contains(w)) {
+                self.catalog_stale = false;
+                refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await?;
+            }
+        }
         let text = match self.canonical(sql) {
             Ok(t) => t,
             Err(refusal) => {
@@ -568,13 +597,13 @@ impl Relay {
         self.forward_from(packet, &command, &reply, client_seq)
             .await?;
         // A statement that may create, drop or rename a relation: learn the
-        // catalog again before the next command.
+        // catalog again before the next statement.
         let lower = reply.sql.to_ascii_lowercase();
         if ["create", "drop", "alter", "rename"]
             .iter()
             .any(|w| lower.contains(w))
         {
-            refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await?;
+            self.catalog_stale = true;
         }
         Ok(())
     }

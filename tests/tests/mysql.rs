@@ -654,3 +654,18 @@ fn a_malformed_server_packet_ends_only_that_connection() {
     // hoop goes on: another connection works.
     assert_eq!(v["after"].to_string(), r#"[["hello"],["world"]]"#, "{all}");
 }
+
+#[test]
+fn hoop_own_catalog_queries_leave_the_clients_diagnostics_alone() {
+    require_privileged();
+    let db = Db::create("diagnostics");
+    let cfg = config(POLICY);
+    // A DDL statement's warning is still there for SHOW WARNINGS and
+    // @@warning_count, although hoop reads the catalog again after DDL.
+    let sql = "CREATE TABLE IF NOT EXISTS other (id INT); SHOW WARNINGS; \
+               CREATE TABLE IF NOT EXISTS other (id INT); SELECT @@warning_count AS w;";
+    let out = hoop_exec(&cfg.path, &mariadb_args(&db.name, sql), T);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("already exists"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("|    1 |"), "{stdout}\n{stderr}");
+}
