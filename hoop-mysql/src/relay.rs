@@ -203,7 +203,7 @@ impl Relay {
                     let user_before = self.session.user().map(<[u8]>::to_vec);
                     self.text(&packet, &sql, Submission::Text).await?;
                     // `USE db` (the server reports the schema in its OK).
-                    self.identity_changed(schema_before, user_before).await?;
+                    self.identity_changed(schema_before, user_before);
                 }
                 Command::StmtPrepare { sql } => {
                     let sql = sql.to_vec();
@@ -257,7 +257,7 @@ impl Relay {
                     // The server forgot its prepared statements.
                     self.prepared
                         .retain(|id, _| self.session.statement(*id).is_some());
-                    self.identity_changed(schema_before, user_before).await?;
+                    self.identity_changed(schema_before, user_before);
                 }
                 _ => {
                     let reply = ReplyFor {
@@ -269,7 +269,7 @@ impl Relay {
                     let schema_before = self.session.schema().map(<[u8]>::to_vec);
                     let user_before = self.session.user().map(<[u8]>::to_vec);
                     self.forward(&packet, &command, &reply).await?;
-                    self.identity_changed(schema_before, user_before).await?;
+                    self.identity_changed(schema_before, user_before);
                 }
             }
         }
@@ -277,15 +277,11 @@ impl Relay {
 
     /// After a command that may change the user or the schema: a new
     /// identity is judged by a new governor (a new recording).
-    async fn identity_changed(
-        &mut self,
-        schema_before: Option<Vec<u8>>,
-        user_before: Option<Vec<u8>>,
-    ) -> Result<(), SessionError> {
+    fn identity_changed(&mut self, schema_before: Option<Vec<u8>>, user_before: Option<Vec<u8>>) {
         let schema = self.session.schema().map(<[u8]>::to_vec);
         let user = self.session.user().map(<[u8]>::to_vec);
         if schema == schema_before && user == user_before {
-            return Ok(());
+            return;
         }
         if user != user_before {
             // Another user sees other tables.
@@ -303,7 +299,6 @@ impl Relay {
             identity: &self.identity,
         });
         info!(session = %self.identity, "session identity changed");
-        Ok(())
     }
 
     /// The lexer options of the session now.
