@@ -203,7 +203,7 @@ impl Relay {
                     let user_before = self.session.user().map(<[u8]>::to_vec);
                     self.text(&packet, &sql, Submission::Text).await?;
                     // `USE db` (the server reports the schema in its OK).
-                    self.identity_changed(schema_before, user_before);
+                    self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
                 Command::StmtPrepare { sql } => {
                     let sql = sql.to_vec();
@@ -257,7 +257,7 @@ impl Relay {
                     // The server forgot its prepared statements.
                     self.prepared
                         .retain(|id, _| self.session.statement(*id).is_some());
-                    self.identity_changed(schema_before, user_before);
+                    self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
                 _ => {
                     let reply = ReplyFor {
@@ -269,7 +269,7 @@ impl Relay {
                     let schema_before = self.session.schema().map(<[u8]>::to_vec);
                     let user_before = self.session.user().map(<[u8]>::to_vec);
                     self.forward(&packet, &command, &reply).await?;
-                    self.identity_changed(schema_before, user_before);
+                    self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
             }
         }
@@ -277,13 +277,13 @@ impl Relay {
 
     /// After a command that may change the user or the schema: a new
     /// identity is judged by a new governor (a new recording).
-    fn identity_changed(&mut self, schema_before: Option<Vec<u8>>, user_before: Option<Vec<u8>>) {
+    fn identity_changed(&mut self, schema_before: Option<&[u8]>, user_before: Option<&[u8]>) {
         let schema = self.session.schema().map(<[u8]>::to_vec);
         let user = self.session.user().map(<[u8]>::to_vec);
-        if schema == schema_before && user == user_before {
+        if schema.as_deref() == schema_before && user.as_deref() == user_before {
             return;
         }
-        if user != user_before {
+        if user.as_deref() != user_before {
             // Another user sees other tables.
             self.catalog_stale = true;
         }
