@@ -4,10 +4,8 @@
 
 use bytes::BytesMut;
 use hoop_proto_mysql::frame::{Direction, FrameError, LogicalPacket, PacketDecoder};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use hoop_relay::Stream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Write what is queued once this much is.
 const FLUSH_AT: usize = 64 * 1024;
@@ -21,16 +19,17 @@ pub(crate) enum ReadError {
 
 /// One side of a session.
 pub(crate) struct Leg {
-    pub stream: TcpStream,
+    /// `None` only while its socket is being upgraded to TLS.
+    stream: Option<Stream>,
     buf: BytesMut,
     decoder: PacketDecoder,
     out: BytesMut,
 }
 
 impl Leg {
-    pub fn new(stream: TcpStream, direction: Direction, max_packet: usize) -> Self {
+    pub fn new(stream: Stream, direction: Direction, max_packet: usize) -> Self {
         Self {
-            stream,
+            stream: Some(stream),
             buf: BytesMut::with_capacity(64 * 1024),
             decoder: PacketDecoder::new(direction, max_packet),
             out: BytesMut::new(),
@@ -40,6 +39,27 @@ impl Leg {
     /// A whole logical packet already read, if there is one.
     pub fn decoded(&mut self) -> Result<Option<LogicalPacket>, ReadError> {
         self.decoder.decode(&mut self.buf).map_err(ReadError::Frame)
+    }
+
+    fn io(&mut self) -> std::io::Result<&mut Stream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    }
+
+    /// Takes the stream out (to upgrade it to TLS).
+    pub fn take_stream(&mut self) -> Option<Stream> {
+        self.stream.take()
+    }
+
+    /// Puts a stream in.
+    pub fn set_stream(&mut self, stream: Stream) {
+        self.stream = Some(stream);
+    }
+
+    /// Whether bytes were read that are not decoded yet.
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
     }
 
     /// The next logical packet; `None` at end of stream. Cancel-safe.
@@ -53,6 +73,8 @@ impl Leg {
             }
             let n = self
                 .stream
+                .as_mut()
+                .ok_or_else(|| ReadError::Io(std::io::ErrorKind::NotConnected.into()))?
                 .read_buf(&mut self.buf)
                 .await
                 .map_err(ReadError::Io)?;
@@ -70,6 +92,8 @@ impl Leg {
         }
         let n = self
             .stream
+            .as_mut()
+            .ok_or_else(|| ReadError::Io(std::io::ErrorKind::NotConnected.into()))?
             .read_buf(&mut self.buf)
             .await
             .map_err(ReadError::Io)?;
@@ -86,6 +110,16 @@ impl Leg {
         hoop_proto_mysql::frame::encode_packet(&mut self.out, seq, payload)
     }
 
+    /// How many bytes are queued.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Drops what was queued after the first `len` bytes.
+    pub fn unqueue_after(&mut self, len: usize) {
+        self.out.truncate(len);
+    }
+
     /// Whether enough is queued to write it now.
     pub fn should_flush(&self) -> bool {
         self.out.len() >= FLUSH_AT
@@ -95,7 +129,7 @@ impl Leg {
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             let out = self.out.split().freeze();
-            self.stream.write_all(&out).await?;
+            self.io()?.write_all(&out).await?;
         }
         Ok(())
     }

@@ -39,7 +39,10 @@ use hoop_proto_mysql::{
     session::SessionError as StateError,
     wire::MessageError,
 };
-use hoop_relay::dial::{DialError, Dialer};
+use hoop_relay::{
+    dial::{DialError, Dialer},
+    tls::{self, TlsError, UpstreamTlsPolicy},
+};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -62,6 +65,11 @@ pub struct MysqlProxyContext {
     pub startup_timeout: Duration,
     /// Sessions whose statement is held, for `KILL`.
     pub kills: Arc<kill::KillRegistry>,
+    /// TLS for clients that ask for it (`tls.cert`/`tls.key`; `None`: hoop
+    /// does not offer TLS, and clears `CLIENT_SSL` in the greeting).
+    pub client_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS towards the server (`tls.upstream`).
+    pub upstream_tls: UpstreamTlsPolicy,
 }
 
 impl std::fmt::Debug for MysqlProxyContext {
@@ -86,17 +94,29 @@ impl MysqlProxyContext {
             hold_reminder_interval: Duration::from_secs(30),
             startup_timeout: Duration::from_mins(1),
             kills: kill::KillRegistry::new(),
+            client_tls: None,
+            upstream_tls: UpstreamTlsPolicy::disabled(),
         }
     }
 
-    /// A context from the configuration file's `proxy:` section.
+    /// A context from the configuration file's `proxy:` and `tls:`
+    /// sections.
     pub fn from_config(
         config: &Config,
         mark: Option<u32>,
         governors: Arc<dyn GovernorFactory>,
         holds: Arc<dyn HoldBroker>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, TlsError> {
+        let client_tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor_from_pem(cert, key)?),
+            _ => None,
+        };
+        Ok(Self {
+            client_tls,
+            upstream_tls: UpstreamTlsPolicy::new(
+                config.tls.upstream,
+                config.tls.ca_file.as_deref(),
+            )?,
             max_packet_size: config.proxy.max_message_size,
             governors,
             holds,
@@ -107,7 +127,7 @@ impl MysqlProxyContext {
             },
             hold_reminder_interval: config.proxy.hold_reminder_interval,
             ..Self::new(Dialer::default())
-        }
+        })
     }
 }
 
@@ -141,6 +161,15 @@ pub enum SessionError {
     /// The client asked for something hoop cannot relay on this connection.
     #[error("{0}")]
     Unsupported(String),
+    /// The TLS handshake with the client failed.
+    #[error("TLS handshake with the client failed: {0}")]
+    ClientTls(#[source] io::Error),
+    /// The TLS handshake with the server failed.
+    #[error("TLS handshake with the server failed: {0}")]
+    UpstreamTls(#[source] io::Error),
+    /// `tls.upstream` requires TLS and the server does not offer it.
+    #[error("the server does not offer TLS, and tls.upstream requires it")]
+    UpstreamRefusedTls,
     /// The connection phase did not finish in time.
     #[error("the connection phase did not finish in time")]
     StartupTimeout,
@@ -164,6 +193,7 @@ impl SessionError {
             }
             Self::ServerFrame(_) | Self::ServerMessage(_) | Self::State(_) => "server_protocol",
             Self::StartupTimeout => "startup_timeout",
+            Self::ClientTls(_) | Self::UpstreamTls(_) | Self::UpstreamRefusedTls => "tls",
             Self::Governance(_) => "governance",
             Self::RowRefused(_) => "row_refused",
         }
@@ -173,7 +203,14 @@ impl SessionError {
     /// the client is gone).
     pub fn client_error(&self) -> Option<ErrPacket> {
         Some(match self {
-            Self::ClientIo(_) => return None,
+            Self::ClientIo(_) | Self::ClientTls(_) => return None,
+            Self::UpstreamTls(_) | Self::UpstreamRefusedTls => ErrPacket::new(
+                2026,
+                *b"HY000",
+                format!(
+                    "hoop could not establish TLS to the database server: {self} (check tls.upstream)"
+                ),
+            ),
             Self::ServerIo(_) => ErrPacket::new(
                 2013,
                 *b"08S01",

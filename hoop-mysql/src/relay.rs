@@ -51,6 +51,37 @@ pub(crate) struct Relay {
     governor: Box<dyn SessionGovernor>,
     /// Prepared statement id → its canonical SQL.
     prepared: HashMap<u32, String>,
+    /// The sequence id the client expects next (for an ERR that ends the
+    /// session in the middle of a reply).
+    client_seq: u8,
+    /// A statement may have created, dropped or renamed a relation since the
+    /// catalog was read: read it again before the next statement (not right
+    /// after the DDL, whose warnings and counts the client may still ask
+    /// for).
+    catalog_stale: bool,
+}
+
+/// Words of statements that read the previous statement's diagnostics
+/// (`SHOW WARNINGS`, `ROW_COUNT()`…), which a catalog query of hoop's in
+/// between would reset.
+const DIAGNOSTICS: &[&str] = &[
+    "warnings",
+    "errors",
+    "diagnostics",
+    "row_count",
+    "found_rows",
+    "last_insert_id",
+    "warning_count",
+    "error_count",
+];
+
+/// A server packet the session cannot account for.
+fn server_state(e: hoop_proto_mysql::session::SessionError) -> SessionError {
+    match e {
+        hoop_proto_mysql::session::SessionError::Message(m) => SessionError::ServerMessage(m),
+        hoop_proto_mysql::session::SessionError::Sequence(f) => SessionError::ServerFrame(f),
+        other => SessionError::State(other),
+    }
 }
 
 /// What a reply answers, for governance.
@@ -99,6 +130,8 @@ impl Relay {
             catalog: connected.catalog,
             governor,
             prepared: HashMap::new(),
+            client_seq: 0,
+            catalog_stale: false,
         }
     }
 
@@ -114,7 +147,7 @@ impl Relay {
         self.governor
             .observe(SessionEvent::Ended { reason: &reason });
         if let Err(e) = &result {
-            crate::startup::tell_client(&mut self.client, 0, e).await;
+            crate::startup::tell_client(&mut self.client, self.client_seq, e).await;
         }
         result
     }
@@ -129,6 +162,7 @@ impl Relay {
                 return Ok(());
             };
             let reply_seq = packet.next_seq();
+            self.client_seq = reply_seq;
             let command = match Command::parse(&packet.payload, self.session.capabilities()) {
                 Ok(c) => c,
                 Err(e) => return Err(SessionError::ClientMessage(e)),
@@ -165,7 +199,11 @@ impl Relay {
                 }
                 Command::Query { sql, .. } => {
                     let sql = sql.to_vec();
+                    let schema_before = self.session.schema().map(<[u8]>::to_vec);
+                    let user_before = self.session.user().map(<[u8]>::to_vec);
                     self.text(&packet, &sql, Submission::Text).await?;
+                    // `USE db` (the server reports the schema in its OK).
+                    self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
                 Command::StmtPrepare { sql } => {
                     let sql = sql.to_vec();
@@ -206,6 +244,21 @@ impl Relay {
                     };
                     self.forward(&packet, &command, &reply).await?;
                 }
+                Command::ResetConnection | Command::ChangeUser(_) => {
+                    let reply = ReplyFor {
+                        sql: String::new(),
+                        submission: Submission::Text,
+                        statement_name: None,
+                        statement_map: Vec::new(),
+                    };
+                    let schema_before = self.session.schema().map(<[u8]>::to_vec);
+                    let user_before = self.session.user().map(<[u8]>::to_vec);
+                    self.forward(&packet, &command, &reply).await?;
+                    // The server forgot its prepared statements.
+                    self.prepared
+                        .retain(|id, _| self.session.statement(*id).is_some());
+                    self.identity_changed(schema_before.as_deref(), user_before.as_deref());
+                }
                 _ => {
                     let reply = ReplyFor {
                         sql: String::new(),
@@ -216,7 +269,7 @@ impl Relay {
                     let schema_before = self.session.schema().map(<[u8]>::to_vec);
                     let user_before = self.session.user().map(<[u8]>::to_vec);
                     self.forward(&packet, &command, &reply).await?;
-                    self.identity_changed(schema_before, user_before).await?;
+                    self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
             }
         }
@@ -224,19 +277,15 @@ impl Relay {
 
     /// After a command that may change the user or the schema: a new
     /// identity is judged by a new governor (a new recording).
-    async fn identity_changed(
-        &mut self,
-        schema_before: Option<Vec<u8>>,
-        user_before: Option<Vec<u8>>,
-    ) -> Result<(), SessionError> {
+    fn identity_changed(&mut self, schema_before: Option<&[u8]>, user_before: Option<&[u8]>) {
         let schema = self.session.schema().map(<[u8]>::to_vec);
         let user = self.session.user().map(<[u8]>::to_vec);
-        if schema == schema_before && user == user_before {
-            return Ok(());
+        if schema.as_deref() == schema_before && user.as_deref() == user_before {
+            return;
         }
-        if user != user_before {
+        if user.as_deref() != user_before {
             // Another user sees other tables.
-            let _ = refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await;
+            self.catalog_stale = true;
         }
         self.identity.database = schema.as_deref().map(lossy);
         self.identity.user = user.as_deref().map(lossy);
@@ -250,7 +299,6 @@ impl Relay {
             identity: &self.identity,
         });
         info!(session = %self.identity, "session identity changed");
-        Ok(())
     }
 
     /// The lexer options of the session now.
@@ -503,6 +551,15 @@ impl Relay {
         submission: Submission,
     ) -> Result<(), SessionError> {
         let mut client_seq = packet.next_seq();
+        // Before a text query only: a PREPARE does not reset the previous
+        // statement's diagnostics on the server, and hoop's query would.
+        if self.catalog_stale && submission == Submission::Text {
+            let lower = String::from_utf8_lossy(sql).to_ascii_lowercase();
+            if !DIAGNOSTICS.iter().any(|w| lower.contains(w)) {
+                self.catalog_stale = false;
+                refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await?;
+            }
+        }
         let text = match self.canonical(sql) {
             Ok(t) => t,
             Err(refusal) => {
@@ -535,13 +592,13 @@ impl Relay {
         self.forward_from(packet, &command, &reply, client_seq)
             .await?;
         // A statement that may create, drop or rename a relation: learn the
-        // catalog again before the next command.
+        // catalog again before the next statement.
         let lower = reply.sql.to_ascii_lowercase();
         if ["create", "drop", "alter", "rename"]
             .iter()
             .any(|w| lower.contains(w))
         {
-            refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await?;
+            self.catalog_stale = true;
         }
         Ok(())
     }
@@ -648,12 +705,19 @@ impl Relay {
         // the reply is swallowed, and `ending` is what the client gets.
         let mut ending: Option<ErrPacket> = None;
         let mut ending_sent = false;
+        // While a result set's column count and definitions arrive, they
+        // are kept back (where the queue towards the client stood, and its
+        // sequence id): a malformed definition then ends the reply with a
+        // clean ERR instead of half a result-set header.
+        let mut head_mark: Option<(usize, u8)> = None;
         loop {
             let p = if let Some(p) = self.server.decoded().map_err(server_read_error)? {
                 p
             } else {
                 {
-                    self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    if head_mark.is_none() {
+                        self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    }
                     self.server
                         .read()
                         .await
@@ -663,10 +727,23 @@ impl Relay {
                         })?
                 }
             };
-            let event = self
-                .session
-                .server_packet(p.seq, &p.payload)
-                .map_err(SessionError::State)?;
+            self.client_seq = client_seq;
+            let event = match self.session.server_packet(p.seq, &p.payload) {
+                Ok(event) => event,
+                Err(e) => {
+                    if let Some((len, seq)) = head_mark {
+                        self.client.unqueue_after(len);
+                        self.client_seq = seq;
+                    }
+                    return Err(server_state(e));
+                }
+            };
+            if matches!(event.packet, ServerPacket::ColumnCount(_)) {
+                head_mark = Some((self.client.queued(), client_seq));
+            }
+            if event.columns_complete || event.completes_reply {
+                head_mark = None;
+            }
             if ending.is_some() {
                 if !ending_sent && event.completes_reply {
                     if let Some(err) = &ending {
@@ -769,7 +846,7 @@ impl Relay {
                     client_seq.wrapping_add((p.chunks % 256) as u8)
                 }
             };
-            if self.client.should_flush() {
+            if head_mark.is_none() && self.client.should_flush() {
                 self.client.flush().await.map_err(SessionError::ClientIo)?;
             }
             if event.completes_reply {

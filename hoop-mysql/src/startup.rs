@@ -5,8 +5,10 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use hoop_config::UpstreamTls;
 use hoop_core::SessionIdentity;
 use hoop_proto_mysql::{
+    auth::{AUTH_MORE_DATA_HEADER, AUTH_SWITCH_HEADER, AuthSwitchRequest},
     capabilities::{Capabilities, hoop_cleared, relayed},
     command::Command,
     err::ErrPacket,
@@ -15,6 +17,7 @@ use hoop_proto_mysql::{
     row_text::TextRow,
     session::{Origin, ServerPacket, Session, SessionConfig},
 };
+use hoop_relay::{Stream, tls::UpstreamTlsPolicy};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -67,7 +70,11 @@ pub(crate) async fn connect(
     identity: &mut SessionIdentity,
     upstream: SocketAddr,
 ) -> Result<Option<Connected>, SessionError> {
-    let mut client = Leg::new(client, Direction::ClientToServer, ctx.max_packet_size);
+    let mut client = Leg::new(
+        Stream::Plain(client),
+        Direction::ClientToServer,
+        ctx.max_packet_size,
+    );
     let server = match ctx.dialer.connect(upstream).await {
         Ok(s) => s,
         Err(e) => {
@@ -77,11 +84,22 @@ pub(crate) async fn connect(
             return Err(e);
         }
     };
-    let server = Leg::new(server, Direction::ServerToClient, ctx.max_packet_size);
+    let server = Leg::new(
+        Stream::Plain(server),
+        Direction::ServerToClient,
+        ctx.max_packet_size,
+    );
     let mut seq_to_client = 0;
     let result = tokio::time::timeout(
         ctx.startup_timeout,
-        handshake(&mut client, server, identity, &mut seq_to_client),
+        handshake(
+            ctx,
+            &mut client,
+            server,
+            identity,
+            upstream,
+            &mut seq_to_client,
+        ),
     )
     .await
     .unwrap_or(Err(SessionError::StartupTimeout));
@@ -103,10 +121,53 @@ pub(crate) async fn connect(
 
 type Handshaken = Option<(Leg, Session, Arc<SessionCatalog>)>;
 
+/// Takes a plaintext leg's socket to start TLS on it; bytes already read
+/// after the SSLRequest (sent before the TLS handshake) are refused.
+fn plain_socket(leg: &mut Leg, who: &str) -> Result<TcpStream, SessionError> {
+    if leg.has_buffered() {
+        return Err(SessionError::Unsupported(format!(
+            "the {who} sent unencrypted data after asking for TLS"
+        )));
+    }
+    match leg.take_stream() {
+        Some(Stream::Plain(s)) => Ok(s),
+        Some(other) => {
+            leg.set_stream(other);
+            Err(SessionError::Unsupported(format!(
+                "the {who} asked for TLS twice"
+            )))
+        }
+        None => Err(SessionError::Unsupported(format!(
+            "the {who} connection is gone"
+        ))),
+    }
+}
+
+/// Whether an auth packet asks for the password itself (cleartext, or
+/// caching_sha2/sha256 full authentication), which hoop would forward from
+/// a TLS leg to a plaintext one.
+fn asks_for_password(payload: &[u8]) -> bool {
+    match payload.first() {
+        Some(&AUTH_SWITCH_HEADER) => AuthSwitchRequest::parse(payload).is_ok_and(|s| {
+            matches!(
+                s.plugin.as_ref(),
+                b"mysql_clear_password" | b"dialog" | b"sha256_password" | b"auth_gssapi_client"
+            )
+        }),
+        Some(&AUTH_MORE_DATA_HEADER) => {
+            payload.get(1) == Some(&hoop_proto_mysql::caching_sha2::PERFORM_FULL_AUTHENTICATION)
+                && payload.len() == 2
+        }
+        _ => false,
+    }
+}
+
 async fn handshake(
+    ctx: &MysqlProxyContext,
     client: &mut Leg,
     mut server: Leg,
     identity: &mut SessionIdentity,
+    upstream: SocketAddr,
     seq_to_client: &mut u8,
 ) -> Result<Handshaken, SessionError> {
     let mut session = Session::new(SessionConfig {
@@ -131,12 +192,28 @@ async fn handshake(
         return Ok(None);
     }
     let parsed = Greeting::parse(&greeting.payload).map_err(SessionError::ServerMessage)?;
-    let kept = relayed(
+    let mut kept = relayed(
         parsed.capabilities,
         false,
         parsed.capabilities.has_mariadb_extensions(),
     )
     .without(Capabilities::SSL);
+    if ctx.client_tls.is_some() {
+        // hoop offers TLS whenever it has a certificate, whatever the
+        // server does.
+        kept = kept.union(Capabilities::SSL);
+    }
+    let server_offers_tls = parsed.capabilities.contains(Capabilities::SSL);
+    let upstream_tls = match ctx.upstream_tls.mode {
+        UpstreamTls::Disable => false,
+        UpstreamTls::Prefer => server_offers_tls,
+        UpstreamTls::Require | UpstreamTls::VerifyFull => {
+            if !server_offers_tls {
+                return Err(SessionError::UpstreamRefusedTls);
+            }
+            true
+        }
+    };
     let relayed_greeting = parsed
         .with_capabilities(kept)
         .map_err(SessionError::ServerMessage)?;
@@ -147,28 +224,88 @@ async fn handshake(
     *seq_to_client = client.queue_packet(greeting.seq, &relayed_greeting);
     client.flush().await.map_err(SessionError::ClientIo)?;
 
-    // 2. The client's response, with the same bits cleared.
-    let hello = client
+    // 2. The client's response (after TLS, if it asks), with the same bits
+    //    cleared. Sequence ids: the SSLRequest takes one on a TLS leg, so
+    //    each leg is numbered with its own offset until authentication ends.
+    let mut hello = client
         .read()
         .await
         .map_err(client_read_error)?
         .ok_or_else(|| SessionError::ClientIo(eof()))?;
     *seq_to_client = hello.next_seq();
-    let response = match ClientHello::parse(&hello.payload).map_err(SessionError::ClientMessage)? {
-        ClientHello::SslRequest(_) => {
+    let mut client_shift = 0u8;
+    if let ClientHello::SslRequest(_) =
+        ClientHello::parse(&hello.payload).map_err(SessionError::ClientMessage)?
+    {
+        let Some(acceptor) = ctx.client_tls.clone() else {
             return Err(SessionError::Unsupported(
-                "the client asked for TLS, which hoop does not offer on MySQL connections yet \
-                 (connect without TLS, e.g. --ssl=0 or ssl-mode=DISABLED)"
+                "the client asked for TLS, which hoop does not offer without tls.cert and tls.key \
+                 (connect without TLS, or configure hoop's certificate)"
                     .into(),
             ));
+        };
+        let socket = plain_socket(client, "client")?;
+        let tls = acceptor
+            .accept(socket)
+            .await
+            .map_err(SessionError::ClientTls)?;
+        client.set_stream(Stream::ServerTls(Box::new(tls)));
+        identity.client_tls = true;
+        client_shift = 1;
+        hello = client
+            .read()
+            .await
+            .map_err(client_read_error)?
+            .ok_or_else(|| SessionError::ClientIo(eof()))?;
+        *seq_to_client = hello.next_seq();
+    }
+    let response = match ClientHello::parse(&hello.payload).map_err(SessionError::ClientMessage)? {
+        ClientHello::SslRequest(_) => {
+            return Err(SessionError::Unsupported("a second SSLRequest".into()));
         }
         ClientHello::Response(r) => r,
     };
+    let mut forwarded_caps = response
+        .capabilities()
+        .without(hoop_cleared(false))
+        .without(Capabilities::SSL);
+    let server_shift = u8::from(upstream_tls);
+    if upstream_tls {
+        forwarded_caps = forwarded_caps.union(Capabilities::SSL);
+        let mut request = response.ssl_request();
+        request.capabilities = forwarded_caps;
+        let payload = request.encode();
+        session
+            .client_hello(1, &payload)
+            .map_err(SessionError::State)?;
+        server.queue_packet(1, &payload);
+        server.flush().await.map_err(SessionError::ServerIo)?;
+        let Some(connector) = ctx.upstream_tls.connector().cloned() else {
+            return Err(SessionError::UpstreamRefusedTls);
+        };
+        let socket = plain_socket(&mut server, "server")?;
+        let tls = connector
+            .connect(UpstreamTlsPolicy::server_name(upstream), socket)
+            .await
+            .map_err(SessionError::UpstreamTls)?;
+        server.set_stream(Stream::ClientTls(Box::new(tls)));
+        identity.upstream_tls = true;
+    }
     let forwarded = response
-        .with_cleared(hoop_cleared(false).union(Capabilities::SSL))
+        .with_capabilities(forwarded_caps)
         .map_err(SessionError::ClientMessage)?;
+    let to_server = |client_seq: u8| {
+        client_seq
+            .wrapping_sub(client_shift)
+            .wrapping_add(server_shift)
+    };
+    let to_client = |server_seq: u8| {
+        server_seq
+            .wrapping_sub(server_shift)
+            .wrapping_add(client_shift)
+    };
     session
-        .client_hello(hello.seq, &forwarded)
+        .client_hello(to_server(hello.seq), &forwarded)
         .map_err(SessionError::State)?;
     identity.user = Some(String::from_utf8_lossy(&response.user).into_owned());
     identity.database = response
@@ -181,8 +318,10 @@ async fn handshake(
         .as_ref()
         .and_then(|a| a.get("program_name"))
         .map(|v| String::from_utf8_lossy(v).into_owned());
-    server.queue_packet(hello.seq, &forwarded);
+    server.queue_packet(to_server(hello.seq), &forwarded);
     server.flush().await.map_err(SessionError::ServerIo)?;
+    // A password must not cross from a TLS leg onto a plaintext one.
+    let guard_password = identity.client_tls && !identity.upstream_tls;
 
     // 3. The auth exchange, byte for byte, until the server's OK or ERR.
     loop {
@@ -194,7 +333,17 @@ async fn handshake(
                 let event = session
                     .server_packet(packet.seq, &packet.payload)
                     .map_err(SessionError::State)?;
-                *seq_to_client = packet.next_seq();
+                let seq = to_client(packet.seq);
+                *seq_to_client = seq.wrapping_add((packet.chunks % 256) as u8);
+                if guard_password && asks_for_password(&packet.payload) {
+                    return Err(SessionError::Unsupported(
+                        "the server asks for the password itself (cleartext or full caching_sha2/sha256 \
+                         authentication), and hoop does not send a password from a TLS client leg over a \
+                         plaintext server leg; set tls.upstream so the server leg is TLS too"
+                            .into(),
+                    ));
+                }
+                let raw = packet.with_first_seq(seq);
                 match event.packet {
                     ServerPacket::AuthOk => {
                         // The catalog is read before the client can send
@@ -203,18 +352,18 @@ async fn handshake(
                         if let Err(e) = refresh_catalog(&mut server, &mut session, &catalog).await {
                             warn!(session = %identity, error = %e, "cannot read the catalog; column names from the server are not trusted");
                         }
-                        client.queue(&packet.raw);
+                        client.queue(&raw);
                         client.flush().await.map_err(SessionError::ClientIo)?;
                         return Ok(Some((server, session, catalog)));
                     }
                     ServerPacket::AuthError => {
                         debug!(session = %identity, "the server refused the login");
-                        client.queue(&packet.raw);
+                        client.queue(&raw);
                         client.flush().await.map_err(SessionError::ClientIo)?;
                         return Ok(None);
                     }
                     _ => {
-                        client.queue(&packet.raw);
+                        client.queue(&raw);
                         client.flush().await.map_err(SessionError::ClientIo)?;
                     }
                 }
@@ -223,10 +372,11 @@ async fn handshake(
                 let packet = packet
                     .map_err(client_read_error)?
                     .ok_or_else(|| SessionError::ClientIo(eof()))?;
+                let seq = to_server(packet.seq);
                 session
-                    .client_data(packet.seq, packet.payload.len())
+                    .client_data(seq, packet.payload.len())
                     .map_err(SessionError::State)?;
-                server.queue(&packet.raw);
+                server.queue(&packet.with_first_seq(seq));
                 server.flush().await.map_err(SessionError::ServerIo)?;
             }
         }

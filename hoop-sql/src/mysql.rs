@@ -19,7 +19,8 @@
 //! `ANSI_QUOTES` rewritten as `` `identifiers` ``, backslashes in strings
 //! under `NO_BACKSLASH_ESCAPES` doubled). Text that cannot be lexed as the
 //! server will (an unsafe client character set, an unterminated string) has
-//! no canonical form, and the driver judges it as unparsed.
+//! no canonical form, and the MySQL driver refuses it (whatever
+//! `policy.unparsed` says: hoop cannot tell what the server would run).
 
 pub mod builtins;
 pub mod lexer;

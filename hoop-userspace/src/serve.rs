@@ -168,7 +168,8 @@ impl Server {
             Some(intercept::DEFAULT_SKIP_MARK),
             governors.clone(),
             broker.clone(),
-        );
+        )
+        .map_err(ServeError::Tls)?;
         let mut pg = PgProxyContext::from_config(
             config,
             Some(intercept::DEFAULT_SKIP_MARK),

@@ -279,7 +279,7 @@ print(json.dumps(out))
 }
 
 #[test]
-fn a_held_statement_waits_and_is_refused_on_timeout_and_runs_when_approved() {
+fn a_held_statement_waits_and_is_refused_on_timeout_or_denial_and_runs_when_approved() {
     require_privileged();
     let db = Db::create("holds");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -293,14 +293,18 @@ fn a_held_statement_waits_and_is_refused_on_timeout_and_runs_when_approved() {
         ),
     )
     .expect("tokens");
-    let cfg = config(
-        "proxy:\n  hold_reminder_interval: 1s\npolicy:\n  hold:\n    - name: other-deletes\n      statements: [delete]\n      tables: [other]\n      approvers: [dba]\n      timeout: 3s\n      message: deletes on other need a DBA\n",
-    );
-    let yaml = std::fs::read_to_string(&cfg.path).expect("config").replace(
-        "admin:\n",
-        &format!("admin:\n  tokens_file: {}\n", tokens.display()),
-    );
-    std::fs::write(&cfg.path, yaml).expect("config");
+    let hold_config = |timeout: &str| {
+        let cfg = config(&format!(
+            "proxy:\n  hold_reminder_interval: 1s\npolicy:\n  hold:\n    - name: other-deletes\n      statements: [delete]\n      tables: [other]\n      approvers: [dba]\n      timeout: {timeout}\n      message: deletes on other need a DBA\n"
+        ));
+        let yaml = std::fs::read_to_string(&cfg.path).expect("config").replace(
+            "admin:\n",
+            &format!("admin:\n  tokens_file: {}\n", tokens.display()),
+        );
+        std::fs::write(&cfg.path, yaml).expect("config");
+        cfg
+    };
+    let cfg = hold_config("3s");
 
     // Timed out: an ERR, and the session goes on.
     let started = Instant::now();
@@ -318,43 +322,71 @@ fn a_held_statement_waits_and_is_refused_on_timeout_and_runs_when_approved() {
     assert!(stdout.contains("after"), "{stdout}\n{stderr}");
     assert_eq!(db.count("other"), 2);
 
-    // Approved: it runs once.
-    let child = hoop_exec_spawn(
-        &cfg.path,
-        &mariadb_args(&db.name, "DELETE FROM other WHERE id = 1"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
+    // Denied, then approved: the denial is an ERR naming the approver, the
+    // approval runs the statement once.
+    let held = |cfg: &TestConfig| {
+        hoop_exec_spawn(
+            &cfg.path,
+            &mariadb_args(
+                &db.name,
+                "DELETE FROM other WHERE id = 1; SELECT 'done' AS d",
+            ),
+        )
+    };
+    let pending_id = |cfg: &TestConfig| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new(hoop_bin())
+                .args(["holds", "list", "--json", "--admin", &cfg.admin_url()])
+                .env("HOOP_TOKEN", token)
+                .output()
+                .expect("hoop holds list");
+            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if let Some(h) = list
+                .as_array()
+                .and_then(|a| a.iter().find(|h| h["state"] == "pending"))
+            {
+                return h["id"].as_str().expect("an id").to_owned();
+            }
+            assert!(Instant::now() < deadline, "no pending hold appeared");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let decide = |cfg: &TestConfig, verb: &str, id: &str| {
         let out = Command::new(hoop_bin())
-            .args(["holds", "list", "--json", "--admin", &cfg.admin_url()])
+            .args(["holds", verb, id, "--admin", &cfg.admin_url()])
             .env("HOOP_TOKEN", token)
             .output()
-            .expect("hoop holds list");
-        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if let Some(h) = list
-            .as_array()
-            .and_then(|a| a.iter().find(|h| h["state"] == "pending"))
-        {
-            break h["id"].as_str().expect("an id").to_owned();
-        }
-        assert!(Instant::now() < deadline, "no pending hold appeared");
-        std::thread::sleep(Duration::from_millis(100));
+            .expect("hoop holds");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    // Approved well within the 3 s timeout... so give the rule more time
-    // than the poll takes: approve at once.
-    let approve = Command::new(hoop_bin())
-        .args(["holds", "approve", &id, "--admin", &cfg.admin_url()])
-        .env("HOOP_TOKEN", token)
-        .output()
-        .expect("hoop holds approve");
+    let cfg = hold_config("60s");
+    let child = held(&cfg);
+    let id = pending_id(&cfg);
+    decide(&cfg, "deny", &id);
+    let out = wait_output(child, T);
+    let (stdout, stderr) = text(&out);
     assert!(
-        approve.status.success(),
-        "{}",
-        String::from_utf8_lossy(&approve.stderr)
+        stderr.contains("ERROR 1227") && stderr.contains("denied by alice@example.com"),
+        "{stdout}\n{stderr}"
     );
+    assert!(
+        stdout.contains("done"),
+        "the session went on: {stdout}\n{stderr}"
+    );
+    assert_eq!(db.count("other"), 2);
+
+    let child = held(&cfg);
+    let id = pending_id(&cfg);
+    decide(&cfg, "approve", &id);
     let out = wait_output(child, T);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("done"), "{stdout}\n{stderr}");
     assert_eq!(db.count("other"), 1, "the approved DELETE ran once");
 }
 
@@ -511,4 +543,129 @@ fn kill_query_withdraws_a_held_statement() {
     );
     assert!(stdout.contains("42"), "its session went on: {all}");
     assert_eq!(db.count("other"), 2, "the held DELETE never ran");
+}
+
+#[test]
+fn tls_on_the_client_leg_and_clear_errors_where_hoop_cannot() {
+    require_privileged();
+    let db = Db::create("tls");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+    let mariadb = "mariadb -h 127.0.0.1 --protocol=TCP -uroot";
+    let script = format!(
+        "{mariadb} --ssl {db} -e '\\s' | grep -i cipher; \
+         {mariadb} --ssl -B {db} -e 'SELECT ssn FROM cust ORDER BY id'; \
+         {mariadb} --skip-ssl -B {db} -e 'SELECT note FROM other ORDER BY id'",
+        db = db.name
+    );
+    // With a certificate, hoop offers TLS: the client leg is encrypted,
+    // masking applies, and plaintext clients still work.
+    let cfg = config(&format!(
+        "tls:\n  cert: {}\n  key: {}\n{POLICY}",
+        cert.display(),
+        key.display()
+    ));
+    let out = hoop_exec(&cfg.path, &["sh", "-c", &script], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(stdout.contains("Cipher in use is TLS"), "{all}");
+    assert!(
+        stdout.contains("***-**-6789") && !stdout.contains("123-45-6789"),
+        "{all}"
+    );
+    assert!(stdout.contains("hello"), "{all}");
+
+    // Without one, a client that requires TLS (verifying the server's
+    // certificate) gets an error, not plaintext.
+    let cfg = config(POLICY);
+    let out = hoop_exec(
+        &cfg.path,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "{mariadb} --ssl --ssl-verify-server-cert {} -e 'SELECT 1'",
+                db.name
+            ),
+        ],
+        T,
+    );
+    assert!(!out.status.success(), "{:?}", text(&out));
+
+    // tls.upstream: require against this server (no TLS): a clear error.
+    let cfg = config(&format!("tls:\n  upstream: require\n{POLICY}"));
+    let out = hoop_exec(
+        &cfg.path,
+        &["sh", "-c", &format!("{mariadb} {} -e 'SELECT 1'", db.name)],
+        T,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("does not offer TLS"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn a_malformed_server_packet_ends_only_that_connection() {
+    require_privileged();
+    let db = Db::create("bad_server");
+    let port = hoop_tests::free_port();
+    let cfg = TestConfig::new(
+        &[3306, port],
+        &format!("intercept_protocols_placeholder: 0\n{POLICY}"),
+    );
+    // TestConfig writes `intercept.ports`; map the fake server's port to mysql.
+    let yaml = std::fs::read_to_string(&cfg.path)
+        .expect("config")
+        .replace(
+            "intercept:\n",
+            &format!("intercept:\n  protocols: {{3306: mysql, {port}: mysql}}\n"),
+        )
+        .replace("intercept_protocols_placeholder: 0\n", "");
+    std::fs::write(&cfg.path, yaml).expect("config");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_bad_server.py");
+    let out = hoop_exec(&cfg.path, &[PYTHON, script, &port.to_string(), &db.name], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+    assert_eq!(v["login"], "ok", "{all}");
+    // The client gets an error naming the server's malformed packet.
+    let message = v["query"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("from the server"), "{all}");
+    // hoop goes on: another connection works.
+    assert_eq!(v["after"].to_string(), r#"[["hello"],["world"]]"#, "{all}");
+}
+
+#[test]
+fn hoop_own_catalog_queries_leave_the_clients_diagnostics_alone() {
+    require_privileged();
+    let db = Db::create("diagnostics");
+    let cfg = config(POLICY);
+    // A DDL statement's warning is still there for SHOW WARNINGS and
+    // @@warning_count, although hoop reads the catalog again after DDL.
+    let sql = "CREATE TABLE IF NOT EXISTS other (id INT); SHOW WARNINGS; \
+               CREATE TABLE IF NOT EXISTS other (id INT); SELECT @@warning_count AS w;";
+    let out = hoop_exec(&cfg.path, &mariadb_args(&db.name, sql), T);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("already exists"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("|    1 |"), "{stdout}\n{stderr}");
 }

@@ -87,13 +87,13 @@ fn parse_pgbench(stdout: &str) -> anyhow::Result<(f64, f64, f64)> {
 
 /// CPU seconds of a process, split into user space and the kernel.
 #[derive(Debug, Clone, Copy, Default)]
-struct Cpu {
-    user: f64,
-    system: f64,
+pub(crate) struct Cpu {
+    pub(crate) user: f64,
+    pub(crate) system: f64,
 }
 
 impl Cpu {
-    fn total(self) -> f64 {
+    pub(crate) fn total(self) -> f64 {
         self.user + self.system
     }
 }
@@ -110,7 +110,7 @@ impl std::ops::Sub for Cpu {
 }
 
 /// `cpu_user_seconds` and `cpu_system_seconds` from hoop's exit log line.
-fn parse_hoop_cpu(stderr: &str) -> Option<Cpu> {
+pub(crate) fn parse_hoop_cpu(stderr: &str) -> Option<Cpu> {
     let line = stderr
         .lines()
         .rev()
@@ -127,7 +127,7 @@ fn parse_hoop_cpu(stderr: &str) -> Option<Cpu> {
     })
 }
 
-fn parse_hoop_rss_kib(stderr: &str) -> Option<f64> {
+pub(crate) fn parse_hoop_rss_kib(stderr: &str) -> Option<f64> {
     let line = stderr
         .lines()
         .rev()
@@ -138,7 +138,7 @@ fn parse_hoop_rss_kib(stderr: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -162,7 +162,7 @@ impl Paths {
 }
 
 /// utime and stime of a process, in seconds (`/proc/PID/stat`, clock ticks).
-fn process_cpu(pid: u32) -> anyhow::Result<Cpu> {
+pub(crate) fn process_cpu(pid: u32) -> anyhow::Result<Cpu> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -183,7 +183,7 @@ fn process_cpu(pid: u32) -> anyhow::Result<Cpu> {
 }
 
 /// CPU seconds of `hoop exec -- true`: the fixed cost every hoop run pays.
-fn hoop_idle_cpu(hoop: &Path, config: &Path) -> anyhow::Result<Cpu> {
+pub(crate) fn hoop_idle_cpu(hoop: &Path, config: &Path) -> anyhow::Result<Cpu> {
     let mut samples = Vec::new();
     for _ in 0..3 {
         let out = Command::new(hoop)
@@ -272,10 +272,10 @@ fn pgbench(
 }
 
 /// A comparison proxy running for the benchmark; stopped on drop.
-struct Baseline {
-    name: &'static str,
-    port: u16,
-    child: std::process::Child,
+pub(crate) struct Baseline {
+    pub(crate) name: &'static str,
+    pub(crate) port: u16,
+    pub(crate) child: std::process::Child,
 }
 
 impl Drop for Baseline {
@@ -287,7 +287,7 @@ impl Drop for Baseline {
 
 /// `bin`'s path, installing Debian's `package` when it is missing; `None`
 /// (with a message) when that fails.
-fn ensure_installed(bin: &str, package: &str) -> Option<PathBuf> {
+pub(crate) fn ensure_installed(bin: &str, package: &str) -> Option<PathBuf> {
     if let Ok(path) = which(bin) {
         return Some(path);
     }
@@ -353,7 +353,7 @@ fn pinned(bin: &Path, pin: bool) -> Command {
 }
 
 /// Spawns a baseline (output discarded) and waits until it accepts on `port`.
-fn spawn_listening(
+pub(crate) fn spawn_listening(
     name: &'static str,
     port: u16,
     mut command: Command,
@@ -438,6 +438,10 @@ pub enum Part {
     Recording,
     /// Masking throughput.
     Masking,
+    /// MySQL: sysbench oltp_point_select direct, through haproxy and
+    /// through hoop (no policy, and a masking policy), with the proxies'
+    /// CPU per query.
+    Mysql,
 }
 
 pub fn run(
@@ -679,6 +683,9 @@ pub fn run(
         }
         if wants(Part::Masking) {
             masking_bench(&paths, &tmp)?;
+        }
+        if wants(Part::Mysql) {
+            crate::bench_mysql::run(&paths.hoop, &tmp, seconds, rounds)?;
         }
         Ok(())
     })();
