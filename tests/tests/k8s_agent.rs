@@ -722,6 +722,35 @@ async fn a_sidecar_governs_its_own_pod_with_the_downward_api_identity() {
         Some(1.0),
         "{metrics}"
     );
+    // The application cannot step around hoop by marking its socket with
+    // hoop's skip mark (the pod's namespace is hoop's own here): the marked
+    // connect is redirected all the same.
+    let redirects = || {
+        metric(
+            &in_pod(&format!("{}/metrics", agent.admin)).1,
+            "hoop_ebpf_redirects_total",
+        )
+        .unwrap_or(0.0)
+    };
+    let before = redirects();
+    let marked = pod
+        .command("python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, 36, {})\n\
+             s.settimeout(5)\ns.connect(('{}', 5432))\ns.close()",
+            hoop::intercept::DEFAULT_SKIP_MARK,
+            pod.host_ip
+        ))
+        .output()
+        .expect("python3");
+    assert!(marked.status.success(), "{}", text(&marked));
+    wait_for(
+        "the marked connect counted as redirected",
+        WAIT,
+        || redirects() > before,
+        || agent.log(),
+    );
     // SQL hoop cannot parse is denied, and the log line names the pod.
     let out = psql_in(&pod, "SELEC 1");
     assert!(!out.status.success(), "{}", text(&out));
