@@ -29,6 +29,8 @@ const OFF: (&str, &str) = ("hoop.dev/govern", "false");
 const APPROVER: &str = "k8s-approver-token";
 const WAIT: Duration = Duration::from_secs(30);
 const TABLE: &str = "hoop_k8s_customers";
+/// The benchmark's database (pgbench's tables, apart from other tests').
+const DB: &str = "hoop_k8s_bench";
 
 fn uid(n: u8) -> String {
     format!("{n:08x}-7a7a-4b4b-8c8c-1d1d1d1d1d1d")
@@ -94,7 +96,7 @@ impl Drop for Agent {
 
 impl Agent {
     /// Writes the config (`kubernetes:` as given) and the approvers' tokens.
-    fn config(kubernetes: &str, admin_port: u16) -> (tempfile::TempDir, PathBuf) {
+    fn config(kubernetes: &str, admin_port: u16, extra: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let tokens = dir.path().join("tokens.yaml");
         std::fs::write(
@@ -107,7 +109,7 @@ impl Agent {
         .expect("tokens");
         let yaml = format!(
             "intercept:\n  ports: [5432]\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  tokens_file: {}\n\
-             recording:\n  dir: {}\n  rows: full\nkubernetes:\n{kubernetes}{}",
+             recording:\n  dir: {}\n  rows: full\n{extra}kubernetes:\n{kubernetes}{}",
             tokens.display(),
             dir.path().join("recordings").display(),
             policy()
@@ -118,7 +120,7 @@ impl Agent {
     }
 
     /// Node mode, watching `api` for `node`'s pods.
-    fn node(api: &FakeApiServer, node: &SimulatedNode) -> Self {
+    fn node(api: &FakeApiServer, node: &SimulatedNode, extra: &str) -> Self {
         let admin_port = free_port();
         let (dir, config) = Self::config(
             &format!(
@@ -126,6 +128,7 @@ impl Agent {
                 node.cgroup_root().display()
             ),
             admin_port,
+            extra,
         );
         let kubeconfig = api.write_kubeconfig(dir.path()).expect("kubeconfig");
         let log = dir.path().join("agent.log");
@@ -163,6 +166,7 @@ impl Agent {
                 node.cgroup_root().display()
             ),
             admin_port,
+            "",
         );
         let log = dir.path().join("agent.log");
         let child = Command::new("nsenter")
@@ -200,6 +204,10 @@ impl Agent {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("hoop.yaml")
     }
 
     fn recordings(&self) -> PathBuf {
@@ -384,7 +392,7 @@ async fn a_node_agent_governs_annotated_pods_with_their_identity() {
     ));
     api.apply_pod(objects::pod("ops", "debug-1", &uid(4), NODE, &[OFF], &[]));
 
-    let agent = Agent::node(&api, &node);
+    let agent = Agent::node(&api, &node, "");
     agent.wait_ready();
     // The start-up gate opens in governed pods only.
     let gate = await_in(&api_pod, "20s");
@@ -758,6 +766,129 @@ async fn a_sidecar_governs_its_own_pod_with_the_downward_api_identity() {
     assert!(
         log.contains("pod=analytics/reports-0 sa=reports-0-sa"),
         "{log}"
+    );
+    drop(agent);
+}
+
+/// pgbench's `tps = …` figure.
+fn tps(out: &Output) -> f64 {
+    let text = text(out);
+    assert!(out.status.success(), "pgbench failed: {text}");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in {text}"))
+}
+
+/// The issue's benchmark: `pgbench -S` through a governed simulated pod
+/// (node agent, listener in the pod's namespace, upstream from there)
+/// against `hoop exec` with the same configuration, binary and forwarder,
+/// alternated in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p hoop-tests --test k8s_agent -- --ignored --nocapture"]
+async fn pgbench_through_a_governed_pod_against_hoop_exec() {
+    require_root();
+    if psql_direct(&format!("SELECT 1 FROM pg_database WHERE datname = '{DB}'")).trim() != "1" {
+        psql_direct(&format!("CREATE DATABASE {DB}"));
+    }
+    let init = Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            DB,
+        ])
+        .output()
+        .expect("pgbench -i");
+    assert!(init.status.success(), "{}", text(&init));
+    let secs = std::env::var("HOOP_BENCH_SECONDS").unwrap_or_else(|_| "10".into());
+    let api = FakeApiServer::start().await.expect("API server stand-in");
+    let node = SimulatedNode::new(CgroupDriver::Systemd).expect("simulated node");
+    let mut pod = node
+        .add_pod(&uid(20), QosClass::Burstable, true)
+        .expect("pod");
+    pod.forward(5432, "127.0.0.1:5432".parse().expect("address"))
+        .expect("forwarder");
+    // An ungoverned twin: the cost of the veth and forwarder alone.
+    let mut bare = node
+        .add_pod(&uid(21), QosClass::Burstable, true)
+        .expect("pod");
+    bare.forward(5432, "127.0.0.1:5432".parse().expect("address"))
+        .expect("forwarder");
+    api.apply_pod(objects::pod(
+        "bench",
+        "pgbench-bare",
+        &uid(21),
+        NODE,
+        &[],
+        &[],
+    ));
+    api.apply_namespace(objects::namespace("bench", &[], &[]));
+    api.apply_pod(objects::pod(
+        "bench",
+        "pgbench-0",
+        &uid(20),
+        NODE,
+        &[ON],
+        &[],
+    ));
+    let agent = Agent::node(&api, &node, "proxy:\n  worker_threads: 1\n");
+    agent.wait_ready();
+    let gate = await_in(&pod, "20s");
+    assert!(gate.status.success(), "{}", text(&gate));
+    let args = |cmd: &mut Command, pod: &SimulatedPod| {
+        cmd.args(["-h"]).arg(pod.host_ip.to_string()).args([
+            "-p", "5432", "-U", "postgres", "-n", "-S", "-c", "4", "-j", "2", "-T", &secs, DB,
+        ]);
+    };
+    let (mut governed, mut exec) = (Vec::new(), Vec::new());
+    let (mut pod_direct, mut host_direct) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let mut cmd = Command::new(hoop_bin());
+        cmd.args(["exec", "--config"])
+            .arg(agent.config_path())
+            .args(["--", "pgbench"]);
+        args(&mut cmd, &pod);
+        exec.push(tps(&cmd.output().expect("hoop exec pgbench")));
+        let mut cmd = pod.command("pgbench");
+        args(&mut cmd, &pod);
+        governed.push(tps(&cmd.output().expect("pgbench in the pod")));
+        let mut cmd = Command::new("pgbench");
+        args(&mut cmd, &pod);
+        host_direct.push(tps(&cmd.output().expect("pgbench on the host")));
+        let mut cmd = bare.command("pgbench");
+        args(&mut cmd, &bare);
+        pod_direct.push(tps(&cmd.output().expect("pgbench in the bare pod")));
+    }
+    // The pod's sessions really went through hoop.
+    let metrics = agent.metrics();
+    assert!(
+        metric(&metrics, "hoop_connections_total").is_some_and(|n| n >= 12.0),
+        "{metrics}"
+    );
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "pgbench -S -c 4 -j 2 -T {secs}, {} runs each, alternated\n  hoop exec:     {exec:.0?} tps (median {:.0}, best {:.0})\n  governed pod:  {governed:.0?} tps (median {:.0}, best {:.0})\n  pod / exec (median): {:.3}\n  direct, host:  {host_direct:.0?} tps (median {:.0})\n  direct, pod:   {pod_direct:.0?} tps (median {:.0})\n  pod / host direct (median): {:.3}",
+        exec.len(),
+        median(&exec),
+        best(&exec),
+        median(&governed),
+        best(&governed),
+        median(&governed) / median(&exec),
+        median(&host_direct),
+        median(&pod_direct),
+        median(&pod_direct) / median(&host_direct),
     );
     drop(agent);
 }
