@@ -129,7 +129,10 @@ impl Server {
         // mark in its own network namespace. A sidecar's namespace is the
         // pod's, where the application could set that mark itself: there,
         // only the process id counts.
-        let mark = options.pod.is_none().then_some(intercept::DEFAULT_SKIP_MARK);
+        let mark = options
+            .pod
+            .is_none()
+            .then_some(intercept::DEFAULT_SKIP_MARK);
         let settings = InterceptSettings {
             ports: config.intercept.ports.clone(),
             proxy_v4,
@@ -167,14 +170,8 @@ impl Server {
             governance.holds.clone(),
             governance.policy.clone(),
         ));
-        let mut pg = PgProxyContext::from_config(
-            config,
-            mark,
-            governors,
-            Some(catalog),
-            broker,
-        )
-        .map_err(ServeError::Tls)?;
+        let mut pg = PgProxyContext::from_config(config, mark, governors, Some(catalog), broker)
+            .map_err(ServeError::Tls)?;
         pg.hold_reminder_interval = config.proxy.hold_reminder_interval;
         pg.credentials = credentials;
         let ctx = Arc::new(ConnectionContext {
