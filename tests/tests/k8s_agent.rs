@@ -79,6 +79,13 @@ struct Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Agent {
+    /// SIGTERM, then SIGKILL after 5 s.
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)),
@@ -121,10 +128,21 @@ impl Agent {
 
     /// Node mode, watching `api` for `node`'s pods.
     fn node(api: &FakeApiServer, node: &SimulatedNode, extra: &str) -> Self {
+        Self::node_pinned(api, node, extra, None)
+    }
+
+    /// [`Agent::node`], pinning under `pins` when given.
+    fn node_pinned(
+        api: &FakeApiServer,
+        node: &SimulatedNode,
+        extra: &str,
+        pins: Option<&Path>,
+    ) -> Self {
         let admin_port = free_port();
+        let pin = pins.map_or_else(String::new, |p| format!("  pin_dir: {}\n", p.display()));
         let (dir, config) = Self::config(
             &format!(
-                "  enabled: true\n  node_name: {NODE}\n  cgroup_root: {}\n  resync_interval: 1s\n",
+                "  enabled: true\n  node_name: {NODE}\n  cgroup_root: {}\n  resync_interval: 1s\n{pin}",
                 node.cgroup_root().display()
             ),
             admin_port,
@@ -768,6 +786,102 @@ async fn a_sidecar_governs_its_own_pod_with_the_downward_api_identity() {
         "{log}"
     );
     drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_keeps_pods_governed_and_an_added_annotation_takes_effect() {
+    require_root();
+    setup_table();
+    let bpffs = hoop_tests::k8s::BpfFs::mount();
+    let pins = bpffs.path().join("hoop");
+    let api = FakeApiServer::start().await.expect("API server stand-in");
+    let node = SimulatedNode::new(CgroupDriver::Systemd).expect("simulated node");
+    let database = "127.0.0.1:5432".parse().expect("address");
+    let mut a = node
+        .add_pod(&uid(30), QosClass::Burstable, true)
+        .expect("pod");
+    let mut b = node
+        .add_pod(&uid(31), QosClass::BestEffort, true)
+        .expect("pod");
+    let mut c = node
+        .add_pod(&uid(32), QosClass::Burstable, true)
+        .expect("pod");
+    for pod in [&mut a, &mut b, &mut c] {
+        pod.forward(5432, database).expect("forwarder");
+    }
+    api.apply_namespace(objects::namespace("shop", &[], &[]));
+    api.apply_pod(objects::pod("shop", "a-0", &uid(30), NODE, &[ON], &[]));
+    api.apply_pod(objects::pod("shop", "b-0", &uid(31), NODE, &[], &[]));
+    let sql = format!("SELECT name, ssn FROM {TABLE} ORDER BY id");
+    let masked = "Ada|***-**-6789\nBob|***-**-4321";
+    let raw = "Ada|123-45-6789\nBob|987-65-4321";
+    let first = Agent::node_pinned(&api, &node, "", Some(&pins));
+    first.wait_ready();
+    let gate = await_in(&a, "20s");
+    assert!(gate.status.success(), "{}\n{}", text(&gate), first.log());
+    assert_eq!(
+        String::from_utf8_lossy(&psql_in(&b, &sql).stdout).trim(),
+        raw
+    );
+    // An annotation added to a running pod: governed from its next connection.
+    api.apply_pod(objects::pod("shop", "b-0", &uid(31), NODE, &[ON], &[]));
+    let gate = await_in(&b, "20s");
+    assert!(gate.status.success(), "{}\n{}", text(&gate), first.log());
+    let out = psql_in(&b, &sql);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        masked,
+        "{}",
+        text(&out)
+    );
+
+    // The agent stops; its pinned programs stay: the governed pods' connects
+    // are refused, never direct.
+    let mut first = first;
+    first.stop();
+    let first_log = first.log();
+    assert!(
+        first_log.contains("pinned programs stay attached"),
+        "{first_log}"
+    );
+    let out = psql_in(&a, &sql);
+    assert!(
+        !out.status.success() && !text(&out).contains("123-45-6789"),
+        "while no agent runs, a governed pod is refused: {}",
+        text(&out)
+    );
+    // Meanwhile b-0 is deleted and c-0 created.
+    assert!(api.delete_pod("shop", "b-0"));
+    api.apply_pod(objects::pod("shop", "c-0", &uid(32), NODE, &[ON], &[]));
+
+    let second = Agent::node_pinned(&api, &node, "", Some(&pins));
+    second.wait_ready();
+    for pod in [&a, &c] {
+        let gate = await_in(pod, "20s");
+        assert!(gate.status.success(), "{}\n{}", text(&gate), second.log());
+        let out = psql_in(pod, &sql);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            masked,
+            "{}",
+            text(&out)
+        );
+    }
+    // The pod deleted while no agent ran was cleaned up: it goes direct.
+    wait_for(
+        "b-0's adopted programs released",
+        WAIT,
+        || String::from_utf8_lossy(&psql_in(&b, &sql).stdout).trim() == raw,
+        || second.log(),
+    );
+    let dir = second.recordings();
+    wait_for(
+        "the second agent's recordings",
+        WAIT,
+        || !recordings_of(&dir, "c-0").is_empty() && !recordings_of(&dir, "a-0").is_empty(),
+        || second.log(),
+    );
+    drop(second);
 }
 
 /// pgbench's `tps = …` figure.
