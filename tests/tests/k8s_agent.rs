@@ -1006,3 +1006,62 @@ async fn pgbench_through_a_governed_pod_against_hoop_exec() {
     );
     drop(agent);
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The issue's memory figure with the real proxy serving the pods'
+/// listeners: the node agent's RSS before and after N idle pods are governed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test -p hoop-tests --test k8s_agent -- --ignored --nocapture memory"]
+async fn memory_per_governed_idle_pod_in_the_agent() {
+    require_root();
+    let n: u8 = std::env::var("HOOP_MEMORY_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let api = FakeApiServer::start().await.expect("API server stand-in");
+    let node = SimulatedNode::new(CgroupDriver::Systemd).expect("simulated node");
+    let pods: Vec<SimulatedPod> = (0..n)
+        .map(|i| {
+            node.add_pod(&uid(100 + i), QosClass::BestEffort, true)
+                .expect("pod")
+        })
+        .collect();
+    api.apply_namespace(objects::namespace("idle", &[], &[]));
+    let agent = Agent::node(&api, &node, "");
+    agent.wait_ready();
+    // Settle, then the baseline.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = rss_kib(agent.pid());
+    for i in 0..n {
+        api.apply_pod(objects::pod(
+            "idle",
+            &format!("idle-{i}"),
+            &uid(100 + i),
+            NODE,
+            &[ON],
+            &[("app", "idle")],
+        ));
+    }
+    wait_for(
+        "every pod governed",
+        Duration::from_mins(1),
+        || sample(&agent.metrics(), "hoop_pods", &[r#"state="governed""#]) == Some(f64::from(n)),
+        || agent.log(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_kib(agent.pid());
+    let per_pod = (after.saturating_sub(before)) as f64 / f64::from(n);
+    eprintln!(
+        "hoop agent RSS: {before} KiB with no pod, {after} KiB with {n} governed idle pods: {per_pod:.1} KiB per pod"
+    );
+    drop(agent);
+    drop(pods);
+}
