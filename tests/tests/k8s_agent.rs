@@ -874,6 +874,28 @@ async fn a_restarted_agent_keeps_pods_governed_and_an_added_annotation_takes_eff
         || String::from_utf8_lossy(&psql_in(&b, &sql).stdout).trim() == raw,
         || second.log(),
     );
+    // A pod whose cgroup appears after its API event: pending, then governed.
+    let mut d = node
+        .add_pod(&uid(33), QosClass::Burstable, false)
+        .expect("pod");
+    d.forward(5432, database).expect("forwarder");
+    api.apply_pod(objects::pod("shop", "d-0", &uid(33), NODE, &[ON], &[]));
+    wait_for(
+        "d-0 pending",
+        WAIT,
+        || sample(&second.metrics(), "hoop_pods", &[r#"state="pending""#]) == Some(1.0),
+        || format!("{}\n{}", second.metrics(), second.log()),
+    );
+    d.start().expect("the kubelet makes d-0's cgroup");
+    let gate = await_in(&d, "20s");
+    assert!(gate.status.success(), "{}\n{}", text(&gate), second.log());
+    let out = psql_in(&d, &sql);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        masked,
+        "{}",
+        text(&out)
+    );
     let dir = second.recordings();
     wait_for(
         "the second agent's recordings",
