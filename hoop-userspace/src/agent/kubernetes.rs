@@ -245,10 +245,19 @@ impl PodGovernor for PodSessions {
         let identity = Arc::new(request.workload.clone());
         match self.pods.govern(uid, &request.cgroup, ports).await {
             Ok(Governed::New { listeners, netns }) => {
-                let serving = self
-                    .server
-                    .serve(listeners, netns, self.pods.sockets().clone(), identity)
-                    .map_err(|e| GovernError::new(FailureReason::Listen, e))?;
+                let serving =
+                    match self
+                        .server
+                        .serve(listeners, netns, self.pods.sockets().clone(), identity)
+                    {
+                        Ok(serving) => serving,
+                        Err(e) => {
+                            // Nothing serves the target just written: start
+                            // over at the retry rather than keep it.
+                            let _ = self.pods.release(uid);
+                            return Err(GovernError::new(FailureReason::Listen, e));
+                        }
+                    };
                 lock(&self.serving).insert(uid.clone(), serving);
                 info!(pod = %request.workload, cgroup = %request.cgroup.display(), "pod governed");
                 Ok(())
