@@ -193,6 +193,17 @@ impl Plan {
             resync_interval: self.resolved.resync_interval,
             backoff: watch_backoff(),
         };
+        if self.pin_root.is_some() {
+            // Once every pod has been tried, pins an agent of another layout
+            // version left (an upgrade) are no longer needed.
+            let (board, interceptor) = (self.board.clone(), server.interceptor().clone());
+            tokio::spawn(async move {
+                board.wait_for(StatusBoard::synced).await;
+                for dir in interceptor.retire_other_versions() {
+                    info!(dir = %dir.display(), "removed another layout version's pins");
+                }
+            });
+        }
         info!(node = %settings.node_name, cgroup_root = %self.resolved.cgroup_root.display(), pinned = ?self.pin_root, "node mode: governing this node's pods that opt in");
         Ok(tokio::spawn(async move {
             discovery::run(client, &settings, &mut reconciler, stopped).await;
