@@ -608,6 +608,11 @@ async fn a_node_agent_governs_annotated_pods_with_their_identity() {
         "{}",
         text(&out)
     );
+    assert!(
+        agent.log().contains("Kubernetes API error"),
+        "the outage is logged: {}",
+        agent.log()
+    );
     api.set_reachable(true).await.expect("reachable");
     // A malformed object on the watch: counted, the agent goes on.
     let errors = || {
