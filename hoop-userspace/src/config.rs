@@ -136,6 +136,39 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_section_is_checked_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoop.yaml");
+        std::fs::write(
+            &path,
+            "kubernetes:\n  enabled: true\n  mode: sidecar\n  pin_dir: /sys/fs/bpf/hoop\n",
+        )
+        .unwrap();
+        let k8s = load_checked(&path).unwrap().policy.kubernetes;
+        assert!(k8s.enabled);
+        assert_eq!(k8s.mode, hoop_k8s::Mode::Sidecar);
+        assert_eq!(k8s.pin_dir, Path::new("/sys/fs/bpf/hoop"));
+        // Every problem, with its place, together with the policy's.
+        std::fs::write(
+            &path,
+            "kubernetes:\n  enabled: true\n  pin_dir: relative\n  resync_interval: 10ms\n\
+             policy:\n  deny:\n    - statements: [delete]\n      when: {pod: []}\n",
+        )
+        .unwrap();
+        let text = check_file(&path).to_string();
+        for expected in [
+            "kubernetes.pin_dir: relative is relative",
+            "kubernetes.resync_interval: 10ms is too short",
+            "policy.deny[0].when.pod: an empty list",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        // Absent: disabled, and the rest of the file loads as before.
+        std::fs::write(&path, "policy: {}\n").unwrap();
+        assert!(!load_checked(&path).unwrap().policy.kubernetes.enabled);
+    }
+
+    #[test]
     fn a_reload_swaps_policy_and_credentials_together_or_neither() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good");

@@ -126,11 +126,19 @@ impl Server {
             Some(SocketAddr::V6(a)) => a,
             _ => SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, 0, 0, 0),
         };
+        // hoop's own sockets are skipped by its process id, and by the skip
+        // mark in its own network namespace. A sidecar's namespace is the
+        // pod's, where the application could set that mark itself: there,
+        // only the process id counts.
+        let mark = options
+            .pod
+            .is_none()
+            .then_some(intercept::DEFAULT_SKIP_MARK);
         let settings = InterceptSettings {
             ports: config.intercept.ports.clone(),
             proxy_v4,
             proxy_v6,
-            skip_mark: intercept::DEFAULT_SKIP_MARK,
+            skip_mark: mark.unwrap_or(0),
             skip_tgid: std::process::id(),
         };
         let load = LoadOptions {
@@ -139,7 +147,7 @@ impl Server {
         let interceptor = Arc::new(Interceptor::load_with(&settings, &load)?);
         let (shutdown, _) = watch::channel(false);
         let dialer = Dialer {
-            mark: Some(intercept::DEFAULT_SKIP_MARK),
+            mark,
             connect_timeout: config.proxy.connect_timeout,
             sockets: None,
         };
@@ -163,21 +171,10 @@ impl Server {
             governance.holds.clone(),
             governance.policy.clone(),
         ));
-        let mysql = MysqlProxyContext::from_config(
-            config,
-            Some(intercept::DEFAULT_SKIP_MARK),
-            governors.clone(),
-            broker.clone(),
-        )
-        .map_err(ServeError::Tls)?;
-        let mut pg = PgProxyContext::from_config(
-            config,
-            Some(intercept::DEFAULT_SKIP_MARK),
-            governors,
-            Some(catalog),
-            broker,
-        )
-        .map_err(ServeError::Tls)?;
+        let mysql = MysqlProxyContext::from_config(config, mark, governors.clone(), broker.clone())
+            .map_err(ServeError::Tls)?;
+        let mut pg = PgProxyContext::from_config(config, mark, governors, Some(catalog), broker)
+            .map_err(ServeError::Tls)?;
         pg.hold_reminder_interval = config.proxy.hold_reminder_interval;
         pg.credentials = credentials;
         let ctx = Arc::new(ConnectionContext {

@@ -29,6 +29,8 @@ const OFF: (&str, &str) = ("hoop.dev/govern", "false");
 const APPROVER: &str = "k8s-approver-token";
 const WAIT: Duration = Duration::from_secs(30);
 const TABLE: &str = "hoop_k8s_customers";
+/// The benchmark's database (pgbench's tables, apart from other tests').
+const DB: &str = "hoop_k8s_bench";
 
 fn uid(n: u8) -> String {
     format!("{n:08x}-7a7a-4b4b-8c8c-1d1d1d1d1d1d")
@@ -77,6 +79,13 @@ struct Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Agent {
+    /// SIGTERM, then SIGKILL after 5 s.
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)),
@@ -94,7 +103,7 @@ impl Drop for Agent {
 
 impl Agent {
     /// Writes the config (`kubernetes:` as given) and the approvers' tokens.
-    fn config(kubernetes: &str, admin_port: u16) -> (tempfile::TempDir, PathBuf) {
+    fn config(kubernetes: &str, admin_port: u16, extra: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let tokens = dir.path().join("tokens.yaml");
         std::fs::write(
@@ -107,7 +116,7 @@ impl Agent {
         .expect("tokens");
         let yaml = format!(
             "intercept:\n  ports: [5432]\nadmin:\n  listen: 127.0.0.1:{admin_port}\n  tokens_file: {}\n\
-             recording:\n  dir: {}\n  rows: full\nkubernetes:\n{kubernetes}{}",
+             recording:\n  dir: {}\n  rows: full\n{extra}kubernetes:\n{kubernetes}{}",
             tokens.display(),
             dir.path().join("recordings").display(),
             policy()
@@ -118,14 +127,32 @@ impl Agent {
     }
 
     /// Node mode, watching `api` for `node`'s pods.
-    fn node(api: &FakeApiServer, node: &SimulatedNode) -> Self {
+    fn node(api: &FakeApiServer, node: &SimulatedNode, extra: &str) -> Self {
+        Self::node_pinned(api, node, extra, None)
+    }
+
+    /// [`Agent::node`], pinning under `pins` when given.
+    fn node_pinned(
+        api: &FakeApiServer,
+        node: &SimulatedNode,
+        extra: &str,
+        pins: Option<&Path>,
+    ) -> Self {
         let admin_port = free_port();
+        let pin = pins.map_or_else(String::new, |p| format!("  pin_dir: {}\n", p.display()));
         let (dir, config) = Self::config(
             &format!(
-                "  enabled: true\n  node_name: {NODE}\n  cgroup_root: {}\n  resync_interval: 1s\n",
-                node.cgroup_root().display()
+                "  enabled: true\n  node_name: {NODE}\n  cgroup_root: {}\n  resync_interval: {}\n{pin}",
+                node.cgroup_root().display(),
+                // The benchmark's agent re-checks pods as often as a real one.
+                if extra.contains("worker_threads") {
+                    "30s"
+                } else {
+                    "1s"
+                }
             ),
             admin_port,
+            extra,
         );
         let kubeconfig = api.write_kubeconfig(dir.path()).expect("kubeconfig");
         let log = dir.path().join("agent.log");
@@ -163,6 +190,7 @@ impl Agent {
                 node.cgroup_root().display()
             ),
             admin_port,
+            "",
         );
         let log = dir.path().join("agent.log");
         let child = Command::new("nsenter")
@@ -200,6 +228,10 @@ impl Agent {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("hoop.yaml")
     }
 
     fn recordings(&self) -> PathBuf {
@@ -384,7 +416,7 @@ async fn a_node_agent_governs_annotated_pods_with_their_identity() {
     ));
     api.apply_pod(objects::pod("ops", "debug-1", &uid(4), NODE, &[OFF], &[]));
 
-    let agent = Agent::node(&api, &node);
+    let agent = Agent::node(&api, &node, "");
     agent.wait_ready();
     // The start-up gate opens in governed pods only.
     let gate = await_in(&api_pod, "20s");
@@ -582,6 +614,11 @@ async fn a_node_agent_governs_annotated_pods_with_their_identity() {
         "{}",
         text(&out)
     );
+    assert!(
+        agent.log().contains("Kubernetes API error"),
+        "the outage is logged: {}",
+        agent.log()
+    );
     api.set_reachable(true).await.expect("reachable");
     // A malformed object on the watch: counted, the agent goes on.
     let errors = || {
@@ -722,6 +759,35 @@ async fn a_sidecar_governs_its_own_pod_with_the_downward_api_identity() {
         Some(1.0),
         "{metrics}"
     );
+    // The application cannot step around hoop by marking its socket with
+    // hoop's skip mark (the pod's namespace is hoop's own here): the marked
+    // connect is redirected all the same.
+    let redirects = || {
+        metric(
+            &in_pod(&format!("{}/metrics", agent.admin)).1,
+            "hoop_ebpf_redirects_total",
+        )
+        .unwrap_or(0.0)
+    };
+    let before = redirects();
+    let marked = pod
+        .command("python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, 36, {})\n\
+             s.settimeout(5)\ns.connect(('{}', 5432))\ns.close()",
+            hoop::intercept::DEFAULT_SKIP_MARK,
+            pod.host_ip
+        ))
+        .output()
+        .expect("python3");
+    assert!(marked.status.success(), "{}", text(&marked));
+    wait_for(
+        "the marked connect counted as redirected",
+        WAIT,
+        || redirects() > before,
+        || agent.log(),
+    );
     // SQL hoop cannot parse is denied, and the log line names the pod.
     let out = psql_in(&pod, "SELEC 1");
     assert!(!out.status.success(), "{}", text(&out));
@@ -731,4 +797,304 @@ async fn a_sidecar_governs_its_own_pod_with_the_downward_api_identity() {
         "{log}"
     );
     drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_keeps_pods_governed_and_an_added_annotation_takes_effect() {
+    require_root();
+    setup_table();
+    let bpffs = hoop_tests::k8s::BpfFs::mount();
+    let pins = bpffs.path().join("hoop");
+    let api = FakeApiServer::start().await.expect("API server stand-in");
+    let node = SimulatedNode::new(CgroupDriver::Systemd).expect("simulated node");
+    let database = "127.0.0.1:5432".parse().expect("address");
+    let mut a = node
+        .add_pod(&uid(30), QosClass::Burstable, true)
+        .expect("pod");
+    let mut b = node
+        .add_pod(&uid(31), QosClass::BestEffort, true)
+        .expect("pod");
+    let mut c = node
+        .add_pod(&uid(32), QosClass::Burstable, true)
+        .expect("pod");
+    for pod in [&mut a, &mut b, &mut c] {
+        pod.forward(5432, database).expect("forwarder");
+    }
+    api.apply_namespace(objects::namespace("shop", &[], &[]));
+    api.apply_pod(objects::pod("shop", "a-0", &uid(30), NODE, &[ON], &[]));
+    api.apply_pod(objects::pod("shop", "b-0", &uid(31), NODE, &[], &[]));
+    let sql = format!("SELECT name, ssn FROM {TABLE} ORDER BY id");
+    let masked = "Ada|***-**-6789\nBob|***-**-4321";
+    let raw = "Ada|123-45-6789\nBob|987-65-4321";
+    let first = Agent::node_pinned(&api, &node, "", Some(&pins));
+    first.wait_ready();
+    let gate = await_in(&a, "20s");
+    assert!(gate.status.success(), "{}\n{}", text(&gate), first.log());
+    assert_eq!(
+        String::from_utf8_lossy(&psql_in(&b, &sql).stdout).trim(),
+        raw
+    );
+    // An annotation added to a running pod: governed from its next connection.
+    api.apply_pod(objects::pod("shop", "b-0", &uid(31), NODE, &[ON], &[]));
+    let gate = await_in(&b, "20s");
+    assert!(gate.status.success(), "{}\n{}", text(&gate), first.log());
+    let out = psql_in(&b, &sql);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        masked,
+        "{}",
+        text(&out)
+    );
+
+    // The agent stops; its pinned programs stay: the governed pods' connects
+    // are refused, never direct.
+    let mut first = first;
+    first.stop();
+    let first_log = first.log();
+    assert!(
+        first_log.contains("pinned programs stay attached"),
+        "{first_log}"
+    );
+    let out = psql_in(&a, &sql);
+    assert!(
+        !out.status.success() && !text(&out).contains("123-45-6789"),
+        "while no agent runs, a governed pod is refused: {}",
+        text(&out)
+    );
+    // Meanwhile b-0 is deleted and c-0 created.
+    assert!(api.delete_pod("shop", "b-0"));
+    api.apply_pod(objects::pod("shop", "c-0", &uid(32), NODE, &[ON], &[]));
+
+    let second = Agent::node_pinned(&api, &node, "", Some(&pins));
+    second.wait_ready();
+    for pod in [&a, &c] {
+        let gate = await_in(pod, "20s");
+        assert!(gate.status.success(), "{}\n{}", text(&gate), second.log());
+        let out = psql_in(pod, &sql);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            masked,
+            "{}",
+            text(&out)
+        );
+    }
+    // The pod deleted while no agent ran was cleaned up: it goes direct.
+    wait_for(
+        "b-0's adopted programs released",
+        WAIT,
+        || String::from_utf8_lossy(&psql_in(&b, &sql).stdout).trim() == raw,
+        || second.log(),
+    );
+    // A pod whose cgroup appears after its API event: pending, then governed.
+    let mut d = node
+        .add_pod(&uid(33), QosClass::Burstable, false)
+        .expect("pod");
+    d.forward(5432, database).expect("forwarder");
+    api.apply_pod(objects::pod("shop", "d-0", &uid(33), NODE, &[ON], &[]));
+    wait_for(
+        "d-0 pending",
+        WAIT,
+        || sample(&second.metrics(), "hoop_pods", &[r#"state="pending""#]) == Some(1.0),
+        || format!("{}\n{}", second.metrics(), second.log()),
+    );
+    d.start().expect("the kubelet makes d-0's cgroup");
+    let gate = await_in(&d, "20s");
+    assert!(gate.status.success(), "{}\n{}", text(&gate), second.log());
+    let out = psql_in(&d, &sql);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        masked,
+        "{}",
+        text(&out)
+    );
+    let dir = second.recordings();
+    wait_for(
+        "the second agent's recordings",
+        WAIT,
+        || !recordings_of(&dir, "c-0").is_empty() && !recordings_of(&dir, "a-0").is_empty(),
+        || second.log(),
+    );
+    drop(second);
+}
+
+/// pgbench's `tps = …` figure.
+fn tps(out: &Output) -> f64 {
+    let text = text(out);
+    assert!(out.status.success(), "pgbench failed: {text}");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in {text}"))
+}
+
+/// The issue's benchmark: `pgbench -S` through a governed simulated pod
+/// (node agent, listener in the pod's namespace, upstream from there)
+/// against `hoop exec` with the same configuration, binary and forwarder,
+/// alternated in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p hoop-tests --test k8s_agent -- --ignored --nocapture"]
+async fn pgbench_through_a_governed_pod_against_hoop_exec() {
+    require_root();
+    if psql_direct(&format!("SELECT 1 FROM pg_database WHERE datname = '{DB}'")).trim() != "1" {
+        psql_direct(&format!("CREATE DATABASE {DB}"));
+    }
+    let init = Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            DB,
+        ])
+        .output()
+        .expect("pgbench -i");
+    assert!(init.status.success(), "{}", text(&init));
+    let secs = std::env::var("HOOP_BENCH_SECONDS").unwrap_or_else(|_| "10".into());
+    let api = FakeApiServer::start().await.expect("API server stand-in");
+    let node = SimulatedNode::new(CgroupDriver::Systemd).expect("simulated node");
+    let mut pod = node
+        .add_pod(&uid(20), QosClass::Burstable, true)
+        .expect("pod");
+    pod.forward(5432, "127.0.0.1:5432".parse().expect("address"))
+        .expect("forwarder");
+    // An ungoverned twin: the cost of the veth and forwarder alone.
+    let mut bare = node
+        .add_pod(&uid(21), QosClass::Burstable, true)
+        .expect("pod");
+    bare.forward(5432, "127.0.0.1:5432".parse().expect("address"))
+        .expect("forwarder");
+    api.apply_pod(objects::pod(
+        "bench",
+        "pgbench-bare",
+        &uid(21),
+        NODE,
+        &[],
+        &[],
+    ));
+    api.apply_namespace(objects::namespace("bench", &[], &[]));
+    api.apply_pod(objects::pod(
+        "bench",
+        "pgbench-0",
+        &uid(20),
+        NODE,
+        &[ON],
+        &[],
+    ));
+    let agent = Agent::node(&api, &node, "proxy:\n  worker_threads: 1\n");
+    agent.wait_ready();
+    let gate = await_in(&pod, "20s");
+    assert!(gate.status.success(), "{}", text(&gate));
+    let args = |cmd: &mut Command, pod: &SimulatedPod| {
+        cmd.args(["-h"]).arg(pod.host_ip.to_string()).args([
+            "-p", "5432", "-U", "postgres", "-n", "-S", "-c", "4", "-j", "2", "-T", &secs, DB,
+        ]);
+    };
+    let (mut governed, mut exec) = (Vec::new(), Vec::new());
+    let (mut pod_direct, mut host_direct) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let mut cmd = Command::new(hoop_bin());
+        cmd.args(["exec", "--config"])
+            .arg(agent.config_path())
+            .args(["--", "pgbench"]);
+        args(&mut cmd, &pod);
+        exec.push(tps(&cmd.output().expect("hoop exec pgbench")));
+        let mut cmd = pod.command("pgbench");
+        args(&mut cmd, &pod);
+        governed.push(tps(&cmd.output().expect("pgbench in the pod")));
+        let mut cmd = Command::new("pgbench");
+        args(&mut cmd, &pod);
+        host_direct.push(tps(&cmd.output().expect("pgbench on the host")));
+        let mut cmd = bare.command("pgbench");
+        args(&mut cmd, &bare);
+        pod_direct.push(tps(&cmd.output().expect("pgbench in the bare pod")));
+    }
+    // The pod's sessions really went through hoop.
+    let metrics = agent.metrics();
+    assert!(
+        metric(&metrics, "hoop_connections_total").is_some_and(|n| n >= 12.0),
+        "{metrics}"
+    );
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "pgbench -S -c 4 -j 2 -T {secs}, {} runs each, alternated\n  hoop exec:     {exec:.0?} tps (median {:.0}, best {:.0})\n  governed pod:  {governed:.0?} tps (median {:.0}, best {:.0})\n  pod / exec (median): {:.3}\n  direct, host:  {host_direct:.0?} tps (median {:.0})\n  direct, pod:   {pod_direct:.0?} tps (median {:.0})\n  pod / host direct (median): {:.3}",
+        exec.len(),
+        median(&exec),
+        best(&exec),
+        median(&governed),
+        best(&governed),
+        median(&governed) / median(&exec),
+        median(&host_direct),
+        median(&pod_direct),
+        median(&pod_direct) / median(&host_direct),
+    );
+    drop(agent);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The issue's memory figure with the real proxy serving the pods'
+/// listeners: the node agent's RSS before and after N idle pods are governed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test -p hoop-tests --test k8s_agent -- --ignored --nocapture memory"]
+async fn memory_per_governed_idle_pod_in_the_agent() {
+    require_root();
+    let n: u8 = std::env::var("HOOP_MEMORY_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let api = FakeApiServer::start().await.expect("API server stand-in");
+    let node = SimulatedNode::new(CgroupDriver::Systemd).expect("simulated node");
+    let pods: Vec<SimulatedPod> = (0..n)
+        .map(|i| {
+            node.add_pod(&uid(100 + i), QosClass::BestEffort, true)
+                .expect("pod")
+        })
+        .collect();
+    api.apply_namespace(objects::namespace("idle", &[], &[]));
+    let agent = Agent::node(&api, &node, "");
+    agent.wait_ready();
+    // Settle, then the baseline.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = rss_kib(agent.pid());
+    for i in 0..n {
+        api.apply_pod(objects::pod(
+            "idle",
+            &format!("idle-{i}"),
+            &uid(100 + i),
+            NODE,
+            &[ON],
+            &[("app", "idle")],
+        ));
+    }
+    wait_for(
+        "every pod governed",
+        Duration::from_mins(1),
+        || sample(&agent.metrics(), "hoop_pods", &[r#"state="governed""#]) == Some(f64::from(n)),
+        || agent.log(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_kib(agent.pid());
+    let per_pod = (after.saturating_sub(before)) as f64 / f64::from(n);
+    eprintln!(
+        "hoop agent RSS: {before} KiB with no pod, {after} KiB with {n} governed idle pods: {per_pod:.1} KiB per pod"
+    );
+    drop(agent);
+    drop(pods);
 }

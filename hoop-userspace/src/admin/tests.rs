@@ -273,6 +273,38 @@ async fn metrics_refresh_hook_runs_before_encoding() {
 }
 
 #[tokio::test]
+async fn ready_follows_the_readiness_hook() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&ready);
+    let mut state = AdminState::new(HoldRegistry::new(None), Authenticator::default());
+    state.ready = Some(std::sync::Arc::new(move || {
+        flag.load(std::sync::atomic::Ordering::SeqCst)
+    }));
+    tokio::spawn(super::serve(listener, state, std::future::pending()));
+    let url = format!("http://{addr}/ready");
+    let get = || OutboundRequest {
+        method: Method::GET,
+        url: &url,
+        bearer: None,
+        body: None,
+        timeout: Duration::from_secs(5),
+        max_body: 1 << 20,
+    };
+    assert_eq!(
+        outbound::send(get()).await.unwrap().status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(outbound::send(get()).await.unwrap().status, StatusCode::OK);
+    // Without a hook (hoop exec, static cgroups) it is ready once serving.
+    let plain = Server::start().await;
+    let reply = plain.request(Method::GET, "/ready", None, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn approve_over_http_resolves_the_ticket() {
     let server = Server::start().await;
     let mut ticket = server.hold(MINUTE, 1);

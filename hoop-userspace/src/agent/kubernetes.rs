@@ -193,6 +193,17 @@ impl Plan {
             resync_interval: self.resolved.resync_interval,
             backoff: watch_backoff(),
         };
+        if self.pin_root.is_some() {
+            // Once every pod has been tried, pins an agent of another layout
+            // version left (an upgrade) are no longer needed.
+            let (board, interceptor) = (self.board.clone(), server.interceptor().clone());
+            tokio::spawn(async move {
+                board.wait_for(StatusBoard::synced).await;
+                for dir in interceptor.retire_other_versions() {
+                    info!(dir = %dir.display(), "removed another layout version's pins");
+                }
+            });
+        }
         info!(node = %settings.node_name, cgroup_root = %self.resolved.cgroup_root.display(), pinned = ?self.pin_root, "node mode: governing this node's pods that opt in");
         Ok(tokio::spawn(async move {
             discovery::run(client, &settings, &mut reconciler, stopped).await;
@@ -245,10 +256,19 @@ impl PodGovernor for PodSessions {
         let identity = Arc::new(request.workload.clone());
         match self.pods.govern(uid, &request.cgroup, ports).await {
             Ok(Governed::New { listeners, netns }) => {
-                let serving = self
-                    .server
-                    .serve(listeners, netns, self.pods.sockets().clone(), identity)
-                    .map_err(|e| GovernError::new(FailureReason::Listen, e))?;
+                let serving =
+                    match self
+                        .server
+                        .serve(listeners, netns, self.pods.sockets().clone(), identity)
+                    {
+                        Ok(serving) => serving,
+                        Err(e) => {
+                            // Nothing serves the target just written: start
+                            // over at the retry rather than keep it.
+                            let _ = self.pods.release(uid);
+                            return Err(GovernError::new(FailureReason::Listen, e));
+                        }
+                    };
                 lock(&self.serving).insert(uid.clone(), serving);
                 info!(pod = %request.workload, cgroup = %request.cgroup.display(), "pod governed");
                 Ok(())

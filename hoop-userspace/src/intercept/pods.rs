@@ -283,6 +283,21 @@ impl PodInterception {
         Ok(Some(pod))
     }
 
+    /// Forgets the pod's listeners but keeps it attached: its redirect
+    /// target is removed, so its intercepted connects are refused (never
+    /// let through) until a later [`PodInterception::govern`] binds new
+    /// listeners. For a caller that could not serve the listeners it got.
+    pub fn unlisten(&self, uid: &str) -> Result<(), PodInterceptError> {
+        let Some(pod) = self.lock().remove(uid) else {
+            return Ok(());
+        };
+        self.lock_partial().insert(uid.to_owned(), pod.cgroup_id);
+        self.interceptor
+            .remove_target(pod.netns_cookie)
+            .map_err(|e| PodInterceptError::Target(Box::new(e)))?;
+        Ok(())
+    }
+
     /// Releases every governed pod not in `keep`, and every cgroup adopted
     /// from a previous agent that no pod claimed. Returns the released UIDs.
     pub fn retain(&self, keep: &HashSet<String>) -> Vec<String> {

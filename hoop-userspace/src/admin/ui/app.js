@@ -326,6 +326,7 @@
     if (pod) {
       const w = hold.workload;
       setText(pod, w ? w.namespace + '/' + w.pod + ' (service account ' + w.service_account + ')' : '');
+      pod.parentElement.hidden = !w;
     }
     // The statement is attacker-controlled text: textContent only.
     setText(card.querySelector('.statement'), hold.statement);
