@@ -45,6 +45,14 @@ pub trait ColumnResolver: Send + Sync {
     /// The views' dependencies on the session's database, with a version
     /// that changes whenever they are reloaded.
     fn views(&self, identity: &SessionIdentity) -> (u64, Arc<[ViewDependency]>);
+
+    /// A number that changes whenever an answer of
+    /// [`ColumnResolver::resolve`] for `identity` may change; `None` (the
+    /// default): unknown, so callers ask again every time. While it stays
+    /// the same, a caller may keep the columns it resolved.
+    fn generation(&self, _identity: &SessionIdentity) -> Option<u64> {
+        None
+    }
 }
 
 /// A resolver that knows nothing: keys stay unresolved, and there are no

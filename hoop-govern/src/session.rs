@@ -99,6 +99,8 @@ pub struct SessionGovernance {
     /// The judgement being made depends on a literal's value (it is not
     /// cached by fingerprint).
     pub(crate) judged_by_literal: bool,
+    /// Reused for each result's column keys.
+    keys: Vec<SourceKey>,
 }
 
 /// What the results of one SQL fingerprint need.
@@ -116,6 +118,8 @@ struct PlanMemo {
     statement_index: usize,
     columns: Vec<ResultColumn>,
     resolved: Vec<Option<ResolvedColumn>>,
+    /// The catalog's generation `resolved` was read at (`None`: unknown).
+    generation: Option<u64>,
     /// Nothing in such a result can be rewritten.
     noop: bool,
 }
@@ -158,6 +162,7 @@ impl SessionGovernance {
             results: HashMap::default(),
             fingerprinted: (String::new(), None),
             judged_by_literal: false,
+            keys: Vec::new(),
         }
     }
 
@@ -211,10 +216,10 @@ impl SessionGovernance {
         &mut self,
         statement: &StatementContext<'_>,
         columns: &[ResultColumn],
-        resolved: Vec<Option<ResolvedColumn>>,
     ) -> Option<MaskPlan> {
         let index = statement.statement_index;
         if !self.fingerprint(statement.sql) {
+            let resolved = self.resolve(columns);
             let lineage = self.result_lineage(statement);
             let plan = MaskPlan::new(self.rules.clone(), &lineage, columns, &resolved);
             return (!plan.is_noop()).then_some(plan);
@@ -242,20 +247,40 @@ impl SessionGovernance {
                 },
             );
         }
+        let generation = self.columns.generation(&self.identity);
         let key = self.fingerprinted.1.as_deref().unwrap_or_default();
-        let memo = self.results.get_mut(key)?;
+        let memo = self.results.get(key)?;
         if memo.fetches {
+            let resolved = self.resolve(columns);
             let lineage = self.result_lineage(statement);
             let plan = MaskPlan::new(self.rules.clone(), &lineage, columns, &resolved);
             return (!plan.is_noop()).then_some(plan);
         }
-        if let Some(p) = &memo.plan
+        // The same statement described the same way, and the catalog's
+        // names unchanged since: the same decision.
+        let same_shape = memo
+            .plan
+            .as_ref()
+            .filter(|p| p.statement_index == index && p.columns == columns);
+        if let Some(p) = same_shape
             && p.noop
+            && generation.is_some()
+            && p.generation == generation
+        {
+            return None;
+        }
+        let resolved = self.resolve(columns);
+        let key = self.fingerprinted.1.as_deref().unwrap_or_default();
+        let memo = self.results.get_mut(key)?;
+        if let Some(p) = &mut memo.plan
             && p.statement_index == index
             && p.columns == columns
             && p.resolved == resolved
         {
-            return None;
+            p.generation = generation;
+            if p.noop {
+                return None;
+            }
         }
         let lineage = memo.lineage.statement(index);
         let plan = MaskPlan::new(self.rules.clone(), &lineage, columns, &resolved);
@@ -263,6 +288,7 @@ impl SessionGovernance {
             statement_index: index,
             columns: columns.to_vec(),
             resolved,
+            generation,
             noop: plan.is_noop(),
         });
         (!plan.is_noop()).then_some(plan)
@@ -390,14 +416,15 @@ impl SessionGovernor for SessionGovernance {
         if !self.masking {
             return None;
         }
-        let keys: Vec<SourceKey> = columns
-            .iter()
-            .filter_map(|c| match c.source {
-                ColumnSource::Key(key) => Some(key),
-                ColumnSource::None | ColumnSource::Named(_) => None,
-            })
-            .collect();
-        self.columns.prepare(&self.identity, &keys)
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        keys.extend(columns.iter().filter_map(|c| match c.source {
+            ColumnSource::Key(key) => Some(key),
+            ColumnSource::None | ColumnSource::Named(_) => None,
+        }));
+        let preparation = self.columns.prepare(&self.identity, &keys);
+        self.keys = keys;
+        preparation
     }
 
     fn row_rewriter(
@@ -411,8 +438,7 @@ impl SessionGovernor for SessionGovernance {
             return None;
         }
         let plan = if masking {
-            let resolved = self.resolve(columns);
-            self.plan(statement, columns, resolved)
+            self.plan(statement, columns)
         } else {
             None
         };

@@ -107,6 +107,8 @@ struct ColumnCache {
     columns: HashMap<(u32, i16), ResolvedColumn>,
     /// Tables looked up (so one that vanished is not asked for again).
     tables: HashSet<u32>,
+    /// Bumped whenever `columns` changes.
+    generation: u64,
 }
 
 /// One server+database's cache, and hoop's connection to it.
@@ -348,6 +350,10 @@ impl ServerCatalog {
     fn views(&self) -> (u64, Arc<[ViewDependency]>) {
         lock(&self.views).clone()
     }
+
+    fn generation(&self) -> u64 {
+        lock(&self.cache).generation
+    }
 }
 
 impl ColumnResolver for CatalogStore {
@@ -362,6 +368,10 @@ impl ColumnResolver for CatalogStore {
     fn views(&self, identity: &SessionIdentity) -> (u64, Arc<[ViewDependency]>) {
         self.server(identity)
             .map_or_else(|| (0, Arc::from(Vec::new())), |s| s.views())
+    }
+
+    fn generation(&self, identity: &SessionIdentity) -> Option<u64> {
+        Some(self.server(identity)?.generation())
     }
 }
 
@@ -412,6 +422,10 @@ impl ColumnResolver for SessionCatalog {
     fn views(&self, identity: &SessionIdentity) -> (u64, Arc<[ViewDependency]>) {
         self.server(identity)
             .map_or_else(|| (0, Arc::from(Vec::new())), |s| s.views())
+    }
+
+    fn generation(&self, identity: &SessionIdentity) -> Option<u64> {
+        Some(self.server(identity)?.generation())
     }
 }
 
@@ -533,6 +547,7 @@ impl ServerCatalog {
             let mut cache = lock(&self.cache);
             cache.columns.extend(resolved);
             cache.tables.extend(oids.iter().copied());
+            cache.generation += 1;
         }
         if views {
             let rows = self.query(dialer, login, VIEW_DEPENDENCIES_QUERY).await?;

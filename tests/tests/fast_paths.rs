@@ -206,3 +206,47 @@ SELECT 'rows left: ' || count(*) FROM hoop_fast_rows;
         "sorting by the masked column is denied: {stdout}"
     );
 }
+
+/// The same SQL prepared again through the extended protocol (tokio-
+/// postgres, binary results) after DDL changed its result's type: the
+/// fingerprint is the same, the description is not, and the detector finds
+/// the email the column now holds.
+#[test]
+fn a_prepared_statement_described_again_after_ddl_is_masked() {
+    require_privileged();
+    let reset = "DROP TABLE IF EXISTS hoop_fast_prep; CREATE TABLE hoop_fast_prep (id int PRIMARY KEY, v int);
+         INSERT INTO hoop_fast_prep VALUES (1, 42);";
+    let steps = [
+        "SELECT v FROM hoop_fast_prep WHERE id = 1",
+        "ALTER TABLE hoop_fast_prep ALTER COLUMN v TYPE text",
+        "UPDATE hoop_fast_prep SET v = 'zed@example.com' WHERE id = 1",
+        "SELECT v FROM hoop_fast_prep WHERE id = 1",
+    ];
+    let client = env!("CARGO_BIN_EXE_pg-client");
+    // Directly, the last query returns the address.
+    psql_direct(reset);
+    let bare = std::process::Command::new(client)
+        .arg("query")
+        .args(steps)
+        .output()
+        .expect("run pg-client");
+    let bare = String::from_utf8_lossy(&bare.stdout);
+    assert!(bare.contains("zed@example.com"), "{bare}");
+
+    psql_direct(reset);
+    let cfg = TestConfig::new(&[5432], POLICY);
+    let mut args = vec![client, "query"];
+    args.extend(steps);
+    let out = hoop_exec(&cfg.path, &args, T);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines[0]["rows"][0][0], 42, "{stdout}");
+    assert_eq!(lines[3]["rows"][0][0], "[REDACTED:email]", "{stdout}");
+    assert!(!stdout.contains("zed@example.com"), "{stdout}");
+    assert!(!stderr.contains("zed@example.com"), "{stderr}");
+}

@@ -282,7 +282,8 @@ impl Writer {
         match payload {
             Payload::Prepared(id, event) => {
                 // Serialized once; every execution reuses the bytes.
-                let json = format::serialize_body(&Body::Statement(*event));
+                let mut json = Vec::new();
+                format::serialize_statement_body(&event, &mut json);
                 recording.push_statement(mono_ns, &json, self.metrics);
                 recording.statements.insert(id, json);
             }
@@ -305,6 +306,16 @@ impl Writer {
                 format::serialize_result_body(tag.as_str(), rows, &mut body);
                 recording.push_serialized(mono_ns, &body, self.metrics);
                 recording.body = body;
+            }
+            Payload::Event(body) if matches!(*body, Body::Statement(_)) => {
+                let Body::Statement(event) = *body else {
+                    unreachable!("matched above")
+                };
+                let mut json = std::mem::take(&mut recording.body);
+                json.clear();
+                format::serialize_statement_body(&event, &mut json);
+                recording.push_statement(mono_ns, &json, self.metrics);
+                recording.body = json;
             }
             payload => recording.push(mono_ns, &Writer::encode(payload), self.metrics),
         }
