@@ -436,6 +436,34 @@ fn single_target(factor: &TableFactor, others: usize, dialect: &dyn SqlDialect) 
     Some(Target { names })
 }
 
+/// Whether `expr` may name a column of the write target `factor`: an
+/// unqualified column (it could be the target's), or one qualified with
+/// the target's alias (or, without one, its name). `false` proves the
+/// predicate restricts only other tables.
+fn names_target(expr: &Expr, factor: &TableFactor, dialect: &dyn SqlDialect) -> bool {
+    let TableFactor::Table { name, alias, .. } = factor else {
+        return true;
+    };
+    let qualifier = match alias {
+        Some(alias) => dialect.fold(&alias.name),
+        None => match name.0.last().and_then(|p| p.as_ident()) {
+            Some(ident) => dialect.fold(ident),
+            None => return true,
+        },
+    };
+    sqlparser::ast::visit_expressions(expr, |e| match e {
+        Expr::Identifier(_) => ControlFlow::Break(()),
+        Expr::CompoundIdentifier(parts) => match parts.len().checked_sub(2).map(|i| &parts[i]) {
+            Some(q) if dialect.fold(q) == qualifier => ControlFlow::Break(()),
+            // `schema.table.column` naming the target by its full name.
+            _ if parts.len() > 2 && alias.is_none() => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        },
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
 /// Whether EXPLAIN's options make it run the statement (`ANALYZE`, `(ANALYZE)`,
 /// `(ANALYZE true)`, `(analyse on)`…). Anything but an explicit false runs it.
 fn explain_runs(analyze: bool, options: Option<&Vec<sqlparser::ast::UtilityOption>>) -> bool {
@@ -670,9 +698,21 @@ impl Visitor for Collector {
                 let others = table.joins.len() + usize::from(from.is_some());
                 let target = single_target(&table.relation, others, self.dialect);
                 let positioned = self.positioned == Some(std::ptr::from_ref(statement));
+                // Joined with other tables, a WHERE that names none of the
+                // target's columns restricts only the others: every target
+                // row with a partner is written.
+                let joined_unrestricted = others > 0
+                    && selection
+                        .as_ref()
+                        .is_some_and(|w| !names_target(w, &table.relation, self.dialect));
                 self.unfiltered_if(
                     positioned
-                        || tautology::restricts(selection.as_ref(), self.dialect, target.as_ref()),
+                        || (!joined_unrestricted
+                            && tautology::restricts(
+                                selection.as_ref(),
+                                self.dialect,
+                                target.as_ref(),
+                            )),
                 );
                 self.write();
             }
@@ -692,13 +732,21 @@ impl Visitor for Collector {
                     .first()
                     .and_then(|t| single_target(&t.relation, others, self.dialect));
                 let positioned = self.positioned == Some(std::ptr::from_ref(statement));
+                let joined_unrestricted = others > 0
+                    && from.first().is_some_and(|t| {
+                        delete
+                            .selection
+                            .as_ref()
+                            .is_some_and(|w| !names_target(w, &t.relation, self.dialect))
+                    });
                 self.unfiltered_if(
                     positioned
-                        || tautology::restricts(
-                            delete.selection.as_ref(),
-                            self.dialect,
-                            target.as_ref(),
-                        ),
+                        || (!joined_unrestricted
+                            && tautology::restricts(
+                                delete.selection.as_ref(),
+                                self.dialect,
+                                target.as_ref(),
+                            )),
                 );
                 self.write();
             }
@@ -719,7 +767,12 @@ impl Visitor for Collector {
                         MergeAction::Delete => self.kind(StatementKind::Delete),
                     }
                 }
-                self.unfiltered_if(tautology::restricts(Some(on), self.dialect, None));
+                // An ON that names none of the target's columns matches
+                // every target row with any source row.
+                self.unfiltered_if(
+                    names_target(on, table, self.dialect)
+                        && tautology::restricts(Some(on), self.dialect, None),
+                );
                 self.write();
             }
             Statement::Drop {
@@ -1530,6 +1583,26 @@ mod tests {
         assert!(!one("UPDATE orders SET a = 1 WHERE 1 = 1 OR id = 5").has_where);
         assert!(!one("MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE").has_where);
         assert!(one("DELETE FROM a USING b WHERE a.id = b.id").has_where);
+        // Joined writes whose WHERE names only the other tables reach every
+        // target row that has a partner.
+        for unrestricted in [
+            "UPDATE orders SET n = 1 FROM users u WHERE u.id = 5",
+            "UPDATE orders o SET n = 1 FROM users WHERE users.admin",
+            "DELETE FROM orders USING users WHERE users.id = 1",
+            "DELETE FROM orders o USING users u WHERE u.name = 'x' AND u.id > 3",
+            "MERGE INTO orders o USING users u ON u.id = 1 WHEN MATCHED THEN DELETE",
+        ] {
+            assert!(!one(unrestricted).has_where, "{unrestricted}");
+        }
+        for restricted in [
+            "UPDATE orders SET n = 1 FROM users u WHERE orders.user_id = u.id",
+            "UPDATE orders o SET n = 1 FROM users u WHERE o.user_id = u.id",
+            "UPDATE orders SET n = 1 FROM users u WHERE user_id = u.id",
+            "DELETE FROM orders o USING users u WHERE o.id = 7",
+            "MERGE INTO orders o USING users u ON o.id = u.id WHEN MATCHED THEN DELETE",
+        ] {
+            assert!(one(restricted).has_where, "{restricted}");
+        }
         assert!(one("UPDATE orders SET a = 1 WHERE 1 = 1 AND id = 5").has_where);
     }
 
