@@ -120,11 +120,7 @@ impl MysqlProxyContext {
             max_packet_size: config.proxy.max_message_size,
             governors,
             holds,
-            dialer: Dialer {
-                mark,
-                connect_timeout: config.proxy.connect_timeout,
-                sockets: None,
-            },
+            dialer: Dialer::from_config(&config.proxy, mark),
             hold_reminder_interval: config.proxy.hold_reminder_interval,
             ..Self::new(Dialer::default())
         })

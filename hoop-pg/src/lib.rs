@@ -146,11 +146,7 @@ impl PgProxyContext {
             governors,
             catalog,
             holds,
-            dialer: Dialer {
-                mark,
-                connect_timeout: config.proxy.connect_timeout,
-                sockets: None,
-            },
+            dialer: Dialer::from_config(&config.proxy, mark),
             event_loop: config.proxy.event_loop,
             ..Self::new(Dialer::default())
         })

@@ -82,6 +82,16 @@ impl Default for Dialer {
 }
 
 impl Dialer {
+    /// Upstream connections as `proxy:` configures them (its connect
+    /// timeout), with `mark` and in hoop's own network namespace.
+    pub fn from_config(proxy: &hoop_config::ProxyConfig, mark: Option<u32>) -> Self {
+        Self {
+            mark,
+            connect_timeout: proxy.connect_timeout,
+            sockets: None,
+        }
+    }
+
     /// Connects to `addr` with the mark set and `TCP_NODELAY` on.
     pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, DialError> {
         let socket = match &self.sockets {

@@ -441,22 +441,14 @@ fn single_target(factor: &TableFactor, others: usize, dialect: &dyn SqlDialect) 
 /// the target's alias (or, without one, its name). `false` proves the
 /// predicate restricts only other tables.
 fn names_target(expr: &Expr, factor: &TableFactor, dialect: &dyn SqlDialect) -> bool {
-    let TableFactor::Table { name, alias, .. } = factor else {
+    let Some(target) = single_target(factor, 0, dialect) else {
         return true;
-    };
-    let qualifier = match alias {
-        Some(alias) => dialect.fold(&alias.name),
-        None => match name.0.last().and_then(|p| p.as_ident()) {
-            Some(ident) => dialect.fold(ident),
-            None => return true,
-        },
     };
     sqlparser::ast::visit_expressions(expr, |e| match e {
         Expr::Identifier(_) => ControlFlow::Break(()),
         Expr::CompoundIdentifier(parts) => match parts.len().checked_sub(2).map(|i| &parts[i]) {
-            Some(q) if dialect.fold(q) == qualifier => ControlFlow::Break(()),
-            // `schema.table.column` naming the target by its full name.
-            _ if parts.len() > 2 && alias.is_none() => ControlFlow::Break(()),
+            // `alias.column`, `table.column`, `schema.table.column`.
+            Some(q) if target.names.contains(&dialect.fold(q)) => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         },
         _ => ControlFlow::Continue(()),

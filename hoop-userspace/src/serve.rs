@@ -146,11 +146,7 @@ impl Server {
         };
         let interceptor = Arc::new(Interceptor::load_with(&settings, &load)?);
         let (shutdown, _) = watch::channel(false);
-        let dialer = Dialer {
-            mark,
-            connect_timeout: config.proxy.connect_timeout,
-            sockets: None,
-        };
+        let dialer = Dialer::from_config(&config.proxy, mark);
         let password = config
             .proxy
             .catalog_password_env
@@ -538,37 +534,40 @@ impl ConnectionContext {
         let upstream = original.addr;
         // Each protocol's driver; `intercept.protocols` names only
         // protocols with a driver (checked when the file is loaded).
-        let result = match protocol {
-            Protocol::Postgres => hoop_pg::serve(self.pg.clone(), client, identity, upstream).await,
-            Protocol::Mysql => {
-                match hoop_mysql::serve(self.mysql.clone(), client, identity, upstream).await {
-                    Ok(()) => {}
-                    Err(hoop_mysql::SessionError::Dial(e)) => {
-                        m.upstream_connect_errors_total.inc();
-                        warn!(%upstream, error = %e, "cannot reach the original destination; the client was told and closed");
-                    }
-                    Err(e) => {
-                        m.connection_errors_total
-                            .with_label_values(&[e.reason()])
-                            .inc();
-                    }
-                }
-                return;
-            }
+        // Each driver's failure, as the process metrics count it.
+        let result: Result<(), SessionEnd> = match protocol {
+            Protocol::Postgres => hoop_pg::serve(self.pg.clone(), client, identity, upstream)
+                .await
+                .map_err(|e| match e {
+                    SessionError::Dial(e) => SessionEnd::Unreachable(e),
+                    e => SessionEnd::Failed(e.reason()),
+                }),
+            Protocol::Mysql => hoop_mysql::serve(self.mysql.clone(), client, identity, upstream)
+                .await
+                .map_err(|e| match e {
+                    hoop_mysql::SessionError::Dial(e) => SessionEnd::Unreachable(e),
+                    e => SessionEnd::Failed(e.reason()),
+                }),
         };
         match result {
             Ok(()) => {}
-            Err(SessionError::Dial(e)) => {
+            Err(SessionEnd::Unreachable(e)) => {
                 m.upstream_connect_errors_total.inc();
                 warn!(%upstream, error = %e, "cannot reach the original destination; the client was told and closed");
             }
-            Err(e) => {
-                m.connection_errors_total
-                    .with_label_values(&[e.reason()])
-                    .inc();
+            Err(SessionEnd::Failed(reason)) => {
+                m.connection_errors_total.with_label_values(&[reason]).inc();
             }
         }
     }
+}
+
+/// How a session that did not end cleanly ended, whatever its protocol.
+enum SessionEnd {
+    /// The original destination could not be reached.
+    Unreachable(hoop_relay::dial::DialError),
+    /// Any other failure, by its metric reason.
+    Failed(&'static str),
 }
 
 /// A process-unique, sortable session id: `<unix-ms>-<pid>-<n>`.
