@@ -149,6 +149,13 @@ pub enum SessionEvent<'a> {
         /// The outcome.
         outcome: &'a HoldOutcome,
     },
+    /// The server confirmed a change to the session's named prepared
+    /// statements or cursors, made by SQL (`PREPARE`, `DECLARE`, …) or by
+    /// protocol messages (a named Parse, Bind or Close).
+    Object {
+        /// What changed.
+        change: ObjectChange<'a>,
+    },
     /// A command completed.
     CommandComplete {
         /// The command tag (`SELECT 3`), as the protocol reports it.
@@ -174,6 +181,38 @@ pub enum SessionEvent<'a> {
     Ended {
         /// Why (`client closed`, `server closed`, an error).
         reason: &'a str,
+    },
+}
+
+/// A confirmed change to a session's named objects (see
+/// [`SessionEvent::Object`]). Names are the server's (already folded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectChange<'a> {
+    /// A prepared statement now runs `sql` (SQL `PREPARE`'s body, or a
+    /// named protocol Parse).
+    Prepared {
+        /// Its name.
+        name: &'a str,
+        /// The statement it runs.
+        sql: &'a str,
+    },
+    /// A cursor now reads `sql` (SQL `DECLARE`'s query, or a named protocol
+    /// portal's statement).
+    Declared {
+        /// Its name.
+        name: &'a str,
+        /// The query it reads.
+        sql: &'a str,
+    },
+    /// A prepared statement is gone (`None`: all of them).
+    Deallocated {
+        /// Its name.
+        name: Option<&'a str>,
+    },
+    /// A cursor is gone (`None`: all of them).
+    Closed {
+        /// Its name.
+        name: Option<&'a str>,
     },
 }
 

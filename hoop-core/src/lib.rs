@@ -37,8 +37,8 @@ pub use credential::{
     NoCredentials, Secret,
 };
 pub use governor::{
-    AllowAll, DataDirection, GovernorFactory, Preparation, RowRewrite, RowRewriter, ServerText,
-    ServerTextKind, SessionEvent, SessionGovernor, StatementContext, TransactionState,
+    AllowAll, DataDirection, GovernorFactory, ObjectChange, Preparation, RowRewrite, RowRewriter,
+    ServerText, ServerTextKind, SessionEvent, SessionGovernor, StatementContext, TransactionState,
 };
 pub use hold::{DenyHolds, HoldBroker, HoldOutcome, HoldRequest, HoldTicket};
 pub use identity::{PodIdentity, Protocol, SessionIdentity};

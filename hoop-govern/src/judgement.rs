@@ -34,7 +34,6 @@ pub(crate) struct CachedJudgement {
     /// `hoop_statements_total{kind,verdict}` handles and how much each
     /// judgement adds (label lookups done once per cached judgement).
     counters: Vec<(prometheus::IntCounter, u64)>,
-    pub(crate) declares_cursor: bool,
 }
 
 impl CachedJudgement {
@@ -153,7 +152,6 @@ impl SessionGovernance {
             && statement.statement_name.is_none()
             && !self.recording
             && let Some(j) = self.judgements.get(key.as_str())
-            && !j.declares_cursor
         {
             let verdict = j.verdict.clone();
             j.count();
@@ -181,9 +179,6 @@ impl SessionGovernance {
         self.fingerprinted.1 = keyed.then_some(key);
         let verdict = judged.verdict.clone();
         judged.count();
-        if judged.declares_cursor {
-            self.note_cursors(statement.sql);
-        }
         let sql: Option<Arc<str>> = self
             .recording
             .then(|| masked_statement(self.dialect, &self.rules, statement.sql).into());
@@ -269,10 +264,6 @@ impl SessionGovernance {
                 .flat_map(|s| s.tables.iter().map(ToString::to_string))
                 .collect(),
             counters,
-            declares_cursor: judgement
-                .statements
-                .iter()
-                .any(|s| s.kind == StatementKind::Declare),
         }
     }
 }

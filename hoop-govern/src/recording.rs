@@ -95,6 +95,7 @@ impl SessionGovernance {
             }
             SessionEvent::Judged { .. }
             | SessionEvent::Sent { .. }
+            | SessionEvent::Object { .. }
             | SessionEvent::CopyData { .. } => {}
         }
     }

@@ -9,9 +9,9 @@ use std::{
 
 use hoop_config::{RecordRows, RecordingOnError};
 use hoop_core::{
-    ColumnResolver, ColumnSource, Preparation, Refusal, ResolvedColumn, ResultColumn, RowRewriter,
-    ServerText, SessionEvent, SessionGovernor, SessionIdentity, SourceKey, StatementContext,
-    Verdict, metrics::metrics,
+    ColumnResolver, ColumnSource, ObjectChange, Preparation, Refusal, ResolvedColumn, ResultColumn,
+    RowRewriter, ServerText, SessionEvent, SessionGovernor, SessionIdentity, SourceKey,
+    StatementContext, Verdict, metrics::metrics,
 };
 use hoop_mask::{MaskPlan, MaskRules, lineage};
 use hoop_policy::{
@@ -19,7 +19,7 @@ use hoop_policy::{
     reload::{PolicyCache, PolicyHandle},
 };
 use hoop_record::SessionRecorder;
-use hoop_sql::{CursorOp, ParsedSql, SqlDialect};
+use hoop_sql::{ParsedSql, SessionOp, SqlDialect};
 use tracing::warn;
 
 use crate::{
@@ -73,9 +73,13 @@ pub struct SessionGovernance {
     pub(crate) fatal: Option<Refusal>,
     /// The protocol's catalog: result-column keys and view dependencies.
     columns: Arc<dyn ColumnResolver>,
-    /// Cursor name → the statement that declared it, for rows that come
-    /// from FETCH.
+    /// Cursor name → its query, as the server confirmed it (SQL `DECLARE`
+    /// or a named protocol portal), for rows that come from `FETCH`.
     cursors: HashMap<String, String>,
+    /// Prepared statement name → its SQL, as the server confirmed it (SQL
+    /// `PREPARE` or a named protocol Parse), for rows that come from SQL
+    /// `EXECUTE`.
+    statements: HashMap<String, String>,
     /// The catalog's view-dependency version `rules` includes.
     views_version: u64,
     /// Prepared statement name → its judgement and how often it was bound
@@ -154,6 +158,7 @@ impl SessionGovernance {
             fatal,
             columns,
             cursors: HashMap::new(),
+            statements: HashMap::new(),
             views_version: 0,
             judgements: HashMap::default(),
             prepared: HashMap::default(),
@@ -232,7 +237,12 @@ impl SessionGovernance {
                 .split(statement.sql)
                 .unwrap_or_default()
                 .iter()
-                .any(|p| matches!(self.dialect.cursor_op(p.text), Some(CursorOp::Fetch { .. })));
+                .any(|p| {
+                    matches!(
+                        self.dialect.session_op(p.text),
+                        Some(SessionOp::Fetch { .. } | SessionOp::Execute { .. })
+                    )
+                });
             let parsed = ParsedSql::parse(self.dialect, statement.sql);
             let lineage = Arc::new(lineage::analyze(&parsed, &self.rules));
             if self.results.len() >= LINEAGE_CACHE_MAX {
@@ -316,15 +326,28 @@ impl SessionGovernance {
         l
     }
 
-    /// Remembers the cursors `sql` declares, for rows fetched from them.
-    pub(crate) fn note_cursors(&mut self, sql: &str) {
-        for piece in self.dialect.split(sql).unwrap_or_default() {
-            if let Some(CursorOp::Declare { name }) = self.dialect.cursor_op(piece.text) {
-                if self.cursors.len() >= CURSORS_MAX {
-                    self.cursors.clear();
-                }
-                self.cursors.insert(name, piece.text.to_owned());
+    /// Follows a change to the session's named objects the server
+    /// confirmed. Until then a name keeps the meaning the server gave it
+    /// last (a `DECLARE` or `PREPARE` the server rejected changes nothing).
+    fn object_changed(&mut self, change: ObjectChange<'_>) {
+        fn bounded(map: &mut HashMap<String, String>, name: &str, sql: &str) {
+            if map.len() >= CURSORS_MAX && !map.contains_key(name) {
+                // Forgotten names read as unknown: every column masked.
+                map.clear();
             }
+            map.insert(name.to_owned(), sql.to_owned());
+        }
+        match change {
+            ObjectChange::Prepared { name, sql } => bounded(&mut self.statements, name, sql),
+            ObjectChange::Declared { name, sql } => bounded(&mut self.cursors, name, sql),
+            ObjectChange::Deallocated { name: Some(name) } => {
+                self.statements.remove(name);
+            }
+            ObjectChange::Deallocated { name: None } => self.statements.clear(),
+            ObjectChange::Closed { name: Some(name) } => {
+                self.cursors.remove(name);
+            }
+            ObjectChange::Closed { name: None } => self.cursors.clear(),
         }
     }
 
@@ -335,17 +358,20 @@ impl SessionGovernance {
         let piece = pieces
             .get(statement.statement_index)
             .or_else(|| pieces.last());
-        if let Some(CursorOp::Fetch { name }) = piece.and_then(|p| self.dialect.cursor_op(p.text)) {
-            return match self.cursors.get(&name) {
-                Some(declared) => {
-                    lineage::analyze_query(&ParsedSql::parse(self.dialect, declared), &self.rules)
-                }
-                // A cursor declared before hoop saw the session, or by a
-                // function: its query is unknown, so every column is masked.
-                None => lineage::Lineage::unknown(),
-            };
+        let (map, name) = match piece.and_then(|p| self.dialect.session_op(p.text)) {
+            Some(SessionOp::Fetch { name }) => (&self.cursors, name),
+            Some(SessionOp::Execute { name }) => (&self.statements, name),
+            _ => return self.lineage_of(sql).statement(statement.statement_index),
+        };
+        match map.get(&name) {
+            Some(query) => {
+                lineage::analyze_query(&ParsedSql::parse(self.dialect, query), &self.rules)
+            }
+            // A cursor or statement made before hoop saw the session, or by
+            // server-side code: its query is unknown, so every column is
+            // masked.
+            None => lineage::Lineage::unknown(),
         }
-        self.lineage_of(sql).statement(statement.statement_index)
     }
 
     /// The source of each result column, as its protocol named it or its
@@ -493,6 +519,10 @@ impl SessionGovernor for SessionGovernance {
 
     #[inline]
     fn observe(&mut self, event: SessionEvent<'_>) {
+        if let SessionEvent::Object { change } = event {
+            self.object_changed(change);
+            return;
+        }
         // Judged, Sent and CopyData come often and need nothing here.
         if !matches!(
             event,

@@ -205,6 +205,14 @@ pub enum SessionError {
     /// while governance inspects rows (fail closed).
     #[error("result rows could not be attributed to a statement")]
     UnattributedRows,
+    /// The server confirmed a change to a named prepared statement or
+    /// cursor in a statement hoop cannot read (fail closed: hoop would no
+    /// longer know what the name means).
+    #[error("the server confirmed {tag} for a statement hoop cannot read")]
+    UnreadableObjectChange {
+        /// The command tag.
+        tag: String,
+    },
     /// Governance ended the session (e.g. its recording failed).
     #[error("governance ended the session: {}", .0.message)]
     Governance(Refusal),
@@ -241,9 +249,10 @@ impl SessionError {
             Self::ClientMessage(_)
             | Self::UnsupportedProtocol { .. }
             | Self::DataAfterSslRequest => "client_protocol",
-            Self::ServerMessage(_) | Self::ServerState(_) | Self::UnattributedRows => {
-                "server_protocol"
-            }
+            Self::ServerMessage(_)
+            | Self::ServerState(_)
+            | Self::UnattributedRows
+            | Self::UnreadableObjectChange { .. } => "server_protocol",
             Self::Frame(_) => "protocol",
             Self::StartupTimeout => "startup_timeout",
             Self::Governance(_) => "governance",
@@ -296,7 +305,16 @@ impl SessionError {
                 "XX000",
                 "hoop could not attribute result rows to a statement, so it cannot apply masking",
             )
-            .with_hint("This is a bug in hoop; the session was closed to keep data safe."),
+            .with_hint(
+                "hoop cannot see cursors that server-side code opens; for any other statement this is a bug in hoop. The session was closed to keep data safe.",
+            ),
+            Self::UnreadableObjectChange { tag } => ErrorSpec::fatal(
+                "0A000",
+                format!(
+                    "hoop could not read the statement the server confirmed as {tag}, so it no longer knows what its prepared statement or cursor names mean"
+                ),
+            )
+            .with_hint("Name prepared statements and cursors with plain or double-quoted identifiers."),
             // Both end the session: sent as FATAL.
             Self::Governance(refusal) | Self::RowRefused(refusal) => refusal::fatal(refusal),
             Self::Credential(e) => ErrorSpec::fatal(

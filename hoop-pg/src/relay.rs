@@ -44,6 +44,7 @@ use hoop_relay::{
 use tracing::{debug, info};
 
 mod dry_run;
+mod objects;
 
 use super::cancel::{CancelRegistration, CancelSignals};
 use super::{PgProxyContext, SessionError};
@@ -168,6 +169,9 @@ pub(super) struct Relay {
     inspect: bool,
     /// The governor wants `Bound`, `CommandComplete` and `CopyData` events.
     observe_executions: bool,
+    /// The session state keeps no SQL (nothing reads it): named objects
+    /// are not followed either.
+    forgets_sql: bool,
     rows: Rows,
     /// Latency, for the process metrics.
     meters: Meters,
@@ -302,8 +306,9 @@ impl Relay {
         let inspect = governor.inspects_rows();
         let observe_executions = governor.observes_executions();
         let mut state = SessionState::new(inspect);
-        if !inspect && !observe_executions {
-            // Nothing reads the SQL of a result or a prepared statement.
+        // Nothing reads the SQL of a result or a prepared statement.
+        let forgets_sql = !inspect && !observe_executions;
+        if forgets_sql {
             state = state.without_sql();
         }
         state.set_phase(Phase::Authenticating);
@@ -325,6 +330,7 @@ impl Relay {
             governor,
             inspect,
             observe_executions,
+            forgets_sql,
             rows: Rows::default(),
             preparation: None,
             prepared_frame: false,
@@ -1083,6 +1089,9 @@ impl Relay {
             }
             b'C' => {
                 let c = CommandComplete::parse(body).map_err(server_msg)?;
+                if objects::changes_objects(c.tag) && !self.forgets_sql {
+                    self.sql_confirmed(c.tag)?;
+                }
                 if self.observe_executions {
                     self.governor.observe(SessionEvent::CommandComplete {
                         tag: c.tag,
@@ -1104,12 +1113,20 @@ impl Relay {
             }
             _ => {}
         }
+        let confirmed = if self.forgets_sql {
+            None
+        } else {
+            self.protocol_change(tag)
+        };
         let state_action = self.state.server_message(tag, body).map_err(|e| match e {
             hoop_proto_pg::session::SessionError::Message(m) => SessionError::ServerMessage(m),
             e @ hoop_proto_pg::session::SessionError::UnexpectedReply { .. } => {
                 SessionError::ServerState(e)
             }
         })?;
+        if let Some(change) = confirmed {
+            self.protocol_confirmed(&change);
+        }
         if tag == b'Z' && !self.started {
             self.started = true;
             debug!(session = %self.identity, "session ready");

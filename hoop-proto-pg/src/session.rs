@@ -88,14 +88,16 @@ pub struct PreparedStatement {
 /// A portal the server confirmed.
 #[derive(Debug, Clone)]
 pub struct Portal {
-    /// The statement it was bound from.
-    pub statement: Arc<str>,
+    /// The statement it was bound from (`None`: a cursor SQL `DECLARE` made).
+    pub statement: Option<Arc<str>>,
     /// The statement's SQL text.
     pub sql: Arc<str>,
     /// Result columns: from Describe Portal, else from the statement.
     pub row_description: Option<Arc<RowDescription>>,
     /// Result format codes from Bind, as sent (empty, one, or one per column).
     pub result_formats: Arc<[i16]>,
+    /// It outlives its transaction (a cursor declared `WITH HOLD`).
+    pub hold: bool,
 }
 
 /// A reply the server still owes, in request order.
@@ -504,6 +506,65 @@ impl SessionState {
         matches!(self.owed.front(), Some(Owed::Internal(_)))
     }
 
+    /// The server confirmed an SQL `PREPARE`: statement `name` (as the
+    /// server folded it) runs `sql`, for a protocol Bind that names it.
+    pub fn sql_prepared(&mut self, name: &str, sql: &str) {
+        let sql = self.sql(sql);
+        self.statements.insert(
+            Arc::from(name),
+            PreparedStatement {
+                sql,
+                row_description: None,
+            },
+        );
+    }
+
+    /// The server confirmed an SQL `DEALLOCATE` (`None`: `ALL`).
+    pub fn sql_deallocated(&mut self, name: Option<&str>) {
+        match name {
+            Some(name) => {
+                self.statements.remove(name);
+            }
+            None => self.statements.clear(),
+        }
+    }
+
+    /// The server confirmed an SQL `DECLARE`: cursor (portal) `name` reads
+    /// `sql`, for a protocol Execute that names it. Its columns are not
+    /// known until a Describe.
+    pub fn sql_declared(&mut self, name: &str, sql: &str, hold: bool, binary: bool) {
+        let p = Portal {
+            statement: None,
+            sql: self.sql(sql),
+            row_description: None,
+            result_formats: if binary {
+                Arc::from([1i16])
+            } else {
+                self.no_formats.clone()
+            },
+            hold,
+        };
+        if name.is_empty() {
+            self.unnamed_portal = Some(p);
+        } else {
+            self.portals.insert(Arc::from(name), p);
+        }
+    }
+
+    /// The server confirmed an SQL `CLOSE` (`None`: `ALL`).
+    pub fn sql_closed(&mut self, name: Option<&str>) {
+        match name {
+            Some("") => self.unnamed_portal = None,
+            Some(name) => {
+                self.portals.remove(name);
+            }
+            None => {
+                self.portals.clear();
+                self.unnamed_portal = None;
+            }
+        }
+    }
+
     /// The statement portal `portal` was (or is being) bound from.
     pub fn portal_statement(&self, portal: &str) -> Option<Arc<str>> {
         for o in self.owed.iter().rev() {
@@ -517,7 +578,7 @@ impl SessionState {
                 return Some(statement.clone());
             }
         }
-        self.portal_ref(portal).map(|p| p.statement.clone())
+        self.portal_ref(portal).and_then(|p| p.statement.clone())
     }
 
     /// What the current result (rows, completion, COPY) belongs to.
@@ -537,7 +598,7 @@ impl SessionState {
                 Some(ResultContext {
                     sql: p.map_or("", |p| &p.sql),
                     form: Submission::Prepared,
-                    statement: p.map(|p| &*p.statement),
+                    statement: p.and_then(|p| p.statement.as_deref()),
                     portal: Some(portal),
                     row_description: p.and_then(|p| p.row_description.as_deref()),
                     result_formats: p.map_or(&[], |p| &p.result_formats),
@@ -617,8 +678,11 @@ impl SessionState {
                 self.query_description = None;
                 self.query_index = 0;
                 if rfq.status == TransactionStatus::Idle {
-                    // Portals live until the end of their transaction.
-                    self.portals.clear();
+                    // Portals live until the end of their transaction,
+                    // unless declared WITH HOLD.
+                    if !self.portals.is_empty() {
+                        self.portals.retain(|_, p| p.hold);
+                    }
                     self.unnamed_portal = None;
                 }
                 if !matches!(self.phase, Phase::Held | Phase::Closed) {
@@ -654,10 +718,11 @@ impl SessionState {
                         |s| (s.sql.clone(), s.row_description.clone()),
                     );
                     let p = Portal {
-                        statement,
+                        statement: Some(statement),
                         sql,
                         row_description,
                         result_formats,
+                        hold: false,
                     };
                     if portal.is_empty() {
                         self.unnamed_portal = Some(p);

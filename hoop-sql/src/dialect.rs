@@ -61,6 +61,53 @@ pub enum CursorOp {
     },
 }
 
+/// What a statement does to the session's named objects: its prepared
+/// statements and its cursors (PostgreSQL's portals), which SQL and the
+/// wire protocol share. Names are folded as the server folds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOp {
+    /// `PREPARE name [(types)] AS body`.
+    Prepare {
+        /// The statement's name.
+        name: String,
+        /// The statement it prepares.
+        body: String,
+    },
+    /// `EXECUTE name [(arguments)]`: the prepared statement's rows.
+    Execute {
+        /// The statement's name.
+        name: String,
+    },
+    /// `DEALLOCATE [PREPARE] name | ALL` (`None`: all of them).
+    Deallocate {
+        /// The statement's name.
+        name: Option<String>,
+    },
+    /// `DECLARE name … CURSOR … FOR body`.
+    Declare {
+        /// The cursor's name.
+        name: String,
+        /// Its query.
+        body: String,
+        /// `WITH HOLD`: it outlives its transaction.
+        hold: bool,
+        /// `BINARY`: its rows come in binary format.
+        binary: bool,
+    },
+    /// `FETCH … name` or `MOVE … name`.
+    Fetch {
+        /// The cursor's name.
+        name: String,
+    },
+    /// `CLOSE name | ALL` (`None`: all of them).
+    Close {
+        /// The cursor's name.
+        name: Option<String>,
+    },
+    /// `DISCARD ALL`: every prepared statement and cursor goes.
+    DiscardAll,
+}
+
 /// Function names lineage must treat specially, lower case.
 #[derive(Debug, Clone, Copy)]
 pub struct FunctionCatalog {
@@ -159,6 +206,14 @@ pub trait SqlDialect: Send + Sync + std::fmt::Debug + 'static {
 
     /// What a statement (a [`Piece`]'s text) does to a cursor.
     fn cursor_op(&self, piece: &str) -> Option<CursorOp>;
+
+    /// What a statement (a [`Piece`]'s text) does to the session's named
+    /// prepared statements and cursors. The default knows none: a dialect
+    /// whose server shares those names between SQL and its protocol says.
+    fn session_op(&self, piece: &str) -> Option<SessionOp> {
+        let _ = piece;
+        None
+    }
 
     /// Functions lineage must know about.
     fn functions(&self) -> &FunctionCatalog;

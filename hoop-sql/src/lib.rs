@@ -23,8 +23,8 @@ pub mod pg;
 
 pub use classify::{ClassifiedStatement, classify};
 pub use dialect::{
-    CursorOp, EchoPatterns, FunctionCatalog, ParseFailure, Piece, Positioned, Routine, SplitError,
-    SqlDialect, Volatility,
+    CursorOp, EchoPatterns, FunctionCatalog, ParseFailure, Piece, Positioned, Routine, SessionOp,
+    SplitError, SqlDialect, Volatility,
 };
 pub use parsed::{ParsedSql, ParsedStatement};
 

@@ -5,6 +5,7 @@ pub mod builtins;
 mod lexer;
 mod positioned;
 mod privileged;
+mod session_op;
 mod unicode_ident;
 mod words;
 
@@ -18,8 +19,8 @@ use sqlparser::{
 };
 
 use crate::dialect::{
-    CursorOp, EchoPatterns, FunctionCatalog, ParseFailure, Piece, Positioned, Routine, SplitError,
-    SqlDialect,
+    CursorOp, EchoPatterns, FunctionCatalog, ParseFailure, Piece, Positioned, Routine, SessionOp,
+    SplitError, SqlDialect,
 };
 use lexer::{Kind, Lexer, Prefix};
 
@@ -310,25 +311,15 @@ impl SqlDialect for Postgres {
     }
 
     fn cursor_op(&self, piece: &str) -> Option<CursorOp> {
-        let mut words = piece.split_whitespace();
-        let first = words.next()?;
-        if first.eq_ignore_ascii_case("declare") {
-            return Some(CursorOp::Declare {
-                name: self.fold_word(words.next()?),
-            });
+        match session_op::session_op(piece)? {
+            SessionOp::Declare { name, .. } => Some(CursorOp::Declare { name }),
+            SessionOp::Fetch { name } => Some(CursorOp::Fetch { name }),
+            _ => None,
         }
-        if first.eq_ignore_ascii_case("fetch") || first.eq_ignore_ascii_case("move") {
-            // FETCH [direction [count]] [FROM | IN] name: the name is the last word.
-            let last = piece
-                .trim()
-                .trim_end_matches(';')
-                .split_whitespace()
-                .last()?;
-            return Some(CursorOp::Fetch {
-                name: self.fold_word(last),
-            });
-        }
-        None
+    }
+
+    fn session_op(&self, piece: &str) -> Option<SessionOp> {
+        session_op::session_op(piece)
     }
 
     fn functions(&self) -> &FunctionCatalog {
