@@ -9,7 +9,8 @@
 //! - `Q:<sql>`: a simple Query;
 //! - `P:<name>:<sql>`: Parse, Sync;
 //! - `B:<portal>:<statement>`: Bind (no parameters, text results), Sync;
-//! - `X:<statement>`: Bind to the unnamed portal, Execute it, Sync;
+//! - `X:<statement>[|<param>...]`: Bind to the unnamed portal (text
+//!   parameters), Execute it, Sync;
 //! - `E:<portal>`: Execute (all rows), Sync.
 //!
 //! Connection settings from `PGHOST` (127.0.0.1), `PGPORT` (5432), `PGUSER`
@@ -50,12 +51,18 @@ fn parse(name: &str, sql: &str) -> Vec<u8> {
     message(b'P', &b)
 }
 
-fn bind(portal: &str, statement: &str) -> Vec<u8> {
+fn bind(portal: &str, statement: &str, params: &[&str]) -> Vec<u8> {
     let mut b = Vec::new();
     cstr(&mut b, portal);
     cstr(&mut b, statement);
-    b.extend_from_slice(&0u16.to_be_bytes()); // parameter formats
-    b.extend_from_slice(&0u16.to_be_bytes()); // parameters
+    b.extend_from_slice(&0u16.to_be_bytes()); // parameter formats: all text
+    let count = u16::try_from(params.len()).expect("parameter count");
+    b.extend_from_slice(&count.to_be_bytes());
+    for p in params {
+        let len = u32::try_from(p.len()).expect("parameter length");
+        b.extend_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(p.as_bytes());
+    }
     b.extend_from_slice(&0u16.to_be_bytes()); // result formats: all text
     message(b'B', &b)
 }
@@ -206,9 +213,14 @@ fn main() {
             }
             "B" => {
                 let (portal, statement) = rest.split_once(':').unwrap_or((rest, ""));
-                [bind(portal, statement), sync()].concat()
+                [bind(portal, statement, &[]), sync()].concat()
             }
-            "X" => [bind("", rest), execute(""), sync()].concat(),
+            "X" => {
+                let mut parts = rest.split('|');
+                let statement = parts.next().unwrap_or_default();
+                let params: Vec<&str> = parts.collect();
+                [bind("", statement, &params), execute(""), sync()].concat()
+            }
             "E" => [execute(rest), sync()].concat(),
             other => {
                 eprintln!("pg-wire: unknown step {other:?}");
