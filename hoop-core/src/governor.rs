@@ -105,6 +105,11 @@ pub struct ServerText<'a> {
     /// function, procedure, trigger or anonymous block), not by the server
     /// itself: its wording is the code's, so it may say anything.
     pub raised_by_code: bool,
+    /// The SQL of the statement the text is about (for a simple query, the
+    /// whole query string), when the driver knows it.
+    pub sql: Option<&'a str>,
+    /// The statement's index within `sql` (simple queries may hold several).
+    pub statement_index: usize,
 }
 
 /// Which way data went.

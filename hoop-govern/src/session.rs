@@ -35,6 +35,8 @@ const LINEAGE_CACHE_MAX: usize = 256;
 /// What replaces server text raised by code running in the server while
 /// masking is active.
 const UNKNOWN_TEXT: &str = "[REDACTED:unknown]";
+/// A server text withheld because its statement reaches masked data.
+const WITHHELD_TEXT: &str = "[REDACTED:server_text]";
 const CURSORS_MAX: usize = 1024;
 
 /// The recorder, shared with row rewriters (which record masked rows).
@@ -326,6 +328,16 @@ impl SessionGovernance {
         l
     }
 
+    /// Whether the server's texts about statement `index` of `sql` may quote
+    /// a masked value (see `hoop_mask`'s `texts_may_echo_masked`). Asked only
+    /// when an error or notice arrives.
+    fn texts_may_echo(&mut self, sql: &str, index: usize) -> bool {
+        let parsed = ParsedSql::parse(self.dialect, sql);
+        let lineage = self.lineage_of_parsed(&parsed).statement(index);
+        self.rules
+            .texts_may_echo_masked(self.dialect, &parsed, index, &lineage)
+    }
+
     /// Follows a change to the session's named objects the server
     /// confirmed. Until then a name keeps the meaning the server gave it
     /// last (a `DECLARE` or `PREPARE` the server rejected changes nothing).
@@ -493,6 +505,22 @@ impl SessionGovernor for SessionGovernance {
                 text.fields
                     .iter()
                     .map(|f| (!f.is_empty()).then(|| UNKNOWN_TEXT.to_owned()))
+                    .collect(),
+            );
+        }
+        if let Some(sql) = text.sql
+            && self.texts_may_echo(sql, text.statement_index)
+        {
+            // The statement reaches masked (or unproven) data, and the
+            // server may quote what it read in any shape: withheld whole.
+            metrics()
+                .masked_values_total
+                .with_label_values(&["server_text"])
+                .inc();
+            return Some(
+                text.fields
+                    .iter()
+                    .map(|f| (!f.is_empty()).then(|| WITHHELD_TEXT.to_owned()))
                     .collect(),
             );
         }

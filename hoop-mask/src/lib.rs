@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod detect;
+mod echo;
 pub mod lineage;
 pub mod plan;
 pub mod row;

@@ -794,6 +794,10 @@ impl Relay {
                             kind: ServerTextKind::Error,
                             fields: &fields,
                             raised_by_code: err.code == SIGNAL_EXCEPTION,
+                            // Not yet tied to its statement: the shapes
+                            // MySQL echoes values in are masked instead.
+                            sql: None,
+                            statement_index: 0,
                         }) && let Some(Some(text)) = masked.into_iter().next()
                         {
                             replaced = Some(

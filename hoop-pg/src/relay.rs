@@ -1076,6 +1076,8 @@ impl Relay {
                     kind: ServerTextKind::Notification,
                     fields: &[n.payload],
                     raised_by_code: false,
+                    sql: None,
+                    statement_index: 0,
                 };
                 if let Some(Some(payload)) = self
                     .governor
@@ -1160,10 +1162,13 @@ impl Relay {
             .filter(|(code, _)| VALUE_FIELDS.contains(code))
             .map(|(_, value)| *value)
             .collect();
+        let (sql, statement_index) = self.state.current_statement().unzip();
         let masked = self.governor.rewrite_server_text(ServerText {
             kind,
             fields: &texts,
             raised_by_code: raised_by_code(fields),
+            sql,
+            statement_index: statement_index.unwrap_or(0),
         })?;
         let mut replacements = masked.into_iter();
         let owned: Vec<(u8, String)> = fields

@@ -618,6 +618,29 @@ impl SessionState {
         }
     }
 
+    /// The statement a server text (ErrorResponse, NoticeResponse) that
+    /// arrives now is about: its SQL and, for a simple Query, its index in
+    /// the query string. `None` between statements, and for a fast-path
+    /// function call (no SQL).
+    pub fn current_statement(&self) -> Option<(&str, usize)> {
+        let statement = |name: &str| self.statements.get(name).map(|s| &*s.sql);
+        match self.owed.front()? {
+            Owed::Query { sql } => Some((sql, self.query_index)),
+            Owed::Parse { sql, .. } => Some((sql, 0)),
+            Owed::Bind { statement: s, .. } | Owed::DescribeStatement { name: s } => {
+                statement(s).map(|sql| (sql, 0))
+            }
+            Owed::DescribePortal { name, .. } | Owed::Execute { portal: name } => {
+                self.portal_ref(name).map(|p| (&*p.sql, 0))
+            }
+            Owed::Close { .. }
+            | Owed::Sync
+            | Owed::FunctionCall
+            | Owed::Abort { .. }
+            | Owed::Internal(_) => None,
+        }
+    }
+
     fn description(&self, body: &[u8]) -> Result<Option<Arc<RowDescription>>, MessageError> {
         if self.track_rows {
             Ok(Some(Arc::new(RowDescription::parse(

@@ -207,6 +207,14 @@ pub trait SqlDialect: Send + Sync + std::fmt::Debug + 'static {
     /// What a statement (a [`Piece`]'s text) does to a cursor.
     fn cursor_op(&self, piece: &str) -> Option<CursorOp>;
 
+    /// Every word and quoted identifier of a statement (a [`Piece`]'s
+    /// text), keywords included, each folded as the server folds names;
+    /// `None` when the text cannot be read. The default reads none.
+    fn identifiers(&self, piece: &str) -> Option<Vec<String>> {
+        let _ = piece;
+        None
+    }
+
     /// What a statement (a [`Piece`]'s text) does to the session's named
     /// prepared statements and cursors. The default knows none: a dialect
     /// whose server shares those names between SQL and its protocol says.

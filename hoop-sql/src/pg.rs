@@ -322,6 +322,10 @@ impl SqlDialect for Postgres {
         session_op::session_op(piece)
     }
 
+    fn identifiers(&self, piece: &str) -> Option<Vec<String>> {
+        session_op::identifiers(piece)
+    }
+
     fn functions(&self) -> &FunctionCatalog {
         &FUNCTIONS
     }

@@ -146,6 +146,18 @@ pub(crate) fn session_op(piece: &str) -> Option<SessionOp> {
     }
 }
 
+/// Every word and quoted identifier of `piece`, folded as names are
+/// (see [`session_op`]'s module); `None` when it cannot be read.
+pub(crate) fn identifiers(piece: &str) -> Option<Vec<String>> {
+    let text = unicode_ident::rewrite(piece).ok()?;
+    Some(
+        items(&text)?
+            .iter()
+            .filter_map(|item| name(&text, item))
+            .collect(),
+    )
+}
+
 /// The name an item spells, folded and truncated as the server does.
 fn name(text: &str, item: &Item) -> Option<String> {
     let folded = match &item.kind {
@@ -286,5 +298,15 @@ mod tests {
         );
         assert_eq!(session_op("SELECT 1"), None);
         assert_eq!(session_op("EXECUTE 'text'"), None);
+    }
+
+    #[test]
+    fn identifiers_fold_like_names() {
+        assert_eq!(
+            identifiers("SELECT SSN, \"Card\" FROM U&\"p\\0065ople\" -- ssn2\n WHERE x = 'ssn3'")
+                .unwrap(),
+            ["select", "ssn", "Card", "from", "people", "where", "x"]
+        );
+        assert_eq!(identifiers("SELECT 'open"), None);
     }
 }
