@@ -598,25 +598,7 @@ impl HoldRegistry {
         let metrics = self.shared.metrics;
         let mut book = self.shared.lock();
         let expired = book.expire_overdue(metrics);
-        let result = (|| {
-            let entry = book
-                .by_id
-                .get_mut(id)
-                .ok_or_else(|| HoldError::NotFound { id: id.to_owned() })?;
-            let outcome = apply_decision(
-                &mut entry.view,
-                decider,
-                decision,
-                reason.clone(),
-                now_millis(),
-            )?;
-            tracing::info!(hold = %id, approver = %decider.identity, ?decision, "hold decision recorded");
-            if let Some(outcome) = outcome {
-                book.settle(id, outcome, metrics);
-            }
-            book.changed();
-            Ok(book.by_id[id].view.clone())
-        })();
+        let result = book.decide(id, decider, decision, reason, metrics);
         drop(book);
         self.shared.ended_here(expired);
         result
@@ -809,6 +791,28 @@ impl HoldBook {
             expired.extend(self.by_id.get(&id).map(|e| e.view.clone()));
         }
         expired
+    }
+
+    /// Records a decision on this agent's hold `id`.
+    fn decide(
+        &mut self,
+        id: &str,
+        decider: &Decider,
+        decision: Decision,
+        reason: Option<String>,
+        metrics: &HoldMetrics,
+    ) -> Result<HoldView, HoldError> {
+        let entry = self
+            .by_id
+            .get_mut(id)
+            .ok_or_else(|| HoldError::NotFound { id: id.to_owned() })?;
+        let outcome = apply_decision(&mut entry.view, decider, decision, reason, now_millis())?;
+        tracing::info!(hold = %id, approver = %decider.identity, ?decision, "hold decision recorded");
+        if let Some(outcome) = outcome {
+            self.settle(id, outcome, metrics);
+        }
+        self.changed();
+        Ok(self.by_id[id].view.clone())
     }
 
     /// Takes in the store's view of a hold; if it is this agent's pending

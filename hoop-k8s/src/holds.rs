@@ -152,16 +152,16 @@ impl kube::Resource for HoldRequest {
     type DynamicType = ();
     type Scope = kube::core::NamespaceResourceScope;
 
-    fn kind(_: &()) -> Cow<'_, str> {
+    fn kind((): &()) -> Cow<'_, str> {
         KIND.into()
     }
-    fn group(_: &()) -> Cow<'_, str> {
+    fn group((): &()) -> Cow<'_, str> {
         GROUP.into()
     }
-    fn version(_: &()) -> Cow<'_, str> {
+    fn version((): &()) -> Cow<'_, str> {
         VERSION.into()
     }
-    fn plural(_: &()) -> Cow<'_, str> {
+    fn plural((): &()) -> Cow<'_, str> {
         PLURAL.into()
     }
     fn meta(&self) -> &ObjectMeta {

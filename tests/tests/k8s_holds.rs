@@ -8,6 +8,8 @@
 //!
 //! Needs root and PostgreSQL; never skips.
 
+#![allow(clippy::unwrap_used, clippy::items_after_statements)] // Tests fail loudly, right there.
+
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,

@@ -81,8 +81,9 @@ pub(super) async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>)
         Ok(b) => b.to_bytes(),
         Err(e) => return error(400, "BadRequest", &e.to_string()),
     };
-    let parsed = || -> Result<Value, Response<Body>> {
-        serde_json::from_slice(&body).map_err(|e| error(400, "BadRequest", &e.to_string()))
+    let parsed = || -> Result<Value, Box<Response<Body>>> {
+        serde_json::from_slice(&body)
+            .map_err(|e| Box::new(error(400, "BadRequest", &e.to_string())))
     };
     match (method, name, subresource) {
         (Method::GET, None, None) => {
@@ -117,7 +118,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>)
         (Method::POST, None, None) => {
             let mut object = match parsed() {
                 Ok(o) => o,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let name = str_at(&object, "/metadata/name");
             if name.is_empty() {
@@ -181,7 +182,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>)
         (Method::PUT, Some(name), Some("status")) => {
             let update = match parsed() {
                 Ok(o) => o,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let mut state = lock(&shared.state);
             let key = (namespace, name.clone());
