@@ -34,7 +34,10 @@ use tokio::{
 
 use hoop_core::{HoldRequirement, PodIdentity, SessionIdentity};
 
-use crate::webhook::Webhook;
+use crate::{
+    store::{DecideError, HoldStore, apply_decision, conclude, outcome_of},
+    webhook::Webhook,
+};
 
 /// How many decided holds [`HoldRegistry::list`] keeps showing. Older ones are
 /// forgotten (their outcome lives on in the session recording).
@@ -307,6 +310,8 @@ struct Shared {
     book: Mutex<HoldBook>,
     webhook: Option<Webhook>,
     metrics: &'static HoldMetrics,
+    /// Where holds are shared beyond this process (set once, at start-up).
+    store: OnceLock<Arc<dyn HoldStore>>,
 }
 
 /// All holds, by id, plus the order in which they reached a final state (for eviction).
@@ -314,6 +319,9 @@ struct Shared {
 struct HoldBook {
     by_id: HashMap<String, HoldEntry>,
     decided_order: VecDeque<String>,
+    /// With a store: every hold the store's watcher has shown us (this
+    /// agent's and every other agent's), by id.
+    mirror: HashMap<String, HoldView>,
     /// Bumped on every change, so the approvals page can wait for one.
     changes: watch::Sender<u64>,
 }
@@ -341,8 +349,21 @@ impl HoldRegistry {
                 book: Mutex::new(HoldBook::default()),
                 webhook,
                 metrics: hold_metrics(),
+                store: OnceLock::new(),
             }),
         }
+    }
+
+    /// Shares this registry's holds through `store` from now on (see
+    /// [`crate::store`]). Call once, before the first hold; a second call
+    /// is ignored.
+    pub fn set_store(&self, store: Arc<dyn HoldStore>) {
+        let _ = self.shared.store.set(store);
+    }
+
+    /// Whether holds are shared through a store.
+    pub fn is_shared(&self) -> bool {
+        self.shared.store.get().is_some()
     }
 
     /// Holds `statement` (whose literals the caller has already masked) for
@@ -416,7 +437,30 @@ impl HoldRegistry {
             timeout = %humantime::format_duration(req.timeout),
             "statement held for approval"
         );
-        if let Some(webhook) = &self.shared.webhook {
+        if let Some(store) = self.shared.store.get().cloned() {
+            // Filed from a task: `create` must not block the session. Until
+            // the store has it nobody can decide it; if the store refuses,
+            // the hold ends refused (fail closed).
+            let shared = Arc::clone(&self.shared);
+            let view = view.clone();
+            tokio::spawn(async move {
+                let id = view.id.clone();
+                match store.create(view.clone()).await {
+                    Ok(()) => {
+                        if let Some(webhook) = &shared.webhook {
+                            webhook.notify(view, shared.metrics);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(hold = %id, %error, "cannot file the hold in the shared store; refusing the statement");
+                        shared.refuse(
+                            &id,
+                            &format!("the hold could not be filed for approvers ({error}); the statement was not run"),
+                        );
+                    }
+                }
+            });
+        } else if let Some(webhook) = &self.shared.webhook {
             webhook.notify(view.clone(), self.shared.metrics);
         }
         HoldTicket {
@@ -431,7 +475,16 @@ impl HoldRegistry {
     /// Pending holds first (oldest first), then decided ones (most recent first).
     pub fn list(&self) -> Vec<HoldView> {
         let mut book = self.shared.lock();
-        book.expire_overdue(self.shared.metrics);
+        let expired = book.expire_overdue(self.shared.metrics);
+        if !book.mirror.is_empty() || self.is_shared() {
+            let holds = book.merged();
+            drop(book);
+            self.shared.ended_here(expired);
+            return holds;
+        }
+        drop(book);
+        self.shared.ended_here(expired);
+        let book = self.shared.lock();
         let mut pending: Vec<_> = book
             .by_id
             .values()
@@ -452,9 +505,10 @@ impl HoldRegistry {
     /// [`list`](Self::list), with the change counter it reflects.
     pub fn list_versioned(&self) -> (u64, Vec<HoldView>) {
         let mut book = self.shared.lock();
-        book.expire_overdue(self.shared.metrics);
+        let expired = book.expire_overdue(self.shared.metrics);
         let version = *book.changes.borrow();
         drop(book);
+        self.shared.ended_here(expired);
         // A change between here and `list` only makes the version look
         // older than the list, so a waiter asks again: never a missed change.
         (version, self.list())
@@ -469,8 +523,64 @@ impl HoldRegistry {
     /// One hold by id.
     pub fn get(&self, id: &str) -> Option<HoldView> {
         let mut book = self.shared.lock();
-        book.expire_overdue(self.shared.metrics);
-        book.by_id.get(id).map(|e| e.view.clone())
+        let expired = book.expire_overdue(self.shared.metrics);
+        let local = book.by_id.get(id).map(|e| e.view.clone());
+        let hold = match (local, book.mirror.get(id)) {
+            (Some(local), Some(mirrored)) => Some(newer(local, mirrored)),
+            (local, mirrored) => local.or_else(|| mirrored.cloned()),
+        };
+        drop(book);
+        self.shared.ended_here(expired);
+        hold
+    }
+
+    /// Records a decision wherever the hold lives: through the store when
+    /// holds are shared (any agent's hold; the owning agent acts on it when
+    /// its watcher sees it), in this registry otherwise.
+    pub async fn decide_shared(
+        &self,
+        id: &str,
+        decider: &Decider,
+        decision: Decision,
+        reason: Option<String>,
+    ) -> Result<HoldView, DecideError> {
+        match self.shared.store.get().cloned() {
+            Some(store) => {
+                let view = store.decide(id, decider, decision, reason).await?;
+                // Shown at once here, before the watcher echoes it.
+                self.mirror_upsert(view.clone());
+                Ok(view)
+            }
+            None => Ok(self.decide(id, decider, decision, reason)?),
+        }
+    }
+
+    /// The store's watcher saw every hold anew (its first list, or a
+    /// re-list): replaces the mirror, and acts on what changed.
+    pub fn mirror_sync(&self, holds: Vec<HoldView>) {
+        let mut book = self.shared.lock();
+        book.mirror.clear();
+        for hold in holds {
+            book.absorb(hold, self.shared.metrics);
+        }
+        book.changed();
+    }
+
+    /// The store's watcher saw `hold` created or changed. When it is this
+    /// agent's pending hold and the store shows it final (decided by any
+    /// agent), its waiting connection gets the outcome, once.
+    pub fn mirror_upsert(&self, hold: HoldView) {
+        let mut book = self.shared.lock();
+        book.absorb(hold, self.shared.metrics);
+        book.changed();
+    }
+
+    /// The store's watcher saw hold `id` deleted (garbage-collected).
+    pub fn mirror_remove(&self, id: &str) {
+        let mut book = self.shared.lock();
+        if book.mirror.remove(id).is_some() {
+            book.changed();
+        }
     }
 
     /// Records `decider`'s decision on hold `id`.
@@ -487,74 +597,21 @@ impl HoldRegistry {
     ) -> Result<HoldView, HoldError> {
         let metrics = self.shared.metrics;
         let mut book = self.shared.lock();
-        book.expire_overdue(metrics);
-        let entry = book
-            .by_id
-            .get_mut(id)
-            .ok_or_else(|| HoldError::NotFound { id: id.to_owned() })?;
-        let view = &mut entry.view;
-        if !may_decide(&view.approvers, decider) {
-            return Err(HoldError::Forbidden {
-                id: id.to_owned(),
-                identity: decider.identity.clone(),
-                approvers: view.approvers.clone(),
-            });
-        }
-        if view.state.is_final() {
-            return Err(HoldError::AlreadyFinal {
-                id: id.to_owned(),
-                state: view.state,
-            });
-        }
-        let approved_before = |identity: &str| {
-            view.decisions
-                .iter()
-                .any(|d| d.decision == Decision::Approve && d.identity == identity)
-        };
-        if decision == Decision::Approve && approved_before(&decider.identity) {
-            return Err(HoldError::AlreadyApproved {
-                id: id.to_owned(),
-                identity: decider.identity.clone(),
-                needed: view.approvals_needed,
-            });
-        }
-        view.decisions.push(DecisionRecord {
-            identity: decider.identity.clone(),
-            decision,
-            reason: reason.clone(),
-            at: now_millis(),
-        });
-        tracing::info!(hold = %id, approver = %decider.identity, ?decision, "hold decision recorded");
-        match decision {
-            Decision::Deny => {
-                let outcome = HoldOutcome::Denied {
-                    by: Some(decider.identity.clone()),
-                    reason: reason.clone(),
-                };
-                book.finish(id, HoldState::Denied, reason, outcome, metrics);
-            }
-            Decision::Approve => {
-                let approvers: Vec<String> = view
-                    .decisions
-                    .iter()
-                    .filter(|d| d.decision == Decision::Approve)
-                    .map(|d| d.identity.clone())
-                    .collect();
-                let count = u32::try_from(approvers.len()).unwrap_or(u32::MAX);
-                view.approvals_needed = view.min_approvals.saturating_sub(count);
-                if view.approvals_needed == 0 {
-                    book.finish(
-                        id,
-                        HoldState::Approved,
-                        None,
-                        HoldOutcome::Approved { by: approvers },
-                        metrics,
-                    );
-                }
-            }
-        }
-        book.changed();
-        Ok(book.by_id[id].view.clone())
+        let expired = book.expire_overdue(metrics);
+        let result = book.decide(id, decider, decision, reason, metrics);
+        drop(book);
+        self.shared.ended_here(expired);
+        result
+    }
+}
+
+/// Of a hold as this agent knows it and as the store shows it, the one
+/// further along (the store's, unless only this agent knows it ended).
+fn newer(local: HoldView, mirrored: &HoldView) -> HoldView {
+    if local.state.is_final() && !mirrored.state.is_final() {
+        local
+    } else {
+        mirrored.clone()
     }
 }
 
@@ -588,6 +645,48 @@ impl Shared {
                 HoldOutcome::TimedOut,
                 self.metrics,
             );
+            let view = book.by_id.get(id).map(|e| e.view.clone());
+            drop(book);
+            self.ended_here(view.into_iter().collect());
+        }
+    }
+
+    /// Ends hold `id` refused, without telling the store (it never got it).
+    fn refuse(&self, id: &str, why: &str) {
+        let mut book = self.lock();
+        let pending = book.by_id.get(id).is_some_and(|e| !e.view.state.is_final());
+        if pending {
+            let outcome = HoldOutcome::Denied {
+                by: None,
+                reason: Some(why.to_owned()),
+            };
+            book.finish(
+                id,
+                HoldState::Withdrawn,
+                Some(why.to_owned()),
+                outcome,
+                self.metrics,
+            );
+        }
+    }
+
+    /// Tells the store about holds of this agent that ended here (timed
+    /// out, withdrawn), so every agent shows them ended.
+    fn ended_here(&self, holds: Vec<HoldView>) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for hold in holds {
+            let store = Arc::clone(store);
+            runtime.spawn(async move {
+                let id = hold.id.clone();
+                if let Err(error) = store.end(hold).await {
+                    tracing::warn!(hold = %id, %error, "cannot mark the hold ended in the shared store");
+                }
+            });
         }
     }
 
@@ -607,8 +706,10 @@ impl Shared {
                 outcome,
                 self.metrics,
             );
+            let view = book.by_id.get(id).map(|e| e.view.clone());
             drop(book);
             tracing::info!(hold = %id, why, "hold withdrawn");
+            self.ended_here(view.into_iter().collect());
         }
     }
 }
@@ -636,12 +737,17 @@ impl HoldBook {
             return;
         };
         debug_assert!(!entry.view.state.is_final(), "a final hold never changes");
-        entry.view.state = state;
-        entry.view.decided_at = Some(now_millis());
-        entry.view.reason = reason;
-        if state == HoldState::Approved {
-            entry.view.approvals_needed = 0;
-        }
+        conclude(&mut entry.view, state, reason, now_millis());
+        self.settle(id, outcome, metrics);
+    }
+
+    /// Hands hold `id`'s final outcome (its view already final) to its
+    /// ticket, and counts it.
+    fn settle(&mut self, id: &str, outcome: HoldOutcome, metrics: &HoldMetrics) {
+        let Some(entry) = self.by_id.get_mut(id) else {
+            return;
+        };
+        let state = entry.view.state;
         if let Some(waiter) = entry.waiter.take() {
             // The ticket may be gone (withdrawn); then nobody needs to hear.
             let _ = waiter.send(outcome);
@@ -665,7 +771,7 @@ impl HoldBook {
 
     /// Times out every pending hold past its deadline, so the API never shows
     /// (or accepts a decision on) a hold whose client has already been refused.
-    fn expire_overdue(&mut self, metrics: &HoldMetrics) {
+    fn expire_overdue(&mut self, metrics: &HoldMetrics) -> Vec<HoldView> {
         let now = Instant::now();
         let overdue: Vec<(String, String)> = self
             .by_id
@@ -673,6 +779,7 @@ impl HoldBook {
             .filter(|(_, e)| !e.view.state.is_final() && e.deadline <= now)
             .map(|(id, e)| (id.clone(), e.timeout_reason()))
             .collect();
+        let mut expired = Vec::with_capacity(overdue.len());
         for (id, reason) in overdue {
             self.finish(
                 &id,
@@ -681,7 +788,77 @@ impl HoldBook {
                 HoldOutcome::TimedOut,
                 metrics,
             );
+            expired.extend(self.by_id.get(&id).map(|e| e.view.clone()));
         }
+        expired
+    }
+
+    /// Records a decision on this agent's hold `id`.
+    fn decide(
+        &mut self,
+        id: &str,
+        decider: &Decider,
+        decision: Decision,
+        reason: Option<String>,
+        metrics: &HoldMetrics,
+    ) -> Result<HoldView, HoldError> {
+        let entry = self
+            .by_id
+            .get_mut(id)
+            .ok_or_else(|| HoldError::NotFound { id: id.to_owned() })?;
+        let outcome = apply_decision(&mut entry.view, decider, decision, reason, now_millis())?;
+        tracing::info!(hold = %id, approver = %decider.identity, ?decision, "hold decision recorded");
+        if let Some(outcome) = outcome {
+            self.settle(id, outcome, metrics);
+        }
+        self.changed();
+        Ok(self.by_id[id].view.clone())
+    }
+
+    /// Takes in the store's view of a hold; if it is this agent's pending
+    /// hold and the store shows it final, the waiting ticket gets the
+    /// outcome (the local state machine makes that happen once).
+    fn absorb(&mut self, hold: HoldView, metrics: &HoldMetrics) {
+        let id = hold.id.clone();
+        let local_pending = self
+            .by_id
+            .get(&id)
+            .is_some_and(|e| !e.view.state.is_final());
+        if local_pending && let Some(outcome) = outcome_of(&hold) {
+            if let Some(entry) = self.by_id.get_mut(&id) {
+                entry.view = hold.clone();
+            }
+            tracing::info!(hold = %id, state = %hold.state, "hold decided through the shared store");
+            self.settle(&id, outcome, metrics);
+        } else if local_pending && let Some(entry) = self.by_id.get_mut(&id) {
+            // Approvals so far (min_approvals > 1), shown locally too.
+            entry.view.decisions.clone_from(&hold.decisions);
+            entry.view.approvals_needed = hold.approvals_needed;
+        }
+        self.mirror.insert(id, hold);
+    }
+
+    /// Every hold, this agent's and the mirror's, each once: pending first
+    /// (oldest first), then decided (most recent first).
+    fn merged(&self) -> Vec<HoldView> {
+        let mut all: HashMap<&str, HoldView> = self
+            .mirror
+            .iter()
+            .map(|(id, v)| (id.as_str(), v.clone()))
+            .collect();
+        for (id, entry) in &self.by_id {
+            let merged = match all.remove(id.as_str()) {
+                Some(mirrored) => newer(entry.view.clone(), &mirrored),
+                None => entry.view.clone(),
+            };
+            all.insert(id.as_str(), merged);
+        }
+        let (mut pending, mut decided): (Vec<_>, Vec<_>) =
+            all.into_values().partition(|v| !v.state.is_final());
+        pending.sort_by_key(|v| v.created_at);
+        decided.sort_by_key(|v| std::cmp::Reverse(v.decided_at.unwrap_or(v.created_at)));
+        pending.extend(decided);
+        pending
     }
 }
 

@@ -11,6 +11,9 @@
 //!   cgroup_root: ""            # default: the cgroup2 mount
 //!   exclude_namespaces: [kube-system]
 //!   resync_interval: 30s
+//!   holds:                     # node mode: holds are HoldRequests in the API
+//!     namespace: ""            # default: POD_NAMESPACE, else hoop-system
+//!     retention: 24h           # ended holds are deleted this long after
 //! ```
 //!
 //! Parsing is strict (`deny_unknown_fields`); [`KubernetesConfig::validate`]
@@ -70,6 +73,60 @@ pub struct KubernetesConfig {
     /// the process.
     #[serde(default)]
     pub pin_dir: PathBuf,
+    /// Holds in the Kubernetes API (node mode): where they live and how
+    /// long ended ones are kept.
+    #[serde(default)]
+    pub holds: HoldsConfig,
+}
+
+/// `kubernetes.holds`: in node mode every agent files its holds as
+/// `HoldRequest`s (`holdrequests.hoop.dev`) in hoop's namespace, and any
+/// agent lists and decides any of them. Sidecar mode (no API access) keeps
+/// holds in process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldsConfig {
+    /// hoop's namespace, where the `HoldRequest`s live. Empty (the default):
+    /// the `POD_NAMESPACE` environment variable (the DaemonSet sets it from
+    /// the Downward API), else `hoop-system`.
+    #[serde(default)]
+    pub namespace: String,
+    /// How long a hold stays in the API after it ended (approved, denied,
+    /// timed out, withdrawn) before it is deleted (default `24h`; at least
+    /// `1s`). The session recording keeps the decision for good.
+    #[serde(default = "default_hold_retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for HoldsConfig {
+    fn default() -> Self {
+        Self {
+            namespace: String::new(),
+            retention: default_hold_retention(),
+        }
+    }
+}
+
+fn default_hold_retention() -> Duration {
+    Duration::from_hours(24)
+}
+
+/// hoop's namespace when neither `kubernetes.holds.namespace` nor
+/// `POD_NAMESPACE` names one.
+pub const DEFAULT_HOLD_NAMESPACE: &str = "hoop-system";
+
+impl HoldsConfig {
+    /// The namespace, given the value of `POD_NAMESPACE`.
+    pub fn namespace_or(&self, pod_namespace: Option<&str>) -> String {
+        if !self.namespace.is_empty() {
+            return self.namespace.clone();
+        }
+        pod_namespace
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(DEFAULT_HOLD_NAMESPACE)
+            .to_owned()
+    }
 }
 
 /// Where hoop runs relative to the pods it governs.
@@ -93,6 +150,7 @@ impl Default for KubernetesConfig {
             exclude_namespaces: default_exclude_namespaces(),
             resync_interval: default_resync_interval(),
             pin_dir: PathBuf::new(),
+            holds: HoldsConfig::default(),
         }
     }
 }
@@ -188,6 +246,24 @@ impl KubernetesConfig {
             problems.push(ConfigProblem {
                 key: "node_name",
                 message: format!("{:?} is not a node name (a DNS subdomain)", self.node_name),
+            });
+        }
+        if !self.holds.namespace.is_empty() && !is_dns_label(&self.holds.namespace) {
+            problems.push(ConfigProblem {
+                key: "holds.namespace",
+                message: format!(
+                    "{:?} is not a namespace name (lowercase letters, digits and '-', at most 63 characters)",
+                    self.holds.namespace
+                ),
+            });
+        }
+        if self.holds.retention < Duration::from_secs(1) {
+            problems.push(ConfigProblem {
+                key: "holds.retention",
+                message: format!(
+                    "{} is too short: use at least 1s",
+                    humantime::format_duration(self.holds.retention)
+                ),
             });
         }
         if self.resync_interval < MIN_RESYNC_INTERVAL {

@@ -57,7 +57,7 @@ impl Default for WatchBackoff {
 
 /// The running state of a [`WatchBackoff`].
 #[derive(Debug, Clone)]
-struct Delays {
+pub(crate) struct Delays {
     policy: WatchBackoff,
     next: Duration,
 }
@@ -79,7 +79,7 @@ impl Backoff for Delays {
 }
 
 impl WatchBackoff {
-    fn delays(self) -> Delays {
+    pub(crate) fn delays(self) -> Delays {
         Delays {
             policy: self,
             next: self.initial,

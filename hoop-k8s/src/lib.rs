@@ -9,6 +9,8 @@
 //! - [`discovery`]: the watchers (this node's pods, all namespaces) driving
 //!   the reconciler.
 //! - [`events`]: Kubernetes Events on governed/released/failed pods.
+//! - [`holds`]: holds in the Kubernetes API (`HoldRequest`s), the
+//!   cluster's shared hold store.
 //! - [`reconcile`]: what the watchers want vs what is attached, by pod UID,
 //!   acting through a [`PodGovernor`] the agent implements.
 //! - [`sidecar`]: sidecar mode, governing the own pod without API access.
@@ -24,6 +26,7 @@ pub mod cgroup_path;
 pub mod config;
 pub mod discovery;
 pub mod events;
+pub mod holds;
 pub mod metrics;
 pub mod opt_in;
 pub mod pod;

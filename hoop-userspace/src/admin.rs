@@ -25,7 +25,13 @@
 //!
 //! Decisions take an optional JSON body `{"reason": "..."}`. Errors are JSON
 //! `{"error": "..."}` with 400, 401 (plus `WWW-Authenticate: Bearer`), 403,
-//! 404, 409, 502 or 503.
+//! 404, 409, 502 or 503 (503 also when the shared hold store, the
+//! Kubernetes API, cannot be reached: nothing was decided).
+//!
+//! With `kubernetes.enabled` (node mode) the holds are the cluster's: the
+//! list shows every agent's holds, and a decision on any of them is written
+//! to its `HoldRequest` with an optimistic-concurrency update (of two
+//! concurrent deciders the loser gets 409).
 //!
 //! No cookie is ever set or read: every call carries its bearer token in
 //! `Authorization`, so a page on another site cannot act with a user's
@@ -54,7 +60,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use auth::Authenticator;
-use hoop_hold::{Decider, Decision, HoldError, HoldRegistry, HoldState, HoldView};
+use hoop_hold::{
+    DecideError, Decider, Decision, HoldError, HoldRegistry, HoldState, HoldView, StoreError,
+};
 
 /// Largest request body accepted (a decision's reason).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -385,11 +393,15 @@ async fn decide(
             "reason is longer than {MAX_REASON_CHARS} characters"
         )));
     }
-    state
+    match state
         .holds
-        .decide(id, &decider, decision, reason)
-        .map(Json)
-        .map_err(ApiError::from)
+        .decide_shared(id, &decider, decision, reason)
+        .await
+    {
+        Ok(view) => Ok(Json(view)),
+        Err(DecideError::Hold(e)) => Err(ApiError::Hold(e)),
+        Err(DecideError::Store(e)) => Err(ApiError::Store(e)),
+    }
 }
 
 async fn authenticate(state: &AdminState, headers: &HeaderMap) -> Result<Decider, ApiError> {
@@ -438,6 +450,10 @@ pub enum ApiError {
     /// 503: too many requests of this kind in flight.
     #[error("{0}")]
     Busy(String),
+    /// 503: the shared hold store (the Kubernetes API) could not be read or
+    /// written; nothing was decided.
+    #[error("{0}")]
+    Store(#[source] StoreError),
     /// 404: no such route or hold.
     #[error("{0}")]
     NotFound(String),
@@ -452,7 +468,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) | Self::SlackSignature(_) => StatusCode::UNAUTHORIZED,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy(_) | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Hold(HoldError::NotFound { .. }) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Hold(HoldError::Forbidden { .. }) | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Hold(HoldError::AlreadyFinal { .. } | HoldError::AlreadyApproved { .. }) => {

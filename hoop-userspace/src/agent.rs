@@ -58,6 +58,22 @@ pub fn run(config_path: &Path) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Before any session can hold: node mode shares holds through the API.
+        let shared_holds = match &plan {
+            Some(plan) => match plan
+                .share_holds(&governed.governance.holds, stopped.clone())
+                .await
+            {
+                Ok(task) => task,
+                Err(e) => {
+                    eprintln!("hoop agent: {e}");
+                    governed.shutdown().await;
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         if !config.intercept.cgroups.is_empty() {
             let root = match cgroup2_root() {
                 Ok(r) => r,
@@ -91,7 +107,6 @@ pub fn run(config_path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (stop, stopped) = tokio::sync::watch::channel(false);
         let pods = match &plan {
             Some(plan) => match plan.spawn(&governed.server, stopped).await {
                 Ok(task) => Some(task),
@@ -110,6 +125,9 @@ pub fn run(config_path: &Path) -> ExitCode {
         }
         let _ = stop.send(true);
         if let Some(task) = pods {
+            let _ = task.await;
+        }
+        if let Some(task) = shared_holds {
             let _ = task.await;
         }
         let pinned = plan.as_ref().is_some_and(kubernetes::Plan::pins);

@@ -15,6 +15,14 @@
 //!   `ERROR` event with a 410 `Expired` status, as a real server does after
 //!   compaction, and the client re-lists.
 //!
+//! - custom resources `holdrequests.hoop.dev/v1` under
+//!   `/apis/hoop.dev/v1/namespaces/<ns>/holdrequests`: create (`POST`,
+//!   409 `AlreadyExists`), get, delete, list and watch (with a
+//!   `labelSelector` of `key=value` terms), and `PUT …/<name>/status`,
+//!   which replaces only the status and answers 409 `Conflict` when the
+//!   body's `metadata.resourceVersion` is not the object's current one
+//!   (optimistic concurrency, as a real server does); see [`holds`].
+//!
 //! The test drives it: add, modify and delete objects, make the server
 //! unreachable (the port refuses connections and live watches are cut) and
 //! reachable again, expire the history, or inject a malformed watch event.
@@ -44,6 +52,8 @@ pub enum Kind {
     Pods,
     /// `/api/v1/namespaces`.
     Namespaces,
+    /// `/apis/hoop.dev/v1/namespaces/<ns>/holdrequests`.
+    HoldRequests,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +68,10 @@ struct Watch {
     kind: Kind,
     node: Option<String>,
     metadata_only: bool,
+    /// Custom resources: the namespace watched.
+    namespace: Option<String>,
+    /// Custom resources: `key=value` label terms, all required.
+    labels: Vec<(String, String)>,
     tx: mpsc::UnboundedSender<Bytes>,
 }
 
@@ -74,6 +88,12 @@ struct State {
     requests: Vec<String>,
     /// Events created through `events.k8s.io/v1`.
     events: Vec<Value>,
+    /// `HoldRequest`s by (namespace, name).
+    holds: BTreeMap<(String, String), Value>,
+    /// Status writes refused with 409 for a stale `resourceVersion`.
+    conflicts: u64,
+    /// Whether `HoldRequest` creation is refused (503), to test fail-closed.
+    refuse_hold_creation: bool,
 }
 
 struct Shared {
@@ -127,6 +147,7 @@ impl FakeApiServer {
                         (_, true) => ("meta.k8s.io/v1", "PartialObjectMetadata"),
                         (Kind::Pods, false) => ("v1", "Pod"),
                         (Kind::Namespaces, false) => ("v1", "Namespace"),
+                        (Kind::HoldRequests, false) => ("hoop.dev/v1", "HoldRequest"),
                     };
                     let line = json!({"type": "BOOKMARK", "object": {
                         "apiVersion": api_version, "kind": kind,
@@ -345,6 +366,10 @@ fn watch_wants(w: &Watch, change: &Change) -> bool {
         && w.node
             .as_ref()
             .is_none_or(|n| change.kind != Kind::Pods || node_of(&change.object) == *n)
+        && w.namespace
+            .as_ref()
+            .is_none_or(|ns| str_at(&change.object, "/metadata/namespace") == *ns)
+        && holds::labels_match(&w.labels, &change.object)
 }
 
 fn publish(state: &mut State, kind: Kind, event: &'static str, object: Value) {
@@ -373,6 +398,9 @@ fn spawn_accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let shared = conn_shared.clone();
                     async move {
+                        if req.uri().path().starts_with(holds::PREFIX) {
+                            return Ok::<_, Infallible>(holds::handle(&shared, req).await);
+                        }
                         if req.method() == hyper::Method::POST {
                             return Ok::<_, Infallible>(create_event(&shared, req).await);
                         }
@@ -548,6 +576,7 @@ fn list(shared: &Shared, kind: Kind, node: Option<&str>, metadata_only: bool) ->
             .cloned()
             .collect(),
         Kind::Namespaces => state.namespaces.values().cloned().collect(),
+        Kind::HoldRequests => Vec::new(),
     };
     let metadata = json!({"resourceVersion": state.rv.to_string()});
     let body = if metadata_only {
@@ -557,6 +586,7 @@ fn list(shared: &Shared, kind: Kind, node: Option<&str>, metadata_only: bool) ->
         let list_kind = match kind {
             Kind::Pods => "PodList",
             Kind::Namespaces => "NamespaceList",
+            Kind::HoldRequests => "HoldRequestList",
         };
         json!({"apiVersion": "v1", "kind": list_kind, "metadata": metadata, "items": objects})
     };
@@ -570,6 +600,27 @@ fn watch(
     metadata_only: bool,
     params: &BTreeMap<String, String>,
 ) -> Response<Body> {
+    watch_filtered(
+        shared,
+        kind,
+        node,
+        metadata_only,
+        (None, Vec::new()),
+        params,
+    )
+}
+
+/// A watch of `kind`; `scope` narrows custom resources to a namespace and
+/// label terms.
+fn watch_filtered(
+    shared: &Shared,
+    kind: Kind,
+    node: Option<String>,
+    metadata_only: bool,
+    scope: (Option<String>, Vec<(String, String)>),
+    params: &BTreeMap<String, String>,
+) -> Response<Body> {
+    let (namespace, labels) = scope;
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let from: u64 = params
         .get("resourceVersion")
@@ -592,6 +643,8 @@ fn watch(
                 kind,
                 node,
                 metadata_only,
+                namespace,
+                labels,
                 tx,
             };
             for change in state.history.iter().filter(|c| c.rv > from) {
@@ -617,6 +670,8 @@ fn watch(
     );
     resp
 }
+
+mod holds;
 
 /// Builders for the objects tests serve.
 pub mod objects {

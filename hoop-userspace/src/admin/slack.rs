@@ -44,7 +44,7 @@ use super::{
     outbound::{self, OutboundRequest},
 };
 use hoop_config::{SlackConfig, SlackUser};
-use hoop_hold::{Decider, Decision, HoldError, HoldView, webhook::slack_message};
+use hoop_hold::{DecideError, Decider, Decision, HoldError, HoldView, webhook::slack_message};
 
 /// Slack's own limit: requests older (or newer) than this are refused.
 const MAX_CLOCK_SKEW_SECS: i64 = 5 * 60;
@@ -323,13 +323,13 @@ pub(super) async fn actions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match handle(&state, &headers, &body) {
+    match handle(&state, &headers, &body).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(error) => error.into_response(),
     }
 }
 
-fn handle(state: &AdminState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+async fn handle(state: &AdminState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     let Some(slack) = state.auth.slack() else {
         return Err(ApiError::NotFound(
             "Slack callbacks are not configured (admin.slack)".to_owned(),
@@ -374,13 +374,17 @@ fn handle(state: &AdminState, headers: &HeaderMap, body: &[u8]) -> Result<(), Ap
             "Slack user {slack_user} is not mapped to a hoop identity (admin.slack.users)"
         )));
     };
-    match state.holds.decide(&hold_id, &decider, decision, None) {
+    match state
+        .holds
+        .decide_shared(&hold_id, &decider, decision, None)
+        .await
+    {
         Ok(view) => {
             tracing::info!(hold = %hold_id, approver = %decider.identity, slack_user, ?decision, "hold decided from Slack");
             reply.replace(&view);
             Ok(())
         }
-        Err(error) => {
+        Err(DecideError::Hold(error)) => {
             match &error {
                 HoldError::AlreadyFinal { .. } => {
                     // Show everyone what became of it.
@@ -396,6 +400,11 @@ fn handle(state: &AdminState, headers: &HeaderMap, body: &[u8]) -> Result<(), Ap
             }
             tracing::info!(hold = %hold_id, approver = %decider.identity, slack_user, %error, "Slack decision refused");
             Err(ApiError::Hold(error))
+        }
+        Err(DecideError::Store(error)) => {
+            reply.note(&format!("Nothing was decided: {error}. Try again."));
+            tracing::warn!(hold = %hold_id, approver = %decider.identity, slack_user, %error, "Slack decision not stored");
+            Err(ApiError::Store(error))
         }
     }
 }

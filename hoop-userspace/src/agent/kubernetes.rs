@@ -77,6 +77,7 @@ pub struct Plan {
     pin_root: Option<PathBuf>,
     board: StatusBoard,
     metrics: K8sMetrics,
+    holds: hoop_k8s::config::HoldsConfig,
 }
 
 impl Plan {
@@ -106,6 +107,7 @@ impl Plan {
             pin_root: (!k8s.pin_dir.as_os_str().is_empty()).then(|| k8s.pin_dir.clone()),
             board: StatusBoard::new(),
             metrics,
+            holds: k8s.holds.clone(),
         })
     }
 
@@ -128,6 +130,45 @@ impl Plan {
             ready: Some(Arc::new(move || board.ready(uid.as_deref()))),
             refresh_metrics: Some(Arc::new(move || metrics.update_pods(&gauge_board))),
         }
+    }
+
+    /// Node mode: from now on the holds in `registry` are the cluster's,
+    /// shared as `HoldRequest`s in hoop's namespace (see
+    /// [`hoop_k8s::holds`]); returns the task mirroring them. Sidecar mode
+    /// (no API access) keeps holds in process: `None`.
+    pub async fn share_holds(
+        &self,
+        registry: &hoop_hold::HoldRegistry,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, KubernetesError> {
+        if self.sidecar.is_some() {
+            return Ok(None);
+        }
+        let client = discovery::client().await?;
+        let node = self.resolved.node_name.clone();
+        let settings = hoop_k8s::holds::HoldSettings {
+            namespace: self.holds.namespace_or(
+                std::env::var(hoop_k8s::workload::env::POD_NAMESPACE)
+                    .ok()
+                    .as_deref(),
+            ),
+            owner: hoop_k8s::holds::HoldOwner {
+                instance: hoop_k8s::holds::instance_id(&node),
+                node,
+            },
+            retention: self.holds.retention,
+            backoff: watch_backoff(),
+        };
+        let store = hoop_k8s::holds::KubeHoldStore::new(client, settings);
+        registry.set_store(Arc::new(store.clone()));
+        let registry = registry.clone();
+        Ok(Some(tokio::spawn(async move {
+            let mut stop = stop;
+            hoop_k8s::holds::run(store, registry, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        })))
     }
 
     /// Starts governing pods (node mode: discovery and reconciliation;
