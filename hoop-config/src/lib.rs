@@ -382,6 +382,19 @@ pub struct RecordingConfig {
     /// File holding the HMAC key for the trailer.
     #[serde(default)]
     pub hmac_key_file: Option<PathBuf>,
+    /// Object store the recordings are shipped to (`s3://bucket/prefix`, `gs://…`,
+    /// `az://…`, `file:///path`); `dir` is then a bounded spool. Credentials come
+    /// from the standard environment and instance sources, never from the URL.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// How often the spool of live sessions is shipped to `store` (default 10s);
+    /// a session's last segment ships when it closes.
+    #[serde(default = "default_ship_interval", with = "humantime_serde")]
+    pub ship_interval: Duration,
+    /// Most bytes the spool holds not yet shipped (default 1 GiB); past it a
+    /// session's recording fails and `on_error` applies.
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
 }
 
 impl Default for RecordingConfig {
@@ -397,8 +410,19 @@ impl Default for RecordingConfig {
             max_total_bytes: None,
             hmac_key_env: None,
             hmac_key_file: None,
+            store: None,
+            ship_interval: default_ship_interval(),
+            spool_max_bytes: default_spool_max_bytes(),
         }
     }
+}
+
+fn default_ship_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
 }
 
 fn default_true() -> bool {
