@@ -583,6 +583,22 @@ pub struct Loaded<P> {
     pub policy: P,
     /// Findings that do not reject the file.
     pub warnings: Vec<Diagnostic>,
+    /// The SHA-256 (lowercase hex) of the text it was loaded from: what
+    /// `hoop_policy_info{sha256}` and `/healthz` report, so nodes that
+    /// enforce different files can be told apart.
+    pub sha256: String,
+}
+
+/// The lowercase hex SHA-256 of `text`.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 /// Compiles the `policy:` section (its value and key path), recording every
@@ -688,6 +704,7 @@ impl Config {
                 config,
                 policy,
                 warnings: found,
+                sha256: sha256_hex(text),
             }),
             _ => Err(ConfigError::Invalid {
                 path: path.to_owned(),
