@@ -4,7 +4,7 @@
 //! | route | auth | answer |
 //! |---|---|---|
 //! | `GET /metrics` | none | Prometheus text |
-//! | `GET /healthz` | none | `ok` |
+//! | `GET /healthz` | none | `ok` (and `policy_sha256 <hex>`) |
 //! | `GET /ready` | none | 200 `ready` once hoop governs what it should (programs attached, listeners bound; Kubernetes: first sync done, or this pod governed in sidecar mode), 503 before |
 //! | `GET /api/holds` | any valid token | JSON array of holds, each with `may_decide` for the caller |
 //! | `GET /api/holds/{id}` | any valid token | one hold |
