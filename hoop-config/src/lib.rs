@@ -382,6 +382,19 @@ pub struct RecordingConfig {
     /// File holding the HMAC key for the trailer.
     #[serde(default)]
     pub hmac_key_file: Option<PathBuf>,
+    /// Object store the recordings are shipped to (`s3://bucket/prefix`, `gs://…`,
+    /// `az://…`, `file:///path`); `dir` is then a bounded spool. Credentials come
+    /// from the standard environment and instance sources, never from the URL.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// How often the spool of live sessions is shipped to `store` (default 10s);
+    /// a session's last segment ships when it closes.
+    #[serde(default = "default_ship_interval", with = "humantime_serde")]
+    pub ship_interval: Duration,
+    /// Most bytes the spool holds not yet shipped (default 1 GiB); past it a
+    /// session's recording fails and `on_error` applies.
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
 }
 
 impl Default for RecordingConfig {
@@ -397,8 +410,19 @@ impl Default for RecordingConfig {
             max_total_bytes: None,
             hmac_key_env: None,
             hmac_key_file: None,
+            store: None,
+            ship_interval: default_ship_interval(),
+            spool_max_bytes: default_spool_max_bytes(),
         }
     }
+}
+
+fn default_ship_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
 }
 
 fn default_true() -> bool {
@@ -559,6 +583,22 @@ pub struct Loaded<P> {
     pub policy: P,
     /// Findings that do not reject the file.
     pub warnings: Vec<Diagnostic>,
+    /// The SHA-256 (lowercase hex) of the text it was loaded from: what
+    /// `hoop_policy_info{sha256}` and `/healthz` report, so nodes that
+    /// enforce different files can be told apart.
+    pub sha256: String,
+}
+
+/// The lowercase hex SHA-256 of `text`.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 /// Compiles the `policy:` section (its value and key path), recording every
@@ -664,6 +704,7 @@ impl Config {
                 config,
                 policy,
                 warnings: found,
+                sha256: sha256_hex(text),
             }),
             _ => Err(ConfigError::Invalid {
                 path: path.to_owned(),

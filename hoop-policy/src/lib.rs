@@ -604,6 +604,8 @@ pub struct PolicyMetrics {
     pub reloads_total: prometheus::IntCounter,
     /// `hoop_policy_reload_errors_total`: reloads rejected (the old policy stays).
     pub reload_errors_total: prometheus::IntCounter,
+    /// `hoop_policy_info{sha256}`: 1 for the SHA-256 of the file whose policy is enforced.
+    pub info: prometheus::IntGaugeVec,
 }
 
 /// The process-wide policy metrics (registered on [`hoop_core::metrics::metrics`]'s registry).
@@ -617,9 +619,18 @@ pub fn policy_metrics() -> &'static PolicyMetrics {
             "Policy reloads rejected because the file was invalid; the last good policy stays in force.",
         )
         .expect("valid metric");
+        let info = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "hoop_policy_info",
+                "1, labelled with the SHA-256 of the configuration file whose policy is enforced (compare across nodes).",
+            ),
+            &["sha256"],
+        )
+        .expect("valid metric");
         let registry = &hoop_core::metrics::metrics().registry;
         registry.register(Box::new(reloads_total.clone())).expect("metric registered once");
         registry.register(Box::new(reload_errors_total.clone())).expect("metric registered once");
-        PolicyMetrics { reloads_total, reload_errors_total }
+        registry.register(Box::new(info.clone())).expect("metric registered once");
+        PolicyMetrics { reloads_total, reload_errors_total, info }
     })
 }

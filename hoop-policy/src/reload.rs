@@ -1,10 +1,12 @@
 //! Hot reload: the live policy behind an `ArcSwap`, and a watcher that
 //! reloads it when the file changes (a polling thread) or on SIGHUP.
 //!
-//! The file is polled (modification time, size, inode) rather than watched
-//! with inotify: Kubernetes updates a mounted ConfigMap by swapping a `..data`
-//! symlink, which inotify on the file path misses but a `stat` through the
-//! symlink sees. A change is reloaded once the file has been stable for the
+//! The file is polled (the path it resolves to, modification time, size,
+//! inode) rather than watched with inotify: Kubernetes updates a mounted
+//! ConfigMap by an atomic swap — it writes the new files into a new
+//! timestamped directory, points the `..data` symlink at it, and the file
+//! is a symlink through `..data` — which inotify on the file path misses but
+//! a poll that resolves the symlinks again each time sees. A change is reloaded once the file has been stable for the
 //! debounce interval, so a half-written file is not picked up. A reload that
 //! fails keeps the last good policy, logs every diagnostic and counts
 //! `hoop_policy_reload_errors_total`; a success counts `hoop_policy_reloads_total`.
@@ -19,7 +21,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGaugeVec};
 use tracing::{error, info, warn};
 
 use super::{Policy, policy_metrics};
@@ -33,6 +35,8 @@ pub type PolicyCache = arc_swap::Cache<Arc<ArcSwap<Policy>>, Arc<Policy>>;
 #[derive(Clone)]
 pub struct PolicyHandle {
     current: Arc<ArcSwap<Policy>>,
+    /// The SHA-256 of the file the live policy came from ("" until known).
+    source: Arc<ArcSwap<String>>,
     counters: ReloadCounters,
 }
 
@@ -43,6 +47,8 @@ pub struct ReloadCounters {
     pub reloads: IntCounter,
     /// Rejected reloads.
     pub errors: IntCounter,
+    /// `hoop_policy_info{sha256}`, set to the live policy's file hash.
+    pub info: Option<IntGaugeVec>,
 }
 
 impl Default for ReloadCounters {
@@ -52,6 +58,7 @@ impl Default for ReloadCounters {
         Self {
             reloads: metrics.reloads_total.clone(),
             errors: metrics.reload_errors_total.clone(),
+            info: Some(metrics.info.clone()),
         }
     }
 }
@@ -66,8 +73,24 @@ impl PolicyHandle {
     pub fn with_counters(policy: Policy, counters: ReloadCounters) -> Self {
         Self {
             current: Arc::new(ArcSwap::from_pointee(policy)),
+            source: Arc::new(ArcSwap::from_pointee(String::new())),
             counters,
         }
+    }
+
+    /// Notes the SHA-256 of the file the live policy came from: reported by
+    /// `hoop_policy_info{sha256}` and `/healthz`.
+    pub fn set_source_sha256(&self, sha256: String) {
+        if let Some(info) = &self.counters.info {
+            info.reset();
+            info.with_label_values(&[sha256.as_str()]).set(1);
+        }
+        self.source.store(Arc::new(sha256));
+    }
+
+    /// The SHA-256 of the file the live policy came from ("" when unknown).
+    pub fn source_sha256(&self) -> Arc<String> {
+        self.source.load_full()
     }
 
     /// The current policy; it stays valid (and unchanged) however long it is held.
@@ -93,32 +116,33 @@ impl PolicyHandle {
     pub fn reload_from(&self, path: &Path) -> Result<Vec<Diagnostic>, ConfigError> {
         self.reload_with(
             path,
-            |path| crate::load_checked(path).map(|l| (l.policy, l.warnings, ())),
+            |path| crate::load_checked(path).map(|l| (l.policy, l.warnings, l.sha256, ())),
             |()| {},
         )
     }
 
     /// Reloads from `path` with `load`, which reads the whole file and
     /// compiles its policy and whatever else is hot (`R`, such as the
-    /// credentials). All or nothing: on success the policy goes live and
+    /// credentials), with the SHA-256 of the text it read. All or nothing: on success the policy goes live and
     /// `install` gets the rest, at once; on failure nothing changes, every
     /// diagnostic is logged, the error counter goes up, and the error is
     /// returned.
     pub fn reload_with<R>(
         &self,
         path: &Path,
-        load: impl FnOnce(&Path) -> Result<(Policy, Vec<Diagnostic>, R), ConfigError>,
+        load: impl FnOnce(&Path) -> Result<(Policy, Vec<Diagnostic>, String, R), ConfigError>,
         install: impl FnOnce(R),
     ) -> Result<Vec<Diagnostic>, ConfigError> {
         match load(path) {
-            Ok((policy, warnings, rest)) => {
+            Ok((policy, warnings, sha256, rest)) => {
                 self.store(policy);
                 install(rest);
                 self.counters.reloads.inc();
                 for warning in &warnings {
                     warn!(diagnostic = %warning, "policy warning");
                 }
-                info!(path = %path.display(), "policy reloaded");
+                info!(path = %path.display(), %sha256, "policy reloaded");
+                self.set_source_sha256(sha256);
                 Ok(warnings)
             }
             Err(e) => {
@@ -131,7 +155,7 @@ impl PolicyHandle {
                     }
                     ConfigError::Read { .. } => error!(error = %e, "policy reload rejected"),
                 }
-                warn!(path = %path.display(), "keeping the last good policy");
+                warn!(path = %path.display(), sha256 = %self.source_sha256(), "keeping the last good policy");
                 Err(e)
             }
         }
@@ -172,6 +196,10 @@ impl Default for WatchOptions {
 /// What identifies one version of the file (through symlinks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint {
+    /// Where the path leads after every symlink: a ConfigMap update swaps
+    /// `..data` to a new directory, so this changes even if the new file
+    /// happened to match the old one's size, time and inode number.
+    resolved: Option<PathBuf>,
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
@@ -181,6 +209,7 @@ struct Fingerprint {
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let meta = std::fs::metadata(path).ok()?;
     Some(Fingerprint {
+        resolved: std::fs::canonicalize(path).ok(),
         modified: meta.modified().ok(),
         len: meta.len(),
         inode: meta.ino(),
@@ -321,6 +350,7 @@ mod tests {
         ReloadCounters {
             reloads: IntCounter::new("test_reloads", "test").unwrap(),
             errors: IntCounter::new("test_reload_errors", "test").unwrap(),
+            info: None,
         }
     }
 
@@ -440,6 +470,82 @@ mod tests {
         replace(&path, ALLOW_ALL);
         until("recovery", || !denies_drop(&handle)).await;
         assert_eq!(counters.reloads.get(), 2);
+        watcher.stop();
+    }
+
+    /// A ConfigMap volume as the kubelet writes it: `..<timestamp>/` holds
+    /// the files, `..data` points at it, `hoop.yaml` -> `..data/hoop.yaml`.
+    struct ConfigMapVolume {
+        dir: PathBuf,
+        generation: u32,
+    }
+
+    impl ConfigMapVolume {
+        fn new(dir: &Path, text: &str) -> Self {
+            let mut volume = Self {
+                dir: dir.to_path_buf(),
+                generation: 0,
+            };
+            volume.update(text);
+            std::os::unix::fs::symlink("..data/hoop.yaml", dir.join("hoop.yaml")).unwrap();
+            volume
+        }
+
+        /// The kubelet's atomic update: a new timestamped directory, a
+        /// `..data_tmp` symlink to it renamed over `..data`, the old
+        /// directory removed. The file is never written in place.
+        fn update(&mut self, text: &str) {
+            self.generation += 1;
+            let old = std::fs::read_link(self.dir.join("..data")).ok();
+            let name = format!(
+                "..2026_12_04_21_00_{:02}.{}",
+                self.generation,
+                100 + self.generation
+            );
+            let new = self.dir.join(&name);
+            std::fs::create_dir(&new).unwrap();
+            std::fs::write(new.join("hoop.yaml"), text).unwrap();
+            let tmp = self.dir.join("..data_tmp");
+            std::os::unix::fs::symlink(&name, &tmp).unwrap();
+            std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+            if let Some(old) = old {
+                std::fs::remove_dir_all(self.dir.join(old)).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_configmap_symlink_swap_is_reloaded_and_a_broken_one_keeps_the_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut volume = ConfigMapVolume::new(dir.path(), ALLOW_ALL);
+        let path = dir.path().join("hoop.yaml");
+        let counters = counters();
+        let loaded = crate::load_checked(&path).unwrap();
+        let handle = PolicyHandle::with_counters(loaded.policy, counters.clone());
+        handle.set_source_sha256(loaded.sha256.clone());
+        let options = WatchOptions {
+            poll_interval: Duration::from_millis(20),
+            debounce: Duration::from_millis(20),
+        };
+        let watcher = spawn_watcher(handle.clone(), path.clone(), options);
+
+        volume.update(DENY_DROP);
+        until("the swapped-in policy", || denies_drop(&handle)).await;
+        assert_eq!(counters.reloads.get(), 1);
+        assert_eq!(*handle.source_sha256(), hoop_config::sha256_hex(DENY_DROP));
+        assert_ne!(*handle.source_sha256(), loaded.sha256);
+
+        volume.update(BROKEN);
+        until("the reload error", || counters.errors.get() == 1).await;
+        assert!(
+            denies_drop(&handle),
+            "a broken ConfigMap keeps the last good policy"
+        );
+        assert_eq!(*handle.source_sha256(), hoop_config::sha256_hex(DENY_DROP));
+
+        volume.update(ALLOW_ALL);
+        until("recovery", || !denies_drop(&handle)).await;
+        assert_eq!(*handle.source_sha256(), loaded.sha256);
         watcher.stop();
     }
 

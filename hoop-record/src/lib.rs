@@ -16,6 +16,7 @@ pub mod cli;
 pub mod format;
 pub mod read;
 pub mod retention;
+pub mod store;
 pub mod verify;
 pub mod writer;
 
@@ -67,6 +68,12 @@ pub enum RecordError {
     /// The configured key is empty (after trimming a trailing newline).
     #[error("the recording HMAC key is empty")]
     HmacKeyEmpty,
+    /// `recording.store` could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The shipper thread could not be started.
+    #[error("cannot start the recording shipper: {0}")]
+    SpawnShipper(#[source] std::io::Error),
     /// The writer thread could not be spawned.
     #[error("cannot start the recording writer thread: {0}")]
     SpawnWriter(#[source] std::io::Error),

@@ -64,6 +64,7 @@ use super::{
         StatementEvent, TruncatedRow, VerdictEvent, VerdictKind, cut_row, cut_value,
     },
     load_hmac_key, recording_id, retention, rfc3339_into,
+    store::ship::Spool,
 };
 use hoop_config::{RecordRows, RecordingConfig, RecordingOnError};
 use hoop_core::{SessionIdentity, StatementKind, Submission, Verdict};
@@ -87,7 +88,7 @@ const SENT_STATEMENTS_MAX: usize = 4096;
 /// keeps each one serialized, so this bounds its memory per session too).
 const SENT_STATEMENT_BYTES_MAX: usize = 1 << 20;
 /// How often retention runs while the recorder is up (it also runs at start).
-const RETENTION_INTERVAL: Duration = Duration::from_mins(1);
+pub(crate) const RETENTION_INTERVAL: Duration = Duration::from_mins(1);
 
 mod health;
 mod metrics;
@@ -156,7 +157,25 @@ impl Recorder {
             source,
         })?;
         probe_writable(&cfg.dir)?;
-        let retention = retention::RetentionPolicy::from_config(cfg);
+        let mut retention = retention::RetentionPolicy::from_config(cfg);
+        // With a store, `dir` is a spool: retention applies to the store, and
+        // nothing leaves the spool before it is shipped.
+        let spool = match &cfg.store {
+            Some(url) => {
+                let store = crate::store::RecordingStore::open(url)?;
+                let spool = crate::store::ship::start(
+                    store,
+                    cfg.dir.clone(),
+                    cfg.ship_interval,
+                    cfg.spool_max_bytes,
+                    retention,
+                )
+                .map_err(RecordError::SpawnShipper)?;
+                retention = retention::RetentionPolicy::default();
+                Some(spool)
+            }
+            None => None,
+        };
         run_retention(&cfg.dir, &HashSet::new(), &retention);
 
         let (commands, inbox) = mpsc::channel();
@@ -169,6 +188,7 @@ impl Recorder {
             max_row_bytes: cfg.max_row_bytes,
             flush_interval: cfg.flush_interval.max(Duration::from_millis(1)),
             retention,
+            spool,
             backlog: Arc::clone(&backlog),
             metrics: recording_metrics(),
             sessions: HashMap::default(),

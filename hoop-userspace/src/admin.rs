@@ -4,7 +4,7 @@
 //! | route | auth | answer |
 //! |---|---|---|
 //! | `GET /metrics` | none | Prometheus text |
-//! | `GET /healthz` | none | `ok` |
+//! | `GET /healthz` | none | `ok` (and `policy_sha256 <hex>`) |
 //! | `GET /ready` | none | 200 `ready` once hoop governs what it should (programs attached, listeners bound; Kubernetes: first sync done, or this pod governed in sidecar mode), 503 before |
 //! | `GET /api/holds` | any valid token | JSON array of holds, each with `may_decide` for the caller |
 //! | `GET /api/holds/{id}` | any valid token | one hold |
@@ -90,6 +90,8 @@ pub struct AdminState {
     /// The recording directory, read for a hold's context (`None`: recording
     /// is disabled, so there is no context to show).
     pub recordings: Option<PathBuf>,
+    /// The live policy, whose file hash `/healthz` reports.
+    pub policy: Option<hoop_policy::reload::PolicyHandle>,
     /// `GET /ready`'s answer (`None`: ready as soon as the server runs,
     /// which is once the programs are attached and the listeners bound).
     pub ready: Option<Readiness>,
@@ -105,6 +107,7 @@ impl AdminState {
             auth: Arc::new(auth),
             refresh_metrics: None,
             recordings: None,
+            policy: None,
             ready: None,
             stopping: watch::channel(false).1,
         }
@@ -186,8 +189,16 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+/// `ok`, then (when a policy is live) `policy_sha256 <hex>` on a line of
+/// its own: the SHA-256 of the configuration file whose policy this agent
+/// enforces, so an operator can see nodes disagree.
+async fn healthz(State(state): State<AdminState>) -> String {
+    match &state.policy {
+        Some(policy) if !policy.source_sha256().is_empty() => {
+            format!("ok\npolicy_sha256 {}\n", policy.source_sha256())
+        }
+        _ => "ok".to_owned(),
+    }
 }
 
 /// 200 once what hoop should govern is governed, 503 before: the

@@ -163,13 +163,14 @@ impl Governed {
         let LoadedConfig {
             config,
             policy: compiled,
+            sha256,
             ..
         } = loaded;
         let config = &config;
         let auth = Authenticator::from_config(&config.admin).await?;
         let holds = HoldRegistry::new(Webhook::from_admin(&config.admin));
         let recorder = Recorder::start(&config.recording)?;
-        let live = LiveConfig::new(compiled);
+        let live = LiveConfig::from_loaded(compiled, sha256);
         // Noted right after loading, so any later edit of the file is seen.
         // Policy and credentials reload together.
         let policy_watcher = spawn_watcher(
@@ -188,6 +189,7 @@ impl Governed {
             Ok(listener) => {
                 let (tx, rx) = oneshot::channel::<()>();
                 let mut state = AdminState::new(holds.clone(), auth);
+                state.policy = Some(governance.policy.clone());
                 // The approvals page shows what a held session ran before, from here.
                 state.recordings = config
                     .recording

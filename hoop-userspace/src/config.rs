@@ -89,6 +89,13 @@ impl LiveConfig {
         }
     }
 
+    /// Serves what `loaded` holds, and reports its file's SHA-256.
+    pub fn from_loaded(compiled: Compiled, sha256: String) -> Self {
+        let live = Self::new(compiled);
+        live.policy.set_source_sha256(sha256);
+        live
+    }
+
     /// The credentials as a driver asks for them.
     pub fn credential_source(&self) -> Arc<dyn hoop_core::CredentialSource> {
         Arc::new(self.credentials.clone())
@@ -102,7 +109,10 @@ impl Reload for LiveConfig {
     fn reload(&self, path: &Path) {
         let _ = self.policy.reload_with(
             path,
-            |path| load_checked(path).map(|l| (l.policy.policy, l.warnings, l.policy.credentials)),
+            |path| {
+                load_checked(path)
+                    .map(|l| (l.policy.policy, l.warnings, l.sha256, l.policy.credentials))
+            },
             |credentials| self.credentials.store(credentials),
         );
     }

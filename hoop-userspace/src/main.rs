@@ -69,6 +69,11 @@ enum Command {
         /// The recording directory (default: --config's recording.dir, else ./recordings).
         #[arg(long, global = true)]
         dir: Option<PathBuf>,
+        /// Read the recordings straight from this object store (`s3://bucket/prefix`,
+        /// `gs://…`, `az://…`, `file:///dir`); default: --config's recording.store
+        /// unless --dir is given. Credentials come from the environment.
+        #[arg(long, global = true, conflicts_with = "dir")]
+        store: Option<String>,
         /// A hoop config naming recording.dir and the HMAC key.
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
@@ -175,9 +180,10 @@ fn main() -> ExitCode {
         } => holds(admin, config, token, command),
         Command::Recordings {
             dir,
+            store,
             config,
             command,
-        } => recordings(dir, config.as_deref(), command),
+        } => recordings(dir, store, config.as_deref(), command),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => {
@@ -242,6 +248,7 @@ fn holds(
 
 fn recordings(
     dir: Option<PathBuf>,
+    store: Option<String>,
     config: Option<&std::path::Path>,
     command: RecordingsCommand,
 ) -> ExitCode {
@@ -253,7 +260,33 @@ fn recordings(
             return ExitCode::from(hoop::app::EXIT_CONFIG);
         }
     };
-    let dir = dir.unwrap_or_else(|| recording.dir.clone());
+    let store = store.or_else(|| dir.is_none().then(|| recording.store.clone()).flatten());
+    // A store is read through a private local copy of the recordings asked for.
+    let copy = match store {
+        Some(url) => {
+            let ids = match &command {
+                RecordingsCommand::List { .. } => Vec::new(),
+                RecordingsCommand::Show { id }
+                | RecordingsCommand::Replay { id, .. }
+                | RecordingsCommand::Export { id, .. } => vec![id.clone()],
+                RecordingsCommand::Verify { ids, .. } => ids.clone(),
+            };
+            match record::store::RecordingStore::open(&url)
+                .and_then(|store| record::store::LocalCopy::download(&store, &ids))
+            {
+                Ok(copy) => Some(copy),
+                Err(e) => {
+                    eprintln!("hoop recordings: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
+    let dir = match &copy {
+        Some(copy) => copy.path().to_path_buf(),
+        None => dir.unwrap_or_else(|| recording.dir.clone()),
+    };
     let mut out = std::io::stdout().lock();
     let result = match command {
         RecordingsCommand::List {

@@ -10,6 +10,7 @@
 pub mod failclosed;
 pub mod issuer;
 pub mod k8s;
+pub mod s3;
 pub mod sink;
 
 use std::{

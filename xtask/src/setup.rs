@@ -64,8 +64,10 @@ pub fn toolchain() -> anyhow::Result<()> {
 }
 
 /// The MySQL tests' client library: Debian's PyMySQL (`python3-pymysql`),
-/// for the system Python the tests run (`/usr/bin/python3`).
+/// for the system Python the tests run (`/usr/bin/python3`); and the
+/// recording-store tests' S3 API, moto's server.
 pub fn test_clients() -> anyhow::Result<()> {
+    ensure_moto()?;
     let present = Command::new("/usr/bin/python3")
         .args(["-c", "import pymysql"])
         .output()
@@ -75,6 +77,27 @@ pub fn test_clients() -> anyhow::Result<()> {
     }
     eprintln!("xtask: installing python3-pymysql (the MySQL tests' client)");
     run(Command::new("apt-get").args(["install", "-y", "python3-pymysql"]))
+}
+
+/// The recording-store tests' S3 API: PyPI `moto[server]`, in a virtualenv
+/// of its own under `~/.local/share/hoop/moto` (Debian's Python refuses
+/// `pip install` outside one). The tests look there, then on `PATH`.
+fn ensure_moto() -> anyhow::Result<()> {
+    let venv = home()?.join(".local/share/hoop/moto");
+    let server = venv.join("bin/moto_server");
+    let works = |cmd: &mut Command| cmd.arg("--help").output().is_ok_and(|o| o.status.success());
+    if works(&mut Command::new(&server)) || works(&mut Command::new("moto_server")) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing moto[server] (the recording-store tests' S3 API) into {}",
+        venv.display()
+    );
+    if run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).is_err() {
+        run(Command::new("apt-get").args(["install", "-y", "python3-venv"]))?;
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "moto[server]>=5,<6"]))
 }
 
 fn ensure_rust_src() -> anyhow::Result<()> {

@@ -17,6 +17,9 @@ pub enum FailureKind {
     Backlog,
     /// The recorder was shut down while the session was still running.
     Closed,
+    /// The spool (`recording.dir` in front of `recording.store`) holds
+    /// `recording.spool_max_bytes` not yet shipped: the store is unreachable.
+    Spool,
 }
 
 impl FailureKind {
@@ -28,6 +31,7 @@ impl FailureKind {
             FailureKind::Sync => "sync",
             FailureKind::Backlog => "backlog",
             FailureKind::Closed => "closed",
+            FailureKind::Spool => "spool",
         }
     }
 }

@@ -531,3 +531,94 @@ fn a_disabled_recorder_records_nothing_and_never_fails() {
     session.end("client_closed");
     assert!(!dir.path().join("rec").exists());
 }
+
+fn spooled(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_store_gets_the_live_session_in_segments_and_the_whole_recording_at_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    let url = format!("file://{}", dir.path().join("store").display());
+    let cfg = RecordingConfig {
+        store: Some(url.clone()),
+        ship_interval: Duration::from_millis(100),
+        hmac_key_env: None,
+        ..config(&spool)
+    };
+    let recorder = Recorder::start(&cfg).expect("starts");
+    let mut session = recorder.open_session(&identity("s-ship")).expect("opens");
+    select(&mut session, "SELECT 1 FROM customers").expect("recorded");
+    session.verdict(&Verdict::Allow).expect("recorded");
+    let store = crate::store::RecordingStore::open(&url).expect("store");
+    // While the session runs, its lines so far reach the store.
+    let mut shipped = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shipped = store
+            .list()
+            .await
+            .expect("list")
+            .values()
+            .map(crate::store::StoredObjects::bytes)
+            .sum();
+        if shipped > 0 {
+            break;
+        }
+    }
+    assert!(shipped > 0, "nothing shipped from a live session");
+    assert_eq!(spooled(&spool).len(), 1, "the live session stays spooled");
+    session.result(Some("SELECT 1"), 1, None);
+    session.end("client_closed");
+    recorder.shutdown().await;
+
+    assert!(
+        spooled(&spool).is_empty(),
+        "a shipped, closed recording leaves the spool"
+    );
+    let all = store.list().await.expect("list");
+    assert_eq!(all.len(), 1);
+    let stored = all.values().next().expect("one");
+    assert!(stored.segments.len() >= 2, "{:?}", stored.segments);
+    let bytes = store.read(stored).await.expect("read");
+    let report = crate::verify::verify_bytes(&bytes, None);
+    assert_eq!(report.status, VerifyStatus::Intact, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_full_spool_fails_the_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A store that refuses every write: a regular file where the directory should be.
+    let blocked = dir.path().join("store");
+    let url = format!("file://{}", blocked.display());
+    let cfg = RecordingConfig {
+        store: Some(url),
+        ship_interval: Duration::from_millis(20),
+        spool_max_bytes: 2048,
+        ..config(&dir.path().join("spool"))
+    };
+    let recorder = Recorder::start(&cfg).expect("starts");
+    std::fs::remove_dir(&blocked).expect("rmdir");
+    std::fs::write(&blocked, b"not a directory").expect("file");
+    let mut session = recorder.open_session(&identity("s-full")).expect("opens");
+    let mut failed = None;
+    for i in 0..200 {
+        if let Err(e) = select(
+            &mut session,
+            &format!("SELECT {i} /* {} */", "x".repeat(200)),
+        ) {
+            failed = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let failure = session.failure().expect("the session's recording failed");
+    assert_eq!(failure.kind, FailureKind::Spool, "{failure}");
+    assert!(failed.is_some());
+    recorder.shutdown().await;
+}

@@ -13,6 +13,8 @@ pub(super) struct Writer {
     pub(super) max_row_bytes: usize,
     pub(super) flush_interval: Duration,
     pub(super) retention: retention::RetentionPolicy,
+    /// The spool in front of `recording.store`, when there is one.
+    pub(super) spool: Option<Arc<Spool>>,
     pub(super) backlog: Arc<AtomicUsize>,
     pub(super) metrics: &'static RecordingMetrics,
     pub(super) sessions: HashMap<u64, OpenRecording, foldhash::fast::RandomState>,
@@ -43,6 +45,17 @@ pub(super) struct OpenRecording {
     pub(super) body: Vec<u8>,
     pub(super) totals: SessionTotals,
     pub(super) health: Arc<SessionHealth>,
+    pub(super) spool: Option<Arc<Spool>>,
+}
+
+impl Drop for OpenRecording {
+    /// The writer is done with the file (finished, abandoned or failed): the
+    /// shipper may ship its last bytes and take it out of the spool.
+    fn drop(&mut self) {
+        if let Some(spool) = &self.spool {
+            spool.closed(&self.path);
+        }
+    }
 }
 
 impl Writer {
@@ -63,13 +76,14 @@ impl Writer {
                 match inbox.try_recv() {
                     Ok(Command::Shutdown(done)) => {
                         self.close_all("recorder_shutdown");
-                        let _ = done.send(());
+                        self.hand_over(done);
                         return;
                     }
                     Ok(command) => self.handle(command),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         self.close_all("recorder_dropped");
+                        self.hand_over(oneshot::channel().0);
                         return;
                     }
                 }
@@ -83,6 +97,17 @@ impl Writer {
             if now >= next_retention {
                 self.enforce_retention();
                 next_retention = now + RETENTION_INTERVAL;
+            }
+        }
+    }
+
+    /// After the last recording is closed: the shipper ships the spool and
+    /// answers `done` (at once without a store).
+    fn hand_over(&self, done: oneshot::Sender<()>) {
+        match &self.spool {
+            Some(spool) => spool.finish(done),
+            None => {
+                let _ = done.send(());
             }
         }
     }
@@ -183,7 +208,16 @@ impl Writer {
                 format!("{stem}-{attempt}")
             };
             let path = self.dir.join(format!("{name}.{FILE_EXTENSION}"));
-            match (self.opener)(&path) {
+            if let Some(spool) = &self.spool {
+                spool.opening(&path);
+            }
+            let opened = (self.opener)(&path);
+            if opened.is_err()
+                && let Some(spool) = &self.spool
+            {
+                spool.forget(&path);
+            }
+            match opened {
                 Ok(file) => break (path, file),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
                     attempt += 1;
@@ -213,6 +247,7 @@ impl Writer {
             body: Vec::new(),
             totals: SessionTotals::default(),
             health,
+            spool: self.spool.clone(),
         };
         let header = Header {
             format: FORMAT_NAME.into(),
@@ -406,6 +441,20 @@ pub(super) fn write_buffer(
     metrics: &'static RecordingMetrics,
     recording: &mut OpenRecording,
 ) -> bool {
+    if let Some(spool) = &recording.spool
+        && !spool.reserve(recording.buf.len())
+    {
+        tracing::error!(session = %recording.session_id, limit = spool.limit(), "recording spool full: the store is not taking recordings");
+        recording.health.fail(
+            FailureKind::Spool,
+            format!(
+                "the recording spool holds recording.spool_max_bytes ({} bytes) not yet shipped to recording.store",
+                spool.limit()
+            ),
+        );
+        recording.buf.clear();
+        return false;
+    }
     let started = Instant::now();
     let result = recording.file.write_all(&recording.buf);
     metrics
