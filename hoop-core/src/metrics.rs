@@ -35,6 +35,9 @@ pub struct Metrics {
     pub statements_total: IntCounterVec,
     /// `hoop_masked_values_total{rule}`: values rewritten by masking.
     pub masked_values_total: IntCounterVec,
+    /// `hoop_detector_promotions_total{rule}`: table columns a detector rule
+    /// found values in, promoted to column rules of that rule.
+    pub detector_promotions_total: IntCounterVec,
     /// `hoop_credential_errors_total{reason}`: sessions whose injected
     /// credential could not be used (see [`crate::CredentialFailure`]).
     pub credential_errors_total: IntCounterVec,
@@ -111,6 +114,17 @@ impl Metrics {
                 &r,
                 IntCounterVec::new(
                     Opts::new("hoop_masked_values_total", "Values rewritten by masking, by policy rule."),
+                    &["rule"],
+                )
+                .expect("valid metric"),
+            ),
+            detector_promotions_total: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hoop_detector_promotions_total",
+                        "Table columns a detector rule found values in, masked as column rules of that rule from then on.",
+                    ),
                     &["rule"],
                 )
                 .expect("valid metric"),

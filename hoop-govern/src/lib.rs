@@ -43,6 +43,7 @@
 pub mod holds;
 pub mod judgement;
 mod predicates;
+pub mod promotions;
 pub mod recording;
 pub mod rows;
 pub mod session;
@@ -77,6 +78,8 @@ pub struct Governors {
     policy: PolicyHandle,
     recorder: Recorder,
     rows: RecordRows,
+    /// Detector findings promoted to column rules, shared by every session.
+    promotions: Arc<promotions::Promotions>,
 }
 
 impl Governors {
@@ -86,6 +89,7 @@ impl Governors {
             policy,
             recorder,
             rows,
+            promotions: Arc::default(),
         }
     }
 }
@@ -190,14 +194,17 @@ impl GovernorFactory for Governors {
                 (SessionRecorder::disabled(), fatal)
             }
         };
-        Box::new(SessionGovernance::new(
-            identity,
-            &self.policy,
-            columns,
-            recorder,
-            self.rows,
-            self.recorder.on_error(),
-            fatal,
-        ))
+        Box::new(
+            SessionGovernance::new(
+                identity,
+                &self.policy,
+                columns,
+                recorder,
+                self.rows,
+                self.recorder.on_error(),
+                fatal,
+            )
+            .with_promotions(self.promotions.clone()),
+        )
     }
 }

@@ -1,26 +1,92 @@
 //! The row rewriter for one result set: masking by its [`MaskPlan`], and
 //! the rows as sent, for a recording that keeps them (`rows: full`).
 
+use std::sync::Arc;
+
 use hoop_core::{Refusal, RowEncoder, RowRewrite, RowRewriter, RowValues, metrics::metrics};
 use hoop_mask::MaskPlan;
+use hoop_policy::Policy;
 use hoop_record::MaskedRow;
+use tracing::warn;
 
-use crate::session::{SharedRecorder, lock};
+use crate::{
+    promotions::Promotions,
+    session::{SharedRecorder, lock},
+};
+
+/// Where a result's detector findings go (see [`crate::promotions`]).
+pub(crate) struct Promoter {
+    pub(crate) promotions: Arc<Promotions>,
+    /// The policy the plan's rules came from.
+    pub(crate) policy: Arc<Policy>,
+    /// The session, for the log.
+    pub(crate) session: String,
+    /// The session's recording, when it has one.
+    pub(crate) recorder: Option<SharedRecorder>,
+}
 
 /// Masks (and records) the rows of one result set.
 pub(crate) struct RowMasking {
     plan: Option<MaskPlan>,
     recorder: Option<SharedRecorder>,
+    promoter: Option<Promoter>,
     /// The values of a rewritten row, kept for the recording.
     sent: Vec<Option<Vec<u8>>>,
 }
 
 impl RowMasking {
-    pub(crate) fn new(plan: Option<MaskPlan>, recorder: Option<SharedRecorder>) -> Self {
+    pub(crate) fn new(
+        plan: Option<MaskPlan>,
+        recorder: Option<SharedRecorder>,
+        promoter: Option<Promoter>,
+    ) -> Self {
         Self {
             plan,
             recorder,
+            promoter,
             sent: Vec::new(),
+        }
+    }
+
+    /// Promotes the table columns detectors found values in.
+    fn flush_findings(&mut self) {
+        let (Some(plan), Some(promoter)) = (&mut self.plan, &self.promoter) else {
+            return;
+        };
+        for finding in plan.take_findings() {
+            let Some(rule) = plan.rules().detector_rules().get(finding.rule) else {
+                continue;
+            };
+            let column = &finding.column;
+            if !promoter
+                .promotions
+                .promote(&promoter.policy, &rule.name, column)
+            {
+                continue;
+            }
+            let name = format!(
+                "{}{}.{}",
+                column
+                    .schema
+                    .as_deref()
+                    .map(|s| format!("{s}."))
+                    .unwrap_or_default(),
+                column.table,
+                column.column
+            );
+            metrics()
+                .detector_promotions_total
+                .with_label_values(&[&rule.name])
+                .inc();
+            warn!(
+                session = %promoter.session,
+                rule = %rule.name,
+                column = %name,
+                "a detector found a value in this column: it is masked as a column rule from now on (fragments included) until the policy is reloaded"
+            );
+            if let Some(recorder) = &promoter.recorder {
+                lock(recorder).promotion(&rule.name, &name);
+            }
         }
     }
 
@@ -40,6 +106,7 @@ impl RowMasking {
 impl Drop for RowMasking {
     fn drop(&mut self) {
         self.flush_counts();
+        self.flush_findings();
     }
 }
 

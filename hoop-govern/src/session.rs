@@ -27,7 +27,8 @@ use crate::{
     judgement::{CachedJudgement, Prepared},
     mask_rules,
     predicates::PredicateGuard,
-    rows::RowMasking,
+    promotions::Promotions,
+    rows::{Promoter, RowMasking},
 };
 
 const LINEAGE_CACHE_MAX: usize = 256;
@@ -84,6 +85,11 @@ pub struct SessionGovernance {
     statements: HashMap<String, String>,
     /// The catalog's view-dependency version `rules` includes.
     views_version: u64,
+    /// Columns detectors found values in, promoted to column rules (shared
+    /// by every session of the process).
+    promotions: Arc<Promotions>,
+    /// The promotions' generation `rules` includes.
+    promoted_generation: u64,
     /// Prepared statement name → its judgement and how often it was bound
     /// since it was prepared (re-executions are recorded as statements too).
     pub(crate) prepared: HashMap<Box<str>, Prepared, foldhash::fast::RandomState>,
@@ -162,6 +168,8 @@ impl SessionGovernance {
             cursors: HashMap::new(),
             statements: HashMap::new(),
             views_version: 0,
+            promotions: Arc::default(),
+            promoted_generation: 0,
             judgements: HashMap::default(),
             prepared: HashMap::default(),
             lineage_cache: HashMap::new(),
@@ -173,8 +181,17 @@ impl SessionGovernance {
         }
     }
 
+    /// Shares `promotions` (detector findings promoted to column rules)
+    /// with the other sessions of the process.
+    #[must_use]
+    pub fn with_promotions(mut self, promotions: Arc<Promotions>) -> Self {
+        self.promotions = promotions;
+        self
+    }
+
     /// Brings the mask rules up to the live policy (and the catalog's view
-    /// dependencies). Afterwards `snapshot` is the live policy.
+    /// dependencies, and promoted columns). Afterwards `snapshot` is the
+    /// live policy.
     pub(crate) fn refresh(&mut self) {
         let live = self.policy.load();
         let policy_changed = !Arc::ptr_eq(live, &self.snapshot);
@@ -184,8 +201,18 @@ impl SessionGovernance {
         }
         let current = live.clone();
         let (views_version, views) = self.columns.views(&self.identity);
-        if policy_changed || views_version != self.views_version {
+        let promoted_generation = self.promotions.generation();
+        if policy_changed
+            || views_version != self.views_version
+            || promoted_generation != self.promoted_generation
+        {
             let mut rules = mask_rules(&current, &self.identity);
+            let promoted = self.promotions.for_policy(&current);
+            if let Some(with) =
+                rules.with_promoted(promoted.iter().map(|p| (p.rule.as_str(), &p.column)))
+            {
+                rules = Arc::new(with);
+            }
             if has_masking(&rules) && !views.is_empty() {
                 let relations = hoop_mask::masked_views(&rules, &views);
                 Arc::make_mut(&mut rules).set_masked_relations(relations);
@@ -195,6 +222,7 @@ impl SessionGovernance {
             self.predicates = PredicateGuard::new(&current, &self.identity, &views);
             self.snapshot = current;
             self.views_version = views_version;
+            self.promoted_generation = promoted_generation;
             self.lineage_cache.clear();
             self.judgements.clear();
             self.results.clear();
@@ -483,9 +511,19 @@ impl SessionGovernor for SessionGovernance {
         if plan.is_none() && !self.record_rows {
             return None;
         }
+        let promote = plan
+            .as_ref()
+            .is_some_and(MaskPlan::may_find)
+            .then(|| Promoter {
+                promotions: self.promotions.clone(),
+                policy: self.snapshot.clone(),
+                session: self.identity.to_string(),
+                recorder: self.recording.then(|| self.recorder.clone()),
+            });
         Some(Box::new(RowMasking::new(
             plan,
             self.record_rows.then(|| self.recorder.clone()),
+            promote,
         )))
     }
 

@@ -36,7 +36,7 @@ pub use lineage::{
     ColumnLineage, Lineage, SqlLineage,
     predicates::{PredicateReads, predicate_reads},
 };
-pub use plan::{MaskCounts, MaskPlan, MaskRefusal, masked_views};
+pub use plan::{Finding, MaskCounts, MaskPlan, MaskRefusal, masked_views};
 
 /// How a masked value is rewritten (`strategy:` in a mask rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -312,6 +312,40 @@ impl MaskRules {
     /// and when a result column names the view as its source.
     pub fn set_masked_relations(&mut self, views: Vec<(lineage::TableName, usize)>) {
         self.masked_relations = views;
+    }
+
+    /// These rules with columns where a detector rule found values added
+    /// as column rules of that detector rule's name and strategy (see
+    /// `hoop_govern`'s promotions). Pairs naming a detector rule these rules
+    /// do not have are skipped (the detector does not apply to this
+    /// session). `None` when none applies.
+    pub fn with_promoted<'a>(
+        &self,
+        promoted: impl IntoIterator<Item = (&'a str, &'a ColumnRef)>,
+    ) -> Option<MaskRules> {
+        let mut rules = self.clone();
+        let mut added = false;
+        for (name, column) in promoted {
+            let Some(detector) = self.detector_rules.iter().find(|d| d.name == name) else {
+                continue;
+            };
+            match rules
+                .column_rules
+                .iter_mut()
+                .skip(self.column_rules.len())
+                .find(|r| r.name == name)
+            {
+                Some(rule) => rule.columns.push(column.clone()),
+                None => rules.column_rules.push(ColumnRule {
+                    name: detector.name.clone(),
+                    columns: vec![column.clone()],
+                    strategy: detector.strategy,
+                    keep_last: detector.keep_last,
+                }),
+            }
+            added = true;
+        }
+        added.then_some(rules)
     }
 
     /// The first column rule covering `schema.table.column`, if any.

@@ -97,6 +97,20 @@ pub(crate) struct ColumnPlan {
     pub(crate) encoding: ValueEncoding,
     pub(crate) action: Action,
     pub(crate) detect: bool,
+    /// The table column its values are (from the catalog), when detectors
+    /// run over it: a detector's finding there is reported
+    /// ([`MaskPlan::take_findings`]).
+    pub(crate) source: Option<ResolvedColumn>,
+}
+
+/// A detector rule found a value in a result column that is a table's
+/// column (not computed): that column holds such values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The table column.
+    pub column: ResolvedColumn,
+    /// Index into [`MaskRules::detector_rules`].
+    pub rule: usize,
 }
 
 /// Values masked per rule since the last [`MaskPlan::take_counts`]:
@@ -116,6 +130,10 @@ pub struct MaskPlan {
     pub(crate) matches: Vec<DetectorMatch>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) noop: bool,
+    /// (column index, detector rule) pairs found since the last
+    /// [`MaskPlan::take_findings`] (or ever, for `reported`).
+    pub(crate) found: Vec<(usize, usize)>,
+    pub(crate) reported: Vec<(usize, usize)>,
 }
 
 /// What a column is masked as, before the binary-format check.
@@ -225,15 +243,17 @@ impl MaskPlan {
                         }
                     }
                 };
+                let detect = detectors
+                    && encoding != ValueEncoding::Opaque
+                    && matches!(action, Action::Keep)
+                    && rules.detectors.can_match(c.content);
                 ColumnPlan {
                     name: c.name.clone(),
                     type_name: c.type_name.clone().into_owned(),
                     encoding,
-                    detect: detectors
-                        && encoding != ValueEncoding::Opaque
-                        && matches!(action, Action::Keep)
-                        && rules.detectors.can_match(c.content),
+                    detect,
                     action,
+                    source: source.filter(|_| detect).cloned(),
                 }
             })
             .collect();
@@ -249,6 +269,8 @@ impl MaskPlan {
             matches: Vec::new(),
             scratch: Vec::new(),
             noop,
+            found: Vec::new(),
+            reported: Vec::new(),
         }
     }
 
@@ -264,6 +286,33 @@ impl MaskPlan {
             .iter()
             .filter(|c| !matches!(c.action, Action::Keep))
             .map(|c| c.name.as_str())
+    }
+
+    /// The rules the plan was made from.
+    pub fn rules(&self) -> &MaskRules {
+        &self.rules
+    }
+
+    /// Whether detectors run over a table column of this result (so
+    /// [`MaskPlan::take_findings`] may report something).
+    pub fn may_find(&self) -> bool {
+        self.columns.iter().any(|c| c.source.is_some())
+    }
+
+    /// The table columns detectors found values in since the last call,
+    /// each (column, rule) pair reported once per plan.
+    pub fn take_findings(&mut self) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for pair @ (i, rule) in std::mem::take(&mut self.found) {
+            if self.reported.contains(&pair) {
+                continue;
+            }
+            self.reported.push(pair);
+            if let Some(column) = self.columns.get(i).and_then(|c| c.source.clone()) {
+                out.push(Finding { column, rule });
+            }
+        }
+        out
     }
 
     /// Values masked per rule since the last call, then reset. Feed them to

@@ -127,10 +127,14 @@ impl MaskPlan {
                     return Ok(None);
                 }
                 let mut null = false;
+                let traced = col.source.is_some();
                 for m in &self.matches {
                     let rule = rules.detectors.rule(m.detector);
                     self.counts[rules.column_rules.len() + rule] += 1;
                     null |= rules.detector_rules[rule].strategy == Strategy::Null;
+                    if traced && !self.found.contains(&(i, rule)) {
+                        self.found.push((i, rule));
+                    }
                 }
                 if null {
                     return Ok(Some(Replacement::Null));

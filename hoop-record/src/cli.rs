@@ -473,6 +473,10 @@ fn transcript_line(line: &ReadLine) -> String {
             )
         }
         Body::SessionStart(_) => "session start".to_owned(),
+        Body::Promotion(p) => format!(
+            "  promotion: detector rule {} found values in {}; masked as a column rule from now on",
+            p.rule, p.column
+        ),
         Body::Statement(s) => {
             let kinds: Vec<String> = s.kinds.iter().map(snake_name).collect();
             let tables = if s.tables.is_empty() {

@@ -130,6 +130,9 @@ pub enum Body {
     CopyData(CopyDataEvent),
     /// An error reported to the client.
     Error(ErrorEvent),
+    /// A detector found values in a table column, which is masked as a
+    /// column rule from then on.
+    Promotion(PromotionEvent),
     /// Row recording stopped early in the current result.
     RowsLimit(RowsLimitEvent),
     /// The session ended.
@@ -151,6 +154,7 @@ impl Body {
             Body::Rows(_) => "rows",
             Body::CopyData(_) => "copy_data",
             Body::Error(_) => "error",
+            Body::Promotion(_) => "promotion",
             Body::RowsLimit(_) => "rows_limit",
             Body::SessionEnd(_) => "session_end",
             Body::Trailer(_) => "trailer",
@@ -462,6 +466,17 @@ pub struct ErrorEvent {
     pub sqlstate: String,
     /// The message (masked by the caller where needed).
     pub message: String,
+}
+
+/// `type: promotion`: a detector rule found values in a table column, which
+/// every session the rule applies to masks as a column rule of that rule
+/// from then on (until the policy is reloaded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionEvent {
+    /// The detector rule.
+    pub rule: String,
+    /// The column, `[schema.]table.column`.
+    pub column: String,
 }
 
 /// `type: rows_limit`: written just before the `result` (or next non-row

@@ -59,9 +59,10 @@ use super::{
     FILE_EXTENSION, RecordError,
     format::{
         self, Body, Cell, ChainWriter, CopyDataEvent, CopyDirection, ErrorEvent, FORMAT_NAME,
-        FORMAT_VERSION, Header, HoldEvent, HoldState, RecordedIdentity, ResultEvent, RowsEvent,
-        RowsLimitEvent, RowsLimitReason, RowsMode, SessionEndEvent, SessionStart, SessionTotals,
-        StatementEvent, TruncatedRow, VerdictEvent, VerdictKind, cut_row, cut_value,
+        FORMAT_VERSION, Header, HoldEvent, HoldState, PromotionEvent, RecordedIdentity,
+        ResultEvent, RowsEvent, RowsLimitEvent, RowsLimitReason, RowsMode, SessionEndEvent,
+        SessionStart, SessionTotals, StatementEvent, TruncatedRow, VerdictEvent, VerdictKind,
+        cut_row, cut_value,
     },
     load_hmac_key, recording_id, retention, rfc3339_into,
     store::ship::Spool,

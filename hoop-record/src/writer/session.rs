@@ -253,6 +253,17 @@ impl SessionRecorder {
         let _ = live.send_event(Body::Error(event), message.len());
     }
 
+    /// Records that detector rule `rule` found values in `column`, which is
+    /// masked as a column rule from now on.
+    pub fn promotion(&mut self, rule: &str, column: &str) {
+        let Some(live) = &mut self.live else { return };
+        let event = PromotionEvent {
+            rule: rule.to_owned(),
+            column: column.to_owned(),
+        };
+        let _ = live.send_event(Body::Promotion(event), rule.len() + column.len());
+    }
+
     /// Records a result row **after masking**. A no-op unless `rows: full`.
     /// The row is cut at `max_row_bytes`. Under backpressure rows are dropped
     /// and the drop is recorded as `rows_limit` (see the module docs).

@@ -1,0 +1,107 @@
+//! Detector findings promoted to column rules.
+//!
+//! A content detector sees whole values: a card number split into pieces
+//! (`substr(card, 1, 8)`, per-character codes) no longer looks like one.
+//! So when a detector rule finds a value in a result column that is a
+//! table's own column (the catalog resolved it, it is not computed), that
+//! column becomes a column rule of the detector rule's name and strategy,
+//! for every session the detector rule applies to, for the rest of the
+//! policy's life (a reload starts afresh). From then on lineage masks
+//! anything computed from the column, fragments included, and the
+//! exfiltration, predicate and schema guards cover it like any other masked
+//! column.
+//!
+//! Each promotion is logged (warn), counted in
+//! `hoop_detector_promotions_total{rule}`, and recorded in the recording of
+//! the session that found it. Promotions live in the process: each agent
+//! learns its own.
+
+use std::sync::{
+    Arc, Mutex, Weak,
+    atomic::{AtomicU64, Ordering},
+};
+
+use hoop_core::ResolvedColumn;
+use hoop_mask::ColumnRef;
+use hoop_policy::Policy;
+
+/// One promoted column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promoted {
+    /// The detector rule that found it (and whose strategy masks it).
+    pub rule: String,
+    /// The column.
+    pub column: ColumnRef,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The policy they were found under.
+    policy: Weak<Policy>,
+    promoted: Vec<Promoted>,
+}
+
+/// The promotions of the live policy, shared by every session.
+#[derive(Debug, Default)]
+pub struct Promotions {
+    inner: Mutex<Inner>,
+    /// Bumped on every new promotion (sessions compare it on each
+    /// statement, without the lock).
+    generation: AtomicU64,
+}
+
+/// At most this many columns are promoted per policy (a bound on memory
+/// and on the rules every statement is checked against); past it, findings
+/// are logged and counted but not promoted.
+const MAX_PROMOTED: usize = 1024;
+
+impl Promotions {
+    /// Changes whenever a column is promoted.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Promotes `column` for detector rule `rule` under `policy`. `true`
+    /// when it is new (the caller logs, counts and records it).
+    pub fn promote(&self, policy: &Arc<Policy>, rule: &str, column: &ResolvedColumn) -> bool {
+        let promoted = Promoted {
+            rule: rule.to_owned(),
+            column: ColumnRef {
+                schema: column.schema.clone(),
+                table: Some(column.table.clone()),
+                column: column.column.clone(),
+            },
+        };
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !std::ptr::eq(inner.policy.as_ptr(), Arc::as_ptr(policy)) {
+            // Found under a new policy: the old one's promotions end with it.
+            inner.policy = Arc::downgrade(policy);
+            inner.promoted.clear();
+        }
+        if inner.promoted.contains(&promoted) || inner.promoted.len() >= MAX_PROMOTED {
+            return false;
+        }
+        inner.promoted.push(promoted);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// The columns promoted under `policy` (none when they were found under
+    /// another one).
+    pub fn for_policy(&self, policy: &Arc<Policy>) -> Vec<Promoted> {
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if std::ptr::eq(inner.policy.as_ptr(), Arc::as_ptr(policy))
+            && inner.policy.strong_count() > 0
+        {
+            inner.promoted.clone()
+        } else {
+            Vec::new()
+        }
+    }
+}
