@@ -62,6 +62,7 @@
 
 mod destructive;
 pub mod privileged;
+mod self_feed;
 pub mod server_code;
 mod tautology;
 
@@ -746,10 +747,19 @@ impl Visitor for Collector {
                 if let TableObject::TableName(name) = &insert.table {
                     self.real_table(name);
                 }
+                if self_feed::upsert_updates(insert) {
+                    // ON CONFLICT DO UPDATE updates existing rows.
+                    self.kind(StatementKind::Update);
+                    self.unfiltered_if(!self_feed::upsert_rewrites_every_row(insert, self.dialect));
+                }
                 self.write();
             }
             Statement::Merge {
-                table, on, clauses, ..
+                table,
+                source,
+                on,
+                clauses,
+                ..
             } => {
                 self.target_factor(table);
                 for clause in clauses {
@@ -763,7 +773,14 @@ impl Visitor for Collector {
                 // every target row with any source row.
                 self.unfiltered_if(
                     names_target(on, table, self.dialect)
-                        && tautology::restricts(Some(on), self.dialect, None),
+                        && tautology::restricts(Some(on), self.dialect, None)
+                        && !self_feed::merge_matches_every_row(
+                            table,
+                            source,
+                            on,
+                            clauses,
+                            self.dialect,
+                        ),
                 );
                 self.write();
             }
@@ -1596,6 +1613,40 @@ mod tests {
             assert!(one(restricted).has_where, "{restricted}");
         }
         assert!(one("UPDATE orders SET a = 1 WHERE 1 = 1 AND id = 5").has_where);
+    }
+
+    #[test]
+    fn writes_fed_by_a_whole_copy_of_their_target_reach_every_row() {
+        for every_row in [
+            "INSERT INTO t SELECT * FROM t ON CONFLICT (id) DO UPDATE SET v = 'x'",
+            "INSERT INTO s.t (id, v) SELECT id, 'x' FROM s.t ON CONFLICT (id) DO UPDATE SET v = excluded.v",
+            "INSERT INTO t (SELECT * FROM t ORDER BY id) ON CONFLICT (id) DO UPDATE SET v = 'x'",
+            "MERGE INTO t USING t s ON t.id = s.id WHEN MATCHED THEN DELETE",
+            "MERGE INTO t a USING (SELECT * FROM t) b ON a.id = b.id AND (b.k = a.k) WHEN MATCHED THEN UPDATE SET v = 'x'",
+            "MERGE INTO t a USING t b ON b.id = a.id WHEN NOT MATCHED THEN INSERT VALUES (1) WHEN MATCHED THEN DELETE",
+        ] {
+            let s = one(every_row);
+            assert!(!s.has_where, "{every_row}");
+        }
+        for some_rows in [
+            "INSERT INTO t SELECT * FROM t WHERE id = 1 ON CONFLICT (id) DO UPDATE SET v = 'x'",
+            "INSERT INTO t SELECT * FROM t LIMIT 1 ON CONFLICT (id) DO UPDATE SET v = 'x'",
+            "INSERT INTO t SELECT * FROM t ON CONFLICT (id) DO UPDATE SET v = 'x' WHERE t.id = 1",
+            "INSERT INTO t SELECT * FROM t ON CONFLICT DO NOTHING",
+            "INSERT INTO t SELECT * FROM u ON CONFLICT (id) DO UPDATE SET v = 'x'",
+            "MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE",
+            "MERGE INTO t a USING t b ON a.id = b.id WHEN MATCHED AND a.id = 1 THEN DELETE",
+            "MERGE INTO t a USING t b ON a.id = b.other WHEN MATCHED THEN DELETE",
+            "MERGE INTO t a USING (SELECT * FROM t WHERE id < 3) b ON a.id = b.id WHEN MATCHED THEN DELETE",
+        ] {
+            assert!(one(some_rows).has_where, "{some_rows}");
+        }
+        assert!(
+            one("INSERT INTO t SELECT * FROM u ON CONFLICT (id) DO UPDATE SET v = 'x'")
+                .kinds()
+                .any(|k| k == K::Update),
+            "an upsert that updates is an update too"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Issue 27, class 10 (joined writes): an UPDATE … FROM, DELETE … USING or
 //! MERGE whose WHERE (or ON) names only the other tables restricts only
-//! those: every target row with a partner is written. Each attack writes
+//! those: every target row with a partner is written. So does an upsert or
+//! MERGE fed by a whole copy of its own target: every row finds itself. Each attack writes
 //! every row on the bare database; through hoop, a `without_where` rule
 //! refuses it. The look-alikes restrict the target through the join and
 //! must keep working.
@@ -60,6 +61,30 @@ fn attack_corpus() -> Vec<Case> {
             "MERGE INTO {t}.orders o USING {t}.users u ON u.id = 1 WHEN MATCHED THEN DELETE;",
             all_deleted,
         ),
+        Case::new(
+            "an upsert fed by the whole table itself",
+            FIXTURE,
+            "INSERT INTO {t}.orders SELECT id, 'x' FROM {t}.orders ON CONFLICT (id) DO UPDATE SET note = excluded.note;",
+            all_updated,
+        ),
+        Case::new(
+            "an upsert fed by an ordered copy of the whole table",
+            FIXTURE,
+            "INSERT INTO {t}.orders (id, note) (SELECT id, note FROM {t}.orders ORDER BY id) ON CONFLICT (id) DO UPDATE SET note = 'x';",
+            all_updated,
+        ),
+        Case::new(
+            "MERGE of the table with itself on its key",
+            FIXTURE,
+            "MERGE INTO {t}.orders a USING {t}.orders b ON a.id = b.id WHEN MATCHED THEN DELETE;",
+            all_deleted,
+        ),
+        Case::new(
+            "MERGE with an unfiltered subquery of itself",
+            FIXTURE,
+            "MERGE INTO {t}.orders a USING (SELECT * FROM {t}.orders) b ON b.id = a.id WHEN MATCHED THEN UPDATE SET note = 'x';",
+            all_updated,
+        ),
     ]
 }
 
@@ -84,6 +109,27 @@ fn lookalike_corpus() -> Vec<Case> {
             "MERGE on the target's key",
             FIXTURE,
             "MERGE INTO {t}.orders o USING {t}.users u ON o.id = u.id WHEN MATCHED THEN DELETE;",
+            |db: &Db, t: &str, out: &str| !errored(out) && db.count(&format!("{t}.orders")) == 4,
+        ),
+        Case::new(
+            "an upsert fed by one row of the table itself",
+            FIXTURE,
+            "INSERT INTO {t}.orders SELECT id, 'y' FROM {t}.orders WHERE id = 3 ON CONFLICT (id) DO UPDATE SET note = excluded.note;",
+            |db: &Db, t: &str, out: &str| {
+                !errored(out)
+                    && db.value(&format!("SELECT count(*) FROM {t}.orders WHERE note = 'y'")) == "1"
+            },
+        ),
+        Case::new(
+            "an upsert of new rows",
+            FIXTURE,
+            "INSERT INTO {t}.orders VALUES (9, 'new') ON CONFLICT (id) DO UPDATE SET note = excluded.note;",
+            |db: &Db, t: &str, out: &str| !errored(out) && db.count(&format!("{t}.orders")) == 6,
+        ),
+        Case::new(
+            "MERGE of the table with itself, one row",
+            FIXTURE,
+            "MERGE INTO {t}.orders a USING {t}.orders b ON a.id = b.id WHEN MATCHED AND a.id = 1 THEN DELETE;",
             |db: &Db, t: &str, out: &str| !errored(out) && db.count(&format!("{t}.orders")) == 4,
         ),
     ]
