@@ -898,7 +898,10 @@ impl SessionState {
                     };
                 }
             }
-            (Internal::Query, b'C' | b'E' | b'N' | b'I') | (Internal::Execute, b'N') => {}
+            // hoop's own queries may return rows (its dry runs count the
+            // rows a statement touched); the driver reads them.
+            (Internal::Query, b'C' | b'E' | b'N' | b'I' | b'T' | b'D')
+            | (Internal::Execute, b'N' | b'D') => {}
             (Internal::Parse, b'1')
             | (Internal::Bind, b'2')
             | (Internal::Execute, b'C' | b'I')

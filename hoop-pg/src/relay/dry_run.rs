@@ -1,6 +1,9 @@
 //! `max_rows` dry runs: a statement a rule with `max_rows` matches runs
 //! inside a transaction block hoop opens (or, when the client has one, a
-//! savepoint), its replies held back; its command tag's row count is judged
+//! savepoint), its replies held back; its row count is judged (the larger of
+//! its command tag's and the rows written in the transaction while it ran,
+//! from the server's per-transaction counters, so cascades and triggers
+//! count)
 //! ([`SessionGovernor::judge_counted`](hoop_core::SessionGovernor::judge_counted)),
 //! and then:
 //! - allowed: the savepoint is released (or hoop's block committed) and the
@@ -31,9 +34,7 @@
 //!
 //! What a rollback cannot undo (docs/policy.md): sequence values the
 //! statement drew, effects outside the database (`dblink`, `COPY … TO
-//! PROGRAM`), time spent and locks held meanwhile; and rows the statement's
-//! triggers or foreign-key actions touched besides its own are not counted
-//! (the tag counts only its own).
+//! PROGRAM`), and time spent and locks held meanwhile.
 
 use bytes::{Bytes, BytesMut};
 use hoop_core::{Denial, HoldRequirement, Refusal, Submission, Verdict};
@@ -56,6 +57,12 @@ const SAVEPOINT: &str = "hoop_dry_run";
 const INTERNAL_NAME: &str = "hoop: dry run";
 /// Most bytes of a statement's replies held back while its rows are counted.
 const MAX_CAPTURE: usize = 16 * 1024 * 1024;
+/// Rows written so far in the transaction, in every user table: read before
+/// and after the statement, the difference counts the rows its cascading
+/// foreign keys and triggers wrote too (the command tag counts only its
+/// own). Within a transaction block the server does not flush these
+/// counters, so the two readings are comparable.
+const TOUCHED: &str = "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::int8 FROM pg_catalog.pg_stat_xact_user_tables";
 /// PostgreSQL's warning for `BEGIN` inside a transaction block.
 const ALREADY_IN_TRANSACTION: &str = "25001";
 
@@ -85,6 +92,13 @@ pub(super) struct DryRun {
     overflow: bool,
     /// The row count of its command tag, when it had one.
     rows: Option<u64>,
+    /// Rows written in the transaction before and after the statement
+    /// ([`TOUCHED`]).
+    touched_before: Option<u64>,
+    touched_after: Option<u64>,
+    /// Reading the counters after the statement failed (its transaction
+    /// is now aborted): it is rolled back.
+    uncounted: bool,
     /// It raised an error.
     failed: bool,
     /// An error raised by hoop's own closing command (a failing `COMMIT`).
@@ -101,6 +115,9 @@ enum Stage {
     Opening,
     /// The statement is running; its replies are held back.
     Capturing,
+    /// The statement is done; hoop reads how many rows the transaction has
+    /// written since it started.
+    Counting,
     /// hoop's command that keeps or undoes the statement is out; then this.
     Closing(Outcome),
 }
@@ -178,6 +195,16 @@ fn internal_command(sql: &str) -> Vec<Bytes> {
     ]
 }
 
+/// The first column of a DataRow, read as a count (text format).
+fn first_count(body: &[u8]) -> Option<u64> {
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    std::str::from_utf8(body.get(6..6 + len)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
 fn error_frame(body: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(body.len() + 5);
     frame.extend_from_slice(b"E");
@@ -202,6 +229,9 @@ impl DryRun {
             captured_len: 0,
             overflow: false,
             rows: None,
+            touched_before: None,
+            touched_after: None,
+            uncounted: false,
             failed: false,
             closing_error: None,
             output: Vec::new(),
@@ -230,7 +260,7 @@ impl Relay {
         self.state.internal_query();
         self.state.client_query(q.sql);
         ClientAction::ReplaceAndPause(vec![
-            internal_query(&format!("BEGIN; SAVEPOINT {SAVEPOINT}")),
+            internal_query(&format!("BEGIN; SAVEPOINT {SAVEPOINT}; {TOUCHED}")),
             q.encode(),
         ])
     }
@@ -311,7 +341,11 @@ impl Relay {
         }
         info!(session = %self.identity, "prepared statement runs as a max_rows dry run");
         let mut messages: Vec<Bytes> = describe.into_iter().collect();
-        for sql in ["BEGIN".to_owned(), format!("SAVEPOINT {SAVEPOINT}")] {
+        for sql in [
+            "BEGIN".to_owned(),
+            format!("SAVEPOINT {SAVEPOINT}"),
+            TOUCHED.to_owned(),
+        ] {
             messages.extend(internal_command(&sql));
             self.state.internal_command();
         }
@@ -397,8 +431,31 @@ impl Relay {
         }
     }
 
-    /// The statement is done: judge its count and start closing.
+    /// The statement is done: count what it wrote (when hoop could read the
+    /// counters before it), then judge.
     fn decide_dry_run(&mut self) {
+        let Some(d) = self.dry_run.as_mut() else {
+            return;
+        };
+        if !d.failed && !d.overflow && d.touched_before.is_some() && d.stage == Stage::Capturing {
+            d.stage = Stage::Counting;
+            if d.extended() {
+                for m in internal_command(TOUCHED) {
+                    self.io.to_server.push(m);
+                }
+                self.state.internal_command();
+                self.io.to_server.push(flush());
+            } else {
+                self.state.internal_query();
+                self.io.to_server.push(internal_query(TOUCHED));
+            }
+            return;
+        }
+        self.judge_dry_run();
+    }
+
+    /// The statement's count is known: judge it and start closing.
+    fn judge_dry_run(&mut self) {
         let Some(d) = self.dry_run.as_mut() else {
             return;
         };
@@ -418,13 +475,27 @@ impl Relay {
             }
             return;
         }
-        let (rows, approved, overflow) = (d.rows, d.approved, d.overflow);
+        // The rows its cascades and triggers wrote count too.
+        let cascaded = match (d.touched_before, d.touched_after) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+            _ => None,
+        };
+        let rows = match (d.rows, cascaded) {
+            (Some(own), Some(all)) => Some(own.max(all)),
+            (own, _) => own,
+        };
+        let (approved, overflow) = (d.approved, d.overflow);
         let sql = d.sql.clone();
         let (submission, name) = match &d.form {
             Form::Simple => (Submission::Text, None),
             Form::Extended { statement } => (Submission::Prepared, Some(statement.clone())),
         };
-        let verdict = if overflow {
+        let verdict = if d.uncounted {
+            Verdict::Deny(Denial::new(
+                "max_rows",
+                "hoop could not read the transaction's row counters to count the rows the statement and its cascades touched; the statement was rolled back",
+            ))
+        } else if overflow {
             Verdict::Deny(Denial::new(
                 "max_rows",
                 format!(
@@ -568,6 +639,9 @@ impl Relay {
             return Ok(action);
         };
         match (tag, &d.stage) {
+            (b'D', Stage::Opening) => d.touched_before = first_count(body),
+            (b'D', Stage::Counting) => d.touched_after = first_count(body),
+            (b'E', Stage::Counting) => d.uncounted = true,
             (b'N', Stage::Opening) => {
                 let fields = NoticeFields::parse(body).map_err(SessionError::ServerMessage)?;
                 if fields.code() == Some(ALREADY_IN_TRANSACTION) {
@@ -595,9 +669,18 @@ impl Relay {
             }
             _ => {}
         }
+        if tag == b'Z' && d.stage == Stage::Counting && !d.extended() {
+            self.judge_dry_run();
+            return Ok(action);
+        }
         if !internal_next {
             match &d.stage {
                 Stage::Opening => d.stage = Stage::Capturing,
+                Stage::Counting => {
+                    // Extended: the count's last reply (its Close) is in.
+                    self.judge_dry_run();
+                    return Ok(action);
+                }
                 Stage::Closing(Outcome::Keep) if d.extended() => {
                     // The savepoint is released: the replies may go.
                     if let Some(error) = d.closing_error.take() {
