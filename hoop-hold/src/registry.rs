@@ -35,7 +35,7 @@ use tokio::{
 use hoop_core::{HoldRequirement, PodIdentity, SessionIdentity};
 
 use crate::{
-    store::{DecideError, HoldStore, apply_decision, conclude, outcome_of},
+    store::{DecideError, HoldStore, StoreError, apply_decision, conclude, outcome_of},
     webhook::Webhook,
 };
 
@@ -546,13 +546,33 @@ impl HoldRegistry {
     ) -> Result<HoldView, DecideError> {
         match self.shared.store.get().cloned() {
             Some(store) => {
-                let view = store.decide(id, decider, decision, reason).await?;
+                let view = match store.decide(id, decider, decision, reason).await {
+                    Err(DecideError::Hold(HoldError::NotFound { .. })) if self.is_unfiled(id) => {
+                        // Listed here from the moment it was held, but the
+                        // store has not confirmed it yet: nothing to decide.
+                        return Err(DecideError::Store(StoreError {
+                            message: format!(
+                                "hold {id} is not filed in the shared store yet; try again in a moment"
+                            ),
+                            source: None,
+                        }));
+                    }
+                    other => other?,
+                };
                 // Shown at once here, before the watcher echoes it.
                 self.mirror_upsert(view.clone());
                 Ok(view)
             }
             None => Ok(self.decide(id, decider, decision, reason)?),
         }
+    }
+
+    /// Whether `id` is this agent's pending hold that the store's watcher
+    /// has not shown yet (being filed).
+    fn is_unfiled(&self, id: &str) -> bool {
+        let book = self.shared.lock();
+        book.by_id.get(id).is_some_and(|e| !e.view.state.is_final())
+            && !book.mirror.contains_key(id)
     }
 
     /// The store's watcher saw every hold anew (its first list, or a
