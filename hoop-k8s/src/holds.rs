@@ -479,7 +479,7 @@ impl KubeHoldStore {
                 match self.end_hold(ended).await {
                     Ok(()) => info!(hold = %view.id, "abandoned hold marked timed out"),
                     Err(error) => {
-                        warn!(hold = %view.id, %error, "cannot mark an abandoned hold timed out")
+                        warn!(hold = %view.id, %error, "cannot mark an abandoned hold timed out");
                     }
                 }
                 continue;
