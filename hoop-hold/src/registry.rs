@@ -452,6 +452,11 @@ impl HoldRegistry {
                         }
                     }
                     Err(error) => {
+                        shared
+                            .metrics
+                            .store_errors
+                            .with_label_values(&["create"])
+                            .inc();
                         tracing::warn!(hold = %id, %error, "cannot file the hold in the shared store; refusing the statement");
                         shared.refuse(
                             &id,
@@ -556,6 +561,14 @@ impl HoldRegistry {
                             ),
                             source: None,
                         }));
+                    }
+                    Err(DecideError::Store(error)) => {
+                        self.shared
+                            .metrics
+                            .store_errors
+                            .with_label_values(&["decide"])
+                            .inc();
+                        return Err(DecideError::Store(error));
                     }
                     other => other?,
                 };
@@ -701,9 +714,11 @@ impl Shared {
         };
         for hold in holds {
             let store = Arc::clone(store);
+            let metrics = self.metrics;
             runtime.spawn(async move {
                 let id = hold.id.clone();
                 if let Err(error) = store.end(hold).await {
+                    metrics.store_errors.with_label_values(&["end"]).inc();
                     tracing::warn!(hold = %id, %error, "cannot mark the hold ended in the shared store");
                 }
             });
@@ -997,6 +1012,9 @@ pub struct HoldMetrics {
     pub decision_seconds: Histogram,
     /// `hoop_webhook_errors_total`.
     pub webhook_errors: IntCounter,
+    /// `hoop_hold_store_errors_total{operation}`: the shared store (the
+    /// Kubernetes API) failed to file, decide or end a hold.
+    pub store_errors: IntCounterVec,
 }
 
 /// The process-wide hold metrics (registered on first use, so `/metrics`
@@ -1040,12 +1058,24 @@ pub fn hold_metrics() -> &'static HoldMetrics {
             "Hold notifications the webhook did not accept.",
         )
         .expect("valid metric");
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "hoop_hold_store_errors_total",
+                "Holds the shared store (the Kubernetes API) could not file, decide or end, by operation.",
+            ),
+            &["operation"],
+        )
+        .expect("valid metric");
+        for operation in ["create", "decide", "end"] {
+            store_errors.with_label_values(&[operation]);
+        }
         let registry = &hoop_core::metrics::metrics().registry;
         for collector in [
             Box::new(pending.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(total.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(webhook_errors.clone()),
+            Box::new(store_errors.clone()),
         ] {
             registry
                 .register(collector)
@@ -1056,6 +1086,7 @@ pub fn hold_metrics() -> &'static HoldMetrics {
             total,
             decision_seconds,
             webhook_errors,
+            store_errors,
         }
     })
 }

@@ -521,6 +521,13 @@ async fn a_hold_the_store_refuses_is_refused_and_local_ends_reach_the_store() {
         refuse: true,
         ..MapStore::default()
     });
+    let create_errors = || {
+        hold_metrics()
+            .store_errors
+            .with_label_values(&["create"])
+            .get()
+    };
+    let before = create_errors();
     let registry = HoldRegistry::new(None);
     registry.set_store(refusing);
     let mut ticket = registry.create(
@@ -534,6 +541,10 @@ async fn a_hold_the_store_refuses_is_refused_and_local_ends_reach_the_store() {
         }
         other => panic!("{other:?}"),
     }
+    assert!(
+        create_errors() > before,
+        "counted in hoop_hold_store_errors_total"
+    );
     let store = Arc::new(MapStore::default());
     let registry = HoldRegistry::new(None);
     registry.set_store(store.clone());
