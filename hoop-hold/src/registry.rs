@@ -35,7 +35,7 @@ use tokio::{
 use hoop_core::{HoldRequirement, PodIdentity, SessionIdentity};
 
 use crate::{
-    store::{DecideError, HoldStore, apply_decision, conclude, outcome_of},
+    store::{DecideError, HoldStore, StoreError, apply_decision, conclude, outcome_of},
     webhook::Webhook,
 };
 
@@ -452,6 +452,11 @@ impl HoldRegistry {
                         }
                     }
                     Err(error) => {
+                        shared
+                            .metrics
+                            .store_errors
+                            .with_label_values(&["create"])
+                            .inc();
                         tracing::warn!(hold = %id, %error, "cannot file the hold in the shared store; refusing the statement");
                         shared.refuse(
                             &id,
@@ -546,13 +551,41 @@ impl HoldRegistry {
     ) -> Result<HoldView, DecideError> {
         match self.shared.store.get().cloned() {
             Some(store) => {
-                let view = store.decide(id, decider, decision, reason).await?;
+                let view = match store.decide(id, decider, decision, reason).await {
+                    Err(DecideError::Hold(HoldError::NotFound { .. })) if self.is_unfiled(id) => {
+                        // Listed here from the moment it was held, but the
+                        // store has not confirmed it yet: nothing to decide.
+                        return Err(DecideError::Store(StoreError {
+                            message: format!(
+                                "hold {id} is not filed in the shared store yet; try again in a moment"
+                            ),
+                            source: None,
+                        }));
+                    }
+                    Err(DecideError::Store(error)) => {
+                        self.shared
+                            .metrics
+                            .store_errors
+                            .with_label_values(&["decide"])
+                            .inc();
+                        return Err(DecideError::Store(error));
+                    }
+                    other => other?,
+                };
                 // Shown at once here, before the watcher echoes it.
                 self.mirror_upsert(view.clone());
                 Ok(view)
             }
             None => Ok(self.decide(id, decider, decision, reason)?),
         }
+    }
+
+    /// Whether `id` is this agent's pending hold that the store's watcher
+    /// has not shown yet (being filed).
+    fn is_unfiled(&self, id: &str) -> bool {
+        let book = self.shared.lock();
+        book.by_id.get(id).is_some_and(|e| !e.view.state.is_final())
+            && !book.mirror.contains_key(id)
     }
 
     /// The store's watcher saw every hold anew (its first list, or a
@@ -681,9 +714,11 @@ impl Shared {
         };
         for hold in holds {
             let store = Arc::clone(store);
+            let metrics = self.metrics;
             runtime.spawn(async move {
                 let id = hold.id.clone();
                 if let Err(error) = store.end(hold).await {
+                    metrics.store_errors.with_label_values(&["end"]).inc();
                     tracing::warn!(hold = %id, %error, "cannot mark the hold ended in the shared store");
                 }
             });
@@ -977,6 +1012,9 @@ pub struct HoldMetrics {
     pub decision_seconds: Histogram,
     /// `hoop_webhook_errors_total`.
     pub webhook_errors: IntCounter,
+    /// `hoop_hold_store_errors_total{operation}`: the shared store (the
+    /// Kubernetes API) failed to file, decide or end a hold.
+    pub store_errors: IntCounterVec,
 }
 
 /// The process-wide hold metrics (registered on first use, so `/metrics`
@@ -1020,12 +1058,24 @@ pub fn hold_metrics() -> &'static HoldMetrics {
             "Hold notifications the webhook did not accept.",
         )
         .expect("valid metric");
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "hoop_hold_store_errors_total",
+                "Holds the shared store (the Kubernetes API) could not file, decide or end, by operation.",
+            ),
+            &["operation"],
+        )
+        .expect("valid metric");
+        for operation in ["create", "decide", "end"] {
+            store_errors.with_label_values(&[operation]);
+        }
         let registry = &hoop_core::metrics::metrics().registry;
         for collector in [
             Box::new(pending.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(total.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(webhook_errors.clone()),
+            Box::new(store_errors.clone()),
         ] {
             registry
                 .register(collector)
@@ -1036,6 +1086,7 @@ pub fn hold_metrics() -> &'static HoldMetrics {
             total,
             decision_seconds,
             webhook_errors,
+            store_errors,
         }
     })
 }

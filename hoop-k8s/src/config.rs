@@ -404,6 +404,22 @@ mod tests {
     }
 
     #[test]
+    fn holds_namespace_and_retention_parse_default_and_validate() {
+        let c = parse("enabled: true\n").unwrap();
+        assert_eq!(c.holds.retention, Duration::from_hours(24));
+        assert_eq!(c.holds.namespace_or(None), DEFAULT_HOLD_NAMESPACE);
+        assert_eq!(c.holds.namespace_or(Some("hoop")), "hoop");
+        let c = parse("holds: {namespace: governance, retention: 10m}\n").unwrap();
+        assert_eq!(c.holds.namespace_or(Some("hoop")), "governance");
+        assert_eq!(c.holds.retention, Duration::from_mins(10));
+        let e = parse("holds: {retain: 1h}\n").unwrap_err();
+        assert!(e.to_string().contains("retain"), "{e}");
+        let c = parse("holds: {namespace: Not_A_Namespace, retention: 10ms}\n").unwrap();
+        let keys: Vec<&str> = c.validate().iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["holds.namespace", "holds.retention"]);
+    }
+
+    #[test]
     fn resolve_fills_node_name_and_cgroup_root() {
         let c = KubernetesConfig::default();
         let r = c

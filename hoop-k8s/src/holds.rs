@@ -26,9 +26,10 @@
 //!
 //! Life cycle: a pending hold of this node whose `owner.instance` is not
 //! this process is an orphan of an agent that restarted (its client was
-//! that agent's connection), and is marked withdrawn. Final holds are
-//! deleted `retention` after they ended; pending ones `retention` after
-//! they expired (their agent is gone).
+//! that agent's connection), and is marked withdrawn. A hold still pending a
+//! minute after it expired was abandoned by an agent that is gone (a node
+//! removed): any agent marks it timed out, and decisions on an expired hold
+//! are refused. Final holds are deleted `retention` after they ended.
 
 use std::{borrow::Cow, future::Future, sync::Arc, time::Duration};
 
@@ -64,6 +65,10 @@ pub const NODE_LABEL: &str = "hoop.dev/node";
 /// left the hold pending (another approver's approval of a
 /// `min_approvals > 1` hold, or the owner's status write).
 const CONFLICT_RETRIES: usize = 5;
+/// How long after its expiry a hold still pending in the API counts as
+/// abandoned (its agent, which times it out, is gone) and any agent marks it
+/// timed out.
+const ABANDONED_AFTER: time::Duration = time::Duration::minutes(1);
 
 /// A `HoldRequest` as stored in the API.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -338,6 +343,15 @@ impl KubeHoldStore {
             let mut view = object
                 .to_view()
                 .map_err(|e| StoreError::new(e.to_string(), e))?;
+            if view.state == HoldState::Pending && view.expires_at <= now() {
+                // Its agent times it out (and says so in status); until that
+                // lands, or if that agent is gone, nothing can be run by it.
+                return Err(HoldError::AlreadyFinal {
+                    id: id.to_owned(),
+                    state: HoldState::Timeout,
+                }
+                .into());
+            }
             apply_decision(&mut view, decider, decision, reason.clone(), now())?;
             object.status = Some(status_of(&view));
             match self
@@ -435,8 +449,8 @@ impl KubeHoldStore {
         }
     }
 
-    /// Deletes holds that ended more than `retention` ago (pending ones:
-    /// expired more than `retention` ago).
+    /// Marks abandoned holds timed out, and deletes holds that ended more
+    /// than `retention` ago.
     async fn collect_garbage(&self) {
         let list = match self.api.list(&ListParams::default()).await {
             Ok(list) => list,
@@ -450,12 +464,28 @@ impl KubeHoldStore {
         let cutoff = now() - retention;
         for object in list.items {
             let Ok(view) = object.to_view() else { continue };
-            let ended = if view.state.is_final() {
-                view.decided_at.unwrap_or(view.expires_at)
-            } else {
-                view.expires_at
-            };
-            if ended < cutoff {
+            if view.state == HoldState::Pending && view.expires_at + ABANDONED_AFTER < now() {
+                // Its agent would have marked it timed out: it is gone.
+                let mut ended = view.clone();
+                conclude(
+                    &mut ended,
+                    HoldState::Timeout,
+                    Some(format!(
+                        "timed out; the agent holding it (node {}) did not report it",
+                        object.spec.owner.node
+                    )),
+                    now(),
+                );
+                match self.end_hold(ended).await {
+                    Ok(()) => info!(hold = %view.id, "abandoned hold marked timed out"),
+                    Err(error) => {
+                        warn!(hold = %view.id, %error, "cannot mark an abandoned hold timed out");
+                    }
+                }
+                continue;
+            }
+            let ended = view.decided_at.unwrap_or(view.expires_at);
+            if view.state.is_final() && ended < cutoff {
                 match self.api.delete(&view.id, &DeleteParams::default()).await {
                     Ok(_) => debug!(hold = %view.id, "ended hold deleted after its retention"),
                     Err(kube::Error::Api(s)) if s.code == 404 => {}

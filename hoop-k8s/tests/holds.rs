@@ -331,3 +331,49 @@ async fn a_hold_the_api_refuses_is_refused_and_a_timeout_is_marked() {
     );
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_hold_cannot_be_approved_and_is_marked_timed_out() {
+    let api = FakeApiServer::start().await.unwrap();
+    // An agent on node-z filed a hold that expired two minutes ago, and is gone.
+    api.apply_hold_request(serde_json::json!({
+        "apiVersion": "hoop.dev/v1", "kind": "HoldRequest",
+        "metadata": {"name": "h-abandoned0", "namespace": NS, "labels": {"hoop.dev/node": "node-z"}},
+        "spec": {"statement": "DELETE FROM orders", "rule": "r", "message": "m", "approvers": ["dba"],
+                 "minApprovals": 1, "session": {"id": "s-9"},
+                 "createdAt": "2020-01-01T00:00:00Z", "expiresAt": "2020-01-01T00:05:00Z",
+                 "owner": {"node": "node-z", "instance": "node-z-1"}}
+    }));
+    let b = Agent::start(&api, "node-b", "b-1", Duration::from_hours(1));
+    let refused = b
+        .registry
+        .decide_shared("h-abandoned0", &dba("alice@x"), Decision::Approve, None)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(DecideError::Hold(HoldError::AlreadyFinal {
+                state: HoldState::Timeout,
+                ..
+            }))
+        ),
+        "{refused:?}"
+    );
+    // B's first garbage-collection pass (at start) may have run before the
+    // hold existed; a fresh agent's runs after.
+    let c = Agent::start(&api, "node-c", "c-1", Duration::from_hours(1));
+    eventually("the abandoned hold marked timed out", || {
+        state_in_api(&api, "h-abandoned0").as_deref() == Some("timeout")
+    })
+    .await;
+    let object = api.hold_requests().into_iter().next().unwrap();
+    assert!(
+        object["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("node node-z"),
+        "{object}"
+    );
+    b.stop().await;
+    c.stop().await;
+}

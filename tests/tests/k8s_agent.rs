@@ -574,6 +574,23 @@ async fn a_node_agent_governs_annotated_pods_with_their_identity() {
         String::from_utf8_lossy(&table.stdout)
     );
     let id = hold["id"].as_str().expect("id");
+    // Node mode: the hold is a HoldRequest in the API (issue 26), carrying
+    // the pod's identity and this node, and the denial lands in its status.
+    let object = api
+        .hold_requests()
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == id)
+        .expect("the HoldRequest");
+    assert_eq!(
+        object["metadata"]["labels"]["hoop.dev/node"], NODE,
+        "{object}"
+    );
+    assert_eq!(object["spec"]["workload"]["namespace"], "shop", "{object}");
+    assert_eq!(object["spec"]["workload"]["pod"], "api-7d9", "{object}");
+    assert_eq!(
+        object["spec"]["workload"]["labels"]["app"], "api",
+        "{object}"
+    );
     let deny = Command::new(hoop_bin())
         .args([
             "holds",
@@ -598,6 +615,14 @@ async fn a_node_agent_governs_annotated_pods_with_their_identity() {
         psql_direct(&format!("SELECT name FROM {TABLE} WHERE id = 2")).trim(),
         "Bob"
     );
+    let object = api
+        .hold_requests()
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == id)
+        .expect("the HoldRequest");
+    assert_eq!(object["status"]["state"], "denied", "{object}");
+    assert_eq!(object["status"]["reason"], "not today", "{object}");
+    assert_eq!(object["status"]["decider"], "dba@example.com", "{object}");
 
     // The API server goes away: logged and counted, and the pods stay governed.
     api.set_reachable(false).await.expect("unreachable");

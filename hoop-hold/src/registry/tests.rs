@@ -1,6 +1,10 @@
 #![allow(clippy::unwrap_used)] // A test that cannot set up should fail loudly, right there.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use super::*;
 
@@ -414,4 +418,147 @@ async fn metrics_count_outcomes() {
     ] {
         assert!(text.contains(name), "{name} not exported");
     }
+}
+
+/// A store that keeps holds in a map, as a second agent's view of them
+/// would (the Kubernetes store is tested against the API server stand-in
+/// in `hoop-k8s/tests/holds.rs`); `refuse` makes every filing fail.
+#[derive(Default)]
+struct MapStore {
+    holds: Mutex<HashMap<String, HoldView>>,
+    refuse: bool,
+    ended: Mutex<Vec<HoldView>>,
+}
+
+impl crate::HoldStore for MapStore {
+    fn create(
+        &self,
+        hold: HoldView,
+    ) -> crate::store::StoreFuture<'_, Result<(), crate::StoreError>> {
+        Box::pin(async move {
+            if self.refuse {
+                return Err(crate::StoreError {
+                    message: "forbidden".into(),
+                    source: None,
+                });
+            }
+            self.holds.lock().unwrap().insert(hold.id.clone(), hold);
+            Ok(())
+        })
+    }
+
+    fn decide<'a>(
+        &'a self,
+        id: &'a str,
+        decider: &'a Decider,
+        decision: Decision,
+        reason: Option<String>,
+    ) -> crate::store::StoreFuture<'a, Result<HoldView, crate::DecideError>> {
+        Box::pin(async move {
+            let mut holds = self.holds.lock().unwrap();
+            let view = holds
+                .get_mut(id)
+                .ok_or_else(|| HoldError::NotFound { id: id.to_owned() })?;
+            crate::store::apply_decision(view, decider, decision, reason, now_millis())?;
+            Ok(view.clone())
+        })
+    }
+
+    fn end(&self, hold: HoldView) -> crate::store::StoreFuture<'_, Result<(), crate::StoreError>> {
+        Box::pin(async move {
+            self.ended.lock().unwrap().push(hold);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_hold_decided_in_the_store_resolves_its_ticket_once_when_mirrored() {
+    let store = Arc::new(MapStore::default());
+    let owner = HoldRegistry::new(None);
+    owner.set_store(store.clone());
+    let other = HoldRegistry::new(None);
+    other.set_store(store.clone());
+    let mut ticket = owner.create(
+        &session("s-1"),
+        STATEMENT,
+        &requirement(Duration::from_mins(1), &["dba"], 1),
+    );
+    let id = ticket.id().to_owned();
+    tokio::task::yield_now().await;
+    // Another agent decides through the store; the owner learns it from its mirror.
+    let view = other
+        .decide_shared(&id, &dba("alice@example.com"), Decision::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(view.state, HoldState::Approved);
+    assert_eq!(other.get(&id).unwrap().state, HoldState::Approved);
+    assert_eq!(owner.get(&id).unwrap().state, HoldState::Pending);
+    owner.mirror_upsert(view.clone());
+    // The watcher may deliver it again (a re-list): nothing happens twice.
+    owner.mirror_sync(vec![view]);
+    assert_eq!(
+        ticket.outcome().await,
+        HoldOutcome::Approved {
+            by: vec!["alice@example.com".to_owned()]
+        }
+    );
+    assert!(!ticket.outcome().await.is_approved());
+    assert_eq!(owner.list().len(), 1, "one hold, listed once");
+    assert!(store.ended.lock().unwrap().is_empty());
+    // A hold the mirror forgets (garbage-collected) stays listed where it is local.
+    owner.mirror_remove(&id);
+    assert_eq!(owner.get(&id).unwrap().state, HoldState::Approved);
+    assert!(
+        other.get(&id).is_some(),
+        "the decider's mirror keeps its copy"
+    );
+}
+
+#[tokio::test]
+async fn a_hold_the_store_refuses_is_refused_and_local_ends_reach_the_store() {
+    let refusing = Arc::new(MapStore {
+        refuse: true,
+        ..MapStore::default()
+    });
+    let create_errors = || {
+        hold_metrics()
+            .store_errors
+            .with_label_values(&["create"])
+            .get()
+    };
+    let before = create_errors();
+    let registry = HoldRegistry::new(None);
+    registry.set_store(refusing);
+    let mut ticket = registry.create(
+        &session("s-1"),
+        STATEMENT,
+        &requirement(Duration::from_mins(1), &["dba"], 1),
+    );
+    match ticket.outcome().await {
+        HoldOutcome::Denied { by: None, reason } => {
+            assert!(reason.unwrap().contains("could not be filed"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        create_errors() > before,
+        "counted in hoop_hold_store_errors_total"
+    );
+    let store = Arc::new(MapStore::default());
+    let registry = HoldRegistry::new(None);
+    registry.set_store(store.clone());
+    let ticket = registry.create(
+        &session("s-2"),
+        STATEMENT,
+        &requirement(Duration::from_mins(1), &["dba"], 1),
+    );
+    tokio::task::yield_now().await;
+    drop(ticket);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let ended = store.ended.lock().unwrap().clone();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].state, HoldState::Withdrawn);
 }
