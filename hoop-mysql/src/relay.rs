@@ -790,14 +790,18 @@ impl Relay {
                     if let Ok(err) = ErrPacket::parse(&p.payload) {
                         let message = lossy(&err.message);
                         let fields = [message.as_str()];
+                        let server_index = event.reply.map_or(0, |r| r.statement_index);
+                        let statement_index = reply
+                            .statement_map
+                            .get(server_index)
+                            .copied()
+                            .unwrap_or(server_index);
                         if let Some(masked) = self.governor.rewrite_server_text(ServerText {
                             kind: ServerTextKind::Error,
                             fields: &fields,
                             raised_by_code: err.code == SIGNAL_EXCEPTION,
-                            // Not yet tied to its statement: the shapes
-                            // MySQL echoes values in are masked instead.
-                            sql: None,
-                            statement_index: 0,
+                            sql: (!reply.sql.is_empty()).then_some(reply.sql.as_str()),
+                            statement_index,
                         }) && let Some(Some(text)) = masked.into_iter().next()
                         {
                             replaced = Some(

@@ -291,6 +291,17 @@ impl SqlDialect for Mysql {
         }
     }
 
+    fn identifiers(&self, piece: &str) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        lexer::for_each_token(piece.as_bytes(), &CANONICAL, |t| match t.kind {
+            TokenKind::Word => out.push(piece[t.range()].to_lowercase()),
+            TokenKind::QuotedIdentifier => out.push(self.fold_word(&piece[t.range()])),
+            _ => {}
+        })
+        .ok()?;
+        Some(out)
+    }
+
     fn cursor_op(&self, _piece: &str) -> Option<CursorOp> {
         // SQL-level cursors exist only inside stored programs, which hoop
         // judges as server code; protocol cursors are COM_STMT_FETCH.
@@ -416,6 +427,16 @@ mod tests {
         let pieces = Mysql.split("SELECT 1; /* c */; SELECT 2").unwrap();
         assert_eq!(pieces.len(), 2);
         assert_eq!(pieces[1].text, "SELECT 2");
+    }
+
+    #[test]
+    fn identifiers_fold_as_mysql_compares_columns() {
+        assert_eq!(
+            Mysql
+                .identifiers("SELECT `SSN`, Name FROM t WHERE x = 'ssn2' -- ssn3")
+                .unwrap(),
+            ["select", "ssn", "name", "from", "t", "where", "x"]
+        );
     }
 
     #[test]
