@@ -85,6 +85,8 @@ pub struct SessionGovernance {
     statements: HashMap<String, String>,
     /// The catalog's view-dependency version `rules` includes.
     views_version: u64,
+    /// The SQL text judged before the current one.
+    previous_sql: String,
     /// Columns detectors found values in, promoted to column rules (shared
     /// by every session of the process).
     promotions: Arc<Promotions>,
@@ -170,6 +172,7 @@ impl SessionGovernance {
             views_version: 0,
             promotions: Arc::default(),
             promoted_generation: 0,
+            previous_sql: String::new(),
             judgements: HashMap::default(),
             prepared: HashMap::default(),
             lineage_cache: HashMap::new(),
@@ -235,6 +238,9 @@ impl SessionGovernance {
     pub(crate) fn fingerprint(&mut self, sql: &str) -> bool {
         let (text, fingerprint) = &mut self.fingerprinted;
         if text != sql {
+            // The text before is kept (for `SHOW WARNINGS`, which reads
+            // the diagnostics of the statement before it).
+            std::mem::swap(&mut self.previous_sql, text);
             let mut buf = fingerprint.take().unwrap_or_default();
             let keyed = self.dialect.fingerprint_into(sql, &mut buf);
             *fingerprint = keyed.then_some(buf);
@@ -268,10 +274,11 @@ impl SessionGovernance {
                 .unwrap_or_default()
                 .iter()
                 .any(|p| {
-                    matches!(
-                        self.dialect.session_op(p.text),
-                        Some(SessionOp::Fetch { .. } | SessionOp::Execute { .. })
-                    )
+                    self.shows_diagnostics(p.text)
+                        || matches!(
+                            self.dialect.session_op(p.text),
+                            Some(SessionOp::Fetch { .. } | SessionOp::Execute { .. })
+                        )
                 });
             let parsed = ParsedSql::parse(self.dialect, statement.sql);
             let lineage = Arc::new(lineage::analyze(&parsed, &self.rules));
@@ -398,6 +405,19 @@ impl SessionGovernance {
         let piece = pieces
             .get(statement.statement_index)
             .or_else(|| pieces.last());
+        if piece.is_some_and(|p| self.shows_diagnostics(p.text))
+            && self.diagnostics_may_echo(sql, statement.statement_index)
+        {
+            // MySQL's warnings and errors quote the values the previous
+            // statement read, in any shape: the message column is withheld
+            // (level and code stay).
+            return lineage::Lineage {
+                columns: vec![lineage::ColumnLineage::Clean; 2],
+                rest: Some(lineage::ColumnLineage::Unknown),
+                writes_masked: false,
+                changes_masked_schema: false,
+            };
+        }
         let (map, name) = match piece.and_then(|p| self.dialect.session_op(p.text)) {
             Some(SessionOp::Fetch { name }) => (&self.cursors, name),
             Some(SessionOp::Execute { name }) => (&self.statements, name),
@@ -412,6 +432,51 @@ impl SessionGovernance {
             // masked.
             None => lineage::Lineage::unknown(),
         }
+    }
+
+    /// Whether the diagnostics a `SHOW WARNINGS` at `index` of `sql` reads
+    /// may quote a masked value: whether the statement before it (the last
+    /// one that is not itself a diagnostics statement, in this text or the
+    /// previous one) reaches masked data. When hoop cannot tell, yes.
+    fn diagnostics_may_echo(&mut self, sql: &str, index: usize) -> bool {
+        let pieces: Vec<String> = self
+            .dialect
+            .split(sql)
+            .unwrap_or_default()
+            .iter()
+            .take(index)
+            .map(|p| p.text.to_owned())
+            .collect();
+        let previous: Vec<String> = self
+            .dialect
+            .split(&self.previous_sql)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.text.to_owned())
+            .collect();
+        let Some(before) = pieces
+            .iter()
+            .rev()
+            .chain(previous.iter().rev())
+            .find(|p| !self.shows_diagnostics(p))
+            .cloned()
+        else {
+            return true;
+        };
+        self.texts_may_echo(&before, 0)
+    }
+
+    /// Whether `piece` reads the server's diagnostics of the previous
+    /// statement as rows (MySQL's `SHOW WARNINGS`, `SHOW ERRORS`).
+    fn shows_diagnostics(&self, piece: &str) -> bool {
+        let head = piece.trim_start().get(..4);
+        if !head.is_some_and(|h| h.eq_ignore_ascii_case("show")) {
+            return false;
+        }
+        self.dialect.identifiers(piece).is_some_and(|w| {
+            w.first().is_some_and(|f| f == "show")
+                && w.get(1).is_some_and(|s| s == "warnings" || s == "errors")
+        })
     }
 
     /// The source of each result column, as its protocol named it or its

@@ -264,6 +264,10 @@ pub(crate) fn table_name(d: &dyn SqlDialect, name: &ObjectName) -> TableName {
 }
 
 fn mentions_side_channel(d: &dyn SqlDialect, sql: &str) -> bool {
+    if sql.contains(":=") {
+        // MySQL's variable assignment inside an expression.
+        return true;
+    }
     let lower = sql.to_ascii_lowercase();
     d.functions().side_channel.iter().any(|f| lower.contains(f))
 }
@@ -1189,9 +1193,16 @@ impl<'r> Analyzer<'r> {
                 l.writes_masked = self.merge_writes_masked(table, source, clauses);
                 l
             }
+            // `SET @v = (SELECT ssn …)`: a session variable keeps the value
+            // where masking on read cannot follow it (`SELECT @v` later).
+            // A server setting's value cannot read a column.
+            Statement::Set(_) => {
+                let mut l = Lineage::clean();
+                l.writes_masked = self.statement_taint(statement) != ColumnLineage::Clean;
+                l
+            }
             // Statements that return no rows, or rows that are not table data.
             Statement::Declare { .. }
-            | Statement::Set(_)
             | Statement::ShowVariable { .. }
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }
@@ -1306,6 +1317,20 @@ impl<'r> Analyzer<'r> {
             .masked_relations
             .iter()
             .any(|(t, _)| lower.contains(&t.name))
+    }
+
+    /// The lineage of every value expression of `statement`, joined.
+    fn statement_taint(&self, statement: &Statement) -> ColumnLineage {
+        let mut v = TaintVisitor {
+            an: self,
+            outer: Vec::new(),
+            inner: Vec::new(),
+            lin: ColumnLineage::Clean,
+            side: Vec::new(),
+            writes: false,
+        };
+        let _ = statement.visit(&mut v);
+        v.lin
     }
 
     fn side_channel_writes(&self, statement: &Statement) -> bool {
@@ -1803,6 +1828,14 @@ impl Visitor for TaintVisitor<'_, '_> {
                 op: BinaryOperator::PGCustomBinaryOperator(_),
                 ..
             } => self.add(ColumnLineage::Unknown),
+            // MySQL's `@v := expr` keeps the value in a session variable.
+            Expr::BinaryOp {
+                op: BinaryOperator::Assignment,
+                ..
+            } => {
+                let before = std::mem::replace(&mut self.lin, ColumnLineage::Clean);
+                self.side.push((std::ptr::from_ref(expr) as usize, before));
+            }
             Expr::Function(f) => {
                 let name = last_name(self.an.dialect, &f.name);
                 if self

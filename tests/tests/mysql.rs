@@ -669,3 +669,84 @@ fn hoop_own_catalog_queries_leave_the_clients_diagnostics_alone() {
     assert!(stdout.contains("already exists"), "{stdout}\n{stderr}");
     assert!(stdout.contains("|    1 |"), "{stdout}\n{stderr}");
 }
+
+/// Issue 27 (classes 1 and 4) on MySQL: values the server quotes in its
+/// diagnostics (`SHOW WARNINGS`) and values kept in session variables
+/// (`SET @v = …`, `@v := …`, `SELECT … INTO @v`) leave masking's sight.
+/// Each attack shows the SSN on the bare server; through hoop it is
+/// withheld or refused. The look-alikes do the same with an unmasked
+/// column.
+#[test]
+fn diagnostics_and_session_variables_do_not_carry_masked_values() {
+    require_privileged();
+    let db = Db::create("fc_vars");
+    let cfg = config(POLICY);
+    let attacks = [
+        (
+            "a warning quoting the value",
+            "SELECT CAST(ssn AS DECIMAL) FROM cust WHERE id = 1; SHOW WARNINGS;",
+        ),
+        (
+            "SET @v = (subquery), then SELECT @v",
+            "SET @v = (SELECT ssn FROM cust WHERE id = 1); SELECT @v;",
+        ),
+        (
+            "@v := in a select list, then SELECT @v",
+            "SELECT @w := ssn FROM cust WHERE id = 1; SELECT concat('x', @w);",
+        ),
+        (
+            "SELECT … INTO @v, then SELECT @v",
+            "SELECT ssn INTO @u FROM cust WHERE id = 1; SELECT @u;",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, sql) in attacks {
+        let direct = Command::new("sh")
+            .args(&mariadb_args(&db.name, sql)[1..])
+            .output()
+            .expect("mariadb");
+        let direct = String::from_utf8_lossy(&direct.stdout).into_owned();
+        if !direct.contains("123-45-6789") {
+            failures.push(format!(
+                "`{name}` shows nothing on the bare server:\n{direct}"
+            ));
+            continue;
+        }
+        let (through, log) = text(&hoop_exec(&cfg.path, &mariadb_args(&db.name, sql), T));
+        if through.contains("123-45-6789") || through.contains("45-6789") {
+            failures.push(format!("`{name}` got through hoop:\n{through}\n{log}"));
+        }
+    }
+    let lookalikes = [
+        (
+            "a warning about an unmasked column",
+            "SELECT CAST(note AS DECIMAL) FROM other WHERE id = 1; SHOW WARNINGS;",
+            "Truncated incorrect DECIMAL value",
+        ),
+        (
+            "a session variable of an unmasked column",
+            "SET @n = (SELECT note FROM other WHERE id = 2); SELECT @n;",
+            "world",
+        ),
+    ];
+    let mut passed = 0;
+    for (name, sql, expect) in lookalikes {
+        let (through, _) = text(&hoop_exec(&cfg.path, &mariadb_args(&db.name, sql), T));
+        if through.contains(expect) {
+            passed += 1;
+        } else {
+            failures.push(format!("look-alike `{name}`:\n{through}"));
+        }
+    }
+    eprintln!(
+        "mysql diagnostics/variables: attacks held {}/{}, look-alikes passed {passed}/{}",
+        attacks.len()
+            - failures
+                .iter()
+                .filter(|f| !f.starts_with("look-alike"))
+                .count(),
+        attacks.len(),
+        lookalikes.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n----\n"));
+}
