@@ -4,7 +4,8 @@
 # pgbench select-only through `hoop exec`, `recording.rows: summary`, with the
 # recordings kept local only vs shipped to a real S3 API (moto's server on
 # loopback), alternating in one run so both see the same machine. Prints each
-# run's TPS, the means and the ratio store/local.
+# run's TPS and hoop's CPU time per transaction (from its exit log line:
+# steadier than TPS on a shared machine), the means and the ratios store/local.
 #
 #   tests/bench/recording-store.sh            # HOOP=target/release/hoop by default
 #   ROUNDS=3 SECONDS_PER=15 CLIENTS=4 INTERVAL=10s tests/bench/recording-store.sh
@@ -65,23 +66,30 @@ YAML
 config local
 config store
 
-declare -A sum=([local]=0 [store]=0)
+declare -A sum=([local]=0 [store]=0) cpu=([local]=0 [store]=0)
 for round in $(seq "$ROUNDS"); do
     for mode in local store; do
         out=$("$HOOP" exec --config "$work/$mode.yaml" -- \
             pgbench -n -S -c "$CLIENTS" -j 2 -T "$SECONDS_PER" -h 127.0.0.1 -U postgres "$DB" 2>&1)
         tps=$(grep -oP 'tps = \K[0-9.]+' <<<"$out" | head -1)
         [[ -n $tps ]] || { echo "pgbench failed: $out" >&2; exit 1; }
-        echo "round $round $mode: tps $tps"
+        xacts=$(grep -oP 'number of transactions actually processed: \K[0-9]+' <<<"$out" | head -1)
+        user=$(grep -oP 'cpu_user_seconds=\K[0-9.]+' <<<"$out" | tail -1)
+        sys=$(grep -oP 'cpu_system_seconds=\K[0-9.]+' <<<"$out" | tail -1)
+        us=$(python3 -c "print(round(($user + $sys) * 1e6 / $xacts, 2))")
+        echo "round $round $mode: tps $tps, hoop cpu ${us} us/transaction"
         sum[$mode]=$(python3 -c "print(${sum[$mode]} + $tps)")
+        cpu[$mode]=$(python3 -c "print(${cpu[$mode]} + $us)")
     done
 done
 shipped=$(curl -sf "http://127.0.0.1:$moto_port/bench?list-type=2" | grep -o '<Size>[0-9]*' | cut -d'>' -f2 | paste -sd+ | bc 2>/dev/null || echo "?")
 left=$(find "$work/store-recordings" -name '*.jsonl' | wc -l)
-python3 - "${sum[local]}" "${sum[store]}" "$ROUNDS" <<PY
+python3 - "${sum[local]}" "${sum[store]}" "${cpu[local]}" "${cpu[store]}" "$ROUNDS" <<PY
 import sys
-local, store, rounds = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+local, store, cl, cs = map(float, sys.argv[1:5])
+rounds = int(sys.argv[5])
 print(f"mean tps: local {local/rounds:.1f}, store {store/rounds:.1f}; store/local = {store/local:.3f}")
+print(f"mean hoop cpu: local {cl/rounds:.2f} us/xact, store {cs/rounds:.2f} us/xact; store/local = {cs/cl:.3f}")
 PY
 echo "bytes in the store: $shipped; recordings left in the spool: $left"
 psql -X -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB"
