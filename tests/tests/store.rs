@@ -408,3 +408,52 @@ fn inline_credentials_in_the_store_url_are_refused() {
         "the secret is not echoed: {stderr}"
     );
 }
+
+#[test]
+fn a_spool_full_of_unshipped_bytes_closes_the_session() {
+    require_privileged();
+    setup("store_full");
+    // Nothing listens on the store's port: every shipment fails.
+    let unreachable = format!("http://127.0.0.1:{}", hoop_tests::free_port());
+    let (cfg, _url) = config(
+        "never",
+        "rec",
+        "  ship_interval: 100ms\n  spool_max_bytes: 8192\n",
+    );
+    let filler = "x".repeat(1500);
+    let mut script = String::from("SELECT 'before' AS s;\n");
+    for i in 0..20 {
+        script.push_str(&format!(
+            "SELECT 'fill {i}' AS s /* {filler} */;\nSELECT pg_sleep(0.15);\n"
+        ));
+    }
+    script.push_str("SELECT 'the end' AS s;\n");
+    let file = cfg.dir.path().join("fill.sql");
+    std::fs::write(&file, script).expect("script");
+    let child = exec_spawn(
+        &cfg,
+        &unreachable,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "psql -X -h 127.0.0.1 -U postgres -d test -f {} 2>&1",
+                file.display()
+            ),
+        ],
+    );
+    let out = wait_output(child, T);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("before"), "{stdout}");
+    assert!(
+        stdout.contains("hoop cannot record this session"),
+        "clear error: {stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("the end"),
+        "on_error: close_session closes it: {stdout}"
+    );
+    assert!(stderr.contains("recording spool full"), "{stderr}");
+    // What was spooled stays spooled, for when the store comes back.
+    assert_eq!(spooled(&cfg).len(), 1, "{:?}", spooled(&cfg));
+}
