@@ -4,6 +4,7 @@
 //! reported; a `kill -9` loses at most about one shipping interval.
 
 use std::{
+    fmt::Write as _,
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -423,9 +424,11 @@ fn a_spool_full_of_unshipped_bytes_closes_the_session() {
     let filler = "x".repeat(1500);
     let mut script = String::from("SELECT 'before' AS s;\n");
     for i in 0..20 {
-        script.push_str(&format!(
-            "SELECT 'fill {i}' AS s /* {filler} */;\nSELECT pg_sleep(0.15);\n"
-        ));
+        writeln!(
+            script,
+            "SELECT 'fill {i}' AS s /* {filler} */;\nSELECT pg_sleep(0.15);"
+        )
+        .expect("write to a String");
     }
     script.push_str("SELECT 'the end' AS s;\n");
     let file = cfg.dir.path().join("fill.sql");
