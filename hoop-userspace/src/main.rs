@@ -260,6 +260,13 @@ fn recordings(
             return ExitCode::from(hoop::app::EXIT_CONFIG);
         }
     };
+    if let RecordingsCommand::Verify { ids, all } = &command
+        && ids.is_empty()
+        && !all
+    {
+        eprintln!("hoop recordings verify: give recording ids or --all");
+        return ExitCode::from(2);
+    }
     let store = store.or_else(|| dir.is_none().then(|| recording.store.clone()).flatten());
     // A store is read through a private local copy of the recordings asked for.
     let copy = match store {

@@ -4,13 +4,14 @@
 //! reported; a `kill -9` loses at most about one shipping interval.
 
 use std::{
+    fmt::Write as _,
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
 use hoop_tests::{
-    TestConfig, hoop_bin, psql_args, psql_direct, require_privileged,
+    TestConfig, hoop_bin, metric, psql_args, psql_direct, require_privileged,
     s3::{Moto, Relay, aws_env},
     text, wait_output,
 };
@@ -91,6 +92,16 @@ fn only_id(cfg: &TestConfig, endpoint: &str, url: &str) -> String {
     items[0]["id"].as_str().expect("id").to_owned()
 }
 
+/// The agent's `/metrics` text.
+fn metrics(cfg: &TestConfig) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", cfg.admin_url())])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "GET /metrics failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn setup(table: &str) {
     psql_direct(&format!(
         "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int PRIMARY KEY, note text);
@@ -158,7 +169,7 @@ fn a_store_outage_mid_session_loses_nothing() {
     let relay = Relay::start(moto.port);
     let (cfg, url) = config(&moto.bucket, "rec", "  ship_interval: 300ms\n");
     let mut args = Vec::new();
-    let statements: Vec<String> = (1..=16)
+    let statements: Vec<String> = (1..=24)
         .map(|i| format!("SELECT 'mark-{i}', pg_sleep(0.4)"))
         .collect();
     for s in &statements {
@@ -180,7 +191,35 @@ fn a_store_outage_mid_session_loses_nothing() {
         during,
         "nothing reaches the store while it is cut off"
     );
+    // The metrics say so while it lasts.
+    let m = metrics(&cfg);
+    assert!(
+        metric(&m, "hoop_recording_ship_failures_total").is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "hoop_recording_spool_bytes").is_some_and(|n| n > 0.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "hoop_recording_ship_lag_seconds").is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
     relay.restore();
+    // Once it is back the spool catches up, while the session still runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = metrics(&cfg);
+        if metric(&m, "hoop_recording_ship_lag_seconds") == Some(0.0) {
+            assert!(
+                metric(&m, "hoop_recording_shipped_bytes_total").is_some_and(|n| n > 0.0),
+                "{m}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the spool did not catch up: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let out = wait_output(child, T);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
@@ -200,7 +239,7 @@ fn a_store_outage_mid_session_loses_nothing() {
     );
     let show = from_store(&cfg, &relay.endpoint(), &url, &["show", &id]);
     let (transcript, _) = text(&show);
-    for i in 1..=16 {
+    for i in 1..=24 {
         assert!(
             transcript.contains(&format!("'mark-{i}'")),
             "statement {i} lost: {transcript}"
@@ -369,4 +408,55 @@ fn inline_credentials_in_the_store_url_are_refused() {
         !stderr.contains("secret@"),
         "the secret is not echoed: {stderr}"
     );
+}
+
+#[test]
+fn a_spool_full_of_unshipped_bytes_closes_the_session() {
+    require_privileged();
+    setup("store_full");
+    // Nothing listens on the store's port: every shipment fails.
+    let unreachable = format!("http://127.0.0.1:{}", hoop_tests::free_port());
+    let (cfg, _url) = config(
+        "never",
+        "rec",
+        "  ship_interval: 100ms\n  spool_max_bytes: 8192\n",
+    );
+    let filler = "x".repeat(1500);
+    let mut script = String::from("SELECT 'before' AS s;\n");
+    for i in 0..20 {
+        writeln!(
+            script,
+            "SELECT 'fill {i}' AS s /* {filler} */;\nSELECT pg_sleep(0.15);"
+        )
+        .expect("write to a String");
+    }
+    script.push_str("SELECT 'the end' AS s;\n");
+    let file = cfg.dir.path().join("fill.sql");
+    std::fs::write(&file, script).expect("script");
+    let child = exec_spawn(
+        &cfg,
+        &unreachable,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "psql -X -h 127.0.0.1 -U postgres -d test -f {} 2>&1",
+                file.display()
+            ),
+        ],
+    );
+    let out = wait_output(child, T);
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("before"), "{stdout}");
+    assert!(
+        stdout.contains("hoop cannot record this session"),
+        "clear error: {stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("the end"),
+        "on_error: close_session closes it: {stdout}"
+    );
+    assert!(stderr.contains("recording spool full"), "{stderr}");
+    // What was spooled stays spooled, for when the store comes back.
+    assert_eq!(spooled(&cfg).len(), 1, "{:?}", spooled(&cfg));
 }
