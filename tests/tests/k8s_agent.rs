@@ -1021,7 +1021,11 @@ async fn pgbench_through_a_governed_pod_against_hoop_exec() {
     };
     let (mut governed, mut exec) = (Vec::new(), Vec::new());
     let (mut pod_direct, mut host_direct) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
+    let rounds: usize = std::env::var("HOOP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    for _ in 0..rounds {
         let mut cmd = Command::new(hoop_bin());
         cmd.args(["exec", "--config"])
             .arg(agent.config_path())
@@ -1051,7 +1055,7 @@ async fn pgbench_through_a_governed_pod_against_hoop_exec() {
         v[v.len() / 2]
     };
     eprintln!(
-        "pgbench -S -c 4 -j 2 -T {secs}, {} runs each, alternated\n  hoop exec:     {exec:.0?} tps (median {:.0}, best {:.0})\n  governed pod:  {governed:.0?} tps (median {:.0}, best {:.0})\n  pod / exec (median): {:.3}\n  direct, host:  {host_direct:.0?} tps (median {:.0})\n  direct, pod:   {pod_direct:.0?} tps (median {:.0})\n  pod / host direct (median): {:.3}",
+        "pgbench -S -c 4 -j 2 -T {secs}, {} runs each, alternated (HOOP_BENCH_ROUNDS)\n  hoop exec:     {exec:.0?} tps (median {:.0}, best {:.0})\n  governed pod:  {governed:.0?} tps (median {:.0}, best {:.0})\n  pod / exec (median): {:.3}\n  direct, host:  {host_direct:.0?} tps (median {:.0})\n  direct, pod:   {pod_direct:.0?} tps (median {:.0})\n  pod / host direct (median): {:.3}",
         exec.len(),
         median(&exec),
         best(&exec),
