@@ -105,3 +105,51 @@ impl Promotions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(table: &str) -> ResolvedColumn {
+        ResolvedColumn {
+            schema: Some("public".into()),
+            table: table.into(),
+            column: "card".into(),
+        }
+    }
+
+    #[test]
+    fn promotions_last_for_their_policy_only() {
+        let promotions = Promotions::default();
+        let first = Arc::new(Policy::default());
+        let g0 = promotions.generation();
+        assert!(promotions.promote(&first, "cards", &column("pay")));
+        assert!(
+            !promotions.promote(&first, "cards", &column("pay")),
+            "a known column is not promoted twice"
+        );
+        assert!(promotions.promote(&first, "cards", &column("refunds")));
+        assert_eq!(promotions.generation(), g0 + 2);
+        let promoted = promotions.for_policy(&first);
+        assert_eq!(promoted.len(), 2);
+        assert_eq!(promoted[0].column.table.as_deref(), Some("pay"));
+        // A reload: the new policy starts with none, and the first finding
+        // under it drops the old policy's promotions.
+        let second = Arc::new(Policy::default());
+        assert!(promotions.for_policy(&second).is_empty());
+        assert!(promotions.promote(&second, "cards", &column("other")));
+        assert_eq!(promotions.for_policy(&second).len(), 1);
+        assert!(promotions.for_policy(&first).is_empty());
+    }
+
+    #[test]
+    fn promotions_are_bounded() {
+        let promotions = Promotions::default();
+        let policy = Arc::new(Policy::default());
+        for i in 0..MAX_PROMOTED {
+            assert!(promotions.promote(&policy, "cards", &column(&format!("t{i}"))));
+        }
+        assert!(!promotions.promote(&policy, "cards", &column("one_more")));
+        assert_eq!(promotions.for_policy(&policy).len(), MAX_PROMOTED);
+    }
+}

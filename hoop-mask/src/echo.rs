@@ -176,3 +176,71 @@ fn table_alias(factor: &TableFactor) -> Option<&sqlparser::ast::Ident> {
     };
     alias.map(|a| &a.name)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use hoop_sql::pg::Postgres;
+
+    use super::*;
+    use crate::{BinaryUnmaskable, ColumnRef, ColumnRule, Strategy, lineage::analyze};
+
+    fn rules(columns: &[&str]) -> MaskRules {
+        MaskRules::new(
+            vec![ColumnRule {
+                name: "ssn".into(),
+                columns: columns
+                    .iter()
+                    .map(|c| ColumnRef::parse(c).unwrap())
+                    .collect(),
+                strategy: Strategy::Redact,
+                keep_last: 0,
+            }],
+            Vec::new(),
+            Vec::new(),
+            BinaryUnmaskable::Refuse,
+        )
+        .unwrap()
+    }
+
+    fn echoes(rules: &MaskRules, sql: &str) -> bool {
+        let parsed = ParsedSql::parse(&Postgres, sql);
+        let lineage = analyze(&parsed, rules).statement(0);
+        rules.texts_may_echo_masked(&Postgres, &parsed, 0, &lineage)
+    }
+
+    #[test]
+    fn statements_reaching_a_masked_column_anywhere_echo() {
+        let bare = rules(&["ssn"]);
+        for sql in [
+            "SELECT ssn::regclass FROM people",
+            "SELECT count(*) FROM people WHERE ssn::int = 1",
+            "SELECT (SELECT \"ssn\" FROM people)::regclass",
+            "SELECT U&\"\\0073sn\"::regrole FROM people",
+            "SELECT 1 FROM people p WHERE timezone(p::text, now()) IS NULL",
+            "SELECT row_to_json(p.*)::text::int FROM people p",
+            "SELECT * FROM people",
+            "SELECT 'open",
+        ] {
+            assert!(echoes(&bare, sql), "{sql}");
+        }
+        for sql in [
+            "SELECT 1 / 0",
+            "SELECT name::regclass FROM people",
+            "SELECT count(*) FROM people WHERE id = 1",
+            "INSERT INTO tags VALUES (7)",
+        ] {
+            assert!(!echoes(&bare, sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_table_rule_covers_statements_naming_its_table() {
+        let table = rules(&["people.ssn"]);
+        assert!(echoes(&table, "INSERT INTO people (id) VALUES (1)"));
+        assert!(echoes(&table, "SELECT p::text FROM people p"));
+        // Whole rows of other tables carry no column of the rule.
+        assert!(!echoes(&table, "SELECT o::text::int FROM orders o"));
+        assert!(!echoes(&rules(&[]), "SELECT ssn::regclass FROM people"));
+    }
+}
