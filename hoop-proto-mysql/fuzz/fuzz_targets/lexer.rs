@@ -4,7 +4,7 @@
 //! property that makes it safe as a cache key across sessions).
 #![no_main]
 
-use hoop_proto_mysql::lexer::{
+use hoop_sql::mysql::lexer::{
     Charset, LexerOptions, Server, SqlMode, executable_sql, fingerprint, redact_literals, split,
     tokenize,
 };
