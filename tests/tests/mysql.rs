@@ -750,3 +750,103 @@ fn diagnostics_and_session_variables_do_not_carry_masked_values() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n----\n"));
 }
+
+/// The `mariadb` CLI with `--local-infile=1` (it then offers
+/// CLIENT_LOCAL_FILES and answers file requests), `--force` as in
+/// [`mariadb_args`].
+fn mariadb_local_args<'a>(db: &'a str, sql: &'a str) -> Vec<&'a str> {
+    vec![
+        "sh",
+        "-c",
+        "printf '%s\\n' \"$1\" | mariadb -h 127.0.0.1 --protocol=TCP -uroot --local-infile=1 --force -B -t \"$0\"",
+        db,
+        sql,
+    ]
+}
+
+/// The server's `local_infile`, turned on for the test when it is off and
+/// put back after.
+struct LocalInfileOn {
+    was_on: bool,
+}
+
+impl LocalInfileOn {
+    fn ensure() -> Self {
+        let was_on = mariadb_direct(None, "SELECT @@GLOBAL.local_infile").trim() == "1";
+        if !was_on {
+            mariadb_direct(None, "SET GLOBAL local_infile = 1");
+        }
+        Self { was_on }
+    }
+}
+
+impl Drop for LocalInfileOn {
+    fn drop(&mut self) {
+        if !self.was_on {
+            let _ = Command::new("mariadb")
+                .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e"])
+                .arg("SET GLOBAL local_infile = 0")
+                .output();
+        }
+    }
+}
+
+#[test]
+fn load_data_local_infile_is_refused_by_default_and_allowed_when_enabled() {
+    require_privileged();
+    let _on = LocalInfileOn::ensure();
+    let db = Db::create("infile");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rows.tsv");
+    std::fs::write(&file, "3\tloaded-three\n4\tloaded-four\n").expect("write the file");
+    let path = file.to_str().expect("utf-8 path");
+    let load = format!("LOAD DATA LOCAL INFILE '{path}' INTO TABLE other");
+    let sql = format!("{load}; SELECT 'still here' AS z; SELECT count(*) AS n FROM other");
+
+    // 1. Default (mysql.local_infile unset), with a policy that would allow
+    //    the statement: hoop clears CLIENT_LOCAL_FILES, the load fails with
+    //    a clear error, and the session goes on.
+    let cfg = config("policy:\n  unparsed: allow\n");
+    let out = hoop_exec(&cfg.path, &mariadb_local_args(&db.name, &sql), T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(all.contains("ERROR"), "the load is refused: {all}");
+    assert!(stdout.contains("still here"), "the session goes on: {all}");
+    assert_eq!(db.count("other"), 2, "nothing was loaded: {all}");
+
+    // 2. Enabled, but the policy denies SQL it cannot parse (LOAD DATA is
+    //    unparsed): the statement itself is refused, nothing is loaded.
+    let cfg = config("mysql:\n  local_infile: true\npolicy:\n  unparsed: deny\n");
+    let out = hoop_exec(&cfg.path, &mariadb_local_args(&db.name, &sql), T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(all.contains("ERROR 1227"), "policy refuses the load: {all}");
+    assert!(stdout.contains("still here"), "the session goes on: {all}");
+    assert_eq!(db.count("other"), 2, "nothing was loaded: {all}");
+
+    // 3. Enabled and allowed: the statement naming the file loads it, and
+    //    the recording counts the file's bytes.
+    let cfg = config("mysql:\n  local_infile: true\npolicy:\n  unparsed: allow\n");
+    let out = hoop_exec(&cfg.path, &mariadb_local_args(&db.name, &sql), T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(!all.contains("ERROR"), "the load runs: {all}");
+    assert!(stdout.contains("still here"), "{all}");
+    assert_eq!(db.count("other"), 4, "the file was loaded: {all}");
+    let loaded = mariadb_direct(Some(&db.name), "SELECT note FROM other WHERE id = 4");
+    assert_eq!(loaded.trim(), "loaded-four");
+    assert!(all.contains("LOCAL INFILE file relayed"), "{all}");
+
+    // 4. The bare server loads the file for the same client: the refusal
+    //    in 1 was hoop's.
+    let direct = Command::new("sh")
+        .args(mariadb_local_args(&db.name, &load)[1..].iter())
+        .output()
+        .expect("run mariadb");
+    assert!(
+        direct.status.success(),
+        "{}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    assert_eq!(db.count("other"), 6, "the bare server loaded the file");
+}
