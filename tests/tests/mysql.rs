@@ -850,3 +850,124 @@ fn load_data_local_infile_is_refused_by_default_and_allowed_when_enabled() {
     );
     assert_eq!(db.count("other"), 6, "the bare server loaded the file");
 }
+
+/// MariaDB's `auth_ed25519` plugin, installed for the test when it is not
+/// already (and uninstalled after), and an ed25519 account, dropped after.
+struct Ed25519Account {
+    user: String,
+    installed_here: bool,
+}
+
+impl Ed25519Account {
+    const PASSWORD: &str = "ed-S3cret-pw";
+
+    fn create(db: &str) -> Self {
+        let installed = mariadb_direct(
+            None,
+            "SELECT count(*) FROM information_schema.plugins \
+             WHERE plugin_name = 'ed25519' AND plugin_status = 'ACTIVE'",
+        )
+        .trim()
+            == "1";
+        if !installed {
+            // Fails the test loudly (mariadb_direct asserts) when the
+            // server cannot load the plugin: `cargo xtask setup` installs
+            // mariadb-server, which ships auth_ed25519.so.
+            mariadb_direct(None, "INSTALL SONAME 'auth_ed25519'");
+        }
+        let user = format!("hoop_ed_{}", std::process::id());
+        let account = Self {
+            user,
+            installed_here: !installed,
+        };
+        mariadb_direct(
+            None,
+            &format!(
+                "DROP USER IF EXISTS '{u}'@'%'; \
+                 CREATE USER '{u}'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('{p}'); \
+                 GRANT ALL ON {db}.* TO '{u}'@'%'",
+                u = account.user,
+                p = Self::PASSWORD
+            ),
+        );
+        account
+    }
+}
+
+impl Drop for Ed25519Account {
+    fn drop(&mut self) {
+        let mut sql = format!("DROP USER IF EXISTS '{}'@'%';", self.user);
+        if self.installed_here {
+            sql.push_str(" UNINSTALL SONAME 'auth_ed25519';");
+        }
+        let _ = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e"])
+            .arg(sql)
+            .output();
+    }
+}
+
+#[test]
+fn an_ed25519_account_authenticates_through_hoop_and_is_masked() {
+    require_privileged();
+    let db = Db::create("ed25519");
+    let account = Ed25519Account::create(&db.name);
+    // The account really uses ed25519.
+    let plugin = mariadb_direct(
+        None,
+        &format!(
+            "SELECT plugin FROM mysql.user WHERE user = '{}'",
+            account.user
+        ),
+    );
+    assert_eq!(plugin.trim(), "ed25519");
+    let cfg = config(POLICY);
+    let cli = |password: &str, sql: &str| {
+        let user = format!("-u{}", account.user);
+        let password = format!("-p{password}");
+        let out = hoop_exec(
+            &cfg.path,
+            &[
+                "mariadb",
+                "-h",
+                "127.0.0.1",
+                "--protocol=TCP",
+                &user,
+                &password,
+                "-B",
+                &db.name,
+                "-e",
+                sql,
+            ],
+            T,
+        );
+        let (stdout, stderr) = text(&out);
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, stdout, stderr) = cli(
+        Ed25519Account::PASSWORD,
+        "SELECT current_user() AS who, ssn FROM cust ORDER BY id",
+    );
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(ok, "{all}");
+    assert!(
+        stdout.contains(&format!("{}@%", account.user)),
+        "logged in as the ed25519 account: {all}"
+    );
+    assert!(stdout.contains("***-**-6789"), "masked: {all}");
+    assert!(!stdout.contains("123-45-6789"), "{all}");
+    // The server, not hoop, decides: a wrong password is refused.
+    let (ok, stdout, stderr) = cli("wrong-password", "SELECT 1");
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("ERROR 1045"), "{stderr}");
+    // The bare server shows the account the raw value.
+    let bare = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "--protocol=TCP", "-B", "-N"])
+        .arg(format!("-u{}", account.user))
+        .arg(format!("-p{}", Ed25519Account::PASSWORD))
+        .arg(&db.name)
+        .args(["-e", "SELECT ssn FROM cust WHERE id = 1"])
+        .output()
+        .expect("run mariadb");
+    assert_eq!(String::from_utf8_lossy(&bare.stdout).trim(), "123-45-6789");
+}
