@@ -95,7 +95,9 @@ struct ServerLog {
 /// A server that answers the first COM_QUERY with a request for `asked`,
 /// reads the client's file up to its empty packet, answers OK, then
 /// answers one more command with OK.
-async fn fake_server(listener: TcpListener, asked: &'static [u8]) -> ServerLog {
+/// `results_before` results (OKs with MORE_RESULTS_EXISTS) come first, as
+/// for the earlier statements of a multi-statement text.
+async fn fake_server(listener: TcpListener, asked: &'static [u8], results_before: u8) -> ServerLog {
     let (mut s, _) = listener.accept().await.unwrap();
     let mut log = ServerLog::default();
     write_packet(&mut s, 0, &greeting()).await;
@@ -112,10 +114,14 @@ async fn fake_server(listener: TcpListener, asked: &'static [u8]) -> ServerLog {
     }
     let (seq, query) = read_packet(&mut s).await;
     assert_eq!((seq, query[0]), (0, 3), "a COM_QUERY");
+    for i in 0..results_before {
+        // OK, status AUTOCOMMIT | MORE_RESULTS_EXISTS.
+        write_packet(&mut s, 1 + i, &[0, 0, 0, 0x0A, 0, 0, 0]).await;
+    }
     let mut request = vec![0xFB];
     request.extend_from_slice(asked);
-    write_packet(&mut s, 1, &request).await;
-    let mut next = 2u8;
+    write_packet(&mut s, 1 + results_before, &request).await;
+    let mut next = 2 + results_before;
     loop {
         let (seq, payload) = read_packet(&mut s).await;
         assert_eq!(seq, next, "the server leg is numbered on from the request");
@@ -154,9 +160,20 @@ async fn run(
     asked: &'static [u8],
     file: &[u8],
 ) -> Run {
+    run_multi(local_infile, client_offers, sql, asked, file, 0).await
+}
+
+async fn run_multi(
+    local_infile: bool,
+    client_offers: bool,
+    sql: &str,
+    asked: &'static [u8],
+    file: &[u8],
+    results_before: u8,
+) -> Run {
     let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream_addr: SocketAddr = upstream.local_addr().unwrap();
-    let server: JoinHandle<ServerLog> = tokio::spawn(fake_server(upstream, asked));
+    let server: JoinHandle<ServerLog> = tokio::spawn(fake_server(upstream, asked, results_before));
     let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let front_addr = front.local_addr().unwrap();
     let mut ctx = MysqlProxyContext::new(Dialer::default());
@@ -200,6 +217,9 @@ async fn run(
         let (seq, payload) = read_packet(&mut c).await;
         let first = payload[0];
         reply.push((seq, payload));
+        if first == 0 && payload_more_results(&reply) {
+            continue;
+        }
         if first == 0xFB {
             write_packet(&mut c, seq + 1, file).await;
             write_packet(&mut c, seq + 2, &[]).await;
@@ -218,6 +238,13 @@ async fn run(
         greeting_caps,
         server,
     }
+}
+
+/// Whether the last packet received is an OK with MORE_RESULTS_EXISTS.
+fn payload_more_results(reply: &[(u8, Vec<u8>)]) -> bool {
+    reply
+        .last()
+        .is_some_and(|(_, p)| p.len() >= 4 && p[3] & 0x08 != 0)
 }
 
 fn refused(run: &Run, why: &str) {
@@ -317,4 +344,47 @@ async fn the_named_file_is_relayed_and_renumbered() {
         vec![(2, b"1\tone\n2\ttwo\n".to_vec()), (3, Vec::new())]
     );
     assert_eq!(r.after, (1, ok()));
+}
+
+#[tokio::test]
+async fn in_a_multi_statement_text_the_request_must_match_the_statement_it_answers() {
+    // Statement 0 names the file, but the request comes in result 1, which
+    // answers a SELECT: refused.
+    let r = run_multi(
+        true,
+        true,
+        "LOAD DATA LOCAL INFILE '/tmp/a' INTO TABLE t; SELECT 1",
+        b"/tmp/a",
+        b"1\n",
+        1,
+    )
+    .await;
+    assert_eq!(r.reply.len(), 2, "{:?}", r.reply);
+    assert_eq!(r.reply[0].1[0], 0, "the first result's OK");
+    let err = String::from_utf8_lossy(&r.reply[1].1).into_owned();
+    assert_eq!(r.reply[1].1[0], 0xFF, "{err}");
+    assert!(
+        err.contains("not LOAD DATA LOCAL INFILE naming that file"),
+        "{err}"
+    );
+    assert_eq!(r.server.file_packets, vec![(3, Vec::new())]);
+    assert_eq!(r.after, (1, ok()));
+
+    // The second statement names it and the request answers it: relayed.
+    let r = run_multi(
+        true,
+        true,
+        "SELECT 1; LOAD DATA LOCAL INFILE '/tmp/a' INTO TABLE t",
+        b"/tmp/a",
+        b"1\n",
+        1,
+    )
+    .await;
+    assert_eq!(r.reply.len(), 3, "{:?}", r.reply);
+    assert_eq!(r.reply[1], (2, b"\xFB/tmp/a".to_vec()));
+    assert_eq!(r.reply[2], (5, ok()));
+    assert_eq!(
+        r.server.file_packets,
+        vec![(3, b"1\n".to_vec()), (4, Vec::new())]
+    );
 }
