@@ -849,6 +849,18 @@ fn load_data_local_infile_is_refused_by_default_and_allowed_when_enabled() {
         String::from_utf8_lossy(&direct.stderr)
     );
     assert_eq!(db.count("other"), 6, "the bare server loaded the file");
+
+    // 5. PyMySQL (`local_infile=True`) through hoop, enabled: loaded, and
+    //    the connection goes on.
+    let cfg = config("mysql:\n  local_infile: true\npolicy:\n  unparsed: allow\n");
+    let script = format!(
+        "c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='{db}', local_infile=True)\n\
+         print(json.dumps({{'load': run(c, \"{load}\"), 'after': run(c, 'SELECT count(*) FROM other')}}))\n",
+        db = db.name,
+    );
+    let (v, stderr) = pymysql(Some(&cfg), &db.name, &script);
+    assert!(v["load"].get("error").is_none(), "{v} {stderr}");
+    assert_eq!(rows(&v["after"]), "[[8]]", "{v} {stderr}");
 }
 
 /// MariaDB's `auth_ed25519` plugin, installed for the test when it is not
