@@ -53,6 +53,9 @@ pub struct Config {
     /// Protocol limits.
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// MySQL/MariaDB driver options.
+    #[serde(default)]
+    pub mysql: MysqlConfig,
     /// Masking, guardrails and holds. Kept as raw YAML here; `policy` compiles it.
     #[serde(default)]
     pub policy: serde_yaml_ng::Value,
@@ -313,6 +316,18 @@ impl<'de> Deserialize<'de> for SlackUser {
 
 fn default_webhook_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+/// `mysql:`: options of the MySQL/MariaDB driver.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    /// Let clients send local files for `LOAD DATA LOCAL INFILE` (default
+    /// `false`: `CLIENT_LOCAL_FILES` is cleared on both legs and a server's
+    /// file request is refused). When `true`, a file request is honoured
+    /// only in reply to an allowed statement naming the same file.
+    #[serde(default)]
+    pub local_infile: bool,
 }
 
 /// `tls:`.
@@ -785,6 +800,7 @@ impl Config {
                 ("tls", &section::<TlsConfig>),
                 ("recording", &section::<RecordingConfig>),
                 ("proxy", &section::<ProxyConfig>),
+                ("mysql", &section::<MysqlConfig>),
                 ("policy", &raw),
                 ("credentials", &raw),
             ],
@@ -1214,5 +1230,15 @@ admin:
         assert_eq!(config.intercept.protocol(3307), Protocol::Mysql);
         let found = diagnostics("intercept:\n  protocols: {3306: oracle}\n");
         assert!(found[0].contains("unknown variant `oracle`"), "{found:?}");
+    }
+
+    #[test]
+    fn mysql_local_infile_is_off_unless_set() {
+        let config = parse(Path::new("x.yaml"), "proxy: {}\n").unwrap();
+        assert!(!config.mysql.local_infile);
+        let config = parse(Path::new("x.yaml"), "mysql:\n  local_infile: true\n").unwrap();
+        assert!(config.mysql.local_infile);
+        let found = diagnostics("mysql:\n  local_infle: true\n");
+        assert!(found[0].contains("local_infle"), "{found:?}");
     }
 }

@@ -14,15 +14,20 @@
 //!   each view reads, fetched in-band on the session's own connection.
 //! - [`refusal`]: a [`hoop_core::Refusal`] as an ERR packet.
 //!
-//! Not yet handled, and refused or cleared instead (fail closed): TLS on
-//! either leg (`CLIENT_SSL` is cleared in both directions), compression,
-//! LOAD DATA LOCAL INFILE (`CLIENT_LOCAL_FILES` cleared; a file request the
-//! server sends anyway is answered with an empty file and the client gets an
-//! ERR), COM_STMT_BULK_EXECUTE, binlog dump, register-slave and clone.
+//! - [`infile`](self): LOAD DATA LOCAL INFILE, off unless
+//!   `mysql.local_infile` is set (`CLIENT_LOCAL_FILES` cleared). When on, a
+//!   server's file request is relayed only after an allowed statement that
+//!   names the same file; any other is answered with an empty file and the
+//!   client gets an ERR.
+//!
+//! Not yet handled, and refused or cleared instead (fail closed):
+//! compression, COM_STMT_BULK_EXECUTE, binlog dump, register-slave and
+//! clone.
 
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+mod infile;
 pub mod kill;
 mod leg;
 pub mod refusal;
@@ -70,6 +75,11 @@ pub struct MysqlProxyContext {
     pub client_tls: Option<tokio_rustls::TlsAcceptor>,
     /// TLS towards the server (`tls.upstream`).
     pub upstream_tls: UpstreamTlsPolicy,
+    /// `mysql.local_infile`: keep `CLIENT_LOCAL_FILES` and honour a LOAD
+    /// DATA LOCAL INFILE file request that follows an allowed statement
+    /// naming the same file (default `false`: the bit is cleared and every
+    /// request refused).
+    pub local_infile: bool,
 }
 
 impl std::fmt::Debug for MysqlProxyContext {
@@ -96,6 +106,7 @@ impl MysqlProxyContext {
             kills: kill::KillRegistry::new(),
             client_tls: None,
             upstream_tls: UpstreamTlsPolicy::disabled(),
+            local_infile: false,
         }
     }
 
@@ -122,6 +133,7 @@ impl MysqlProxyContext {
             holds,
             dialer: Dialer::from_config(&config.proxy, mark),
             hold_reminder_interval: config.proxy.hold_reminder_interval,
+            local_infile: config.mysql.local_infile,
             ..Self::new(Dialer::default())
         })
     }

@@ -9,9 +9,10 @@
 use std::{collections::HashMap, future::poll_fn, sync::Arc, task::Poll};
 
 use hoop_core::{
-    HoldRequest, HoldRequirement, Refusal, RefusalReason, ResolvedColumn, ResultColumn, RowRewrite,
-    RowRewriter, ServerText, ServerTextKind, SessionEvent, SessionGovernor, SessionIdentity,
-    StatementContext, Submission, TransactionState, ValueEncoding, Verdict,
+    DataDirection, HoldRequest, HoldRequirement, Refusal, RefusalReason, ResolvedColumn,
+    ResultColumn, RowRewrite, RowRewriter, ServerText, ServerTextKind, SessionEvent,
+    SessionGovernor, SessionIdentity, StatementContext, Submission, TransactionState,
+    ValueEncoding, Verdict,
 };
 use hoop_proto_mysql::{
     capabilities::Capabilities,
@@ -20,9 +21,10 @@ use hoop_proto_mysql::{
     err::{ErrPacket, Progress, codes},
     frame::LogicalPacket,
     lexer::{self, Charset, LexerOptions, Server, SqlMode, StatementKind},
+    local_infile::LocalInfileRequest,
     row_binary::BinaryRow,
     row_text::TextRow,
-    session::{ServerPacket, Session},
+    session::{ClientData, ServerPacket, Session},
     status::TransactionStatus,
     value::{BinaryLayout, BinaryType, ColumnType, Value},
 };
@@ -830,18 +832,29 @@ impl Relay {
                     self.prepared.insert(statement_id, reply.sql.clone());
                 }
                 ServerPacket::LocalInfileRequest => {
-                    // LOCAL INFILE is off (CLIENT_LOCAL_FILES cleared): the
-                    // server gets an empty file, the client an ERR.
-                    let seq = p.next_seq();
-                    self.session
-                        .client_data(seq, 0)
-                        .map_err(SessionError::State)?;
-                    self.server.queue_packet(seq, &[]);
-                    self.server.flush().await.map_err(SessionError::ServerIo)?;
-                    ending = Some(ErrPacket::from_code(
-                        codes::NOT_SUPPORTED,
-                        "hoop: LOAD DATA LOCAL INFILE is disabled; the server's file request was refused",
-                    ));
+                    let server_index = event.reply.map_or(0, |r| r.statement_index);
+                    match self.infile_refusal(reply, server_index, &p.payload) {
+                        None => {
+                            client_seq = self.relay_file(&p, client_seq).await?;
+                        }
+                        Some(why) => {
+                            // The server gets an empty file, the client an
+                            // ERR once the server's reply ends.
+                            warn!(session = %self.identity, "LOCAL INFILE request refused: {why}");
+                            let seq = p.next_seq();
+                            self.session
+                                .client_data(seq, 0)
+                                .map_err(SessionError::State)?;
+                            self.server.queue_packet(seq, &[]);
+                            self.server.flush().await.map_err(SessionError::ServerIo)?;
+                            ending = Some(ErrPacket::from_code(
+                                codes::NOT_SUPPORTED,
+                                format!(
+                                    "hoop: the server's LOAD DATA LOCAL INFILE file request was refused: {why}"
+                                ),
+                            ));
+                        }
+                    }
                     continue;
                 }
                 _ => {}
@@ -881,6 +894,95 @@ impl Relay {
         }
         self.client.flush().await.map_err(SessionError::ClientIo)?;
         Ok(())
+    }
+
+    /// Why the server's LOCAL INFILE request (`payload`, answering result
+    /// `server_index` of `reply`) must be refused; `None`: relay it.
+    fn infile_refusal(
+        &self,
+        reply: &ReplyFor,
+        server_index: usize,
+        payload: &[u8],
+    ) -> Option<String> {
+        if !self.ctx.local_infile {
+            return Some("LOAD DATA LOCAL INFILE is disabled (mysql.local_infile: false)".into());
+        }
+        if !self
+            .session
+            .capabilities()
+            .contains(Capabilities::LOCAL_FILES)
+        {
+            return Some(
+                "the client did not offer to send local files (CLIENT_LOCAL_FILES)".into(),
+            );
+        }
+        let asked = match LocalInfileRequest::parse(payload) {
+            Ok(r) => r.filename,
+            Err(e) => return Some(format!("malformed request: {e}")),
+        };
+        let statements = lexer::split(reply.sql.as_bytes(), &CANONICAL).unwrap_or_default();
+        let named = statements
+            .get(server_index)
+            .and_then(|s| reply.sql.as_bytes().get(s.range.clone()))
+            .and_then(crate::infile::requested_file);
+        match named {
+            Some(named) if named == asked.as_ref() => None,
+            Some(named) => Some(format!(
+                "the server asked for '{}', but the statement names '{}'",
+                lossy(&asked),
+                lossy(&named)
+            )),
+            None => Some(format!(
+                "the server asked for '{}' in reply to a statement that is not \
+                 LOAD DATA LOCAL INFILE naming that file",
+                lossy(&asked)
+            )),
+        }
+    }
+
+    /// Relays an allowed LOCAL INFILE request to the client and the file
+    /// the client sends back (renumbered for the server leg) up to and
+    /// including its empty last packet. Returns the client leg's sequence
+    /// id for the server's OK/ERR that follows.
+    async fn relay_file(
+        &mut self,
+        request: &LogicalPacket,
+        client_seq: u8,
+    ) -> Result<u8, SessionError> {
+        self.client.queue(&request.with_first_seq(client_seq));
+        self.client.flush().await.map_err(SessionError::ClientIo)?;
+        let observe = self.governor.observes_executions();
+        let mut server_seq = request.next_seq();
+        let mut total = 0usize;
+        loop {
+            let data = self
+                .client
+                .read()
+                .await
+                .map_err(client_read_error)?
+                .ok_or_else(|| SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()))?;
+            let kind = self
+                .session
+                .client_data(server_seq, data.payload.len())
+                .map_err(SessionError::State)?;
+            self.server.queue(&data.with_first_seq(server_seq));
+            server_seq = server_seq.wrapping_add((data.chunks % 256) as u8);
+            total += data.payload.len();
+            if observe && !data.payload.is_empty() {
+                self.governor.observe(SessionEvent::CopyData {
+                    direction: DataDirection::ToServer,
+                    bytes: data.payload.len(),
+                });
+            }
+            if kind == ClientData::InfileEnd {
+                self.server.flush().await.map_err(SessionError::ServerIo)?;
+                info!(session = %self.identity, bytes = total, "LOCAL INFILE file relayed");
+                return Ok(data.next_seq());
+            }
+            if self.server.should_flush() {
+                self.server.flush().await.map_err(SessionError::ServerIo)?;
+            }
+        }
     }
 
     /// The rewriter for a result set whose column definitions are complete.

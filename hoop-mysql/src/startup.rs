@@ -194,7 +194,7 @@ async fn handshake(
     let parsed = Greeting::parse(&greeting.payload).map_err(SessionError::ServerMessage)?;
     let mut kept = relayed(
         parsed.capabilities,
-        false,
+        ctx.local_infile,
         parsed.capabilities.has_mariadb_extensions(),
     )
     .without(Capabilities::SSL);
@@ -267,7 +267,7 @@ async fn handshake(
     };
     let mut forwarded_caps = response
         .capabilities()
-        .without(hoop_cleared(false))
+        .without(hoop_cleared(ctx.local_infile))
         .without(Capabilities::SSL);
     let server_shift = u8::from(upstream_tls);
     if upstream_tls {

@@ -750,3 +750,236 @@ fn diagnostics_and_session_variables_do_not_carry_masked_values() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n----\n"));
 }
+
+/// The `mariadb` CLI with `--local-infile=1` (it then offers
+/// CLIENT_LOCAL_FILES and answers file requests), `--force` as in
+/// [`mariadb_args`].
+fn mariadb_local_args<'a>(db: &'a str, sql: &'a str) -> Vec<&'a str> {
+    vec![
+        "sh",
+        "-c",
+        "printf '%s\\n' \"$1\" | mariadb -h 127.0.0.1 --protocol=TCP -uroot --local-infile=1 --force -B -t \"$0\"",
+        db,
+        sql,
+    ]
+}
+
+/// The server's `local_infile`, turned on for the test when it is off and
+/// put back after.
+struct LocalInfileOn {
+    was_on: bool,
+}
+
+impl LocalInfileOn {
+    fn ensure() -> Self {
+        let was_on = mariadb_direct(None, "SELECT @@GLOBAL.local_infile").trim() == "1";
+        if !was_on {
+            mariadb_direct(None, "SET GLOBAL local_infile = 1");
+        }
+        Self { was_on }
+    }
+}
+
+impl Drop for LocalInfileOn {
+    fn drop(&mut self) {
+        if !self.was_on {
+            let _ = Command::new("mariadb")
+                .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e"])
+                .arg("SET GLOBAL local_infile = 0")
+                .output();
+        }
+    }
+}
+
+#[test]
+fn load_data_local_infile_is_refused_by_default_and_allowed_when_enabled() {
+    require_privileged();
+    let _on = LocalInfileOn::ensure();
+    let db = Db::create("infile");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rows.tsv");
+    std::fs::write(&file, "3\tloaded-three\n4\tloaded-four\n").expect("write the file");
+    let path = file.to_str().expect("utf-8 path");
+    let load = format!("LOAD DATA LOCAL INFILE '{path}' INTO TABLE other");
+    let sql = format!("{load}; SELECT 'still here' AS z; SELECT count(*) AS n FROM other");
+
+    // 1. Default (mysql.local_infile unset), with a policy that would allow
+    //    the statement: hoop clears CLIENT_LOCAL_FILES, the load fails with
+    //    a clear error, and the session goes on.
+    let cfg = config("policy:\n  unparsed: allow\n");
+    let out = hoop_exec(&cfg.path, &mariadb_local_args(&db.name, &sql), T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(all.contains("ERROR"), "the load is refused: {all}");
+    assert!(stdout.contains("still here"), "the session goes on: {all}");
+    assert_eq!(db.count("other"), 2, "nothing was loaded: {all}");
+
+    // 2. Enabled, but the policy denies SQL it cannot parse (LOAD DATA is
+    //    unparsed): the statement itself is refused, nothing is loaded.
+    let cfg = config("mysql:\n  local_infile: true\npolicy:\n  unparsed: deny\n");
+    let out = hoop_exec(&cfg.path, &mariadb_local_args(&db.name, &sql), T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(all.contains("ERROR 1227"), "policy refuses the load: {all}");
+    assert!(stdout.contains("still here"), "the session goes on: {all}");
+    assert_eq!(db.count("other"), 2, "nothing was loaded: {all}");
+
+    // 3. Enabled and allowed: the statement naming the file loads it, and
+    //    the recording counts the file's bytes.
+    let cfg = config("mysql:\n  local_infile: true\npolicy:\n  unparsed: allow\n");
+    let out = hoop_exec(&cfg.path, &mariadb_local_args(&db.name, &sql), T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(!all.contains("ERROR"), "the load runs: {all}");
+    assert!(stdout.contains("still here"), "{all}");
+    assert_eq!(db.count("other"), 4, "the file was loaded: {all}");
+    let loaded = mariadb_direct(Some(&db.name), "SELECT note FROM other WHERE id = 4");
+    assert_eq!(loaded.trim(), "loaded-four");
+    assert!(all.contains("LOCAL INFILE file relayed"), "{all}");
+
+    // 4. The bare server loads the file for the same client: the refusal
+    //    in 1 was hoop's.
+    let direct = Command::new("sh")
+        .args(mariadb_local_args(&db.name, &load)[1..].iter())
+        .output()
+        .expect("run mariadb");
+    assert!(
+        direct.status.success(),
+        "{}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    assert_eq!(db.count("other"), 6, "the bare server loaded the file");
+
+    // 5. PyMySQL (`local_infile=True`) through hoop, enabled: loaded, and
+    //    the connection goes on.
+    let cfg = config("mysql:\n  local_infile: true\npolicy:\n  unparsed: allow\n");
+    let script = format!(
+        "c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='{db}', local_infile=True)\n\
+         print(json.dumps({{'load': run(c, \"{load}\"), 'after': run(c, 'SELECT count(*) FROM other')}}))\n",
+        db = db.name,
+    );
+    let (v, stderr) = pymysql(Some(&cfg), &db.name, &script);
+    assert!(v["load"].get("error").is_none(), "{v} {stderr}");
+    assert_eq!(rows(&v["after"]), "[[8]]", "{v} {stderr}");
+}
+
+/// MariaDB's `auth_ed25519` plugin, installed for the test when it is not
+/// already (and uninstalled after), and an ed25519 account, dropped after.
+struct Ed25519Account {
+    user: String,
+    installed_here: bool,
+}
+
+impl Ed25519Account {
+    const PASSWORD: &str = "ed-S3cret-pw";
+
+    fn create(db: &str) -> Self {
+        let installed = mariadb_direct(
+            None,
+            "SELECT count(*) FROM information_schema.plugins \
+             WHERE plugin_name = 'ed25519' AND plugin_status = 'ACTIVE'",
+        )
+        .trim()
+            == "1";
+        if !installed {
+            // Fails the test loudly (mariadb_direct asserts) when the
+            // server cannot load the plugin: `cargo xtask setup` installs
+            // mariadb-server, which ships auth_ed25519.so.
+            mariadb_direct(None, "INSTALL SONAME 'auth_ed25519'");
+        }
+        let user = format!("hoop_ed_{}", std::process::id());
+        let account = Self {
+            user,
+            installed_here: !installed,
+        };
+        mariadb_direct(
+            None,
+            &format!(
+                "DROP USER IF EXISTS '{u}'@'%'; \
+                 CREATE USER '{u}'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('{p}'); \
+                 GRANT ALL ON {db}.* TO '{u}'@'%'",
+                u = account.user,
+                p = Self::PASSWORD
+            ),
+        );
+        account
+    }
+}
+
+impl Drop for Ed25519Account {
+    fn drop(&mut self) {
+        let mut sql = format!("DROP USER IF EXISTS '{}'@'%';", self.user);
+        if self.installed_here {
+            sql.push_str(" UNINSTALL SONAME 'auth_ed25519';");
+        }
+        let _ = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e"])
+            .arg(sql)
+            .output();
+    }
+}
+
+#[test]
+fn an_ed25519_account_authenticates_through_hoop_and_is_masked() {
+    require_privileged();
+    let db = Db::create("ed25519");
+    let account = Ed25519Account::create(&db.name);
+    // The account really uses ed25519.
+    let plugin = mariadb_direct(
+        None,
+        &format!(
+            "SELECT plugin FROM mysql.user WHERE user = '{}'",
+            account.user
+        ),
+    );
+    assert_eq!(plugin.trim(), "ed25519");
+    let cfg = config(POLICY);
+    let cli = |password: &str, sql: &str| {
+        let user = format!("-u{}", account.user);
+        let password = format!("-p{password}");
+        let out = hoop_exec(
+            &cfg.path,
+            &[
+                "mariadb",
+                "-h",
+                "127.0.0.1",
+                "--protocol=TCP",
+                &user,
+                &password,
+                "-B",
+                &db.name,
+                "-e",
+                sql,
+            ],
+            T,
+        );
+        let (stdout, stderr) = text(&out);
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, stdout, stderr) = cli(
+        Ed25519Account::PASSWORD,
+        "SELECT current_user() AS who, ssn FROM cust ORDER BY id",
+    );
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(ok, "{all}");
+    assert!(
+        stdout.contains(&format!("{}@%", account.user)),
+        "logged in as the ed25519 account: {all}"
+    );
+    assert!(stdout.contains("***-**-6789"), "masked: {all}");
+    assert!(!stdout.contains("123-45-6789"), "{all}");
+    // The server, not hoop, decides: a wrong password is refused.
+    let (ok, stdout, stderr) = cli("wrong-password", "SELECT 1");
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("ERROR 1045"), "{stderr}");
+    // The bare server shows the account the raw value.
+    let bare = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "--protocol=TCP", "-B", "-N"])
+        .arg(format!("-u{}", account.user))
+        .arg(format!("-p{}", Ed25519Account::PASSWORD))
+        .arg(&db.name)
+        .args(["-e", "SELECT ssn FROM cust WHERE id = 1"])
+        .output()
+        .expect("run mariadb");
+    assert_eq!(String::from_utf8_lossy(&bare.stdout).trim(), "123-45-6789");
+}
