@@ -124,11 +124,18 @@ struct Rows {
 }
 
 impl Rows {
+    /// Called for most server messages: the rewriter and masker are
+    /// dropped only when there is one (the drop glue is not inlined).
+    #[inline]
     fn reset(&mut self) {
         self.columns_current = false;
-        self.rewriter = None;
+        if self.rewriter.is_some() {
+            self.rewriter = None;
+        }
         self.resolved = false;
-        self.copy = None;
+        if self.copy.is_some() {
+            self.copy = None;
+        }
     }
 }
 
@@ -649,7 +656,11 @@ impl Relay {
                 Ok(ClientAction::Forward)
             }
             b'S' => {
-                if let Some(action) = self.sync_for_dry_run() {
+                // Checked here: the call returns a large value even when
+                // there is no block to end, and Sync is on every round trip.
+                if self.sync_end.is_some()
+                    && let Some(action) = self.sync_for_dry_run()
+                {
                     return Ok(action);
                 }
                 self.state.client_sync();
@@ -942,8 +953,10 @@ impl Relay {
             } else if let Some(out) = out {
                 self.io.to_client.push(out);
             }
-            for out in self.take_dry_run_output() {
-                self.io.to_client.push(out);
+            if self.dry_run.is_some() {
+                for out in self.take_dry_run_output() {
+                    self.io.to_client.push(out);
+                }
             }
         }
         if self.waiting_quiet && (self.state.is_idle() || self.segment_failed) {
@@ -959,6 +972,7 @@ impl Relay {
             return self.internal_frame(tag, body);
         }
         if tag == b'Z'
+            && self.sync_end.is_some()
             && let Some(action) = self.sync_reply(body)?
         {
             return Ok(action);
@@ -981,7 +995,8 @@ impl Relay {
             }
             _ => {}
         }
-        self.capture_frame = self.capturing() && !matches!(tag, b'A' | b'S');
+        self.capture_frame =
+            self.dry_run.is_some() && self.capturing() && !matches!(tag, b'A' | b'S');
         let mut action = ServerAction::Forward;
         match tag {
             b'D' => {

@@ -407,16 +407,56 @@ impl<const SEMICOLON: bool> Iterator for Lexer<'_, SEMICOLON> {
                     return Some(self.token(Kind::DollarString, i, end, tag_end..body_end));
                 }
                 b'0'..=b'9' if !prev_ident => {
-                    let end = b[i..]
-                        .iter()
-                        .position(|x| !(x.is_ascii_alphanumeric() || *x == b'.' || *x == b'_'))
-                        .map_or(b.len(), |p| i + p);
+                    let end = number_end(b, i);
                     return Some(self.token(Kind::Number, i, end, i..i));
                 }
                 _ => self.i = i + 1,
             }
         }
     }
+}
+
+/// The fingerprint of a text in which every byte that could start a token
+/// is a digit (most statements with literals inlined: `… WHERE aid = 42`):
+/// numbers become `0`, as [`Lexer`]'s [`Kind::Number`] tokens would, without
+/// building tokens. `false` (and `out` left unspecified) as soon as any other
+/// such byte appears: the caller then lexes the text.
+#[inline]
+pub(crate) fn fingerprint_numbers_only(sql: &str, out: &mut String) -> bool {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    // Start of the verbatim run not yet copied.
+    let mut run = 0;
+    loop {
+        i = next_special::<false>(b, i);
+        let Some(&c) = b.get(i) else {
+            break;
+        };
+        if !c.is_ascii_digit() {
+            return false;
+        }
+        if i > 0 && is_ident_char(b[i - 1]) {
+            // A digit inside an identifier (`t1`): plain text.
+            i += 1;
+            continue;
+        }
+        let end = number_end(b, i);
+        out.push_str(&sql[run..i]);
+        out.push('0');
+        run = end;
+        i = end;
+    }
+    out.push_str(&sql[run..]);
+    true
+}
+
+/// The end of the number starting at `i`.
+#[inline]
+fn number_end(b: &[u8], i: usize) -> usize {
+    b[i..]
+        .iter()
+        .position(|x| !(x.is_ascii_alphanumeric() || *x == b'.' || *x == b'_'))
+        .map_or(b.len(), |p| i + p)
 }
 
 #[cfg(test)]
