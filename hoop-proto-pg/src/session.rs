@@ -301,6 +301,7 @@ impl SessionState {
     }
 
     /// The current phase.
+    #[inline]
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -311,16 +312,19 @@ impl SessionState {
     }
 
     /// Transaction status from the last ReadyForQuery.
+    #[inline]
     pub fn transaction(&self) -> TransactionStatus {
         self.transaction
     }
 
     /// Replies still owed, front first.
+    #[inline]
     pub fn owed(&self) -> impl Iterator<Item = &Owed> {
         self.owed.iter()
     }
 
     /// Whether the server owes nothing.
+    #[inline]
     pub fn is_idle(&self) -> bool {
         self.owed.is_empty()
     }
@@ -340,6 +344,7 @@ impl SessionState {
         self.portal_ref(name)
     }
 
+    #[inline]
     fn push(&mut self, owed: Owed) {
         if matches!(self.phase, Phase::Ready) {
             self.phase = Phase::InQuery;
@@ -348,6 +353,7 @@ impl SessionState {
     }
 
     /// The SQL of statement `name`, including a Parse not yet confirmed.
+    #[inline]
     pub fn statement_sql(&self, name: &str) -> Option<Arc<str>> {
         for o in self.owed.iter().rev() {
             if let Owed::Parse { name: n, sql } = o
@@ -393,11 +399,13 @@ impl SessionState {
     }
 
     /// The client's Query was forwarded.
+    #[inline]
     pub fn client_query(&mut self, sql: &str) {
         self.push(Owed::Query { sql: self.sql(sql) });
     }
 
     /// The client's Parse was forwarded.
+    #[inline]
     pub fn client_parse(&mut self, parse: &Parse<'_>) {
         self.push(Owed::Parse {
             name: self.name(parse.name),
@@ -406,6 +414,7 @@ impl SessionState {
     }
 
     /// The client's Bind was forwarded.
+    #[inline]
     pub fn client_bind(&mut self, bind: &Bind<'_>) {
         let result_formats: Arc<[i16]> = if self.track_rows && bind.result_formats().len() > 0 {
             bind.result_formats().collect()
@@ -420,6 +429,7 @@ impl SessionState {
     }
 
     /// The client's Describe was forwarded.
+    #[inline]
     pub fn client_describe(&mut self, describe: &Describe<'_>) {
         self.push(match describe.target {
             Target::Statement => Owed::DescribeStatement {
@@ -441,6 +451,7 @@ impl SessionState {
     }
 
     /// The client's Execute was forwarded.
+    #[inline]
     pub fn client_execute(&mut self, portal: &str) {
         self.push(Owed::Execute {
             portal: self.name(portal),
@@ -466,6 +477,7 @@ impl SessionState {
     }
 
     /// The client's Sync was forwarded.
+    #[inline]
     pub fn client_sync(&mut self) {
         self.push(Owed::Sync);
     }
@@ -502,6 +514,7 @@ impl SessionState {
     }
 
     /// Whether the next server reply answers a message hoop sent on its own.
+    #[inline]
     pub fn internal_reply_next(&self) -> bool {
         matches!(self.owed.front(), Some(Owed::Internal(_)))
     }
@@ -684,38 +697,117 @@ impl SessionState {
     }
 
     /// Accounts for one server message (after startup) and says what to do with it.
+    ///
+    /// Inlined into the relay (another crate): it runs for most server
+    /// messages, and the replies of every round trip (BindComplete,
+    /// CommandComplete, ReadyForQuery) are handled here; the rest are in
+    /// [`SessionState::other_server_message`]. Always inlined: with only a
+    /// hint, LLVM kept it a call, whose prologue and epilogue cost more than
+    /// the work for a BindComplete or CommandComplete.
+    #[inline(always)]
+    #[allow(clippy::inline_always)] // measured: see above
     pub fn server_message(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
         if let Some(Owed::Internal(step)) = self.owed.front() {
             let step = *step;
             return self.internal_reply(step, tag, body);
         }
         match tag {
-            b'Z' => {
-                let rfq = ReadyForQuery::parse(body)?;
-                self.transaction = rfq.status;
-                while let Some(o) = self.owed.pop_front() {
-                    if matches!(o, Owed::Sync | Owed::Query { .. } | Owed::FunctionCall) {
-                        break;
-                    }
-                }
-                self.query_description = None;
-                self.query_index = 0;
-                if rfq.status == TransactionStatus::Idle {
-                    // Portals live until the end of their transaction,
-                    // unless declared WITH HOLD.
-                    if !self.portals.is_empty() {
-                        self.portals.retain(|_, p| p.hold);
-                    }
-                    self.unnamed_portal = None;
-                }
-                if !matches!(self.phase, Phase::Held | Phase::Closed) {
-                    self.phase = if self.owed.is_empty() {
-                        Phase::Ready
-                    } else {
-                        Phase::InQuery
-                    };
-                }
+            b'Z' => self.ready_for_query(body)?,
+            b'2' => self.bind_complete()?,
+            b'C' | b'I' => self.command_complete()?,
+            _ => return self.other_server_message(tag, body),
+        }
+        Ok(ServerAction::Forward)
+    }
+
+    /// ReadyForQuery: the replies owed up to the Sync or Query it ends are settled.
+    #[inline]
+    fn ready_for_query(&mut self, body: &[u8]) -> Result<(), SessionError> {
+        let rfq = ReadyForQuery::parse(body)?;
+        self.transaction = rfq.status;
+        while let Some(o) = self.owed.pop_front() {
+            if matches!(o, Owed::Sync | Owed::Query { .. } | Owed::FunctionCall) {
+                break;
             }
+        }
+        if self.query_description.is_some() {
+            self.query_description = None;
+        }
+        self.query_index = 0;
+        if rfq.status == TransactionStatus::Idle {
+            // Portals live until the end of their transaction,
+            // unless declared WITH HOLD.
+            if !self.portals.is_empty() {
+                self.portals.retain(|_, p| p.hold);
+            }
+            self.unnamed_portal = None;
+        }
+        if !matches!(self.phase, Phase::Held | Phase::Closed) {
+            self.phase = if self.owed.is_empty() {
+                Phase::Ready
+            } else {
+                Phase::InQuery
+            };
+        }
+        Ok(())
+    }
+
+    /// BindComplete: the portal exists, with its statement's SQL and columns.
+    #[inline]
+    fn bind_complete(&mut self) -> Result<(), SessionError> {
+        if let Owed::Bind {
+            portal,
+            statement,
+            result_formats,
+        } = self.pop_expected("BindComplete", |o| matches!(o, Owed::Bind { .. }))?
+        {
+            let (sql, row_description) = self.statements.get(&statement).map_or_else(
+                || (Arc::from(""), None),
+                |s| (s.sql.clone(), s.row_description.clone()),
+            );
+            let p = Portal {
+                statement: Some(statement),
+                sql,
+                row_description,
+                result_formats,
+                hold: false,
+            };
+            if portal.is_empty() {
+                self.unnamed_portal = Some(p);
+            } else {
+                self.portals.insert(portal, p);
+            }
+        }
+        Ok(())
+    }
+
+    /// CommandComplete or EmptyQueryResponse: an Execute is done, or one
+    /// statement of a Query.
+    #[inline]
+    fn command_complete(&mut self) -> Result<(), SessionError> {
+        match self.owed.front() {
+            Some(Owed::Execute { .. }) => {
+                self.owed.pop_front();
+                self.end_copy();
+            }
+            Some(Owed::Query { .. }) => {
+                self.query_description = None;
+                self.query_index += 1;
+                self.end_copy();
+            }
+            _ => {
+                return Err(SessionError::UnexpectedReply {
+                    message: "CommandComplete",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The server messages [`SessionState::server_message`] does not handle itself.
+    #[inline(never)]
+    fn other_server_message(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
+        match tag {
             b'1' => {
                 if let Owed::Parse { name, sql } =
                     self.pop_expected("ParseComplete", |o| matches!(o, Owed::Parse { .. }))?
@@ -727,31 +819,6 @@ impl SessionState {
                             row_description: None,
                         },
                     );
-                }
-            }
-            b'2' => {
-                if let Owed::Bind {
-                    portal,
-                    statement,
-                    result_formats,
-                } = self.pop_expected("BindComplete", |o| matches!(o, Owed::Bind { .. }))?
-                {
-                    let (sql, row_description) = self.statements.get(&statement).map_or_else(
-                        || (Arc::from(""), None),
-                        |s| (s.sql.clone(), s.row_description.clone()),
-                    );
-                    let p = Portal {
-                        statement: Some(statement),
-                        sql,
-                        row_description,
-                        result_formats,
-                        hold: false,
-                    };
-                    if portal.is_empty() {
-                        self.unnamed_portal = Some(p);
-                    } else {
-                        self.portals.insert(portal, p);
-                    }
                 }
             }
             b'3' => {
@@ -830,22 +897,6 @@ impl SessionState {
                     }
                 }
                 _ => {}
-            },
-            b'C' | b'I' => match self.owed.front() {
-                Some(Owed::Execute { .. }) => {
-                    self.owed.pop_front();
-                    self.end_copy();
-                }
-                Some(Owed::Query { .. }) => {
-                    self.query_description = None;
-                    self.query_index += 1;
-                    self.end_copy();
-                }
-                _ => {
-                    return Err(SessionError::UnexpectedReply {
-                        message: "CommandComplete",
-                    });
-                }
             },
             b's' => {
                 self.pop_expected("PortalSuspended", |o| matches!(o, Owed::Execute { .. }))?;
