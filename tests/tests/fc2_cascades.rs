@@ -8,13 +8,17 @@
 //! `max_rows: 3` rule refuses it and nothing changes. The look-alikes stay
 //! within the limit, cascades included.
 
-use std::process::Command;
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use hoop_tests::{
     TestConfig,
     failclosed::{Case, Db, Tally, attacks, errored, lookalikes, report},
-    require_privileged, text,
+    hoop_bin, hoop_exec_spawn, require_privileged, text, wait_output,
 };
+use sha2::{Digest as _, Sha256};
 
 const POLICY: &str = "policy:
   deny:
@@ -187,4 +191,97 @@ fn max_rows_counts_cascades_in_the_extended_protocol() {
         passed.failures.push(format!("extended look-alike: {out}"));
     }
     report("class 10 (cascades, extended)", &held, &passed);
+}
+
+/// A hold rule with `max_rows`: the approver sees the count with the
+/// cascaded rows in it, and the approved statement runs again (as a dry run
+/// held to that count) and goes through.
+#[test]
+fn a_cascading_delete_is_held_with_its_whole_count_and_runs_once_approved() {
+    require_privileged();
+    let db = Db::create("fc2_cascades_hold");
+    db.sql(&FIXTURE.replace("{t}", "public"));
+    let token = "fc-cascade-approver";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "- {{token_sha256: {}, identity: dba@example.com, groups: [dba]}}\n",
+            hex::encode(Sha256::digest(token.as_bytes()))
+        ),
+    )
+    .expect("tokens");
+    let cfg = TestConfig::new(
+        &[5432],
+        "policy:
+  hold:
+    - name: big-deletes
+      statements: [delete]
+      max_rows: 3
+      approvers: [dba]
+      timeout: 1m
+      message: deletes of more than 3 rows need a DBA
+",
+    );
+    let yaml = std::fs::read_to_string(&cfg.path).expect("config").replace(
+        "admin:\n",
+        &format!("admin:\n  tokens_file: {}\n", tokens.display()),
+    );
+    std::fs::write(&cfg.path, yaml).expect("config");
+    let holds = |args: &[&str]| {
+        Command::new(hoop_bin())
+            .arg("holds")
+            .args(args)
+            .arg("--admin")
+            .arg(cfg.admin_url())
+            .env("HOOP_TOKEN", token)
+            .output()
+            .expect("hoop holds")
+    };
+    let child = hoop_exec_spawn(
+        &cfg.path,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "psql -X -h 127.0.0.1 -U postgres -d {} -c 'DELETE FROM parent WHERE id = 1' 2>&1; sleep 1",
+                db.name
+            ),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hold = loop {
+        let out = holds(&["list", "--json"]);
+        if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            && let Some(h) = list
+                .as_array()
+                .and_then(|l| l.iter().find(|h| h["state"] == "pending").cloned())
+        {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no pending hold appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // One parent, its 20 children and their 20 grandchildren.
+    assert!(
+        hold["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("41 rows"),
+        "the approver sees the cascaded count: {hold}"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM child WHERE p = 1"),
+        20,
+        "rolled back"
+    );
+    let id = hold["id"].as_str().expect("hold id").to_owned();
+    let approved = holds(&["approve", &id]);
+    assert!(approved.status.success(), "{:?}", text(&approved));
+    let out = wait_output(child, Duration::from_mins(1));
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("DELETE 1"), "{stdout}\n{stderr}");
+    assert_eq!(count(&db, "SELECT count(*) FROM child WHERE p = 1"), 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM grand"), 0);
 }

@@ -484,6 +484,9 @@ impl Relay {
             (Some(own), Some(all)) => Some(own.max(all)),
             (own, _) => own,
         };
+        // The count a hold shows its approver, and an approved re-run is
+        // held to, is this one too.
+        d.rows = rows;
         let (approved, overflow) = (d.approved, d.overflow);
         let sql = d.sql.clone();
         let (submission, name) = match &d.form {
