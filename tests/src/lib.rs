@@ -108,6 +108,71 @@ impl TestConfig {
     }
 }
 
+/// An approver for hold tests: `token` in a tokens file that `cfg`'s admin
+/// API reads (identity `dba@example.com`, group `dba`), and `hoop holds`
+/// run with it.
+pub struct Approver {
+    token: &'static str,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Approver {
+    /// Writes the tokens file and points `cfg`'s `admin.tokens_file` at it.
+    pub fn install(cfg: &TestConfig, token: &'static str) -> Self {
+        use sha2::{Digest as _, Sha256};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = dir.path().join("tokens.yaml");
+        std::fs::write(
+            &tokens,
+            format!(
+                "- {{token_sha256: {}, identity: dba@example.com, groups: [dba]}}\n",
+                hex::encode(Sha256::digest(token.as_bytes()))
+            ),
+        )
+        .expect("tokens");
+        let yaml = std::fs::read_to_string(&cfg.path).expect("config").replace(
+            "admin:\n",
+            &format!("admin:\n  tokens_file: {}\n", tokens.display()),
+        );
+        std::fs::write(&cfg.path, yaml).expect("config");
+        Self {
+            token,
+            admin: cfg.admin_url(),
+            _dir: dir,
+        }
+    }
+
+    /// `hoop holds ARGS… --admin URL` as this approver.
+    pub fn holds(&self, args: &[&str]) -> Output {
+        Command::new(hoop_bin())
+            .arg("holds")
+            .args(args)
+            .arg("--admin")
+            .arg(&self.admin)
+            .env("HOOP_TOKEN", self.token)
+            .output()
+            .expect("hoop holds")
+    }
+
+    /// The first pending hold of `hoop holds list --json`, waited for (30 s).
+    pub fn pending(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.holds(&["list", "--json"]);
+            if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                && let Some(h) = list
+                    .as_array()
+                    .and_then(|l| l.iter().find(|h| h["state"] == "pending").cloned())
+            {
+                return h;
+            }
+            assert!(Instant::now() < deadline, "no pending hold appeared");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// `hoop exec --config CONFIG -- ARGS...`, waited for with a timeout.
 pub fn hoop_exec(config: &Path, args: &[&str], timeout: Duration) -> Output {
     let child = hoop_exec_spawn(config, args);

@@ -8,17 +8,13 @@
 //! `max_rows: 3` rule refuses it and nothing changes. The look-alikes stay
 //! within the limit, cascades included.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
 use hoop_tests::{
-    TestConfig,
+    Approver, TestConfig,
     failclosed::{Case, Db, Tally, attacks, errored, lookalikes, report},
-    hoop_bin, hoop_exec_spawn, require_privileged, text, wait_output,
+    hoop_exec_spawn, require_privileged, text, wait_output,
 };
-use sha2::{Digest as _, Sha256};
 
 const POLICY: &str = "policy:
   deny:
@@ -201,17 +197,6 @@ fn a_cascading_delete_is_held_with_its_whole_count_and_runs_once_approved() {
     require_privileged();
     let db = Db::create("fc2_cascades_hold");
     db.sql(&FIXTURE.replace("{t}", "public"));
-    let token = "fc-cascade-approver";
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tokens = dir.path().join("tokens.yaml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "- {{token_sha256: {}, identity: dba@example.com, groups: [dba]}}\n",
-            hex::encode(Sha256::digest(token.as_bytes()))
-        ),
-    )
-    .expect("tokens");
     let cfg = TestConfig::new(
         &[5432],
         "policy:
@@ -224,21 +209,7 @@ fn a_cascading_delete_is_held_with_its_whole_count_and_runs_once_approved() {
       message: deletes of more than 3 rows need a DBA
 ",
     );
-    let yaml = std::fs::read_to_string(&cfg.path).expect("config").replace(
-        "admin:\n",
-        &format!("admin:\n  tokens_file: {}\n", tokens.display()),
-    );
-    std::fs::write(&cfg.path, yaml).expect("config");
-    let holds = |args: &[&str]| {
-        Command::new(hoop_bin())
-            .arg("holds")
-            .args(args)
-            .arg("--admin")
-            .arg(cfg.admin_url())
-            .env("HOOP_TOKEN", token)
-            .output()
-            .expect("hoop holds")
-    };
+    let approver = Approver::install(&cfg, "fc-cascade-approver");
     let child = hoop_exec_spawn(
         &cfg.path,
         &[
@@ -250,19 +221,7 @@ fn a_cascading_delete_is_held_with_its_whole_count_and_runs_once_approved() {
             ),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let hold = loop {
-        let out = holds(&["list", "--json"]);
-        if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            && let Some(h) = list
-                .as_array()
-                .and_then(|l| l.iter().find(|h| h["state"] == "pending").cloned())
-        {
-            break h;
-        }
-        assert!(Instant::now() < deadline, "no pending hold appeared");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let hold = approver.pending();
     // One parent, its 20 children and their 20 grandchildren.
     assert!(
         hold["message"]
@@ -277,7 +236,7 @@ fn a_cascading_delete_is_held_with_its_whole_count_and_runs_once_approved() {
         "rolled back"
     );
     let id = hold["id"].as_str().expect("hold id").to_owned();
-    let approved = holds(&["approve", &id]);
+    let approved = approver.holds(&["approve", &id]);
     assert!(approved.status.success(), "{:?}", text(&approved));
     let out = wait_output(child, Duration::from_mins(1));
     let (stdout, stderr) = text(&out);

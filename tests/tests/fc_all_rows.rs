@@ -5,17 +5,13 @@
 //! objects on the bare database; through hoop it is refused. The
 //! look-alikes (positioned writes, bounded writes, harmless DDL) must work.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
 use hoop_tests::{
-    TestConfig,
+    Approver, TestConfig,
     failclosed::{Case, Db, Tally, attacks, errored, lookalikes, report},
-    hoop_bin, hoop_exec_spawn, require_privileged, text, wait_output,
+    hoop_exec_spawn, require_privileged, text, wait_output,
 };
-use sha2::{Digest as _, Sha256};
 
 const POLICY: &str = "policy:
   deny:
@@ -528,17 +524,6 @@ fn a_max_rows_hold_shows_the_count_and_runs_again_only_after_approval() {
         "CREATE TABLE orders (id int PRIMARY KEY, note text NOT NULL);
          INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 10) g;",
     );
-    let token = "fc-approver-token";
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tokens = dir.path().join("tokens.yaml");
-    std::fs::write(
-        &tokens,
-        format!(
-            "- {{token_sha256: {}, identity: dba@example.com, groups: [dba]}}\n",
-            hex::encode(Sha256::digest(token.as_bytes()))
-        ),
-    )
-    .expect("tokens");
     let cfg = TestConfig::new(
         &[5432],
         "policy:
@@ -552,36 +537,9 @@ fn a_max_rows_hold_shows_the_count_and_runs_again_only_after_approval() {
       message: updates of more than 2 orders need a DBA
 ",
     );
-    let yaml = std::fs::read_to_string(&cfg.path).expect("config").replace(
-        "admin:\n",
-        &format!("admin:\n  tokens_file: {}\n", tokens.display()),
-    );
-    std::fs::write(&cfg.path, yaml).expect("config");
-    let holds = |args: &[&str]| {
-        Command::new(hoop_bin())
-            .arg("holds")
-            .args(args)
-            .arg("--admin")
-            .arg(cfg.admin_url())
-            .env("HOOP_TOKEN", token)
-            .output()
-            .expect("hoop holds")
-    };
-    let pending = || -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = holds(&["list", "--json"]);
-            if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-                && let Some(h) = list
-                    .as_array()
-                    .and_then(|l| l.iter().find(|h| h["state"] == "pending").cloned())
-            {
-                return h;
-            }
-            assert!(Instant::now() < deadline, "no pending hold appeared");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let approver = Approver::install(&cfg, "fc-approver-token");
+    let holds = |args: &[&str]| approver.holds(args);
+    let pending = || approver.pending();
     let psql = |sql: &str| {
         hoop_exec_spawn(
             &cfg.path,
