@@ -46,6 +46,13 @@ pub trait ColumnResolver: Send + Sync {
     /// that changes whenever they are reloaded.
     fn views(&self, identity: &SessionIdentity) -> (u64, Arc<[ViewDependency]>);
 
+    /// The version [`ColumnResolver::views`] would return, without the
+    /// views (asked once per statement and result, to see whether they
+    /// changed).
+    fn views_version(&self, identity: &SessionIdentity) -> u64 {
+        self.views(identity).0
+    }
+
     /// A number that changes whenever an answer of
     /// [`ColumnResolver::resolve`] for `identity` may change; `None` (the
     /// default): unknown, so callers ask again every time. While it stays

@@ -19,7 +19,7 @@ use hoop_sql::ParsedSql;
 
 use crate::{
     EXFILTRATION_RULE, SCHEMA_CHANGE_RULE, has_masking,
-    recording::masked_statement,
+    recording::masked_statement_arc,
     session::{SessionGovernance, lock},
 };
 
@@ -181,7 +181,7 @@ impl SessionGovernance {
         judged.count();
         let sql: Option<Arc<str>> = self
             .recording
-            .then(|| masked_statement(self.dialect, &self.rules, statement.sql).into());
+            .then(|| masked_statement_arc(self.dialect, &self.rules, statement.sql));
         if let Some(name) = statement.statement_name {
             if self.prepared.len() >= JUDGEMENT_CACHE_MAX {
                 self.prepared.clear();

@@ -16,14 +16,33 @@ use crate::session::{SessionGovernance, lock};
 /// then detectors run over the rest. Numbers, identifiers and the
 /// statement's shape stay.
 pub fn masked_statement(dialect: &dyn SqlDialect, rules: &MaskRules, sql: &str) -> String {
+    masked_statement_cow(dialect, rules, sql).into_owned()
+}
+
+/// [`masked_statement`] as the shared text a recording keeps: one
+/// allocation, and none for the work when nothing is masked.
+pub(crate) fn masked_statement_arc(
+    dialect: &dyn SqlDialect,
+    rules: &MaskRules,
+    sql: &str,
+) -> Arc<str> {
+    Arc::from(masked_statement_cow(dialect, rules, sql).as_ref())
+}
+
+fn masked_statement_cow<'a>(
+    dialect: &dyn SqlDialect,
+    rules: &MaskRules,
+    sql: &'a str,
+) -> Cow<'a, str> {
     let literals_redacted = if rules.column_rules().is_empty() {
         Cow::Borrowed(sql)
     } else {
         dialect.redact_literals(sql)
     };
-    rules
-        .mask_free_text(&literals_redacted, dialect.echo_patterns())
-        .unwrap_or_else(|| literals_redacted.into_owned())
+    match rules.mask_free_text(&literals_redacted, dialect.echo_patterns()) {
+        Some(masked) => Cow::Owned(masked),
+        None => literals_redacted,
+    }
 }
 
 impl SessionGovernance {
@@ -73,8 +92,8 @@ impl SessionGovernance {
                         Some(sql) if Arc::ptr_eq(&prepared.rules, &self.rules) => sql.clone(),
                         // The masking rules were reloaded since the prepare.
                         _ => {
-                            let sql: Arc<str> =
-                                masked_statement(self.dialect, &self.rules, statement.sql).into();
+                            let sql =
+                                masked_statement_arc(self.dialect, &self.rules, statement.sql);
                             prepared.masked_sql = Some(sql.clone());
                             prepared.rules = self.rules.clone();
                             sql

@@ -202,13 +202,15 @@ impl SessionGovernance {
             // View dependencies only matter to masking.
             return;
         }
-        let current = live.clone();
-        let (views_version, views) = self.columns.views(&self.identity);
+        // Usually nothing changed: the versions are compared without
+        // taking a reference to the policy or the views.
         let promoted_generation = self.promotions.generation();
         if policy_changed
-            || views_version != self.views_version
+            || self.columns.views_version(&self.identity) != self.views_version
             || promoted_generation != self.promoted_generation
         {
+            let current = live.clone();
+            let (views_version, views) = self.columns.views(&self.identity);
             let mut rules = mask_rules(&current, &self.identity);
             let promoted = self.promotions.for_policy(&current);
             if let Some(with) =

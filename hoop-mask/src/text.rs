@@ -99,8 +99,7 @@ impl MaskRules {
         let mut out = String::new();
         let mut changed = false;
         let mut at = 0;
-        while let Some(rel) = text.get(at..).and_then(|t| t.find(")=(")) {
-            let close = at + rel;
+        while let Some(close) = key_value_separator(text.as_bytes(), at) {
             // Walk back to the `(` opening the column list (it may nest: `lower(email)`).
             let bytes = text.as_bytes();
             let mut depth = 0i32;
@@ -161,8 +160,42 @@ impl MaskRules {
     }
 }
 
+/// The index of the next `)=(` at or after `at`: each `=` found by
+/// `memchr` is checked for its neighbours (no searcher to build, which
+/// costs more than the search in the short texts this sees).
+fn key_value_separator(text: &[u8], at: usize) -> Option<usize> {
+    let mut from = at + 1;
+    while let Some(rel) = text.get(from..).and_then(|t| memchr::memchr(b'=', t)) {
+        let eq = from + rel;
+        if text[eq - 1] == b')' && text.get(eq + 1) == Some(&b'(') {
+            return Some(eq - 1);
+        }
+        from = eq + 1;
+    }
+    None
+}
+
+/// Where `needle` first occurs in `text`. Short texts (most statements and
+/// server messages) are searched from each occurrence of the needle's first
+/// byte, without building a searcher; long ones with `memmem`.
+fn find_bytes(text: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, _) = needle.split_first()?;
+    if text.len() > 512 {
+        return memmem::find(text, needle);
+    }
+    let mut from = 0;
+    while let Some(rel) = text.get(from..).and_then(|t| memchr::memchr(first, t)) {
+        let at = from + rel;
+        if text[at..].starts_with(needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 fn redact_failing_row(text: &str, mark: &str) -> Option<String> {
-    let start = memmem::find(text.as_bytes(), mark.as_bytes())? + mark.len();
+    let start = find_bytes(text.as_bytes(), mark.as_bytes())? + mark.len();
     let end = text
         .rfind(')')
         .filter(|&e| e >= start)
@@ -278,5 +311,35 @@ mod tests {
             "new signup [REDACTED:email]"
         );
         assert_eq!(r.mask_free_text_pg("nothing to see"), None);
+    }
+
+    #[test]
+    fn the_byte_searches_find_what_a_naive_search_finds() {
+        let naive = |text: &[u8], needle: &[u8], from: usize| {
+            (from..text.len()).find(|&i| text[i..].starts_with(needle))
+        };
+        let texts: Vec<Vec<u8>> = vec![
+            b"Key (a)=(1) and (b)=(2)".to_vec(),
+            b")=(".to_vec(),
+            b"=(".to_vec(),
+            b"x)=".to_vec(),
+            b"a = b )= (=( )=)=( Failing row contains Failing row contains (".to_vec(),
+            b"FFFailing row contains (1)".to_vec(),
+            // Past the short-text limit, so memmem answers.
+            [vec![b'F'; 600], b"Failing row contains (".to_vec()].concat(),
+            [vec![b'='; 600], b")=(".to_vec()].concat(),
+        ];
+        let mark = b"Failing row contains (";
+        for t in &texts {
+            assert_eq!(find_bytes(t, mark), naive(t, mark, 0));
+            for at in 0..t.len() {
+                assert_eq!(
+                    key_value_separator(t, at),
+                    naive(t, b")=(", at),
+                    "{:?} from {at}",
+                    String::from_utf8_lossy(t)
+                );
+            }
+        }
     }
 }

@@ -245,6 +245,7 @@ impl CatalogStore {
         }
         let login = self.login(identity);
         let dialer = self.dialer.clone();
+        let server = server.clone();
         Some(Box::pin(async move {
             if let Err(e) = server.load_table_columns(&dialer, &login, &regclass).await {
                 warn!(server = %server.addr, error = %e, "catalog lookup of COPY columns failed; every COPY column that may be masked is");
@@ -307,7 +308,7 @@ impl CatalogStore {
 impl CatalogStore {
     fn prepare_on(
         &self,
-        server: Arc<ServerCatalog>,
+        server: &Arc<ServerCatalog>,
         identity: &SessionIdentity,
         keys: &[SourceKey],
     ) -> Option<Preparation> {
@@ -326,6 +327,7 @@ impl CatalogStore {
         }
         let login = self.login(identity);
         let dialer = self.dialer.clone();
+        let server = server.clone();
         Some(Box::pin(async move {
             if let Err(e) = server.load(&dialer, &login, &missing, !views_loaded).await {
                 warn!(server = %server.addr, database = %server.database, error = %e,
@@ -351,6 +353,10 @@ impl ServerCatalog {
         lock(&self.views).clone()
     }
 
+    fn views_version(&self) -> u64 {
+        lock(&self.views).0
+    }
+
     fn generation(&self) -> u64 {
         lock(&self.cache).generation
     }
@@ -358,7 +364,7 @@ impl ServerCatalog {
 
 impl ColumnResolver for CatalogStore {
     fn prepare(&self, identity: &SessionIdentity, keys: &[SourceKey]) -> Option<Preparation> {
-        self.prepare_on(self.server(identity)?, identity, keys)
+        self.prepare_on(&self.server(identity)?, identity, keys)
     }
 
     fn resolve(&self, identity: &SessionIdentity, key: SourceKey) -> Option<ResolvedColumn> {
@@ -368,6 +374,10 @@ impl ColumnResolver for CatalogStore {
     fn views(&self, identity: &SessionIdentity) -> (u64, Arc<[ViewDependency]>) {
         self.server(identity)
             .map_or_else(|| (0, Arc::from(Vec::new())), |s| s.views())
+    }
+
+    fn views_version(&self, identity: &SessionIdentity) -> u64 {
+        self.server(identity).map_or(0, |s| s.views_version())
     }
 
     fn generation(&self, identity: &SessionIdentity) -> Option<u64> {
@@ -393,7 +403,14 @@ impl SessionCatalog {
         }
     }
 
-    fn server(&self, identity: &SessionIdentity) -> Option<Arc<ServerCatalog>> {
+    /// Calls `f` with the server catalog `identity` names, looked up in the
+    /// store only when the identity's destination or database changed (no
+    /// reference taken in the usual case).
+    fn with_server<R>(
+        &self,
+        identity: &SessionIdentity,
+        f: impl FnOnce(&Arc<ServerCatalog>) -> R,
+    ) -> Option<R> {
         let addr = identity.original_destination?;
         let database = identity.database.as_deref().or(identity.user.as_deref())?;
         let mut last = lock(&self.last);
@@ -401,31 +418,38 @@ impl SessionCatalog {
             && *a == addr
             && d == database
         {
-            return Some(server.clone());
+            return Some(f(server));
         }
         let server = self.store.server(identity)?;
-        *last = Some((addr, database.to_owned(), server.clone()));
-        Some(server)
+        let answer = f(&server);
+        *last = Some((addr, database.to_owned(), server));
+        Some(answer)
     }
 }
 
 impl ColumnResolver for SessionCatalog {
     fn prepare(&self, identity: &SessionIdentity, keys: &[SourceKey]) -> Option<Preparation> {
-        self.store
-            .prepare_on(self.server(identity)?, identity, keys)
+        self.with_server(identity, |server| {
+            self.store.prepare_on(server, identity, keys)
+        })?
     }
 
     fn resolve(&self, identity: &SessionIdentity, key: SourceKey) -> Option<ResolvedColumn> {
-        self.server(identity)?.resolve(key)
+        self.with_server(identity, |server| server.resolve(key))?
     }
 
     fn views(&self, identity: &SessionIdentity) -> (u64, Arc<[ViewDependency]>) {
-        self.server(identity)
-            .map_or_else(|| (0, Arc::from(Vec::new())), |s| s.views())
+        self.with_server(identity, |server| server.views())
+            .unwrap_or_else(|| (0, Arc::from(Vec::new())))
+    }
+
+    fn views_version(&self, identity: &SessionIdentity) -> u64 {
+        self.with_server(identity, |server| server.views_version())
+            .unwrap_or(0)
     }
 
     fn generation(&self, identity: &SessionIdentity) -> Option<u64> {
-        Some(self.server(identity)?.generation())
+        self.with_server(identity, |server| server.generation())
     }
 }
 

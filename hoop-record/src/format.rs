@@ -600,15 +600,42 @@ pub fn serialize_result_body(tag: &str, rows: Option<u64>, out: &mut Vec<u8>) {
 /// `s` as a JSON string, as serde_json writes it: copied as is when nothing
 /// in it needs escaping (timestamps and tags never do).
 fn json_string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
-    {
+    if needs_escape(s.as_bytes()) {
+        serde_json::to_writer(&mut *out, s).expect("a string always serializes");
+    } else {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
-    } else {
-        serde_json::to_writer(&mut *out, s).expect("a string always serializes");
     }
+}
+
+/// Whether `b` holds a byte serde_json escapes in a string (a control
+/// character, `"`, `\\`) or DEL, which [`json_string`] leaves to serde.
+/// Eight bytes at a time: a word holds such a byte exactly when one of the
+/// has-a-zero-byte tests below fires (`x - 0x01…` borrows into a byte's
+/// high bit only from a zero byte, or from a byte below it that is zero).
+fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let has_below_space = |x: u64| x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+    let mut chunks = b.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        if has_below_space(x)
+            || has_zero(x ^ (ONES * u64::from(b'"')))
+            || has_zero(x ^ (ONES * u64::from(b'\\')))
+            || has_zero(x ^ (ONES * 0x7f))
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
 }
 
 /// [`append_line`] with the body already serialized by [`serialize_body`].
@@ -806,6 +833,36 @@ pub fn cut_value(value: &[u8], max_bytes: usize) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_at_a_time_escape_check_agrees_with_a_byte_loop() {
+        let naive = |b: &[u8]| {
+            b.iter()
+                .any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
+        };
+        // Every byte value at every position (word and tail paths), in
+        // plain text and next to non-ASCII bytes and borrows' neighbours.
+        for base in [
+            &b"selectabalancefromxy"[..],
+            &[0x80u8; 20],
+            &[0x20u8; 20],
+            &[0xffu8; 20],
+        ] {
+            for value in 0..=255u8 {
+                for at in 0..base.len() {
+                    let mut text = base.to_vec();
+                    text[at] = value;
+                    for start in 0..text.len() {
+                        assert_eq!(
+                            needs_escape(&text[start..]),
+                            naive(&text[start..]),
+                            "byte {value:#x} at {at} from {start} in {base:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     fn entry(seq: u64, body: Body) -> Entry {
         Entry {

@@ -180,14 +180,19 @@ pub(crate) fn rfc3339_into(at: std::time::SystemTime, out: &mut String) {
         out.push_str(prefix);
     });
     if nanos != 0 {
-        let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0'];
-        let mut n = nanos;
-        for d in digits[1..].iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
+        // Nine digits, zero-padded on the left, trailing zeros dropped.
+        let (mut n, mut width) = (nanos, 9);
+        while n % 10 == 0 {
             n /= 10;
+            width -= 1;
         }
-        let len = digits.len() - digits.iter().rev().take_while(|&&d| d == b'0').count();
-        out.push_str(std::str::from_utf8(&digits[..len]).expect("ASCII digits"));
+        let mut buf = itoa::Buffer::new();
+        let digits = buf.format(n);
+        out.push('.');
+        for _ in digits.len()..width {
+            out.push('0');
+        }
+        out.push_str(digits);
     }
     out.push('Z');
 }
