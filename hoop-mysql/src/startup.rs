@@ -146,6 +146,22 @@ fn plain_socket(leg: &mut Leg, who: &str) -> Result<TcpStream, SessionError> {
     }
 }
 
+/// Gives rustls the TLS bytes read before the handshake started; `false`
+/// when they did not all fit (or were not TLS).
+fn feed_tls(tls: &mut tokio_rustls::rustls::ServerConnection, mut early: &[u8]) -> bool {
+    while !early.is_empty() {
+        match tls.read_tls(&mut early) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {
+                if tls.process_new_packets().is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
 /// Whether an auth packet asks for the password itself (cleartext, or
 /// caching_sha2/sha256 full authentication), which hoop would forward from
 /// a TLS leg to a plaintext one.
@@ -296,11 +312,22 @@ async fn handshake(
                     .into(),
             ));
         };
+        // A client starts TLS right after its SSLRequest without waiting
+        // for an answer, so the start of its ClientHello may already be
+        // read: it goes to rustls, never to the packet decoder (anything
+        // but TLS records there fails the handshake).
+        let early = client.take_buffered();
         let socket = plain_socket(client, "client")?;
+        let mut early_left = false;
         let tls = acceptor
-            .accept(socket)
+            .accept_with(socket, |tls| early_left = !feed_tls(tls, &early))
             .await
             .map_err(SessionError::ClientTls)?;
+        if early_left {
+            return Err(SessionError::Unsupported(
+                "the client sent more before its TLS handshake than a ClientHello".into(),
+            ));
+        }
         client.set_stream(Stream::ServerTls(Box::new(tls)));
         identity.client_tls = true;
         client_shift = 1;
@@ -411,7 +438,9 @@ async fn handshake(
                     .server_packet(packet.seq, &packet.payload)
                     .map_err(SessionError::State)?;
                 let seq = packet.seq.wrapping_sub(shift);
-                *seq_to_client = seq.wrapping_add((packet.chunks % 256) as u8);
+                // Refused, this packet is not relayed: hoop's ERR takes
+                // its sequence id.
+                *seq_to_client = seq;
                 if guard_password && asks_for_password(&packet.payload) {
                     return Err(SessionError::Unsupported(
                         "the server asks for the password in clear (mysql_clear_password, dialog, \
@@ -437,6 +466,7 @@ async fn handshake(
                 } else {
                     FullAuth::Idle
                 };
+                *seq_to_client = seq.wrapping_add((packet.chunks % 256) as u8);
                 let raw = packet.with_first_seq(seq);
                 match event.packet {
                     ServerPacket::AuthOk => {
