@@ -162,15 +162,15 @@ fn feed_tls(tls: &mut tokio_rustls::rustls::ServerConnection, mut early: &[u8]) 
     true
 }
 
-/// Whether an auth packet asks for the password itself (cleartext, or
-/// caching_sha2/sha256 full authentication), which hoop would forward from
-/// a TLS leg to a plaintext one.
+/// Whether an auth packet asks for the password in clear, which hoop
+/// would forward from a TLS leg to a plaintext one. (caching_sha2 full
+/// authentication and sha256_password are translated instead.)
 fn asks_for_password(payload: &[u8]) -> bool {
     match payload.first() {
         Some(&AUTH_SWITCH_HEADER) => AuthSwitchRequest::parse(payload).is_ok_and(|s| {
             matches!(
                 s.plugin.as_ref(),
-                b"mysql_clear_password" | b"dialog" | b"sha256_password" | b"auth_gssapi_client"
+                b"mysql_clear_password" | b"dialog" | b"auth_gssapi_client"
             )
         }),
         _ => false,
@@ -204,9 +204,13 @@ enum Translation {
 enum FullAuth {
     /// Not asked for (yet): packets are relayed.
     Idle,
-    /// The server sent `0x01 0x04`: the client's next packet is its
-    /// password (cleartext, a key request or a ciphertext).
-    PasswordNext,
+    /// The server sent `0x01 0x04` (caching_sha2), or switched to
+    /// sha256_password: the client's next packet is its password
+    /// (cleartext, a key request or a ciphertext).
+    PasswordNext {
+        /// sha256_password, whose key request is `0x01`.
+        sha256: bool,
+    },
     /// hoop sent the client its public key: the client's next packet is a
     /// ciphertext under it.
     CiphertextNext,
@@ -444,25 +448,28 @@ async fn handshake(
                 if guard_password && asks_for_password(&packet.payload) {
                     return Err(SessionError::Unsupported(
                         "the server asks for the password in clear (mysql_clear_password, dialog, \
-                         sha256_password, GSSAPI), and hoop does not send a password from a TLS \
+                         GSSAPI), and hoop does not send a password from a TLS \
                          client leg over a plaintext server leg; set tls.upstream so the server \
                          leg is TLS too"
                             .into(),
                     ));
                 }
+                let mut switched_to_sha256 = false;
                 if event.packet == ServerPacket::AuthSwitch
                     && let Ok(switch) = AuthSwitchRequest::parse(&packet.payload)
                 {
                     scramble = full_auth::scramble_of(&switch.data);
+                    switched_to_sha256 = switch.plugin.as_ref() == caching_sha2::SHA256_PLUGIN;
                 }
-                full = if translation.is_some()
-                    && packet.payload[..]
-                        == [
-                            AUTH_MORE_DATA_HEADER,
-                            caching_sha2::PERFORM_FULL_AUTHENTICATION,
-                        ]
-                {
-                    FullAuth::PasswordNext
+                let full_authentication = packet.payload[..]
+                    == [
+                        AUTH_MORE_DATA_HEADER,
+                        caching_sha2::PERFORM_FULL_AUTHENTICATION,
+                    ];
+                full = if translation.is_some() && (full_authentication || switched_to_sha256) {
+                    FullAuth::PasswordNext {
+                        sha256: switched_to_sha256,
+                    }
                 } else {
                     FullAuth::Idle
                 };
@@ -498,13 +505,24 @@ async fn handshake(
                 match (translation, state) {
                     // The cleartext is encrypted for the server. (A key
                     // request is relayed: the plaintext server honours it.)
-                    (Some(Translation::ToPlainServer), FullAuth::PasswordNext)
-                        if caching_sha2::classify_client(&packet.payload, true, false)
+                    (Some(Translation::ToPlainServer), FullAuth::PasswordNext { sha256 })
+                        if caching_sha2::classify_client(&packet.payload, true, sha256)
                             != ClientMessage::PublicKeyRequest =>
                     {
-                        let answer =
-                            encrypt_upstream(&mut server, &mut session, packet, shift, &scramble)
-                                .await?;
+                        let key_request = if sha256 {
+                            caching_sha2::SHA256_REQUEST_PUBLIC_KEY
+                        } else {
+                            caching_sha2::REQUEST_PUBLIC_KEY
+                        };
+                        let answer = encrypt_upstream(
+                            &mut server,
+                            &mut session,
+                            packet,
+                            shift,
+                            &scramble,
+                            key_request,
+                        )
+                        .await?;
                         match answer {
                             Upstream::Sent => shift = shift.wrapping_add(2),
                             // The server refused the key request: its
@@ -513,14 +531,17 @@ async fn handshake(
                         }
                         continue;
                     }
-                    (Some(Translation::ToTlsServer), FullAuth::PasswordNext) => {
+                    // (An empty packet is an empty password: relayed.)
+                    (Some(Translation::ToTlsServer), FullAuth::PasswordNext { sha256 })
+                        if !packet.payload.is_empty() =>
+                    {
                         let key = ctx
                             .hoop_key
                             .get()
                             .await
                             .map_err(SessionError::AuthTranslation)?;
                         if let ClientMessage::PublicKeyRequest =
-                            caching_sha2::classify_client(&packet.payload, false, false)
+                            caching_sha2::classify_client(&packet.payload, false, sha256)
                         {
                             let next = client.queue_packet(
                                 packet.next_seq(),
@@ -576,14 +597,16 @@ enum Upstream {
 }
 
 /// Client over TLS, server in clear: the client's cleartext `packet` goes
-/// upstream as `0x02` (key request), then the RSA ciphertext under the
-/// key the server returns. Two packets more on the server leg.
+/// upstream as `key_request` (`0x02`, sha256_password `0x01`), then the RSA
+/// ciphertext under the key the server returns. Two packets more on the
+/// server leg.
 async fn encrypt_upstream(
     server: &mut Leg,
     session: &mut Session,
     packet: LogicalPacket,
     shift: u8,
     scramble: &[u8],
+    key_request: u8,
 ) -> Result<Upstream, SessionError> {
     let password = Zeroizing::new(
         packet
@@ -594,7 +617,7 @@ async fn encrypt_upstream(
     );
     let seq = packet.seq.wrapping_add(shift);
     wipe(packet);
-    let request = [caching_sha2::REQUEST_PUBLIC_KEY];
+    let request = [key_request];
     session
         .client_data(seq, request.len())
         .map_err(SessionError::State)?;

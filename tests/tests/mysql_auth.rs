@@ -31,8 +31,16 @@ struct Sha2Server {
 
 impl Sha2Server {
     fn start(tls: Option<&Certs>) -> Self {
+        Self::switching(tls, None)
+    }
+
+    /// A server that switches every login to `plugin`.
+    fn switching(tls: Option<&Certs>, plugin: Option<&str>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mysql-sha2-server"));
         cmd.args(["--user", "app", "--password", PASSWORD]);
+        if let Some(p) = plugin {
+            cmd.args(["--switch-to", p]);
+        }
         if let Some(c) = tls {
             cmd.arg("--tls").arg(&c.cert).arg(&c.key);
         }
@@ -252,4 +260,74 @@ fn client_plain_server_tls_hoop_gives_its_own_key_and_sends_the_cleartext_inside
     assert_eq!(v["right"]["login"], "ok", "{all}");
     assert_eq!(v["right"]["tls"], false, "{all}");
     assert_eq!(v["right"]["rows"].to_string(), "[[1]]", "{all}");
+}
+
+/// sha256_password (switched to by the server) is the same exchange without
+/// the fast path; its key request is `0x01`. Before the translation the
+/// first case was refused and the second reached the server as a wrong
+/// password.
+#[test]
+fn sha256_password_is_translated_both_ways() {
+    require_privileged();
+    let c = certs();
+    let server = Sha2Server::switching(None, Some("sha256_password"));
+    let cfg = config(
+        server.port,
+        &format!(
+            "tls:\n  cert: {}\n  key: {}\n  upstream: disable\n",
+            c.cert.display(),
+            c.key.display()
+        ),
+    );
+    let (v, all) = client(&cfg, server.port, true, &c.cert, None);
+    assert_real_login(&v, true, &all);
+    drop(server);
+
+    let server = Sha2Server::switching(Some(&c), Some("sha256_password"));
+    let cfg = config(server.port, "tls:\n  upstream: require\n");
+    let (v, all) = client(&cfg, server.port, false, &c.cert, None);
+    assert_real_login(&v, false, &all);
+}
+
+/// A cleartext plugin cannot be translated: from a TLS client to a
+/// plaintext server hoop refuses it with a clear error (in sequence: the
+/// client reads hoop's message, not a packet-order error).
+#[test]
+fn a_cleartext_plugin_from_a_tls_client_to_a_plaintext_server_is_refused() {
+    require_privileged();
+    let c = certs();
+    let server = Sha2Server::switching(None, Some("mysql_clear_password"));
+    let cfg = config(
+        server.port,
+        &format!(
+            "tls:\n  cert: {}\n  key: {}\n  upstream: disable\n",
+            c.cert.display(),
+            c.key.display()
+        ),
+    );
+    let (v, all) = client(&cfg, server.port, true, &c.cert, None);
+    for attempt in ["right", "wrong"] {
+        assert_eq!(v[attempt]["login"], "error", "{all}");
+        assert_eq!(v[attempt]["code"], 1235, "{all}");
+        let message = v[attempt]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(
+                "hoop does not send a password from a TLS client leg over a plaintext server leg"
+            ),
+            "{all}"
+        );
+    }
+    // Through a TLS server leg the same plugin logs in.
+    drop(server);
+    let server = Sha2Server::switching(Some(&c), Some("mysql_clear_password"));
+    let cfg = config(
+        server.port,
+        &format!(
+            "tls:\n  cert: {}\n  key: {}\n  upstream: require\n",
+            c.cert.display(),
+            c.key.display()
+        ),
+    );
+    let (v, all) = client(&cfg, server.port, true, &c.cert, None);
+    assert_real_login(&v, true, &all);
 }

@@ -12,9 +12,13 @@
 //! COM_PING and COM_QUIT, and ERR 1064 to any other query. Sequence ids are
 //! checked strictly (ERR 1156, "packets out of order", otherwise).
 //!
-//! `mysql-sha2-server --user U --password P [--tls CERT KEY]`: listens on
-//! 127.0.0.1 on a free port, prints `port N` on stdout, serves until
-//! killed.
+//! `--switch-to sha256_password` switches every login to sha256_password
+//! (full authentication only: TLS cleartext, or `0x01` -> PEM -> RSA);
+//! `--switch-to mysql_clear_password` to the cleartext plugin.
+//!
+//! `mysql-sha2-server --user U --password P [--tls CERT KEY] [--switch-to
+//! PLUGIN]`: listens on 127.0.0.1 on a free port, prints `port N` on
+//! stdout, serves until killed.
 
 use std::{io, path::PathBuf, sync::Arc};
 
@@ -53,15 +57,17 @@ struct Options {
     user: Vec<u8>,
     password: Vec<u8>,
     tls: Option<(PathBuf, PathBuf)>,
+    switch_to: Option<Vec<u8>>,
 }
 
 fn options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
-    let (mut user, mut password, mut tls) = (None, None, None);
+    let (mut user, mut password, mut tls, mut switch_to) = (None, None, None, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--user" => user = args.next(),
             "--password" => password = args.next(),
+            "--switch-to" => switch_to = args.next().map(String::into_bytes),
             "--tls" => {
                 let cert = args.next().ok_or("--tls CERT KEY")?;
                 let key = args.next().ok_or("--tls CERT KEY")?;
@@ -74,6 +80,7 @@ fn options() -> Result<Options, String> {
         user: user.ok_or("--user is required")?.into_bytes(),
         password: password.ok_or("--password is required")?.into_bytes(),
         tls,
+        switch_to,
     })
 }
 
@@ -351,15 +358,18 @@ impl Server {
             conn.err(1043, b"08S01", "Bad handshake").await?;
             return Ok(());
         }
-        if response.plugin.as_deref() != Some(PLUGIN) {
+        let plugin = self.options.switch_to.as_deref().unwrap_or(PLUGIN);
+        if response.plugin.as_deref() != Some(PLUGIN) || plugin != PLUGIN {
             let mut switch = vec![0xfe];
-            switch.extend_from_slice(PLUGIN);
+            switch.extend_from_slice(plugin);
             switch.push(0);
             switch.extend_from_slice(&nonce);
             switch.push(0);
             conn.write(&switch).await?;
-            // The client's scramble answer under caching_sha2.
-            conn.read().await?;
+            if plugin == PLUGIN {
+                // The client's scramble answer under caching_sha2.
+                conn.read().await?;
+            }
         }
         let denied = format!(
             "Access denied for user '{}'@'127.0.0.1' (using password: YES)",
@@ -369,13 +379,19 @@ impl Server {
             conn.err(1045, b"28000", &denied).await?;
             return Ok(());
         }
-        // The cache is always cold: full authentication.
-        conn.write(&[0x01, 0x04]).await?;
+        // caching_sha2's cache is always cold: full authentication.
+        // sha256_password and the cleartext plugin have nothing else.
+        let key_request = if plugin == PLUGIN {
+            conn.write(&[0x01, 0x04]).await?;
+            0x02
+        } else {
+            0x01
+        };
         let mut packet = conn.read().await?;
-        let password = if secure {
+        let password = if secure || plugin == b"mysql_clear_password" {
             packet.strip_suffix(&[0]).unwrap_or(&packet).to_vec()
         } else {
-            if packet == [0x02] {
+            if packet == [key_request] {
                 let mut more = vec![0x01];
                 more.extend_from_slice(self.public_pem.as_bytes());
                 conn.write(&more).await?;
@@ -386,22 +402,16 @@ impl Server {
             } else {
                 None
             };
-            match plain {
-                Some(mut p) => {
-                    xor(&mut p, &nonce);
-                    match p.pop() {
-                        Some(0) => p,
-                        _ => {
-                            conn.err(1045, b"28000", &denied).await?;
-                            return Ok(());
-                        }
-                    }
-                }
-                None => {
-                    conn.err(1045, b"28000", &denied).await?;
-                    return Ok(());
-                }
+            let Some(mut p) = plain else {
+                conn.err(1045, b"28000", &denied).await?;
+                return Ok(());
+            };
+            xor(&mut p, &nonce);
+            if p.pop() != Some(0) {
+                conn.err(1045, b"28000", &denied).await?;
+                return Ok(());
             }
+            p
         };
         if password != self.options.password {
             conn.err(1045, b"28000", &denied).await?;
