@@ -37,8 +37,18 @@ use crate::{
     catalog::SessionCatalog,
     leg::Leg,
     refusal,
-    startup::{Connected, client_read_error, refresh_catalog, server_read_error},
+    startup::{
+        Connected, asks_for_password_itself, client_read_error, first_answer_is_password,
+        refresh_catalog, server_read_error,
+    },
 };
+
+/// Why a COM_CHANGE_USER that needs the password itself ends the session
+/// when only one leg is TLS.
+const CHANGE_USER_PASSWORD: &str = "COM_CHANGE_USER needs the password itself here (caching_sha2 \
+    full authentication, sha256_password or a cleartext plugin), and hoop translates that only \
+    at connection time, never on a change of user across a TLS and a plaintext leg; reconnect as \
+    the new user instead";
 
 /// ER_SIGNAL_EXCEPTION: an error raised by SIGNAL in stored code.
 const SIGNAL_EXCEPTION: u16 = 1644;
@@ -247,6 +257,14 @@ impl Relay {
                     self.forward(&packet, &command, &reply).await?;
                 }
                 Command::ResetConnection | Command::ChangeUser(_) => {
+                    if let Command::ChangeUser(change) = &command
+                        && self.identity.client_tls
+                        && !self.identity.upstream_tls
+                        && first_answer_is_password(change.auth_plugin, change.auth_data)
+                    {
+                        self.client_seq = packet.next_seq();
+                        return Err(SessionError::Unsupported(CHANGE_USER_PASSWORD.into()));
+                    }
                     let reply = ReplyFor {
                         sql: String::new(),
                         submission: Submission::Text,
@@ -740,6 +758,12 @@ impl Relay {
                     return Err(server_state(e));
                 }
             };
+            if matches!(command, Command::ChangeUser(_))
+                && self.identity.client_tls != self.identity.upstream_tls
+                && asks_for_password_itself(&p.payload)
+            {
+                return Err(SessionError::Unsupported(CHANGE_USER_PASSWORD.into()));
+            }
             if matches!(event.packet, ServerPacket::ColumnCount(_)) {
                 head_mark = Some((self.client.queued(), client_seq));
             }

@@ -177,10 +177,26 @@ fn asks_for_password(payload: &[u8]) -> bool {
     }
 }
 
+/// Whether an auth packet asks for the password itself: in clear, or by
+/// caching_sha2 full authentication or sha256_password, whose answer
+/// depends on the leg's TLS. COM_CHANGE_USER relays its exchange without
+/// translating, so on legs that differ in TLS this is refused there.
+pub(crate) fn asks_for_password_itself(payload: &[u8]) -> bool {
+    asks_for_password(payload)
+        || payload[..]
+            == [
+                AUTH_MORE_DATA_HEADER,
+                caching_sha2::PERFORM_FULL_AUTHENTICATION,
+            ]
+        || (payload.first() == Some(&AUTH_SWITCH_HEADER)
+            && AuthSwitchRequest::parse(payload)
+                .is_ok_and(|s| s.plugin.as_ref() == caching_sha2::SHA256_PLUGIN))
+}
+
 /// Whether the client's first auth data is a password in clear: plugins
 /// whose first answer is the password itself when the client's leg is
 /// secure (sha256_password sends `0x01` to ask for a key otherwise).
-fn first_answer_is_password(plugin: Option<&[u8]>, auth_data: &[u8]) -> bool {
+pub(crate) fn first_answer_is_password(plugin: Option<&[u8]>, auth_data: &[u8]) -> bool {
     let clear_first = matches!(
         plugin,
         Some(b"sha256_password" | b"mysql_clear_password" | b"dialog")

@@ -121,18 +121,18 @@ fn config(port: u16, tls: &str) -> TestConfig {
     cfg
 }
 
-/// Runs the PyMySQL script through hoop; returns its JSON and hoop's log.
+/// Runs the PyMySQL script through hoop (with `options`: `--cached PEM`,
+/// `--change-user`); returns its JSON and hoop's log.
 fn client(
     cfg: &TestConfig,
     port: u16,
     client_tls: bool,
     ca: &Path,
-    cached: Option<&Path>,
+    options: &[&str],
 ) -> (Value, String) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_sha2_client.py");
     let port = port.to_string();
     let ca = ca.display().to_string();
-    let cached = cached.map(|p| p.display().to_string());
     let mut args = vec![
         PYTHON,
         script,
@@ -140,9 +140,7 @@ fn client(
         if client_tls { "tls" } else { "plain" },
         &ca,
     ];
-    if let Some(c) = &cached {
-        args.push(c);
-    }
+    args.extend_from_slice(options);
     let out = hoop_exec(&cfg.path, &args, T);
     let (stdout, stderr) = text(&out);
     let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
@@ -182,7 +180,7 @@ fn both_legs_plain_the_key_request_is_relayed() {
     let c = certs();
     let server = Sha2Server::start(None);
     let cfg = config(server.port, "tls:\n  upstream: disable\n");
-    let (v, all) = client(&cfg, server.port, false, &c.cert, None);
+    let (v, all) = client(&cfg, server.port, false, &c.cert, &[]);
     assert_real_login(&v, false, &all);
 }
 
@@ -199,7 +197,7 @@ fn both_legs_tls_the_cleartext_is_relayed_inside_tls() {
             c.key.display()
         ),
     );
-    let (v, all) = client(&cfg, server.port, true, &c.cert, None);
+    let (v, all) = client(&cfg, server.port, true, &c.cert, &[]);
     assert_real_login(&v, true, &all);
 }
 
@@ -218,7 +216,7 @@ fn client_tls_server_plain_the_cleartext_is_rsa_encrypted_for_the_server() {
             c.key.display()
         ),
     );
-    let (v, all) = client(&cfg, server.port, true, &c.cert, None);
+    let (v, all) = client(&cfg, server.port, true, &c.cert, &[]);
     assert_real_login(&v, true, &all);
 }
 
@@ -231,12 +229,18 @@ fn client_plain_server_tls_hoop_gives_its_own_key_and_sends_the_cleartext_inside
     let server = Sha2Server::start(Some(&c));
     // hoop has no key of its own here: it generates one.
     let cfg = config(server.port, "tls:\n  upstream: require\n");
-    let (v, all) = client(&cfg, server.port, false, &c.cert, None);
+    let (v, all) = client(&cfg, server.port, false, &c.cert, &[]);
     assert_real_login(&v, false, &all);
 
     // A client that encrypts under a key it cached (not hoop's) gets a
     // clear error from hoop, not a wrong-password guess at the server.
-    let (v, all) = client(&cfg, server.port, false, &c.cert, Some(&c.public));
+    let (v, all) = client(
+        &cfg,
+        server.port,
+        false,
+        &c.cert,
+        &["--cached", &c.public.display().to_string()],
+    );
     assert_eq!(v["right"]["login"], "error", "{all}");
     assert_eq!(v["right"]["code"], 1045, "{all}");
     let message = v["right"]["message"].as_str().unwrap_or_default();
@@ -256,7 +260,13 @@ fn client_plain_server_tls_hoop_gives_its_own_key_and_sends_the_cleartext_inside
             c.key.display()
         ),
     );
-    let (v, all) = client(&cfg, server.port, false, &c.cert, Some(&c.public));
+    let (v, all) = client(
+        &cfg,
+        server.port,
+        false,
+        &c.cert,
+        &["--cached", &c.public.display().to_string()],
+    );
     assert_eq!(v["right"]["login"], "ok", "{all}");
     assert_eq!(v["right"]["tls"], false, "{all}");
     assert_eq!(v["right"]["rows"].to_string(), "[[1]]", "{all}");
@@ -279,13 +289,13 @@ fn sha256_password_is_translated_both_ways() {
             c.key.display()
         ),
     );
-    let (v, all) = client(&cfg, server.port, true, &c.cert, None);
+    let (v, all) = client(&cfg, server.port, true, &c.cert, &[]);
     assert_real_login(&v, true, &all);
     drop(server);
 
     let server = Sha2Server::switching(Some(&c), Some("sha256_password"));
     let cfg = config(server.port, "tls:\n  upstream: require\n");
-    let (v, all) = client(&cfg, server.port, false, &c.cert, None);
+    let (v, all) = client(&cfg, server.port, false, &c.cert, &[]);
     assert_real_login(&v, false, &all);
 }
 
@@ -305,7 +315,7 @@ fn a_cleartext_plugin_from_a_tls_client_to_a_plaintext_server_is_refused() {
             c.key.display()
         ),
     );
-    let (v, all) = client(&cfg, server.port, true, &c.cert, None);
+    let (v, all) = client(&cfg, server.port, true, &c.cert, &[]);
     for attempt in ["right", "wrong"] {
         assert_eq!(v[attempt]["login"], "error", "{all}");
         assert_eq!(v[attempt]["code"], 1235, "{all}");
@@ -328,6 +338,45 @@ fn a_cleartext_plugin_from_a_tls_client_to_a_plaintext_server_is_refused() {
             c.key.display()
         ),
     );
-    let (v, all) = client(&cfg, server.port, true, &c.cert, None);
+    let (v, all) = client(&cfg, server.port, true, &c.cert, &[]);
     assert_real_login(&v, true, &all);
+}
+
+/// COM_CHANGE_USER reruns authentication mid-session; hoop relays it and
+/// does not translate it. Where the legs differ in TLS and the server asks
+/// for the password itself, hoop ends the session with a clear error
+/// before the client answers (before, a TLS client's cleartext password
+/// went to the plaintext server).
+#[test]
+fn change_user_needing_the_password_across_tls_and_plaintext_is_refused() {
+    require_privileged();
+    let c = certs();
+    let server = Sha2Server::start(None);
+    let cfg = config(
+        server.port,
+        &format!(
+            "tls:\n  cert: {}\n  key: {}\n  upstream: disable\n",
+            c.cert.display(),
+            c.key.display()
+        ),
+    );
+    let (v, all) = client(&cfg, server.port, true, &c.cert, &["--change-user"]);
+    assert_eq!(v["right"]["login"], "ok", "{all}");
+    let changed = &v["right"]["change_user"];
+    assert_eq!(changed["changed"], "error", "{all}");
+    assert_eq!(changed["code"], 1235, "{all}");
+    assert!(
+        changed["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("COM_CHANGE_USER needs the password itself"),
+        "{all}"
+    );
+    drop(server);
+
+    // With both legs plaintext it is relayed, and the server decides.
+    let server = Sha2Server::start(None);
+    let cfg = config(server.port, "tls:\n  upstream: disable\n");
+    let (v, all) = client(&cfg, server.port, false, &c.cert, &["--change-user"]);
+    assert_eq!(v["right"]["change_user"]["changed"], "ok", "{all}");
 }

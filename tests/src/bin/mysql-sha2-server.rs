@@ -9,7 +9,7 @@
 //! caching_sha2.
 //!
 //! After the login it answers `SELECT 1`, `SELECT CURRENT_USER()`, `SET …`,
-//! COM_PING and COM_QUIT, and ERR 1064 to any other query. Sequence ids are
+//! COM_PING, COM_QUIT and COM_CHANGE_USER (full authentication again), and ERR 1064 to any other query. Sequence ids are
 //! checked strictly (ERR 1156, "packets out of order", otherwise).
 //!
 //! `--switch-to sha256_password` switches every login to sha256_password
@@ -379,6 +379,26 @@ impl Server {
             conn.err(1045, b"28000", &denied).await?;
             return Ok(());
         }
+        if self
+            .full_authentication(&mut conn, secure, &nonce, plugin, &denied)
+            .await?
+        {
+            self.commands(&mut conn, secure, &nonce, &response.user)
+                .await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Full authentication under `plugin`; answers OK (`true`) or ERR 1045.
+    async fn full_authentication(
+        &self,
+        conn: &mut Conn,
+        secure: bool,
+        nonce: &[u8; 20],
+        plugin: &[u8],
+        denied: &str,
+    ) -> io::Result<bool> {
         // caching_sha2's cache is always cold: full authentication.
         // sha256_password and the cleartext plugin have nothing else.
         let key_request = if plugin == PLUGIN {
@@ -403,25 +423,31 @@ impl Server {
                 None
             };
             let Some(mut p) = plain else {
-                conn.err(1045, b"28000", &denied).await?;
-                return Ok(());
+                conn.err(1045, b"28000", denied).await?;
+                return Ok(false);
             };
-            xor(&mut p, &nonce);
+            xor(&mut p, nonce);
             if p.pop() != Some(0) {
-                conn.err(1045, b"28000", &denied).await?;
-                return Ok(());
+                conn.err(1045, b"28000", denied).await?;
+                return Ok(false);
             }
             p
         };
         if password != self.options.password {
-            conn.err(1045, b"28000", &denied).await?;
-            return Ok(());
+            conn.err(1045, b"28000", denied).await?;
+            return Ok(false);
         }
         conn.ok().await?;
-        self.commands(&mut conn, &response.user).await
+        Ok(true)
     }
 
-    async fn commands(&self, conn: &mut Conn, user: &[u8]) -> io::Result<()> {
+    async fn commands(
+        &self,
+        conn: &mut Conn,
+        secure: bool,
+        nonce: &[u8; 20],
+        user: &[u8],
+    ) -> io::Result<()> {
         loop {
             conn.seq = 0;
             let packet = match conn.read().await {
@@ -432,6 +458,25 @@ impl Server {
             match packet.first() {
                 Some(0x01) | None => return Ok(()),
                 Some(0x0e | 0x02) => conn.ok().await?,
+                // COM_CHANGE_USER (to the same user, caching_sha2, the
+                // greeting's scramble): full authentication again.
+                Some(0x11) => {
+                    let changed_to = packet[1..].split(|&b| b == 0).next().unwrap_or_default();
+                    let denied = format!(
+                        "Access denied for user '{}'@'127.0.0.1' (using password: YES)",
+                        String::from_utf8_lossy(changed_to)
+                    );
+                    if changed_to != self.options.user {
+                        conn.err(1045, b"28000", &denied).await?;
+                        return Ok(());
+                    }
+                    if !self
+                        .full_authentication(conn, secure, nonce, PLUGIN, &denied)
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                }
                 Some(0x03) => {
                     let sql = String::from_utf8_lossy(&packet[1..])
                         .trim()
