@@ -380,3 +380,57 @@ fn change_user_needing_the_password_across_tls_and_plaintext_is_refused() {
     let (v, all) = client(&cfg, server.port, false, &c.cert, &["--change-user"]);
     assert_eq!(v["right"]["change_user"]["changed"], "ok", "{all}");
 }
+
+/// A second client with its own caching_sha2 code: the `mariadb` CLI
+/// (Connector/C's caching_sha2_password plugin, which asks for the key
+/// itself on a plaintext leg), through both translations.
+#[test]
+fn the_mariadb_cli_logs_in_through_both_translations() {
+    require_privileged();
+    let c = certs();
+    let run = |cfg: &TestConfig, port: u16, ssl: &str| {
+        let script = format!(
+            "for pw in '{PASSWORD}' 'wrong pw'; do \
+             mariadb -h 127.0.0.1 -P {port} --protocol=TCP -uapp -p\"$pw\" {ssl} -N -B -e 'SELECT 1' 2>&1; \
+             echo \"exit=$?\"; done"
+        );
+        let out = hoop_exec(&cfg.path, &["sh", "-c", &script], T);
+        let (stdout, stderr) = text(&out);
+        (
+            stdout.clone(),
+            format!("{stdout}\n--- hoop's log\n{stderr}"),
+        )
+    };
+    let expect = |stdout: &str, all: &str| {
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.first(), Some(&"1"), "{all}");
+        assert_eq!(lines.get(1), Some(&"exit=0"), "{all}");
+        assert!(
+            lines.get(2).is_some_and(
+                |l| l.starts_with("ERROR 1045") && l.contains("Access denied for user 'app'")
+            ),
+            "the server's own refusal: {all}"
+        );
+        assert!(!all.contains("s3cret"), "{all}");
+    };
+
+    // Client TLS, server plaintext.
+    let server = Sha2Server::start(None);
+    let cfg = config(
+        server.port,
+        &format!(
+            "tls:\n  cert: {}\n  key: {}\n  upstream: disable\n",
+            c.cert.display(),
+            c.key.display()
+        ),
+    );
+    let (stdout, all) = run(&cfg, server.port, "--ssl");
+    expect(&stdout, &all);
+    drop(server);
+
+    // Client plaintext, server TLS.
+    let server = Sha2Server::start(Some(&c));
+    let cfg = config(server.port, "tls:\n  upstream: require\n");
+    let (stdout, all) = run(&cfg, server.port, "--skip-ssl");
+    expect(&stdout, &all);
+}
