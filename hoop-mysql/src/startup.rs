@@ -36,6 +36,8 @@ pub(crate) struct Connected {
     pub server: Leg,
     pub session: Session,
     pub catalog: Arc<SessionCatalog>,
+    /// The greeting's scramble (COM_CHANGE_USER authenticates against it).
+    pub scramble: Vec<u8>,
 }
 
 pub(crate) fn client_read_error(e: ReadError) -> SessionError {
@@ -107,11 +109,12 @@ pub(crate) async fn connect(
     .await
     .unwrap_or(Err(SessionError::StartupTimeout));
     match result {
-        Ok(Some((server, session, catalog))) => Ok(Some(Connected {
+        Ok(Some((server, session, catalog, scramble))) => Ok(Some(Connected {
             client,
             server,
             session,
             catalog,
+            scramble,
         })),
         Ok(None) => Ok(None),
         Err(e) => {
@@ -122,7 +125,7 @@ pub(crate) async fn connect(
     }
 }
 
-type Handshaken = Option<(Leg, Session, Arc<SessionCatalog>)>;
+type Handshaken = Option<(Leg, Session, Arc<SessionCatalog>, Vec<u8>)>;
 
 /// Takes a plaintext leg's socket to start TLS on it; bytes already read
 /// after the SSLRequest (sent before the TLS handshake) are refused.
@@ -165,7 +168,7 @@ fn feed_tls(tls: &mut tokio_rustls::rustls::ServerConnection, mut early: &[u8]) 
 /// Whether an auth packet asks for the password in clear, which hoop
 /// would forward from a TLS leg to a plaintext one. (caching_sha2 full
 /// authentication and sha256_password are translated instead.)
-fn asks_for_password(payload: &[u8]) -> bool {
+pub(crate) fn asks_for_password(payload: &[u8]) -> bool {
     match payload.first() {
         Some(&AUTH_SWITCH_HEADER) => AuthSwitchRequest::parse(payload).is_ok_and(|s| {
             matches!(
@@ -175,22 +178,6 @@ fn asks_for_password(payload: &[u8]) -> bool {
         }),
         _ => false,
     }
-}
-
-/// Whether an auth packet asks for the password itself: in clear, or by
-/// caching_sha2 full authentication or sha256_password, whose answer
-/// depends on the leg's TLS. COM_CHANGE_USER relays its exchange without
-/// translating, so on legs that differ in TLS this is refused there.
-pub(crate) fn asks_for_password_itself(payload: &[u8]) -> bool {
-    asks_for_password(payload)
-        || payload[..]
-            == [
-                AUTH_MORE_DATA_HEADER,
-                caching_sha2::PERFORM_FULL_AUTHENTICATION,
-            ]
-        || (payload.first() == Some(&AUTH_SWITCH_HEADER)
-            && AuthSwitchRequest::parse(payload)
-                .is_ok_and(|s| s.plugin.as_ref() == caching_sha2::SHA256_PLUGIN))
 }
 
 /// Whether the client's first auth data is a password in clear: plugins
@@ -207,7 +194,7 @@ pub(crate) fn first_answer_is_password(plugin: Option<&[u8]>, auth_data: &[u8]) 
 /// Which leg is encrypted when caching_sha2 full authentication must be
 /// translated (the legs differ in TLS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Translation {
+pub(crate) enum Translation {
     /// Client over TLS, server in clear: hoop RSA-encrypts for the server.
     ToPlainServer,
     /// Client in clear, server over TLS: hoop decrypts with its own key.
@@ -217,7 +204,7 @@ enum Translation {
 /// Where caching_sha2 full authentication stands on a translated
 /// connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FullAuth {
+pub(crate) enum FullAuth {
     /// Not asked for (yet): packets are relayed.
     Idle,
     /// The server sent `0x01 0x04` (caching_sha2), or switched to
@@ -230,6 +217,46 @@ enum FullAuth {
     /// hoop sent the client its public key: the client's next packet is a
     /// ciphertext under it.
     CiphertextNext,
+}
+
+impl Translation {
+    /// The translation legs in these TLS states need, if any.
+    pub(crate) fn between(client_tls: bool, upstream_tls: bool) -> Option<Self> {
+        match (client_tls, upstream_tls) {
+            (true, false) => Some(Self::ToPlainServer),
+            (false, true) => Some(Self::ToTlsServer),
+            _ => None,
+        }
+    }
+}
+
+/// Follows a server auth packet being relayed: an AuthSwitchRequest sets
+/// the scramble; `0x01 0x04` (caching_sha2) or a switch to sha256_password
+/// on translated legs makes the client's next packet its password.
+pub(crate) fn after_server_auth_packet(
+    payload: &[u8],
+    translation: Option<Translation>,
+    scramble: &mut Vec<u8>,
+) -> FullAuth {
+    let mut switched_to_sha256 = false;
+    if payload.first() == Some(&AUTH_SWITCH_HEADER)
+        && let Ok(switch) = AuthSwitchRequest::parse(payload)
+    {
+        *scramble = full_auth::scramble_of(&switch.data);
+        switched_to_sha256 = switch.plugin.as_ref() == caching_sha2::SHA256_PLUGIN;
+    }
+    let full_authentication = payload
+        == [
+            AUTH_MORE_DATA_HEADER,
+            caching_sha2::PERFORM_FULL_AUTHENTICATION,
+        ];
+    if translation.is_some() && (full_authentication || switched_to_sha256) {
+        FullAuth::PasswordNext {
+            sha256: switched_to_sha256,
+        }
+    } else {
+        FullAuth::Idle
+    }
 }
 
 /// A packet read from either leg during authentication.
@@ -425,11 +452,7 @@ async fn handshake(
     }
     server.queue_packet(hello.seq.wrapping_add(shift), &forwarded);
     server.flush().await.map_err(SessionError::ServerIo)?;
-    let translation = match (identity.client_tls, identity.upstream_tls) {
-        (true, false) => Some(Translation::ToPlainServer),
-        (false, true) => Some(Translation::ToTlsServer),
-        _ => None,
-    };
+    let translation = Translation::between(identity.client_tls, identity.upstream_tls);
     // The nonce caching_sha2 XORs the password with: the greeting's, or
     // the last AuthSwitchRequest's.
     let mut scramble = full_auth::scramble_of(&parsed.scramble());
@@ -470,25 +493,7 @@ async fn handshake(
                             .into(),
                     ));
                 }
-                let mut switched_to_sha256 = false;
-                if event.packet == ServerPacket::AuthSwitch
-                    && let Ok(switch) = AuthSwitchRequest::parse(&packet.payload)
-                {
-                    scramble = full_auth::scramble_of(&switch.data);
-                    switched_to_sha256 = switch.plugin.as_ref() == caching_sha2::SHA256_PLUGIN;
-                }
-                let full_authentication = packet.payload[..]
-                    == [
-                        AUTH_MORE_DATA_HEADER,
-                        caching_sha2::PERFORM_FULL_AUTHENTICATION,
-                    ];
-                full = if translation.is_some() && (full_authentication || switched_to_sha256) {
-                    FullAuth::PasswordNext {
-                        sha256: switched_to_sha256,
-                    }
-                } else {
-                    FullAuth::Idle
-                };
+                full = after_server_auth_packet(&packet.payload, translation, &mut scramble);
                 *seq_to_client = seq.wrapping_add((packet.chunks % 256) as u8);
                 let raw = packet.with_first_seq(seq);
                 match event.packet {
@@ -501,7 +506,8 @@ async fn handshake(
                         }
                         client.queue(&raw);
                         client.flush().await.map_err(SessionError::ClientIo)?;
-                        return Ok(Some((server, session, catalog)));
+                        let greeting_scramble = full_auth::scramble_of(&parsed.scramble());
+                        return Ok(Some((server, session, catalog, greeting_scramble)));
                     }
                     ServerPacket::AuthError => {
                         debug!(session = %identity, "the server refused the login");
@@ -604,7 +610,7 @@ async fn handshake(
 }
 
 /// What came of sending the password to a plaintext server.
-enum Upstream {
+pub(crate) enum Upstream {
     /// The ciphertext went upstream; the server's verdict follows.
     Sent,
     /// The server answered the key request with something other than its
@@ -616,7 +622,7 @@ enum Upstream {
 /// upstream as `key_request` (`0x02`, sha256_password `0x01`), then the RSA
 /// ciphertext under the key the server returns. Two packets more on the
 /// server leg.
-async fn encrypt_upstream(
+pub(crate) async fn encrypt_upstream(
     server: &mut Leg,
     session: &mut Session,
     packet: LogicalPacket,
@@ -673,7 +679,7 @@ async fn encrypt_upstream(
 /// Client in clear, server over TLS: the client's ciphertext `packet`
 /// (under hoop's key) is decrypted and the password goes upstream in
 /// clear, inside TLS, in its place.
-async fn decrypt_upstream(
+pub(crate) async fn decrypt_upstream(
     server: &mut Leg,
     session: &mut Session,
     key: &HoopKey,

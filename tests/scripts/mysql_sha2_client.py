@@ -35,7 +35,9 @@ def change(c):
                 key = c._read_packet()._data[1:]
                 c.write_packet(_auth.sha2_rsa_encrypt(pw, c.salt, key))
             c._read_packet()
-        return {'changed': 'ok'}
+        cur = c.cursor()
+        cur.execute('SELECT 1')
+        return {'changed': 'ok', 'rows': [list(r) for r in cur.fetchall()]}
     except pymysql.MySQLError as e:
         return {'changed': 'error', 'code': e.args[0], 'message': str(e.args[-1])}
 

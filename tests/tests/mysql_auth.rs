@@ -342,43 +342,38 @@ fn a_cleartext_plugin_from_a_tls_client_to_a_plaintext_server_is_refused() {
     assert_real_login(&v, true, &all);
 }
 
-/// COM_CHANGE_USER reruns authentication mid-session; hoop relays it and
-/// does not translate it. Where the legs differ in TLS and the server asks
-/// for the password itself, hoop ends the session with a clear error
-/// before the client answers (before, a TLS client's cleartext password
-/// went to the plaintext server).
+/// COM_CHANGE_USER reruns authentication mid-session against the
+/// greeting's scramble; its caching_sha2 full authentication is translated
+/// like the login's, and the session goes on in sequence (a query after
+/// it). Before, a TLS client's cleartext answer went to the plaintext
+/// server.
 #[test]
-fn change_user_needing_the_password_across_tls_and_plaintext_is_refused() {
+fn change_user_full_authentication_is_translated_too() {
     require_privileged();
     let c = certs();
-    let server = Sha2Server::start(None);
-    let cfg = config(
-        server.port,
-        &format!(
-            "tls:\n  cert: {}\n  key: {}\n  upstream: disable\n",
-            c.cert.display(),
-            c.key.display()
-        ),
+    let hoop_cert = format!(
+        "tls:\n  cert: {}\n  key: {}\n",
+        c.cert.display(),
+        c.key.display()
     );
-    let (v, all) = client(&cfg, server.port, true, &c.cert, &["--change-user"]);
-    assert_eq!(v["right"]["login"], "ok", "{all}");
-    let changed = &v["right"]["change_user"];
-    assert_eq!(changed["changed"], "error", "{all}");
-    assert_eq!(changed["code"], 1235, "{all}");
-    assert!(
-        changed["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("COM_CHANGE_USER needs the password itself"),
-        "{all}"
-    );
-    drop(server);
-
-    // With both legs plaintext it is relayed, and the server decides.
-    let server = Sha2Server::start(None);
-    let cfg = config(server.port, "tls:\n  upstream: disable\n");
-    let (v, all) = client(&cfg, server.port, false, &c.cert, &["--change-user"]);
-    assert_eq!(v["right"]["change_user"]["changed"], "ok", "{all}");
+    for (server_tls, client_tls, upstream) in [
+        (false, true, "disable"),
+        (true, false, "require"),
+        (false, false, "disable"),
+    ] {
+        let server = Sha2Server::start(server_tls.then_some(&c));
+        let cfg = config(server.port, &format!("{hoop_cert}  upstream: {upstream}\n"));
+        let (v, all) = client(&cfg, server.port, client_tls, &c.cert, &["--change-user"]);
+        assert_eq!(v["right"]["login"], "ok", "{all}");
+        assert_eq!(v["right"]["tls"], client_tls, "{all}");
+        let changed = &v["right"]["change_user"];
+        assert_eq!(
+            changed["changed"], "ok",
+            "server TLS {server_tls}, client TLS {client_tls}: {all}"
+        );
+        assert_eq!(changed["rows"].to_string(), "[[1]]", "{all}");
+        assert!(!all.contains("s3cret"), "{all}");
+    }
 }
 
 /// A second client with its own caching_sha2 code: the `mariadb` CLI
