@@ -787,3 +787,79 @@ async fn injected_query(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_legs_that_differ_in_tls_are_translated() {
+        assert_eq!(
+            Translation::between(true, false),
+            Some(Translation::ToPlainServer)
+        );
+        assert_eq!(
+            Translation::between(false, true),
+            Some(Translation::ToTlsServer)
+        );
+        assert_eq!(Translation::between(true, true), None);
+        assert_eq!(Translation::between(false, false), None);
+    }
+
+    #[test]
+    fn full_authentication_and_sha256_switches_make_the_next_client_packet_the_password() {
+        let mut scramble = b"greeting scramble 20".to_vec();
+        let t = Some(Translation::ToPlainServer);
+        assert_eq!(
+            after_server_auth_packet(b"\x01\x04", t, &mut scramble),
+            FullAuth::PasswordNext { sha256: false }
+        );
+        // Fast auth success, a PEM, OK: nothing to translate.
+        for p in [
+            &b"\x01\x03"[..],
+            b"\x01-----BEGIN PUBLIC KEY-----",
+            b"\x00\x00\x00\x02\x00\x00\x00",
+        ] {
+            assert_eq!(
+                after_server_auth_packet(p, t, &mut scramble),
+                FullAuth::Idle
+            );
+        }
+        // Same TLS state on both legs: relayed.
+        assert_eq!(
+            after_server_auth_packet(b"\x01\x04", None, &mut scramble),
+            FullAuth::Idle
+        );
+        // A switch to sha256_password sets its scramble (without the NUL).
+        let switch = b"\xfesha256_password\0ABCDEFGHIJKLMNOPQRST\0";
+        assert_eq!(
+            after_server_auth_packet(switch, Some(Translation::ToTlsServer), &mut scramble),
+            FullAuth::PasswordNext { sha256: true }
+        );
+        assert_eq!(scramble, b"ABCDEFGHIJKLMNOPQRST");
+        // A switch to caching_sha2 sets the scramble; full authentication
+        // comes later.
+        let switch = b"\xfecaching_sha2_password\x0001234567890123456789\0";
+        assert_eq!(
+            after_server_auth_packet(switch, t, &mut scramble),
+            FullAuth::Idle
+        );
+        assert_eq!(scramble, b"01234567890123456789");
+    }
+
+    #[test]
+    fn cleartext_first_answers_are_recognised() {
+        assert!(first_answer_is_password(Some(b"sha256_password"), b"pw\0"));
+        assert!(first_answer_is_password(
+            Some(b"mysql_clear_password"),
+            b"pw\0"
+        ));
+        assert!(!first_answer_is_password(Some(b"sha256_password"), b"\x01"));
+        assert!(!first_answer_is_password(Some(b"sha256_password"), b""));
+        assert!(!first_answer_is_password(
+            Some(b"caching_sha2_password"),
+            &[7; 32]
+        ));
+        assert!(!first_answer_is_password(None, b"pw\0"));
+    }
+}
