@@ -57,6 +57,12 @@ impl Leg {
         self.stream = Some(stream);
     }
 
+    /// Takes the bytes read and not decoded yet (the start of a TLS
+    /// handshake that followed an SSLRequest in the same read).
+    pub fn take_buffered(&mut self) -> BytesMut {
+        self.buf.split()
+    }
+
     /// Whether bytes were read that are not decoded yet.
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod full_auth;
 mod infile;
 pub mod kill;
 mod leg;
@@ -80,6 +81,10 @@ pub struct MysqlProxyContext {
     /// naming the same file (default `false`: the bit is cleared and every
     /// request refused).
     pub local_infile: bool,
+    /// hoop's RSA key for caching_sha2 full authentication when the client
+    /// leg is plaintext and the server leg TLS: the TLS key when it is RSA,
+    /// else generated on first use (memory only).
+    pub hoop_key: Arc<full_auth::HoopKeySlot>,
 }
 
 impl std::fmt::Debug for MysqlProxyContext {
@@ -107,6 +112,7 @@ impl MysqlProxyContext {
             client_tls: None,
             upstream_tls: UpstreamTlsPolicy::disabled(),
             local_infile: false,
+            hoop_key: Arc::new(full_auth::HoopKeySlot::default()),
         }
     }
 
@@ -122,8 +128,18 @@ impl MysqlProxyContext {
             (Some(cert), Some(key)) => Some(tls::acceptor_from_pem(cert, key)?),
             _ => None,
         };
+        let hoop_key = Arc::new(
+            config
+                .tls
+                .key
+                .as_deref()
+                .and_then(full_auth::HoopKey::from_tls_key_file)
+                .map(full_auth::HoopKeySlot::with_key)
+                .unwrap_or_default(),
+        );
         Ok(Self {
             client_tls,
+            hoop_key,
             upstream_tls: UpstreamTlsPolicy::new(
                 config.tls.upstream,
                 config.tls.ca_file.as_deref(),
@@ -169,6 +185,10 @@ pub enum SessionError {
     /// The client asked for something hoop cannot relay on this connection.
     #[error("{0}")]
     Unsupported(String),
+    /// caching_sha2 full authentication could not be translated between a
+    /// TLS leg and a plaintext one.
+    #[error("caching_sha2 full authentication could not be translated: {0}")]
+    AuthTranslation(#[source] full_auth::TranslationError),
     /// The TLS handshake with the client failed.
     #[error("TLS handshake with the client failed: {0}")]
     ClientTls(#[source] io::Error),
@@ -196,9 +216,10 @@ impl SessionError {
             Self::ClientIo(_) => "client_gone",
             Self::ServerIo(_) => "server_gone",
             Self::Dial(_) => "upstream_connect",
-            Self::ClientFrame(_) | Self::ClientMessage(_) | Self::Unsupported(_) => {
-                "client_protocol"
-            }
+            Self::ClientFrame(_)
+            | Self::ClientMessage(_)
+            | Self::Unsupported(_)
+            | Self::AuthTranslation(_) => "client_protocol",
             Self::ServerFrame(_) | Self::ServerMessage(_) | Self::State(_) => "server_protocol",
             Self::StartupTimeout => "startup_timeout",
             Self::ClientTls(_) | Self::UpstreamTls(_) | Self::UpstreamRefusedTls => "tls",
@@ -239,6 +260,7 @@ impl SessionError {
                 *b"08S01",
                 format!("hoop closed the connection: {self}"),
             ),
+            Self::AuthTranslation(_) => ErrPacket::new(1045, *b"28000", format!("hoop: {self}")),
             Self::Unsupported(m) => {
                 ErrPacket::from_code(codes::NOT_SUPPORTED, format!("hoop: {m}"))
             }

@@ -15,6 +15,7 @@ use hoop_core::{
     ValueEncoding, Verdict,
 };
 use hoop_proto_mysql::{
+    caching_sha2::{self, ClientMessage},
     capabilities::Capabilities,
     column::ColumnDefinition,
     command::Command,
@@ -37,8 +38,18 @@ use crate::{
     catalog::SessionCatalog,
     leg::Leg,
     refusal,
-    startup::{Connected, client_read_error, refresh_catalog, server_read_error},
+    startup::{
+        Connected, FullAuth, Translation, Upstream, after_server_auth_packet, asks_for_password,
+        client_read_error, decrypt_upstream, encrypt_upstream, first_answer_is_password,
+        refresh_catalog, server_read_error,
+    },
 };
+
+/// Why a COM_CHANGE_USER that sends the password in clear ends the session
+/// when only the client leg is TLS.
+const CHANGE_USER_PASSWORD: &str = "COM_CHANGE_USER sends the password in clear here (a cleartext \
+    plugin, or sha256_password as the first answer), and hoop does not send a password from a TLS \
+    client leg over a plaintext server leg; set tls.upstream so the server leg is TLS too";
 
 /// ER_SIGNAL_EXCEPTION: an error raised by SIGNAL in stored code.
 const SIGNAL_EXCEPTION: u16 = 1644;
@@ -51,6 +62,9 @@ pub(crate) struct Relay {
     session: Session,
     catalog: Arc<SessionCatalog>,
     governor: Box<dyn SessionGovernor>,
+    /// The greeting's scramble: COM_CHANGE_USER authenticates against it
+    /// (caching_sha2 full authentication is translated with it).
+    scramble: Vec<u8>,
     /// Prepared statement id → its canonical SQL.
     prepared: HashMap<u32, String>,
     /// The sequence id the client expects next (for an ERR that ends the
@@ -130,6 +144,7 @@ impl Relay {
             server: connected.server,
             session: connected.session,
             catalog: connected.catalog,
+            scramble: connected.scramble,
             governor,
             prepared: HashMap::new(),
             client_seq: 0,
@@ -247,6 +262,14 @@ impl Relay {
                     self.forward(&packet, &command, &reply).await?;
                 }
                 Command::ResetConnection | Command::ChangeUser(_) => {
+                    if let Command::ChangeUser(change) = &command
+                        && self.identity.client_tls
+                        && !self.identity.upstream_tls
+                        && first_answer_is_password(change.auth_plugin, change.auth_data)
+                    {
+                        self.client_seq = packet.next_seq();
+                        return Err(SessionError::Unsupported(CHANGE_USER_PASSWORD.into()));
+                    }
                     let reply = ReplyFor {
                         sql: String::new(),
                         submission: Submission::Text,
@@ -712,8 +735,20 @@ impl Relay {
         // sequence id): a malformed definition then ends the reply with a
         // clean ERR instead of half a result-set header.
         let mut head_mark: Option<(usize, u8)> = None;
+        // COM_CHANGE_USER's full authentication, translated as at connection
+        // time when the legs differ in TLS (see `startup`): where it stands,
+        // the scramble, server seq = client seq + `shift`, and a server
+        // packet read during a translation step, still to be relayed.
+        let translation =
+            Translation::between(self.identity.client_tls, self.identity.upstream_tls);
+        let mut full = FullAuth::Idle;
+        let mut scramble = self.scramble.clone();
+        let mut shift = 0u8;
+        let mut pending: Option<LogicalPacket> = None;
         loop {
-            let p = if let Some(p) = self.server.decoded().map_err(server_read_error)? {
+            let p = if let Some(p) = pending.take() {
+                p
+            } else if let Some(p) = self.server.decoded().map_err(server_read_error)? {
                 p
             } else {
                 {
@@ -740,6 +775,15 @@ impl Relay {
                     return Err(server_state(e));
                 }
             };
+            if matches!(command, Command::ChangeUser(_)) {
+                if self.identity.client_tls
+                    && !self.identity.upstream_tls
+                    && asks_for_password(&p.payload)
+                {
+                    return Err(SessionError::Unsupported(CHANGE_USER_PASSWORD.into()));
+                }
+                full = after_server_auth_packet(&p.payload, translation, &mut scramble);
+            }
             if matches!(event.packet, ServerPacket::ColumnCount(_)) {
                 head_mark = Some((self.client.queued(), client_seq));
             }
@@ -875,25 +919,93 @@ impl Relay {
             }
             if self.session.awaiting_client_data() {
                 // COM_CHANGE_USER's auth exchange.
-                self.client.flush().await.map_err(SessionError::ClientIo)?;
-                let data = self
-                    .client
-                    .read()
-                    .await
-                    .map_err(client_read_error)?
-                    .ok_or_else(|| {
-                        SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into())
-                    })?;
-                self.session
-                    .client_data(data.seq, data.payload.len())
-                    .map_err(SessionError::State)?;
+                let mut data = self.client_auth_data().await?;
                 client_seq = data.next_seq();
-                self.server.queue(&data.raw);
+                self.client_seq = client_seq;
+                match (translation, std::mem::replace(&mut full, FullAuth::Idle)) {
+                    // The cleartext is encrypted for the server (a key
+                    // request is relayed: the plaintext server honours it).
+                    (Some(Translation::ToPlainServer), FullAuth::PasswordNext { sha256 })
+                        if caching_sha2::classify_client(&data.payload, true, sha256)
+                            != ClientMessage::PublicKeyRequest =>
+                    {
+                        let key_request = if sha256 {
+                            caching_sha2::SHA256_REQUEST_PUBLIC_KEY
+                        } else {
+                            caching_sha2::REQUEST_PUBLIC_KEY
+                        };
+                        match encrypt_upstream(
+                            &mut self.server,
+                            &mut self.session,
+                            data,
+                            shift,
+                            &scramble,
+                            key_request,
+                        )
+                        .await?
+                        {
+                            Upstream::Sent => shift = shift.wrapping_add(2),
+                            Upstream::Refused(reply) => pending = Some(reply),
+                        }
+                        continue;
+                    }
+                    // hoop's key for the client; its ciphertext decrypted
+                    // and sent in clear inside TLS.
+                    (Some(Translation::ToTlsServer), FullAuth::PasswordNext { sha256 })
+                        if !data.payload.is_empty() =>
+                    {
+                        let key = self
+                            .ctx
+                            .hoop_key
+                            .get()
+                            .await
+                            .map_err(SessionError::AuthTranslation)?;
+                        if caching_sha2::classify_client(&data.payload, false, sha256)
+                            == ClientMessage::PublicKeyRequest
+                        {
+                            self.client_seq = self.client.queue_packet(
+                                client_seq,
+                                &caching_sha2::more_data(key.public_pem()),
+                            );
+                            shift = shift.wrapping_sub(2);
+                            data = self.client_auth_data().await?;
+                            client_seq = data.next_seq();
+                            self.client_seq = client_seq;
+                        }
+                        decrypt_upstream(
+                            &mut self.server,
+                            &mut self.session,
+                            &key,
+                            data,
+                            shift,
+                            &scramble,
+                        )
+                        .await?;
+                        continue;
+                    }
+                    _ => {}
+                }
+                let seq = data.seq.wrapping_add(shift);
+                self.session
+                    .client_data(seq, data.payload.len())
+                    .map_err(SessionError::State)?;
+                self.server.queue(&data.with_first_seq(seq));
                 self.server.flush().await.map_err(SessionError::ServerIo)?;
             }
         }
         self.client.flush().await.map_err(SessionError::ClientIo)?;
         Ok(())
+    }
+
+    /// The client's next auth packet (COM_CHANGE_USER), after what is
+    /// queued for it was written.
+    async fn client_auth_data(&mut self) -> Result<LogicalPacket, SessionError> {
+        self.client.flush().await.map_err(SessionError::ClientIo)?;
+        self.client
+            .read()
+            .await
+            .map_err(client_read_error)?
+            .ok_or_else(|| SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()))
     }
 
     /// Why the server's LOCAL INFILE request (`payload`, answering result

@@ -9,10 +9,11 @@ use hoop_config::UpstreamTls;
 use hoop_core::SessionIdentity;
 use hoop_proto_mysql::{
     auth::{AUTH_MORE_DATA_HEADER, AUTH_SWITCH_HEADER, AuthSwitchRequest},
+    caching_sha2::{self, ClientMessage, ServerSignal},
     capabilities::{Capabilities, hoop_cleared, relayed},
     command::Command,
     err::ErrPacket,
-    frame::Direction,
+    frame::{Direction, LogicalPacket},
     handshake::{ClientHello, Greeting},
     row_text::TextRow,
     session::{Origin, ServerPacket, Session, SessionConfig},
@@ -20,10 +21,12 @@ use hoop_proto_mysql::{
 use hoop_relay::{Stream, tls::UpstreamTlsPolicy};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::{
     MysqlProxyContext, SessionError,
     catalog::{BASE_TABLES_QUERY, SessionCatalog, VIEWS_QUERY},
+    full_auth::{self, HoopKey, TranslationError},
     leg::{Leg, ReadError},
 };
 
@@ -33,6 +36,8 @@ pub(crate) struct Connected {
     pub server: Leg,
     pub session: Session,
     pub catalog: Arc<SessionCatalog>,
+    /// The greeting's scramble (COM_CHANGE_USER authenticates against it).
+    pub scramble: Vec<u8>,
 }
 
 pub(crate) fn client_read_error(e: ReadError) -> SessionError {
@@ -104,11 +109,12 @@ pub(crate) async fn connect(
     .await
     .unwrap_or(Err(SessionError::StartupTimeout));
     match result {
-        Ok(Some((server, session, catalog))) => Ok(Some(Connected {
+        Ok(Some((server, session, catalog, scramble))) => Ok(Some(Connected {
             client,
             server,
             session,
             catalog,
+            scramble,
         })),
         Ok(None) => Ok(None),
         Err(e) => {
@@ -119,7 +125,7 @@ pub(crate) async fn connect(
     }
 }
 
-type Handshaken = Option<(Leg, Session, Arc<SessionCatalog>)>;
+type Handshaken = Option<(Leg, Session, Arc<SessionCatalog>, Vec<u8>)>;
 
 /// Takes a plaintext leg's socket to start TLS on it; bytes already read
 /// after the SSLRequest (sent before the TLS handshake) are refused.
@@ -143,22 +149,131 @@ fn plain_socket(leg: &mut Leg, who: &str) -> Result<TcpStream, SessionError> {
     }
 }
 
-/// Whether an auth packet asks for the password itself (cleartext, or
-/// caching_sha2/sha256 full authentication), which hoop would forward from
-/// a TLS leg to a plaintext one.
-fn asks_for_password(payload: &[u8]) -> bool {
+/// Gives rustls the TLS bytes read before the handshake started; `false`
+/// when they did not all fit (or were not TLS).
+fn feed_tls(tls: &mut tokio_rustls::rustls::ServerConnection, mut early: &[u8]) -> bool {
+    while !early.is_empty() {
+        match tls.read_tls(&mut early) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {
+                if tls.process_new_packets().is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Whether an auth packet asks for the password in clear, which hoop
+/// would forward from a TLS leg to a plaintext one. (caching_sha2 full
+/// authentication and sha256_password are translated instead.)
+pub(crate) fn asks_for_password(payload: &[u8]) -> bool {
     match payload.first() {
         Some(&AUTH_SWITCH_HEADER) => AuthSwitchRequest::parse(payload).is_ok_and(|s| {
             matches!(
                 s.plugin.as_ref(),
-                b"mysql_clear_password" | b"dialog" | b"sha256_password" | b"auth_gssapi_client"
+                b"mysql_clear_password" | b"dialog" | b"auth_gssapi_client"
             )
         }),
-        Some(&AUTH_MORE_DATA_HEADER) => {
-            payload.get(1) == Some(&hoop_proto_mysql::caching_sha2::PERFORM_FULL_AUTHENTICATION)
-                && payload.len() == 2
-        }
         _ => false,
+    }
+}
+
+/// Whether the client's first auth data is a password in clear: plugins
+/// whose first answer is the password itself when the client's leg is
+/// secure (sha256_password sends `0x01` to ask for a key otherwise).
+pub(crate) fn first_answer_is_password(plugin: Option<&[u8]>, auth_data: &[u8]) -> bool {
+    let clear_first = matches!(
+        plugin,
+        Some(b"sha256_password" | b"mysql_clear_password" | b"dialog")
+    );
+    clear_first && !auth_data.is_empty() && auth_data != [caching_sha2::SHA256_REQUEST_PUBLIC_KEY]
+}
+
+/// Which leg is encrypted when caching_sha2 full authentication must be
+/// translated (the legs differ in TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Translation {
+    /// Client over TLS, server in clear: hoop RSA-encrypts for the server.
+    ToPlainServer,
+    /// Client in clear, server over TLS: hoop decrypts with its own key.
+    ToTlsServer,
+}
+
+/// Where caching_sha2 full authentication stands on a translated
+/// connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FullAuth {
+    /// Not asked for (yet): packets are relayed.
+    Idle,
+    /// The server sent `0x01 0x04` (caching_sha2), or switched to
+    /// sha256_password: the client's next packet is its password
+    /// (cleartext, a key request or a ciphertext).
+    PasswordNext {
+        /// sha256_password, whose key request is `0x01`.
+        sha256: bool,
+    },
+    /// hoop sent the client its public key: the client's next packet is a
+    /// ciphertext under it.
+    CiphertextNext,
+}
+
+impl Translation {
+    /// The translation legs in these TLS states need, if any.
+    pub(crate) fn between(client_tls: bool, upstream_tls: bool) -> Option<Self> {
+        match (client_tls, upstream_tls) {
+            (true, false) => Some(Self::ToPlainServer),
+            (false, true) => Some(Self::ToTlsServer),
+            _ => None,
+        }
+    }
+}
+
+/// Follows a server auth packet being relayed: an AuthSwitchRequest sets
+/// the scramble; `0x01 0x04` (caching_sha2) or a switch to sha256_password
+/// on translated legs makes the client's next packet its password.
+pub(crate) fn after_server_auth_packet(
+    payload: &[u8],
+    translation: Option<Translation>,
+    scramble: &mut Vec<u8>,
+) -> FullAuth {
+    let mut switched_to_sha256 = false;
+    if payload.first() == Some(&AUTH_SWITCH_HEADER)
+        && let Ok(switch) = AuthSwitchRequest::parse(payload)
+    {
+        *scramble = full_auth::scramble_of(&switch.data);
+        switched_to_sha256 = switch.plugin.as_ref() == caching_sha2::SHA256_PLUGIN;
+    }
+    let full_authentication = payload
+        == [
+            AUTH_MORE_DATA_HEADER,
+            caching_sha2::PERFORM_FULL_AUTHENTICATION,
+        ];
+    if translation.is_some() && (full_authentication || switched_to_sha256) {
+        FullAuth::PasswordNext {
+            sha256: switched_to_sha256,
+        }
+    } else {
+        FullAuth::Idle
+    }
+}
+
+/// A packet read from either leg during authentication.
+enum AuthPacket {
+    Server(LogicalPacket),
+    Client(LogicalPacket),
+}
+
+/// Drops a packet that carried a password, zeroing its bytes when hoop
+/// holds the only reference to them (best effort: the leg's read buffer
+/// may share them).
+fn wipe(packet: LogicalPacket) {
+    let LogicalPacket { raw, payload, .. } = packet;
+    for bytes in [raw, payload] {
+        if let Ok(mut owned) = bytes.try_into_mut() {
+            owned.as_mut().zeroize();
+        }
     }
 }
 
@@ -244,11 +359,22 @@ async fn handshake(
                     .into(),
             ));
         };
+        // A client starts TLS right after its SSLRequest without waiting
+        // for an answer, so the start of its ClientHello may already be
+        // read: it goes to rustls, never to the packet decoder (anything
+        // but TLS records there fails the handshake).
+        let early = client.take_buffered();
         let socket = plain_socket(client, "client")?;
+        let mut early_left = false;
         let tls = acceptor
-            .accept(socket)
+            .accept_with(socket, |tls| early_left = !feed_tls(tls, &early))
             .await
             .map_err(SessionError::ClientTls)?;
+        if early_left {
+            return Err(SessionError::Unsupported(
+                "the client sent more before its TLS handshake than a ClientHello".into(),
+            ));
+        }
         client.set_stream(Stream::ServerTls(Box::new(tls)));
         identity.client_tls = true;
         client_shift = 1;
@@ -294,18 +420,12 @@ async fn handshake(
     let forwarded = response
         .with_capabilities(forwarded_caps)
         .map_err(SessionError::ClientMessage)?;
-    let to_server = |client_seq: u8| {
-        client_seq
-            .wrapping_sub(client_shift)
-            .wrapping_add(server_shift)
-    };
-    let to_client = |server_seq: u8| {
-        server_seq
-            .wrapping_sub(server_shift)
-            .wrapping_add(client_shift)
-    };
+    // Server seq = client seq + `shift` (mod 256) until authentication
+    // ends: the SSLRequest takes one id on its leg, and each packet hoop
+    // exchanges on one leg only (translation) moves the shift by one.
+    let mut shift = server_shift.wrapping_sub(client_shift);
     session
-        .client_hello(to_server(hello.seq), &forwarded)
+        .client_hello(hello.seq.wrapping_add(shift), &forwarded)
         .map_err(SessionError::State)?;
     identity.user = Some(String::from_utf8_lossy(&response.user).into_owned());
     identity.database = response
@@ -318,31 +438,63 @@ async fn handshake(
         .as_ref()
         .and_then(|a| a.get("program_name"))
         .map(|v| String::from_utf8_lossy(v).into_owned());
-    server.queue_packet(to_server(hello.seq), &forwarded);
-    server.flush().await.map_err(SessionError::ServerIo)?;
     // A password must not cross from a TLS leg onto a plaintext one.
     let guard_password = identity.client_tls && !identity.upstream_tls;
+    if guard_password
+        && first_answer_is_password(response.auth_plugin.as_deref(), &response.auth_data)
+    {
+        return Err(SessionError::Unsupported(
+            "the client sent its password in clear (sha256_password or a cleartext plugin) \
+             over TLS, and hoop does not forward a password over a plaintext server leg; set \
+             tls.upstream so the server leg is TLS too"
+                .into(),
+        ));
+    }
+    server.queue_packet(hello.seq.wrapping_add(shift), &forwarded);
+    server.flush().await.map_err(SessionError::ServerIo)?;
+    let translation = Translation::between(identity.client_tls, identity.upstream_tls);
+    // The nonce caching_sha2 XORs the password with: the greeting's, or
+    // the last AuthSwitchRequest's.
+    let mut scramble = full_auth::scramble_of(&parsed.scramble());
+    let mut full = FullAuth::Idle;
+    let mut pending: Option<LogicalPacket> = None;
 
-    // 3. The auth exchange, byte for byte, until the server's OK or ERR.
+    // 3. The auth exchange, byte for byte, until the server's OK or ERR;
+    //    caching_sha2 full authentication is translated when the legs
+    //    differ in TLS.
     loop {
-        tokio::select! {
-            packet = server.read() => {
-                let packet = packet
+        let next = if let Some(p) = pending.take() {
+            AuthPacket::Server(p)
+        } else {
+            tokio::select! {
+                packet = server.read() => AuthPacket::Server(packet
                     .map_err(server_read_error)?
-                    .ok_or_else(|| SessionError::ServerIo(eof()))?;
+                    .ok_or_else(|| SessionError::ServerIo(eof()))?),
+                packet = client.read() => AuthPacket::Client(packet
+                    .map_err(client_read_error)?
+                    .ok_or_else(|| SessionError::ClientIo(eof()))?),
+            }
+        };
+        match next {
+            AuthPacket::Server(packet) => {
                 let event = session
                     .server_packet(packet.seq, &packet.payload)
                     .map_err(SessionError::State)?;
-                let seq = to_client(packet.seq);
-                *seq_to_client = seq.wrapping_add((packet.chunks % 256) as u8);
+                let seq = packet.seq.wrapping_sub(shift);
+                // Refused, this packet is not relayed: hoop's ERR takes
+                // its sequence id.
+                *seq_to_client = seq;
                 if guard_password && asks_for_password(&packet.payload) {
                     return Err(SessionError::Unsupported(
-                        "the server asks for the password itself (cleartext or full caching_sha2/sha256 \
-                         authentication), and hoop does not send a password from a TLS client leg over a \
-                         plaintext server leg; set tls.upstream so the server leg is TLS too"
+                        "the server asks for the password in clear (mysql_clear_password, dialog, \
+                         GSSAPI), and hoop does not send a password from a TLS \
+                         client leg over a plaintext server leg; set tls.upstream so the server \
+                         leg is TLS too"
                             .into(),
                     ));
                 }
+                full = after_server_auth_packet(&packet.payload, translation, &mut scramble);
+                *seq_to_client = seq.wrapping_add((packet.chunks % 256) as u8);
                 let raw = packet.with_first_seq(seq);
                 match event.packet {
                     ServerPacket::AuthOk => {
@@ -354,7 +506,8 @@ async fn handshake(
                         }
                         client.queue(&raw);
                         client.flush().await.map_err(SessionError::ClientIo)?;
-                        return Ok(Some((server, session, catalog)));
+                        let greeting_scramble = full_auth::scramble_of(&parsed.scramble());
+                        return Ok(Some((server, session, catalog, greeting_scramble)));
                     }
                     ServerPacket::AuthError => {
                         debug!(session = %identity, "the server refused the login");
@@ -368,11 +521,84 @@ async fn handshake(
                     }
                 }
             }
-            packet = client.read() => {
-                let packet = packet
-                    .map_err(client_read_error)?
-                    .ok_or_else(|| SessionError::ClientIo(eof()))?;
-                let seq = to_server(packet.seq);
+            AuthPacket::Client(packet) => {
+                *seq_to_client = packet.next_seq();
+                let state = std::mem::replace(&mut full, FullAuth::Idle);
+                match (translation, state) {
+                    // The cleartext is encrypted for the server. (A key
+                    // request is relayed: the plaintext server honours it.)
+                    (Some(Translation::ToPlainServer), FullAuth::PasswordNext { sha256 })
+                        if caching_sha2::classify_client(&packet.payload, true, sha256)
+                            != ClientMessage::PublicKeyRequest =>
+                    {
+                        let key_request = if sha256 {
+                            caching_sha2::SHA256_REQUEST_PUBLIC_KEY
+                        } else {
+                            caching_sha2::REQUEST_PUBLIC_KEY
+                        };
+                        let answer = encrypt_upstream(
+                            &mut server,
+                            &mut session,
+                            packet,
+                            shift,
+                            &scramble,
+                            key_request,
+                        )
+                        .await?;
+                        match answer {
+                            Upstream::Sent => shift = shift.wrapping_add(2),
+                            // The server refused the key request: its
+                            // answer goes to the client.
+                            Upstream::Refused(reply) => pending = Some(reply),
+                        }
+                        continue;
+                    }
+                    // (An empty packet is an empty password: relayed.)
+                    (Some(Translation::ToTlsServer), FullAuth::PasswordNext { sha256 })
+                        if !packet.payload.is_empty() =>
+                    {
+                        let key = ctx
+                            .hoop_key
+                            .get()
+                            .await
+                            .map_err(SessionError::AuthTranslation)?;
+                        if let ClientMessage::PublicKeyRequest =
+                            caching_sha2::classify_client(&packet.payload, false, sha256)
+                        {
+                            let next = client.queue_packet(
+                                packet.next_seq(),
+                                &caching_sha2::more_data(key.public_pem()),
+                            );
+                            client.flush().await.map_err(SessionError::ClientIo)?;
+                            *seq_to_client = next;
+                            shift = shift.wrapping_sub(2);
+                            full = FullAuth::CiphertextNext;
+                        } else {
+                            decrypt_upstream(
+                                &mut server,
+                                &mut session,
+                                &key,
+                                packet,
+                                shift,
+                                &scramble,
+                            )
+                            .await?;
+                        }
+                        continue;
+                    }
+                    (Some(Translation::ToTlsServer), FullAuth::CiphertextNext) => {
+                        let key = ctx
+                            .hoop_key
+                            .get()
+                            .await
+                            .map_err(SessionError::AuthTranslation)?;
+                        decrypt_upstream(&mut server, &mut session, &key, packet, shift, &scramble)
+                            .await?;
+                        continue;
+                    }
+                    _ => {}
+                }
+                let seq = packet.seq.wrapping_add(shift);
                 session
                     .client_data(seq, packet.payload.len())
                     .map_err(SessionError::State)?;
@@ -381,6 +607,98 @@ async fn handshake(
             }
         }
     }
+}
+
+/// What came of sending the password to a plaintext server.
+pub(crate) enum Upstream {
+    /// The ciphertext went upstream; the server's verdict follows.
+    Sent,
+    /// The server answered the key request with something other than its
+    /// key (an ERR): that answer, for the client.
+    Refused(LogicalPacket),
+}
+
+/// Client over TLS, server in clear: the client's cleartext `packet` goes
+/// upstream as `key_request` (`0x02`, sha256_password `0x01`), then the RSA
+/// ciphertext under the key the server returns. Two packets more on the
+/// server leg.
+pub(crate) async fn encrypt_upstream(
+    server: &mut Leg,
+    session: &mut Session,
+    packet: LogicalPacket,
+    shift: u8,
+    scramble: &[u8],
+    key_request: u8,
+) -> Result<Upstream, SessionError> {
+    let password = Zeroizing::new(
+        packet
+            .payload
+            .strip_suffix(&[0])
+            .unwrap_or(&packet.payload)
+            .to_vec(),
+    );
+    let seq = packet.seq.wrapping_add(shift);
+    wipe(packet);
+    let request = [key_request];
+    session
+        .client_data(seq, request.len())
+        .map_err(SessionError::State)?;
+    server.queue_packet(seq, &request);
+    server.flush().await.map_err(SessionError::ServerIo)?;
+    let reply = server
+        .read()
+        .await
+        .map_err(server_read_error)?
+        .ok_or_else(|| SessionError::ServerIo(eof()))?;
+    let pem = match reply.payload.split_first() {
+        Some((&AUTH_MORE_DATA_HEADER, data)) => match caching_sha2::classify_server(data) {
+            Some(ServerSignal::PublicKey(pem)) => pem.to_vec(),
+            _ => {
+                return Err(SessionError::AuthTranslation(TranslationError::ServerKey(
+                    "the server answered the key request without a PEM key".into(),
+                )));
+            }
+        },
+        _ => return Ok(Upstream::Refused(reply)),
+    };
+    session
+        .server_packet(reply.seq, &reply.payload)
+        .map_err(SessionError::State)?;
+    let key = full_auth::parse_server_key(&pem).map_err(SessionError::AuthTranslation)?;
+    let ciphertext = full_auth::encrypt_for_server(&key, &password, scramble)
+        .map_err(SessionError::AuthTranslation)?;
+    let seq = reply.next_seq();
+    session
+        .client_data(seq, ciphertext.len())
+        .map_err(SessionError::State)?;
+    server.queue_packet(seq, &ciphertext);
+    server.flush().await.map_err(SessionError::ServerIo)?;
+    Ok(Upstream::Sent)
+}
+
+/// Client in clear, server over TLS: the client's ciphertext `packet`
+/// (under hoop's key) is decrypted and the password goes upstream in
+/// clear, inside TLS, in its place.
+pub(crate) async fn decrypt_upstream(
+    server: &mut Leg,
+    session: &mut Session,
+    key: &HoopKey,
+    packet: LogicalPacket,
+    shift: u8,
+    scramble: &[u8],
+) -> Result<(), SessionError> {
+    let password = key
+        .decrypt_password(&packet.payload, scramble)
+        .map_err(SessionError::AuthTranslation)?;
+    let seq = packet.seq.wrapping_add(shift);
+    let cleartext = Zeroizing::new(caching_sha2::cleartext_packet(&password));
+    drop(password);
+    session
+        .client_data(seq, cleartext.len())
+        .map_err(SessionError::State)?;
+    server.queue_packet(seq, &cleartext);
+    server.flush().await.map_err(SessionError::ServerIo)?;
+    Ok(())
 }
 
 /// Reads the base tables and views on the session's own connection (while
@@ -467,5 +785,81 @@ async fn injected_query(
         if event.completes_reply {
             return Ok((!failed).then_some(rows));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_legs_that_differ_in_tls_are_translated() {
+        assert_eq!(
+            Translation::between(true, false),
+            Some(Translation::ToPlainServer)
+        );
+        assert_eq!(
+            Translation::between(false, true),
+            Some(Translation::ToTlsServer)
+        );
+        assert_eq!(Translation::between(true, true), None);
+        assert_eq!(Translation::between(false, false), None);
+    }
+
+    #[test]
+    fn full_authentication_and_sha256_switches_make_the_next_client_packet_the_password() {
+        let mut scramble = b"greeting scramble 20".to_vec();
+        let t = Some(Translation::ToPlainServer);
+        assert_eq!(
+            after_server_auth_packet(b"\x01\x04", t, &mut scramble),
+            FullAuth::PasswordNext { sha256: false }
+        );
+        // Fast auth success, a PEM, OK: nothing to translate.
+        for p in [
+            &b"\x01\x03"[..],
+            b"\x01-----BEGIN PUBLIC KEY-----",
+            b"\x00\x00\x00\x02\x00\x00\x00",
+        ] {
+            assert_eq!(
+                after_server_auth_packet(p, t, &mut scramble),
+                FullAuth::Idle
+            );
+        }
+        // Same TLS state on both legs: relayed.
+        assert_eq!(
+            after_server_auth_packet(b"\x01\x04", None, &mut scramble),
+            FullAuth::Idle
+        );
+        // A switch to sha256_password sets its scramble (without the NUL).
+        let switch = b"\xfesha256_password\0ABCDEFGHIJKLMNOPQRST\0";
+        assert_eq!(
+            after_server_auth_packet(switch, Some(Translation::ToTlsServer), &mut scramble),
+            FullAuth::PasswordNext { sha256: true }
+        );
+        assert_eq!(scramble, b"ABCDEFGHIJKLMNOPQRST");
+        // A switch to caching_sha2 sets the scramble; full authentication
+        // comes later.
+        let switch = b"\xfecaching_sha2_password\x0001234567890123456789\0";
+        assert_eq!(
+            after_server_auth_packet(switch, t, &mut scramble),
+            FullAuth::Idle
+        );
+        assert_eq!(scramble, b"01234567890123456789");
+    }
+
+    #[test]
+    fn cleartext_first_answers_are_recognised() {
+        assert!(first_answer_is_password(Some(b"sha256_password"), b"pw\0"));
+        assert!(first_answer_is_password(
+            Some(b"mysql_clear_password"),
+            b"pw\0"
+        ));
+        assert!(!first_answer_is_password(Some(b"sha256_password"), b"\x01"));
+        assert!(!first_answer_is_password(Some(b"sha256_password"), b""));
+        assert!(!first_answer_is_password(
+            Some(b"caching_sha2_password"),
+            &[7; 32]
+        ));
+        assert!(!first_answer_is_password(None, b"pw\0"));
     }
 }

@@ -64,19 +64,22 @@ pub fn toolchain() -> anyhow::Result<()> {
 }
 
 /// The MySQL tests' client library: Debian's PyMySQL (`python3-pymysql`),
-/// for the system Python the tests run (`/usr/bin/python3`); and the
+/// with `python3-cryptography` for caching_sha2/sha256 RSA exchanges, for
+/// the system Python the tests run (`/usr/bin/python3`); and the
 /// recording-store tests' S3 API, moto's server.
 pub fn test_clients() -> anyhow::Result<()> {
     ensure_moto()?;
     let present = Command::new("/usr/bin/python3")
-        .args(["-c", "import pymysql"])
+        .args(["-c", "import pymysql, cryptography"])
         .output()
         .is_ok_and(|o| o.status.success());
     if present {
         return Ok(());
     }
-    eprintln!("xtask: installing python3-pymysql (the MySQL tests' client)");
-    run(Command::new("apt-get").args(["install", "-y", "python3-pymysql"]))
+    eprintln!(
+        "xtask: installing python3-pymysql and python3-cryptography (the MySQL tests' client)"
+    );
+    run(Command::new("apt-get").args(["install", "-y", "python3-pymysql", "python3-cryptography"]))
 }
 
 /// The recording-store tests' S3 API: PyPI `moto[server]`, in a virtualenv
