@@ -4,7 +4,7 @@
 //! connection). A protocol that names its columns itself uses
 //! [`NoCatalog`].
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::AtomicU64};
 
 use crate::{Preparation, ResolvedColumn, SessionIdentity, SourceKey};
 
@@ -45,6 +45,15 @@ pub trait ColumnResolver: Send + Sync {
     /// The views' dependencies on the session's database, with a version
     /// that changes whenever they are reloaded.
     fn views(&self, identity: &SessionIdentity) -> (u64, Arc<[ViewDependency]>);
+
+    /// A counter that changes whenever [`ColumnResolver::views`] or
+    /// [`ColumnResolver::generation`] for `identity` may answer differently
+    /// (`None`, the default: no such counter; callers ask those each time).
+    /// A session reads it once per statement and result instead of asking
+    /// both.
+    fn change_counter(&self, _identity: &SessionIdentity) -> Option<Arc<AtomicU64>> {
+        None
+    }
 
     /// The version [`ColumnResolver::views`] would return, without the
     /// views (asked once per statement and result, to see whether they

@@ -72,6 +72,7 @@ impl SessionGovernance {
             }
             SessionEvent::Started { identity } => {
                 self.identity = identity.clone();
+                self.identity_changed();
             }
             SessionEvent::Ended { reason } => {
                 let recorder =

@@ -4,7 +4,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use hoop_config::{RecordRows, RecordingOnError};
@@ -18,7 +21,7 @@ use hoop_policy::{
     Policy,
     reload::{PolicyCache, PolicyHandle},
 };
-use hoop_record::SessionRecorder;
+use hoop_record::{FailureFlag, SessionRecorder};
 use hoop_sql::{ParsedSql, SessionOp, SqlDialect};
 use tracing::warn;
 
@@ -70,6 +73,8 @@ pub struct SessionGovernance {
     pub(crate) on_error: RecordingOnError,
     /// Shared with row rewriters, which record masked rows (`rows: full`).
     pub(crate) recorder: SharedRecorder,
+    /// The recording's failure flag, read without locking `recorder`.
+    recording_failure: Option<FailureFlag>,
     /// The session has a recording (statement texts are masked for it).
     pub(crate) recording: bool,
     /// Set when the session must end (recording failed under close_session).
@@ -92,6 +97,11 @@ pub struct SessionGovernance {
     promotions: Arc<Promotions>,
     /// The promotions' generation `rules` includes.
     promoted_generation: u64,
+    /// The catalog's change counter for `identity` (`None` inside: it has
+    /// none), fetched on first use and again after the identity changes.
+    catalog_changes: Option<Option<Arc<AtomicU64>>>,
+    /// The counter's value when `refresh` last found the views unchanged.
+    refreshed_at: Option<u64>,
     /// Prepared statement name → its judgement and how often it was bound
     /// since it was prepared (re-executions are recorded as statements too).
     pub(crate) prepared: HashMap<Box<str>, Prepared, foldhash::fast::RandomState>,
@@ -155,6 +165,7 @@ impl SessionGovernance {
         let inspecting = has_masking(&rules) || rows == RecordRows::Full;
         Self {
             recording: recorder.is_recording(),
+            recording_failure: recorder.failure_flag(),
             identity: identity.clone(),
             dialect: hoop_sql::dialect_for(identity.protocol),
             policy: policy.cache(),
@@ -172,6 +183,8 @@ impl SessionGovernance {
             views_version: 0,
             promotions: Arc::default(),
             promoted_generation: 0,
+            catalog_changes: None,
+            refreshed_at: None,
             previous_sql: String::new(),
             judgements: HashMap::default(),
             prepared: HashMap::default(),
@@ -196,6 +209,7 @@ impl SessionGovernance {
     /// dependencies, and promoted columns). Afterwards `snapshot` is the
     /// live policy.
     pub(crate) fn refresh(&mut self) {
+        let changes = self.catalog_changes();
         let live = self.policy.load();
         let policy_changed = !Arc::ptr_eq(live, &self.snapshot);
         if !policy_changed && !self.masking {
@@ -203,8 +217,16 @@ impl SessionGovernance {
             return;
         }
         // Usually nothing changed: the versions are compared without
-        // taking a reference to the policy or the views.
+        // taking a reference to the policy or the views, and the views'
+        // version is asked only when the catalog's change counter moved.
         let promoted_generation = self.promotions.generation();
+        if !policy_changed
+            && promoted_generation == self.promoted_generation
+            && changes.is_some()
+            && changes == self.refreshed_at
+        {
+            return;
+        }
         if policy_changed
             || self.columns.views_version(&self.identity) != self.views_version
             || promoted_generation != self.promoted_generation
@@ -232,6 +254,33 @@ impl SessionGovernance {
             self.judgements.clear();
             self.results.clear();
         }
+        // Read before the views were: a change since shows next time.
+        self.refreshed_at = changes;
+    }
+
+    /// The catalog's change counter for this session's identity, now.
+    fn catalog_changes(&mut self) -> Option<u64> {
+        let counter = self
+            .catalog_changes
+            .get_or_insert_with(|| self.columns.change_counter(&self.identity));
+        counter.as_ref().map(|c| c.load(Ordering::Acquire))
+    }
+
+    /// The catalog's generation for this session's identity: its change
+    /// counter where it has one (which moves whenever the generation does).
+    fn catalog_generation(&mut self) -> Option<u64> {
+        match self.catalog_changes() {
+            Some(changes) => Some(changes),
+            None => self.columns.generation(&self.identity),
+        }
+    }
+
+    /// The session's identity changed: the catalog it reads may be another.
+    pub(crate) fn identity_changed(&mut self) {
+        self.catalog_changes = None;
+        self.refreshed_at = None;
+        // Plans were decided with that catalog's generation.
+        self.results.clear();
     }
 
     /// `sql`'s literal-free fingerprint (`None`: it has none), computed
@@ -296,7 +345,7 @@ impl SessionGovernance {
                 },
             );
         }
-        let generation = self.columns.generation(&self.identity);
+        let generation = self.catalog_generation();
         let key = self.fingerprinted.1.as_deref().unwrap_or_default();
         let memo = self.results.get(key)?;
         if memo.fetches {
@@ -513,7 +562,13 @@ impl SessionGovernance {
     /// [`SessionGovernor::fatal`] when a recording may have failed.
     #[inline(never)]
     fn fatal_checked(&mut self) -> Option<Refusal> {
-        if self.fatal.is_none() && self.recording && lock(&self.recorder).failed() {
+        if self.fatal.is_none()
+            && self.recording
+            && self
+                .recording_failure
+                .as_ref()
+                .is_some_and(FailureFlag::is_set)
+        {
             self.recording_failed();
         }
         self.fatal.clone()

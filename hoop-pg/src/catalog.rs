@@ -19,7 +19,10 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -123,6 +126,9 @@ struct ServerCatalog {
     described: Mutex<HashMap<String, Option<Vec<TypedColumn>>>>,
     /// View dependencies, with a version bumped on each load.
     views: Mutex<(u64, Arc<[ViewDependency]>)>,
+    /// Bumped after every change of `cache` or `views`
+    /// ([`ColumnResolver::change_counter`]).
+    changes: Arc<AtomicU64>,
     client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     failed_at: Mutex<Option<Instant>>,
 }
@@ -198,6 +204,7 @@ impl CatalogStore {
             table_columns: Mutex::new(HashMap::new()),
             described: Mutex::new(HashMap::new()),
             views: Mutex::new((0, Arc::from(Vec::new()))),
+            changes: Arc::default(),
             client: tokio::sync::Mutex::new(None),
             failed_at: Mutex::new(None),
         });
@@ -380,6 +387,10 @@ impl ColumnResolver for CatalogStore {
         self.server(identity).map_or(0, |s| s.views_version())
     }
 
+    fn change_counter(&self, identity: &SessionIdentity) -> Option<Arc<AtomicU64>> {
+        Some(self.server(identity)?.changes.clone())
+    }
+
     fn generation(&self, identity: &SessionIdentity) -> Option<u64> {
         Some(self.server(identity)?.generation())
     }
@@ -446,6 +457,10 @@ impl ColumnResolver for SessionCatalog {
     fn views_version(&self, identity: &SessionIdentity) -> u64 {
         self.with_server(identity, |server| server.views_version())
             .unwrap_or(0)
+    }
+
+    fn change_counter(&self, identity: &SessionIdentity) -> Option<Arc<AtomicU64>> {
+        self.with_server(identity, |server| server.changes.clone())
     }
 
     fn generation(&self, identity: &SessionIdentity) -> Option<u64> {
@@ -572,6 +587,8 @@ impl ServerCatalog {
             cache.columns.extend(resolved);
             cache.tables.extend(oids.iter().copied());
             cache.generation += 1;
+            drop(cache);
+            self.changes.fetch_add(1, Ordering::AcqRel);
         }
         if views {
             let rows = self.query(dialer, login, VIEW_DEPENDENCIES_QUERY).await?;
@@ -594,6 +611,8 @@ impl ServerCatalog {
                 .collect::<Result<Vec<_>, LookupError>>()?;
             let mut v = lock(&self.views);
             *v = (v.0 + 1, Arc::from(deps));
+            drop(v);
+            self.changes.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())
     }

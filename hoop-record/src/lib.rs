@@ -24,7 +24,8 @@ use std::path::PathBuf;
 
 pub use format::{CopyDirection, HoldState};
 pub use writer::{
-    FailureKind, MaskedCopyChunk, MaskedRow, Recorder, RecordingFailure, SessionRecorder,
+    FailureFlag, FailureKind, MaskedCopyChunk, MaskedRow, Recorder, RecordingFailure,
+    SessionRecorder,
 };
 
 use hoop_config::RecordingConfig;

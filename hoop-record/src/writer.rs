@@ -108,7 +108,7 @@ pub use metrics::{RecordingMetrics, recording_metrics};
 use queue::*;
 #[allow(clippy::wildcard_imports)]
 use session::*;
-pub use session::{MaskedCopyChunk, MaskedRow, SessionRecorder};
+pub use session::{FailureFlag, MaskedCopyChunk, MaskedRow, SessionRecorder};
 #[allow(clippy::wildcard_imports)]
 use thread::*;
 
@@ -261,7 +261,7 @@ impl Recorder {
                 shared: Arc::clone(shared),
                 queue,
                 health,
-                started,
+                started: quanta::Instant::now(),
                 started_at,
                 sent_statements: HashMap::default(),
                 next_statement_id: 0,

@@ -58,7 +58,10 @@ pub(super) struct LiveSession {
     /// Where this session's events wait for the writer.
     pub(super) queue: Arc<SessionQueue>,
     pub(super) health: Arc<SessionHealth>,
-    pub(super) started: Instant,
+    /// When the session started, read from the TSC through `quanta` (an
+    /// event's time is taken several times per statement; `quanta` reads it
+    /// without a system call's worth of work, and is monotonic).
+    pub(super) started: quanta::Instant,
     /// The wall clock at `started` (the writer dates each event by it plus
     /// the event's monotonic offset).
     pub(super) started_at: SystemTime,
@@ -94,6 +97,24 @@ pub(super) struct ResultRows {
 pub(super) struct CutRow {
     pub(super) values: Vec<Option<Vec<u8>>>,
     pub(super) original_bytes: Option<u64>,
+}
+
+/// Whether a session's recording has failed, read without its recorder
+/// (see [`SessionRecorder::failure_flag`]).
+#[derive(Clone)]
+pub struct FailureFlag(Arc<SessionHealth>);
+
+impl fmt::Debug for FailureFlag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FailureFlag({})", self.is_set())
+    }
+}
+
+impl FailureFlag {
+    /// [`SessionRecorder::failed`], from one atomic load.
+    pub fn is_set(&self) -> bool {
+        self.0.failed.load(Ordering::Acquire)
+    }
 }
 
 impl fmt::Debug for SessionRecorder {
@@ -330,6 +351,13 @@ impl SessionRecorder {
             .is_some_and(|l| l.health.failed.load(Ordering::Acquire))
     }
 
+    /// A handle that answers [`failed`](Self::failed) for this recording
+    /// without the recorder (a connection asks on every wake-up; the
+    /// recorder is usually behind a lock). `None` when not recording.
+    pub fn failure_flag(&self) -> Option<FailureFlag> {
+        self.live.as_ref().map(|l| FailureFlag(l.health.clone()))
+    }
+
     /// The failure, if any.
     pub fn failure(&self) -> Option<RecordingFailure> {
         self.live
@@ -367,7 +395,11 @@ impl Drop for SessionRecorder {
 impl LiveSession {
     /// Nanoseconds since the session started (monotonic).
     pub(super) fn mono_ns(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        let elapsed = quanta::Instant::now().saturating_duration_since(self.started);
+        elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()))
     }
 
     /// Queues a command for the writer; false when the writer has shut down.
