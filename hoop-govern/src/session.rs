@@ -97,9 +97,9 @@ pub struct SessionGovernance {
     promotions: Arc<Promotions>,
     /// The promotions' generation `rules` includes.
     promoted_generation: u64,
-    /// The catalog's change counter for `identity` (`None` inside: it has
-    /// none), fetched on first use and again after the identity changes.
-    catalog_changes: Option<Option<Arc<AtomicU64>>>,
+    /// The catalog's change counter for `identity`, fetched on first use
+    /// and again after the identity changes.
+    catalog_changes: CatalogChanges,
     /// The counter's value when `refresh` last found the views unchanged.
     refreshed_at: Option<u64>,
     /// Prepared statement name → its judgement and how often it was bound
@@ -148,6 +148,15 @@ struct PlanMemo {
     noop: bool,
 }
 
+/// A session's view of its catalog's change counter.
+enum CatalogChanges {
+    /// Not asked yet (or the identity changed since).
+    Unasked,
+    /// The catalog keeps none.
+    None,
+    Counter(Arc<AtomicU64>),
+}
+
 impl SessionGovernance {
     /// Governance for a session whose start-up named `identity`.
     pub fn new(
@@ -183,7 +192,7 @@ impl SessionGovernance {
             views_version: 0,
             promotions: Arc::default(),
             promoted_generation: 0,
-            catalog_changes: None,
+            catalog_changes: CatalogChanges::Unasked,
             refreshed_at: None,
             previous_sql: String::new(),
             judgements: HashMap::default(),
@@ -260,10 +269,16 @@ impl SessionGovernance {
 
     /// The catalog's change counter for this session's identity, now.
     fn catalog_changes(&mut self) -> Option<u64> {
-        let counter = self
-            .catalog_changes
-            .get_or_insert_with(|| self.columns.change_counter(&self.identity));
-        counter.as_ref().map(|c| c.load(Ordering::Acquire))
+        if let CatalogChanges::Unasked = self.catalog_changes {
+            self.catalog_changes = match self.columns.change_counter(&self.identity) {
+                Some(counter) => CatalogChanges::Counter(counter),
+                None => CatalogChanges::None,
+            };
+        }
+        match &self.catalog_changes {
+            CatalogChanges::Counter(counter) => Some(counter.load(Ordering::Acquire)),
+            CatalogChanges::Unasked | CatalogChanges::None => None,
+        }
     }
 
     /// The catalog's generation for this session's identity: its change
@@ -277,7 +292,7 @@ impl SessionGovernance {
 
     /// The session's identity changed: the catalog it reads may be another.
     pub(crate) fn identity_changed(&mut self) {
-        self.catalog_changes = None;
+        self.catalog_changes = CatalogChanges::Unasked;
         self.refreshed_at = None;
         // Plans were decided with that catalog's generation.
         self.results.clear();
