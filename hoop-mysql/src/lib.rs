@@ -36,7 +36,7 @@ mod startup;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use hoop_config::Config;
+use hoop_config::{Config, EventLoopKind};
 use hoop_core::{AllowAll, DenyHolds, GovernorFactory, HoldBroker, Refusal, SessionIdentity};
 use hoop_proto_mysql::{
     err::{ErrPacket, codes},
@@ -45,7 +45,9 @@ use hoop_proto_mysql::{
     wire::MessageError,
 };
 use hoop_relay::{
+    Stream,
     dial::{DialError, Dialer},
+    event_loop::{self, LoopStream},
     tls::{self, TlsError, UpstreamTlsPolicy},
 };
 use tokio::net::TcpStream;
@@ -80,6 +82,10 @@ pub struct MysqlProxyContext {
     /// naming the same file (default `false`: the bit is cleared and every
     /// request refused).
     pub local_infile: bool,
+    /// `proxy.event_loop`: what drives a session once its connection phase
+    /// is over and both legs are plaintext (hoop's relay loop by default;
+    /// TLS sessions stay on tokio).
+    pub event_loop: EventLoopKind,
 }
 
 impl std::fmt::Debug for MysqlProxyContext {
@@ -107,6 +113,7 @@ impl MysqlProxyContext {
             client_tls: None,
             upstream_tls: UpstreamTlsPolicy::disabled(),
             local_infile: false,
+            event_loop: EventLoopKind::Hoop,
         }
     }
 
@@ -134,6 +141,7 @@ impl MysqlProxyContext {
             dialer: Dialer::from_config(&config.proxy, mark),
             hold_reminder_interval: config.proxy.hold_reminder_interval,
             local_infile: config.mysql.local_infile,
+            event_loop: config.proxy.event_loop,
             ..Self::new(Dialer::default())
         })
     }
@@ -187,6 +195,9 @@ pub enum SessionError {
     /// Governance refused a row that could not be made safe.
     #[error("a result row was refused: {}", .0.message)]
     RowRefused(Refusal),
+    /// The session's relay task panicked (a bug); its sockets were closed.
+    #[error("the session's relay failed unexpectedly")]
+    RelayPanicked,
 }
 
 impl SessionError {
@@ -204,6 +215,7 @@ impl SessionError {
             Self::ClientTls(_) | Self::UpstreamTls(_) | Self::UpstreamRefusedTls => "tls",
             Self::Governance(_) => "governance",
             Self::RowRefused(_) => "row_refused",
+            Self::RelayPanicked => "internal",
         }
     }
 
@@ -211,7 +223,7 @@ impl SessionError {
     /// the client is gone).
     pub fn client_error(&self) -> Option<ErrPacket> {
         Some(match self {
-            Self::ClientIo(_) | Self::ClientTls(_) => return None,
+            Self::ClientIo(_) | Self::ClientTls(_) | Self::RelayPanicked => return None,
             Self::UpstreamTls(_) | Self::UpstreamRefusedTls => ErrPacket::new(
                 2026,
                 *b"HY000",
@@ -252,6 +264,33 @@ impl SessionError {
     }
 }
 
+/// Moves a session whose legs are both plaintext onto hoop's relay loop
+/// (`true`); TLS legs stay with tokio (`false`). Bytes a leg has read and
+/// not yet decoded stay in its buffer.
+fn onto_loop(connected: &mut startup::Connected) -> Result<bool, SessionError> {
+    let (client, server) = (&mut connected.client, &mut connected.server);
+    match (client.take_stream(), server.take_stream()) {
+        (Some(Stream::Plain(c)), Some(Stream::Plain(s))) => {
+            client.set_stream(Stream::Loop(
+                LoopStream::from_tokio(c).map_err(SessionError::ClientIo)?,
+            ));
+            server.set_stream(Stream::Loop(
+                LoopStream::from_tokio(s).map_err(SessionError::ServerIo)?,
+            ));
+            Ok(true)
+        }
+        (c, s) => {
+            if let Some(c) = c {
+                client.set_stream(c);
+            }
+            if let Some(s) = s {
+                server.set_stream(s);
+            }
+            Ok(false)
+        }
+    }
+}
+
 /// Serves one intercepted client connection to completion.
 ///
 /// `identity` carries the network part; the database part is filled from
@@ -268,9 +307,20 @@ pub async fn serve(
         return Ok(());
     };
     debug!(session = %identity, %upstream, "mysql session authenticated");
-    let result = relay::Relay::new(ctx, identity.clone(), connected)
-        .run()
-        .await;
+    let mut connected = connected;
+    let on_loop = match ctx.event_loop {
+        EventLoopKind::Hoop if event_loop::available() => onto_loop(&mut connected)?,
+        // `proxy.event_loop: tokio`, or no relay loop could be started.
+        EventLoopKind::Hoop | EventLoopKind::Tokio => false,
+    };
+    let relay = relay::Relay::new(ctx, identity.clone(), connected);
+    let result = if on_loop {
+        event_loop::spawn(relay.run())
+            .await
+            .unwrap_or(Err(SessionError::RelayPanicked))
+    } else {
+        relay.run().await
+    };
     match &result {
         Ok(()) => debug!(session = %identity, "session ended"),
         Err(SessionError::ClientIo(e)) => {
