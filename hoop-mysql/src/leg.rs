@@ -9,6 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Write what is queued once this much is.
 const FLUSH_AT: usize = 64 * 1024;
+/// The write queue keeps its buffer from one flush to the next (no
+/// allocation per reply) unless a large packet grew it past this.
+const KEEP_OUT: usize = 1024 * 1024;
 
 /// Why reading a packet failed.
 #[derive(Debug)]
@@ -39,12 +42,6 @@ impl Leg {
     /// A whole logical packet already read, if there is one.
     pub fn decoded(&mut self) -> Result<Option<LogicalPacket>, ReadError> {
         self.decoder.decode(&mut self.buf).map_err(ReadError::Frame)
-    }
-
-    fn io(&mut self) -> std::io::Result<&mut Stream> {
-        self.stream
-            .as_mut()
-            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
     }
 
     /// Takes the stream out (to upgrade it to TLS).
@@ -128,8 +125,18 @@ impl Leg {
     /// Writes what is queued.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            let out = self.out.split().freeze();
-            self.io()?.write_all(&out).await?;
+            let stream = self
+                .stream
+                .as_mut()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
+            let written = stream.write_all(&self.out).await;
+            if written.is_err() || self.out.capacity() > KEEP_OUT {
+                self.out = BytesMut::new();
+            } else {
+                self.out.clear();
+            }
+            // After an error nothing of a half-written queue is sent again.
+            written?;
         }
         Ok(())
     }

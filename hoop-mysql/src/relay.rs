@@ -90,7 +90,9 @@ fn server_state(e: hoop_proto_mysql::session::SessionError) -> SessionError {
 struct ReplyFor {
     sql: String,
     submission: Submission,
-    statement_name: Option<String>,
+    /// The prepared statement's id (its name for governance, formatted only
+    /// when governance asks).
+    statement_id: Option<u32>,
     /// Server result index → index among the text's code statements.
     statement_map: Vec<usize>,
 }
@@ -241,7 +243,7 @@ impl Relay {
                     let reply = ReplyFor {
                         sql: "SHOW PROCESSLIST".into(),
                         submission: Submission::Text,
-                        statement_name: None,
+                        statement_id: None,
                         statement_map: Vec::new(),
                     };
                     self.forward(&packet, &command, &reply).await?;
@@ -250,7 +252,7 @@ impl Relay {
                     let reply = ReplyFor {
                         sql: String::new(),
                         submission: Submission::Text,
-                        statement_name: None,
+                        statement_id: None,
                         statement_map: Vec::new(),
                     };
                     let schema_before = self.session.schema().map(<[u8]>::to_vec);
@@ -265,7 +267,7 @@ impl Relay {
                     let reply = ReplyFor {
                         sql: String::new(),
                         submission: Submission::Text,
-                        statement_name: None,
+                        statement_id: None,
                         statement_map: Vec::new(),
                     };
                     let schema_before = self.session.schema().map(<[u8]>::to_vec);
@@ -589,7 +591,7 @@ impl Relay {
             statement_map: Self::statement_map(&text),
             sql: text,
             submission,
-            statement_name: None,
+            statement_id: None,
         };
         self.forward_from(packet, &command, &reply, client_seq)
             .await?;
@@ -628,7 +630,7 @@ impl Relay {
         let reply = ReplyFor {
             sql: sql.to_owned(),
             submission: Submission::Text,
-            statement_name: None,
+            statement_id: None,
             statement_map: Vec::new(),
         };
         self.forward_from(packet, command, &reply, client_seq).await
@@ -649,9 +651,15 @@ impl Relay {
         };
         // A statement hoop never saw prepared has unknown SQL: its rows are
         // masked wherever masking applies (empty SQL has unknown lineage).
-        let sql = self.prepared.get(&id).cloned().unwrap_or_default();
-        let name = id.to_string();
+        // The SQL is lent to the reply and put back after it, not copied
+        // per execution.
+        let sql = self
+            .prepared
+            .get_mut(&id)
+            .map(std::mem::take)
+            .unwrap_or_default();
         if matches!(command, Command::StmtExecute(_)) && self.governor.observes_executions() {
+            let name = id.to_string();
             let ctx = StatementContext {
                 identity: &self.identity,
                 sql: &sql,
@@ -667,10 +675,16 @@ impl Relay {
         let reply = ReplyFor {
             sql,
             submission: Submission::Prepared,
-            statement_name: Some(name),
+            statement_id: Some(id),
             statement_map: Vec::new(),
         };
-        self.forward(packet, command, &reply).await
+        let result = self.forward(packet, command, &reply).await;
+        if let Some(slot) = self.prepared.get_mut(&id)
+            && slot.is_empty()
+        {
+            *slot = reply.sql;
+        }
+        result
     }
 
     async fn forward(
@@ -1002,11 +1016,12 @@ impl Relay {
             .get(server_index)
             .copied()
             .unwrap_or(server_index);
+        let name = reply.statement_id.map(|id| id.to_string());
         let ctx = StatementContext {
             identity: &self.identity,
             sql: &reply.sql,
             submission: reply.submission,
-            statement_name: reply.statement_name.as_deref(),
+            statement_name: name.as_deref(),
             portal: None,
             statement_index,
             transaction: transaction(self.session.transaction()),
