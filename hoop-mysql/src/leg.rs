@@ -2,8 +2,10 @@
 //! (kept across reads, so a cancelled read loses nothing), and the bytes
 //! waiting to be written.
 
-use bytes::BytesMut;
-use hoop_proto_mysql::frame::{Direction, FrameError, LogicalPacket, PacketDecoder};
+use bytes::{Buf, BytesMut};
+use hoop_proto_mysql::frame::{
+    Direction, FrameError, HEADER_LEN, LogicalPacket, MAX_CHUNK, PacketDecoder,
+};
 use hoop_relay::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -42,6 +44,27 @@ impl Leg {
     /// A whole logical packet already read, if there is one.
     pub fn decoded(&mut self) -> Result<Option<LogicalPacket>, ReadError> {
         self.decoder.decode(&mut self.buf).map_err(ReadError::Frame)
+    }
+
+    /// The next packet when it is already read whole as a single chunk
+    /// within the size limit: its sequence id and its payload, left in the
+    /// buffer (see [`Self::consume`]). `None` for anything else, which
+    /// [`Self::decoded`] then decodes (and refuses) as usual.
+    pub fn peek_single(&self) -> Option<(u8, &[u8])> {
+        let b = &self.buf[..];
+        let header = b.get(..HEADER_LEN)?;
+        let len =
+            usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+        if len >= MAX_CHUNK || len > self.decoder.max_payload() {
+            return None;
+        }
+        Some((header[3], b.get(HEADER_LEN..HEADER_LEN + len)?))
+    }
+
+    /// Drops a packet of `payload_len` bytes that [`Self::peek_single`]
+    /// returned.
+    pub fn consume(&mut self, payload_len: usize) {
+        self.buf.advance(HEADER_LEN + payload_len);
     }
 
     /// Takes the stream out (to upgrade it to TLS).

@@ -726,7 +726,13 @@ impl Relay {
         // sequence id): a malformed definition then ends the reply with a
         // clean ERR instead of half a result-set header.
         let mut head_mark: Option<(usize, u8)> = None;
+        // The last packet was a column block's end or a row: the reply is in
+        // its rows.
+        let mut in_rows = false;
         loop {
+            if in_rows && rows.is_none() && ending.is_none() && head_mark.is_none() {
+                client_seq = self.plain_rows(client_seq).await?;
+            }
             let p = if let Some(p) = self.server.decoded().map_err(server_read_error)? {
                 p
             } else {
@@ -757,6 +763,8 @@ impl Relay {
             if matches!(event.packet, ServerPacket::ColumnCount(_)) {
                 head_mark = Some((self.client.queued(), client_seq));
             }
+            in_rows = (event.columns_complete || matches!(event.packet, ServerPacket::Row))
+                && !event.completes_reply;
             if event.columns_complete || event.completes_reply {
                 head_mark = None;
             }
@@ -908,6 +916,43 @@ impl Relay {
         }
         self.client.flush().await.map_err(SessionError::ClientIo)?;
         Ok(())
+    }
+
+    /// Rows that nothing rewrites, relayed straight from the server leg's
+    /// read buffer while whole single-chunk rows are there: each is still
+    /// accounted for by the session (sequence id, end of the result), but
+    /// is not split off into a packet of its own. Stops (returning the
+    /// client leg's next sequence id) at the first packet that may be
+    /// anything but a row (`0xFE`, `0xFF`), or one not read whole, which the
+    /// caller's general path then takes.
+    async fn plain_rows(&mut self, mut client_seq: u8) -> Result<u8, SessionError> {
+        while let Some((seq, payload)) = self.server.peek_single() {
+            if payload.first().is_none_or(|&b| b == 0xFE || b == 0xFF) {
+                break;
+            }
+            self.client_seq = client_seq;
+            let event = self
+                .session
+                .server_packet(seq, payload)
+                .map_err(server_state)?;
+            if !matches!(event.packet, ServerPacket::Row) || event.completes_reply {
+                // Not reached: in the rows stage only 0xFE and 0xFF end them.
+                return Err(SessionError::State(
+                    hoop_proto_mysql::session::SessionError::UnexpectedServerPacket {
+                        what: "a packet taken for a row",
+                        when: "in the rows of a result",
+                    },
+                ));
+            }
+            client_seq = self.client.queue_packet(client_seq, payload);
+            let len = payload.len();
+            self.server.consume(len);
+            if self.client.should_flush() {
+                self.client.flush().await.map_err(SessionError::ClientIo)?;
+            }
+        }
+        self.client_seq = client_seq;
+        Ok(client_seq)
     }
 
     /// Why the server's LOCAL INFILE request (`payload`, answering result
