@@ -763,8 +763,16 @@ impl Relay {
             if matches!(event.packet, ServerPacket::ColumnCount(_)) {
                 head_mark = Some((self.client.queued(), client_seq));
             }
-            in_rows = (event.columns_complete || matches!(event.packet, ServerPacket::Row))
-                && !event.completes_reply;
+            // (`columns_complete` alone is not it: every packet of the rows
+            // stage carries it, the end of a result that more follow too.)
+            in_rows = !event.completes_reply
+                && match event.packet {
+                    ServerPacket::Row => true,
+                    ServerPacket::ColumnDefinition(_) | ServerPacket::ColumnsEof => {
+                        event.columns_complete
+                    }
+                    _ => false,
+                };
             if event.columns_complete || event.completes_reply {
                 head_mark = None;
             }
