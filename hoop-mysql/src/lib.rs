@@ -8,7 +8,11 @@
 //! - [`relay`]: the command phase. Commands are read one at a time; each is
 //!   judged (COM_QUERY, COM_STMT_PREPARE) or refused (what hoop cannot
 //!   govern) before anything of it goes upstream, and its reply is relayed
-//!   packet by packet, rows rewritten where governance asks.
+//!   packet by packet, rows rewritten where governance asks (rows nothing
+//!   rewrites go straight from the server leg's read buffer). Once the
+//!   connection phase is over, a session whose legs are both plaintext runs
+//!   on hoop's relay loop (`proxy.event_loop: hoop`, the default), as
+//!   PostgreSQL sessions do.
 //! - [`catalog`]: which tables are base tables (so that a column
 //!   definition's `org_table`/`org_name` may be trusted) and which tables
 //!   each view reads, fetched in-band on the session's own connection.
