@@ -2,13 +2,18 @@
 //! (kept across reads, so a cancelled read loses nothing), and the bytes
 //! waiting to be written.
 
-use bytes::BytesMut;
-use hoop_proto_mysql::frame::{Direction, FrameError, LogicalPacket, PacketDecoder};
+use bytes::{Buf, BytesMut};
+use hoop_proto_mysql::frame::{
+    Direction, FrameError, HEADER_LEN, LogicalPacket, MAX_CHUNK, PacketDecoder,
+};
 use hoop_relay::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Write what is queued once this much is.
 const FLUSH_AT: usize = 64 * 1024;
+/// The write queue keeps its buffer from one flush to the next (no
+/// allocation per reply) unless a large packet grew it past this.
+const KEEP_OUT: usize = 1024 * 1024;
 
 /// Why reading a packet failed.
 #[derive(Debug)]
@@ -41,10 +46,25 @@ impl Leg {
         self.decoder.decode(&mut self.buf).map_err(ReadError::Frame)
     }
 
-    fn io(&mut self) -> std::io::Result<&mut Stream> {
-        self.stream
-            .as_mut()
-            .ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    /// The next packet when it is already read whole as a single chunk
+    /// within the size limit: its sequence id and its payload, left in the
+    /// buffer (see [`Self::consume`]). `None` for anything else, which
+    /// [`Self::decoded`] then decodes (and refuses) as usual.
+    pub fn peek_single(&self) -> Option<(u8, &[u8])> {
+        let b = &self.buf[..];
+        let header = b.get(..HEADER_LEN)?;
+        let len =
+            usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+        if len >= MAX_CHUNK || len > self.decoder.max_payload() {
+            return None;
+        }
+        Some((header[3], b.get(HEADER_LEN..HEADER_LEN + len)?))
+    }
+
+    /// Drops a packet of `payload_len` bytes that [`Self::peek_single`]
+    /// returned.
+    pub fn consume(&mut self, payload_len: usize) {
+        self.buf.advance(HEADER_LEN + payload_len);
     }
 
     /// Takes the stream out (to upgrade it to TLS).
@@ -134,8 +154,18 @@ impl Leg {
     /// Writes what is queued.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            let out = self.out.split().freeze();
-            self.io()?.write_all(&out).await?;
+            let stream = self
+                .stream
+                .as_mut()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
+            let written = stream.write_all(&self.out).await;
+            if written.is_err() || self.out.capacity() > KEEP_OUT {
+                self.out = BytesMut::new();
+            } else {
+                self.out.clear();
+            }
+            // After an error nothing of a half-written queue is sent again.
+            written?;
         }
         Ok(())
     }

@@ -8,7 +8,11 @@
 //! - [`relay`]: the command phase. Commands are read one at a time; each is
 //!   judged (COM_QUERY, COM_STMT_PREPARE) or refused (what hoop cannot
 //!   govern) before anything of it goes upstream, and its reply is relayed
-//!   packet by packet, rows rewritten where governance asks.
+//!   packet by packet, rows rewritten where governance asks (rows nothing
+//!   rewrites go straight from the server leg's read buffer). Once the
+//!   connection phase is over, a session whose legs are both plaintext runs
+//!   on hoop's relay loop (`proxy.event_loop: hoop`, the default), as
+//!   PostgreSQL sessions do.
 //! - [`catalog`]: which tables are base tables (so that a column
 //!   definition's `org_table`/`org_name` may be trusted) and which tables
 //!   each view reads, fetched in-band on the session's own connection.
@@ -37,7 +41,7 @@ mod startup;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use hoop_config::Config;
+use hoop_config::{Config, EventLoopKind};
 use hoop_core::{AllowAll, DenyHolds, GovernorFactory, HoldBroker, Refusal, SessionIdentity};
 use hoop_proto_mysql::{
     err::{ErrPacket, codes},
@@ -46,7 +50,9 @@ use hoop_proto_mysql::{
     wire::MessageError,
 };
 use hoop_relay::{
+    Stream,
     dial::{DialError, Dialer},
+    event_loop::{self, LoopStream},
     tls::{self, TlsError, UpstreamTlsPolicy},
 };
 use tokio::net::TcpStream;
@@ -85,6 +91,10 @@ pub struct MysqlProxyContext {
     /// leg is plaintext and the server leg TLS: the TLS key when it is RSA,
     /// else generated on first use (memory only).
     pub hoop_key: Arc<full_auth::HoopKeySlot>,
+    /// `proxy.event_loop`: what drives a session once its connection phase
+    /// is over and both legs are plaintext (hoop's relay loop by default;
+    /// TLS sessions stay on tokio).
+    pub event_loop: EventLoopKind,
 }
 
 impl std::fmt::Debug for MysqlProxyContext {
@@ -113,6 +123,7 @@ impl MysqlProxyContext {
             upstream_tls: UpstreamTlsPolicy::disabled(),
             local_infile: false,
             hoop_key: Arc::new(full_auth::HoopKeySlot::default()),
+            event_loop: EventLoopKind::Hoop,
         }
     }
 
@@ -150,6 +161,7 @@ impl MysqlProxyContext {
             dialer: Dialer::from_config(&config.proxy, mark),
             hold_reminder_interval: config.proxy.hold_reminder_interval,
             local_infile: config.mysql.local_infile,
+            event_loop: config.proxy.event_loop,
             ..Self::new(Dialer::default())
         })
     }
@@ -207,6 +219,9 @@ pub enum SessionError {
     /// Governance refused a row that could not be made safe.
     #[error("a result row was refused: {}", .0.message)]
     RowRefused(Refusal),
+    /// The session's relay task panicked (a bug); its sockets were closed.
+    #[error("the session's relay failed unexpectedly")]
+    RelayPanicked,
 }
 
 impl SessionError {
@@ -225,6 +240,7 @@ impl SessionError {
             Self::ClientTls(_) | Self::UpstreamTls(_) | Self::UpstreamRefusedTls => "tls",
             Self::Governance(_) => "governance",
             Self::RowRefused(_) => "row_refused",
+            Self::RelayPanicked => "internal",
         }
     }
 
@@ -232,7 +248,7 @@ impl SessionError {
     /// the client is gone).
     pub fn client_error(&self) -> Option<ErrPacket> {
         Some(match self {
-            Self::ClientIo(_) | Self::ClientTls(_) => return None,
+            Self::ClientIo(_) | Self::ClientTls(_) | Self::RelayPanicked => return None,
             Self::UpstreamTls(_) | Self::UpstreamRefusedTls => ErrPacket::new(
                 2026,
                 *b"HY000",
@@ -274,6 +290,33 @@ impl SessionError {
     }
 }
 
+/// Moves a session whose legs are both plaintext onto hoop's relay loop
+/// (`true`); TLS legs stay with tokio (`false`). Bytes a leg has read and
+/// not yet decoded stay in its buffer.
+fn onto_loop(connected: &mut startup::Connected) -> Result<bool, SessionError> {
+    let (client, server) = (&mut connected.client, &mut connected.server);
+    match (client.take_stream(), server.take_stream()) {
+        (Some(Stream::Plain(c)), Some(Stream::Plain(s))) => {
+            client.set_stream(Stream::Loop(
+                LoopStream::from_tokio(c).map_err(SessionError::ClientIo)?,
+            ));
+            server.set_stream(Stream::Loop(
+                LoopStream::from_tokio(s).map_err(SessionError::ServerIo)?,
+            ));
+            Ok(true)
+        }
+        (c, s) => {
+            if let Some(c) = c {
+                client.set_stream(c);
+            }
+            if let Some(s) = s {
+                server.set_stream(s);
+            }
+            Ok(false)
+        }
+    }
+}
+
 /// Serves one intercepted client connection to completion.
 ///
 /// `identity` carries the network part; the database part is filled from
@@ -290,9 +333,20 @@ pub async fn serve(
         return Ok(());
     };
     debug!(session = %identity, %upstream, "mysql session authenticated");
-    let result = relay::Relay::new(ctx, identity.clone(), connected)
-        .run()
-        .await;
+    let mut connected = connected;
+    let on_loop = match ctx.event_loop {
+        EventLoopKind::Hoop if event_loop::available() => onto_loop(&mut connected)?,
+        // `proxy.event_loop: tokio`, or no relay loop could be started.
+        EventLoopKind::Hoop | EventLoopKind::Tokio => false,
+    };
+    let relay = relay::Relay::new(ctx, identity.clone(), connected);
+    let result = if on_loop {
+        event_loop::spawn(relay.run())
+            .await
+            .unwrap_or(Err(SessionError::RelayPanicked))
+    } else {
+        relay.run().await
+    };
     match &result {
         Ok(()) => debug!(session = %identity, "session ended"),
         Err(SessionError::ClientIo(e)) => {

@@ -104,7 +104,9 @@ fn server_state(e: hoop_proto_mysql::session::SessionError) -> SessionError {
 struct ReplyFor {
     sql: String,
     submission: Submission,
-    statement_name: Option<String>,
+    /// The prepared statement's id (its name for governance, formatted only
+    /// when governance asks).
+    statement_id: Option<u32>,
     /// Server result index → index among the text's code statements.
     statement_map: Vec<usize>,
 }
@@ -256,7 +258,7 @@ impl Relay {
                     let reply = ReplyFor {
                         sql: "SHOW PROCESSLIST".into(),
                         submission: Submission::Text,
-                        statement_name: None,
+                        statement_id: None,
                         statement_map: Vec::new(),
                     };
                     self.forward(&packet, &command, &reply).await?;
@@ -273,7 +275,7 @@ impl Relay {
                     let reply = ReplyFor {
                         sql: String::new(),
                         submission: Submission::Text,
-                        statement_name: None,
+                        statement_id: None,
                         statement_map: Vec::new(),
                     };
                     let schema_before = self.session.schema().map(<[u8]>::to_vec);
@@ -288,7 +290,7 @@ impl Relay {
                     let reply = ReplyFor {
                         sql: String::new(),
                         submission: Submission::Text,
-                        statement_name: None,
+                        statement_id: None,
                         statement_map: Vec::new(),
                     };
                     let schema_before = self.session.schema().map(<[u8]>::to_vec);
@@ -612,7 +614,7 @@ impl Relay {
             statement_map: Self::statement_map(&text),
             sql: text,
             submission,
-            statement_name: None,
+            statement_id: None,
         };
         self.forward_from(packet, &command, &reply, client_seq)
             .await?;
@@ -651,7 +653,7 @@ impl Relay {
         let reply = ReplyFor {
             sql: sql.to_owned(),
             submission: Submission::Text,
-            statement_name: None,
+            statement_id: None,
             statement_map: Vec::new(),
         };
         self.forward_from(packet, command, &reply, client_seq).await
@@ -672,9 +674,15 @@ impl Relay {
         };
         // A statement hoop never saw prepared has unknown SQL: its rows are
         // masked wherever masking applies (empty SQL has unknown lineage).
-        let sql = self.prepared.get(&id).cloned().unwrap_or_default();
-        let name = id.to_string();
+        // The SQL is lent to the reply and put back after it, not copied
+        // per execution.
+        let sql = self
+            .prepared
+            .get_mut(&id)
+            .map(std::mem::take)
+            .unwrap_or_default();
         if matches!(command, Command::StmtExecute(_)) && self.governor.observes_executions() {
+            let name = id.to_string();
             let ctx = StatementContext {
                 identity: &self.identity,
                 sql: &sql,
@@ -690,10 +698,16 @@ impl Relay {
         let reply = ReplyFor {
             sql,
             submission: Submission::Prepared,
-            statement_name: Some(name),
+            statement_id: Some(id),
             statement_map: Vec::new(),
         };
-        self.forward(packet, command, &reply).await
+        let result = self.forward(packet, command, &reply).await;
+        if let Some(slot) = self.prepared.get_mut(&id)
+            && slot.is_empty()
+        {
+            *slot = reply.sql;
+        }
+        result
     }
 
     async fn forward(
@@ -745,7 +759,18 @@ impl Relay {
         let mut scramble = self.scramble.clone();
         let mut shift = 0u8;
         let mut pending: Option<LogicalPacket> = None;
+        // The last packet was a column block's end or a row: the reply is in
+        // its rows.
+        let mut in_rows = false;
         loop {
+            if in_rows
+                && pending.is_none()
+                && rows.is_none()
+                && ending.is_none()
+                && head_mark.is_none()
+            {
+                client_seq = self.plain_rows(client_seq).await?;
+            }
             let p = if let Some(p) = pending.take() {
                 p
             } else if let Some(p) = self.server.decoded().map_err(server_read_error)? {
@@ -787,6 +812,16 @@ impl Relay {
             if matches!(event.packet, ServerPacket::ColumnCount(_)) {
                 head_mark = Some((self.client.queued(), client_seq));
             }
+            // (`columns_complete` alone is not it: every packet of the rows
+            // stage carries it, the end of a result that more follow too.)
+            in_rows = !event.completes_reply
+                && match event.packet {
+                    ServerPacket::Row => true,
+                    ServerPacket::ColumnDefinition(_) | ServerPacket::ColumnsEof => {
+                        event.columns_complete
+                    }
+                    _ => false,
+                };
             if event.columns_complete || event.completes_reply {
                 head_mark = None;
             }
@@ -1008,6 +1043,43 @@ impl Relay {
             .ok_or_else(|| SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()))
     }
 
+    /// Rows that nothing rewrites, relayed straight from the server leg's
+    /// read buffer while whole single-chunk rows are there: each is still
+    /// accounted for by the session (sequence id, end of the result), but
+    /// is not split off into a packet of its own. Stops (returning the
+    /// client leg's next sequence id) at the first packet that may be
+    /// anything but a row (`0xFE`, `0xFF`), or one not read whole, which the
+    /// caller's general path then takes.
+    async fn plain_rows(&mut self, mut client_seq: u8) -> Result<u8, SessionError> {
+        while let Some((seq, payload)) = self.server.peek_single() {
+            if payload.first().is_none_or(|&b| b == 0xFE || b == 0xFF) {
+                break;
+            }
+            self.client_seq = client_seq;
+            let event = self
+                .session
+                .server_packet(seq, payload)
+                .map_err(server_state)?;
+            if !matches!(event.packet, ServerPacket::Row) || event.completes_reply {
+                // Not reached: in the rows stage only 0xFE and 0xFF end them.
+                return Err(SessionError::State(
+                    hoop_proto_mysql::session::SessionError::UnexpectedServerPacket {
+                        what: "a packet taken for a row",
+                        when: "in the rows of a result",
+                    },
+                ));
+            }
+            client_seq = self.client.queue_packet(client_seq, payload);
+            let len = payload.len();
+            self.server.consume(len);
+            if self.client.should_flush() {
+                self.client.flush().await.map_err(SessionError::ClientIo)?;
+            }
+        }
+        self.client_seq = client_seq;
+        Ok(client_seq)
+    }
+
     /// Why the server's LOCAL INFILE request (`payload`, answering result
     /// `server_index` of `reply`) must be refused; `None`: relay it.
     fn infile_refusal(
@@ -1114,11 +1186,12 @@ impl Relay {
             .get(server_index)
             .copied()
             .unwrap_or(server_index);
+        let name = reply.statement_id.map(|id| id.to_string());
         let ctx = StatementContext {
             identity: &self.identity,
             sql: &reply.sql,
             submission: reply.submission,
-            statement_name: reply.statement_name.as_deref(),
+            statement_name: name.as_deref(),
             portal: None,
             statement_index,
             transaction: transaction(self.session.transaction()),

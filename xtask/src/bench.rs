@@ -342,7 +342,7 @@ fn start_baselines(dir: &Path, pin: bool) -> anyhow::Result<Vec<Baseline>> {
     Ok(started)
 }
 
-fn pinned(bin: &Path, pin: bool) -> Command {
+pub(crate) fn pinned(bin: &Path, pin: bool) -> Command {
     if pin {
         let mut c = Command::new("taskset");
         c.args(["-c", "0"]).arg(bin);
@@ -736,15 +736,23 @@ fn postmaster_pid(psql: &dyn Fn(&str, &str) -> anyhow::Result<String>) -> anyhow
         .with_context(|| format!("no pid in {}", pidfile.display()))
 }
 
-/// The postmaster pinned to CPU 0 (its new backends inherit it); the old
-/// affinity is restored on drop.
-struct Affinity {
+/// A server process pinned to CPU 0 (the postmaster, whose new backends
+/// inherit it; or every thread of mariadbd, whose pooled connection threads
+/// would not); the old affinity is restored on drop.
+pub(crate) struct Affinity {
     pid: u32,
     mask: String,
+    all_threads: bool,
 }
 
 impl Affinity {
     fn pin(pid: u32) -> anyhow::Result<Self> {
+        Self::pin_threads(pid, false)
+    }
+
+    /// `all_threads`: every existing thread of `pid` (`taskset -a`), not
+    /// only its main thread.
+    pub(crate) fn pin_threads(pid: u32, all_threads: bool) -> anyhow::Result<Self> {
         let shown = output(Command::new("taskset").args(["-p", &pid.to_string()]))?;
         let mask = shown
             .rsplit(':')
@@ -753,14 +761,26 @@ impl Affinity {
             .filter(|m| !m.is_empty())
             .context("unparsable taskset output")?
             .to_owned();
-        output(Command::new("taskset").args(["-p", "-c", "0", &pid.to_string()]))?;
-        Ok(Self { pid, mask })
+        let mut command = Command::new("taskset");
+        if all_threads {
+            command.arg("-a");
+        }
+        output(command.args(["-p", "-c", "0", &pid.to_string()]))?;
+        Ok(Self {
+            pid,
+            mask,
+            all_threads,
+        })
     }
 }
 
 impl Drop for Affinity {
     fn drop(&mut self) {
-        let _ = Command::new("taskset")
+        let mut command = Command::new("taskset");
+        if self.all_threads {
+            command.arg("-a");
+        }
+        let _ = command
             .args(["-p", &self.mask, &self.pid.to_string()])
             .stdout(Stdio::null())
             .status();

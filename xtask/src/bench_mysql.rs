@@ -1,24 +1,31 @@
 //! `cargo xtask bench --only mysql`: what hoop costs a MySQL client.
 //!
 //! sysbench `oltp_point_select` (server-side prepared statements, its
-//! default `--db-ps-mode=auto`) with 8 threads, unpinned, against four
-//! paths interleaved round by round: direct, through haproxy (TCP mode, one
+//! default `--db-ps-mode=auto`) with 8 threads against four paths
+//! interleaved round by round: direct, through haproxy (TCP mode, one
 //! thread), through `hoop exec` without a policy, and through `hoop exec`
-//! with a masking policy on the selected column. Proxy CPU per query: hoop
-//! logs its own rusage at exit, less an idle `hoop exec -- true`; haproxy's
-//! comes from `/proc/PID/stat` around each run. Medians of `rounds`.
+//! with a masking policy on the selected column; unpinned, then pinned
+//! (sysbench, the proxy and every mariadbd thread on CPU 0, as `bench.rs`
+//! pins pgbench, the proxies and the postmaster; haproxy is restarted
+//! pinned and mariadbd's affinity restored afterwards). Proxy CPU per
+//! query: hoop logs its own rusage at exit, less an idle `hoop exec --
+//! true`; haproxy's comes from `/proc/PID/stat` around each run. Medians of
+//! `rounds`.
 //!
 //! Then a 1,000,000-row result (`seq_1_to_1000000`, the `mariadb` CLI with
-//! `--quick`), direct vs. through hoop with the masking policy: the time
-//! ratio and hoop's peak RSS.
+//! `--quick`), direct, through hoop without a policy and through hoop with
+//! the masking policy (which masks no column of this result), interleaved
+//! for `rounds` rounds: the query's own wall time (taken inside the shell
+//! that runs the client, so `hoop exec`'s start-up is not in it), the
+//! ratios to direct, hoop's CPU (less its idle start-up) and its peak RSS.
 
-use std::{fmt::Write as _, fs, path::Path, process::Command, time::Instant};
+use std::{fmt::Write as _, fs, path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
 
 use crate::bench::{
-    Baseline, Cpu, ensure_installed, hoop_idle_cpu, median, parse_hoop_cpu, parse_hoop_rss_kib,
-    process_cpu, spawn_listening,
+    Affinity, Baseline, Cpu, ensure_installed, hoop_idle_cpu, median, parse_hoop_cpu,
+    parse_hoop_rss_kib, pinned, process_cpu, spawn_listening,
 };
 
 const DB: &str = "hoop_bench_my";
@@ -93,11 +100,12 @@ fn run_lane(
     port: u16,
     baseline: Option<u32>,
     seconds: u32,
+    pin: bool,
 ) -> anyhow::Result<Sample> {
     let args = sysbench_args(port, seconds, "run");
     let before = baseline.map(process_cpu).transpose()?;
     let out = match config {
-        Some(config) => Command::new(hoop)
+        Some(config) => pinned(hoop, pin)
             .args(["exec", "--config"])
             .arg(config)
             .arg("--")
@@ -105,7 +113,7 @@ fn run_lane(
             .args(&args)
             .env("RUST_LOG", "info")
             .output()?,
-        None => Command::new("sysbench").args(&args).output()?,
+        None => pinned(Path::new("sysbench"), pin).args(&args).output()?,
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -126,7 +134,7 @@ fn run_lane(
     })
 }
 
-fn start_haproxy(bin: &Path, dir: &Path) -> anyhow::Result<Baseline> {
+fn start_haproxy(bin: &Path, dir: &Path, pin: bool) -> anyhow::Result<Baseline> {
     let cfg = dir.join("haproxy-mysql.cfg");
     fs::write(
         &cfg,
@@ -136,7 +144,7 @@ fn start_haproxy(bin: &Path, dir: &Path) -> anyhow::Result<Baseline> {
              server my 127.0.0.1:3306\n"
         ),
     )?;
-    let mut command = Command::new(bin);
+    let mut command = pinned(bin, pin);
     command.args(["-db", "-f"]).arg(&cfg);
     spawn_listening("haproxy", HAPROXY_PORT, command)
 }
@@ -171,87 +179,202 @@ pub fn run(hoop: &Path, tmp: &Path, seconds: u32, rounds: usize) -> anyhow::Resu
         ),
     )?;
     let idle = hoop_idle_cpu(hoop, &plain)?;
-    let haproxy = ensure_installed("haproxy", "haproxy")
-        .map(|bin| start_haproxy(&bin, tmp))
-        .transpose()?;
-    let haproxy_pid = haproxy.as_ref().map(|b: &Baseline| b.child.id());
-    let lanes: Vec<(&str, Option<&Path>, u16, Option<u32>)> = {
-        let mut l = vec![("direct", None, 3306, None)];
-        if let Some(pid) = haproxy_pid {
-            l.push(("haproxy (tcp)", None, HAPROXY_PORT, Some(pid)));
-        }
-        l.push(("hoop, no policy", Some(plain.as_path()), 3306, None));
-        l.push(("hoop, masking policy", Some(masked.as_path()), 3306, None));
-        l
-    };
-    let mut samples: Vec<Vec<Sample>> = lanes.iter().map(|_| Vec::new()).collect();
-    for round in 0..rounds {
-        for k in 0..lanes.len() {
-            let i = (k + round) % lanes.len();
-            let (name, config, port, pid) = lanes[i];
-            eprintln!("xtask bench mysql: round {} {name}", round + 1);
-            samples[i].push(run_lane(hoop, config, idle, port, pid, seconds)?);
-        }
-    }
-    drop(haproxy);
+    let haproxy_bin = ensure_installed("haproxy", "haproxy");
     let mut report = String::new();
-    writeln!(
-        report,
-        "\nsysbench oltp_point_select, {THREADS} threads, unpinned, {seconds} s x {rounds} rounds (medians)"
-    )?;
-    writeln!(
-        report,
-        "{:<24} {:>10} {:>8} {:>12} {:>16} {:>12}",
-        "path", "qps", "vs direct", "latency ms", "proxy CPU µs/q", "user µs/q"
-    )?;
-    let direct_qps = median(samples[0].iter().map(|s| s.qps).collect());
-    for ((name, ..), v) in lanes.iter().zip(&samples) {
-        let qps = median(v.iter().map(|s| s.qps).collect());
-        let latency = median(v.iter().map(|s| s.latency_ms).collect());
-        let per_query = |f: fn(Cpu) -> f64| {
-            let v: Vec<f64> = v
-                .iter()
-                .filter_map(|s| s.cpu.map(|c| f(c) / s.queries * 1e6))
-                .collect();
-            if v.is_empty() {
-                "-".to_owned()
-            } else {
-                format!("{:.1}", median(v))
-            }
+    for pin in [false, true] {
+        // mariadbd on CPU 0 while the pinned lanes run (restored on drop).
+        let _affinity = if pin {
+            Some(Affinity::pin_threads(mariadbd_pid()?, true)?)
+        } else {
+            None
         };
+        let haproxy = haproxy_bin
+            .as_ref()
+            .map(|bin| start_haproxy(bin, tmp, pin))
+            .transpose()?;
+        let haproxy_pid = haproxy.as_ref().map(|b: &Baseline| b.child.id());
+        let lanes: Vec<(&str, Option<&Path>, u16, Option<u32>)> = {
+            let mut l = vec![("direct", None, 3306, None)];
+            if let Some(pid) = haproxy_pid {
+                l.push(("haproxy (tcp)", None, HAPROXY_PORT, Some(pid)));
+            }
+            l.push(("hoop, no policy", Some(plain.as_path()), 3306, None));
+            l.push(("hoop, masking policy", Some(masked.as_path()), 3306, None));
+            l
+        };
+        let mut samples: Vec<Vec<Sample>> = lanes.iter().map(|_| Vec::new()).collect();
+        for round in 0..rounds {
+            for k in 0..lanes.len() {
+                let i = (k + round) % lanes.len();
+                let (name, config, port, pid) = lanes[i];
+                let pinned_label = if pin { "pinned " } else { "" };
+                eprintln!(
+                    "xtask bench mysql: round {} {pinned_label}{name}",
+                    round + 1
+                );
+                samples[i].push(run_lane(hoop, config, idle, port, pid, seconds, pin)?);
+            }
+        }
+        drop(haproxy);
         writeln!(
             report,
-            "{name:<24} {qps:>10.0} {:>8.2} {latency:>12.3} {:>16} {:>12}",
-            qps / direct_qps,
-            per_query(Cpu::total),
-            per_query(|c| c.user),
+            "\nsysbench oltp_point_select, {THREADS} threads, {}, {seconds} s x {rounds} rounds (medians)",
+            if pin {
+                "pinned (sysbench, proxy and mariadbd on CPU 0)"
+            } else {
+                "unpinned"
+            }
         )?;
+        writeln!(
+            report,
+            "{:<24} {:>10} {:>8} {:>12} {:>16} {:>12}",
+            "path", "qps", "vs direct", "latency ms", "proxy CPU µs/q", "user µs/q"
+        )?;
+        let direct_qps = median(samples[0].iter().map(|s| s.qps).collect());
+        for ((name, ..), v) in lanes.iter().zip(&samples) {
+            let qps = median(v.iter().map(|s| s.qps).collect());
+            let latency = median(v.iter().map(|s| s.latency_ms).collect());
+            let per_query = |f: fn(Cpu) -> f64| {
+                let v: Vec<f64> = v
+                    .iter()
+                    .filter_map(|s| s.cpu.map(|c| f(c) / s.queries * 1e6))
+                    .collect();
+                if v.is_empty() {
+                    "-".to_owned()
+                } else {
+                    format!("{:.1}", median(v))
+                }
+            };
+            writeln!(
+                report,
+                "{name:<24} {qps:>10.0} {:>8.2} {latency:>12.3} {:>16} {:>12}",
+                qps / direct_qps,
+                per_query(Cpu::total),
+                per_query(|c| c.user),
+            )?;
+        }
     }
-    // 1M rows, masked policy in force.
+    large_result(hoop, &plain, &masked, idle, rounds, &mut report)?;
+    eprint!("{report}");
+    Ok(())
+}
+
+/// mariadbd's pid, from its pid file (or `pidof`).
+fn mariadbd_pid() -> anyhow::Result<u32> {
+    let from_file = mariadb("SELECT @@pid_file")
+        .ok()
+        .and_then(|f| fs::read_to_string(f.trim()).ok())
+        .and_then(|t| t.trim().parse().ok());
+    if let Some(pid) = from_file {
+        return Ok(pid);
+    }
+    crate::setup::output(Command::new("pidof").args(["-s", "mariadbd"]))?
+        .trim()
+        .parse()
+        .context("no mariadbd pid")
+}
+
+/// One 1M-row sample: the query's wall time, and hoop's CPU and peak RSS
+/// when it ran through hoop.
+struct Large {
+    seconds: f64,
+    cpu: Option<Cpu>,
+    rss_kib: Option<f64>,
+}
+
+/// The 1M-row result, direct and through hoop with and without a policy,
+/// `rounds` interleaved rounds.
+fn large_result(
+    hoop: &Path,
+    plain: &Path,
+    masked: &Path,
+    idle: Cpu,
+    rounds: usize,
+    report: &mut String,
+) -> anyhow::Result<()> {
     let query = "SELECT seq, CONCAT('row ', seq) FROM seq_1_to_1000000";
-    let cli = format!(
-        "mariadb -h 127.0.0.1 --protocol=TCP -uroot --quick -N -B {DB} -e \"{query}\" > /dev/null"
+    // Timed inside the shell, around the client alone.
+    let script = format!(
+        "a=$(date +%s%N); mariadb -h 127.0.0.1 --protocol=TCP -uroot --quick -N -B {DB} \
+         -e \"{query}\" > /dev/null || exit 1; b=$(date +%s%N); echo \"elapsed_ns=$((b - a))\""
     );
-    let started = Instant::now();
-    crate::setup::run(Command::new("sh").args(["-c", &cli]))?;
-    let direct = started.elapsed();
-    let started = Instant::now();
-    let out = Command::new(hoop)
-        .args(["exec", "--config"])
-        .arg(&masked)
-        .args(["--", "sh", "-c", &cli])
-        .env("RUST_LOG", "info")
-        .output()?;
-    let through = started.elapsed();
-    let rss = parse_hoop_rss_kib(&String::from_utf8_lossy(&out.stderr));
+    let one = |config: Option<&Path>| -> anyhow::Result<Large> {
+        let mut command = match config {
+            Some(config) => {
+                let mut c = Command::new(hoop);
+                c.args(["exec", "--config"]).arg(config).arg("--");
+                c.arg("sh");
+                c
+            }
+            None => Command::new("sh"),
+        };
+        let out = command
+            .args(["-c", &script])
+            .env("RUST_LOG", "info")
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("the 1M-row query failed:\n{stdout}\n{stderr}");
+        }
+        let ns: f64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("elapsed_ns="))
+            .context("the 1M-row run printed no time")?
+            .trim()
+            .parse()?;
+        Ok(Large {
+            seconds: ns / 1e9,
+            cpu: config.and_then(|_| parse_hoop_cpu(&stderr).map(|c| c - idle)),
+            rss_kib: config.and_then(|_| parse_hoop_rss_kib(&stderr)),
+        })
+    };
+    let lanes: [(&str, Option<&Path>); 3] = [
+        ("direct", None),
+        ("hoop, no policy", Some(plain)),
+        ("hoop, masking policy", Some(masked)),
+    ];
+    let mut samples: Vec<Vec<Large>> = lanes.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds.max(3) {
+        for k in 0..lanes.len() {
+            let i = (k + round) % lanes.len();
+            eprintln!(
+                "xtask bench mysql: 1M rows, round {} {}",
+                round + 1,
+                lanes[i].0
+            );
+            samples[i].push(one(lanes[i].1)?);
+        }
+    }
     writeln!(
         report,
-        "1M-row result: direct {:.2} s, through hoop {:.2} s (ratio {:.2}, includes hoop exec start-up), hoop peak RSS {} KiB",
-        direct.as_secs_f64(),
-        through.as_secs_f64(),
-        through.as_secs_f64() / direct.as_secs_f64().max(f64::EPSILON),
-        rss.map_or_else(|| "?".to_owned(), |r| format!("{r:.0}")),
+        "\n1M-row result (mariadb --quick, seq_1_to_1000000), {} interleaved rounds (medians; time of the query alone)",
+        rounds.max(3)
     )?;
-    eprint!("{report}");
+    writeln!(
+        report,
+        "{:<24} {:>8} {:>9} {:>14} {:>14}",
+        "path", "seconds", "vs direct", "hoop CPU s", "peak RSS KiB"
+    )?;
+    let direct = median(samples[0].iter().map(|s| s.seconds).collect());
+    for ((name, _), v) in lanes.iter().zip(&samples) {
+        let seconds = median(v.iter().map(|s| s.seconds).collect());
+        let cpu: Vec<f64> = v.iter().filter_map(|s| s.cpu.map(Cpu::total)).collect();
+        let rss = v
+            .iter()
+            .filter_map(|s| s.rss_kib)
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+        writeln!(
+            report,
+            "{name:<24} {seconds:>8.2} {:>9.2} {:>14} {:>14}",
+            seconds / direct.max(f64::EPSILON),
+            if cpu.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.2}", median(cpu))
+            },
+            rss.map_or_else(|| "-".to_owned(), |r| format!("{r:.0} (max)")),
+        )?;
+    }
     Ok(())
 }
