@@ -123,31 +123,26 @@ const CLASS: [u8; 256] = {
 /// `partial` over bytes: an ASCII value (where it equals `partial_chars`),
 /// or a value that is not UTF-8 (a non-ASCII byte is masked).
 fn partial_bytes(value: &[u8], keep_last: usize, out: &mut Vec<u8>) {
-    let alnum = value
-        .iter()
-        .filter(|&&b| CLASS[usize::from(b)] == 1)
-        .count();
+    let alnum = value.iter().filter(|b| b.is_ascii_alphanumeric()).count();
     let mut keep = kept(alnum, keep_last);
-    // Where the kept characters start: walk back over `keep` alphanumerics.
-    let mut from = value.len();
-    while keep > 0 {
-        from -= 1;
-        if CLASS[usize::from(value[from])] == 1 {
-            keep -= 1;
-        }
-    }
-    // `extend` over a mapped slice reserves once and writes without a
-    // capacity check per byte.
+    // One byte out per byte in: format bytes stay, the rest become `*`
+    // (`extend` over a mapped slice reserves once and checks no capacity
+    // per byte)...
+    let base = out.len();
     out.extend(
-        value[..from]
+        value
             .iter()
             .map(|&b| if CLASS[usize::from(b)] == 2 { b } else { b'*' }),
     );
-    out.extend(
-        value[from..]
-            .iter()
-            .map(|&b| if CLASS[usize::from(b)] == 0 { b'*' } else { b }),
-    );
+    // ...then the last `keep` alphanumerics are put back.
+    let mut i = value.len();
+    while keep > 0 && i > 0 {
+        i -= 1;
+        if value[i].is_ascii_alphanumeric() {
+            out[base + i] = value[i];
+            keep -= 1;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@ use bytes::BytesMut;
 use hoop_core::{
     ColumnSource, ResultColumn, RowEncoder, RowValues, SourceKey, ValueContent, ValueEncoding,
 };
-use hoop_proto_pg::{MessageError, rows::RowDescription, wire::Reader};
+use hoop_proto_pg::{
+    MessageError,
+    rows::{DataRow, RowDescription},
+};
 
 /// `json`.
 const JSON: u32 = 114;
@@ -109,29 +112,61 @@ pub struct RowIndex {
 }
 
 impl RowIndex {
-    /// Validates a DataRow body, exactly as
-    /// [`hoop_proto_pg::rows::DataRow::parse`] does (the
-    /// same reads, the same errors), and indexes its values in the same
-    /// pass.
+    /// Validates a DataRow body and indexes its values in one pass. A body
+    /// is accepted exactly when [`DataRow::parse`] accepts it, and refused
+    /// with its error: a body the quick walk does not accept is handed to
+    /// `DataRow::parse` for the verdict and the error.
     pub fn parse<'a>(&'a mut self, body: &'a [u8]) -> Result<PgRow<'a>, MessageError> {
-        self.spans.clear();
-        let mut r = Reader::new(body);
-        let n = r.count16("DataRow column count", 4)?;
-        for _ in 0..n {
-            // The value's bytes start after its 4-byte length.
-            let at = body.len() - r.remaining() + 4;
-            let len = match r.value("DataRow value")? {
-                None => -1,
-                // It was read from an i32.
-                Some(v) => i32::try_from(v.len()).unwrap_or(i32::MAX),
-            };
-            self.spans.push((at, len));
+        if !self.walk(body) {
+            let row = DataRow::parse(body)?;
+            // Not reached for a body the walk refused, but if it were, the
+            // row is indexed by `DataRow`'s own reading of it.
+            self.spans.clear();
+            let base = body.as_ptr() as usize;
+            for v in row.values() {
+                self.spans.push(match v {
+                    None => (0, -1),
+                    Some(v) => (
+                        v.as_ptr() as usize - base,
+                        i32::try_from(v.len()).unwrap_or(i32::MAX),
+                    ),
+                });
+            }
         }
-        r.finish("DataRow")?;
         Ok(PgRow {
             body,
             spans: &self.spans,
         })
+    }
+
+    /// Indexes a well-formed body: a count that is not negative, then that
+    /// many values, each a length (-1 for NULL, else not negative) and that
+    /// many bytes, and nothing after. `false` for anything else.
+    fn walk(&mut self, body: &[u8]) -> bool {
+        self.spans.clear();
+        let Some(&[hi, lo]) = body.get(..2) else {
+            return false;
+        };
+        let Ok(count) = usize::try_from(i16::from_be_bytes([hi, lo])) else {
+            return false;
+        };
+        let mut pos = 2;
+        for _ in 0..count {
+            let Some(&[b0, b1, b2, b3]) = body.get(pos..pos + 4) else {
+                return false;
+            };
+            pos += 4;
+            let start = pos;
+            let len = i32::from_be_bytes([b0, b1, b2, b3]);
+            if len != -1 {
+                match usize::try_from(len) {
+                    Ok(size) if size <= body.len() - pos => pos += size,
+                    _ => return false,
+                }
+            }
+            self.spans.push((start, len));
+        }
+        pos == body.len()
     }
 }
 
@@ -241,7 +276,6 @@ mod tests {
 
     #[test]
     fn malformed_rows_are_refused_as_data_row_parse_refuses_them() {
-        use hoop_proto_pg::rows::DataRow;
         let good = DataRow::build([Some(&b"ab"[..]), None]);
         let body = &good[5..];
         let mut cases: Vec<Vec<u8>> = vec![
@@ -263,10 +297,16 @@ mod tests {
         cases.push(body.to_vec());
         let mut index = RowIndex::default();
         for case in &cases {
-            let expected = DataRow::parse(case).map(|r| r.values().collect::<Vec<_>>());
-            let got = index
-                .parse(case)
-                .map(|r| (0..r.len()).map(|i| r.get(i)).collect::<Vec<_>>());
+            let expected = DataRow::parse(case).map(|r| {
+                r.values()
+                    .map(|v| v.map(<[u8]>::to_vec))
+                    .collect::<Vec<_>>()
+            });
+            let got = index.parse(case).map(|r| {
+                (0..r.len())
+                    .map(|i| r.get(i).map(<[u8]>::to_vec))
+                    .collect::<Vec<_>>()
+            });
             assert_eq!(got, expected, "{case:?}");
         }
     }
