@@ -320,20 +320,22 @@ fn scan_email(v: &[u8], push: &mut impl FnMut(usize, usize)) {
         if at < last_end {
             continue;
         }
-        let mut start = at;
-        while start > last_end && is_local(v[start - 1]) {
-            start -= 1;
-        }
+        // The local part: back from the `@` over local bytes (not past the
+        // last match), less leading dots.
+        let mut start = v[last_end..at]
+            .iter()
+            .rposition(|&b| !is_local(b))
+            .map_or(last_end, |p| last_end + p + 1);
         while start < at && v[start] == b'.' {
             start += 1;
         }
         if start == at {
             continue;
         }
-        let mut end = at + 1;
-        while end < v.len() && is_domain(v[end]) {
-            end += 1;
-        }
+        let mut end = v[at + 1..]
+            .iter()
+            .position(|&b| !is_domain(b))
+            .map_or(v.len(), |p| at + 1 + p);
         while end > at + 1 && matches!(v[end - 1], b'.' | b'-') {
             end -= 1;
         }

@@ -123,22 +123,22 @@ const CLASS: [u8; 256] = {
 /// `partial` over bytes: an ASCII value (where it equals `partial_chars`),
 /// or a value that is not UTF-8 (a non-ASCII byte is masked).
 fn partial_bytes(value: &[u8], keep_last: usize, out: &mut Vec<u8>) {
-    let alnum = value.iter().filter(|b| b.is_ascii_alphanumeric()).count();
-    let mut keep = kept(alnum, keep_last);
-    // One byte out per byte in: format bytes stay, the rest become `*`
-    // (`extend` over a mapped slice reserves once and checks no capacity
-    // per byte)...
+    // One pass, one byte out per byte in: format bytes stay, the rest
+    // become `*` (`extend` over a mapped slice reserves once and checks no
+    // capacity per byte), counting the alphanumerics on the way...
+    let mut alnum = 0;
     let base = out.len();
-    out.extend(
-        value
-            .iter()
-            .map(|&b| if CLASS[usize::from(b)] == 2 { b } else { b'*' }),
-    );
-    // ...then the last `keep` alphanumerics are put back.
+    out.extend(value.iter().map(|&b| {
+        let class = CLASS[usize::from(b)];
+        alnum += usize::from(class == 1);
+        if class == 2 { b } else { b'*' }
+    }));
+    // ...then the last `kept` alphanumerics are put back.
+    let mut keep = kept(alnum, keep_last);
     let mut i = value.len();
     while keep > 0 && i > 0 {
         i -= 1;
-        if value[i].is_ascii_alphanumeric() {
+        if CLASS[usize::from(value[i])] == 1 {
             out[base + i] = value[i];
             keep -= 1;
         }
