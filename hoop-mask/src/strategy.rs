@@ -31,9 +31,16 @@ pub fn apply(
             true
         }
         Strategy::Partial => {
-            match std::str::from_utf8(value) {
-                Ok(text) => partial_chars(text, keep_last, out),
-                Err(_) => partial_bytes(value, keep_last, out),
+            // ASCII (checked a word at a time) is the usual case: there a
+            // character is a byte, and `partial_bytes` gives exactly what
+            // `partial_chars` would, without decoding.
+            if value.is_ascii() {
+                partial_bytes(value, keep_last, out);
+            } else {
+                match std::str::from_utf8(value) {
+                    Ok(text) => partial_chars(text, keep_last, out),
+                    Err(_) => partial_bytes(value, keep_last, out),
+                }
             }
             true
         }
@@ -94,18 +101,46 @@ fn partial_chars(text: &str, keep_last: usize, out: &mut Vec<u8>) {
     }
 }
 
+/// Byte classes for `partial_bytes`: 0 masked, 1 alphanumeric, 2 format.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() {
+            t[b] = 1;
+        }
+        b += 1;
+    }
+    let mut i = 0;
+    while i < FORMAT_CHARS.len() {
+        t[FORMAT_CHARS[i] as usize] = 2;
+        i += 1;
+    }
+    t
+};
+
+/// `partial` over bytes: an ASCII value (where it equals `partial_chars`),
+/// or a value that is not UTF-8 (a non-ASCII byte is masked).
 fn partial_bytes(value: &[u8], keep_last: usize, out: &mut Vec<u8>) {
-    let alnum = value.iter().filter(|b| b.is_ascii_alphanumeric()).count();
-    let keep_from = alnum - kept(alnum, keep_last);
-    let mut seen = 0;
-    for &b in value {
-        if b.is_ascii_alphanumeric() {
-            seen += 1;
-            out.push(if seen > keep_from { b } else { b'*' });
-        } else if b.is_ascii() && FORMAT_CHARS.contains(&char::from(b)) {
-            out.push(b);
-        } else {
-            out.push(b'*');
+    // One pass, one byte out per byte in: format bytes stay, the rest
+    // become `*` (`extend` over a mapped slice reserves once and checks no
+    // capacity per byte), counting the alphanumerics on the way...
+    let mut alnum = 0;
+    let base = out.len();
+    out.extend(value.iter().map(|&b| {
+        let class = CLASS[usize::from(b)];
+        alnum += usize::from(class == 1);
+        if class == 2 { b } else { b'*' }
+    }));
+    // ...then the last `kept` alphanumerics are put back.
+    let mut keep = kept(alnum, keep_last);
+    let mut i = value.len();
+    while keep > 0 && i > 0 {
+        i -= 1;
+        if CLASS[usize::from(value[i])] == 1 {
+            out[base + i] = value[i];
+            keep -= 1;
         }
     }
 }
@@ -167,6 +202,52 @@ mod tests {
         let mut out = Vec::new();
         apply(Strategy::Partial, "k", 2, b"", b"ab\xffcd", &mut out);
         assert_eq!(out, b"***cd");
+    }
+
+    #[test]
+    fn partial_on_ascii_bytes_equals_partial_on_characters() {
+        // Every value of up to 4 characters over an alphabet of each class,
+        // and longer generated ones, for several `keep_last`.
+        let alphabet = b"a9Z-. @(+/#_!~";
+        let mut values: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut layer: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for v in &layer {
+                for &c in alphabet {
+                    let mut w = v.clone();
+                    w.push(c);
+                    next.push(w);
+                }
+            }
+            values.extend(next.iter().cloned());
+            layer = next;
+        }
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..2000 {
+            let mut v = Vec::new();
+            for _ in 0..(x % 40) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            values.push(v);
+        }
+        for v in &values {
+            for keep in [0, 1, 2, 4, 7, 100] {
+                let mut by_chars = Vec::new();
+                partial_chars(std::str::from_utf8(v).unwrap(), keep, &mut by_chars);
+                let mut by_bytes = Vec::new();
+                partial_bytes(v, keep, &mut by_bytes);
+                assert_eq!(
+                    by_bytes,
+                    by_chars,
+                    "{:?} keep {keep}",
+                    String::from_utf8_lossy(v)
+                );
+            }
+        }
     }
 
     #[test]

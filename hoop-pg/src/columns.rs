@@ -4,11 +4,14 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use hoop_core::{
     ColumnSource, ResultColumn, RowEncoder, RowValues, SourceKey, ValueContent, ValueEncoding,
 };
-use hoop_proto_pg::rows::{DataRow, RowDescription};
+use hoop_proto_pg::{
+    MessageError,
+    rows::{DataRow, RowDescription},
+};
 
 /// `json`.
 const JSON: u32 = 114;
@@ -109,24 +112,61 @@ pub struct RowIndex {
 }
 
 impl RowIndex {
-    /// Indexes a validated row.
-    pub fn index<'a>(&'a mut self, row: &DataRow<'a>) -> PgRow<'a> {
-        self.spans.clear();
-        let body = row.body();
-        let mut pos = 2;
-        for _ in 0..row.len() {
-            let len = body
-                .get(pos..pos + 4)
-                .and_then(|b| b.try_into().ok())
-                .map_or(-1, i32::from_be_bytes);
-            pos += 4;
-            self.spans.push((pos, len));
-            pos += usize::try_from(len).unwrap_or(0);
+    /// Validates a DataRow body and indexes its values in one pass. A body
+    /// is accepted exactly when [`DataRow::parse`] accepts it, and refused
+    /// with its error: a body the quick walk does not accept is handed to
+    /// `DataRow::parse` for the verdict and the error.
+    pub fn parse<'a>(&'a mut self, body: &'a [u8]) -> Result<PgRow<'a>, MessageError> {
+        if !self.walk(body) {
+            let row = DataRow::parse(body)?;
+            // Not reached for a body the walk refused, but if it were, the
+            // row is indexed by `DataRow`'s own reading of it.
+            self.spans.clear();
+            let base = body.as_ptr() as usize;
+            for v in row.values() {
+                self.spans.push(match v {
+                    None => (0, -1),
+                    Some(v) => (
+                        v.as_ptr() as usize - base,
+                        i32::try_from(v.len()).unwrap_or(i32::MAX),
+                    ),
+                });
+            }
         }
-        PgRow {
+        Ok(PgRow {
             body,
             spans: &self.spans,
+        })
+    }
+
+    /// Indexes a well-formed body: a count that is not negative, then that
+    /// many values, each a length (-1 for NULL, else not negative) and that
+    /// many bytes, and nothing after. `false` for anything else.
+    fn walk(&mut self, body: &[u8]) -> bool {
+        self.spans.clear();
+        let Some(&[hi, lo]) = body.get(..2) else {
+            return false;
+        };
+        let Ok(count) = usize::try_from(i16::from_be_bytes([hi, lo])) else {
+            return false;
+        };
+        let mut pos = 2;
+        for _ in 0..count {
+            let Some(&[b0, b1, b2, b3]) = body.get(pos..pos + 4) else {
+                return false;
+            };
+            pos += 4;
+            let start = pos;
+            let len = i32::from_be_bytes([b0, b1, b2, b3]);
+            if len != -1 {
+                match usize::try_from(len) {
+                    Ok(size) if size <= body.len() - pos => pos += size,
+                    _ => return false,
+                }
+            }
+            self.spans.push((start, len));
         }
+        pos == body.len()
     }
 }
 
@@ -149,32 +189,47 @@ impl RowValues for PgRow<'_> {
     }
 }
 
-/// Builds a DataRow message from pushed values.
+/// Appends a DataRow message, built from pushed values, to a buffer that
+/// may already hold other messages (the relay writes a read's rewritten rows
+/// one after another into one buffer, so a row costs no allocation of its
+/// own and the client's socket gets one chunk per read, not one per row).
 #[derive(Debug)]
-pub struct DataRowEncoder {
-    buf: Vec<u8>,
+pub struct DataRowEncoder<'a> {
+    buf: &'a mut BytesMut,
+    /// Where this message starts in `buf`.
+    start: usize,
     count: i16,
 }
 
-impl DataRowEncoder {
-    /// An encoder sized for a row of about `size` body bytes.
-    pub fn with_capacity(size: usize) -> Self {
-        let mut buf = Vec::with_capacity(size + 64);
-        buf.push(b'D');
-        buf.extend_from_slice(&[0; 6]);
-        Self { buf, count: 0 }
+impl<'a> DataRowEncoder<'a> {
+    /// Starts a message at the end of `buf`, with room for about `size`
+    /// body bytes.
+    pub fn new(buf: &'a mut BytesMut, size: usize) -> Self {
+        let start = buf.len();
+        buf.reserve(size + 64);
+        buf.extend_from_slice(&[b'D', 0, 0, 0, 0, 0, 0]);
+        Self {
+            buf,
+            start,
+            count: 0,
+        }
     }
 
-    /// The whole DataRow message.
-    pub fn finish(mut self) -> Bytes {
-        let len = u32::try_from(self.buf.len() - 1).unwrap_or(u32::MAX);
-        self.buf[1..5].copy_from_slice(&len.to_be_bytes());
-        self.buf[5..7].copy_from_slice(&self.count.to_be_bytes());
-        Bytes::from(self.buf)
+    /// Completes the message (its length and value count).
+    pub fn finish(self) {
+        let len = u32::try_from(self.buf.len() - self.start - 1).unwrap_or(u32::MAX);
+        let at = self.start;
+        self.buf[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
+        self.buf[at + 5..at + 7].copy_from_slice(&self.count.to_be_bytes());
+    }
+
+    /// Removes the message, and whatever was pushed into it, from the buffer.
+    pub fn discard(self) {
+        self.buf.truncate(self.start);
     }
 }
 
-impl RowEncoder for DataRowEncoder {
+impl RowEncoder for DataRowEncoder<'_> {
     fn push(&mut self, value: Option<&[u8]>) {
         self.count = self.count.saturating_add(1);
         match value {
@@ -197,18 +252,63 @@ mod tests {
     fn rows_index_and_encode_back_byte_for_byte() {
         let values: [Option<&[u8]>; 4] = [Some(b"1"), None, Some(b""), Some(b"hello")];
         let frame = DataRow::build(values);
-        let row = DataRow::parse(&frame[5..]).unwrap();
         let mut index = RowIndex::default();
-        let pg = index.index(&row);
+        let pg = index.parse(&frame[5..]).unwrap();
         assert_eq!(pg.len(), 4);
         let got: Vec<Option<&[u8]>> = (0..4).map(|i| pg.get(i)).collect();
         assert_eq!(got, values);
         assert_eq!(pg.get(9), None);
-        let mut enc = DataRowEncoder::with_capacity(16);
+        // Appended after what the buffer holds; a discarded row leaves
+        // nothing behind.
+        let mut buf = BytesMut::from(&b"xyz"[..]);
+        let mut enc = DataRowEncoder::new(&mut buf, 16);
+        enc.push(Some(b"partial"));
+        enc.discard();
+        assert_eq!(&buf[..], b"xyz");
+        let mut enc = DataRowEncoder::new(&mut buf, 16);
         for v in values {
             enc.push(v);
         }
-        assert_eq!(enc.finish(), frame);
+        enc.finish();
+        assert_eq!(&buf[..3], b"xyz");
+        assert_eq!(&buf[3..], &frame[..]);
+    }
+
+    #[test]
+    fn malformed_rows_are_refused_as_data_row_parse_refuses_them() {
+        let good = DataRow::build([Some(&b"ab"[..]), None]);
+        let body = &good[5..];
+        let mut cases: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            vec![0],
+            vec![0xff, 0xff],
+            vec![0, 1, 0, 0, 0, 9, b'x'],
+            vec![0, 1, 0xff, 0xff, 0xff, 0xfe],
+            vec![0, 1, 0xff, 0xff, 0xff, 0xff, 0],
+            vec![0, 2, 0, 0, 0, 0],
+        ];
+        // Every truncation and one trailing byte too many.
+        for n in 0..body.len() {
+            cases.push(body[..n].to_vec());
+        }
+        let mut long = body.to_vec();
+        long.push(0);
+        cases.push(long);
+        cases.push(body.to_vec());
+        let mut index = RowIndex::default();
+        for case in &cases {
+            let expected = DataRow::parse(case).map(|r| {
+                r.values()
+                    .map(|v| v.map(<[u8]>::to_vec))
+                    .collect::<Vec<_>>()
+            });
+            let got = index.parse(case).map(|r| {
+                (0..r.len())
+                    .map(|i| r.get(i).map(<[u8]>::to_vec))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(got, expected, "{case:?}");
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ use hoop_proto_pg::{
     notice::{ErrorSpec, NoticeFields},
     notification::NotificationResponse,
     query::Query,
-    rows::{CommandComplete, DataRow, RowDescription},
+    rows::{CommandComplete, RowDescription},
     session::{Owed, Phase, ResultContext, ServerAction, SessionState},
     status::{BackendKeyData, ParameterStatus, TransactionStatus},
     wire::MessageBuilder,
@@ -121,7 +121,20 @@ struct Rows {
     copy: Option<CopyOutMasker>,
     /// Reused to index each DataRow's values.
     index: RowIndex,
+    /// Rewritten DataRows (and the small frames forwarded among them) not
+    /// yet queued for the client; see [`Relay::process_server_buf`].
+    out: BytesMut,
+    /// Set by [`Relay::rewrite_row`]: the row it rewrote starts at this
+    /// offset of `out` (the frame itself is not forwarded).
+    appended: Option<usize>,
 }
+
+/// Rewritten rows are written into buffers of this size (or one row's).
+const ROWS_CHUNK: usize = 64 * 1024;
+/// A forwarded frame among rewritten rows is copied into their buffer up to
+/// this size (a DataRow masking left unchanged); a larger one is sent from
+/// the read buffer as is.
+const COPY_AMONG_ROWS: usize = 4096;
 
 impl Rows {
     /// Called for most server messages: the rewriter and masker are
@@ -912,38 +925,87 @@ impl Relay {
     }
 
     /// As [`Relay::process_client_buf`], for the server's messages.
+    ///
+    /// Rewritten DataRows are written one after another into `rows.out`;
+    /// while it holds any, the frames forwarded between them are copied in
+    /// too (when small), so a masked result reaches the client's queue as
+    /// one chunk per read. Invariant: while `rows.out` holds anything, `run`
+    /// is 0 (everything before the current frame is queued or in `rows.out`).
     fn process_server_buf(&mut self, buf: &mut BytesMut) -> Result<usize, SessionError> {
         let mut run = 0;
+        let result = self.process_server_frames(buf, &mut run);
+        // What is in `rows.out` comes before anything still in `buf`. On an
+        // error the rows already rewritten go out, as they did before the
+        // error was met (every one of them was judged).
+        self.flush_rows();
+        result.map(|()| run)
+    }
+
+    /// Queues the rewritten rows (and frames copied among them).
+    fn flush_rows(&mut self) {
+        if !self.rows.out.is_empty() {
+            self.io.to_client.push(self.rows.out.split().freeze());
+        }
+    }
+
+    fn process_server_frames(
+        &mut self,
+        buf: &mut BytesMut,
+        run: &mut usize,
+    ) -> Result<(), SessionError> {
         loop {
-            let (tag, len) = match self.server_decoder.peek(&buf[run..])? {
+            let (tag, len) = match self.server_decoder.peek(&buf[*run..])? {
                 Peek::Complete { tag, len } => (tag, len),
                 Peek::Incomplete { len } => {
                     if let Some(len) = len {
-                        buf.reserve((run + len).saturating_sub(buf.len()));
+                        buf.reserve((*run + len).saturating_sub(buf.len()));
                     }
                     break;
                 }
             };
-            let action = self.server_frame(tag, &buf[run + 5..run + len])?;
+            let action = self.server_frame(tag, &buf[*run + 5..*run + len])?;
             if action == ServerAction::Pause {
                 // Resumed at this frame once the preparation is done.
                 break;
             }
             self.prepared_frame = false;
             let captured = std::mem::take(&mut self.capture_frame);
+            // The rewritten row `server_frame` appended to `rows.out`.
+            let appended = self.rows.appended.take();
             if action == ServerAction::Forward && !captured {
-                run += len;
+                if self.rows.out.is_empty() {
+                    *run += len;
+                } else if len <= COPY_AMONG_ROWS {
+                    // `run` is 0: the frame is at the front of `buf`.
+                    self.rows.out.extend_from_slice(&buf[..len]);
+                    buf.advance(len);
+                } else {
+                    self.flush_rows();
+                    *run += len;
+                }
                 continue;
             }
-            if run > 0 {
-                self.io.to_client.push(buf.split_to(run).freeze());
-                run = 0;
+            if appended.is_some() && !captured && self.dry_run.is_none() {
+                if *run > 0 {
+                    // Only when `rows.out` held nothing but this row.
+                    self.io.to_client.push(buf.split_to(*run).freeze());
+                    *run = 0;
+                }
+                buf.advance(len);
+                continue;
+            }
+            let row = appended.map(|at| self.rows.out.split_off(at).freeze());
+            self.flush_rows();
+            if *run > 0 {
+                self.io.to_client.push(buf.split_to(*run).freeze());
+                *run = 0;
             }
             let frame = buf.split_to(len).freeze();
-            let out = match action {
-                ServerAction::Forward => Some(frame),
-                ServerAction::Replace(b) => Some(b),
-                ServerAction::Swallow | ServerAction::Pause => None,
+            let out = match (row, action) {
+                (Some(row), _) => Some(row),
+                (None, ServerAction::Forward) => Some(frame),
+                (None, ServerAction::Replace(b)) => Some(b),
+                (None, ServerAction::Swallow | ServerAction::Pause) => None,
             };
             if captured {
                 if let Some(out) = out {
@@ -964,7 +1026,7 @@ impl Relay {
             self.waiting_quiet = false;
             self.resume_client = true;
         }
-        Ok(run)
+        Ok(())
     }
 
     fn server_frame(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
@@ -1306,13 +1368,28 @@ impl Relay {
         let Some(rewriter) = self.rows.rewriter.as_mut() else {
             return Ok(ServerAction::Forward);
         };
-        let row = DataRow::parse(body).map_err(server_msg)?;
-        let values = self.rows.index.index(&row);
-        let mut encoder = DataRowEncoder::with_capacity(body.len());
+        let values = self.rows.index.parse(body).map_err(server_msg)?;
+        let out = &mut self.rows.out;
+        let at = out.len();
+        if out.capacity() - at < body.len() + 64 {
+            out.reserve(ROWS_CHUNK.max(body.len() + 64));
+        }
+        let mut encoder = DataRowEncoder::new(out, body.len());
         match rewriter.rewrite_row(&values, &mut encoder) {
-            RowRewrite::Unchanged => Ok(ServerAction::Forward),
-            RowRewrite::Rewritten => Ok(ServerAction::Replace(encoder.finish())),
-            RowRewrite::Refuse(refusal) => Err(SessionError::RowRefused(refusal)),
+            RowRewrite::Unchanged => {
+                encoder.discard();
+                Ok(ServerAction::Forward)
+            }
+            RowRewrite::Rewritten => {
+                encoder.finish();
+                // `process_server_frames` sends the row from `rows.out`.
+                self.rows.appended = Some(at);
+                Ok(ServerAction::Swallow)
+            }
+            RowRewrite::Refuse(refusal) => {
+                encoder.discard();
+                Err(SessionError::RowRefused(refusal))
+            }
         }
     }
 }
