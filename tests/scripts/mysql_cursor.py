@@ -4,8 +4,14 @@
 # SERVER_STATUS_CURSOR_EXISTS, no rows), then COM_STMT_FETCH (0x1C,
 # statement id u32, row count u32) for the rows, in binary. Prints JSON.
 import json, struct, pymysql, sys
+# argv[2] == 'deprecate_eof': the client asks CLIENT_DEPRECATE_EOF (no EOF
+# after column blocks; OK-style end packets), which PyMySQL's own result
+# parsing does not speak: then only the raw commands are used.
 db = sys.argv[1]
-c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database=db)
+deprecate_eof = len(sys.argv) > 2 and sys.argv[2] == 'deprecate_eof'
+from pymysql.constants import CLIENT
+flags = CLIENT.DEPRECATE_EOF if deprecate_eof else 0
+c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database=db, client_flag=flags)
 CURSOR_EXISTS = 0x0040
 LAST_ROW_SENT = 0x0080
 def lenenc(b, i):
@@ -27,9 +33,9 @@ def prepare(sql):
     ok = c._read_packet().get_all_data()
     stmt, ncols, nparams = struct.unpack_from('<IHH', ok, 1)
     for _ in range(nparams): c._read_packet()
-    if nparams: c._read_packet()
+    if nparams and not deprecate_eof: c._read_packet()
     for _ in range(ncols): c._read_packet()
-    if ncols: c._read_packet()
+    if ncols and not deprecate_eof: c._read_packet()
     return stmt
 def open_cursor(stmt):
     # flags CURSOR_TYPE_READ_ONLY (0x01), iteration count 1, no parameters.
@@ -47,7 +53,15 @@ def open_cursor(stmt):
             l, i = lenenc(d, i); i += l
         i += 1 + 2 + 4
         types.append(d[i])
-    end = c._read_packet().get_all_data()
+    if deprecate_eof:
+        # No EOF after the columns: either the cursor's end packet (with
+        # CURSOR_EXISTS) or, without a cursor, the first row.
+        end = c._read_packet().get_all_data()
+        if not is_end(end):
+            while not is_end(c._read_packet().get_all_data()): pass
+            return types, {'columns': n, 'cursor_exists': False}
+    else:
+        end = c._read_packet().get_all_data()
     status = end_status(end)
     out = {'columns': n, 'cursor_exists': bool(status & CURSOR_EXISTS)}
     if not status & CURSOR_EXISTS:
@@ -90,6 +104,9 @@ out['derived'] = cursor("SELECT CONCAT(ssn, '') AS v FROM cust ORDER BY id")
 out['plain'] = cursor("SELECT id, email FROM cust ORDER BY id")
 out['other'] = cursor("SELECT note FROM other ORDER BY id")
 # The session goes on: a query on the text protocol after the cursors.
-cur = c.cursor(); cur.execute("SELECT ssn FROM cust ORDER BY id")
-out['after'] = {'rows': [list(r) for r in cur.fetchall()]}
+if deprecate_eof:
+    out['after'] = cursor("SELECT ssn FROM cust ORDER BY id")['rest']
+else:
+    cur = c.cursor(); cur.execute("SELECT ssn FROM cust ORDER BY id")
+    out['after'] = {'rows': [list(r) for r in cur.fetchall()]}
 print(json.dumps(out))
