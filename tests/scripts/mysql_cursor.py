@@ -101,6 +101,10 @@ out = {}
 out['masked'] = cursor("SELECT ssn FROM cust ORDER BY id")
 out['mixed'] = cursor("SELECT id, ssn, email FROM cust ORDER BY id")
 out['derived'] = cursor("SELECT CONCAT(ssn, '') AS v FROM cust ORDER BY id")
+# MariaDB's FETCH of 0xFFFFFFFF: the cursor of the statement prepared last.
+stmt = prepare("SELECT ssn FROM cust ORDER BY id")
+types, opened = open_cursor(stmt)
+out['last_prepared'] = {'open': opened, 'first': fetch(0xFFFFFFFF, types, 1), 'rest': fetch(stmt, types, 10)}
 out['plain'] = cursor("SELECT id, email FROM cust ORDER BY id")
 out['other'] = cursor("SELECT note FROM other ORDER BY id")
 # The session goes on: a query on the text protocol after the cursors.

@@ -1021,13 +1021,25 @@ fn rows_fetched_through_a_server_side_cursor_are_masked() {
             r#"[["987-65-4321"]]"#,
             "{mode}: {bare}"
         );
+        assert_eq!(
+            rows(&bare["last_prepared"]["first"]),
+            r#"[["123-45-6789"]]"#,
+            "{mode}: {bare}"
+        );
 
         let out = hoop_exec(&cfg.path, &[PYTHON, script, &db.name, mode], T);
         let (stdout, stderr) = text(&out);
         let all = format!("{mode}: {stdout}\n--- stderr\n{stderr}");
         let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
         // The cursor is opened through hoop as on the bare server.
-        for key in ["masked", "mixed", "derived", "plain", "other"] {
+        for key in [
+            "masked",
+            "last_prepared",
+            "mixed",
+            "derived",
+            "plain",
+            "other",
+        ] {
             assert_eq!(v[key]["open"]["cursor_exists"], true, "{key}: {all}");
         }
         // The masked column, one FETCH of one row then one of the rest.
@@ -1035,6 +1047,17 @@ fn rows_fetched_through_a_server_side_cursor_are_masked() {
         assert_eq!(v["masked"]["first"]["last_row_sent"], false, "{all}");
         assert_eq!(rows(&v["masked"]["rest"]), r#"[["***-**-4321"]]"#, "{all}");
         assert_eq!(v["masked"]["rest"]["last_row_sent"], true, "{all}");
+        // MariaDB's FETCH of 0xFFFFFFFF (the statement prepared last).
+        assert_eq!(
+            rows(&v["last_prepared"]["first"]),
+            r#"[["***-**-6789"]]"#,
+            "{all}"
+        );
+        assert_eq!(
+            rows(&v["last_prepared"]["rest"]),
+            r#"[["***-**-4321"]]"#,
+            "{all}"
+        );
         // Masked in place among columns nothing masks.
         assert_eq!(
             rows(&v["mixed"]["first"]),
