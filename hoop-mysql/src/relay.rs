@@ -740,6 +740,18 @@ impl Relay {
         let inspect = self.governor.inspects_rows();
         let observe = self.governor.observes_executions();
         let mut rows: Option<RowState> = None;
+        // COM_STMT_FETCH: the reply is binary rows only, with no column
+        // definitions of its own; they are the cursor's, kept by the session
+        // from the EXECUTE that opened it. A cursor hoop did not see opened
+        // has no columns to judge its rows by: its rows are refused.
+        let mut blind_fetch = false;
+        if inspect && matches!(command, Command::StmtFetch { .. }) {
+            if self.session.result_columns().is_some() {
+                rows = self.row_state(reply, 0, true);
+            } else {
+                blind_fetch = true;
+            }
+        }
         // Set once a row was refused or a file request refused: the rest of
         // the reply is swallowed, and `ending` is what the client gets.
         let mut ending: Option<ErrPacket> = None;
@@ -845,6 +857,20 @@ impl Relay {
                 {
                     let index = event.reply.map_or(0, |r| r.statement_index);
                     rows = self.row_state(reply, index, event.reply.is_some_and(|r| r.binary_rows));
+                }
+                ServerPacket::Row if blind_fetch => {
+                    warn!(session = %self.identity, "rows of a cursor hoop did not see opened refused");
+                    let err = ErrPacket::from_code(
+                        codes::NOT_SUPPORTED,
+                        "hoop: COM_STMT_FETCH rows refused: hoop did not see this cursor's columns",
+                    );
+                    self.client.queue_packet(client_seq, &err.encode());
+                    if event.completes_reply {
+                        break;
+                    }
+                    ending = Some(err);
+                    ending_sent = true;
+                    continue;
                 }
                 ServerPacket::Row => {
                     if let Some(state) = rows.as_mut() {

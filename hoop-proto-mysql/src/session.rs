@@ -798,8 +798,13 @@ impl Session {
                     params_head,
                 }
             }
+            // MariaDB also takes 0xFFFFFFFF ("the statement prepared last")
+            // in FETCH: resolved here, so that the cursor's columns are
+            // found (unresolved while a PREPARE is in flight: no columns).
             Command::StmtFetch { statement_id, .. } => Kind::Fetch {
-                statement_id: *statement_id,
+                statement_id: self
+                    .client_statement_id(StatementRef::of(*statement_id))
+                    .unwrap_or(*statement_id),
             },
             Command::FieldList { .. } => Kind::FieldList,
             Command::InitDb { schema } => Kind::InitDb {

@@ -611,6 +611,48 @@ fn cursor(caps: Capabilities) {
     assert!(s.statement(3).unwrap().cursor_exhausted);
 }
 
+/// MariaDB's FETCH of 0xFFFFFFFF is the cursor of the statement prepared
+/// last: its columns are the ones the EXECUTE opened the cursor with.
+#[test]
+fn fetch_of_the_statement_prepared_last_finds_its_cursor_columns() {
+    let caps = BASE;
+    let mut s = ready(caps);
+    prepared(&mut s, 3, caps);
+    let exec = StmtExecute::encode(3, flags::READ_ONLY, None, &[]).unwrap();
+    let Command::StmtExecute(e) = Command::parse(&exec, caps).unwrap() else {
+        panic!("an execute");
+    };
+    s.client_command(0, exec.len(), &Command::StmtExecute(e))
+        .unwrap();
+    feed(
+        &mut s,
+        1,
+        &[
+            encode_column_count(1),
+            column("ssn", ColumnType::VAR_STRING),
+            end(0x42, caps),
+        ],
+    );
+    s.client_command(
+        0,
+        9,
+        &Command::StmtFetch {
+            statement_id: u32::MAX,
+            rows: 1,
+        },
+    )
+    .unwrap();
+    assert_eq!(&s.result_columns().unwrap()[0].name[..], b"ssn");
+    let bt = [BinaryType {
+        column_type: ColumnType::VAR_STRING,
+        unsigned: false,
+    }];
+    let row = BinaryRow::encode(&bt, &[Value::Bytes(b"123")]).unwrap();
+    let events = feed(&mut s, 1, &[row, end(0xC2, caps)]);
+    assert_eq!(events[0].reply.unwrap().statement_id, Some(3));
+    assert!(s.statement(3).unwrap().cursor_exhausted);
+}
+
 #[test]
 fn cursor_and_fetch_with_classic_eof() {
     cursor(BASE);
