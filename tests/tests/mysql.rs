@@ -1102,3 +1102,56 @@ fn rows_fetched_through_a_server_side_cursor_are_masked() {
         assert!(!stdout.contains("987-65-4321"), "{all}");
     }
 }
+
+/// A Rust client (`mysql_async`, its own handshake and codecs) through
+/// `hoop exec`: text and binary rows masked, a derived value masked by
+/// lineage, an unfiltered DELETE denied with the session going on. The same
+/// client run against the bare server gets the values and deletes the rows.
+#[test]
+fn a_rust_client_is_masked_and_guarded() {
+    require_privileged();
+    let db = Db::create("rust");
+    let cfg = config(POLICY);
+    let client = env!("CARGO_BIN_EXE_mysql-rust-client");
+    let out = hoop_exec(&cfg.path, &[client, &db.name], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+    assert_eq!(
+        rows(&v["text"]),
+        r#"[[1,"***-**-6789","a@example.com"],[2,"***-**-4321","b@example.com"]]"#,
+        "{all}"
+    );
+    assert_eq!(
+        rows(&v["binary"]),
+        r#"[[1,"***-**-6789"],[2,"***-**-4321"]]"#,
+        "{all}"
+    );
+    assert_eq!(rows(&v["binary_again"]), r#"[[2,"***-**-4321"]]"#, "{all}");
+    assert_eq!(
+        rows(&v["derived"]),
+        r#"["[REDACTED:mask[0]]","[REDACTED:mask[0]]"]"#,
+        "{all}"
+    );
+    assert!(
+        v["denied"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no unfiltered writes")),
+        "{all}"
+    );
+    assert_eq!(rows(&v["after"]), r#"["hello","world"]"#, "{all}");
+    assert_eq!(db.count("other"), 2, "{all}");
+    assert!(!all.contains("123-45-6789"), "{all}");
+    // The bare server: the raw values, and the DELETE runs.
+    let bare = Command::new(client)
+        .arg(&db.name)
+        .output()
+        .expect("mysql-rust-client");
+    let (bare_out, bare_err) = text(&bare);
+    let bare: Value = serde_json::from_str(bare_out.trim())
+        .unwrap_or_else(|e| panic!("{e}: {bare_out}\n{bare_err}"));
+    assert!(rows(&bare["text"]).contains("123-45-6789"), "{bare}");
+    assert!(rows(&bare["binary"]).contains("987-65-4321"), "{bare}");
+    assert_eq!(rows(&bare["after"]), "[]", "{bare}");
+    assert_eq!(db.count("other"), 0, "{bare}");
+}
