@@ -66,7 +66,7 @@ pub(crate) struct Relay {
     /// (caching_sha2 full authentication is translated with it).
     scramble: Vec<u8>,
     /// Prepared statement id → its canonical SQL.
-    prepared: HashMap<u32, String>,
+    prepared: HashMap<u32, String, foldhash::fast::RandomState>,
     /// The sequence id the client expects next (for an ERR that ends the
     /// session in the middle of a reply).
     client_seq: u8,
@@ -148,7 +148,7 @@ impl Relay {
             catalog: connected.catalog,
             scramble: connected.scramble,
             governor,
-            prepared: HashMap::new(),
+            prepared: HashMap::default(),
             client_seq: 0,
             catalog_stale: false,
         }

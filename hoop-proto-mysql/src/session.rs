@@ -415,15 +415,19 @@ pub struct Session {
     client_collation: u16,
     variables: Vec<(Bytes, Bytes)>,
     multi_statements: bool,
-    statements: HashMap<u32, PreparedStatement>,
+    statements: IdMap<PreparedStatement>,
     last_prepared: Option<u32>,
     owed: VecDeque<Owed>,
     next_id: u64,
     /// The client's view: types bound per statement, and parameters sent
     /// as long data since the last EXECUTE or RESET.
-    param_types: HashMap<u32, Vec<ParamType>>,
-    long_data: HashMap<u32, Vec<u16>>,
+    param_types: IdMap<Vec<ParamType>>,
+    long_data: IdMap<Vec<u16>>,
 }
+
+/// Maps keyed by statement id (the server's numbers, looked up on every
+/// execute): foldhash, not SipHash.
+type IdMap<T> = HashMap<u32, T, foldhash::fast::RandomState>;
 
 fn unexpected(what: &'static str, when: &'static str) -> SessionError {
     SessionError::UnexpectedServerPacket { what, when }
