@@ -110,6 +110,17 @@ fn certs() -> Certs {
     }
 }
 
+impl Certs {
+    /// The `tls` section with this certificate for clients and `upstream`.
+    fn tls(&self, upstream: &str) -> String {
+        format!(
+            "tls:\n  cert: {}\n  key: {}\n  upstream: {upstream}\n",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+}
+
 /// A config intercepting the double's port as MySQL, with `tls` (YAML).
 fn config(port: u16, tls: &str) -> TestConfig {
     let cfg = TestConfig::new(&[port], tls);
@@ -189,14 +200,7 @@ fn both_legs_tls_the_cleartext_is_relayed_inside_tls() {
     require_privileged();
     let c = certs();
     let server = Sha2Server::start(Some(&c));
-    let cfg = config(
-        server.port,
-        &format!(
-            "tls:\n  cert: {}\n  key: {}\n  upstream: require\n",
-            c.cert.display(),
-            c.key.display()
-        ),
-    );
+    let cfg = config(server.port, &c.tls("require"));
     let (v, all) = client(&cfg, server.port, true, &c.cert, &[]);
     assert_real_login(&v, true, &all);
 }
@@ -208,14 +212,7 @@ fn client_tls_server_plain_the_cleartext_is_rsa_encrypted_for_the_server() {
     require_privileged();
     let c = certs();
     let server = Sha2Server::start(None);
-    let cfg = config(
-        server.port,
-        &format!(
-            "tls:\n  cert: {}\n  key: {}\n  upstream: disable\n",
-            c.cert.display(),
-            c.key.display()
-        ),
-    );
+    let cfg = config(server.port, &c.tls("disable"));
     let (v, all) = client(&cfg, server.port, true, &c.cert, &[]);
     assert_real_login(&v, true, &all);
 }
@@ -252,14 +249,7 @@ fn client_plain_server_tls_hoop_gives_its_own_key_and_sends_the_cleartext_inside
     // With an RSA TLS key, hoop's key is that key (as MySQL Router does):
     // a client that cached the certificate's public key logs in without
     // asking for one.
-    let cfg = config(
-        server.port,
-        &format!(
-            "tls:\n  cert: {}\n  key: {}\n  upstream: require\n",
-            c.cert.display(),
-            c.key.display()
-        ),
-    );
+    let cfg = config(server.port, &c.tls("require"));
     let (v, all) = client(
         &cfg,
         server.port,
@@ -281,14 +271,7 @@ fn sha256_password_is_translated_both_ways() {
     require_privileged();
     let c = certs();
     let server = Sha2Server::switching(None, Some("sha256_password"));
-    let cfg = config(
-        server.port,
-        &format!(
-            "tls:\n  cert: {}\n  key: {}\n  upstream: disable\n",
-            c.cert.display(),
-            c.key.display()
-        ),
-    );
+    let cfg = config(server.port, &c.tls("disable"));
     let (v, all) = client(&cfg, server.port, true, &c.cert, &[]);
     assert_real_login(&v, true, &all);
     drop(server);
@@ -307,14 +290,7 @@ fn a_cleartext_plugin_from_a_tls_client_to_a_plaintext_server_is_refused() {
     require_privileged();
     let c = certs();
     let server = Sha2Server::switching(None, Some("mysql_clear_password"));
-    let cfg = config(
-        server.port,
-        &format!(
-            "tls:\n  cert: {}\n  key: {}\n  upstream: disable\n",
-            c.cert.display(),
-            c.key.display()
-        ),
-    );
+    let cfg = config(server.port, &c.tls("disable"));
     let (v, all) = client(&cfg, server.port, true, &c.cert, &[]);
     for attempt in ["right", "wrong"] {
         assert_eq!(v[attempt]["login"], "error", "{all}");
@@ -330,14 +306,7 @@ fn a_cleartext_plugin_from_a_tls_client_to_a_plaintext_server_is_refused() {
     // Through a TLS server leg the same plugin logs in.
     drop(server);
     let server = Sha2Server::switching(Some(&c), Some("mysql_clear_password"));
-    let cfg = config(
-        server.port,
-        &format!(
-            "tls:\n  cert: {}\n  key: {}\n  upstream: require\n",
-            c.cert.display(),
-            c.key.display()
-        ),
-    );
+    let cfg = config(server.port, &c.tls("require"));
     let (v, all) = client(&cfg, server.port, true, &c.cert, &[]);
     assert_real_login(&v, true, &all);
 }
@@ -411,14 +380,7 @@ fn the_mariadb_cli_logs_in_through_both_translations() {
 
     // Client TLS, server plaintext.
     let server = Sha2Server::start(None);
-    let cfg = config(
-        server.port,
-        &format!(
-            "tls:\n  cert: {}\n  key: {}\n  upstream: disable\n",
-            c.cert.display(),
-            c.key.display()
-        ),
-    );
+    let cfg = config(server.port, &c.tls("disable"));
     let (stdout, all) = run(&cfg, server.port, "--ssl");
     expect(&stdout, &all);
     drop(server);
