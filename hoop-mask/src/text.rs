@@ -30,10 +30,18 @@ impl MaskRules {
     pub fn mask_free_text(&self, text: &str, echoes: &EchoPatterns) -> Option<String> {
         let mut current: Option<String> = None;
         if !self.column_rules.is_empty() {
-            if let Some(t) = self.mask_key_values(current.as_deref().unwrap_or(text), echoes) {
+            // A key-value echo (`)=(`) cannot occur in a text without a
+            // `(`, nor can a failing-row mark that holds one: one scan
+            // spares both searches in most texts (statements that call no
+            // function, most server messages).
+            let has_paren = memchr::memchr(b'(', text.as_bytes()).is_some();
+            if has_paren
+                && let Some(t) = self.mask_key_values(current.as_deref().unwrap_or(text), echoes)
+            {
                 current = Some(t);
             }
             if let Some(mark) = echoes.failing_row
+                && (has_paren || !mark.contains('('))
                 && let Some(t) = redact_failing_row(current.as_deref().unwrap_or(text), mark)
             {
                 current = Some(t);
@@ -301,6 +309,36 @@ mod tests {
             r.mask_free_text_pg("relation \"customers\" does not exist"),
             None
         );
+    }
+
+    #[test]
+    fn a_text_without_a_parenthesis_skips_only_the_searches_that_need_one() {
+        let r = rules();
+        // A failing-row mark without `(` is still searched for in such a text.
+        let echoes = EchoPatterns {
+            key_value_suffixes: &[],
+            failing_row: Some("Failing row: "),
+            trailing_quoted: false,
+        };
+        assert_eq!(
+            r.mask_free_text("Failing row: 1, 123-45-6789, null", &echoes)
+                .unwrap(),
+            "Failing row: [REDACTED:row]"
+        );
+        // PostgreSQL's shapes, each next to the same text without its `(`.
+        for (with, without) in [
+            (
+                "Key (ssn)=(123-45-6789) exists.",
+                "Key ssn)=123-45-6789) exists.",
+            ),
+            (
+                "Failing row contains (1, 2).",
+                "Failing row contains 1, 2).",
+            ),
+        ] {
+            assert!(r.mask_free_text_pg(with).is_some(), "{with}");
+            assert_eq!(r.mask_free_text_pg(without), None, "{without}");
+        }
     }
 
     #[test]
