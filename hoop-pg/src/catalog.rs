@@ -313,12 +313,26 @@ impl CatalogStore {
 }
 
 impl CatalogStore {
+    /// What `keys` need from `server` before they can be resolved.
     fn prepare_on(
         &self,
         server: &Arc<ServerCatalog>,
         identity: &SessionIdentity,
         keys: &[SourceKey],
     ) -> Option<Preparation> {
+        match self.readiness(server, identity, keys) {
+            Readiness::Loaded | Readiness::RecentlyFailed => None,
+            Readiness::Load(preparation) => Some(preparation),
+        }
+    }
+
+    /// [`CatalogStore::prepare_on`], saying why nothing is to be done.
+    fn readiness(
+        &self,
+        server: &Arc<ServerCatalog>,
+        identity: &SessionIdentity,
+        keys: &[SourceKey],
+    ) -> Readiness {
         let mut missing: Vec<u32> = {
             let cache = lock(&server.cache);
             keys.iter()
@@ -329,13 +343,16 @@ impl CatalogStore {
         missing.sort_unstable();
         missing.dedup();
         let views_loaded = lock(&server.views).0 > 0;
-        if (missing.is_empty() && views_loaded) || server.recently_failed() {
-            return None;
+        if missing.is_empty() && views_loaded {
+            return Readiness::Loaded;
+        }
+        if server.recently_failed() {
+            return Readiness::RecentlyFailed;
         }
         let login = self.login(identity);
         let dialer = self.dialer.clone();
         let server = server.clone();
-        Some(Box::pin(async move {
+        Readiness::Load(Box::pin(async move {
             if let Err(e) = server.load(&dialer, &login, &missing, !views_loaded).await {
                 warn!(server = %server.addr, database = %server.database, error = %e,
                     "catalog lookup failed; unresolved columns are masked");
@@ -343,6 +360,18 @@ impl CatalogStore {
             }
         }))
     }
+}
+
+/// What a server catalog needs before some keys can be resolved.
+enum Readiness {
+    /// Every table is loaded, and the views: for good, since a server
+    /// catalog never forgets a table and only ever reloads its views.
+    Loaded,
+    /// Something is missing, but the last lookup failed too recently to
+    /// try again (the unresolved columns are masked meanwhile).
+    RecentlyFailed,
+    /// The lookup to await.
+    Load(Preparation),
 }
 
 impl ServerCatalog {
@@ -403,6 +432,10 @@ impl ColumnResolver for CatalogStore {
 pub struct SessionCatalog {
     store: Arc<CatalogStore>,
     last: Mutex<Option<(SocketAddr, String, Arc<ServerCatalog>)>>,
+    /// The relations of the last keys that server catalog had everything
+    /// for ([`Readiness::Loaded`], which stays true): the same relations
+    /// again (a statement run again) need no look at its caches.
+    loaded: Mutex<Option<(Arc<ServerCatalog>, Vec<u32>)>>,
 }
 
 impl SessionCatalog {
@@ -411,6 +444,7 @@ impl SessionCatalog {
         Self {
             store,
             last: Mutex::new(None),
+            loaded: Mutex::new(None),
         }
     }
 
@@ -441,7 +475,22 @@ impl SessionCatalog {
 impl ColumnResolver for SessionCatalog {
     fn prepare(&self, identity: &SessionIdentity, keys: &[SourceKey]) -> Option<Preparation> {
         self.with_server(identity, |server| {
-            self.store.prepare_on(server, identity, keys)
+            let relations = || keys.iter().map(|k| k.relation);
+            let mut loaded = lock(&self.loaded);
+            if let Some((s, known)) = &*loaded
+                && Arc::ptr_eq(s, server)
+                && relations().eq(known.iter().copied())
+            {
+                return None;
+            }
+            match self.store.readiness(server, identity, keys) {
+                Readiness::Loaded => {
+                    *loaded = Some((server.clone(), relations().collect()));
+                    None
+                }
+                Readiness::RecentlyFailed => None,
+                Readiness::Load(preparation) => Some(preparation),
+            }
         })?
     }
 
