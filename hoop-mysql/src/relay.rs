@@ -19,7 +19,7 @@ use hoop_proto_mysql::{
     capabilities::Capabilities,
     column::ColumnDefinition,
     command::Command,
-    err::{ErrPacket, Progress, codes},
+    err::{ERR_HEADER, ErrPacket, Progress, codes},
     frame::LogicalPacket,
     lexer::{self, Charset, LexerOptions, Server, SqlMode, StatementKind},
     local_infile::LocalInfileRequest,
@@ -177,7 +177,7 @@ impl Relay {
             if let Some(refusal) = self.governor.fatal() {
                 return Err(SessionError::Governance(refusal));
             }
-            let Some(packet) = self.client.read().await.map_err(client_read_error)? else {
+            let Some(packet) = self.next_command().await? else {
                 return Ok(());
             };
             let reply_seq = packet.next_seq();
@@ -298,6 +298,38 @@ impl Relay {
                     self.forward(&packet, &command, &reply).await?;
                     self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
+            }
+        }
+    }
+
+    /// The client's next command; `None` when the client closed.
+    ///
+    /// The server leg is watched meanwhile. A server ends an idle session
+    /// by closing its end (`KILL` from another session, `wait_timeout`, a
+    /// shutdown), at most after an ERR saying why: that ERR is relayed as
+    /// sent and the client's connection closed, as the server closes it. A
+    /// client that checks its socket before the next command (libmariadb
+    /// with auto-reconnect) then reconnects, instead of sending the command
+    /// into a session that is gone. Anything else unasked for ends the
+    /// session too: hoop cannot tell what it would answer.
+    async fn next_command(&mut self) -> Result<Option<LogicalPacket>, SessionError> {
+        loop {
+            let server_open = tokio::select! {
+                biased;
+                read = self.client.read() => return read.map_err(client_read_error),
+                filled = self.server.fill() => filled.map_err(server_read_error)?,
+            };
+            let mut ended = !server_open;
+            while let Some(p) = self.server.decoded().map_err(server_read_error)? {
+                if p.payload.first() != Some(&ERR_HEADER) {
+                    return Err(SessionError::Unsolicited);
+                }
+                self.client.queue(&p.raw);
+                ended = true;
+            }
+            if ended {
+                let _ = self.client.flush().await;
+                return Err(SessionError::ServerClosed);
             }
         }
     }

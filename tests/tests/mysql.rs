@@ -545,6 +545,39 @@ fn kill_query_withdraws_a_held_statement() {
     assert_eq!(db.count("other"), 2, "the held DELETE never ran");
 }
 
+/// A server closes a killed idle connection at once, sending nothing, and
+/// libmariadb with auto-reconnect checks its socket before each command:
+/// readable means gone, and it reconnects. Through hoop the client's socket
+/// must end too, before the client sends anything (found by
+/// mariadb-client-test's `test_bug17512527`, whose reconnect got hoop's
+/// "lost the connection" ERR instead).
+#[test]
+fn a_session_the_server_kills_between_commands_ends_for_the_client_too() {
+    require_privileged();
+    let db = Db::create("killed");
+    let cfg = config(POLICY);
+    // The KILL goes over the unix socket, which hoop does not intercept.
+    let script = r#"
+import select
+a = connect()
+b = pymysql.connect(unix_socket='/run/mysqld/mysqld.sock', user='root')
+b.cursor().execute("KILL %d" % a.thread_id())
+readable, _, _ = select.select([a._sock], [], [], 5)
+ended = bool(readable) and a._sock.recv(16) == b''
+a.ping(reconnect=True)
+print(json.dumps({'ended': ended, 'after': run(a, "SELECT note FROM other ORDER BY id")}))
+"#;
+    for cfg in [None, Some(&cfg)] {
+        let (out, stderr) = pymysql(cfg, &db.name, script);
+        let all = format!(
+            "through hoop: {}\n{out:#}\n--- stderr\n{stderr}",
+            cfg.is_some()
+        );
+        assert_eq!(out["ended"], true, "{all}");
+        assert_eq!(rows(&out["after"]), r#"[["hello"],["world"]]"#, "{all}");
+    }
+}
+
 #[test]
 fn tls_on_the_client_leg_and_clear_errors_where_hoop_cannot() {
     require_privileged();
