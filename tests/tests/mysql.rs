@@ -578,6 +578,45 @@ print(json.dumps({'ended': ended, 'after': run(a, "SELECT note FROM other ORDER 
     }
 }
 
+/// `SET NAMES` from a client that does not ask for session tracking
+/// (PyMySQL): hoop must read the next statements in the new character set,
+/// as the server does. In GBK the bytes E4 B8 AD 5C are two characters, so
+/// the quote after them ends the string for the server and the DELETE after
+/// it runs; read as UTF-8 they are 中 and a backslash that escapes the
+/// quote, and the whole text is one SELECT of one string. And latin1 text after `SET
+/// NAMES latin1` is read as latin1, not refused as "not UTF-8".
+#[test]
+fn a_character_set_change_the_session_does_not_track_is_read_as_the_server_reads_it() {
+    require_privileged();
+    let cfg = config(POLICY);
+    let script = r#"
+c = connect()
+c.autocommit(True)
+latin1 = [run(c, "SET NAMES latin1"), run(c, b"SELECT HEX('caf\xe9') AS h")]
+gbk = [run(c, "SET NAMES gbk"), run(c, b"SELECT HEX('\xe4\xb8\xad\\') AS h; DELETE FROM other -- ')")]
+print(json.dumps({'latin1': latin1, 'gbk': gbk}))
+"#;
+    for cfg in [None, Some(&cfg)] {
+        let db = Db::create("charset");
+        let (out, stderr) = pymysql(cfg, &db.name, script);
+        let all = format!(
+            "through hoop: {}\n{out:#}\n--- stderr\n{stderr}",
+            cfg.is_some()
+        );
+        assert_eq!(rows(&out["latin1"][1]), r#"[["636166E9"]]"#, "{all}");
+        if cfg.is_some() {
+            assert!(out["gbk"][1]["error"].is_number(), "{all}");
+            assert_eq!(db.count("other"), 2, "the DELETE never ran: {all}");
+        } else {
+            assert_eq!(
+                db.count("other"),
+                0,
+                "the bare server ran the DELETE: {all}"
+            );
+        }
+    }
+}
+
 #[test]
 fn tls_on_the_client_leg_and_clear_errors_where_hoop_cannot() {
     require_privileged();
