@@ -311,12 +311,13 @@ impl Relay {
                     let schema_before = self.session.schema().map(<[u8]>::to_vec);
                     let user_before = self.session.user().map(<[u8]>::to_vec);
                     self.forward(&packet, &command, &reply).await?;
-                    // The server forgot its prepared statements, and the
-                    // character set is the one this command named.
+                    // The server forgot its prepared statements, and set
+                    // the character set back (COM_RESET_CONNECTION: to the
+                    // login's, which session tracking does not report).
                     self.prepared
                         .retain(|id, _| self.session.statement(*id).is_some());
                     self.charset_asked = None;
-                    self.charset_stale = false;
+                    self.charset_stale = true;
                     self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
                 _ => {

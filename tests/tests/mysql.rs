@@ -617,6 +617,46 @@ print(json.dumps({'latin1': latin1, 'gbk': gbk}))
     }
 }
 
+/// COM_RESET_CONNECTION sets the character set back to the login's, and
+/// session tracking does not report it: a client that logged in with gbk,
+/// tracked `SET NAMES utf8mb4`, then reset, is in gbk again, and hoop must
+/// not go on reading it as UTF-8 (the same string as above).
+#[test]
+fn a_reset_connection_puts_the_login_character_set_back_for_hoop_too() {
+    require_privileged();
+    let cfg = config(POLICY);
+    for cfg in [None, Some(&cfg)] {
+        let db = Db::create("reset_charset");
+        let script = format!(
+            r#"
+c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='{db}', charset='gbk',
+                    autocommit=True, client_flag=CLIENT.MULTI_STATEMENTS | CLIENT.SESSION_TRACK)
+names = run(c, "SET NAMES utf8mb4")
+c._execute_command(0x1f, b"")  # COM_RESET_CONNECTION
+c._read_ok_packet()
+attack = run(c, b"SELECT HEX('\xe4\xb8\xad\\') AS h; DELETE FROM other -- ')")
+print(json.dumps({{'names': names, 'attack': attack}}))
+"#,
+            db = db.name
+        );
+        let (out, stderr) = pymysql(cfg, &db.name, &script);
+        let all = format!(
+            "through hoop: {}\n{out:#}\n--- stderr\n{stderr}",
+            cfg.is_some()
+        );
+        if cfg.is_some() {
+            assert!(out["attack"]["error"].is_number(), "{all}");
+            assert_eq!(db.count("other"), 2, "the DELETE never ran: {all}");
+        } else {
+            assert_eq!(
+                db.count("other"),
+                0,
+                "the bare server ran the DELETE: {all}"
+            );
+        }
+    }
+}
+
 #[test]
 fn tls_on_the_client_leg_and_clear_errors_where_hoop_cannot() {
     require_privileged();
