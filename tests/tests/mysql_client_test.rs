@@ -17,7 +17,8 @@
 //! they run one after another; it is dropped before each over the unix
 //! socket (which hoop does not intercept), so a case that dies half-way
 //! leaves nothing behind for the next. All cases run inside one `hoop
-//! exec`. Global variables some cases change are put back at the end.
+//! exec`. What cases change on the server and do not undo (global
+//! variables, databases, accounts) is undone at the end.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -128,15 +129,45 @@ fn global_variables() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Some cases set global variables and not all of them set them back
-/// (`test_mdev4326` leaves `general_log` on): the server's globals as they
-/// were, put back when the gate ends, passed or not.
-struct ServerGlobals(BTreeMap<String, String>);
+/// Lines of a query's output, as a set.
+fn listed(sql: &str) -> BTreeSet<String> {
+    mariadb_socket(sql)
+        .expect("read the server's state")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
 
-impl Drop for ServerGlobals {
+const DATABASES: &str = "SHOW DATABASES";
+const ACCOUNTS: &str = "SELECT CONCAT(QUOTE(user), '@', QUOTE(host)) FROM mysql.user";
+
+/// What the suite changes on the server and does not always undo (cases
+/// that die half-way, or that fail here whatever the path): global
+/// variables (`test_mdev4326` leaves `general_log` on), databases
+/// (`bug53371`) and accounts (`'u'@'192.0.2.1'`). Read before the gate;
+/// when it ends, passed or not, the globals are put back and what was
+/// created is dropped.
+struct ServerState {
+    globals: BTreeMap<String, String>,
+    databases: BTreeSet<String>,
+    accounts: BTreeSet<String>,
+}
+
+impl ServerState {
+    fn read() -> Self {
+        Self {
+            globals: global_variables(),
+            databases: listed(DATABASES),
+            accounts: listed(ACCOUNTS),
+        }
+    }
+}
+
+impl Drop for ServerState {
     fn drop(&mut self) {
+        let mut undo = Vec::new();
         let now = global_variables();
-        for (name, before) in &self.0 {
+        for (name, before) in &self.globals {
             if now.get(name) == Some(before) {
                 continue;
             }
@@ -145,9 +176,18 @@ impl Drop for ServerGlobals {
             } else {
                 format!("'{}'", before.replace('\\', "\\\\").replace('\'', "''"))
             };
-            match mariadb_socket(&format!("SET GLOBAL {name} = {value}")) {
-                Ok(_) => eprintln!("put back global {name} = {value}"),
-                Err(e) => eprintln!("could not put back global {name} = {value}: {}", e.trim()),
+            undo.push(format!("SET GLOBAL {name} = {value}"));
+        }
+        for db in listed(DATABASES).difference(&self.databases) {
+            undo.push(format!("DROP DATABASE `{}`", db.replace('`', "``")));
+        }
+        for account in listed(ACCOUNTS).difference(&self.accounts) {
+            undo.push(format!("DROP USER {account}"));
+        }
+        for sql in undo {
+            match mariadb_socket(&sql) {
+                Ok(_) => eprintln!("undone: {sql}"),
+                Err(e) => eprintln!("could not undo ({sql}): {}", e.trim()),
             }
         }
     }
@@ -233,7 +273,7 @@ fn mariadb_client_test_passes_through_hoop_except_the_listed_cases() {
         "policy:\n  unparsed: allow\n  server_code: allow\n",
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let _globals = ServerGlobals(global_variables());
+    let _server = ServerState::read();
     let direct = run(dir.path(), "direct", &cases, None);
     let through = run(dir.path(), "hoop", &cases, Some(&cfg));
 
