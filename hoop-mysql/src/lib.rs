@@ -56,7 +56,7 @@ use hoop_relay::{
     tls::{self, TlsError, UpstreamTlsPolicy},
 };
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Everything a MySQL session needs, shared by all sessions (cloned per
 /// pod in node mode, with a dialer that leaves from the pod).
@@ -222,6 +222,14 @@ pub enum SessionError {
     /// The session's relay task panicked (a bug); its sockets were closed.
     #[error("the session's relay failed unexpectedly")]
     RelayPanicked,
+    /// The server ended the session between commands (`KILL`,
+    /// `wait_timeout`, a shutdown); the client's connection was closed the
+    /// same way, after the ERR the server sent, if any.
+    #[error("the server closed the connection between commands")]
+    ServerClosed,
+    /// The server sent something other than an ERR between commands.
+    #[error("the server sent a packet between commands that was not an error")]
+    Unsolicited,
 }
 
 impl SessionError {
@@ -229,13 +237,15 @@ impl SessionError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::ClientIo(_) => "client_gone",
-            Self::ServerIo(_) => "server_gone",
+            Self::ServerIo(_) | Self::ServerClosed => "server_gone",
             Self::Dial(_) => "upstream_connect",
             Self::ClientFrame(_)
             | Self::ClientMessage(_)
             | Self::Unsupported(_)
             | Self::AuthTranslation(_) => "client_protocol",
-            Self::ServerFrame(_) | Self::ServerMessage(_) | Self::State(_) => "server_protocol",
+            Self::ServerFrame(_) | Self::ServerMessage(_) | Self::State(_) | Self::Unsolicited => {
+                "server_protocol"
+            }
             Self::StartupTimeout => "startup_timeout",
             Self::ClientTls(_) | Self::UpstreamTls(_) | Self::UpstreamRefusedTls => "tls",
             Self::Governance(_) => "governance",
@@ -248,7 +258,10 @@ impl SessionError {
     /// the client is gone).
     pub fn client_error(&self) -> Option<ErrPacket> {
         Some(match self {
-            Self::ClientIo(_) | Self::ClientTls(_) | Self::RelayPanicked => return None,
+            // After `ServerClosed` the client has what the server sent.
+            Self::ClientIo(_) | Self::ClientTls(_) | Self::RelayPanicked | Self::ServerClosed => {
+                return None;
+            }
             Self::UpstreamTls(_) | Self::UpstreamRefusedTls => ErrPacket::new(
                 2026,
                 *b"HY000",
@@ -271,7 +284,7 @@ impl SessionError {
                 *b"08S01",
                 format!("hoop closed the connection: {self}"),
             ),
-            Self::ServerFrame(_) | Self::ServerMessage(_) => ErrPacket::new(
+            Self::ServerFrame(_) | Self::ServerMessage(_) | Self::Unsolicited => ErrPacket::new(
                 2027,
                 *b"08S01",
                 format!("hoop closed the connection: {self}"),
@@ -351,6 +364,9 @@ pub async fn serve(
         Ok(()) => debug!(session = %identity, "session ended"),
         Err(SessionError::ClientIo(e)) => {
             debug!(session = %identity, error = %e, "client connection closed");
+        }
+        Err(SessionError::ServerClosed) => {
+            info!(session = %identity, "session ended: the server closed it between commands");
         }
         Err(e) => warn!(session = %identity, error = %e, "session ended on error"),
     }

@@ -6,7 +6,12 @@
 //! statement is held) or replace them (an ERR for a refused row) and every
 //! packet the client sees still carries the id it expects.
 
-use std::{collections::HashMap, future::poll_fn, sync::Arc, task::Poll};
+use std::{
+    collections::{HashMap, HashSet},
+    future::poll_fn,
+    sync::Arc,
+    task::Poll,
+};
 
 use hoop_core::{
     DataDirection, HoldRequest, HoldRequirement, Refusal, RefusalReason, ResolvedColumn,
@@ -19,7 +24,7 @@ use hoop_proto_mysql::{
     capabilities::Capabilities,
     column::ColumnDefinition,
     command::Command,
-    err::{ErrPacket, Progress, codes},
+    err::{ERR_HEADER, ErrPacket, Progress, codes},
     frame::LogicalPacket,
     lexer::{self, Charset, LexerOptions, Server, SqlMode, StatementKind},
     local_infile::LocalInfileRequest,
@@ -41,7 +46,7 @@ use crate::{
     startup::{
         Connected, FullAuth, Translation, Upstream, after_server_auth_packet, asks_for_password,
         client_read_error, decrypt_upstream, encrypt_upstream, first_answer_is_password,
-        refresh_catalog, server_read_error,
+        injected_query, refresh_catalog, server_read_error,
     },
 };
 
@@ -75,6 +80,28 @@ pub(crate) struct Relay {
     /// after the DDL, whose warnings and counts the client may still ask
     /// for).
     catalog_stale: bool,
+    /// A statement may have changed `character_set_client`: the server is
+    /// asked before the next statement, which is read as ASCII only until
+    /// it answers. Session tracking cannot be relied on for this: a client
+    /// may not ask for it (PyMySQL does not) or may turn it off, and text
+    /// read in the wrong character set can end a string where the server
+    /// does not (`SET NAMES gbk`, then `'中\'`).
+    charset_stale: bool,
+    /// `character_set_client` as the server last answered hoop, over what
+    /// the session tracked.
+    charset_asked: Option<String>,
+    /// Prepared statements whose execution may change the character set.
+    charset_statements: HashSet<u32, foldhash::fast::RandomState>,
+}
+
+/// Words of statements that may change `character_set_client` (`SET
+/// NAMES`, `SET CHARACTER SET`, `SET CHARSET`, `SET character_set_client`,
+/// and what runs other statements: `EXECUTE`, `CALL`). Matching more than
+/// these costs one query of hoop's before the next statement.
+const CHARSET_WORDS: &[&str] = &["names", "character", "charset", "execute", "call"];
+
+fn may_change_charset(lower: &str) -> bool {
+    CHARSET_WORDS.iter().any(|w| lower.contains(w))
 }
 
 /// Words of statements that read the previous statement's diagnostics
@@ -151,6 +178,9 @@ impl Relay {
             prepared: HashMap::default(),
             client_seq: 0,
             catalog_stale: false,
+            charset_stale: false,
+            charset_asked: None,
+            charset_statements: HashSet::default(),
         }
     }
 
@@ -177,7 +207,7 @@ impl Relay {
             if let Some(refusal) = self.governor.fatal() {
                 return Err(SessionError::Governance(refusal));
             }
-            let Some(packet) = self.client.read().await.map_err(client_read_error)? else {
+            let Some(packet) = self.next_command().await? else {
                 return Ok(());
             };
             let reply_seq = packet.next_seq();
@@ -281,9 +311,13 @@ impl Relay {
                     let schema_before = self.session.schema().map(<[u8]>::to_vec);
                     let user_before = self.session.user().map(<[u8]>::to_vec);
                     self.forward(&packet, &command, &reply).await?;
-                    // The server forgot its prepared statements.
+                    // The server forgot its prepared statements, and set
+                    // the character set back (COM_RESET_CONNECTION: to the
+                    // login's, which session tracking does not report).
                     self.prepared
                         .retain(|id, _| self.session.statement(*id).is_some());
+                    self.charset_asked = None;
+                    self.charset_stale = true;
                     self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
                 _ => {
@@ -298,6 +332,38 @@ impl Relay {
                     self.forward(&packet, &command, &reply).await?;
                     self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
+            }
+        }
+    }
+
+    /// The client's next command; `None` when the client closed.
+    ///
+    /// The server leg is watched meanwhile. A server ends an idle session
+    /// by closing its end (`KILL` from another session, `wait_timeout`, a
+    /// shutdown), at most after an ERR saying why: that ERR is relayed as
+    /// sent and the client's connection closed, as the server closes it. A
+    /// client that checks its socket before the next command (libmariadb
+    /// with auto-reconnect) then reconnects, instead of sending the command
+    /// into a session that is gone. Anything else unasked for ends the
+    /// session too: hoop cannot tell what it would answer.
+    async fn next_command(&mut self) -> Result<Option<LogicalPacket>, SessionError> {
+        loop {
+            let server_open = tokio::select! {
+                biased;
+                read = self.client.read() => return read.map_err(client_read_error),
+                filled = self.server.fill() => filled.map_err(server_read_error)?,
+            };
+            let mut ended = !server_open;
+            while let Some(p) = self.server.decoded().map_err(server_read_error)? {
+                if p.payload.first() != Some(&ERR_HEADER) {
+                    return Err(SessionError::Unsolicited);
+                }
+                self.client.queue(&p.raw);
+                ended = true;
+            }
+            if ended {
+                let _ = self.client.flush().await;
+                return Err(SessionError::ServerClosed);
             }
         }
     }
@@ -347,10 +413,14 @@ impl Relay {
                 no_backslash_escapes: self.session.no_backslash_escapes(),
                 mssql: false,
             },
-            charset: self
-                .session
-                .character_set_client()
-                .map_or(Charset::Unsupported, Charset::from_name),
+            charset: if self.charset_stale {
+                Charset::Unsupported
+            } else {
+                self.charset_asked
+                    .as_deref()
+                    .or_else(|| self.session.character_set_client())
+                    .map_or(Charset::Unsupported, Charset::from_name)
+            },
         }
     }
 
@@ -587,6 +657,13 @@ impl Relay {
                 refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await?;
             }
         }
+        // (A statement that reads diagnostics is read as ASCII instead.)
+        if self.charset_stale {
+            let lower = String::from_utf8_lossy(sql).to_ascii_lowercase();
+            if !DIAGNOSTICS.iter().any(|w| lower.contains(w)) {
+                self.ask_charset().await?;
+            }
+        }
         let text = match self.canonical(sql) {
             Ok(t) => t,
             Err(refusal) => {
@@ -627,6 +704,26 @@ impl Relay {
         {
             self.catalog_stale = true;
         }
+        if submission == Submission::Text && may_change_charset(&lower) {
+            self.charset_stale = true;
+        }
+        Ok(())
+    }
+
+    /// Asks the server for `character_set_client` (see `charset_stale`); an
+    /// error leaves it unknown, and statements read as ASCII only.
+    async fn ask_charset(&mut self) -> Result<(), SessionError> {
+        let rows = injected_query(
+            &mut self.server,
+            &mut self.session,
+            "SELECT @@character_set_client",
+        )
+        .await?;
+        self.charset_asked = rows
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|row| row.into_iter().next().flatten())
+            .map(|name| String::from_utf8_lossy(&name).into_owned());
+        self.charset_stale = self.charset_asked.is_none();
         Ok(())
     }
 
@@ -702,6 +799,9 @@ impl Relay {
             statement_map: Vec::new(),
         };
         let result = self.forward(packet, command, &reply).await;
+        if !self.charset_statements.is_empty() && self.charset_statements.contains(&id) {
+            self.charset_stale = true;
+        }
         if let Some(slot) = self.prepared.get_mut(&id)
             && slot.is_empty()
         {
@@ -934,6 +1034,9 @@ impl Relay {
                     });
                 }
                 ServerPacket::PrepareOk { statement_id, .. } => {
+                    if may_change_charset(&reply.sql.to_ascii_lowercase()) {
+                        self.charset_statements.insert(statement_id);
+                    }
                     self.prepared.insert(statement_id, reply.sql.clone());
                 }
                 ServerPacket::LocalInfileRequest => {

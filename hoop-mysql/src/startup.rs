@@ -738,7 +738,7 @@ type Rows = Vec<Vec<Option<Vec<u8>>>>;
 
 /// Runs a query of hoop's own and returns its rows (`None` when the server
 /// answered ERR). Its reply never reaches the client.
-async fn injected_query(
+pub(crate) async fn injected_query(
     server: &mut Leg,
     session: &mut Session,
     sql: &str,

@@ -158,18 +158,44 @@ pub fn canonical_text<'a>(
             Cow::Owned(o)
         }
     };
+    if opts.charset == Charset::Latin1 && !text.is_ascii() {
+        return Ok(Cow::Owned(latin1_to_utf8(&text)));
+    }
     match text {
         Cow::Borrowed(b) => std::str::from_utf8(b).map(Cow::Borrowed).map_err(|e| {
-            NotCanonical(LexError::UnsafeCharset {
+            NotCanonical(LexError::NotUtf8 {
                 at: e.valid_up_to(),
             })
         }),
         Cow::Owned(o) => String::from_utf8(o).map(Cow::Owned).map_err(|e| {
-            NotCanonical(LexError::UnsafeCharset {
+            NotCanonical(LexError::NotUtf8 {
                 at: e.utf8_error().valid_up_to(),
             })
         }),
     }
+}
+
+/// MySQL's and MariaDB's latin1 is Windows-1252, with the five bytes
+/// Windows-1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D) mapped to
+/// the control characters of the same value, as the server converts them:
+/// 0x80..=0x9F here, every other byte is its own code point.
+const LATIN1_0X80: [char; 32] = [
+    '\u{20AC}', '\u{0081}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}',
+    '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{008D}', '\u{017D}', '\u{008F}',
+    '\u{0090}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}',
+    '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}', '\u{009D}', '\u{017E}', '\u{0178}',
+];
+
+/// latin1 text as the server reads it, in UTF-8. Every byte is one
+/// character, and no byte above 0x7F is a quote or a backslash, so the
+/// statements and tokens the lexer found are the same in the result.
+fn latin1_to_utf8(text: &[u8]) -> String {
+    text.iter()
+        .map(|&b| match b {
+            0x80..=0x9F => LATIN1_0X80[usize::from(b - 0x80)],
+            _ => char::from(b),
+        })
+        .collect()
 }
 
 /// The first significant word of a statement, lower case.
@@ -381,6 +407,45 @@ mod tests {
             ..o
         };
         assert!(canonical_text("SELECT '\u{8868}'".as_bytes(), &gbk).is_err());
+    }
+
+    #[test]
+    fn latin1_text_is_read_as_the_server_reads_it() {
+        let latin1 = LexerOptions {
+            charset: Charset::from_name("latin1"),
+            ..opts("")
+        };
+        // mariadb-client-test's test_mdev14454 sends this after SET NAMES
+        // latin1; hoop refused it as not UTF-8.
+        assert_eq!(
+            canonical_text(b"SET param1 = _latin1'test\xff'", &latin1).unwrap(),
+            "SET param1 = _latin1'test\u{ff}'"
+        );
+        // Windows-1252's 0x80..=0x9F, as `CONVERT(_latin1 0x80… USING
+        // utf32)` gives them on MariaDB 10.11.
+        assert_eq!(
+            canonical_text(b"SELECT '\x80\x81\x8a\x9f' FROM caf\xe9", &latin1).unwrap(),
+            "SELECT '\u{20ac}\u{81}\u{160}\u{178}' FROM caf\u{e9}"
+        );
+        // Bytes that are UTF-8 are still latin1 to the server: two
+        // characters, not one.
+        assert_eq!(
+            canonical_text("SELECT 'é'".as_bytes(), &latin1).unwrap(),
+            "SELECT '\u{c3}\u{a9}'"
+        );
+        assert!(matches!(
+            canonical_text(b"SELECT 1", &latin1).unwrap(),
+            Cow::Borrowed("SELECT 1")
+        ));
+        // Under UTF-8, or another single-byte set, such text is refused,
+        // saying why.
+        let err = canonical_text(b"SELECT 'test\xff'", &opts("")).unwrap_err();
+        assert_eq!(err.0, LexError::NotUtf8 { at: 12 });
+        let cp1251 = LexerOptions {
+            charset: Charset::from_name("cp1251"),
+            ..opts("")
+        };
+        assert!(canonical_text(b"SELECT '\xe9'", &cp1251).is_err());
     }
 
     #[test]

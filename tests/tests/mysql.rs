@@ -545,6 +545,118 @@ fn kill_query_withdraws_a_held_statement() {
     assert_eq!(db.count("other"), 2, "the held DELETE never ran");
 }
 
+/// A server closes a killed idle connection at once, sending nothing, and
+/// libmariadb with auto-reconnect checks its socket before each command:
+/// readable means gone, and it reconnects. Through hoop the client's socket
+/// must end too, before the client sends anything (found by
+/// mariadb-client-test's `test_bug17512527`, whose reconnect got hoop's
+/// "lost the connection" ERR instead).
+#[test]
+fn a_session_the_server_kills_between_commands_ends_for_the_client_too() {
+    require_privileged();
+    let db = Db::create("killed");
+    let cfg = config(POLICY);
+    // The KILL goes over the unix socket, which hoop does not intercept.
+    let script = r#"
+import select
+a = connect()
+b = pymysql.connect(unix_socket='/run/mysqld/mysqld.sock', user='root')
+b.cursor().execute("KILL %d" % a.thread_id())
+readable, _, _ = select.select([a._sock], [], [], 5)
+ended = bool(readable) and a._sock.recv(16) == b''
+a.ping(reconnect=True)
+print(json.dumps({'ended': ended, 'after': run(a, "SELECT note FROM other ORDER BY id")}))
+"#;
+    for cfg in [None, Some(&cfg)] {
+        let (out, stderr) = pymysql(cfg, &db.name, script);
+        let all = format!(
+            "through hoop: {}\n{out:#}\n--- stderr\n{stderr}",
+            cfg.is_some()
+        );
+        assert_eq!(out["ended"], true, "{all}");
+        assert_eq!(rows(&out["after"]), r#"[["hello"],["world"]]"#, "{all}");
+    }
+}
+
+/// `SET NAMES` from a client that does not ask for session tracking
+/// (PyMySQL): hoop must read the next statements in the new character set,
+/// as the server does. In GBK the bytes E4 B8 AD 5C are two characters, so
+/// the quote after them ends the string for the server and the DELETE after
+/// it runs; read as UTF-8 they are 中 and a backslash that escapes the
+/// quote, and the whole text is one SELECT of one string. And latin1 text after `SET
+/// NAMES latin1` is read as latin1, not refused as "not UTF-8".
+#[test]
+fn a_character_set_change_the_session_does_not_track_is_read_as_the_server_reads_it() {
+    require_privileged();
+    let cfg = config(POLICY);
+    let script = r#"
+c = connect()
+c.autocommit(True)
+latin1 = [run(c, "SET NAMES latin1"), run(c, b"SELECT HEX('caf\xe9') AS h")]
+gbk = [run(c, "SET NAMES gbk"), run(c, b"SELECT HEX('\xe4\xb8\xad\\') AS h; DELETE FROM other -- ')")]
+print(json.dumps({'latin1': latin1, 'gbk': gbk}))
+"#;
+    for cfg in [None, Some(&cfg)] {
+        let db = Db::create("charset");
+        let (out, stderr) = pymysql(cfg, &db.name, script);
+        let all = format!(
+            "through hoop: {}\n{out:#}\n--- stderr\n{stderr}",
+            cfg.is_some()
+        );
+        assert_eq!(rows(&out["latin1"][1]), r#"[["636166E9"]]"#, "{all}");
+        if cfg.is_some() {
+            assert!(out["gbk"][1]["error"].is_number(), "{all}");
+            assert_eq!(db.count("other"), 2, "the DELETE never ran: {all}");
+        } else {
+            assert_eq!(
+                db.count("other"),
+                0,
+                "the bare server ran the DELETE: {all}"
+            );
+        }
+    }
+}
+
+/// COM_RESET_CONNECTION sets the character set back to the login's, and
+/// session tracking does not report it: a client that logged in with gbk,
+/// tracked `SET NAMES utf8mb4`, then reset, is in gbk again, and hoop must
+/// not go on reading it as UTF-8 (the same string as above).
+#[test]
+fn a_reset_connection_puts_the_login_character_set_back_for_hoop_too() {
+    require_privileged();
+    let cfg = config(POLICY);
+    for cfg in [None, Some(&cfg)] {
+        let db = Db::create("reset_charset");
+        let script = format!(
+            r#"
+c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='{db}', charset='gbk',
+                    autocommit=True, client_flag=CLIENT.MULTI_STATEMENTS | CLIENT.SESSION_TRACK)
+names = run(c, "SET NAMES utf8mb4")
+c._execute_command(0x1f, b"")  # COM_RESET_CONNECTION
+c._read_ok_packet()
+attack = run(c, b"SELECT HEX('\xe4\xb8\xad\\') AS h; DELETE FROM other -- ')")
+print(json.dumps({{'names': names, 'attack': attack}}))
+"#,
+            db = db.name
+        );
+        let (out, stderr) = pymysql(cfg, &db.name, &script);
+        let all = format!(
+            "through hoop: {}\n{out:#}\n--- stderr\n{stderr}",
+            cfg.is_some()
+        );
+        if cfg.is_some() {
+            assert!(out["attack"]["error"].is_number(), "{all}");
+            assert_eq!(db.count("other"), 2, "the DELETE never ran: {all}");
+        } else {
+            assert_eq!(
+                db.count("other"),
+                0,
+                "the bare server ran the DELETE: {all}"
+            );
+        }
+    }
+}
+
 #[test]
 fn tls_on_the_client_leg_and_clear_errors_where_hoop_cannot() {
     require_privileged();

@@ -65,10 +65,12 @@ pub fn toolchain() -> anyhow::Result<()> {
 
 /// The MySQL tests' client library: Debian's PyMySQL (`python3-pymysql`),
 /// with `python3-cryptography` for caching_sha2/sha256 RSA exchanges, for
-/// the system Python the tests run (`/usr/bin/python3`); and the
-/// recording-store tests' S3 API, moto's server.
+/// the system Python the tests run (`/usr/bin/python3`); MariaDB's C API
+/// conformance suite (`mariadb-client-test`, Debian's `mariadb-test`); and
+/// the recording-store tests' S3 API, moto's server.
 pub fn test_clients() -> anyhow::Result<()> {
     ensure_moto()?;
+    ensure_mariadb_client_test()?;
     let present = Command::new("/usr/bin/python3")
         .args(["-c", "import pymysql, cryptography"])
         .output()
@@ -80,6 +82,21 @@ pub fn test_clients() -> anyhow::Result<()> {
         "xtask: installing python3-pymysql and python3-cryptography (the MySQL tests' client)"
     );
     run(Command::new("apt-get").args(["install", "-y", "python3-pymysql", "python3-cryptography"]))
+}
+
+/// `tests/tests/mysql_client_test.rs` runs every case of MariaDB's
+/// `mariadb-client-test` directly and through hoop; Debian ships it in
+/// `mariadb-test` (about 60 MB, and 230 MB more for the `mariadb-test-data` it depends on).
+fn ensure_mariadb_client_test() -> anyhow::Result<()> {
+    let present = Command::new("mariadb-client-test")
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: installing mariadb-test (the MySQL conformance gate's mariadb-client-test)");
+    run(Command::new("apt-get").args(["install", "-y", "mariadb-test"]))
 }
 
 /// The recording-store tests' S3 API: PyPI `moto[server]`, in a virtualenv

@@ -126,7 +126,12 @@ impl SqlMode {
 pub enum Charset {
     /// utf8mb3, utf8mb4: multi-byte characters use only bytes above 0x7F.
     Utf8,
-    /// A single-byte set (latin1, ascii, binary, cp1251…).
+    /// latin1, which is Windows-1252 in MySQL and MariaDB: single-byte, and
+    /// the one non-UTF-8 set whose text [`super::canonical_text`] transcodes
+    /// (exactly) to UTF-8.
+    Latin1,
+    /// Another single-byte set (ascii, binary, cp1251…): lexed, but text
+    /// with bytes above 0x7F has no canonical form.
     SingleByte,
     /// ujis, eucjpms, euckr, gb2312: no multi-byte character contains a
     /// quote or a backslash.
@@ -144,10 +149,11 @@ impl Charset {
     pub fn from_name(name: &str) -> Self {
         match name.to_ascii_lowercase().as_str() {
             "utf8" | "utf8mb3" | "utf8mb4" => Self::Utf8,
-            "latin1" | "latin2" | "latin5" | "latin7" | "ascii" | "binary" | "cp1250"
-            | "cp1251" | "cp1256" | "cp1257" | "cp850" | "cp852" | "cp866" | "dec8" | "hp8"
-            | "koi8r" | "koi8u" | "greek" | "hebrew" | "armscii8" | "geostd8" | "keybcs2"
-            | "macce" | "macroman" | "swe7" | "tis620" => Self::SingleByte,
+            "latin1" => Self::Latin1,
+            "latin2" | "latin5" | "latin7" | "ascii" | "binary" | "cp1250" | "cp1251"
+            | "cp1256" | "cp1257" | "cp850" | "cp852" | "cp866" | "dec8" | "hp8" | "koi8r"
+            | "koi8u" | "greek" | "hebrew" | "armscii8" | "geostd8" | "keybcs2" | "macce"
+            | "macroman" | "swe7" | "tis620" => Self::SingleByte,
             "ujis" | "eucjpms" | "euckr" | "gb2312" => Self::MultiByteSafe,
             "big5" | "cp932" | "gbk" | "sjis" | "gb18030" => Self::BackslashTrail,
             _ => Self::Unsupported,
@@ -155,7 +161,10 @@ impl Charset {
     }
 
     fn allows_non_ascii(self) -> bool {
-        matches!(self, Self::Utf8 | Self::SingleByte | Self::MultiByteSafe)
+        matches!(
+            self,
+            Self::Utf8 | Self::Latin1 | Self::SingleByte | Self::MultiByteSafe
+        )
     }
 }
 
@@ -218,6 +227,14 @@ pub enum LexError {
         /// Where the byte is.
         at: usize,
     },
+    /// Text lexed whole whose canonical form would not be UTF-8: hoop
+    /// reads non-ASCII text as UTF-8, or as latin1 when that is the client
+    /// character set.
+    #[error("byte {at} is not UTF-8, and the client character set is not latin1")]
+    NotUtf8 {
+        /// Where the first such byte is.
+        at: usize,
+    },
     /// `--` followed by a byte above 0x7F: a comment or not, depending on
     /// the character set's tables.
     #[error("ambiguous '--' at byte {at}")]
@@ -253,6 +270,7 @@ impl LexError {
             | Self::InvalidLiteral { at }
             | Self::SemicolonInExecutableComment { at }
             | Self::UnsafeCharset { at }
+            | Self::NotUtf8 { at }
             | Self::AmbiguousComment { at }
             | Self::NulByte { at }
             | Self::Unsupported { at, .. } => at,

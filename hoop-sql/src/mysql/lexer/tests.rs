@@ -337,7 +337,8 @@ fn character_sets() {
     ));
     assert_eq!(stmts("SELECT 'ascii only'; SELECT 2", &gbk).len(), 2);
     assert_eq!(Charset::from_name("ucs2"), Charset::Unsupported);
-    assert_eq!(Charset::from_name("latin1"), Charset::SingleByte);
+    assert_eq!(Charset::from_name("latin1"), Charset::Latin1);
+    assert_eq!(Charset::from_name("cp1251"), Charset::SingleByte);
     assert_eq!(Charset::from_name("utf8mb4"), Charset::Utf8);
     assert_eq!(Charset::from_name("ujis"), Charset::MultiByteSafe);
     assert_eq!(stmts("SELECT 'é;'; SELECT `ñ`", &o).len(), 2);
