@@ -298,6 +298,14 @@ pub trait SessionGovernor: Send {
         true
     }
 
+    /// Whether [`SessionGovernor::observe`] wants the per-statement events
+    /// `Judged` and `Sent`. When `false` the driver does not build them
+    /// (two calls per statement saved). Asked once, when the session
+    /// starts.
+    fn observes_statements(&self) -> bool {
+        true
+    }
+
     /// Observes an event. Must not block: queue work elsewhere.
     fn observe(&mut self, event: SessionEvent<'_>) {
         let _ = event;

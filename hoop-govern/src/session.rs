@@ -725,6 +725,12 @@ impl SessionGovernor for SessionGovernance {
         self.recording
     }
 
+    fn observes_statements(&self) -> bool {
+        // `Judged` and `Sent` need nothing here (the recording takes the
+        // statement and its verdict when it is judged).
+        false
+    }
+
     #[inline]
     fn observe(&mut self, event: SessionEvent<'_>) {
         if let SessionEvent::Object { change } = event {

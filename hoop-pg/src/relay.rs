@@ -189,6 +189,8 @@ pub(super) struct Relay {
     inspect: bool,
     /// The governor wants `Bound`, `CommandComplete` and `CopyData` events.
     observe_executions: bool,
+    /// Whether governance wants `Judged` and `Sent` (asked once).
+    observe_statements: bool,
     /// The session state keeps no SQL (nothing reads it): named objects
     /// are not followed either.
     forgets_sql: bool,
@@ -325,6 +327,7 @@ impl Relay {
         let governor = ctx.governors.session(&identity, columns);
         let inspect = governor.inspects_rows();
         let observe_executions = governor.observes_executions();
+        let observe_statements = governor.observes_statements();
         let mut state = SessionState::new(inspect);
         // Nothing reads the SQL of a result or a prepared statement.
         let forgets_sql = !inspect && !observe_executions;
@@ -350,6 +353,7 @@ impl Relay {
             governor,
             inspect,
             observe_executions,
+            observe_statements,
             forgets_sql,
             rows: Rows::default(),
             preparation: None,
@@ -767,10 +771,12 @@ impl Relay {
                     .batch_started
                     .get_or_insert_with(quanta::Instant::now);
                 let verdict = self.governor.judge(&ctx);
-                self.governor.observe(SessionEvent::Judged {
-                    statement: &ctx,
-                    verdict: &verdict,
-                });
+                if self.observe_statements {
+                    self.governor.observe(SessionEvent::Judged {
+                        statement: &ctx,
+                        verdict: &verdict,
+                    });
+                }
                 verdict
             }
         };
@@ -788,8 +794,10 @@ impl Relay {
                 hold: true,
             },
             Verdict::Allow => {
-                self.governor
-                    .observe(SessionEvent::Sent { statement: &ctx });
+                if self.observe_statements {
+                    self.governor
+                        .observe(SessionEvent::Sent { statement: &ctx });
+                }
                 Decision::Allow
             }
             Verdict::Deny(denial) => {
