@@ -7,7 +7,7 @@ use hoop_proto_mysql::frame::{
     Direction, FrameError, HEADER_LEN, LogicalPacket, MAX_CHUNK, PacketDecoder,
 };
 use hoop_relay::Stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Write what is queued once this much is.
 const FLUSH_AT: usize = 64 * 1024;
@@ -94,17 +94,7 @@ impl Leg {
             if let Some(p) = self.decoded()? {
                 return Ok(Some(p));
             }
-            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-                self.buf.reserve(64 * 1024);
-            }
-            let n = self
-                .stream
-                .as_mut()
-                .ok_or_else(|| ReadError::Io(std::io::ErrorKind::NotConnected.into()))?
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(ReadError::Io)?;
-            if n == 0 {
+            if !self.fill().await? {
                 return Ok(None);
             }
         }
@@ -116,14 +106,16 @@ impl Leg {
         if self.buf.capacity() - self.buf.len() < 16 * 1024 {
             self.buf.reserve(64 * 1024);
         }
-        let n = self
+        let stream = self
             .stream
             .as_mut()
-            .ok_or_else(|| ReadError::Io(std::io::ErrorKind::NotConnected.into()))?
-            .read_buf(&mut self.buf)
+            .ok_or_else(|| ReadError::Io(std::io::ErrorKind::NotConnected.into()))?;
+        // Straight into the buffer's spare capacity (on the relay loop, one
+        // `recv`), without tokio's `ReadBuf` in between.
+        let read = std::future::poll_fn(|cx| stream.poll_read_buf(cx, &mut self.buf))
             .await
             .map_err(ReadError::Io)?;
-        Ok(n > 0)
+        Ok(read.n > 0)
     }
 
     /// Queues raw bytes (whole packets) to write.

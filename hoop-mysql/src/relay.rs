@@ -25,7 +25,7 @@ use hoop_proto_mysql::{
     local_infile::LocalInfileRequest,
     row_binary::BinaryRow,
     row_text::TextRow,
-    session::{ClientData, ServerPacket, Session},
+    session::{ClientData, ServerEvent, ServerPacket, Session},
     status::TransactionStatus,
     value::{BinaryLayout, BinaryType, ColumnType, Value},
 };
@@ -125,6 +125,18 @@ fn transaction(status: TransactionStatus) -> TransactionState {
     }
 }
 
+/// Whether the reply is in its rows after this packet: a column block's
+/// end or a row. (`columns_complete` alone is not it: every packet of the
+/// rows stage carries it, the end of a result that more follow too.)
+fn in_rows_after(event: &ServerEvent) -> bool {
+    !event.completes_reply
+        && match event.packet {
+            ServerPacket::Row => true,
+            ServerPacket::ColumnDefinition(_) | ServerPacket::ColumnsEof => event.columns_complete,
+            _ => false,
+        }
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -139,12 +151,16 @@ impl Relay {
             identity.database = Some(lossy(schema));
         }
         let governor = ctx.governors.session(&identity, connected.catalog.clone());
+        let mut session = connected.session;
+        // Column definitions are copied and kept only for a governor that
+        // looks at rows (the session keeps a cursor's regardless).
+        session.set_track_columns(governor.inspects_rows());
         Self {
             ctx,
             identity,
             client: connected.client,
             server: connected.server,
-            session: connected.session,
+            session,
             catalog: connected.catalog,
             scramble: connected.scramble,
             governor,
@@ -322,6 +338,8 @@ impl Relay {
             .ctx
             .governors
             .session(&self.identity, self.catalog.clone());
+        self.session
+            .set_track_columns(self.governor.inspects_rows());
         self.governor.observe(SessionEvent::Started {
             identity: &self.identity,
         });
@@ -768,12 +786,18 @@ impl Relay {
         let translation =
             Translation::between(self.identity.client_tls, self.identity.upstream_tls);
         let mut full = FullAuth::Idle;
-        let mut scramble = self.scramble.clone();
+        // (Only COM_CHANGE_USER's exchange uses it.)
+        let mut scramble = if matches!(command, Command::ChangeUser(_)) {
+            self.scramble.clone()
+        } else {
+            Vec::new()
+        };
         let mut shift = 0u8;
         let mut pending: Option<LogicalPacket> = None;
         // The last packet was a column block's end or a row: the reply is in
         // its rows.
         let mut in_rows = false;
+        let change_user = matches!(command, Command::ChangeUser(_));
         loop {
             if in_rows
                 && pending.is_none()
@@ -783,36 +807,105 @@ impl Relay {
             {
                 client_seq = self.plain_rows(client_seq).await?;
             }
-            let p = if let Some(p) = pending.take() {
-                p
-            } else if let Some(p) = self.server.decoded().map_err(server_read_error)? {
-                p
+            // A packet already read whole that needs nothing but the
+            // session's accounting and a copy to the client (all the general
+            // path below would do with it) is relayed from the read buffer,
+            // not split off into a packet of its own: a result's head and
+            // end, the rows `plain_rows` left, a PREPARE's definitions.
+            let mut accounted = None;
+            if pending.is_none()
+                && ending.is_none()
+                && !change_user
+                && let Some((seq, payload)) = self.server.peek_single()
+            {
+                self.client_seq = client_seq;
+                let event = match self.session.server_packet(seq, payload) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        if let Some((len, seq)) = head_mark {
+                            self.client.unqueue_after(len);
+                            self.client_seq = seq;
+                        }
+                        return Err(server_state(e));
+                    }
+                };
+                let plain = match event.packet {
+                    ServerPacket::ColumnCount(_)
+                    | ServerPacket::ParamDefinition(_)
+                    | ServerPacket::ParamsEof
+                    | ServerPacket::Progress
+                    | ServerPacket::Eof => true,
+                    ServerPacket::ColumnDefinition(_) | ServerPacket::ColumnsEof => {
+                        !(event.columns_complete && inspect)
+                    }
+                    ServerPacket::Row => rows.is_none() && !blind_fetch,
+                    ServerPacket::Ok { .. } | ServerPacket::EndOfRows { .. } => !observe,
+                    _ => false,
+                };
+                if plain {
+                    if matches!(event.packet, ServerPacket::ColumnCount(_)) {
+                        rows = None;
+                        head_mark = Some((self.client.queued(), client_seq));
+                    }
+                    in_rows = in_rows_after(&event);
+                    if event.columns_complete || event.completes_reply {
+                        head_mark = None;
+                    }
+                    client_seq = self.client.queue_packet(client_seq, payload);
+                    let len = payload.len();
+                    self.server.consume(len);
+                    if event.completes_reply {
+                        break;
+                    }
+                    if head_mark.is_none() && self.client.should_flush() {
+                        self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    }
+                    continue;
+                }
+                // Accounted for: the general path takes it from here.
+                let p = self.server.decoded().map_err(server_read_error)?.ok_or(
+                    SessionError::State(
+                        hoop_proto_mysql::session::SessionError::UnexpectedServerPacket {
+                            what: "a packet read whole that does not decode",
+                            when: "in a reply",
+                        },
+                    ),
+                )?;
+                accounted = Some((p, event));
+            }
+            let (p, event) = if let Some(accounted) = accounted {
+                accounted
             } else {
-                {
+                let p = if let Some(p) = pending.take() {
+                    p
+                } else if let Some(p) = self.server.decoded().map_err(server_read_error)? {
+                    p
+                } else {
                     if head_mark.is_none() {
                         self.client.flush().await.map_err(SessionError::ClientIo)?;
                     }
-                    self.server
-                        .read()
-                        .await
-                        .map_err(server_read_error)?
-                        .ok_or_else(|| {
-                            SessionError::ServerIo(std::io::ErrorKind::UnexpectedEof.into())
-                        })?
-                }
-            };
-            self.client_seq = client_seq;
-            let event = match self.session.server_packet(p.seq, &p.payload) {
-                Ok(event) => event,
-                Err(e) => {
-                    if let Some((len, seq)) = head_mark {
-                        self.client.unqueue_after(len);
-                        self.client_seq = seq;
+                    // What arrives is taken from the top (the fast paths).
+                    if !self.server.fill().await.map_err(server_read_error)? {
+                        return Err(SessionError::ServerIo(
+                            std::io::ErrorKind::UnexpectedEof.into(),
+                        ));
                     }
-                    return Err(server_state(e));
-                }
+                    continue;
+                };
+                self.client_seq = client_seq;
+                let event = match self.session.server_packet(p.seq, &p.payload) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        if let Some((len, seq)) = head_mark {
+                            self.client.unqueue_after(len);
+                            self.client_seq = seq;
+                        }
+                        return Err(server_state(e));
+                    }
+                };
+                (p, event)
             };
-            if matches!(command, Command::ChangeUser(_)) {
+            if change_user {
                 if self.identity.client_tls
                     && !self.identity.upstream_tls
                     && asks_for_password(&p.payload)
@@ -824,16 +917,7 @@ impl Relay {
             if matches!(event.packet, ServerPacket::ColumnCount(_)) {
                 head_mark = Some((self.client.queued(), client_seq));
             }
-            // (`columns_complete` alone is not it: every packet of the rows
-            // stage carries it, the end of a result that more follow too.)
-            in_rows = !event.completes_reply
-                && match event.packet {
-                    ServerPacket::Row => true,
-                    ServerPacket::ColumnDefinition(_) | ServerPacket::ColumnsEof => {
-                        event.columns_complete
-                    }
-                    _ => false,
-                };
+            in_rows = in_rows_after(&event);
             if event.columns_complete || event.completes_reply {
                 head_mark = None;
             }
