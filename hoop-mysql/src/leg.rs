@@ -2,7 +2,7 @@
 //! (kept across reads, so a cancelled read loses nothing), and the bytes
 //! waiting to be written.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use hoop_proto_mysql::frame::{
     Direction, FrameError, HEADER_LEN, LogicalPacket, MAX_CHUNK, PacketDecoder,
 };
@@ -48,7 +48,7 @@ impl Leg {
 
     /// The next packet when it is already read whole as a single chunk
     /// within the size limit: its sequence id and its payload, left in the
-    /// buffer (see [`Self::consume`]). `None` for anything else, which
+    /// buffer (see [`Self::relay_single`]). `None` for anything else, which
     /// [`Self::decoded`] then decodes (and refuses) as usual.
     pub fn peek_single(&self) -> Option<(u8, &[u8])> {
         let b = &self.buf[..];
@@ -61,10 +61,22 @@ impl Leg {
         Some((header[3], b.get(HEADER_LEN..HEADER_LEN + len)?))
     }
 
-    /// Drops a packet of `payload_len` bytes that [`Self::peek_single`]
-    /// returned.
-    pub fn consume(&mut self, payload_len: usize) {
-        self.buf.advance(HEADER_LEN + payload_len);
+    /// Moves the packet of `payload_len` bytes that [`Self::peek_single`]
+    /// returned to `to`'s write queue, numbered `seq` (one copy of its raw
+    /// bytes when its id already is `seq`); returns the id after it.
+    pub fn relay_single(&mut self, to: &mut Leg, seq: u8, payload_len: usize) -> u8 {
+        let end = HEADER_LEN + payload_len;
+        let raw = &self.buf[..end];
+        if raw[3] == seq {
+            to.out.extend_from_slice(raw);
+        } else {
+            to.out.reserve(end);
+            to.out.extend_from_slice(&raw[..3]);
+            to.out.put_u8(seq);
+            to.out.extend_from_slice(&raw[HEADER_LEN..]);
+        }
+        self.buf.advance(end);
+        seq.wrapping_add(1)
     }
 
     /// Takes the stream out (to upgrade it to TLS).

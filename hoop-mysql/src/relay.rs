@@ -10,8 +10,8 @@ use std::{collections::HashMap, future::poll_fn, sync::Arc, task::Poll};
 
 use hoop_core::{
     DataDirection, HoldRequest, HoldRequirement, Refusal, RefusalReason, ResolvedColumn,
-    ResultColumn, RowRewrite, RowRewriter, ServerText, ServerTextKind, SessionEvent,
-    SessionGovernor, SessionIdentity, StatementContext, Submission, TransactionState,
+    ResultColumn, RowEncoder, RowRewrite, RowRewriter, RowValues, ServerText, ServerTextKind,
+    SessionEvent, SessionGovernor, SessionIdentity, StatementContext, Submission, TransactionState,
     ValueEncoding, Verdict,
 };
 use hoop_proto_mysql::{
@@ -116,6 +116,52 @@ struct RowState {
     rewriter: Box<dyn RowRewriter>,
     binary: bool,
     types: Vec<BinaryType>,
+    /// A binary row's values as governance reads them (text for numbers
+    /// and dates), and what the rewriter writes back: buffers reused from
+    /// row to row.
+    shown: RowBuffer,
+    out: RowBuffer,
+}
+
+/// One row's values in one byte buffer, kept across rows.
+#[derive(Default)]
+struct RowBuffer {
+    bytes: Vec<u8>,
+    values: Vec<Option<std::ops::Range<usize>>>,
+}
+
+impl RowBuffer {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.values.clear();
+    }
+
+    fn value(&self, i: usize) -> Option<&[u8]> {
+        self.values
+            .get(i)
+            .and_then(Clone::clone)
+            .map(|r| &self.bytes[r])
+    }
+}
+
+impl RowValues for RowBuffer {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        self.value(i)
+    }
+}
+
+impl RowEncoder for RowBuffer {
+    fn push(&mut self, value: Option<&[u8]>) {
+        self.values.push(value.map(|v| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(v);
+            start..self.bytes.len()
+        }));
+    }
 }
 
 fn transaction(status: TransactionStatus) -> TransactionState {
@@ -851,9 +897,8 @@ impl Relay {
                     if event.columns_complete || event.completes_reply {
                         head_mark = None;
                     }
-                    client_seq = self.client.queue_packet(client_seq, payload);
                     let len = payload.len();
-                    self.server.consume(len);
+                    client_seq = self.server.relay_single(&mut self.client, client_seq, len);
                     if event.completes_reply {
                         break;
                     }
@@ -1179,9 +1224,8 @@ impl Relay {
                     },
                 ));
             }
-            client_seq = self.client.queue_packet(client_seq, payload);
             let len = payload.len();
-            self.server.consume(len);
+            client_seq = self.server.relay_single(&mut self.client, client_seq, len);
             if self.client.should_flush() {
                 self.client.flush().await.map_err(SessionError::ClientIo)?;
             }
@@ -1311,6 +1355,8 @@ impl Relay {
             rewriter,
             binary,
             types: definitions.iter().map(|d| d.binary_type()).collect(),
+            shown: RowBuffer::default(),
+            out: RowBuffer::default(),
         })
     }
 
@@ -1318,9 +1364,10 @@ impl Relay {
     /// name the source only when they name a base table hoop knows (views,
     /// derived tables and CTEs put names of their own there).
     fn result_column(&self, d: &ColumnDefinition, binary: bool) -> ResultColumn {
-        let schema = lossy(&d.schema);
-        let org_table = lossy(&d.org_table);
-        let org_name = lossy(&d.org_name);
+        // Borrowed where the bytes are UTF-8 (no copy until a name is kept).
+        let schema = String::from_utf8_lossy(&d.schema);
+        let org_table = String::from_utf8_lossy(&d.org_table);
+        let org_name = String::from_utf8_lossy(&d.org_name);
         let source = if !org_name.is_empty()
             && !org_table.is_empty()
             && !schema.is_empty()
@@ -1345,7 +1392,10 @@ impl Relay {
             name: lossy(&d.name),
             source,
             encoding,
-            type_name: format!("{:?}", d.column_type).into(),
+            type_name: d.column_type.name().map_or_else(
+                || format!("{:?}", d.column_type).into(),
+                std::borrow::Cow::Borrowed,
+            ),
             // Every value is scanned by the content detectors (the
             // per-type shortcut is PostgreSQL's so far).
             content: hoop_core::ValueContent::Any,
@@ -1358,26 +1408,38 @@ impl Relay {
         state: &mut RowState,
         payload: &[u8],
     ) -> Result<Result<Option<bytes::Bytes>, Refusal>, SessionError> {
-        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(state.types.len());
-        if state.binary {
-            let row =
-                BinaryRow::parse(payload, &state.types).map_err(SessionError::ServerMessage)?;
-            let values: Vec<Value<'_>> = row.values(&state.types).collect();
-            let shown: Vec<Option<Vec<u8>>> = values
-                .iter()
-                .map(|v| match v {
-                    Value::Null => None,
-                    Value::Bytes(b) => Some(b.to_vec()),
-                    other => Some(other.to_string().into_bytes()),
-                })
-                .collect();
-            match state.rewriter.rewrite_row(&shown, &mut out) {
+        let RowState {
+            rewriter,
+            binary,
+            types,
+            shown,
+            out,
+        } = state;
+        out.clear();
+        if *binary {
+            let row = BinaryRow::parse(payload, types).map_err(SessionError::ServerMessage)?;
+            let values: Vec<Value<'_>> = row.values(types).collect();
+            shown.clear();
+            for v in &values {
+                match v {
+                    Value::Null => shown.push(None),
+                    Value::Bytes(b) => shown.push(Some(b)),
+                    other => {
+                        use std::io::Write as _;
+                        let start = shown.bytes.len();
+                        // Writing into a Vec does not fail.
+                        let _ = write!(shown.bytes, "{other}");
+                        shown.values.push(Some(start..shown.bytes.len()));
+                    }
+                }
+            }
+            match rewriter.rewrite_row(shown, out) {
                 RowRewrite::Unchanged => Ok(Ok(None)),
                 RowRewrite::Refuse(r) => Ok(Err(r)),
                 RowRewrite::Rewritten => {
                     let mut encoded = Vec::with_capacity(values.len());
-                    for (i, ty) in state.types.iter().enumerate() {
-                        let new = out.get(i).and_then(Option::as_deref);
+                    for (i, ty) in types.iter().enumerate() {
+                        let new = out.value(i);
                         let v = match new {
                             None => Value::Null,
                             Some(b)
@@ -1386,7 +1448,7 @@ impl Relay {
                             {
                                 Value::Bytes(b)
                             }
-                            Some(b) if Some(b) == shown[i].as_deref() => values[i],
+                            Some(b) if Some(b) == shown.value(i) => values[i],
                             Some(_) => {
                                 return Ok(Err(Refusal::cannot_mask(
                                     "a masked value does not fit its binary column type",
@@ -1395,21 +1457,20 @@ impl Relay {
                         };
                         encoded.push(v);
                     }
-                    BinaryRow::encode(&state.types, &encoded)
+                    BinaryRow::encode(types, &encoded)
                         .map(|b| Ok(Some(b)))
                         .map_err(SessionError::ServerMessage)
                 }
             }
         } else {
-            let row =
-                TextRow::parse(payload, state.types.len()).map_err(SessionError::ServerMessage)?;
+            let row = TextRow::parse(payload, types.len()).map_err(SessionError::ServerMessage)?;
             let values: Vec<Option<&[u8]>> = row.values().collect();
-            match state.rewriter.rewrite_row(&values.as_slice(), &mut out) {
+            match rewriter.rewrite_row(&values.as_slice(), out) {
                 RowRewrite::Unchanged => Ok(Ok(None)),
                 RowRewrite::Refuse(r) => Ok(Err(r)),
-                RowRewrite::Rewritten => {
-                    Ok(Ok(Some(TextRow::encode(out.iter().map(Option::as_deref)))))
-                }
+                RowRewrite::Rewritten => Ok(Ok(Some(TextRow::encode(
+                    (0..out.values.len()).map(|i| out.value(i)),
+                )))),
             }
         }
     }
