@@ -1112,19 +1112,20 @@ impl Session {
     }
 
     /// A column or parameter definition of the front reply: validated,
-    /// and copied out only when the reply keeps its definitions.
+    /// and copied out only when the reply keeps its definitions (boxed in
+    /// its `Arc` here, so that the untracked case moves nothing large).
     fn definition(
         &self,
         payload: &[u8],
         field_list: bool,
-    ) -> Result<Option<ColumnDefinition>, SessionError> {
+    ) -> Result<Option<Arc<ColumnDefinition>>, SessionError> {
         let options = ColumnOptions {
             extended_metadata: self.caps.contains(Capabilities::MARIADB_EXTENDED_METADATA),
             field_list,
         };
         if self.owed.front().is_some_and(|o| o.track) {
             let bytes = Bytes::copy_from_slice(payload);
-            Ok(Some(ColumnDefinition::parse(&bytes, options)?))
+            Ok(Some(Arc::new(ColumnDefinition::parse(&bytes, options)?)))
         } else {
             ColumnDefinitionRef::parse(payload, options)?;
             Ok(None)
@@ -1256,7 +1257,7 @@ impl Session {
                 front.stage = Stage::FieldList;
                 let index = front.columns.len() as u64;
                 if let Some(column) = column {
-                    front.columns.push(Arc::new(column));
+                    front.columns.push(column);
                 }
                 let mut e = self.event_front(ServerPacket::ColumnDefinition(index), seq);
                 e.columns_complete = false;
@@ -1453,7 +1454,7 @@ impl Session {
                 let received = received + 1;
                 let front = self.front_mut()?;
                 if let Some(column) = column {
-                    front.columns.push(Arc::new(column));
+                    front.columns.push(column);
                 }
                 let done = received == count;
                 front.stage = if !done {
@@ -1729,7 +1730,7 @@ impl Session {
             .map_or(0, |s| s.column_count)
     }
 
-    fn store_prepare_definition(&mut self, column: Option<ColumnDefinition>, param: bool) {
+    fn store_prepare_definition(&mut self, column: Option<Arc<ColumnDefinition>>, param: bool) {
         let Some(column) = column else {
             return;
         };
@@ -1738,9 +1739,9 @@ impl Session {
             .and_then(|id| self.statements.get_mut(&id))
         {
             if param {
-                s.params.push(Arc::new(column));
+                s.params.push(column);
             } else {
-                s.columns.push(Arc::new(column));
+                s.columns.push(column);
             }
         }
     }
