@@ -12,7 +12,7 @@
 //! lineage alone (masked wherever it cannot prove them clean).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     ops::ControlFlow,
     sync::{Arc, Mutex},
 };
@@ -35,7 +35,9 @@ pub const VIEWS_QUERY: &str =
 
 #[derive(Debug, Default)]
 struct Known {
-    base_tables: HashSet<(String, String)>,
+    /// Schema → its base tables (looked up per result column, without
+    /// building a key).
+    base_tables: HashMap<String, HashSet<String>>,
     views: Arc<[ViewDependency]>,
     version: u64,
 }
@@ -60,13 +62,17 @@ impl SessionCatalog {
     pub fn is_base_table(&self, schema: &str, table: &str) -> bool {
         lock(&self.known)
             .base_tables
-            .contains(&(schema.to_owned(), table.to_owned()))
+            .get(schema)
+            .is_some_and(|tables| tables.contains(table))
     }
 
     /// Replaces what is known from the rows of [`BASE_TABLES_QUERY`] and
     /// [`VIEWS_QUERY`].
     pub fn load(&self, base_tables: Vec<(String, String)>, views: Vec<(String, String, String)>) {
-        let tables: HashSet<(String, String)> = base_tables.into_iter().collect();
+        let mut tables: HashMap<String, HashSet<String>> = HashMap::new();
+        for (schema, table) in base_tables {
+            tables.entry(schema).or_default().insert(table);
+        }
         let mut deps = Vec::new();
         for (schema, view, definition) in views {
             let view_name = RelationName {
@@ -86,16 +92,16 @@ impl SessionCatalog {
                 // A definition hoop cannot read (or may not see): the view
                 // may read any table of its schema.
                 None => {
-                    for (s, t) in &tables {
+                    for (s, names) in &tables {
                         if s.eq_ignore_ascii_case(&schema) {
-                            deps.push(ViewDependency {
+                            deps.extend(names.iter().map(|t| ViewDependency {
                                 view: view_name.clone(),
                                 table: RelationName {
                                     schema: Some(s.to_lowercase()),
                                     name: t.to_lowercase(),
                                 },
                                 column: None,
-                            });
+                            }));
                         }
                     }
                 }

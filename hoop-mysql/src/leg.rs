@@ -2,12 +2,12 @@
 //! (kept across reads, so a cancelled read loses nothing), and the bytes
 //! waiting to be written.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use hoop_proto_mysql::frame::{
     Direction, FrameError, HEADER_LEN, LogicalPacket, MAX_CHUNK, PacketDecoder,
 };
 use hoop_relay::Stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Write what is queued once this much is.
 const FLUSH_AT: usize = 64 * 1024;
@@ -48,7 +48,7 @@ impl Leg {
 
     /// The next packet when it is already read whole as a single chunk
     /// within the size limit: its sequence id and its payload, left in the
-    /// buffer (see [`Self::consume`]). `None` for anything else, which
+    /// buffer (see [`Self::relay_single`]). `None` for anything else, which
     /// [`Self::decoded`] then decodes (and refuses) as usual.
     pub fn peek_single(&self) -> Option<(u8, &[u8])> {
         let b = &self.buf[..];
@@ -61,10 +61,22 @@ impl Leg {
         Some((header[3], b.get(HEADER_LEN..HEADER_LEN + len)?))
     }
 
-    /// Drops a packet of `payload_len` bytes that [`Self::peek_single`]
-    /// returned.
-    pub fn consume(&mut self, payload_len: usize) {
-        self.buf.advance(HEADER_LEN + payload_len);
+    /// Moves the packet of `payload_len` bytes that [`Self::peek_single`]
+    /// returned to `to`'s write queue, numbered `seq` (one copy of its raw
+    /// bytes when its id already is `seq`); returns the id after it.
+    pub fn relay_single(&mut self, to: &mut Leg, seq: u8, payload_len: usize) -> u8 {
+        let end = HEADER_LEN + payload_len;
+        let raw = &self.buf[..end];
+        if raw[3] == seq {
+            to.out.extend_from_slice(raw);
+        } else {
+            to.out.reserve(end);
+            to.out.extend_from_slice(&raw[..3]);
+            to.out.put_u8(seq);
+            to.out.extend_from_slice(&raw[HEADER_LEN..]);
+        }
+        self.buf.advance(end);
+        seq.wrapping_add(1)
     }
 
     /// Takes the stream out (to upgrade it to TLS).
@@ -94,17 +106,7 @@ impl Leg {
             if let Some(p) = self.decoded()? {
                 return Ok(Some(p));
             }
-            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-                self.buf.reserve(64 * 1024);
-            }
-            let n = self
-                .stream
-                .as_mut()
-                .ok_or_else(|| ReadError::Io(std::io::ErrorKind::NotConnected.into()))?
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(ReadError::Io)?;
-            if n == 0 {
+            if !self.fill().await? {
                 return Ok(None);
             }
         }
@@ -116,14 +118,16 @@ impl Leg {
         if self.buf.capacity() - self.buf.len() < 16 * 1024 {
             self.buf.reserve(64 * 1024);
         }
-        let n = self
+        let stream = self
             .stream
             .as_mut()
-            .ok_or_else(|| ReadError::Io(std::io::ErrorKind::NotConnected.into()))?
-            .read_buf(&mut self.buf)
+            .ok_or_else(|| ReadError::Io(std::io::ErrorKind::NotConnected.into()))?;
+        // Straight into the buffer's spare capacity (on the relay loop, one
+        // `recv`), without tokio's `ReadBuf` in between.
+        let read = std::future::poll_fn(|cx| stream.poll_read_buf(cx, &mut self.buf))
             .await
             .map_err(ReadError::Io)?;
-        Ok(n > 0)
+        Ok(read.n > 0)
     }
 
     /// Queues raw bytes (whole packets) to write.

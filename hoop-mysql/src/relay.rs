@@ -15,8 +15,8 @@ use std::{
 
 use hoop_core::{
     DataDirection, HoldRequest, HoldRequirement, Refusal, RefusalReason, ResolvedColumn,
-    ResultColumn, RowRewrite, RowRewriter, ServerText, ServerTextKind, SessionEvent,
-    SessionGovernor, SessionIdentity, StatementContext, Submission, TransactionState,
+    ResultColumn, RowEncoder, RowRewrite, RowRewriter, RowValues, ServerText, ServerTextKind,
+    SessionEvent, SessionGovernor, SessionIdentity, StatementContext, Submission, TransactionState,
     ValueEncoding, Verdict,
 };
 use hoop_proto_mysql::{
@@ -30,7 +30,7 @@ use hoop_proto_mysql::{
     local_infile::LocalInfileRequest,
     row_binary::BinaryRow,
     row_text::TextRow,
-    session::{ClientData, ServerPacket, Session},
+    session::{ClientData, ServerEvent, ServerPacket, Session},
     status::TransactionStatus,
     value::{BinaryLayout, BinaryType, ColumnType, Value},
 };
@@ -143,6 +143,52 @@ struct RowState {
     rewriter: Box<dyn RowRewriter>,
     binary: bool,
     types: Vec<BinaryType>,
+    /// A binary row's values as governance reads them (text for numbers
+    /// and dates), and what the rewriter writes back: buffers reused from
+    /// row to row.
+    shown: RowBuffer,
+    out: RowBuffer,
+}
+
+/// One row's values in one byte buffer, kept across rows.
+#[derive(Default)]
+struct RowBuffer {
+    bytes: Vec<u8>,
+    values: Vec<Option<std::ops::Range<usize>>>,
+}
+
+impl RowBuffer {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.values.clear();
+    }
+
+    fn value(&self, i: usize) -> Option<&[u8]> {
+        self.values
+            .get(i)
+            .and_then(Clone::clone)
+            .map(|r| &self.bytes[r])
+    }
+}
+
+impl RowValues for RowBuffer {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        self.value(i)
+    }
+}
+
+impl RowEncoder for RowBuffer {
+    fn push(&mut self, value: Option<&[u8]>) {
+        self.values.push(value.map(|v| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(v);
+            start..self.bytes.len()
+        }));
+    }
 }
 
 fn transaction(status: TransactionStatus) -> TransactionState {
@@ -150,6 +196,18 @@ fn transaction(status: TransactionStatus) -> TransactionState {
         TransactionStatus::Idle => TransactionState::Idle,
         _ => TransactionState::Active,
     }
+}
+
+/// Whether the reply is in its rows after this packet: a column block's
+/// end or a row. (`columns_complete` alone is not it: every packet of the
+/// rows stage carries it, the end of a result that more follow too.)
+fn in_rows_after(event: &ServerEvent) -> bool {
+    !event.completes_reply
+        && match event.packet {
+            ServerPacket::Row => true,
+            ServerPacket::ColumnDefinition(_) | ServerPacket::ColumnsEof => event.columns_complete,
+            _ => false,
+        }
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -166,12 +224,16 @@ impl Relay {
             identity.database = Some(lossy(schema));
         }
         let governor = ctx.governors.session(&identity, connected.catalog.clone());
+        let mut session = connected.session;
+        // Column definitions are copied and kept only for a governor that
+        // looks at rows (the session keeps a cursor's regardless).
+        session.set_track_columns(governor.inspects_rows());
         Self {
             ctx,
             identity,
             client: connected.client,
             server: connected.server,
-            session: connected.session,
+            session,
             catalog: connected.catalog,
             scramble: connected.scramble,
             governor,
@@ -388,6 +450,8 @@ impl Relay {
             .ctx
             .governors
             .session(&self.identity, self.catalog.clone());
+        self.session
+            .set_track_columns(self.governor.inspects_rows());
         self.governor.observe(SessionEvent::Started {
             identity: &self.identity,
         });
@@ -868,12 +932,18 @@ impl Relay {
         let translation =
             Translation::between(self.identity.client_tls, self.identity.upstream_tls);
         let mut full = FullAuth::Idle;
-        let mut scramble = self.scramble.clone();
+        // (Only COM_CHANGE_USER's exchange uses it.)
+        let mut scramble = if matches!(command, Command::ChangeUser(_)) {
+            self.scramble.clone()
+        } else {
+            Vec::new()
+        };
         let mut shift = 0u8;
         let mut pending: Option<LogicalPacket> = None;
         // The last packet was a column block's end or a row: the reply is in
         // its rows.
         let mut in_rows = false;
+        let change_user = matches!(command, Command::ChangeUser(_));
         loop {
             if in_rows
                 && pending.is_none()
@@ -883,36 +953,104 @@ impl Relay {
             {
                 client_seq = self.plain_rows(client_seq).await?;
             }
-            let p = if let Some(p) = pending.take() {
-                p
-            } else if let Some(p) = self.server.decoded().map_err(server_read_error)? {
-                p
+            // A packet already read whole that needs nothing but the
+            // session's accounting and a copy to the client (all the general
+            // path below would do with it) is relayed from the read buffer,
+            // not split off into a packet of its own: a result's head and
+            // end, the rows `plain_rows` left, a PREPARE's definitions.
+            let mut accounted = None;
+            if pending.is_none()
+                && ending.is_none()
+                && !change_user
+                && let Some((seq, payload)) = self.server.peek_single()
+            {
+                self.client_seq = client_seq;
+                let event = match self.session.server_packet(seq, payload) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        if let Some((len, seq)) = head_mark {
+                            self.client.unqueue_after(len);
+                            self.client_seq = seq;
+                        }
+                        return Err(server_state(e));
+                    }
+                };
+                let plain = match event.packet {
+                    ServerPacket::ColumnCount(_)
+                    | ServerPacket::ParamDefinition(_)
+                    | ServerPacket::ParamsEof
+                    | ServerPacket::Progress
+                    | ServerPacket::Eof => true,
+                    ServerPacket::ColumnDefinition(_) | ServerPacket::ColumnsEof => {
+                        !(event.columns_complete && inspect)
+                    }
+                    ServerPacket::Row => rows.is_none() && !blind_fetch,
+                    ServerPacket::Ok { .. } | ServerPacket::EndOfRows { .. } => !observe,
+                    _ => false,
+                };
+                if plain {
+                    if matches!(event.packet, ServerPacket::ColumnCount(_)) {
+                        rows = None;
+                        head_mark = Some((self.client.queued(), client_seq));
+                    }
+                    in_rows = in_rows_after(&event);
+                    if event.columns_complete || event.completes_reply {
+                        head_mark = None;
+                    }
+                    let len = payload.len();
+                    client_seq = self.server.relay_single(&mut self.client, client_seq, len);
+                    if event.completes_reply {
+                        break;
+                    }
+                    if head_mark.is_none() && self.client.should_flush() {
+                        self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    }
+                    continue;
+                }
+                // Accounted for: the general path takes it from here.
+                let p = self.server.decoded().map_err(server_read_error)?.ok_or(
+                    SessionError::State(
+                        hoop_proto_mysql::session::SessionError::UnexpectedServerPacket {
+                            what: "a packet read whole that does not decode",
+                            when: "in a reply",
+                        },
+                    ),
+                )?;
+                accounted = Some((p, event));
+            }
+            let (p, event) = if let Some(accounted) = accounted {
+                accounted
             } else {
-                {
+                let p = if let Some(p) = pending.take() {
+                    p
+                } else if let Some(p) = self.server.decoded().map_err(server_read_error)? {
+                    p
+                } else {
                     if head_mark.is_none() {
                         self.client.flush().await.map_err(SessionError::ClientIo)?;
                     }
-                    self.server
-                        .read()
-                        .await
-                        .map_err(server_read_error)?
-                        .ok_or_else(|| {
-                            SessionError::ServerIo(std::io::ErrorKind::UnexpectedEof.into())
-                        })?
-                }
-            };
-            self.client_seq = client_seq;
-            let event = match self.session.server_packet(p.seq, &p.payload) {
-                Ok(event) => event,
-                Err(e) => {
-                    if let Some((len, seq)) = head_mark {
-                        self.client.unqueue_after(len);
-                        self.client_seq = seq;
+                    // What arrives is taken from the top (the fast paths).
+                    if !self.server.fill().await.map_err(server_read_error)? {
+                        return Err(SessionError::ServerIo(
+                            std::io::ErrorKind::UnexpectedEof.into(),
+                        ));
                     }
-                    return Err(server_state(e));
-                }
+                    continue;
+                };
+                self.client_seq = client_seq;
+                let event = match self.session.server_packet(p.seq, &p.payload) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        if let Some((len, seq)) = head_mark {
+                            self.client.unqueue_after(len);
+                            self.client_seq = seq;
+                        }
+                        return Err(server_state(e));
+                    }
+                };
+                (p, event)
             };
-            if matches!(command, Command::ChangeUser(_)) {
+            if change_user {
                 if self.identity.client_tls
                     && !self.identity.upstream_tls
                     && asks_for_password(&p.payload)
@@ -924,16 +1062,7 @@ impl Relay {
             if matches!(event.packet, ServerPacket::ColumnCount(_)) {
                 head_mark = Some((self.client.queued(), client_seq));
             }
-            // (`columns_complete` alone is not it: every packet of the rows
-            // stage carries it, the end of a result that more follow too.)
-            in_rows = !event.completes_reply
-                && match event.packet {
-                    ServerPacket::Row => true,
-                    ServerPacket::ColumnDefinition(_) | ServerPacket::ColumnsEof => {
-                        event.columns_complete
-                    }
-                    _ => false,
-                };
+            in_rows = in_rows_after(&event);
             if event.columns_complete || event.completes_reply {
                 head_mark = None;
             }
@@ -1198,9 +1327,8 @@ impl Relay {
                     },
                 ));
             }
-            client_seq = self.client.queue_packet(client_seq, payload);
             let len = payload.len();
-            self.server.consume(len);
+            client_seq = self.server.relay_single(&mut self.client, client_seq, len);
             if self.client.should_flush() {
                 self.client.flush().await.map_err(SessionError::ClientIo)?;
             }
@@ -1330,6 +1458,8 @@ impl Relay {
             rewriter,
             binary,
             types: definitions.iter().map(|d| d.binary_type()).collect(),
+            shown: RowBuffer::default(),
+            out: RowBuffer::default(),
         })
     }
 
@@ -1337,9 +1467,10 @@ impl Relay {
     /// name the source only when they name a base table hoop knows (views,
     /// derived tables and CTEs put names of their own there).
     fn result_column(&self, d: &ColumnDefinition, binary: bool) -> ResultColumn {
-        let schema = lossy(&d.schema);
-        let org_table = lossy(&d.org_table);
-        let org_name = lossy(&d.org_name);
+        // Borrowed where the bytes are UTF-8 (no copy until a name is kept).
+        let schema = String::from_utf8_lossy(&d.schema);
+        let org_table = String::from_utf8_lossy(&d.org_table);
+        let org_name = String::from_utf8_lossy(&d.org_name);
         let source = if !org_name.is_empty()
             && !org_table.is_empty()
             && !schema.is_empty()
@@ -1364,7 +1495,10 @@ impl Relay {
             name: lossy(&d.name),
             source,
             encoding,
-            type_name: format!("{:?}", d.column_type).into(),
+            type_name: d.column_type.name().map_or_else(
+                || format!("{:?}", d.column_type).into(),
+                std::borrow::Cow::Borrowed,
+            ),
             // Every value is scanned by the content detectors (the
             // per-type shortcut is PostgreSQL's so far).
             content: hoop_core::ValueContent::Any,
@@ -1377,26 +1511,38 @@ impl Relay {
         state: &mut RowState,
         payload: &[u8],
     ) -> Result<Result<Option<bytes::Bytes>, Refusal>, SessionError> {
-        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(state.types.len());
-        if state.binary {
-            let row =
-                BinaryRow::parse(payload, &state.types).map_err(SessionError::ServerMessage)?;
-            let values: Vec<Value<'_>> = row.values(&state.types).collect();
-            let shown: Vec<Option<Vec<u8>>> = values
-                .iter()
-                .map(|v| match v {
-                    Value::Null => None,
-                    Value::Bytes(b) => Some(b.to_vec()),
-                    other => Some(other.to_string().into_bytes()),
-                })
-                .collect();
-            match state.rewriter.rewrite_row(&shown, &mut out) {
+        let RowState {
+            rewriter,
+            binary,
+            types,
+            shown,
+            out,
+        } = state;
+        out.clear();
+        if *binary {
+            let row = BinaryRow::parse(payload, types).map_err(SessionError::ServerMessage)?;
+            let values: Vec<Value<'_>> = row.values(types).collect();
+            shown.clear();
+            for v in &values {
+                match v {
+                    Value::Null => shown.push(None),
+                    Value::Bytes(b) => shown.push(Some(b)),
+                    other => {
+                        use std::io::Write as _;
+                        let start = shown.bytes.len();
+                        // Writing into a Vec does not fail.
+                        let _ = write!(shown.bytes, "{other}");
+                        shown.values.push(Some(start..shown.bytes.len()));
+                    }
+                }
+            }
+            match rewriter.rewrite_row(shown, out) {
                 RowRewrite::Unchanged => Ok(Ok(None)),
                 RowRewrite::Refuse(r) => Ok(Err(r)),
                 RowRewrite::Rewritten => {
                     let mut encoded = Vec::with_capacity(values.len());
-                    for (i, ty) in state.types.iter().enumerate() {
-                        let new = out.get(i).and_then(Option::as_deref);
+                    for (i, ty) in types.iter().enumerate() {
+                        let new = out.value(i);
                         let v = match new {
                             None => Value::Null,
                             Some(b)
@@ -1405,7 +1551,7 @@ impl Relay {
                             {
                                 Value::Bytes(b)
                             }
-                            Some(b) if Some(b) == shown[i].as_deref() => values[i],
+                            Some(b) if Some(b) == shown.value(i) => values[i],
                             Some(_) => {
                                 return Ok(Err(Refusal::cannot_mask(
                                     "a masked value does not fit its binary column type",
@@ -1414,21 +1560,20 @@ impl Relay {
                         };
                         encoded.push(v);
                     }
-                    BinaryRow::encode(&state.types, &encoded)
+                    BinaryRow::encode(types, &encoded)
                         .map(|b| Ok(Some(b)))
                         .map_err(SessionError::ServerMessage)
                 }
             }
         } else {
-            let row =
-                TextRow::parse(payload, state.types.len()).map_err(SessionError::ServerMessage)?;
+            let row = TextRow::parse(payload, types.len()).map_err(SessionError::ServerMessage)?;
             let values: Vec<Option<&[u8]>> = row.values().collect();
-            match state.rewriter.rewrite_row(&values.as_slice(), &mut out) {
+            match rewriter.rewrite_row(&values.as_slice(), out) {
                 RowRewrite::Unchanged => Ok(Ok(None)),
                 RowRewrite::Refuse(r) => Ok(Err(r)),
-                RowRewrite::Rewritten => {
-                    Ok(Ok(Some(TextRow::encode(out.iter().map(Option::as_deref)))))
-                }
+                RowRewrite::Rewritten => Ok(Ok(Some(TextRow::encode(
+                    (0..out.values.len()).map(|i| out.value(i)),
+                )))),
             }
         }
     }

@@ -107,21 +107,55 @@ pub struct ColumnDefinition {
     pub default_value: Option<Bytes>,
 }
 
-impl ColumnDefinition {
+/// ColumnDefinition41 read in place: the same checks as
+/// [`ColumnDefinition::parse`], its text fields borrowed from the payload.
+/// A session that keeps no columns validates definitions with it and
+/// copies nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnDefinitionRef<'a> {
+    /// Catalog (always `def`).
+    pub catalog: &'a [u8],
+    /// Schema of the source table (empty for expressions).
+    pub schema: &'a [u8],
+    /// Table alias (or derived-table/CTE/view name).
+    pub table: &'a [u8],
+    /// Source table (empty for expressions).
+    pub org_table: &'a [u8],
+    /// Column alias.
+    pub name: &'a [u8],
+    /// Source column (empty for expressions).
+    pub org_name: &'a [u8],
+    /// MariaDB extended type information, raw (only with `EXTENDED_METADATA`).
+    pub extended: Option<&'a [u8]>,
+    /// Collation id of the values (63 = binary).
+    pub collation: u16,
+    /// Maximum display length.
+    pub column_length: u32,
+    /// Type.
+    pub column_type: ColumnType,
+    /// Flags.
+    pub flags: ColumnFlags,
+    /// Decimals (31 = not fixed).
+    pub decimals: u8,
+    /// The two filler bytes after the fixed fields, as sent.
+    pub filler: [u8; 2],
+    /// COM_FIELD_LIST's default value (`None` = NULL or not a field list).
+    pub default_value: Option<&'a [u8]>,
+}
+
+impl<'a> ColumnDefinitionRef<'a> {
     /// Parses a column definition from its packet payload.
-    pub fn parse(payload: &Bytes, options: ColumnOptions) -> Result<Self, MessageError> {
+    #[inline]
+    pub fn parse(payload: &'a [u8], options: ColumnOptions) -> Result<Self, MessageError> {
         let mut r = Reader::new(payload);
-        let mut text = |field| -> Result<Bytes, MessageError> {
-            Ok(payload.slice_ref(r.lenenc_bytes(field)?))
-        };
-        let catalog = text("column catalog")?;
-        let schema = text("column schema")?;
-        let table = text("column table")?;
-        let org_table = text("column org_table")?;
-        let name = text("column name")?;
-        let org_name = text("column org_name")?;
+        let catalog = r.lenenc_bytes("column catalog")?;
+        let schema = r.lenenc_bytes("column schema")?;
+        let table = r.lenenc_bytes("column table")?;
+        let org_table = r.lenenc_bytes("column org_table")?;
+        let name = r.lenenc_bytes("column name")?;
+        let org_name = r.lenenc_bytes("column org_name")?;
         let extended = if options.extended_metadata {
-            Some(text("column extended metadata")?)
+            Some(r.lenenc_bytes("column extended metadata")?)
         } else {
             None
         };
@@ -140,7 +174,6 @@ impl ColumnDefinition {
         let filler = r.array("column filler")?;
         let default_value = if options.field_list {
             r.lenenc_bytes_or_null("column default value")?
-                .map(|d| payload.slice_ref(d))
         } else {
             None
         };
@@ -160,6 +193,30 @@ impl ColumnDefinition {
             decimals,
             filler,
             default_value,
+        })
+    }
+}
+
+impl ColumnDefinition {
+    /// Parses a column definition from its packet payload.
+    pub fn parse(payload: &Bytes, options: ColumnOptions) -> Result<Self, MessageError> {
+        let c = ColumnDefinitionRef::parse(payload, options)?;
+        let text = |t: &[u8]| payload.slice_ref(t);
+        Ok(Self {
+            catalog: text(c.catalog),
+            schema: text(c.schema),
+            table: text(c.table),
+            org_table: text(c.org_table),
+            name: text(c.name),
+            org_name: text(c.org_name),
+            extended: c.extended.map(text),
+            collation: c.collation,
+            column_length: c.column_length,
+            column_type: c.column_type,
+            flags: c.flags,
+            decimals: c.decimals,
+            filler: c.filler,
+            default_value: c.default_value.map(text),
         })
     }
 
@@ -269,17 +326,25 @@ pub(crate) mod tests {
         assert_eq!(parsed, c);
         assert_eq!(&parsed.org_table[..], b"customers");
         assert_eq!(parsed.binary_type().column_type, ColumnType::VAR_STRING);
+        let view = ColumnDefinitionRef::parse(&raw, ColumnOptions::default()).unwrap();
+        assert_eq!(
+            (view.org_table, view.name, view.column_type),
+            (&b"customers"[..], &b"ssn"[..], ColumnType::VAR_STRING)
+        );
         for cut in 0..raw.len() {
             assert!(ColumnDefinition::parse(&raw.slice(..cut), ColumnOptions::default()).is_err());
+            assert!(ColumnDefinitionRef::parse(&raw[..cut], ColumnOptions::default()).is_err());
         }
         // Trailing bytes and a wrong fixed length are errors.
         let mut longer = raw.to_vec();
         longer.push(0);
+        assert!(ColumnDefinitionRef::parse(&longer, ColumnOptions::default()).is_err());
         assert!(ColumnDefinition::parse(&Bytes::from(longer), ColumnOptions::default()).is_err());
         let mut bad = raw.to_vec();
         let at = raw.len() - 13;
         assert_eq!(bad[at], 0x0C);
         bad[at] = 0x0D;
+        assert!(ColumnDefinitionRef::parse(&bad, ColumnOptions::default()).is_err());
         assert!(ColumnDefinition::parse(&Bytes::from(bad), ColumnOptions::default()).is_err());
     }
 

@@ -317,6 +317,76 @@ impl<'a> StmtExecute<'a> {
         Ok(p)
     }
 
+    /// The types this EXECUTE binds, read without its values: with
+    /// `new_params_bound` set, `out` is replaced by them and `Ok(true)`
+    /// returned; without it (or with no parameters) `Ok(false)` and `out`
+    /// is untouched, as it is on an error. What a session keeps of an
+    /// execute when nothing looks at its values: `out` is reused, so
+    /// rebinding every execute allocates nothing.
+    pub fn bound_types(
+        &self,
+        count: usize,
+        query_attributes: bool,
+        out: &mut Vec<ParamType>,
+    ) -> Result<bool, MessageError> {
+        let mut r = Reader::new(self.param_block);
+        let count = if self.flags & flags::PARAMETER_COUNT_AVAILABLE != 0 {
+            let n = r.lenenc_int("execute parameter count")?;
+            usize::try_from(n)
+                .ok()
+                .filter(|n| n.div_ceil(8) <= r.remaining())
+                .ok_or(MessageError::InvalidLength {
+                    field: "execute parameter count",
+                    value: n,
+                })?
+        } else {
+            count
+        };
+        if count == 0 {
+            return Ok(false);
+        }
+        let null_bitmap = r.bytes(count.div_ceil(8), "parameter NULL bitmap")?;
+        check_bitmap(null_bitmap, count, 0, "parameter NULL bitmap")?;
+        match r.u8("new params bound flag")? {
+            0 => return Ok(false),
+            1 => {}
+            other => {
+                return Err(MessageError::InvalidValue {
+                    field: "new params bound flag",
+                    value: u64::from(other),
+                });
+            }
+        }
+        let to_type = |[ty, flags]: [u8; 2]| ParamType {
+            column_type: ColumnType(ty),
+            flags,
+        };
+        if !query_attributes {
+            let raw = r.bytes(count.saturating_mul(2), "parameter types")?;
+            out.clear();
+            out.extend(raw.chunks_exact(2).map(|t| to_type([t[0], t[1]])));
+            return Ok(true);
+        }
+        // Names between the types: checked whole before `out` changes.
+        if count.saturating_mul(2) > r.remaining() {
+            return Err(MessageError::Truncated {
+                field: "parameter types",
+            });
+        }
+        let types = r.clone();
+        for _ in 0..count {
+            r.array::<2>("parameter type")?;
+            r.lenenc_bytes("parameter name")?;
+        }
+        let mut r = types;
+        out.clear();
+        for _ in 0..count {
+            out.push(to_type(r.array("parameter type")?));
+            r.lenenc_bytes("parameter name")?;
+        }
+        Ok(true)
+    }
+
     /// Encodes a COM_STMT_EXECUTE (command byte included).
     pub fn encode(
         statement_id: u32,
@@ -515,6 +585,64 @@ mod tests {
                 .params(0, None, &|_| false, false)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn bound_types_alone() {
+        let types = [
+            ty(ColumnType::LONGLONG, 0),
+            ty(ColumnType::LONG, PARAM_UNSIGNED),
+        ];
+        let values = [ParamValue::Value(Value::I64(-9)), ParamValue::Null];
+        let raw = StmtExecute::encode(5, 0, Some(&types), &values).unwrap();
+        let e = StmtExecute::parse_body(&raw[1..]).unwrap();
+        // The vector is reused: its old contents go.
+        let mut out = vec![ty(ColumnType::BLOB, 0); 3];
+        assert!(e.bound_types(2, false, &mut out).unwrap());
+        assert_eq!(out, types);
+        assert_eq!(out, e.params(2, None, &|_| false, false).unwrap().types);
+        // A wrong count or a cut head is an error and leaves `out` alone.
+        let mut kept = vec![ty(ColumnType::BLOB, 0)];
+        assert!(e.bound_types(9, false, &mut kept).is_err());
+        assert!(
+            StmtExecute::parse_body(&raw[1..12])
+                .unwrap()
+                .bound_types(2, false, &mut kept)
+                .is_err()
+        );
+        assert_eq!(kept, [ty(ColumnType::BLOB, 0)]);
+        // Not rebound, or no parameters: nothing learnt.
+        let again = StmtExecute::encode(5, 0, None, &values).unwrap();
+        let e = StmtExecute::parse_body(&again[1..]).unwrap();
+        assert!(!e.bound_types(2, false, &mut kept).unwrap());
+        assert!(!e.bound_types(0, false, &mut kept).unwrap());
+        assert_eq!(kept, [ty(ColumnType::BLOB, 0)]);
+        // MySQL 8: the count in the packet, a name after each type.
+        let body = [
+            1,
+            0,
+            0,
+            0,
+            flags::PARAMETER_COUNT_AVAILABLE,
+            1,
+            0,
+            0,
+            0,
+            1,
+            0,
+            1,
+            1,
+            0,
+            1,
+            b'a',
+            42,
+        ];
+        let e = StmtExecute::parse_body(&body).unwrap();
+        assert!(e.bound_types(0, true, &mut out).unwrap());
+        assert_eq!(out, [ty(ColumnType::TINY, 0)]);
+        let cut = StmtExecute::parse_body(&body[..15]).unwrap();
+        assert!(cut.bound_types(0, true, &mut kept).is_err());
+        assert_eq!(kept, [ty(ColumnType::BLOB, 0)]);
     }
 
     #[test]

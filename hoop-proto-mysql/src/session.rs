@@ -48,7 +48,7 @@ use bytes::Bytes;
 
 use crate::auth::{AUTH_MORE_DATA_HEADER, AUTH_NEXT_FACTOR_HEADER, AUTH_SWITCH_HEADER};
 use crate::capabilities::Capabilities;
-use crate::column::{ColumnDefinition, ColumnOptions, parse_column_count};
+use crate::column::{ColumnDefinition, ColumnDefinitionRef, ColumnOptions, parse_column_count};
 use crate::command::{Command, set_option};
 use crate::eof::{EofPacket, is_classic_eof, is_end_of_rows};
 use crate::err::{ERR_HEADER, ErrPacket, is_progress};
@@ -99,7 +99,10 @@ pub enum Origin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SessionConfig {
     /// Keep column and parameter definitions (what masking needs); without
-    /// it they are validated and counted, not kept.
+    /// it they are validated in place and counted, not copied nor kept.
+    /// Commands hoop sends itself, and EXECUTEs that ask for a cursor (whose
+    /// FETCH rows need the columns later), keep them regardless. Changed
+    /// with [`Session::set_track_columns`] for the commands after.
     pub track_columns: bool,
 }
 
@@ -278,6 +281,8 @@ struct Owed {
     stage: Stage,
     seq: Sequence,
     statement_index: usize,
+    /// Whether this reply's definitions are kept in `columns`.
+    track: bool,
     columns: Vec<Arc<ColumnDefinition>>,
 }
 
@@ -440,6 +445,12 @@ impl Session {
             config,
             ..Self::default()
         }
+    }
+
+    /// Whether the commands forwarded from now on keep their replies'
+    /// column definitions (see [`SessionConfig::track_columns`]).
+    pub fn set_track_columns(&mut self, track: bool) {
+        self.config.track_columns = track;
     }
 
     /// The current phase.
@@ -778,23 +789,29 @@ impl Session {
             Command::StmtExecute(e) => {
                 let statement = StatementRef::of(e.statement_id);
                 let mut params_head = None;
-                match self.execute_params(e) {
-                    Ok(Some(p)) => {
-                        if let Some(id) = self.client_statement_id(statement)
-                            && p.new_params_bound
-                        {
-                            self.param_types.insert(id, p.types);
-                        }
+                let id = self.client_statement_id(statement);
+                match id.and_then(|id| self.statements.get(&id).map(|s| (id, s))) {
+                    // Only the types it binds are kept (what a later
+                    // EXECUTE that does not repeat them is read with); its
+                    // values are not read here: the driver inspects them
+                    // before it forwards when anything governs them, and
+                    // the server answers what it cannot read with ERR.
+                    Some((id, s)) => {
+                        let count = usize::from(s.param_count);
+                        let attributes = self.caps.contains(Capabilities::QUERY_ATTRIBUTES);
+                        let types = self.param_types.entry(id).or_default();
+                        let _ = e.bound_types(count, attributes, types);
                     }
-                    Ok(None) => {
+                    // Confirmed later: its types are learnt then.
+                    None if self.prepare_pending() => {
                         let n = e.param_block.len().min(MAX_PARAM_HEAD);
                         params_head = Some(Bytes::copy_from_slice(&e.param_block[..n]));
                     }
-                    // The server answers what it cannot read with ERR; the
-                    // driver inspects parameters before it forwards.
-                    Err(_) => {}
+                    None => {}
                 }
-                if let Some(id) = self.client_statement_id(statement) {
+                if let Some(id) = id
+                    && !self.long_data.is_empty()
+                {
                     self.long_data.remove(&id);
                 }
                 Kind::Execute {
@@ -857,6 +874,11 @@ impl Session {
             _ => Kind::Simple,
         };
         let id = self.take_id();
+        let track = self.config.track_columns
+            || origin == Origin::Hoop
+            || matches!(command, Command::StmtExecute(e) if e.wants_cursor())
+            // (Its definitions are counted by the list.)
+            || matches!(command, Command::FieldList { .. });
         self.owed.push_back(Owed {
             id,
             command: command.code(),
@@ -865,6 +887,7 @@ impl Session {
             stage: Stage::Start,
             seq: Sequence::starting_at((chunk_count(payload_len) % 256) as u8),
             statement_index: 0,
+            track,
             columns: Vec::new(),
         });
         self.apply_effects();
@@ -1088,19 +1111,25 @@ impl Session {
         Ok(self.status)
     }
 
-    fn parse_column(
+    /// A column or parameter definition of the front reply: validated,
+    /// and copied out only when the reply keeps its definitions (boxed in
+    /// its `Arc` here, so that the untracked case moves nothing large).
+    fn definition(
         &self,
         payload: &[u8],
         field_list: bool,
-    ) -> Result<ColumnDefinition, SessionError> {
-        let bytes = Bytes::copy_from_slice(payload);
-        Ok(ColumnDefinition::parse(
-            &bytes,
-            ColumnOptions {
-                extended_metadata: self.caps.contains(Capabilities::MARIADB_EXTENDED_METADATA),
-                field_list,
-            },
-        )?)
+    ) -> Result<Option<Arc<ColumnDefinition>>, SessionError> {
+        let options = ColumnOptions {
+            extended_metadata: self.caps.contains(Capabilities::MARIADB_EXTENDED_METADATA),
+            field_list,
+        };
+        if self.owed.front().is_some_and(|o| o.track) {
+            let bytes = Bytes::copy_from_slice(payload);
+            Ok(Some(Arc::new(ColumnDefinition::parse(&bytes, options)?)))
+        } else {
+            ColumnDefinitionRef::parse(payload, options)?;
+            Ok(None)
+        }
     }
 
     fn command_reply(
@@ -1192,6 +1221,14 @@ impl Session {
         if stage == Stage::Rows {
             return self.rows_or_end(seq, len, head);
         }
+        // Result replies first, without cloning the entry's kind.
+        if self
+            .owed
+            .front()
+            .is_some_and(|o| matches!(o.kind, Kind::Query | Kind::Execute { .. }))
+        {
+            return self.result_reply(seq, len, head, stage);
+        }
         let kind = self.owed.front().map(|o| o.kind.clone());
         match kind {
             Some(Kind::Query | Kind::Execute { .. }) => self.result_reply(seq, len, head, stage),
@@ -1215,13 +1252,12 @@ impl Session {
                         true,
                     ));
                 }
-                let column = self.parse_column(head, true)?;
-                let track = self.config.track_columns;
+                let column = self.definition(head, true)?;
                 let front = self.front_mut()?;
                 front.stage = Stage::FieldList;
                 let index = front.columns.len() as u64;
-                if track {
-                    front.columns.push(Arc::new(column));
+                if let Some(column) = column {
+                    front.columns.push(column);
                 }
                 let mut e = self.event_front(ServerPacket::ColumnDefinition(index), seq);
                 e.columns_complete = false;
@@ -1413,13 +1449,12 @@ impl Session {
                 Ok(self.event_front(ServerPacket::ColumnCount(count), seq))
             }
             Stage::Columns { count, received } => {
-                let column = self.parse_column(head, false)?;
-                let track = self.config.track_columns;
+                let column = self.definition(head, false)?;
                 let deprecate_eof = self.caps.contains(Capabilities::DEPRECATE_EOF);
                 let received = received + 1;
                 let front = self.front_mut()?;
-                if track {
-                    front.columns.push(Arc::new(column));
+                if let Some(column) = column {
+                    front.columns.push(column);
                 }
                 let done = received == count;
                 front.stage = if !done {
@@ -1557,7 +1592,9 @@ impl Session {
             && let Some(id) = self.resolve(statement)
             && let Some(s) = self.statements.get_mut(&id)
         {
-            s.cursor_columns = Some(front.columns.clone().into());
+            // Untracked (a cursor is always tracked; kept for safety): no
+            // columns, so its FETCH rows are refused where rows are judged.
+            s.cursor_columns = front.track.then(|| front.columns.clone().into());
             s.cursor_exhausted = false;
         }
     }
@@ -1603,7 +1640,7 @@ impl Session {
                 }
             }
             Stage::PrepareParams { count, received } => {
-                let column = self.parse_column(head, false)?;
+                let column = self.definition(head, false)?;
                 self.store_prepare_definition(column, true);
                 let received = received + 1;
                 let columns = self.prepared_columns();
@@ -1640,7 +1677,7 @@ impl Session {
                 }
             }
             Stage::PrepareColumns { count, received } => {
-                let column = self.parse_column(head, false)?;
+                let column = self.definition(head, false)?;
                 self.store_prepare_definition(column, false);
                 let received = received + 1;
                 let packet = ServerPacket::ColumnDefinition(u64::from(received - 1));
@@ -1693,18 +1730,18 @@ impl Session {
             .map_or(0, |s| s.column_count)
     }
 
-    fn store_prepare_definition(&mut self, column: ColumnDefinition, param: bool) {
-        if !self.config.track_columns {
+    fn store_prepare_definition(&mut self, column: Option<Arc<ColumnDefinition>>, param: bool) {
+        let Some(column) = column else {
             return;
-        }
+        };
         if let Some(s) = self
             .last_prepared
             .and_then(|id| self.statements.get_mut(&id))
         {
             if param {
-                s.params.push(Arc::new(column));
+                s.params.push(column);
             } else {
-                s.columns.push(Arc::new(column));
+                s.columns.push(column);
             }
         }
     }

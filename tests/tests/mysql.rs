@@ -1267,3 +1267,70 @@ fn a_rust_client_is_masked_and_guarded() {
     assert_eq!(rows(&bare["after"]), "[]", "{bare}");
     assert_eq!(db.count("other"), 0, "{bare}");
 }
+
+/// Without a policy hoop keeps no column definitions (it checks them in
+/// place) and relays the packets of a reply from its read buffer: what a
+/// client gets through hoop is what the bare server sends. Text and binary
+/// results, a statement executed again, a server-side cursor opened and
+/// fetched (its columns kept all the same), MariaDB's "statement prepared
+/// last", multi-statement results, an error among them and a prepared
+/// DELETE; each compared with the same client against the bare server.
+#[test]
+fn without_a_policy_replies_reach_the_client_as_the_server_sent_them() {
+    require_privileged();
+    let cfg = config("");
+    let run = |program: &[&str], through: bool| -> Value {
+        let out = if through {
+            hoop_exec(&cfg.path, program, T)
+        } else {
+            Command::new(program[0])
+                .args(&program[1..])
+                .output()
+                .expect("client")
+        };
+        let (stdout, stderr) = text(&out);
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!("{program:?} (through hoop: {through}): {e}: {stdout}\n{stderr}")
+        })
+    };
+    let db = Db::create("nopolicy");
+    let cursor = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_cursor.py");
+    for mode in ["classic_eof", "deprecate_eof"] {
+        let program = [PYTHON, cursor, &db.name, mode];
+        let bare = run(&program, false);
+        assert_eq!(
+            rows(&bare["masked"]["first"]),
+            r#"[["123-45-6789"]]"#,
+            "{bare}"
+        );
+        assert_eq!(run(&program, true), bare, "{mode}");
+    }
+    let prepared = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_prepared.py");
+    let program = [PYTHON, prepared, &db.name];
+    let bare = run(&program, false);
+    assert!(rows(&bare["again"]).contains("987-65-4321"), "{bare}");
+    assert_eq!(run(&program, true), bare);
+    let (bare, _) = pymysql(
+        None,
+        &db.name,
+        "c = connect()\n\
+         print(json.dumps([run(c, 'SELECT id, ssn FROM cust ORDER BY id; SELECT note FROM other ORDER BY id'),\n\
+         \x20                 run(c, 'SELECT 1; SELECT * FROM nowhere; SELECT 2'), run(c, 'SELECT ssn FROM v_cust')]))\n",
+    );
+    assert!(bare[0]["rows"].to_string().contains("hello"), "{bare}");
+    let (through, stderr) = pymysql(
+        Some(&cfg),
+        &db.name,
+        "c = connect()\n\
+         print(json.dumps([run(c, 'SELECT id, ssn FROM cust ORDER BY id; SELECT note FROM other ORDER BY id'),\n\
+         \x20                 run(c, 'SELECT 1; SELECT * FROM nowhere; SELECT 2'), run(c, 'SELECT ssn FROM v_cust')]))\n",
+    );
+    assert_eq!(through, bare, "{stderr}");
+    // The Rust client deletes rows: one database for each run.
+    let client = env!("CARGO_BIN_EXE_mysql-rust-client");
+    let bare = run(&[client, &db.name], false);
+    assert!(rows(&bare["binary"]).contains("987-65-4321"), "{bare}");
+    let again = Db::create("nopolicy_again");
+    assert_eq!(run(&[client, &again.name], true), bare);
+    assert_eq!(again.count("other"), 0);
+}

@@ -503,6 +503,50 @@ fn prepare_then_execute(caps: Capabilities) {
         s.execute_params(&unknown),
         Err(SessionError::UnknownStatement(9))
     );
+
+    // An EXECUTE of the confirmed statement that binds other types: they
+    // are what the next one that does not repeat them is read with.
+    let rebound = [
+        ParamType {
+            column_type: ColumnType::LONG,
+            flags: 0,
+        },
+        ParamType {
+            column_type: ColumnType::BLOB,
+            flags: 0,
+        },
+    ];
+    let exec = StmtExecute::encode(
+        7,
+        0,
+        Some(&rebound),
+        &[ParamValue::Value(Value::I32(3)), ParamValue::Null],
+    )
+    .unwrap();
+    let Command::StmtExecute(e) = Command::parse(&exec, caps).unwrap() else {
+        panic!("an execute");
+    };
+    s.client_command(0, exec.len(), &Command::StmtExecute(e))
+        .unwrap();
+    assert_eq!(s.param_types.get(&7).unwrap(), &rebound);
+    feed(&mut s, 1, &[ok(2, caps)]);
+    let exec = StmtExecute::encode(
+        7,
+        0,
+        None,
+        &[ParamValue::Value(Value::I32(4)), ParamValue::Null],
+    )
+    .unwrap();
+    let Command::StmtExecute(e) = Command::parse(&exec, caps).unwrap() else {
+        panic!("an execute");
+    };
+    assert_eq!(
+        s.execute_params(&e).unwrap().unwrap().values,
+        vec![ParamValue::Value(Value::I32(4)), ParamValue::Null]
+    );
+    s.client_command(0, exec.len(), &Command::StmtExecute(e))
+        .unwrap();
+    assert_eq!(s.param_types.get(&7).unwrap(), &rebound, "not rebound");
 }
 
 #[test]
@@ -552,8 +596,10 @@ fn prepared(s: &mut Session, id: u32, caps: Capabilities) {
     assert!(feed(s, 1, &packets).last().unwrap().completes_reply);
 }
 
-fn cursor(caps: Capabilities) {
+fn cursor(caps: Capabilities, track: bool) {
     let mut s = ready(caps);
+    // A cursor's columns are kept even when nothing else's are.
+    s.set_track_columns(track);
     prepared(&mut s, 3, caps);
     let exec = StmtExecute::encode(3, flags::READ_ONLY, None, &[]).unwrap();
     let Command::StmtExecute(e) = Command::parse(&exec, caps).unwrap() else {
@@ -655,12 +701,65 @@ fn fetch_of_the_statement_prepared_last_finds_its_cursor_columns() {
 
 #[test]
 fn cursor_and_fetch_with_classic_eof() {
-    cursor(BASE);
+    cursor(BASE, true);
+    cursor(BASE, false);
 }
 
 #[test]
 fn cursor_and_fetch_with_deprecate_eof() {
-    cursor(BASE | Capabilities::DEPRECATE_EOF);
+    cursor(BASE | Capabilities::DEPRECATE_EOF, true);
+    cursor(BASE | Capabilities::DEPRECATE_EOF, false);
+}
+
+/// Without column tracking, definitions are still validated (a malformed
+/// one ends the session's trust in the reply) but none is kept; turning it
+/// on applies from the next command.
+#[test]
+fn untracked_replies_validate_definitions_and_keep_none() {
+    for caps in [BASE, BASE | Capabilities::DEPRECATE_EOF] {
+        let mut s = ready(caps);
+        s.set_track_columns(false);
+        let result = |caps: Capabilities| {
+            let mut p = vec![
+                encode_column_count(2),
+                column("id", ColumnType::LONG),
+                column("ssn", ColumnType::VAR_STRING),
+            ];
+            if !caps.contains(Capabilities::DEPRECATE_EOF) {
+                p.push(eof(2));
+            }
+            p.push(TextRow::encode([Some(&b"1"[..]), Some(b"x")]));
+            p.push(end(2, caps));
+            p
+        };
+        s.client_command(0, 9, &query(b"SELECT 1")).unwrap();
+        let packets = result(caps);
+        let rows_at = packets.len() - 2;
+        for (i, p) in packets[..rows_at].iter().enumerate() {
+            s.server_packet(1 + i as u8, p).unwrap();
+        }
+        assert_eq!(s.result_columns().map(<[_]>::len), Some(0));
+        let events = feed(&mut s, 1 + rows_at as u8, &packets[rows_at..]);
+        assert_eq!(events[0].packet, ServerPacket::Row);
+        assert!(events[1].completes_reply);
+
+        // A malformed definition is refused all the same.
+        s.client_command(0, 9, &query(b"SELECT 1")).unwrap();
+        s.server_packet(1, &encode_column_count(1)).unwrap();
+        let good = column("id", ColumnType::LONG);
+        assert!(s.server_packet(2, &good[..good.len() - 1]).is_err());
+
+        let mut s = ready(caps);
+        s.set_track_columns(false);
+        s.client_command(0, 9, &query(b"SELECT 1")).unwrap();
+        s.set_track_columns(true);
+        feed(&mut s, 1, &result(caps)[..3]);
+        assert_eq!(s.result_columns().map(<[_]>::len), Some(0), "not this one");
+        feed(&mut s, 4, &result(caps)[3..]);
+        s.client_command(0, 9, &query(b"SELECT 1")).unwrap();
+        feed(&mut s, 1, &result(caps)[..3]);
+        assert_eq!(&s.result_columns().unwrap()[1].name[..], b"ssn");
+    }
 }
 
 #[test]
