@@ -67,6 +67,8 @@ pub(crate) struct Relay {
     session: Session,
     catalog: Arc<SessionCatalog>,
     governor: Box<dyn SessionGovernor>,
+    /// Whether the governor wants `Judged` and `Sent` (asked once).
+    observe_statements: bool,
     /// The greeting's scramble: COM_CHANGE_USER authenticates against it
     /// (caching_sha2 full authentication is translated with it).
     scramble: Vec<u8>,
@@ -236,6 +238,7 @@ impl Relay {
             session,
             catalog: connected.catalog,
             scramble: connected.scramble,
+            observe_statements: governor.observes_statements(),
             governor,
             prepared: HashMap::default(),
             client_seq: 0,
@@ -577,10 +580,12 @@ impl Relay {
             transaction: transaction(self.session.transaction()),
         };
         let mut verdict = self.governor.judge(&ctx);
-        self.governor.observe(SessionEvent::Judged {
-            statement: &ctx,
-            verdict: &verdict,
-        });
+        if self.observe_statements {
+            self.governor.observe(SessionEvent::Judged {
+                statement: &ctx,
+                verdict: &verdict,
+            });
+        }
         // `max_rows` needs a dry run, which this driver does not do yet:
         // the rule applies as if the count were over its limit.
         if matches!(
@@ -592,8 +597,10 @@ impl Relay {
         }
         match verdict {
             Verdict::Allow => {
-                self.governor
-                    .observe(SessionEvent::Sent { statement: &ctx });
+                if self.observe_statements {
+                    self.governor
+                        .observe(SessionEvent::Sent { statement: &ctx });
+                }
                 Ok(None)
             }
             Verdict::Deny(denial) => {
@@ -604,7 +611,7 @@ impl Relay {
                 let refusal = self
                     .hold(requirement, sql.to_owned(), submission, client_seq)
                     .await?;
-                if refusal.is_none() {
+                if refusal.is_none() && self.observe_statements {
                     let ctx = StatementContext {
                         identity: &self.identity,
                         sql,
