@@ -164,7 +164,7 @@ pub enum SessionError {
     ServerIo(#[source] io::Error),
     /// The upstream connection could not be made.
     #[error(transparent)]
-    Dial(Box<DialError>),
+    Dial(#[from] DialError),
     /// The TLS handshake with the client failed.
     #[error("TLS handshake with the client failed: {0}")]
     ClientTls(#[source] io::Error),
@@ -215,42 +215,28 @@ pub enum SessionError {
     },
     /// Governance ended the session (e.g. its recording failed).
     #[error("governance ended the session: {}", .0.message)]
-    Governance(Box<Refusal>),
+    Governance(Refusal),
     /// Governance refused a row that could not be made safe.
     #[error("a result row was refused: {}", .0.message)]
-    RowRefused(Box<Refusal>),
+    RowRefused(Refusal),
     /// The session's relay task panicked (a bug); its sockets were closed.
     #[error("the session's relay failed unexpectedly")]
     RelayPanicked,
     /// A credential entry matched the session, but its secret cannot be
     /// used (the session is refused rather than passed through).
     #[error(transparent)]
-    Credential(Box<CredentialUnavailable>),
+    Credential(CredentialUnavailable),
     /// hoop could not log in upstream with the injected credential.
-    #[error(transparent)]
-    Login(Box<InjectedLoginFailed>),
-}
-
-// The large variants are boxed: a `SessionError` is returned (by value,
-// through `?`) from every frame's handling, so its size is paid per frame.
-
-/// hoop could not log in upstream with an injected credential.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot log in as role {role:?} with credential entry `{entry}`: {error}")]
-pub struct InjectedLoginFailed {
-    /// The entry.
-    pub entry: String,
-    /// The role.
-    pub role: String,
-    /// What failed (never the secret).
-    #[source]
-    pub error: login::LoginError,
-}
-
-impl From<DialError> for SessionError {
-    fn from(e: DialError) -> Self {
-        Self::Dial(Box::new(e))
-    }
+    #[error("cannot log in as role {role:?} with credential entry `{entry}`: {error}")]
+    Login {
+        /// The entry.
+        entry: String,
+        /// The role.
+        role: String,
+        /// What failed (never the secret).
+        #[source]
+        error: login::LoginError,
+    },
 }
 
 impl SessionError {
@@ -273,7 +259,7 @@ impl SessionError {
             Self::RowRefused(_) => "row_refused",
             Self::Dial(_) => "upstream_connect",
             Self::RelayPanicked => "internal",
-            Self::Credential(_) | Self::Login(_) => "credential",
+            Self::Credential(_) | Self::Login { .. } => "credential",
         }
     }
 
@@ -336,16 +322,13 @@ impl SessionError {
                 format!("hoop cannot log in to the database for this session: {e}"),
             )
             .with_hint("hoop holds this workload's database credential; its operator must fix it (see hoop's credentials configuration)."),
-            Self::Login(failed) => {
-                let InjectedLoginFailed { entry, role, error } = &**failed;
-                ErrorSpec::fatal(
+            Self::Login { entry, role, error } => ErrorSpec::fatal(
                 error.sqlstate(),
                 format!(
                     "hoop could not log in to the database server as role \"{role}\" with credential entry \"{entry}\": {error}"
                 ),
             )
-            .with_hint(login_hint(error))
-            }
+            .with_hint(login_hint(error)),
         };
         Some(spec)
     }
@@ -493,7 +476,7 @@ fn injected(
     let credential = match ctx.credentials.credential_for(identity) {
         Ok(Some(credential)) => credential,
         Ok(None) => return Ok(None),
-        Err(e) => return Err(SessionError::Credential(Box::new(e))),
+        Err(e) => return Err(SessionError::Credential(e)),
     };
     // Parsed once already by `startup::accept`; a StartupMessage it is.
     let Ok(StartupPacket::Startup(client)) = StartupPacket::parse(startup.body()) else {
@@ -556,26 +539,11 @@ async fn log_in(
         Err(error) => {
             error.failure().count();
             warn!(session = %identity, credential = %credential.entry, role = %credential.role, error = %error, "injected login failed");
-            Err(SessionError::Login(Box::new(InjectedLoginFailed {
+            Err(SessionError::Login {
                 entry: credential.entry.clone(),
                 role: credential.role.clone(),
                 error,
-            })))
+            })
         }
-    }
-}
-
-#[cfg(test)]
-mod error_size {
-    /// Every frame's handling returns a `Result` with this error by value:
-    /// its large variants stay boxed so the error is no bigger than the
-    /// codec's own errors.
-    #[test]
-    fn a_session_error_stays_small() {
-        assert!(
-            std::mem::size_of::<super::SessionError>() <= 40,
-            "SessionError is {} bytes",
-            std::mem::size_of::<super::SessionError>()
-        );
     }
 }

@@ -423,7 +423,7 @@ impl Relay {
                 }
             }
             if let Some(refusal) = self.governor.fatal() {
-                return Err(SessionError::Governance(Box::new(refusal)));
+                return Err(SessionError::Governance(refusal));
             }
             let resume = std::mem::take(&mut self.resume_client);
             if (wake.client || resume) && !self.client_paused() {
@@ -576,7 +576,7 @@ impl Relay {
                     }
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
-                    Decision::Fatal(refusal) => Err(SessionError::Governance(Box::new(refusal))),
+                    Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
                     Decision::DryRun { approved, .. } => Ok(self.start_dry_run(q, approved)),
                 }
             }
@@ -590,7 +590,7 @@ impl Relay {
                     }
                     Decision::Refuse(err) => Ok(self.refuse(err, true)),
                     Decision::Hold => Ok(ClientAction::Hold),
-                    Decision::Fatal(refusal) => Err(SessionError::Governance(Box::new(refusal))),
+                    Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
                     Decision::DryRun { hold, .. } => Ok(self.guarded_prepare(&p, hold)),
                 }
             }
@@ -695,7 +695,7 @@ impl Relay {
                     // over any limit (the policy does so already).
                     Decision::Refuse(err) => Ok(self.refuse(err, false)),
                     Decision::Hold => Ok(ClientAction::Hold),
-                    Decision::Fatal(refusal) => Err(SessionError::Governance(Box::new(refusal))),
+                    Decision::Fatal(refusal) => Err(SessionError::Governance(refusal)),
                     Decision::DryRun { .. } => {
                         let ctx = client_statement(
                             &self.identity,
@@ -1328,9 +1328,9 @@ impl Relay {
             // Governance must see these rows, but hoop cannot read the COPY's
             // format: refuse rather than forward them unread.
             (Some(_), None) => {
-                return Err(SessionError::RowRefused(Box::new(Refusal::cannot_mask(
+                return Err(SessionError::RowRefused(Refusal::cannot_mask(
                     "hoop cannot read this COPY statement's data format",
-                ))));
+                )));
             }
         }
         Ok(false)
@@ -1396,7 +1396,7 @@ impl Relay {
             }
             RowRewrite::Refuse(refusal) => {
                 encoder.discard();
-                Err(SessionError::RowRefused(Box::new(refusal)))
+                Err(SessionError::RowRefused(refusal))
             }
         }
     }
@@ -1434,10 +1434,10 @@ fn copy_data(data: &[u8]) -> Bytes {
 /// A COPY that cannot be forwarded safely ends the session with an error,
 /// never with a truncated stream.
 fn copy_refused(e: CopyMaskError) -> SessionError {
-    SessionError::RowRefused(Box::new(match e {
+    SessionError::RowRefused(match e {
         CopyMaskError::Refused(r) => r,
         CopyMaskError::Data(e) => Refusal::cannot_mask(e),
-    }))
+    })
 }
 
 /// The context of a statement the client sends.

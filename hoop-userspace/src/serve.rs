@@ -539,7 +539,7 @@ impl ConnectionContext {
             Protocol::Postgres => hoop_pg::serve(self.pg.clone(), client, identity, upstream)
                 .await
                 .map_err(|e| match e {
-                    SessionError::Dial(e) => SessionEnd::Unreachable(*e),
+                    SessionError::Dial(e) => SessionEnd::Unreachable(e),
                     e => SessionEnd::Failed(e.reason()),
                 }),
             Protocol::Mysql => hoop_mysql::serve(self.mysql.clone(), client, identity, upstream)
