@@ -286,6 +286,22 @@ impl<'a> StmtExecute<'a> {
         self.flags & flags::CURSOR_MASK != 0
     }
 
+    /// How many parameters the block holds: the count in the packet (with
+    /// `PARAMETER_COUNT_AVAILABLE`), read from `r`, or else `count`.
+    fn param_count(&self, r: &mut Reader<'a>, count: usize) -> Result<usize, MessageError> {
+        if self.flags & flags::PARAMETER_COUNT_AVAILABLE == 0 {
+            return Ok(count);
+        }
+        let n = r.lenenc_int("execute parameter count")?;
+        usize::try_from(n)
+            .ok()
+            .filter(|n| n.div_ceil(8) <= r.remaining())
+            .ok_or(MessageError::InvalidLength {
+                field: "execute parameter count",
+                value: n,
+            })
+    }
+
     /// Parses the parameters of a statement with `count` parameters (a
     /// count in the packet, with `PARAMETER_COUNT_AVAILABLE`, wins), given
     /// the types bound before and which parameters came as long data.
@@ -297,18 +313,7 @@ impl<'a> StmtExecute<'a> {
         query_attributes: bool,
     ) -> Result<Params<'a>, MessageError> {
         let mut r = Reader::new(self.param_block);
-        let count = if self.flags & flags::PARAMETER_COUNT_AVAILABLE != 0 {
-            let n = r.lenenc_int("execute parameter count")?;
-            usize::try_from(n)
-                .ok()
-                .filter(|n| n.div_ceil(8) <= r.remaining())
-                .ok_or(MessageError::InvalidLength {
-                    field: "execute parameter count",
-                    value: n,
-                })?
-        } else {
-            count
-        };
+        let count = self.param_count(&mut r, count)?;
         let p = parse_params(&mut r, count, query_attributes, previous, long_data)?;
         // With no parameters the server reads nothing more (and ignores the rest).
         if count > 0 {
@@ -330,18 +335,7 @@ impl<'a> StmtExecute<'a> {
         out: &mut Vec<ParamType>,
     ) -> Result<bool, MessageError> {
         let mut r = Reader::new(self.param_block);
-        let count = if self.flags & flags::PARAMETER_COUNT_AVAILABLE != 0 {
-            let n = r.lenenc_int("execute parameter count")?;
-            usize::try_from(n)
-                .ok()
-                .filter(|n| n.div_ceil(8) <= r.remaining())
-                .ok_or(MessageError::InvalidLength {
-                    field: "execute parameter count",
-                    value: n,
-                })?
-        } else {
-            count
-        };
+        let count = self.param_count(&mut r, count)?;
         if count == 0 {
             return Ok(false);
         }
