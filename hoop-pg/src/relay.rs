@@ -1354,7 +1354,7 @@ impl Relay {
                     (_, many) => formats.extend_from_slice(many),
                 }
                 let same = matches!(&self.rows.described_from,
-                    Some((d, f)) if d == desc && f == formats);
+                    Some((d, f)) if d.same_as(desc) && f == formats);
                 if !same {
                     self.rows.columns = result_columns(desc, formats);
                     self.rows.described_from = Some((desc.clone(), formats.clone()));

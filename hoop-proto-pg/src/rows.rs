@@ -68,6 +68,19 @@ impl RowDescription {
         self.len == 0
     }
 
+    /// The message body it was parsed from.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// `self == other`, answered without comparing the bytes when both
+    /// share them (a clone of the same parsed description, as every run of
+    /// a repeated query gets from the session state).
+    pub fn same_as(&self, other: &RowDescription) -> bool {
+        (self.body.as_ptr() == other.body.as_ptr() && self.body.len() == other.body.len())
+            || self == other
+    }
+
     /// The columns, in order.
     pub fn fields(&self) -> impl Iterator<Item = FieldDescription<'_>> + '_ {
         let mut r = Reader::new(self.body.get(2..).unwrap_or(&[]));
@@ -169,6 +182,25 @@ pub fn empty_query_response() -> Bytes {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn description(name: &str) -> RowDescription {
+        let mut body = 1i16.to_be_bytes().to_vec();
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(&[
+            0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ]);
+        RowDescription::parse(Bytes::from(body)).unwrap()
+    }
+
+    #[test]
+    fn same_as_is_equality() {
+        let a = description("a");
+        assert!(a.same_as(&a.clone()));
+        // Equal bytes in another buffer.
+        assert!(a.same_as(&description("a")));
+        assert!(!a.same_as(&description("b")));
+        assert!(!a.same_as(&description("ab")));
+    }
 
     #[test]
     fn data_row_round_trip() {

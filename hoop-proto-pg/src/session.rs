@@ -105,8 +105,9 @@ pub struct Portal {
 pub enum Owed {
     /// A simple Query: results for each statement, then ReadyForQuery.
     Query {
-        /// The whole query string.
-        sql: Arc<str>,
+        /// The whole query string (empty when SQL is not kept). A buffer
+        /// the session reuses once the query is answered.
+        sql: String,
     },
     /// ParseComplete.
     Parse {
@@ -240,7 +241,21 @@ pub struct SessionState {
     track_rows: bool,
     /// SQL texts are not kept (see [`SessionState::without_sql`]).
     forget_sql: bool,
+    /// Buffers of answered simple Queries, reused for the next ones so a
+    /// query's text is copied without an allocation (at most
+    /// [`SPARE_SQL_BUFFERS`], none larger than [`SPARE_SQL_CAPACITY`]).
+    spare_sql: Vec<String>,
+    /// The last RowDescription parsed: a result described by the same
+    /// bytes (every run of the same query) shares it instead of copying
+    /// and validating them again.
+    last_description: Option<Arc<RowDescription>>,
 }
+
+/// How many answered queries' buffers a session keeps for reuse.
+const SPARE_SQL_BUFFERS: usize = 4;
+/// A buffer larger than this is freed, not kept (a session that once sent
+/// a huge query does not hold its memory for good).
+const SPARE_SQL_CAPACITY: usize = 16 * 1024;
 
 impl SessionState {
     fn portal_ref(&self, name: &str) -> Option<&Portal> {
@@ -401,7 +416,12 @@ impl SessionState {
     /// The client's Query was forwarded.
     #[inline]
     pub fn client_query(&mut self, sql: &str) {
-        self.push(Owed::Query { sql: self.sql(sql) });
+        let mut buffer = self.spare_sql.pop().unwrap_or_default();
+        buffer.clear();
+        if !self.forget_sql {
+            buffer.push_str(sql);
+        }
+        self.push(Owed::Query { sql: buffer });
     }
 
     /// The client's Parse was forwarded.
@@ -654,14 +674,18 @@ impl SessionState {
         }
     }
 
-    fn description(&self, body: &[u8]) -> Result<Option<Arc<RowDescription>>, MessageError> {
-        if self.track_rows {
-            Ok(Some(Arc::new(RowDescription::parse(
-                Bytes::copy_from_slice(body),
-            )?)))
-        } else {
-            Ok(None)
+    fn description(&mut self, body: &[u8]) -> Result<Option<Arc<RowDescription>>, MessageError> {
+        if !self.track_rows {
+            return Ok(None);
         }
+        if let Some(last) = &self.last_description
+            && last.body() == body
+        {
+            return Ok(Some(last.clone()));
+        }
+        let parsed = Arc::new(RowDescription::parse(Bytes::copy_from_slice(body))?);
+        self.last_description = Some(parsed.clone());
+        Ok(Some(parsed))
     }
 
     /// Pops the front entry, which must match `want`.
@@ -726,8 +750,17 @@ impl SessionState {
         let rfq = ReadyForQuery::parse(body)?;
         self.transaction = rfq.status;
         while let Some(o) = self.owed.pop_front() {
-            if matches!(o, Owed::Sync | Owed::Query { .. } | Owed::FunctionCall) {
-                break;
+            match o {
+                Owed::Query { sql } => {
+                    if self.spare_sql.len() < SPARE_SQL_BUFFERS
+                        && sql.capacity() <= SPARE_SQL_CAPACITY
+                    {
+                        self.spare_sql.push(sql);
+                    }
+                    break;
+                }
+                Owed::Sync | Owed::FunctionCall => break,
+                _ => {}
             }
         }
         if self.query_description.is_some() {
@@ -853,37 +886,45 @@ impl SessionState {
                     message: "ParameterDescription",
                 });
             }
-            b'T' => match self.owed.front() {
-                Some(Owed::DescribeStatement { name }) => {
-                    let desc = self.description(body)?;
-                    if let Some(s) = self.statements.get_mut(name) {
-                        s.row_description = desc;
-                    }
-                    self.owed.pop_front();
-                }
-                Some(Owed::DescribePortal { name, injected }) => {
-                    let injected = *injected;
-                    let desc = self.description(body)?;
-                    let portal = if name.is_empty() {
-                        self.unnamed_portal.as_mut()
-                    } else {
-                        self.portals.get_mut(name)
-                    };
-                    if let Some(p) = portal {
-                        p.row_description = desc;
-                    }
-                    self.owed.pop_front();
-                    if injected {
-                        return Ok(ServerAction::Swallow);
-                    }
-                }
-                Some(Owed::Query { .. }) => self.query_description = self.description(body)?,
-                _ => {
+            b'T' => {
+                if !matches!(
+                    self.owed.front(),
+                    Some(
+                        Owed::DescribeStatement { .. }
+                            | Owed::DescribePortal { .. }
+                            | Owed::Query { .. }
+                    )
+                ) {
                     return Err(SessionError::UnexpectedReply {
                         message: "RowDescription",
                     });
                 }
-            },
+                let desc = self.description(body)?;
+                match self.owed.front() {
+                    Some(Owed::DescribeStatement { name }) => {
+                        if let Some(s) = self.statements.get_mut(name) {
+                            s.row_description = desc;
+                        }
+                        self.owed.pop_front();
+                    }
+                    Some(Owed::DescribePortal { name, injected }) => {
+                        let injected = *injected;
+                        let portal = if name.is_empty() {
+                            self.unnamed_portal.as_mut()
+                        } else {
+                            self.portals.get_mut(name)
+                        };
+                        if let Some(p) = portal {
+                            p.row_description = desc;
+                        }
+                        self.owed.pop_front();
+                        if injected {
+                            return Ok(ServerAction::Swallow);
+                        }
+                    }
+                    _ => self.query_description = desc,
+                }
+            }
             b'n' => match self.pop_expected("NoData", |o| {
                 matches!(
                     o,
@@ -1044,6 +1085,61 @@ mod tests {
         s.server_message(b'Z', b"I").unwrap();
         assert_eq!(s.phase(), Phase::Ready);
         assert!(s.is_idle());
+    }
+
+    #[test]
+    fn reused_query_buffers_never_show_an_earlier_text() {
+        let mut s = SessionState::new(true);
+        s.set_phase(Phase::Ready);
+        let long = format!("select '{}'", "x".repeat(200));
+        // Answered queries give their buffers back; pipelined ones keep
+        // their own texts while reused buffers are refilled.
+        for round in 0..3 {
+            s.client_query(&long);
+            s.client_query("select 1");
+            s.client_query("select 22");
+            for sql in [long.as_str(), "select 1", "select 22"] {
+                s.server_message(b'T', &desc_body(&["a"])).unwrap();
+                assert_eq!(s.current_result().unwrap().sql, sql, "round {round}");
+                assert_eq!(s.current_statement(), Some((sql, 0)), "round {round}");
+                s.server_message(b'C', b"SELECT 1\0").unwrap();
+                s.server_message(b'Z', b"I").unwrap();
+            }
+            assert!(s.is_idle());
+        }
+        assert!(s.spare_sql.len() <= SPARE_SQL_BUFFERS);
+        // A huge query's buffer is not kept.
+        let huge = "y".repeat(SPARE_SQL_CAPACITY + 1);
+        s.client_query(&huge);
+        s.server_message(b'Z', b"I").unwrap();
+        assert!(
+            s.spare_sql
+                .iter()
+                .all(|b| b.capacity() <= SPARE_SQL_CAPACITY)
+        );
+    }
+
+    #[test]
+    fn a_repeated_row_description_is_shared_and_a_new_one_is_not() {
+        let mut s = SessionState::new(true);
+        s.set_phase(Phase::Ready);
+        let mut seen = Vec::new();
+        for names in [&["a"][..], &["a"], &["b"], &["a", "b"]] {
+            s.client_query("select");
+            s.server_message(b'T', &desc_body(names)).unwrap();
+            let d = s.query_description.clone().unwrap();
+            assert_eq!(
+                d.fields().map(|f| f.name.to_owned()).collect::<Vec<_>>(),
+                names
+            );
+            seen.push(d);
+            s.server_message(b'Z', b"I").unwrap();
+        }
+        assert!(Arc::ptr_eq(&seen[0], &seen[1]));
+        assert!(!Arc::ptr_eq(&seen[1], &seen[2]));
+        // A malformed description is still an error, never a reuse.
+        s.client_query("select");
+        assert!(s.server_message(b'T', &[0, 1, b'a']).is_err());
     }
 
     #[test]
