@@ -448,7 +448,8 @@ pub fn run(
     seconds: u32,
     rounds: usize,
     only: Option<Part>,
-    compare: Option<&Path>,
+    compare: &[PathBuf],
+    pinned_only: bool,
 ) -> anyhow::Result<()> {
     let wants = |part: Part| only.is_none_or(|o| o == part);
     let root = workspace_root();
@@ -531,8 +532,9 @@ pub fn run(
         hoop: paths.hoop.clone(),
         config: full_config,
     };
-    // Another hoop binary (say, the last release's), on the same paths.
+    // Other hoop binaries (say, the last release's), on the same paths.
     let compare_paths = compare
+        .iter()
         .map(|bin| -> anyhow::Result<Paths> {
             Ok(Paths {
                 hoop_idle_cpu: hoop_idle_cpu(bin, &config)?,
@@ -540,8 +542,8 @@ pub fn run(
                 config: config.clone(),
             })
         })
-        .transpose()?;
-    let fixed_paths = 4 + usize::from(compare_paths.is_some());
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let fixed_paths = 4 + compare_paths.len();
     let postmaster = postmaster_pid(&psql)?;
     let mut baselines: Vec<Baseline> = Vec::new();
 
@@ -561,6 +563,9 @@ pub fn run(
         for pin in [false, true] {
             if !wants(Part::Pgbench) {
                 break;
+            }
+            if pinned_only && !pin {
+                continue;
             }
             // Pinned runs: PostgreSQL's new backends and pgbouncer on CPU 0 too.
             let _affinity = if pin {
@@ -613,8 +618,8 @@ pub fn run(
                                     seconds,
                                     pin,
                                 )?,
-                                4 if compare_paths.is_some() => pgbench(
-                                    compare_paths.as_ref().unwrap_or(&paths),
+                                _ if i < fixed_paths => pgbench(
+                                    &compare_paths[i - 4],
                                     "hoop",
                                     5432,
                                     None,
@@ -656,11 +661,11 @@ pub fn run(
                         &samples[3],
                         base,
                     )?;
-                    if compare_paths.is_some() {
+                    for (c, v) in compare.iter().zip(&samples[4..fixed_paths]) {
                         row(
                             &mut report,
-                            &format!("{label} hoop, --compare binary"),
-                            &samples[4],
+                            &format!("{label} hoop, --compare {}", short_name(c)),
+                            v,
                             base,
                         )?;
                     }
@@ -692,6 +697,19 @@ pub fn run(
     drop(baselines);
     let _ = fs::remove_dir_all(&tmp);
     result
+}
+
+/// A `--compare` binary's row label: its path's last two components
+/// (`wt-before/hoop`), short enough for the table.
+fn short_name(bin: &Path) -> String {
+    let mut parts: Vec<_> = bin
+        .components()
+        .rev()
+        .take(2)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    parts.reverse();
+    parts.join("/")
 }
 
 fn tps(v: &[Sample]) -> f64 {

@@ -65,9 +65,14 @@ enum Command {
         #[arg(long, value_enum)]
         only: Option<bench::Part>,
         /// Another `hoop` binary to run beside this tree's in the pgbench
-        /// part (for before/after comparisons in one run).
+        /// part (for before/after comparisons in one run); may be given
+        /// more than once.
         #[arg(long)]
-        compare: Option<std::path::PathBuf>,
+        compare: Vec<std::path::PathBuf>,
+        /// Only the pinned pgbench runs (the rows CPU-per-transaction
+        /// comparisons rest on).
+        #[arg(long)]
+        pinned_only: bool,
     },
     /// Regenerate hoop-sql's list of PostgreSQL's built-in routines and
     /// operators from the local server's pg_catalog.
@@ -104,9 +109,10 @@ fn main() -> ExitCode {
             rounds,
             only,
             compare,
+            pinned_only,
         } => setup::setup()
             .and_then(|()| services::ensure_postgres())
-            .and_then(|()| bench::run(seconds, rounds, only, compare.as_deref())),
+            .and_then(|()| bench::run(seconds, rounds, only, &compare, pinned_only)),
         Command::PgBuiltins => services::ensure_postgres().and_then(|()| pg_builtins::run()),
         Command::Floor { listen, upstream } => floor::run(listen, upstream),
     };
