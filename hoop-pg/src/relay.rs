@@ -102,6 +102,14 @@ enum ClientAction {
     Hold,
 }
 
+/// What [`Relay::other_server_frame`] decided.
+enum Other {
+    /// The frame is handled: this is what happens to it.
+    Done(ServerAction),
+    /// This happens to it unless the session state says otherwise.
+    Then(ServerAction),
+}
+
 /// Result-set state: the current result's columns and rewriter.
 #[derive(Default)]
 struct Rows {
@@ -516,37 +524,55 @@ impl Relay {
                 run += len;
                 continue;
             }
-            if run > 0 {
-                self.io.to_server.push(buf.split_to(run).freeze());
-                run = 0;
-            }
-            match action {
-                ClientAction::Forward => {}
-                ClientAction::Swallow => buf.advance(len),
-                ClientAction::Replace(msgs) => {
-                    buf.advance(len);
-                    for m in msgs.into_iter().flatten() {
-                        self.io.to_server.push(m);
-                    }
-                }
-                ClientAction::ReplaceAndPause(msgs) => {
-                    buf.advance(len);
-                    for m in msgs {
-                        self.io.to_server.push(m);
-                    }
-                }
-                ClientAction::WaitAfter(m) => {
-                    self.io.to_server.push(m);
-                    break;
-                }
-                ClientAction::InjectBefore(m) => {
-                    self.io.to_server.push(m);
-                    run = len;
-                }
-                ClientAction::Hold => break,
+            if self.queue_changed_message(buf, &mut run, len, action) {
+                break;
             }
         }
         Ok(run)
+    }
+
+    /// A client message that is not forwarded as it is: what is before it
+    /// in `buf` is queued, then what replaces it. `true`: stop processing
+    /// the client's messages for now. Out of line, as
+    /// [`Relay::queue_changed_frame`].
+    #[inline(never)]
+    fn queue_changed_message(
+        &mut self,
+        buf: &mut BytesMut,
+        run: &mut usize,
+        len: usize,
+        action: ClientAction,
+    ) -> bool {
+        if *run > 0 {
+            self.io.to_server.push(buf.split_to(*run).freeze());
+            *run = 0;
+        }
+        match action {
+            ClientAction::Forward => {}
+            ClientAction::Swallow => buf.advance(len),
+            ClientAction::Replace(msgs) => {
+                buf.advance(len);
+                for m in msgs.into_iter().flatten() {
+                    self.io.to_server.push(m);
+                }
+            }
+            ClientAction::ReplaceAndPause(msgs) => {
+                buf.advance(len);
+                for m in msgs {
+                    self.io.to_server.push(m);
+                }
+            }
+            ClientAction::WaitAfter(m) => {
+                self.io.to_server.push(m);
+                return true;
+            }
+            ClientAction::InjectBefore(m) => {
+                self.io.to_server.push(m);
+                *run = len;
+            }
+            ClientAction::Hold => return true,
+        }
+        false
     }
 
     fn client_frame(&mut self, tag: u8, body: &[u8]) -> Result<ClientAction, SessionError> {
@@ -972,15 +998,19 @@ impl Relay {
                 }
             };
             let action = self.server_frame(tag, &buf[*run + 5..*run + len])?;
-            if action == ServerAction::Pause {
-                // Resumed at this frame once the preparation is done.
+            // `matches!`, not `==`: the derived comparison is a call that
+            // also compares a replacement's bytes.
+            if matches!(action, ServerAction::Pause) {
+                // Resumed at this frame once the preparation is done; it is
+                // judged for capture again then.
+                self.capture_frame = false;
                 break;
             }
             self.prepared_frame = false;
             let captured = std::mem::take(&mut self.capture_frame);
             // The rewritten row `server_frame` appended to `rows.out`.
             let appended = self.rows.appended.take();
-            if action == ServerAction::Forward && !captured {
+            if matches!(action, ServerAction::Forward) && !captured {
                 if self.rows.out.is_empty() {
                     *run += len;
                 } else if len <= COPY_AMONG_ROWS {
@@ -1002,32 +1032,7 @@ impl Relay {
                 buf.advance(len);
                 continue;
             }
-            let row = appended.map(|at| self.rows.out.split_off(at).freeze());
-            self.flush_rows();
-            if *run > 0 {
-                self.io.to_client.push(buf.split_to(*run).freeze());
-                *run = 0;
-            }
-            let frame = buf.split_to(len).freeze();
-            let out = match (row, action) {
-                (Some(row), _) => Some(row),
-                (None, ServerAction::Forward) => Some(frame),
-                (None, ServerAction::Replace(b)) => Some(b),
-                (None, ServerAction::Swallow | ServerAction::Pause) => None,
-            };
-            if captured {
-                if let Some(out) = out {
-                    self.capture(out);
-                }
-                self.dry_run_step();
-            } else if let Some(out) = out {
-                self.io.to_client.push(out);
-            }
-            if self.dry_run.is_some() {
-                for out in self.take_dry_run_output() {
-                    self.io.to_client.push(out);
-                }
-            }
+            self.queue_changed_frame(buf, run, len, action, appended, captured);
         }
         if self.waiting_quiet && (self.state.is_idle() || self.segment_failed) {
             // The guarded Execute may go on now.
@@ -1035,6 +1040,48 @@ impl Relay {
             self.resume_client = true;
         }
         Ok(())
+    }
+
+    /// A frame that is not forwarded as it is (replaced, swallowed, a
+    /// rewritten row, or held back by a dry run): what is before it in
+    /// `buf` is queued, then what replaces it. Out of line: the loop above
+    /// stays small for the frames that are forwarded.
+    #[inline(never)]
+    fn queue_changed_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        run: &mut usize,
+        len: usize,
+        action: ServerAction,
+        appended: Option<usize>,
+        captured: bool,
+    ) {
+        let row = appended.map(|at| self.rows.out.split_off(at).freeze());
+        self.flush_rows();
+        if *run > 0 {
+            self.io.to_client.push(buf.split_to(*run).freeze());
+            *run = 0;
+        }
+        let frame = buf.split_to(len).freeze();
+        let out = match (row, action) {
+            (Some(row), _) => Some(row),
+            (None, ServerAction::Forward) => Some(frame),
+            (None, ServerAction::Replace(b)) => Some(b),
+            (None, ServerAction::Swallow | ServerAction::Pause) => None,
+        };
+        if captured {
+            if let Some(out) = out {
+                self.capture(out);
+            }
+            self.dry_run_step();
+        } else if let Some(out) = out {
+            self.io.to_client.push(out);
+        }
+        if self.dry_run.is_some() {
+            for out in self.take_dry_run_output() {
+                self.io.to_client.push(out);
+            }
+        }
     }
 
     fn server_frame(&mut self, tag: u8, body: &[u8]) -> Result<ServerAction, SessionError> {
@@ -1047,34 +1094,108 @@ impl Relay {
         {
             return Ok(action);
         }
-        match tag {
-            b'Z' => self.segment_failed = false,
-            b'E' => {
-                self.segment_failed = matches!(
-                    self.state.owed().next(),
-                    Some(
-                        Owed::Parse { .. }
-                            | Owed::Bind { .. }
-                            | Owed::DescribeStatement { .. }
-                            | Owed::DescribePortal { .. }
-                            | Owed::Execute { .. }
-                            | Owed::Close { .. }
-                            | Owed::Abort { .. }
-                    )
-                );
-            }
-            _ => {}
+        if self.dry_run.is_some() {
+            // Otherwise it is false already: taken after every frame.
+            self.capture_frame = self.capturing() && !matches!(tag, b'A' | b'S');
         }
-        self.capture_frame =
-            self.dry_run.is_some() && self.capturing() && !matches!(tag, b'A' | b'S');
-        let mut action = ServerAction::Forward;
-        match tag {
+        // The frames of every statement's reply are handled here; the rest
+        // (start-up, errors and notices, notifications, COPY) out of line,
+        // which keeps this loop's code small.
+        let action = match tag {
             b'D' => {
                 if self.inspect {
-                    action = self.rewrite_row(body)?;
+                    return self.rewrite_row(body);
                 }
-                return Ok(action);
+                return Ok(ServerAction::Forward);
             }
+            b'C' => {
+                let c = CommandComplete::parse(body).map_err(server_msg)?;
+                if objects::changes_objects(c.tag) && !self.forgets_sql {
+                    self.sql_confirmed(c.tag)?;
+                }
+                if self.observe_executions {
+                    self.governor.observe(SessionEvent::CommandComplete {
+                        tag: c.tag,
+                        rows: c.rows(),
+                    });
+                }
+                self.rows.reset();
+                ServerAction::Forward
+            }
+            b'Z' => {
+                self.segment_failed = false;
+                self.rows.reset();
+                ServerAction::Forward
+            }
+            b'I' | b's' | b'T' | b'G' | b'W' => {
+                self.rows.reset();
+                ServerAction::Forward
+            }
+            b'1' | b'2' | b'3' | b'n' | b't' => ServerAction::Forward,
+            _ => match self.other_server_frame(tag, body)? {
+                Other::Done(action) => return Ok(action),
+                Other::Then(action) => action,
+            },
+        };
+        let confirmed = if self.forgets_sql {
+            None
+        } else {
+            self.protocol_change(tag)
+        };
+        let state_action = self.state.server_message(tag, body).map_err(|e| match e {
+            hoop_proto_pg::session::SessionError::Message(m) => SessionError::ServerMessage(m),
+            e @ hoop_proto_pg::session::SessionError::UnexpectedReply { .. } => {
+                SessionError::ServerState(e)
+            }
+        })?;
+        if let Some(change) = confirmed {
+            self.protocol_confirmed(&change);
+        }
+        if tag == b'Z' && !self.started {
+            self.session_ready();
+        }
+        Ok(match state_action {
+            ServerAction::Forward => action,
+            other => other,
+        })
+    }
+
+    /// The first ReadyForQuery: the session is established.
+    #[inline(never)]
+    fn session_ready(&mut self) {
+        self.started = true;
+        debug!(session = %self.identity, "session ready");
+        self.governor.observe(SessionEvent::Started {
+            identity: &self.identity,
+        });
+        if self.inspect {
+            // What governance needs before judging the first statement
+            // (which views read masked columns, for predicate checks):
+            // awaited before any client message is processed.
+            self.preparation = self.governor.columns_to_resolve(&[]);
+        }
+    }
+
+    /// The server messages that are not part of a statement's usual reply
+    /// (see [`Relay::server_frame`]).
+    #[inline(never)]
+    fn other_server_frame(&mut self, tag: u8, body: &[u8]) -> Result<Other, SessionError> {
+        if tag == b'E' {
+            self.segment_failed = matches!(
+                self.state.owed().next(),
+                Some(
+                    Owed::Parse { .. }
+                        | Owed::Bind { .. }
+                        | Owed::DescribeStatement { .. }
+                        | Owed::DescribePortal { .. }
+                        | Owed::Execute { .. }
+                        | Owed::Close { .. }
+                        | Owed::Abort { .. }
+                )
+            );
+        }
+        let mut action = ServerAction::Forward;
+        match tag {
             b'd' => {
                 if self.observe_executions {
                     self.governor.observe(SessionEvent::CopyData {
@@ -1083,12 +1204,14 @@ impl Relay {
                     });
                 }
                 // CopyData from the server is not tracked by the session state.
-                return match self.rows.copy.as_mut().map(|m| m.feed(body)) {
-                    None | Some(Ok(None)) => Ok(ServerAction::Forward),
-                    Some(Ok(Some(data))) if data.is_empty() => Ok(ServerAction::Swallow),
-                    Some(Ok(Some(data))) => Ok(ServerAction::Replace(copy_data(&data))),
-                    Some(Err(e)) => Err(copy_refused(e)),
-                };
+                return Ok(Other::Done(
+                    match self.rows.copy.as_mut().map(|m| m.feed(body)) {
+                        None | Some(Ok(None)) => ServerAction::Forward,
+                        Some(Ok(Some(data))) if data.is_empty() => ServerAction::Swallow,
+                        Some(Ok(Some(data))) => ServerAction::Replace(copy_data(&data)),
+                        Some(Err(e)) => return Err(copy_refused(e)),
+                    },
+                ));
             }
             b'c' => {
                 if let Some(masker) = self.rows.copy.as_mut() {
@@ -1174,25 +1297,11 @@ impl Relay {
                     action = ServerAction::Replace(masked.encode());
                 }
             }
-            b'C' => {
-                let c = CommandComplete::parse(body).map_err(server_msg)?;
-                if objects::changes_objects(c.tag) && !self.forgets_sql {
-                    self.sql_confirmed(c.tag)?;
-                }
-                if self.observe_executions {
-                    self.governor.observe(SessionEvent::CommandComplete {
-                        tag: c.tag,
-                        rows: c.rows(),
-                    });
-                }
-                self.rows.reset();
-            }
-            b'I' | b's' | b'T' | b'Z' | b'G' | b'W' => self.rows.reset(),
             b'H' => {
                 if self.inspect {
                     let response = CopyResponse::parse(body).map_err(server_msg)?;
                     if self.start_copy_out(&response)? {
-                        return Ok(ServerAction::Pause);
+                        return Ok(Other::Done(ServerAction::Pause));
                     }
                 } else {
                     self.rows.reset();
@@ -1200,37 +1309,7 @@ impl Relay {
             }
             _ => {}
         }
-        let confirmed = if self.forgets_sql {
-            None
-        } else {
-            self.protocol_change(tag)
-        };
-        let state_action = self.state.server_message(tag, body).map_err(|e| match e {
-            hoop_proto_pg::session::SessionError::Message(m) => SessionError::ServerMessage(m),
-            e @ hoop_proto_pg::session::SessionError::UnexpectedReply { .. } => {
-                SessionError::ServerState(e)
-            }
-        })?;
-        if let Some(change) = confirmed {
-            self.protocol_confirmed(&change);
-        }
-        if tag == b'Z' && !self.started {
-            self.started = true;
-            debug!(session = %self.identity, "session ready");
-            self.governor.observe(SessionEvent::Started {
-                identity: &self.identity,
-            });
-            if self.inspect {
-                // What governance needs before judging the first statement
-                // (which views read masked columns, for predicate checks):
-                // awaited before any client message is processed.
-                self.preparation = self.governor.columns_to_resolve(&[]);
-            }
-        }
-        Ok(match state_action {
-            ServerAction::Forward => action,
-            other => other,
-        })
+        Ok(Other::Then(action))
     }
 
     /// An ErrorResponse/NoticeResponse with its value-bearing fields masked,

@@ -608,6 +608,7 @@ impl Relay {
     }
 
     /// A reply to one of hoop's own messages.
+    #[inline(never)]
     pub(super) fn internal_frame(
         &mut self,
         tag: u8,
@@ -702,6 +703,7 @@ impl Relay {
     /// The ReadyForQuery of the client's Sync after an extended dry run:
     /// hoop's block must be over; if it is not (something in the pipeline
     /// failed), hoop rolls it back and the client gets that ReadyForQuery.
+    #[inline(never)]
     pub(super) fn sync_reply(
         &mut self,
         body: &[u8],
