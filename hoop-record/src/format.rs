@@ -657,6 +657,30 @@ pub fn append_serialized_line(
     body: &[u8],
     previous: &ChainHash,
 ) -> ChainHash {
+    append_timed_line(out, seq, mono_ns, Time::Checked(ts), body, previous)
+}
+
+/// A line's `ts`, and whether it still needs the escape check.
+#[derive(Clone, Copy)]
+enum Time<'a> {
+    /// Any text: escaped as serde_json would.
+    Checked(&'a str),
+    /// An RFC 3339 time from the writer's own formatter: digits, `-`, `:`,
+    /// `T`, `.` and `Z`, which JSON never escapes.
+    Rfc3339(&'a str),
+}
+
+fn append_timed_line(
+    out: &mut Vec<u8>,
+    seq: u64,
+    mono_ns: u64,
+    time: Time<'_>,
+    body: &[u8],
+    previous: &ChainHash,
+) -> ChainHash {
+    let ts = match time {
+        Time::Checked(ts) | Time::Rfc3339(ts) => ts,
+    };
     let start = out.len();
     // Room for the whole line at once: `{"seq":`, two numbers of up to 20
     // digits, the keys, the time (escaped, at most six bytes per byte), the
@@ -668,7 +692,15 @@ pub fn append_serialized_line(
     out.extend_from_slice(b",\"mono_ns\":");
     out.extend_from_slice(n.format(mono_ns).as_bytes());
     out.extend_from_slice(b",\"ts\":");
-    json_string(out, ts);
+    match time {
+        Time::Checked(ts) => json_string(out, ts),
+        Time::Rfc3339(ts) => {
+            debug_assert!(!needs_escape(ts.as_bytes()), "{ts}");
+            out.push(b'"');
+            out.extend_from_slice(ts.as_bytes());
+            out.push(b'"');
+        }
+    }
     debug_assert_eq!(body.first(), Some(&b'{'));
     if body.len() > 2 {
         out.push(b',');
@@ -720,6 +752,27 @@ impl ChainWriter {
     pub fn append_serialized(&mut self, out: &mut Vec<u8>, mono_ns: u64, ts: &str, body: &[u8]) {
         self.previous =
             append_serialized_line(out, self.next_seq, mono_ns, ts, body, &self.previous);
+        self.next_seq += 1;
+    }
+
+    /// [`append_serialized`](Self::append_serialized) for a `ts` the
+    /// recorder formatted itself as RFC 3339 (`rfc3339_since_epoch_into`),
+    /// copied without the escape check every other string gets.
+    pub(crate) fn append_serialized_rfc3339(
+        &mut self,
+        out: &mut Vec<u8>,
+        mono_ns: u64,
+        ts: &str,
+        body: &[u8],
+    ) {
+        self.previous = append_timed_line(
+            out,
+            self.next_seq,
+            mono_ns,
+            Time::Rfc3339(ts),
+            body,
+            &self.previous,
+        );
         self.next_seq += 1;
     }
 

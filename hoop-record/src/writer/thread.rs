@@ -536,7 +536,7 @@ impl OpenRecording {
         self.last_mono_ns = mono_ns;
         self.stamp(mono_ns);
         self.chain
-            .append_serialized(&mut self.buf, mono_ns, &self.ts, body);
+            .append_serialized_rfc3339(&mut self.buf, mono_ns, &self.ts, body);
         metrics.events_total.inc();
     }
 
