@@ -196,16 +196,25 @@ impl SessionGovernance {
                 },
             );
         }
+        // The statement and its verdict reach the recording together (one
+        // hand-off), before the caller forwards the statement.
         let failed = sql.is_some_and(|sql| {
             let mut r = lock(&self.recorder);
+            let (kinds, tables) = (&judged.kinds, &judged.tables);
             let recorded = if statement.statement_name.is_some_and(|n| !n.is_empty()) {
                 // A named statement's executions (`Bound`) record the same
                 // Arcs again; the unnamed one is usually run once.
-                r.prepared_statement(&sql, statement.submission, &judged.kinds, &judged.tables)
+                r.prepared_statement_and_verdict(
+                    &sql,
+                    statement.submission,
+                    kinds,
+                    tables,
+                    &verdict,
+                )
             } else {
-                r.statement(&sql, statement.submission, &judged.kinds, &judged.tables)
+                r.statement_and_verdict(&sql, statement.submission, kinds, tables, &verdict)
             };
-            recorded.is_err() || r.verdict(&verdict).is_err()
+            recorded.is_err()
         });
         if failed {
             self.recording_failed();

@@ -157,6 +157,18 @@ pub(crate) fn rfc3339(at: std::time::SystemTime) -> String {
 /// RFC 3339 UTC with nanoseconds, as in `ts`, into `out` (cleared first):
 /// no allocation once `out` has grown to fit.
 pub(crate) fn rfc3339_into(at: std::time::SystemTime, out: &mut String) {
+    if let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) {
+        rfc3339_since_epoch_into(since_epoch.as_secs(), since_epoch.subsec_nanos(), out);
+    } else {
+        out.clear();
+        out.push_str(&rfc3339_uncached(at));
+    }
+}
+
+/// [`rfc3339_into`] for `secs` and `nanos` (under 10^9) since the Unix
+/// epoch, which the writer computes from a session's start and an event's
+/// monotonic offset without going through `SystemTime`.
+pub(crate) fn rfc3339_since_epoch_into(secs: u64, nanos: u32, out: &mut String) {
     // Every event is stamped, so the date and time of day are formatted once
     // per second (per thread) and only the fraction per call. The output is
     // `time`'s RFC 3339: fraction without trailing zeros, none when zero.
@@ -164,12 +176,8 @@ pub(crate) fn rfc3339_into(at: std::time::SystemTime, out: &mut String) {
         static SECOND: std::cell::RefCell<(u64, String)> =
             const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
+    debug_assert!(nanos < 1_000_000_000);
     out.clear();
-    let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) else {
-        out.push_str(&rfc3339_uncached(at));
-        return;
-    };
-    let (secs, nanos) = (since_epoch.as_secs(), since_epoch.subsec_nanos());
     SECOND.with_borrow_mut(|(cached, prefix)| {
         if *cached != secs {
             let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);

@@ -64,7 +64,7 @@ use super::{
         SessionStart, SessionTotals, StatementEvent, TruncatedRow, VerdictEvent, VerdictKind,
         cut_row, cut_value,
     },
-    load_hmac_key, recording_id, retention, rfc3339_into,
+    load_hmac_key, recording_id, retention, rfc3339_into, rfc3339_since_epoch_into,
     store::ship::Spool,
 };
 use hoop_config::{RecordRows, RecordingConfig, RecordingOnError};
@@ -126,6 +126,8 @@ struct RecorderShared {
     backlog: Arc<AtomicUsize>,
     next_session: AtomicU64,
     dir: PathBuf,
+    /// The monotonic clock events are timed by (see [`LiveSession::mono_ns`]).
+    clock: quanta::Clock,
 }
 
 impl fmt::Debug for Recorder {
@@ -209,6 +211,7 @@ impl Recorder {
                 backlog,
                 next_session: AtomicU64::new(1),
                 dir: cfg.dir.clone(),
+                clock: quanta::Clock::new(),
             })),
         })
     }
@@ -261,7 +264,7 @@ impl Recorder {
                 shared: Arc::clone(shared),
                 queue,
                 health,
-                started: quanta::Instant::now(),
+                started: shared.clock.raw(),
                 started_at,
                 sent_statements: HashMap::default(),
                 next_statement_id: 0,

@@ -121,6 +121,9 @@ impl SessionQueue {
 /// An event body, or what the writer turns into one (off the hot path).
 pub(super) enum Payload {
     Event(Box<Body>),
+    /// A statement (one line in three), without a heap allocation: its
+    /// text, kinds and tables are shared `Arc`s.
+    Statement(StatementEvent),
     /// A prepared statement's first execution: the writer keeps it as `id`.
     Prepared(u32, Box<StatementEvent>),
     /// A later execution of the prepared statement kept as this id.

@@ -58,10 +58,11 @@ pub(super) struct LiveSession {
     /// Where this session's events wait for the writer.
     pub(super) queue: Arc<SessionQueue>,
     pub(super) health: Arc<SessionHealth>,
-    /// When the session started, read from the TSC through `quanta` (an
-    /// event's time is taken several times per statement; `quanta` reads it
-    /// without a system call's worth of work, and is monotonic).
-    pub(super) started: quanta::Instant,
+    /// When the session started: a raw reading of the recorder's clock
+    /// (the TSC through `quanta` where it is invariant). An event's time is
+    /// taken several times per statement, and a raw reading plus one scaling
+    /// costs a fraction of `quanta::Instant::now` and its `Duration`s.
+    pub(super) started: u64,
     /// The wall clock at `started` (the writer dates each event by it plus
     /// the event's monotonic offset).
     pub(super) started_at: SystemTime,
@@ -154,7 +155,47 @@ impl SessionRecorder {
         };
         live.close_result_rows();
         let (event, cost) = statement_event(sql, form, kinds, tables);
-        live.send(Payload::Event(Box::new(Body::Statement(event))), cost)
+        live.send(Payload::Statement(event), cost)
+    }
+
+    /// [`statement`](Self::statement), then [`verdict`](Self::verdict) for
+    /// it, handed to the writer together: one clock read, one backlog
+    /// reservation and one queue lock for both (the usual statement is
+    /// judged before it is forwarded, so both are known at once). Either
+    /// both are recorded or, on `Err`, neither is, and with `on_error:
+    /// close_session` the statement must not run.
+    pub fn statement_and_verdict(
+        &mut self,
+        sql: &Arc<str>,
+        form: Submission,
+        kinds: &Arc<[StatementKind]>,
+        tables: &Arc<[String]>,
+        verdict: &Verdict,
+    ) -> Result<(), RecordError> {
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
+        live.close_result_rows();
+        let (event, cost) = statement_event(sql, form, kinds, tables);
+        live.send_pair((Payload::Statement(event), cost), verdict_payload(verdict))
+    }
+
+    /// [`prepared_statement`](Self::prepared_statement) and its verdict,
+    /// handed over together like [`statement_and_verdict`](Self::statement_and_verdict).
+    pub fn prepared_statement_and_verdict(
+        &mut self,
+        sql: &Arc<str>,
+        form: Submission,
+        kinds: &Arc<[StatementKind]>,
+        tables: &Arc<[String]>,
+        verdict: &Verdict,
+    ) -> Result<(), RecordError> {
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
+        live.close_result_rows();
+        let statement = live.prepared_payload(sql, form, kinds, tables)?;
+        live.send_pair(statement, verdict_payload(verdict))
     }
 
     /// Records an execution of a prepared statement, like
@@ -173,35 +214,8 @@ impl SessionRecorder {
             return Ok(());
         };
         live.close_result_rows();
-        let address = Arc::as_ptr(sql).cast::<u8>() as usize;
-        if let Some(sent) = live.sent_statements.get(&address)
-            && sent.event.form == form
-            && Arc::ptr_eq(&sent.event.kinds, kinds)
-            && Arc::ptr_eq(&sent.event.tables, tables)
-        {
-            let id = sent.id;
-            return live.send(Payload::Repeat(id), sent.cost);
-        }
-        let (event, cost) = statement_event(sql, form, kinds, tables);
-        if live.sent_statements.len() >= SENT_STATEMENTS_MAX
-            || live.sent_bytes + cost > SENT_STATEMENT_BYTES_MAX
-        {
-            live.sent_statements.clear();
-            live.sent_bytes = 0;
-            live.send(Payload::ForgetStatements, 0)?;
-        }
-        let id = live.next_statement_id;
-        live.next_statement_id = live.next_statement_id.wrapping_add(1);
-        live.sent_bytes += cost;
-        live.sent_statements.insert(
-            address,
-            SentStatement {
-                id,
-                event: event.clone(),
-                cost,
-            },
-        );
-        live.send(Payload::Prepared(id, Box::new(event)), cost)
+        let (payload, cost) = live.prepared_payload(sql, form, kinds, tables)?;
+        live.send(payload, cost)
     }
 
     /// Records the verdict for the statement just recorded. Like
@@ -210,13 +224,8 @@ impl SessionRecorder {
         let Some(live) = &mut self.live else {
             return Ok(());
         };
-        if matches!(verdict, Verdict::Allow) {
-            return live.send(Payload::Allowed, 0);
-        }
-        let event = VerdictEvent::from(verdict);
-        let cost = event.rule.as_ref().map_or(0, String::len)
-            + event.message.as_ref().map_or(0, String::len);
-        live.send_event(Body::Verdict(event), cost)
+        let (payload, cost) = verdict_payload(verdict);
+        live.send(payload, cost)
     }
 
     /// Records a hold's state change (`decider` for approved/denied). An `Err`
@@ -395,11 +404,9 @@ impl Drop for SessionRecorder {
 impl LiveSession {
     /// Nanoseconds since the session started (monotonic).
     pub(super) fn mono_ns(&self) -> u64 {
-        let elapsed = quanta::Instant::now().saturating_duration_since(self.started);
-        elapsed
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(elapsed.subsec_nanos()))
+        let clock = &self.shared.clock;
+        // 0 for a reading at or before the start (as a saturating difference).
+        clock.delta_as_nanos(self.started, clock.raw())
     }
 
     /// Queues a command for the writer; false when the writer has shut down.
@@ -421,6 +428,47 @@ impl LiveSession {
                 (after <= limit).then_some(after)
             })
             .is_ok()
+    }
+
+    /// What [`SessionRecorder::prepared_statement`] hands the writer: the
+    /// statement in full the first time, its id afterwards (telling the
+    /// writer to forget every id first when the map is full).
+    #[inline]
+    pub(super) fn prepared_payload(
+        &mut self,
+        sql: &Arc<str>,
+        form: Submission,
+        kinds: &Arc<[StatementKind]>,
+        tables: &Arc<[String]>,
+    ) -> Result<(Payload, usize), RecordError> {
+        let address = Arc::as_ptr(sql).cast::<u8>() as usize;
+        if let Some(sent) = self.sent_statements.get(&address)
+            && sent.event.form == form
+            && Arc::ptr_eq(&sent.event.kinds, kinds)
+            && Arc::ptr_eq(&sent.event.tables, tables)
+        {
+            return Ok((Payload::Repeat(sent.id), sent.cost));
+        }
+        let (event, cost) = statement_event(sql, form, kinds, tables);
+        if self.sent_statements.len() >= SENT_STATEMENTS_MAX
+            || self.sent_bytes + cost > SENT_STATEMENT_BYTES_MAX
+        {
+            self.sent_statements.clear();
+            self.sent_bytes = 0;
+            self.send(Payload::ForgetStatements, 0)?;
+        }
+        let id = self.next_statement_id;
+        self.next_statement_id = self.next_statement_id.wrapping_add(1);
+        self.sent_bytes += cost;
+        self.sent_statements.insert(
+            address,
+            SentStatement {
+                id,
+                event: event.clone(),
+                cost,
+            },
+        );
+        Ok((Payload::Prepared(id, Box::new(event)), cost))
     }
 
     /// Sends a payload whose cost is already reserved; false when the writer is gone.
@@ -455,11 +503,38 @@ impl LiveSession {
         payload: Payload,
         payload_bytes: usize,
     ) -> Result<(), RecordError> {
+        self.send_one_or_two((payload, payload_bytes), None)
+    }
+
+    /// [`send`](Self::send) for two payloads recorded together or not at
+    /// all, in this order: one backlog reservation, one clock read (they
+    /// share a time) and one queue lock for both.
+    pub(super) fn send_pair(
+        &mut self,
+        first: (Payload, usize),
+        second: (Payload, usize),
+    ) -> Result<(), RecordError> {
+        self.send_one_or_two(first, Some(second))
+    }
+
+    // Inlined into both callers, so `send` (every result) carries no
+    // second payload and `send_pair` no branch on one.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn send_one_or_two(
+        &mut self,
+        (first, first_bytes): (Payload, usize),
+        second: Option<(Payload, usize)>,
+    ) -> Result<(), RecordError> {
         self.fail_fast()?;
         self.send_row_batch();
         self.note_dropped_rows();
-        let cost = payload_bytes + EVENT_OVERHEAD_BYTES;
-        if !self.reserve(cost, BACKLOG_HARD_LIMIT_BYTES) {
+        let first_cost = first_bytes + EVENT_OVERHEAD_BYTES;
+        let second_cost = second
+            .as_ref()
+            .map_or(0, |(_, bytes)| bytes + EVENT_OVERHEAD_BYTES);
+        let total = first_cost + second_cost;
+        if !self.reserve(total, BACKLOG_HARD_LIMIT_BYTES) {
             self.health.fail(
                 FailureKind::Backlog,
                 format!("more than {BACKLOG_HARD_LIMIT_BYTES} bytes of recording data waiting for the disk"),
@@ -467,18 +542,45 @@ impl LiveSession {
             self.abandon();
             return self.fail_fast();
         }
-        if self.send_reserved(payload, cost) {
-            Ok(())
-        } else {
-            self.fail_fast()
+        let mono_ns = self.mono_ns();
+        let pushed = {
+            let mut queue = self.queue.lock();
+            if !queue.closed {
+                queue.commands.push(SessionCommand::Append {
+                    mono_ns,
+                    payload: first,
+                    cost: first_cost,
+                });
+                if let Some((payload, _)) = second {
+                    queue.commands.push(SessionCommand::Append {
+                        mono_ns,
+                        payload,
+                        cost: second_cost,
+                    });
+                }
+            }
+            !queue.closed
+        };
+        if pushed {
+            return Ok(());
         }
+        self.shared.backlog.fetch_sub(total, Ordering::AcqRel);
+        self.health
+            .fail(FailureKind::Closed, "the recorder is shut down".into());
+        self.fail_fast()
     }
 
+    #[inline]
     pub(super) fn fail_fast(&self) -> Result<(), RecordError> {
         if !self.health.failed.load(Ordering::Acquire) {
             // The usual case, without the watch channel's lock.
             return Ok(());
         }
+        self.failure_error()
+    }
+
+    #[cold]
+    fn failure_error(&self) -> Result<(), RecordError> {
         match self.health.failure.borrow().clone() {
             Some(failure) => Err(RecordError::SessionFailed(failure)),
             None if self.health.failed.load(Ordering::Acquire) => Err(RecordError::Closed),
@@ -486,11 +588,16 @@ impl LiveSession {
         }
     }
 
+    /// Sends the rows waiting to become one `rows` event, if any (every
+    /// statement-level event asks; usually there are none).
+    #[inline]
     pub(super) fn send_row_batch(&mut self) {
-        let Some(mono_ns) = self.batch.first else {
-            // No rows waiting (every statement-level event asks).
-            return;
-        };
+        if let Some(mono_ns) = self.batch.first {
+            self.send_rows_waiting(mono_ns);
+        }
+    }
+
+    fn send_rows_waiting(&mut self, mono_ns: u64) {
         let batch = std::mem::take(&mut self.batch);
         let n = batch.rows.len() as u64;
         let cost = batch.value_bytes + batch.rows.len() * 16 + EVENT_OVERHEAD_BYTES;
@@ -521,10 +628,14 @@ impl LiveSession {
     }
 
     /// Emits `rows_limit` when the current result lost rows.
+    #[inline]
     pub(super) fn note_dropped_rows(&mut self) {
-        if self.result_rows.dropped == 0 {
-            return;
+        if self.result_rows.dropped != 0 {
+            self.send_rows_limit();
         }
+    }
+
+    fn send_rows_limit(&mut self) {
         let event = RowsLimitEvent {
             reason: RowsLimitReason::Backpressure,
             recorded_rows: self.result_rows.recorded,
@@ -577,4 +688,16 @@ impl LiveSession {
             reason: reason.into(),
         });
     }
+}
+
+/// A verdict as the writer takes it, and its payload bytes: an `allow`
+/// (the usual one) without a heap allocation.
+pub(super) fn verdict_payload(verdict: &Verdict) -> (Payload, usize) {
+    if matches!(verdict, Verdict::Allow) {
+        return (Payload::Allowed, 0);
+    }
+    let event = VerdictEvent::from(verdict);
+    let cost =
+        event.rule.as_ref().map_or(0, String::len) + event.message.as_ref().map_or(0, String::len);
+    (Payload::Event(Box::new(Body::Verdict(event))), cost)
 }

@@ -622,3 +622,88 @@ async fn a_full_spool_fails_the_session() {
     assert!(failed.is_some());
     recorder.shutdown().await;
 }
+
+/// The bodies of a recording's lines, without `seq`, times and hashes.
+fn bodies(path: &Path) -> Vec<Body> {
+    entries(path).into_iter().map(|e| e.body).collect()
+}
+
+#[tokio::test]
+async fn a_statement_and_its_verdict_handed_over_together_record_the_same_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (apart, together) = (dir.path().join("apart"), dir.path().join("together"));
+    let sql: Arc<str> = "SELECT name FROM customers WHERE id = 7".into();
+    let kinds: Arc<[StatementKind]> = [StatementKind::Select].into();
+    let tables: Arc<[String]> = ["customers".to_owned()].into();
+    let deny = Verdict::Deny(hoop_core::Denial::new("no-reads", "no reads here"));
+    for (records, combined) in [(&apart, false), (&together, true)] {
+        let recorder = Recorder::start(&config(records)).expect("starts");
+        let mut session = recorder.open_session(&identity("s-pair")).expect("opens");
+        for (i, verdict) in [Verdict::Allow, deny.clone(), Verdict::Allow]
+            .iter()
+            .enumerate()
+        {
+            let form = Submission::Prepared;
+            if combined && i == 1 {
+                session
+                    .prepared_statement_and_verdict(&sql, form, &kinds, &tables, verdict)
+                    .expect("recorded");
+            } else if combined {
+                session
+                    .statement_and_verdict(&sql, form, &kinds, &tables, verdict)
+                    .expect("recorded");
+            } else if i == 1 {
+                session
+                    .prepared_statement(&sql, form, &kinds, &tables)
+                    .expect("recorded");
+                session.verdict(verdict).expect("recorded");
+            } else {
+                session
+                    .statement(&sql, form, &kinds, &tables)
+                    .expect("recorded");
+                session.verdict(verdict).expect("recorded");
+            }
+            session.result(Some("SELECT 1"), 1, None);
+        }
+        session.end("client_closed");
+        recorder.flush().await;
+        let path = only_recording(records);
+        let report = verify_file(&path, None).expect("reads");
+        assert_eq!(report.status, VerifyStatus::Intact);
+        let all = entries(&path);
+        assert!(all.windows(2).all(|w| w[0].mono_ns <= w[1].mono_ns));
+        recorder.shutdown().await;
+    }
+    let (apart, together) = (
+        bodies(&only_recording(&apart)),
+        bodies(&only_recording(&together)),
+    );
+    // Every body but the trailer's (whose last hash covers the times) is
+    // the same.
+    assert_eq!(apart.last().map(Body::type_name), Some("trailer"));
+    assert_eq!(apart[..apart.len() - 1], together[..together.len() - 1]);
+    assert_eq!(
+        together
+            .iter()
+            .filter(|b| matches!(b, Body::Verdict(v) if v.verdict == VerdictKind::Deny))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn an_events_time_since_the_epoch_is_the_start_plus_its_offset() {
+    let start = SystemTime::UNIX_EPOCH + Duration::new(1_795_978_550, 999_999_999);
+    let since = start.duration_since(SystemTime::UNIX_EPOCH).expect("after");
+    for mono_ns in [0, 1, 2, 999_999_999, 1_000_000_000, 86_400_000_000_123] {
+        let expected = (start + Duration::from_nanos(mono_ns))
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after");
+        assert_eq!(
+            since_epoch_after((since.as_secs(), since.subsec_nanos()), mono_ns),
+            Some((expected.as_secs(), expected.subsec_nanos())),
+            "{mono_ns}"
+        );
+    }
+    assert_eq!(since_epoch_after((u64::MAX, 5), 1_000_000_000), None);
+}

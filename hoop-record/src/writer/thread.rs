@@ -37,9 +37,13 @@ pub(super) struct OpenRecording {
     /// `started_at` plus its monotonic offset.
     pub(super) started: Instant,
     pub(super) started_at: SystemTime,
+    /// `started_at` as seconds and nanoseconds since the Unix epoch (`None`
+    /// before it), so an event's `ts` is two additions away.
+    pub(super) started_since_epoch: Option<(u64, u32)>,
     /// The session's prepared statements, serialized, by the id it sends
     /// for them.
-    pub(super) statements: HashMap<u32, Vec<u8>, foldhash::fast::RandomState>,
+    /// (Shared, so an execution takes them out of the map with one lookup.)
+    pub(super) statements: HashMap<u32, Arc<[u8]>, foldhash::fast::RandomState>,
     /// Scratch space for a line's `ts` and for a body serialized by hand.
     pub(super) ts: String,
     pub(super) body: Vec<u8>,
@@ -154,6 +158,18 @@ impl Writer {
                 // Only the writer holds it: nothing more can be pushed.
                 Arc::strong_count(queue) == 1
             };
+            // The batch's bytes leave the backlog at once (one atomic
+            // operation per queue and tick, not one per event).
+            let cost: usize = batch
+                .iter()
+                .map(|command| match command {
+                    SessionCommand::Append { cost, .. } => *cost,
+                    SessionCommand::Close { .. } | SessionCommand::Abandon => 0,
+                })
+                .sum();
+            if cost > 0 {
+                self.backlog.fetch_sub(cost, Ordering::AcqRel);
+            }
             for command in batch.drain(..) {
                 self.handle_session(key, command);
             }
@@ -168,14 +184,10 @@ impl Writer {
 
     pub(super) fn handle_session(&mut self, key: u64, command: SessionCommand) {
         match command {
+            // Its cost left the backlog when its batch was collected.
             SessionCommand::Append {
-                mono_ns,
-                payload,
-                cost,
-            } => {
-                self.backlog.fetch_sub(cost, Ordering::AcqRel);
-                self.append(key, mono_ns, payload);
-            }
+                mono_ns, payload, ..
+            } => self.append(key, mono_ns, payload),
             SessionCommand::Close { mono_ns, reason } => self.close(key, mono_ns, reason),
             SessionCommand::Abandon => {
                 if let Some(mut recording) = self.sessions.remove(&key) {
@@ -242,6 +254,10 @@ impl Writer {
             last_mono_ns: 0,
             started,
             started_at: at,
+            started_since_epoch: at
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| (d.as_secs(), d.subsec_nanos())),
             statements: HashMap::default(),
             ts: String::new(),
             body: Vec::new(),
@@ -272,6 +288,7 @@ impl Writer {
     pub(super) fn encode(payload: Payload) -> Body {
         match payload {
             Payload::Event(body) => *body,
+            Payload::Statement(event) => Body::Statement(event),
             Payload::Prepared(..)
             | Payload::Repeat(_)
             | Payload::ForgetStatements
@@ -320,16 +337,15 @@ impl Writer {
                 let mut json = Vec::new();
                 format::serialize_statement_body(&event, &mut json);
                 recording.push_statement(mono_ns, &json, self.metrics);
-                recording.statements.insert(id, json);
+                recording.statements.insert(id, json.into());
             }
             Payload::Repeat(id) => {
-                let Some(json) = recording.statements.remove(&id) else {
+                let Some(json) = recording.statements.get(&id).cloned() else {
                     // The session sends an id only after the statement itself.
                     tracing::error!(session = %recording.session_id, id, "recording: execution of an unknown prepared statement");
                     return;
                 };
                 recording.push_statement(mono_ns, &json, self.metrics);
-                recording.statements.insert(id, json);
             }
             Payload::ForgetStatements => recording.statements.clear(),
             Payload::Allowed => {
@@ -342,10 +358,7 @@ impl Writer {
                 recording.push_serialized(mono_ns, &body, self.metrics);
                 recording.body = body;
             }
-            Payload::Event(body) if matches!(*body, Body::Statement(_)) => {
-                let Body::Statement(event) = *body else {
-                    unreachable!("matched above")
-                };
+            Payload::Statement(event) => {
                 let mut json = std::mem::take(&mut recording.body);
                 json.clear();
                 format::serialize_statement_body(&event, &mut json);
@@ -378,7 +391,7 @@ impl Writer {
             self.metrics,
         );
         let mono_ns = recording.last_mono_ns;
-        rfc3339_into(recording.wall_clock(mono_ns), &mut recording.ts);
+        recording.stamp(mono_ns);
         recording.chain.append_trailer(
             &mut recording.buf,
             mono_ns,
@@ -478,10 +491,31 @@ pub(super) fn write_buffer(
     }
 }
 
+/// `(secs, nanos)` since the epoch plus `mono_ns`, normalized; `None` on overflow.
+pub(super) fn since_epoch_after((secs, nanos): (u64, u32), mono_ns: u64) -> Option<(u64, u32)> {
+    const NANOS_PER_SEC: u64 = 1_000_000_000;
+    let nanos = mono_ns.checked_add(u64::from(nanos))?;
+    let secs = secs.checked_add(nanos / NANOS_PER_SEC)?;
+    Some((secs, (nanos % NANOS_PER_SEC) as u32))
+}
+
 impl OpenRecording {
     /// The wall-clock time of an event `mono_ns` into the session.
     pub(super) fn wall_clock(&self, mono_ns: u64) -> SystemTime {
         self.started_at + Duration::from_nanos(mono_ns)
+    }
+
+    /// Formats the `ts` of an event `mono_ns` into the session into `self.ts`:
+    /// [`wall_clock`](Self::wall_clock) in RFC 3339, computed from the start's
+    /// seconds and nanoseconds since the epoch with integer arithmetic.
+    pub(super) fn stamp(&mut self, mono_ns: u64) {
+        match self
+            .started_since_epoch
+            .and_then(|start| since_epoch_after(start, mono_ns))
+        {
+            Some((secs, nanos)) => rfc3339_since_epoch_into(secs, nanos, &mut self.ts),
+            None => rfc3339_into(self.wall_clock(mono_ns), &mut self.ts),
+        }
     }
 
     /// Appends a `statement` line whose body is serialized already.
@@ -500,9 +534,9 @@ impl OpenRecording {
     ) {
         let mono_ns = mono_ns.max(self.last_mono_ns);
         self.last_mono_ns = mono_ns;
-        rfc3339_into(self.wall_clock(mono_ns), &mut self.ts);
+        self.stamp(mono_ns);
         self.chain
-            .append_serialized(&mut self.buf, mono_ns, &self.ts, body);
+            .append_serialized_rfc3339(&mut self.buf, mono_ns, &self.ts, body);
         metrics.events_total.inc();
     }
 
@@ -522,7 +556,7 @@ impl OpenRecording {
             Body::RowsLimit(l) => self.totals.rows_dropped += l.dropped_rows,
             _ => {}
         }
-        rfc3339_into(self.wall_clock(mono_ns), &mut self.ts);
+        self.stamp(mono_ns);
         self.chain.append(&mut self.buf, mono_ns, &self.ts, body);
         metrics.events_total.inc();
     }
