@@ -428,6 +428,10 @@ pub struct Session {
     /// as long data since the last EXECUTE or RESET.
     param_types: IdMap<Vec<ParamType>>,
     long_data: IdMap<Vec<u16>>,
+    /// Where an EXECUTE's bound types are read first (reused): only one
+    /// that binds types, usually the first after a bind, touches
+    /// `param_types`; the others cost no map lookup.
+    bound_scratch: Vec<ParamType>,
 }
 
 /// Maps keyed by statement id (the server's numbers, looked up on every
@@ -626,6 +630,7 @@ impl Session {
         }
     }
 
+    #[inline]
     fn context(&self, o: &Owed) -> ReplyContext {
         let (statement_id, binary_rows) = match &o.kind {
             Kind::Execute { statement, .. } => (self.resolve(*statement), true),
@@ -799,8 +804,11 @@ impl Session {
                     Some((id, s)) => {
                         let count = usize::from(s.param_count);
                         let attributes = self.caps.contains(Capabilities::QUERY_ATTRIBUTES);
-                        let types = self.param_types.entry(id).or_default();
-                        let _ = e.bound_types(count, attributes, types);
+                        if let Ok(true) = e.bound_types(count, attributes, &mut self.bound_scratch)
+                        {
+                            let types = self.param_types.entry(id).or_default();
+                            std::mem::swap(types, &mut self.bound_scratch);
+                        }
                     }
                     // Confirmed later: its types are learnt then.
                     None if self.prepare_pending() => {
@@ -949,8 +957,20 @@ impl Session {
         )?))
     }
 
-    /// Applies the effects of reply-less commands that reached the front.
+    /// Applies the effects of reply-less commands that reached the front
+    /// (checked inline: a reply is usually at the front).
+    #[inline]
     fn apply_effects(&mut self) {
+        if self
+            .owed
+            .front()
+            .is_some_and(|f| matches!(f.kind, Kind::CloseEffect { .. } | Kind::QuitEffect))
+        {
+            self.apply_front_effects();
+        }
+    }
+
+    fn apply_front_effects(&mut self) {
         while let Some(front) = self.owed.front() {
             match front.kind {
                 Kind::CloseEffect { statement_id } => {
@@ -973,6 +993,7 @@ impl Session {
     // ----- server side -------------------------------------------------
 
     /// Accounts for one whole server packet (its logical payload).
+    #[inline]
     pub fn server_packet(&mut self, seq: u8, payload: &[u8]) -> Result<ServerEvent, SessionError> {
         self.server_packet_head(seq, payload.len(), payload)
     }
@@ -1001,6 +1022,7 @@ impl Session {
         }
     }
 
+    #[inline]
     fn event(&self, packet: ServerPacket, reply: Option<&Owed>, seq: u8) -> ServerEvent {
         ServerEvent {
             packet,
@@ -1127,7 +1149,7 @@ impl Session {
             let bytes = Bytes::copy_from_slice(payload);
             Ok(Some(Arc::new(ColumnDefinition::parse(&bytes, options)?)))
         } else {
-            ColumnDefinitionRef::parse(payload, options)?;
+            ColumnDefinitionRef::validate(payload, options)?;
             Ok(None)
         }
     }
@@ -1149,18 +1171,23 @@ impl Session {
             }
             return Err(unexpected("a packet", "while no command waits for a reply"));
         };
-        // Checked first, counted only once the packet is accounted for, so
-        // a refused packet changes nothing.
+        // Checked first; counted before the packet is accounted for (the
+        // event is then returned as built, not copied), and put back when
+        // it is refused, so a refused packet changes nothing.
         let mut counter = front.seq;
         counter.expect(seq, len, crate::frame::Direction::ServerToClient)?;
-        let front_id = front.id;
-        let event = self.command_reply_in_sequence(seq, len, head, whole)?;
-        if let Some(f) = self.owed.front_mut()
-            && f.id == front_id
-        {
+        let (front_id, before) = (front.id, front.seq);
+        if let Some(f) = self.owed.front_mut() {
             f.seq = counter;
         }
-        Ok(event)
+        self.command_reply_in_sequence(seq, len, head, whole)
+            .inspect_err(|_| {
+                if let Some(f) = self.owed.front_mut()
+                    && f.id == front_id
+                {
+                    f.seq = before;
+                }
+            })
     }
 
     fn command_reply_in_sequence(
@@ -1307,6 +1334,7 @@ impl Session {
         }
     }
 
+    #[inline]
     fn event_front(&self, packet: ServerPacket, seq: u8) -> ServerEvent {
         let front = self.owed.front();
         let mut e = self.event(packet, front, seq);
@@ -1316,8 +1344,8 @@ impl Session {
 
     /// Ends the front reply with this packet.
     fn complete(&mut self, packet: ServerPacket, seq: u8, columns_complete: bool) -> ServerEvent {
-        let front = self.owed.pop_front();
-        let mut e = self.event(packet, front.as_ref(), seq);
+        let mut e = self.event(packet, self.owed.front(), seq);
+        self.owed.pop_front();
         e.columns_complete = columns_complete;
         e.completes_reply = true;
         self.apply_effects();
