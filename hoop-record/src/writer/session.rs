@@ -150,12 +150,7 @@ impl SessionRecorder {
         kinds: &Arc<[StatementKind]>,
         tables: &Arc<[String]>,
     ) -> Result<(), RecordError> {
-        let Some(live) = &mut self.live else {
-            return Ok(());
-        };
-        live.close_result_rows();
-        let (event, cost) = statement_event(sql, form, kinds, tables);
-        live.send(Payload::Statement(event), cost)
+        self.record_statement(false, sql, form, kinds, tables, None)
     }
 
     /// [`statement`](Self::statement), then [`verdict`](Self::verdict) for
@@ -172,12 +167,7 @@ impl SessionRecorder {
         tables: &Arc<[String]>,
         verdict: &Verdict,
     ) -> Result<(), RecordError> {
-        let Some(live) = &mut self.live else {
-            return Ok(());
-        };
-        live.close_result_rows();
-        let (event, cost) = statement_event(sql, form, kinds, tables);
-        live.send_pair((Payload::Statement(event), cost), verdict_payload(verdict))
+        self.record_statement(false, sql, form, kinds, tables, Some(verdict))
     }
 
     /// [`prepared_statement`](Self::prepared_statement) and its verdict,
@@ -190,12 +180,7 @@ impl SessionRecorder {
         tables: &Arc<[String]>,
         verdict: &Verdict,
     ) -> Result<(), RecordError> {
-        let Some(live) = &mut self.live else {
-            return Ok(());
-        };
-        live.close_result_rows();
-        let statement = live.prepared_payload(sql, form, kinds, tables)?;
-        live.send_pair(statement, verdict_payload(verdict))
+        self.record_statement(true, sql, form, kinds, tables, Some(verdict))
     }
 
     /// Records an execution of a prepared statement, like
@@ -210,12 +195,35 @@ impl SessionRecorder {
         kinds: &Arc<[StatementKind]>,
         tables: &Arc<[String]>,
     ) -> Result<(), RecordError> {
+        self.record_statement(true, sql, form, kinds, tables, None)
+    }
+
+    /// The four statement calls above: the statement's payload (in full,
+    /// or a prepared statement's id once sent), alone or with its verdict.
+    #[inline]
+    fn record_statement(
+        &mut self,
+        prepared: bool,
+        sql: &Arc<str>,
+        form: Submission,
+        kinds: &Arc<[StatementKind]>,
+        tables: &Arc<[String]>,
+        verdict: Option<&Verdict>,
+    ) -> Result<(), RecordError> {
         let Some(live) = &mut self.live else {
             return Ok(());
         };
         live.close_result_rows();
-        let (payload, cost) = live.prepared_payload(sql, form, kinds, tables)?;
-        live.send(payload, cost)
+        let statement = if prepared {
+            live.prepared_payload(sql, form, kinds, tables)?
+        } else {
+            let (event, cost) = statement_event(sql, form, kinds, tables);
+            (Payload::Statement(event), cost)
+        };
+        match verdict {
+            Some(verdict) => live.send_pair(statement, verdict_payload(verdict)),
+            None => live.send(statement.0, statement.1),
+        }
     }
 
     /// Records the verdict for the statement just recorded. Like
