@@ -937,33 +937,52 @@ fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
     let policy = "policy:\n  mask:\n    - name: ssn\n      columns: [hoop_bench_people.ssn]\n      strategy: partial\n      keep_last: 4\n    - name: card\n      columns: [hoop_bench_people.card]\n      strategy: redact\n    - name: email\n      detect: [email]\n      strategy: redact\n";
     write_config(&masked, tmp, "  enabled: false\n", policy)?;
     write_config(&plain, tmp, "  enabled: false\n", "")?;
+    // pgbouncer, haproxy and the floor forwarder relay the same result, for what
+    // relaying a bulk result costs any proxy on this machine (its kernel
+    // share moves from day to day; the ratio within one run does not).
+    let baselines = start_baselines(tmp, false)?;
     // Rows and bytes of the result as psql prints it (unaligned), counted
     // by awk so that nothing but the count crosses the pipe.
-    let query = format!(
-        "psql -h 127.0.0.1 -U postgres -d {DB} -XAtqc 'SELECT id, ssn, email, card, note FROM hoop_bench_people' \
-         | awk '{{b += length($0) + 1}} END {{print NR, b}}'"
-    );
-    // (label, config: None for direct); run twice, interleaved: the first
-    // round warms caches, the second is reported.
-    let cases: [(&str, Option<&PathBuf>); 3] = [
-        ("direct", None),
-        ("hoop, no policy (relaying)", Some(&plain)),
-        ("hoop, 2 masked columns + email detector", Some(&masked)),
+    let query = |port: u16| {
+        format!(
+            "psql -h 127.0.0.1 -p {port} -U postgres -d {DB} -XAtqc 'SELECT id, ssn, email, card, note FROM hoop_bench_people' \
+             | awk '{{b += length($0) + 1}} END {{print NR, b}}'"
+        )
+    };
+    enum Via<'a> {
+        Direct,
+        Hoop(&'a PathBuf),
+        Baseline(&'a Baseline),
+    }
+    let mut cases: Vec<(String, Via)> = vec![
+        ("direct".into(), Via::Direct),
+        ("hoop, no policy (relaying)".into(), Via::Hoop(&plain)),
     ];
+    for b in &baselines {
+        cases.push((format!("{} (relaying)", b.name), Via::Baseline(b)));
+    }
+    cases.push((
+        "hoop, 2 masked columns + email detector".into(),
+        Via::Hoop(&masked),
+    ));
+    // Run twice, interleaved: the first round warms caches, the second is
+    // reported.
     let mut report: Vec<(&str, f64, f64, Option<f64>)> = Vec::new();
     for round in 0..2 {
-        for (label, config) in cases {
-            let mut command = match config {
-                None => Command::new("sh"),
-                Some(config) => {
+        for (label, via) in &cases {
+            let (mut command, port, pid) = match via {
+                Via::Direct => (Command::new("sh"), 5432, None),
+                Via::Hoop(config) => {
                     let mut c = Command::new(&paths.hoop);
                     c.args(["exec", "--config"]).arg(config).args(["--", "sh"]);
-                    c
+                    (c, 5432, None)
                 }
+                Via::Baseline(b) => (Command::new("sh"), b.port, Some(b.child.id())),
             };
+            let before = pid.map(process_cpu).transpose()?;
             let t = Instant::now();
             let out = command
-                .args(["-c", &query])
+                .args(["-c", &query(port)])
                 .env("RUST_LOG", "info")
                 .output()?;
             let secs = t.elapsed().as_secs_f64();
@@ -980,10 +999,14 @@ fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            let cpu = config.and_then(|_| {
-                parse_hoop_cpu(&String::from_utf8_lossy(&out.stderr))
-                    .map(|c| (c - paths.hoop_idle_cpu).total())
-            });
+            let cpu = match (via, pid, before) {
+                (Via::Hoop(_), _, _) => parse_hoop_cpu(&String::from_utf8_lossy(&out.stderr))
+                    .map(|c| (c - paths.hoop_idle_cpu).total()),
+                (Via::Baseline(_), Some(pid), Some(before)) => {
+                    Some((process_cpu(pid)? - before).total())
+                }
+                _ => None,
+            };
             if round == 1 {
                 report.push((label, secs, bytes / 1e6, cpu));
             }
