@@ -24,14 +24,21 @@ use hoop_core::{
 use hoop_sql::{SqlDialect, mysql::Mysql};
 use sqlparser::ast::Visit;
 
+// hoop's own queries read every string as `BINARY`: the server sends a
+// binary string as it is, never converted to `character_set_results`. With
+// that set to `utf16` or `utf32` the names would otherwise arrive two or
+// four bytes a character (and `NULL` leaves them in the dictionary's
+// utf8mb3, which is what `BINARY` gives).
+
 /// The base tables, as `(schema, table)`.
-pub const BASE_TABLES_QUERY: &str = "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+pub const BASE_TABLES_QUERY: &str = "SELECT CAST(TABLE_SCHEMA AS BINARY), CAST(TABLE_NAME AS BINARY) \
+FROM information_schema.TABLES \
 WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') \
 AND TABLE_SCHEMA NOT IN ('information_schema', 'performance_schema')";
 
 /// The views, as `(schema, view, definition)`.
-pub const VIEWS_QUERY: &str =
-    "SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS";
+pub const VIEWS_QUERY: &str = "SELECT CAST(TABLE_SCHEMA AS BINARY), CAST(TABLE_NAME AS BINARY), \
+CAST(VIEW_DEFINITION AS BINARY) FROM information_schema.VIEWS";
 
 #[derive(Debug, Default)]
 struct Known {

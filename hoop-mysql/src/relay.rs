@@ -33,6 +33,7 @@ use hoop_proto_mysql::{
     session::{ClientData, ServerEvent, ServerPacket, Session},
     status::TransactionStatus,
     value::{BinaryLayout, BinaryType, ColumnType, Value},
+    wide::WideCharset,
 };
 use hoop_relay::hold::ActiveHold;
 use hoop_sql::mysql::{CANONICAL, canonical_text};
@@ -145,11 +146,19 @@ struct RowState {
     rewriter: Box<dyn RowRewriter>,
     binary: bool,
     types: Vec<BinaryType>,
+    /// Each column's character set when it is one whose ASCII is not ASCII
+    /// bytes (`utf16`, `ucs2`, `utf16le`, `utf32`); empty when none is.
+    /// Governance reads such values decoded to UTF-8, so content detectors
+    /// see the text the client will show, and what it rewrites is encoded
+    /// back.
+    wide: Vec<Option<WideCharset>>,
     /// A binary row's values as governance reads them (text for numbers
-    /// and dates), and what the rewriter writes back: buffers reused from
-    /// row to row.
+    /// and dates, UTF-8 for wide text), and what the rewriter writes back:
+    /// buffers reused from row to row.
     shown: RowBuffer,
     out: RowBuffer,
+    /// A rewritten row's wide values, encoded back.
+    encoded: RowBuffer,
 }
 
 /// One row's values in one byte buffer, kept across rows.
@@ -170,6 +179,15 @@ impl RowBuffer {
             .get(i)
             .and_then(Clone::clone)
             .map(|r| &self.bytes[r])
+    }
+}
+
+impl RowBuffer {
+    /// Appends a value in a wide character set, decoded to UTF-8.
+    fn push_decoded(&mut self, set: WideCharset, value: &[u8]) {
+        let start = self.bytes.len();
+        set.decode_into(value, &mut self.bytes);
+        self.values.push(Some(start..self.bytes.len()));
     }
 }
 
@@ -787,7 +805,8 @@ impl Relay {
         let rows = injected_query(
             &mut self.server,
             &mut self.session,
-            "SELECT @@character_set_client",
+            // As `BINARY`: sent as it is, not in `character_set_results`.
+            "SELECT CAST(@@character_set_client AS BINARY)",
         )
         .await?;
         self.charset_asked = rows
@@ -1461,12 +1480,22 @@ impl Relay {
             transaction: transaction(self.session.transaction()),
         };
         let rewriter = self.governor.row_rewriter(&ctx, &columns)?;
+        let mariadb = self.session.server_version().is_none_or(|v| v.mariadb);
+        let mut wide: Vec<Option<WideCharset>> = definitions
+            .iter()
+            .map(|d| WideCharset::of_collation(d.collation, mariadb))
+            .collect();
+        if wide.iter().all(Option::is_none) {
+            wide.clear();
+        }
         Some(RowState {
             rewriter,
             binary,
             types: definitions.iter().map(|d| d.binary_type()).collect(),
+            wide,
             shown: RowBuffer::default(),
             out: RowBuffer::default(),
+            encoded: RowBuffer::default(),
         })
     }
 
@@ -1522,18 +1551,23 @@ impl Relay {
             rewriter,
             binary,
             types,
+            wide,
             shown,
             out,
+            encoded,
         } = state;
         out.clear();
         if *binary {
             let row = BinaryRow::parse(payload, types).map_err(SessionError::ServerMessage)?;
             let values: Vec<Value<'_>> = row.values(types).collect();
             shown.clear();
-            for v in &values {
+            for (i, v) in values.iter().enumerate() {
                 match v {
                     Value::Null => shown.push(None),
-                    Value::Bytes(b) => shown.push(Some(b)),
+                    Value::Bytes(b) => match wide.get(i).copied().flatten() {
+                        Some(set) => shown.push_decoded(set, b),
+                        None => shown.push(Some(b)),
+                    },
                     other => {
                         use std::io::Write as _;
                         let start = shown.bytes.len();
@@ -1547,27 +1581,39 @@ impl Relay {
                 RowRewrite::Unchanged => Ok(Ok(None)),
                 RowRewrite::Refuse(r) => Ok(Err(r)),
                 RowRewrite::Rewritten => {
-                    let mut encoded = Vec::with_capacity(values.len());
+                    encoded.clear();
+                    for (i, set) in wide.iter().enumerate() {
+                        match (set, out.value(i)) {
+                            (Some(set), Some(new)) if Some(new) != shown.value(i) => {
+                                let start = encoded.bytes.len();
+                                set.encode_into(new, &mut encoded.bytes);
+                                encoded.values.push(Some(start..encoded.bytes.len()));
+                            }
+                            _ => encoded.values.push(None),
+                        }
+                    }
+                    let mut new_values = Vec::with_capacity(values.len());
                     for (i, ty) in types.iter().enumerate() {
                         let new = out.value(i);
                         let v = match new {
                             None => Value::Null,
+                            // Unchanged: the server's own bytes.
+                            Some(b) if Some(b) == shown.value(i) => values[i],
                             Some(b)
                                 if ty.column_type.binary_layout()
                                     == BinaryLayout::LengthEncoded =>
                             {
-                                Value::Bytes(b)
+                                Value::Bytes(encoded.value(i).unwrap_or(b))
                             }
-                            Some(b) if Some(b) == shown.value(i) => values[i],
                             Some(_) => {
                                 return Ok(Err(Refusal::cannot_mask(
                                     "a masked value does not fit its binary column type",
                                 )));
                             }
                         };
-                        encoded.push(v);
+                        new_values.push(v);
                     }
-                    BinaryRow::encode(types, &encoded)
+                    BinaryRow::encode(types, &new_values)
                         .map(|b| Ok(Some(b)))
                         .map_err(SessionError::ServerMessage)
                 }
@@ -1575,12 +1621,46 @@ impl Relay {
         } else {
             let row = TextRow::parse(payload, types.len()).map_err(SessionError::ServerMessage)?;
             let values: Vec<Option<&[u8]>> = row.values().collect();
-            match rewriter.rewrite_row(&values.as_slice(), out) {
+            if wide.is_empty() {
+                return match rewriter.rewrite_row(&values.as_slice(), out) {
+                    RowRewrite::Unchanged => Ok(Ok(None)),
+                    RowRewrite::Refuse(r) => Ok(Err(r)),
+                    RowRewrite::Rewritten => Ok(Ok(Some(TextRow::encode(
+                        (0..out.values.len()).map(|i| out.value(i)),
+                    )))),
+                };
+            }
+            shown.clear();
+            for (v, set) in values.iter().zip(wide.iter()) {
+                match (v, set) {
+                    (Some(b), Some(set)) => shown.push_decoded(*set, b),
+                    _ => shown.push(*v),
+                }
+            }
+            match rewriter.rewrite_row(shown, out) {
                 RowRewrite::Unchanged => Ok(Ok(None)),
                 RowRewrite::Refuse(r) => Ok(Err(r)),
-                RowRewrite::Rewritten => Ok(Ok(Some(TextRow::encode(
-                    (0..out.values.len()).map(|i| out.value(i)),
-                )))),
+                RowRewrite::Rewritten => {
+                    encoded.clear();
+                    for i in 0..out.values.len() {
+                        let new = out.value(i);
+                        match (wide.get(i).copied().flatten(), new) {
+                            // Unchanged: the server's own bytes.
+                            (_, Some(b)) if Some(b) == shown.value(i) => {
+                                encoded.push(values.get(i).copied().flatten());
+                            }
+                            (Some(set), Some(b)) => {
+                                let start = encoded.bytes.len();
+                                set.encode_into(b, &mut encoded.bytes);
+                                encoded.values.push(Some(start..encoded.bytes.len()));
+                            }
+                            (_, b) => encoded.push(b),
+                        }
+                    }
+                    Ok(Ok(Some(TextRow::encode(
+                        (0..encoded.values.len()).map(|i| encoded.value(i)),
+                    ))))
+                }
             }
         }
     }

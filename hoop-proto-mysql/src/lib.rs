@@ -45,4 +45,5 @@ pub mod row_text;
 pub mod session;
 pub mod status;
 pub mod value;
+pub mod wide;
 pub mod wire;

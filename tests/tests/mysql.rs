@@ -1334,3 +1334,110 @@ fn without_a_policy_replies_reach_the_client_as_the_server_sent_them() {
     assert_eq!(run(&[client, &again.name], true), bare);
     assert_eq!(again.count("other"), 0);
 }
+
+/// A value sent in a character set whose ASCII is not ASCII bytes (ucs2,
+/// utf16, utf16le, utf32) hides from a content detector that reads the raw
+/// bytes: `alice@example.com` in UTF-16 has a zero byte before every letter.
+/// The client picks the set (`character_set_results`, or `NULL` and
+/// `CONVERT(x USING …)`), or the column is stored in it. hoop reads such
+/// values decoded, by their column's collation, and encodes what it
+/// rewrites back into the same set; text and binary rows. Innocent values
+/// in those sets come through byte for byte.
+#[test]
+fn values_in_wide_character_sets_are_read_by_the_detectors_as_the_client_reads_them() {
+    require_privileged();
+    let db = Db::create("wide");
+    mariadb_direct(
+        Some(&db.name),
+        "CREATE TABLE people (id INT PRIMARY KEY, ssn VARCHAR(20), note VARCHAR(100),
+           wnote VARCHAR(100) CHARACTER SET utf16);
+         INSERT INTO people VALUES
+           (1, '123-45-6789', 'mail alice@example.com now', 'mail alice@example.com now'),
+           (2, '987-65-4321', 'card 4111 1111 1111 1111 ok', 'card 4111 1111 1111 1111 ok');",
+    );
+    let cfg = config(
+        "policy:
+  mask:
+    - columns: [people.ssn]
+      strategy: partial
+      keep_last: 4
+    - name: pii
+      detect: [email, credit_card]
+      strategy: redact
+",
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_wide.py");
+    let run = |through_hoop: bool| -> (Value, String) {
+        let out = if through_hoop {
+            hoop_exec(&cfg.path, &[PYTHON, script, &db.name], T)
+        } else {
+            Command::new(PYTHON)
+                .args([script, &db.name])
+                .output()
+                .expect("python")
+        };
+        let (stdout, stderr) = text(&out);
+        let all = format!("{stdout}\n--- stderr\n{stderr}");
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+        (v, all)
+    };
+    let leaking = [
+        "convert_utf16",
+        "convert_utf16le",
+        "convert_ucs2",
+        "convert_utf32",
+        "results_utf16",
+        "results_utf32",
+        "stored_utf16",
+        "binary_convert_utf16",
+        "binary_results_utf32",
+    ];
+    // The bare server sends the values in those sets: decoded, they are
+    // the plain text, and the wide bytes are not the ASCII bytes.
+    let (bare, bare_all) = run(false);
+    for case in leaking {
+        let values = bare[case]["values"].to_string();
+        assert!(
+            values.contains("alice@example.com") && values.contains("4111 1111 1111 1111"),
+            "{case}: {bare_all}"
+        );
+        assert!(
+            bare[case]["charset"].as_u64().is_some_and(|c| c != 45),
+            "{case} arrives in a wide set: {bare_all}"
+        );
+    }
+    assert_eq!(
+        bare["masked_column_utf16"]["values"].to_string(),
+        r#"["123-45-6789","987-65-4321"]"#,
+        "{bare_all}"
+    );
+    // Through hoop: found and redacted in every set, the rest of the text
+    // kept, and the client decodes the result cleanly in its set.
+    let (v, all) = run(true);
+    for case in leaking {
+        assert_eq!(
+            v[case]["values"].to_string(),
+            r#"["mail [REDACTED:email] now","card [REDACTED:credit_card] ok"]"#,
+            "{case}: {all}"
+        );
+        assert_eq!(v[case]["charset"], bare[case]["charset"], "{case}: {all}");
+    }
+    // A column rule keeps the last four characters, not four bytes.
+    assert_eq!(
+        v["masked_column_utf16"]["values"].to_string(),
+        r#"["***-**-6789","***-**-4321"]"#,
+        "{all}"
+    );
+    assert_eq!(
+        v["masked_column_utf16"]["hex"][0], "002a002a002a002d002a002a002d0036003700380039",
+        "{all}"
+    );
+    // Innocent values in a wide set: exactly the server's bytes.
+    assert_eq!(
+        v["binary_innocent_utf16le"]["values"].to_string(),
+        r#"["plain words"]"#,
+        "{all}"
+    );
+    assert_eq!(v["innocent_utf16"], bare["innocent_utf16"], "{all}");
+    assert!(!all.contains("alice@example.com"), "{all}");
+}

@@ -911,6 +911,13 @@ fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> an
 /// directly, through hoop with no policy (plain relaying), and through hoop
 /// with that policy. Wall time, throughput in MB of result text, and hoop's
 /// CPU per MB (less its idle start-up).
+/// How a masking-bench case reaches the server.
+enum Via<'a> {
+    Direct,
+    Hoop(&'a PathBuf),
+    Baseline(&'a Baseline),
+}
+
 fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
     let psql = |sql: &str| {
         output(Command::new("psql").args([
@@ -949,11 +956,6 @@ fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
              | awk '{{b += length($0) + 1}} END {{print NR, b}}'"
         )
     };
-    enum Via<'a> {
-        Direct,
-        Hoop(&'a PathBuf),
-        Baseline(&'a Baseline),
-    }
     let mut cases: Vec<(String, Via)> = vec![
         ("direct".into(), Via::Direct),
         ("hoop, no policy (relaying)".into(), Via::Hoop(&plain)),
