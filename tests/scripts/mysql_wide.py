@@ -86,6 +86,9 @@ out = {
     'results_utf32': text_case(['SET character_set_results = utf32'], 'SELECT note FROM people ORDER BY id'),
     'stored_utf16': text_case(NULL, 'SELECT wnote FROM people ORDER BY id'),
     'masked_column_utf16': text_case(['SET character_set_results = utf16'], 'SELECT ssn FROM people ORDER BY id'),
+    # A DDL statement makes hoop read its catalog again, under utf16.
+    'view_after_ddl_utf16': text_case(['SET character_set_results = utf16', 'CREATE TABLE scratch (a INT)'],
+                                      'SELECT s FROM v_people ORDER BY id'),
     'innocent_utf16': text_case(['SET character_set_results = utf16'], "SELECT 'nothing to see, café 12' AS x"),
     'binary_convert_utf16': binary_case(NULL, 'SELECT CONVERT(note USING utf16) FROM people ORDER BY id'),
     'binary_results_utf32': binary_case(['SET character_set_results = utf32'], 'SELECT note FROM people ORDER BY id'),
