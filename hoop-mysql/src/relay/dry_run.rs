@@ -1,0 +1,1149 @@
+//! `max_rows` dry runs on MySQL/MariaDB: a statement a rule with `max_rows`
+//! matches runs inside a transaction hoop opens (or, inside the client's own
+//! transaction or with autocommit off, under a savepoint), its reply held
+//! back; its row count is judged
+//! ([`SessionGovernor::judge_counted`](hoop_core::SessionGovernor::judge_counted))
+//! and then:
+//! - allowed: hoop's transaction is committed (or the savepoint released)
+//!   and the held-back reply goes to the client, its status flags showing
+//!   the transaction state the client has afterwards; a failing `COMMIT`
+//!   replaces the reply with its error;
+//! - denied: everything the statement did is rolled back and the client
+//!   gets the rule's error with the count;
+//! - held (COM_QUERY): rolled back and held with the count in the hold's
+//!   message; once approved it runs again as a dry run, and is refused if it
+//!   now touches more rows than the approver saw.
+//!
+//! The count is the larger of the statement's own (the OK's affected rows,
+//! or the rows of its result set) and the rows the session's handler
+//! counters (`Handler_write + Handler_update + Handler_delete`, `SHOW
+//! SESSION STATUS`) moved by while it ran, so rows its triggers write count
+//! too. Those counters do not see what InnoDB's foreign-key cascades do,
+//! and a rollback cannot undo a write to a table in a non-transactional
+//! engine: before anything runs, hoop reads from the server what the
+//! statement writes, and a statement it cannot count or roll back is judged
+//! as over the limit (fail closed) with the reason in its message, without
+//! being run:
+//! - a table it writes (or a trigger on it may write) whose engine has no
+//!   transactions (MyISAM, Aria — the `mysql.*` tables —, MEMORY, CSV…),
+//!   a view, a temporary table, or a table hoop cannot find;
+//! - a table it deletes from (DELETE, REPLACE) or updates (UPDATE, INSERT …
+//!   ON DUPLICATE KEY UPDATE) that a foreign key references with an action
+//!   other than RESTRICT / NO ACTION (the cascade is not counted);
+//! - a trigger whose body hoop cannot read, or that runs other code;
+//! - a call of a stored function or UDF, a prepared statement executed with
+//!   a cursor, and a statement that reads the previous statement's
+//!   diagnostics (hoop's own queries would reset them).
+//!
+//! hoop's own statements (`START TRANSACTION`, `SAVEPOINT`, the counter and
+//! catalog reads) are sent as injected commands: their replies never reach
+//! the client, the governor never sees them, and the session's state
+//! tracking reads their status flags as the server's.
+
+use bytes::Bytes;
+use hoop_core::{
+    Denial, HoldRequirement, Refusal, ServerText, ServerTextKind, SessionEvent, StatementContext,
+    StatementKind, Submission, Verdict,
+};
+use hoop_proto_mysql::{
+    command::Command, err::ErrPacket, frame::LogicalPacket, ok::OkPacket, row_text::TextRow,
+    session::ServerPacket, status::StatusFlags, wire::Reader,
+};
+use hoop_sql::{ParsedSql, classify, mysql::Mysql};
+use sqlparser::ast::{
+    FromTable, Ident, ObjectName, ObjectNamePart, OnInsert, SetExpr, Statement, TableFactor,
+    TableObject, TableWithJoins,
+};
+use tracing::info;
+
+use super::{DIAGNOSTICS, ReplyFor, RowState, SIGNAL_EXCEPTION, lossy, server_state, transaction};
+use crate::{SessionError, refusal, startup::server_read_error};
+
+/// The savepoint a dry run runs under inside the client's transaction.
+const SAVEPOINT: &str = "hoop_dry_run";
+/// Most bytes of a statement's reply held back while its rows are counted.
+const MAX_CAPTURE: usize = 16 * 1024 * 1024;
+/// The session's handler counters: rows written, updated and deleted in any
+/// table (MariaDB counts its own temporary tables apart, in
+/// `Handler_tmp_*`, so this read does not move them; measured on 10.11).
+const WRITES: &str = "SHOW SESSION STATUS WHERE Variable_name IN ('Handler_write', 'Handler_update', 'Handler_delete')";
+/// Most tables one dry run checks (the statement's, and those triggers
+/// write, transitively).
+const MAX_TABLES: usize = 32;
+/// The transaction bits of the status flags.
+const TRANSACTION_BITS: u16 =
+    StatusFlags::IN_TRANS.0 | StatusFlags::AUTOCOMMIT.0 | StatusFlags::IN_TRANS_READONLY.0;
+
+/// What a write does to a table's rows, for the foreign keys that
+/// reference it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Inserts only (no referencing foreign key acts).
+    Insert,
+    /// Deletes rows (DELETE, REPLACE): `ON DELETE` actions.
+    Delete,
+    /// Updates rows (UPDATE, INSERT … ON DUPLICATE KEY UPDATE): `ON UPDATE`.
+    Update,
+    /// Whatever a trigger's statement does: both.
+    Any,
+}
+
+/// A table a statement writes. `schema: None` is the session's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    schema: Option<String>,
+    name: String,
+    write: Write,
+}
+
+/// How hoop wraps the dry run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrap {
+    /// Autocommit on and no transaction open: hoop's own `START
+    /// TRANSACTION`, then `COMMIT` or `ROLLBACK`.
+    Own,
+    /// A savepoint; `open`: inside a transaction that was open before
+    /// (otherwise autocommit is off and none was: a refusal rolls back
+    /// the transaction the dry run started, leaving none, as before).
+    Savepoint { open: bool },
+}
+
+/// One dry run's outcome.
+enum Attempt {
+    /// The statement's reply to send (payloads, renumbered when sent).
+    Replies(Vec<Bytes>),
+    /// The count is not needed after all (the rule no longer applies):
+    /// forward the statement as usual.
+    Forward,
+    /// Refused (nothing of it remains).
+    Refused(Refusal),
+    /// Over a hold rule's limit, rolled back: hold it (with its count,
+    /// when it was counted).
+    Hold(HoldRequirement, Option<u64>),
+}
+
+/// The held-back reply of the statement.
+#[derive(Default)]
+struct Captured {
+    /// Payloads, each with the offset of its status flags (OK, EOF).
+    packets: Vec<(Bytes, Option<usize>)>,
+    len: usize,
+    /// It did not fit in [`MAX_CAPTURE`].
+    overflow: bool,
+    /// It ended with ERR.
+    failed: bool,
+    /// Rows of its result sets.
+    rows: u64,
+    /// Affected rows of its OKs.
+    affected: u64,
+    /// A row masking refused, or a file request refused.
+    refusal: Option<Refusal>,
+}
+
+/// Where an OK or EOF payload keeps its status flags.
+fn status_offset(payload: &[u8], classic_eof: bool) -> Option<usize> {
+    if classic_eof {
+        return (payload.len() >= 5).then_some(3);
+    }
+    let mut r = Reader::new(payload);
+    r.u8("OK header").ok()?;
+    r.lenenc_int("OK affected rows").ok()?;
+    r.lenenc_int("OK last insert id").ok()?;
+    let at = r.position();
+    (payload.len() >= at + 2).then_some(at)
+}
+
+/// `payload` with the transaction bits of its status flags (at `at`) set
+/// to those of `status`.
+fn with_transaction_bits(payload: &Bytes, at: usize, status: StatusFlags) -> Bytes {
+    let mut v = payload.to_vec();
+    let old = u16::from_le_bytes([v[at], v[at + 1]]);
+    let new = (old & !TRANSACTION_BITS) | (status.0 & TRANSACTION_BITS);
+    v[at..at + 2].copy_from_slice(&new.to_le_bytes());
+    Bytes::from(v)
+}
+
+/// A name as hoop may put it into its own catalog queries: printable ASCII
+/// without quotes or backslashes (anything else fails closed).
+fn plain_name(name: &str) -> Result<&str, String> {
+    if !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        && !name.contains(['\'', '\\', '"'])
+    {
+        Ok(name)
+    } else {
+        Err(format!(
+            "hoop checks only tables named in plain ASCII, and `{name}` is not"
+        ))
+    }
+}
+
+fn ident(i: &Ident) -> String {
+    i.value.clone()
+}
+
+/// The table an object name names (`schema.table` or `table`).
+fn target(name: &ObjectName, write: Write) -> Result<Target, String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| ObjectNamePart::as_ident(p).map(ident))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("hoop cannot read the table name {name}"))?;
+    match parts.as_slice() {
+        [table] => Ok(Target {
+            schema: None,
+            name: table.clone(),
+            write,
+        }),
+        [schema, table] => Ok(Target {
+            schema: Some(schema.clone()),
+            name: table.clone(),
+            write,
+        }),
+        _ => Err(format!("hoop cannot read the table name {name}")),
+    }
+}
+
+/// Every base table named in a FROM / JOIN list (derived tables and table
+/// functions cannot be written).
+fn tables_in(list: &[TableWithJoins], write: Write, out: &mut Vec<Target>) -> Result<(), String> {
+    fn factor(f: &TableFactor, write: Write, out: &mut Vec<Target>) -> Result<(), String> {
+        match f {
+            TableFactor::Table { name, .. } => out.push(target(name, write)?),
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => tables_in(std::slice::from_ref(table_with_joins), write, out)?,
+            _ => {}
+        }
+        Ok(())
+    }
+    for t in list {
+        factor(&t.relation, write, out)?;
+        for j in &t.joins {
+            factor(&j.relation, write, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The tables a statement writes: an INSERT's or REPLACE's target, and
+/// every table named in an UPDATE's or DELETE's table list (a multi-table
+/// one writes some of them; which, hoop does not work out: all are checked).
+/// A SELECT writes none. Anything else cannot be counted.
+fn written_tables(statement: &Statement) -> Result<Vec<Target>, String> {
+    let mut out = Vec::new();
+    match statement {
+        Statement::Query(q) => match &*q.body {
+            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) => {
+                return written_tables(s);
+            }
+            _ => {}
+        },
+        Statement::Insert(insert) => {
+            let TableObject::TableName(name) = &insert.table else {
+                return Err("hoop cannot count an INSERT into a table function".into());
+            };
+            let write = if insert.replace_into {
+                Write::Delete
+            } else if matches!(insert.on, Some(OnInsert::DuplicateKeyUpdate(_))) {
+                Write::Update
+            } else if insert.on.is_some() {
+                Write::Any
+            } else {
+                Write::Insert
+            };
+            out.push(target(name, write)?);
+        }
+        Statement::Update { table, from, .. } => {
+            tables_in(std::slice::from_ref(table), Write::Update, &mut out)?;
+            if let Some(
+                sqlparser::ast::UpdateTableFromKind::BeforeSet(from)
+                | sqlparser::ast::UpdateTableFromKind::AfterSet(from),
+            ) = from
+            {
+                tables_in(from, Write::Update, &mut out)?;
+            }
+        }
+        Statement::Delete(delete) => {
+            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
+            tables_in(from, Write::Delete, &mut out)?;
+            if let Some(using) = &delete.using {
+                tables_in(using, Write::Delete, &mut out)?;
+            }
+        }
+        _ => {
+            return Err(
+                "hoop counts the rows of one SELECT, INSERT, REPLACE, UPDATE or DELETE only".into(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Why a text's rows cannot be counted, from its SQL alone (`Ok`: the
+/// tables it writes).
+fn statement_targets(sql: &str) -> Result<Vec<Target>, String> {
+    let lower = sql.to_ascii_lowercase();
+    if DIAGNOSTICS.iter().any(|w| lower.contains(w)) {
+        return Err(
+            "it reads the previous statement's diagnostics, which hoop's own queries before it would reset"
+                .into(),
+        );
+    }
+    let parsed = ParsedSql::parse(&Mysql, sql);
+    let classified = classify(&parsed);
+    if let Some(code) = classified.iter().find_map(|c| c.server_code.as_ref()) {
+        return Err(format!(
+            "it runs server-side code ({code}), whose writes hoop cannot check or count"
+        ));
+    }
+    match parsed.statements.as_deref() {
+        Ok([one]) => match &one.ast {
+            Ok(statement) => written_tables(statement),
+            Err(e) => Err(format!("hoop cannot parse it ({e})")),
+        },
+        Ok(_) => Err("it is not one statement".into()),
+        Err(e) => Err(format!("hoop cannot split it ({e})")),
+    }
+}
+
+/// The tables a trigger's body writes (`schema`: the trigger's, where its
+/// unqualified names resolve).
+fn trigger_targets(body: &str, schema: &str) -> Result<Vec<Target>, String> {
+    let parsed = ParsedSql::parse(&Mysql, body);
+    let classified = classify(&parsed);
+    let statements = parsed
+        .statements
+        .as_deref()
+        .map_err(|e| format!("hoop cannot split it ({e})"))?;
+    let mut out = Vec::new();
+    for (s, c) in statements.iter().zip(&classified) {
+        if let Some(code) = &c.server_code {
+            return Err(format!("it runs server-side code ({code})"));
+        }
+        let statement = s
+            .ast
+            .as_ref()
+            .map_err(|e| format!("hoop cannot parse it ({e})"))?;
+        // `SET NEW.col = …` writes no table.
+        if c.kind == StatementKind::Set && c.nested.is_empty() {
+            continue;
+        }
+        for mut t in written_tables(statement)? {
+            t.schema.get_or_insert_with(|| schema.to_owned());
+            t.write = Write::Any;
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// A string literal of a name checked by [`plain_name`].
+fn literal(name: &str) -> String {
+    format!("'{name}'")
+}
+
+/// A backtick identifier.
+fn quoted(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+type Rows = Vec<Vec<Option<Vec<u8>>>>;
+
+fn text(v: Option<&Option<Vec<u8>>>) -> String {
+    v.and_then(Option::as_ref)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+impl super::Relay {
+    /// A query of hoop's own: its rows, or the server's ERR payload.
+    async fn internal(&mut self, sql: &str) -> Result<Result<Rows, Bytes>, SessionError> {
+        let command = Command::Query {
+            sql: sql.as_bytes(),
+            attributes: None,
+        };
+        let payload = command
+            .encode(self.session.capabilities())
+            .map_err(SessionError::ClientMessage)?;
+        self.session
+            .injected_command(payload.len(), &command)
+            .map_err(SessionError::State)?;
+        self.server.queue_packet(0, &payload);
+        self.server.flush().await.map_err(SessionError::ServerIo)?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let packet = self
+                .server
+                .read()
+                .await
+                .map_err(server_read_error)?
+                .ok_or_else(|| SessionError::ServerIo(std::io::ErrorKind::UnexpectedEof.into()))?;
+            let event = self
+                .session
+                .server_packet(packet.seq, &packet.payload)
+                .map_err(server_state)?;
+            match event.packet {
+                ServerPacket::Row => {
+                    let n = self.session.result_columns().map_or(0, <[_]>::len);
+                    let row =
+                        TextRow::parse(&packet.payload, n).map_err(SessionError::ServerMessage)?;
+                    rows.push(row.values().map(|v| v.map(<[u8]>::to_vec)).collect());
+                }
+                ServerPacket::Error => error = Some(packet.payload.clone()),
+                _ => {}
+            }
+            if event.completes_reply {
+                return Ok(error.map_or(Ok(rows), Err));
+            }
+        }
+    }
+
+    /// A query of hoop's own whose failure ends the session (the server
+    /// connection closes, and the server rolls back what is open): used
+    /// where continuing could keep what a dry run did.
+    async fn internal_or_end(&mut self, sql: &str) -> Result<(), SessionError> {
+        match self.internal(sql).await? {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let message = ErrPacket::parse(&e)
+                    .map(|e| lossy(&e.message))
+                    .unwrap_or_default();
+                Err(SessionError::Unsupported(format!(
+                    "hoop's `{sql}` after a max_rows dry run failed ({message}); the session ends so that the server rolls the dry run back"
+                )))
+            }
+        }
+    }
+
+    /// The handler counters' sum, `None` when they cannot be read.
+    async fn writes(&mut self) -> Result<Option<u64>, SessionError> {
+        let Ok(rows) = self.internal(WRITES).await? else {
+            return Ok(None);
+        };
+        if rows.len() != 3 {
+            return Ok(None);
+        }
+        let mut sum = 0u64;
+        for row in &rows {
+            let Some(n) = text(row.get(1)).parse::<u64>().ok() else {
+                return Ok(None);
+            };
+            sum = sum.saturating_add(n);
+        }
+        Ok(Some(sum))
+    }
+
+    /// Checks every table the statement writes, and those triggers on them
+    /// write, before the dry run: `Err` says why it cannot be run.
+    async fn check_tables(
+        &mut self,
+        mut work: Vec<Target>,
+    ) -> Result<Result<(), String>, SessionError> {
+        let mut seen: Vec<(Option<String>, String, Write)> = Vec::new();
+        while let Some(t) = work.pop() {
+            let key = (
+                t.schema.as_ref().map(|s| s.to_lowercase()),
+                t.name.to_lowercase(),
+                t.write,
+            );
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            if seen.len() > MAX_TABLES {
+                return Ok(Err(format!(
+                    "it writes more than {MAX_TABLES} tables, with its triggers"
+                )));
+            }
+            let name = match plain_name(&t.name) {
+                Ok(n) => n.to_owned(),
+                Err(e) => return Ok(Err(e)),
+            };
+            let schema = match t.schema.as_deref().map(plain_name).transpose() {
+                Ok(s) => s.map(str::to_owned),
+                Err(e) => return Ok(Err(e)),
+            };
+            let shown = schema
+                .as_ref()
+                .map_or_else(|| name.clone(), |s| format!("{s}.{name}"));
+            // The table the server resolves the name to: a temporary table
+            // shadows a base table of the same name, and information_schema
+            // does not list it.
+            let show = match &schema {
+                Some(s) => format!("SHOW CREATE TABLE {}.{}", quoted(s), quoted(&name)),
+                None => format!("SHOW CREATE TABLE {}", quoted(&name)),
+            };
+            let Ok(created) = self.internal(&show).await? else {
+                return Ok(Err(format!("hoop cannot find the table {shown} it writes")));
+            };
+            let definition = text(created.first().and_then(|r| r.get(1))).to_ascii_uppercase();
+            if definition.starts_with("CREATE TEMPORARY") {
+                return Ok(Err(format!(
+                    "it writes the temporary table {shown}, which hoop cannot check"
+                )));
+            }
+            if !definition.starts_with("CREATE TABLE") {
+                return Ok(Err(format!(
+                    "it writes {shown}, which is not a base table (a view or a sequence) and hoop does not resolve it"
+                )));
+            }
+            let schema_sql = schema
+                .as_deref()
+                .map_or_else(|| "DATABASE()".to_owned(), literal);
+            let rules = |column: &str| {
+                format!(
+                    "(SELECT GROUP_CONCAT(CONCAT(r.CONSTRAINT_SCHEMA, '.', r.TABLE_NAME, ' (', r.CONSTRAINT_NAME, ' ON {column} ', r.{column}_RULE, ')')) \
+                     FROM information_schema.REFERENTIAL_CONSTRAINTS r \
+                     WHERE r.UNIQUE_CONSTRAINT_SCHEMA = t.TABLE_SCHEMA AND r.REFERENCED_TABLE_NAME = t.TABLE_NAME \
+                     AND r.{column}_RULE NOT IN ('RESTRICT', 'NO ACTION'))"
+                )
+            };
+            let query = format!(
+                "SELECT t.TABLE_SCHEMA, t.TABLE_TYPE, t.ENGINE, e.TRANSACTIONS, {}, {} \
+                 FROM information_schema.TABLES t LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE \
+                 WHERE t.TABLE_SCHEMA = {schema_sql} AND t.TABLE_NAME = {}",
+                rules("DELETE"),
+                rules("UPDATE"),
+                literal(&name)
+            );
+            let Ok(rows) = self.internal(&query).await? else {
+                return Ok(Err(format!(
+                    "hoop could not read the catalog entry of {shown}"
+                )));
+            };
+            if rows.is_empty() {
+                return Ok(Err(format!("hoop cannot find the table {shown} it writes")));
+            }
+            // (Names compare without case here: every match is checked.)
+            for row in &rows {
+                let table_schema = text(row.first());
+                let kind = text(row.get(1));
+                let engine = text(row.get(2));
+                if kind != "BASE TABLE" {
+                    return Ok(Err(format!(
+                        "it writes {table_schema}.{name}, a {} hoop does not resolve",
+                        kind.to_lowercase()
+                    )));
+                }
+                if text(row.get(3)) != "YES" {
+                    return Ok(Err(format!(
+                        "it writes {table_schema}.{name}, whose engine {engine} has no transactions: a dry run could not be rolled back"
+                    )));
+                }
+                let on_delete = text(row.get(4));
+                let on_update = text(row.get(5));
+                let cascades = match t.write {
+                    Write::Insert => String::new(),
+                    Write::Delete => on_delete,
+                    Write::Update => on_update,
+                    Write::Any => [on_delete, on_update]
+                        .into_iter()
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                if !cascades.is_empty() {
+                    return Ok(Err(format!(
+                        "foreign keys act on rows of {table_schema}.{name} ({cascades}), and the server does not count the rows they change"
+                    )));
+                }
+                let triggers = format!(
+                    "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS \
+                     WHERE EVENT_OBJECT_SCHEMA = {} AND EVENT_OBJECT_TABLE = {}",
+                    literal(match plain_name(&table_schema) {
+                        Ok(s) => s,
+                        Err(e) => return Ok(Err(e)),
+                    }),
+                    literal(&name)
+                );
+                let Ok(triggers) = self.internal(&triggers).await? else {
+                    return Ok(Err(format!("hoop could not read the triggers of {shown}")));
+                };
+                for trigger in &triggers {
+                    let trigger_schema = text(trigger.first());
+                    let trigger_name = text(trigger.get(1));
+                    let body = text(trigger.get(2));
+                    match trigger_targets(&body, &trigger_schema) {
+                        Ok(more) => work.extend(more),
+                        Err(why) => {
+                            return Ok(Err(format!(
+                                "the trigger {trigger_schema}.{trigger_name} on {table_schema}.{name} cannot be checked: {why}"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// The verdict for a statement whose rows cannot be counted: judged as
+    /// over every limit, the reason added to the rule's message.
+    fn uncounted(&mut self, reply: &ReplyFor, why: &str) -> Attempt {
+        let name = reply.statement_id.map(|id| id.to_string());
+        let ctx = StatementContext {
+            identity: &self.identity,
+            sql: &reply.sql,
+            submission: reply.submission,
+            statement_name: name.as_deref(),
+            portal: None,
+            statement_index: 0,
+            transaction: transaction(self.session.transaction()),
+        };
+        let note = format!(" (hoop cannot dry-run this statement to count its rows: {why})");
+        info!(session = %self.identity, why, "max_rows dry run impossible");
+        match self.governor.judge_counted(&ctx, None) {
+            Verdict::Allow => Attempt::Forward,
+            Verdict::Deny(mut d) => {
+                d.message.push_str(&note);
+                Attempt::Refused(Refusal::denied(&d))
+            }
+            Verdict::Hold(mut h) => {
+                h.message.push_str(&note);
+                Attempt::Hold(h, None)
+            }
+        }
+    }
+
+    /// Runs the client's command as a dry run once (`approved`: an approver
+    /// saw this many rows).
+    async fn attempt(
+        &mut self,
+        packet: &LogicalPacket,
+        command: &Command<'_>,
+        reply: &ReplyFor,
+        approved: Option<u64>,
+    ) -> Result<Attempt, SessionError> {
+        if let Command::StmtExecute(e) = command
+            && e.wants_cursor()
+        {
+            return Ok(self.uncounted(
+                reply,
+                "it is a prepared statement executed with a cursor, whose rows are fetched later",
+            ));
+        }
+        let targets = match statement_targets(&reply.sql) {
+            Ok(t) => t,
+            Err(why) => return Ok(self.uncounted(reply, &why)),
+        };
+        if let Err(why) = self.check_tables(targets).await? {
+            return Ok(self.uncounted(reply, &why));
+        }
+        let before = self.session.status();
+        let transaction_before = transaction(self.session.transaction());
+        let in_transaction = before.contains(StatusFlags::IN_TRANS)
+            || before.contains(StatusFlags::IN_TRANS_READONLY);
+        let wrap = if before.contains(StatusFlags::AUTOCOMMIT) && !in_transaction {
+            Wrap::Own
+        } else {
+            Wrap::Savepoint {
+                open: in_transaction,
+            }
+        };
+        let open = match wrap {
+            Wrap::Own => "START TRANSACTION".to_owned(),
+            Wrap::Savepoint { .. } => format!("SAVEPOINT {SAVEPOINT}"),
+        };
+        if let Err(e) = self.internal(&open).await? {
+            let message = ErrPacket::parse(&e)
+                .map(|e| lossy(&e.message))
+                .unwrap_or_default();
+            return Ok(self.uncounted(reply, &format!("`{open}` failed: {message}")));
+        }
+        info!(session = %self.identity, ?wrap, "statement runs as a max_rows dry run");
+        // Read twice: the second reading less the first is what a reading
+        // itself moves the counters by (nothing on MariaDB 10.11; MySQL
+        // counts temporary-table writes in Handler_write).
+        let first = self.writes().await?;
+        let second = self.writes().await?;
+        let (Some(first), Some(second)) = (first, second) else {
+            self.roll_back(wrap).await?;
+            return Ok(self.uncounted(reply, "hoop could not read the session's handler counters"));
+        };
+        let captured = self.capture(packet, command, reply).await?;
+        if let Some(refusal) = captured.refusal {
+            self.roll_back(wrap).await?;
+            return Ok(Attempt::Refused(refusal));
+        }
+        if captured.failed {
+            // It failed as it would have; the server undid the statement
+            // (or, on a deadlock, the whole transaction).
+            let status = self.close_failed(wrap).await?;
+            return Ok(Attempt::Replies(patched(captured.packets, status)));
+        }
+        if captured.overflow {
+            self.roll_back(wrap).await?;
+            return Ok(Attempt::Refused(Refusal::denied(&Denial::new(
+                "max_rows",
+                format!(
+                    "hoop holds a max_rows dry run's results back until they are judged, and these exceed {} MiB; the statement was rolled back",
+                    MAX_CAPTURE / (1024 * 1024)
+                ),
+            ))));
+        }
+        let Some(after) = self.writes().await? else {
+            self.roll_back(wrap).await?;
+            return Ok(Attempt::Refused(Refusal::denied(&Denial::new(
+                "max_rows",
+                "hoop could not read the session's handler counters after the statement, to count the rows its triggers wrote; the statement was rolled back",
+            ))));
+        };
+        let reading = second.saturating_sub(first);
+        let handled = after.saturating_sub(second).saturating_sub(reading);
+        let rows = captured.affected.max(captured.rows).max(handled);
+        let verdict = if let Some(limit) = approved {
+            if rows <= limit {
+                Verdict::Allow
+            } else {
+                Verdict::Deny(Denial::new(
+                    "max_rows",
+                    format!(
+                        "the statement was approved for {limit} rows but now touches {rows}; it was rolled back"
+                    ),
+                ))
+            }
+        } else {
+            let name = reply.statement_id.map(|id| id.to_string());
+            let ctx = StatementContext {
+                identity: &self.identity,
+                sql: &reply.sql,
+                submission: reply.submission,
+                statement_name: name.as_deref(),
+                portal: None,
+                statement_index: 0,
+                transaction: transaction_before,
+            };
+            self.governor.judge_counted(&ctx, Some(rows))
+        };
+        info!(session = %self.identity, rows, own = captured.affected.max(captured.rows), handled, verdict = verdict_word(&verdict), "max_rows dry run judged");
+        match verdict {
+            Verdict::Allow => match self.keep(wrap).await? {
+                Ok(status) => Ok(Attempt::Replies(patched(captured.packets, status))),
+                // The COMMIT failed: that is the statement's outcome.
+                Err(error) => Ok(Attempt::Replies(vec![error])),
+            },
+            Verdict::Deny(denial) => {
+                self.roll_back(wrap).await?;
+                Ok(Attempt::Refused(Refusal::denied(&denial)))
+            }
+            Verdict::Hold(requirement) => {
+                self.roll_back(wrap).await?;
+                Ok(Attempt::Hold(requirement, Some(rows)))
+            }
+        }
+    }
+
+    /// Keeps what the dry run did: `Ok(status)`, the status flags after;
+    /// `Err(payload)`, the `COMMIT` failed (and the server rolled back).
+    async fn keep(&mut self, wrap: Wrap) -> Result<Result<StatusFlags, Bytes>, SessionError> {
+        match wrap {
+            Wrap::Own => {
+                if let Err(e) = self.internal("COMMIT").await? {
+                    // A failed COMMIT has rolled back; make sure.
+                    self.internal_or_end("ROLLBACK").await?;
+                    return Ok(Err(e));
+                }
+            }
+            Wrap::Savepoint { .. } => {
+                self.internal_or_end(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+                    .await?;
+            }
+        }
+        Ok(Ok(self.session.status()))
+    }
+
+    /// Undoes what the dry run did, and only that.
+    async fn roll_back(&mut self, wrap: Wrap) -> Result<(), SessionError> {
+        match wrap {
+            Wrap::Own | Wrap::Savepoint { open: false } => self.internal_or_end("ROLLBACK").await,
+            Wrap::Savepoint { open: true } => {
+                self.internal_or_end(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
+                    .await?;
+                self.internal_or_end(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+                    .await
+            }
+        }
+    }
+
+    /// Ends the dry run of a statement that failed: hoop's transaction is
+    /// rolled back; a savepoint released (it may be gone with the
+    /// transaction a deadlock rolled back: no matter).
+    async fn close_failed(&mut self, wrap: Wrap) -> Result<StatusFlags, SessionError> {
+        match wrap {
+            Wrap::Own => self.internal_or_end("ROLLBACK").await?,
+            Wrap::Savepoint { .. } => {
+                let _ = self
+                    .internal(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+                    .await?;
+            }
+        }
+        Ok(self.session.status())
+    }
+
+    /// Sends the client's command and holds its reply back, masked as it
+    /// would be relayed (the rows a governor rewrites, server error texts).
+    async fn capture(
+        &mut self,
+        packet: &LogicalPacket,
+        command: &Command<'_>,
+        reply: &ReplyFor,
+    ) -> Result<Captured, SessionError> {
+        self.session
+            .client_command(packet.seq, packet.payload.len(), command)
+            .map_err(SessionError::State)?;
+        self.server.queue(&packet.raw);
+        self.server.flush().await.map_err(SessionError::ServerIo)?;
+        let inspect = self.governor.inspects_rows();
+        let observe = self.governor.observes_executions();
+        let caps = self.session.capabilities();
+        let mut c = Captured::default();
+        let mut rows: Option<RowState> = None;
+        loop {
+            let p = self
+                .server
+                .read()
+                .await
+                .map_err(server_read_error)?
+                .ok_or_else(|| SessionError::ServerIo(std::io::ErrorKind::UnexpectedEof.into()))?;
+            let event = self
+                .session
+                .server_packet(p.seq, &p.payload)
+                .map_err(server_state)?;
+            let mut payload = p.payload.clone();
+            let mut status_at = None;
+            match event.packet {
+                ServerPacket::ColumnCount(_) => rows = None,
+                ServerPacket::ColumnDefinition(_) | ServerPacket::ColumnsEof
+                    if event.columns_complete =>
+                {
+                    if matches!(event.packet, ServerPacket::ColumnsEof) {
+                        status_at = status_offset(&payload, true);
+                    }
+                    if inspect {
+                        let index = event.reply.map_or(0, |r| r.statement_index);
+                        rows = self.row_state(
+                            reply,
+                            index,
+                            event.reply.is_some_and(|r| r.binary_rows),
+                        );
+                    }
+                }
+                ServerPacket::ColumnsEof => status_at = status_offset(&payload, true),
+                ServerPacket::Row => {
+                    c.rows += 1;
+                    if let Some(state) = rows.as_mut() {
+                        match Self::rewrite(state, &p.payload)? {
+                            Ok(Some(b)) => payload = b,
+                            Ok(None) => {}
+                            Err(refusal) => {
+                                c.refusal.get_or_insert(refusal);
+                            }
+                        }
+                    }
+                }
+                ServerPacket::Error => {
+                    c.failed = true;
+                    if let Ok(err) = ErrPacket::parse(&p.payload) {
+                        let message = lossy(&err.message);
+                        let fields = [message.as_str()];
+                        if let Some(masked) = self.governor.rewrite_server_text(ServerText {
+                            kind: ServerTextKind::Error,
+                            fields: &fields,
+                            raised_by_code: err.code == SIGNAL_EXCEPTION,
+                            sql: (!reply.sql.is_empty()).then_some(reply.sql.as_str()),
+                            statement_index: 0,
+                        }) && let Some(Some(text)) = masked.into_iter().next()
+                        {
+                            payload = ErrPacket {
+                                message: text.into(),
+                                ..err.clone()
+                            }
+                            .encode();
+                        }
+                        if observe {
+                            self.governor.observe(SessionEvent::ServerError {
+                                sqlstate: err.sql_state_str(),
+                                severity: None,
+                            });
+                        }
+                    }
+                }
+                ServerPacket::Ok { .. } => {
+                    if let Ok(ok) = OkPacket::parse(&p.payload, caps) {
+                        c.affected = c.affected.saturating_add(ok.affected_rows);
+                    }
+                    status_at = status_offset(&payload, false);
+                    if observe {
+                        self.governor.observe(SessionEvent::CommandComplete {
+                            tag: "OK",
+                            rows: None,
+                        });
+                    }
+                }
+                ServerPacket::EndOfRows { .. } => {
+                    status_at = status_offset(&payload, payload.len() == 5);
+                    if observe {
+                        self.governor.observe(SessionEvent::CommandComplete {
+                            tag: "OK",
+                            rows: None,
+                        });
+                    }
+                }
+                ServerPacket::LocalInfileRequest => {
+                    // Not a statement a dry run counts: the server gets an
+                    // empty file, the client a refusal.
+                    let seq = p.next_seq();
+                    self.session
+                        .client_data(seq, 0)
+                        .map_err(SessionError::State)?;
+                    self.server.queue_packet(seq, &[]);
+                    self.server.flush().await.map_err(SessionError::ServerIo)?;
+                    c.refusal.get_or_insert(Refusal::denied(&Denial::new(
+                        "max_rows",
+                        "the server asked for a LOCAL INFILE file during a max_rows dry run; the statement was rolled back",
+                    )));
+                    continue;
+                }
+                _ => {}
+            }
+            if !c.overflow {
+                c.len += payload.len();
+                if c.len > MAX_CAPTURE {
+                    c.overflow = true;
+                    c.packets = Vec::new();
+                } else {
+                    c.packets.push((payload, status_at));
+                }
+            }
+            if event.completes_reply {
+                return Ok(c);
+            }
+        }
+    }
+
+    /// A `max_rows` dry run of the client's command (COM_QUERY or
+    /// COM_STMT_EXECUTE); the reply reaches the client numbered from
+    /// `client_seq`.
+    pub(super) async fn dry_run(
+        &mut self,
+        packet: &LogicalPacket,
+        command: &Command<'_>,
+        reply: &ReplyFor,
+        mut client_seq: u8,
+    ) -> Result<(), SessionError> {
+        let mut approved = None;
+        loop {
+            let refusal = match self.attempt(packet, command, reply, approved).await? {
+                Attempt::Replies(replies) => {
+                    self.sent(reply);
+                    for payload in replies {
+                        client_seq = self.client.queue_packet(client_seq, &payload);
+                    }
+                    self.client_seq = client_seq;
+                    return Ok(());
+                }
+                Attempt::Forward => {
+                    self.sent(reply);
+                    return self.forward_from(packet, command, reply, client_seq).await;
+                }
+                Attempt::Refused(refusal) => refusal,
+                Attempt::Hold(requirement, _) if reply.submission == Submission::Prepared => {
+                    hold_at_execute(&requirement)
+                }
+                Attempt::Hold(requirement, rows) => {
+                    match self
+                        .hold(
+                            requirement,
+                            reply.sql.clone(),
+                            reply.submission,
+                            &mut client_seq,
+                        )
+                        .await?
+                    {
+                        Some(refusal) => refusal,
+                        None if rows.is_some() => {
+                            // Approved for that many rows: run it again.
+                            approved = rows;
+                            continue;
+                        }
+                        None => {
+                            self.sent(reply);
+                            return self.forward_from(packet, command, reply, client_seq).await;
+                        }
+                    }
+                }
+            };
+            info!(session = %self.identity, verdict = "deny", "statement refused after a max_rows dry run: {}", refusal.message);
+            self.client_seq = self
+                .client
+                .queue_packet(client_seq, &refusal::err(&refusal).encode());
+            return Ok(());
+        }
+    }
+
+    /// A text judged with `max_rows` that is not dry-run now: as over the
+    /// limit, without a count. A COM_STMT_PREPARE a hold rule with
+    /// `max_rows` matches comes here (an execution cannot wait for an
+    /// approver, so the prepare is held), and a synthesized command (never
+    /// a kind the policy counts).
+    pub(super) async fn judge_uncounted(
+        &mut self,
+        sql: &str,
+        submission: Submission,
+        client_seq: &mut u8,
+    ) -> Result<Option<Refusal>, SessionError> {
+        let ctx = StatementContext {
+            identity: &self.identity,
+            sql,
+            submission,
+            statement_name: None,
+            portal: None,
+            statement_index: 0,
+            transaction: transaction(self.session.transaction()),
+        };
+        match self.governor.judge_counted(&ctx, None) {
+            Verdict::Allow => Ok(None),
+            Verdict::Deny(d) => Ok(Some(Refusal::denied(&d))),
+            Verdict::Hold(h) => self.hold(h, sql.to_owned(), submission, client_seq).await,
+        }
+    }
+
+    fn sent(&mut self, reply: &ReplyFor) {
+        if !self.observe_statements {
+            return;
+        }
+        let name = reply.statement_id.map(|id| id.to_string());
+        let ctx = StatementContext {
+            identity: &self.identity,
+            sql: &reply.sql,
+            submission: reply.submission,
+            statement_name: name.as_deref(),
+            portal: None,
+            statement_index: 0,
+            transaction: transaction(self.session.transaction()),
+        };
+        self.governor
+            .observe(SessionEvent::Sent { statement: &ctx });
+    }
+}
+
+/// The captured payloads with their transaction bits as they are now.
+fn patched(packets: Vec<(Bytes, Option<usize>)>, status: StatusFlags) -> Vec<Bytes> {
+    packets
+        .into_iter()
+        .map(|(payload, at)| match at {
+            Some(at) => with_transaction_bits(&payload, at, status),
+            None => payload,
+        })
+        .collect()
+}
+
+/// A hold over its limit at an execution, which cannot wait for approval.
+fn hold_at_execute(requirement: &HoldRequirement) -> Refusal {
+    Refusal::denied(&Denial::new(
+        requirement.rule.clone(),
+        format!(
+            "{}; an execution of a prepared statement cannot wait for an approver, so it is refused",
+            requirement.message
+        ),
+    ))
+    .with_hint("Send the statement as a text query (COM_QUERY) to have it held for approval.")
+}
+
+fn verdict_word(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Allow => "allow",
+        Verdict::Deny(_) => "deny",
+        Verdict::Hold(_) => "hold",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(sql: &str) -> Result<Vec<(Option<String>, String, Write)>, String> {
+        statement_targets(sql).map(|v| v.into_iter().map(|t| (t.schema, t.name, t.write)).collect())
+    }
+
+    #[test]
+    fn written_tables_and_their_write() {
+        assert_eq!(
+            targets("DELETE FROM t WHERE id = 1").expect("ok"),
+            [(None, "t".into(), Write::Delete)]
+        );
+        assert_eq!(
+            targets("REPLACE INTO app.T VALUES (1)").expect("ok"),
+            [(Some("app".into()), "T".into(), Write::Delete)]
+        );
+        assert_eq!(
+            targets("INSERT INTO t VALUES (1) ON DUPLICATE KEY UPDATE v = 2").expect("ok"),
+            [(None, "t".into(), Write::Update)]
+        );
+        assert_eq!(
+            targets("INSERT INTO t SELECT * FROM u").expect("ok"),
+            [(None, "t".into(), Write::Insert)]
+        );
+        assert_eq!(
+            targets("UPDATE a JOIN b ON a.id = b.id SET a.v = b.v").expect("ok"),
+            [
+                (None, "a".into(), Write::Update),
+                (None, "b".into(), Write::Update)
+            ]
+        );
+        assert_eq!(
+            targets("DELETE a FROM a JOIN b ON a.id = b.id").expect("ok"),
+            [
+                (None, "a".into(), Write::Delete),
+                (None, "b".into(), Write::Delete)
+            ]
+        );
+        assert!(targets("SELECT * FROM t").expect("ok").is_empty());
+    }
+
+    #[test]
+    fn what_cannot_be_counted_says_why() {
+        for (sql, why) in [
+            ("SELECT ROW_COUNT()", "diagnostics"),
+            ("DELETE FROM t WHERE app.f(id)", "server-side code"),
+            ("SELECT 1; SELECT 2", "not one statement"),
+            ("CALL p()", "server-side code"),
+            ("TRUNCATE t", "only"),
+        ] {
+            let e = targets(sql).expect_err("not countable");
+            assert!(e.contains(why), "{sql}: {e}");
+        }
+    }
+
+    #[test]
+    fn trigger_bodies_write_into_their_schema() {
+        let t = trigger_targets("INSERT INTO audit (id) VALUES (OLD.id)", "app").expect("ok");
+        assert_eq!(t[0].schema.as_deref(), Some("app"));
+        assert_eq!(t[0].write, Write::Any);
+        assert!(
+            trigger_targets("SET NEW.v = 1", "app")
+                .expect("ok")
+                .is_empty()
+        );
+        assert!(trigger_targets("BEGIN INSERT INTO a VALUES (1); END", "app").is_err());
+    }
+
+    #[test]
+    fn transaction_bits_are_replaced_only() {
+        // OK: header, affected 3, insert id 0, status IN_TRANS|AUTOCOMMIT|NO_INDEX, warnings 0.
+        let ok = Bytes::from_static(&[0, 3, 0, 0x23, 0, 0, 0]);
+        let at = status_offset(&ok, false).expect("ok");
+        assert_eq!(at, 3);
+        let out = with_transaction_bits(&ok, at, StatusFlags::AUTOCOMMIT);
+        assert_eq!(&out[..], &[0, 3, 0, 0x22, 0, 0, 0]);
+        let eof = Bytes::from_static(&[0xFE, 0, 0, 0x03, 0x00]);
+        let at = status_offset(&eof, true).expect("ok");
+        assert_eq!(
+            &with_transaction_bits(&eof, at, StatusFlags(0x02))[..],
+            &[0xFE, 0, 0, 0x02, 0]
+        );
+    }
+}
