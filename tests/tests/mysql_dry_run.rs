@@ -349,6 +349,7 @@ fn prepared_executions_are_dry_run_each_time() {
         out['count'] = run(c, 'SELECT count(*) FROM items')\n\
         q = prepare(c, 'DELETE FROM flat WHERE id <= ?')\n\
         out['myisam'] = execute(c, q, 1)\n\
+        out['cursor'] = execute(c, s, 3, flags=1)\n\
         print(json.dumps(out))\n";
     let (v, stderr) = pymysql(Some(&cfg), &db.name, script);
     let all = format!("{v}\n--- stderr\n{stderr}");
@@ -365,6 +366,10 @@ fn prepared_executions_are_dry_run_each_time() {
     );
     assert_eq!(v["count"]["rows"].to_string(), "[[8]]", "{all}");
     assert_eq!(v["myisam"]["error"], 1227, "{all}");
+    assert!(message(&v["myisam"]).contains("no transactions"), "{all}");
+    // An execution with a cursor cannot be counted (its rows come later).
+    assert_eq!(v["cursor"]["error"], 1227, "{all}");
+    assert!(message(&v["cursor"]).contains("cursor"), "{all}");
     assert_eq!(db.count("items"), 8);
     assert_eq!(db.count("flat"), 10);
     // The bare server runs the prepared DELETE.
@@ -432,4 +437,134 @@ fn a_hold_rule_with_max_rows_holds_with_the_count_and_runs_once_when_approved() 
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("done"), "{stdout}\n{stderr}");
     assert_eq!(db.count("items"), 4, "the approved DELETE ran once");
+
+    // Approved for 4 rows, but a fifth appeared meanwhile: refused.
+    let child = hoop_exec_spawn(
+        &cfg.path,
+        &[
+            "mariadb",
+            "-h",
+            "127.0.0.1",
+            "--protocol=TCP",
+            "-uroot",
+            "-B",
+            &db.name,
+            "-e",
+            "DELETE FROM items WHERE id >= 7 OR id <= 0",
+        ],
+    );
+    let hold = approver.pending();
+    assert!(
+        hold.to_string().contains("a dry run touched 4 rows"),
+        "{hold}"
+    );
+    mariadb_direct(Some(&db.name), "INSERT INTO items VALUES (0, 0)");
+    let id = hold["id"].as_str().expect("an id");
+    let out = approver.holds(&["approve", id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = wait_output(child, T);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        stderr.contains("ERROR 1227") && stderr.contains("approved for 4 rows but now touches 5"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(db.count("items"), 5, "nothing deleted");
+}
+
+/// A client that gives up while its statement is held: the hold is
+/// withdrawn, the dry run was rolled back, hoop serves the next session.
+#[test]
+fn a_client_that_vanishes_while_held_leaves_nothing_behind() {
+    require_privileged();
+    let db = Db::create("vanish");
+    let cfg = config(
+        "policy:
+  hold:
+    - name: big-deletes
+      statements: [delete]
+      max_rows: 3
+      timeout: 60s
+      message: deleting more than 3 rows needs a DBA
+",
+    );
+    let script = format!(
+        "c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='{}', autocommit=True, read_timeout=2)\n\
+         out = {{}}\n\
+         out['held'] = run(c, 'DELETE FROM items WHERE id <= 6')\n\
+         c.close()\n\
+         import time; time.sleep(1)\n\
+         n = connect()\n\
+         out['next'] = run(n, 'SELECT count(*) FROM items')\n\
+         out['sessions'] = run(n, 'SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE()')\n\
+         print(json.dumps(out))\n",
+        db.name
+    );
+    let (v, stderr) = pymysql(Some(&cfg), &db.name, &script);
+    let all = format!("{v}\n--- stderr\n{stderr}");
+    assert!(
+        v["held"]["error"].is_number(),
+        "the client timed out: {all}"
+    );
+    assert_eq!(v["next"]["rows"].to_string(), "[[10]]", "{all}");
+    // Its server connection is gone too (nothing left open on it).
+    assert_eq!(v["sessions"]["rows"].to_string(), "[[1]]", "{all}");
+    assert_eq!(db.count("items"), 10);
+}
+
+/// A SELECT counted by a dry run: its rows are masked as usual when
+/// allowed, and refused over the limit.
+#[test]
+fn a_counted_select_is_masked_and_refused_over_its_limit() {
+    require_privileged();
+    let db = Db::create("select");
+    mariadb_direct(
+        Some(&db.name),
+        "CREATE TABLE people (id INT PRIMARY KEY, ssn VARCHAR(20)) ENGINE=InnoDB;
+         INSERT INTO people VALUES (1, '123-45-6789'), (2, '987-65-4321'), (3, '555-12-3456');",
+    );
+    let cfg = config(
+        "policy:
+  mask:
+    - columns: [people.ssn]
+      strategy: partial
+      keep_last: 4
+  deny:
+    - name: few-people
+      statements: [select]
+      tables: [people]
+      max_rows: 2
+      message: reading more than 2 people is not allowed
+",
+    );
+    let script = "c = connect()\n\
+        out = {}\n\
+        out['under'] = run(c, 'SELECT id, ssn FROM people WHERE id <= 2 ORDER BY id')\n\
+        out['over'] = run(c, 'SELECT id, ssn FROM people ORDER BY id')\n\
+        out['in_transaction'] = run(c, 'SELECT @@in_transaction')\n\
+        print(json.dumps(out))\n";
+    let (v, stderr) = pymysql(Some(&cfg), &db.name, script);
+    let all = format!("{v}\n--- stderr\n{stderr}");
+    assert_eq!(
+        v["under"]["rows"].to_string(),
+        r#"[[1,"***-**-6789"],[2,"***-**-4321"]]"#,
+        "{all}"
+    );
+    assert_eq!(v["over"]["error"], 1227, "{all}");
+    assert!(
+        message(&v["over"]).contains("a dry run touched 3 rows"),
+        "{all}"
+    );
+    assert!(!all.contains("123-45-6789"), "{all}");
+    assert_eq!(v["in_transaction"]["rows"].to_string(), "[[0]]", "{all}");
+    // The bare server returns them all.
+    let (bare, _) = pymysql(
+        None,
+        &db.name,
+        "c = connect()\nprint(json.dumps(run(c, 'SELECT id, ssn FROM people ORDER BY id')))\n",
+    );
+    assert!(bare["rows"].to_string().contains("555-12-3456"), "{bare}");
 }
