@@ -99,6 +99,9 @@ pub(crate) struct Relay {
     /// Prepared statements a deny rule with `max_rows` matches: each
     /// execution runs as a dry run (`dry_run`).
     guarded: HashSet<u32, foldhash::fast::RandomState>,
+    /// The client may hold `LOCK TABLES` locks, which the `START
+    /// TRANSACTION` of a dry run would release (`dry_run`).
+    table_locks: bool,
 }
 
 /// What judging a text decided.
@@ -263,6 +266,7 @@ impl Relay {
             charset_asked: None,
             charset_statements: HashSet::default(),
             guarded: HashSet::default(),
+            table_locks: false,
         }
     }
 
@@ -401,6 +405,7 @@ impl Relay {
                     self.guarded
                         .retain(|id| self.session.statement(*id).is_some());
                     self.charset_asked = None;
+                    self.table_locks = false;
                     self.charset_stale = true;
                     self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
@@ -822,6 +827,9 @@ impl Relay {
         }
         if submission == Submission::Text && may_change_charset(&lower) {
             self.charset_stale = true;
+        }
+        if submission == Submission::Text {
+            dry_run::note_table_locks(&lower, &mut self.table_locks);
         }
         Ok(())
     }

@@ -54,6 +54,8 @@ impl Db {
                  CREATE TABLE logged (id INT PRIMARY KEY) ENGINE=InnoDB;
                  INSERT INTO logged VALUES (1), (2), (3);
                  CREATE TRIGGER logged_ad AFTER DELETE ON logged FOR EACH ROW INSERT INTO audit (item) VALUES (OLD.id);
+                 CREATE TABLE twice (id INT PRIMARY KEY) ENGINE=InnoDB;
+                 INSERT INTO twice VALUES (1), (2), (3);
                  CREATE TABLE parent (id INT PRIMARY KEY) ENGINE=InnoDB;
                  CREATE TABLE child (id INT PRIMARY KEY, parent INT,
                    FOREIGN KEY (parent) REFERENCES parent (id) ON DELETE CASCADE) ENGINE=InnoDB;
@@ -63,6 +65,14 @@ impl Db {
                  INSERT INTO flat SELECT seq FROM seq_1_to_10;
                  CREATE FUNCTION one() RETURNS INT DETERMINISTIC RETURN 1;"
             ),
+        );
+        // A BEGIN … END body (the CLI splits at `;` without DELIMITER).
+        mariadb_direct(
+            Some(&name),
+            "DELIMITER //
+             CREATE TRIGGER twice_ad AFTER DELETE ON twice FOR EACH ROW
+               BEGIN INSERT INTO audit (item) VALUES (OLD.id); INSERT INTO audit (item) VALUES (-OLD.id); END//
+             DELIMITER ;",
         );
         Self { name }
     }
@@ -278,7 +288,12 @@ fn trigger_writes_count_and_what_cannot_be_counted_or_undone_is_refused_unrun() 
         out = {}\n\
         out['trigger_over'] = run(c, 'DELETE FROM logged WHERE id <= 2')\n\
         out['trigger_under'] = run(c, 'DELETE FROM logged WHERE id = 1')\n\
+        out['twice_over'] = run(c, 'DELETE FROM twice WHERE id <= 2')\n\
+        out['twice_under'] = run(c, 'DELETE FROM twice WHERE id = 1')\n\
         out['cascade'] = run(c, 'DELETE FROM parent WHERE id = 1')\n\
+        run(c, 'LOCK TABLES items WRITE')\n\
+        out['locked'] = run(c, 'DELETE FROM items WHERE id = 1')\n\
+        run(c, 'UNLOCK TABLES')\n\
         out['myisam'] = run(c, 'DELETE FROM flat WHERE id = 1')\n\
         out['function'] = run(c, 'DELETE FROM items WHERE id = one()')\n\
         out['several'] = run(c, 'DELETE FROM items WHERE id = 2; SELECT 1')\n\
@@ -292,8 +307,19 @@ fn trigger_writes_count_and_what_cannot_be_counted_or_undone_is_refused_unrun() 
         "{all}"
     );
     assert_eq!(v["trigger_under"]["affected"], 1, "{all}");
+    // A BEGIN … END trigger writing two rows per row: 2 + 4 > 3, 1 + 2 ≤ 3.
+    assert_eq!(v["twice_over"]["error"], 1227, "{all}");
+    assert!(
+        message(&v["twice_over"]).contains("a dry run touched 6 rows"),
+        "{all}"
+    );
+    assert_eq!(v["twice_under"]["affected"], 1, "{all}");
     assert_eq!(db.count("logged"), 2);
-    assert_eq!(db.count("audit"), 1);
+    assert_eq!(db.count("twice"), 2);
+    assert_eq!(db.count("audit"), 3);
+    // START TRANSACTION would release the client's table locks.
+    assert_eq!(v["locked"]["error"], 1227, "{all}");
+    assert!(message(&v["locked"]).contains("LOCK TABLES"), "{all}");
     // A cascade the server does not count: refused without running.
     assert_eq!(v["cascade"]["error"], 1227, "{all}");
     assert!(
@@ -333,7 +359,7 @@ fn trigger_writes_count_and_what_cannot_be_counted_or_undone_is_refused_unrun() 
     assert_eq!(db.count("child"), 0, "the cascade deleted the children");
     assert_eq!(db.count("flat"), 1);
     assert_eq!(db.count("items"), 9);
-    assert_eq!(db.count("audit"), 3);
+    assert_eq!(db.count("audit"), 5);
 }
 
 #[test]

@@ -311,6 +311,20 @@ fn statement_targets(sql: &str) -> Result<Vec<Target>, String> {
 /// The tables a trigger's body writes (`schema`: the trigger's, where its
 /// unqualified names resolve).
 fn trigger_targets(body: &str, schema: &str) -> Result<Vec<Target>, String> {
+    // `BEGIN stmt; stmt; END` is read as its statements; anything else
+    // compound (DECLARE, IF, loops, labels, nested blocks) does not parse.
+    let trimmed = body.trim();
+    let upper = trimmed.to_ascii_uppercase();
+    let body = if upper.len() >= 8
+        && upper.starts_with("BEGIN")
+        && upper.as_bytes()[5].is_ascii_whitespace()
+        && upper.ends_with("END")
+        && upper.as_bytes()[upper.len() - 4].is_ascii_whitespace()
+    {
+        &trimmed[5..trimmed.len() - 3]
+    } else {
+        trimmed
+    };
     let parsed = ParsedSql::parse(&Mysql, body);
     let classified = classify(&parsed);
     let statements = parsed
@@ -337,6 +351,29 @@ fn trigger_targets(body: &str, schema: &str) -> Result<Vec<Target>, String> {
         }
     }
     Ok(out)
+}
+
+/// After a text the client ran: whether it may hold table locks now
+/// (`LOCK TABLE[S]`, `FLUSH TABLES … WITH READ LOCK`; `UNLOCK TABLES`
+/// alone releases them). Read from words: a false alarm only makes dry runs
+/// fail closed until `UNLOCK TABLES`.
+pub(super) fn note_table_locks(lower: &str, locks: &mut bool) {
+    if !lower.contains("lock") {
+        return;
+    }
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let locking = words.windows(2).any(|w| {
+        matches!(w, ["lock", "table" | "tables"])
+            || (matches!(w, ["read", "lock"]) && words.contains(&"flush"))
+    });
+    if locking {
+        *locks = true;
+    } else if words.contains(&"unlock") {
+        *locks = false;
+    }
 }
 
 /// A string literal of a name checked by [`plain_name`].
@@ -643,6 +680,12 @@ impl super::Relay {
                 open: in_transaction,
             }
         };
+        if wrap == Wrap::Own && self.table_locks {
+            return Ok(self.uncounted(
+                reply,
+                "the session may hold LOCK TABLES locks, which hoop's START TRANSACTION would release; UNLOCK TABLES first, or open a transaction",
+            ));
+        }
         let open = match wrap {
             Wrap::Own => "START TRANSACTION".to_owned(),
             Wrap::Savepoint { .. } => format!("SAVEPOINT {SAVEPOINT}"),
@@ -1128,7 +1171,35 @@ mod tests {
                 .expect("ok")
                 .is_empty()
         );
-        assert!(trigger_targets("BEGIN INSERT INTO a VALUES (1); END", "app").is_err());
+        let t = trigger_targets(
+            "BEGIN\n INSERT INTO a VALUES (1);\n DELETE FROM b.c WHERE id = OLD.id;\nEND",
+            "app",
+        )
+        .expect("two statements");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].schema.as_deref(), Some("b"));
+        for compound in [
+            "BEGIN DECLARE x INT; SET x = 1; END",
+            "BEGIN IF OLD.id > 1 THEN DELETE FROM a; END IF; END",
+            "BEGIN CALL p(); END",
+        ] {
+            assert!(trigger_targets(compound, "app").is_err(), "{compound}");
+        }
+    }
+
+    #[test]
+    fn table_locks_are_noted_from_words() {
+        let mut locks = false;
+        note_table_locks("lock tables items write", &mut locks);
+        assert!(locks);
+        note_table_locks("select 1 from t lock in share mode", &mut locks);
+        assert!(locks);
+        note_table_locks("unlock tables", &mut locks);
+        assert!(!locks);
+        note_table_locks("select * from t lock in share mode", &mut locks);
+        assert!(!locks, "a row lock is not a table lock");
+        note_table_locks("flush tables items with read lock", &mut locks);
+        assert!(locks);
     }
 
     #[test]
