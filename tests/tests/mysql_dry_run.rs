@@ -594,3 +594,54 @@ fn a_counted_select_is_masked_and_refused_over_its_limit() {
     );
     assert!(bare["rows"].to_string().contains("555-12-3456"), "{bare}");
 }
+
+/// Drops a scratch account at the end.
+struct User(&'static str);
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e"])
+            .arg(format!("DROP USER IF EXISTS {}@'%'", self.0))
+            .output();
+    }
+}
+
+/// An account without the PROCESS privilege cannot read InnoDB's
+/// dictionary of foreign keys: hoop reads them from
+/// `information_schema.REFERENTIAL_CONSTRAINTS` instead, and still refuses
+/// the cascade.
+#[test]
+fn without_the_process_privilege_cascades_are_still_found() {
+    require_privileged();
+    let db = Db::create("noprocess");
+    let user = User("hoop_dry_noprocess");
+    mariadb_direct(
+        None,
+        &format!(
+            "DROP USER IF EXISTS {0}@'%'; CREATE USER {0}@'%'; GRANT ALL ON {1}.* TO {0}@'%';",
+            user.0, db.name
+        ),
+    );
+    let cfg = config(POLICY);
+    let script = format!(
+        "c = pymysql.connect(host='127.0.0.1', port=3306, user='{}', database='{}', autocommit=True)\n\
+         out = {{}}\n\
+         out['dictionary'] = run(c, 'SELECT count(*) FROM information_schema.INNODB_SYS_FOREIGN')\n\
+         out['cascade'] = run(c, 'DELETE FROM parent WHERE id = 1')\n\
+         out['under'] = run(c, 'DELETE FROM items WHERE id <= 3')\n\
+         print(json.dumps(out))\n",
+        user.0, db.name
+    );
+    let (v, stderr) = pymysql(Some(&cfg), &db.name, &script);
+    let all = format!("{v}\n--- stderr\n{stderr}");
+    assert!(v["dictionary"]["error"].is_number(), "{all}");
+    assert_eq!(v["cascade"]["error"], 1227, "{all}");
+    assert!(
+        message(&v["cascade"]).contains("ON DELETE CASCADE"),
+        "{all}"
+    );
+    assert_eq!(v["under"]["affected"], 3, "{all}");
+    assert_eq!(db.count("child"), 3);
+    assert_eq!(db.count("items"), 7);
+}
