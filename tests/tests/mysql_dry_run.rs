@@ -570,6 +570,7 @@ fn a_counted_select_is_masked_and_refused_over_its_limit() {
         out = {}\n\
         out['under'] = run(c, 'SELECT id, ssn FROM people WHERE id <= 2 ORDER BY id')\n\
         out['over'] = run(c, 'SELECT id, ssn FROM people ORDER BY id')\n\
+        out['huge'] = run(c, \"SELECT REPEAT('x', 1000000) FROM people, seq_1_to_20\")\n\
         out['in_transaction'] = run(c, 'SELECT @@in_transaction')\n\
         print(json.dumps(out))\n";
     let (v, stderr) = pymysql(Some(&cfg), &db.name, script);
@@ -585,6 +586,9 @@ fn a_counted_select_is_masked_and_refused_over_its_limit() {
         "{all}"
     );
     assert!(!all.contains("123-45-6789"), "{all}");
+    // 60 MB of rows do not fit in what hoop holds back: refused.
+    assert_eq!(v["huge"]["error"], 1227, "{all}");
+    assert!(message(&v["huge"]).contains("exceed 16 MiB"), "{all}");
     assert_eq!(v["in_transaction"]["rows"].to_string(), "[[0]]", "{all}");
     // The bare server returns them all.
     let (bare, _) = pymysql(
