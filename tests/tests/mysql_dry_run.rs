@@ -113,6 +113,28 @@ fn config(extra: &str) -> TestConfig {
 /// server; `run(c, sql)` gives rows, affected rows and the status flags of
 /// the reply's last OK/EOF, or the error. The script prints one JSON value.
 fn pymysql(cfg: Option<&TestConfig>, db: &str, script: &str) -> (Value, String) {
+    let program = pymysql_program(db, script);
+    let out = match cfg {
+        Some(cfg) => hoop_exec(&cfg.path, &[PYTHON, "-c", &program], T),
+        None => Command::new(PYTHON)
+            .args(["-c", &program])
+            .output()
+            .expect("python"),
+    };
+    json_of(&out)
+}
+
+/// The script's JSON, and its stderr.
+fn json_of(out: &std::process::Output) -> (Value, String) {
+    let (stdout, stderr) = text(out);
+    let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("no JSON from the script ({e}):\n{stdout}\n--- stderr\n{stderr}")
+    });
+    (value, stderr)
+}
+
+/// `script` after the helpers `pymysql` describes.
+fn pymysql_program(db: &str, script: &str) -> String {
     let prelude = format!(
         "import json, struct, pymysql\n\
          def connect():\n\
@@ -145,19 +167,7 @@ fn pymysql(cfg: Option<&TestConfig>, db: &str, script: &str) -> (Value, String) 
          \x20   except pymysql.MySQLError as e:\n\
          \x20       return {{'error': e.args[0], 'message': str(e.args[1])}}\n"
     );
-    let program = format!("{prelude}{script}");
-    let out = match cfg {
-        Some(cfg) => hoop_exec(&cfg.path, &[PYTHON, "-c", &program], T),
-        None => Command::new(PYTHON)
-            .args(["-c", &program])
-            .output()
-            .expect("python"),
-    };
-    let (stdout, stderr) = text(&out);
-    let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("no JSON from the script ({e}):\n{stdout}\n--- stderr\n{stderr}")
-    });
-    (value, stderr)
+    format!("{prelude}{script}")
 }
 
 fn message(v: &Value) -> &str {
@@ -200,6 +210,26 @@ fn a_deny_rule_with_max_rows_counts_by_a_dry_run_and_keeps_the_rows_over_it() {
     assert_eq!(v["select"]["rows"].to_string(), "[[8]]", "{all}");
     assert_eq!(v["in_transaction"]["rows"].to_string(), "[[0]]", "{all}");
     assert_eq!(db.count("items"), 8);
+    // The recording has the client's statements, not hoop's own.
+    let mut recorded = String::new();
+    for entry in std::fs::read_dir(cfg.dir.path().join("recordings"))
+        .expect("recordings dir")
+        .flatten()
+    {
+        recorded.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    assert!(recorded.contains("DELETE FROM items"), "{recorded}");
+    for internal in [
+        "hoop_dry_run",
+        "Handler_write",
+        "START TRANSACTION",
+        "INNODB_SYS_FOREIGN",
+    ] {
+        assert!(
+            !recorded.contains(internal),
+            "{internal} recorded: {recorded}"
+        );
+    }
     // The bare server deletes them.
     let (bare, _) = pymysql(
         None,
@@ -499,6 +529,31 @@ fn a_hold_rule_with_max_rows_holds_with_the_count_and_runs_once_when_approved() 
         "{stdout}\n{stderr}"
     );
     assert_eq!(db.count("items"), 5, "nothing deleted");
+
+    // A prepared statement cannot be held at each execution: its prepare
+    // is held (without a count), and once approved it runs.
+    let program = pymysql_program(
+        &db.name,
+        "c = connect()\n\
+         s = prepare(c, 'DELETE FROM items WHERE id <= ?')\n\
+         print(json.dumps(execute(c, s, 7)))\n",
+    );
+    let child = hoop_exec_spawn(&cfg.path, &[PYTHON, "-c", &program]);
+    let hold = approver.pending();
+    assert!(
+        hold.to_string().contains("hoop could not count the rows"),
+        "{hold}"
+    );
+    let id = hold["id"].as_str().expect("an id");
+    let out = approver.holds(&["approve", id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (v, stderr) = json_of(&wait_output(child, T));
+    assert_eq!(v["affected"], 2, "{v}\n{stderr}");
+    assert_eq!(db.count("items"), 3);
 }
 
 /// A client that gives up while its statement is held: the hold is
