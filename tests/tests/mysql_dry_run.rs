@@ -61,6 +61,11 @@ impl Db {
                    FOREIGN KEY (parent) REFERENCES parent (id) ON DELETE CASCADE) ENGINE=InnoDB;
                  INSERT INTO parent VALUES (1);
                  INSERT INTO child VALUES (1, 1), (2, 1), (3, 1);
+                 CREATE TABLE kept (id INT PRIMARY KEY) ENGINE=InnoDB;
+                 CREATE TABLE keeper (id INT PRIMARY KEY, kept INT,
+                   FOREIGN KEY (kept) REFERENCES kept (id)) ENGINE=InnoDB;
+                 INSERT INTO kept VALUES (1);
+                 INSERT INTO keeper VALUES (1, 1);
                  CREATE TABLE flat (id INT PRIMARY KEY) ENGINE=MyISAM;
                  INSERT INTO flat SELECT seq FROM seq_1_to_10;
                  CREATE FUNCTION one() RETURNS INT DETERMINISTIC RETURN 1;"
@@ -251,6 +256,7 @@ fn inside_the_clients_transaction_a_savepoint_keeps_its_own_work_undoable() {
         out['insert'] = run(c, 'INSERT INTO items VALUES (100, 1)')\n\
         out['under'] = run(c, 'DELETE FROM items WHERE id <= 2')\n\
         out['over'] = run(c, 'DELETE FROM items WHERE id <= 9')\n\
+        out['failing'] = run(c, 'DELETE FROM kept')\n\
         out['mine'] = run(c, 'SELECT count(*) FROM items WHERE id = 100')\n\
         out['count'] = run(c, 'SELECT count(*) FROM items')\n\
         out['in_transaction'] = run(c, 'SELECT @@in_transaction')\n\
@@ -278,6 +284,9 @@ fn inside_the_clients_transaction_a_savepoint_keeps_its_own_work_undoable() {
         message(&v["over"]).contains("a dry run touched 7 rows"),
         "{all}"
     );
+    // A statement that fails in its dry run gets the server's own error
+    // (a RESTRICT foreign key), and the transaction goes on.
+    assert_eq!(v["failing"]["error"], 1451, "{all}");
     // The refusal undid only the dry run: the client's insert and its
     // allowed delete stand, in its transaction, which its ROLLBACK undoes.
     assert_eq!(v["mine"]["rows"].to_string(), "[[1]]", "{all}");
