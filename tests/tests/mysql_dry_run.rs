@@ -713,3 +713,81 @@ fn without_the_process_privilege_cascades_are_still_found() {
     assert_eq!(db.count("child"), 3);
     assert_eq!(db.count("items"), 7);
 }
+
+/// The Rust client (`mysql_async`, its own codecs, binary protocol through
+/// COM_STMT_PREPARE/EXECUTE): its prepared SELECT is dry-run at each
+/// execution, masked when allowed and refused over the limit; its text
+/// DELETE over the limit is refused. The bare server answers and deletes.
+#[test]
+fn a_rust_clients_prepared_executions_are_counted_and_masked() {
+    require_privileged();
+    let db = Db::create("rust");
+    mariadb_direct(
+        Some(&db.name),
+        "CREATE TABLE cust (id INT PRIMARY KEY, ssn VARCHAR(20), email VARCHAR(50)) ENGINE=InnoDB;
+         INSERT INTO cust VALUES (1, '123-45-6789', 'a@example.com'), (2, '987-65-4321', 'b@example.com');
+         CREATE TABLE other (id INT, note VARCHAR(20)) ENGINE=InnoDB;
+         INSERT INTO other VALUES (1, 'hello'), (2, 'world');",
+    );
+    let cfg = config(
+        "policy:
+  mask:
+    - columns: [cust.ssn]
+      strategy: partial
+      keep_last: 4
+  deny:
+    - name: one-customer
+      statements: [select]
+      tables: [cust]
+      max_rows: 1
+      message: one customer at a time
+    - name: one-note
+      statements: [delete]
+      tables: [other]
+      max_rows: 1
+      message: one note at a time
+",
+    );
+    let client = env!("CARGO_BIN_EXE_mysql-rust-client");
+    let out = hoop_exec(&cfg.path, &[client, &db.name], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+    // Two customers by text and by the first execution: refused.
+    for key in ["text", "binary", "derived"] {
+        assert_eq!(v[key]["error"], 1227, "{key}: {all}");
+        assert!(
+            v[key]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("a dry run touched 2 rows; the limit is 1")),
+            "{key}: {all}"
+        );
+    }
+    // One customer by the second execution: allowed, binary row masked.
+    assert_eq!(
+        v["binary_again"]["rows"].to_string(),
+        r#"[[2,"***-**-4321"]]"#,
+        "{all}"
+    );
+    assert_eq!(v["denied"]["error"], 1227, "{all}");
+    assert_eq!(
+        v["after"]["rows"].to_string(),
+        r#"["hello","world"]"#,
+        "{all}"
+    );
+    assert_eq!(db.count("other"), 2);
+    assert!(!all.contains("123-45-6789"), "{all}");
+    // The bare server: both customers, raw, and the DELETE runs.
+    let bare = Command::new(client)
+        .arg(&db.name)
+        .output()
+        .expect("mysql-rust-client");
+    let (bare_out, bare_err) = text(&bare);
+    let bare: Value = serde_json::from_str(bare_out.trim())
+        .unwrap_or_else(|e| panic!("{e}: {bare_out}\n{bare_err}"));
+    assert!(
+        bare["binary"]["rows"].to_string().contains("987-65-4321"),
+        "{bare}"
+    );
+    assert_eq!(db.count("other"), 0, "{bare}");
+}
