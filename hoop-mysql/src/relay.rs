@@ -96,8 +96,8 @@ pub(crate) struct Relay {
     charset_asked: Option<String>,
     /// Prepared statements whose execution may change the character set.
     charset_statements: HashSet<u32, foldhash::fast::RandomState>,
-    /// Prepared statements a deny rule with `max_rows` matches: each
-    /// execution runs as a dry run (`dry_run`).
+    /// Prepared statements a rule with `max_rows` matches: each execution
+    /// runs as a dry run (`dry_run`).
     guarded: HashSet<u32, foldhash::fast::RandomState>,
     /// The client may hold `LOCK TABLES` locks, which the `START
     /// TRANSACTION` of a dry run would release (`dry_run`).
@@ -110,9 +110,8 @@ enum Judged {
     Forward,
     /// Refuse it.
     Refuse(Refusal),
-    /// A rule with `max_rows` matches: count its rows by a dry run (`hold`:
-    /// the rule is a hold rule).
-    DryRun { hold: bool },
+    /// A rule with `max_rows` matches: count its rows by a dry run.
+    DryRun,
 }
 
 /// Words of statements that may change `character_set_client` (`SET
@@ -611,8 +610,8 @@ impl Relay {
         }
         match verdict {
             // `max_rows`: the count decides (see `dry_run`).
-            Verdict::Deny(d) if d.max_rows.is_some() => Ok(Judged::DryRun { hold: false }),
-            Verdict::Hold(h) if h.max_rows.is_some() => Ok(Judged::DryRun { hold: true }),
+            Verdict::Deny(d) if d.max_rows.is_some() => Ok(Judged::DryRun),
+            Verdict::Hold(h) if h.max_rows.is_some() => Ok(Judged::DryRun),
             Verdict::Allow => {
                 if self.observe_statements {
                     self.governor
@@ -761,20 +760,7 @@ impl Relay {
                 return Ok(());
             }
         };
-        let judged = match self.judge(&text, submission, &mut client_seq).await? {
-            // A prepared statement's rows are counted at each execution; a
-            // hold cannot wait there, so it holds the prepare.
-            Judged::DryRun { hold: true } if submission == Submission::Prepared => {
-                match self
-                    .judge_uncounted(&text, Submission::Prepared, &mut client_seq)
-                    .await?
-                {
-                    Some(refusal) => Judged::Refuse(refusal),
-                    None => Judged::Forward,
-                }
-            }
-            judged => judged,
-        };
+        let judged = self.judge(&text, submission, &mut client_seq).await?;
         if let Judged::Refuse(refusal) = &judged {
             self.client
                 .queue_packet(client_seq, &refusal::err(refusal).encode());
@@ -796,10 +782,11 @@ impl Relay {
             statement_id: None,
         };
         match judged {
-            Judged::DryRun { .. } if submission == Submission::Text => {
+            Judged::DryRun if submission == Submission::Text => {
                 self.dry_run(packet, &command, &reply, client_seq).await?;
             }
-            Judged::DryRun { .. } => {
+            Judged::DryRun => {
+                // A prepared statement's rows are counted at each execution.
                 // Guarded once the server names the statement (ids only
                 // grow within a connection).
                 let last = self.session.statements().map(|s| s.id).max();
@@ -864,7 +851,7 @@ impl Relay {
             Judged::Refuse(refusal) => Some(refusal),
             // Not a statement whose rows a dry run counts (the policy gives
             // no limit to such kinds): as over it.
-            Judged::DryRun { .. } => {
+            Judged::DryRun => {
                 self.judge_uncounted(sql, Submission::Text, &mut client_seq)
                     .await?
             }

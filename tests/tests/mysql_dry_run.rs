@@ -539,20 +539,22 @@ fn a_hold_rule_with_max_rows_holds_with_the_count_and_runs_once_when_approved() 
     );
     assert_eq!(db.count("items"), 5, "nothing deleted");
 
-    // A prepared statement cannot be held at each execution: its prepare
-    // is held (without a count), and once approved it runs.
+    // A prepared statement is held at its execution, with the count; once
+    // approved the same execution runs again (as a dry run) and is kept.
     let program = pymysql_program(
         &db.name,
         "c = connect()\n\
          s = prepare(c, 'DELETE FROM items WHERE id <= ?')\n\
-         print(json.dumps(execute(c, s, 7)))\n",
+         print(json.dumps(execute(c, s, 10)))\n",
     );
     let child = hoop_exec_spawn(&cfg.path, &[PYTHON, "-c", &program]);
     let hold = approver.pending();
     assert!(
-        hold.to_string().contains("hoop could not count the rows"),
+        hold.to_string()
+            .contains("a dry run touched 5 rows; the limit is 3"),
         "{hold}"
     );
+    assert_eq!(db.count("items"), 5, "rolled back while held");
     let id = hold["id"].as_str().expect("an id");
     let out = approver.holds(&["approve", id]);
     assert!(
@@ -561,8 +563,30 @@ fn a_hold_rule_with_max_rows_holds_with_the_count_and_runs_once_when_approved() 
         String::from_utf8_lossy(&out.stderr)
     );
     let (v, stderr) = json_of(&wait_output(child, T));
-    assert_eq!(v["affected"], 2, "{v}\n{stderr}");
-    assert_eq!(db.count("items"), 3);
+    assert_eq!(v["affected"], 5, "{v}\n{stderr}");
+    assert_eq!(db.count("items"), 0);
+    // Its parameter sent as long data: the dry run consumes it, so the
+    // execution cannot run again once approved, and is refused at once.
+    mariadb_direct(
+        Some(&db.name),
+        "INSERT INTO items SELECT seq, 0 FROM seq_1_to_5",
+    );
+    let (v, stderr) = pymysql(
+        Some(&cfg),
+        &db.name,
+        "c = connect()\n\
+         s = prepare(c, 'DELETE FROM items WHERE id <= ?')\n\
+         c._execute_command(0x18, struct.pack('<IH', s, 0) + b'10')\n\
+         c._execute_command(0x17, struct.pack('<IBIBBBB', s, 0, 1, 0, 1, 254, 0))\n\
+         try:\n\
+         \x20   d = c._read_packet().get_all_data()\n\
+         \x20   print(json.dumps({'affected': d[1]}))\n\
+         except pymysql.MySQLError as e:\n\
+         \x20   print(json.dumps({'error': e.args[0], 'message': str(e.args[1])}))\n",
+    );
+    assert_eq!(v["error"], 1227, "{v}\n{stderr}");
+    assert!(message(&v).contains("long data"), "{v}\n{stderr}");
+    assert_eq!(db.count("items"), 5);
 }
 
 /// A client that gives up while its statement is held: the hold is

@@ -10,9 +10,11 @@
 //!   replaces the reply with its error;
 //! - denied: everything the statement did is rolled back and the client
 //!   gets the rule's error with the count;
-//! - held (COM_QUERY): rolled back and held with the count in the hold's
-//!   message; once approved it runs again as a dry run, and is refused if it
-//!   now touches more rows than the approver saw.
+//! - held: rolled back and held with the count in the hold's message; once
+//!   approved it runs again as a dry run (a COM_STMT_EXECUTE is sent again
+//!   as it came, unless its parameters came as long data, which the first
+//!   run consumed: then it is refused), and is refused if it now touches
+//!   more rows than the approver saw.
 //!
 //! The count is the larger of the statement's own (the OK's affected rows,
 //! or the rows of its result set) and the rows the session's handler
@@ -788,6 +790,12 @@ impl super::Relay {
         reply: &ReplyFor,
         mut client_seq: u8,
     ) -> Result<(), SessionError> {
+        // An EXECUTE whose parameters came as long data consumes them: it
+        // cannot run again after an approval.
+        let long_data = match (command, reply.statement_id) {
+            (Command::StmtExecute(_), Some(id)) => self.session.has_long_data(id),
+            _ => false,
+        };
         let mut approved = None;
         loop {
             let refusal = match self.attempt(packet, command, reply, approved).await? {
@@ -804,8 +812,8 @@ impl super::Relay {
                     return self.forward_from(packet, command, reply, client_seq).await;
                 }
                 Attempt::Refused(refusal) => refusal,
-                Attempt::Hold(requirement, _) if reply.submission == Submission::Prepared => {
-                    hold_at_execute(&requirement)
+                Attempt::Hold(requirement, Some(_)) if long_data => {
+                    hold_after_long_data(&requirement)
                 }
                 Attempt::Hold(requirement, rows) => {
                     match self
@@ -838,11 +846,9 @@ impl super::Relay {
         }
     }
 
-    /// A text judged with `max_rows` that is not dry-run now: as over the
-    /// limit, without a count. A COM_STMT_PREPARE a hold rule with
-    /// `max_rows` matches comes here (an execution cannot wait for an
-    /// approver, so the prepare is held), and a synthesized command (never
-    /// a kind the policy counts).
+    /// A command judged with `max_rows` that cannot be dry-run (a
+    /// synthesized one, never a kind the policy counts): as over the limit,
+    /// without a count.
     pub(super) async fn judge_uncounted(
         &mut self,
         sql: &str,
@@ -895,16 +901,18 @@ fn patched(packets: Vec<(Bytes, Option<usize>)>, status: StatusFlags) -> Vec<Byt
         .collect()
 }
 
-/// A hold over its limit at an execution, which cannot wait for approval.
-fn hold_at_execute(requirement: &HoldRequirement) -> Refusal {
+/// A hold over its limit at an execution whose parameters were sent as
+/// long data: the dry run consumed them, so it cannot run again once
+/// approved.
+fn hold_after_long_data(requirement: &HoldRequirement) -> Refusal {
     Refusal::denied(&Denial::new(
         requirement.rule.clone(),
         format!(
-            "{}; an execution of a prepared statement cannot wait for an approver, so it is refused",
+            "{}; its parameters were sent as long data (COM_STMT_SEND_LONG_DATA), which the dry run consumed, so it cannot run again once approved and is refused",
             requirement.message
         ),
     ))
-    .with_hint("Send the statement as a text query (COM_QUERY) to have it held for approval.")
+    .with_hint("Send the parameters inline to have the execution held for approval.")
 }
 
 fn verdict_word(v: &Verdict) -> &'static str {
