@@ -659,6 +659,8 @@ fn a_counted_select_is_masked_and_refused_over_its_limit() {
         out['under'] = run(c, 'SELECT id, ssn FROM people WHERE id <= 2 ORDER BY id')\n\
         out['over'] = run(c, 'SELECT id, ssn FROM people ORDER BY id')\n\
         out['huge'] = run(c, \"SELECT REPEAT('x', 1000000) FROM people, seq_1_to_20\")\n\
+        out['huge_failing'] = run(c, \"SELECT REPEAT('x', 1000000) FROM people, seq_1_to_30 WHERE IF(seq < 20, 1, (SELECT seq UNION SELECT seq + 1))\")\n\
+        out['after'] = run(c, 'SELECT 1')\n\
         out['in_transaction'] = run(c, 'SELECT @@in_transaction')\n\
         print(json.dumps(out))\n";
     let (v, stderr) = pymysql(Some(&cfg), &db.name, script);
@@ -677,6 +679,10 @@ fn a_counted_select_is_masked_and_refused_over_its_limit() {
     // 60 MB of rows do not fit in what hoop holds back: refused.
     assert_eq!(v["huge"]["error"], 1227, "{all}");
     assert!(message(&v["huge"]).contains("exceed 16 MiB"), "{all}");
+    // 57 MB of rows, then the server's error: the client gets that error
+    // (all that is left of the reply hoop held back), and goes on.
+    assert_eq!(v["huge_failing"]["error"], 1242, "{all}");
+    assert_eq!(v["after"]["rows"].to_string(), "[[1]]", "{all}");
     assert_eq!(v["in_transaction"]["rows"].to_string(), "[[0]]", "{all}");
     // The bare server returns them all.
     let (bare, _) = pymysql(

@@ -526,7 +526,8 @@ impl super::Relay {
         }
         if captured.failed {
             // It failed as it would have; the server undid the statement
-            // (or, on a deadlock, the whole transaction).
+            // (or, on a deadlock, the whole transaction). (Past the capture
+            // limit only its ERR was kept, a reply on its own.)
             let status = self.close_failed(wrap).await?;
             return Ok(Attempt::Replies(patched(captured.packets, status)));
         }
@@ -616,10 +617,17 @@ impl super::Relay {
         match wrap {
             Wrap::Own | Wrap::Savepoint { open: false } => self.internal_or_end("ROLLBACK").await,
             Wrap::Savepoint { open: true } => {
-                self.internal_or_end(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
-                    .await?;
-                self.internal_or_end(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
-                    .await
+                let back = format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}");
+                match self.internal(&back).await? {
+                    Ok(_) => {
+                        self.internal_or_end(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+                            .await
+                    }
+                    // The server rolled the whole transaction back (a
+                    // deadlock in the statement): nothing of it remains.
+                    Err(_) if !self.session.status().contains(StatusFlags::IN_TRANS) => Ok(()),
+                    Err(_) => self.internal_or_end(&back).await,
+                }
             }
         }
     }
@@ -771,8 +779,12 @@ impl super::Relay {
                     c.overflow = true;
                     c.packets = Vec::new();
                 } else {
-                    c.packets.push((payload, status_at));
+                    c.packets.push((payload.clone(), status_at));
                 }
+            }
+            if c.overflow && event.completes_reply {
+                // Only the outcome matters now (an ERR is a reply alone).
+                c.packets = vec![(payload, status_at)];
             }
             if event.completes_reply {
                 return Ok(c);
