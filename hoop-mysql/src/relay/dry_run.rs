@@ -618,15 +618,19 @@ impl super::Relay {
             Wrap::Own | Wrap::Savepoint { open: false } => self.internal_or_end("ROLLBACK").await,
             Wrap::Savepoint { open: true } => {
                 let back = format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}");
-                match self.internal(&back).await? {
-                    Ok(_) => {
-                        self.internal_or_end(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
-                            .await
-                    }
-                    // The server rolled the whole transaction back (a
-                    // deadlock in the statement): nothing of it remains.
-                    Err(_) if !self.session.status().contains(StatusFlags::IN_TRANS) => Ok(()),
-                    Err(_) => self.internal_or_end(&back).await,
+                if self.internal(&back).await?.is_ok() {
+                    return self
+                        .internal_or_end(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+                        .await;
+                }
+                // The server may have rolled the whole transaction back (a
+                // deadlock in the statement; an ERR carries no status
+                // flags, so it is asked): nothing of it remains.
+                let open = self.internal("SELECT @@in_transaction").await?;
+                if open.is_ok_and(|rows| text(rows.first().and_then(|r| r.first())) == "0") {
+                    Ok(())
+                } else {
+                    self.internal_or_end(&back).await
                 }
             }
         }
