@@ -821,3 +821,43 @@ fn a_rust_clients_prepared_executions_are_counted_and_masked() {
     );
     assert_eq!(db.count("other"), 0, "{bare}");
 }
+
+/// A deadlock inside a dry run (the server rolls back the client's whole
+/// transaction): the client gets the server's ERR 1213 and no transaction
+/// is left open, as without hoop; the session goes on.
+#[test]
+fn a_deadlock_inside_a_dry_run_reaches_the_client_as_the_servers_error() {
+    require_privileged();
+    let db = Db::create("deadlock");
+    let cfg = config(POLICY);
+    // `b` (direct, not through hoop) writes more rows, so InnoDB picks the
+    // client's transaction as the victim.
+    let script = format!(
+        "import threading, time\n\
+         c = connect()\n\
+         b = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='{}', unix_socket='/run/mysqld/mysqld.sock')\n\
+         out = {{}}\n\
+         run(c, 'BEGIN')\n\
+         run(c, 'UPDATE items SET v = 1 WHERE id = 1')\n\
+         run(b, 'BEGIN')\n\
+         run(b, 'UPDATE items SET v = 2 WHERE id >= 2')\n\
+         def other():\n\
+         \x20   time.sleep(1)\n\
+         \x20   out['other'] = run(b, 'UPDATE items SET v = 2 WHERE id = 1')\n\
+         \x20   run(b, 'ROLLBACK')\n\
+         t = threading.Thread(target=other); t.start()\n\
+         out['victim'] = run(c, 'DELETE FROM items WHERE id <= 2')\n\
+         t.join()\n\
+         out['in_transaction'] = run(c, 'SELECT @@in_transaction')\n\
+         out['after'] = run(c, 'SELECT count(*) FROM items WHERE v = 1')\n\
+         print(json.dumps(out))\n",
+        db.name
+    );
+    let (v, stderr) = pymysql(Some(&cfg), &db.name, &script);
+    let all = format!("{v}\n--- stderr\n{stderr}");
+    assert_eq!(v["victim"]["error"], 1213, "{all}");
+    assert_eq!(v["in_transaction"]["rows"].to_string(), "[[0]]", "{all}");
+    // The client's own update went with its transaction.
+    assert_eq!(v["after"]["rows"].to_string(), "[[0]]", "{all}");
+    assert_eq!(db.count("items"), 10);
+}
