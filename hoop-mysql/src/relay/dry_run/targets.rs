@@ -11,7 +11,28 @@ use sqlparser::ast::{
     TableObject, TableWithJoins,
 };
 
-use crate::relay::DIAGNOSTICS;
+/// Functions and variables that read the previous statement's
+/// diagnostics, which hoop's catalog reads before the statement would
+/// reset (`SHOW WARNINGS` and `GET DIAGNOSTICS` are never counted: the
+/// policy gives their kinds no row count). `LAST_INSERT_ID()` survives
+/// them.
+const DIAGNOSTICS: &[&str] = &[
+    "row_count",
+    "found_rows",
+    "@@warning_count",
+    "@@error_count",
+];
+
+/// Whether `lower` (lower-cased SQL) reads diagnostics: one of
+/// [`DIAGNOSTICS`], a function only when a `(` follows (a table or column
+/// named `row_count` is no call).
+fn reads_diagnostics(lower: &str) -> bool {
+    DIAGNOSTICS.iter().any(|word| {
+        lower.match_indices(word).any(|(at, _)| {
+            word.starts_with("@@") || lower[at + word.len()..].trim_start().starts_with('(')
+        })
+    })
+}
 
 /// What a write does to a table's rows, for the foreign keys that
 /// reference it.
@@ -157,7 +178,7 @@ fn written_tables(statement: &Statement) -> Result<Vec<Target>, String> {
 /// tables it writes).
 pub(super) fn statement_targets(sql: &str) -> Result<Vec<Target>, String> {
     let lower = sql.to_ascii_lowercase();
-    if DIAGNOSTICS.iter().any(|w| lower.contains(w)) {
+    if reads_diagnostics(&lower) {
         return Err(
             "it reads the previous statement's diagnostics, which hoop's own queries before it would reset"
                 .into(),
@@ -338,6 +359,26 @@ mod tests {
             "BEGIN CALL p(); END",
         ] {
             assert!(trigger_targets(compound, "app").is_err(), "{compound}");
+        }
+    }
+
+    #[test]
+    fn diagnostics_are_calls_not_names() {
+        for reads in [
+            "select row_count()",
+            "select found_rows ( )",
+            "select @@warning_count",
+            "insert into t select @@error_count",
+        ] {
+            assert!(reads_diagnostics(reads), "{reads}");
+        }
+        for plain in [
+            "delete from errors where id = 1",
+            "delete from t where row_count = 3",
+            "select warnings from t",
+            "select last_insert_id()",
+        ] {
+            assert!(!reads_diagnostics(plain), "{plain}");
         }
     }
 
