@@ -39,6 +39,8 @@ use hoop_relay::hold::ActiveHold;
 use hoop_sql::mysql::{CANONICAL, canonical_text};
 use tracing::{info, warn};
 
+mod dry_run;
+
 use crate::{
     MysqlProxyContext, SessionError,
     catalog::SessionCatalog,
@@ -95,6 +97,22 @@ pub(crate) struct Relay {
     charset_asked: Option<String>,
     /// Prepared statements whose execution may change the character set.
     charset_statements: HashSet<u32, foldhash::fast::RandomState>,
+    /// Prepared statements a rule with `max_rows` matches: each execution
+    /// runs as a dry run (`dry_run`).
+    guarded: HashSet<u32, foldhash::fast::RandomState>,
+    /// The client may hold `LOCK TABLES` locks, which the `START
+    /// TRANSACTION` of a dry run would release (`dry_run`).
+    table_locks: bool,
+}
+
+/// What judging a text decided.
+enum Judged {
+    /// Send it.
+    Forward,
+    /// Refuse it.
+    Refuse(Refusal),
+    /// A rule with `max_rows` matches: count its rows by a dry run.
+    DryRun,
 }
 
 /// Words of statements that may change `character_set_client` (`SET
@@ -264,6 +282,8 @@ impl Relay {
             charset_stale: false,
             charset_asked: None,
             charset_statements: HashSet::default(),
+            guarded: HashSet::default(),
+            table_locks: false,
         }
     }
 
@@ -399,7 +419,10 @@ impl Relay {
                     // login's, which session tracking does not report).
                     self.prepared
                         .retain(|id, _| self.session.statement(*id).is_some());
+                    self.guarded
+                        .retain(|id| self.session.statement(*id).is_some());
                     self.charset_asked = None;
+                    self.table_locks = false;
                     self.charset_stale = true;
                     self.identity_changed(schema_before.as_deref(), user_before.as_deref());
                 }
@@ -577,14 +600,13 @@ impl Relay {
             .collect()
     }
 
-    /// Judges a text (COM_QUERY, COM_STMT_PREPARE or a synthesized one);
-    /// `None` when it may go upstream, else the refusal.
+    /// Judges a text (COM_QUERY, COM_STMT_PREPARE or a synthesized one).
     async fn judge(
         &mut self,
         sql: &str,
         submission: Submission,
         client_seq: &mut u8,
-    ) -> Result<Option<Refusal>, SessionError> {
+    ) -> Result<Judged, SessionError> {
         if let Some(refusal) = self.governor.fatal() {
             return Err(SessionError::Governance(refusal));
         }
@@ -597,33 +619,27 @@ impl Relay {
             statement_index: 0,
             transaction: transaction(self.session.transaction()),
         };
-        let mut verdict = self.governor.judge(&ctx);
+        let verdict = self.governor.judge(&ctx);
         if self.observe_statements {
             self.governor.observe(SessionEvent::Judged {
                 statement: &ctx,
                 verdict: &verdict,
             });
         }
-        // `max_rows` needs a dry run, which this driver does not do yet:
-        // the rule applies as if the count were over its limit.
-        if matches!(
-            &verdict,
-            Verdict::Deny(d) if d.max_rows.is_some()
-        ) || matches!(&verdict, Verdict::Hold(h) if h.max_rows.is_some())
-        {
-            verdict = self.governor.judge_counted(&ctx, None);
-        }
         match verdict {
+            // `max_rows`: the count decides (see `dry_run`).
+            Verdict::Deny(d) if d.max_rows.is_some() => Ok(Judged::DryRun),
+            Verdict::Hold(h) if h.max_rows.is_some() => Ok(Judged::DryRun),
             Verdict::Allow => {
                 if self.observe_statements {
                     self.governor
                         .observe(SessionEvent::Sent { statement: &ctx });
                 }
-                Ok(None)
+                Ok(Judged::Forward)
             }
             Verdict::Deny(denial) => {
                 info!(session = %self.identity, verdict = "deny", rule = %denial.rule, "statement denied");
-                Ok(Some(Refusal::denied(&denial)))
+                Ok(Judged::Refuse(Refusal::denied(&denial)))
             }
             Verdict::Hold(requirement) => {
                 let refusal = self
@@ -642,7 +658,7 @@ impl Relay {
                     self.governor
                         .observe(SessionEvent::Sent { statement: &ctx });
                 }
-                Ok(refusal)
+                Ok(refusal.map_or(Judged::Forward, Judged::Refuse))
             }
         }
     }
@@ -762,9 +778,10 @@ impl Relay {
                 return Ok(());
             }
         };
-        if let Some(refusal) = self.judge(&text, submission, &mut client_seq).await? {
+        let judged = self.judge(&text, submission, &mut client_seq).await?;
+        if let Judged::Refuse(refusal) = &judged {
             self.client
-                .queue_packet(client_seq, &refusal::err(&refusal).encode());
+                .queue_packet(client_seq, &refusal::err(refusal).encode());
             return Ok(());
         }
         if let (Some(thread), Some(server)) = (
@@ -782,8 +799,28 @@ impl Relay {
             submission,
             statement_id: None,
         };
-        self.forward_from(packet, &command, &reply, client_seq)
-            .await?;
+        match judged {
+            Judged::DryRun if submission == Submission::Text => {
+                self.dry_run(packet, &command, &reply, client_seq).await?;
+            }
+            Judged::DryRun => {
+                // A prepared statement's rows are counted at each execution.
+                // Guarded once the server names the statement (ids only
+                // grow within a connection).
+                let last = self.session.statements().map(|s| s.id).max();
+                self.forward_from(packet, &command, &reply, client_seq)
+                    .await?;
+                if let Some(id) = self.session.statements().map(|s| s.id).max()
+                    && Some(id) != last
+                {
+                    self.guarded.insert(id);
+                }
+            }
+            _ => {
+                self.forward_from(packet, &command, &reply, client_seq)
+                    .await?;
+            }
+        }
         // A statement that may create, drop or rename a relation: learn the
         // catalog again before the next statement.
         let lower = reply.sql.to_ascii_lowercase();
@@ -795,6 +832,9 @@ impl Relay {
         }
         if submission == Submission::Text && may_change_charset(&lower) {
             self.charset_stale = true;
+        }
+        if submission == Submission::Text {
+            dry_run::note_table_locks(&lower, &mut self.table_locks);
         }
         Ok(())
     }
@@ -825,7 +865,17 @@ impl Relay {
         sql: &str,
     ) -> Result<(), SessionError> {
         let mut client_seq = packet.next_seq();
-        if let Some(refusal) = self.judge(sql, Submission::Text, &mut client_seq).await? {
+        let refusal = match self.judge(sql, Submission::Text, &mut client_seq).await? {
+            Judged::Forward => None,
+            Judged::Refuse(refusal) => Some(refusal),
+            // Not a statement whose rows a dry run counts (the policy gives
+            // no limit to such kinds): as over it.
+            Judged::DryRun => {
+                self.judge_uncounted(sql, Submission::Text, &mut client_seq)
+                    .await?
+            }
+        };
+        if let Some(refusal) = refusal {
             self.client
                 .queue_packet(client_seq, &refusal::err(&refusal).encode());
             return Ok(());
@@ -888,7 +938,12 @@ impl Relay {
             statement_id: Some(id),
             statement_map: Vec::new(),
         };
-        let result = self.forward(packet, command, &reply).await;
+        let result = if matches!(command, Command::StmtExecute(_)) && self.guarded.contains(&id) {
+            self.dry_run(packet, command, &reply, packet.next_seq())
+                .await
+        } else {
+            self.forward(packet, command, &reply).await
+        };
         if !self.charset_statements.is_empty() && self.charset_statements.contains(&id) {
             self.charset_stale = true;
         }

@@ -560,6 +560,14 @@ impl Session {
         self.multi_statements
     }
 
+    /// Whether parameters of statement `id` were sent as long data
+    /// (COM_STMT_SEND_LONG_DATA) since its last EXECUTE or RESET: the next
+    /// EXECUTE consumes them, so it cannot be sent again with the same
+    /// values.
+    pub fn has_long_data(&self, id: u32) -> bool {
+        self.long_data.get(&id).is_some_and(|l| !l.is_empty())
+    }
+
     /// A confirmed prepared statement.
     pub fn statement(&self, id: u32) -> Option<&PreparedStatement> {
         self.statements.get(&id)
