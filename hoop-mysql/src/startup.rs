@@ -736,6 +736,35 @@ pub(crate) async fn refresh_catalog(
 
 type Rows = Vec<Vec<Option<Vec<u8>>>>;
 
+/// A text row of a query of hoop's own, its values as bytes: a value in a
+/// wide character set (`character_set_results` set to `utf16` by the
+/// client, say) decoded to UTF-8 by its column's collation (hoop's own
+/// replies always keep their column definitions).
+pub(crate) fn internal_row(
+    session: &Session,
+    payload: &[u8],
+) -> Result<Vec<Option<Vec<u8>>>, SessionError> {
+    let columns = session.result_columns().unwrap_or_default();
+    let row = TextRow::parse(payload, columns.len()).map_err(SessionError::ServerMessage)?;
+    let mariadb = session.server_version().is_none_or(|v| v.mariadb);
+    Ok(row
+        .values()
+        .zip(columns)
+        .map(|(v, c)| {
+            v.map(|v| {
+                match hoop_proto_mysql::wide::WideCharset::of_collation(c.collation, mariadb) {
+                    Some(set) => {
+                        let mut out = Vec::with_capacity(v.len());
+                        set.decode_into(v, &mut out);
+                        out
+                    }
+                    None => v.to_vec(),
+                }
+            })
+        })
+        .collect())
+}
+
 /// Runs a query of hoop's own and returns its rows (`None` when the server
 /// answered ERR). Its reply never reaches the client.
 pub(crate) async fn injected_query(
@@ -768,12 +797,7 @@ pub(crate) async fn injected_query(
             .map_err(SessionError::State)?;
         debug_assert!(event.reply.is_none_or(|r| r.origin == Origin::Hoop));
         match event.packet {
-            ServerPacket::Row => {
-                let n = session.result_columns().map_or(0, <[_]>::len);
-                let row =
-                    TextRow::parse(&packet.payload, n).map_err(SessionError::ServerMessage)?;
-                rows.push(row.values().map(|v| v.map(<[u8]>::to_vec)).collect());
-            }
+            ServerPacket::Row => rows.push(internal_row(session, &packet.payload)?),
             ServerPacket::Error => {
                 if let Ok(e) = ErrPacket::parse(&packet.payload) {
                     debug!(code = e.code, message = %String::from_utf8_lossy(&e.message), "hoop's catalog query failed");

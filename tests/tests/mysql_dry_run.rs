@@ -861,3 +861,41 @@ fn a_deadlock_inside_a_dry_run_reaches_the_client_as_the_servers_error() {
     assert_eq!(v["after"]["rows"].to_string(), "[[0]]", "{all}");
     assert_eq!(db.count("items"), 10);
 }
+
+/// A client that reads its results in UTF-16 (`character_set_results =
+/// utf16`) gets hoop's own catalog and status answers in UTF-16 too: hoop
+/// decodes them by their columns' collation, so the dry run still finds
+/// the table, its engine and the counters, and counts as it does in UTF-8,
+/// with triggers and all (the trigger's audit rows count).
+#[test]
+fn a_dry_run_counts_the_same_when_the_client_reads_results_in_utf16() {
+    require_privileged();
+    let db = Db::create("wide");
+    let cfg = config(POLICY);
+    let script = "c = connect()\n\
+        out = {}\n\
+        run(c, 'SET character_set_results = utf16')\n\
+        out['under'] = run(c, 'DELETE FROM items WHERE id <= 2')\n\
+        out['over'] = run(c, 'DELETE FROM items WHERE id <= 9')\n\
+        out['trigger'] = run(c, 'DELETE FROM logged WHERE id <= 2')\n\
+        out['flat'] = run(c, 'DELETE FROM flat WHERE id <= 1')\n\
+        print(json.dumps(out))\n";
+    let (v, stderr) = pymysql(Some(&cfg), &db.name, script);
+    let all = format!("{v}\n--- stderr\n{stderr}");
+    assert_eq!(v["under"]["affected"], 2, "{all}");
+    assert_eq!(v["over"]["error"], 1227, "{all}");
+    assert!(
+        message(&v["over"]).contains("a dry run touched 7 rows; the limit is 3"),
+        "{all}"
+    );
+    // Two deleted and two audit rows written by the trigger.
+    assert!(
+        message(&v["trigger"]).contains("a dry run touched 4 rows; the limit is 3"),
+        "{all}"
+    );
+    // The engine is still read: MyISAM is refused unrun.
+    assert!(message(&v["flat"]).contains("MyISAM"), "{all}");
+    assert_eq!(db.count("items"), 8);
+    assert_eq!(db.count("logged"), 3);
+    assert_eq!(db.count("flat"), 10);
+}

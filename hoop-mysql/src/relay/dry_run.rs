@@ -48,8 +48,8 @@ use hoop_core::{
     Submission, Verdict,
 };
 use hoop_proto_mysql::{
-    command::Command, err::ErrPacket, frame::LogicalPacket, ok::OkPacket, row_text::TextRow,
-    session::ServerPacket, status::StatusFlags, wire::Reader,
+    command::Command, err::ErrPacket, frame::LogicalPacket, ok::OkPacket, session::ServerPacket,
+    status::StatusFlags, wire::Reader,
 };
 use tracing::info;
 
@@ -181,10 +181,10 @@ impl super::Relay {
                 .map_err(server_state)?;
             match event.packet {
                 ServerPacket::Row => {
-                    let n = self.session.result_columns().map_or(0, <[_]>::len);
-                    let row =
-                        TextRow::parse(&packet.payload, n).map_err(SessionError::ServerMessage)?;
-                    rows.push(row.values().map(|v| v.map(<[u8]>::to_vec)).collect());
+                    rows.push(crate::startup::internal_row(
+                        &self.session,
+                        &packet.payload,
+                    )?);
                 }
                 ServerPacket::Error => error = Some(packet.payload.clone()),
                 _ => {}
