@@ -748,8 +748,14 @@ impl Visitor for Collector {
                     self.real_table(name);
                 }
                 if self_feed::upsert_updates(insert) {
-                    // ON CONFLICT DO UPDATE updates existing rows.
+                    // ON CONFLICT DO UPDATE (ON DUPLICATE KEY UPDATE)
+                    // updates existing rows.
                     self.kind(StatementKind::Update);
+                    self.unfiltered_if(!self_feed::upsert_rewrites_every_row(insert, self.dialect));
+                } else if insert.replace_into {
+                    // MySQL's REPLACE deletes the row a new one conflicts
+                    // with, then inserts: a delete too.
+                    self.kind(StatementKind::Delete);
                     self.unfiltered_if(!self_feed::upsert_rewrites_every_row(insert, self.dialect));
                 }
                 self.write();
@@ -1647,6 +1653,74 @@ mod tests {
                 .any(|k| k == K::Update),
             "an upsert that updates is an update too"
         );
+    }
+
+    /// MySQL's upserts write existing rows: `ON DUPLICATE KEY UPDATE` is an
+    /// update and `REPLACE` a delete (it deletes the conflicting row, then
+    /// inserts). Fed by all of their own target, every row conflicts with
+    /// its copy, so they are writes without a WHERE; a VALUES list, a
+    /// filtered source or another table's rows are not.
+    #[test]
+    fn mysql_upserts_are_updates_and_deletes_and_self_fed_ones_unfiltered() {
+        let mysql = |sql: &str| {
+            let mut all = super::classify(&ParsedSql::parse(&crate::mysql::Mysql, sql));
+            assert_eq!(all.len(), 1, "{sql}: {all:?}");
+            all.remove(0)
+        };
+        for (sql, kind) in [
+            (
+                "INSERT INTO t SELECT id, 'x' FROM t ON DUPLICATE KEY UPDATE v = 'x'",
+                K::Update,
+            ),
+            (
+                "INSERT INTO t (id, v) SELECT id, v FROM t ON DUPLICATE KEY UPDATE v = VALUES(v)",
+                K::Update,
+            ),
+            ("REPLACE INTO t SELECT id, 'x' FROM t", K::Delete),
+            (
+                "REPLACE INTO t SELECT * FROM (SELECT * FROM t) AS s",
+                K::Delete,
+            ),
+            ("REPLACE INTO t SELECT * FROM t WHERE 1 = 1", K::Delete),
+            (
+                "REPLACE INTO t SELECT * FROM t WHERE id = id OR id IS NULL",
+                K::Delete,
+            ),
+        ] {
+            let c = mysql(sql);
+            assert!(c.kinds().any(|k| k == kind), "{sql}: {c:?}");
+            assert!(c.kinds().any(|k| k == K::Insert), "{sql}: {c:?}");
+            assert!(!c.has_where, "{sql}: every row is rewritten");
+        }
+        for (sql, kind) in [
+            (
+                "INSERT INTO t VALUES (1, 'x') ON DUPLICATE KEY UPDATE v = 'x'",
+                K::Update,
+            ),
+            (
+                "INSERT INTO t SELECT id, 'x' FROM t WHERE id = 1 ON DUPLICATE KEY UPDATE v = 'x'",
+                K::Update,
+            ),
+            (
+                "INSERT INTO t SELECT id, 'x' FROM u ON DUPLICATE KEY UPDATE v = 'x'",
+                K::Update,
+            ),
+            ("REPLACE INTO t VALUES (1, 'x')", K::Delete),
+            ("REPLACE INTO t SELECT id, 'x' FROM t LIMIT 1", K::Delete),
+            (
+                "REPLACE INTO t SELECT * FROM (SELECT * FROM t WHERE id < 3) AS s",
+                K::Delete,
+            ),
+            ("REPLACE INTO t SELECT * FROM t WHERE id > 0", K::Delete),
+        ] {
+            let c = mysql(sql);
+            assert!(c.kinds().any(|k| k == kind), "{sql}: {c:?}");
+            assert!(c.has_where, "{sql}: some rows");
+        }
+        // A plain insert stays an insert only.
+        let c = mysql("INSERT INTO t SELECT id, 'x' FROM t");
+        assert!(c.kinds().all(|k| k != K::Update && k != K::Delete), "{c:?}");
+        assert!(c.has_where, "{c:?}");
     }
 
     #[test]

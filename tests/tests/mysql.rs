@@ -1449,3 +1449,79 @@ fn values_in_wide_character_sets_are_read_by_the_detectors_as_the_client_reads_t
     assert_eq!(v["innocent_utf16"], bare["innocent_utf16"], "{all}");
     assert!(!all.contains("alice@example.com"), "{all}");
 }
+
+/// MySQL's upserts rewrite existing rows: `REPLACE` deletes the row a new
+/// one conflicts with and inserts, `INSERT … ON DUPLICATE KEY UPDATE`
+/// updates it. Fed by all of their own table they rewrite every row, so a
+/// rule against deletes and updates without a WHERE refuses them, however
+/// the self-read is wrapped (a derived table, a WHERE true for every row).
+/// Upserts of listed rows or of a filtered source go through, as does a
+/// plain INSERT … SELECT. The bare server rewrites every row.
+#[test]
+fn upserts_fed_by_their_own_table_are_unfiltered_writes() {
+    require_privileged();
+    let db = Db::create("upserts");
+    mariadb_direct(
+        Some(&db.name),
+        "CREATE TABLE kv (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO kv VALUES (1, 'a'), (2, 'b'), (3, 'c');
+         CREATE TABLE copy_of (id INT, v VARCHAR(10));",
+    );
+    let cfg = config(POLICY);
+    let attacks = [
+        "REPLACE INTO kv SELECT id, 'zz' FROM kv",
+        "REPLACE INTO kv SELECT * FROM (SELECT id, 'zz' FROM kv) AS s",
+        "REPLACE INTO kv SELECT id, 'zz' FROM kv WHERE 1 = 1",
+        "INSERT INTO kv SELECT id, 'yy' FROM kv ON DUPLICATE KEY UPDATE v = 'yy'",
+        "INSERT INTO kv (id, v) SELECT * FROM (SELECT id, v FROM kv) AS s ON DUPLICATE KEY UPDATE v = 'yy'",
+    ];
+    let innocent = [
+        "REPLACE INTO kv VALUES (3, 'c2')",
+        "INSERT INTO kv VALUES (2, 'b') ON DUPLICATE KEY UPDATE v = 'b2'",
+        "REPLACE INTO kv SELECT id, 'w' FROM kv WHERE id = 1",
+        "INSERT INTO copy_of SELECT id, v FROM kv",
+    ];
+    let mut script = String::from("c = connect()\nout = {}\n");
+    for (i, sql) in attacks.iter().enumerate() {
+        script.push_str(&format!("out['attack{i}'] = run(c, {sql:?})\n"));
+    }
+    for (i, sql) in innocent.iter().enumerate() {
+        script.push_str(&format!("out['innocent{i}'] = run(c, {sql:?})\n"));
+    }
+    script.push_str(
+        "out['after'] = run(c, 'SELECT id, v FROM kv ORDER BY id')\nc.commit()\nprint(json.dumps(out))\n",
+    );
+    let (v, stderr) = pymysql(Some(&cfg), &db.name, &script);
+    let all = format!("{v}\n--- stderr\n{stderr}");
+    for i in 0..attacks.len() {
+        let key = format!("attack{i}");
+        assert_eq!(v[&key]["error"], 1227, "{}: {all}", attacks[i]);
+        assert!(
+            v[&key]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no unfiltered writes")),
+            "{}: {all}",
+            attacks[i]
+        );
+    }
+    for i in 0..innocent.len() {
+        let key = format!("innocent{i}");
+        assert!(v[&key].get("error").is_none(), "{}: {all}", innocent[i]);
+    }
+    assert_eq!(
+        rows(&v["after"]),
+        r#"[[1,"w"],[2,"b2"],[3,"c2"]]"#,
+        "only the innocent upserts ran: {all}"
+    );
+    assert_eq!(db.count("copy_of"), 3);
+    // The bare server rewrites every row with each attack.
+    for sql in attacks {
+        mariadb_direct(Some(&db.name), "UPDATE kv SET v = 'orig'");
+        mariadb_direct(Some(&db.name), sql);
+        let left = mariadb_direct(Some(&db.name), "SELECT count(*) FROM kv WHERE v = 'orig'");
+        assert_eq!(
+            left.trim(),
+            "0",
+            "{sql} rewrote every row on the bare server"
+        );
+    }
+}

@@ -6,6 +6,8 @@
 //!   without a `WHERE` on the update, whose source reads all of `t` (no
 //!   `WHERE`, join, grouping, `DISTINCT` or limit): each row conflicts with
 //!   its own copy;
+//!   (MySQL's `ON DUPLICATE KEY UPDATE`, and `REPLACE INTO t … SELECT …
+//!   FROM t`, which deletes each row and inserts its copy, likewise);
 //! - a `MERGE INTO t USING t` (or an unfiltered subquery of `t`) `ON` the
 //!   same column of both, with a `WHEN MATCHED` clause that updates or
 //!   deletes unconditionally: each row matches itself.
@@ -50,45 +52,62 @@ fn whole_read_of(query: &Query, target: &ObjectName, dialect: &dyn SqlDialect) -
             same_table(&n, target, dialect)
         }),
         SetExpr::Select(select) => {
-            select.selection.is_none()
+            // A WHERE that is true for every row (`1 = 1`, `id = id OR id IS
+            // NULL`) drops none.
+            !super::tautology::restricts(select.selection.as_ref(), dialect, None)
                 && select.having.is_none()
                 && select.distinct.is_none()
                 && select.top.is_none()
                 && matches!(&select.group_by, sqlparser::ast::GroupByExpr::Expressions(e, _) if e.is_empty())
                 && matches!(select.from.as_slice(), [from]
-                    if from.joins.is_empty()
-                        && matches!(&from.relation, TableFactor::Table { name, args: None, .. }
-                            if same_table(name, target, dialect)))
+                if from.joins.is_empty()
+                    && match &from.relation {
+                        TableFactor::Table { name, args: None, .. } => {
+                            same_table(name, target, dialect)
+                        }
+                        // `FROM (SELECT * FROM t) AS s`: the same rows.
+                        TableFactor::Derived { subquery, .. } => {
+                            whole_read_of(subquery, target, dialect)
+                        }
+                        _ => false,
+                    })
         }
         SetExpr::Query(inner) => whole_read_of(inner, target, dialect),
         _ => false,
     }
 }
 
-/// See the module: an upsert whose source is all of its own target.
+/// See the module: an upsert whose source is all of its own target. MySQL's
+/// `INSERT … ON DUPLICATE KEY UPDATE` (which has no `WHERE` of its own)
+/// and `REPLACE` (which deletes the conflicting row, then inserts) count as
+/// well.
 pub(super) fn upsert_rewrites_every_row(insert: &Insert, dialect: &dyn SqlDialect) -> bool {
     let TableObject::TableName(target) = &insert.table else {
         return false;
     };
-    let Some(OnInsert::OnConflict(conflict)) = &insert.on else {
-        return false;
+    let unconditional = match &insert.on {
+        Some(OnInsert::OnConflict(conflict)) => match &conflict.action {
+            OnConflictAction::DoUpdate(update) => update.selection.is_none(),
+            OnConflictAction::DoNothing => false,
+        },
+        Some(OnInsert::DuplicateKeyUpdate(_)) => true,
+        _ => insert.replace_into,
     };
-    let OnConflictAction::DoUpdate(update) = &conflict.action else {
-        return false;
-    };
-    update.selection.is_none()
+    unconditional
         && insert
             .source
             .as_deref()
             .is_some_and(|q| whole_read_of(q, target, dialect))
 }
 
-/// Whether the upsert updates on conflict.
+/// Whether the upsert updates on conflict (`ON CONFLICT … DO UPDATE`,
+/// MySQL's `ON DUPLICATE KEY UPDATE`).
 pub(super) fn upsert_updates(insert: &Insert) -> bool {
-    matches!(
-        &insert.on,
-        Some(OnInsert::OnConflict(c)) if matches!(c.action, OnConflictAction::DoUpdate(_))
-    )
+    match &insert.on {
+        Some(OnInsert::OnConflict(c)) => matches!(c.action, OnConflictAction::DoUpdate(_)),
+        Some(OnInsert::DuplicateKeyUpdate(_)) => true,
+        _ => false,
+    }
 }
 
 /// The table a `FROM` item reads and the name that qualifies its columns.
