@@ -4,6 +4,7 @@
 //! does the harm there that hoop prevents.
 
 use std::{
+    fmt::Write as _,
     process::{Command, Output},
     time::{Duration, Instant},
 };
@@ -1482,10 +1483,10 @@ fn upserts_fed_by_their_own_table_are_unfiltered_writes() {
     ];
     let mut script = String::from("c = connect()\nout = {}\n");
     for (i, sql) in attacks.iter().enumerate() {
-        script.push_str(&format!("out['attack{i}'] = run(c, {sql:?})\n"));
+        let _ = writeln!(script, "out['attack{i}'] = run(c, {sql:?})");
     }
     for (i, sql) in innocent.iter().enumerate() {
-        script.push_str(&format!("out['innocent{i}'] = run(c, {sql:?})\n"));
+        let _ = writeln!(script, "out['innocent{i}'] = run(c, {sql:?})");
     }
     script.push_str(
         "out['after'] = run(c, 'SELECT id, v FROM kv ORDER BY id')\nc.commit()\nprint(json.dumps(out))\n",
