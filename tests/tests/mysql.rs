@@ -1493,20 +1493,19 @@ fn upserts_fed_by_their_own_table_are_unfiltered_writes() {
     );
     let (v, stderr) = pymysql(Some(&cfg), &db.name, &script);
     let all = format!("{v}\n--- stderr\n{stderr}");
-    for i in 0..attacks.len() {
+    for (i, sql) in attacks.iter().enumerate() {
         let key = format!("attack{i}");
-        assert_eq!(v[&key]["error"], 1227, "{}: {all}", attacks[i]);
+        assert_eq!(v[&key]["error"], 1227, "{sql}: {all}");
         assert!(
             v[&key]["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("no unfiltered writes")),
-            "{}: {all}",
-            attacks[i]
+            "{sql}: {all}"
         );
     }
-    for i in 0..innocent.len() {
+    for (i, sql) in innocent.iter().enumerate() {
         let key = format!("innocent{i}");
-        assert!(v[&key].get("error").is_none(), "{}: {all}", innocent[i]);
+        assert!(v[&key].get("error").is_none(), "{sql}: {all}");
     }
     assert_eq!(
         rows(&v["after"]),
