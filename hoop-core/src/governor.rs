@@ -290,6 +290,25 @@ pub trait SessionGovernor: Send {
         None
     }
 
+    /// The tables and views `statement` reads and writes, as the policy
+    /// names them (`name` or `schema.name`, folded as the dialect folds),
+    /// found without judging it for real: nothing is recorded or counted,
+    /// and the [`SessionGovernor::judge`] that follows reuses the work.
+    /// `None` when the governor does not mask (or the default: nothing to
+    /// say).
+    ///
+    /// For a driver whose catalog of views is loaded in-band (MySQL): a
+    /// relation its catalog does not know may be a view another session
+    /// created since it was loaded, whose reads neither lineage nor the
+    /// verdict would see. The driver loads its catalog again first.
+    fn tables_before_judging(
+        &mut self,
+        statement: &StatementContext<'_>,
+    ) -> Option<std::sync::Arc<[String]>> {
+        let _ = statement;
+        None
+    }
+
     /// Whether [`SessionGovernor::observe`] wants the per-execution events
     /// (`Bound`, `CommandComplete`, `CopyData`). When `false` the driver
     /// does not build them, which keeps the relay's hot path short. Asked

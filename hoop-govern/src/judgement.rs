@@ -138,6 +138,33 @@ impl SessionGovernance {
         verdict
     }
 
+    /// What `statement` reads and writes, from the judgement cache, or
+    /// judged now (cached as `judge_statement` would, or kept for it in
+    /// `pre_judged`) without recording or counting anything.
+    pub(crate) fn tables_of(&mut self, statement: &StatementContext<'_>) -> Arc<[String]> {
+        let keyed = self.fingerprint(statement.sql);
+        let key = self.fingerprinted.1.take().unwrap_or_default();
+        let tables = if let Some(j) = keyed.then(|| self.judgements.get(key.as_str())).flatten() {
+            j.tables.clone()
+        } else {
+            let policy = self.snapshot.clone();
+            self.judged_by_literal = false;
+            let j = Arc::new(self.judge_uncached(&policy, statement));
+            let tables = j.tables.clone();
+            if keyed && !self.judged_by_literal {
+                if self.judgements.len() >= JUDGEMENT_CACHE_MAX {
+                    self.judgements.clear();
+                }
+                self.judgements.insert(key.as_str().into(), j);
+            } else {
+                self.pre_judged = Some((statement.sql.to_owned(), j));
+            }
+            tables
+        };
+        self.fingerprinted.1 = keyed.then_some(key);
+        tables
+    }
+
     /// Judges a statement: from the cache when its fingerprint is known,
     /// otherwise by parsing it once for both the policy and lineage.
     pub(crate) fn judge_statement(&mut self, statement: &StatementContext<'_>) -> Verdict {
@@ -162,7 +189,12 @@ impl SessionGovernance {
             .then(|| self.judgements.get(key.as_str()))
             .flatten()
             .cloned();
-        let judged = if let Some(j) = cached {
+        let pre_judged = self
+            .pre_judged
+            .take()
+            .filter(|(sql, _)| sql == statement.sql)
+            .map(|(_, j)| j);
+        let judged = if let Some(j) = cached.or(pre_judged) {
             j
         } else {
             let policy = self.snapshot.clone();

@@ -123,6 +123,11 @@ pub struct SessionGovernance {
     /// The judgement being made depends on a literal's value (it is not
     /// cached by fingerprint).
     pub(crate) judged_by_literal: bool,
+    /// A judgement made for [`SessionGovernor::tables_before_judging`] that
+    /// the cache does not keep (judged by its literals, or without a
+    /// fingerprint), with its text: the next `judge` of the same text
+    /// takes it instead of parsing again.
+    pub(crate) pre_judged: Option<(String, Arc<crate::judgement::CachedJudgement>)>,
     /// Reused for each result's column keys.
     keys: Vec<SourceKey>,
 }
@@ -202,6 +207,7 @@ impl SessionGovernance {
             results: HashMap::default(),
             fingerprinted: (String::new(), None),
             judged_by_literal: false,
+            pre_judged: None,
             keys: Vec::new(),
         }
     }
@@ -261,6 +267,7 @@ impl SessionGovernance {
             self.promoted_generation = promoted_generation;
             self.lineage_cache.clear();
             self.judgements.clear();
+            self.pre_judged = None;
             self.results.clear();
         }
         // Read before the views were: a change since shows next time.
@@ -618,6 +625,14 @@ impl SessionGovernor for SessionGovernance {
 
     fn inspects_rows(&self) -> bool {
         self.inspecting
+    }
+
+    fn tables_before_judging(&mut self, statement: &StatementContext<'_>) -> Option<Arc<[String]>> {
+        self.refresh();
+        if !self.masking {
+            return None;
+        }
+        Some(self.tables_of(statement))
     }
 
     fn columns_to_resolve(&mut self, columns: &[ResultColumn]) -> Option<Preparation> {

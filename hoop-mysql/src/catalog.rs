@@ -46,6 +46,8 @@ struct Known {
     /// building a key).
     base_tables: HashMap<String, HashSet<String>>,
     views: Arc<[ViewDependency]>,
+    /// Every base table and view, as `(schema, name)` lowercased.
+    relations: HashSet<(String, String)>,
     version: u64,
 }
 
@@ -73,12 +75,37 @@ impl SessionCatalog {
             .is_some_and(|tables| tables.contains(table))
     }
 
+    /// Whether any of `tables` (as the policy names them: `name` or
+    /// `schema.name`; unqualified names are in `schema`, the session's) is
+    /// neither a base table nor a view the catalog knows: a view created
+    /// since it was loaded, a temporary table, or no table at all. A name
+    /// with more dots than a qualifier reads as unknown.
+    pub fn misses(&self, tables: &[String], schema: Option<&str>) -> bool {
+        let known = lock(&self.known);
+        tables.iter().any(|t| {
+            let (s, name) = match t.split_once('.') {
+                Some((s, name)) if !name.contains('.') => (s.to_lowercase(), name.to_lowercase()),
+                Some(_) => return true,
+                None => match schema {
+                    Some(s) => (s.to_lowercase(), t.to_lowercase()),
+                    None => return true,
+                },
+            };
+            !known.relations.contains(&(s, name))
+        })
+    }
+
     /// Replaces what is known from the rows of [`BASE_TABLES_QUERY`] and
     /// [`VIEWS_QUERY`].
     pub fn load(&self, base_tables: Vec<(String, String)>, views: Vec<(String, String, String)>) {
         let mut tables: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut relations = HashSet::new();
         for (schema, table) in base_tables {
+            relations.insert((schema.to_lowercase(), table.to_lowercase()));
             tables.entry(schema).or_default().insert(table);
+        }
+        for (schema, view, _) in &views {
+            relations.insert((schema.to_lowercase(), view.to_lowercase()));
         }
         let mut deps = Vec::new();
         for (schema, view, definition) in views {
@@ -117,6 +144,7 @@ impl SessionCatalog {
         let mut known = lock(&self.known);
         known.base_tables = tables;
         known.views = Arc::from(deps);
+        known.relations = relations;
         known.version += 1;
     }
 }

@@ -103,7 +103,18 @@ pub(crate) struct Relay {
     /// The client may hold `LOCK TABLES` locks, which the `START
     /// TRANSACTION` of a dry run would release (`dry_run`).
     table_locks: bool,
+    /// Names a statement read that the catalog did not know even right
+    /// after it was loaded again for them (temporary tables, names of no
+    /// table), and since when: not loaded again for them until
+    /// [`ABSENT_FOR`] has passed or a DDL statement made the catalog stale.
+    absent: HashSet<String, foldhash::fast::RandomState>,
+    absent_since: Option<std::time::Instant>,
 }
+
+/// How long a name the catalog did not know right after loading is taken
+/// as absent (see `Relay::absent`): the longest a view created under that
+/// name by another session goes unseen.
+const ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What judging a text decided.
 enum Judged {
@@ -284,6 +295,8 @@ impl Relay {
             charset_statements: HashSet::default(),
             guarded: HashSet::default(),
             table_locks: false,
+            absent: HashSet::default(),
+            absent_since: None,
         }
     }
 
@@ -600,6 +613,59 @@ impl Relay {
             .collect()
     }
 
+    /// Loads the catalog again when `sql` reads or writes a relation it does
+    /// not know: a view another session created since it was loaded would
+    /// otherwise read as a plain table, to lineage (its rows unmasked) and
+    /// to the verdict (copying it not seen as copying masked data). The
+    /// governor names the relations without judging the statement for real
+    /// (its `judge` then reuses the work). Skipped for a statement that
+    /// reads diagnostics, which hoop's queries would reset.
+    async fn learn_unknown_relations(
+        &mut self,
+        sql: &str,
+        submission: Submission,
+    ) -> Result<(), SessionError> {
+        let ctx = StatementContext {
+            identity: &self.identity,
+            sql,
+            submission,
+            statement_name: None,
+            portal: None,
+            statement_index: 0,
+            transaction: transaction(self.session.transaction()),
+        };
+        let Some(tables) = self.governor.tables_before_judging(&ctx) else {
+            return Ok(());
+        };
+        if self.absent_since.is_some_and(|t| t.elapsed() >= ABSENT_FOR) {
+            self.absent.clear();
+            self.absent_since = None;
+        }
+        let schema = self.session.schema().map(lossy);
+        let unknown = |relay: &Self, t: &String| {
+            !relay.absent.contains(t)
+                && relay
+                    .catalog
+                    .misses(std::slice::from_ref(t), schema.as_deref())
+        };
+        if !tables.iter().any(|t| unknown(self, t)) {
+            return Ok(());
+        }
+        let lower = sql.to_ascii_lowercase();
+        if DIAGNOSTICS.iter().any(|w| lower.contains(w)) {
+            return Ok(());
+        }
+        refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await?;
+        for t in tables.iter() {
+            if unknown(self, t) {
+                self.absent.insert(t.clone());
+                self.absent_since
+                    .get_or_insert_with(std::time::Instant::now);
+            }
+        }
+        Ok(())
+    }
+
     /// Judges a text (COM_QUERY, COM_STMT_PREPARE or a synthesized one).
     async fn judge(
         &mut self,
@@ -759,6 +825,7 @@ impl Relay {
             let lower = String::from_utf8_lossy(sql).to_ascii_lowercase();
             if !DIAGNOSTICS.iter().any(|w| lower.contains(w)) {
                 self.catalog_stale = false;
+                self.absent.clear();
                 refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await?;
             }
         }
@@ -778,6 +845,7 @@ impl Relay {
                 return Ok(());
             }
         };
+        self.learn_unknown_relations(&text, submission).await?;
         let judged = self.judge(&text, submission, &mut client_seq).await?;
         if let Judged::Refuse(refusal) = &judged {
             self.client
@@ -918,6 +986,19 @@ impl Relay {
             .get_mut(&id)
             .map(std::mem::take)
             .unwrap_or_default();
+        // A view created since the statement was prepared (its rows are
+        // masked by lineage, which must know what the view reads).
+        if matches!(command, Command::StmtExecute(_)) && !sql.is_empty() {
+            let learned = self
+                .learn_unknown_relations(&sql, Submission::Prepared)
+                .await;
+            if let Err(e) = learned {
+                if let Some(slot) = self.prepared.get_mut(&id) {
+                    *slot = sql;
+                }
+                return Err(e);
+            }
+        }
         if matches!(command, Command::StmtExecute(_)) && self.governor.observes_executions() {
             let name = id.to_string();
             let ctx = StatementContext {

@@ -37,7 +37,7 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 use tracing::{debug, warn};
 
 /// Every column of the tables whose OIDs replace `$1` (an `oid[]`).
-const COLUMNS_QUERY: &str = "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname \
+const COLUMNS_QUERY: &str = "SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, c.relkind \
 FROM pg_catalog.pg_attribute a \
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -68,6 +68,14 @@ const DESCRIBED_MAX: usize = 256;
 
 /// After a failed lookup, how long before the server is asked again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// How long the views' dependencies are trusted before the next result
+/// that needs them reloads them. Another session may create or replace a
+/// view at any time (a migration, a DBA): a view hoop has not seen yet is
+/// loaded as soon as a result names it (its OID is new), but a view
+/// *replaced* under a known OID is only seen at the next reload, so this
+/// bounds how long a replaced view's new reads go unseen.
+const VIEWS_MAX_AGE: Duration = Duration::from_secs(10);
 
 /// Text rows of a catalog query (`None` is NULL).
 type Rows = Vec<Vec<Option<String>>>;
@@ -126,6 +134,8 @@ struct ServerCatalog {
     described: Mutex<HashMap<String, Option<Vec<TypedColumn>>>>,
     /// View dependencies, with a version bumped on each load.
     views: Mutex<(u64, Arc<[ViewDependency]>)>,
+    /// When `views` was last loaded.
+    views_loaded_at: Mutex<Option<Instant>>,
     /// Bumped after every change of `cache` or `views`
     /// ([`ColumnResolver::change_counter`]).
     changes: Arc<AtomicU64>,
@@ -204,6 +214,7 @@ impl CatalogStore {
             table_columns: Mutex::new(HashMap::new()),
             described: Mutex::new(HashMap::new()),
             views: Mutex::new((0, Arc::from(Vec::new()))),
+            views_loaded_at: Mutex::new(None),
             changes: Arc::default(),
             client: tokio::sync::Mutex::new(None),
             failed_at: Mutex::new(None),
@@ -342,8 +353,8 @@ impl CatalogStore {
         };
         missing.sort_unstable();
         missing.dedup();
-        let views_loaded = lock(&server.views).0 > 0;
-        if missing.is_empty() && views_loaded {
+        let views_fresh = server.views_fresh();
+        if missing.is_empty() && views_fresh {
             return Readiness::Loaded;
         }
         if server.recently_failed() {
@@ -353,7 +364,7 @@ impl CatalogStore {
         let dialer = self.dialer.clone();
         let server = server.clone();
         Readiness::Load(Box::pin(async move {
-            if let Err(e) = server.load(&dialer, &login, &missing, !views_loaded).await {
+            if let Err(e) = server.load(&dialer, &login, &missing, !views_fresh).await {
                 warn!(server = %server.addr, database = %server.database, error = %e,
                     "catalog lookup failed; unresolved columns are masked");
                 *lock(&server.failed_at) = Some(Instant::now());
@@ -364,8 +375,9 @@ impl CatalogStore {
 
 /// What a server catalog needs before some keys can be resolved.
 enum Readiness {
-    /// Every table is loaded, and the views: for good, since a server
-    /// catalog never forgets a table and only ever reloads its views.
+    /// Every table is loaded, and the views are fresh (a server catalog
+    /// never forgets a table; its views are reloaded when a new one shows
+    /// up and when they are older than [`VIEWS_MAX_AGE`]).
     Loaded,
     /// Something is missing, but the last lookup failed too recently to
     /// try again (the unresolved columns are masked meanwhile).
@@ -375,6 +387,11 @@ enum Readiness {
 }
 
 impl ServerCatalog {
+    /// Whether the views were loaded less than [`VIEWS_MAX_AGE`] ago.
+    fn views_fresh(&self) -> bool {
+        lock(&self.views_loaded_at).is_some_and(|t| t.elapsed() < VIEWS_MAX_AGE)
+    }
+
     fn resolve(&self, key: SourceKey) -> Option<ResolvedColumn> {
         if key.relation == 0 || key.column <= 0 {
             return None;
@@ -480,6 +497,7 @@ impl ColumnResolver for SessionCatalog {
             if let Some((s, known)) = &*loaded
                 && Arc::ptr_eq(s, server)
                 && relations().eq(known.iter().copied())
+                && server.views_fresh()
             {
                 return None;
             }
@@ -606,7 +624,7 @@ impl ServerCatalog {
         dialer: &Dialer,
         login: &Login,
         oids: &[u32],
-        views: bool,
+        mut views: bool,
     ) -> Result<(), LookupError> {
         if !oids.is_empty() {
             // OIDs are integers: inlining them is safe, and the simple
@@ -616,6 +634,13 @@ impl ServerCatalog {
                 COLUMNS_QUERY.replace("$1::oid[]", &format!("'{{{}}}'::oid[]", list.join(",")));
             let rows = self.query(dialer, login, &sql).await?;
             let mut resolved = Vec::with_capacity(rows.len());
+            // A view (or materialized view) hoop had not seen: another
+            // session created it since the views were loaded. Its reads are
+            // in the dependencies only once they are loaded again.
+            let new_view = rows
+                .iter()
+                .any(|row| matches!(row.get(5).cloned().flatten().as_deref(), Some("v" | "m")));
+            views |= new_view;
             for row in &rows {
                 let oid: u32 = field(row, 0)?
                     .parse()
@@ -661,6 +686,7 @@ impl ServerCatalog {
             let mut v = lock(&self.views);
             *v = (v.0 + 1, Arc::from(deps));
             drop(v);
+            *lock(&self.views_loaded_at) = Some(Instant::now());
             self.changes.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())

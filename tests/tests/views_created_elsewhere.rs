@@ -1,0 +1,215 @@
+//! A view another session creates (a migration, a DBA) while a governed
+//! session is open: hoop's knowledge of what each view reads was loaded
+//! earlier, and a view it does not know would read as a plain table, its
+//! columns unmasked. PostgreSQL: a result naming a relation the catalog has
+//! not seen loads the views again when it is a view, and the views are
+//! loaded again when older than 10 s (a view *replaced* under a known name).
+//! MySQL: a statement naming a relation the session's catalog does not know
+//! loads the catalog again before it is judged. Each case also runs against
+//! the bare server, where the view hands out the raw values. The other
+//! session uses the server's unix socket, which hoop does not intercept.
+
+use std::{process::Command, time::Duration};
+
+use hoop_tests::{TestConfig, hoop_exec, require_privileged, text};
+
+const T: Duration = Duration::from_mins(2);
+
+fn psql_direct(sql: &str) {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-qc",
+            sql,
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Drops the test's PostgreSQL objects at the end.
+struct PgObjects;
+
+impl Drop for PgObjects {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-qc",
+            ])
+            .arg("DROP TABLE IF EXISTS hoop_vce_people CASCADE")
+            .output();
+    }
+}
+
+#[test]
+fn postgres_views_created_or_replaced_by_another_session_are_masked() {
+    require_privileged();
+    let _objects = PgObjects;
+    psql_direct(
+        "DROP TABLE IF EXISTS hoop_vce_people CASCADE;
+         CREATE TABLE hoop_vce_people (id int, ssn text);
+         INSERT INTO hoop_vce_people VALUES (1, '123-45-6789'), (2, '987-65-4321');
+         CREATE VIEW hoop_vce_replaced AS SELECT id, 'none'::text AS s FROM hoop_vce_people;",
+    );
+    let cfg = TestConfig::new(
+        &[5432],
+        "tls:\n  upstream: disable\npolicy:\n  mask:\n    - columns: [hoop_vce_people.ssn]\n      strategy: partial\n      keep_last: 4\n",
+    );
+    // One session: it reads the innocent view (so its plan is known), then
+    // another session creates a view over the masked column and replaces
+    // the innocent one with one; the first is read at once, the replaced one
+    // after the views' 10 s age.
+    let other = "psql -X -h /var/run/postgresql -U postgres -d test -qc \
+        \"CREATE VIEW hoop_vce_new AS SELECT id, ssn AS s FROM hoop_vce_people; \
+        CREATE OR REPLACE VIEW hoop_vce_replaced AS SELECT id, ssn AS s FROM hoop_vce_people\"";
+    let script = format!(
+        "SELECT 'before', s FROM hoop_vce_replaced ORDER BY id;\n\
+         \\! {other}\n\
+         SELECT 'new', s FROM hoop_vce_new ORDER BY id;\n\
+         SELECT 'new_star', * FROM hoop_vce_new ORDER BY id;\n\
+         \\! sleep 11\n\
+         SELECT 'replaced', s FROM hoop_vce_replaced ORDER BY id;\n"
+    );
+    let run = "printf '%s' \"$1\" | psql -X -At -h 127.0.0.1 -U postgres -d test";
+    let out = hoop_exec(&cfg.path, &["sh", "-c", run, "sh", &script], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    assert!(stdout.contains("before|none"), "{all}");
+    assert!(stdout.contains("new|***-**-6789"), "{all}");
+    assert!(stdout.contains("replaced|***-**-6789"), "{all}");
+    assert!(!stdout.contains("123-45-6789"), "{all}");
+    assert!(!stdout.contains("987-65-4321"), "{all}");
+    // The bare server: both views hand out the values.
+    let bare = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+        ])
+        .arg("SELECT s FROM hoop_vce_new UNION ALL SELECT s FROM hoop_vce_replaced")
+        .output()
+        .expect("psql");
+    let bare = String::from_utf8_lossy(&bare.stdout);
+    assert_eq!(bare.matches("123-45-6789").count(), 2, "{bare}");
+}
+
+fn mariadb_direct(sql: &str) {
+    let out = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e", sql])
+        .output()
+        .expect("mariadb");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Drops the test's MariaDB database at the end.
+struct MyDb;
+
+impl Drop for MyDb {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e"])
+            .arg("DROP DATABASE IF EXISTS hoop_vce")
+            .output();
+    }
+}
+
+#[test]
+fn mysql_views_created_by_another_session_are_known_before_they_are_read() {
+    require_privileged();
+    let _db = MyDb;
+    mariadb_direct(
+        "DROP DATABASE IF EXISTS hoop_vce; CREATE DATABASE hoop_vce; USE hoop_vce;
+         CREATE TABLE people (id INT PRIMARY KEY, ssn VARCHAR(20));
+         INSERT INTO people VALUES (1, '123-45-6789'), (2, '987-65-4321');
+         CREATE TABLE other (id INT);
+         INSERT INTO other VALUES (1), (2);",
+    );
+    let cfg = TestConfig::new(
+        &[3306],
+        "policy:\n  mask:\n    - columns: [people.ssn]\n      strategy: partial\n      keep_last: 4\n",
+    );
+    let script = r"
+import json, subprocess, pymysql
+c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='hoop_vce', autocommit=True)
+def run(sql):
+    try:
+        cur = c.cursor()
+        cur.execute(sql)
+        return [list(r) for r in cur.fetchall()]
+    except pymysql.MySQLError as e:
+        return {'error': e.args[0], 'message': str(e.args[1])}
+out = {'first': run('SELECT id FROM other ORDER BY id')}
+# Another session (the unix socket, which hoop does not intercept).
+subprocess.run(['mariadb', '-uroot', 'hoop_vce', '-e',
+    'CREATE VIEW v_late AS SELECT id, ssn AS s FROM people; CREATE VIEW v_late2 AS SELECT id, ssn FROM people'], check=True)
+out['late'] = run('SELECT s FROM v_late ORDER BY id')
+out['late_qualified'] = run('SELECT ssn FROM hoop_vce.v_late2 ORDER BY id')
+out['copy'] = run('CREATE TABLE copied AS SELECT s FROM v_late')
+# Temporary tables are not in the catalog: read as usual, again and again.
+out['temp'] = run('CREATE TEMPORARY TABLE tt AS SELECT id FROM other')
+out['temp_reads'] = [run('SELECT count(*) FROM tt') for _ in range(3)]
+print(json.dumps(out))
+";
+    let out = hoop_exec(&cfg.path, &["/usr/bin/python3", "-c", script], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+    assert_eq!(v["first"].to_string(), "[[1],[2]]", "{all}");
+    assert_eq!(
+        v["late"].to_string(),
+        r#"[["***-**-6789"],["***-**-4321"]]"#,
+        "{all}"
+    );
+    assert_eq!(
+        v["late_qualified"].to_string(),
+        r#"[["***-**-6789"],["***-**-4321"]]"#,
+        "{all}"
+    );
+    // Copying the new view is copying masked data.
+    assert_eq!(v["copy"]["error"], 1227, "{all}");
+    assert_eq!(v["temp_reads"].to_string(), "[[[2]],[[2]],[[2]]]", "{all}");
+    assert!(!all.contains("123-45-6789"), "{all}");
+    // The bare server: the view hands out the values.
+    let bare = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "--protocol=TCP",
+            "-uroot",
+            "-N",
+            "hoop_vce",
+            "-e",
+        ])
+        .arg("SELECT s FROM v_late ORDER BY id")
+        .output()
+        .expect("mariadb");
+    assert!(String::from_utf8_lossy(&bare.stdout).contains("123-45-6789"));
+}
