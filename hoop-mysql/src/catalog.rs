@@ -46,8 +46,8 @@ struct Known {
     /// building a key).
     base_tables: HashMap<String, HashSet<String>>,
     views: Arc<[ViewDependency]>,
-    /// Every base table and view, as `(schema, name)` lowercased.
-    relations: HashSet<(String, String)>,
+    /// Every base table and view, schema → names, lowercased.
+    relations: HashMap<String, HashSet<String>>,
     version: u64,
 }
 
@@ -80,18 +80,23 @@ impl SessionCatalog {
     /// neither a base table nor a view the catalog knows: a view created
     /// since it was loaded, a temporary table, or no table at all. A name
     /// with more dots than a qualifier reads as unknown.
+    /// `tables` are folded (lower case) as the policy folds names; so is
+    /// `schema`.
     pub fn misses(&self, tables: &[String], schema: Option<&str>) -> bool {
         let known = lock(&self.known);
         tables.iter().any(|t| {
             let (s, name) = match t.split_once('.') {
-                Some((s, name)) if !name.contains('.') => (s.to_lowercase(), name.to_lowercase()),
+                Some((s, name)) if !name.contains('.') => (s, name),
                 Some(_) => return true,
                 None => match schema {
-                    Some(s) => (s.to_lowercase(), t.to_lowercase()),
+                    Some(s) => (s, t.as_str()),
                     None => return true,
                 },
             };
-            !known.relations.contains(&(s, name))
+            !known
+                .relations
+                .get(s)
+                .is_some_and(|names| names.contains(name))
         })
     }
 
@@ -99,13 +104,19 @@ impl SessionCatalog {
     /// [`VIEWS_QUERY`].
     pub fn load(&self, base_tables: Vec<(String, String)>, views: Vec<(String, String, String)>) {
         let mut tables: HashMap<String, HashSet<String>> = HashMap::new();
-        let mut relations = HashSet::new();
+        let mut relations: HashMap<String, HashSet<String>> = HashMap::new();
         for (schema, table) in base_tables {
-            relations.insert((schema.to_lowercase(), table.to_lowercase()));
+            relations
+                .entry(schema.to_lowercase())
+                .or_default()
+                .insert(table.to_lowercase());
             tables.entry(schema).or_default().insert(table);
         }
         for (schema, view, _) in &views {
-            relations.insert((schema.to_lowercase(), view.to_lowercase()));
+            relations
+                .entry(schema.to_lowercase())
+                .or_default()
+                .insert(view.to_lowercase());
         }
         let mut deps = Vec::new();
         for (schema, view, definition) in views {
@@ -235,5 +246,22 @@ mod tests {
         );
         // Unreadable definitions may read every table of their schema.
         assert_eq!(deps.iter().filter(|d| d.view.name == "v_hidden").count(), 2);
+    }
+
+    #[test]
+    fn a_name_the_catalog_has_neither_as_table_nor_as_view_is_a_miss() {
+        let c = SessionCatalog::new();
+        c.load(
+            vec![("Db".into(), "Cust".into())],
+            vec![("db".into(), "v_cust".into(), "select 1".into())],
+        );
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(!c.misses(&names(&["cust", "v_cust"]), Some("db")));
+        assert!(!c.misses(&names(&["db.cust", "db.v_cust"]), None));
+        assert!(c.misses(&names(&["v_new"]), Some("db")));
+        assert!(c.misses(&names(&["cust"]), Some("other")));
+        // Unqualified with no current schema, or a name with dots in it.
+        assert!(c.misses(&names(&["cust"]), None));
+        assert!(c.misses(&names(&["a.b.c"]), Some("db")));
     }
 }

@@ -641,7 +641,7 @@ impl Relay {
             self.absent.clear();
             self.absent_since = None;
         }
-        let schema = self.session.schema().map(lossy);
+        let schema = self.session.schema().map(|s| lossy(s).to_lowercase());
         let unknown = |relay: &Self, t: &String| {
             !relay.absent.contains(t)
                 && relay
