@@ -8,8 +8,13 @@
 //! the raw bytes finds what it looks for. In `ucs2`, `utf16`, `utf16le` and
 //! `utf32` a character is two or four bytes, and `alice@example.com` has a
 //! zero byte after (or before) every letter: a detector on the raw bytes
-//! would see nothing. Values in these sets are decoded to UTF-8 for
-//! governance and, where governance changed them, encoded back.
+//! would see nothing. The same goes for `filename` (collation 17, which
+//! `information_schema` does not list), in which only letters, digits and
+//! `_` are themselves and every other character is `@` and four hex digits
+//! of its code point (`@0040` for `@`, `@002e` for `.`), or `@` and two
+//! letters for some accented ones (`é` is `@0p`). Values in these sets are
+//! decoded to UTF-8 for governance and, where governance changed them,
+//! encoded back.
 
 /// A character set whose code units are wider than a byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +25,13 @@ pub enum WideCharset {
     Utf16Le,
     /// `utf32`: big-endian.
     Utf32Be,
+    /// `filename`: `@` escapes (see the module).
+    Filename,
 }
+
+/// The `filename` character set's collation (internal: not in
+/// `information_schema.COLLATIONS`, so not in [`crate::collation`]).
+pub const FILENAME_COLLATION: u16 = 17;
 
 impl WideCharset {
     /// The wide character set of collation `id`, `None` for every other
@@ -28,6 +39,9 @@ impl WideCharset {
     /// `None` too: only the four sets above are wide, and the table holds
     /// every collation of theirs.
     pub fn of_collation(id: u16, mariadb: bool) -> Option<Self> {
+        if id == FILENAME_COLLATION {
+            return Some(Self::Filename);
+        }
         Self::of_charset(crate::collation::charset_name(id, mariadb)?)
     }
 
@@ -40,6 +54,7 @@ impl WideCharset {
             }
             n if n.eq_ignore_ascii_case("utf16le") => Some(Self::Utf16Le),
             n if n.eq_ignore_ascii_case("utf32") => Some(Self::Utf32Be),
+            n if n.eq_ignore_ascii_case("filename") => Some(Self::Filename),
             _ => None,
         }
     }
@@ -67,6 +82,34 @@ impl WideCharset {
                 }
                 if !bytes.len().is_multiple_of(2) {
                     push(char::REPLACEMENT_CHARACTER);
+                }
+            }
+            Self::Filename => {
+                let hex = |b: &[u8]| {
+                    std::str::from_utf8(b)
+                        .ok()
+                        .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                };
+                let mut i = 0;
+                while i < bytes.len() {
+                    if bytes[i] != b'@' {
+                        let b = bytes[i];
+                        push(if b.is_ascii() {
+                            char::from(b)
+                        } else {
+                            char::REPLACEMENT_CHARACTER
+                        });
+                        i += 1;
+                    } else if let Some(code) = bytes.get(i + 1..i + 5).and_then(hex) {
+                        push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+                        i += 5;
+                    } else {
+                        // `@` and two letters: an accented letter from the
+                        // server's table, which no detector looks for.
+                        push(char::REPLACEMENT_CHARACTER);
+                        i += 3;
+                    }
                 }
             }
             Self::Utf32Be => {
@@ -99,6 +142,21 @@ impl WideCharset {
             Self::Utf32Be => {
                 for c in text.chars() {
                     out.extend_from_slice(&u32::from(c).to_be_bytes());
+                }
+            }
+            Self::Filename => {
+                use std::io::Write as _;
+                for c in text.chars() {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        out.push(c as u8);
+                    } else {
+                        // Past the BMP: what the server writes for a
+                        // character it cannot escape.
+                        let code = u32::from(c);
+                        let code = if code > 0xFFFF { u32::from('?') } else { code };
+                        // Writing into a Vec does not fail.
+                        let _ = write!(out, "@{code:04x}");
+                    }
                 }
             }
         }
@@ -147,6 +205,27 @@ mod tests {
         }
         assert_eq!(WideCharset::of_charset("UTF16"), Some(WideCharset::Utf16Be));
         assert_eq!(WideCharset::of_charset("utf8mb4"), None);
+        assert_eq!(
+            WideCharset::of_collation(17, true),
+            Some(WideCharset::Filename)
+        );
+    }
+
+    #[test]
+    fn filename_escapes_decode_and_encode_as_mariadb_writes_them() {
+        // `SELECT CONVERT('aZ9_-.@ é€' USING filename)` on MariaDB 10.11.
+        let wire = b"aZ9_@002d@002e@0040@0020@0p@20ac";
+        assert_eq!(decoded(WideCharset::Filename, wire), "aZ9_-.@ \u{FFFD}€");
+        assert_eq!(
+            decoded(WideCharset::Filename, b"mail@0020alice@0040example@002ecom"),
+            "mail alice@example.com"
+        );
+        assert_eq!(
+            encoded(WideCharset::Filename, "aZ9_-.@ €"),
+            b"aZ9_@002d@002e@0040@0020@20ac"
+        );
+        // A cut escape is not taken for one.
+        assert_eq!(decoded(WideCharset::Filename, b"x@00"), "x\u{FFFD}");
     }
 
     #[test]

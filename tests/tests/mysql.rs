@@ -1337,8 +1337,10 @@ fn without_a_policy_replies_reach_the_client_as_the_server_sent_them() {
 }
 
 /// A value sent in a character set whose ASCII is not ASCII bytes (ucs2,
-/// utf16, utf16le, utf32) hides from a content detector that reads the raw
-/// bytes: `alice@example.com` in UTF-16 has a zero byte before every letter.
+/// utf16, utf16le, utf32, and `filename`, which escapes every character but
+/// letters, digits and `_`) hides from a content detector that reads the raw
+/// bytes: `alice@example.com` in UTF-16 has a zero byte before every letter,
+/// in `filename` it is `alice@0040example@002ecom`.
 /// The client picks the set (`character_set_results`, or `NULL` and
 /// `CONVERT(x USING …)`), or the column is stored in it. hoop reads such
 /// values decoded, by their column's collation, and encodes what it
@@ -1369,9 +1371,13 @@ fn values_in_wide_character_sets_are_read_by_the_detectors_as_the_client_reads_t
 ",
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_wide.py");
-    let run = |through_hoop: bool| -> (Value, String) {
-        let out = if through_hoop {
-            hoop_exec(&cfg.path, &[PYTHON, script, &db.name], T)
+    // Through hoop each case runs in a hoop of its own: once a detector has
+    // found a value in `people.note`, hoop masks that column whole for the
+    // rest of its run (a promotion), which would hide what the next case
+    // decodes.
+    let run = |through_hoop: Option<&str>| -> (Value, String) {
+        let out = if let Some(case) = through_hoop {
+            hoop_exec(&cfg.path, &[PYTHON, script, &db.name, case], T)
         } else {
             Command::new(PYTHON)
                 .args([script, &db.name])
@@ -1393,10 +1399,13 @@ fn values_in_wide_character_sets_are_read_by_the_detectors_as_the_client_reads_t
         "stored_utf16",
         "binary_convert_utf16",
         "binary_results_utf32",
+        "convert_filename",
+        "results_filename",
+        "binary_convert_filename",
     ];
     // The bare server sends the values in those sets: decoded, they are
     // the plain text, and the wide bytes are not the ASCII bytes.
-    let (bare, bare_all) = run(false);
+    let (bare, bare_all) = run(None);
     for case in leaking {
         let values = bare[case]["values"].to_string();
         assert!(
@@ -1418,7 +1427,14 @@ fn values_in_wide_character_sets_are_read_by_the_detectors_as_the_client_reads_t
     // Through hoop: found and redacted in every set, the rest of the text
     // kept, and the client decodes the result cleanly in its set.
     mariadb_direct(Some(&db.name), "DROP TABLE scratch");
-    let (v, all) = run(true);
+    let mut v = serde_json::Map::new();
+    let mut all = String::new();
+    for case in bare.as_object().expect("cases").keys() {
+        let (one, one_all) = run(Some(case));
+        v.insert(case.clone(), one[case].clone());
+        all.push_str(&one_all);
+    }
+    let v = Value::Object(v);
     for case in leaking {
         assert_eq!(
             v[case]["values"].to_string(),
