@@ -609,8 +609,16 @@ impl SessionGovernor for SessionGovernance {
     #[inline]
     fn fatal(&mut self) -> Option<Refusal> {
         // Asked on every wake-up and statement: only a recording can fail,
-        // so without one, and while none has, the answer is a plain check.
-        if self.fatal.is_none() && !self.recording {
+        // so without one, and while none has, the answer is a plain check
+        // (the failure flag is one atomic load, read here rather than in
+        // `fatal_checked`, which only a failure needs).
+        if self.fatal.is_none()
+            && !(self.recording
+                && self
+                    .recording_failure
+                    .as_ref()
+                    .is_some_and(FailureFlag::is_set))
+        {
             return None;
         }
         self.fatal_checked()
