@@ -46,6 +46,10 @@ pub(super) struct OpenRecording {
     pub(super) statements: HashMap<u32, Arc<[u8]>, foldhash::fast::RandomState>,
     /// Scratch space for a line's `ts` and for a body serialized by hand.
     pub(super) ts: String,
+    /// Formats the `ts` of lines serialized by hand straight into `buf`.
+    pub(super) stamper: Rfc3339Stamper,
+    /// The kinds and tables of the last simple statement, serialized.
+    pub(super) statement_tail: Option<format::StatementTail>,
     pub(super) body: Vec<u8>,
     pub(super) totals: SessionTotals,
     pub(super) health: Arc<SessionHealth>,
@@ -260,6 +264,8 @@ impl Writer {
                 .map(|d| (d.as_secs(), d.subsec_nanos())),
             statements: HashMap::default(),
             ts: String::new(),
+            stamper: Rfc3339Stamper::default(),
+            statement_tail: None,
             body: Vec::new(),
             totals: SessionTotals::default(),
             health,
@@ -354,14 +360,18 @@ impl Writer {
             Payload::Result { tag, rows } => {
                 let mut body = std::mem::take(&mut recording.body);
                 body.clear();
-                format::serialize_result_body(tag.as_str(), rows, &mut body);
+                format::serialize_result_body_utf8(tag.as_bytes(), rows, &mut body);
                 recording.push_serialized(mono_ns, &body, self.metrics);
                 recording.body = body;
             }
             Payload::Statement(event) => {
                 let mut json = std::mem::take(&mut recording.body);
                 json.clear();
-                format::serialize_statement_body(&event, &mut json);
+                format::serialize_statement_body_reusing(
+                    &event,
+                    &mut recording.statement_tail,
+                    &mut json,
+                );
                 recording.push_statement(mono_ns, &json, self.metrics);
                 recording.body = json;
             }
@@ -534,9 +544,24 @@ impl OpenRecording {
     ) {
         let mono_ns = mono_ns.max(self.last_mono_ns);
         self.last_mono_ns = mono_ns;
-        self.stamp(mono_ns);
-        self.chain
-            .append_serialized_rfc3339(&mut self.buf, mono_ns, &self.ts, body);
+        match self
+            .started_since_epoch
+            .and_then(|start| since_epoch_after(start, mono_ns))
+        {
+            // The usual case: the time formatted straight into the line.
+            Some(at) => self.chain.append_serialized_since_epoch(
+                &mut self.buf,
+                mono_ns,
+                &mut self.stamper,
+                at,
+                body,
+            ),
+            None => {
+                self.stamp(mono_ns);
+                self.chain
+                    .append_serialized_rfc3339(&mut self.buf, mono_ns, &self.ts, body);
+            }
+        }
         metrics.events_total.inc();
     }
 
