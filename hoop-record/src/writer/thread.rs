@@ -544,23 +544,22 @@ impl OpenRecording {
     ) {
         let mono_ns = mono_ns.max(self.last_mono_ns);
         self.last_mono_ns = mono_ns;
-        match self
+        if let Some(at) = self
             .started_since_epoch
             .and_then(|start| since_epoch_after(start, mono_ns))
         {
             // The usual case: the time formatted straight into the line.
-            Some(at) => self.chain.append_serialized_since_epoch(
+            self.chain.append_serialized_since_epoch(
                 &mut self.buf,
                 mono_ns,
                 &mut self.stamper,
                 at,
                 body,
-            ),
-            None => {
-                self.stamp(mono_ns);
-                self.chain
-                    .append_serialized_rfc3339(&mut self.buf, mono_ns, &self.ts, body);
-            }
+            );
+        } else {
+            self.stamp(mono_ns);
+            self.chain
+                .append_serialized_rfc3339(&mut self.buf, mono_ns, &self.ts, body);
         }
         metrics.events_total.inc();
     }
