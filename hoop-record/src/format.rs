@@ -682,22 +682,16 @@ fn needs_escape(b: &[u8]) -> bool {
     const CHUNK: usize = 16;
     // Three call sites, each a handful of vector instructions once inlined
     // (a call costs as much as the check).
-    // Bitwise `|` on the flags: lazy `||` would branch per byte instead of
-    // vectorising.
-    #[allow(clippy::inline_always, clippy::needless_bitwise_bool)]
+    #[allow(clippy::inline_always)]
     #[inline(always)]
     fn chunk_needs_escape(chunk: &[u8; CHUNK]) -> bool {
-        // One flag byte per byte, tested as one 128-bit word. A control
-        // character or DEL is an ASCII byte (signed: not negative) whose
-        // successor, signed, is under 0x21 (DEL's successor is -128); this
-        // form compiles to fewer vector instructions than four separate
-        // compares folded together.
-        let mut flags = [0u8; CHUNK];
-        for (flag, &b) in flags.iter_mut().zip(chunk) {
-            let control = (b as i8 >= 0) & ((b.wrapping_add(1) as i8) < 0x21);
-            *flag = u8::from(control | (b == b'"') | (b == b'\\'));
-        }
-        u128::from_ne_bytes(flags) != 0
+        chunk.iter().fold(0u8, |found, &b| {
+            found
+                | u8::from(b < 0x20)
+                | u8::from(b == b'"')
+                | u8::from(b == b'\\')
+                | u8::from(b == 0x7f)
+        }) != 0
     }
     if b.len() < CHUNK {
         let mut padded = [b' '; CHUNK];
