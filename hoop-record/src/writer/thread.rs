@@ -174,9 +174,7 @@ impl Writer {
             if cost > 0 {
                 self.backlog.fetch_sub(cost, Ordering::AcqRel);
             }
-            for command in batch.drain(..) {
-                self.handle_session(key, command);
-            }
+            self.handle_batch(key, &mut batch);
             self.spare = batch;
             if gone {
                 self.queues.swap_remove(i);
@@ -186,19 +184,42 @@ impl Writer {
         }
     }
 
-    pub(super) fn handle_session(&mut self, key: u64, command: SessionCommand) {
-        match command {
-            // Its cost left the backlog when its batch was collected.
-            SessionCommand::Append {
-                mono_ns, payload, ..
-            } => self.append(key, mono_ns, payload),
-            SessionCommand::Close { mono_ns, reason } => self.close(key, mono_ns, reason),
-            SessionCommand::Abandon => {
-                if let Some(mut recording) = self.sessions.remove(&key) {
-                    // Everything appended so far is sound; write it, add no trailer.
-                    self.write_out(&mut recording);
+    /// Handles one collected batch of a session's commands, in order (and
+    /// leaves `batch` empty). The recording is taken out of the map once
+    /// per batch, not looked up per command.
+    pub(super) fn handle_batch(&mut self, key: u64, batch: &mut Vec<SessionCommand>) {
+        // `None`: unknown key (the file could not be created, or the
+        // recording was abandoned), or closed, abandoned or failed during
+        // this batch: what follows is dropped, as a lookup would find
+        // nothing.
+        let mut recording = self.sessions.remove(&key);
+        for command in batch.drain(..) {
+            match command {
+                // Its cost left the backlog when its batch was collected.
+                SessionCommand::Append {
+                    mono_ns, payload, ..
+                } => {
+                    if let Some(r) = &mut recording
+                        && !self.append_to(r, mono_ns, payload)
+                    {
+                        recording = None;
+                    }
+                }
+                SessionCommand::Close { mono_ns, reason } => {
+                    if let Some(mut r) = recording.take() {
+                        self.finish(&mut r, mono_ns, reason);
+                    }
+                }
+                SessionCommand::Abandon => {
+                    if let Some(mut r) = recording.take() {
+                        // Everything appended so far is sound; write it, add no trailer.
+                        self.write_out(&mut r);
+                    }
                 }
             }
+        }
+        if let Some(r) = recording {
+            self.sessions.insert(key, r);
         }
     }
 
@@ -332,11 +353,15 @@ impl Writer {
         }
     }
 
-    pub(super) fn append(&mut self, key: u64, mono_ns: u64, payload: Payload) {
-        // Unknown key: the file could not be created, or the recording was abandoned.
-        let Some(recording) = self.sessions.get_mut(&key) else {
-            return;
-        };
+    /// Appends one payload to `recording`, writing its buffer out when it
+    /// is full; false when that write failed (the caller must stop writing
+    /// the recording).
+    pub(super) fn append_to(
+        &self,
+        recording: &mut OpenRecording,
+        mono_ns: u64,
+        payload: Payload,
+    ) -> bool {
         match payload {
             Payload::Prepared(id, event) => {
                 // Serialized once; every execution reuses the bytes.
@@ -349,7 +374,7 @@ impl Writer {
                 let Some(json) = recording.statements.get(&id).cloned() else {
                     // The session sends an id only after the statement itself.
                     tracing::error!(session = %recording.session_id, id, "recording: execution of an unknown prepared statement");
-                    return;
+                    return true;
                 };
                 recording.push_statement(mono_ns, &json, self.metrics);
             }
@@ -377,19 +402,7 @@ impl Writer {
             }
             payload => recording.push(mono_ns, &Writer::encode(payload), self.metrics),
         }
-        if recording.buf.len() >= WRITE_BUFFER_BYTES {
-            let mut recording = self.sessions.remove(&key).expect("present");
-            if self.write_out(&mut recording) {
-                self.sessions.insert(key, recording);
-            }
-        }
-    }
-
-    pub(super) fn close(&mut self, key: u64, mono_ns: u64, reason: String) {
-        let Some(mut recording) = self.sessions.remove(&key) else {
-            return;
-        };
-        self.finish(&mut recording, mono_ns, reason);
+        recording.buf.len() < WRITE_BUFFER_BYTES || self.write_out(recording)
     }
 
     /// `session_end`, trailer, write, fsync file and directory.
