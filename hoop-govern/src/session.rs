@@ -120,6 +120,9 @@ pub struct SessionGovernance {
     /// The last text fingerprinted, and its fingerprint (`None`: the text
     /// has none): a statement's results reuse its judgement's.
     pub(crate) fingerprinted: (String, Option<String>),
+    /// The fingerprint's pass showed `fingerprinted`'s text holds no string
+    /// literal (the recorded text needs no literal redaction).
+    pub(crate) fingerprinted_without_strings: bool,
     /// The judgement being made depends on a literal's value (it is not
     /// cached by fingerprint).
     pub(crate) judged_by_literal: bool,
@@ -201,6 +204,7 @@ impl SessionGovernance {
             predicates,
             results: HashMap::default(),
             fingerprinted: (String::new(), None),
+            fingerprinted_without_strings: false,
             judged_by_literal: false,
             keys: Vec::new(),
         }
@@ -308,8 +312,9 @@ impl SessionGovernance {
             // the diagnostics of the statement before it).
             std::mem::swap(&mut self.previous_sql, text);
             let mut buf = fingerprint.take().unwrap_or_default();
-            let keyed = self.dialect.fingerprint_into(sql, &mut buf);
+            let (keyed, no_strings) = self.dialect.fingerprint_noting_strings(sql, &mut buf);
             *fingerprint = keyed.then_some(buf);
+            self.fingerprinted_without_strings = no_strings;
             text.clear();
             text.push_str(sql);
         }
