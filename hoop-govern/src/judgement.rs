@@ -211,9 +211,11 @@ impl SessionGovernance {
         self.fingerprinted.1 = keyed.then_some(key);
         let verdict = judged.verdict.clone();
         judged.count();
-        let sql: Option<Arc<str>> = self
-            .recording
-            .then(|| masked_statement_arc(self.dialect, &self.rules, statement.sql));
+        // `fingerprint` above noted whether this text holds a string literal.
+        let without_strings = self.fingerprinted_without_strings;
+        let sql: Option<Arc<str>> = self.recording.then(|| {
+            masked_statement_arc(self.dialect, &self.rules, statement.sql, without_strings)
+        });
         if let Some(name) = statement.statement_name {
             if self.prepared.len() >= JUDGEMENT_CACHE_MAX {
                 self.prepared.clear();

@@ -16,25 +16,30 @@ use crate::session::{SessionGovernance, lock};
 /// then detectors run over the rest. Numbers, identifiers and the
 /// statement's shape stay.
 pub fn masked_statement(dialect: &dyn SqlDialect, rules: &MaskRules, sql: &str) -> String {
-    masked_statement_cow(dialect, rules, sql).into_owned()
+    masked_statement_cow(dialect, rules, sql, false).into_owned()
 }
 
 /// [`masked_statement`] as the shared text a recording keeps: one
 /// allocation, and none for the work when nothing is masked.
+/// `without_strings`: the dialect has shown `sql` holds no string literal
+/// ([`SqlDialect::fingerprint_noting_strings`]), so there are none to
+/// redact.
 pub(crate) fn masked_statement_arc(
     dialect: &dyn SqlDialect,
     rules: &MaskRules,
     sql: &str,
+    without_strings: bool,
 ) -> Arc<str> {
-    Arc::from(masked_statement_cow(dialect, rules, sql).as_ref())
+    Arc::from(masked_statement_cow(dialect, rules, sql, without_strings).as_ref())
 }
 
 fn masked_statement_cow<'a>(
     dialect: &dyn SqlDialect,
     rules: &MaskRules,
     sql: &'a str,
+    without_strings: bool,
 ) -> Cow<'a, str> {
-    let literals_redacted = if rules.column_rules().is_empty() {
+    let literals_redacted = if rules.column_rules().is_empty() || without_strings {
         Cow::Borrowed(sql)
     } else {
         dialect.redact_literals(sql)
@@ -93,8 +98,12 @@ impl SessionGovernance {
                         Some(sql) if Arc::ptr_eq(&prepared.rules, &self.rules) => sql.clone(),
                         // The masking rules were reloaded since the prepare.
                         _ => {
-                            let sql =
-                                masked_statement_arc(self.dialect, &self.rules, statement.sql);
+                            let sql = masked_statement_arc(
+                                self.dialect,
+                                &self.rules,
+                                statement.sql,
+                                false,
+                            );
                             prepared.masked_sql = Some(sql.clone());
                             prepared.rules = self.rules.clone();
                             sql

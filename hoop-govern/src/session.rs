@@ -120,6 +120,9 @@ pub struct SessionGovernance {
     /// The last text fingerprinted, and its fingerprint (`None`: the text
     /// has none): a statement's results reuse its judgement's.
     pub(crate) fingerprinted: (String, Option<String>),
+    /// The fingerprint's pass showed `fingerprinted`'s text holds no string
+    /// literal (the recorded text needs no literal redaction).
+    pub(crate) fingerprinted_without_strings: bool,
     /// The judgement being made depends on a literal's value (it is not
     /// cached by fingerprint).
     pub(crate) judged_by_literal: bool,
@@ -206,6 +209,7 @@ impl SessionGovernance {
             predicates,
             results: HashMap::default(),
             fingerprinted: (String::new(), None),
+            fingerprinted_without_strings: false,
             judged_by_literal: false,
             pre_judged: None,
             keys: Vec::new(),
@@ -315,8 +319,9 @@ impl SessionGovernance {
             // the diagnostics of the statement before it).
             std::mem::swap(&mut self.previous_sql, text);
             let mut buf = fingerprint.take().unwrap_or_default();
-            let keyed = self.dialect.fingerprint_into(sql, &mut buf);
+            let (keyed, no_strings) = self.dialect.fingerprint_noting_strings(sql, &mut buf);
             *fingerprint = keyed.then_some(buf);
+            self.fingerprinted_without_strings = no_strings;
             text.clear();
             text.push_str(sql);
         }
@@ -616,8 +621,16 @@ impl SessionGovernor for SessionGovernance {
     #[inline]
     fn fatal(&mut self) -> Option<Refusal> {
         // Asked on every wake-up and statement: only a recording can fail,
-        // so without one, and while none has, the answer is a plain check.
-        if self.fatal.is_none() && !self.recording {
+        // so without one, and while none has, the answer is a plain check
+        // (the failure flag is one atomic load, read here rather than in
+        // `fatal_checked`, which only a failure needs).
+        if self.fatal.is_none()
+            && !(self.recording
+                && self
+                    .recording_failure
+                    .as_ref()
+                    .is_some_and(FailureFlag::is_set))
+        {
             return None;
         }
         self.fatal_checked()

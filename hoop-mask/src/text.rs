@@ -40,8 +40,12 @@ impl MaskRules {
             {
                 current = Some(t);
             }
+            // A mark ending in `(` (PostgreSQL's) cannot occur in a text
+            // without one; any other mark is searched for (asking whether
+            // it holds a `(` anywhere would cost a scan of the mark per
+            // text).
             if let Some(mark) = echoes.failing_row
-                && (has_paren || !mark.contains('('))
+                && (has_paren || !mark.ends_with('('))
                 && let Some(t) = redact_failing_row(current.as_deref().unwrap_or(text), mark)
             {
                 current = Some(t);

@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 
 use hoop_core::{PodIdentity, Protocol, SessionIdentity, StatementKind, Submission};
 
+use crate::Rfc3339Stamper;
+
 /// `"format"` in the header line.
 pub const FORMAT_NAME: &str = "hoop-recording";
 /// `"version"` in the header line. Bumped on any incompatible change.
@@ -560,6 +562,48 @@ pub const ALLOW_VERDICT_BODY: &[u8] =
 /// `out`: the bytes [`serialize_body`] writes for a [`StatementEvent`],
 /// without serde (one line in three of a busy recording is a statement).
 pub fn serialize_statement_body(event: &StatementEvent, out: &mut Vec<u8>) {
+    serialize_statement_head(event, out);
+    serialize_statement_tail(event, out);
+}
+
+/// [`serialize_statement_body`], with the kinds and tables copied from
+/// `tail` when they are the same `Arc`s as the statement before (a
+/// statement judged from the same cached judgement): they are serialized
+/// once, not per execution. `tail` keeps the `Arc`s it was serialized from,
+/// so their addresses cannot be reused while it compares them.
+pub(crate) fn serialize_statement_body_reusing(
+    event: &StatementEvent,
+    tail: &mut Option<StatementTail>,
+    out: &mut Vec<u8>,
+) {
+    serialize_statement_head(event, out);
+    match tail {
+        Some(t) if Arc::ptr_eq(&t.kinds, &event.kinds) && Arc::ptr_eq(&t.tables, &event.tables) => {
+            out.extend_from_slice(&t.bytes);
+        }
+        _ => {
+            let mut bytes = Vec::new();
+            serialize_statement_tail(event, &mut bytes);
+            out.extend_from_slice(&bytes);
+            *tail = Some(StatementTail {
+                kinds: event.kinds.clone(),
+                tables: event.tables.clone(),
+                bytes,
+            });
+        }
+    }
+}
+
+/// The serialized kinds and tables of a statement (everything after
+/// `"kinds":[`), kept with the `Arc`s they were serialized from.
+pub(crate) struct StatementTail {
+    kinds: Arc<[StatementKind]>,
+    tables: Arc<[String]>,
+    bytes: Vec<u8>,
+}
+
+/// A statement body up to and including `"kinds":[`.
+fn serialize_statement_head(event: &StatementEvent, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":\"statement\",\"sql\":");
     json_string(out, &event.sql);
     out.extend_from_slice(match event.form {
@@ -567,6 +611,10 @@ pub fn serialize_statement_body(event: &StatementEvent, out: &mut Vec<u8>) {
         Submission::Prepared => b",\"form\":\"extended\",\"kinds\":[",
         Submission::FunctionCall => b",\"form\":\"function_call\",\"kinds\":[",
     });
+}
+
+/// A statement body after `"kinds":[`: its kinds, its tables and the end.
+fn serialize_statement_tail(event: &StatementEvent, out: &mut Vec<u8>) {
     for (i, kind) in event.kinds.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -587,8 +635,22 @@ pub fn serialize_statement_body(event: &StatementEvent, out: &mut Vec<u8>) {
 /// bytes [`serialize_body`] writes for a [`ResultEvent`] without an error,
 /// without serde (two lines in three of a busy recording are results).
 pub fn serialize_result_body(tag: &str, rows: Option<u64>, out: &mut Vec<u8>) {
+    serialize_result_body_utf8(tag.as_bytes(), rows, out);
+}
+
+/// [`serialize_result_body`] for a tag the writer holds as the bytes of a
+/// `str` (the queue's short tags), without checking them as UTF-8 again
+/// unless they need escaping.
+pub(crate) fn serialize_result_body_utf8(tag: &[u8], rows: Option<u64>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":\"result\",\"tag\":");
-    json_string(out, tag);
+    if needs_escape(tag) {
+        // Bytes of a `str`: the lossy conversion never replaces anything.
+        json_string(out, &String::from_utf8_lossy(tag));
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(tag);
+        out.push(b'"');
+    }
     out.extend_from_slice(b",\"rows\":");
     match rows {
         Some(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
@@ -661,13 +723,15 @@ pub fn append_serialized_line(
 }
 
 /// A line's `ts`, and whether it still needs the escape check.
-#[derive(Clone, Copy)]
 enum Time<'a> {
     /// Any text: escaped as serde_json would.
     Checked(&'a str),
     /// An RFC 3339 time from the writer's own formatter: digits, `-`, `:`,
     /// `T`, `.` and `Z`, which JSON never escapes.
     Rfc3339(&'a str),
+    /// Seconds and nanoseconds since the Unix epoch, formatted by the
+    /// stamper straight into the line (as [`Time::Rfc3339`]'s text).
+    SinceEpoch(&'a mut Rfc3339Stamper, (u64, u32)),
 }
 
 fn append_timed_line(
@@ -678,14 +742,16 @@ fn append_timed_line(
     body: &[u8],
     previous: &ChainHash,
 ) -> ChainHash {
-    let ts = match time {
-        Time::Checked(ts) | Time::Rfc3339(ts) => ts,
+    let ts_len = match &time {
+        Time::Checked(ts) | Time::Rfc3339(ts) => ts.len(),
+        // A year of up to six digits with its sign, the fraction and `Z`.
+        Time::SinceEpoch(..) => 40,
     };
     let start = out.len();
     // Room for the whole line at once: `{"seq":`, two numbers of up to 20
     // digits, the keys, the time (escaped, at most six bytes per byte), the
     // body and the hash suffix.
-    out.reserve(64 + 6 * ts.len() + body.len() + HASH_SUFFIX_LEN + 1);
+    out.reserve(64 + 6 * ts_len + body.len() + HASH_SUFFIX_LEN + 1);
     let mut n = itoa::Buffer::new();
     out.extend_from_slice(b"{\"seq\":");
     out.extend_from_slice(n.format(seq).as_bytes());
@@ -698,6 +764,11 @@ fn append_timed_line(
             debug_assert!(!needs_escape(ts.as_bytes()), "{ts}");
             out.push(b'"');
             out.extend_from_slice(ts.as_bytes());
+            out.push(b'"');
+        }
+        Time::SinceEpoch(stamper, (secs, nanos)) => {
+            out.push(b'"');
+            stamper.write(secs, nanos, out);
             out.push(b'"');
         }
     }
@@ -770,6 +841,28 @@ impl ChainWriter {
             self.next_seq,
             mono_ns,
             Time::Rfc3339(ts),
+            body,
+            &self.previous,
+        );
+        self.next_seq += 1;
+    }
+
+    /// [`append_serialized_rfc3339`](Self::append_serialized_rfc3339) for
+    /// a time given as seconds and nanoseconds since the Unix epoch, which
+    /// `stamper` formats straight into the line.
+    pub(crate) fn append_serialized_since_epoch(
+        &mut self,
+        out: &mut Vec<u8>,
+        mono_ns: u64,
+        stamper: &mut Rfc3339Stamper,
+        since_epoch: (u64, u32),
+        body: &[u8],
+    ) {
+        self.previous = append_timed_line(
+            out,
+            self.next_seq,
+            mono_ns,
+            Time::SinceEpoch(stamper, since_epoch),
             body,
             &self.previous,
         );
@@ -1093,6 +1186,41 @@ mod tests {
     }
 
     #[test]
+    fn statements_reusing_their_tail_are_what_serde_writes() {
+        let kinds: Arc<[StatementKind]> = vec![StatementKind::Select].into();
+        let tables: Arc<[String]> = vec!["pgbench_accounts".to_owned()].into();
+        // Equal contents in other `Arc`s, then other contents.
+        let same_kinds: Arc<[StatementKind]> = vec![StatementKind::Select].into();
+        let other_tables: Arc<[String]> = vec!["t\n".to_owned(), "u".to_owned()].into();
+        let none: Arc<[String]> = Vec::new().into();
+        let mut tail = None;
+        for (sql, kinds, tables) in [
+            ("SELECT 1", &kinds, &tables),
+            ("SELECT 2", &kinds, &tables),
+            ("SELECT 3", &same_kinds, &tables),
+            ("SELECT 4", &same_kinds, &other_tables),
+            ("SELECT 5", &kinds, &other_tables),
+            ("SELECT 6", &kinds, &none),
+            ("SELECT 7", &kinds, &none),
+            ("SELECT 8", &kinds, &tables),
+        ] {
+            let event = StatementEvent {
+                sql: sql.into(),
+                form: Submission::Text,
+                kinds: kinds.clone(),
+                tables: tables.clone(),
+            };
+            let mut reused = Vec::new();
+            serialize_statement_body_reusing(&event, &mut tail, &mut reused);
+            assert_eq!(
+                String::from_utf8(reused).expect("utf8"),
+                String::from_utf8(serialize_body(&Body::Statement(event))).expect("utf8"),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
     fn results_serialized_by_hand_are_what_serde_writes() {
         for (tag, rows) in [
             ("SELECT 1", Some(1)),
@@ -1102,6 +1230,9 @@ mod tests {
         ] {
             let mut by_hand = Vec::new();
             serialize_result_body(tag, rows, &mut by_hand);
+            let mut from_bytes = Vec::new();
+            serialize_result_body_utf8(tag.as_bytes(), rows, &mut from_bytes);
+            assert_eq!(from_bytes, by_hand);
             let body = Body::Result(ResultEvent {
                 tag: Some(tag.into()),
                 rows,

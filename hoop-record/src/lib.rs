@@ -206,6 +206,66 @@ pub(crate) fn rfc3339_since_epoch_into(secs: u64, nanos: u32, out: &mut String) 
     out.push('Z');
 }
 
+/// `00`, `01`, … `99`.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
+/// Writes the `ts` of one recording's events straight into its line
+/// buffer: the date and time of day of the last second formatted are kept
+/// (an event formats only its fraction), and nothing goes through a
+/// `String` or a thread-local. The output is [`rfc3339_since_epoch_into`]'s.
+#[derive(Debug, Default)]
+pub(crate) struct Rfc3339Stamper {
+    /// The second `prefix` formats (`None`: none yet).
+    second: Option<u64>,
+    /// `YYYY-MM-DDTHH:MM:SS` of `second`.
+    prefix: Vec<u8>,
+}
+
+impl Rfc3339Stamper {
+    /// Appends `secs` and `nanos` (under 10^9) since the Unix epoch in RFC
+    /// 3339 to `out`.
+    pub(crate) fn write(&mut self, secs: u64, nanos: u32, out: &mut Vec<u8>) {
+        debug_assert!(nanos < 1_000_000_000);
+        if self.second != Some(secs) {
+            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let mut formatted = rfc3339_uncached(whole).into_bytes();
+            formatted.pop(); // the 'Z'
+            self.prefix = formatted;
+            self.second = Some(secs);
+        }
+        out.extend_from_slice(&self.prefix);
+        if nanos != 0 {
+            // Nine digits, zero-padded on the left, trailing zeros dropped
+            // (`time`'s RFC 3339: no fraction when it is zero).
+            let mut digits = [b'0'; 10];
+            digits[0] = b'.';
+            let mut n = nanos;
+            // Two digits per division, from the right.
+            for at in [8, 6, 4, 2] {
+                let pair = (n % 100) as usize * 2;
+                n /= 100;
+                digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+            }
+            digits[1] = b'0' + n as u8; // n < 10
+            let mut len = digits.len();
+            while digits[len - 1] == b'0' {
+                len -= 1;
+            }
+            out.extend_from_slice(&digits[..len]);
+        }
+        out.push(b'Z');
+    }
+}
+
 fn rfc3339_uncached(at: std::time::SystemTime) -> String {
     time::OffsetDateTime::from(at)
         .format(&time::format_description::well_known::Rfc3339)
@@ -215,6 +275,43 @@ fn rfc3339_uncached(at: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stamper_writes_what_the_time_crate_writes() {
+        let mut stamper = Rfc3339Stamper::default();
+        let mut out = Vec::new();
+        let mut expected = String::new();
+        // Fractions with every count of trailing zeros, seconds repeated
+        // and changed (the kept prefix), around a day's and a year's end.
+        let mut nanos: Vec<u32> = vec![0, 1, 9, 10, 999_999_999, 500_000_000, 641_728_534];
+        nanos.extend((0..9).map(|z| 123_456_789 / 10u32.pow(z) * 10u32.pow(z)));
+        nanos.extend((0..9).map(|z| 10u32.pow(z)));
+        for secs in [
+            0,
+            0,
+            1,
+            86_399,
+            86_400,
+            1_795_978_550,
+            1_798_761_599,
+            1_798_761_600,
+        ] {
+            for &n in &nanos {
+                out.clear();
+                stamper.write(secs, n, &mut out);
+                rfc3339_since_epoch_into(secs, n, &mut expected);
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(secs)
+                    + std::time::Duration::from_nanos(u64::from(n));
+                assert_eq!(
+                    std::str::from_utf8(&out).expect("ASCII"),
+                    expected,
+                    "{secs} {n}"
+                );
+                assert_eq!(expected, rfc3339_uncached(at), "{secs} {n}");
+            }
+        }
+    }
 
     #[test]
     fn cached_rfc3339_matches_the_time_crate() {

@@ -56,7 +56,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    FILE_EXTENSION, RecordError,
+    FILE_EXTENSION, RecordError, Rfc3339Stamper,
     format::{
         self, Body, Cell, ChainWriter, CopyDataEvent, CopyDirection, ErrorEvent, FORMAT_NAME,
         FORMAT_VERSION, Header, HoldEvent, HoldState, PromotionEvent, RecordedIdentity,

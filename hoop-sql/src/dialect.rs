@@ -194,6 +194,15 @@ pub trait SqlDialect: Send + Sync + std::fmt::Debug + 'static {
     /// (its lexing could depend on session settings, or it does not lex).
     fn fingerprint_into(&self, sql: &str, out: &mut String) -> bool;
 
+    /// [`fingerprint_into`](Self::fingerprint_into), and whether the pass
+    /// that made the key also showed the text holds no string literal (its
+    /// [`redact_literals`](Self::redact_literals) is then the text itself):
+    /// `(keyed, no_strings)`. `no_strings` is only ever a proof; the default
+    /// proves nothing.
+    fn fingerprint_noting_strings(&self, sql: &str, out: &mut String) -> (bool, bool) {
+        (self.fingerprint_into(sql, out), false)
+    }
+
     /// The text with the contents of every string literal replaced by
     /// `[REDACTED:literal]`; comments, identifiers and numbers stay.
     fn redact_literals<'a>(&self, sql: &'a str) -> Cow<'a, str>;

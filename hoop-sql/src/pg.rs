@@ -237,16 +237,22 @@ impl SqlDialect for Postgres {
     }
 
     fn fingerprint_into(&self, sql: &str, out: &mut String) -> bool {
+        self.fingerprint_noting_strings(sql, out).0
+    }
+
+    fn fingerprint_noting_strings(&self, sql: &str, out: &mut String) -> (bool, bool) {
         out.clear();
         if sql.len() > lexer::MAX_TEXT {
-            return false;
+            return (false, false);
         }
-        // Statements whose only literals are numbers, without tokens.
+        // Statements whose only literals are numbers, without tokens. The
+        // fast path answers only for a text without a `'` or a `$`, and
+        // every string literal holds one (see `redact_literals`).
         if lexer::fingerprint_numbers_only(sql, out) {
-            return true;
+            return (true, true);
         }
         out.clear();
-        fingerprint_lexed(sql, out)
+        (fingerprint_lexed(sql, out), false)
     }
 
     fn redact_literals<'a>(&self, sql: &'a str) -> Cow<'a, str> {
@@ -510,6 +516,18 @@ mod tests {
                 let mut fast = String::new();
                 let answered = lexer::fingerprint_numbers_only(t, &mut fast);
                 assert_eq!(answered, !t.contains(others), "{t:?}");
+                // A text the fast path keys has no string literal to redact.
+                let mut noted = String::new();
+                let (keyed, no_strings) = Postgres.fingerprint_noting_strings(t, &mut noted);
+                assert_eq!(no_strings, answered, "{t:?}");
+                if no_strings {
+                    assert!(keyed, "{t:?}");
+                    assert_eq!(noted, fast, "{t:?}");
+                    assert!(
+                        matches!(Postgres.redact_literals(t), Cow::Borrowed(b) if b == t),
+                        "{t:?}"
+                    );
+                }
                 if answered {
                     let mut lexed = String::new();
                     assert!(fingerprint_lexed(t, &mut lexed), "{t:?}");

@@ -87,9 +87,9 @@ impl ShortTag {
         })
     }
 
-    pub(super) fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)])
-            .expect("copied from a str, cut at its end")
+    /// The tag's bytes (those of the `str` it was made from).
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 }
 

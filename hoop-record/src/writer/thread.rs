@@ -46,6 +46,10 @@ pub(super) struct OpenRecording {
     pub(super) statements: HashMap<u32, Arc<[u8]>, foldhash::fast::RandomState>,
     /// Scratch space for a line's `ts` and for a body serialized by hand.
     pub(super) ts: String,
+    /// Formats the `ts` of lines serialized by hand straight into `buf`.
+    pub(super) stamper: Rfc3339Stamper,
+    /// The kinds and tables of the last simple statement, serialized.
+    pub(super) statement_tail: Option<format::StatementTail>,
     pub(super) body: Vec<u8>,
     pub(super) totals: SessionTotals,
     pub(super) health: Arc<SessionHealth>,
@@ -170,9 +174,7 @@ impl Writer {
             if cost > 0 {
                 self.backlog.fetch_sub(cost, Ordering::AcqRel);
             }
-            for command in batch.drain(..) {
-                self.handle_session(key, command);
-            }
+            self.handle_batch(key, &mut batch);
             self.spare = batch;
             if gone {
                 self.queues.swap_remove(i);
@@ -182,19 +184,42 @@ impl Writer {
         }
     }
 
-    pub(super) fn handle_session(&mut self, key: u64, command: SessionCommand) {
-        match command {
-            // Its cost left the backlog when its batch was collected.
-            SessionCommand::Append {
-                mono_ns, payload, ..
-            } => self.append(key, mono_ns, payload),
-            SessionCommand::Close { mono_ns, reason } => self.close(key, mono_ns, reason),
-            SessionCommand::Abandon => {
-                if let Some(mut recording) = self.sessions.remove(&key) {
-                    // Everything appended so far is sound; write it, add no trailer.
-                    self.write_out(&mut recording);
+    /// Handles one collected batch of a session's commands, in order (and
+    /// leaves `batch` empty). The recording is taken out of the map once
+    /// per batch, not looked up per command.
+    pub(super) fn handle_batch(&mut self, key: u64, batch: &mut Vec<SessionCommand>) {
+        // `None`: unknown key (the file could not be created, or the
+        // recording was abandoned), or closed, abandoned or failed during
+        // this batch: what follows is dropped, as a lookup would find
+        // nothing.
+        let mut recording = self.sessions.remove(&key);
+        for command in batch.drain(..) {
+            match command {
+                // Its cost left the backlog when its batch was collected.
+                SessionCommand::Append {
+                    mono_ns, payload, ..
+                } => {
+                    if let Some(r) = &mut recording
+                        && !self.append_to(r, mono_ns, payload)
+                    {
+                        recording = None;
+                    }
+                }
+                SessionCommand::Close { mono_ns, reason } => {
+                    if let Some(mut r) = recording.take() {
+                        self.finish(&mut r, mono_ns, reason);
+                    }
+                }
+                SessionCommand::Abandon => {
+                    if let Some(mut r) = recording.take() {
+                        // Everything appended so far is sound; write it, add no trailer.
+                        self.write_out(&mut r);
+                    }
                 }
             }
+        }
+        if let Some(r) = recording {
+            self.sessions.insert(key, r);
         }
     }
 
@@ -260,6 +285,8 @@ impl Writer {
                 .map(|d| (d.as_secs(), d.subsec_nanos())),
             statements: HashMap::default(),
             ts: String::new(),
+            stamper: Rfc3339Stamper::default(),
+            statement_tail: None,
             body: Vec::new(),
             totals: SessionTotals::default(),
             health,
@@ -326,11 +353,15 @@ impl Writer {
         }
     }
 
-    pub(super) fn append(&mut self, key: u64, mono_ns: u64, payload: Payload) {
-        // Unknown key: the file could not be created, or the recording was abandoned.
-        let Some(recording) = self.sessions.get_mut(&key) else {
-            return;
-        };
+    /// Appends one payload to `recording`, writing its buffer out when it
+    /// is full; false when that write failed (the caller must stop writing
+    /// the recording).
+    pub(super) fn append_to(
+        &self,
+        recording: &mut OpenRecording,
+        mono_ns: u64,
+        payload: Payload,
+    ) -> bool {
         match payload {
             Payload::Prepared(id, event) => {
                 // Serialized once; every execution reuses the bytes.
@@ -343,7 +374,7 @@ impl Writer {
                 let Some(json) = recording.statements.get(&id).cloned() else {
                     // The session sends an id only after the statement itself.
                     tracing::error!(session = %recording.session_id, id, "recording: execution of an unknown prepared statement");
-                    return;
+                    return true;
                 };
                 recording.push_statement(mono_ns, &json, self.metrics);
             }
@@ -354,32 +385,24 @@ impl Writer {
             Payload::Result { tag, rows } => {
                 let mut body = std::mem::take(&mut recording.body);
                 body.clear();
-                format::serialize_result_body(tag.as_str(), rows, &mut body);
+                format::serialize_result_body_utf8(tag.as_bytes(), rows, &mut body);
                 recording.push_serialized(mono_ns, &body, self.metrics);
                 recording.body = body;
             }
             Payload::Statement(event) => {
                 let mut json = std::mem::take(&mut recording.body);
                 json.clear();
-                format::serialize_statement_body(&event, &mut json);
+                format::serialize_statement_body_reusing(
+                    &event,
+                    &mut recording.statement_tail,
+                    &mut json,
+                );
                 recording.push_statement(mono_ns, &json, self.metrics);
                 recording.body = json;
             }
             payload => recording.push(mono_ns, &Writer::encode(payload), self.metrics),
         }
-        if recording.buf.len() >= WRITE_BUFFER_BYTES {
-            let mut recording = self.sessions.remove(&key).expect("present");
-            if self.write_out(&mut recording) {
-                self.sessions.insert(key, recording);
-            }
-        }
-    }
-
-    pub(super) fn close(&mut self, key: u64, mono_ns: u64, reason: String) {
-        let Some(mut recording) = self.sessions.remove(&key) else {
-            return;
-        };
-        self.finish(&mut recording, mono_ns, reason);
+        recording.buf.len() < WRITE_BUFFER_BYTES || self.write_out(recording)
     }
 
     /// `session_end`, trailer, write, fsync file and directory.
@@ -534,9 +557,23 @@ impl OpenRecording {
     ) {
         let mono_ns = mono_ns.max(self.last_mono_ns);
         self.last_mono_ns = mono_ns;
-        self.stamp(mono_ns);
-        self.chain
-            .append_serialized_rfc3339(&mut self.buf, mono_ns, &self.ts, body);
+        if let Some(at) = self
+            .started_since_epoch
+            .and_then(|start| since_epoch_after(start, mono_ns))
+        {
+            // The usual case: the time formatted straight into the line.
+            self.chain.append_serialized_since_epoch(
+                &mut self.buf,
+                mono_ns,
+                &mut self.stamper,
+                at,
+                body,
+            );
+        } else {
+            self.stamp(mono_ns);
+            self.chain
+                .append_serialized_rfc3339(&mut self.buf, mono_ns, &self.ts, body);
+        }
         metrics.events_total.inc();
     }
 
