@@ -988,7 +988,11 @@ impl Relay {
             .unwrap_or_default();
         // A view created since the statement was prepared (its rows are
         // masked by lineage, which must know what the view reads).
-        if matches!(command, Command::StmtExecute(_)) && !sql.is_empty() {
+        // (Only where rows are inspected: masking needs lineage.)
+        if matches!(command, Command::StmtExecute(_))
+            && !sql.is_empty()
+            && self.governor.inspects_rows()
+        {
             let learned = self
                 .learn_unknown_relations(&sql, Submission::Prepared)
                 .await;
