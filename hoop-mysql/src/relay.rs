@@ -49,7 +49,7 @@ use crate::{
     startup::{
         Connected, FullAuth, Translation, Upstream, after_server_auth_packet, asks_for_password,
         client_read_error, decrypt_upstream, encrypt_upstream, first_answer_is_password,
-        injected_query, refresh_catalog, server_read_error,
+        injected_query, refresh_catalog, server_read_error, server_state,
     },
 };
 
@@ -149,15 +149,6 @@ const DIAGNOSTICS: &[&str] = &[
     "warning_count",
     "error_count",
 ];
-
-/// A server packet the session cannot account for.
-fn server_state(e: hoop_proto_mysql::session::SessionError) -> SessionError {
-    match e {
-        hoop_proto_mysql::session::SessionError::Message(m) => SessionError::ServerMessage(m),
-        hoop_proto_mysql::session::SessionError::Sequence(f) => SessionError::ServerFrame(f),
-        other => SessionError::State(other),
-    }
-}
 
 /// What a reply answers, for governance.
 struct ReplyFor {
@@ -918,6 +909,7 @@ impl Relay {
         )
         .await?;
         self.charset_asked = rows
+            .ok()
             .and_then(|rows| rows.into_iter().next())
             .and_then(|row| row.into_iter().next().flatten())
             .map(|name| String::from_utf8_lossy(&name).into_owned());

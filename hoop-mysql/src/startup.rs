@@ -711,7 +711,7 @@ pub(crate) async fn refresh_catalog(
 ) -> Result<(), SessionError> {
     let tables = injected_query(server, session, BASE_TABLES_QUERY).await?;
     let views = injected_query(server, session, VIEWS_QUERY).await?;
-    let (Some(tables), Some(views)) = (tables, views) else {
+    let (Ok(tables), Ok(views)) = (tables, views) else {
         return Ok(());
     };
     let text = |v: &Option<Vec<u8>>| {
@@ -765,13 +765,22 @@ pub(crate) fn internal_row(
         .collect())
 }
 
-/// Runs a query of hoop's own and returns its rows (`None` when the server
-/// answered ERR). Its reply never reaches the client.
+/// A server packet the session cannot account for.
+pub(crate) fn server_state(e: hoop_proto_mysql::session::SessionError) -> SessionError {
+    match e {
+        hoop_proto_mysql::session::SessionError::Message(m) => SessionError::ServerMessage(m),
+        hoop_proto_mysql::session::SessionError::Sequence(f) => SessionError::ServerFrame(f),
+        other => SessionError::State(other),
+    }
+}
+
+/// Runs a query of hoop's own and returns its rows, or the payload of the
+/// server's ERR. Its reply never reaches the client.
 pub(crate) async fn injected_query(
     server: &mut Leg,
     session: &mut Session,
     sql: &str,
-) -> Result<Option<Rows>, SessionError> {
+) -> Result<Result<Rows, bytes::Bytes>, SessionError> {
     let command = Command::Query {
         sql: sql.as_bytes(),
         attributes: None,
@@ -785,7 +794,7 @@ pub(crate) async fn injected_query(
     server.queue_packet(0, &payload);
     server.flush().await.map_err(SessionError::ServerIo)?;
     let mut rows = Vec::new();
-    let mut failed = false;
+    let mut error = None;
     loop {
         let packet = server
             .read()
@@ -794,20 +803,20 @@ pub(crate) async fn injected_query(
             .ok_or_else(|| SessionError::ServerIo(eof()))?;
         let event = session
             .server_packet(packet.seq, &packet.payload)
-            .map_err(SessionError::State)?;
+            .map_err(server_state)?;
         debug_assert!(event.reply.is_none_or(|r| r.origin == Origin::Hoop));
         match event.packet {
             ServerPacket::Row => rows.push(internal_row(session, &packet.payload)?),
             ServerPacket::Error => {
                 if let Ok(e) = ErrPacket::parse(&packet.payload) {
-                    debug!(code = e.code, message = %String::from_utf8_lossy(&e.message), "hoop's catalog query failed");
+                    debug!(code = e.code, message = %String::from_utf8_lossy(&e.message), "hoop's own query failed");
                 }
-                failed = true;
+                error = Some(packet.payload.clone());
             }
             _ => {}
         }
         if event.completes_reply {
-            return Ok((!failed).then_some(rows));
+            return Ok(error.map_or(Ok(rows), Err));
         }
     }
 }

@@ -76,14 +76,21 @@ fn postgres_views_created_or_replaced_by_another_session_are_masked() {
     // another session creates a view over the masked column and replaces
     // the innocent one with one; the first is read at once, the replaced one
     // after the views' 10 s age.
-    let other = "psql -X -h /var/run/postgresql -U postgres -d test -qc \
-        \"CREATE VIEW hoop_vce_new AS SELECT id, ssn AS s FROM hoop_vce_people; \
-        CREATE OR REPLACE VIEW hoop_vce_replaced AS SELECT id, ssn AS s FROM hoop_vce_people\"";
+    // The replacement comes after the new view was read: reading a new
+    // view reloads every view, which would show the replacement too; only
+    // the views' age shows it here.
+    let other =
+        |sql: &str| format!("psql -X -h /var/run/postgresql -U postgres -d test -qc \"{sql}\"");
+    let create = other("CREATE VIEW hoop_vce_new AS SELECT id, ssn AS s FROM hoop_vce_people");
+    let replace = other(
+        "CREATE OR REPLACE VIEW hoop_vce_replaced AS SELECT id, ssn AS s FROM hoop_vce_people",
+    );
     let script = format!(
         "SELECT 'before', s FROM hoop_vce_replaced ORDER BY id;\n\
-         \\! {other}\n\
+         \\! {create}\n\
          SELECT 'new', s FROM hoop_vce_new ORDER BY id;\n\
          SELECT 'new_star', * FROM hoop_vce_new ORDER BY id;\n\
+         \\! {replace}\n\
          \\! sleep 11\n\
          SELECT 'replaced', s FROM hoop_vce_replaced ORDER BY id;\n"
     );

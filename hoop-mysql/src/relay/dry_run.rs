@@ -154,45 +154,7 @@ fn text(v: Option<&Option<Vec<u8>>>) -> String {
 impl super::Relay {
     /// A query of hoop's own: its rows, or the server's ERR payload.
     async fn internal(&mut self, sql: &str) -> Result<Result<Rows, Bytes>, SessionError> {
-        let command = Command::Query {
-            sql: sql.as_bytes(),
-            attributes: None,
-        };
-        let payload = command
-            .encode(self.session.capabilities())
-            .map_err(SessionError::ClientMessage)?;
-        self.session
-            .injected_command(payload.len(), &command)
-            .map_err(SessionError::State)?;
-        self.server.queue_packet(0, &payload);
-        self.server.flush().await.map_err(SessionError::ServerIo)?;
-        let mut rows = Vec::new();
-        let mut error = None;
-        loop {
-            let packet = self
-                .server
-                .read()
-                .await
-                .map_err(server_read_error)?
-                .ok_or_else(|| SessionError::ServerIo(std::io::ErrorKind::UnexpectedEof.into()))?;
-            let event = self
-                .session
-                .server_packet(packet.seq, &packet.payload)
-                .map_err(server_state)?;
-            match event.packet {
-                ServerPacket::Row => {
-                    rows.push(crate::startup::internal_row(
-                        &self.session,
-                        &packet.payload,
-                    )?);
-                }
-                ServerPacket::Error => error = Some(packet.payload.clone()),
-                _ => {}
-            }
-            if event.completes_reply {
-                return Ok(error.map_or(Ok(rows), Err));
-            }
-        }
+        crate::startup::injected_query(&mut self.server, &mut self.session, sql).await
     }
 
     /// A query of hoop's own whose failure ends the session (the server
