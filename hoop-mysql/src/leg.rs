@@ -79,6 +79,36 @@ impl Leg {
         seq.wrapping_add(1)
     }
 
+    /// The bytes read and not decoded yet, and the largest payload the
+    /// leg takes (for `Session::plain_run`).
+    pub fn buffered(&self) -> (&[u8], usize) {
+        (&self.buf[..], self.decoder.max_payload())
+    }
+
+    /// Moves the first `bytes` of the read buffer, `packets` whole packets
+    /// that `Session::plain_run` accounted for, to `to`'s write queue,
+    /// numbered from `seq` (one copy when the first already is `seq`, as
+    /// the rest then are); returns the id after them.
+    pub fn relay_run(&mut self, to: &mut Leg, seq: u8, bytes: usize, packets: usize) -> u8 {
+        let raw = &self.buf[..bytes];
+        let start = to.out.len();
+        to.out.extend_from_slice(raw);
+        let shift = seq.wrapping_sub(raw[3]);
+        if shift != 0 {
+            let out = &mut to.out[start..];
+            let mut at = 0;
+            while at + HEADER_LEN <= out.len() {
+                out[at + 3] = out[at + 3].wrapping_add(shift);
+                let len = usize::from(out[at])
+                    | usize::from(out[at + 1]) << 8
+                    | usize::from(out[at + 2]) << 16;
+                at += HEADER_LEN + len;
+            }
+        }
+        self.buf.advance(bytes);
+        seq.wrapping_add((packets % 256) as u8)
+    }
+
     /// Takes the stream out (to upgrade it to TLS).
     pub fn take_stream(&mut self) -> Option<Stream> {
         self.stream.take()

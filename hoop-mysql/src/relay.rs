@@ -1102,7 +1102,29 @@ impl Relay {
         // its rows.
         let mut in_rows = false;
         let change_user = matches!(command, Command::ChangeUser(_));
+        // Nothing in the reply is looked at but its accounting: whole runs
+        // of its result packets are checked in one pass and relayed with
+        // one copy (`Session::plain_run`); what the run leaves, the paths
+        // below take.
+        let plain_runs = !inspect && !observe && !change_user;
         loop {
+            if plain_runs && pending.is_none() && ending.is_none() && head_mark.is_none() {
+                let (buffered, max_payload) = self.server.buffered();
+                let run = self.session.plain_run(buffered, max_payload);
+                if run.packets > 0 {
+                    client_seq =
+                        self.server
+                            .relay_run(&mut self.client, client_seq, run.bytes, run.packets);
+                    self.client_seq = client_seq;
+                    in_rows = run.in_rows;
+                    if run.completes_reply {
+                        break;
+                    }
+                    if self.client.should_flush() {
+                        self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    }
+                }
+            }
             if in_rows
                 && pending.is_none()
                 && rows.is_none()

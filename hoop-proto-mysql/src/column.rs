@@ -230,6 +230,68 @@ impl<'a> ColumnDefinitionRef<'a> {
     }
 }
 
+impl ColumnDefinitionRef<'_> {
+    /// Whether [`Self::validate`] accepts a definition, decided by one walk
+    /// over its length prefixes (no error built): what a relay's run of
+    /// plain packets checks, per result set.
+    #[inline]
+    pub fn is_valid(payload: &[u8], options: ColumnOptions) -> bool {
+        let strings = if options.extended_metadata { 7 } else { 6 };
+        let mut at = 0usize;
+        for _ in 0..strings {
+            match lenenc_at(payload, at) {
+                Some((n, head)) => match at.checked_add(head).and_then(|a| a.checked_add(n)) {
+                    Some(end) if end <= payload.len() => at = end,
+                    _ => return false,
+                },
+                None => return false,
+            }
+        }
+        // The fixed fields: their length (12), then 12 bytes.
+        let Some((FIXED_FIELDS, head)) = lenenc_at(payload, at) else {
+            return false;
+        };
+        let at = at + head + FIXED_FIELDS;
+        if payload.len() < at {
+            return false;
+        }
+        if !options.field_list {
+            return payload.len() == at;
+        }
+        // COM_FIELD_LIST: a default value, or NULL.
+        match payload.get(at) {
+            Some(&0xFB) => payload.len() == at + 1,
+            Some(_) => lenenc_at(payload, at).is_some_and(|(n, head)| {
+                at.checked_add(head)
+                    .and_then(|a| a.checked_add(n))
+                    .is_some_and(|end| end == payload.len())
+            }),
+            None => false,
+        }
+    }
+}
+
+/// [`FIXED_FIELDS_LEN`] as a length.
+const FIXED_FIELDS: usize = FIXED_FIELDS_LEN as usize;
+
+/// The length-encoded integer at `at` (not NULL) and the bytes it took.
+#[inline]
+fn lenenc_at(b: &[u8], at: usize) -> Option<(usize, usize)> {
+    let first = *b.get(at)?;
+    let wide = |n: usize| -> Option<u64> {
+        let bytes = b.get(at + 1..at + 1 + n)?;
+        Some(bytes.iter().rev().fold(0u64, |v, &x| v << 8 | u64::from(x)))
+    };
+    let (value, head) = match first {
+        0..=0xFA => (u64::from(first), 1),
+        0xFC => (wide(2)?, 3),
+        0xFD => (wide(3)?, 4),
+        0xFE => (wide(8)?, 9),
+        _ => return None,
+    };
+    Some((usize::try_from(value).ok()?, head))
+}
+
 impl ColumnDefinition {
     /// Parses a column definition from its packet payload.
     pub fn parse(payload: &Bytes, options: ColumnOptions) -> Result<Self, MessageError> {
@@ -348,6 +410,61 @@ pub(crate) mod tests {
             decimals: 0,
             filler: [0, 0],
             default_value: None,
+        }
+    }
+
+    #[test]
+    fn the_quick_check_accepts_exactly_what_validate_accepts() {
+        let mut seeds = Vec::new();
+        for extended in [false, true] {
+            for field_list in [false, true] {
+                let mut c = column("ssn", ColumnType::VAR_STRING, 1);
+                c.extended = extended.then(|| Bytes::from_static(b"\x00\x04json"));
+                c.default_value = field_list.then(|| Bytes::from_static(b"x"));
+                seeds.push(c.encode(field_list).to_vec());
+                c.default_value = None;
+                seeds.push(c.encode(field_list).to_vec());
+                c.name = Bytes::from(vec![b'n'; 300]);
+                seeds.push(c.encode(field_list).to_vec());
+            }
+        }
+        // The fixed fields' length written in two bytes is still 12.
+        let mut wide = column("id", ColumnType::LONG, 0).encode(false).to_vec();
+        let at = wide.len() - 13;
+        wide.splice(at..=at, [0xFC, 0x0C, 0x00]);
+        seeds.push(wide);
+        let mut cases = Vec::new();
+        for seed in &seeds {
+            for cut in 0..=seed.len() {
+                cases.push(seed[..cut].to_vec());
+            }
+            for i in 0..seed.len() {
+                for v in [
+                    0x00, 0x01, 0x0B, 0x0C, 0x0D, 0x80, 0xFA, 0xFB, 0xFC, 0xFD, 0xFE, 0xFF,
+                ] {
+                    let mut m = seed.clone();
+                    m[i] = v;
+                    cases.push(m);
+                }
+            }
+            let mut longer = seed.clone();
+            longer.push(0);
+            cases.push(longer);
+        }
+        for case in &cases {
+            for extended_metadata in [false, true] {
+                for field_list in [false, true] {
+                    let options = ColumnOptions {
+                        extended_metadata,
+                        field_list,
+                    };
+                    assert_eq!(
+                        ColumnDefinitionRef::is_valid(case, options),
+                        ColumnDefinitionRef::validate(case, options).is_ok(),
+                        "{case:02x?} {options:?}"
+                    );
+                }
+            }
         }
     }
 

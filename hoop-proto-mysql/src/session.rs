@@ -392,6 +392,34 @@ pub struct ServerEvent {
 }
 
 /// What a client packet outside a command was.
+/// What [`Session::plain_run`] accounted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlainRun {
+    /// Bytes of the buffer accounted for: whole packets, headers included.
+    pub bytes: usize,
+    /// How many packets they are.
+    pub packets: usize,
+    /// The last of them ended the reply.
+    pub completes_reply: bool,
+    /// After them the reply is in the rows of a result.
+    pub in_rows: bool,
+}
+
+/// The packet at the start of `buf` when it is read whole as a single
+/// chunk under `max_payload` bytes: its sequence id and payload.
+#[inline]
+pub fn single_packet(buf: &[u8], max_payload: usize) -> Option<(u8, &[u8])> {
+    let header = buf.get(..crate::frame::HEADER_LEN)?;
+    let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+    if len >= MAX_CHUNK || len > max_payload {
+        return None;
+    }
+    Some((
+        header[3],
+        buf.get(crate::frame::HEADER_LEN..crate::frame::HEADER_LEN + len)?,
+    ))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientData {
     /// Auth plugin data (connection phase or COM_CHANGE_USER).
@@ -1616,6 +1644,150 @@ impl Session {
             more,
             true,
         ))
+    }
+
+    /// Accounts for the run of packets at the start of `buf` (raw bytes,
+    /// headers included) that a relay passes on unchanged: packets of the
+    /// front reply's result sets when that reply is the client's COM_QUERY
+    /// or COM_STMT_EXECUTE and keeps no column definitions. Each is checked
+    /// as [`Self::server_packet`] checks it (its sequence id, a column
+    /// count, a definition's layout, the end packets' status), in one pass
+    /// and without an event per packet.
+    ///
+    /// The run stops before the first packet that is anything else or
+    /// needs a look of the caller's (an OK or ERR, a progress report, a
+    /// LOCAL INFILE request, an end that opens a cursor or that more
+    /// results follow, a malformed or out-of-sequence packet, one of
+    /// `max_payload` bytes or more, one not read whole): that one is left
+    /// to [`Self::server_packet`], which reports it as it always did. A run
+    /// never ends inside a result set's head (its column count,
+    /// definitions and their EOF): a head not read whole is left whole, so
+    /// a caller that answers a malformed definition with an ERR never has
+    /// half a head relayed.
+    pub fn plain_run(&mut self, buf: &[u8], max_payload: usize) -> PlainRun {
+        let mut run = PlainRun::default();
+        let caps = self.caps;
+        let Some(front) = self.owed.front() else {
+            return run;
+        };
+        if self.phase != Phase::Command
+            || front.track
+            || front.origin != Origin::Client
+            || !matches!(front.kind, Kind::Query | Kind::Execute { .. })
+        {
+            return run;
+        }
+        let options = ColumnOptions {
+            extended_metadata: caps.contains(Capabilities::MARIADB_EXTENDED_METADATA),
+            field_list: false,
+        };
+        let deprecate_eof = caps.contains(Capabilities::DEPRECATE_EOF);
+        let (mut stage, mut counter) = (front.stage, front.seq);
+        run.in_rows = stage == Stage::Rows;
+        let mut status = self.status;
+        // Where the run may end: after a packet outside a result's head.
+        let mut safe = (stage, counter, status, run);
+        let mut end = None;
+        while let Some((seq, payload)) = single_packet(&buf[run.bytes..], max_payload) {
+            let Some(&first) = payload.first() else {
+                break;
+            };
+            let mut next = counter;
+            if next
+                .expect(seq, payload.len(), crate::frame::Direction::ServerToClient)
+                .is_err()
+            {
+                break;
+            }
+            stage = match stage {
+                Stage::Start => {
+                    // OK, LOCAL INFILE, ERR (and progress): the caller's.
+                    if matches!(first, OK_HEADER | LOCAL_INFILE_HEADER | 0xFE | ERR_HEADER) {
+                        break;
+                    }
+                    let Ok(count) = parse_column_count(payload) else {
+                        break;
+                    };
+                    Stage::Columns { count, received: 0 }
+                }
+                Stage::Columns { count, received } => {
+                    if !ColumnDefinitionRef::is_valid(payload, options) {
+                        break;
+                    }
+                    let received = received + 1;
+                    if received < count {
+                        Stage::Columns { count, received }
+                    } else if deprecate_eof {
+                        Stage::Rows
+                    } else {
+                        Stage::ColumnsEof
+                    }
+                }
+                Stage::ColumnsEof => {
+                    let Some(eof) = is_classic_eof(payload)
+                        .then(|| EofPacket::parse(payload).ok())
+                        .flatten()
+                        .filter(|e| !e.status.contains(StatusFlags::CURSOR_EXISTS))
+                    else {
+                        break;
+                    };
+                    status = eof.status;
+                    Stage::Rows
+                }
+                Stage::Rows if first == ERR_HEADER => break,
+                Stage::Rows if !is_end_of_rows(first, payload.len(), caps) => Stage::Rows,
+                Stage::Rows => {
+                    // The end: the caller's when a cursor opens or more
+                    // results follow.
+                    let end_packet = if deprecate_eof && payload.len() != 5 {
+                        OkPacket::parse(payload, caps).map(|ok| (ok.status, Some(ok)))
+                    } else {
+                        EofPacket::parse(payload).map(|e| (e.status, None))
+                    };
+                    if let Ok((flags, ok)) = end_packet
+                        && flags.0
+                            & (StatusFlags::CURSOR_EXISTS.0 | StatusFlags::MORE_RESULTS_EXISTS.0)
+                            == 0
+                    {
+                        end = Some((next, flags, ok, payload.len()));
+                    }
+                    break;
+                }
+                _ => break,
+            };
+            counter = next;
+            run.bytes += crate::frame::HEADER_LEN + payload.len();
+            run.packets += 1;
+            run.in_rows = stage == Stage::Rows;
+            if !matches!(stage, Stage::Columns { .. } | Stage::ColumnsEof) {
+                safe = (stage, counter, status, run);
+            }
+        }
+        let (stage, counter, status, mut run) = safe;
+        if let Some(front) = self.owed.front_mut() {
+            front.stage = stage;
+            front.seq = counter;
+        }
+        self.status = status;
+        // The end of the reply, when the run reached it.
+        if let Some((counter, flags, ok, len)) = end
+            && run.in_rows
+        {
+            if let Some(front) = self.owed.front_mut() {
+                front.seq = counter;
+            }
+            match ok {
+                Some(ok) => self.apply_ok(&ok),
+                None => self.status = flags,
+            }
+            self.owed.pop_front();
+            self.apply_effects();
+            run.bytes += crate::frame::HEADER_LEN + len;
+            run.packets += 1;
+            run.completes_reply = true;
+            run.in_rows = false;
+        }
+        run
     }
 
     /// An EXECUTE opened a cursor: keep its columns with the statement

@@ -1089,3 +1089,196 @@ fn opaque_protocols_stop_attribution() {
     let e = s.server_packet(1, b"anything").unwrap();
     assert_eq!(e.packet, ServerPacket::Opaque);
 }
+
+/// `packets` framed from sequence id `seq` on.
+fn framed(seq: u8, packets: &[Bytes]) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    let mut seq = seq;
+    for p in packets {
+        seq = crate::frame::encode_packet(&mut out, seq, p);
+    }
+    out.to_vec()
+}
+
+/// Feeds the framed packets of `raw` one at a time; the last event.
+fn feed_framed(s: &mut Session, raw: &[u8]) -> Result<Option<ServerEvent>, SessionError> {
+    let mut at = 0;
+    let mut last = None;
+    while let Some((seq, payload)) = single_packet(&raw[at..], usize::MAX) {
+        last = Some(s.server_packet(seq, payload)?);
+        at += crate::frame::HEADER_LEN + payload.len();
+    }
+    assert_eq!(at, raw.len(), "whole packets");
+    Ok(last)
+}
+
+/// A one-result reply: count, definitions, (EOF), rows, end with `status`.
+fn one_result(caps: Capabilities, status: u16, rows: usize) -> Vec<Bytes> {
+    let mut p = vec![
+        encode_column_count(2),
+        column("id", ColumnType::LONG),
+        column("ssn", ColumnType::VAR_STRING),
+    ];
+    if !caps.contains(Capabilities::DEPRECATE_EOF) {
+        p.push(eof(2));
+    }
+    for _ in 0..rows {
+        p.push(TextRow::encode([Some(&b"1"[..]), Some(b"x")]));
+    }
+    p.push(end(status, caps));
+    p
+}
+
+#[test]
+fn plain_runs_account_as_packet_by_packet_and_leave_what_needs_a_look() {
+    for caps in [BASE, BASE | Capabilities::DEPRECATE_EOF] {
+        let head_len = if caps.contains(Capabilities::DEPRECATE_EOF) {
+            3
+        } else {
+            4
+        };
+        let untracked = |caps| {
+            let mut s = ready(caps);
+            s.set_track_columns(false);
+            s.client_command(0, 9, &query(b"SELECT 1")).unwrap();
+            s
+        };
+        // A whole reply in one run: the status of its end is the session's.
+        let packets = one_result(caps, 0x03, 3);
+        let raw = framed(1, &packets);
+        let mut s = untracked(caps);
+        let run = s.plain_run(&raw, usize::MAX);
+        assert_eq!(
+            run,
+            PlainRun {
+                bytes: raw.len(),
+                packets: packets.len(),
+                completes_reply: true,
+                in_rows: false,
+            }
+        );
+        assert!(s.is_idle());
+        assert_eq!(s.transaction(), TransactionStatus::InTransaction);
+
+        // Cut anywhere: a run ends at a packet's end, never inside the
+        // head, and the packets after it account as usual.
+        let head_end = framed(1, &packets[..head_len]).len();
+        for cut in 0..=raw.len() {
+            let mut s = untracked(caps);
+            let run = s.plain_run(&raw[..cut], usize::MAX);
+            assert!(run.bytes <= cut);
+            assert!(
+                run.bytes == 0 || run.bytes >= head_end,
+                "cut {cut}: {run:?}"
+            );
+            assert_eq!(run.in_rows, run.bytes >= head_end && !run.completes_reply);
+            let last = feed_framed(&mut s, &raw[run.bytes..]).unwrap();
+            assert!(run.completes_reply || last.is_some_and(|e| e.completes_reply));
+            assert!(s.is_idle(), "cut {cut}");
+            assert_eq!(s.transaction(), TransactionStatus::InTransaction);
+        }
+
+        // What needs a look stops the run before it, and is then taken
+        // packet by packet as before.
+        // (`true`: all but the last packet are a run; `false`: none is,
+        // the last packet being part of the head.)
+        let classic = !caps.contains(Capabilities::DEPRECATE_EOF);
+        let stops: Vec<(&str, Vec<Bytes>, bool)> = vec![
+            ("an OK", vec![ok(2, caps)], true),
+            ("more results", one_result(caps, 0x0A, 1), true),
+            (
+                "a cursor",
+                {
+                    let mut p = one_result(caps, 0x42, 0);
+                    if classic {
+                        p.truncate(head_len);
+                        p[head_len - 1] = eof(0x42);
+                    }
+                    p
+                },
+                !classic,
+            ),
+            (
+                "an ERR in the rows",
+                {
+                    let mut p = one_result(caps, 2, 1);
+                    let last = p.len() - 1;
+                    p[last] =
+                        Bytes::from_static(b"\xff\x25\x05#70100Query execution was interrupted");
+                    p
+                },
+                true,
+            ),
+        ];
+        for (what, reply, taken) in stops {
+            let mut s = untracked(caps);
+            let raw = framed(1, &reply);
+            let run = s.plain_run(&raw, usize::MAX);
+            assert!(!run.completes_reply, "{what}");
+            let taken = if taken { reply.len() - 1 } else { 0 };
+            assert_eq!(run.packets, taken, "{what}");
+            let last = feed_framed(&mut s, &raw[run.bytes..]).unwrap();
+            assert!(
+                last.is_some_and(|e| e.completes_reply) || what == "more results",
+                "{what}"
+            );
+        }
+
+        // A malformed definition or a sequence gap: nothing of the head is
+        // taken, and the packet-by-packet path refuses it as before.
+        let good = column("ssn", ColumnType::VAR_STRING);
+        let mut bad = one_result(caps, 2, 1);
+        bad[2] = good.slice(..good.len() - 1);
+        let mut s = untracked(caps);
+        let raw = framed(1, &bad);
+        assert_eq!(s.plain_run(&raw, usize::MAX).packets, 0);
+        assert!(feed_framed(&mut s, &raw).is_err());
+        let mut s = untracked(caps);
+        let mut raw = framed(1, &packets);
+        raw[3] = 2;
+        assert_eq!(s.plain_run(&raw, usize::MAX).packets, 0);
+        assert!(feed_framed(&mut s, &raw).is_err());
+        // Rows whose end is out of sequence: the rows are taken, not it.
+        let mut s = untracked(caps);
+        let mut raw = framed(1, &packets);
+        let end_at = raw.len() - crate::frame::HEADER_LEN - packets[packets.len() - 1].len();
+        raw[end_at + 3] = 0;
+        assert_eq!(s.plain_run(&raw, usize::MAX).packets, packets.len() - 1);
+
+        // A reply that keeps its definitions, or a payload over the limit,
+        // is not a run.
+        let mut s = ready(caps);
+        s.client_command(0, 9, &query(b"SELECT 1")).unwrap();
+        assert_eq!(s.plain_run(&framed(1, &packets), usize::MAX).packets, 0);
+        let mut s = untracked(caps);
+        assert_eq!(s.plain_run(&framed(1, &packets), 1).packets, 0);
+    }
+}
+
+#[test]
+fn a_plain_run_may_start_in_the_rows_and_end_the_reply() {
+    for caps in [BASE, BASE | Capabilities::DEPRECATE_EOF] {
+        let mut s = ready(caps);
+        s.set_track_columns(false);
+        s.client_command(0, 9, &query(b"SELECT 1")).unwrap();
+        let packets = one_result(caps, 0x03, 2);
+        let raw = framed(1, &packets);
+        let end_at = raw.len() - crate::frame::HEADER_LEN - packets[packets.len() - 1].len();
+        let row_at = end_at - crate::frame::HEADER_LEN - packets[packets.len() - 2].len();
+        // Up to the last row, then the rest (a row and the end) in a run of
+        // its own, then nothing.
+        let first = s.plain_run(&raw[..row_at], usize::MAX);
+        assert!(first.in_rows && !first.completes_reply);
+        let second = s.plain_run(&raw[first.bytes..], usize::MAX);
+        assert_eq!((second.packets, second.completes_reply), (2, true));
+        assert!(s.is_idle());
+        assert_eq!(s.transaction(), TransactionStatus::InTransaction);
+        // The end alone.
+        s.client_command(0, 9, &query(b"SELECT 1")).unwrap();
+        let first = s.plain_run(&raw[..end_at], usize::MAX);
+        assert!(first.in_rows);
+        let second = s.plain_run(&raw[end_at..], usize::MAX);
+        assert_eq!((second.packets, second.completes_reply), (1, true));
+        assert!(s.is_idle());
+    }
+}
