@@ -1282,3 +1282,149 @@ fn a_plain_run_may_start_in_the_rows_and_end_the_reply() {
         assert!(s.is_idle());
     }
 }
+
+/// A small deterministic generator (xorshift) for the differential test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One random reply to a COM_QUERY: well formed or not, whole or cut.
+fn random_reply(r: &mut Rng, caps: Capabilities) -> Vec<u8> {
+    let deprecate = caps.contains(Capabilities::DEPRECATE_EOF);
+    let status = |r: &mut Rng| -> u16 {
+        [0x02, 0x03, 0x0A, 0x42, 0x22, 0x4002][usize::try_from(r.below(6)).unwrap()]
+    };
+    let mut packets: Vec<Bytes> = Vec::new();
+    for _ in 0..=r.below(3) {
+        match r.below(8) {
+            0 => packets.push(ok(status(r), caps)),
+            1 => packets.push(Bytes::from_static(
+                b"\xff\xff\xff\x01\x01\x00\x00\x00\x00\x04stage",
+            )),
+            _ => {
+                let count = 1 + r.below(3);
+                packets.push(encode_column_count(count));
+                for i in 0..count {
+                    packets.push(column(&format!("c{i}"), ColumnType::VAR_STRING));
+                }
+                if !deprecate {
+                    packets.push(eof(status(r)));
+                }
+                for _ in 0..r.below(4) {
+                    let values: Vec<Option<&[u8]>> = (0..count).map(|_| Some(&b"v"[..])).collect();
+                    packets.push(TextRow::encode(values));
+                }
+                packets.push(end(status(r), caps));
+            }
+        }
+    }
+    // Damage: a byte of a payload, an ERR instead of a packet, or nothing.
+    match r.below(5) {
+        0 => {
+            let i = usize::try_from(r.below(packets.len() as u64)).unwrap();
+            let mut p = packets[i].to_vec();
+            let at = usize::try_from(r.below(p.len() as u64)).unwrap();
+            p[at] = [0x00, 0xFB, 0xFC, 0xFE, 0xFF, 0x0C][usize::try_from(r.below(6)).unwrap()];
+            packets[i] = Bytes::from(p);
+        }
+        1 => {
+            let i = usize::try_from(r.below(packets.len() as u64)).unwrap();
+            packets[i] = Bytes::from_static(b"\xff\x25\x05#70100Query execution was interrupted");
+        }
+        _ => {}
+    }
+    let mut raw = framed(1, &packets);
+    match r.below(6) {
+        // A sequence id off.
+        0 => {
+            let mut at = 0;
+            let target = r.below(packets.len() as u64);
+            for (i, p) in packets.iter().enumerate() {
+                if i as u64 == target {
+                    raw[at + 3] = raw[at + 3].wrapping_add(1);
+                }
+                at += crate::frame::HEADER_LEN + p.len();
+            }
+        }
+        // Cut anywhere.
+        1 => raw.truncate(usize::try_from(r.below(raw.len() as u64 + 1)).unwrap()),
+        _ => {}
+    }
+    raw
+}
+
+/// Packet by packet: the session afterwards and how far it got.
+fn packet_by_packet(s: &mut Session, raw: &[u8]) -> (usize, bool) {
+    let mut at = 0;
+    while let Some((seq, payload)) = single_packet(&raw[at..], usize::MAX) {
+        if s.is_idle() {
+            break;
+        }
+        if s.server_packet(seq, payload).is_err() {
+            return (at, true);
+        }
+        at += crate::frame::HEADER_LEN + payload.len();
+    }
+    (at, false)
+}
+
+/// As the relay does: runs, and the packet path for what a run leaves.
+fn by_runs(s: &mut Session, raw: &[u8]) -> (usize, bool) {
+    let mut at = 0;
+    loop {
+        if s.is_idle() {
+            return (at, false);
+        }
+        let run = s.plain_run(&raw[at..], usize::MAX);
+        at += run.bytes;
+        if run.completes_reply {
+            return (at, false);
+        }
+        let Some((seq, payload)) = single_packet(&raw[at..], usize::MAX) else {
+            return (at, false);
+        };
+        if s.server_packet(seq, payload).is_err() {
+            return (at, true);
+        }
+        at += crate::frame::HEADER_LEN + payload.len();
+    }
+}
+
+#[test]
+fn plain_runs_end_where_packet_by_packet_ends_on_random_replies() {
+    let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+    for case in 0..20_000 {
+        let caps = if r.below(2) == 0 {
+            BASE
+        } else {
+            BASE | Capabilities::DEPRECATE_EOF
+        };
+        let raw = random_reply(&mut r, caps);
+        let start = || {
+            let mut s = ready(caps);
+            s.set_track_columns(false);
+            s.client_command(0, 9, &query(b"SELECT 1")).unwrap();
+            s
+        };
+        let (mut a, mut b) = (start(), start());
+        let by_packet = packet_by_packet(&mut a, &raw);
+        let run = by_runs(&mut b, &raw);
+        assert_eq!(by_packet, run, "case {case}: {raw:02x?}");
+        assert_eq!(
+            format!("{a:?}"),
+            format!("{b:?}"),
+            "case {case}: {raw:02x?}"
+        );
+    }
+}
