@@ -49,6 +49,8 @@ struct Known {
     /// Every base table and view, schema → names, lowercased.
     relations: HashMap<String, HashSet<String>>,
     version: u64,
+    /// When it was loaded last.
+    loaded_at: Option<std::time::Instant>,
 }
 
 /// One session's catalog knowledge.
@@ -98,6 +100,15 @@ impl SessionCatalog {
                 .get(s)
                 .is_some_and(|names| names.contains(name))
         })
+    }
+
+    /// Whether what is known was loaded `max_age` ago or longer, or never:
+    /// another session may have changed what a known name is since (a
+    /// table dropped and a view created under its name, a view replaced).
+    pub fn older_than(&self, max_age: std::time::Duration) -> bool {
+        lock(&self.known)
+            .loaded_at
+            .is_none_or(|t| t.elapsed() >= max_age)
     }
 
     /// Replaces what is known from the rows of [`BASE_TABLES_QUERY`] and
@@ -157,6 +168,7 @@ impl SessionCatalog {
         known.views = Arc::from(deps);
         known.relations = relations;
         known.version += 1;
+        known.loaded_at = Some(std::time::Instant::now());
     }
 }
 

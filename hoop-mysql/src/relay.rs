@@ -109,12 +109,25 @@ pub(crate) struct Relay {
     /// [`ABSENT_FOR`] has passed or a DDL statement made the catalog stale.
     absent: HashSet<String, foldhash::fast::RandomState>,
     absent_since: Option<std::time::Instant>,
+    /// When the catalog was last loaded again for its age (see
+    /// [`CATALOG_MAX_AGE`]): not again before that age passed since, even
+    /// when the load failed.
+    aged_refresh: Option<std::time::Instant>,
 }
 
 /// How long a name the catalog did not know right after loading is taken
 /// as absent (see `Relay::absent`): the longest a view created under that
 /// name by another session goes unseen.
 const ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest a session trusts its catalog for a statement that names
+/// relations, while masking applies: another session (a migration, a DBA,
+/// an application hoop does not govern) may drop a table and create a view
+/// under its name, or replace a view, and MySQL names carry no identity
+/// that would show it (a view's columns name the view as their `org_table`,
+/// as a table's name the table). Loaded again when older, before such a
+/// statement is judged; the same age as PostgreSQL's views.
+const CATALOG_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What judging a text decided.
 enum Judged {
@@ -288,6 +301,7 @@ impl Relay {
             table_locks: false,
             absent: HashSet::default(),
             absent_since: None,
+            aged_refresh: None,
         }
     }
 
@@ -639,12 +653,20 @@ impl Relay {
                     .catalog
                     .misses(std::slice::from_ref(t), schema.as_deref())
         };
-        if !tables.iter().any(|t| unknown(self, t)) {
+        let aged = !tables.is_empty()
+            && self.catalog.older_than(CATALOG_MAX_AGE)
+            && self
+                .aged_refresh
+                .is_none_or(|t| t.elapsed() >= CATALOG_MAX_AGE);
+        if !aged && !tables.iter().any(|t| unknown(self, t)) {
             return Ok(());
         }
         let lower = sql.to_ascii_lowercase();
         if DIAGNOSTICS.iter().any(|w| lower.contains(w)) {
             return Ok(());
+        }
+        if aged {
+            self.aged_refresh = Some(std::time::Instant::now());
         }
         refresh_catalog(&mut self.server, &mut self.session, &self.catalog).await?;
         for t in tables.iter() {

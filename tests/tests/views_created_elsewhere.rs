@@ -5,7 +5,9 @@
 //! not seen loads the views again when it is a view, and the views are
 //! loaded again when older than 10 s (a view *replaced* under a known name).
 //! MySQL: a statement naming a relation the session's catalog does not know
-//! loads the catalog again before it is judged. Each case also runs against
+//! loads the catalog again before it is judged, and so does one naming any
+//! relation once the catalog is 10 s old (a table replaced by a view under
+//! its name, a view replaced). Each case also runs against
 //! the bare server, where the view hands out the raw values. The other
 //! session uses the server's unix socket, which hoop does not intercept.
 
@@ -219,4 +221,85 @@ print(json.dumps(out))
         .output()
         .expect("mariadb");
     assert!(String::from_utf8_lossy(&bare.stdout).contains("123-45-6789"));
+}
+
+/// MySQL names carry no identity: a table another session drops and
+/// recreates as a view under the same name, or a view it replaces, looks
+/// unchanged to a catalog loaded before (the view's columns name the view
+/// as their `org_table`, as a table's name the table). The catalog is
+/// loaded again before a statement naming relations once it is 10 s old.
+#[test]
+fn mysql_relations_redefined_by_another_session_are_masked_once_the_catalog_ages() {
+    require_privileged();
+    let _db = MyDb;
+    mariadb_direct(
+        "DROP DATABASE IF EXISTS hoop_vce; CREATE DATABASE hoop_vce; USE hoop_vce;
+         CREATE TABLE people (id INT PRIMARY KEY, ssn VARCHAR(20));
+         INSERT INTO people VALUES (1, '123-45-6789');
+         CREATE TABLE was_table (id INT, x VARCHAR(20));
+         INSERT INTO was_table VALUES (1, 'harmless');
+         CREATE VIEW was_view AS SELECT id, x FROM was_table;",
+    );
+    let cfg = TestConfig::new(
+        &[3306],
+        "policy:\n  mask:\n    - columns: [people.ssn]\n      strategy: partial\n      keep_last: 4\n",
+    );
+    let script = r"
+import json, subprocess, time, pymysql
+c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='hoop_vce', autocommit=True)
+def run(sql):
+    try:
+        cur = c.cursor()
+        cur.execute(sql)
+        return [list(r) for r in cur.fetchall()]
+    except pymysql.MySQLError as e:
+        return {'error': e.args[0], 'message': str(e.args[1])}
+out = {'before': [run('SELECT x FROM was_table'), run('SELECT x FROM was_view')]}
+# Another session (the unix socket, which hoop does not intercept).
+subprocess.run(['mariadb', '-uroot', 'hoop_vce', '-e',
+    'CREATE OR REPLACE VIEW was_view AS SELECT id, ssn AS x FROM people; '
+    'DROP TABLE was_table; CREATE VIEW was_table AS SELECT id, ssn AS x FROM people'], check=True)
+time.sleep(11)
+out['after'] = [run('SELECT x FROM was_table'), run('SELECT x FROM was_view')]
+out['copy'] = run('CREATE TABLE copied AS SELECT x FROM was_table')
+print(json.dumps(out))
+";
+    let out = hoop_exec(&cfg.path, &["/usr/bin/python3", "-c", script], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+    assert_eq!(
+        v["before"].to_string(),
+        r#"[[["harmless"]],[["harmless"]]]"#,
+        "{all}"
+    );
+    assert_eq!(
+        v["after"].to_string(),
+        r#"[[["***-**-6789"]],[["***-**-6789"]]]"#,
+        "{all}"
+    );
+    // Copying the redefined relation is copying masked data.
+    assert_eq!(v["copy"]["error"], 1227, "{all}");
+    assert!(!all.contains("123-45-6789"), "{all}");
+    // The bare server: both hand out the values.
+    let bare = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "--protocol=TCP",
+            "-uroot",
+            "-N",
+            "hoop_vce",
+            "-e",
+        ])
+        .arg("SELECT x FROM was_table; SELECT x FROM was_view")
+        .output()
+        .expect("mariadb");
+    assert_eq!(
+        String::from_utf8_lossy(&bare.stdout)
+            .matches("123-45-6789")
+            .count(),
+        2
+    );
 }
