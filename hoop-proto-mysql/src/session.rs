@@ -391,7 +391,6 @@ pub struct ServerEvent {
     pub transaction: TransactionStatus,
 }
 
-/// What a client packet outside a command was.
 /// What [`Session::plain_run`] accounted for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PlainRun {
@@ -420,6 +419,7 @@ pub fn single_packet(buf: &[u8], max_payload: usize) -> Option<(u8, &[u8])> {
     ))
 }
 
+/// What a client packet outside a command was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientData {
     /// Auth plugin data (connection phase or COM_CHANGE_USER).
