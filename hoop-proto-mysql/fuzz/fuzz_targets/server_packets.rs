@@ -6,10 +6,12 @@
 //! something that parses the same.
 #![no_main]
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use hoop_proto_mysql::auth::AuthReply;
 use hoop_proto_mysql::capabilities::Capabilities;
-use hoop_proto_mysql::column::{ColumnDefinition, ColumnOptions, parse_column_count};
+use hoop_proto_mysql::column::{
+    ColumnDefinition, ColumnDefinitionRef, ColumnOptions, parse_column_count,
+};
 use hoop_proto_mysql::command::{ChangeUser, Command};
 use hoop_proto_mysql::eof::EofPacket;
 use hoop_proto_mysql::err::{ErrPacket, Progress};
@@ -213,6 +215,11 @@ fn parse_all(payload: &Bytes, caps: Capabilities, s: &Session) {
             extended_metadata: true,
         },
     ] {
+        // The relay's quick check accepts exactly what the parser does.
+        assert_eq!(
+            ColumnDefinitionRef::is_valid(payload, options),
+            ColumnDefinitionRef::validate(payload, options).is_ok()
+        );
         if let Ok(c) = ColumnDefinition::parse(payload, options) {
             let again = c.encode(options.field_list);
             assert_eq!(
@@ -271,7 +278,27 @@ fuzz_target!(|data: &[u8]| {
     }
     let decoder = PacketDecoder::new(Direction::ServerToClient, 1 << 20);
     let mut buf = BytesMut::from(rest);
-    while let Ok(Some(p)) = decoder.decode(&mut buf) {
+    loop {
+        // Now and then the relay's way: a run of plain packets accounted in
+        // one pass (it must never take a packet the session then refuses,
+        // nor end a reply the session still owes).
+        if buf.len() % 3 == 0 {
+            let before = s.owed().count();
+            let run = s.plain_run(&buf, 1 << 20);
+            assert!(run.bytes <= buf.len());
+            assert!(run.packets <= run.bytes / 4);
+            if run.completes_reply {
+                assert!(s.owed().count() < before);
+            }
+            buf.advance(run.bytes);
+            if s.is_idle() && s.phase() == Phase::Command {
+                queue(&mut s, caps, next_command);
+                next_command += 1;
+            }
+        }
+        let Ok(Some(p)) = decoder.decode(&mut buf) else {
+            break;
+        };
         assert_eq!(p.raw.len(), p.payload.len() + 4 * p.chunks);
         parse_all(&p.payload, caps, &s);
         // Mostly follow the expected ids, so replies get deep.
