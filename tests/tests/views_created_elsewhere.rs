@@ -13,31 +13,9 @@
 
 use std::{process::Command, time::Duration};
 
-use hoop_tests::{TestConfig, hoop_exec, require_privileged, text};
+use hoop_tests::{TestConfig, hoop_exec, psql_direct, require_privileged, text};
 
 const T: Duration = Duration::from_mins(2);
-
-fn psql_direct(sql: &str) {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-qc",
-            sql,
-        ])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Drops the test's PostgreSQL objects at the end.
 struct PgObjects;
@@ -137,6 +115,39 @@ fn mariadb_direct(sql: &str) {
     );
 }
 
+/// What `sql` returns on the bare server (TCP, not through hoop), one row
+/// a line.
+fn mariadb_bare(sql: &str) -> String {
+    let out = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "--protocol=TCP",
+            "-uroot",
+            "-N",
+            "hoop_vce",
+            "-e",
+            sql,
+        ])
+        .output()
+        .expect("mariadb");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The MySQL tests' script start: a PyMySQL session through hoop, and
+/// `run(sql)`, which returns rows or `{'error', 'message'}`.
+const MY_PRELUDE: &str = r"
+import json, subprocess, time, pymysql
+c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='hoop_vce', autocommit=True)
+def run(sql):
+    try:
+        cur = c.cursor()
+        cur.execute(sql)
+        return [list(r) for r in cur.fetchall()]
+    except pymysql.MySQLError as e:
+        return {'error': e.args[0], 'message': str(e.args[1])}
+";
+
 /// Drops the test's MariaDB database at the end.
 struct MyDb;
 
@@ -164,16 +175,8 @@ fn mysql_views_created_by_another_session_are_known_before_they_are_read() {
         &[3306],
         "policy:\n  mask:\n    - columns: [people.ssn]\n      strategy: partial\n      keep_last: 4\n",
     );
-    let script = r"
-import json, subprocess, pymysql
-c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='hoop_vce', autocommit=True)
-def run(sql):
-    try:
-        cur = c.cursor()
-        cur.execute(sql)
-        return [list(r) for r in cur.fetchall()]
-    except pymysql.MySQLError as e:
-        return {'error': e.args[0], 'message': str(e.args[1])}
+    let script = MY_PRELUDE.to_owned()
+        + r"
 out = {'first': run('SELECT id FROM other ORDER BY id')}
 # Another session (the unix socket, which hoop does not intercept).
 subprocess.run(['mariadb', '-uroot', 'hoop_vce', '-e',
@@ -186,7 +189,7 @@ out['temp'] = run('CREATE TEMPORARY TABLE tt AS SELECT id FROM other')
 out['temp_reads'] = [run('SELECT count(*) FROM tt') for _ in range(3)]
 print(json.dumps(out))
 ";
-    let out = hoop_exec(&cfg.path, &["/usr/bin/python3", "-c", script], T);
+    let out = hoop_exec(&cfg.path, &["/usr/bin/python3", "-c", &script], T);
     let (stdout, stderr) = text(&out);
     let all = format!("{stdout}\n--- stderr\n{stderr}");
     let v: serde_json::Value =
@@ -207,20 +210,8 @@ print(json.dumps(out))
     assert_eq!(v["temp_reads"].to_string(), "[[[2]],[[2]],[[2]]]", "{all}");
     assert!(!all.contains("123-45-6789"), "{all}");
     // The bare server: the view hands out the values.
-    let bare = Command::new("mariadb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "--protocol=TCP",
-            "-uroot",
-            "-N",
-            "hoop_vce",
-            "-e",
-        ])
-        .arg("SELECT s FROM v_late ORDER BY id")
-        .output()
-        .expect("mariadb");
-    assert!(String::from_utf8_lossy(&bare.stdout).contains("123-45-6789"));
+    let bare = mariadb_bare("SELECT s FROM v_late ORDER BY id");
+    assert!(bare.contains("123-45-6789"), "{bare}");
 }
 
 /// MySQL names carry no identity: a table another session drops and
@@ -244,16 +235,8 @@ fn mysql_relations_redefined_by_another_session_are_masked_once_the_catalog_ages
         &[3306],
         "policy:\n  mask:\n    - columns: [people.ssn]\n      strategy: partial\n      keep_last: 4\n",
     );
-    let script = r"
-import json, subprocess, time, pymysql
-c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='hoop_vce', autocommit=True)
-def run(sql):
-    try:
-        cur = c.cursor()
-        cur.execute(sql)
-        return [list(r) for r in cur.fetchall()]
-    except pymysql.MySQLError as e:
-        return {'error': e.args[0], 'message': str(e.args[1])}
+    let script = MY_PRELUDE.to_owned()
+        + r"
 out = {'before': [run('SELECT x FROM was_table'), run('SELECT x FROM was_view')]}
 # Another session (the unix socket, which hoop does not intercept).
 subprocess.run(['mariadb', '-uroot', 'hoop_vce', '-e',
@@ -264,7 +247,7 @@ out['after'] = [run('SELECT x FROM was_table'), run('SELECT x FROM was_view')]
 out['copy'] = run('CREATE TABLE copied AS SELECT x FROM was_table')
 print(json.dumps(out))
 ";
-    let out = hoop_exec(&cfg.path, &["/usr/bin/python3", "-c", script], T);
+    let out = hoop_exec(&cfg.path, &["/usr/bin/python3", "-c", &script], T);
     let (stdout, stderr) = text(&out);
     let all = format!("{stdout}\n--- stderr\n{stderr}");
     let v: serde_json::Value =
@@ -283,23 +266,6 @@ print(json.dumps(out))
     assert_eq!(v["copy"]["error"], 1227, "{all}");
     assert!(!all.contains("123-45-6789"), "{all}");
     // The bare server: both hand out the values.
-    let bare = Command::new("mariadb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "--protocol=TCP",
-            "-uroot",
-            "-N",
-            "hoop_vce",
-            "-e",
-        ])
-        .arg("SELECT x FROM was_table; SELECT x FROM was_view")
-        .output()
-        .expect("mariadb");
-    assert_eq!(
-        String::from_utf8_lossy(&bare.stdout)
-            .matches("123-45-6789")
-            .count(),
-        2
-    );
+    let bare = mariadb_bare("SELECT x FROM was_table; SELECT x FROM was_view");
+    assert_eq!(bare.matches("123-45-6789").count(), 2, "{bare}");
 }
