@@ -7,8 +7,11 @@
 //! the timer, signal and process checks of every park, and the scheduling of
 //! the woken task. This loop keeps only what a relay needs:
 //!
-//! - one thread per loop, blocked in `epoll_wait` (through `mio`), with
-//!   edge-triggered registrations that stand for the life of the socket;
+//! - one thread per loop, blocked in `epoll_wait` on a `mio` poll (its
+//!   registrations are edge-triggered and stand for the life of the
+//!   socket), called as a raw system call like the socket calls below;
+//! - the loop thread stays in its runtime's context between turns instead
+//!   of entering it on each (entering clones the runtime's handle);
 //! - per socket, a readable and a writable flag, set by events and cleared
 //!   by `EWOULDBLOCK` or by a short read or write;
 //! - per task, a flag that keeps it queued at most once; a task woken on its
@@ -39,6 +42,7 @@ use std::{
     io,
     mem::{ManuallyDrop, MaybeUninit},
     net::Shutdown,
+    os::fd::AsRawFd,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
     sync::{
@@ -49,7 +53,8 @@ use std::{
 };
 
 use bytes::BytesMut;
-use mio::{Events, Interest, Registry, Token};
+use mio::{Interest, Registry, Token};
+use rustix::event::epoll::{self, EventFlags};
 use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
@@ -185,7 +190,11 @@ impl Source {
 }
 
 /// The loop thread: run what is queued, wait for events, repeat.
-fn run(shared: &'static Shared, mut poll: mio::Poll) {
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the thread owns the epoll instance for as long as it runs"
+)]
+fn run(shared: &'static Shared, poll: mio::Poll) {
     let local: &'static Local = Box::leak(Box::new(Local {
         shared,
         queue: RefCell::new(VecDeque::new()),
@@ -193,89 +202,120 @@ fn run(shared: &'static Shared, mut poll: mio::Poll) {
         budget: Cell::new(BUDGET),
     }));
     LOCAL.with(|l| l.set(Some(local)));
-    let mut events = Events::with_capacity(EVENTS);
+    let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS);
     let mut woken: Vec<(usize, Direction)> = Vec::new();
+    // The runtime whose context the loop thread is in. It is entered once
+    // and left only for a task of another runtime (in tests), not on every
+    // turn: entering clones its handle and leaving drops it.
+    let mut current: Option<tokio::runtime::Handle> = None;
+    // How many of the queued tasks this turn still runs: only those queued
+    // when it began. One that yields, or is woken again while it runs,
+    // waits for the next turn, after the events.
+    let mut ready = 0usize;
     loop {
-        // Only the tasks queued now: one that yields, or is woken again
-        // while it runs, waits for the next turn, after the events.
-        let mut ready = local.queue.borrow().len();
-        let mut pop = || {
-            if ready == 0 {
-                return None;
-            }
-            ready -= 1;
-            local.queue.borrow_mut().pop_front()
-        };
-        let mut next = pop();
-        while let Some(first) = next.take() {
-            // Consecutive tasks of one runtime (all of them, but in tests)
-            // are polled inside one entry into its context.
-            let runtime = first.runtime.id();
-            let _entered = first.runtime.enter();
-            local.budget.set(BUDGET);
-            first.run_entered();
-            loop {
-                match pop() {
-                    Some(task) if task.runtime.id() == runtime => {
-                        local.budget.set(BUDGET);
-                        task.run_entered();
-                    }
-                    other => {
-                        next = other;
-                        break;
-                    }
+        let entered = current.as_ref().map(tokio::runtime::Handle::enter);
+        let runtime = current.as_ref().map(tokio::runtime::Handle::id);
+        let next = 'turns: loop {
+            while ready > 0 {
+                let other = local
+                    .queue
+                    .borrow()
+                    .front()
+                    .filter(|task| Some(task.runtime.id()) != runtime)
+                    .map(|task| task.runtime.clone());
+                if let Some(other) = other {
+                    break 'turns other;
                 }
-            }
-        }
-        let timeout = if local.queue.borrow().is_empty() {
-            None
-        } else {
-            Some(std::time::Duration::ZERO)
-        };
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                // epoll_wait only fails on a bad descriptor or argument.
-                error!(error = %e, "relay loop cannot wait for events");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            continue;
-        }
-        {
-            let mut sources = local.sources.borrow_mut();
-            for event in &events {
-                if event.token() == WAKER_TOKEN {
-                    let remote = std::mem::take(&mut *lock(&shared.remote));
-                    local.queue.borrow_mut().extend(remote);
-                    continue;
-                }
-                let Some(source) = sources.get_mut(event.token().0) else {
-                    continue;
+                ready -= 1;
+                let Some(task) = local.queue.borrow_mut().pop_front() else {
+                    break;
                 };
-                let error = event.is_error();
-                if event.is_read_closed() || error {
-                    source.read_closed = true;
+                local.budget.set(BUDGET);
+                task.run_entered();
+            }
+            wait(local, &poll, &mut events, &mut woken);
+            ready = local.queue.borrow().len();
+        };
+        drop(entered);
+        current = Some(next);
+    }
+}
+
+/// Waits for events (not at all when tasks are queued) and wakes the tasks
+/// waiting on them.
+///
+/// `epoll_wait` is called on mio's epoll as a raw system call (through
+/// `rustix`), as the sockets' reads and writes are: glibc's is a thread
+/// cancellation point, two atomic read-modify-writes per call. The events
+/// are read as mio reads them.
+fn wait(
+    local: &Local,
+    poll: &mio::Poll,
+    events: &mut Vec<epoll::Event>,
+    woken: &mut Vec<(usize, Direction)>,
+) {
+    const NOW: rustix::event::Timespec = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let timeout = if local.queue.borrow().is_empty() {
+        None
+    } else {
+        Some(&NOW)
+    };
+    // SAFETY: the descriptor is mio's epoll, which `poll` owns and keeps
+    // open for the whole call.
+    #[allow(unsafe_code)]
+    let epoll_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(poll.as_raw_fd()) };
+    events.clear();
+    if let Err(e) = epoll::wait(epoll_fd, rustix::buffer::spare_capacity(events), timeout) {
+        if e != rustix::io::Errno::INTR {
+            // epoll_wait only fails on a bad descriptor or argument.
+            error!(error = %io::Error::from(e), "relay loop cannot wait for events");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        return;
+    }
+    {
+        let mut sources = local.sources.borrow_mut();
+        for &epoll::Event { flags, data } in events.iter() {
+            let key = usize::try_from(data.u64()).unwrap_or(usize::MAX);
+            if key == WAKER_TOKEN.0 {
+                let remote = std::mem::take(&mut *lock(&local.shared.remote));
+                local.queue.borrow_mut().extend(remote);
+                continue;
+            }
+            let Some(source) = sources.get_mut(key) else {
+                continue;
+            };
+            let readable = flags.intersects(EventFlags::IN | EventFlags::PRI);
+            let writable = flags.contains(EventFlags::OUT);
+            let error = flags.contains(EventFlags::ERR);
+            // As mio reads them: a hang-up closes both halves, a FIN (a
+            // read hang-up with the data) the read half, an error both.
+            let hangup = flags.contains(EventFlags::HUP);
+            if hangup || (readable && flags.contains(EventFlags::RDHUP)) || error {
+                source.read_closed = true;
+            }
+            if hangup || error {
+                source.write_closed = true;
+            }
+            if readable || source.read_closed {
+                source.readable = true;
+                if source.reader.is_some() {
+                    woken.push((key, Direction::Read));
                 }
-                if event.is_write_closed() || error {
-                    source.write_closed = true;
-                }
-                let key = event.token().0;
-                if event.is_readable() || source.read_closed {
-                    source.readable = true;
-                    if source.reader.is_some() {
-                        woken.push((key, Direction::Read));
-                    }
-                }
-                if event.is_writable() || source.write_closed {
-                    source.writable = true;
-                    if source.writer.is_some() {
-                        woken.push((key, Direction::Write));
-                    }
+            }
+            if writable || source.write_closed {
+                source.writable = true;
+                if source.writer.is_some() {
+                    woken.push((key, Direction::Write));
                 }
             }
         }
-        for (key, dir) in woken.drain(..) {
-            wake_waiter(local, key, dir);
-        }
+    }
+    for (key, dir) in woken.drain(..) {
+        wake_waiter(local, key, dir);
     }
 }
 
