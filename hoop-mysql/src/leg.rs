@@ -2,12 +2,14 @@
 //! (kept across reads, so a cancelled read loses nothing), and the bytes
 //! waiting to be written.
 
+use std::{pin::Pin, task::Poll};
+
 use bytes::{Buf, BufMut, BytesMut};
 use hoop_proto_mysql::frame::{
     Direction, FrameError, HEADER_LEN, LogicalPacket, MAX_CHUNK, PacketDecoder,
 };
 use hoop_relay::Stream;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 
 /// Write what is queued once this much is.
 const FLUSH_AT: usize = 64 * 1024;
@@ -192,7 +194,20 @@ impl Leg {
                 .stream
                 .as_mut()
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
-            let written = stream.write_all(&self.out).await;
+            // `write_all`, without its future in between.
+            let out = &self.out[..];
+            let mut at = 0;
+            let written = std::future::poll_fn(|cx| {
+                while at < out.len() {
+                    match std::task::ready!(Pin::new(&mut *stream).poll_write(cx, &out[at..])) {
+                        Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                        Ok(n) => at += n,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                Poll::Ready(Ok(()))
+            })
+            .await;
             if written.is_err() || self.out.capacity() > KEEP_OUT {
                 self.out = BytesMut::new();
             } else {

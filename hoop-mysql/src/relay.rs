@@ -174,6 +174,33 @@ struct ReplyFor {
     statement_map: Vec<usize>,
 }
 
+/// What the client sent next.
+enum Next {
+    /// A whole single-chunk packet, still in the read buffer.
+    Buffered,
+    /// Any other packet, decoded.
+    Packet(LogicalPacket),
+}
+
+/// What the reply being relayed answers, as far as relaying it depends on
+/// the command.
+#[derive(Debug, Clone, Copy)]
+struct Awaited {
+    /// COM_STMT_FETCH: binary rows of a cursor opened earlier.
+    fetch: bool,
+    /// COM_CHANGE_USER: an authentication exchange.
+    change_user: bool,
+}
+
+impl Awaited {
+    fn of(command: &Command<'_>) -> Self {
+        Self {
+            fetch: matches!(command, Command::StmtFetch { .. }),
+            change_user: matches!(command, Command::ChangeUser(_)),
+        }
+    }
+}
+
 /// The rows of the current result set, when governance rewrites them.
 struct RowState {
     rewriter: Box<dyn RowRewriter>,
@@ -328,8 +355,19 @@ impl Relay {
             if let Some(refusal) = self.governor.fatal() {
                 return Err(SessionError::Governance(refusal));
             }
-            let Some(packet) = self.next_command().await? else {
-                return Ok(());
+            let packet = match self.next_command().await? {
+                None => return Ok(()),
+                Some(Next::Packet(packet)) => packet,
+                Some(Next::Buffered) => {
+                    if self.execute_in_place().await? {
+                        continue;
+                    }
+                    // A whole single-chunk packet: it decodes.
+                    let Some(packet) = self.client.decoded().map_err(client_read_error)? else {
+                        continue;
+                    };
+                    packet
+                }
             };
             let reply_seq = packet.next_seq();
             self.client_seq = reply_seq;
@@ -470,11 +508,24 @@ impl Relay {
     /// with auto-reconnect) then reconnects, instead of sending the command
     /// into a session that is gone. Anything else unasked for ends the
     /// session too: hoop cannot tell what it would answer.
-    async fn next_command(&mut self) -> Result<Option<LogicalPacket>, SessionError> {
+    async fn next_command(&mut self) -> Result<Option<Next>, SessionError> {
         loop {
+            if self.client.peek_single().is_some() {
+                return Ok(Some(Next::Buffered));
+            }
+            if self.client.has_buffered()
+                && let Some(packet) = self.client.decoded().map_err(client_read_error)?
+            {
+                return Ok(Some(Next::Packet(packet)));
+            }
             let server_open = tokio::select! {
                 biased;
-                read = self.client.read() => return read.map_err(client_read_error),
+                filled = self.client.fill() => {
+                    if filled.map_err(client_read_error)? {
+                        continue;
+                    }
+                    return Ok(None);
+                }
                 filled = self.server.fill() => filled.map_err(server_read_error)?,
             };
             let mut ended = !server_open;
@@ -489,6 +540,83 @@ impl Relay {
                 let _ = self.client.flush().await;
                 return Err(SessionError::ServerClosed);
             }
+        }
+    }
+
+    /// A COM_STMT_EXECUTE read whole that nothing governs (no row is
+    /// inspected, no execution observed, the statement not dry-run) is
+    /// accounted for and relayed from the read buffer, as [`Self::execute`]
+    /// would relay it, without being split off into a packet of its own.
+    /// `false`: the buffered command is not such an EXECUTE, and nothing
+    /// was done.
+    async fn execute_in_place(&mut self) -> Result<bool, SessionError> {
+        if self.governor.inspects_rows() || self.governor.observes_executions() {
+            return Ok(false);
+        }
+        let Some((0, payload)) = self.client.peek_single() else {
+            return Ok(false);
+        };
+        if payload.first() != Some(&hoop_proto_mysql::command::code::STMT_EXECUTE) {
+            return Ok(false);
+        }
+        let Ok(command) = Command::parse(payload, self.session.capabilities()) else {
+            return Ok(false);
+        };
+        let Command::StmtExecute(e) = &command else {
+            return Ok(false);
+        };
+        let id = e.statement_id;
+        // (MariaDB's "the statement prepared last" is resolved by `execute`.)
+        if id == u32::MAX || self.guarded.contains(&id) {
+            return Ok(false);
+        }
+        let len = payload.len();
+        self.client_seq = 1;
+        self.session
+            .client_command(0, len, &command)
+            .map_err(SessionError::State)?;
+        self.client.relay_single(&mut self.server, 0, len);
+        let reply = ReplyFor {
+            sql: self.lend_sql(id),
+            submission: Submission::Prepared,
+            statement_id: Some(id),
+            statement_map: Vec::new(),
+        };
+        let result = match self.server.flush().await {
+            Ok(()) => {
+                let awaited = Awaited {
+                    fetch: false,
+                    change_user: false,
+                };
+                self.relay_reply(awaited, &reply, 1).await
+            }
+            Err(e) => Err(SessionError::ServerIo(e)),
+        };
+        self.executed(id, reply.sql);
+        result.map(|()| true)
+    }
+
+    /// A prepared statement's SQL, lent to the reply of one execution (not
+    /// copied per execution); empty for one hoop never saw prepared, whose
+    /// rows are then masked wherever masking applies (empty SQL has
+    /// unknown lineage). [`Self::executed`] puts it back.
+    fn lend_sql(&mut self, id: u32) -> String {
+        self.prepared
+            .get_mut(&id)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// After an execution of statement `id`: its SQL back from the reply,
+    /// and the character set read again if the statement may change it.
+    fn executed(&mut self, id: u32, sql: String) {
+        if !self.charset_statements.is_empty() && self.charset_statements.contains(&id) {
+            self.charset_stale = true;
+        }
+        if let Some(slot) = self.prepared.get_mut(&id)
+            && slot.is_empty()
+        {
+            *slot = sql;
         }
     }
 
@@ -991,15 +1119,7 @@ impl Relay {
         } else {
             id
         };
-        // A statement hoop never saw prepared has unknown SQL: its rows are
-        // masked wherever masking applies (empty SQL has unknown lineage).
-        // The SQL is lent to the reply and put back after it, not copied
-        // per execution.
-        let sql = self
-            .prepared
-            .get_mut(&id)
-            .map(std::mem::take)
-            .unwrap_or_default();
+        let sql = self.lend_sql(id);
         // A view created since the statement was prepared (its rows are
         // masked by lineage, which must know what the view reads).
         // (Only where rows are inspected: masking needs lineage.)
@@ -1043,14 +1163,7 @@ impl Relay {
         } else {
             self.forward(packet, command, &reply).await
         };
-        if !self.charset_statements.is_empty() && self.charset_statements.contains(&id) {
-            self.charset_stale = true;
-        }
-        if let Some(slot) = self.prepared.get_mut(&id)
-            && slot.is_empty()
-        {
-            *slot = reply.sql;
-        }
+        self.executed(id, reply.sql);
         result
     }
 
@@ -1071,7 +1184,7 @@ impl Relay {
         packet: &LogicalPacket,
         command: &Command<'_>,
         reply: &ReplyFor,
-        mut client_seq: u8,
+        client_seq: u8,
     ) -> Result<(), SessionError> {
         self.session
             .client_command(packet.seq, packet.payload.len(), command)
@@ -1081,6 +1194,18 @@ impl Relay {
         if !command.expects_reply() {
             return Ok(());
         }
+        self.relay_reply(Awaited::of(command), reply, client_seq)
+            .await
+    }
+
+    /// Relays the reply to the command just sent (`awaited`); its packets
+    /// reach the client numbered from `client_seq`.
+    async fn relay_reply(
+        &mut self,
+        awaited: Awaited,
+        reply: &ReplyFor,
+        mut client_seq: u8,
+    ) -> Result<(), SessionError> {
         let inspect = self.governor.inspects_rows();
         let observe = self.governor.observes_executions();
         let mut rows: Option<RowState> = None;
@@ -1089,7 +1214,7 @@ impl Relay {
         // from the EXECUTE that opened it. A cursor hoop did not see opened
         // has no columns to judge its rows by: its rows are refused.
         let mut blind_fetch = false;
-        if inspect && matches!(command, Command::StmtFetch { .. }) {
+        if inspect && awaited.fetch {
             if self.session.result_columns().is_some() {
                 rows = self.row_state(reply, 0, true);
             } else {
@@ -1113,7 +1238,7 @@ impl Relay {
             Translation::between(self.identity.client_tls, self.identity.upstream_tls);
         let mut full = FullAuth::Idle;
         // (Only COM_CHANGE_USER's exchange uses it.)
-        let mut scramble = if matches!(command, Command::ChangeUser(_)) {
+        let mut scramble = if awaited.change_user {
             self.scramble.clone()
         } else {
             Vec::new()
@@ -1123,7 +1248,7 @@ impl Relay {
         // The last packet was a column block's end or a row: the reply is in
         // its rows.
         let mut in_rows = false;
-        let change_user = matches!(command, Command::ChangeUser(_));
+        let change_user = awaited.change_user;
         // Nothing in the reply is looked at but its accounting: whole runs
         // of its result packets are checked in one pass and relayed with
         // one copy (`Session::plain_run`); what the run leaves, the paths
@@ -1225,7 +1350,9 @@ impl Relay {
             } else {
                 let p = if let Some(p) = pending.take() {
                     p
-                } else if let Some(p) = self.server.decoded().map_err(server_read_error)? {
+                } else if self.server.has_buffered()
+                    && let Some(p) = self.server.decoded().map_err(server_read_error)?
+                {
                     p
                 } else {
                     if head_mark.is_none() {
