@@ -163,7 +163,11 @@ impl Paths {
 
 /// utime and stime of a process, in seconds (`/proc/PID/stat`, clock ticks).
 pub(crate) fn process_cpu(pid: u32) -> anyhow::Result<Cpu> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_cpu(&fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+/// utime and stime, in seconds, of a `/proc/PID/stat` line.
+pub(crate) fn stat_cpu(stat: &str) -> anyhow::Result<Cpu> {
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .context("unparsable /proc/PID/stat")?

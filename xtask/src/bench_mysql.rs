@@ -8,9 +8,12 @@
 //! (sysbench, the proxy and every mariadbd thread on CPU 0, as `bench.rs`
 //! pins pgbench, the proxies and the postmaster; haproxy is restarted
 //! pinned and mariadbd's affinity restored afterwards). Proxy CPU per
-//! query: hoop logs its own rusage at exit, less an idle `hoop exec --
-//! true`; haproxy's comes from `/proc/PID/stat` around each run. Medians of
-//! `rounds`.
+//! query: the proxy process's CPU while sysbench runs, from its
+//! `/proc/PID/stat` just before and after (for hoop, read by the shell that
+//! `hoop exec` runs sysbench in), divided by sysbench's query count. hoop's
+//! whole run (its exit rusage less an idle `hoop exec -- true`, so start-up
+//! and shutdown the idle run does not match included) is shown beside it.
+//! Medians of `rounds`.
 //!
 //! Then a 1,000,000-row result (`seq_1_to_1000000`, the `mariadb` CLI with
 //! `--quick`), direct, through hoop without a policy and through hoop with
@@ -25,7 +28,7 @@ use anyhow::{Context as _, bail};
 
 use crate::bench::{
     Affinity, Baseline, Cpu, ensure_installed, hoop_idle_cpu, median, parse_hoop_cpu,
-    parse_hoop_rss_kib, pinned, process_cpu, spawn_listening,
+    parse_hoop_rss_kib, pinned, process_cpu, spawn_listening, stat_cpu,
 };
 
 const DB: &str = "hoop_bench_my";
@@ -36,7 +39,29 @@ struct Sample {
     qps: f64,
     queries: f64,
     latency_ms: f64,
+    /// The proxy process's CPU while sysbench ran (`/proc/PID/stat` just
+    /// before and just after it; for hoop, read by the shell `hoop exec`
+    /// runs sysbench in, whose parent hoop is).
     cpu: Option<Cpu>,
+    /// hoop's whole run: its exit rusage less an idle `hoop exec -- true`
+    /// (start-up and shutdown that the idle run does not match included).
+    whole: Option<Cpu>,
+}
+
+/// Runs sysbench (`"$@"`) between two reads of the parent's (hoop's)
+/// `/proc/PID/stat`.
+const AROUND: &str = "echo \"hoop_stat_before=$(cat /proc/$PPID/stat)\"; sysbench \"$@\"; rc=$?; \
+    echo \"hoop_stat_after=$(cat /proc/$PPID/stat)\"; exit $rc";
+
+/// hoop's CPU between the two reads [`AROUND`] printed.
+fn hoop_window_cpu(stdout: &str) -> anyhow::Result<Cpu> {
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .with_context(|| format!("sysbench's shell printed no {prefix}"))
+    };
+    Ok(stat_cpu(line("hoop_stat_after=")?)? - stat_cpu(line("hoop_stat_before=")?)?)
 }
 
 fn mariadb(sql: &str) -> anyhow::Result<String> {
@@ -108,8 +133,7 @@ fn run_lane(
         Some(config) => pinned(hoop, pin)
             .args(["exec", "--config"])
             .arg(config)
-            .arg("--")
-            .arg("sysbench")
+            .args(["--", "sh", "-c", AROUND, "sh"])
             .args(&args)
             .env("RUST_LOG", "info")
             .output()?,
@@ -122,7 +146,7 @@ fn run_lane(
     }
     let (qps, queries, latency_ms) = parse_sysbench(&stdout)?;
     let cpu = match (config, baseline) {
-        (Some(_), _) => parse_hoop_cpu(&stderr).map(|c| c - idle),
+        (Some(_), _) => Some(hoop_window_cpu(&stdout)?),
         (None, Some(pid)) => Some(process_cpu(pid)? - before.unwrap_or_default()),
         (None, None) => None,
     };
@@ -131,6 +155,7 @@ fn run_lane(
         queries,
         latency_ms,
         cpu,
+        whole: config.and_then(|_| parse_hoop_cpu(&stderr).map(|c| c - idle)),
     })
 }
 
@@ -227,17 +252,23 @@ pub fn run(hoop: &Path, tmp: &Path, seconds: u32, rounds: usize) -> anyhow::Resu
         )?;
         writeln!(
             report,
-            "{:<24} {:>10} {:>8} {:>12} {:>16} {:>12}",
-            "path", "qps", "vs direct", "latency ms", "proxy CPU µs/q", "user µs/q"
+            "{:<24} {:>10} {:>8} {:>12} {:>16} {:>12} {:>18}",
+            "path",
+            "qps",
+            "vs direct",
+            "latency ms",
+            "proxy CPU µs/q",
+            "user µs/q",
+            "hoop whole µs/q"
         )?;
         let direct_qps = median(samples[0].iter().map(|s| s.qps).collect());
         for ((name, ..), v) in lanes.iter().zip(&samples) {
             let qps = median(v.iter().map(|s| s.qps).collect());
             let latency = median(v.iter().map(|s| s.latency_ms).collect());
-            let per_query = |f: fn(Cpu) -> f64| {
+            let per_query = |cpu: fn(&Sample) -> Option<Cpu>, f: fn(Cpu) -> f64| {
                 let v: Vec<f64> = v
                     .iter()
-                    .filter_map(|s| s.cpu.map(|c| f(c) / s.queries * 1e6))
+                    .filter_map(|s| cpu(s).map(|c| f(c) / s.queries * 1e6))
                     .collect();
                 if v.is_empty() {
                     "-".to_owned()
@@ -247,10 +278,11 @@ pub fn run(hoop: &Path, tmp: &Path, seconds: u32, rounds: usize) -> anyhow::Resu
             };
             writeln!(
                 report,
-                "{name:<24} {qps:>10.0} {:>8.2} {latency:>12.3} {:>16} {:>12}",
+                "{name:<24} {qps:>10.0} {:>8.2} {latency:>12.3} {:>16} {:>12} {:>18}",
                 qps / direct_qps,
-                per_query(Cpu::total),
-                per_query(|c| c.user),
+                per_query(|s| s.cpu, Cpu::total),
+                per_query(|s| s.cpu, |c| c.user),
+                per_query(|s| s.whole, Cpu::total),
             )?;
         }
     }
