@@ -85,11 +85,22 @@ impl TestConfig {
     /// in the temp dir, and `extra` YAML appended (top-level keys other than
     /// intercept/admin/recording).
     pub fn new(ports: &[u16], extra: &str) -> Self {
+        Self::write(ports, "", extra)
+    }
+
+    /// [`TestConfig::new`] with `recording.enabled: false`: with no policy,
+    /// nothing then governs a session (no reply is looked at, no execution
+    /// observed), which the relays' fast paths are for.
+    pub fn unrecorded(ports: &[u16], extra: &str) -> Self {
+        Self::write(ports, "  enabled: false\n", extra)
+    }
+
+    fn write(ports: &[u16], recording: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin_port = free_port();
         let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
         let yaml = format!(
-            "intercept:\n  ports: [{}]\nadmin:\n  listen: 127.0.0.1:{admin_port}\nrecording:\n  dir: {}\n{extra}",
+            "intercept:\n  ports: [{}]\nadmin:\n  listen: 127.0.0.1:{admin_port}\nrecording:\n{recording}  dir: {}\n{extra}",
             ports.join(", "),
             dir.path().join("recordings").display()
         );

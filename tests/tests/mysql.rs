@@ -1279,9 +1279,8 @@ fn a_rust_client_is_masked_and_guarded() {
 #[test]
 fn without_a_policy_replies_reach_the_client_as_the_server_sent_them() {
     require_privileged();
-    let cfg = config("");
-    let run = |program: &[&str], through: bool| -> Value {
-        let out = if through {
+    let run = |program: &[&str], through: Option<&TestConfig>| -> Value {
+        let out = if let Some(cfg) = through {
             hoop_exec(&cfg.path, program, T)
         } else {
             Command::new(program[0])
@@ -1291,49 +1290,127 @@ fn without_a_policy_replies_reach_the_client_as_the_server_sent_them() {
         };
         let (stdout, stderr) = text(&out);
         serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-            panic!("{program:?} (through hoop: {through}): {e}: {stdout}\n{stderr}")
+            panic!(
+                "{program:?} (through hoop: {}): {e}: {stdout}\n{stderr}",
+                through.is_some()
+            )
         })
     };
     let db = Db::create("nopolicy");
     let cursor = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_cursor.py");
-    for mode in ["classic_eof", "deprecate_eof"] {
-        let program = [PYTHON, cursor, &db.name, mode];
-        let bare = run(&program, false);
-        assert_eq!(
-            rows(&bare["masked"]["first"]),
-            r#"[["123-45-6789"]]"#,
-            "{bare}"
-        );
-        assert_eq!(run(&program, true), bare, "{mode}");
-    }
     let prepared = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_prepared.py");
-    let program = [PYTHON, prepared, &db.name];
-    let bare = run(&program, false);
-    assert!(rows(&bare["again"]).contains("987-65-4321"), "{bare}");
-    assert_eq!(run(&program, true), bare);
-    let (bare, _) = pymysql(
-        None,
-        &db.name,
-        "c = connect()\n\
+    let script = "c = connect()\n\
          print(json.dumps([run(c, 'SELECT id, ssn FROM cust ORDER BY id; SELECT note FROM other ORDER BY id'),\n\
-         \x20                 run(c, 'SELECT 1; SELECT * FROM nowhere; SELECT 2'), run(c, 'SELECT ssn FROM v_cust')]))\n",
-    );
-    assert!(bare[0]["rows"].to_string().contains("hello"), "{bare}");
-    let (through, stderr) = pymysql(
-        Some(&cfg),
-        &db.name,
-        "c = connect()\n\
-         print(json.dumps([run(c, 'SELECT id, ssn FROM cust ORDER BY id; SELECT note FROM other ORDER BY id'),\n\
-         \x20                 run(c, 'SELECT 1; SELECT * FROM nowhere; SELECT 2'), run(c, 'SELECT ssn FROM v_cust')]))\n",
-    );
-    assert_eq!(through, bare, "{stderr}");
-    // The Rust client deletes rows: one database for each run.
+         \x20                 run(c, 'SELECT 1; SELECT * FROM nowhere; SELECT 2'), run(c, 'SELECT ssn FROM v_cust')]))\n";
     let client = env!("CARGO_BIN_EXE_mysql-rust-client");
-    let bare = run(&[client, &db.name], false);
-    assert!(rows(&bare["binary"]).contains("987-65-4321"), "{bare}");
-    let again = Db::create("nopolicy_again");
-    assert_eq!(run(&[client, &again.name], true), bare);
-    assert_eq!(again.count("other"), 0);
+    // Recorded, every reply goes packet by packet; not recorded, nothing
+    // looks at a reply and it is relayed in runs, its executes in place.
+    for (i, cfg) in [config(""), unrecorded()].iter().enumerate() {
+        for mode in ["classic_eof", "deprecate_eof"] {
+            let program = [PYTHON, cursor, &db.name, mode];
+            let bare = run(&program, None);
+            assert_eq!(
+                rows(&bare["masked"]["first"]),
+                r#"[["123-45-6789"]]"#,
+                "{bare}"
+            );
+            assert_eq!(run(&program, Some(cfg)), bare, "{mode}");
+        }
+        let program = [PYTHON, prepared, &db.name];
+        let bare = run(&program, None);
+        assert!(rows(&bare["again"]).contains("987-65-4321"), "{bare}");
+        assert_eq!(run(&program, Some(cfg)), bare);
+        let (bare, _) = pymysql(None, &db.name, script);
+        assert!(bare[0]["rows"].to_string().contains("hello"), "{bare}");
+        let (through, stderr) = pymysql(Some(cfg), &db.name, script);
+        assert_eq!(through, bare, "{stderr}");
+        // The Rust client deletes rows: one database for each run.
+        let direct = Db::create(&format!("nopolicy_direct{i}"));
+        let bare = run(&[client, &direct.name], None);
+        assert!(rows(&bare["binary"]).contains("987-65-4321"), "{bare}");
+        let again = Db::create(&format!("nopolicy_again{i}"));
+        assert_eq!(run(&[client, &again.name], Some(cfg)), bare);
+        assert_eq!(again.count("other"), 0);
+    }
+}
+
+/// A config without a policy whose sessions are not recorded: nothing
+/// governs them (`inspects_rows` and `observes_executions` both false).
+fn unrecorded() -> TestConfig {
+    TestConfig::unrecorded(&[3306], "")
+}
+
+/// Without a policy a COM_STMT_EXECUTE is relayed from where it lies in
+/// hoop's read buffer (nothing governs it). Executes pipelined in one
+/// write, with and without their parameter types, of a statement the server
+/// does not know, and other commands between them, get the bytes the bare
+/// server sends.
+#[test]
+fn pipelined_executes_nothing_governs_get_the_servers_own_replies() {
+    require_privileged();
+    let db = Db::create("pipelined");
+    // Recorded (each execution observed: the general path) and not
+    // recorded (nothing governs the executes: relayed in place).
+    let recorded = config("");
+    let unrecorded = unrecorded();
+    let script = r"
+import socket, struct
+def pkt(seq, payload):
+    return struct.pack('<I', len(payload))[:3] + bytes([seq]) + payload
+def drain(s):
+    s.settimeout(1.0)
+    out = b''
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+def execute(stmt, value, bind=True):
+    head = b'\x17' + struct.pack('<IBI', stmt, 0, 1) + b'\x00'
+    if bind:
+        return head + b'\x01\x08\x00' + struct.pack('<q', value)
+    return head + b'\x00' + struct.pack('<q', value)
+c = connect()
+s = c._sock
+s.sendall(pkt(0, b'\x16SELECT id, note FROM other WHERE id = ?'))
+prepared = drain(s)
+stmt = struct.unpack('<I', prepared[5:9])[0]
+s.sendall(pkt(0, execute(stmt, 1)) + pkt(0, execute(stmt, 2, bind=False)) + pkt(0, b'\x0e')
+          + pkt(0, execute(stmt + 41, 1)) + pkt(0, execute(stmt, 1, bind=False))
+          + pkt(0, b'\x03SELECT note FROM other ORDER BY id'))
+batch = drain(s)
+# Statement ids are the server's, global: the same packets, with the ids
+# (in the PREPARE's OK and the unknown statement's error) taken out.
+def packets(raw):
+    out = []
+    while len(raw) >= 4:
+        n = raw[0] | raw[1] << 8 | raw[2] << 16
+        payload = raw[4:4 + n].replace(b'(%d)' % (stmt + 41), b'(ID)')
+        out.append([raw[3], payload.hex()])
+        raw = raw[4 + n:]
+    out.append(['rest', raw.hex()])
+    return out
+prepared = prepared[:5] + b'ID__' + prepared[9:]
+print(json.dumps({'prepared': packets(prepared), 'batch': packets(batch)}))
+";
+    let (bare, _) = pymysql(None, &db.name, script);
+    let batch = bare["batch"].to_string();
+    // Both rows, twice the first, and the ERR for the unknown statement.
+    assert!(
+        batch.contains(&hex::encode("hello")) && batch.contains(&hex::encode("world")),
+        "{bare}"
+    );
+    assert!(
+        batch.contains(&hex::encode("Unknown prepared statement handler")),
+        "{bare}"
+    );
+    for cfg in [&recorded, &unrecorded] {
+        let (through, stderr) = pymysql(Some(cfg), &db.name, script);
+        assert_eq!(through, bare, "{stderr}");
+    }
 }
 
 /// A value sent in a character set whose ASCII is not ASCII bytes (ucs2,

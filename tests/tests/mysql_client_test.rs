@@ -276,14 +276,25 @@ fn mariadb_client_test_passes_through_hoop_except_the_listed_cases() {
     let _server = ServerState::read();
     let direct = run(dir.path(), "direct", &cases, None);
     let through = run(dir.path(), "hoop", &cases, Some(&cfg));
+    // Not recorded, nothing looks at a reply or an execution: replies are
+    // relayed in runs and executes from the read buffer. Every case must
+    // end as it does recorded.
+    let unrecorded_cfg = TestConfig::unrecorded(
+        &[3306],
+        "policy:\n  unparsed: allow\n  server_code: allow\n",
+    );
+    let unrecorded = run(dir.path(), "hoop-unrecorded", &cases, Some(&unrecorded_cfg));
 
     let direct_passes = cases.iter().filter(|c| direct.passed(c)).count();
     let hoop_passes = cases.iter().filter(|c| through.passed(c)).count();
+    let unrecorded_passes = cases.iter().filter(|c| unrecorded.passed(c)).count();
     let mut report = format!(
-        "{} cases: {direct_passes} pass directly ({:.0} s), {hoop_passes} through hoop ({:.0} s); {} listed as cannot apply",
+        "{} cases: {direct_passes} pass directly ({:.0} s), {hoop_passes} through hoop ({:.0} s), \
+         {unrecorded_passes} through hoop unrecorded ({:.0} s); {} listed as cannot apply",
         cases.len(),
         direct.elapsed.as_secs_f64(),
         through.elapsed.as_secs_f64(),
+        unrecorded.elapsed.as_secs_f64(),
         expected.len()
     );
     let slowest = cases
@@ -323,6 +334,25 @@ fn mariadb_client_test_passes_through_hoop_except_the_listed_cases() {
                 eprintln!("{case} fails directly and passes through hoop");
             }
             _ => {}
+        }
+    }
+    for case in &cases {
+        if unrecorded.passed(case) != through.passed(case) {
+            failures.push(format!(
+                "{case} {} through hoop recorded and {} unrecorded (exit {}):\n{}",
+                if through.passed(case) {
+                    "passes"
+                } else {
+                    "fails"
+                },
+                if unrecorded.passed(case) {
+                    "passes"
+                } else {
+                    "fails"
+                },
+                unrecorded.results[case].0,
+                output_tail(dir.path(), "hoop-unrecorded", case)
+            ));
         }
     }
     for case in expected.keys() {
