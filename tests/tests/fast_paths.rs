@@ -82,8 +82,18 @@ fn plans_kept_per_fingerprint_and_skipped_detectors_still_mask_what_they_must() 
         );
     }
 
-    setup();
-    let cfg = TestConfig::new(&[5432], POLICY);
+    // Recorded, and not recorded (the rows are still inspected; no
+    // execution is observed).
+    for cfg in [
+        TestConfig::new(&[5432], POLICY),
+        TestConfig::unrecorded(&[5432], POLICY),
+    ] {
+        setup();
+        masks_what_it_must(&cfg);
+    }
+}
+
+fn masks_what_it_must(cfg: &TestConfig) {
     let script = cfg.dir.path().join("fast.sql");
     std::fs::write(&script, SCRIPT).expect("write script");
     let out = hoop_exec(

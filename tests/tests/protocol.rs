@@ -33,8 +33,18 @@ const PSQL: &str = "psql -X -h 127.0.0.1 -U postgres -d test";
 #[test]
 fn psql_queries_copy_multi_statement_and_errors_in_transactions() {
     require_privileged();
+    // Recorded, and not recorded (nothing governs the session: the relay
+    // keeps no SQL).
+    for cfg in [
+        TestConfig::new(&[5432], ""),
+        TestConfig::unrecorded(&[5432], ""),
+    ] {
+        psql_queries_copy_multi_statement_and_errors(&cfg);
+    }
+}
+
+fn psql_queries_copy_multi_statement_and_errors(cfg: &TestConfig) {
     psql_direct("DROP TABLE IF EXISTS proto_t; CREATE TABLE proto_t (id int, v text)");
-    let cfg = TestConfig::new(&[5432], "");
     let file = cfg.dir.path().join("rows.tsv");
     std::fs::write(&file, "1\tone\n2\ttwo\n3\tthree\n").expect("write");
     let out_file = cfg.dir.path().join("out.tsv");
@@ -46,7 +56,7 @@ fn psql_queries_copy_multi_statement_and_errors_in_transactions() {
         f = file.display(),
         o = out_file.display()
     );
-    let (stdout, _) = sh(&cfg, &script);
+    let (stdout, _) = sh(cfg, &script);
     assert!(stdout.contains("COPY 3"), "{stdout}");
     // The multi-statement Query returns the last result: max(id) = 3.
     assert!(stdout.lines().any(|l| l == "3"), "{stdout}");
@@ -127,13 +137,21 @@ fn pg_cancel_backend_from_another_session() {
 #[test]
 fn tokio_postgres_extended_protocol() {
     require_privileged();
-    let cfg = TestConfig::new(&[5432], "");
+    for cfg in [
+        TestConfig::new(&[5432], ""),
+        TestConfig::unrecorded(&[5432], ""),
+    ] {
+        tokio_postgres_extended(&cfg);
+    }
+}
+
+fn tokio_postgres_extended(cfg: &TestConfig) {
     let pc = pg_client();
     let script = format!(
         "{pc} query 'SELECT 1::int4, true, 42::int8, $$x$$::text' && {pc} pipeline 200 && \
          {pc} portal 'SELECT g FROM generate_series(1, 25) g' 10 && {pc} cancel"
     );
-    let (stdout, _) = sh(&cfg, &script);
+    let (stdout, _) = sh(cfg, &script);
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
@@ -177,10 +195,14 @@ fn pgbench_in_every_protocol_mode() {
         .output()
         .expect("pgbench -i");
     assert!(init.status.success());
-    let cfg = TestConfig::new(&[5432], "");
-    for mode in ["simple", "extended", "prepared"] {
+    let recorded = TestConfig::new(&[5432], "");
+    let unrecorded = TestConfig::unrecorded(&[5432], "");
+    for (mode, cfg) in ["simple", "extended", "prepared"]
+        .into_iter()
+        .flat_map(|mode| [(mode, &recorded), (mode, &unrecorded)])
+    {
         let (stdout, _) = sh(
-            &cfg,
+            cfg,
             &format!("pgbench -h 127.0.0.1 -U postgres -M {mode} -c 4 -T 3 test"),
         );
         assert!(
