@@ -317,6 +317,65 @@ pub fn psql_direct(sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs the `mariadb` CLI against 127.0.0.1:3306 directly over TCP (not
+/// governed), in database `db` when given; returns stdout, a row a line,
+/// tab-separated, without column names. Panics when the statement fails.
+pub fn mariadb_direct(db: Option<&str>, sql: &str) -> String {
+    let mut cmd = Command::new("mariadb");
+    cmd.args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-N", "-B"]);
+    if let Some(db) = db {
+        cmd.arg(db);
+    }
+    let out = cmd.arg("-e").arg(sql).output().expect("run mariadb");
+    assert!(
+        out.status.success(),
+        "direct mariadb failed on {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A scratch database on the MariaDB server, dropped at the end.
+pub struct MariaDb {
+    /// Its name.
+    pub name: String,
+}
+
+impl MariaDb {
+    /// Creates `name` afresh (dropping one left by an earlier run) and runs
+    /// `setup` in it.
+    pub fn create(name: &str, setup: &str) -> Self {
+        mariadb_direct(
+            None,
+            &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"),
+        );
+        let db = Self {
+            name: name.to_owned(),
+        };
+        if !setup.trim().is_empty() {
+            mariadb_direct(Some(name), setup);
+        }
+        db
+    }
+
+    /// `SELECT count(*) FROM table`, on the bare server.
+    pub fn count(&self, table: &str) -> i64 {
+        mariadb_direct(Some(&self.name), &format!("SELECT count(*) FROM {table}"))
+            .trim()
+            .parse()
+            .expect("a count")
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e"])
+            .arg(format!("DROP DATABASE IF EXISTS {}", self.name))
+            .output();
+    }
+}
+
 /// stdout and stderr as strings, for assertions.
 pub fn text(out: &Output) -> (String, String) {
     (

@@ -10,7 +10,8 @@ use std::{
 };
 
 use hoop_tests::{
-    TestConfig, hoop_bin, hoop_exec, hoop_exec_spawn, require_privileged, text, wait_output,
+    MariaDb, TestConfig, hoop_bin, hoop_exec, hoop_exec_spawn, mariadb_direct, require_privileged,
+    text, wait_output,
 };
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -19,58 +20,18 @@ const T: Duration = Duration::from_mins(2);
 /// Debian's PyMySQL (`python3-pymysql`), installed by `cargo xtask setup`.
 const PYTHON: &str = "/usr/bin/python3";
 
-/// A scratch database on the MariaDB server, dropped at the end.
-struct Db {
-    name: String,
-}
+/// The tables most tests read: `cust` (ssn, email; two rows), `other`
+/// (notes "hello" and "world") and the view `v_cust` over `cust.ssn`.
+const SCHEMA: &str = "
+    CREATE TABLE cust (id INT PRIMARY KEY, ssn VARCHAR(20), email VARCHAR(50));
+    INSERT INTO cust VALUES (1, '123-45-6789', 'a@example.com'), (2, '987-65-4321', 'b@example.com');
+    CREATE TABLE other (id INT, note VARCHAR(20));
+    INSERT INTO other VALUES (1, 'hello'), (2, 'world');
+    CREATE VIEW v_cust AS SELECT id, ssn AS s FROM cust;";
 
-fn mariadb_direct(db: Option<&str>, sql: &str) -> String {
-    let mut cmd = Command::new("mariadb");
-    cmd.args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-N", "-B"]);
-    if let Some(db) = db {
-        cmd.arg(db);
-    }
-    let out = cmd.arg("-e").arg(sql).output().expect("run mariadb");
-    assert!(
-        out.status.success(),
-        "direct mariadb failed on {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Db {
-    fn create(name: &str) -> Self {
-        let name = format!("hoop_my_{name}");
-        mariadb_direct(
-            None,
-            &format!(
-                "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}; USE {name};
-                 CREATE TABLE cust (id INT PRIMARY KEY, ssn VARCHAR(20), email VARCHAR(50));
-                 INSERT INTO cust VALUES (1, '123-45-6789', 'a@example.com'), (2, '987-65-4321', 'b@example.com');
-                 CREATE TABLE other (id INT, note VARCHAR(20));
-                 INSERT INTO other VALUES (1, 'hello'), (2, 'world');
-                 CREATE VIEW v_cust AS SELECT id, ssn AS s FROM cust;"
-            ),
-        );
-        Self { name }
-    }
-
-    fn count(&self, table: &str) -> i64 {
-        mariadb_direct(Some(&self.name), &format!("SELECT count(*) FROM {table}"))
-            .trim()
-            .parse()
-            .expect("a count")
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = Command::new("mariadb")
-            .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e"])
-            .arg(format!("DROP DATABASE IF EXISTS {}", self.name))
-            .output();
-    }
+/// A scratch database `hoop_my_{name}` holding [`SCHEMA`].
+fn scratch(name: &str) -> MariaDb {
+    MariaDb::create(&format!("hoop_my_{name}"), SCHEMA)
 }
 
 const POLICY: &str = "policy:
@@ -144,7 +105,7 @@ fn rows(v: &Value) -> String {
 #[test]
 fn mariadb_cli_is_masked_and_guarded_and_the_session_goes_on() {
     require_privileged();
-    let db = Db::create("cli");
+    let db = scratch("cli");
     let cfg = config(POLICY);
     let sql = "SELECT * FROM cust ORDER BY id; SELECT c.ssn AS x FROM cust c ORDER BY id; \
                SELECT CONCAT(ssn, '') AS y FROM cust ORDER BY id; SELECT * FROM other ORDER BY id; \
@@ -198,7 +159,7 @@ fn mariadb_cli_is_masked_and_guarded_and_the_session_goes_on() {
 #[test]
 fn mysql_syntax_evasions_are_judged_as_the_server_runs_them() {
     require_privileged();
-    let db = Db::create("evasions");
+    let db = scratch("evasions");
     let cfg = config(POLICY);
     let script = r#"
 c = connect()
@@ -245,7 +206,7 @@ print(json.dumps(out))
     }
 
     // The bare server: every one of them leaks or destroys.
-    let bare_db = Db::create("evasions_bare");
+    let bare_db = scratch("evasions_bare");
     let (bare, _) = pymysql(None, &bare_db.name, script);
     for key in [
         "exec_comment",
@@ -282,7 +243,7 @@ print(json.dumps(out))
 #[test]
 fn a_held_statement_waits_and_is_refused_on_timeout_or_denial_and_runs_when_approved() {
     require_privileged();
-    let db = Db::create("holds");
+    let db = scratch("holds");
     let dir = tempfile::tempdir().expect("tempdir");
     let token = "alice-mysql-token";
     let tokens = dir.path().join("tokens.yaml");
@@ -394,7 +355,7 @@ fn a_held_statement_waits_and_is_refused_on_timeout_or_denial_and_runs_when_appr
 #[test]
 fn a_million_rows_stream_with_bounded_memory() {
     require_privileged();
-    let db = Db::create("million");
+    let db = scratch("million");
     let cfg = config(POLICY);
     let started = Instant::now();
     let out = hoop_exec(
@@ -441,7 +402,7 @@ fn a_million_rows_stream_with_bounded_memory() {
 #[test]
 fn a_malformed_client_packet_ends_only_that_connection() {
     require_privileged();
-    let db = Db::create("malformed");
+    let db = scratch("malformed");
     let cfg = config(POLICY);
     let script = r#"
 import socket, struct
@@ -469,7 +430,7 @@ print(json.dumps({'reply': reply.hex(), 'after': run(c, "SELECT note FROM other 
 #[test]
 fn prepared_statements_are_judged_once_and_their_binary_rows_masked() {
     require_privileged();
-    let db = Db::create("prepared");
+    let db = scratch("prepared");
     let cfg = config(POLICY);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_prepared.py");
     let out = hoop_exec(&cfg.path, &[PYTHON, script, &db.name], T);
@@ -512,7 +473,7 @@ fn prepared_statements_are_judged_once_and_their_binary_rows_masked() {
 #[test]
 fn kill_query_withdraws_a_held_statement() {
     require_privileged();
-    let db = Db::create("kill");
+    let db = scratch("kill");
     let cfg = config(
         "policy:\n  hold:\n    - name: other-deletes\n      statements: [delete]\n      tables: [other]\n      timeout: 60s\n      message: deletes on other need a DBA\n",
     );
@@ -555,7 +516,7 @@ fn kill_query_withdraws_a_held_statement() {
 #[test]
 fn a_session_the_server_kills_between_commands_ends_for_the_client_too() {
     require_privileged();
-    let db = Db::create("killed");
+    let db = scratch("killed");
     let cfg = config(POLICY);
     // The KILL goes over the unix socket, which hoop does not intercept.
     let script = r#"
@@ -598,7 +559,7 @@ gbk = [run(c, "SET NAMES gbk"), run(c, b"SELECT HEX('\xe4\xb8\xad\\') AS h; DELE
 print(json.dumps({'latin1': latin1, 'gbk': gbk}))
 "#;
     for cfg in [None, Some(&cfg)] {
-        let db = Db::create("charset");
+        let db = scratch("charset");
         let (out, stderr) = pymysql(cfg, &db.name, script);
         let all = format!(
             "through hoop: {}\n{out:#}\n--- stderr\n{stderr}",
@@ -627,7 +588,7 @@ fn a_reset_connection_puts_the_login_character_set_back_for_hoop_too() {
     require_privileged();
     let cfg = config(POLICY);
     for cfg in [None, Some(&cfg)] {
-        let db = Db::create("reset_charset");
+        let db = scratch("reset_charset");
         let script = format!(
             r#"
 c = pymysql.connect(host='127.0.0.1', port=3306, user='root', database='{db}', charset='gbk',
@@ -661,7 +622,7 @@ print(json.dumps({{'names': names, 'attack': attack}}))
 #[test]
 fn tls_on_the_client_leg_and_clear_errors_where_hoop_cannot() {
     require_privileged();
-    let db = Db::create("tls");
+    let db = scratch("tls");
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
@@ -740,7 +701,7 @@ fn tls_on_the_client_leg_and_clear_errors_where_hoop_cannot() {
 #[test]
 fn a_malformed_server_packet_ends_only_that_connection() {
     require_privileged();
-    let db = Db::create("bad_server");
+    let db = scratch("bad_server");
     let port = hoop_tests::free_port();
     let cfg = TestConfig::new(
         &[3306, port],
@@ -771,7 +732,7 @@ fn a_malformed_server_packet_ends_only_that_connection() {
 #[test]
 fn hoop_own_catalog_queries_leave_the_clients_diagnostics_alone() {
     require_privileged();
-    let db = Db::create("diagnostics");
+    let db = scratch("diagnostics");
     let cfg = config(POLICY);
     // A DDL statement's warning is still there for SHOW WARNINGS and
     // @@warning_count, although hoop reads the catalog again after DDL.
@@ -792,7 +753,7 @@ fn hoop_own_catalog_queries_leave_the_clients_diagnostics_alone() {
 #[test]
 fn diagnostics_and_session_variables_do_not_carry_masked_values() {
     require_privileged();
-    let db = Db::create("fc_vars");
+    let db = scratch("fc_vars");
     let cfg = config(POLICY);
     let attacks = [
         (
@@ -908,7 +869,7 @@ impl Drop for LocalInfileOn {
 fn load_data_local_infile_is_refused_by_default_and_allowed_when_enabled() {
     require_privileged();
     let _on = LocalInfileOn::ensure();
-    let db = Db::create("infile");
+    let db = scratch("infile");
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("rows.tsv");
     std::fs::write(&file, "3\tloaded-three\n4\tloaded-four\n").expect("write the file");
@@ -1035,7 +996,7 @@ impl Drop for Ed25519Account {
 #[test]
 fn an_ed25519_account_authenticates_through_hoop_and_is_masked() {
     require_privileged();
-    let db = Db::create("ed25519");
+    let db = scratch("ed25519");
     let account = Ed25519Account::create(&db.name);
     // The account really uses ed25519.
     let plugin = mariadb_direct(
@@ -1107,7 +1068,7 @@ fn an_ed25519_account_authenticates_through_hoop_and_is_masked() {
 #[test]
 fn rows_fetched_through_a_server_side_cursor_are_masked() {
     require_privileged();
-    let db = Db::create("cursor");
+    let db = scratch("cursor");
     let cfg = config(POLICY);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_cursor.py");
     for mode in ["classic_eof", "deprecate_eof"] {
@@ -1223,7 +1184,7 @@ fn rows_fetched_through_a_server_side_cursor_are_masked() {
 #[test]
 fn a_rust_client_is_masked_and_guarded() {
     require_privileged();
-    let db = Db::create("rust");
+    let db = scratch("rust");
     let cfg = config(POLICY);
     let client = env!("CARGO_BIN_EXE_mysql-rust-client");
     let out = hoop_exec(&cfg.path, &[client, &db.name], T);
@@ -1296,7 +1257,7 @@ fn without_a_policy_replies_reach_the_client_as_the_server_sent_them() {
             )
         })
     };
-    let db = Db::create("nopolicy");
+    let db = scratch("nopolicy");
     let cursor = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_cursor.py");
     let prepared = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mysql_prepared.py");
     let script = "c = connect()\n\
@@ -1325,10 +1286,10 @@ fn without_a_policy_replies_reach_the_client_as_the_server_sent_them() {
         let (through, stderr) = pymysql(Some(cfg), &db.name, script);
         assert_eq!(through, bare, "{stderr}");
         // The Rust client deletes rows: one database for each run.
-        let direct = Db::create(&format!("nopolicy_direct{i}"));
+        let direct = scratch(&format!("nopolicy_direct{i}"));
         let bare = run(&[client, &direct.name], None);
         assert!(rows(&bare["binary"]).contains("987-65-4321"), "{bare}");
-        let again = Db::create(&format!("nopolicy_again{i}"));
+        let again = scratch(&format!("nopolicy_again{i}"));
         assert_eq!(run(&[client, &again.name], Some(cfg)), bare);
         assert_eq!(again.count("other"), 0);
     }
@@ -1348,7 +1309,7 @@ fn unrecorded() -> TestConfig {
 #[test]
 fn pipelined_executes_nothing_governs_get_the_servers_own_replies() {
     require_privileged();
-    let db = Db::create("pipelined");
+    let db = scratch("pipelined");
     // Recorded (each execution observed: the general path) and not
     // recorded (nothing governs the executes: relayed in place).
     let recorded = config("");
@@ -1426,7 +1387,7 @@ print(json.dumps({'prepared': packets(prepared), 'batch': packets(batch)}))
 #[test]
 fn values_in_wide_character_sets_are_read_by_the_detectors_as_the_client_reads_them() {
     require_privileged();
-    let db = Db::create("wide");
+    let db = scratch("wide");
     mariadb_direct(
         Some(&db.name),
         "CREATE TABLE people (id INT PRIMARY KEY, ssn VARCHAR(20), note VARCHAR(100),
@@ -1554,7 +1515,7 @@ fn values_in_wide_character_sets_are_read_by_the_detectors_as_the_client_reads_t
 #[test]
 fn upserts_fed_by_their_own_table_are_unfiltered_writes() {
     require_privileged();
-    let db = Db::create("upserts");
+    let db = scratch("upserts");
     mariadb_direct(
         Some(&db.name),
         "CREATE TABLE kv (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO kv VALUES (1, 'a'), (2, 'b'), (3, 'c');

@@ -7,7 +7,8 @@
 use std::{process::Command, time::Duration};
 
 use hoop_tests::{
-    Approver, TestConfig, hoop_exec, hoop_exec_spawn, require_privileged, text, wait_output,
+    Approver, MariaDb, TestConfig, hoop_exec, hoop_exec_spawn, mariadb_direct, require_privileged,
+    text, wait_output,
 };
 use serde_json::Value;
 
@@ -18,85 +19,46 @@ const PYTHON: &str = "/usr/bin/python3";
 const IN_TRANS: i64 = 1;
 const AUTOCOMMIT: i64 = 2;
 
-fn mariadb_direct(db: Option<&str>, sql: &str) -> String {
-    let mut cmd = Command::new("mariadb");
-    cmd.args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-N", "-B"]);
-    if let Some(db) = db {
-        cmd.arg(db);
-    }
-    let out = cmd.arg("-e").arg(sql).output().expect("run mariadb");
-    assert!(
-        out.status.success(),
-        "direct mariadb failed on {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// The scratch database's tables: `items` (ids 1–10), `logged` (ids 1–3, a
+/// trigger writes a row of `audit` per row deleted), `parent` (id 1) with
+/// three `child` rows that cascade on delete, `flat` (MyISAM, ids 1–10),
+/// and the stored function `one()`.
+const SCHEMA: &str = "
+    CREATE TABLE items (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;
+    INSERT INTO items SELECT seq, 0 FROM seq_1_to_10;
+    CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, item INT) ENGINE=InnoDB;
+    CREATE TABLE logged (id INT PRIMARY KEY) ENGINE=InnoDB;
+    INSERT INTO logged VALUES (1), (2), (3);
+    CREATE TRIGGER logged_ad AFTER DELETE ON logged FOR EACH ROW INSERT INTO audit (item) VALUES (OLD.id);
+    CREATE TABLE twice (id INT PRIMARY KEY) ENGINE=InnoDB;
+    INSERT INTO twice VALUES (1), (2), (3);
+    CREATE TABLE parent (id INT PRIMARY KEY) ENGINE=InnoDB;
+    CREATE TABLE child (id INT PRIMARY KEY, parent INT,
+      FOREIGN KEY (parent) REFERENCES parent (id) ON DELETE CASCADE) ENGINE=InnoDB;
+    INSERT INTO parent VALUES (1);
+    INSERT INTO child VALUES (1, 1), (2, 1), (3, 1);
+    CREATE TABLE kept (id INT PRIMARY KEY) ENGINE=InnoDB;
+    CREATE TABLE keeper (id INT PRIMARY KEY, kept INT,
+      FOREIGN KEY (kept) REFERENCES kept (id)) ENGINE=InnoDB;
+    INSERT INTO kept VALUES (1);
+    INSERT INTO keeper VALUES (1, 1);
+    CREATE TABLE flat (id INT PRIMARY KEY) ENGINE=MyISAM;
+    INSERT INTO flat SELECT seq FROM seq_1_to_10;
+    CREATE FUNCTION one() RETURNS INT DETERMINISTIC RETURN 1;";
+
+/// A scratch database `hoop_dry_{name}` holding [`SCHEMA`] and the trigger
+/// `twice_ad` (a BEGIN … END body: the CLI splits at `;` without
+/// DELIMITER).
+fn scratch(name: &str) -> MariaDb {
+    let db = MariaDb::create(&format!("hoop_dry_{name}"), SCHEMA);
+    mariadb_direct(
+        Some(&db.name),
+        "DELIMITER //
+         CREATE TRIGGER twice_ad AFTER DELETE ON twice FOR EACH ROW
+           BEGIN INSERT INTO audit (item) VALUES (OLD.id); INSERT INTO audit (item) VALUES (-OLD.id); END//
+         DELIMITER ;",
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A scratch database, dropped at the end: `items` (ids 1–10), `logged`
-/// (ids 1–3, a trigger writes a row of `audit` per row deleted), `parent`
-/// (id 1) with three `child` rows that cascade on delete, `flat` (MyISAM,
-/// ids 1–10), and the stored function `one()`.
-struct Db {
-    name: String,
-}
-
-impl Db {
-    fn create(name: &str) -> Self {
-        let name = format!("hoop_dry_{name}");
-        mariadb_direct(
-            None,
-            &format!(
-                "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}; USE {name};
-                 CREATE TABLE items (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;
-                 INSERT INTO items SELECT seq, 0 FROM seq_1_to_10;
-                 CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, item INT) ENGINE=InnoDB;
-                 CREATE TABLE logged (id INT PRIMARY KEY) ENGINE=InnoDB;
-                 INSERT INTO logged VALUES (1), (2), (3);
-                 CREATE TRIGGER logged_ad AFTER DELETE ON logged FOR EACH ROW INSERT INTO audit (item) VALUES (OLD.id);
-                 CREATE TABLE twice (id INT PRIMARY KEY) ENGINE=InnoDB;
-                 INSERT INTO twice VALUES (1), (2), (3);
-                 CREATE TABLE parent (id INT PRIMARY KEY) ENGINE=InnoDB;
-                 CREATE TABLE child (id INT PRIMARY KEY, parent INT,
-                   FOREIGN KEY (parent) REFERENCES parent (id) ON DELETE CASCADE) ENGINE=InnoDB;
-                 INSERT INTO parent VALUES (1);
-                 INSERT INTO child VALUES (1, 1), (2, 1), (3, 1);
-                 CREATE TABLE kept (id INT PRIMARY KEY) ENGINE=InnoDB;
-                 CREATE TABLE keeper (id INT PRIMARY KEY, kept INT,
-                   FOREIGN KEY (kept) REFERENCES kept (id)) ENGINE=InnoDB;
-                 INSERT INTO kept VALUES (1);
-                 INSERT INTO keeper VALUES (1, 1);
-                 CREATE TABLE flat (id INT PRIMARY KEY) ENGINE=MyISAM;
-                 INSERT INTO flat SELECT seq FROM seq_1_to_10;
-                 CREATE FUNCTION one() RETURNS INT DETERMINISTIC RETURN 1;"
-            ),
-        );
-        // A BEGIN … END body (the CLI splits at `;` without DELIMITER).
-        mariadb_direct(
-            Some(&name),
-            "DELIMITER //
-             CREATE TRIGGER twice_ad AFTER DELETE ON twice FOR EACH ROW
-               BEGIN INSERT INTO audit (item) VALUES (OLD.id); INSERT INTO audit (item) VALUES (-OLD.id); END//
-             DELIMITER ;",
-        );
-        Self { name }
-    }
-
-    fn count(&self, table: &str) -> i64 {
-        mariadb_direct(Some(&self.name), &format!("SELECT count(*) FROM {table}"))
-            .trim()
-            .parse()
-            .expect("a count")
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = Command::new("mariadb")
-            .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e"])
-            .arg(format!("DROP DATABASE IF EXISTS {}", self.name))
-            .output();
-    }
+    db
 }
 
 /// Deletes of more than 3 rows are denied; `server_code: allow`, so that a
@@ -186,7 +148,7 @@ fn status(v: &Value) -> i64 {
 #[test]
 fn a_deny_rule_with_max_rows_counts_by_a_dry_run_and_keeps_the_rows_over_it() {
     require_privileged();
-    let db = Db::create("limit");
+    let db = scratch("limit");
     let cfg = config(POLICY);
     let script = "c = connect()\n\
         out = {}\n\
@@ -248,7 +210,7 @@ fn a_deny_rule_with_max_rows_counts_by_a_dry_run_and_keeps_the_rows_over_it() {
 #[test]
 fn inside_the_clients_transaction_a_savepoint_keeps_its_own_work_undoable() {
     require_privileged();
-    let db = Db::create("savepoint");
+    let db = scratch("savepoint");
     let cfg = config(POLICY);
     let script = "c = connect()\n\
         out = {}\n\
@@ -321,7 +283,7 @@ fn inside_the_clients_transaction_a_savepoint_keeps_its_own_work_undoable() {
 #[test]
 fn trigger_writes_count_and_what_cannot_be_counted_or_undone_is_refused_unrun() {
     require_privileged();
-    let db = Db::create("failclosed");
+    let db = scratch("failclosed");
     let cfg = config(POLICY);
     let script = "c = connect()\n\
         out = {}\n\
@@ -404,7 +366,7 @@ fn trigger_writes_count_and_what_cannot_be_counted_or_undone_is_refused_unrun() 
 #[test]
 fn prepared_executions_are_dry_run_each_time() {
     require_privileged();
-    let db = Db::create("prepared");
+    let db = scratch("prepared");
     let cfg = config(POLICY);
     let script = "c = connect()\n\
         out = {}\n\
@@ -449,7 +411,7 @@ fn prepared_executions_are_dry_run_each_time() {
 #[test]
 fn a_hold_rule_with_max_rows_holds_with_the_count_and_runs_once_when_approved() {
     require_privileged();
-    let db = Db::create("hold");
+    let db = scratch("hold");
     let cfg = config(
         "policy:
   hold:
@@ -594,7 +556,7 @@ fn a_hold_rule_with_max_rows_holds_with_the_count_and_runs_once_when_approved() 
 #[test]
 fn a_client_that_vanishes_while_held_leaves_nothing_behind() {
     require_privileged();
-    let db = Db::create("vanish");
+    let db = scratch("vanish");
     let cfg = config(
         "policy:
   hold:
@@ -634,7 +596,7 @@ fn a_client_that_vanishes_while_held_leaves_nothing_behind() {
 #[test]
 fn a_counted_select_is_masked_and_refused_over_its_limit() {
     require_privileged();
-    let db = Db::create("select");
+    let db = scratch("select");
     mariadb_direct(
         Some(&db.name),
         "CREATE TABLE people (id INT PRIMARY KEY, ssn VARCHAR(20)) ENGINE=InnoDB;
@@ -712,7 +674,7 @@ impl Drop for User {
 #[test]
 fn without_the_process_privilege_cascades_are_still_found() {
     require_privileged();
-    let db = Db::create("noprocess");
+    let db = scratch("noprocess");
     let user = User("hoop_dry_noprocess");
     mariadb_direct(
         None,
@@ -751,7 +713,7 @@ fn without_the_process_privilege_cascades_are_still_found() {
 #[test]
 fn a_rust_clients_prepared_executions_are_counted_and_masked() {
     require_privileged();
-    let db = Db::create("rust");
+    let db = scratch("rust");
     mariadb_direct(
         Some(&db.name),
         "CREATE TABLE cust (id INT PRIMARY KEY, ssn VARCHAR(20), email VARCHAR(50)) ENGINE=InnoDB;
@@ -828,7 +790,7 @@ fn a_rust_clients_prepared_executions_are_counted_and_masked() {
 #[test]
 fn a_deadlock_inside_a_dry_run_reaches_the_client_as_the_servers_error() {
     require_privileged();
-    let db = Db::create("deadlock");
+    let db = scratch("deadlock");
     let cfg = config(POLICY);
     // `b` (direct, not through hoop) writes more rows, so InnoDB picks the
     // client's transaction as the victim.
@@ -870,7 +832,7 @@ fn a_deadlock_inside_a_dry_run_reaches_the_client_as_the_servers_error() {
 #[test]
 fn a_dry_run_counts_the_same_when_the_client_reads_results_in_utf16() {
     require_privileged();
-    let db = Db::create("wide");
+    let db = scratch("wide");
     let cfg = config(POLICY);
     let script = "c = connect()\n\
         out = {}\n\

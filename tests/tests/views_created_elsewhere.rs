@@ -13,7 +13,9 @@
 
 use std::{process::Command, time::Duration};
 
-use hoop_tests::{TestConfig, hoop_exec, psql_direct, require_privileged, text};
+use hoop_tests::{
+    MariaDb, TestConfig, hoop_exec, mariadb_direct, psql_direct, require_privileged, text,
+};
 
 const T: Duration = Duration::from_mins(2);
 
@@ -103,37 +105,6 @@ fn postgres_views_created_or_replaced_by_another_session_are_masked() {
     assert_eq!(bare.matches("123-45-6789").count(), 2, "{bare}");
 }
 
-fn mariadb_direct(sql: &str) {
-    let out = Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e", sql])
-        .output()
-        .expect("mariadb");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// What `sql` returns on the bare server (TCP, not through hoop), one row
-/// a line.
-fn mariadb_bare(sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "--protocol=TCP",
-            "-uroot",
-            "-N",
-            "hoop_vce",
-            "-e",
-            sql,
-        ])
-        .output()
-        .expect("mariadb");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The MySQL tests' script start: a PyMySQL session through hoop, and
 /// `run(sql)`, which returns rows or `{'error', 'message'}`.
 const MY_PRELUDE: &str = r"
@@ -148,25 +119,12 @@ def run(sql):
         return {'error': e.args[0], 'message': str(e.args[1])}
 ";
 
-/// Drops the test's MariaDB database at the end.
-struct MyDb;
-
-impl Drop for MyDb {
-    fn drop(&mut self) {
-        let _ = Command::new("mariadb")
-            .args(["-h", "127.0.0.1", "--protocol=TCP", "-uroot", "-e"])
-            .arg("DROP DATABASE IF EXISTS hoop_vce")
-            .output();
-    }
-}
-
 #[test]
 fn mysql_views_created_by_another_session_are_known_before_they_are_read() {
     require_privileged();
-    let _db = MyDb;
-    mariadb_direct(
-        "DROP DATABASE IF EXISTS hoop_vce; CREATE DATABASE hoop_vce; USE hoop_vce;
-         CREATE TABLE people (id INT PRIMARY KEY, ssn VARCHAR(20));
+    let _db = MariaDb::create(
+        "hoop_vce",
+        "CREATE TABLE people (id INT PRIMARY KEY, ssn VARCHAR(20));
          INSERT INTO people VALUES (1, '123-45-6789'), (2, '987-65-4321');
          CREATE TABLE other (id INT);
          INSERT INTO other VALUES (1), (2);",
@@ -210,7 +168,7 @@ print(json.dumps(out))
     assert_eq!(v["temp_reads"].to_string(), "[[[2]],[[2]],[[2]]]", "{all}");
     assert!(!all.contains("123-45-6789"), "{all}");
     // The bare server: the view hands out the values.
-    let bare = mariadb_bare("SELECT s FROM v_late ORDER BY id");
+    let bare = mariadb_direct(Some("hoop_vce"), "SELECT s FROM v_late ORDER BY id");
     assert!(bare.contains("123-45-6789"), "{bare}");
 }
 
@@ -222,10 +180,9 @@ print(json.dumps(out))
 #[test]
 fn mysql_relations_redefined_by_another_session_are_masked_once_the_catalog_ages() {
     require_privileged();
-    let _db = MyDb;
-    mariadb_direct(
-        "DROP DATABASE IF EXISTS hoop_vce; CREATE DATABASE hoop_vce; USE hoop_vce;
-         CREATE TABLE people (id INT PRIMARY KEY, ssn VARCHAR(20));
+    let _db = MariaDb::create(
+        "hoop_vce",
+        "CREATE TABLE people (id INT PRIMARY KEY, ssn VARCHAR(20));
          INSERT INTO people VALUES (1, '123-45-6789');
          CREATE TABLE was_table (id INT, x VARCHAR(20));
          INSERT INTO was_table VALUES (1, 'harmless');
@@ -266,6 +223,9 @@ print(json.dumps(out))
     assert_eq!(v["copy"]["error"], 1227, "{all}");
     assert!(!all.contains("123-45-6789"), "{all}");
     // The bare server: both hand out the values.
-    let bare = mariadb_bare("SELECT x FROM was_table; SELECT x FROM was_view");
+    let bare = mariadb_direct(
+        Some("hoop_vce"),
+        "SELECT x FROM was_table; SELECT x FROM was_view",
+    );
     assert_eq!(bare.matches("123-45-6789").count(), 2, "{bare}");
 }
