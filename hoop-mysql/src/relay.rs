@@ -363,10 +363,15 @@ impl Relay {
                         continue;
                     }
                     // A whole single-chunk packet: it decodes.
-                    let Some(packet) = self.client.decoded().map_err(client_read_error)? else {
-                        continue;
-                    };
-                    packet
+                    self.client
+                        .decoded()
+                        .map_err(client_read_error)?
+                        .ok_or(SessionError::State(
+                            hoop_proto_mysql::session::SessionError::UnexpectedClientPacket {
+                                what: "a packet read whole that does not decode",
+                                when: "between commands",
+                            },
+                        ))?
                 }
             };
             let reply_seq = packet.next_seq();
