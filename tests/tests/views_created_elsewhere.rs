@@ -105,6 +105,17 @@ fn postgres_views_created_or_replaced_by_another_session_are_masked() {
     assert_eq!(bare.matches("123-45-6789").count(), 2, "{bare}");
 }
 
+/// Runs a Python script that prints one JSON document through `hoop exec`:
+/// the document, and everything it printed (stdout, then stderr) for
+/// assertion messages.
+fn python_through_hoop(cfg: &TestConfig, script: &str) -> (serde_json::Value, String) {
+    let out = hoop_exec(&cfg.path, &["/usr/bin/python3", "-c", script], T);
+    let (stdout, stderr) = text(&out);
+    let all = format!("{stdout}\n--- stderr\n{stderr}");
+    let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+    (v, all)
+}
+
 /// The MySQL tests' script start: a PyMySQL session through hoop, and
 /// `run(sql)`, which returns rows or `{'error', 'message'}`.
 const MY_PRELUDE: &str = r"
@@ -147,11 +158,7 @@ out['temp'] = run('CREATE TEMPORARY TABLE tt AS SELECT id FROM other')
 out['temp_reads'] = [run('SELECT count(*) FROM tt') for _ in range(3)]
 print(json.dumps(out))
 ";
-    let out = hoop_exec(&cfg.path, &["/usr/bin/python3", "-c", &script], T);
-    let (stdout, stderr) = text(&out);
-    let all = format!("{stdout}\n--- stderr\n{stderr}");
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+    let (v, all) = python_through_hoop(&cfg, &script);
     assert_eq!(v["first"].to_string(), "[[1],[2]]", "{all}");
     assert_eq!(
         v["late"].to_string(),
@@ -204,11 +211,7 @@ out['after'] = [run('SELECT x FROM was_table'), run('SELECT x FROM was_view')]
 out['copy'] = run('CREATE TABLE copied AS SELECT x FROM was_table')
 print(json.dumps(out))
 ";
-    let out = hoop_exec(&cfg.path, &["/usr/bin/python3", "-c", &script], T);
-    let (stdout, stderr) = text(&out);
-    let all = format!("{stdout}\n--- stderr\n{stderr}");
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {all}"));
+    let (v, all) = python_through_hoop(&cfg, &script);
     assert_eq!(
         v["before"].to_string(),
         r#"[[["harmless"]],[["harmless"]]]"#,

@@ -292,17 +292,23 @@ fn an_error_in_the_middle_of_rows_ends_the_reply() {
     assert!(s.is_idle());
 }
 
-#[test]
-fn call_results_end_with_an_ok_in_both_protocols() {
-    let caps = BASE | Capabilities::DEPRECATE_EOF;
-    let mut s = ready(caps);
-    prepared(&mut s, 8, caps);
+/// Statement 8 (no parameters, one column) prepared, and an EXECUTE of it
+/// sent: the session waits for its reply.
+fn executing(s: &mut Session, caps: Capabilities) {
+    prepared(s, 8, caps);
     let exec = StmtExecute::encode(8, 0, None, &[]).unwrap();
     let Command::StmtExecute(e) = Command::parse(&exec, caps).unwrap() else {
         panic!("an execute");
     };
     s.client_command(0, exec.len(), &Command::StmtExecute(e))
         .unwrap();
+}
+
+#[test]
+fn call_results_end_with_an_ok_in_both_protocols() {
+    let caps = BASE | Capabilities::DEPRECATE_EOF;
+    let mut s = ready(caps);
+    executing(&mut s, caps);
     let bt = [BinaryType {
         column_type: ColumnType::VAR_STRING,
         unsigned: false,
@@ -1418,13 +1424,7 @@ fn plain_runs_end_where_packet_by_packet_ends_on_random_replies() {
             let mut s = ready(caps);
             s.set_track_columns(false);
             if execute {
-                prepared(&mut s, 8, caps);
-                let exec = StmtExecute::encode(8, 0, None, &[]).unwrap();
-                let Command::StmtExecute(e) = Command::parse(&exec, caps).unwrap() else {
-                    panic!("an execute");
-                };
-                s.client_command(0, exec.len(), &Command::StmtExecute(e))
-                    .unwrap();
+                executing(&mut s, caps);
             } else {
                 s.client_command(0, 9, &query(b"SELECT 1")).unwrap();
             }
