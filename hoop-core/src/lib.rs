@@ -20,10 +20,12 @@
 //! Nothing here knows a wire format. A driver translates its protocol's
 //! messages into these types, and these types back into its messages.
 
-#![forbid(unsafe_code)]
+// One exception, `hint::prefetch_for_write`: a CPU hint that reads nothing.
+#![deny(unsafe_code)]
 
 pub mod credential;
 pub mod governor;
+pub mod hint;
 pub mod hold;
 pub mod identity;
 pub mod metrics;

@@ -19,7 +19,7 @@ use hoop_sql::ParsedSql;
 
 use crate::{
     EXFILTRATION_RULE, SCHEMA_CHANGE_RULE, has_masking,
-    recording::masked_statement_arc,
+    recording::{masked_statement_arc, masked_statement_cow},
     session::{SessionGovernance, lock},
 };
 
@@ -213,6 +213,24 @@ impl SessionGovernance {
         judged.count();
         // `fingerprint` above noted whether this text holds a string literal.
         let without_strings = self.fingerprinted_without_strings;
+        if statement.statement_name.is_none() {
+            // A simple-protocol statement: nothing keeps its text, which the
+            // recording copies (no allocation when nothing in it is masked).
+            // The statement and its verdict reach the recording together,
+            // before the caller forwards the statement.
+            if self.recording {
+                let sql =
+                    masked_statement_cow(self.dialect, &self.rules, statement.sql, without_strings);
+                let (kinds, tables) = (&judged.kinds, &judged.tables);
+                if lock(&self.recorder)
+                    .statement_text_and_verdict(&sql, statement.submission, kinds, tables, &verdict)
+                    .is_err()
+                {
+                    self.recording_failed();
+                }
+            }
+            return verdict;
+        }
         let sql: Option<Arc<str>> = self.recording.then(|| {
             masked_statement_arc(self.dialect, &self.rules, statement.sql, without_strings)
         });

@@ -33,7 +33,7 @@ pub(crate) fn masked_statement_arc(
     Arc::from(masked_statement_cow(dialect, rules, sql, without_strings).as_ref())
 }
 
-fn masked_statement_cow<'a>(
+pub(crate) fn masked_statement_cow<'a>(
     dialect: &dyn SqlDialect,
     rules: &MaskRules,
     sql: &'a str,

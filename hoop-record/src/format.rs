@@ -563,7 +563,7 @@ pub const ALLOW_VERDICT_BODY: &[u8] =
 /// without serde (one line in three of a busy recording is a statement).
 pub fn serialize_statement_body(event: &StatementEvent, out: &mut Vec<u8>) {
     serialize_statement_head(event, out);
-    serialize_statement_tail(event, out);
+    serialize_statement_tail(&event.kinds, &event.tables, out);
 }
 
 /// [`serialize_statement_body`], with the kinds and tables copied from
@@ -577,17 +577,41 @@ pub(crate) fn serialize_statement_body_reusing(
     out: &mut Vec<u8>,
 ) {
     serialize_statement_head(event, out);
+    serialize_statement_tail_reusing(&event.kinds, &event.tables, tail, out);
+}
+
+/// [`serialize_statement_body_reusing`] for a statement whose text the
+/// writer holds as the bytes of a `str` (see [`serialize_statement_head_utf8`]).
+pub(crate) fn serialize_statement_text_reusing(
+    sql: &[u8],
+    form: Submission,
+    (kinds, tables): (&Arc<[StatementKind]>, &Arc<[String]>),
+    tail: &mut Option<StatementTail>,
+    out: &mut Vec<u8>,
+) {
+    serialize_statement_head_utf8(sql, form, out);
+    serialize_statement_tail_reusing(kinds, tables, tail, out);
+}
+
+/// The kinds and tables after `"kinds":[`, from `tail` when it holds
+/// these very `Arc`s, serialized (and kept in `tail`) otherwise.
+fn serialize_statement_tail_reusing(
+    kinds: &Arc<[StatementKind]>,
+    tables: &Arc<[String]>,
+    tail: &mut Option<StatementTail>,
+    out: &mut Vec<u8>,
+) {
     match tail {
-        Some(t) if Arc::ptr_eq(&t.kinds, &event.kinds) && Arc::ptr_eq(&t.tables, &event.tables) => {
+        Some(t) if Arc::ptr_eq(&t.kinds, kinds) && Arc::ptr_eq(&t.tables, tables) => {
             out.extend_from_slice(&t.bytes);
         }
         _ => {
             let mut bytes = Vec::new();
-            serialize_statement_tail(event, &mut bytes);
+            serialize_statement_tail(kinds, tables, &mut bytes);
             out.extend_from_slice(&bytes);
             *tail = Some(StatementTail {
-                kinds: event.kinds.clone(),
-                tables: event.tables.clone(),
+                kinds: kinds.clone(),
+                tables: tables.clone(),
                 bytes,
             });
         }
@@ -604,25 +628,30 @@ pub(crate) struct StatementTail {
 
 /// A statement body up to and including `"kinds":[`.
 fn serialize_statement_head(event: &StatementEvent, out: &mut Vec<u8>) {
+    serialize_statement_head_utf8(event.sql.as_bytes(), event.form, out);
+}
+
+/// [`serialize_statement_head`] for a text the writer holds as the bytes
+/// of a `str` (a session's statement texts, copied into its queue).
+fn serialize_statement_head_utf8(sql: &[u8], form: Submission, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":\"statement\",\"sql\":");
-    json_string(out, &event.sql);
-    out.extend_from_slice(match event.form {
+    json_string_utf8(out, sql);
+    out.extend_from_slice(match form {
         Submission::Text => b",\"form\":\"simple\",\"kinds\":[".as_slice(),
         Submission::Prepared => b",\"form\":\"extended\",\"kinds\":[",
         Submission::FunctionCall => b",\"form\":\"function_call\",\"kinds\":[",
     });
 }
 
-/// A statement body after `"kinds":[`: its kinds, its tables and the end.
-fn serialize_statement_tail(event: &StatementEvent, out: &mut Vec<u8>) {
-    for (i, kind) in event.kinds.iter().enumerate() {
+fn serialize_statement_tail(kinds: &[StatementKind], tables: &[String], out: &mut Vec<u8>) {
+    for (i, kind) in kinds.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         json_string(out, kind.as_str());
     }
     out.extend_from_slice(b"],\"tables\":[");
-    for (i, table) in event.tables.iter().enumerate() {
+    for (i, table) in tables.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -643,20 +672,26 @@ pub fn serialize_result_body(tag: &str, rows: Option<u64>, out: &mut Vec<u8>) {
 /// unless they need escaping.
 pub(crate) fn serialize_result_body_utf8(tag: &[u8], rows: Option<u64>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":\"result\",\"tag\":");
-    if needs_escape(tag) {
-        // Bytes of a `str`: the lossy conversion never replaces anything.
-        json_string(out, &String::from_utf8_lossy(tag));
-    } else {
-        out.push(b'"');
-        out.extend_from_slice(tag);
-        out.push(b'"');
-    }
+    json_string_utf8(out, tag);
     out.extend_from_slice(b",\"rows\":");
     match rows {
         Some(n) => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"sqlstate\":null}");
+}
+
+/// [`json_string`] for the bytes of a `str` (held as bytes by the writer's
+/// queues), without checking them as UTF-8 again unless they need escaping.
+fn json_string_utf8(out: &mut Vec<u8>, s: &[u8]) {
+    if needs_escape(s) {
+        // Bytes of a `str`: the lossy conversion never replaces anything.
+        json_string(out, &String::from_utf8_lossy(s));
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s);
+        out.push(b'"');
+    }
 }
 
 /// `s` as a JSON string, as serde_json writes it: copied as is when nothing
@@ -1193,9 +1228,10 @@ mod tests {
         let same_kinds: Arc<[StatementKind]> = vec![StatementKind::Select].into();
         let other_tables: Arc<[String]> = vec!["t\n".to_owned(), "u".to_owned()].into();
         let none: Arc<[String]> = Vec::new().into();
-        let mut tail = None;
+        let (mut tail, mut text_tail) = (None, None);
         for (sql, kinds, tables) in [
             ("SELECT 1", &kinds, &tables),
+            ("SELECT '\"\\é\u{1}\u{7f}'\n", &kinds, &tables),
             ("SELECT 2", &kinds, &tables),
             ("SELECT 3", &same_kinds, &tables),
             ("SELECT 4", &same_kinds, &other_tables),
@@ -1212,11 +1248,17 @@ mod tests {
             };
             let mut reused = Vec::new();
             serialize_statement_body_reusing(&event, &mut tail, &mut reused);
-            assert_eq!(
-                String::from_utf8(reused).expect("utf8"),
-                String::from_utf8(serialize_body(&Body::Statement(event))).expect("utf8"),
-                "{sql}"
+            let mut from_text = Vec::new();
+            serialize_statement_text_reusing(
+                sql.as_bytes(),
+                event.form,
+                (kinds, tables),
+                &mut text_tail,
+                &mut from_text,
             );
+            let serde = String::from_utf8(serialize_body(&Body::Statement(event))).expect("utf8");
+            assert_eq!(String::from_utf8(reused).expect("utf8"), serde, "{sql}");
+            assert_eq!(String::from_utf8(from_text).expect("utf8"), serde, "{sql}");
         }
     }
 

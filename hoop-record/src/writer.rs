@@ -197,6 +197,7 @@ impl Recorder {
             sessions: HashMap::default(),
             queues: Vec::new(),
             spare: Vec::new(),
+            spare_text: Vec::new(),
         };
         std::thread::Builder::new()
             .name("hoop-recorder".into())

@@ -170,6 +170,36 @@ impl SessionRecorder {
         self.record_statement(false, sql, form, kinds, tables, Some(verdict))
     }
 
+    /// [`statement_and_verdict`](Self::statement_and_verdict) for a text
+    /// the caller does not keep: it is copied into the session's queue, so
+    /// recording the statement allocates nothing (a simple-protocol
+    /// statement, whose text is new each time).
+    pub fn statement_text_and_verdict(
+        &mut self,
+        sql: &str,
+        form: Submission,
+        kinds: &Arc<[StatementKind]>,
+        tables: &Arc<[String]>,
+        verdict: &Verdict,
+    ) -> Result<(), RecordError> {
+        let Some(live) = &mut self.live else {
+            return Ok(());
+        };
+        live.close_result_rows();
+        let cost = sql.len() + tables.iter().map(String::len).sum::<usize>();
+        let statement = Payload::Text {
+            sql: 0..sql.len(),
+            form,
+            kinds: kinds.clone(),
+            tables: tables.clone(),
+        };
+        live.send_one_or_two(
+            (statement, cost),
+            Some(verdict_payload(verdict)),
+            sql.as_bytes(),
+        )
+    }
+
     /// [`prepared_statement`](Self::prepared_statement) and its verdict,
     /// handed over together like [`statement_and_verdict`](Self::statement_and_verdict).
     pub fn prepared_statement_and_verdict(
@@ -424,6 +454,7 @@ impl LiveSession {
             return false;
         }
         queue.commands.push(command);
+        queue.warm_next();
         true
     }
 
@@ -511,7 +542,7 @@ impl LiveSession {
         payload: Payload,
         payload_bytes: usize,
     ) -> Result<(), RecordError> {
-        self.send_one_or_two((payload, payload_bytes), None)
+        self.send_one_or_two((payload, payload_bytes), None, &[])
     }
 
     /// [`send`](Self::send) for two payloads recorded together or not at
@@ -522,17 +553,20 @@ impl LiveSession {
         first: (Payload, usize),
         second: (Payload, usize),
     ) -> Result<(), RecordError> {
-        self.send_one_or_two(first, Some(second))
+        self.send_one_or_two(first, Some(second), &[])
     }
 
     // Inlined into both callers, so `send` (every result) carries no
     // second payload and `send_pair` no branch on one.
     #[allow(clippy::inline_always)]
     #[inline(always)]
+    /// `text`: the text a [`Payload::Text`] first payload's range points
+    /// into, copied into the queue with it (empty otherwise).
     fn send_one_or_two(
         &mut self,
-        (first, first_bytes): (Payload, usize),
+        (mut first, first_bytes): (Payload, usize),
         second: Option<(Payload, usize)>,
+        text: &[u8],
     ) -> Result<(), RecordError> {
         self.fail_fast()?;
         self.send_row_batch();
@@ -554,6 +588,11 @@ impl LiveSession {
         let pushed = {
             let mut queue = self.queue.lock();
             if !queue.closed {
+                if let Payload::Text { sql, .. } = &mut first {
+                    let at = queue.text.len();
+                    queue.text.extend_from_slice(text);
+                    *sql = at + sql.start..at + sql.end;
+                }
                 queue.commands.push(SessionCommand::Append {
                     mono_ns,
                     payload: first,
@@ -566,6 +605,7 @@ impl LiveSession {
                         cost: second_cost,
                     });
                 }
+                queue.warm_next();
             }
             !queue.closed
         };

@@ -633,12 +633,21 @@ fn bodies(path: &Path) -> Vec<Body> {
 #[tokio::test]
 async fn a_statement_and_its_verdict_handed_over_together_record_the_same_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (apart, together) = (dir.path().join("apart"), dir.path().join("together"));
+    let (apart, together, copied) = (
+        dir.path().join("apart"),
+        dir.path().join("together"),
+        dir.path().join("copied"),
+    );
     let sql: Arc<str> = "SELECT name FROM customers WHERE id = 7".into();
     let kinds: Arc<[StatementKind]> = [StatementKind::Select].into();
     let tables: Arc<[String]> = ["customers".to_owned()].into();
     let deny = Verdict::Deny(hoop_core::Denial::new("no-reads", "no reads here"));
-    for (records, combined) in [(&apart, false), (&together, true)] {
+    // `copied`: the texts handed over as `&str`, copied into the queue.
+    for (records, combined, copy) in [
+        (&apart, false, false),
+        (&together, true, false),
+        (&copied, true, true),
+    ] {
         let recorder = Recorder::start(&config(records)).expect("starts");
         let mut session = recorder.open_session(&identity("s-pair")).expect("opens");
         for (i, verdict) in [Verdict::Allow, deny.clone(), Verdict::Allow]
@@ -649,6 +658,10 @@ async fn a_statement_and_its_verdict_handed_over_together_record_the_same_lines(
             if combined && i == 1 {
                 session
                     .prepared_statement_and_verdict(&sql, form, &kinds, &tables, verdict)
+                    .expect("recorded");
+            } else if copy {
+                session
+                    .statement_text_and_verdict(&sql, form, &kinds, &tables, verdict)
                     .expect("recorded");
             } else if combined {
                 session
@@ -676,14 +689,16 @@ async fn a_statement_and_its_verdict_handed_over_together_record_the_same_lines(
         assert!(all.windows(2).all(|w| w[0].mono_ns <= w[1].mono_ns));
         recorder.shutdown().await;
     }
-    let (apart, together) = (
+    let (apart, together, copied) = (
         bodies(&only_recording(&apart)),
         bodies(&only_recording(&together)),
+        bodies(&only_recording(&copied)),
     );
     // Every body but the trailer's (whose last hash covers the times) is
     // the same.
     assert_eq!(apart.last().map(Body::type_name), Some("trailer"));
     assert_eq!(apart[..apart.len() - 1], together[..together.len() - 1]);
+    assert_eq!(apart[..apart.len() - 1], copied[..copied.len() - 1]);
     assert_eq!(
         together
             .iter()
@@ -708,4 +723,49 @@ fn an_events_time_since_the_epoch_is_the_start_plus_its_offset() {
         );
     }
     assert_eq!(since_epoch_after((u64::MAX, 5), 1_000_000_000), None);
+}
+
+#[tokio::test]
+async fn statement_texts_copied_into_the_queue_are_recorded_whole_and_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recorder = Recorder::start(&config(dir.path())).expect("starts");
+    let mut session = recorder.open_session(&identity("s-texts")).expect("opens");
+    let kinds: Arc<[StatementKind]> = [StatementKind::Select].into();
+    let tables: Arc<[String]> = ["t".to_owned()].into();
+    // Lengths from 0 up, characters that need escaping and several bytes,
+    // and the writer collecting the queue (swapping its text out) between
+    // statements now and then.
+    let texts: Vec<String> = (0..300)
+        .map(|i| match i % 4 {
+            0 => String::new(),
+            1 => format!("SELECT {i} /* é\"\n\\ */ {}", "x".repeat(i % 70)),
+            2 => "y".repeat(i * 7),
+            _ => format!("SELECT '{}'", "€".repeat(i % 13)),
+        })
+        .collect();
+    for (i, text) in texts.iter().enumerate() {
+        session
+            .statement_text_and_verdict(text, Submission::Text, &kinds, &tables, &Verdict::Allow)
+            .expect("recorded");
+        session.result(Some("SELECT 1"), 1, None);
+        if i % 37 == 0 {
+            recorder.flush().await;
+        }
+    }
+    session.end("client_closed");
+    recorder.flush().await;
+    let path = only_recording(dir.path());
+    assert_eq!(
+        verify_file(&path, None).expect("reads").status,
+        VerifyStatus::Intact
+    );
+    let recorded: Vec<String> = bodies(&path)
+        .into_iter()
+        .filter_map(|b| match b {
+            Body::Statement(s) => Some(s.sql.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded, texts);
+    recorder.shutdown().await;
 }

@@ -4,6 +4,9 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// The most statement text capacity the writer keeps to swap into a queue.
+const SPARE_TEXT_MAX: usize = 1 << 20;
+
 /// The writer thread's state.
 pub(super) struct Writer {
     pub(super) dir: PathBuf,
@@ -23,6 +26,8 @@ pub(super) struct Writer {
     /// An empty `Vec` swapped into a queue as it is collected (keeps both
     /// allocations alive instead of growing a new one each tick).
     pub(super) spare: Vec<SessionCommand>,
+    /// The same for the queues' statement texts.
+    pub(super) spare_text: Vec<u8>,
 }
 
 /// One recording the writer is appending to.
@@ -156,9 +161,11 @@ impl Writer {
             let (key, queue) = &self.queues[i];
             let key = *key;
             let mut batch = std::mem::take(&mut self.spare);
+            let mut text = std::mem::take(&mut self.spare_text);
             let gone = {
                 let mut inner = queue.lock();
                 std::mem::swap(&mut inner.commands, &mut batch);
+                std::mem::swap(&mut inner.text, &mut text);
                 // Only the writer holds it: nothing more can be pushed.
                 Arc::strong_count(queue) == 1
             };
@@ -174,8 +181,13 @@ impl Writer {
             if cost > 0 {
                 self.backlog.fetch_sub(cost, Ordering::AcqRel);
             }
-            self.handle_batch(key, &mut batch);
+            self.handle_batch(key, &mut batch, &text);
             self.spare = batch;
+            // Kept for the next swap unless a burst of long texts grew it.
+            if text.capacity() <= SPARE_TEXT_MAX {
+                text.clear();
+                self.spare_text = text;
+            }
             if gone {
                 self.queues.swap_remove(i);
             } else {
@@ -187,7 +199,8 @@ impl Writer {
     /// Handles one collected batch of a session's commands, in order (and
     /// leaves `batch` empty). The recording is taken out of the map once
     /// per batch, not looked up per command.
-    pub(super) fn handle_batch(&mut self, key: u64, batch: &mut Vec<SessionCommand>) {
+    /// `text` holds the texts of its [`Payload::Text`] statements.
+    pub(super) fn handle_batch(&mut self, key: u64, batch: &mut Vec<SessionCommand>, text: &[u8]) {
         // `None`: unknown key (the file could not be created, or the
         // recording was abandoned), or closed, abandoned or failed during
         // this batch: what follows is dropped, as a lookup would find
@@ -200,7 +213,7 @@ impl Writer {
                     mono_ns, payload, ..
                 } => {
                     if let Some(r) = &mut recording
-                        && !self.append_to(r, mono_ns, payload)
+                        && !self.append_to(r, mono_ns, payload, text)
                     {
                         recording = None;
                     }
@@ -319,6 +332,7 @@ impl Writer {
             Payload::Prepared(..)
             | Payload::Repeat(_)
             | Payload::ForgetStatements
+            | Payload::Text { .. }
             | Payload::Allowed
             | Payload::Result { .. } => unreachable!("handled by Writer::append"),
             Payload::Rows(rows) => {
@@ -361,6 +375,7 @@ impl Writer {
         recording: &mut OpenRecording,
         mono_ns: u64,
         payload: Payload,
+        text: &[u8],
     ) -> bool {
         match payload {
             Payload::Prepared(id, event) => {
@@ -388,6 +403,29 @@ impl Writer {
                 format::serialize_result_body_utf8(tag.as_bytes(), rows, &mut body);
                 recording.push_serialized(mono_ns, &body, self.metrics);
                 recording.body = body;
+            }
+            Payload::Text {
+                sql,
+                form,
+                kinds,
+                tables,
+            } => {
+                // The session queued the range with the text, under one lock.
+                let sql = text.get(sql).unwrap_or_else(|| {
+                    tracing::error!(session = %recording.session_id, "recording: a statement's text is missing from its queue");
+                    &[]
+                });
+                let mut json = std::mem::take(&mut recording.body);
+                json.clear();
+                format::serialize_statement_text_reusing(
+                    sql,
+                    form,
+                    (&kinds, &tables),
+                    &mut recording.statement_tail,
+                    &mut json,
+                );
+                recording.push_statement(mono_ns, &json, self.metrics);
+                recording.body = json;
             }
             Payload::Statement(event) => {
                 let mut json = std::mem::take(&mut recording.body);
