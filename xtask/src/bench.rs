@@ -327,7 +327,7 @@ fn start_baselines(dir: &Path, pin: bool) -> anyhow::Result<Vec<Baseline>> {
         started.push(start_haproxy(&bin, dir, pin)?);
     }
     // Built optimised, as the other proxies are (`cargo xtask` is a debug build).
-    setup::run(Command::new("cargo").current_dir(workspace_root()).args([
+    setup::run(setup::cargo().current_dir(workspace_root()).args([
         "build",
         "--quiet",
         "--release",
