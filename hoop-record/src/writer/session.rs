@@ -556,12 +556,12 @@ impl LiveSession {
         self.send_one_or_two(first, Some(second), &[])
     }
 
-    // Inlined into both callers, so `send` (every result) carries no
-    // second payload and `send_pair` no branch on one.
-    #[allow(clippy::inline_always)]
-    #[inline(always)]
     /// `text`: the text a [`Payload::Text`] first payload's range points
     /// into, copied into the queue with it (empty otherwise).
+    // Inlined into its callers, so `send` (every result) carries no second
+    // payload and no text, and `send_pair` no branch on a second payload.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     fn send_one_or_two(
         &mut self,
         (mut first, first_bytes): (Payload, usize),
