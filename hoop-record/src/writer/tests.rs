@@ -42,6 +42,21 @@ fn only_recording(dir: &Path) -> PathBuf {
     files[0].clone()
 }
 
+/// [`only_recording`], checked to verify intact.
+fn only_intact_recording(dir: &Path) -> PathBuf {
+    let path = only_recording(dir);
+    assert_eq!(
+        verify_file(&path, None).expect("reads").status,
+        VerifyStatus::Intact
+    );
+    path
+}
+
+/// The kinds and tables of a `SELECT … FROM t`.
+fn select_from_t() -> (Arc<[StatementKind]>, Arc<[String]>) {
+    ([StatementKind::Select].into(), ["t".to_owned()].into())
+}
+
 fn entries(path: &Path) -> Vec<Entry> {
     std::fs::read(path)
         .expect("read")
@@ -126,8 +141,7 @@ async fn prepared_executions_record_the_full_statement_each_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let recorder = Recorder::start(&config(dir.path())).expect("starts");
     let mut session = recorder.open_session(&identity("s-p")).expect("opens");
-    let kinds: Arc<[StatementKind]> = [StatementKind::Select].into();
-    let tables: Arc<[String]> = ["t".to_owned()].into();
+    let (kinds, tables) = select_from_t();
     let small: Arc<str> = "SELECT a FROM t WHERE id = $1".into();
     // Two statements of 3/4 of SENT_STATEMENT_BYTES_MAX each: the second
     // makes both sides forget, and the small one is sent again.
@@ -149,11 +163,7 @@ async fn prepared_executions_record_the_full_statement_each_time() {
     session.end("client_closed");
     recorder.flush().await;
 
-    let path = only_recording(dir.path());
-    assert_eq!(
-        verify_file(&path, None).expect("reads").status,
-        VerifyStatus::Intact
-    );
+    let path = only_intact_recording(dir.path());
     let all = entries(&path);
     let statements: Vec<String> = all
         .iter()
@@ -491,11 +501,7 @@ async fn shutdown_closes_open_recordings_and_later_events_fail() {
     let mut session = recorder.open_session(&identity("s-9")).expect("opens");
     select(&mut session, "SELECT 1").expect("recorded");
     recorder.shutdown().await;
-    let path = only_recording(dir.path());
-    assert_eq!(
-        verify_file(&path, None).expect("reads").status,
-        VerifyStatus::Intact
-    );
+    let path = only_intact_recording(dir.path());
     let Body::SessionEnd(end) = &entries(&path)[3].body else {
         panic!("session_end")
     };
@@ -730,8 +736,7 @@ async fn statement_texts_copied_into_the_queue_are_recorded_whole_and_in_order()
     let dir = tempfile::tempdir().expect("tempdir");
     let recorder = Recorder::start(&config(dir.path())).expect("starts");
     let mut session = recorder.open_session(&identity("s-texts")).expect("opens");
-    let kinds: Arc<[StatementKind]> = [StatementKind::Select].into();
-    let tables: Arc<[String]> = ["t".to_owned()].into();
+    let (kinds, tables) = select_from_t();
     // Lengths from 0 up, characters that need escaping and several bytes,
     // and the writer collecting the queue (swapping its text out) between
     // statements now and then.
@@ -754,11 +759,7 @@ async fn statement_texts_copied_into_the_queue_are_recorded_whole_and_in_order()
     }
     session.end("client_closed");
     recorder.flush().await;
-    let path = only_recording(dir.path());
-    assert_eq!(
-        verify_file(&path, None).expect("reads").status,
-        VerifyStatus::Intact
-    );
+    let path = only_intact_recording(dir.path());
     let recorded: Vec<String> = bodies(&path)
         .into_iter()
         .filter_map(|b| match b {
