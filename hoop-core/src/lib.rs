@@ -48,6 +48,6 @@ pub use refusal::{Refusal, RefusalReason};
 pub use resolve::{ColumnResolver, NoCatalog, RelationName, ViewDependency};
 pub use result::{
     ColumnSource, ResolvedColumn, ResultColumn, RowEncoder, RowValues, SourceKey, ValueContent,
-    ValueEncoding,
+    ValueEncoding, ValueSpans,
 };
 pub use statement::{Denial, HoldRequirement, StatementKind, Submission, Verdict};

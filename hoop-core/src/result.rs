@@ -112,6 +112,34 @@ pub trait RowValues {
 
     /// Value `i` (`None` for NULL, or when `i` is out of range).
     fn get(&self, i: usize) -> Option<&[u8]>;
+
+    /// The values as spans of one buffer, when the driver holds them so: a
+    /// rewriter then reads them without a call per value. The spans must
+    /// give exactly what [`RowValues::get`] gives.
+    fn spans(&self) -> Option<ValueSpans<'_>> {
+        None
+    }
+}
+
+/// A row's values as spans of one buffer: value `i` is
+/// `body[start..start + len]` for `spans[i] == (start, len)`, or SQL NULL
+/// when `len` is negative (PostgreSQL's DataRow, indexed, is exactly this).
+#[derive(Debug, Clone, Copy)]
+pub struct ValueSpans<'a> {
+    /// The bytes the spans point into.
+    pub body: &'a [u8],
+    /// `(start, len)` per value; a negative `len` is NULL.
+    pub spans: &'a [(usize, i32)],
+}
+
+impl<'a> ValueSpans<'a> {
+    /// Value `i` (`None` for NULL, out of range, or a span past the body).
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        let &(at, len) = self.spans.get(i)?;
+        let len = usize::try_from(len).ok()?;
+        self.body.get(at..at.checked_add(len)?)
+    }
 }
 
 impl RowValues for &[Option<&[u8]>] {

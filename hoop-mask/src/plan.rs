@@ -9,6 +9,7 @@ use super::{
     BinaryUnmaskable, MaskRules, Strategy,
     detect::DetectorMatch,
     lineage::{ColumnLineage, Lineage, TableName},
+    row::mask_value,
 };
 
 /// From the catalog's view dependencies, the views that read a masked
@@ -85,6 +86,9 @@ pub(crate) enum Action {
         kind: Arc<str>,
         keep_last: usize,
         counter: usize,
+        /// The replacement, made once here, when it does not depend on the
+        /// value (`redact`): each row then only copies it.
+        fixed: Option<Box<[u8]>>,
     },
     /// Refuse the row when a value is present.
     Refuse,
@@ -101,6 +105,19 @@ pub(crate) struct ColumnPlan {
     /// run over it: a detector's finding there is reported
     /// ([`MaskPlan::take_findings`]).
     pub(crate) source: Option<ResolvedColumn>,
+}
+
+impl ColumnPlan {
+    /// The column's fixed replacement (only asked for when it has one;
+    /// empty, never the value, otherwise).
+    pub(crate) fn fixed(&self) -> &[u8] {
+        match &self.action {
+            Action::Mask {
+                fixed: Some(fixed), ..
+            } => fixed,
+            _ => &[],
+        }
+    }
 }
 
 /// A detector rule found a value in a result column that is a table's
@@ -231,14 +248,29 @@ impl MaskPlan {
                                     kind,
                                     keep_last,
                                     counter,
+                                    fixed: None,
                                 },
                             }
                         } else {
+                            let fixed = (strategy == Strategy::Redact).then(|| {
+                                let mut out = Vec::new();
+                                mask_value(
+                                    strategy,
+                                    &kind,
+                                    keep_last,
+                                    &rules.hash_key,
+                                    encoding,
+                                    &[],
+                                    &mut out,
+                                );
+                                out.into_boxed_slice()
+                            });
                             Action::Mask {
                                 strategy,
                                 kind,
                                 keep_last,
                                 counter,
+                                fixed,
                             }
                         }
                     }

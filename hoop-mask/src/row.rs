@@ -14,6 +14,8 @@ enum Replacement {
     Null,
     /// The new bytes are in `MaskPlan::scratch`.
     Scratch,
+    /// The column's fixed replacement (`Action::Mask::fixed`).
+    Fixed,
 }
 
 impl MaskPlan {
@@ -35,9 +37,15 @@ impl MaskPlan {
         if self.noop {
             return Ok(false);
         }
+        // A row held as spans of one buffer is read without a call per value.
+        let spans = row.spans();
+        let get = |i: usize| match &spans {
+            Some(spans) => spans.get(i),
+            None => row.get(i),
+        };
         let mut changed = false;
         for i in 0..self.columns.len() {
-            let value = row.get(i);
+            let value = get(i);
             let replacement = match value {
                 Some(v) => self.rewrite_value(i, v)?,
                 None => None,
@@ -49,12 +57,13 @@ impl MaskPlan {
                     if !changed {
                         changed = true;
                         for j in 0..i {
-                            out.push(row.get(j));
+                            out.push(get(j));
                         }
                     }
                     match r {
                         Replacement::Null => out.push(None),
                         Replacement::Scratch => out.push(Some(&self.scratch)),
+                        Replacement::Fixed => out.push(Some(self.columns[i].fixed())),
                     }
                 }
             }
@@ -70,54 +79,43 @@ impl MaskPlan {
     ) -> Result<Option<Replacement>, MaskRefusal> {
         let col: &ColumnPlan = &self.columns[i];
         match &col.action {
-            Action::Refuse => Err(MaskRefusal::BinaryUnmaskable {
-                column: col.name.clone(),
-                type_name: col.type_name.clone(),
-            }),
+            Action::Keep if !col.detect => Ok(None),
+            Action::Mask {
+                fixed: Some(_),
+                counter,
+                ..
+            } => {
+                self.counts[*counter] += 1;
+                Ok(Some(Replacement::Fixed))
+            }
             Action::Mask {
                 strategy,
                 kind,
                 keep_last,
                 counter,
+                fixed: None,
             } => {
                 self.counts[*counter] += 1;
                 if *strategy == Strategy::Null {
                     return Ok(Some(Replacement::Null));
                 }
-                let text = text_part(col.encoding, value);
                 self.scratch.clear();
-                let json = matches!(
+                mask_value(
+                    *strategy,
+                    kind,
+                    *keep_last,
+                    &self.rules.hash_key,
                     col.encoding,
-                    ValueEncoding::Json | ValueEncoding::JsonbBinary
+                    value,
+                    &mut self.scratch,
                 );
-                if col.encoding == ValueEncoding::JsonbBinary {
-                    self.scratch.push(1);
-                }
-                if json {
-                    // A JSON string keeps the value valid JSON for the client.
-                    let mut tmp = Vec::with_capacity(32);
-                    strategy::apply(
-                        *strategy,
-                        kind,
-                        *keep_last,
-                        &self.rules.hash_key,
-                        text,
-                        &mut tmp,
-                    );
-                    push_json_string(&tmp, &mut self.scratch);
-                } else {
-                    strategy::apply(
-                        *strategy,
-                        kind,
-                        *keep_last,
-                        &self.rules.hash_key,
-                        text,
-                        &mut self.scratch,
-                    );
-                }
                 Ok(Some(Replacement::Scratch))
             }
-            Action::Keep if col.detect => {
+            Action::Refuse => Err(MaskRefusal::BinaryUnmaskable {
+                column: col.name.clone(),
+                type_name: col.type_name.clone(),
+            }),
+            Action::Keep => {
                 let encoding = col.encoding;
                 let text = text_part(encoding, value);
                 let offset = value.len() - text.len();
@@ -144,7 +142,35 @@ impl MaskPlan {
                 replace_spans(rules, text, &self.matches, &mut self.scratch);
                 Ok(Some(Replacement::Scratch))
             }
-            Action::Keep => Ok(None),
+        }
+    }
+}
+
+/// Appends the masked form of a whole `value` of a column in `encoding` to
+/// `out` (not for [`Strategy::Null`], which the caller sends as NULL). A JSON
+/// column's value becomes a JSON string, so the client still reads valid
+/// JSON, and a binary jsonb one keeps its version byte.
+pub(crate) fn mask_value(
+    strategy: Strategy,
+    kind: &str,
+    keep_last: usize,
+    hash_key: &[u8],
+    encoding: ValueEncoding,
+    value: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let text = text_part(encoding, value);
+    match encoding {
+        ValueEncoding::Json | ValueEncoding::JsonbBinary => {
+            if encoding == ValueEncoding::JsonbBinary {
+                out.push(1);
+            }
+            let mut tmp = Vec::with_capacity(32);
+            strategy::apply(strategy, kind, keep_last, hash_key, text, &mut tmp);
+            push_json_string(&tmp, out);
+        }
+        _ => {
+            strategy::apply(strategy, kind, keep_last, hash_key, text, out);
         }
     }
 }
@@ -168,14 +194,18 @@ pub(crate) fn replace_spans(
     for m in matches {
         out.extend_from_slice(&text[at..m.start]);
         let rule = &rules.detector_rules[rules.detectors.rule(m.detector)];
-        strategy::apply(
-            rule.strategy,
-            rules.detectors.name(m.detector),
-            rule.keep_last,
-            &rules.hash_key,
-            &text[m.start..m.end],
-            out,
-        );
+        if rule.strategy == Strategy::Redact {
+            out.extend_from_slice(rules.detectors.redacted(m.detector));
+        } else {
+            strategy::apply(
+                rule.strategy,
+                rules.detectors.name(m.detector),
+                rule.keep_last,
+                &rules.hash_key,
+                &text[m.start..m.end],
+                out,
+            );
+        }
         at = m.end;
     }
     out.extend_from_slice(&text[at..]);
@@ -489,6 +519,110 @@ mod tests {
         let l = lineage("SELECT * FROM v2", &r);
         let mut plan = MaskPlan::new(r, &l, &cols, &resolved);
         assert!(rewrite(&mut plan, &[Some(b"secret")]).is_some());
+    }
+
+    /// A row held as spans of one buffer, as PostgreSQL's driver holds a
+    /// DataRow.
+    struct Spanned {
+        body: Vec<u8>,
+        spans: Vec<(usize, i32)>,
+    }
+
+    impl Spanned {
+        fn new(values: &[Option<&[u8]>]) -> Self {
+            // Junk between values, so a span that is off by one shows.
+            let mut body = b"#".to_vec();
+            let mut spans = Vec::new();
+            for v in values {
+                match v {
+                    Some(v) => {
+                        spans.push((body.len(), i32::try_from(v.len()).unwrap()));
+                        body.extend_from_slice(v);
+                    }
+                    None => spans.push((body.len(), -1)),
+                }
+                body.push(b'#');
+            }
+            Self { body, spans }
+        }
+    }
+
+    impl hoop_core::RowValues for Spanned {
+        fn len(&self) -> usize {
+            self.spans.len()
+        }
+
+        fn get(&self, _: usize) -> Option<&[u8]> {
+            unreachable!("a rewriter reads a row that has spans through them")
+        }
+
+        fn spans(&self) -> Option<hoop_core::ValueSpans<'_>> {
+            Some(hoop_core::ValueSpans {
+                body: &self.body,
+                spans: &self.spans,
+            })
+        }
+    }
+
+    #[test]
+    fn rows_read_through_spans_rewrite_as_rows_read_value_by_value() {
+        let cols: Vec<ResultColumn> = (0..20).map(|i| text(&format!("c{i}"))).collect();
+        let r = rules(BinaryUnmaskable::Refuse);
+        let l = lineage(
+            "SELECT id, name, ssn, card, note, a, b, c, d, e, f, g, h, i, j, k, l, m, n, ssn FROM customers",
+            &r,
+        );
+        // Twenty values, NULLs, emails, every strategy.
+        let rows: [[Option<&[u8]>; 20]; 3] = [
+            [
+                Some(b"1"),
+                Some(b"Bob bob@x.io"),
+                Some(b"123-45-6789"),
+                Some(b"4111"),
+                None,
+                Some(b""),
+                Some(b"x"),
+                None,
+                Some(b"c@d.org and e@f.net"),
+                Some(b"plain"),
+                Some(b"f"),
+                Some(b"g"),
+                Some(b"h"),
+                Some(b"i"),
+                Some(b"j"),
+                Some(b"k"),
+                Some(b"l"),
+                Some(b"m"),
+                Some(b"n@o.pe"),
+                Some(b"987-65-4321"),
+            ],
+            [None; 20],
+            [Some(b"plain"); 20],
+        ];
+        for row in &rows {
+            let mut plan = MaskPlan::new(r.clone(), &l, &cols, &[]);
+            let mut by_value: Vec<Option<Vec<u8>>> = Vec::new();
+            let changed = plan.rewrite_row(&&row[..], &mut by_value).unwrap();
+            let mut by_spans: Vec<Option<Vec<u8>>> = Vec::new();
+            let spanned = Spanned::new(row);
+            assert_eq!(plan.rewrite_row(&spanned, &mut by_spans).unwrap(), changed);
+            assert_eq!(by_spans, by_value);
+            assert_eq!(changed, by_value.len() == 20);
+        }
+        // The first row's masked values, as a spot check.
+        let mut plan = MaskPlan::new(r, &l, &cols, &[]);
+        let mut out: Vec<Option<Vec<u8>>> = Vec::new();
+        assert!(plan.rewrite_row(&Spanned::new(&rows[0]), &mut out).unwrap());
+        let text = |i: usize| out[i].as_deref().map(String::from_utf8_lossy);
+        assert_eq!(text(1).as_deref(), Some("Bob [REDACTED:email]"));
+        assert_eq!(text(2).as_deref(), Some("***-**-6789"));
+        assert_eq!(text(3), None);
+        assert_eq!(
+            text(8).as_deref(),
+            Some("[REDACTED:email] and [REDACTED:email]")
+        );
+        assert_eq!(text(18).as_deref(), Some("[REDACTED:email]"));
+        assert_eq!(text(19).as_deref(), Some("***-**-4321"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use bytes::BytesMut;
 use hoop_core::{
     ColumnSource, ResultColumn, RowEncoder, RowValues, SourceKey, ValueContent, ValueEncoding,
+    ValueSpans,
 };
 use hoop_proto_pg::{
     MessageError,
@@ -183,9 +184,20 @@ impl RowValues for PgRow<'_> {
     }
 
     fn get(&self, i: usize) -> Option<&[u8]> {
-        let &(at, len) = self.spans.get(i)?;
-        let len = usize::try_from(len).ok()?;
-        self.body.get(at..at + len)
+        self.value_spans().get(i)
+    }
+
+    fn spans(&self) -> Option<ValueSpans<'_>> {
+        Some(self.value_spans())
+    }
+}
+
+impl PgRow<'_> {
+    fn value_spans(&self) -> ValueSpans<'_> {
+        ValueSpans {
+            body: self.body,
+            spans: self.spans,
+        }
     }
 }
 
@@ -272,6 +284,11 @@ mod tests {
         enc.finish();
         assert_eq!(&buf[..3], b"xyz");
         assert_eq!(&buf[3..], &frame[..]);
+        // The spans a rewriter reads give what `get` gives.
+        let spans = pg.spans().unwrap();
+        let by_spans: Vec<Option<&[u8]>> = (0..5).map(|i| spans.get(i)).collect();
+        let by_get: Vec<Option<&[u8]>> = (0..5).map(|i| pg.get(i)).collect();
+        assert_eq!(by_spans, by_get);
     }
 
     #[test]
