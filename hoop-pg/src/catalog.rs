@@ -77,6 +77,47 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// bounds how long a replaced view's new reads go unseen.
 const VIEWS_MAX_AGE: Duration = Duration::from_secs(10);
 
+/// When something was last loaded, read without a lock: an atomic and the
+/// TSC clock, not a mutex and the system clock, because every result of
+/// every session asks whether the views are fresh.
+struct LoadedAt {
+    /// Nanoseconds after `epoch`, plus one; 0: never.
+    at: AtomicU64,
+    epoch: quanta::Instant,
+}
+
+impl LoadedAt {
+    fn new() -> Self {
+        Self {
+            at: AtomicU64::new(0),
+            epoch: quanta::Instant::now(),
+        }
+    }
+
+    fn since_epoch(&self) -> u64 {
+        nanos(quanta::Instant::now().saturating_duration_since(self.epoch))
+    }
+
+    /// Loaded now.
+    fn mark(&self) {
+        self.at
+            .store(self.since_epoch().saturating_add(1), Ordering::Release);
+    }
+
+    /// Loaded less than `age` ago.
+    fn within(&self, age: Duration) -> bool {
+        match self.at.load(Ordering::Acquire) {
+            0 => false,
+            at => self.since_epoch().saturating_sub(at - 1) < nanos(age),
+        }
+    }
+}
+
+/// A duration in whole nanoseconds (saturating: 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Text rows of a catalog query (`None` is NULL).
 type Rows = Vec<Vec<Option<String>>>;
 
@@ -135,7 +176,7 @@ struct ServerCatalog {
     /// View dependencies, with a version bumped on each load.
     views: Mutex<(u64, Arc<[ViewDependency]>)>,
     /// When `views` was last loaded.
-    views_loaded_at: Mutex<Option<Instant>>,
+    views_loaded_at: LoadedAt,
     /// Bumped after every change of `cache` or `views`
     /// ([`ColumnResolver::change_counter`]).
     changes: Arc<AtomicU64>,
@@ -214,7 +255,7 @@ impl CatalogStore {
             table_columns: Mutex::new(HashMap::new()),
             described: Mutex::new(HashMap::new()),
             views: Mutex::new((0, Arc::from(Vec::new()))),
-            views_loaded_at: Mutex::new(None),
+            views_loaded_at: LoadedAt::new(),
             changes: Arc::default(),
             client: tokio::sync::Mutex::new(None),
             failed_at: Mutex::new(None),
@@ -389,7 +430,7 @@ enum Readiness {
 impl ServerCatalog {
     /// Whether the views were loaded less than [`VIEWS_MAX_AGE`] ago.
     fn views_fresh(&self) -> bool {
-        lock(&self.views_loaded_at).is_some_and(|t| t.elapsed() < VIEWS_MAX_AGE)
+        self.views_loaded_at.within(VIEWS_MAX_AGE)
     }
 
     fn resolve(&self, key: SourceKey) -> Option<ResolvedColumn> {
@@ -686,7 +727,7 @@ impl ServerCatalog {
             let mut v = lock(&self.views);
             *v = (v.0 + 1, Arc::from(deps));
             drop(v);
-            *lock(&self.views_loaded_at) = Some(Instant::now());
+            self.views_loaded_at.mark();
             self.changes.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())
@@ -715,5 +756,32 @@ impl ServerCatalog {
             .collect::<Result<_, LookupError>>()?;
         lock(&self.table_columns).insert(regclass.to_owned(), columns);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaded_at_is_fresh_only_within_its_age() {
+        let loaded = LoadedAt::new();
+        assert!(!loaded.within(VIEWS_MAX_AGE), "never loaded");
+        loaded.mark();
+        assert!(loaded.within(VIEWS_MAX_AGE));
+        assert!(!loaded.within(Duration::ZERO));
+        // Loaded at an epoch 11 s ago.
+        let epoch = quanta::Instant::now()
+            .checked_sub(Duration::from_secs(11))
+            .expect("the clock has run for more than 11 s");
+        let old = LoadedAt {
+            at: AtomicU64::new(1),
+            epoch,
+        };
+        assert!(!old.within(VIEWS_MAX_AGE));
+        assert!(old.within(Duration::from_secs(12)));
+        old.mark();
+        assert!(old.within(VIEWS_MAX_AGE), "marked again: fresh");
     }
 }
