@@ -27,7 +27,8 @@
 //! pinned, then all are restored.
 //!
 //! Then a 1,000,000-row × 3-column COPY TO STDOUT, direct vs. through hoop,
-//! with hoop's peak RSS, the recording overhead and the masking cost.
+//! with hoop's peak RSS, the recording overhead and the masking cost, and
+//! hoop's threads counted in instructions (`bench_instr.rs`).
 //!
 //! Results are medians of `--rounds` runs; ratios are to direct, from the
 //! same run.
@@ -44,7 +45,7 @@ use anyhow::{Context as _, bail};
 
 use crate::setup::{self, output, workspace_root};
 
-const DB: &str = "hoop_bench";
+pub(crate) const DB: &str = "hoop_bench";
 const PGBOUNCER_PORT: u16 = 6439;
 const HAPROXY_PORT: u16 = 6440;
 /// xtask's own minimal forwarder (see `floor.rs`).
@@ -446,6 +447,9 @@ pub enum Part {
     /// through hoop (no policy, and a masking policy), with the proxies'
     /// CPU per query.
     Mysql,
+    /// hoop's relay and writer threads in instructions (callgrind): per
+    /// masked row and per transaction of the full policy (`bench_instr.rs`).
+    Instructions,
 }
 
 pub fn run(
@@ -696,6 +700,17 @@ pub fn run(
         if wants(Part::Mysql) {
             crate::bench_mysql::run(&paths.hoop, &tmp, seconds, rounds)?;
         }
+        if wants(Part::Instructions) {
+            let (masked, plain) = masking_setup(&tmp)?;
+            crate::bench_instr::run(
+                &paths.hoop,
+                compare,
+                &masked,
+                &plain,
+                &full_paths.config,
+                &tmp,
+            )?;
+        }
         Ok(())
     })();
     drop(baselines);
@@ -705,7 +720,7 @@ pub fn run(
 
 /// A `--compare` binary's row label: its path's last two components
 /// (`wt-before/hoop`), short enough for the table.
-fn short_name(bin: &Path) -> String {
+pub(crate) fn short_name(bin: &Path) -> String {
     let mut parts: Vec<_> = bin
         .components()
         .rev()
@@ -922,7 +937,9 @@ enum Via<'a> {
     Baseline(&'a Baseline),
 }
 
-fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
+/// The masking bench's table (created when missing) and its two
+/// configurations: `(masked, plain)`.
+fn masking_setup(tmp: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let psql = |sql: &str| {
         output(Command::new("psql").args([
             "-h",
@@ -948,6 +965,11 @@ fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
     let policy = "policy:\n  mask:\n    - name: ssn\n      columns: [hoop_bench_people.ssn]\n      strategy: partial\n      keep_last: 4\n    - name: card\n      columns: [hoop_bench_people.card]\n      strategy: redact\n    - name: email\n      detect: [email]\n      strategy: redact\n";
     write_config(&masked, tmp, "  enabled: false\n", policy)?;
     write_config(&plain, tmp, "  enabled: false\n", "")?;
+    Ok((masked, plain))
+}
+
+fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
+    let (masked, plain) = masking_setup(tmp)?;
     // pgbouncer, haproxy and the floor forwarder relay the same result, for what
     // relaying a bulk result costs any proxy on this machine (its kernel
     // share moves from day to day; the ratio within one run does not).

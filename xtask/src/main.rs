@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_instr;
 mod bench_mysql;
 mod browser;
 mod floor;
