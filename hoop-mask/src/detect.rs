@@ -304,13 +304,14 @@ static EMAIL_LOCAL: [bool; 256] = alnum_and(b"._%+-");
 /// Classes of an email's domain bytes, for the one pass over a domain.
 const NOT_DOMAIN: u8 = 0;
 const DOMAIN_DOT: u8 = 1;
+const DOMAIN_LABEL: u8 = 2;
 static EMAIL_DOMAIN: [u8; 256] = {
     let mut t = [NOT_DOMAIN; 256];
     let member = alnum_and(b"-");
     let mut b = 0;
     while b < 256 {
         if member[b] {
-            t[b] = 2;
+            t[b] = DOMAIN_LABEL;
         }
         b += 1;
     }
