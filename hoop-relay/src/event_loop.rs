@@ -34,6 +34,16 @@
 //!
 //! Only plaintext legs move here: a TLS leg stays a tokio stream, and its
 //! session stays a tokio task.
+//!
+//! A socket can also be made to coalesce its reads
+//! ([`LoopStream::coalesce_reads`]), for bulk transfers: its `SO_RCVLOWAT`
+//! is raised, so epoll reports it only once that many bytes wait (one read
+//! of 64 KiB instead of eight of 8 KiB, each with its `epoll_wait`), and
+//! the loop gives it a deadline, [`COALESCE_WAIT`] after its last read. At
+//! the deadline the loop lowers the mark again and wakes the reader
+//! whatever is queued, so bytes below the mark (a result's last rows) wait
+//! at most that long and are never stranded. A FIN or an error is reported
+//! whatever the mark.
 
 use std::{
     cell::{Cell, RefCell, UnsafeCell},
@@ -42,7 +52,7 @@ use std::{
     io,
     mem::{ManuallyDrop, MaybeUninit},
     net::Shutdown,
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, RawFd},
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
     sync::{
@@ -50,6 +60,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
+    time::{Duration, Instant},
 };
 
 use bytes::BytesMut;
@@ -68,6 +79,9 @@ const EVENTS: usize = 256;
 /// yield (tokio's cooperative budget is the same): a session whose sockets
 /// never run dry, a long COPY say, must not starve the others on its loop.
 const BUDGET: u32 = 128;
+/// How long a coalescing socket's reader waits, after its last read, for
+/// its low-water mark before it takes what is there.
+pub const COALESCE_WAIT: Duration = Duration::from_millis(1);
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -146,6 +160,9 @@ struct Local {
     sources: RefCell<Slab<Source>>,
     /// What is left of the running task's [`BUDGET`].
     budget: Cell<u32>,
+    /// The keys of the sources that coalesce their reads (some may be
+    /// stale: a key is checked against its source's deadline).
+    coalescing: RefCell<Vec<usize>>,
 }
 
 thread_local! {
@@ -163,6 +180,12 @@ fn local() -> Option<&'static Local> {
 /// the same event as the last data: the short read of that data must not
 /// leave the reader waiting for an edge that already came.
 struct Source {
+    /// The socket (open while its source is in the slab: a stream leaves
+    /// the slab before its socket closes).
+    fd: RawFd,
+    /// While reads coalesce: when the reader stops waiting for the
+    /// low-water mark.
+    coalesce_until: Option<Instant>,
     readable: bool,
     writable: bool,
     read_closed: bool,
@@ -200,6 +223,7 @@ fn run(shared: &'static Shared, poll: mio::Poll) {
         queue: RefCell::new(VecDeque::new()),
         sources: RefCell::new(Slab::new()),
         budget: Cell::new(BUDGET),
+        coalescing: RefCell::new(Vec::new()),
     }));
     LOCAL.with(|l| l.set(Some(local)));
     let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS);
@@ -258,10 +282,18 @@ fn wait(
         tv_sec: 0,
         tv_nsec: 0,
     };
-    let timeout = if local.queue.borrow().is_empty() {
-        None
-    } else {
+    let until_deadline;
+    let timeout = if !local.queue.borrow().is_empty() {
         Some(&NOW)
+    } else if let Some(deadline) = next_coalesce_deadline(local) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        until_deadline = rustix::event::Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        Some(&until_deadline)
+    } else {
+        None
     };
     // SAFETY: the descriptor is mio's epoll, which `poll` owns and keeps
     // open for the whole call.
@@ -314,8 +346,79 @@ fn wait(
             }
         }
     }
+    expire_coalescing(local, woken);
     for (key, dir) in woken.drain(..) {
         wake_waiter(local, key, dir);
+    }
+}
+
+/// The earliest deadline of the sources that coalesce their reads.
+fn next_coalesce_deadline(local: &Local) -> Option<Instant> {
+    let coalescing = local.coalescing.borrow();
+    if coalescing.is_empty() {
+        return None;
+    }
+    let sources = local.sources.borrow();
+    coalescing
+        .iter()
+        .filter_map(|&key| sources.get(key).and_then(|s| s.coalesce_until))
+        .min()
+}
+
+/// Ends the coalescing of every source whose deadline has passed: its
+/// low-water mark goes back to one byte and its reader is woken to take
+/// what waits below the old mark. Drops stale keys.
+fn expire_coalescing(local: &Local, woken: &mut Vec<(usize, Direction)>) {
+    let mut coalescing = local.coalescing.borrow_mut();
+    if coalescing.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    let mut sources = local.sources.borrow_mut();
+    coalescing.retain(|&key| {
+        let Some(source) = sources.get_mut(key) else {
+            return false;
+        };
+        match source.coalesce_until {
+            Some(until) if until <= now => {
+                source.coalesce_until = None;
+                // Best effort: a socket that refuses still reports its end
+                // of stream and errors, and the reader is woken below.
+                let _ = set_recv_lowat(source.fd, 1);
+                // Linux reports the socket again when its mark drops below
+                // what waits (`tcp_set_rcvlowat`); the flag and the wake-up
+                // do not rely on it.
+                source.readable = true;
+                if source.reader.is_some() {
+                    woken.push((key, Direction::Read));
+                }
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    });
+}
+
+/// Sets a socket's `SO_RCVLOWAT`.
+fn set_recv_lowat(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is an open socket (see `Source::fd`), and the option
+    // value is a live `c_int` whose size is passed with it.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -525,6 +628,8 @@ pub struct LoopStream {
     io: mio::net::TcpStream,
     /// The slab key and the loop, once registered.
     registration: Option<(usize, usize)>,
+    /// Reads were made to coalesce and the loop may not have ended it yet.
+    coalescing: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -541,6 +646,7 @@ impl LoopStream {
         Ok(Self {
             io: mio::net::TcpStream::from_std(std),
             registration: None,
+            coalescing: false,
         })
     }
 
@@ -571,6 +677,8 @@ impl LoopStream {
         )?;
         // Edge-triggered: assume ready until told otherwise.
         entry.insert(Source {
+            fd: self.io.as_raw_fd(),
+            coalesce_until: None,
             readable: true,
             writable: true,
             read_closed: false,
@@ -668,6 +776,64 @@ impl Drop for LoopStream {
 }
 
 impl LoopStream {
+    /// Makes reads coalesce (see the module's documentation): epoll reports
+    /// the socket once `lowat` bytes wait, or the loop wakes its reader
+    /// [`COALESCE_WAIT`] after its last read, whichever comes first; then
+    /// the mark goes back to one byte and reads are as before until this is
+    /// called again. Call it on the stream's loop (from its task); false
+    /// when it is not there, or when the socket refuses the mark.
+    pub fn coalesce_reads(&mut self, lowat: usize) -> bool {
+        let Some(local) = local() else {
+            return false;
+        };
+        let Ok(key) = self.key(local) else {
+            return false;
+        };
+        let mut sources = local.sources.borrow_mut();
+        let source = &mut sources[key];
+        if source.coalesce_until.is_none() {
+            if set_recv_lowat(source.fd, lowat).is_err() {
+                return false;
+            }
+            local.coalescing.borrow_mut().push(key);
+        }
+        source.coalesce_until = Some(Instant::now() + COALESCE_WAIT);
+        self.coalescing = true;
+        true
+    }
+
+    /// Whether reads coalesce now (the loop ends it at the deadline).
+    pub fn is_coalescing(&mut self) -> bool {
+        if !self.coalescing {
+            return false;
+        }
+        let still = match (local(), self.registration) {
+            (Some(local), Some((key, id))) if id == local.shared.id => local
+                .sources
+                .borrow()
+                .get(key)
+                .is_some_and(|s| s.coalesce_until.is_some()),
+            _ => false,
+        };
+        self.coalescing = still;
+        still
+    }
+
+    /// Moves a coalescing socket's deadline to [`COALESCE_WAIT`] from now
+    /// (after a read: the deadline counts from the last one).
+    fn extend_coalescing(&mut self) {
+        let (Some(local), Some((key, _))) = (local(), self.registration) else {
+            return;
+        };
+        match local.sources.borrow_mut().get_mut(key) {
+            Some(Source {
+                coalesce_until: Some(until),
+                ..
+            }) => *until = Instant::now() + COALESCE_WAIT,
+            _ => self.coalescing = false,
+        }
+    }
+
     /// Reads into uninitialised memory: how many of its first bytes `read`
     /// wrote (`0` at end of stream, or when `dst` is empty), and whether the
     /// read parked (see [`LoopStream::poll_op`]).
@@ -677,7 +843,7 @@ impl LoopStream {
         dst: &mut [MaybeUninit<u8>],
     ) -> Poll<io::Result<(usize, bool)>> {
         let want = dst.len();
-        self.poll_op(
+        let read = self.poll_op(
             cx,
             Direction::Read,
             |io| {
@@ -687,7 +853,11 @@ impl LoopStream {
             },
             // A short read emptied the receive queue (EOF stays readable).
             |&n| n > 0 && n < want,
-        )
+        );
+        if self.coalescing && matches!(read, Poll::Ready(Ok(_))) {
+            self.extend_coalescing();
+        }
+        read
     }
 
     /// Reads into `buf`'s spare capacity, growing its length by what was
@@ -909,6 +1079,71 @@ mod tests {
                 (Bytes::from_static(b"second"), true)
             ]))
         );
+    }
+
+    /// A coalescing reader waits for its low-water mark, so bytes below it
+    /// are taken at the deadline (not at once, and not never), and reads
+    /// are as before afterwards.
+    #[tokio::test]
+    async fn a_coalescing_read_takes_what_is_below_the_mark_at_its_deadline() {
+        let (server, mut client) = pair().await;
+        let mut server = LoopStream::from_tokio(server).expect("into the loop");
+        let task = spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            // In step with the client: it is connected and waiting.
+            let n = server.read(&mut buf).await?;
+            assert_eq!(&buf[..n], b"ready");
+            assert!(server.coalesce_reads(64 * 1024), "SO_RCVLOWAT refused");
+            assert!(server.is_coalescing());
+            let started = Instant::now();
+            server.write_all(b"go").await?;
+            let n = server.read(&mut buf).await?;
+            let waited = started.elapsed();
+            let after = server.is_coalescing();
+            // Back to one byte: the next message is read as it comes.
+            server.write_all(b"again").await?;
+            let started_again = Instant::now();
+            let m = server.read(&mut buf).await?;
+            Ok::<_, io::Error>((n, waited, after, m, started_again.elapsed()))
+        });
+        client.write_all(b"ready").await.expect("write");
+        let mut go = [0u8; 2];
+        client.read_exact(&mut go).await.expect("go");
+        client.write_all(&[7u8; 100]).await.expect("write");
+        let mut again = [0u8; 5];
+        client.read_exact(&mut again).await.expect("again");
+        client.write_all(&[8u8; 10]).await.expect("write");
+        let (n, waited, after, m, _) = within(task)
+            .await
+            .expect("in time")
+            .expect("task ran")
+            .expect("reads");
+        assert_eq!(n, 100, "the bytes below the mark were not all taken");
+        // Without the mark the read returns as soon as the 100 bytes land
+        // (tens of microseconds here); a loaded machine only makes it later.
+        assert!(
+            waited >= COALESCE_WAIT * 9 / 10,
+            "read after {waited:?}: the low-water mark was not in effect"
+        );
+        assert!(!after, "coalescing did not end at the deadline");
+        assert_eq!(m, 10);
+    }
+
+    /// A FIN reaches a coalescing reader with the data before it, whatever
+    /// the mark.
+    #[tokio::test]
+    async fn end_of_stream_reaches_a_coalescing_reader() {
+        let (server, mut client) = pair().await;
+        let mut server = LoopStream::from_tokio(server).expect("into the loop");
+        let task = spawn(async move {
+            assert!(server.coalesce_reads(64 * 1024));
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.map(|_| got)
+        });
+        client.write_all(b"last rows").await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        let got = within(task).await.expect("in time");
+        assert_eq!(got.map(Result::ok), Some(Some(b"last rows".to_vec())));
     }
 
     #[tokio::test]

@@ -3,6 +3,14 @@
 //! vectored writes, per-leg wakers so a wake-up says which stream is ready,
 //! and backpressure (a leg is read only while the queue towards the other
 //! is below a high-water mark: a slow client slows the server).
+//!
+//! Bulk transfers coalesce their reads: once [`COALESCE_AFTER`] bytes have
+//! come from one leg with none from the other (a large result, a COPY), that
+//! leg's reads wait for [`COALESCE_BYTES`] or for the event loop's short
+//! deadline (see `event_loop`), so the relay makes one read, one write and
+//! one `epoll_wait` per 64 KiB instead of per 8 KiB send of the server. A
+//! request and its reply, the traffic of a query, never reach the
+//! threshold and are read at once.
 
 use std::{
     collections::VecDeque,
@@ -27,6 +35,11 @@ use crate::{Stream, event_loop::ReadBytes};
 pub const READ_CHUNK: usize = 64 * 1024;
 /// Stop reading a leg while this much is queued towards the other.
 pub const HIGH_WATER: usize = 256 * 1024;
+/// Bytes from one leg, with none from the other, after which that leg's
+/// reads coalesce.
+pub const COALESCE_AFTER: usize = 1 << 20;
+/// The low-water mark of a coalescing leg.
+pub const COALESCE_BYTES: usize = READ_CHUNK;
 /// Chunks per vectored write.
 const MAX_IOVECS: usize = 32;
 /// How long to keep delivering queued bytes once a session ends.
@@ -193,6 +206,10 @@ pub struct Leg {
     /// The last read returned Pending and the stream has not been woken
     /// since: its registration stands.
     pub parked: bool,
+    /// Bytes read from this leg since the other last sent any.
+    run: usize,
+    /// This leg's reads were made to coalesce.
+    coalescing: bool,
 }
 
 impl Leg {
@@ -205,6 +222,8 @@ impl Leg {
             waker: Waker::from(signal.clone()),
             signal,
             parked: false,
+            run: 0,
+            coalescing: false,
         }
     }
 
@@ -222,6 +241,24 @@ impl Leg {
 
     fn woken(&self) -> bool {
         self.signal.woken.load(Ordering::Acquire)
+    }
+}
+
+/// Counts a read of `n` bytes from `leg` and makes its reads coalesce once
+/// its run is long enough. A read below the mark after the event loop
+/// ended the coalescing (its deadline passed) means the flow slowed or
+/// stopped, and the run starts again; a larger one that the flow goes on
+/// at its pace, and coalescing resumes at once.
+fn bulk(stream: &mut Stream, leg: &mut Leg, n: usize) {
+    leg.run = leg.run.saturating_add(n);
+    if leg.coalescing && !stream.is_coalescing() {
+        leg.coalescing = false;
+        if n < COALESCE_BYTES / 8 {
+            leg.run = n;
+        }
+    }
+    if !leg.coalescing && leg.run >= COALESCE_AFTER {
+        leg.coalescing = stream.coalesce_reads(COALESCE_BYTES);
     }
 }
 
@@ -331,6 +368,8 @@ impl Duplex {
                 Poll::Ready(Ok(ReadBytes { n, parked })) => {
                     self.from_server.inc_by(n as u64);
                     self.server_leg.parked = parked;
+                    self.client_leg.run = 0;
+                    bulk(&mut self.server, &mut self.server_leg, n);
                     ready.server = true;
                 }
                 Poll::Ready(Err(e)) => return Err(DuplexError::Server(e)),
@@ -354,6 +393,8 @@ impl Duplex {
                 Poll::Ready(Ok(ReadBytes { n, parked })) => {
                     self.from_client.inc_by(n as u64);
                     self.client_leg.parked = parked;
+                    self.server_leg.run = 0;
+                    bulk(&mut self.client, &mut self.client_leg, n);
                     ready.client = true;
                 }
                 Poll::Ready(Err(e)) => return Err(DuplexError::Client(e)),
@@ -406,5 +447,123 @@ impl Duplex {
             let _ = self.server.shutdown().await;
         };
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::event_loop::{LoopStream, spawn};
+
+    /// A connected pair: (the accepted side, the dialling side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (dialled, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (accepted.expect("accept").0, dialled.expect("connect"))
+    }
+
+    fn within<F: Future>(f: F) -> tokio::time::Timeout<F> {
+        tokio::time::timeout(Duration::from_secs(20), f)
+    }
+
+    /// A bulk reply (8 MiB after a one-line request) crosses a duplex
+    /// byte for byte with the server leg's reads coalescing, its last bytes
+    /// (below the mark) arrive, and the next request and its short reply
+    /// are relayed as before.
+    #[tokio::test]
+    async fn a_bulk_reply_coalesces_and_its_tail_and_the_next_reply_arrive() {
+        let (client_side, mut client) = pair().await;
+        let (server_side, mut server) = pair().await;
+        let client_side = Stream::Loop(LoopStream::from_tokio(client_side).expect("loop"));
+        let server_side = Stream::Loop(LoopStream::from_tokio(server_side).expect("loop"));
+        // The relay: everything from each leg to the other, until the client
+        // closes; notes whether the server leg ever coalesced.
+        let relay = spawn(async move {
+            let mut io = Duplex::new(client_side, server_side, BytesMut::new());
+            let mut coalesced = false;
+            poll_fn(|cx| {
+                loop {
+                    let ready = match io.poll_legs(usize::MAX) {
+                        Ok(ready) => ready,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    };
+                    coalesced |= io.server_leg.coalescing;
+                    if io.client_eof {
+                        return Poll::Ready(Ok(coalesced));
+                    }
+                    if ready.server {
+                        let mut buf = std::mem::take(&mut io.server_buf);
+                        let run = buf.len();
+                        io.forward_to_client(&mut buf, run)?;
+                        io.server_buf = buf;
+                    }
+                    if ready.client {
+                        let mut buf = std::mem::take(&mut io.client_buf);
+                        let run = buf.len();
+                        io.forward_to_server(&mut buf, run)?;
+                        io.client_buf = buf;
+                    }
+                    if !ready.server && !ready.client {
+                        io.park(cx);
+                        return Poll::Pending;
+                    }
+                }
+            })
+            .await
+        });
+        let reply: Vec<u8> = (0..8 * 1024 * 1024 + 777u32)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let served = reply.clone();
+        let upstream = tokio::spawn(async move {
+            let mut request = [0u8; 5];
+            server.read_exact(&mut request).await?;
+            assert_eq!(&request, b"query");
+            // In 8 KiB sends, as PostgreSQL sends a result.
+            for chunk in served.chunks(8192) {
+                server.write_all(chunk).await?;
+            }
+            server.read_exact(&mut request).await?;
+            assert_eq!(&request, b"again");
+            server.write_all(b"short").await?;
+            Ok::<_, std::io::Error>(server)
+        });
+        client.write_all(b"query").await.expect("write");
+        let mut got = vec![0u8; reply.len()];
+        within(client.read_exact(&mut got))
+            .await
+            .expect("the whole reply in time")
+            .expect("read");
+        assert!(got == reply, "the reply changed on the way");
+        let started = Instant::now();
+        client.write_all(b"again").await.expect("write");
+        let mut short = [0u8; 5];
+        within(client.read_exact(&mut short))
+            .await
+            .expect("the short reply in time")
+            .expect("read");
+        assert_eq!(&short, b"short");
+        let waited = started.elapsed();
+        let server = within(upstream).await.expect("in time").expect("task");
+        drop(server);
+        drop(client);
+        let coalesced = within(relay)
+            .await
+            .expect("relay ended")
+            .expect("relay ran")
+            .expect("relay io");
+        assert!(coalesced, "the server leg never coalesced its reads");
+        // The request reset the run: its reply was read at once, not at a
+        // deadline (generous: only a stuck deadline takes seconds).
+        assert!(
+            waited < Duration::from_secs(1),
+            "short reply took {waited:?}"
+        );
     }
 }

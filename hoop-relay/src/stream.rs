@@ -43,6 +43,24 @@ impl Stream {
         }
     }
 
+    /// Makes reads coalesce up to `lowat` bytes (see
+    /// [`LoopStream::coalesce_reads`]); only the relay loop's streams can,
+    /// the others return false and read as before.
+    pub fn coalesce_reads(&mut self, lowat: usize) -> bool {
+        match self {
+            Self::Loop(s) => s.coalesce_reads(lowat),
+            _ => false,
+        }
+    }
+
+    /// Whether reads coalesce now.
+    pub fn is_coalescing(&mut self) -> bool {
+        match self {
+            Self::Loop(s) => s.is_coalescing(),
+            _ => false,
+        }
+    }
+
     /// Whether written bytes can wait in the stream (TLS records); plain
     /// TCP sends them as it writes them.
     pub fn buffers_writes(&self) -> bool {
