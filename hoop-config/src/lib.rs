@@ -509,6 +509,12 @@ pub struct ProxyConfig {
     /// runtime that runs everything else. TLS sessions always use tokio.
     #[serde(default)]
     pub event_loop: EventLoopKind,
+    /// Whether bulk transfers on hoop's relay loop coalesce their reads
+    /// (default true): after 1 MiB from one leg with nothing from the other,
+    /// that leg is read 64 KiB at a time, and the last bytes of the transfer
+    /// can wait up to 1 ms. `false` reads every leg as its bytes arrive.
+    #[serde(default = "default_true")]
+    pub coalesce_bulk_reads: bool,
     /// How often a client waiting on a hold is reminded (default 30s).
     #[serde(default = "default_hold_reminder", with = "humantime_serde")]
     pub hold_reminder_interval: Duration,
@@ -530,6 +536,7 @@ impl Default for ProxyConfig {
             hold_reminder_interval: default_hold_reminder(),
             worker_threads: 0,
             event_loop: EventLoopKind::default(),
+            coalesce_bulk_reads: true,
             catalog_user: None,
             catalog_password_env: None,
         }
@@ -1174,6 +1181,27 @@ admin:
         assert!(
             found[0]
                 .contains("proxy.event_loop: unknown variant `epoll`, expected `hoop` or `tokio`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn bulk_reads_coalesce_unless_turned_off() {
+        let parse =
+            |yaml: &str| parse(Path::new("x.yaml"), yaml).map(|c| c.proxy.coalesce_bulk_reads);
+        assert_eq!(parse("").ok(), Some(true));
+        assert_eq!(
+            parse("proxy: {coalesce_bulk_reads: false}").ok(),
+            Some(false)
+        );
+        assert_eq!(parse("proxy: {coalesce_bulk_reads: true}").ok(), Some(true));
+        let found = diagnostics(
+            "proxy:
+  coalesce_bulk_reads: sometimes
+",
+        );
+        assert!(
+            found[0].contains("proxy.coalesce_bulk_reads: invalid type"),
             "{found:?}"
         );
     }

@@ -83,6 +83,9 @@ pub struct PgProxyContext {
     pub startup_timeout: Duration,
     /// What drives established plaintext sessions.
     pub event_loop: EventLoopKind,
+    /// Whether bulk transfers on the relay loop coalesce their reads
+    /// (`proxy.coalesce_bulk_reads`).
+    pub coalesce_bulk_reads: bool,
     /// The credentials hoop injects (`credentials:`); a session no entry
     /// matches authenticates itself, byte for byte.
     pub credentials: Arc<dyn CredentialSource>,
@@ -97,6 +100,7 @@ impl std::fmt::Debug for PgProxyContext {
             .field("dialer", &self.dialer)
             .field("hold_reminder_interval", &self.hold_reminder_interval)
             .field("event_loop", &self.event_loop)
+            .field("coalesce_bulk_reads", &self.coalesce_bulk_reads)
             .finish_non_exhaustive()
     }
 }
@@ -104,8 +108,8 @@ impl std::fmt::Debug for PgProxyContext {
 impl PgProxyContext {
     /// A context with safe defaults: 64 MiB messages, no client TLS,
     /// plaintext upstream, allow-all governance, holds denied, reminders
-    /// every 30 s, plaintext sessions on hoop's relay loop, no credentials
-    /// injected.
+    /// every 30 s, plaintext sessions on hoop's relay loop with bulk reads
+    /// coalesced, no credentials injected.
     pub fn new(dialer: Dialer) -> Self {
         Self {
             max_message_size: 64 * 1024 * 1024,
@@ -119,6 +123,7 @@ impl PgProxyContext {
             hold_reminder_interval: Duration::from_secs(30),
             startup_timeout: Duration::from_mins(1),
             event_loop: EventLoopKind::Hoop,
+            coalesce_bulk_reads: true,
             credentials: Arc::new(NoCredentials),
         }
     }
@@ -148,6 +153,7 @@ impl PgProxyContext {
             holds,
             dialer: Dialer::from_config(&config.proxy, mark),
             event_loop: config.proxy.event_loop,
+            coalesce_bulk_reads: config.proxy.coalesce_bulk_reads,
             ..Self::new(Dialer::default())
         })
     }

@@ -344,6 +344,7 @@ impl Relay {
         }
         state.set_phase(Phase::Authenticating);
         let mut io = Duplex::new(client, server, client_buf);
+        io.coalesce_bulk_reads(ctx.coalesce_bulk_reads);
         if !server_buf.is_empty() {
             io.server_buf = server_buf;
         }

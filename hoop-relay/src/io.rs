@@ -301,6 +301,8 @@ pub struct Duplex {
     pub client_leg: Leg,
     /// The server stream's waker.
     pub server_leg: Leg,
+    /// Whether bulk transfers coalesce their reads (on by default).
+    coalesce: bool,
     /// The client closed its side.
     pub client_eof: bool,
     /// The server closed its side.
@@ -326,6 +328,7 @@ impl Duplex {
             to_server: OutQueue::default(),
             client_leg: Leg::new(&task_waker),
             server_leg: Leg::new(&task_waker),
+            coalesce: true,
             client_eof: false,
             server_eof: false,
             task_waker,
@@ -336,6 +339,13 @@ impl Duplex {
                 .proxied_bytes_total
                 .with_label_values(&["server_to_client"]),
         }
+    }
+
+    /// Whether bulk transfers coalesce their reads (`proxy.coalesce_bulk_reads`;
+    /// on by default). Turning it off leaves a leg that coalesces now to
+    /// the event loop's deadline, after which it is read as before.
+    pub fn coalesce_bulk_reads(&mut self, on: bool) {
+        self.coalesce = on;
     }
 
     /// Writes what is queued towards both legs, then reads each leg that
@@ -369,7 +379,9 @@ impl Duplex {
                     self.from_server.inc_by(n as u64);
                     self.server_leg.parked = parked;
                     self.client_leg.run = 0;
-                    bulk(&mut self.server, &mut self.server_leg, n);
+                    if self.coalesce {
+                        bulk(&mut self.server, &mut self.server_leg, n);
+                    }
                     ready.server = true;
                 }
                 Poll::Ready(Err(e)) => return Err(DuplexError::Server(e)),
@@ -394,7 +406,9 @@ impl Duplex {
                     self.from_client.inc_by(n as u64);
                     self.client_leg.parked = parked;
                     self.server_leg.run = 0;
-                    bulk(&mut self.client, &mut self.client_leg, n);
+                    if self.coalesce {
+                        bulk(&mut self.client, &mut self.client_leg, n);
+                    }
                     ready.client = true;
                 }
                 Poll::Ready(Err(e)) => return Err(DuplexError::Client(e)),
@@ -473,11 +487,10 @@ mod tests {
     }
 
     /// A bulk reply (8 MiB after a one-line request) crosses a duplex
-    /// byte for byte with the server leg's reads coalescing, its last bytes
-    /// (below the mark) arrive, and the next request and its short reply
-    /// are relayed as before.
-    #[tokio::test]
-    async fn a_bulk_reply_coalesces_and_its_tail_and_the_next_reply_arrive() {
+    /// byte for byte, its last bytes (below the mark) arrive, and the next
+    /// request and its short reply are relayed as before. Whether the server
+    /// leg's reads coalesced on the way.
+    async fn bulk_reply_through_a_duplex(coalesce: bool) -> bool {
         let (client_side, mut client) = pair().await;
         let (server_side, mut server) = pair().await;
         let client_side = Stream::Loop(LoopStream::from_tokio(client_side).expect("loop"));
@@ -486,6 +499,7 @@ mod tests {
         // closes; notes whether the server leg ever coalesced.
         let relay = spawn(async move {
             let mut io = Duplex::new(client_side, server_side, BytesMut::new());
+            io.coalesce_bulk_reads(coalesce);
             let mut coalesced = false;
             poll_fn(|cx| {
                 loop {
@@ -558,12 +572,28 @@ mod tests {
             .expect("relay ended")
             .expect("relay ran")
             .expect("relay io");
-        assert!(coalesced, "the server leg never coalesced its reads");
         // The request reset the run: its reply was read at once, not at a
         // deadline (generous: only a stuck deadline takes seconds).
         assert!(
             waited < Duration::from_secs(1),
             "short reply took {waited:?}"
+        );
+        coalesced
+    }
+
+    #[tokio::test]
+    async fn a_bulk_reply_coalesces_and_its_tail_and_the_next_reply_arrive() {
+        assert!(
+            bulk_reply_through_a_duplex(true).await,
+            "the server leg never coalesced its reads"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_coalescing_off_a_bulk_reply_is_read_as_it_comes() {
+        assert!(
+            !bulk_reply_through_a_duplex(false).await,
+            "the server leg coalesced with coalescing off"
         );
     }
 }
