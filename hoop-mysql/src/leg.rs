@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use hoop_proto_mysql::frame::{
     Direction, FrameError, HEADER_LEN, LogicalPacket, MAX_CHUNK, PacketDecoder,
 };
-use hoop_relay::Stream;
+use hoop_relay::{Stream, io::BulkReads};
 use tokio::io::AsyncWrite;
 
 /// Write what is queued once this much is.
@@ -31,6 +31,9 @@ pub(crate) struct Leg {
     buf: BytesMut,
     decoder: PacketDecoder,
     out: BytesMut,
+    /// Whether this leg's reads coalesce (on the relay loop only, when the
+    /// session is moved there).
+    bulk: BulkReads,
 }
 
 impl Leg {
@@ -40,6 +43,7 @@ impl Leg {
             buf: BytesMut::with_capacity(64 * 1024),
             decoder: PacketDecoder::new(direction, max_packet),
             out: BytesMut::new(),
+            bulk: BulkReads::new(false),
         }
     }
 
@@ -121,6 +125,12 @@ impl Leg {
         self.stream = Some(stream);
     }
 
+    /// Whether a bulk transfer from this leg coalesces its reads
+    /// (`proxy.coalesce_bulk_reads`; see `hoop_relay::io`).
+    pub fn coalesce_bulk_reads(&mut self, on: bool) {
+        self.bulk.enable(on);
+    }
+
     /// Takes the bytes read and not decoded yet (the start of a TLS
     /// handshake that followed an SSLRequest in the same read).
     pub fn take_buffered(&mut self) -> BytesMut {
@@ -159,6 +169,7 @@ impl Leg {
         let read = std::future::poll_fn(|cx| stream.poll_read_buf(cx, &mut self.buf))
             .await
             .map_err(ReadError::Io)?;
+        self.bulk.read(stream, read.n);
         Ok(read.n > 0)
     }
 
@@ -208,6 +219,9 @@ impl Leg {
                 Poll::Ready(Ok(()))
             })
             .await;
+            // What was sent to this leg (a command, or rows) starts the run
+            // of its reads again.
+            self.bulk.other_leg_sent();
             if written.is_err() || self.out.capacity() > KEEP_OUT {
                 self.out = BytesMut::new();
             } else {

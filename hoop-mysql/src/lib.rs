@@ -95,6 +95,9 @@ pub struct MysqlProxyContext {
     /// is over and both legs are plaintext (hoop's relay loop by default;
     /// TLS sessions stay on tokio).
     pub event_loop: EventLoopKind,
+    /// `proxy.coalesce_bulk_reads`: whether bulk transfers on the relay loop
+    /// coalesce their reads.
+    pub coalesce_bulk_reads: bool,
 }
 
 impl std::fmt::Debug for MysqlProxyContext {
@@ -124,6 +127,7 @@ impl MysqlProxyContext {
             local_infile: false,
             hoop_key: Arc::new(full_auth::HoopKeySlot::default()),
             event_loop: EventLoopKind::Hoop,
+            coalesce_bulk_reads: true,
         }
     }
 
@@ -162,6 +166,7 @@ impl MysqlProxyContext {
             hold_reminder_interval: config.proxy.hold_reminder_interval,
             local_infile: config.mysql.local_infile,
             event_loop: config.proxy.event_loop,
+            coalesce_bulk_reads: config.proxy.coalesce_bulk_reads,
             ..Self::new(Dialer::default())
         })
     }
@@ -304,9 +309,10 @@ impl SessionError {
 }
 
 /// Moves a session whose legs are both plaintext onto hoop's relay loop
-/// (`true`); TLS legs stay with tokio (`false`). Bytes a leg has read and
-/// not yet decoded stay in its buffer.
-fn onto_loop(connected: &mut startup::Connected) -> Result<bool, SessionError> {
+/// (`true`), where bulk transfers coalesce their reads when `coalesce`;
+/// TLS legs stay with tokio (`false`). Bytes a leg has read and not yet
+/// decoded stay in its buffer.
+fn onto_loop(connected: &mut startup::Connected, coalesce: bool) -> Result<bool, SessionError> {
     let (client, server) = (&mut connected.client, &mut connected.server);
     match (client.take_stream(), server.take_stream()) {
         (Some(Stream::Plain(c)), Some(Stream::Plain(s))) => {
@@ -316,6 +322,8 @@ fn onto_loop(connected: &mut startup::Connected) -> Result<bool, SessionError> {
             server.set_stream(Stream::Loop(
                 LoopStream::from_tokio(s).map_err(SessionError::ServerIo)?,
             ));
+            client.coalesce_bulk_reads(coalesce);
+            server.coalesce_bulk_reads(coalesce);
             Ok(true)
         }
         (c, s) => {
@@ -348,7 +356,9 @@ pub async fn serve(
     debug!(session = %identity, %upstream, "mysql session authenticated");
     let mut connected = connected;
     let on_loop = match ctx.event_loop {
-        EventLoopKind::Hoop if event_loop::available() => onto_loop(&mut connected)?,
+        EventLoopKind::Hoop if event_loop::available() => {
+            onto_loop(&mut connected, ctx.coalesce_bulk_reads)?
+        }
         // `proxy.event_loop: tokio`, or no relay loop could be started.
         EventLoopKind::Hoop | EventLoopKind::Tokio => false,
     };

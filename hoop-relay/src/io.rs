@@ -206,10 +206,8 @@ pub struct Leg {
     /// The last read returned Pending and the stream has not been woken
     /// since: its registration stands.
     pub parked: bool,
-    /// Bytes read from this leg since the other last sent any.
-    run: usize,
-    /// This leg's reads were made to coalesce.
-    coalescing: bool,
+    /// Whether this leg's reads coalesce.
+    bulk: BulkReads,
 }
 
 impl Leg {
@@ -222,8 +220,7 @@ impl Leg {
             waker: Waker::from(signal.clone()),
             signal,
             parked: false,
-            run: 0,
-            coalescing: false,
+            bulk: BulkReads::new(true),
         }
     }
 
@@ -244,21 +241,62 @@ impl Leg {
     }
 }
 
-/// Counts a read of `n` bytes from `leg` and makes its reads coalesce once
-/// its run is long enough. A read below the mark after the event loop
-/// ended the coalescing (its deadline passed) means the flow slowed or
-/// stopped, and the run starts again; a larger one that the flow goes on
-/// at its pace, and coalescing resumes at once.
-fn bulk(stream: &mut Stream, leg: &mut Leg, n: usize) {
-    leg.run = leg.run.saturating_add(n);
-    if leg.coalescing && !stream.is_coalescing() {
-        leg.coalescing = false;
-        if n < COALESCE_BYTES / 8 {
-            leg.run = n;
+/// When one leg's reads coalesce (see the module's documentation): the
+/// bytes read from it since the other leg last sent any, and whether it
+/// coalesces now. Kept by every relay for each leg it reads.
+#[derive(Debug)]
+pub struct BulkReads {
+    enabled: bool,
+    run: usize,
+    coalescing: bool,
+}
+
+impl BulkReads {
+    /// A leg that has read nothing yet; `enabled: false` never coalesces.
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            run: 0,
+            coalescing: false,
         }
     }
-    if !leg.coalescing && leg.run >= COALESCE_AFTER {
-        leg.coalescing = stream.coalesce_reads(COALESCE_BYTES);
+
+    /// Turns coalescing on or off (`proxy.coalesce_bulk_reads`). A leg that
+    /// coalesces now is left to the event loop's deadline.
+    pub fn enable(&mut self, on: bool) {
+        self.enabled = on;
+    }
+
+    /// The other leg sent bytes (a request): the run starts again.
+    pub fn other_leg_sent(&mut self) {
+        self.run = 0;
+    }
+
+    /// Whether the leg's reads were last made to coalesce.
+    pub fn coalescing(&self) -> bool {
+        self.coalescing
+    }
+
+    /// Counts a read of `n` bytes from `stream`, the leg, and makes its
+    /// reads coalesce once its run is long enough. A read below an eighth of
+    /// the mark after the event loop ended the coalescing (its deadline
+    /// passed) means the flow slowed or stopped, and the run starts again; a
+    /// larger one means the flow goes on at its pace, and coalescing
+    /// resumes at once.
+    pub fn read(&mut self, stream: &mut Stream, n: usize) {
+        if !self.enabled {
+            return;
+        }
+        self.run = self.run.saturating_add(n);
+        if self.coalescing && !stream.is_coalescing() {
+            self.coalescing = false;
+            if n < COALESCE_BYTES / 8 {
+                self.run = n;
+            }
+        }
+        if !self.coalescing && self.run >= COALESCE_AFTER {
+            self.coalescing = stream.coalesce_reads(COALESCE_BYTES);
+        }
     }
 }
 
@@ -301,8 +339,6 @@ pub struct Duplex {
     pub client_leg: Leg,
     /// The server stream's waker.
     pub server_leg: Leg,
-    /// Whether bulk transfers coalesce their reads (on by default).
-    coalesce: bool,
     /// The client closed its side.
     pub client_eof: bool,
     /// The server closed its side.
@@ -328,7 +364,6 @@ impl Duplex {
             to_server: OutQueue::default(),
             client_leg: Leg::new(&task_waker),
             server_leg: Leg::new(&task_waker),
-            coalesce: true,
             client_eof: false,
             server_eof: false,
             task_waker,
@@ -345,7 +380,8 @@ impl Duplex {
     /// on by default). Turning it off leaves a leg that coalesces now to
     /// the event loop's deadline, after which it is read as before.
     pub fn coalesce_bulk_reads(&mut self, on: bool) {
-        self.coalesce = on;
+        self.client_leg.bulk.enable(on);
+        self.server_leg.bulk.enable(on);
     }
 
     /// Writes what is queued towards both legs, then reads each leg that
@@ -378,10 +414,8 @@ impl Duplex {
                 Poll::Ready(Ok(ReadBytes { n, parked })) => {
                     self.from_server.inc_by(n as u64);
                     self.server_leg.parked = parked;
-                    self.client_leg.run = 0;
-                    if self.coalesce {
-                        bulk(&mut self.server, &mut self.server_leg, n);
-                    }
+                    self.client_leg.bulk.other_leg_sent();
+                    self.server_leg.bulk.read(&mut self.server, n);
                     ready.server = true;
                 }
                 Poll::Ready(Err(e)) => return Err(DuplexError::Server(e)),
@@ -405,10 +439,8 @@ impl Duplex {
                 Poll::Ready(Ok(ReadBytes { n, parked })) => {
                     self.from_client.inc_by(n as u64);
                     self.client_leg.parked = parked;
-                    self.server_leg.run = 0;
-                    if self.coalesce {
-                        bulk(&mut self.client, &mut self.client_leg, n);
-                    }
+                    self.server_leg.bulk.other_leg_sent();
+                    self.client_leg.bulk.read(&mut self.client, n);
                     ready.client = true;
                 }
                 Poll::Ready(Err(e)) => return Err(DuplexError::Client(e)),
@@ -507,7 +539,7 @@ mod tests {
                         Ok(ready) => ready,
                         Err(e) => return Poll::Ready(Err(e)),
                     };
-                    coalesced |= io.server_leg.coalescing;
+                    coalesced |= io.server_leg.bulk.coalescing();
                     if io.client_eof {
                         return Poll::Ready(Ok(coalesced));
                     }
