@@ -82,6 +82,8 @@ const BUDGET: u32 = 128;
 /// How long a coalescing socket's reader waits, after its last read, for
 /// its low-water mark before it takes what is there.
 pub const COALESCE_WAIT: Duration = Duration::from_millis(1);
+/// The smallest low-water mark worth coalescing for.
+const MIN_COALESCE: usize = 8 * 1024;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -398,6 +400,29 @@ fn expire_coalescing(local: &Local, woken: &mut Vec<(usize, Direction)>) {
             None => false,
         }
     });
+}
+
+/// A socket's `SOL_SOCKET` option of type `int`, as a size.
+fn int_option(fd: RawFd, name: libc::c_int) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is an open socket (see `Source::fd`), and `value` and
+    // `len` are live and describe a `c_int`.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::from_mut(&mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(usize::try_from(value).unwrap_or(0))
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Sets a socket's `SO_RCVLOWAT`.
@@ -792,7 +817,15 @@ impl LoopStream {
         let mut sources = local.sources.borrow_mut();
         let source = &mut sources[key];
         if source.coalesce_until.is_none() {
-            if set_recv_lowat(source.fd, lowat).is_err() {
+            // A mark above half the receive buffer would make Linux grow the
+            // buffer and clamp the advertised window to the mark
+            // (`tcp_set_rcvlowat`): the mark stays at a quarter of the
+            // buffer, and a buffer too small for a useful mark is left as is.
+            let Ok(buffer) = int_option(source.fd, libc::SO_RCVBUF) else {
+                return false;
+            };
+            let lowat = lowat.min(buffer / 4);
+            if lowat < MIN_COALESCE || set_recv_lowat(source.fd, lowat).is_err() {
                 return false;
             }
             local.coalescing.borrow_mut().push(key);
@@ -1127,6 +1160,37 @@ mod tests {
         );
         assert!(!after, "coalescing did not end at the deadline");
         assert_eq!(m, 10);
+    }
+
+    /// The mark stays at a quarter of the receive buffer (a higher one
+    /// makes Linux clamp the advertised window to it), and a buffer too
+    /// small for a useful mark is not coalesced.
+    #[tokio::test]
+    async fn the_mark_stays_within_a_quarter_of_the_receive_buffer() {
+        let (roomy, _a) = pair().await;
+        let (cramped, _b) = pair().await;
+        nix::sys::socket::setsockopt(&cramped, nix::sys::socket::sockopt::RcvBuf, &4096)
+            .expect("SO_RCVBUF");
+        let mut roomy = LoopStream::from_tokio(roomy).expect("into the loop");
+        let mut cramped = LoopStream::from_tokio(cramped).expect("into the loop");
+        let task = spawn(async move {
+            let fd = roomy.io.as_raw_fd();
+            let buffer = int_option(fd, libc::SO_RCVBUF)?;
+            let coalesced = roomy.coalesce_reads(1 << 30);
+            let mark = int_option(fd, libc::SO_RCVLOWAT)?;
+            Ok::<_, io::Error>((buffer, coalesced, mark, cramped.coalesce_reads(64 * 1024)))
+        });
+        let (buffer, coalesced, mark, cramped) = within(task)
+            .await
+            .expect("in time")
+            .expect("task ran")
+            .expect("socket options");
+        assert!(
+            coalesced,
+            "a default buffer ({buffer} bytes) was not coalesced"
+        );
+        assert_eq!(mark, buffer / 4, "mark {mark} for a buffer of {buffer}");
+        assert!(!cramped, "a 4 KiB buffer was coalesced");
     }
 
     /// A FIN reaches a coalescing reader with the data before it, whatever
