@@ -31,6 +31,9 @@ pub struct Metrics {
     pub ebpf_redirects_total: IntCounter,
     /// `hoop_proxied_bytes_total{direction}`: bytes forwarded.
     pub proxied_bytes_total: IntCounterVec,
+    /// `hoop_coalesced_reads_total`: times a leg of a bulk transfer began
+    /// to coalesce its reads (`proxy.coalesce_bulk_reads`).
+    pub coalesced_reads_total: IntCounter,
     /// `hoop_statements_total{kind,verdict}`: statements judged.
     pub statements_total: IntCounterVec,
     /// `hoop_masked_values_total{rule}`: values rewritten by masking.
@@ -93,6 +96,14 @@ impl Metrics {
                 &r,
                 IntCounter::new("hoop_ebpf_redirects_total", "Connections redirected to the proxy by the eBPF programs.")
                     .expect("valid metric"),
+            ),
+            coalesced_reads_total: register(
+                &r,
+                IntCounter::new(
+                    "hoop_coalesced_reads_total",
+                    "Times a leg of a bulk transfer began to coalesce its reads (SO_RCVLOWAT raised).",
+                )
+                .expect("valid metric"),
             ),
             proxied_bytes_total: register(
                 &r,

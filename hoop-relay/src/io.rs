@@ -296,6 +296,9 @@ impl BulkReads {
         }
         if !self.coalescing && self.run >= COALESCE_AFTER {
             self.coalescing = stream.coalesce_reads(COALESCE_BYTES);
+            if self.coalescing {
+                hoop_core::metrics::metrics().coalesced_reads_total.inc();
+            }
         }
     }
 }
@@ -615,9 +618,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_bulk_reply_coalesces_and_its_tail_and_the_next_reply_arrive() {
+        let counted = || hoop_core::metrics::metrics().coalesced_reads_total.get();
+        let before = counted();
         assert!(
             bulk_reply_through_a_duplex(true).await,
             "the server leg never coalesced its reads"
+        );
+        assert!(
+            counted() > before,
+            "hoop_coalesced_reads_total did not count it"
         );
     }
 
