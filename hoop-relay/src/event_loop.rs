@@ -1003,7 +1003,7 @@ impl AsyncWrite for LoopStream {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
@@ -1014,14 +1014,15 @@ mod tests {
     use super::*;
 
     /// A connected pair: (the accepted side, the dialling side).
-    async fn pair() -> (TcpStream, TcpStream) {
+    pub(crate) async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (dialled, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         (accepted.expect("accept").0, dialled.expect("connect"))
     }
 
-    fn within<F: Future>(f: F) -> tokio::time::Timeout<F> {
+    /// `f`, given ten seconds.
+    pub(crate) fn within<F: Future>(f: F) -> tokio::time::Timeout<F> {
         tokio::time::timeout(Duration::from_secs(10), f)
     }
 

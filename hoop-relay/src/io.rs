@@ -504,22 +504,12 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::event_loop::{LoopStream, spawn};
-
-    /// A connected pair: (the accepted side, the dialling side).
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (dialled, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (accepted.expect("accept").0, dialled.expect("connect"))
-    }
-
-    fn within<F: Future>(f: F) -> tokio::time::Timeout<F> {
-        tokio::time::timeout(Duration::from_secs(20), f)
-    }
+    use crate::event_loop::{
+        LoopStream, spawn,
+        tests::{pair, within},
+    };
 
     /// A bulk reply (8 MiB after a one-line request) crosses a duplex
     /// byte for byte, its last bytes (below the mark) arrive, and the next
