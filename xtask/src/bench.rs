@@ -319,7 +319,7 @@ pub(crate) fn ensure_installed(bin: &str, package: &str) -> Option<PathBuf> {
 
 /// Starts pgbouncer and haproxy (pinned to CPU 0 when `pin`), each when it
 /// is installed or can be, and the floor forwarder.
-fn start_baselines(dir: &Path, pin: bool) -> anyhow::Result<Vec<Baseline>> {
+pub(crate) fn start_baselines(dir: &Path, pin: bool) -> anyhow::Result<Vec<Baseline>> {
     let mut started = Vec::new();
     if let Some(bin) = ensure_installed("pgbouncer", "pgbouncer") {
         started.push(start_pgbouncer(&bin, dir, pin)?);
@@ -450,6 +450,10 @@ pub enum Part {
     /// hoop's relay and writer threads in instructions (callgrind): per
     /// masked row and per transaction of the full policy (`bench_instr.rs`).
     Instructions,
+    /// What each proxy asks of the kernel per transaction: system calls,
+    /// context switches, TCP segments, and CPU time per thread
+    /// (`bench_kernel.rs`).
+    Kernel,
 }
 
 pub fn run(
@@ -685,6 +689,9 @@ pub fn run(
                 }
             }
         }
+        // The later parts start baselines of their own, on the same ports:
+        // the pinned ones above stop first.
+        baselines.clear();
         if wants(Part::Tls) {
             tls_bench(&paths, &tls_config, seconds, rounds)?;
         }
@@ -699,6 +706,16 @@ pub fn run(
         }
         if wants(Part::Mysql) {
             crate::bench_mysql::run(&paths.hoop, &tmp, seconds, rounds)?;
+        }
+        if wants(Part::Kernel) {
+            crate::bench_kernel::run(
+                &paths.hoop,
+                &paths.config,
+                &full_paths.config,
+                &tmp,
+                seconds,
+                postmaster,
+            )?;
         }
         if wants(Part::Instructions) {
             let (masked, plain) = masking_setup(&tmp)?;
@@ -783,7 +800,7 @@ pub(crate) struct Affinity {
 }
 
 impl Affinity {
-    fn pin(pid: u32) -> anyhow::Result<Self> {
+    pub(crate) fn pin(pid: u32) -> anyhow::Result<Self> {
         Self::pin_threads(pid, false)
     }
 

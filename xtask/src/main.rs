@@ -19,6 +19,7 @@
 
 mod bench;
 mod bench_instr;
+mod bench_kernel;
 mod bench_mysql;
 mod browser;
 mod floor;
