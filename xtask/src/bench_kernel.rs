@@ -195,11 +195,12 @@ fn measure(
     let segments_before = tcp_out_segments()?;
     let output = match proxy {
         Proxy::Hoop(config) => {
-            let quote = |args: Vec<String>| args.join(" ");
+            // (No argument holds a space: the paths are the bench's own.)
+            let line = |args: Vec<String>| args.join(" ");
             let script = format!(
                 "{} & sleep 0.3; {}; wait",
-                quote(perf_args(perf, "$PPID", seconds, out)),
-                quote(pgbench_args(5432, seconds))
+                line(perf_args(perf, "$PPID", seconds, out)),
+                line(pgbench_args(5432, seconds))
             );
             let mut args = taskset;
             args.push(hoop.display().to_string());
