@@ -5,7 +5,8 @@
 //! every proxy's time there is the kernel's. Times move by tens of percent
 //! from run to run on these machines; counts do not. So this part counts,
 //! per transaction of one `pgbench -S` run (8 clients, simple protocol,
-//! unpinned, then pinned to CPU 0 with PostgreSQL and the client):
+//! unpinned, then pinned to CPU 0 with PostgreSQL and the client, then
+//! pinned again at a fixed rate):
 //!
 //! - the proxy's system calls (`raw_syscalls:sys_enter`) and context
 //!   switches, with `perf stat --per-thread` on the proxy's process;
@@ -14,6 +15,12 @@
 //!   and its reply in one segment each, 4 per transaction);
 //! - the proxy's CPU time (`task-clock`) per transaction, in all and, for
 //!   hoop, in its relay thread and its recording writer apart.
+//!
+//! Pinned, a proxy's CPU per transaction falls as its throughput rises (more
+//! ready events per wake-up), so two unlimited runs at different throughputs
+//! do not compare. The last pass runs every proxy at one fixed rate
+//! (`pgbench -R`), 60% of the slowest pinned case's throughput, where they
+//! do.
 //!
 //! The cases: hoop with no policy, hoop with the full policy of issue #22
 //! (`examples/full-policy.yaml`), pgbouncer, haproxy and the floor
@@ -128,7 +135,14 @@ fn perf_args(perf: &Path, pid: &str, seconds: u32, out: &Path) -> Vec<String> {
     .into()
 }
 
-fn pgbench_args(port: u16, seconds: u32) -> Vec<String> {
+/// The fixed rate of the last pass: 60% of the slowest unlimited pinned
+/// case's throughput, rounded down to a hundred, at least 100 per second.
+fn fixed_rate(slowest_transactions: f64, seconds: u32) -> u32 {
+    let rate = slowest_transactions / f64::from(seconds.max(1)) * 0.6;
+    ((rate / 100.0).floor() as u32 * 100).max(100)
+}
+
+fn pgbench_args(port: u16, seconds: u32, rate: Option<u32>) -> Vec<String> {
     [
         "pgbench",
         "-h",
@@ -151,8 +165,9 @@ fn pgbench_args(port: u16, seconds: u32) -> Vec<String> {
         port.to_string(),
         "-T".into(),
         seconds.to_string(),
-        DB.into(),
     ])
+    .chain(rate.into_iter().flat_map(|r| ["-R".into(), r.to_string()]))
+    .chain([DB.into()])
     .collect()
 }
 
@@ -183,7 +198,7 @@ fn measure(
     hoop: &Path,
     proxy: &Proxy<'_>,
     seconds: u32,
-    pin: bool,
+    (pin, rate): (bool, Option<u32>),
     out: &Path,
 ) -> anyhow::Result<PerTransaction> {
     let _ = fs::remove_file(out);
@@ -200,7 +215,7 @@ fn measure(
             let script = format!(
                 "{} & sleep 0.3; {}; wait",
                 line(perf_args(perf, "$PPID", seconds, out)),
-                line(pgbench_args(5432, seconds))
+                line(pgbench_args(5432, seconds, rate))
             );
             let mut args = taskset;
             args.push(hoop.display().to_string());
@@ -218,7 +233,7 @@ fn measure(
                 .spawn()?;
             std::thread::sleep(Duration::from_millis(300));
             let mut args = taskset;
-            args.extend(pgbench_args(*port, seconds));
+            args.extend(pgbench_args(*port, seconds, rate));
             let run = Command::new(&args[0]).args(&args[1..]).output();
             stat.wait()?;
             run?
@@ -273,14 +288,17 @@ pub(crate) fn run(
     let mut report = String::new();
     writeln!(
         report,
-        "per pgbench -S transaction (8 clients, simple, {seconds}s, one run each): the proxy's system calls and context switches, TCP segments sent on the machine, the proxy's CPU (hoop: relay thread and recording writer apart)"
+        "per pgbench -S transaction (8 clients, simple, {seconds}s, one run each; unpinned, pinned, and pinned at one fixed rate): the proxy's system calls and context switches, TCP segments sent on the machine, the proxy's CPU (hoop: relay thread and recording writer apart)"
     )?;
     writeln!(
         report,
         "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "case", "txns", "CPU µs", "relay µs", "writer µs", "syscalls", "switches", "segments"
     )?;
-    for pin in [false, true] {
+    // The slowest unlimited pinned case's transactions, for the fixed rate.
+    let mut slowest_pinned = f64::INFINITY;
+    for (pin, fixed) in [(false, false), (true, false), (true, true)] {
+        let rate = fixed.then(|| fixed_rate(slowest_pinned, seconds));
         let _affinity = if pin {
             Some(Affinity::pin(postmaster)?)
         } else {
@@ -296,14 +314,21 @@ pub(crate) fn run(
         }
         for (label, proxy) in &cases {
             let out: PathBuf = tmp.join("perf-stat.csv");
-            let m = measure(&perf, hoop, proxy, seconds, pin, &out)?;
+            let m = measure(&perf, hoop, proxy, seconds, (pin, rate), &out)?;
+            if pin && rate.is_none() {
+                slowest_pinned = slowest_pinned.min(m.transactions);
+            }
             // The full policy's recordings are not kept (disk).
             let _ = fs::remove_dir_all(tmp.join("rec-full"));
             let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.2}"));
             writeln!(
                 report,
                 "{:<30} {:>9.0} {:>9.2} {:>9} {:>9} {:>9.2} {:>9.2} {:>9.2}",
-                format!("{}{label}", if pin { "pinned " } else { "" }),
+                match (pin, rate) {
+                    (false, _) => label.clone(),
+                    (true, None) => format!("pinned {label}"),
+                    (true, Some(r)) => format!("pinned {r}/s {label}"),
+                },
                 m.transactions,
                 m.cpu_us,
                 opt(m.relay_us),
@@ -349,6 +374,18 @@ mod tests {
                 .expect("parsed");
         same(&[c.all[0], c.relay[0], c.writer[0]], &[500.0, 0.0, 0.0]);
         assert!(parse_perf_csv("# started on\n\n").is_err());
+    }
+
+    #[test]
+    fn the_fixed_rate_is_below_the_slowest_pinned_case() {
+        // 50,388 transactions in 4 s: 12,597 per second; 60% is 7,558.
+        assert_eq!(fixed_rate(50_388.0, 4), 7_500);
+        assert_eq!(fixed_rate(10.0, 4), 100);
+        let args = pgbench_args(6439, 4, Some(7_500));
+        let at = args.iter().position(|a| a == "-R").expect("-R");
+        assert_eq!(args[at + 1], "7500");
+        assert_eq!(args.last().map(String::as_str), Some(DB));
+        assert!(!pgbench_args(6439, 4, None).contains(&"-R".to_owned()));
     }
 
     /// The counter read is the one a connection's segments move.
