@@ -206,6 +206,46 @@ pub(crate) fn hoop_idle_cpu(hoop: &Path, config: &Path) -> anyhow::Result<Cpu> {
     Ok(samples[samples.len() / 2])
 }
 
+/// `pgbench -S` against the bench's database on `port`: `clients` clients
+/// and threads, protocol `mode`, for `seconds`, at `rate` transactions per
+/// second when given (`-R`; as fast as it can otherwise).
+pub(crate) fn pgbench_select_args(
+    port: u16,
+    clients: u32,
+    mode: &str,
+    seconds: u32,
+    rate: Option<u32>,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "pgbench",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-n",
+        "-S",
+        "-M",
+        mode,
+    ]
+    .map(String::from)
+    .into();
+    args.extend([
+        "-p".into(),
+        port.to_string(),
+        "-c".into(),
+        clients.to_string(),
+        "-j".into(),
+        clients.to_string(),
+        "-T".into(),
+        seconds.to_string(),
+    ]);
+    if let Some(rate) = rate {
+        args.extend(["-R".into(), rate.to_string()]);
+    }
+    args.push(DB.into());
+    args
+}
+
 /// One pgbench run. `baseline` is the pid of the proxy on `port` whose CPU
 /// time is read from `/proc` (pgbouncer, haproxy).
 #[allow(clippy::too_many_arguments)]
@@ -229,29 +269,7 @@ fn pgbench(
         args.push(paths.config.display().to_string());
         args.push("--".into());
     }
-    args.extend(
-        [
-            "pgbench",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-n",
-            "-S",
-            "-M",
-            mode,
-        ]
-        .map(String::from),
-    );
-    args.extend([
-        "-p".into(),
-        port.to_string(),
-        "-c".into(),
-        clients.to_string(),
-        "-j".into(),
-        clients.to_string(),
-    ]);
-    args.extend(["-T".into(), seconds.to_string(), DB.into()]);
+    args.extend(pgbench_select_args(port, clients, mode, seconds, None));
     let baseline_before = baseline.map(process_cpu).transpose()?;
     let out = Command::new(&args[0])
         .args(&args[1..])

@@ -37,10 +37,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::bench::{Affinity, DB, ensure_installed, start_baselines};
+use crate::bench::{Affinity, ensure_installed, pgbench_select_args, start_baselines};
 
 /// One case's counts, per transaction.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct PerTransaction {
     transactions: f64,
     cpu_us: f64,
@@ -142,33 +142,9 @@ fn fixed_rate(slowest_transactions: f64, seconds: u32) -> u32 {
     ((rate / 100.0).floor() as u32 * 100).max(100)
 }
 
+/// The part's pgbench: 8 clients, simple protocol.
 fn pgbench_args(port: u16, seconds: u32, rate: Option<u32>) -> Vec<String> {
-    [
-        "pgbench",
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "postgres",
-        "-n",
-        "-S",
-        "-M",
-        "simple",
-        "-c",
-        "8",
-        "-j",
-        "8",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .chain([
-        "-p".into(),
-        port.to_string(),
-        "-T".into(),
-        seconds.to_string(),
-    ])
-    .chain(rate.into_iter().flat_map(|r| ["-R".into(), r.to_string()]))
-    .chain([DB.into()])
-    .collect()
+    pgbench_select_args(port, 8, "simple", seconds, rate)
 }
 
 fn transactions(stdout: &str) -> anyhow::Result<f64> {
@@ -384,7 +360,7 @@ mod tests {
         let args = pgbench_args(6439, 4, Some(7_500));
         let at = args.iter().position(|a| a == "-R").expect("-R");
         assert_eq!(args[at + 1], "7500");
-        assert_eq!(args.last().map(String::as_str), Some(DB));
+        assert_eq!(args.last().map(String::as_str), Some(crate::bench::DB));
         assert!(!pgbench_args(6439, 4, None).contains(&"-R".to_owned()));
     }
 
