@@ -258,6 +258,7 @@ fn pgbench(
     mode: &str,
     seconds: u32,
     pin: bool,
+    rate: Option<u32>,
 ) -> anyhow::Result<Sample> {
     let mut args: Vec<String> = Vec::new();
     if pin {
@@ -269,7 +270,7 @@ fn pgbench(
         args.push(paths.config.display().to_string());
         args.push("--".into());
     }
-    args.extend(pgbench_select_args(port, clients, mode, seconds, None));
+    args.extend(pgbench_select_args(port, clients, mode, seconds, rate));
     let baseline_before = baseline.map(process_cpu).transpose()?;
     let out = Command::new(&args[0])
         .args(&args[1..])
@@ -612,96 +613,57 @@ pub fn run(
                     // runs right after the same one (a run leaves PostgreSQL
                     // busy for a moment with its backends exiting).
                     let paths_n = fixed_paths + baselines.len();
-                    let mut samples: Vec<Vec<Sample>> = (0..paths_n).map(|_| Vec::new()).collect();
-                    for round in 0..rounds {
-                        for k in 0..paths_n {
-                            let i = (round + k) % paths_n;
-                            let sample = match i {
-                                0 => pgbench(
-                                    &paths, "direct", 5432, None, clients, mode, seconds, pin,
-                                )?,
-                                1 => pgbench(
-                                    &paths, "hoop", 5432, None, clients, mode, seconds, pin,
-                                )?,
-                                2 => {
-                                    let sample = pgbench(
-                                        &full_paths,
-                                        "hoop",
-                                        5432,
-                                        None,
-                                        clients,
-                                        mode,
-                                        seconds,
-                                        pin,
-                                    )?;
-                                    // Its recordings are not kept (disk).
-                                    let _ = fs::remove_dir_all(tmp.join("rec-full"));
-                                    sample
-                                }
-                                3 => pgbench(
-                                    &tokio_paths,
-                                    "hoop",
-                                    5432,
-                                    None,
-                                    clients,
-                                    mode,
-                                    seconds,
-                                    pin,
-                                )?,
-                                _ if i < fixed_paths => pgbench(
-                                    &compare_paths[i - 4],
-                                    "hoop",
-                                    5432,
-                                    None,
-                                    clients,
-                                    mode,
-                                    seconds,
-                                    pin,
-                                )?,
-                                _ => {
-                                    let b = &baselines[i - fixed_paths];
-                                    pgbench(
-                                        &paths,
-                                        b.name,
-                                        b.port,
-                                        Some(b.child.id()),
-                                        clients,
-                                        mode,
-                                        seconds,
-                                        pin,
-                                    )?
-                                }
-                            };
-                            samples[i].push(sample);
+                    let run = |i: usize, rate: Option<u32>| -> anyhow::Result<Sample> {
+                        let (p, via, port, pid) = match i {
+                            0 => (&paths, "direct", 5432, None),
+                            1 => (&paths, "hoop", 5432, None),
+                            2 => (&full_paths, "hoop", 5432, None),
+                            3 => (&tokio_paths, "hoop", 5432, None),
+                            _ if i < fixed_paths => (&compare_paths[i - 4], "hoop", 5432, None),
+                            _ => {
+                                let b = &baselines[i - fixed_paths];
+                                (&paths, b.name, b.port, Some(b.child.id()))
+                            }
+                        };
+                        let sample = pgbench(p, via, port, pid, clients, mode, seconds, pin, rate)?;
+                        if i == 2 {
+                            // The full policy's recordings are not kept (disk).
+                            let _ = fs::remove_dir_all(tmp.join("rec-full"));
                         }
-                    }
-                    let base = tps(&samples[0]);
+                        Ok(sample)
+                    };
+                    let interleaved = |rate: Option<u32>| -> anyhow::Result<Vec<Vec<Sample>>> {
+                        let mut samples: Vec<Vec<Sample>> =
+                            (0..paths_n).map(|_| Vec::new()).collect();
+                        for round in 0..rounds {
+                            for k in 0..paths_n {
+                                let i = (round + k) % paths_n;
+                                samples[i].push(run(i, rate)?);
+                            }
+                        }
+                        Ok(samples)
+                    };
                     let label = format!("{}{clients}c {mode}", if pin { "pinned " } else { "" });
-                    row(&mut report, &format!("{label} direct"), &samples[0], base)?;
-                    row(&mut report, &format!("{label} hoop"), &samples[1], base)?;
-                    row(
+                    let samples = interleaved(None)?;
+                    let base = tps(&samples[0]);
+                    rows(&mut report, &label, &samples, base, compare, &baselines)?;
+                    // The same paths again at one fixed rate, below the
+                    // slowest one's: unlimited runs at different throughputs
+                    // do not compare in CPU per transaction (a proxy that
+                    // runs faster batches more per wake-up), runs at one
+                    // rate do.
+                    let slowest = samples.iter().map(|v| tps(v)).fold(f64::INFINITY, f64::min);
+                    let rate = fixed_rate(slowest);
+                    let samples = interleaved(Some(rate))?;
+                    let base = tps(&samples[0]);
+                    rows(
                         &mut report,
-                        &format!("{label} hoop, full policy"),
-                        &samples[2],
+                        &format!("{label} at {rate}/s"),
+                        &samples,
                         base,
+                        compare,
+                        &baselines,
                     )?;
-                    row(
-                        &mut report,
-                        &format!("{label} hoop, tokio loop"),
-                        &samples[3],
-                        base,
-                    )?;
-                    for (c, v) in compare.iter().zip(&samples[4..fixed_paths]) {
-                        row(
-                            &mut report,
-                            &format!("{label} hoop, --compare {}", short_name(c)),
-                            v,
-                            base,
-                        )?;
-                    }
-                    for (b, v) in baselines.iter().zip(&samples[fixed_paths..]) {
-                        row(&mut report, &format!("{label} {}", b.name), v, base)?;
-                    }
                     eprint!("{report}");
                     report.clear();
                 }
@@ -796,6 +758,56 @@ fn row(report: &mut String, label: &str, v: &[Sample], base: f64) -> anyhow::Res
     Ok(())
 }
 
+/// One case's report lines: direct, hoop, the full policy, the tokio loop,
+/// every `--compare` binary, then the baselines, in `samples`' order.
+fn rows(
+    report: &mut String,
+    label: &str,
+    samples: &[Vec<Sample>],
+    base: f64,
+    compare: &[PathBuf],
+    baselines: &[Baseline],
+) -> anyhow::Result<()> {
+    let fixed = 4 + compare.len();
+    row(report, &format!("{label} direct"), &samples[0], base)?;
+    row(report, &format!("{label} hoop"), &samples[1], base)?;
+    row(
+        report,
+        &format!("{label} hoop, full policy"),
+        &samples[2],
+        base,
+    )?;
+    row(
+        report,
+        &format!("{label} hoop, tokio loop"),
+        &samples[3],
+        base,
+    )?;
+    for (c, v) in compare.iter().zip(&samples[4..fixed]) {
+        row(
+            report,
+            &format!("{label} hoop, --compare {}", short_name(c)),
+            v,
+            base,
+        )?;
+    }
+    for (b, v) in baselines.iter().zip(&samples[fixed..]) {
+        row(report, &format!("{label} {}", b.name), v, base)?;
+    }
+    Ok(())
+}
+
+/// A rate every path sustains: 60% of the slowest one's transactions per
+/// second, rounded down to a hundred, at least 100 per second.
+pub(crate) fn fixed_rate(slowest_tps: f64) -> u32 {
+    let rate = if slowest_tps.is_finite() {
+        slowest_tps * 0.6
+    } else {
+        0.0
+    };
+    ((rate / 100.0).floor() as u32 * 100).max(100)
+}
+
 /// The postmaster's pid, from its data directory's `postmaster.pid`.
 fn postmaster_pid(psql: &dyn Fn(&str, &str) -> anyhow::Result<String>) -> anyhow::Result<u32> {
     let dir = psql("SHOW data_directory", "postgres")?;
@@ -866,10 +878,10 @@ fn tls_bench(paths: &Paths, tls_config: &Path, seconds: u32, rounds: usize) -> a
     let (mut plain, mut encrypted) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         plain.push(pgbench(
-            paths, "hoop", 5432, None, 8, "prepared", seconds, false,
+            paths, "hoop", 5432, None, 8, "prepared", seconds, false, None,
         )?);
         encrypted.push(pgbench(
-            &tls, "hoop", 5432, None, 8, "prepared", seconds, false,
+            &tls, "hoop", 5432, None, 8, "prepared", seconds, false, None,
         )?);
     }
     let mut report = String::new();
@@ -938,7 +950,7 @@ fn recording_bench(paths: &Paths, tmp: &Path, seconds: u32, rounds: usize) -> an
         for (config, out) in [(&on, &mut with), (&off, &mut without)] {
             let p = paths.with_config(config.clone());
             out.push(pgbench(
-                &p, "hoop", 5432, None, 8, "prepared", seconds, false,
+                &p, "hoop", 5432, None, 8, "prepared", seconds, false, None,
             )?);
         }
     }
@@ -1092,4 +1104,51 @@ fn masking_bench(paths: &Paths, tmp: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// pgbench 15's output of a run at a fixed rate (`-R 500`), taken from
+    /// this machine.
+    const RATE_LIMITED: &str = "pgbench (15.20 (Debian 15.20-0+deb12u1))
+transaction type: <builtin: select only>
+scaling factor: 1
+query mode: simple
+number of clients: 2
+number of threads: 2
+maximum number of tries: 1
+duration: 2 s
+number of transactions actually processed: 986
+number of failed transactions: 0 (0.000%)
+latency average = 0.538 ms
+latency stddev = 0.823 ms
+rate limit schedule lag: avg 0.205 (max 5.959) ms
+initial connection time = 30.347 ms
+tps = 499.719731 (without initial connection time)
+";
+
+    #[test]
+    fn a_rate_limited_run_is_parsed() {
+        let (tps, latency, transactions) = parse_pgbench(RATE_LIMITED).unwrap();
+        assert!((tps - 499.719_731).abs() < 1e-6);
+        assert!((latency - 0.538).abs() < 1e-9);
+        assert!((transactions - 986.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_fixed_rate_is_below_every_paths_throughput() {
+        // 60% of 12,597 per second is 7,558.2.
+        assert_eq!(fixed_rate(12_597.0), 7_500);
+        assert!(f64::from(fixed_rate(12_597.0)) < 12_597.0);
+        // Never zero, which pgbench would refuse.
+        assert_eq!(fixed_rate(2.5), 100);
+        assert_eq!(fixed_rate(f64::NAN), 100);
+        // The arguments carry it.
+        let args = pgbench_select_args(6439, 8, "prepared", 4, Some(7_500));
+        let at = args.iter().position(|a| a == "-R").unwrap();
+        assert_eq!(args[at + 1], "7500");
+    }
 }

@@ -135,11 +135,10 @@ fn perf_args(perf: &Path, pid: &str, seconds: u32, out: &Path) -> Vec<String> {
     .into()
 }
 
-/// The fixed rate of the last pass: 60% of the slowest unlimited pinned
-/// case's throughput, rounded down to a hundred, at least 100 per second.
+/// The fixed rate of the last pass ([`crate::bench::fixed_rate`] of the
+/// slowest unlimited pinned case's throughput).
 fn fixed_rate(slowest_transactions: f64, seconds: u32) -> u32 {
-    let rate = slowest_transactions / f64::from(seconds.max(1)) * 0.6;
-    ((rate / 100.0).floor() as u32 * 100).max(100)
+    crate::bench::fixed_rate(slowest_transactions / f64::from(seconds.max(1)))
 }
 
 /// The part's pgbench: 8 clients, simple protocol.
