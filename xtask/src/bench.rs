@@ -587,7 +587,7 @@ pub fn run(
     )?;
     writeln!(
         report,
-        "{:<36} {:>10} {:>7} {:>9} {:>13} {:>8}",
+        "{:<46} {:>10} {:>7} {:>9} {:>13} {:>8}",
         "case", "TPS", "ratio", "lat ms", "proxy µs/txn", "user µs"
     )?;
     let result = (|| -> anyhow::Result<()> {
@@ -751,7 +751,7 @@ fn row(report: &mut String, label: &str, v: &[Sample], base: f64) -> anyhow::Res
     let (cpu, user) = (per_txn(Cpu::total), per_txn(|c| c.user));
     writeln!(
         report,
-        "{label:<36} {:>10.0} {:>7.2} {lat:>9.3} {cpu:>13} {user:>8}",
+        "{label:<46} {:>10.0} {:>7.2} {lat:>9.3} {cpu:>13} {user:>8}",
         tps(v),
         tps(v) / base
     )?;
