@@ -50,6 +50,9 @@ const PGBOUNCER_PORT: u16 = 6439;
 const HAPROXY_PORT: u16 = 6440;
 /// xtask's own minimal forwarder (see `floor.rs`).
 const FLOOR_PORT: u16 = 6441;
+/// The pgbench part's paths before any `--compare` binary: direct, hoop,
+/// the full policy, the full policy not recorded, hoop on tokio.
+const FIXED_PATHS: usize = 5;
 
 struct Sample {
     tps: f64,
@@ -563,6 +566,20 @@ pub fn run(
         hoop: paths.hoop.clone(),
         config: full_config,
     };
+    // The same policy with recording off: the recording's share of the
+    // full policy's cost, in every run.
+    let unrecorded_config = tmp.join("hoop-full-unrecorded.yaml");
+    let full_text = fs::read_to_string(&full_paths.config)?;
+    let unrecorded_text = full_text.replace("  rows: summary\n", "  enabled: false\n");
+    if unrecorded_text == full_text {
+        bail!("examples/full-policy.yaml no longer has `rows: summary` under `recording:`");
+    }
+    fs::write(&unrecorded_config, unrecorded_text)?;
+    let unrecorded_paths = Paths {
+        hoop_idle_cpu: hoop_idle_cpu(&paths.hoop, &unrecorded_config)?,
+        hoop: paths.hoop.clone(),
+        config: unrecorded_config,
+    };
     // Other hoop binaries (say, the last release's), on the same paths.
     let compare_paths = compare
         .iter()
@@ -574,7 +591,7 @@ pub fn run(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let fixed_paths = 4 + compare_paths.len();
+    let fixed_paths = FIXED_PATHS + compare_paths.len();
     let postmaster = postmaster_pid(&psql)?;
     let mut baselines: Vec<Baseline> = Vec::new();
 
@@ -587,7 +604,7 @@ pub fn run(
     )?;
     writeln!(
         report,
-        "{:<46} {:>10} {:>7} {:>9} {:>13} {:>8}",
+        "{:<60} {:>10} {:>7} {:>9} {:>13} {:>8}",
         "case", "TPS", "ratio", "lat ms", "proxy µs/txn", "user µs"
     )?;
     let result = (|| -> anyhow::Result<()> {
@@ -618,8 +635,11 @@ pub fn run(
                             0 => (&paths, "direct", 5432, None),
                             1 => (&paths, "hoop", 5432, None),
                             2 => (&full_paths, "hoop", 5432, None),
-                            3 => (&tokio_paths, "hoop", 5432, None),
-                            _ if i < fixed_paths => (&compare_paths[i - 4], "hoop", 5432, None),
+                            3 => (&unrecorded_paths, "hoop", 5432, None),
+                            4 => (&tokio_paths, "hoop", 5432, None),
+                            _ if i < fixed_paths => {
+                                (&compare_paths[i - FIXED_PATHS], "hoop", 5432, None)
+                            }
                             _ => {
                                 let b = &baselines[i - fixed_paths];
                                 (&paths, b.name, b.port, Some(b.child.id()))
@@ -751,14 +771,15 @@ fn row(report: &mut String, label: &str, v: &[Sample], base: f64) -> anyhow::Res
     let (cpu, user) = (per_txn(Cpu::total), per_txn(|c| c.user));
     writeln!(
         report,
-        "{label:<46} {:>10.0} {:>7.2} {lat:>9.3} {cpu:>13} {user:>8}",
+        "{label:<60} {:>10.0} {:>7.2} {lat:>9.3} {cpu:>13} {user:>8}",
         tps(v),
         tps(v) / base
     )?;
     Ok(())
 }
 
-/// One case's report lines: direct, hoop, the full policy, the tokio loop,
+/// One case's report lines: direct, hoop, the full policy (recorded, then
+/// not), the tokio loop,
 /// every `--compare` binary, then the baselines, in `samples`' order.
 fn rows(
     report: &mut String,
@@ -768,7 +789,7 @@ fn rows(
     compare: &[PathBuf],
     baselines: &[Baseline],
 ) -> anyhow::Result<()> {
-    let fixed = 4 + compare.len();
+    let fixed = FIXED_PATHS + compare.len();
     row(report, &format!("{label} direct"), &samples[0], base)?;
     row(report, &format!("{label} hoop"), &samples[1], base)?;
     row(
@@ -779,11 +800,17 @@ fn rows(
     )?;
     row(
         report,
-        &format!("{label} hoop, tokio loop"),
+        &format!("{label} hoop, full policy, not recorded"),
         &samples[3],
         base,
     )?;
-    for (c, v) in compare.iter().zip(&samples[4..fixed]) {
+    row(
+        report,
+        &format!("{label} hoop, tokio loop"),
+        &samples[4],
+        base,
+    )?;
+    for (c, v) in compare.iter().zip(&samples[FIXED_PATHS..fixed]) {
         row(
             report,
             &format!("{label} hoop, --compare {}", short_name(c)),
