@@ -455,7 +455,9 @@ fn which(name: &str) -> anyhow::Result<PathBuf> {
 /// A part of the benchmark, for `--only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
-    /// pgbench select-only: direct, hoop, pgbouncer, haproxy, the floor forwarder; unpinned and pinned.
+    /// pgbench select-only: direct, hoop (no policy, the full policy recorded
+    /// and not, the tokio loop), pgbouncer, haproxy, the floor forwarder;
+    /// unpinned and pinned, each as fast as it goes and at one fixed rate.
     Pgbench,
     /// hoop with upstream TLS (`prefer`) vs without.
     Tls,
