@@ -781,8 +781,8 @@ fn row(report: &mut String, label: &str, v: &[Sample], base: f64) -> anyhow::Res
 }
 
 /// One case's report lines: direct, hoop, the full policy (recorded, then
-/// not), the tokio loop,
-/// every `--compare` binary, then the baselines, in `samples`' order.
+/// not), the tokio loop, every `--compare` binary, then the baselines, in
+/// `samples`' order.
 fn rows(
     report: &mut String,
     label: &str,
