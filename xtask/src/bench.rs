@@ -50,9 +50,6 @@ const PGBOUNCER_PORT: u16 = 6439;
 const HAPROXY_PORT: u16 = 6440;
 /// xtask's own minimal forwarder (see `floor.rs`).
 const FLOOR_PORT: u16 = 6441;
-/// The pgbench part's paths before any `--compare` binary: direct, hoop,
-/// the full policy, the full policy not recorded, hoop on tokio.
-const FIXED_PATHS: usize = 5;
 
 struct Sample {
     tps: f64,
@@ -593,7 +590,16 @@ pub fn run(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let fixed_paths = FIXED_PATHS + compare_paths.len();
+    // The pgbench part's hoop paths, each with its report label.
+    let mut hoops: Vec<(String, &Paths)> = vec![
+        ("hoop".into(), &paths),
+        ("hoop, full policy".into(), &full_paths),
+        ("hoop, full policy, not recorded".into(), &unrecorded_paths),
+        ("hoop, tokio loop".into(), &tokio_paths),
+    ];
+    for (bin, p) in compare.iter().zip(&compare_paths) {
+        hoops.push((format!("hoop, --compare {}", short_name(bin)), p));
+    }
     let postmaster = postmaster_pid(&psql)?;
     let mut baselines: Vec<Baseline> = Vec::new();
 
@@ -627,33 +633,30 @@ pub fn run(
             baselines = start_baselines(&tmp, pin)?;
             for clients in [1u32, 8] {
                 for mode in ["simple", "prepared"] {
-                    // Direct, hoop, hoop on tokio, then the baselines. Each
-                    // round starts one path later, so that no path always
-                    // runs right after the same one (a run leaves PostgreSQL
-                    // busy for a moment with its backends exiting).
-                    let paths_n = fixed_paths + baselines.len();
+                    // Direct, the hoop paths, then the baselines. Each round
+                    // starts one path later, so that no path always runs
+                    // right after the same one (a run leaves PostgreSQL busy
+                    // for a moment with its backends exiting).
+                    let paths_n = 1 + hoops.len() + baselines.len();
                     let run = |i: usize, rate: Option<u32>| -> anyhow::Result<Sample> {
-                        let (p, via, port, pid) = match i {
-                            0 => (&paths, "direct", 5432, None),
-                            1 => (&paths, "hoop", 5432, None),
-                            2 => (&full_paths, "hoop", 5432, None),
-                            3 => (&unrecorded_paths, "hoop", 5432, None),
-                            4 => (&tokio_paths, "hoop", 5432, None),
-                            _ if i < fixed_paths => {
-                                (&compare_paths[i - FIXED_PATHS], "hoop", 5432, None)
-                            }
-                            _ => {
-                                let b = &baselines[i - fixed_paths];
-                                (&paths, b.name, b.port, Some(b.child.id()))
-                            }
+                        let (p, via, port, pid) = if i == 0 {
+                            (&paths, "direct", 5432, None)
+                        } else if let Some((_, p)) = hoops.get(i - 1) {
+                            (*p, "hoop", 5432, None)
+                        } else {
+                            let b = &baselines[i - 1 - hoops.len()];
+                            (&paths, b.name, b.port, Some(b.child.id()))
                         };
                         let sample = pgbench(p, via, port, pid, clients, mode, seconds, pin, rate)?;
-                        if i == 2 {
-                            // The full policy's recordings are not kept (disk).
-                            let _ = fs::remove_dir_all(tmp.join("rec-full"));
-                        }
+                        // The full policy's recordings are not kept (disk).
+                        let _ = fs::remove_dir_all(tmp.join("rec-full"));
                         Ok(sample)
                     };
+                    // Every path's label, in `run`'s order.
+                    let labels: Vec<&str> = std::iter::once("direct")
+                        .chain(hoops.iter().map(|(l, _)| l.as_str()))
+                        .chain(baselines.iter().map(|b| b.name))
+                        .collect();
                     let interleaved = |rate: Option<u32>| -> anyhow::Result<Vec<Vec<Sample>>> {
                         let mut samples: Vec<Vec<Sample>> =
                             (0..paths_n).map(|_| Vec::new()).collect();
@@ -667,8 +670,7 @@ pub fn run(
                     };
                     let label = format!("{}{clients}c {mode}", if pin { "pinned " } else { "" });
                     let samples = interleaved(None)?;
-                    let base = tps(&samples[0]);
-                    rows(&mut report, &label, &samples, base, compare, &baselines)?;
+                    rows(&mut report, &label, &labels, &samples)?;
                     // The same paths again at one fixed rate, below the
                     // slowest one's: unlimited runs at different throughputs
                     // do not compare in CPU per transaction (a proxy that
@@ -677,14 +679,11 @@ pub fn run(
                     let slowest = samples.iter().map(|v| tps(v)).fold(f64::INFINITY, f64::min);
                     let rate = fixed_rate(slowest);
                     let samples = interleaved(Some(rate))?;
-                    let base = tps(&samples[0]);
                     rows(
                         &mut report,
                         &format!("{label} at {rate}/s"),
+                        &labels,
                         &samples,
-                        base,
-                        compare,
-                        &baselines,
                     )?;
                     eprint!("{report}");
                     report.clear();
@@ -780,48 +779,17 @@ fn row(report: &mut String, label: &str, v: &[Sample], base: f64) -> anyhow::Res
     Ok(())
 }
 
-/// One case's report lines: direct, hoop, the full policy (recorded, then
-/// not), the tokio loop, every `--compare` binary, then the baselines, in
-/// `samples`' order.
+/// One case's report lines, a path's samples under each of `labels`,
+/// with TPS as a ratio to the first (direct).
 fn rows(
     report: &mut String,
     label: &str,
+    labels: &[&str],
     samples: &[Vec<Sample>],
-    base: f64,
-    compare: &[PathBuf],
-    baselines: &[Baseline],
 ) -> anyhow::Result<()> {
-    let fixed = FIXED_PATHS + compare.len();
-    row(report, &format!("{label} direct"), &samples[0], base)?;
-    row(report, &format!("{label} hoop"), &samples[1], base)?;
-    row(
-        report,
-        &format!("{label} hoop, full policy"),
-        &samples[2],
-        base,
-    )?;
-    row(
-        report,
-        &format!("{label} hoop, full policy, not recorded"),
-        &samples[3],
-        base,
-    )?;
-    row(
-        report,
-        &format!("{label} hoop, tokio loop"),
-        &samples[4],
-        base,
-    )?;
-    for (c, v) in compare.iter().zip(&samples[FIXED_PATHS..fixed]) {
-        row(
-            report,
-            &format!("{label} hoop, --compare {}", short_name(c)),
-            v,
-            base,
-        )?;
-    }
-    for (b, v) in baselines.iter().zip(&samples[fixed..]) {
-        row(report, &format!("{label} {}", b.name), v, base)?;
+    let base = tps(&samples[0]);
+    for (path, v) in labels.iter().zip(samples) {
+        row(report, &format!("{label} {path}"), v, base)?;
     }
     Ok(())
 }
