@@ -1184,17 +1184,17 @@ tps = 499.719731 (without initial connection time)
     #[test]
     fn masking_medians_take_each_rounds_own_cpu_per_mb() {
         let sample = |secs, mb, cpu| MaskingSample { secs, mb, cpu };
-        // The per-MB figure is the median of the rounds' ratios (20, 10,
-        // 30 ms per MB), not the ratio of the medians (0.2 s / 10 MB).
+        // The per-MB figure is the median of the rounds' ratios (10, 30,
+        // 40 ms per MB: 30), not the ratio of the medians (0.2 s / 10 MB: 20).
         let m = MaskingMedians::of(&[
-            sample(1.0, 10.0, Some(0.2)),
-            sample(3.0, 20.0, Some(0.2)),
-            sample(2.0, 5.0, Some(0.15)),
+            sample(1.0, 10.0, Some(0.1)),
+            sample(3.0, 20.0, Some(0.6)),
+            sample(2.0, 5.0, Some(0.2)),
         ]);
         assert!((m.secs - 2.0).abs() < 1e-9);
         assert!((m.mb - 10.0).abs() < 1e-9);
         assert!((m.cpu.unwrap() - 0.2).abs() < 1e-9);
-        assert!((m.cpu_per_mb.unwrap() - 20.0).abs() < 1e-9);
+        assert!((m.cpu_per_mb.unwrap() - 30.0).abs() < 1e-9);
         // Direct has no proxy, so no CPU figure at all.
         let direct = MaskingMedians::of(&[sample(1.0, 10.0, None), sample(1.5, 10.0, None)]);
         assert!(direct.cpu.is_none() && direct.cpu_per_mb.is_none());
