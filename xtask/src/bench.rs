@@ -612,8 +612,8 @@ pub fn run(
     )?;
     writeln!(
         report,
-        "{:<60} {:>10} {:>7} {:>9} {:>13} {:>8}",
-        "case", "TPS", "ratio", "lat ms", "proxy µs/txn", "user µs"
+        "{:<60} {:>10} {:>7} {:>9} {:>13} {:>8} {:>12}",
+        "case", "TPS", "ratio", "lat ms", "proxy µs/txn", "user µs", "x pgbouncer"
     )?;
     let result = (|| -> anyhow::Result<()> {
         for pin in [false, true] {
@@ -753,34 +753,48 @@ fn tps(v: &[Sample]) -> f64 {
     median(v.iter().map(|s| s.tps).collect())
 }
 
-/// One report line: TPS, ratio to `base`, latency, proxy CPU per transaction.
-fn row(report: &mut String, label: &str, v: &[Sample], base: f64) -> anyhow::Result<()> {
+/// A path's median proxy CPU per transaction in µs (`part` of it), or
+/// `None` for direct, which has no proxy: the median of each run's own
+/// figure, so the user part is the median user time (not a share of the
+/// median total).
+fn per_txn(v: &[Sample], part: fn(Cpu) -> f64) -> Option<f64> {
+    let v: Vec<f64> = v
+        .iter()
+        .filter_map(|s| s.proxy_cpu.map(|c| part(c) * 1e6 / s.transactions.max(1.0)))
+        .collect();
+    (!v.is_empty()).then(|| median(v))
+}
+
+/// One path's report line: TPS, its ratio to `base` (direct's TPS),
+/// latency, proxy CPU per transaction, and that CPU as a multiple of
+/// `pgbouncer`'s in the same case (if it ran).
+fn row(
+    report: &mut String,
+    label: &str,
+    v: &[Sample],
+    base: f64,
+    pgbouncer: Option<f64>,
+) -> anyhow::Result<()> {
     let lat = median(v.iter().map(|s| s.latency_ms).collect());
-    // Per transaction, in µs: the median of each, so the user part is the
-    // median user time (not a share of the median total).
-    let per_txn = |part: fn(Cpu) -> f64| {
-        let v: Vec<f64> = v
-            .iter()
-            .filter_map(|s| s.proxy_cpu.map(|c| part(c) * 1e6 / s.transactions.max(1.0)))
-            .collect();
-        if v.is_empty() {
-            String::new()
-        } else {
-            format!("{:.1}", median(v))
-        }
-    };
-    let (cpu, user) = (per_txn(Cpu::total), per_txn(|c| c.user));
+    let shown =
+        |x: Option<f64>, digits: usize| x.map_or(String::new(), |x| format!("{x:.digits$}"));
+    let total = per_txn(v, Cpu::total);
+    let to_pgbouncer = total.zip(pgbouncer).map(|(t, p)| t / p);
     writeln!(
         report,
-        "{label:<60} {:>10.0} {:>7.2} {lat:>9.3} {cpu:>13} {user:>8}",
+        "{label:<60} {:>10.0} {:>7.2} {lat:>9.3} {:>13} {:>8} {:>12}",
         tps(v),
-        tps(v) / base
+        tps(v) / base,
+        shown(total, 1),
+        shown(per_txn(v, |c| c.user), 1),
+        shown(to_pgbouncer, 2),
     )?;
     Ok(())
 }
 
 /// One case's report lines, a path's samples under each of `labels`,
-/// with TPS as a ratio to the first (direct).
+/// with TPS as a ratio to the first (direct) and CPU per transaction as a
+/// multiple of pgbouncer's (when it ran).
 fn rows(
     report: &mut String,
     label: &str,
@@ -788,8 +802,12 @@ fn rows(
     samples: &[Vec<Sample>],
 ) -> anyhow::Result<()> {
     let base = tps(&samples[0]);
+    let pgbouncer = labels
+        .iter()
+        .position(|l| *l == "pgbouncer")
+        .and_then(|i| per_txn(&samples[i], Cpu::total));
     for (path, v) in labels.iter().zip(samples) {
-        row(report, &format!("{label} {path}"), v, base)?;
+        row(report, &format!("{label} {path}"), v, base, pgbouncer)?;
     }
     Ok(())
 }
@@ -883,8 +901,20 @@ fn tls_bench(paths: &Paths, tls_config: &Path, seconds: u32, rounds: usize) -> a
     }
     let mut report = String::new();
     let base = tps(&plain);
-    row(&mut report, "8c prepared hoop tls disable", &plain, base)?;
-    row(&mut report, "8c prepared hoop tls prefer", &encrypted, base)?;
+    row(
+        &mut report,
+        "8c prepared hoop tls disable",
+        &plain,
+        base,
+        None,
+    )?;
+    row(
+        &mut report,
+        "8c prepared hoop tls prefer",
+        &encrypted,
+        base,
+        None,
+    )?;
     eprint!("{report}");
     Ok(())
 }
@@ -1180,6 +1210,54 @@ rate limit schedule lag: avg 0.205 (max 5.959) ms
 initial connection time = 30.347 ms
 tps = 499.719731 (without initial connection time)
 ";
+
+    #[test]
+    fn every_paths_cpu_is_also_shown_as_a_multiple_of_pgbouncers() {
+        let run = |tps: f64, cpu: Option<(f64, f64)>| Sample {
+            tps,
+            latency_ms: 1.0,
+            proxy_cpu: cpu.map(|(user, system)| Cpu { user, system }),
+            transactions: 100_000.0,
+        };
+        // 10,000 transactions a second for 10 s; CPU seconds over 100,000
+        // transactions: 1.2 s is 12 µs each, 1.0 s is 10 µs.
+        let samples = vec![
+            vec![run(10_000.0, None)],
+            vec![run(9_000.0, Some((0.2, 1.0)))],
+            vec![run(9_500.0, Some((0.1, 0.9)))],
+        ];
+        let mut report = String::new();
+        rows(
+            &mut report,
+            "8c simple",
+            &["direct", "hoop", "pgbouncer"],
+            &samples,
+        )
+        .unwrap();
+        let lines: Vec<Vec<&str>> = report
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        // direct: no proxy, so nothing after its latency.
+        assert_eq!(lines[0].last(), Some(&"1.000"), "{report}");
+        assert_eq!(
+            lines[1][lines[1].len() - 3..],
+            ["12.0", "2.0", "1.20"],
+            "{report}"
+        );
+        assert_eq!(
+            lines[2][lines[2].len() - 3..],
+            ["10.0", "1.0", "1.00"],
+            "{report}"
+        );
+        // Without pgbouncer in the case, the column stays empty.
+        let mut report = String::new();
+        rows(&mut report, "8c simple", &["direct", "hoop"], &samples[..2]).unwrap();
+        assert!(
+            report.lines().nth(1).unwrap().trim_end().ends_with("2.0"),
+            "{report}"
+        );
+    }
 
     #[test]
     fn masking_medians_take_each_rounds_own_cpu_per_mb() {
