@@ -765,6 +765,11 @@ fn per_txn(v: &[Sample], part: fn(Cpu) -> f64) -> Option<f64> {
     (!v.is_empty()).then(|| median(v))
 }
 
+/// A report cell: `x` with `digits` decimals, or empty when there is none.
+fn shown(x: Option<f64>, digits: usize) -> String {
+    x.map_or(String::new(), |x| format!("{x:.digits$}"))
+}
+
 /// One path's report line: TPS, its ratio to `base` (direct's TPS),
 /// latency, proxy CPU per transaction, and that CPU as a multiple of
 /// `pgbouncer`'s in the same case (if it ran).
@@ -776,8 +781,6 @@ fn row(
     pgbouncer: Option<f64>,
 ) -> anyhow::Result<()> {
     let lat = median(v.iter().map(|s| s.latency_ms).collect());
-    let shown =
-        |x: Option<f64>, digits: usize| x.map_or(String::new(), |x| format!("{x:.digits$}"));
     let total = per_txn(v, Cpu::total);
     let to_pgbouncer = total.zip(pgbouncer).map(|(t, p)| t / p);
     writeln!(
@@ -1140,12 +1143,9 @@ fn masking_bench(paths: &Paths, tmp: &Path, rounds: usize) -> anyhow::Result<()>
         "case", "wall s", "ratio", "MB/s", "proxy CPU s", "ms/MB", "x pgbouncer"
     );
     for (label, m) in &report {
-        let cpu_s = m.cpu.map_or(String::new(), |c| format!("{c:.3}"));
-        let per_mb = m.cpu_per_mb.map_or(String::new(), |c| format!("{c:.2}"));
-        let to_pgbouncer = match (m.cpu_per_mb, pgbouncer_per_mb) {
-            (Some(c), Some(p)) => format!("{:.2}", c / p),
-            _ => String::new(),
-        };
+        let cpu_s = shown(m.cpu, 3);
+        let per_mb = shown(m.cpu_per_mb, 2);
+        let to_pgbouncer = shown(m.cpu_per_mb.zip(pgbouncer_per_mb).map(|(c, p)| c / p), 2);
         eprintln!(
             "{label:<42} {:>8.2} {:>7.2} {:>8.1} {cpu_s:>12} {per_mb:>10} {to_pgbouncer:>13}",
             m.secs,
